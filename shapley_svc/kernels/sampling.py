@@ -64,7 +64,8 @@ def permutation_marginals(
 
     Feature ``pi[k]`` gets f(prefix k+1) - f(prefix k) with the same background row on both sides.
     Those telescope to f(x) - f(z); the zero-mean term (f(z) - base) / d added to every feature
-    makes each job sum to f(x) - base, the efficiency target, without biasing any feature.
+    makes each job sum to f(x) - base, the efficiency target, without biasing any feature
+    (z is uniform over the background, so E[f(z)] = base).
 
     Parameters
     ----------

@@ -15,15 +15,15 @@ def as_float_matrix(name: str, value: object, n_features: int | None = None) -> 
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as error:
-        raise ValueError(f"{name} must be a numeric 2-D array; could not convert: {error}") from None
+        raise ValueError(
+            f"{name} must be a numeric 2-D array; could not convert: {error}"
+        ) from None
     if array.ndim != 2:
         raise ValueError(f"{name} must be 2-D (rows, features); got shape {array.shape}")
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise ValueError(f"{name} must have at least one row and one feature; got {array.shape}")
     if n_features is not None and array.shape[1] != n_features:
-        raise ValueError(
-            f"{name} has {array.shape[1]} features; expected {n_features} like X"
-        )
+        raise ValueError(f"{name} has {array.shape[1]} features; expected {n_features} like X")
     if not np.isfinite(array).all():
         bad = np.argwhere(~np.isfinite(array))[0]
         raise ValueError(
@@ -40,7 +40,9 @@ def check_rows_and_background(X: object, background: object) -> tuple[np.ndarray
 
 def check_max_memory(max_memory: int) -> int:
     if not isinstance(max_memory, int | np.integer) or max_memory < 1024**2:
-        raise ValueError(f"max_memory must be an integer number of bytes >= 1 MiB; got {max_memory!r}")
+        raise ValueError(
+            f"max_memory must be an integer number of bytes >= 1 MiB; got {max_memory!r}"
+        )
     return int(max_memory)
 
 

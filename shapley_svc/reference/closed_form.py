@@ -19,8 +19,10 @@ def _as_offsets(intercept: float | np.ndarray, n_outputs: int) -> np.ndarray:
     if offsets.size == 1:
         offsets = np.repeat(offsets, n_outputs)
     if offsets.size != n_outputs or not np.isfinite(offsets).all():
-        raise ValueError(f"intercept must be a finite scalar or have {n_outputs} entries; "
-                         f"got {np.shape(intercept)}")
+        raise ValueError(
+            f"intercept must be a finite scalar or have {n_outputs} entries; "
+            f"got {np.shape(intercept)}"
+        )
     return offsets
 
 
@@ -52,8 +54,9 @@ def linear_shapley(
     single_output = weights.ndim == 1
     weights = np.atleast_2d(weights)
     if weights.ndim != 2 or weights.shape[1] != d:
-        raise ValueError(f"coef must have shape ({d},) or (K, {d}) for X with {d} features; "
-                         f"got {np.shape(coef)}")
+        raise ValueError(
+            f"coef must have shape ({d},) or (K, {d}) for X with {d} features; got {np.shape(coef)}"
+        )
     offsets = _as_offsets(intercept, weights.shape[0])
     if not np.isfinite(weights).all():
         raise ValueError("coef must be finite")
@@ -111,15 +114,19 @@ def additive_shapley(
             raise ValueError(f"terms[{index}] must be a (features, function) pair") from None
         columns = np.asarray(features, dtype=np.int64).reshape(-1)
         if not 1 <= columns.size <= MAX_EXACT_FEATURES:
-            raise ValueError(f"terms[{index}] must name 1 to {MAX_EXACT_FEATURES} features; "
-                             f"got {columns.size}")
+            raise ValueError(
+                f"terms[{index}] must name 1 to {MAX_EXACT_FEATURES} features; got {columns.size}"
+            )
         if columns.min() < 0 or columns.max() >= d or np.unique(columns).size != columns.size:
-            raise ValueError(f"terms[{index}] features must be distinct column indices in "
-                             f"[0, {d}); got {columns.tolist()}")
+            raise ValueError(
+                f"terms[{index}] features must be distinct column indices in "
+                f"[0, {d}); got {columns.tolist()}"
+            )
         if not callable(function):
             raise ValueError(f"terms[{index}] function must be callable")
-        part = exact_shapley(function, rows[:, columns], background[:, columns],
-                             max_memory=max_memory)
+        part = exact_shapley(
+            function, rows[:, columns], background[:, columns], max_memory=max_memory
+        )
         part_values = part.values if part.values.ndim == 3 else part.values[:, :, None]
         n_outputs = part_values.shape[2]
         if values is None:
@@ -128,12 +135,20 @@ def additive_shapley(
             predictions = np.zeros((m, n_outputs))
             single_output = part.values.ndim == 2
         elif n_outputs != values.shape[2] or single_output != (part.values.ndim == 2):
-            raise ValueError(f"terms[{index}] returns {n_outputs} outputs; earlier terms "
-                             f"returned {values.shape[2]}")
+            raise ValueError(
+                f"terms[{index}] returns {n_outputs} outputs; earlier terms "
+                f"returned {values.shape[2]}"
+            )
         values[:, columns] += part_values
         base_value += part.base_values.reshape(m, n_outputs)[0]
         predictions += part.predictions.reshape(m, n_outputs)
         evaluations += part.model_evaluations
     offset = _as_offsets(intercept, values.shape[2])
-    return package(values, base_value + offset, predictions + offset, single_output,
-                   "closed form (additive)", model_evaluations=evaluations)
+    return package(
+        values,
+        base_value + offset,
+        predictions + offset,
+        single_output,
+        "closed form (additive)",
+        model_evaluations=evaluations,
+    )

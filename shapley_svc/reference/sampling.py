@@ -26,13 +26,13 @@ def sampled_shapley(
 ) -> ShapleyValues:
     """Unbiased estimates of interventional Shapley values with a standard error per value.
 
-    Each explained row gets P pairs of antithetic permutations (a random order of the features
-    and its reverse). A pair walks one background row z towards x, one feature at a time, and
-    credits each feature with the change in the model's output. The background rows of
-    successive pairs run through a random order of the whole background, so every background
-    row is used equally often (stratified) and each estimate is unbiased. Every pair's credits
-    sum exactly to ``f(x) - base``, so the estimates satisfy efficiency exactly however small
-    the budget.
+    Each explained row gets P independent pairs of antithetic permutations (a random order of the
+    features and its reverse) and, per pair, a background row z drawn uniformly. A pair walks z
+    towards x, one feature at a time, and credits each feature with the change in the model's
+    output, so each pair is an unbiased estimate. Every pair's credits sum exactly to
+    ``f(x) - base``, so the estimates satisfy efficiency exactly however small the budget.
+    Background rows are drawn independently (not stratified) so that pairs are independent and
+    the standard errors are honest.
 
     Parameters
     ----------
@@ -48,9 +48,8 @@ def sampled_shapley(
     Returns
     -------
     ShapleyValues
-        ``values`` and ``standard_errors`` of shape (m, d) or (m, d, K). A standard error is the
-        spread of the pairs' credits over sqrt(P): with pairs treated as independent it slightly
-        overstates the error that stratification over the background leaves.
+        ``values`` and ``standard_errors`` of shape (m, d) or (m, d, K); a standard error is the
+        spread of the P pairs' credits over sqrt(P).
     """
     rows, background = check_rows_and_background(X, background)
     max_memory = check_max_memory(max_memory)
@@ -160,8 +159,8 @@ def _draw_jobs(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Row, background row and permutation of every job of a group of explained rows.
 
-    Jobs come in antithetic pairs (a permutation, then its reverse) that share a background row;
-    pair p of a row takes the p-th background row of that row's random background order.
+    Jobs come in antithetic pairs (a permutation, then its reverse) that share a background row
+    drawn uniformly with replacement.
     """
     n_rows = len(seeds)
     row_index = np.repeat(np.arange(first_row, first_row + n_rows, dtype=np.int64), 2 * n_pairs)
@@ -169,8 +168,7 @@ def _draw_jobs(
     permutations = np.empty((n_rows, n_pairs, 2, d), dtype=np.int64)
     for r, seed in enumerate(seeds):
         rng = np.random.default_rng(seed)
-        order = rng.permutation(n_background)
-        background_index[r] = order[np.arange(n_pairs) % n_background][:, None]
+        background_index[r] = rng.integers(n_background, size=n_pairs)[:, None]
         forward = rng.permuted(np.tile(np.arange(d, dtype=np.int64), (n_pairs, 1)), axis=1)
         permutations[r, :, 0] = forward
         permutations[r, :, 1] = forward[:, ::-1]

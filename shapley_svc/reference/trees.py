@@ -93,9 +93,11 @@ def tree_shapley(model: object, X: np.ndarray, background: np.ndarray) -> Shaple
     )
     predictions = np.asarray(output(rows), dtype=np.float64)
     single_output = predictions.ndim == 1
-    base_value = np.asarray(output(background), dtype=np.float64).reshape(
-        background.shape[0], n_outputs
-    ).mean(axis=0)
+    base_value = (
+        np.asarray(output(background), dtype=np.float64)
+        .reshape(background.shape[0], n_outputs)
+        .mean(axis=0)
+    )
     return package(
         values,
         base_value,
@@ -123,8 +125,10 @@ def flatten_ensemble(model: object):
     if isinstance(model, DecisionTreeClassifier | DecisionTreeRegressor):
         trees = [_sklearn_tree(model, 1.0)]
         return _concatenate(trees, float32_inputs=True), _output_method(model)
-    if isinstance(model, RandomForestClassifier | RandomForestRegressor | ExtraTreesClassifier
-                  | ExtraTreesRegressor):
+    if isinstance(
+        model,
+        RandomForestClassifier | RandomForestRegressor | ExtraTreesClassifier | ExtraTreesRegressor,
+    ):
         weight = 1.0 / len(model.estimators_)
         trees = [_sklearn_tree(tree, weight) for tree in model.estimators_]
         return _concatenate(trees, float32_inputs=True), _output_method(model)
@@ -144,7 +148,9 @@ def flatten_ensemble(model: object):
         return _concatenate(trees, float32_inputs=True), _output_method(model)
     if isinstance(model, HistGradientBoostingClassifier | HistGradientBoostingRegressor):
         if isinstance(model, HistGradientBoostingRegressor) and model.loss not in (
-            "squared_error", "absolute_error", "quantile"
+            "squared_error",
+            "absolute_error",
+            "quantile",
         ):
             raise ValueError(
                 f"model: HistGradientBoostingRegressor(loss={model.loss!r}) predicts through a "
@@ -187,8 +193,9 @@ def _output_method(model: object):
     return model.predict_proba
 
 
-def _sklearn_tree(estimator: object, weight: float, output: int | None = None,
-                  n_outputs: int = 1) -> tuple:
+def _sklearn_tree(
+    estimator: object, weight: float, output: int | None = None, n_outputs: int = 1
+) -> tuple:
     """Node arrays of a fitted ``sklearn.tree`` estimator; leaf values scaled by ``weight``.
 
     With ``output`` given, the tree's single value goes to that column of ``n_outputs``.
@@ -239,10 +246,12 @@ def _concatenate(trees: list[tuple], float32_inputs: bool) -> FlatEnsemble:
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
 
     def children(index: int) -> np.ndarray:
-        return np.concatenate([
-            np.where(tree[index] >= 0, tree[index] + offset, -1)
-            for tree, offset in zip(trees, offsets, strict=True)
-        ]).astype(np.int64)
+        return np.concatenate(
+            [
+                np.where(tree[index] >= 0, tree[index] + offset, -1)
+                for tree, offset in zip(trees, offsets, strict=True)
+            ]
+        ).astype(np.int64)
 
     return FlatEnsemble(
         left=children(0),
