@@ -1,0 +1,67 @@
+"""What the benchmark scripts record about the machine they ran on, and its load."""
+
+import datetime
+import os
+import platform
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import numba
+import numpy as np
+
+CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def package_version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def machine_info() -> dict[str, Any]:
+    """Date, CPUs, platform, library versions, numba threads and BLAS pools."""
+    from threadpoolctl import threadpool_info
+
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "cpu_count": os.cpu_count(),
+        "cpus_available": CPUS,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "sklearn": package_version("scikit-learn"),
+        "shap": package_version("shap"),
+        "numba_threads": numba.get_num_threads(),
+        "numba_threading_layer": _threading_layer(),
+        "blas": ", ".join(
+            f"{pool['internal_api']} {pool['version']} ({pool['num_threads']} threads)"
+            for pool in threadpool_info()
+            if pool["user_api"] == "blas"
+        ),
+    }
+
+
+def _threading_layer() -> str:
+    try:
+        return numba.threading_layer()
+    except ValueError:  # no parallel kernel has run yet in this process
+        return "not initialised"
+
+
+def system_busy_seconds() -> float | None:
+    """CPU seconds used machine-wide since boot, steal included; None off Linux.
+
+    The difference over a timed call, minus this process's own CPU time, is what other
+    processes (or the hypervisor) took meanwhile: on a shared 2-core machine a second busy
+    process halves a parallel kernel's speed, and this makes that visible.
+    """
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(value) for value in stat.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
