@@ -4,6 +4,7 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -49,6 +50,25 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    """Rebuild the meta-learned artifact from the synthetic prior."""
+    import json
+    from dataclasses import replace
+
+    from shapley_svc.estimator.artifact import DEFAULT_ARTIFACT
+    from shapley_svc.training.pipeline import SMOKE_CONFIG, train
+    from shapley_svc.training.prior import PriorConfig
+
+    config = SMOKE_CONFIG if args.smoke else PriorConfig()
+    if args.max_features is not None:
+        config = replace(config, max_features=args.max_features)
+    n_tasks = args.tasks if args.tasks is not None else (16 if args.smoke else 1200)
+    out = args.out or DEFAULT_ARTIFACT
+    metrics = train(n_tasks, args.seed, out, config, args.workers)
+    print(json.dumps({"artifact": str(out), **metrics}, indent=2))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="shapley-svc", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -56,6 +76,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--rows", type=int, default=5, help="rows to explain (default 5)")
     demo.add_argument("--seed", type=int, default=0, help="seed for the split and the model")
     demo.set_defaults(handler=_demo)
+    train = commands.add_parser("train", help="rebuild the meta-learned artifact")
+    train.add_argument("--tasks", type=int, help="prior tasks to draw (default 1200; smoke 16)")
+    train.add_argument("--seed", type=int, default=0, help="seed of the prior (default 0)")
+    train.add_argument(
+        "--smoke", action="store_true", help="small tasks: a complete run in about a minute, for CI"
+    )
+    train.add_argument("--max-features", type=int, help="cap on d in the prior")
+    train.add_argument("--workers", type=int, help="processes (default: one per core)")
+    train.add_argument(
+        "--out", type=Path, help="manifest path (default: the package's shipped artifact)"
+    )
+    train.set_defaults(handler=_train)
     args = parser.parse_args(argv)
     return args.handler(args)
 

@@ -1,0 +1,6 @@
+"""The zero-shot, meta-learned Shapley estimator: the public API the server and users build on."""
+
+from shapley_svc.estimator.artifact import ArtifactError, load_artifact
+from shapley_svc.estimator.explainer import Explanation, NotFittedError, ZeroShotExplainer
+
+__all__ = ["ArtifactError", "Explanation", "NotFittedError", "ZeroShotExplainer", "load_artifact"]

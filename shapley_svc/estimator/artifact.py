@@ -1,0 +1,80 @@
+"""The shipped meta-learned artifact: ``.npz`` weights and a JSON manifest with their checksum.
+
+No pickle anywhere: the weights load with ``allow_pickle=False`` and the manifest names the
+zoo members and features in the order the arrays use, so a mismatch between the artifact and
+this code fails loudly instead of silently weighing the wrong surrogate.
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from shapley_svc.estimator.combiner import CombinerParameters
+from shapley_svc.estimator.context import GLOBAL_FEATURES, SURROGATE_FEATURES
+from shapley_svc.estimator.surrogates import ZOO
+
+FORMAT_VERSION = 1
+DEFAULT_ARTIFACT = Path(__file__).resolve().parent / "artifacts" / "combiner.json"
+
+
+class ArtifactError(RuntimeError):
+    """The artifact is missing, corrupted or does not match this version of the code."""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    parameters: CombinerParameters
+    manifest: dict
+
+    @property
+    def version(self) -> str:
+        return f"{self.manifest['format_version']}:{self.manifest['sha256'][:12]}"
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load_artifact(manifest_path: str | Path = DEFAULT_ARTIFACT) -> Artifact:
+    """Read and verify the artifact; raise :class:`ArtifactError` with the reason otherwise."""
+    manifest_path = Path(manifest_path)
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except FileNotFoundError:
+        raise ArtifactError(f"artifact manifest not found: {manifest_path}") from None
+    except (OSError, json.JSONDecodeError) as error:
+        raise ArtifactError(f"artifact manifest {manifest_path} is unreadable: {error}") from None
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(
+            f"artifact format {manifest.get('format_version')!r} is not "
+            f"{FORMAT_VERSION}; retrain with `shapley-svc train`"
+        )
+    expected = {
+        "zoo": [kind.name for kind in ZOO],
+        "global_features": list(GLOBAL_FEATURES),
+        "surrogate_features": list(SURROGATE_FEATURES),
+    }
+    for key, value in expected.items():
+        if manifest.get(key) != value:
+            raise ArtifactError(
+                f"artifact {key} {manifest.get(key)} does not match this code's "
+                f"{value}; retrain with `shapley-svc train`"
+            )
+    weights_path = manifest_path.parent / manifest["weights"]
+    if not weights_path.exists():
+        raise ArtifactError(f"artifact weights not found: {weights_path}")
+    if sha256_of(weights_path) != manifest.get("sha256"):
+        raise ArtifactError(
+            f"artifact weights {weights_path} fail their sha256 check (corrupted or replaced)"
+        )
+    with np.load(weights_path, allow_pickle=False) as arrays:
+        values = {}
+        for field in fields(CombinerParameters):
+            if field.name not in arrays:
+                raise ArtifactError(f"artifact weights lack {field.name!r}")
+            array = arrays[field.name]
+            values[field.name] = float(array) if array.ndim == 0 else np.array(array)
+    return Artifact(CombinerParameters(**values), manifest)

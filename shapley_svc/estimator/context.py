@@ -1,0 +1,166 @@
+"""One output column of a context: standardised rows, the fitted zoo, and the combiner's features.
+
+Training and inference go through this same module, so the combiner is trained on exactly the
+features it sees when serving.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from shapley_svc.estimator.surrogates import ZOO, FittedSurrogate, fit_surrogate
+
+# Context-level features, in the order the combiner's weights expect.
+GLOBAL_FEATURES = (
+    "is_probability",
+    "saturation",
+    "log10_rows",
+    "log10_features",
+    "max_abs_correlation",
+    "discrete_share",
+    "best_oof_r2",
+    "ridge_oof_r2",
+    "tree_gain",
+)
+# Per-surrogate features.
+SURROGATE_FEATURES = ("oof_r2", "oof_r2_gap", "agreement")
+PROBE_ROWS = 32
+SATURATION_MARGIN = 0.02
+
+
+@dataclass
+class Standardiser:
+    """Column means and scales of the context (constant columns keep scale 1)."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def fit(cls, X: np.ndarray) -> "Standardiser":
+        scale = X.std(axis=0)
+        return cls(X.mean(axis=0), np.where(scale > 1e-12, scale, 1.0))
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        return (X - self.mean) / self.scale
+
+
+@dataclass
+class OutputContext:
+    """The zoo fitted to one output column, and what the combiner needs to weigh it.
+
+    Attributes
+    ----------
+    surrogates : one fitted surrogate per zoo member, None where the member does not apply.
+    global_features : (len(GLOBAL_FEATURES),)
+    surrogate_features : (len(ZOO), len(SURROGATE_FEATURES)); rows of absent members are zero.
+    available : (len(ZOO),) bool.
+    base_value : mean output over the background rows.
+    output_scale : standard deviation of the output over the context (1 if constant).
+    """
+
+    surrogates: list[FittedSurrogate | None]
+    global_features: np.ndarray
+    surrogate_features: np.ndarray
+    available: np.ndarray
+    base_value: float
+    output_scale: float
+
+    def surrogate_values(self, Z: np.ndarray, background: np.ndarray, seed: int) -> np.ndarray:
+        """(len(ZOO), m, d) attributions of each member (zeros where absent)."""
+        values = np.zeros((len(ZOO), Z.shape[0], Z.shape[1]))
+        for s, fitted in enumerate(self.surrogates):
+            if fitted is not None:
+                values[s] = fitted.model.shapley(Z, background, seed)
+        return values
+
+
+def _max_abs_correlation(Z: np.ndarray) -> float:
+    if Z.shape[1] < 2:
+        return 0.0
+    varying = Z.std(axis=0) > 1e-12
+    if varying.sum() < 2:
+        return 0.0
+    correlation = np.corrcoef(Z[:, varying], rowvar=False)
+    np.fill_diagonal(correlation, 0.0)
+    return float(np.mean(np.max(np.abs(correlation), axis=0)))
+
+
+def _agreement(values: np.ndarray, available: np.ndarray) -> np.ndarray:
+    """Pearson r of each member's attributions with the mean of the others' (probe rows)."""
+    agreement = np.zeros(len(available))
+    members = np.flatnonzero(available)
+    for s in members:
+        others = [t for t in members if t != s]
+        if not others:
+            continue
+        a = values[s].ravel() - values[s].mean()
+        b = values[others].mean(axis=0).ravel()
+        b = b - b.mean()
+        denominator = np.sqrt((a @ a) * (b @ b))
+        agreement[s] = a @ b / denominator if denominator > 0 else 0.0
+    return agreement
+
+
+def fit_output_context(
+    X: np.ndarray,
+    Z: np.ndarray,
+    output: np.ndarray,
+    background: np.ndarray,
+    seed: int,
+) -> OutputContext:
+    """Fit the zoo to one output column and compute the combiner's features.
+
+    Parameters
+    ----------
+    X : (n, d) context rows as given (used for feature statistics).
+    Z : (n, d) the same rows standardised.
+    output : (n,) the model's output column on X.
+    background : indices of the background rows.
+    seed : seeds every surrogate and the probe rows.
+    """
+    is_probability = bool(output.min() >= 0.0 and output.max() <= 1.0)
+    available = np.array([is_probability or not kind.probability_only for kind in ZOO])
+    surrogates: list[FittedSurrogate | None] = [
+        fit_surrogate(kind, Z, output, seed) if ok else None
+        for kind, ok in zip(ZOO, available, strict=True)
+    ]
+    oof = np.array([s.oof_r2 if s is not None else 0.0 for s in surrogates])
+    oof = np.clip(oof, -1.0, 1.0)
+    best = oof[available].max()
+
+    rng = np.random.default_rng(seed)
+    probe = rng.choice(background, size=min(PROBE_ROWS, background.size), replace=False)
+    context = OutputContext(
+        surrogates, np.empty(0), np.empty(0), available, float(output[background].mean()), 1.0
+    )
+    probe_values = context.surrogate_values(Z[probe], Z[background], seed)
+    agreement = _agreement(probe_values, available)
+
+    names = [kind.name for kind in ZOO]
+    smooth = [names.index(n) for n in ("spline", "logistic_spline") if available[names.index(n)]]
+    trees = [names.index(n) for n in ("boosted_trees", "forest")]
+    discrete = np.mean([np.unique(X[:, j]).size <= 10 for j in range(X.shape[1])])
+    saturation = (
+        float(np.mean((output < SATURATION_MARGIN) | (output > 1 - SATURATION_MARGIN)))
+        if is_probability
+        else 0.0
+    )
+    context.global_features = np.array(
+        [
+            float(is_probability),
+            saturation,
+            np.log10(X.shape[0]),
+            np.log10(X.shape[1]),
+            _max_abs_correlation(Z),
+            float(discrete),
+            best,
+            oof[names.index("ridge")],
+            oof[trees].max() - oof[smooth].max(),
+        ]
+    )
+    context.surrogate_features = np.where(
+        available[:, None], np.column_stack([oof, oof - best, agreement]), 0.0
+    )
+    spread = output.std()
+    context.output_scale = float(spread) if spread > 1e-12 else 1.0
+    return context

@@ -1,0 +1,1 @@
+"""Meta-training: the synthetic prior, labels from the reference engine, the artifact."""

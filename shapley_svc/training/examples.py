@@ -1,0 +1,112 @@
+"""Training examples: a prior task run through the estimator's own context step, with its labels."""
+
+import multiprocessing
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from shapley_svc.estimator.context import OutputContext, Standardiser, fit_output_context
+from shapley_svc.training.prior import PriorConfig, Task, sample_task
+
+
+@dataclass
+class Example:
+    """One output column of one task, as the combiner sees it, with the labels.
+
+    surrogate_values : (S, m, d); truth, truth_error : (m, d); target_sums : (m,).
+    """
+
+    global_features: np.ndarray
+    surrogate_features: np.ndarray
+    available: np.ndarray
+    output_scale: float
+    surrogate_values: np.ndarray
+    truth: np.ndarray
+    truth_error: np.ndarray
+    target_sums: np.ndarray
+    family: str
+    task: str
+    seed: int
+
+
+def examples_from_task(task: Task, seed: int) -> list[Example]:
+    standardiser = Standardiser.fit(task.X)
+    Z = standardiser.transform(task.X)
+    outputs = task.predictions if task.predictions.ndim == 2 else task.predictions[:, None]
+    truth = task.truth if task.truth.ndim == 3 else task.truth[:, :, None]
+    errors = task.truth_error if task.truth_error.ndim == 3 else task.truth_error[:, :, None]
+    examples = []
+    for k in range(outputs.shape[1]):
+        output = outputs[:, k]
+        if output.std() < 1e-12:
+            continue  # a constant output has nothing to attribute
+        context: OutputContext = fit_output_context(task.X, Z, output, task.background, seed)
+        values = context.surrogate_values(Z[task.explained], Z[task.background], seed)
+        examples.append(
+            Example(
+                context.global_features,
+                context.surrogate_features,
+                context.available,
+                context.output_scale,
+                values,
+                truth[:, :, k],
+                errors[:, :, k],
+                output[task.explained] - context.base_value,
+                task.family,
+                task.task,
+                seed,
+            )
+        )
+    return examples
+
+
+def _build(args: tuple[int, PriorConfig]) -> list[Example]:
+    seed, config = args
+    return examples_from_task(sample_task(seed, config), seed)
+
+
+def _init_worker() -> None:
+    import warnings
+
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    # One process per core: nested OpenMP or BLAS pools that spin-wait would slow every fit
+    # several-fold.
+    numba.set_num_threads(1)
+    threadpool_limits(1)
+    warnings.filterwarnings("ignore")
+
+
+def build_examples(
+    seeds: list[int], config: PriorConfig, workers: int | None = None, progress: bool = True
+) -> list[Example]:
+    """Examples of the tasks drawn from ``seeds``, in seed order, built in parallel processes."""
+    workers = workers or os.cpu_count() or 1
+    examples: list[Example] = []
+    start = time.perf_counter()
+    # Spawned, not forked: a fork after numba's OpenMP runtime has started can kill the child.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
+        for done, batch in enumerate(pool.map(_build, [(s, config) for s in seeds]), start=1):
+            examples.extend(batch)
+            if progress:
+                _progress(done, len(seeds), time.perf_counter() - start)
+    if progress:
+        sys.stderr.write("\n")
+    return examples
+
+
+def _progress(done: int, total: int, elapsed: float) -> None:
+    width = 30
+    filled = int(width * done / total)
+    remaining = elapsed / done * (total - done)
+    sys.stderr.write(
+        f"\r  tasks [{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
+        f"{elapsed:6.0f}s elapsed, ~{remaining:5.0f}s left"
+    )
+    sys.stderr.flush()

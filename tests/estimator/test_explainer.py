@@ -1,0 +1,177 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+from sklearn.ensemble import RandomForestRegressor
+from sklearn.linear_model import LogisticRegression
+
+from shapley_svc import ZeroShotExplainer
+from shapley_svc.estimator import ArtifactError, NotFittedError, load_artifact
+from shapley_svc.estimator.artifact import DEFAULT_ARTIFACT
+from shapley_svc.reference import linear_shapley, tree_shapley
+
+
+def _pearson(a, b):
+    return np.corrcoef(np.ravel(a), np.ravel(b))[0, 1]
+
+
+@pytest.fixture
+def regression_context(rng):
+    X = rng.normal(size=(400, 6))
+    X[:, 1] += 0.5 * X[:, 0]
+    y = np.sin(X[:, 0]) + X[:, 1] * X[:, 2] + 0.5 * X[:, 3]
+    model = RandomForestRegressor(50, max_depth=6, random_state=0).fit(X, y)
+    return X, model
+
+
+def test_single_output_shapes_base_values_and_exact_efficiency(regression_context):
+    X, model = regression_context
+    predictions = model.predict(X)
+    explainer = ZeroShotExplainer(random_state=0).fit(X, predictions)
+    explanation = explainer.explain(X[:30], predictions[:30])
+    assert explanation.values.shape == explanation.uncertainty.shape == (30, 6)
+    np.testing.assert_allclose(
+        explanation.base_values, predictions[explainer.background_].mean(), rtol=1e-12
+    )
+    gap = explanation.values.sum(axis=1) - (predictions[:30] - explanation.base_values)
+    scale = np.abs(explanation.values).sum(axis=1)
+    assert np.all(np.abs(gap) <= 1e-9 * scale), np.abs(gap).max()
+    assert np.all(explanation.uncertainty >= 0)
+    assert explanation.feature_names == [f"x{j}" for j in range(6)]
+
+
+def test_tracks_the_true_values_of_a_forest(regression_context):
+    X, model = regression_context
+    predictions = model.predict(X)
+    background = np.arange(100, 200)
+    explanation = (
+        ZeroShotExplainer(random_state=0)
+        .fit(X, predictions, background)
+        .explain(X[:40], predictions[:40])
+    )
+    truth = tree_shapley(model, X[:40], X[background]).values
+    assert _pearson(explanation.values, truth) > 0.85
+
+
+def test_recovers_a_logistic_model_on_the_probability_scale(rng):
+    X = rng.normal(size=(500, 5))
+    y = (X @ np.array([1.5, -1.0, 0.5, 0.0, 2.0]) + rng.normal(size=500) > 0).astype(int)
+    model = LogisticRegression().fit(X, y)
+    probabilities = model.predict_proba(X)
+    background = np.arange(100)
+    explanation = (
+        ZeroShotExplainer(random_state=0)
+        .fit(X, probabilities, background, feature_names=list("abcde"))
+        .explain(X[200:240], probabilities[200:240])
+    )
+    assert explanation.values.shape == (40, 5, 2)
+    assert explanation.base_values.shape == (40, 2)
+    from shapley_svc.reference import exact_shapley
+
+    truth = exact_shapley(model.predict_proba, X[200:240], X[background]).values
+    assert _pearson(explanation.values, truth) > 0.95
+    np.testing.assert_allclose(
+        explanation.values.sum(axis=1), probabilities[200:240] - explanation.base_values, atol=1e-12
+    )
+    assert explanation.feature_names == list("abcde")
+
+
+def test_same_seed_same_answer_and_diagnostics(regression_context):
+    X, model = regression_context
+    predictions = model.predict(X)
+    first = ZeroShotExplainer(random_state=3).fit(X, predictions).explain(X[:10])
+    second = ZeroShotExplainer(random_state=3).fit(X, predictions).explain(X[:10])
+    np.testing.assert_array_equal(first.values, second.values)
+    np.testing.assert_array_equal(first.uncertainty, second.uncertainty)
+    output = first.diagnostics["outputs"][0]
+    assert -1 <= output["predicted_fidelity"] <= 1
+    weights = [s["weight"] for s in output["surrogates"].values()]
+    assert abs(sum(weights) - 1) < 1e-12
+    assert "logistic" not in output["surrogates"]  # outputs outside [0, 1]: no logistic member
+    assert first.diagnostics["artifact"] == load_artifact().version
+    assert first.predictions is None
+
+
+def test_to_shap(regression_context):
+    pytest.importorskip("shap")
+    X, model = regression_context
+    explanation = ZeroShotExplainer().fit(X, model.predict(X)).explain(X[:3])
+    converted = explanation.to_shap()
+    np.testing.assert_array_equal(converted.values, explanation.values)
+
+
+def test_linear_truth_without_query_predictions(rng):
+    X = rng.normal(size=(300, 4))
+    coef = np.array([2.0, -1.0, 0.0, 0.5])
+    predictions = X @ coef + 1.0
+    explanation = ZeroShotExplainer().fit(X, predictions, np.arange(50)).explain(X[:20])
+    truth = linear_shapley(coef, 1.0, X[:20], X[:50]).values
+    np.testing.assert_allclose(explanation.values, truth, atol=0.05 * np.abs(truth).max())
+
+
+@pytest.mark.parametrize(
+    ("fit_args", "message"),
+    [
+        ((np.zeros(5), np.zeros(5)), "X must be 2-D"),
+        ((np.ones((1, 3)), np.ones(1)), "at least 2 rows"),
+        ((np.array([[0.0, np.nan], [1, 2]]), np.array([0.0, 1.0])), "X must be finite"),
+        ((np.ones((4, 2)), np.ones(3)), r"predictions must have shape \(4,\)"),
+        ((np.ones((4, 2)), np.array([0.0, 1, np.inf, 2])), "predictions must be finite"),
+        ((np.arange(8.0).reshape(4, 2), np.full(4, 0.3)), "predictions are constant"),
+    ],
+)
+def test_fit_rejects_bad_input(fit_args, message):
+    with pytest.raises(ValueError, match=message):
+        ZeroShotExplainer().fit(*fit_args)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"background": [0, 50]}, r"background indices must lie in \[0, 20\)"),
+        ({"background": [1, 1, 2]}, "background indices must be distinct"),
+        ({"background": [0.5, 1.0]}, "integer row indices"),
+        ({"background": []}, "non-empty"),
+        ({"feature_names": ["a"]}, "feature_names has 1 names; X has 3"),
+        ({"feature_names": ["a", "a", "b"]}, "feature_names must be distinct"),
+    ],
+)
+def test_fit_rejects_bad_background_and_names(rng, kwargs, message):
+    X = rng.normal(size=(20, 3))
+    with pytest.raises(ValueError, match=message):
+        ZeroShotExplainer().fit(X, X[:, 0], **kwargs)
+
+
+def test_explain_rejects_bad_input(rng):
+    X = rng.normal(size=(60, 3))
+    explainer = ZeroShotExplainer()
+    with pytest.raises(NotFittedError, match="not fitted"):
+        explainer.explain(X)
+    explainer.fit(X, np.column_stack([X[:, 0], X[:, 1] ** 2]))
+    with pytest.raises(ValueError, match="X_query has 4 features; the explainer was fitted on 3"):
+        explainer.explain(np.zeros((2, 4)))
+    with pytest.raises(
+        ValueError, match="predictions_query has 1 outputs; the explainer was fitted on 2"
+    ):
+        explainer.explain(X[:2], np.zeros(2))
+    with pytest.raises(ValueError, match="X_query must be finite"):
+        explainer.explain(np.full((1, 3), np.nan))
+
+
+def test_corrupted_or_missing_artifact_is_refused(tmp_path):
+    manifest = tmp_path / "combiner.json"
+    shutil.copy(DEFAULT_ARTIFACT, manifest)
+    weights = tmp_path / json.loads(manifest.read_text())["weights"]
+    shutil.copy(DEFAULT_ARTIFACT.parent / weights.name, weights)
+    assert load_artifact(manifest).parameters.gate_bias.shape[0] > 0
+    weights.write_bytes(weights.read_bytes()[:-7] + b"garbage")
+    with pytest.raises(ArtifactError, match="sha256"):
+        load_artifact(manifest)
+    with pytest.raises(ArtifactError, match="not found"):
+        load_artifact(tmp_path / "absent.json")
+    altered = json.loads(manifest.read_text())
+    altered["zoo"] = ["ridge"]
+    manifest.write_text(json.dumps(altered))
+    with pytest.raises(ArtifactError, match="zoo"):
+        load_artifact(manifest)
