@@ -62,7 +62,7 @@ def _train(args: argparse.Namespace) -> int:
     config = SMOKE_CONFIG if args.smoke else PriorConfig()
     if args.max_features is not None:
         config = replace(config, max_features=args.max_features)
-    n_tasks = args.tasks if args.tasks is not None else (16 if args.smoke else 1200)
+    n_tasks = args.tasks if args.tasks is not None else (16 if args.smoke else 600)
     out = args.out or DEFAULT_ARTIFACT
     metrics = train(n_tasks, args.seed, out, config, args.workers)
     print(json.dumps({"artifact": str(out), **metrics}, indent=2))
@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--seed", type=int, default=0, help="seed for the split and the model")
     demo.set_defaults(handler=_demo)
     train = commands.add_parser("train", help="rebuild the meta-learned artifact")
-    train.add_argument("--tasks", type=int, help="prior tasks to draw (default 1200; smoke 16)")
+    train.add_argument("--tasks", type=int, help="prior tasks to draw (default 600; smoke 16)")
     train.add_argument("--seed", type=int, default=0, help="seed of the prior (default 0)")
     train.add_argument(
         "--smoke", action="store_true", help="small tasks: a complete run in about a minute, for CI"

@@ -8,11 +8,16 @@ Every function takes the rows to explain and a background set, and returns a
 - :func:`tree_shapley`: scikit-learn tree models, any d, interventional TreeSHAP.
 - :func:`linear_shapley`, :func:`additive_shapley`: closed forms for linear models and sums of
   one- and two-feature (up to 16-feature) terms.
+- :func:`logistic_additive_shapley`: additive models inside a sigmoid, on the probability scale.
 - :func:`sampled_shapley`: any model, any d, unbiased estimates with standard errors.
 """
 
 from shapley_svc.reference._result import ShapleyValues
-from shapley_svc.reference.closed_form import additive_shapley, linear_shapley
+from shapley_svc.reference.closed_form import (
+    additive_shapley,
+    linear_shapley,
+    logistic_additive_shapley,
+)
 from shapley_svc.reference.enumeration import MAX_EXACT_FEATURES, exact_shapley
 from shapley_svc.reference.sampling import sampled_shapley
 from shapley_svc.reference.trees import tree_shapley
@@ -23,6 +28,7 @@ __all__ = [
     "additive_shapley",
     "exact_shapley",
     "linear_shapley",
+    "logistic_additive_shapley",
     "sampled_shapley",
     "tree_shapley",
 ]

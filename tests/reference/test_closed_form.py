@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from shapley_svc.reference import additive_shapley, linear_shapley
+from shapley_svc.reference import additive_shapley, exact_shapley, linear_shapley
+from shapley_svc.reference.closed_form import logistic_additive_shapley
 from tests.oracles import as_3d, brute_force_shapley
 
 
@@ -86,3 +87,38 @@ def test_one_feature_terms_cost_no_mixed_rows(rng):
 def test_rejects_bad_arguments(rng, call, message):
     with pytest.raises(ValueError, match=message):
         call(rng.normal(size=(2, 3)), rng.normal(size=(4, 3)))
+
+
+def _sigmoid(t):
+    return 1.0 / (1.0 + np.exp(-t))
+
+
+def test_logistic_additive_is_exact_up_to_twelve_features(rng):
+    d = 7
+    weights = rng.normal(size=d) * 1.5
+    X = rng.normal(size=(4, d))
+    background = rng.normal(size=(9, d))
+
+    def model(Z):
+        return _sigmoid(0.4 + np.sin(Z) @ weights)
+
+    result = logistic_additive_shapley(np.sin(X) * weights, np.sin(background) * weights, 0.4)
+    expected = brute_force_shapley(model, X, background)
+    np.testing.assert_allclose(result.values, expected[:, :, 0], rtol=0, atol=1e-10)
+    np.testing.assert_allclose(result.predictions, model(X), rtol=1e-12)
+    assert result.exact
+
+
+def test_logistic_additive_samples_without_bias_above_twelve_features(rng):
+    d = 14
+    weights = rng.normal(size=d)
+    X = rng.normal(size=(3, d))
+    background = rng.normal(size=(12, d))
+    truth = exact_shapley(lambda Z: _sigmoid(Z @ weights - 0.2), X, background).values
+    result = logistic_additive_shapley(
+        X * weights, background * weights, -0.2, n_permutations=400, random_state=1
+    )
+    assert not result.exact
+    z = np.abs(result.values - truth) / result.standard_errors
+    assert np.mean(z <= 1.96) > 0.85, np.mean(z <= 1.96)
+    assert result.efficiency_gap <= 1e-12
