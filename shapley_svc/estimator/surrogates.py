@@ -135,7 +135,17 @@ class SoftLogisticSurrogate(Surrogate):
         ).values
 
 
-class BoostedTreesSurrogate(Surrogate):
+class _TreeSurrogate(Surrogate):
+    """A scikit-learn tree ensemble in ``model_``, explained by interventional TreeSHAP."""
+
+    def predict(self, Z):
+        return self.model_.predict(Z)
+
+    def shapley(self, Z, background, seed):
+        return tree_shapley(self.model_, Z, background).values
+
+
+class BoostedTreesSurrogate(_TreeSurrogate):
     def fit(self, Z, target, seed):
         self.model_ = HistGradientBoostingRegressor(
             max_iter=200,
@@ -147,14 +157,8 @@ class BoostedTreesSurrogate(Surrogate):
         ).fit(Z, target)
         return self
 
-    def predict(self, Z):
-        return self.model_.predict(Z)
 
-    def shapley(self, Z, background, seed):
-        return tree_shapley(self.model_, Z, background).values
-
-
-class ForestSurrogate(Surrogate):
+class ForestSurrogate(_TreeSurrogate):
     """Extremely randomised trees on half the features per split: spreads correlated credit."""
 
     def fit(self, Z, target, seed):
@@ -162,12 +166,6 @@ class ForestSurrogate(Surrogate):
             n_estimators=100, min_samples_leaf=2, max_features=0.5, random_state=seed
         ).fit(Z, target)
         return self
-
-    def predict(self, Z):
-        return self.model_.predict(Z)
-
-    def shapley(self, Z, background, seed):
-        return tree_shapley(self.model_, Z, background).values
 
 
 @dataclass(frozen=True)
