@@ -14,6 +14,7 @@ from shapley_svc.estimator.combiner import (
 )
 from shapley_svc.estimator.context import OutputContext, Standardiser, fit_output_context
 from shapley_svc.estimator.surrogates import ZOO
+from shapley_svc.reference._validation import as_float_matrix
 
 DEFAULT_BACKGROUND_ROWS = 100
 _ARTIFACTS: dict[str, Artifact] = {}
@@ -65,25 +66,13 @@ class Explanation:
 
 
 def _finite_matrix(name: str, value, n_features: int | None = None) -> np.ndarray:
-    try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a numeric array") from None
-    if array.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (rows, features); got shape {array.shape}")
-    if array.shape[0] == 0 or array.shape[1] == 0:
-        raise ValueError(f"{name} must have at least one row and one feature; got {array.shape}")
+    """The reference engine's checks, plus the fitted feature count in the estimator's words."""
+    array = as_float_matrix(name, value)
     if n_features is not None and array.shape[1] != n_features:
         raise ValueError(
             f"{name} has {array.shape[1]} features; the explainer was fitted on {n_features}"
         )
-    if not np.isfinite(array).all():
-        row, column = np.argwhere(~np.isfinite(array))[0]
-        raise ValueError(
-            f"{name} must be finite (missing values are not supported yet); found "
-            f"{array[row, column]} at row {row}, column {column}"
-        )
-    return np.ascontiguousarray(array)
+    return array
 
 
 def _outputs(name: str, value, n_rows: int, n_outputs: int | None = None) -> np.ndarray:

@@ -49,7 +49,7 @@ def fit_gate(
     examples: list[Example], params: CombinerParameters, l2: float = 1e-2
 ) -> CombinerParameters:
     n_surrogates, n_global = len(ZOO), len(GLOBAL_FEATURES)
-    grams, crosses, energies, features, locals_, masks = [], [], [], [], [], []
+    grams, crosses, features, locals_, masks = [], [], [], [], []
     for example in examples:
         values = example.surrogate_values.reshape(n_surrogates, -1)
         truth = example.truth.ravel()
@@ -58,7 +58,6 @@ def fit_gate(
             continue
         grams.append(values @ values.T / truth.size / energy)
         crosses.append(values @ truth / truth.size / energy)
-        energies.append(1.0)
         features.append((example.global_features - params.feature_mean) / params.feature_scale)
         locals_.append(example.surrogate_features)
         masks.append(example.available)
