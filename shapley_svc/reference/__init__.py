@@ -5,7 +5,8 @@ Every function takes the rows to explain and a background set, and returns a
 ``values.sum(axis=1) == predictions - base_values`` up to floating-point rounding.
 
 - :func:`exact_shapley`: any vectorised model, d <= 16, by enumerating coalitions.
-- :func:`tree_shapley`: scikit-learn tree models, any d, interventional TreeSHAP.
+- :func:`tree_shapley`: scikit-learn tree models, any d, interventional TreeSHAP;
+  :class:`TreeBackground` prepares a model and background once for many batches.
 - :func:`linear_shapley`, :func:`additive_shapley`: closed forms for linear models and sums of
   one- and two-feature (up to 16-feature) terms.
 - :func:`logistic_additive_shapley`: additive models inside a sigmoid, on the probability scale.
@@ -20,11 +21,12 @@ from shapley_svc.reference.closed_form import (
 )
 from shapley_svc.reference.enumeration import MAX_EXACT_FEATURES, exact_shapley
 from shapley_svc.reference.sampling import sampled_shapley
-from shapley_svc.reference.trees import tree_shapley
+from shapley_svc.reference.trees import TreeBackground, tree_shapley
 
 __all__ = [
     "MAX_EXACT_FEATURES",
     "ShapleyValues",
+    "TreeBackground",
     "additive_shapley",
     "exact_shapley",
     "linear_shapley",

@@ -4,9 +4,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from shapley_svc.kernels.leaf_tables import background_leaf_tables, leaf_paths, tabled_tree_shap
 from shapley_svc.kernels.treeshap import interventional_tree_shap, leaf_weight_tables
 from shapley_svc.reference._result import ShapleyValues, package
-from shapley_svc.reference._validation import check_rows_and_background
+from shapley_svc.reference._validation import as_float_matrix, check_rows_and_background
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,9 @@ class FlatEnsemble:
     float32_inputs: bool
 
 
+MAX_TABLE_ENTRIES = 4_000_000  # 32 MiB of per-leaf tables; deeper ensembles walk pairwise
+
+
 def tree_shapley(model: object, X: np.ndarray, background: np.ndarray) -> ShapleyValues:
     """Exact interventional Shapley values of a scikit-learn tree model, for any d.
 
@@ -49,8 +53,9 @@ def tree_shapley(model: object, X: np.ndarray, background: np.ndarray) -> Shaple
     - gradient-boosting classifiers: ``decision_function``, the raw log-odds (binary: (m, d);
       multiclass: (m, d, n_classes)), not probabilities, which are not additive over trees.
 
-    Runs numba with ``nogil``, in parallel over explained rows; cost grows with
-    m * n_background * (reachable leaves per pair) and never calls the model on mixed rows.
+    Runs numba with ``nogil``, in parallel over explained rows, and never calls the model on
+    mixed rows. See :class:`TreeBackground` for the two algorithms and their costs; to explain
+    many batches against one background, build a :class:`TreeBackground` once.
 
     Parameters
     ----------
@@ -64,46 +69,176 @@ def tree_shapley(model: object, X: np.ndarray, background: np.ndarray) -> Shaple
         ``predictions`` and ``base_values`` come from the model's own output method above.
     """
     rows, background = check_rows_and_background(X, background)
-    ensemble, output = flatten_ensemble(model)
     n_features = getattr(model, "n_features_in_", rows.shape[1])
     if rows.shape[1] != n_features:
         raise ValueError(f"X has {rows.shape[1]} features; the model was fitted on {n_features}")
-    if ensemble.float32_inputs:
-        rows_seen = rows.astype(np.float32).astype(np.float64)
-        background_seen = background.astype(np.float32).astype(np.float64)
-    else:
-        rows_seen, background_seen = rows, background
-    d = rows.shape[1]
-    n_outputs = ensemble.node_values.shape[1]
-    weight_a, weight_b = leaf_weight_tables(min(d, ensemble.max_depth))
-    values = np.empty((rows.shape[0], d, n_outputs))
-    interventional_tree_shap(
-        rows_seen,
-        background_seen,
+    return TreeBackground(model, background).shapley(rows)
+
+
+class TreeBackground:
+    """A tree model and a fixed background, prepared for repeated interventional TreeSHAP.
+
+    When every leaf tests few distinct features (``sum over leaves of 2^k * k`` at most
+    ``max_table_entries``), the background is folded into per-leaf tables once
+    (:mod:`shapley_svc.kernels.leaf_tables`) and a row then costs ``sum over leaves of k``,
+    whatever the background's size. Otherwise each (row, background row) pair is walked
+    (:mod:`shapley_svc.kernels.treeshap`), at a cost that grows with the background. Both are
+    exact and agree to rounding.
+
+    Parameters
+    ----------
+    model : a fitted tree model (see :func:`tree_shapley`).
+    background : (n_background, d) background rows.
+    max_table_entries : the largest table (in float64 entries) worth building.
+    """
+
+    def __init__(
+        self, model: object, background: np.ndarray, max_table_entries: int = MAX_TABLE_ENTRIES
+    ):
+        background = as_float_matrix("background", background)
+        ensemble, output = flatten_ensemble(model)
+        n_features = getattr(model, "n_features_in_", background.shape[1])
+        if background.shape[1] != n_features:
+            raise ValueError(
+                f"background has {background.shape[1]} features; the model was fitted on "
+                f"{n_features}"
+            )
+        self.model = model
+        self.ensemble = ensemble
+        self._output = output
+        self.background = background
+        self._background_seen = self._as_seen(background)
+        self.n_features = n_features
+        self.n_outputs = ensemble.node_values.shape[1]
+        self.base_value = (
+            np.asarray(output(background), dtype=np.float64)
+            .reshape(background.shape[0], self.n_outputs)
+            .mean(axis=0)
+        )
+        self.paths = _leaf_paths(ensemble, n_features, max_table_entries)
+        self.tables: np.ndarray | None = None
+        if self.paths.table_start is not None:
+            self.tables = np.empty(self.paths.table_start[-1])
+            weight_a, weight_b = leaf_weight_tables(max(self.paths.max_tests, 1))
+            background_leaf_tables(
+                self._background_seen,
+                self.paths.start,
+                self.paths.feature,
+                self.paths.lower,
+                self.paths.upper,
+                self.paths.table_start,
+                weight_a,
+                weight_b,
+                self.tables,
+            )
+
+    @property
+    def algorithm(self) -> str:
+        return "leaf tables" if self.tables is not None else "pairwise walk"
+
+    def _as_seen(self, rows: np.ndarray) -> np.ndarray:
+        if self.ensemble.float32_inputs:
+            return rows.astype(np.float32).astype(np.float64)
+        return rows
+
+    def shapley(self, X: np.ndarray) -> ShapleyValues:
+        """(m, d[, K]) interventional Shapley values of ``X`` against the background."""
+        rows = as_float_matrix("X", X, n_features=self.n_features)
+        rows_seen = self._as_seen(rows)
+        values = np.empty((rows.shape[0], self.n_features, self.n_outputs))
+        if self.tables is not None:
+            tabled_tree_shap(
+                rows_seen,
+                self.paths.start,
+                self.paths.feature,
+                self.paths.lower,
+                self.paths.upper,
+                self.paths.leaf_values,
+                self.paths.table_start,
+                self.tables,
+                values,
+            )
+        else:
+            ensemble = self.ensemble
+            weight_a, weight_b = leaf_weight_tables(min(self.n_features, ensemble.max_depth))
+            interventional_tree_shap(
+                rows_seen,
+                self._background_seen,
+                ensemble.left,
+                ensemble.right,
+                ensemble.feature,
+                ensemble.threshold,
+                ensemble.node_values,
+                ensemble.roots,
+                ensemble.max_depth,
+                weight_a,
+                weight_b,
+                values,
+            )
+        predictions = np.asarray(self._output(rows), dtype=np.float64)
+        return package(
+            values,
+            self.base_value,
+            predictions.reshape(rows.shape[0], self.n_outputs),
+            predictions.ndim == 1,
+            "interventional TreeSHAP",
+        )
+
+
+@dataclass(frozen=True)
+class LeafPaths:
+    """Every leaf's distinct path features and intervals (see ``kernels.leaf_tables``)."""
+
+    start: np.ndarray
+    feature: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    leaf_values: np.ndarray
+    table_start: np.ndarray | None  # None when the tables would exceed the budget
+    max_tests: int
+    table_entries: float
+
+
+def _leaf_paths(ensemble: FlatEnsemble, n_features: int, max_table_entries: int) -> LeafPaths:
+    n_leaves = int(np.sum(ensemble.left < 0))
+    capacity = n_leaves * max(1, min(ensemble.max_depth, n_features))
+    leaf_node = np.empty(n_leaves, dtype=np.int64)
+    start = np.empty(n_leaves + 1, dtype=np.int64)
+    feature = np.empty(capacity, dtype=np.int64)
+    lower = np.empty(capacity)
+    upper = np.empty(capacity)
+    n_tests = leaf_paths(
         ensemble.left,
         ensemble.right,
         ensemble.feature,
         ensemble.threshold,
-        ensemble.node_values,
         ensemble.roots,
         ensemble.max_depth,
-        weight_a,
-        weight_b,
-        values,
+        n_features,
+        leaf_node,
+        start,
+        feature,
+        lower,
+        upper,
     )
-    predictions = np.asarray(output(rows), dtype=np.float64)
-    single_output = predictions.ndim == 1
-    base_value = (
-        np.asarray(output(background), dtype=np.float64)
-        .reshape(background.shape[0], n_outputs)
-        .mean(axis=0)
-    )
-    return package(
-        values,
-        base_value,
-        predictions.reshape(rows.shape[0], n_outputs),
-        single_output,
-        "interventional TreeSHAP",
+    tests = np.diff(start)
+    max_tests = int(tests.max()) if n_leaves else 0
+    # Sizes in floats first: a deep leaf's 2^k would overflow an integer.
+    table_entries = float(np.sum(np.where(tests > 0, 2.0**tests * tests, 0.0)))
+    if table_entries <= max_table_entries:
+        sizes = np.where(tests > 0, (1 << tests) * tests, 0)
+        table_start = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    else:
+        table_start = None
+    return LeafPaths(
+        start=start,
+        feature=np.ascontiguousarray(feature[:n_tests]),
+        lower=np.ascontiguousarray(lower[:n_tests]),
+        upper=np.ascontiguousarray(upper[:n_tests]),
+        leaf_values=np.ascontiguousarray(ensemble.node_values[leaf_node]),
+        table_start=table_start,
+        max_tests=max_tests,
+        table_entries=table_entries,
     )
 
 

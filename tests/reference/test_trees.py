@@ -13,8 +13,8 @@ from sklearn.ensemble import (
 from sklearn.linear_model import LinearRegression
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
-from shapley_svc.reference import tree_shapley
-from shapley_svc.reference.trees import flatten_ensemble
+from shapley_svc.reference import TreeBackground, tree_shapley
+from shapley_svc.reference.trees import MAX_TABLE_ENTRIES, flatten_ensemble
 from tests.oracles import as_3d, brute_force_shapley
 
 
@@ -78,12 +78,18 @@ MODELS = [
 ]
 
 
+ALGORITHMS = {"leaf tables": MAX_TABLE_ENTRIES, "pairwise walk": 0}
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize(("name", "make", "n_classes"), MODELS, ids=[m[0] for m in MODELS])
-def test_matches_brute_force(name, make, n_classes):
+def test_matches_brute_force(name, make, n_classes, algorithm):
     X, y = _task(1, n_classes=n_classes)
     model = make().fit(X, y)
     rows, background = X[:6], X[200:210]
-    result = tree_shapley(model, rows, background)
+    prepared = TreeBackground(model, background, max_table_entries=ALGORITHMS[algorithm])
+    assert prepared.algorithm == algorithm
+    result = prepared.shapley(rows)
     output = _output_method(model)
     expected = brute_force_shapley(output, rows, background)
     np.testing.assert_allclose(as_3d(result.values), expected, rtol=0, atol=1e-10)
@@ -108,6 +114,31 @@ def test_deep_tree_with_features_repeated_along_paths():
     result = tree_shapley(model, rows, background)
     expected = brute_force_shapley(model.predict, rows, background)
     np.testing.assert_allclose(result.values, expected[:, :, 0], rtol=0, atol=1e-10)
+
+
+def test_tables_fold_any_background_size_and_match_the_walk():
+    # Depth-capped ensembles (as the estimator's surrogates are) take the tables; a row's cost no
+    # longer depends on the background, and both algorithms give the same numbers.
+    X, y = _task(4, n=1500, d=12)
+    model = ExtraTreesRegressor(40, max_depth=6, random_state=0).fit(X, y)
+    tables = TreeBackground(model, X[:300])
+    walk = TreeBackground(model, X[:300], max_table_entries=0)
+    assert (tables.algorithm, walk.algorithm) == ("leaf tables", "pairwise walk")
+    np.testing.assert_allclose(
+        tables.shapley(X[400:460]).values, walk.shapley(X[400:460]).values, rtol=0, atol=1e-12
+    )
+    # Unlimited depth on 20 features would need far more than the table budget: walk instead.
+    deep = RandomForestRegressor(5, random_state=0).fit(*_task(5, n=2000, d=20))
+    assert TreeBackground(deep, X[:10, :1].repeat(20, axis=1)).algorithm == "pairwise walk"
+
+
+def test_prepared_background_rejects_mismatched_features():
+    X, y = _task(6)
+    model = DecisionTreeRegressor(max_depth=3).fit(X, y)
+    with pytest.raises(ValueError, match="background has 4 features"):
+        TreeBackground(model, X[:10, :4])
+    with pytest.raises(ValueError, match="X"):
+        TreeBackground(model, X[:10]).shapley(X[:3, :4])
 
 
 def test_deep_forest_with_many_features_keeps_efficiency():

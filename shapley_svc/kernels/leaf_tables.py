@@ -1,0 +1,280 @@
+"""Interventional TreeSHAP with the background folded into per-leaf tables.
+
+A leaf whose path tests k distinct features is reached by a hybrid row (x on the coalition S, z
+elsewhere) exactly when every one of those features takes a side that passes its interval. Only
+two masks over the k features matter: ``sx``, the tests x passes, and ``sz``, the tests z passes.
+With ``A = sx \\ sz`` and ``B = sz \\ sx`` (and ``sx | sz`` covering all k tests) the leaf's game
+is ``value * 1[A ⊆ S, B ∩ S = ∅]``, whose Shapley values are the closed forms in
+:mod:`shapley_svc.kernels.treeshap`.
+
+So the background enters only through the distribution of ``sz`` over its rows. Folding that
+distribution into a table indexed by ``sx`` (``2^k * k`` entries per leaf, built once per
+background with superset sums stratified by size) makes explaining a row cost
+``sum over leaves of k`` operations, independent of the background's size. The values are the
+same as the pairwise walk's, up to rounding.
+
+Leaves are described by their distinct path features and the interval each must fall in:
+a row passes test i of leaf l when ``lower[i] < x[feature[i]] <= upper[i]``.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+_FLAGS = {"cache": True, "nogil": True}
+_ROWS_PER_BLOCK = 64
+
+
+@njit("int64(int64)", **_FLAGS)
+def _popcount(mask):
+    count = 0
+    while mask:
+        mask &= mask - 1
+        count += 1
+    return count
+
+
+@njit(
+    "int64(int64[::1], int64[::1], int64[::1], float64[::1], int64[::1], int64, int64,"
+    " int64[::1], int64[::1], int64[::1], float64[::1], float64[::1])",
+    **_FLAGS,
+)
+def leaf_paths(
+    left,
+    right,
+    feature,
+    threshold,
+    roots,
+    max_depth,
+    n_features,
+    leaf_node,
+    path_start,
+    path_feature,
+    path_lower,
+    path_upper,
+):
+    """Each leaf's distinct path features and their intervals, in depth-first order.
+
+    Parameters
+    ----------
+    left, right, feature, threshold, roots : a flattened ensemble (see ``treeshap``).
+    max_depth : deepest leaf of any tree.
+    n_features : d.
+    leaf_node : (n_leaves,) filled with the node index of each leaf.
+    path_start : (n_leaves + 1,) filled with offsets into the path arrays.
+    path_feature, path_lower, path_upper : filled with each leaf's tests; sized for the worst
+        case ``n_leaves * min(max_depth, d)``.
+
+    Returns
+    -------
+    The number of tests written.
+    """
+    lower = np.full(n_features, -np.inf)
+    upper = np.full(n_features, np.inf)
+    times_used = np.zeros(n_features, dtype=np.int64)
+    stack_size = max_depth + 2
+    # Each stack entry: a node, the split that leads to it (feature, threshold, which bound it
+    # tightens) and how many splits of the current path lie above it.
+    stack_node = np.empty(stack_size, dtype=np.int64)
+    stack_feature = np.empty(stack_size, dtype=np.int64)
+    stack_threshold = np.empty(stack_size)
+    stack_is_upper = np.empty(stack_size, dtype=np.bool_)
+    stack_depth = np.empty(stack_size, dtype=np.int64)
+    undo_feature = np.empty(stack_size, dtype=np.int64)
+    undo_old = np.empty(stack_size)
+    undo_is_upper = np.empty(stack_size, dtype=np.bool_)
+    n_leaves = 0
+    n_tests = 0
+    path_start[0] = 0
+    depth = 0  # splits applied on the current path; popping an entry unwinds to its depth
+    for root in roots:
+        top = 0
+        stack_node[0] = root
+        stack_feature[0] = -1
+        stack_depth[0] = 0
+        while top >= 0:
+            node = stack_node[top]
+            f = stack_feature[top]
+            split_threshold = stack_threshold[top]
+            is_upper = stack_is_upper[top]
+            target_depth = stack_depth[top]
+            top -= 1
+            while depth > target_depth:
+                depth -= 1
+                g = undo_feature[depth]
+                times_used[g] -= 1
+                if undo_is_upper[depth]:
+                    upper[g] = undo_old[depth]
+                else:
+                    lower[g] = undo_old[depth]
+            if f >= 0:
+                undo_feature[depth] = f
+                undo_is_upper[depth] = is_upper
+                times_used[f] += 1
+                if is_upper:
+                    undo_old[depth] = upper[f]
+                    upper[f] = min(upper[f], split_threshold)
+                else:
+                    undo_old[depth] = lower[f]
+                    lower[f] = max(lower[f], split_threshold)
+                depth += 1
+            if left[node] < 0:
+                leaf_node[n_leaves] = node
+                for g in range(n_features):
+                    if times_used[g] > 0:
+                        path_feature[n_tests] = g
+                        path_lower[n_tests] = lower[g]
+                        path_upper[n_tests] = upper[g]
+                        n_tests += 1
+                n_leaves += 1
+                path_start[n_leaves] = n_tests
+                continue
+            top += 1
+            stack_node[top] = right[node]
+            stack_feature[top] = feature[node]
+            stack_threshold[top] = threshold[node]
+            stack_is_upper[top] = False
+            stack_depth[top] = depth
+            top += 1
+            stack_node[top] = left[node]
+            stack_feature[top] = feature[node]
+            stack_threshold[top] = threshold[node]
+            stack_is_upper[top] = True
+            stack_depth[top] = depth
+    return n_tests
+
+
+@njit(
+    "void(float64[:, ::1], int64[::1], int64[::1], float64[::1], float64[::1], int64[::1],"
+    " float64[:, ::1], float64[:, ::1], float64[::1])",
+    parallel=True,
+    **_FLAGS,
+)
+def background_leaf_tables(
+    background,
+    path_start,
+    path_feature,
+    path_lower,
+    path_upper,
+    table_start,
+    weight_a,
+    weight_b,
+    tables,
+):
+    """Fill, for every leaf and every mask ``sx``, the Shapley weight of each path feature.
+
+    ``tables[table_start[l] + sx * k + i]`` is the background-averaged Shapley value, per unit
+    of leaf value, credited to the leaf's i-th test feature for a row passing the tests in sx.
+
+    Parameters
+    ----------
+    background : (n_background, d).
+    path_start, path_feature, path_lower, path_upper : from :func:`leaf_paths`.
+    table_start : (n_leaves + 1,) offsets, ``2^k * k`` entries per leaf.
+    weight_a, weight_b : ``leaf_weight_tables`` covering the largest k.
+    tables : (table_start[-1],) output.
+    """
+    n_background = background.shape[0]
+    n_leaves = path_start.shape[0] - 1
+    for leaf in prange(n_leaves):
+        start = path_start[leaf]
+        k = path_start[leaf + 1] - start
+        if k == 0:
+            continue
+        n_masks = 1 << k
+        full = n_masks - 1
+        # by_size[s, c]: share of background rows whose pass-mask contains s and has c bits.
+        by_size = np.zeros((n_masks, k + 1))
+        for b in range(n_background):
+            mask = 0
+            for i in range(k):
+                value = background[b, path_feature[start + i]]
+                if path_lower[start + i] < value <= path_upper[start + i]:
+                    mask |= 1 << i
+            by_size[mask, _popcount(mask)] += 1.0 / n_background
+        for i in range(k):
+            bit = 1 << i
+            for mask in range(n_masks):
+                if mask & bit == 0:
+                    for c in range(k + 1):
+                        by_size[mask, c] += by_size[mask | bit, c]
+        base = table_start[leaf]
+        for sx in range(n_masks):
+            must = full ^ sx  # tests x fails: z must pass them
+            n_b_fixed = k - _popcount(sx)
+            n_sx = k - n_b_fixed
+            # Features x fails are on B's side whatever z does elsewhere.
+            b_credit = 0.0
+            if n_b_fixed > 0:
+                for c in range(n_b_fixed, k + 1):
+                    n_a = n_sx - (c - n_b_fixed)
+                    b_credit -= by_size[must, c] * weight_b[n_a, n_b_fixed]
+            for i in range(k):
+                bit = 1 << i
+                if sx & bit == 0:
+                    tables[base + sx * k + i] = b_credit
+                    continue
+                # Feature i is on A's side when z fails it: rows containing `must` but not i.
+                a_credit = 0.0
+                for c in range(n_b_fixed, k):
+                    n_a = n_sx - (c - n_b_fixed)
+                    share = by_size[must, c] - by_size[must | bit, c]
+                    a_credit += share * weight_a[n_a, n_b_fixed]
+                tables[base + sx * k + i] = a_credit
+
+
+@njit(
+    "void(float64[:, ::1], int64[::1], int64[::1], float64[::1], float64[::1], float64[:, ::1],"
+    " int64[::1], float64[::1], float64[:, :, ::1])",
+    parallel=True,
+    **_FLAGS,
+)
+def tabled_tree_shap(
+    rows,
+    path_start,
+    path_feature,
+    path_lower,
+    path_upper,
+    leaf_values,
+    table_start,
+    tables,
+    out,
+):
+    """Interventional Shapley values of an ensemble from its background tables.
+
+    Parameters
+    ----------
+    rows : (m, d) explained rows.
+    path_start, path_feature, path_lower, path_upper : from :func:`leaf_paths`.
+    leaf_values : (n_leaves, K) each leaf's weighted contribution to each output.
+    table_start, tables : from :func:`background_leaf_tables`.
+    out : (m, d, K), overwritten.
+    """
+    m = rows.shape[0]
+    n_leaves = path_start.shape[0] - 1
+    n_outputs = leaf_values.shape[1]
+    n_blocks = (m + _ROWS_PER_BLOCK - 1) // _ROWS_PER_BLOCK
+    # Leaves outside, rows inside: a leaf's table stays in cache while a block of rows reads it.
+    for block in prange(n_blocks):
+        first = block * _ROWS_PER_BLOCK
+        last = min(m, first + _ROWS_PER_BLOCK)
+        for r in range(first, last):
+            out[r, :, :] = 0.0
+        for leaf in range(n_leaves):
+            start = path_start[leaf]
+            k = path_start[leaf + 1] - start
+            if k == 0:
+                continue
+            for r in range(first, last):
+                x = rows[r]
+                sx = 0
+                for i in range(k):
+                    value = x[path_feature[start + i]]
+                    if path_lower[start + i] < value <= path_upper[start + i]:
+                        sx |= 1 << i
+                base = table_start[leaf] + sx * k
+                for i in range(k):
+                    weight = tables[base + i]
+                    if weight != 0.0:
+                        f = path_feature[start + i]
+                        for o in range(n_outputs):
+                            out[r, f, o] += weight * leaf_values[leaf, o]
