@@ -16,7 +16,7 @@ from shapley_svc.estimator.combiner import CombinerParameters
 from shapley_svc.estimator.context import GLOBAL_FEATURES, SURROGATE_FEATURES
 from shapley_svc.estimator.surrogates import ZOO
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: depth-capped tree surrogates, rescaled logistic, log-unexplained feature
 DEFAULT_ARTIFACT = Path(__file__).resolve().parent / "artifacts" / "combiner.json"
 
 

@@ -22,8 +22,10 @@ GLOBAL_FEATURES = (
     "ridge_oof_r2",
     "tree_gain",
 )
-# Per-surrogate features.
-SURROGATE_FEATURES = ("oof_r2", "oof_r2_gap", "agreement")
+# Per-surrogate features. The log-ratio of unexplained variance to the best member's separates
+# near-perfect fits (1 - R^2 of 1e-4 against 1e-2) that R^2 itself barely tells apart.
+SURROGATE_FEATURES = ("oof_r2", "oof_r2_gap", "agreement", "log_unexplained_ratio")
+UNEXPLAINED_FLOOR = 1e-6
 PROBE_ROWS = 32
 SATURATION_MARGIN = 0.02
 
@@ -158,8 +160,12 @@ def fit_output_context(
             oof[trees].max() - oof[smooth].max(),
         ]
     )
+    unexplained = np.log10(np.maximum(1.0 - oof, UNEXPLAINED_FLOOR))
+    best_unexplained = np.log10(max(1.0 - best, UNEXPLAINED_FLOOR))
     context.surrogate_features = np.where(
-        available[:, None], np.column_stack([oof, oof - best, agreement]), 0.0
+        available[:, None],
+        np.column_stack([oof, oof - best, agreement, unexplained - best_unexplained]),
+        0.0,
     )
     spread = output.std()
     context.output_scale = float(spread) if spread > 1e-12 else 1.0

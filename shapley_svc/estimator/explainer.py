@@ -4,7 +4,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from joblib import parallel_config
+from threadpoolctl import threadpool_limits
 
+from shapley_svc.estimator._memory import held_bytes
 from shapley_svc.estimator.artifact import DEFAULT_ARTIFACT, Artifact, load_artifact
 from shapley_svc.estimator.combiner import (
     combine,
@@ -141,16 +144,25 @@ class ZeroShotExplainer:
         self.feature_names_ = self._feature_names(feature_names, d)
         self.artifact_ = _artifact(self.artifact or DEFAULT_ARTIFACT)
         self.single_output_ = np.ndim(predictions) == 1
+        self.n_rows_ = n
         self.n_features_in_ = d
         self.n_outputs_ = outputs.shape[1]
         self.standardiser_ = Standardiser.fit(rows)
         Z = self.standardiser_.transform(rows)
         self.background_rows_ = Z[self.background_]
         seed = int(self.random_state)
-        self.contexts_: list[OutputContext] = [
-            fit_output_context(rows, Z, outputs[:, k], self.background_, seed)
-            for k in range(self.n_outputs_)
-        ]
+        # Forest surrogates grow their trees on all cores (the values do not depend on it). The
+        # boosted surrogate's OpenMP stays on one thread: on these sizes two are no faster, and
+        # called from a worker thread (the server's) OpenMP teams spin against each other,
+        # making the fit about 5x slower.
+        with (
+            parallel_config(backend="threading", n_jobs=-1),
+            threadpool_limits(1, user_api="openmp"),
+        ):
+            self.contexts_: list[OutputContext] = [
+                fit_output_context(rows, Z, outputs[:, k], self.background_, seed)
+                for k in range(self.n_outputs_)
+            ]
         params = self.artifact_.parameters
         self.weights_ = [gate_weights(context, params) for context in self.contexts_]
         self.uncertainty_terms_ = [
@@ -173,6 +185,12 @@ class ZeroShotExplainer:
             ],
         }
         return self
+
+    def memory_bytes(self) -> int:
+        """Estimated bytes this fitted explainer holds (surrogates, their tables, the rows)."""
+        if not hasattr(self, "contexts_"):
+            raise NotFittedError("this ZeroShotExplainer is not fitted yet: call fit first")
+        return held_bytes([self.contexts_, self.background_rows_, self.standardiser_])
 
     def _background_indices(self, background, n: int) -> np.ndarray:
         if background is None:

@@ -1,9 +1,9 @@
 """The surrogate zoo: cheap models fitted on (context rows, model outputs), explained exactly.
 
 Each surrogate is fitted to one output column and explains itself exactly (closed forms or
-TreeSHAP) or, for logistic surrogates above 12 features, by unbiased sampling that never leaves
-the surrogate, so its attributions cost nothing of the user's model. Which surrogate to trust in a
-context is what the meta-learned combiner decides.
+TreeSHAP) or, for logistic surrogates above a few features, by the per-reference rescale rule
+(DeepSHAP's, for one link), so its attributions cost nothing of the user's model. Which
+surrogate to trust in a context is what the meta-learned combiner decides.
 
 Regularisation strengths are fixed multiples of the row count rather than tuned by
 cross-validation: how credit is split among correlated features is not identifiable from the fit,
@@ -18,11 +18,16 @@ from sklearn.linear_model import LogisticRegression, Ridge, RidgeCV
 from sklearn.model_selection import KFold
 from sklearn.preprocessing import SplineTransformer
 
-from shapley_svc.reference import linear_shapley, tree_shapley
+from shapley_svc.kernels.link_additive import sigmoid_additive_rescaled
+from shapley_svc.reference import TreeBackground, linear_shapley
 from shapley_svc.reference.closed_form import logistic_additive_shapley
 
 RIDGE_ALPHAS = np.logspace(-4, 3, 15)
 SPLINE_KNOTS = 6
+TREE_MAX_DEPTH = 6
+# Above this many features a logistic surrogate is attributed by the per-reference rescale rule
+# (r >= 0.996 against its exact values on breast cancer) instead of 2^d coalitions.
+LOGISTIC_EXACT_FEATURES = 6
 
 
 class Surrogate:
@@ -40,6 +45,13 @@ class Surrogate:
     def shapley(self, Z: np.ndarray, background: np.ndarray, seed: int) -> np.ndarray:
         """(m, d) interventional Shapley values of the surrogate's own output."""
         raise NotImplementedError
+
+    def _for_background(self, background: np.ndarray, prepare):
+        """``prepare(background)``, computed once per background: explain calls repeat it."""
+        cached = getattr(self, "_background_cache", None)
+        if cached is None or not np.array_equal(cached[0], background):
+            cached = self._background_cache = (background.copy(), prepare(background))
+        return cached[1]
 
 
 def _spline_basis(Z: np.ndarray) -> SplineTransformer:
@@ -88,10 +100,13 @@ class SplineSurrogate(Surrogate):
     def shapley(self, Z, background, seed):
         d = Z.shape[1]
         terms = _per_feature_terms(self.splines_.transform(Z), self.model_.coef_, d)
-        terms_background = _per_feature_terms(
-            self.splines_.transform(background), self.model_.coef_, d
+        background_mean = self._for_background(
+            background,
+            lambda rows: _per_feature_terms(
+                self.splines_.transform(rows), self.model_.coef_, d
+            ).mean(axis=0),
         )
-        return terms - terms_background.mean(axis=0)
+        return terms - background_mean
 
 
 class SoftLogisticSurrogate(Surrogate):
@@ -127,22 +142,32 @@ class SoftLogisticSurrogate(Surrogate):
         return self.model_.predict_proba(self._basis(Z))[:, 1]
 
     def shapley(self, Z, background, seed):
-        return logistic_additive_shapley(
-            self._terms(Z),
-            self._terms(background),
-            float(self.model_.intercept_[0]),
-            random_state=seed,
-        ).values
+        row_terms = np.ascontiguousarray(self._terms(Z))
+        background_terms = self._for_background(
+            background, lambda rows: np.ascontiguousarray(self._terms(rows))
+        )
+        offset = float(self.model_.intercept_[0])
+        if Z.shape[1] <= LOGISTIC_EXACT_FEATURES:
+            return logistic_additive_shapley(row_terms, background_terms, offset).values
+        values = np.empty(row_terms.shape)
+        sigmoid_additive_rescaled(row_terms, background_terms, offset, values)
+        return values
 
 
 class _TreeSurrogate(Surrogate):
-    """A scikit-learn tree ensemble in ``model_``, explained by interventional TreeSHAP."""
+    """A scikit-learn tree ensemble in ``model_``, explained by interventional TreeSHAP.
+
+    Depth is capped at ``TREE_MAX_DEPTH`` so that every leaf tests at most that many features:
+    the background then folds into small per-leaf tables, built once per background, and a row
+    costs the same whatever the background's size.
+    """
 
     def predict(self, Z):
         return self.model_.predict(Z)
 
     def shapley(self, Z, background, seed):
-        return tree_shapley(self.model_, Z, background).values
+        prepared = self._for_background(background, lambda rows: TreeBackground(self.model_, rows))
+        return prepared.values(Z)[:, :, 0]
 
 
 class BoostedTreesSurrogate(_TreeSurrogate):
@@ -151,6 +176,7 @@ class BoostedTreesSurrogate(_TreeSurrogate):
             max_iter=200,
             learning_rate=0.1,
             max_leaf_nodes=15,
+            max_depth=TREE_MAX_DEPTH,
             min_samples_leaf=5,
             l2_regularization=1e-3,
             random_state=seed,
@@ -163,7 +189,12 @@ class ForestSurrogate(_TreeSurrogate):
 
     def fit(self, Z, target, seed):
         self.model_ = ExtraTreesRegressor(
-            n_estimators=100, min_samples_leaf=2, max_features=0.5, random_state=seed
+            n_estimators=100,
+            max_depth=TREE_MAX_DEPTH,
+            min_samples_leaf=2,
+            max_features=0.5,
+            random_state=seed,
+            n_jobs=None,  # the caller's joblib configuration decides (the explainer: all cores)
         ).fit(Z, target)
         return self
 
@@ -212,7 +243,7 @@ class FittedSurrogate:
 
 
 def fit_surrogate(
-    kind: SurrogateKind, Z: np.ndarray, target: np.ndarray, seed: int, n_folds: int = 4
+    kind: SurrogateKind, Z: np.ndarray, target: np.ndarray, seed: int, n_folds: int = 3
 ) -> FittedSurrogate:
     """Fit on all rows, and measure R^2 out of fold from ``n_folds`` refits."""
     out_of_fold = np.empty_like(target)

@@ -249,32 +249,40 @@ def tabled_tree_shap(
     table_start, tables : from :func:`background_leaf_tables`.
     out : (m, d, K), overwritten.
     """
-    m = rows.shape[0]
+    m, d = rows.shape
     n_leaves = path_start.shape[0] - 1
     n_outputs = leaf_values.shape[1]
     n_blocks = (m + _ROWS_PER_BLOCK - 1) // _ROWS_PER_BLOCK
-    # Leaves outside, rows inside: a leaf's table stays in cache while a block of rows reads it.
+    # Leaves outside, a block of rows inside: a leaf's table stays in cache while the block reads
+    # it, and the block's accumulators (feature, output, row) are written with unit stride.
     for block in prange(n_blocks):
         first = block * _ROWS_PER_BLOCK
-        last = min(m, first + _ROWS_PER_BLOCK)
-        for r in range(first, last):
-            out[r, :, :] = 0.0
+        size = min(m, first + _ROWS_PER_BLOCK) - first
+        totals = np.zeros((d, n_outputs, _ROWS_PER_BLOCK))
+        masks = np.empty(_ROWS_PER_BLOCK, dtype=np.int64)
         for leaf in range(n_leaves):
             start = path_start[leaf]
             k = path_start[leaf + 1] - start
             if k == 0:
                 continue
-            for r in range(first, last):
-                x = rows[r]
-                sx = 0
-                for i in range(k):
-                    value = x[path_feature[start + i]]
-                    if path_lower[start + i] < value <= path_upper[start + i]:
-                        sx |= 1 << i
-                base = table_start[leaf] + sx * k
-                for i in range(k):
-                    weight = tables[base + i]
-                    if weight != 0.0:
-                        f = path_feature[start + i]
-                        for o in range(n_outputs):
-                            out[r, f, o] += weight * leaf_values[leaf, o]
+            masks[:size] = 0
+            for i in range(k):
+                f = path_feature[start + i]
+                lower = path_lower[start + i]
+                upper = path_upper[start + i]
+                bit = 1 << i
+                for r in range(size):
+                    value = rows[first + r, f]
+                    if lower < value <= upper:
+                        masks[r] |= bit
+            base = table_start[leaf]
+            for i in range(k):
+                f = path_feature[start + i]
+                for o in range(n_outputs):
+                    leaf_value = leaf_values[leaf, o]
+                    for r in range(size):
+                        totals[f, o, r] += tables[base + masks[r] * k + i] * leaf_value
+        for r in range(size):
+            for j in range(d):
+                for o in range(n_outputs):
+                    out[first + r, j, o] = totals[j, o, r]

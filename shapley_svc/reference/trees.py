@@ -144,6 +144,19 @@ class TreeBackground:
     def shapley(self, X: np.ndarray) -> ShapleyValues:
         """(m, d[, K]) interventional Shapley values of ``X`` against the background."""
         rows = as_float_matrix("X", X, n_features=self.n_features)
+        values = self.values(rows)
+        predictions = np.asarray(self._output(rows), dtype=np.float64)
+        return package(
+            values,
+            self.base_value,
+            predictions.reshape(rows.shape[0], self.n_outputs),
+            predictions.ndim == 1,
+            "interventional TreeSHAP",
+        )
+
+    def values(self, X: np.ndarray) -> np.ndarray:
+        """(m, d, K) values alone, without calling the model for its predictions."""
+        rows = as_float_matrix("X", X, n_features=self.n_features)
         rows_seen = self._as_seen(rows)
         values = np.empty((rows.shape[0], self.n_features, self.n_outputs))
         if self.tables is not None:
@@ -175,14 +188,7 @@ class TreeBackground:
                 weight_b,
                 values,
             )
-        predictions = np.asarray(self._output(rows), dtype=np.float64)
-        return package(
-            values,
-            self.base_value,
-            predictions.reshape(rows.shape[0], self.n_outputs),
-            predictions.ndim == 1,
-            "interventional TreeSHAP",
-        )
+        return values
 
 
 @dataclass(frozen=True)
