@@ -17,8 +17,15 @@ RUN useradd --create-home --uid 10001 shapley \
 COPY --from=build /opt/shapley-svc /opt/shapley-svc
 ENV PATH=/opt/shapley-svc/bin:$PATH \
     NUMBA_CACHE_DIR=/var/cache/numba \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    SHAPLEY_SVC_ADDRESS=0.0.0.0:50051 \
+    SHAPLEY_SVC_METRICS_ADDRESS=0.0.0.0:9464
 USER shapley
-# Compile the numba kernels into the image's cache so a new container starts warm.
-RUN python3 -c "import shapley_svc.reference"
-CMD ["shapley-svc", "demo"]
+# Compile every kernel the server uses into the image's numba cache (the same warm-up the server
+# runs before reporting SERVING), so a new container is SERVING within seconds.
+RUN python3 -c "from shapley_svc.server import Settings, start_server, warm_up; \
+s = start_server(Settings(address='127.0.0.1:0', metrics_address='')); warm_up(s); s.stop(0)"
+EXPOSE 50051 9464
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["shapley-svc", "health", "--address", "127.0.0.1:50051"]
+CMD ["shapley-svc", "serve"]

@@ -91,6 +91,46 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(argv: list[str]) -> int:
+    from shapley_svc.estimator import ArtifactError
+    from shapley_svc.server import serve, settings_from
+
+    try:
+        settings = settings_from(argv)
+    except ValueError as error:
+        print(f"shapley-svc serve: {error}", file=sys.stderr)
+        return 2
+    try:
+        serve(settings)
+    except ArtifactError as error:
+        print(f"shapley-svc serve: cannot start: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _health(args: argparse.Namespace) -> int:
+    """Exit 0 when the server reports SERVING: the container's HEALTHCHECK."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    if args.ca:
+        credentials = grpc.ssl_channel_credentials(Path(args.ca).read_bytes())
+        channel = grpc.secure_channel(args.address, credentials)
+    else:
+        channel = grpc.insecure_channel(args.address)
+    with channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
+            )
+        except grpc.RpcError as error:
+            print(f"{args.address}: {error.code().name}: {error.details()}", file=sys.stderr)
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+    print(f"{args.address}: {status}")
+    return 0 if response.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="shapley-svc", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -110,8 +150,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--out", type=Path, help="manifest path (default: the package's shipped artifact)"
     )
     train.set_defaults(handler=_train)
-    args = parser.parse_args(argv)
-    return args.handler(args)
+    commands.add_parser(
+        "serve",
+        help="serve attributions over gRPC (see `shapley-svc serve --help`)",
+        add_help=False,
+    ).set_defaults(handler=_serve)
+    health = commands.add_parser("health", help="check a server's health (exit 0 if SERVING)")
+    health.add_argument("--address", default="127.0.0.1:50051", help="host:port of the server")
+    health.add_argument("--service", default="shapley.v1.Shapley", help="service to check")
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds")
+    health.add_argument("--ca", help="PEM CA bundle: connect with TLS")
+    health.set_defaults(handler=_health)
+    args, rest = parser.parse_known_args(argv)
+    if args.command != "serve" and rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return args.handler(rest) if args.command == "serve" else args.handler(args)
 
 
 if __name__ == "__main__":

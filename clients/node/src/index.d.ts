@@ -1,0 +1,212 @@
+// Type declarations of @shapley/client (the implementation is src/index.js, checked with @ts-check).
+import type { Metadata } from '@grpc/grpc-js';
+
+export type FloatArray = Float64Array | Float32Array;
+
+/** A flat row-major array and its shape, e.g. {data: Float64Array(n * d), shape: [n, d]}. */
+export interface FlatArray {
+  data: FloatArray | ArrayLike<number>;
+  shape: number[];
+}
+
+/**
+ * rows: number[][] (m, d) or FlatArray with a 2-D shape.
+ * predictions: number[] (m,), number[][] (m, K), a Float64Array/Float32Array (m,) or FlatArray.
+ * Float32Array data is sent as float32, everything else as float64.
+ */
+export type ArrayInput = number[] | number[][] | FloatArray | FlatArray;
+
+/** What a context is made of: the rows the model saw and its outputs on them. */
+export interface ContextSpec {
+  /** (n, d) context rows, n >= 2, all finite. */
+  rows: ArrayInput;
+  /** (n,) or (n, K): the model's outputs on rows (probability, logit or regression value). */
+  predictions: ArrayInput;
+  /** Distinct row indices standing in for absent features; default: min(n, 100) seeded rows. */
+  background?: number[];
+  /** d distinct names; default "x0", "x1", ... */
+  featureNames?: string[];
+  /** Seeds every random choice (uint64, below 2^63). Default 0. */
+  randomState?: number | bigint | string;
+}
+
+export interface TlsFiles {
+  /** PEM CA bundle that signed the server's certificate (default: the system roots). */
+  rootCerts?: Buffer | null;
+  /** PEM client key and certificate chain, for servers started with --tls-client-ca (mTLS). */
+  privateKey?: Buffer | null;
+  certChain?: Buffer | null;
+}
+
+export interface ClientOptions {
+  /** false (default): plaintext; true: TLS with the system roots; or the PEM files. */
+  tls?: boolean | TlsFiles;
+  /** Bearer token sent as `authorization: Bearer <token>`; a function is called per request. */
+  token?: string | (() => string | Promise<string>);
+  /** Deadline of every call, in seconds (default: none). Each method's options can override. */
+  timeout?: number;
+  /** Path of shapley.proto (default: the packed copy, else ../../protos/shapley/v1/shapley.proto). */
+  proto?: string;
+  /** Extra @grpc/grpc-js channel options, e.g. {'grpc.ssl_target_name_override': 'host'}. */
+  channelOptions?: Record<string, unknown>;
+}
+
+export interface CallOptions {
+  /** Deadline of this call in seconds, instead of the client's. */
+  timeout?: number;
+}
+
+export interface ExplainOptions extends CallOptions {
+  /** Element type of the answer: 'float64' (default, Float64Array) or 'float32' (Float32Array). */
+  outputDtype?: 'float64' | 'float32';
+}
+
+export interface StreamOptions extends ExplainOptions {
+  /** Rows per ExplainStream message (default 1000). */
+  chunkRows?: number;
+}
+
+export interface SurrogateDiagnostics {
+  name: string;
+  oofR2: number;
+  weight: number;
+}
+
+export interface OutputDiagnostics {
+  predictedFidelity: number;
+  surrogates: SurrogateDiagnostics[];
+}
+
+export interface ContextInfo {
+  contextId: string;
+  nRows: number;
+  nFeatures: number;
+  nOutputs: number;
+  singleOutput: boolean;
+  featureNames: string[];
+  nBackground: number;
+  outputs: OutputDiagnostics[];
+  artifactVersion: string;
+  memoryBytes: number;
+  fitSeconds: number;
+}
+
+export interface CreatedContext extends ContextInfo {
+  /** False when the server already held this context: nothing was refitted. */
+  created: boolean;
+}
+
+export interface DeleteContextResult {
+  contextId: string;
+  freedBytes: number;
+}
+
+export interface ListContextsResult {
+  /** Most recently used first. */
+  contexts: ContextInfo[];
+  totalBytes: number;
+}
+
+export interface Limits {
+  maxMessageBytes: number;
+  maxContextRows: number;
+  maxFeatures: number;
+  maxOutputs: number;
+  maxExplainRows: number;
+  maxContexts: number;
+  maxContextStoreBytes: number;
+  maxConcurrentStreams: number;
+}
+
+export interface ServerInfo {
+  version: string;
+  artifactVersion: string;
+  artifactSha256: string;
+  limits: Limits;
+  contextsHeld: number;
+  contextStoreBytes: number;
+}
+
+export interface ExplanationRow<V> {
+  /** number[d] (single output) or number[d][K]. */
+  values: V;
+  uncertainty: V;
+  /** number (single output) or number[K]. */
+  baseValue: V extends number[][] ? number[] : number;
+}
+
+/**
+ * Attributions of m rows. values / uncertainty: flat row-major, shape [m, d] or [m, d, K];
+ * baseValues: shape baseShape = [m] or [m, K].
+ */
+export class Explanation {
+  readonly contextId: string;
+  readonly values: FloatArray;
+  readonly shape: number[];
+  readonly baseValues: FloatArray;
+  readonly baseShape: number[];
+  readonly uncertainty: FloatArray;
+  readonly featureNames: string[];
+  /** The context's info and diagnostics (null only if the server sent none). */
+  readonly context: ContextInfo | null;
+  readonly artifactVersion: string;
+  readonly nRows: number;
+  readonly nFeatures: number;
+  readonly singleOutput: boolean;
+  /** Row i as plain JS values. */
+  row(i: number): ExplanationRow<number[]> | ExplanationRow<number[][]>;
+  /** Everything as nested JS arrays. */
+  toNested(): { values: any[]; baseValues: any[]; uncertainty: any[] };
+}
+
+/** Every method rejects with this: gRPC status name, the server's message, the field at fault. */
+export class ShapleyError extends Error {
+  /** gRPC status name: 'INVALID_ARGUMENT', 'NOT_FOUND', 'RESOURCE_EXHAUSTED', 'UNAUTHENTICATED', ... */
+  readonly code: string;
+  /** The server's message; it starts with the field, e.g. "rows: has 5 features; ...". */
+  readonly details: string;
+  /** The field at fault (trailing metadata `shapley-error-field`), e.g. 'rows', or null. */
+  readonly field: string | null;
+  /** The numeric gRPC status code. */
+  readonly grpcCode: number;
+  /** The call's trailing metadata, when the error came from the server. */
+  readonly metadata: Metadata | null;
+  constructor(code: string, details: string, field: string | null, extra?: {
+    grpcCode?: number; metadata?: Metadata | null; cause?: unknown;
+  });
+}
+
+export type ContextRef = string | ContextSpec | { contextId: string };
+
+export class ShapleyClient {
+  readonly target: string;
+  /** @param target host:port, e.g. '127.0.0.1:50051' */
+  constructor(target: string, options?: ClientOptions);
+  /**
+   * Fit a context, or find it held (same data, same id). The spec object is remembered:
+   * explain(spec, ...) later costs no CreateContext round trip. Treat it as immutable.
+   */
+  createContext(spec: ContextSpec, options?: CallOptions): Promise<CreatedContext>;
+  /**
+   * Explain rows (m, d). A spec is created on first use and re-created (once) when the server
+   * answers NOT_FOUND. With predictions, every row is exactly efficient:
+   * sum_j values[i, j] == predictions[i] - baseValues[i].
+   */
+  explain(context: ContextRef, rows: ArrayInput, predictions?: ArrayInput | null,
+    options?: ExplainOptions): Promise<Explanation>;
+  /** explain() for any number of rows, over ExplainStream in chunks of options.chunkRows. */
+  explainStream(context: ContextRef, rows: ArrayInput, predictions?: ArrayInput | null,
+    options?: StreamOptions): Promise<Explanation>;
+  getContext(contextId: string | { contextId: string }, options?: CallOptions): Promise<ContextInfo>;
+  deleteContext(contextId: string | { contextId: string }, options?: CallOptions): Promise<DeleteContextResult>;
+  listContexts(options?: CallOptions): Promise<ListContextsResult>;
+  serverInfo(options?: CallOptions): Promise<ServerInfo>;
+  /** grpc.health.v1 status: 'SERVING', 'NOT_SERVING', 'SERVICE_UNKNOWN' or 'UNKNOWN'. */
+  health(service?: string, options?: CallOptions): Promise<string>;
+  /** Poll health until SERVING (timeout in seconds, default 120). */
+  waitForServing(options?: { timeout?: number; interval?: number }): Promise<void>;
+  close(): void;
+}
+
+export const DEFAULT_PROTO_PATHS: string[];
+export const DEFAULT_CHUNK_ROWS: number;

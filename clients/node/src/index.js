@@ -1,0 +1,885 @@
+// @ts-check
+'use strict';
+/**
+ * Thin Node.js client of shapley-svc (gRPC service `shapley.v1.Shapley`).
+ *
+ * Everything is Promise based. Arrays go in as nested JS arrays (`number[][]`) or as
+ * `{data, shape}` with a flat row-major Float64Array / Float32Array; answers come back as flat
+ * Float64Arrays plus their shapes (see {@link Explanation}).
+ *
+ * The wire contract is loaded at run time from `shapley.proto`: the `proto` option, else the copy
+ * packed into the package (`proto/shapley/v1/shapley.proto`, written by `npm pack`), else the
+ * repository's `protos/shapley/v1/shapley.proto` (two levels above this package).
+ */
+
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const grpc = require('@grpc/grpc-js');
+const protoLoader = require('@grpc/proto-loader');
+
+const PACKAGE_ROOT = path.resolve(__dirname, '..');
+const PROTO_RELATIVE = path.join('shapley', 'v1', 'shapley.proto');
+/** Where the .proto is looked for when no `proto` option is given, first match wins. */
+const DEFAULT_PROTO_PATHS = [
+  path.join(PACKAGE_ROOT, 'proto', PROTO_RELATIVE),
+  path.resolve(PACKAGE_ROOT, '..', '..', 'protos', PROTO_RELATIVE),
+];
+const ERROR_FIELD_KEY = 'shapley-error-field';
+const HEALTH_CHECK_METHOD = '/grpc.health.v1.Health/Check';
+const SERVICE_NAME = 'shapley.v1.Shapley';
+const LITTLE_ENDIAN = os.endianness() === 'LE';
+const DEFAULT_CHUNK_ROWS = 1000;
+
+/** @type {Map<string, any>} */
+const serviceCache = new Map();
+
+/**
+ * @typedef {Float64Array | Float32Array} FloatArray
+ * @typedef {{data: ArrayLike<number>, shape: number[]}} FlatArray
+ * @typedef {number[] | number[][] | FloatArray | FlatArray} ArrayInput
+ * @typedef {{rows: ArrayInput, predictions: ArrayInput, background?: number[],
+ *   featureNames?: string[], randomState?: number | bigint | string}} ContextSpec
+ * @typedef {{rootCerts?: Buffer | null, privateKey?: Buffer | null, certChain?: Buffer | null}} TlsFiles
+ * @typedef {{tls?: boolean | TlsFiles, token?: string | (() => string | Promise<string>),
+ *   timeout?: number, proto?: string, channelOptions?: Record<string, any>}} ClientOptions
+ * @typedef {{timeout?: number, outputDtype?: 'float64' | 'float32'}} CallOptions
+ * @typedef {CallOptions & {chunkRows?: number}} StreamOptions
+ */
+
+// --- errors --------------------------------------------------------------------------------
+
+/** The error every method rejects with: a gRPC status name, the server's message and the field. */
+class ShapleyError extends Error {
+  /**
+   * @param {string} code gRPC status name, e.g. 'INVALID_ARGUMENT'
+   * @param {string} details the server's message, e.g. "rows: has 5 features; context ... has 6"
+   * @param {string | null} field the request field at fault (trailing metadata
+   *   `shapley-error-field`), or null
+   * @param {{grpcCode?: number, metadata?: grpc.Metadata | null, cause?: unknown}} [extra]
+   */
+  constructor(code, details, field, extra = {}) {
+    super(`${code}: ${details}`, extra.cause === undefined ? undefined : { cause: extra.cause });
+    this.name = 'ShapleyError';
+    this.code = code;
+    this.details = details;
+    this.field = field;
+    this.grpcCode = extra.grpcCode ?? /** @type {any} */ (grpc.status)[code] ?? grpc.status.UNKNOWN;
+    this.metadata = extra.metadata ?? null;
+  }
+}
+
+/** @param {{code?: number, details?: string, message?: string, metadata?: grpc.Metadata}} status */
+function errorFromStatus(status) {
+  const numeric = typeof status.code === 'number' ? status.code : grpc.status.UNKNOWN;
+  const name = /** @type {any} */ (grpc.status)[numeric] || 'UNKNOWN';
+  let field = null;
+  if (status.metadata && typeof status.metadata.get === 'function') {
+    const values = status.metadata.get(ERROR_FIELD_KEY);
+    if (values.length) field = String(values[0]);
+  }
+  const details = status.details ?? status.message ?? '';
+  return new ShapleyError(name, details, field, {
+    grpcCode: numeric,
+    metadata: status.metadata ?? null,
+    cause: status instanceof Error ? status : undefined,
+  });
+}
+
+/** A request refused before it was sent, named like the server names its fields. */
+function localError(field, problem) {
+  return new ShapleyError('INVALID_ARGUMENT', `${field}: ${problem}`, field);
+}
+
+// --- arrays --------------------------------------------------------------------------------
+
+/**
+ * Normalize an array argument to a flat typed array and its shape.
+ * @param {any} input
+ * @param {string} field
+ * @param {number[]} ndims allowed numbers of axes
+ * @returns {{data: FloatArray, shape: number[]}}
+ */
+function toArray(input, field, ndims) {
+  if (input == null) throw localError(field, 'is required');
+  /** @type {FloatArray} */ let data;
+  /** @type {number[]} */ let shape;
+  if (input instanceof Float64Array || input instanceof Float32Array) {
+    data = input;
+    shape = [input.length];
+  } else if (Array.isArray(input)) {
+    if (input.length === 0) throw localError(field, 'is empty');
+    if (Array.isArray(input[0]) || ArrayBuffer.isView(input[0])) {
+      const n = input.length;
+      const d = /** @type {ArrayLike<number>} */ (input[0]).length;
+      data = new Float64Array(n * d);
+      for (let i = 0; i < n; i++) {
+        const row = input[i];
+        if (!row || row.length !== d) {
+          throw localError(field, `row ${i} has ${row ? row.length : 0} entries; row 0 has ${d}`);
+        }
+        for (let j = 0; j < d; j++) {
+          const value = row[j];
+          if (typeof value !== 'number') {
+            throw localError(field, `[${i}][${j}] is ${typeof value}, not a number`);
+          }
+          data[i * d + j] = value;
+        }
+      }
+      shape = [n, d];
+    } else {
+      data = new Float64Array(input.length);
+      for (let i = 0; i < input.length; i++) {
+        if (typeof input[i] !== 'number') {
+          throw localError(field, `[${i}] is ${typeof input[i]}, not a number`);
+        }
+        data[i] = input[i];
+      }
+      shape = [input.length];
+    }
+  } else if (typeof input === 'object' && input.data != null && Array.isArray(input.shape)) {
+    shape = input.shape.map(Number);
+    if (input.data instanceof Float64Array || input.data instanceof Float32Array) {
+      data = input.data;
+    } else if (Array.isArray(input.data) || ArrayBuffer.isView(input.data)) {
+      data = Float64Array.from(/** @type {ArrayLike<number>} */ (input.data));
+    } else {
+      throw localError(field, 'data must be a Float64Array, Float32Array or number[]');
+    }
+    for (const axis of shape) {
+      if (!Number.isInteger(axis) || axis < 1) {
+        throw localError(field, `shape ${JSON.stringify(input.shape)} has an axis below 1`);
+      }
+    }
+    const count = shape.reduce((a, b) => a * b, 1);
+    if (count !== data.length) {
+      throw localError(field, `shape ${JSON.stringify(shape)} needs ${count} values; data has ${data.length}`);
+    }
+  } else {
+    throw localError(field, 'must be a nested array, a Float64Array or {data, shape}');
+  }
+  if (!ndims.includes(shape.length)) {
+    const want = ndims.map((k) => `${k}-D`).join(' or ');
+    throw localError(field, `must be ${want}; got shape ${JSON.stringify(shape)}`);
+  }
+  return { data, shape };
+}
+
+/** @param {FloatArray} array */
+function littleEndianBytes(array) {
+  if (LITTLE_ENDIAN) return Buffer.from(array.buffer, array.byteOffset, array.byteLength);
+  const bytes = Buffer.allocUnsafe(array.byteLength);
+  const float32 = array instanceof Float32Array;
+  for (let i = 0; i < array.length; i++) {
+    if (float32) bytes.writeFloatLE(array[i], 4 * i);
+    else bytes.writeDoubleLE(array[i], 8 * i);
+  }
+  return bytes;
+}
+
+/**
+ * @param {FloatArray} data
+ * @param {number[]} shape
+ */
+function encodeTensor(data, shape) {
+  return {
+    dtype: data instanceof Float32Array ? 'DTYPE_FLOAT32' : 'DTYPE_FLOAT64',
+    shape,
+    data: littleEndianBytes(data),
+  };
+}
+
+/**
+ * Decode a response tensor into a fresh typed array (always a copy: gRPC buffers are shared).
+ * @param {any} tensor
+ * @param {string} field
+ * @returns {{data: FloatArray, shape: number[]}}
+ */
+function decodeTensor(tensor, field) {
+  if (!tensor) throw new ShapleyError('INTERNAL', `${field}: missing from the server's answer`, field);
+  const float32 = tensor.dtype === 'DTYPE_FLOAT32' || tensor.dtype === 1;
+  const itemsize = float32 ? 4 : 8;
+  const shape = tensor.shape.map(Number);
+  const count = shape.reduce((a, b) => a * b, 1);
+  /** @type {Buffer} */ const bytes = tensor.data;
+  if (bytes.length !== count * itemsize) {
+    throw new ShapleyError(
+      'INTERNAL',
+      `${field}: the server sent ${bytes.length} bytes for shape ${JSON.stringify(shape)}`,
+      field,
+    );
+  }
+  const data = float32 ? new Float32Array(count) : new Float64Array(count);
+  if (LITTLE_ENDIAN) {
+    new Uint8Array(data.buffer).set(bytes);
+  } else {
+    for (let i = 0; i < count; i++) {
+      data[i] = float32 ? bytes.readFloatLE(4 * i) : bytes.readDoubleLE(8 * i);
+    }
+  }
+  return { data, shape };
+}
+
+/**
+ * Nested JS arrays from a flat row-major array.
+ * @param {ArrayLike<number>} data
+ * @param {number[]} shape
+ * @param {number} [offset]
+ * @returns {any}
+ */
+function nest(data, shape, offset = 0) {
+  if (shape.length === 0) return data[offset];
+  const [length, ...rest] = shape;
+  const stride = rest.reduce((a, b) => a * b, 1);
+  const out = new Array(length);
+  for (let i = 0; i < length; i++) {
+    out[i] = rest.length === 0 ? data[offset + i] : nest(data, rest, offset + i * stride);
+  }
+  return out;
+}
+
+// --- results -------------------------------------------------------------------------------
+
+/**
+ * Attributions of m rows: `values` and `uncertainty` are flat row-major arrays of shape
+ * `shape` = [m, d] (single-output context) or [m, d, K]; `baseValues` has `baseShape` = [m] or
+ * [m, K].
+ */
+class Explanation {
+  /**
+   * @param {{contextId: string, values: FloatArray, shape: number[], baseValues: FloatArray,
+   *   baseShape: number[], uncertainty: FloatArray, featureNames: string[], context: any,
+   *   artifactVersion: string}} parts
+   */
+  constructor(parts) {
+    this.contextId = parts.contextId;
+    this.values = parts.values;
+    this.shape = parts.shape;
+    this.baseValues = parts.baseValues;
+    this.baseShape = parts.baseShape;
+    this.uncertainty = parts.uncertainty;
+    this.featureNames = parts.featureNames;
+    /** The context's info (diagnostics), as returned by getContext. */
+    this.context = parts.context;
+    this.artifactVersion = parts.artifactVersion;
+  }
+
+  /** Number of explained rows (m). */
+  get nRows() {
+    return this.shape[0];
+  }
+
+  /** Number of features (d). */
+  get nFeatures() {
+    return this.shape[1];
+  }
+
+  /** True when the context's predictions were 1-D: there is no K axis. */
+  get singleOutput() {
+    return this.shape.length === 2;
+  }
+
+  /**
+   * One row as plain JS values: single output -> values: number[d], baseValue: number;
+   * multi-output -> values: number[d][K], baseValue: number[K]. `uncertainty` is shaped like
+   * `values`.
+   * @param {number} i
+   */
+  row(i) {
+    if (!Number.isInteger(i) || i < 0 || i >= this.nRows) {
+      throw new RangeError(`row ${i} is outside [0, ${this.nRows})`);
+    }
+    const rest = this.shape.slice(1);
+    const stride = rest.reduce((a, b) => a * b, 1);
+    const baseRest = this.baseShape.slice(1);
+    const baseStride = baseRest.reduce((a, b) => a * b, 1);
+    return {
+      values: nest(this.values, rest, i * stride),
+      uncertainty: nest(this.uncertainty, rest, i * stride),
+      baseValue: nest(this.baseValues, baseRest, i * baseStride),
+    };
+  }
+
+  /** Everything as nested JS arrays. */
+  toNested() {
+    return {
+      values: nest(this.values, this.shape),
+      baseValues: nest(this.baseValues, this.baseShape),
+      uncertainty: nest(this.uncertainty, this.shape),
+    };
+  }
+}
+
+/**
+ * Reassemble the responses of one call (one for Explain, one per chunk for ExplainStream).
+ * @param {any[]} responses
+ * @param {number} totalRows
+ */
+function assemble(responses, totalRows) {
+  if (responses.length === 0) {
+    throw new ShapleyError('INTERNAL', 'the server sent no answer', null);
+  }
+  const first = responses[0];
+  const parts = responses.map((response) => ({
+    firstRow: Number(response.firstRow || 0),
+    values: decodeTensor(response.values, 'values'),
+    baseValues: decodeTensor(response.baseValues, 'base_values'),
+    uncertainty: decodeTensor(response.uncertainty, 'uncertainty'),
+  }));
+  const rest = parts[0].values.shape.slice(1);
+  const baseRest = parts[0].baseValues.shape.slice(1);
+  const stride = rest.reduce((a, b) => a * b, 1);
+  const baseStride = baseRest.reduce((a, b) => a * b, 1);
+  if (parts.length === 1 && parts[0].values.shape[0] === totalRows) {
+    const only = parts[0];
+    return explanation(first, only.values.data, only.values.shape, only.baseValues.data,
+      only.baseValues.shape, only.uncertainty.data);
+  }
+  const Ctor = /** @type {any} */ (parts[0].values.data.constructor);
+  const values = new Ctor(totalRows * stride);
+  const uncertainty = new Ctor(totalRows * stride);
+  const baseValues = new Ctor(totalRows * baseStride);
+  let expected = 0;
+  for (const part of parts) {
+    const rows = part.values.shape[0];
+    if (part.firstRow !== expected || JSON.stringify(part.values.shape.slice(1)) !== JSON.stringify(rest)) {
+      throw new ShapleyError(
+        'INTERNAL',
+        `the server's chunk at first_row ${part.firstRow} (shape ${JSON.stringify(part.values.shape)}) ` +
+          `does not follow row ${expected}`,
+        null,
+      );
+    }
+    values.set(part.values.data, part.firstRow * stride);
+    uncertainty.set(part.uncertainty.data, part.firstRow * stride);
+    baseValues.set(part.baseValues.data, part.firstRow * baseStride);
+    expected += rows;
+  }
+  if (expected !== totalRows) {
+    throw new ShapleyError('INTERNAL', `the server answered ${expected} rows of ${totalRows}`, null);
+  }
+  return explanation(first, values, [totalRows, ...rest], baseValues, [totalRows, ...baseRest],
+    uncertainty);
+}
+
+function explanation(first, values, shape, baseValues, baseShape, uncertainty) {
+  const context = first.context || null;
+  return new Explanation({
+    contextId: first.contextId,
+    values,
+    shape,
+    baseValues,
+    baseShape,
+    uncertainty,
+    featureNames: context ? context.featureNames : [],
+    context,
+    artifactVersion: first.artifactVersion,
+  });
+}
+
+// --- the proto -----------------------------------------------------------------------------
+
+/** @param {string | undefined} protoPath */
+function resolveProto(protoPath) {
+  if (protoPath) return path.resolve(protoPath);
+  const found = DEFAULT_PROTO_PATHS.find((candidate) => fs.existsSync(candidate));
+  if (!found) {
+    throw new Error(
+      `shapley.proto not found (looked in ${DEFAULT_PROTO_PATHS.join(', ')}); pass the proto option`,
+    );
+  }
+  return found;
+}
+
+/** @param {string} protoFile */
+function loadService(protoFile) {
+  let service = serviceCache.get(protoFile);
+  if (!service) {
+    const definition = protoLoader.loadSync(protoFile, {
+      keepCase: false,
+      longs: Number,
+      enums: String,
+      defaults: true,
+      oneofs: true,
+    });
+    const loaded = /** @type {any} */ (grpc.loadPackageDefinition(definition));
+    service = loaded.shapley.v1.Shapley;
+    serviceCache.set(protoFile, service);
+  }
+  return service;
+}
+
+// --- health (hand-encoded: grpc.health.v1 is two one-field messages) -----------------------
+
+const HEALTH_STATUS = ['UNKNOWN', 'SERVING', 'NOT_SERVING', 'SERVICE_UNKNOWN'];
+
+/** @param {{service: string}} request */
+function encodeHealthRequest(request) {
+  const name = Buffer.from(request.service || '', 'utf8');
+  if (name.length === 0) return Buffer.alloc(0);
+  const header = [0x0a];
+  for (let n = name.length; ; n >>>= 7) {
+    if (n < 0x80) {
+      header.push(n);
+      break;
+    }
+    header.push((n & 0x7f) | 0x80);
+  }
+  return Buffer.concat([Buffer.from(header), name]);
+}
+
+/** @param {Buffer} bytes */
+function decodeHealthResponse(bytes) {
+  let status = 0;
+  let i = 0;
+  while (i < bytes.length) {
+    const key = bytes[i++];
+    let value = 0;
+    for (let shift = 0; i < bytes.length; shift += 7) {
+      const byte = bytes[i++];
+      value += (byte & 0x7f) * 2 ** shift;
+      if (byte < 0x80) break;
+    }
+    if (key === 0x08) status = value;
+    else if ((key & 7) === 2) i += value; // a length-delimited field this client does not know
+  }
+  return HEALTH_STATUS[status] || String(status);
+}
+
+// --- the client ----------------------------------------------------------------------------
+
+/** @param {any} contextOrId */
+function isSpec(contextOrId) {
+  return contextOrId != null && typeof contextOrId === 'object' && 'rows' in contextOrId;
+}
+
+/**
+ * @param {ContextSpec} spec
+ */
+function encodeSpec(spec) {
+  if (spec == null || typeof spec !== 'object') throw localError('context', 'is required');
+  const rows = toArray(spec.rows, 'context.rows', [2]);
+  const predictions = toArray(spec.predictions, 'context.predictions', [1, 2]);
+  /** @type {any} */
+  const message = {
+    rows: encodeTensor(rows.data, rows.shape),
+    predictions: encodeTensor(predictions.data, predictions.shape),
+  };
+  if (spec.background != null) {
+    const background = Array.from(spec.background, Number);
+    background.forEach((index, i) => {
+      if (!Number.isInteger(index)) throw localError('context.background', `[${i}] is not an integer`);
+    });
+    message.background = background;
+  }
+  if (spec.featureNames != null) message.featureNames = Array.from(spec.featureNames, String);
+  if (spec.randomState != null) {
+    const seed = spec.randomState;
+    message.randomState = typeof seed === 'bigint' ? seed.toString() : seed;
+  }
+  return message;
+}
+
+class ShapleyClient {
+  /**
+   * @param {string} target host:port of the server, e.g. '127.0.0.1:50051'
+   * @param {ClientOptions} [options]
+   */
+  constructor(target, options = {}) {
+    const { tls = false, token, timeout, proto, channelOptions = {} } = options;
+    const Service = loadService(resolveProto(proto));
+    let credentials;
+    if (tls === false || tls == null) {
+      credentials = grpc.credentials.createInsecure();
+    } else if (tls === true) {
+      credentials = grpc.credentials.createSsl();
+    } else {
+      credentials = grpc.credentials.createSsl(
+        tls.rootCerts ?? null,
+        tls.privateKey ?? null,
+        tls.certChain ?? null,
+      );
+    }
+    this.target = target;
+    this._token = token;
+    this._timeout = timeout;
+    /** @type {WeakMap<object, {id: string | null, message: any, pending: Promise<any> | null}>} */
+    this._contexts = new WeakMap();
+    this._stub = new Service(target, credentials, {
+      // The server enforces its own message limit (serverInfo().limits.maxMessageBytes) and
+      // names the field; do not refuse large answers on this side first.
+      'grpc.max_receive_message_length': -1,
+      'grpc.max_send_message_length': -1,
+      ...channelOptions,
+    });
+  }
+
+  // --- plumbing ----------------------------------------------------------------------------
+
+  /** @returns {Promise<grpc.Metadata>} */
+  async _metadata() {
+    const metadata = new grpc.Metadata();
+    const token = typeof this._token === 'function' ? await this._token() : this._token;
+    if (token) metadata.set('authorization', `Bearer ${token}`);
+    return metadata;
+  }
+
+  /** @param {{timeout?: number} | undefined} options */
+  _callOptions(options) {
+    const timeout = options && options.timeout != null ? options.timeout : this._timeout;
+    return timeout != null && timeout > 0 ? { deadline: Date.now() + timeout * 1000 } : {};
+  }
+
+  /**
+   * @param {string} method
+   * @param {any} request
+   * @param {{timeout?: number}} [options]
+   * @returns {Promise<any>}
+   */
+  async _unary(method, request, options) {
+    const metadata = await this._metadata();
+    return new Promise((resolve, reject) => {
+      this._stub[method](request, metadata, this._callOptions(options), (error, response) => {
+        if (error) reject(errorFromStatus(error));
+        else resolve(response);
+      });
+    });
+  }
+
+  /**
+   * The cache entry of a spec object: its encoded message and, once created, its id.
+   * @param {ContextSpec} spec
+   * @returns {{id: string | null, message: any, pending: Promise<any> | null}}
+   */
+  _entry(spec) {
+    let entry = this._contexts.get(spec);
+    if (!entry) {
+      entry = { id: null, message: encodeSpec(spec), pending: null };
+      this._contexts.set(spec, entry);
+    }
+    return entry;
+  }
+
+  /**
+   * CreateContext for a spec; concurrent callers share one call.
+   * @param {ContextSpec} spec
+   * @param {{timeout?: number}} [options]
+   * @returns {Promise<any>} the CreateContextResponse
+   */
+  _create(spec, options) {
+    const entry = this._entry(spec);
+    if (!entry.pending) {
+      entry.pending = this._unary('CreateContext', { context: entry.message }, options)
+        .then((response) => {
+          entry.id = response.context.contextId;
+          return response;
+        })
+        .finally(() => {
+          entry.pending = null;
+        });
+    }
+    return entry.pending;
+  }
+
+  /**
+   * Resolve a context argument to an id, creating the context of a spec not yet created.
+   * @param {any} contextOrId
+   * @param {{timeout?: number}} [options]
+   * @returns {Promise<{id: string, spec: ContextSpec | null}>}
+   */
+  async _contextId(contextOrId, options) {
+    if (typeof contextOrId === 'string') return { id: contextOrId, spec: null };
+    if (isSpec(contextOrId)) {
+      const entry = this._entry(contextOrId);
+      const id = entry.id ?? (await this._create(contextOrId, options)).context.contextId;
+      return { id, spec: contextOrId };
+    }
+    if (contextOrId && typeof contextOrId.contextId === 'string') {
+      return { id: contextOrId.contextId, spec: null };
+    }
+    throw localError('context_id', 'pass a context id, a context spec {rows, predictions, ...} ' +
+      'or an object with contextId');
+  }
+
+  /**
+   * Run `call(id)`; when the context was given as a spec and the server answers NOT_FOUND (it
+   * was deleted or evicted, or this replica never held it), re-create it and retry once.
+   * @template T
+   * @param {any} contextOrId
+   * @param {{timeout?: number}} options
+   * @param {(id: string) => Promise<T>} call
+   * @returns {Promise<T>}
+   */
+  async _withContext(contextOrId, options, call) {
+    const { id, spec } = await this._contextId(contextOrId, options);
+    try {
+      return await call(id);
+    } catch (error) {
+      if (!spec || !(error instanceof ShapleyError) || error.code !== 'NOT_FOUND') throw error;
+      const response = await this._create(spec, options);
+      return call(response.context.contextId);
+    }
+  }
+
+  /** @param {CallOptions | undefined} options */
+  static _outputDtype(options) {
+    const dtype = options && options.outputDtype;
+    if (dtype == null || dtype === 'float64') return 'DTYPE_FLOAT64';
+    if (dtype === 'float32') return 'DTYPE_FLOAT32';
+    throw localError('output_dtype', `must be 'float64' or 'float32'; got ${JSON.stringify(dtype)}`);
+  }
+
+  // --- the API -----------------------------------------------------------------------------
+
+  /**
+   * Fit a context (or find it already held: same data, same id) and return its info, with
+   * `created` false when the server already held it. The spec object is remembered, so passing
+   * the same object to explain() later costs no refit; treat it as immutable afterwards.
+   * @param {ContextSpec} spec
+   * @param {{timeout?: number}} [options]
+   */
+  async createContext(spec, options) {
+    const response = await this._create(spec, options);
+    return { ...response.context, created: response.created };
+  }
+
+  /**
+   * Explain rows against a context: an id, an object with contextId, or a spec (created on first
+   * use, re-created once if the server no longer holds it).
+   * @param {string | ContextSpec | {contextId: string}} contextOrId
+   * @param {ArrayInput} rows (m, d)
+   * @param {ArrayInput | null} [predictions] (m,) or (m, K): the model's outputs on rows; makes
+   *   every row exactly efficient
+   * @param {CallOptions} [options]
+   * @returns {Promise<Explanation>}
+   */
+  async explain(contextOrId, rows, predictions, options) {
+    const x = toArray(rows, 'rows', [2]);
+    /** @type {any} */
+    const request = {
+      rows: encodeTensor(x.data, x.shape),
+      outputDtype: ShapleyClient._outputDtype(options),
+    };
+    if (predictions != null) {
+      const p = toArray(predictions, 'predictions', [1, 2]);
+      request.predictions = encodeTensor(p.data, p.shape);
+    }
+    return this._withContext(contextOrId, options || {}, async (id) => {
+      const response = await this._unary('Explain', { ...request, contextId: id }, options);
+      return assemble([response], x.shape[0]);
+    });
+  }
+
+  /**
+   * Explain a batch of any size over ExplainStream: sent in chunks of `chunkRows` rows (default
+   * 1000), answers reassembled in order into one Explanation. Same context rules as explain().
+   * @param {string | ContextSpec | {contextId: string}} contextOrId
+   * @param {ArrayInput} rows
+   * @param {ArrayInput | null} [predictions]
+   * @param {StreamOptions} [options]
+   * @returns {Promise<Explanation>}
+   */
+  async explainStream(contextOrId, rows, predictions, options = {}) {
+    const x = toArray(rows, 'rows', [2]);
+    const p = predictions != null ? toArray(predictions, 'predictions', [1, 2]) : null;
+    const m = x.shape[0];
+    if (p && p.shape[0] !== m) {
+      throw localError('predictions', `has ${p.shape[0]} rows; rows has ${m}`);
+    }
+    const chunkRows = options.chunkRows ?? DEFAULT_CHUNK_ROWS;
+    if (!Number.isInteger(chunkRows) || chunkRows < 1) {
+      throw new RangeError(`chunkRows must be a positive integer; got ${chunkRows}`);
+    }
+    const outputDtype = ShapleyClient._outputDtype(options);
+    /** @param {number} start */
+    const chunk = (start) => {
+      const stop = Math.min(m, start + chunkRows);
+      const d = x.shape[1];
+      /** @type {any} */
+      const message = {
+        rows: encodeTensor(x.data.subarray(start * d, stop * d), [stop - start, d]),
+        outputDtype,
+      };
+      if (p) {
+        const k = p.shape.length === 2 ? p.shape[1] : 1;
+        message.predictions = encodeTensor(
+          p.data.subarray(start * k, stop * k),
+          [stop - start, ...p.shape.slice(1)],
+        );
+      }
+      return message;
+    };
+    return this._withContext(contextOrId, options, (id) => this._stream(id, m, chunkRows, chunk, options));
+  }
+
+  /**
+   * @param {string} id
+   * @param {number} m
+   * @param {number} chunkRows
+   * @param {(start: number) => any} chunk
+   * @param {{timeout?: number}} options
+   * @returns {Promise<Explanation>}
+   */
+  async _stream(id, m, chunkRows, chunk, options) {
+    const metadata = await this._metadata();
+    const call = this._stub.ExplainStream(metadata, this._callOptions(options));
+    return new Promise((resolve, reject) => {
+      /** @type {any[]} */
+      const responses = [];
+      let ended = false;
+      /** @type {any} */ let status = null;
+      let settled = false;
+      const finish = () => {
+        if (settled || !status) return;
+        if (status.code !== grpc.status.OK) {
+          settled = true;
+          reject(errorFromStatus(status));
+        } else if (ended) {
+          settled = true;
+          try {
+            resolve(assemble(responses, m));
+          } catch (error) {
+            reject(error);
+          }
+        }
+      };
+      call.on('data', (response) => responses.push(response));
+      call.on('error', () => {}); // reported through 'status', which carries the same metadata
+      call.on('status', (s) => {
+        status = s;
+        finish();
+      });
+      call.on('end', () => {
+        ended = true;
+        finish();
+      });
+      const waitForDrain = () =>
+        new Promise((ready) => {
+          const done = () => {
+            call.off('drain', done);
+            call.off('status', done);
+            ready(undefined);
+          };
+          call.on('drain', done);
+          call.on('status', done);
+        });
+      (async () => {
+        for (let start = 0; start < m; start += chunkRows) {
+          if (status) return; // the call is over (an error): stop sending
+          const message = chunk(start);
+          if (start === 0) message.contextId = id;
+          if (!call.write(message)) await waitForDrain();
+        }
+        if (!status) call.end();
+      })().catch((error) => {
+        if (!settled) {
+          settled = true;
+          call.cancel();
+          reject(error);
+        }
+      });
+    });
+  }
+
+  /**
+   * The info and diagnostics of a context the server holds.
+   * @param {string | {contextId: string}} contextId
+   * @param {{timeout?: number}} [options]
+   */
+  async getContext(contextId, options) {
+    return this._unary('GetContext', { contextId: idOf(contextId) }, options);
+  }
+
+  /**
+   * Delete a context; resolves to {contextId, freedBytes}.
+   * @param {string | {contextId: string}} contextId
+   * @param {{timeout?: number}} [options]
+   */
+  async deleteContext(contextId, options) {
+    return this._unary('DeleteContext', { contextId: idOf(contextId) }, options);
+  }
+
+  /**
+   * The contexts the server holds, most recently used first: {contexts, totalBytes}.
+   * @param {{timeout?: number}} [options]
+   */
+  async listContexts(options) {
+    return this._unary('ListContexts', {}, options);
+  }
+
+  /**
+   * Server version, artifact and limits: {version, artifactVersion, artifactSha256, limits,
+   * contextsHeld, contextStoreBytes}.
+   * @param {{timeout?: number}} [options]
+   */
+  async serverInfo(options) {
+    return this._unary('GetServerInfo', {}, options);
+  }
+
+  /**
+   * grpc.health.v1 status of `service` ('' = the whole server, the default):
+   * 'SERVING', 'NOT_SERVING' (e.g. still warming up or draining), ...
+   * @param {string} [service]
+   * @param {{timeout?: number}} [options]
+   * @returns {Promise<string>}
+   */
+  async health(service = '', options) {
+    const metadata = await this._metadata();
+    return new Promise((resolve, reject) => {
+      this._stub.makeUnaryRequest(
+        HEALTH_CHECK_METHOD,
+        encodeHealthRequest,
+        decodeHealthResponse,
+        { service },
+        metadata,
+        this._callOptions(options),
+        (/** @type {any} */ error, /** @type {any} */ status) => {
+          if (error) reject(errorFromStatus(error));
+          else resolve(status);
+        },
+      );
+    });
+  }
+
+  /**
+   * Poll health until the server reports SERVING (it binds before its warm-up ends).
+   * @param {{timeout?: number, interval?: number}} [options] seconds; timeout default 120
+   */
+  async waitForServing(options = {}) {
+    const { timeout = 120, interval = 0.25 } = options;
+    const deadline = Date.now() + timeout * 1000;
+    let last = 'no answer';
+    for (;;) {
+      try {
+        last = await this.health(SERVICE_NAME, { timeout: Math.max(0.5, interval * 4) });
+        if (last === 'SERVING') return;
+      } catch (error) {
+        last = error instanceof Error ? error.message : String(error);
+      }
+      if (Date.now() >= deadline) {
+        throw new ShapleyError('DEADLINE_EXCEEDED', `server not SERVING after ${timeout} s (${last})`, null);
+      }
+      await new Promise((r) => setTimeout(r, interval * 1000));
+    }
+  }
+
+  /** Close the channel; calls in flight are cancelled. */
+  close() {
+    this._stub.close();
+  }
+}
+
+/** @param {any} contextId */
+function idOf(contextId) {
+  if (typeof contextId === 'string') return contextId;
+  if (contextId && typeof contextId.contextId === 'string') return contextId.contextId;
+  throw localError('context_id', 'must be a string or an object with contextId');
+}
+
+module.exports = {
+  ShapleyClient,
+  ShapleyError,
+  Explanation,
+  DEFAULT_PROTO_PATHS,
+  DEFAULT_CHUNK_ROWS,
+};

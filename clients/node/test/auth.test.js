@@ -1,0 +1,103 @@
+'use strict';
+// Bearer tokens (and TLS, when openssl is there to make a certificate) against a real server.
+const { test, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const { execFileSync } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+
+const { ShapleyClient, ShapleyError } = require('..');
+const { startServer } = require('../testkit/server');
+
+const TOKENS = ['alpha-7f3c9e1b', 'beta-0d52aa64'];
+
+/** A self-signed certificate for 127.0.0.1, or null without openssl. */
+function makeCertificate(dir) {
+  const key = path.join(dir, 'key.pem');
+  const cert = path.join(dir, 'cert.pem');
+  try {
+    execFileSync('openssl', [
+      'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=localhost',
+      '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost', '-keyout', key, '-out', cert,
+    ], { stdio: 'ignore' });
+    return { key, cert };
+  } catch {
+    return null;
+  }
+}
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'shapley-node-auth-'));
+const certificate = makeCertificate(dir);
+/** @type {Awaited<ReturnType<typeof startServer>>} */ let server;
+// The certificate names localhost too: verify against that name rather than an IP (RFC 6066).
+const channelOptions = certificate ? { 'grpc.ssl_target_name_override': 'localhost' } : {};
+/** @type {ShapleyClient[]} */ const clients = [];
+
+/** @param {object} [options] */
+function connect(options = {}) {
+  const tls = certificate ? { rootCerts: fs.readFileSync(certificate.cert) } : false;
+  const client = new ShapleyClient(server.target, { tls, timeout: 60, channelOptions, ...options });
+  clients.push(client);
+  return client;
+}
+
+/** @param {string} code */
+const isCode = (code) => (/** @type {any} */ error) => {
+  assert.ok(error instanceof ShapleyError, String(error));
+  assert.equal(error.code, code, error.message);
+  return true;
+};
+
+before(async () => {
+  const tokensFile = path.join(dir, 'tokens');
+  fs.writeFileSync(tokensFile, `${TOKENS.join('\n')}\n`);
+  const tlsArgs = certificate ? ['--tls-cert', certificate.cert, '--tls-key', certificate.key] : [];
+  server = await startServer({ args: ['--tokens-file', tokensFile, ...tlsArgs] });
+}, { timeout: 600_000 });
+
+after(async () => {
+  for (const client of clients) client.close();
+  if (server) await server.stop();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('no token or a wrong token is UNAUTHENTICATED', async () => {
+  const anonymous = connect();
+  await assert.rejects(anonymous.serverInfo(), isCode('UNAUTHENTICATED'));
+  await assert.rejects(anonymous.listContexts(), isCode('UNAUTHENTICATED'));
+  await assert.rejects(anonymous.explainStream('ctx-whatever', [[1, 2]]), isCode('UNAUTHENTICATED'));
+  const wrong = connect({ token: 'gamma-not-a-token' });
+  await assert.rejects(wrong.serverInfo(), isCode('UNAUTHENTICATED'));
+  await assert.rejects(wrong.getContext('ctx-whatever'), isCode('UNAUTHENTICATED'));
+  // Health checks are open to all (load balancers carry no token).
+  assert.equal(await anonymous.health(), 'SERVING');
+});
+
+test('the right token is accepted', async () => {
+  for (const token of TOKENS) {
+    const client = connect({ token });
+    const info = await client.serverInfo();
+    assert.ok(info.limits.maxExplainRows > 0);
+    const listed = await client.listContexts();
+    assert.ok(Array.isArray(listed.contexts));
+  }
+  // A function is called for each request (tokens that rotate).
+  let calls = 0;
+  const rotating = connect({ token: () => { calls += 1; return TOKENS[1]; } });
+  await rotating.serverInfo();
+  await assert.rejects(rotating.getContext('ctx-0'), isCode('NOT_FOUND'));
+  assert.equal(calls, 2);
+});
+
+test('TLS: the server certificate is verified against rootCerts', {
+  skip: certificate ? false : 'openssl could not make a certificate: the server runs without TLS',
+}, async () => {
+  // Without the self-signed root the handshake must fail.
+  const untrusted = new ShapleyClient(server.target, {
+    tls: true, token: TOKENS[0], timeout: 10, channelOptions,
+  });
+  clients.push(untrusted);
+  await assert.rejects(untrusted.serverInfo(), isCode('UNAVAILABLE'));
+  await connect({ token: TOKENS[0] }).serverInfo();
+});

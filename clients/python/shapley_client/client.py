@@ -1,0 +1,325 @@
+"""``ShapleyClient``: the shapley.v1 service from Python, with numpy arrays in and out."""
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+
+from shapley_client._proto import shapley_pb2 as pb
+from shapley_client._proto import shapley_pb2_grpc
+
+ERROR_FIELD_KEY = "shapley-error-field"
+DEFAULT_MAX_MESSAGE_BYTES = 64 << 20
+_DTYPES = {"float32": (pb.DTYPE_FLOAT32, "<f4"), "float64": (pb.DTYPE_FLOAT64, "<f8")}
+_NUMPY_OF = {pb.DTYPE_FLOAT32: "<f4", pb.DTYPE_FLOAT64: "<f8"}
+
+
+class ShapleyError(Exception):
+    """The server refused a call: ``code`` (a ``grpc.StatusCode``), ``details`` and the
+    request ``field`` at fault when the server named one."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, field: str | None):
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+        self.field = field
+
+    @classmethod
+    def from_rpc(cls, error: grpc.RpcError) -> "ShapleyError":
+        field_name = None
+        for key, value in error.trailing_metadata() or ():
+            if key == ERROR_FIELD_KEY:
+                field_name = value
+        return cls(error.code(), error.details() or "", field_name)
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """PEM bytes: the CA to trust (None: system roots) and, for mutual TLS, a client key pair."""
+
+    root_certificates: bytes | None = None
+    private_key: bytes | None = None
+    certificate_chain: bytes | None = None
+
+
+@dataclass
+class Context:
+    """A context on the server: its id and diagnostics, and the data to recreate it anywhere."""
+
+    context_id: str
+    info: pb.ContextInfo
+    spec: pb.ContextSpec = field(repr=False)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.info.feature_names)
+
+    @property
+    def diagnostics(self) -> list[dict]:
+        """Per output: predicted fidelity and each surrogate's out-of-fold R^2 and weight."""
+        return [
+            {
+                "predicted_fidelity": output.predicted_fidelity,
+                "surrogates": {
+                    s.name: {"oof_r2": s.oof_r2, "weight": s.weight} for s in output.surrogates
+                },
+            }
+            for output in self.info.outputs
+        ]
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Attributions of m rows: ``values`` (m, d) or (m, d, K); ``base_values`` (m,) or (m, K);
+    ``uncertainty`` like ``values``."""
+
+    values: np.ndarray
+    base_values: np.ndarray
+    uncertainty: np.ndarray
+    feature_names: list[str]
+    context_id: str
+    artifact_version: str
+
+    def to_shap(self):
+        """A ``shap.Explanation`` for shap's plots (needs shap installed)."""
+        try:
+            import shap
+        except ImportError as error:
+            raise ImportError("to_shap() needs shap: pip install shap") from error
+        return shap.Explanation(
+            values=self.values, base_values=self.base_values, feature_names=self.feature_names
+        )
+
+
+def _tensor(array, name: str) -> pb.Tensor:
+    array = np.asarray(array)
+    if array.dtype == np.float32:
+        code, dtype = _DTYPES["float32"]
+    else:
+        code, dtype = _DTYPES["float64"]
+        try:
+            array = array.astype(np.float64, copy=False)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must hold numbers; got dtype {array.dtype}") from None
+    array = np.ascontiguousarray(array, dtype=dtype)
+    return pb.Tensor(dtype=code, shape=list(array.shape), data=array.tobytes())
+
+
+def _array(tensor: pb.Tensor) -> np.ndarray:
+    return np.frombuffer(tensor.data, dtype=_NUMPY_OF[tensor.dtype]).reshape(tuple(tensor.shape))
+
+
+class ShapleyClient:
+    """A connection to a shapley-svc server.
+
+    Parameters
+    ----------
+    target : "host:port".
+    tls : False for plaintext, True for TLS with the system's roots, or a :class:`TlsConfig`.
+    token : bearer token sent with every call, when the server requires one.
+    timeout : deadline of each call in seconds (None: no deadline).
+    max_message_bytes : the largest message either way; match the server's limit.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        tls: bool | TlsConfig = False,
+        token: str | None = None,
+        timeout: float | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ):
+        options = [
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+        ]
+        if tls is False:
+            self._channel = grpc.insecure_channel(target, options=options)
+        else:
+            config = tls if isinstance(tls, TlsConfig) else TlsConfig()
+            credentials = grpc.ssl_channel_credentials(
+                config.root_certificates, config.private_key, config.certificate_chain
+            )
+            self._channel = grpc.secure_channel(target, credentials, options=options)
+        self._stub = shapley_pb2_grpc.ShapleyStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self.timeout = timeout
+        self.max_message_bytes = max_message_bytes
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "ShapleyClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _call(self, method, request):
+        try:
+            return method(request, timeout=self.timeout, metadata=self._metadata)
+        except grpc.RpcError as error:
+            raise ShapleyError.from_rpc(error) from None
+
+    # --- contexts ----------------------------------------------------------------------------
+
+    def create_context(
+        self,
+        rows,
+        predictions,
+        *,
+        background: Sequence[int] | None = None,
+        feature_names: Sequence[str] | None = None,
+        random_state: int = 0,
+    ) -> Context:
+        """Fit a context on the server (or find it held: ids are content addresses).
+
+        rows : (n, d); predictions : (n,) or (n, K), the model's outputs on rows; background :
+        row indices (default: a seeded sample of min(n, 100)); feature_names : d names.
+        """
+        spec = pb.ContextSpec(
+            rows=_tensor(rows, "rows"),
+            predictions=_tensor(predictions, "predictions"),
+            background=[int(i) for i in background] if background is not None else [],
+            feature_names=[str(n) for n in feature_names] if feature_names is not None else [],
+            random_state=int(random_state),
+        )
+        return self._create(spec)
+
+    def _create(self, spec: pb.ContextSpec) -> Context:
+        response = self._call(self._stub.CreateContext, pb.CreateContextRequest(context=spec))
+        return Context(response.context.context_id, response.context, spec)
+
+    def get_context(self, context: Context | str) -> pb.ContextInfo:
+        return self._call(
+            self._stub.GetContext, pb.GetContextRequest(context_id=_context_id(context))
+        )
+
+    def delete_context(self, context: Context | str) -> int:
+        """Drop a context from the server; returns the bytes it freed."""
+        response = self._call(
+            self._stub.DeleteContext, pb.DeleteContextRequest(context_id=_context_id(context))
+        )
+        return response.freed_bytes
+
+    def list_contexts(self) -> list[pb.ContextInfo]:
+        return list(self._call(self._stub.ListContexts, pb.ListContextsRequest()).contexts)
+
+    def server_info(self) -> pb.ServerInfo:
+        return self._call(self._stub.GetServerInfo, pb.GetServerInfoRequest())
+
+    # --- explanations ------------------------------------------------------------------------
+
+    def explain(
+        self, context: Context | str, rows, predictions=None, *, output_dtype: str = "float64"
+    ) -> Explanation:
+        """Attributions of ``rows`` (m, d) in one message; exactly efficient when the model's
+        ``predictions`` on them are given. A :class:`Context` the server no longer holds (another
+        replica, evicted) is recreated from its data and the call retried once."""
+        request = pb.ExplainRequest(rows=_tensor(rows, "rows"), output_dtype=_dtype(output_dtype))
+        if predictions is not None:
+            request.predictions.CopyFrom(_tensor(predictions, "predictions"))
+        request.context_id = _context_id(context)
+        try:
+            response = self._stub.Explain(request, timeout=self.timeout, metadata=self._metadata)
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.NOT_FOUND or not isinstance(context, Context):
+                raise ShapleyError.from_rpc(error) from None
+            self._recreate(context)
+            request.context_id = context.context_id
+            response = self._call(self._stub.Explain, request)
+        return Explanation(
+            _array(response.values),
+            _array(response.base_values),
+            _array(response.uncertainty),
+            list(response.context.feature_names),
+            response.context_id,
+            response.artifact_version,
+        )
+
+    def explain_stream(
+        self,
+        context: Context | str,
+        rows,
+        predictions=None,
+        *,
+        chunk_rows: int | None = None,
+        output_dtype: str = "float64",
+    ) -> Explanation:
+        """Like :meth:`explain` for batches of any size: sent in chunks over ``ExplainStream``
+        (default chunk: what fits in a message both ways), reassembled in order."""
+        rows = np.asarray(rows)
+        if rows.ndim != 2 or rows.shape[0] == 0:
+            raise ValueError(f"rows must be a non-empty (m, d) array; got shape {rows.shape}")
+        predictions = None if predictions is None else np.asarray(predictions)
+        if chunk_rows is None:
+            outputs = 1 if predictions is None or predictions.ndim == 1 else predictions.shape[1]
+            chunk_rows = self._rows_per_message(rows.shape[1], outputs)
+        if chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be >= 1; got {chunk_rows}")
+        try:
+            return self._stream(context, rows, predictions, chunk_rows, output_dtype)
+        except ShapleyError as error:
+            if error.code != grpc.StatusCode.NOT_FOUND or not isinstance(context, Context):
+                raise
+            self._recreate(context)
+            return self._stream(context, rows, predictions, chunk_rows, output_dtype)
+
+    def _rows_per_message(self, d: int, outputs: int) -> int:
+        # The answer (values and uncertainty, (m, d, K), plus base values) is the larger message;
+        # keep a tenth of the limit for framing and the context's diagnostics.
+        per_row = (2 * d + 1) * outputs * 8 + d * 8
+        return max(1, int(0.9 * self.max_message_bytes) // per_row)
+
+    def _stream(self, context, rows, predictions, chunk_rows, output_dtype) -> Explanation:
+        context_id = _context_id(context)
+        dtype = _dtype(output_dtype)
+
+        def requests() -> Iterator[pb.ExplainRequest]:
+            for start in range(0, rows.shape[0], chunk_rows):
+                request = pb.ExplainRequest(
+                    rows=_tensor(rows[start : start + chunk_rows], "rows"), output_dtype=dtype
+                )
+                if start == 0:
+                    request.context_id = context_id
+                if predictions is not None:
+                    request.predictions.CopyFrom(
+                        _tensor(predictions[start : start + chunk_rows], "predictions")
+                    )
+                yield request
+
+        parts, names, artifact = [], [], ""
+        try:
+            for response in self._stub.ExplainStream(
+                requests(), timeout=self.timeout, metadata=self._metadata
+            ):
+                if response.HasField("context"):
+                    names = list(response.context.feature_names)
+                artifact = response.artifact_version
+                parts.append(
+                    (
+                        _array(response.values),
+                        _array(response.base_values),
+                        _array(response.uncertainty),
+                    )
+                )
+        except grpc.RpcError as error:
+            raise ShapleyError.from_rpc(error) from None
+        values, base_values, uncertainty = (np.concatenate(p) for p in zip(*parts, strict=True))
+        return Explanation(values, base_values, uncertainty, names, context_id, artifact)
+
+    def _recreate(self, context: Context) -> None:
+        fresh = self._create(context.spec)
+        context.context_id, context.info = fresh.context_id, fresh.info
+
+
+def _context_id(context: Context | str) -> str:
+    return context.context_id if isinstance(context, Context) else str(context)
+
+
+def _dtype(name: str) -> int:
+    if name not in _DTYPES:
+        raise ValueError(f"output_dtype must be 'float32' or 'float64'; got {name!r}")
+    return _DTYPES[name][0]

@@ -1,0 +1,105 @@
+"""Fitted contexts held by the server, bounded in count and bytes, least recently used evicted.
+
+Concurrent requests for the same content address share one fit: the first builds, the others
+wait for it. A context larger than the whole byte budget is refused rather than stored.
+"""
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+class StoreFullError(Exception):
+    """One context alone exceeds the store's byte budget."""
+
+
+@dataclass
+class StoredContext:
+    context_id: str
+    explainer: Any
+    info: Any  # the ContextInfo message describing it
+    memory_bytes: int
+
+
+class ContextStore:
+    def __init__(self, max_contexts: int, max_bytes: int):
+        self.max_contexts = max_contexts
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[str, StoredContext] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self._building: dict[str, threading.Event] = {}
+        self.evictions = 0
+
+    def get(self, context_id: str) -> StoredContext | None:
+        with self._lock:
+            entry = self._entries.get(context_id)
+            if entry is not None:
+                self._entries.move_to_end(context_id, last=False)
+            return entry
+
+    def get_or_build(
+        self, context_id: str, build: Callable[[], StoredContext]
+    ) -> tuple[StoredContext, bool]:
+        """The held context, or the one ``build`` makes (stored); and whether it was built here.
+
+        ``build`` runs without the lock; a concurrent caller for the same id waits for it. If the
+        builder fails, a waiting caller builds in turn.
+        """
+        while True:
+            with self._lock:
+                entry = self._entries.get(context_id)
+                if entry is not None:
+                    self._entries.move_to_end(context_id, last=False)
+                    return entry, False
+                pending = self._building.get(context_id)
+                if pending is None:
+                    done = self._building[context_id] = threading.Event()
+                    break
+            pending.wait()
+        try:
+            entry = build()
+            self._put(entry)
+            return entry, True
+        finally:
+            with self._lock:
+                del self._building[context_id]
+            done.set()
+
+    def _put(self, entry: StoredContext) -> None:
+        if entry.memory_bytes > self.max_bytes:
+            raise StoreFullError(
+                f"the context needs {entry.memory_bytes} bytes; the store holds at most "
+                f"{self.max_bytes}"
+            )
+        with self._lock:
+            self._entries[entry.context_id] = entry
+            self._entries.move_to_end(entry.context_id, last=False)
+            self._bytes += entry.memory_bytes
+            while len(self._entries) > self.max_contexts or self._bytes > self.max_bytes:
+                _, evicted = self._entries.popitem(last=True)
+                self._bytes -= evicted.memory_bytes
+                self.evictions += 1
+
+    def delete(self, context_id: str) -> StoredContext | None:
+        with self._lock:
+            entry = self._entries.pop(context_id, None)
+            if entry is not None:
+                self._bytes -= entry.memory_bytes
+            return entry
+
+    def snapshot(self) -> tuple[list[StoredContext], int]:
+        """Held contexts, most recently used first, and their total bytes."""
+        with self._lock:
+            return list(self._entries.values()), self._bytes
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    @property
+    def total_bytes(self) -> int:
+        with self._lock:
+            return self._bytes

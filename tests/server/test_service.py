@@ -1,0 +1,347 @@
+"""Each RPC and each error class, end to end over loopback sockets."""
+
+import threading
+import time
+import urllib.request
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from shapley_client import ShapleyError, TlsConfig
+
+from shapley_svc._proto import shapley_pb2 as pb
+from shapley_svc._proto import shapley_pb2_grpc
+from shapley_svc.estimator import ZeroShotExplainer
+from tests.server.conftest import make_task
+
+
+def _raw_tensor(array, dtype=pb.DTYPE_FLOAT64, shape=None, data=None):
+    array = np.ascontiguousarray(array, dtype="<f8" if dtype == pb.DTYPE_FLOAT64 else "<f4")
+    return pb.Tensor(
+        dtype=dtype,
+        shape=list(array.shape) if shape is None else shape,
+        data=array.tobytes() if data is None else data,
+    )
+
+
+def _status(call, *args):
+    with pytest.raises(grpc.RpcError) as caught:
+        call(*args)
+    error = caught.value
+    fields = dict(error.trailing_metadata() or ())
+    return error.code(), error.details(), fields.get("shapley-error-field")
+
+
+def test_explain_matches_the_estimator_in_process_and_is_efficient(client):
+    X, p = make_task()
+    context = client.create_context(X, p, feature_names=list("abcde"))
+    remote = client.explain(context, X[:20], p[:20])
+    local = ZeroShotExplainer(random_state=0).fit(X, p, feature_names=list("abcde"))
+    expected = local.explain(X[:20], p[:20])
+    # Equal up to rounding: numpy may sum an unaligned wire buffer in another order.
+    np.testing.assert_allclose(remote.values, expected.values, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(remote.uncertainty, expected.uncertainty, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(remote.values.sum(axis=1), p[:20] - remote.base_values, atol=1e-12)
+    assert remote.feature_names == list("abcde")
+    assert context.diagnostics[0]["surrogates"]["boosted_trees"]["weight"] >= 0
+
+
+def test_context_ids_are_content_addresses(client):
+    X, p = make_task(seed=1)
+    X = X.astype(np.float32)
+    first = client.create_context(X, p)  # sent as float32
+    again = client.create_context(X.astype(np.float64), p)  # the same numbers as float64
+    assert again.context_id == first.context_id and not first.info.n_rows == 0
+    assert client.create_context(X, p, random_state=1).context_id != first.context_id
+    assert client.create_context(X[:-1], p[:-1]).context_id != first.context_id
+
+
+def test_multi_output_float32_and_inline_context(server):
+    X, P = make_task(seed=2, outputs=3)
+    stub = shapley_pb2_grpc.ShapleyStub(server.channel())
+    spec = pb.ContextSpec(rows=_raw_tensor(X), predictions=_raw_tensor(P), random_state=3)
+    response = stub.Explain(
+        pb.ExplainRequest(
+            context=spec,
+            rows=_raw_tensor(X[:7], pb.DTYPE_FLOAT32),
+            predictions=_raw_tensor(P[:7]),
+            output_dtype=pb.DTYPE_FLOAT32,
+        )
+    )
+    assert list(response.values.shape) == [7, 5, 3]
+    assert response.values.dtype == pb.DTYPE_FLOAT32
+    values = np.frombuffer(response.values.data, "<f4").reshape(7, 5, 3)
+    base = np.frombuffer(response.base_values.data, "<f4").reshape(7, 3)
+    np.testing.assert_allclose(values.sum(axis=1), P[:7] - base, atol=1e-5)
+    assert response.context.n_outputs == 3 and not response.context.single_output
+    held = stub.GetContext(pb.GetContextRequest(context_id=response.context_id))
+    assert held.context_id == response.context_id and held.memory_bytes > 0
+
+
+def test_stream_is_ordered_and_equals_unary(client):
+    X, p = make_task(n=2500, seed=4)
+    context = client.create_context(X[:500], p[:500])
+    streamed = client.explain_stream(context, X, p, chunk_rows=600)
+    unary = client.explain(context, X, p)
+    np.testing.assert_array_equal(streamed.values, unary.values)
+    np.testing.assert_array_equal(streamed.base_values, unary.base_values)
+
+
+def test_stream_carries_a_batch_larger_than_the_message_limit(make_server):
+    small = make_server(max_message_bytes=256 * 1024)
+    X, p = make_task(n=6000, d=8, seed=5)
+    assert X.nbytes > 256 * 1024
+    with small.client(max_message_bytes=256 * 1024, timeout=120) as client:
+        context = client.create_context(X[:400], p[:400])
+        with pytest.raises(ShapleyError) as too_big:
+            client.explain(context, X, p)
+        assert too_big.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        streamed = client.explain_stream(context, X, p)
+        assert streamed.values.shape == (6000, 8)
+        np.testing.assert_allclose(streamed.values.sum(axis=1), p - streamed.base_values, atol=1e-9)
+        again = client.explain(context, X[:100], p[:100])
+        np.testing.assert_array_equal(streamed.values[:100], again.values)
+
+
+def test_context_lifecycle_list_delete_and_transparent_recreate(client):
+    X, p = make_task(seed=6)
+    context = client.create_context(X, p)
+    assert context.context_id in [c.context_id for c in client.list_contexts()]
+    before = client.explain(context, X[:5], p[:5])
+    assert client.delete_context(context) > 0
+    with pytest.raises(ShapleyError) as gone:
+        client.delete_context(context)
+    assert gone.value.code == grpc.StatusCode.NOT_FOUND
+    after = client.explain(context, X[:5], p[:5])  # recreated from the data it kept
+    np.testing.assert_array_equal(before.values, after.values)
+    with pytest.raises(ShapleyError) as unknown:
+        client.explain(context.context_id + "0", X[:5])
+    assert unknown.value.code == grpc.StatusCode.NOT_FOUND and unknown.value.field == "context_id"
+
+
+def test_server_info_reports_artifact_and_limits(client):
+    info = client.server_info()
+    assert info.artifact_version.split(":")[1] == info.artifact_sha256[:12]
+    assert info.limits.max_message_bytes == 64 << 20
+    assert info.version
+
+
+BAD_CONTEXTS = [
+    ("rows", lambda X, p: dict(rows=_raw_tensor(X, data=b"\0" * 7))),
+    ("rows", lambda X, p: dict(rows=_raw_tensor(X, dtype=0))),
+    ("rows", lambda X, p: dict(rows=_raw_tensor(X[0]))),
+    ("rows", lambda X, p: dict(rows=_raw_tensor(X, shape=[0, 5], data=b""))),
+    ("rows", lambda X, p: dict(rows=_raw_tensor(X, shape=[300, -5]))),
+    ("rows", lambda X, p: dict(rows=_raw_tensor(np.where(X > 2, np.nan, X)))),
+    ("rows", lambda X, p: dict(rows=_raw_tensor(X[:1]), predictions=_raw_tensor(p[:1]))),
+    ("predictions", lambda X, p: dict(predictions=_raw_tensor(p[:-1]))),
+    ("predictions", lambda X, p: dict(predictions=_raw_tensor(np.full_like(p, 0.3)))),
+    ("predictions", lambda X, p: dict(predictions=_raw_tensor(np.inf * p))),
+    ("background", lambda X, p: dict(background=[0, 1, 300])),
+    ("background", lambda X, p: dict(background=[4, 4])),
+    ("feature_names", lambda X, p: dict(feature_names=["a", "b"])),
+    ("feature_names", lambda X, p: dict(feature_names=list("aabcd"))),
+]
+
+
+@pytest.mark.parametrize(("field", "change"), BAD_CONTEXTS)
+def test_bad_contexts_are_invalid_arguments_naming_the_field(server, field, change):
+    X, p = make_task()
+    parts = dict(rows=_raw_tensor(X), predictions=_raw_tensor(p)) | change(X, p)
+    stub = shapley_pb2_grpc.ShapleyStub(server.channel())
+    request = pb.CreateContextRequest(context=pb.ContextSpec(**parts))
+    code, details, named = _status(stub.CreateContext, request)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT, details
+    assert named == f"context.{field}" and details.startswith(f"context.{field}: ")
+
+
+def test_bad_explain_requests(server, client):
+    X, p = make_task()
+    context = client.create_context(X, p)
+    stub = shapley_pb2_grpc.ShapleyStub(server.channel())
+
+    def explain(**parts):
+        return stub.Explain(pb.ExplainRequest(context_id=context.context_id, **parts))
+
+    cases = [
+        (dict(rows=_raw_tensor(X[:4, :3])), "rows", "has 3 features"),
+        (dict(rows=_raw_tensor(X[:4]), predictions=_raw_tensor(p[:3])), "predictions", "shape"),
+        (dict(rows=_raw_tensor(X[:4]), predictions=_raw_tensor(X[:4, :2])), "predictions", ""),
+        (dict(rows=_raw_tensor(X[:4], data=b"abc")), "rows", "needs 160 bytes"),
+        (dict(), "rows", "is required"),
+        (dict(rows=_raw_tensor(X[:4]), output_dtype=7), "output_dtype", ""),
+    ]
+    for parts, field, words in cases:
+        code, details, named = _status(lambda parts=parts: explain(**parts))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, details
+        assert named == field and words in details, details
+    code, _, named = _status(stub.Explain, pb.ExplainRequest(rows=_raw_tensor(X[:4])))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and named == "context_id"
+
+
+def test_limits_are_resource_exhausted(make_server):
+    tight = make_server(max_context_rows=100, max_features=4, max_explain_rows=10, warm=False)
+    stub = shapley_pb2_grpc.ShapleyStub(tight.channel())
+    X, p = make_task(n=300, d=5)
+    for rows, predictions in ((X, p), (X[:50], p[:50])):
+        request = pb.CreateContextRequest(
+            context=pb.ContextSpec(rows=_raw_tensor(rows), predictions=_raw_tensor(predictions))
+        )
+        code, details, named = _status(stub.CreateContext, request)
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and named == "context.rows", details
+    huge = pb.Tensor(dtype=pb.DTYPE_FLOAT64, shape=[1 << 40, 1 << 30], data=b"")
+    code, details, _ = _status(
+        stub.CreateContext,
+        pb.CreateContextRequest(context=pb.ContextSpec(rows=huge, predictions=_raw_tensor(p))),
+    )
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "elements" in details
+
+
+def test_store_evicts_least_recently_used(make_server):
+    small = make_server(max_contexts=2, warm=False)
+    with small.client(timeout=120) as client:
+        contexts = [client.create_context(*make_task(n=120, seed=s)) for s in range(3)]
+        held = [c.context_id for c in client.list_contexts()]
+        assert held == [contexts[2].context_id, contexts[1].context_id]
+        info = client.server_info()
+        assert info.contexts_held == 2
+
+
+def test_deadline_exceeded_while_fitting(client):
+    X, p = make_task(n=3000, d=12, seed=7)
+    client.timeout, saved = 0.05, client.timeout
+    try:
+        with pytest.raises(ShapleyError) as late:
+            client.create_context(X, p)
+    finally:
+        client.timeout = saved
+    assert late.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_token_auth(make_server, tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text("first-secret\nsecond-secret\n")
+    guarded = make_server(tokens_file=str(tokens), warm=False)
+    X, p = make_task(n=120)
+    for token in (None, "wrong", "first-secre"):
+        with guarded.client(token=token) as client, pytest.raises(ShapleyError) as denied:
+            client.create_context(X, p)
+        assert denied.value.code == grpc.StatusCode.UNAUTHENTICATED
+    with guarded.client(token="second-secret") as client:
+        assert client.server_info().version
+    # Health checks stay open for load balancers and container probes.
+    health = health_pb2_grpc.HealthStub(guarded.channel())
+    assert health.Check(health_pb2.HealthCheckRequest()).status in (
+        health_pb2.HealthCheckResponse.SERVING,
+        health_pb2.HealthCheckResponse.NOT_SERVING,
+    )
+
+
+def test_tls_and_mutual_tls(make_server, certificates):
+    ca = (certificates / "ca.pem").read_bytes()
+    tls = make_server(
+        tls_cert=str(certificates / "server.pem"),
+        tls_key=str(certificates / "server.key"),
+        warm=False,
+    )
+    with tls.client(tls=TlsConfig(root_certificates=ca)) as client:
+        assert client.server_info().version
+    mutual = make_server(
+        tls_cert=str(certificates / "server.pem"),
+        tls_key=str(certificates / "server.key"),
+        tls_client_ca=str(certificates / "ca.pem"),
+        warm=False,
+    )
+    with mutual.client(tls=TlsConfig(root_certificates=ca), timeout=10) as client:
+        with pytest.raises(ShapleyError) as refused:
+            client.server_info()
+        assert refused.value.code == grpc.StatusCode.UNAVAILABLE
+    identity = TlsConfig(
+        root_certificates=ca,
+        private_key=(certificates / "client.key").read_bytes(),
+        certificate_chain=(certificates / "client.pem").read_bytes(),
+    )
+    with mutual.client(tls=identity) as client:
+        assert client.server_info().version
+
+
+def test_health_transitions_and_graceful_shutdown(make_server):
+    fresh = make_server(warm=False, grace_seconds=30)
+    health = health_pb2_grpc.HealthStub(fresh.channel())
+    request = health_pb2.HealthCheckRequest(service="shapley.v1.Shapley")
+    assert health.Check(request).status == health_pb2.HealthCheckResponse.NOT_SERVING
+    from shapley_svc.server import warm_up
+
+    warm_up(fresh.running)
+    assert health.Check(request).status == health_pb2.HealthCheckResponse.SERVING
+
+    X, p = make_task(n=4000, d=10, seed=8)
+    outcome = {}
+
+    def slow_call():
+        with fresh.client(timeout=120) as client:
+            outcome["context"] = client.create_context(X, p)
+
+    worker = threading.Thread(target=slow_call)
+    worker.start()
+    time.sleep(0.5)  # the fit is under way
+    statuses = []
+
+    def watch():
+        try:
+            statuses.append(health.Check(request, timeout=5).status)
+        except grpc.RpcError as error:  # the listener may already be closed to new calls
+            statuses.append(error.code())
+
+    watcher = threading.Thread(target=watch)
+    stopper = threading.Thread(target=fresh.running.stop, args=(30,))
+    stopper.start()
+    time.sleep(0.1)
+    watcher.start()
+    worker.join(60)
+    stopper.join(60)
+    watcher.join(10)
+    assert outcome["context"].info.n_rows == 4000  # the in-flight request finished
+    # Draining: health says NOT_SERVING, or new calls are already refused; never SERVING.
+    assert statuses in (
+        [health_pb2.HealthCheckResponse.NOT_SERVING],
+        [grpc.StatusCode.UNAVAILABLE],
+    ), statuses
+
+
+def test_metrics_endpoint(server, client):
+    X, p = make_task(seed=9)
+    client.explain(client.create_context(X, p), X[:3], p[:3])
+    with pytest.raises(ShapleyError):
+        client.explain("ctx-unknown", X[:3])
+    port = server.running.metrics_port
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert 'shapley_requests_total{method="Explain",code="OK"}' in text
+    assert 'shapley_errors_total{code="NOT_FOUND"}' in text
+    assert "shapley_request_seconds_bucket" in text and "shapley_contexts_held" in text
+    rows = [line for line in text.splitlines() if line.startswith("shapley_rows_explained_total")]
+    assert int(rows[0].split()[1]) >= 3
+
+
+def test_reflection_lists_the_services(server):
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    stub = reflection_pb2_grpc.ServerReflectionStub(server.channel())
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    response = next(stub.ServerReflectionInfo(iter([request])))
+    names = {s.name for s in response.list_services_response.service}
+    assert {"shapley.v1.Shapley", "grpc.health.v1.Health"} <= names
+
+
+def test_unparseable_bytes_are_invalid_arguments_not_internal(server):
+    channel = server.channel()
+    for method in ("Explain", "CreateContext", "GetContext"):
+        call = channel.unary_unary(
+            f"/shapley.v1.Shapley/{method}",
+            request_serializer=lambda raw: raw,
+            response_deserializer=lambda raw: raw,
+        )
+        code, details, _ = _status(call, b"\xff\xff\xff\xff garbage")
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, details
+        assert "do not parse" in details
