@@ -1,0 +1,187 @@
+"""Load, faults and start-up failures, against a server in its own process (as deployed)."""
+
+import concurrent.futures
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from shapley_client import ShapleyClient, ShapleyError
+
+from shapley_svc.estimator.artifact import DEFAULT_ARTIFACT
+from tests.server.conftest import make_task
+
+SERVER = [sys.executable, "-m", "shapley_svc.cli", "serve"]
+
+
+class ServerProcess:
+    """``shapley-svc serve`` in a child process on a free port; its log and resident memory."""
+
+    def __init__(self, *flags: str):
+        self.process = subprocess.Popen(
+            [*SERVER, "--address", "127.0.0.1:0", "--metrics-address", "", *flags],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.log: list[str] = []
+        self.port = None
+        self._serving = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+        if not self._serving.wait(300):
+            self.stop()
+            raise AssertionError("server never reported SERVING:\n" + "".join(self.log))
+        self.target = f"127.0.0.1:{self.port}"
+
+    def _read(self) -> None:
+        for line in self.process.stderr:
+            self.log.append(line)
+            found = re.search(r"listening on [\d.]+:(\d+)", line)
+            if found:
+                self.port = int(found.group(1))
+            if "SERVING after" in line:
+                self._serving.set()
+
+    def rss_bytes(self) -> int:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) * 1024
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(60)
+
+
+def _load(target: str, seconds: float, clients: int) -> dict:
+    """Mixed unary and streaming calls from ``clients`` threads for ``seconds``."""
+    X, p = make_task(n=400, d=6, seed=11)
+    with ShapleyClient(target, timeout=120) as setup:
+        context = setup.create_context(X, p)
+    latencies, errors = [], []
+    lock = threading.Lock()
+    stop_at = time.perf_counter() + seconds
+
+    def worker(index: int) -> None:
+        rng = np.random.default_rng(index)
+        with ShapleyClient(target, timeout=60) as client:
+            while time.perf_counter() < stop_at:
+                rows = rng.integers(0, len(X), size=int(rng.integers(1, 50)))
+                start = time.perf_counter()
+                try:
+                    if index % 4 == 0:
+                        client.explain_stream(context, X[rows], p[rows], chunk_rows=16)
+                    else:
+                        client.explain(context, X[rows], p[rows])
+                except ShapleyError as error:
+                    with lock:
+                        errors.append(error)
+                    continue
+                with lock:
+                    latencies.append(time.perf_counter() - start)
+
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        list(pool.map(worker, range(clients)))
+    return {
+        "requests": len(latencies) + len(errors),
+        "errors": errors,
+        "p99_ms": float(np.percentile(latencies, 99) * 1000) if latencies else None,
+        "requests_per_second": (len(latencies) + len(errors)) / seconds,
+    }
+
+
+def _soak(seconds: float) -> dict:
+    server = ServerProcess()
+    try:
+        _load(server.target, min(5.0, seconds / 3), 32)  # warm-up: caches, thread pools, arenas
+        before = server.rss_bytes()
+        result = _load(server.target, seconds, 32)
+        after = server.rss_bytes()
+    finally:
+        code = server.stop()
+    assert code == 0, "".join(server.log)
+    assert not result["errors"], result["errors"][:3]
+    assert result["requests"] > 0
+    growth = after / before - 1.0
+    assert growth < 0.10, f"resident memory grew {growth:.1%} ({before} -> {after} bytes)"
+    return result | {"rss_growth": growth}
+
+
+def test_load_short():
+    result = _soak(6.0)
+    print(json.dumps({k: v for k, v in result.items() if k != "errors"}))
+
+
+@pytest.mark.slow
+def test_soak():
+    result = _soak(60.0)
+    print(json.dumps({k: v for k, v in result.items() if k != "errors"}))
+
+
+def test_cancelled_stream_frees_its_slot():
+    server = ServerProcess("--max-concurrent-streams", "1")
+    try:
+        X, p = make_task(n=300, d=5)
+        with ShapleyClient(server.target, timeout=120) as client:
+            context = client.create_context(X, p)
+            channel = grpc.insecure_channel(server.target)
+            from shapley_svc._proto import shapley_pb2 as pb
+            from shapley_svc._proto import shapley_pb2_grpc
+
+            stub = shapley_pb2_grpc.ShapleyStub(channel)
+            gate = threading.Event()
+
+            def slow_requests():
+                rows = np.ascontiguousarray(X[:4])
+                tensor = pb.Tensor(dtype=pb.DTYPE_FLOAT64, shape=[4, 5], data=rows.tobytes())
+                yield pb.ExplainRequest(context_id=context.context_id, rows=tensor)
+                gate.wait(30)  # hold the stream open until cancelled
+
+            call = stub.ExplainStream(slow_requests())
+            next(call)  # the first chunk's answer: the stream holds the only slot
+            with pytest.raises(ShapleyError) as busy:
+                client.explain_stream(context, X[:8], chunk_rows=4)
+            assert busy.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            call.cancel()
+            gate.set()
+            deadline = time.time() + 10
+            while True:  # the slot comes back once the server sees the cancellation
+                try:
+                    result = client.explain_stream(context, X[:8], p[:8], chunk_rows=4)
+                    break
+                except ShapleyError as error:
+                    assert error.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+                    assert time.time() < deadline, "cancelled stream never released its slot"
+                    time.sleep(0.1)
+            assert result.values.shape == (8, 5)
+            channel.close()
+    finally:
+        assert server.stop() == 0
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupted"])
+def test_bad_artifact_stops_start_up(tmp_path, damage):
+    manifest = tmp_path / "combiner.json"
+    if damage == "corrupted":
+        shutil.copy(DEFAULT_ARTIFACT, manifest)
+        weights = DEFAULT_ARTIFACT.parent / json.loads(manifest.read_text())["weights"]
+        blob = bytearray(weights.read_bytes())
+        blob[len(blob) // 2] ^= 0xFF
+        (tmp_path / weights.name).write_bytes(bytes(blob))
+    result = subprocess.run(
+        [*SERVER, "--address", "127.0.0.1:0", "--metrics-address", "", "--artifact",
+         str(manifest)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ | {"SHAPLEY_SVC_ARTIFACT": ""},
+    )  # fmt: skip
+    assert result.returncode == 1
+    expected = "not found" if damage == "missing" else "sha256 check"
+    assert "cannot start" in result.stderr and expected in result.stderr, result.stderr
