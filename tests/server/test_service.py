@@ -345,3 +345,21 @@ def test_unparseable_bytes_are_invalid_arguments_not_internal(server):
         code, details, _ = _status(call, b"\xff\xff\xff\xff garbage")
         assert code == grpc.StatusCode.INVALID_ARGUMENT, details
         assert "do not parse" in details
+
+
+def test_store_evicts_by_bytes_and_refuses_a_context_larger_than_the_store(make_server):
+    X, p = make_task(n=150, seed=20)
+    with make_server(warm=False).client(timeout=120) as probe:
+        one = probe.create_context(X, p).info.memory_bytes
+    budget = int(2.5 * one)
+    small = make_server(max_context_store_bytes=budget, warm=False)
+    with small.client(timeout=120) as client:
+        for seed in range(4):
+            client.create_context(*make_task(n=150, seed=20 + seed))
+        info = client.server_info()
+        assert info.context_store_bytes <= budget and info.contexts_held == 2
+    tiny = make_server(max_context_store_bytes=one // 2, warm=False)
+    with tiny.client(timeout=120) as client, pytest.raises(ShapleyError) as refused:
+        client.create_context(X, p)
+    assert refused.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "the store holds at most" in refused.value.details
