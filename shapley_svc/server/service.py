@@ -29,6 +29,7 @@ from shapley_svc.server.store import ContextStore, StoredContext, StoreFullError
 log = logging.getLogger("shapley_svc.server")
 ERROR_FIELD_KEY = "shapley-error-field"
 _NO_DEADLINE = 10.0 * 365 * 24 * 3600
+EXPLAIN_SLICE_ROWS = 4096
 # The estimator's argument names, as the request fields that carry them.
 _ESTIMATOR_ARGUMENTS = {
     "X": "context.rows",
@@ -399,13 +400,23 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
                     f"has shape {list(predictions.shape)}; expected {list(expected)} for {m} rows "
                     f"of context {entry.context_id}",
                 )
-        explanation = self._run(context, _explain_rows, explainer, rows, predictions)
+        # Large batches run in slices, so a cancelled call or a passed deadline stops the work
+        # within one slice instead of holding a compute thread to the end.
+        parts = []
+        for start in range(0, m, EXPLAIN_SLICE_ROWS):
+            if not context.is_active():
+                raise RequestError(grpc.StatusCode.CANCELLED, "", "the call was cancelled")
+            stop = start + EXPLAIN_SLICE_ROWS
+            chunk_predictions = None if predictions is None else predictions[start:stop]
+            parts.append(
+                self._run(context, _explain_rows, explainer, rows[start:stop], chunk_predictions)
+            )
         self.metrics.add_rows_explained(m)
         return pb.ExplainResponse(
             context_id=entry.context_id,
-            values=_tensor_message(explanation.values, output_dtype),
-            base_values=_tensor_message(explanation.base_values, output_dtype),
-            uncertainty=_tensor_message(explanation.uncertainty, output_dtype),
+            values=_joined(parts, "values", output_dtype),
+            base_values=_joined(parts, "base_values", output_dtype),
+            uncertainty=_joined(parts, "uncertainty", output_dtype),
             artifact_version=self.artifact_version,
             first_row=first_row,
         )
@@ -515,6 +526,11 @@ def _explain_rows(explainer, rows: np.ndarray, predictions: np.ndarray | None):
         np.asarray(rows, dtype=np.float64),
         None if predictions is None else np.asarray(predictions, dtype=np.float64),
     )
+
+
+def _joined(parts: list, name: str, dtype: int) -> pb.Tensor:
+    arrays = [getattr(part, name) for part in parts]
+    return _tensor_message(arrays[0] if len(arrays) == 1 else np.concatenate(arrays), dtype)
 
 
 def _tensor_message(array: np.ndarray, dtype: int) -> pb.Tensor:

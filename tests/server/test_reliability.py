@@ -185,3 +185,23 @@ def test_bad_artifact_stops_start_up(tmp_path, damage):
     assert result.returncode == 1
     expected = "not found" if damage == "missing" else "sha256 check"
     assert "cannot start" in result.stderr and expected in result.stderr, result.stderr
+
+
+@pytest.mark.slow
+def test_a_passed_deadline_stops_a_large_explain_within_a_slice(make_server):
+    server = make_server(compute_threads=1, warm=False)
+    X, p = make_task(n=300, d=5, seed=12)
+    rows = np.random.default_rng(0).normal(size=(30_000, 5))
+    with server.client(timeout=300) as client:
+        context = client.create_context(X, p)
+        start = time.perf_counter()
+        client.explain(context, rows)
+        full = time.perf_counter() - start
+        client.timeout = full / 10
+        with pytest.raises(ShapleyError) as late:
+            client.explain(context, rows)
+        assert late.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        client.timeout = 300
+        start = time.perf_counter()
+        client.explain(context, rows[:1])  # queued behind whatever the late call left running
+        assert time.perf_counter() - start < full / 2, f"full batch took {full:.2f} s"
