@@ -20,6 +20,7 @@ from shapley_svc.estimator.surrogates import ZOO
 from shapley_svc.reference._validation import as_float_matrix
 
 DEFAULT_BACKGROUND_ROWS = 100
+MAX_RANDOM_STATE = 2**32
 _ARTIFACTS: dict[str, Artifact] = {}
 
 
@@ -107,7 +108,8 @@ class ZeroShotExplainer:
 
     Parameters
     ----------
-    random_state : int, seeds the background sample, the surrogates and their sampling.
+    random_state : int in [0, 2**32), seeds the background sample, the surrogates and their
+        sampling.
     artifact : path of the meta-learned artifact's manifest (default: the shipped one).
     """
 
@@ -128,8 +130,14 @@ class ZeroShotExplainer:
             X of the rows that stand in for absent features.
         feature_names : d distinct names (default x0, x1, ...).
         """
-        if not isinstance(self.random_state, int | np.integer) or self.random_state < 0:
-            raise ValueError(f"random_state must be a non-negative int; got {self.random_state!r}")
+        if (
+            not isinstance(self.random_state, int | np.integer)
+            or not 0 <= self.random_state < MAX_RANDOM_STATE
+        ):
+            raise ValueError(
+                f"random_state must be an int in [0, 2**32) (scikit-learn's seed range); "
+                f"got {self.random_state!r}"
+            )
         rows = _finite_matrix("X", X)
         n, d = rows.shape
         if n < 2:

@@ -21,14 +21,12 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from shapley_svc._proto import shapley_pb2
 from shapley_svc.estimator import ZeroShotExplainer
 from shapley_svc.server.metrics import Metrics, serve_metrics
-from shapley_svc.server.service import ShapleyService, add_to_server
+from shapley_svc.server.service import SERVICE_NAME, ShapleyService, add_to_server
 from shapley_svc.server.settings import Settings
 
 log = logging.getLogger("shapley_svc.server")
-SERVICE_NAME = shapley_pb2.DESCRIPTOR.services_by_name["Shapley"].full_name
 _HEALTH_PREFIX = "/grpc.health.v1.Health/"
 
 
@@ -136,19 +134,13 @@ def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
 
 def start_server(settings: Settings) -> RunningServer:
     """Bind and start; health stays NOT_SERVING until :func:`warm_up` succeeds."""
-    metrics_holder: dict = {}
-
-    def gauges() -> dict[str, float]:
-        store = metrics_holder["service"].store
-        return {
-            "contexts_held": len(store),
-            "context_store_bytes": store.total_bytes,
-            "context_evictions_total": store.evictions,
-        }
-
-    metrics = Metrics(gauges)
+    metrics = Metrics()
     service = ShapleyService(settings, metrics, package_version())
-    metrics_holder["service"] = service
+    metrics.gauges = lambda: {
+        "contexts_held": len(service.store),
+        "context_store_bytes": service.store.total_bytes,
+        "context_evictions_total": service.store.evictions,
+    }
     options = [
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.max_receive_message_length", settings.max_message_bytes),

@@ -14,13 +14,14 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 
 
 class Metrics:
-    def __init__(self, gauges: Callable[[], dict[str, float]] | None = None):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._requests: dict[tuple[str, str], int] = defaultdict(int)
         self._latency_counts: dict[str, list[int]] = {}
         self._latency_sum: dict[str, float] = defaultdict(float)
         self._rows_explained = 0
-        self._gauges = gauges or dict
+        # Read on each scrape: current values owned by others (the context store).
+        self.gauges: Callable[[], dict[str, float]] = dict
 
     def observe(self, method: str, code: str, seconds: float) -> None:
         with self._lock:
@@ -77,7 +78,7 @@ class Metrics:
                 "# TYPE shapley_rows_explained_total counter",
                 f"shapley_rows_explained_total {self._rows_explained}",
             ]
-        for name, value in self._gauges().items():
+        for name, value in self.gauges().items():
             lines += [f"# TYPE shapley_{name} gauge", f"shapley_{name} {value}"]
         return "\n".join(lines) + "\n"
 

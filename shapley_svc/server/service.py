@@ -28,17 +28,16 @@ from shapley_svc.server.store import ContextStore, StoredContext, StoreFullError
 
 log = logging.getLogger("shapley_svc.server")
 ERROR_FIELD_KEY = "shapley-error-field"
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Shapley"].full_name
 _NO_DEADLINE = 10.0 * 365 * 24 * 3600
 EXPLAIN_SLICE_ROWS = 4096
-# The estimator's argument names, as the request fields that carry them.
+# The estimator's fit arguments, as the request fields that carry them.
 _ESTIMATOR_ARGUMENTS = {
     "X": "context.rows",
     "predictions": "context.predictions",
     "background": "context.background",
     "feature_names": "context.feature_names",
     "random_state": "context.random_state",
-    "X_query": "rows",
-    "predictions_query": "predictions",
 }
 
 
@@ -177,9 +176,8 @@ def add_to_server(service: "ShapleyService", server: grpc.Server) -> None:
         )
         for name, (streams_in, streams_out, request_class, response_class) in RPCS.items()
     }
-    service_name = pb.DESCRIPTOR.services_by_name["Shapley"].full_name
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service_name, handlers),))
-    server.add_registered_method_handlers(service_name, handlers)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
 class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
@@ -246,35 +244,16 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
             raise _too_large(f"{prefix}rows", f"{n} rows; the limit is {limits.max_context_rows}")
         if d > limits.max_features:
             raise _too_large(f"{prefix}rows", f"{d} features; the limit is {limits.max_features}")
-        if n < 2:
-            raise _invalid(f"{prefix}rows", f"needs at least 2 rows to learn from; got {n}")
         predictions = self._tensor(f"{prefix}predictions", spec.predictions, (1, 2))
-        if predictions.shape[0] != n:
-            raise _invalid(
-                f"{prefix}predictions",
-                f"has {predictions.shape[0]} rows; {prefix}rows has {n}",
-            )
         if predictions.ndim == 2 and predictions.shape[1] > limits.max_outputs:
             raise _too_large(
                 f"{prefix}predictions",
                 f"{predictions.shape[1]} outputs; the limit is {limits.max_outputs}",
             )
+        # Row counts, background indices, names and the seed are the estimator's to check: its
+        # ValueErrors name the argument, which _estimator_error maps back to the field.
         background = np.asarray(spec.background, dtype=np.int64)
-        if background.size:
-            if background.min() < 0 or background.max() >= n:
-                bad = background[(background < 0) | (background >= n)][0]
-                raise _invalid(f"{prefix}background", f"index {bad} is outside [0, {n})")
-            if np.unique(background).size != background.size:
-                raise _invalid(f"{prefix}background", "indices must be distinct")
         names = list(spec.feature_names)
-        if names and len(names) != d:
-            raise _invalid(
-                f"{prefix}feature_names", f"has {len(names)} names; {prefix}rows has {d} features"
-            )
-        if names and len(set(names)) != d:
-            raise _invalid(f"{prefix}feature_names", "names must be distinct")
-        if spec.random_state >= 2**63:
-            raise _invalid(f"{prefix}random_state", "must be below 2^63")
         return rows, predictions, background, names, int(spec.random_state)
 
     def _context_id(self, rows, predictions, background, names, random_state) -> str:

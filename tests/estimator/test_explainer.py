@@ -132,6 +132,13 @@ def test_fit_rejects_bad_input(fit_args, message):
         ZeroShotExplainer().fit(*fit_args)
 
 
+@pytest.mark.parametrize("seed", [-1, 2**32, 2**40, 1.5])
+def test_fit_rejects_seeds_outside_scikit_learns_range(seed):
+    X = np.arange(20.0).reshape(10, 2)
+    with pytest.raises(ValueError, match=r"random_state must be an int in \[0, 2\*\*32\)"):
+        ZeroShotExplainer(random_state=seed).fit(X, X[:, 0] ** 2)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
