@@ -97,16 +97,14 @@ class SplineSurrogate(Surrogate):
     def predict(self, Z):
         return self.model_.predict(self.splines_.transform(Z))
 
+    def _terms(self, Z):
+        return _per_feature_terms(self.splines_.transform(Z), self.model_.coef_, Z.shape[1])
+
     def shapley(self, Z, background, seed):
-        d = Z.shape[1]
-        terms = _per_feature_terms(self.splines_.transform(Z), self.model_.coef_, d)
         background_mean = self._for_background(
-            background,
-            lambda rows: _per_feature_terms(
-                self.splines_.transform(rows), self.model_.coef_, d
-            ).mean(axis=0),
+            background, lambda rows: self._terms(rows).mean(axis=0)
         )
-        return terms - background_mean
+        return self._terms(Z) - background_mean
 
 
 class SoftLogisticSurrogate(Surrogate):
