@@ -5,11 +5,11 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):
     # The estimator pulls in scikit-learn and the numba kernels: import it only when asked.
-    if name in ("ZeroShotExplainer", "Explanation"):
+    if name in ("ZeroShotExplainer", "Explanation", "FitCancelled"):
         from shapley_svc import estimator
 
         return getattr(estimator, name)
     raise AttributeError(f"module 'shapley_svc' has no attribute {name!r}")
 
 
-__all__ = ["Explanation", "ZeroShotExplainer", "__version__"]
+__all__ = ["Explanation", "FitCancelled", "ZeroShotExplainer", "__version__"]

@@ -2,5 +2,13 @@
 
 from shapley_svc.estimator.artifact import ArtifactError, load_artifact
 from shapley_svc.estimator.explainer import Explanation, NotFittedError, ZeroShotExplainer
+from shapley_svc.estimator.surrogates import FitCancelled
 
-__all__ = ["ArtifactError", "Explanation", "NotFittedError", "ZeroShotExplainer", "load_artifact"]
+__all__ = [
+    "ArtifactError",
+    "Explanation",
+    "FitCancelled",
+    "NotFittedError",
+    "ZeroShotExplainer",
+    "load_artifact",
+]

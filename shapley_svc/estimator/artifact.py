@@ -16,7 +16,9 @@ from shapley_svc.estimator.combiner import CombinerParameters
 from shapley_svc.estimator.context import GLOBAL_FEATURES, SURROGATE_FEATURES
 from shapley_svc.estimator.surrogates import ZOO
 
-FORMAT_VERSION = 2  # 2: depth-capped tree surrogates, rescaled logistic, log-unexplained feature
+# 2: depth-capped tree surrogates, rescaled logistic, log-unexplained feature.
+# 3: multinomial logistic members for class probabilities, held-out fit quality from 900 rows.
+FORMAT_VERSION = 3
 DEFAULT_ARTIFACT = Path(__file__).resolve().parent / "artifacts" / "combiner.json"
 
 

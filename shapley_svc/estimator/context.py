@@ -4,15 +4,23 @@ Training and inference go through this same module, so the combiner is trained o
 features it sees when serving.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from shapley_svc.estimator.surrogates import ZOO, FittedSurrogate, fit_surrogate
+from shapley_svc.estimator.surrogates import (
+    ZOO,
+    FittedSurrogate,
+    fit_multinomial,
+    fit_surrogate,
+    is_class_probabilities,
+)
 
 # Context-level features, in the order the combiner's weights expect.
 GLOBAL_FEATURES = (
     "is_probability",
+    "class_probabilities",
     "saturation",
     "log10_rows",
     "log10_features",
@@ -67,12 +75,19 @@ class OutputContext:
     base_value: float
     output_scale: float
 
-    def surrogate_values(self, Z: np.ndarray, background: np.ndarray, seed: int) -> np.ndarray:
-        """(len(ZOO), m, d) attributions of each member (zeros where absent)."""
+    def surrogate_values(
+        self, Z: np.ndarray, background: np.ndarray, seed: int, shared: dict | None = None
+    ) -> np.ndarray:
+        """(len(ZOO), m, d) attributions of each member (zeros where absent).
+
+        Pass the same ``shared`` dict for every output of one context and the same rows: members
+        fitted to all outputs at once (multinomial) then compute their values once.
+        """
+        shared = {} if shared is None else shared
         values = np.zeros((len(ZOO), Z.shape[0], Z.shape[1]))
         for s, fitted in enumerate(self.surrogates):
             if fitted is not None:
-                values[s] = fitted.model.shapley(Z, background, seed)
+                values[s] = fitted.model.shapley_shared(Z, background, seed, shared)
         return values
 
 
@@ -103,27 +118,73 @@ def _agreement(values: np.ndarray, available: np.ndarray) -> np.ndarray:
     return agreement
 
 
+def fit_output_contexts(
+    X: np.ndarray,
+    Z: np.ndarray,
+    outputs: np.ndarray,
+    background: np.ndarray,
+    seed: int,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[OutputContext | None]:
+    """Fit the zoo to every output column and compute the combiner's features.
+
+    When the outputs are class probabilities (K >= 3 summing to one), the logistic members are
+    one multinomial fit shared by all classes; otherwise each column is fitted on its own.
+
+    Parameters
+    ----------
+    X : (n, d) context rows as given (used for feature statistics).
+    Z : (n, d) the same rows standardised.
+    outputs : (n, K) the model's outputs on X.
+    background : indices of the background rows.
+    seed : seeds every surrogate and the probe rows.
+    should_stop : polled before each surrogate refit; when it returns True the fit raises
+        ``FitCancelled``.
+
+    Returns
+    -------
+    One context per output; None for a constant output, which has nothing to attribute.
+    """
+    varying = outputs.std(axis=0) > 1e-12
+    shared_fits: list[dict[str, FittedSurrogate]] = [{} for _ in range(outputs.shape[1])]
+    multiclass = is_class_probabilities(outputs)
+    if multiclass:
+        for kind in ZOO:
+            if kind.probability_only:
+                fits = fit_multinomial(kind, Z, outputs, seed, should_stop)
+                for k, fitted in enumerate(fits):
+                    shared_fits[k][kind.name] = fitted
+    return [
+        fit_output_context(
+            X, Z, outputs[:, k], background, seed, shared_fits[k], multiclass, should_stop
+        )
+        if varying[k]
+        else None
+        for k in range(outputs.shape[1])
+    ]
+
+
 def fit_output_context(
     X: np.ndarray,
     Z: np.ndarray,
     output: np.ndarray,
     background: np.ndarray,
     seed: int,
+    fitted: dict[str, FittedSurrogate] | None = None,
+    class_probabilities: bool = False,
+    should_stop: Callable[[], bool] | None = None,
 ) -> OutputContext:
     """Fit the zoo to one output column and compute the combiner's features.
 
-    Parameters
-    ----------
-    X : (n, d) context rows as given (used for feature statistics).
-    Z : (n, d) the same rows standardised.
-    output : (n,) the model's output column on X.
-    background : indices of the background rows.
-    seed : seeds every surrogate and the probe rows.
+    ``fitted`` holds members already fitted for this column (by name); the rest are fitted here.
+    ``class_probabilities`` says the column is one class of a softmax's outputs. Other
+    parameters as in ``fit_output_contexts``; ``output`` is (n,).
     """
+    fitted = fitted or {}
     is_probability = bool(output.min() >= 0.0 and output.max() <= 1.0)
     available = np.array([is_probability or not kind.probability_only for kind in ZOO])
     surrogates: list[FittedSurrogate | None] = [
-        fit_surrogate(kind, Z, output, seed) if ok else None
+        (fitted.get(kind.name) or fit_surrogate(kind, Z, output, seed, should_stop)) if ok else None
         for kind, ok in zip(ZOO, available, strict=True)
     ]
     oof = np.array([s.oof_r2 if s is not None else 0.0 for s in surrogates])
@@ -150,6 +211,7 @@ def fit_output_context(
     context.global_features = np.array(
         [
             float(is_probability),
+            float(class_probabilities),
             saturation,
             np.log10(X.shape[0]),
             np.log10(X.shape[1]),

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shapley_svc.estimator.context import OutputContext, Standardiser, fit_output_context
+from shapley_svc.estimator.context import Standardiser, fit_output_contexts
 from shapley_svc.training.prior import PriorConfig, Task, sample_task
 
 
@@ -40,12 +40,13 @@ def examples_from_task(task: Task, seed: int) -> list[Example]:
     truth = task.truth if task.truth.ndim == 3 else task.truth[:, :, None]
     errors = task.truth_error if task.truth_error.ndim == 3 else task.truth_error[:, :, None]
     examples = []
-    for k in range(outputs.shape[1]):
-        output = outputs[:, k]
-        if output.std() < 1e-12:
+    contexts = fit_output_contexts(task.X, Z, outputs, task.background, seed)
+    shared: dict = {}
+    for k, context in enumerate(contexts):
+        if context is None:
             continue  # a constant output has nothing to attribute
-        context: OutputContext = fit_output_context(task.X, Z, output, task.background, seed)
-        values = context.surrogate_values(Z[task.explained], Z[task.background], seed)
+        output = outputs[:, k]
+        values = context.surrogate_values(Z[task.explained], Z[task.background], seed, shared)
         examples.append(
             Example(
                 context.global_features,

@@ -7,9 +7,9 @@ from sklearn.ensemble import RandomForestRegressor
 from sklearn.linear_model import LogisticRegression
 
 from shapley_svc import ZeroShotExplainer
-from shapley_svc.estimator import ArtifactError, NotFittedError, load_artifact
+from shapley_svc.estimator import ArtifactError, FitCancelled, NotFittedError, load_artifact
 from shapley_svc.estimator.artifact import DEFAULT_ARTIFACT
-from shapley_svc.reference import linear_shapley, tree_shapley
+from shapley_svc.reference import exact_shapley, linear_shapley, tree_shapley
 
 
 def _pearson(a, b):
@@ -93,6 +93,44 @@ def test_same_seed_same_answer_and_diagnostics(regression_context):
     assert first.predictions is None
 
 
+def test_should_stop_cancels_a_fit_and_keeps_the_previous_state(regression_context):
+    X, model = regression_context
+    predictions = model.predict(X)
+    explainer = ZeroShotExplainer(random_state=0).fit(X, predictions)
+    before = explainer.explain(X[:5]).values
+    polls = []
+
+    def stop_on_third_poll():
+        polls.append(1)
+        return len(polls) >= 3
+
+    with pytest.raises(FitCancelled):
+        explainer.fit(X[:, :4] * 2, predictions, should_stop=stop_on_third_poll)
+    assert len(polls) == 3
+    assert explainer.n_features_in_ == 6
+    np.testing.assert_array_equal(explainer.explain(X[:5]).values, before)
+    with pytest.raises(FitCancelled):
+        ZeroShotExplainer().fit(X, predictions, should_stop=lambda: True)
+
+
+def test_class_probabilities_are_explained_jointly_and_efficiently(rng):
+    X = rng.normal(size=(400, 4))
+    y = np.digitize(X[:, 0] + 0.5 * X[:, 1] + 0.3 * rng.normal(size=400), [-0.5, 0.5])
+    model = LogisticRegression().fit(X, y)
+    probabilities = model.predict_proba(X)
+    background = np.arange(100)
+    explanation = (
+        ZeroShotExplainer(random_state=0)
+        .fit(X, probabilities, background)
+        .explain(X[200:230], probabilities[200:230])
+    )
+    assert explanation.values.shape == (30, 4, 3)
+    truth = exact_shapley(model.predict_proba, X[200:230], X[background]).values
+    assert _pearson(explanation.values, truth) > 0.95
+    gap = explanation.values.sum(axis=1) - (probabilities[200:230] - explanation.base_values)
+    assert np.abs(gap).max() < 1e-9
+
+
 def test_to_shap(regression_context):
     pytest.importorskip("shap")
     X, model = regression_context
@@ -101,12 +139,6 @@ def test_to_shap(regression_context):
     np.testing.assert_array_equal(converted.values, explanation.values)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: on an exactly linear context (ridge and spline R^2 = 1.0) the gate still "
-    "gives the boosted trees (R^2 0.96) a weight of 0.14, so values miss by ~5 % of the largest; "
-    "the log(1 - R^2) feature of artifact format 2 raised ridge's weight from 0.0003 to 0.19",
-)
 def test_linear_truth_without_query_predictions(rng):
     X = rng.normal(size=(300, 4))
     coef = np.array([2.0, -1.0, 0.0, 0.5])

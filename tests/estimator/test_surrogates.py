@@ -1,0 +1,105 @@
+import numpy as np
+import pytest
+from sklearn.preprocessing import SplineTransformer
+
+from shapley_svc.estimator.context import fit_output_contexts
+from shapley_svc.estimator.surrogates import (
+    ClassView,
+    SoftMultinomialSurrogate,
+    UniformCubicSplines,
+    is_class_probabilities,
+    out_of_fold_splits,
+)
+from shapley_svc.kernels.link_additive import softmax_additive_path
+from shapley_svc.reference import exact_shapley
+
+
+@pytest.fixture
+def softmax_task(rng):
+    """Rows and the class probabilities of a softmax with a nonlinear term, three classes."""
+
+    def make(d, n=300):
+        Z = rng.normal(size=(n, d))
+        logits = Z @ rng.normal(size=(d, 3)) + np.sin(Z[:, :2]) @ rng.normal(size=(2, 3))
+        probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return Z, probabilities / probabilities.sum(axis=1, keepdims=True)
+
+    return make
+
+
+def test_spline_basis_is_scikit_learns(rng):
+    Z = rng.normal(size=(400, 6))
+    Z[:, 3] = 0.0  # constant column: scikit-learn gives it an all-zero basis
+    Z[:, 4] = rng.integers(0, 3, size=400)  # few distinct values
+    queries = np.vstack([Z, 3.0 * rng.normal(size=(200, 6)), Z.min(axis=0), Z.max(axis=0)])
+    ours = UniformCubicSplines(6).fit(Z).transform(queries)
+    theirs = SplineTransformer(n_knots=6, degree=3, knots="uniform", extrapolation="linear")
+    np.testing.assert_allclose(ours, theirs.fit(Z).transform(queries), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("splines", [False, True])
+def test_multinomial_surrogate_is_exact_at_low_dimension(softmax_task, splines):
+    Z, probabilities = softmax_task(d=5)
+    surrogate = SoftMultinomialSurrogate(strength=0.002, splines=splines).fit(Z, probabilities, 0)
+    assert np.corrcoef(surrogate.predict(Z).ravel(), probabilities.ravel())[0, 1] > 0.95
+    rows, background = Z[:8], Z[100:140]
+    values = surrogate.shapley(rows, background, 0)
+    truth = exact_shapley(surrogate.predict, rows, background)
+    np.testing.assert_allclose(values, truth.values, atol=1e-12)
+
+
+def test_softmax_path_credits_are_efficient_and_close_to_exact(softmax_task):
+    Z, probabilities = softmax_task(d=8)
+    surrogate = SoftMultinomialSurrogate(strength=0.002, splines=False).fit(Z, probabilities, 0)
+    rows, background = Z[:6], Z[100:130]
+    values = surrogate.shapley(rows, background, 0)  # d = 8: the path rule
+    truth = exact_shapley(surrogate.predict, rows, background).values
+    assert np.corrcoef(values.ravel(), truth.ravel())[0, 1] > 0.97
+    expected_sums = surrogate.predict(rows) - surrogate.predict(background).mean(axis=0)
+    np.testing.assert_allclose(values.sum(axis=1), expected_sums, atol=1e-6)
+
+
+def test_softmax_path_of_two_classes_is_the_sigmoid_rescale_rule(rng):
+    # softmax over logits (0, s) is sigmoid(s): the path integral is the secant slope.
+    row_terms = np.zeros((3, 4, 2))
+    background_terms = np.zeros((5, 4, 2))
+    row_terms[:, :, 1] = rng.normal(size=(3, 4))
+    background_terms[:, :, 1] = rng.normal(size=(5, 4))
+    values = np.empty((3, 4, 2))
+    softmax_additive_path(row_terms, background_terms, np.zeros(2), values)
+    row_logit = row_terms[:, :, 1].sum(axis=1)
+    expected = np.zeros((3, 4))
+    for z in background_terms[:, :, 1]:
+        shift = row_logit - z.sum()
+        secant = (1 / (1 + np.exp(-row_logit)) - 1 / (1 + np.exp(-z.sum()))) / shift
+        expected += (row_terms[:, :, 1] - z) * secant[:, None]
+    np.testing.assert_allclose(values[:, :, 1], expected / 5, atol=1e-9)
+    np.testing.assert_allclose(values[:, :, 0], -values[:, :, 1], atol=1e-12)
+
+
+def test_class_probabilities_are_recognised(softmax_task):
+    _, probabilities = softmax_task(d=3)
+    assert is_class_probabilities(probabilities)
+    assert not is_class_probabilities(probabilities[:, :2] / probabilities[:, :2].sum(1)[:, None])
+    assert not is_class_probabilities(probabilities * 0.9)  # rows do not sum to one
+    assert not is_class_probabilities(np.column_stack([probabilities[:, 0] * 2 - 1] * 3))
+
+
+def test_logistic_members_of_class_probabilities_share_one_fit(softmax_task):
+    Z, probabilities = softmax_task(d=4)
+    contexts = fit_output_contexts(Z, Z, probabilities, np.arange(50), seed=0)
+    views = [context.surrogates[3].model for context in contexts]  # "logistic"
+    assert all(isinstance(view, ClassView) for view in views)
+    assert len({id(view.parent) for view in views}) == 1
+    shared: dict = {}
+    per_class = [context.surrogate_values(Z[:5], Z[:50], 0, shared) for context in contexts]
+    # The classes' attributions of one softmax sum to zero feature by feature.
+    np.testing.assert_allclose(sum(values[3] for values in per_class), 0.0, atol=1e-12)
+    assert all(context.global_features[1] == 1.0 for context in contexts)
+
+
+def test_fit_quality_uses_three_folds_on_small_contexts_and_a_third_on_large():
+    small, large = out_of_fold_splits(300, seed=0), out_of_fold_splits(3000, seed=0)
+    assert len(small) == 3
+    assert sorted(np.concatenate([test for _, test in small])) == list(range(300))
+    assert len(large) == 1 and len(large[0][1]) == 1000
