@@ -2,8 +2,9 @@
 
 Start-up order: bind, report NOT_SERVING, load and verify the artifact, warm the numba kernels
 (a small fit and explanation, read from numba's on-disk cache when present), then SERVING.
-SIGTERM or SIGINT flips health to NOT_SERVING first, then lets in-flight requests finish within
-the grace period.
+SIGTERM or SIGINT flips health to NOT_SERVING first and keeps accepting calls for a short notice
+period (so that health checkers see it and stop routing), then refuses new calls and lets
+in-flight requests finish within the grace period.
 """
 
 import concurrent.futures
@@ -110,9 +111,12 @@ class RunningServer:
         for name in ("", SERVICE_NAME):
             self.health.set(name, status)
 
-    def stop(self, grace: float) -> None:
-        """Report NOT_SERVING, then finish in-flight requests for up to ``grace`` seconds."""
+    def stop(self, grace: float, notice: float = 0.0) -> None:
+        """Report NOT_SERVING, keep serving for ``notice`` seconds so that health checkers see
+        it, then refuse new calls and finish in-flight ones for up to ``grace`` seconds."""
         self.set_serving(False)
+        if notice > 0:
+            time.sleep(notice)
         self.server.stop(grace).wait()
         self.service.shutdown()
         if self._metrics_server is not None:
@@ -203,12 +207,16 @@ def serve(settings: Settings) -> None:
 
     def request_stop(signum, frame) -> None:
         log.info(
-            "signal %d: NOT_SERVING, draining for up to %.0f s", signum, settings.grace_seconds
+            "signal %d: NOT_SERVING; still accepting calls for %.1f s, then draining for up to "
+            "%.0f s",
+            signum,
+            settings.drain_notice_seconds,
+            settings.grace_seconds,
         )
         stopping.set()
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     stopping.wait()
-    running.stop(settings.grace_seconds)
+    running.stop(settings.grace_seconds, settings.drain_notice_seconds)
     log.info("stopped")

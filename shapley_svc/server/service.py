@@ -21,7 +21,7 @@ import numpy as np
 from shapley_svc._proto import shapley_pb2 as pb
 from shapley_svc._proto import shapley_pb2_grpc
 from shapley_svc.codecs import DTYPE_FLOAT64, TensorError, decode_tensor, encode_tensor
-from shapley_svc.estimator import ZeroShotExplainer, load_artifact
+from shapley_svc.estimator import FitCancelled, ZeroShotExplainer, load_artifact
 from shapley_svc.server.metrics import Metrics
 from shapley_svc.server.settings import Settings
 from shapley_svc.server.store import ContextStore, StoredContext, StoreFullError
@@ -200,17 +200,33 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
 
     # --- helpers -----------------------------------------------------------------------------
 
-    def _run(self, context: grpc.ServicerContext, work: Callable, *args):
-        """Run ``work`` on a compute thread within the call's deadline."""
+    def _run(
+        self,
+        context: grpc.ServicerContext,
+        work: Callable,
+        *args,
+        stop: threading.Event | None = None,
+    ):
+        """Run ``work`` on a compute thread within the call's deadline.
+
+        ``stop``, when given, is set once the call ends (cancelled, deadline passed) so that work
+        polling it gives its compute thread back instead of finishing for nobody.
+        """
         remaining = context.time_remaining()
         if remaining is not None and remaining > _NO_DEADLINE:
             remaining = None  # gRPC reports "no deadline" as a very distant one
         if remaining is not None and remaining <= 0:
             raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "", "deadline expired")
+        if stop is not None:
+            context.add_callback(stop.set)
         future = self._compute.submit(work, *args)
         try:
             return future.result(timeout=remaining)
+        except FitCancelled:
+            raise RequestError(grpc.StatusCode.CANCELLED, "", "the call was cancelled") from None
         except concurrent.futures.TimeoutError:
+            if stop is not None:
+                stop.set()
             future.cancel()
             raise RequestError(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -270,7 +286,7 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
         digest.update(random_state.to_bytes(8, "little"))
         return "ctx-" + digest.hexdigest()[:40]
 
-    def _fit(self, context_id, rows, predictions, background, names, random_state):
+    def _fit(self, stop, context_id, rows, predictions, background, names, random_state):
         start = time.perf_counter()
         explainer = ZeroShotExplainer(random_state=random_state, artifact=self.artifact_path)
         try:
@@ -279,6 +295,7 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
                 np.asarray(predictions, dtype=np.float64),
                 background=background if background.size else None,
                 feature_names=names or None,
+                should_stop=stop.is_set,
             )
         except ValueError as error:
             raise _estimator_error(error, "context") from None
@@ -315,7 +332,8 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
         context_id = self._context_id(*decoded)
 
         def build() -> StoredContext:
-            return self._run(context, self._fit, context_id, *decoded)
+            stop = threading.Event()
+            return self._run(context, self._fit, stop, context_id, *decoded, stop=stop)
 
         try:
             return self.store.get_or_build(context_id, build)

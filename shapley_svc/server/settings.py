@@ -50,6 +50,13 @@ class Settings:
     grace_seconds: float = field(
         default=20.0, metadata={"help": "how long SIGTERM waits for in-flight requests"}
     )
+    drain_notice_seconds: float = field(
+        default=2.0,
+        metadata={
+            "help": "after SIGTERM, how long health reports NOT_SERVING while calls are still "
+            "accepted, so that load balancers stop routing before the listener closes"
+        },
+    )
     tls_cert: str = field(default="", metadata={"help": "PEM certificate chain: enables TLS"})
     tls_key: str = field(default="", metadata={"help": "PEM private key of --tls-cert"})
     tls_client_ca: str = field(
@@ -81,6 +88,8 @@ class Settings:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
         if self.grace_seconds < 0:
             raise ValueError(f"grace_seconds must be >= 0; got {self.grace_seconds}")
+        if self.drain_notice_seconds < 0:
+            raise ValueError(f"drain_notice_seconds must be >= 0; got {self.drain_notice_seconds}")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("tls_cert and tls_key must be given together")
         if self.tls_client_ca and not self.tls_cert:

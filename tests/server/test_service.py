@@ -209,15 +209,40 @@ def test_store_evicts_least_recently_used(make_server):
         assert info.contexts_held == 2
 
 
-def test_deadline_exceeded_while_fitting(client):
-    X, p = make_task(n=3000, d=12, seed=7)
-    client.timeout, saved = 0.05, client.timeout
-    try:
+def test_a_late_or_cancelled_fit_gives_its_compute_thread_back(make_server):
+    # One compute thread: a fit that kept running would make the probe wait for it.
+    server = make_server(compute_threads=1)
+    X, p = make_task(n=4000, d=12, seed=7)
+    small = make_task(n=200, d=3, seed=70)
+    with server.client(timeout=120) as client:
+        held = client.create_context(*small)
+        start = time.perf_counter()
+        client.delete_context(client.create_context(X, p))
+        full = time.perf_counter() - start
+
+        def probe_seconds() -> float:
+            start = time.perf_counter()
+            client.explain(held, small[0][:1])
+            return time.perf_counter() - start
+
+        client.timeout = 0.2 * full
         with pytest.raises(ShapleyError) as late:
             client.create_context(X, p)
-    finally:
-        client.timeout = saved
-    assert late.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert late.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        client.timeout = 120
+        # The fit stops at its next surrogate refit, well before the full fit's end.
+        assert probe_seconds() < 0.6 * full, f"the full fit took {full:.2f} s"
+        assert [c.context_id for c in client.list_contexts()] == [held.context_id]
+
+        stub = shapley_pb2_grpc.ShapleyStub(server.channel())
+        request = pb.CreateContextRequest(
+            context=pb.ContextSpec(rows=_raw_tensor(X * 1.5), predictions=_raw_tensor(p))
+        )
+        call = stub.CreateContext.future(request, timeout=120)
+        time.sleep(0.2 * full)
+        call.cancel()
+        assert probe_seconds() < 0.6 * full, f"the full fit took {full:.2f} s"
+        assert [c.context_id for c in client.list_contexts()] == [held.context_id]
 
 
 def test_token_auth(make_server, tmp_path):
@@ -285,28 +310,20 @@ def test_health_transitions_and_graceful_shutdown(make_server):
     worker = threading.Thread(target=slow_call)
     worker.start()
     time.sleep(0.5)  # the fit is under way
-    statuses = []
-
-    def watch():
-        try:
-            statuses.append(health.Check(request, timeout=5).status)
-        except grpc.RpcError as error:  # the listener may already be closed to new calls
-            statuses.append(error.code())
-
-    watcher = threading.Thread(target=watch)
-    stopper = threading.Thread(target=fresh.running.stop, args=(30,))
+    stopper = threading.Thread(target=fresh.running.stop, args=(30, 1.5))
     stopper.start()
-    time.sleep(0.1)
-    watcher.start()
+    time.sleep(0.3)
+    # The drain notice: health already says NOT_SERVING while calls are still accepted.
+    assert health.Check(request, timeout=5).status == health_pb2.HealthCheckResponse.NOT_SERVING
+    with fresh.client(timeout=30) as late_client:
+        assert late_client.server_info().version
+    time.sleep(1.5)  # the notice is over: the listener refuses new calls
+    with pytest.raises(grpc.RpcError) as refused:
+        health.Check(request, timeout=5)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
     worker.join(60)
     stopper.join(60)
-    watcher.join(10)
     assert outcome["context"].info.n_rows == 4000  # the in-flight request finished
-    # Draining: health says NOT_SERVING, or new calls are already refused; never SERVING.
-    assert statuses in (
-        [health_pb2.HealthCheckResponse.NOT_SERVING],
-        [grpc.StatusCode.UNAVAILABLE],
-    ), statuses
 
 
 def test_metrics_endpoint(server, client):
