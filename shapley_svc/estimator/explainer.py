@@ -185,7 +185,7 @@ class ZeroShotExplainer:
         standardiser = Standardiser.fit(rows)
         Z = standardiser.transform(rows)
         seed = int(self.random_state)
-        # Forest surrogates grow their trees on all cores (the values do not depend on it). The
+        # Forest surrogates grow their trees on all cores (the trees do not depend on it). The
         # boosted surrogate's OpenMP stays on one thread: on these sizes two are no faster, and
         # called from a worker thread (the server's) OpenMP teams spin against each other,
         # making the fit about 5x slower.
