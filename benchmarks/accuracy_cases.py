@@ -11,7 +11,7 @@ import hashlib
 import json
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +109,7 @@ class Case:
     truth: np.ndarray
     truth_error: np.ndarray
     truth_method: str
+    model: object = field(default=None, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -148,17 +149,48 @@ def output_function(model, task: str) -> Callable[[np.ndarray], np.ndarray]:
     return model.predict
 
 
-def _reference_values(model, family, task, X, rows, background):
+def reference_values(
+    model, family, task, rows, background, max_enumerated=MAX_ENUMERATED_FEATURES
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """Truth for a trained model: TreeSHAP for forests, enumeration up to ``max_enumerated``
+    features, the sampling estimator (with its standard errors) above."""
     if family == "random_forest":
         result = tree_shapley(model, rows, background)
         values = result.values[:, :, 1] if task == "binary" else result.values
         return values, np.zeros_like(values), "tree_shapley"
     predict = output_function(model, task)
-    if X.shape[1] <= MAX_ENUMERATED_FEATURES:
+    if rows.shape[1] <= max_enumerated:
         result = exact_shapley(predict, rows, background)
         return result.values, result.standard_errors, "exact_shapley"
     result = sampled_shapley(predict, rows, background, SAMPLING_BUDGET, random_state=0)
     return result.values, result.standard_errors, f"sampled_shapley(budget={SAMPLING_BUDGET})"
+
+
+def split_rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeded training rows (70 %), background rows and explained rows outside the background."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    train = order[: int(0.7 * n)]
+    background = np.sort(rng.choice(n, size=N_BACKGROUND, replace=False))
+    outside = np.setdiff1d(np.arange(n), background)
+    explained = np.sort(rng.choice(outside, size=N_EXPLAINED, replace=False))
+    return train, background, explained
+
+
+def cached_truth(
+    key: str, predictions: np.ndarray, compute: Callable[[], tuple[np.ndarray, np.ndarray, str]]
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """``compute()`` once per key, kept in ``CACHE_DIR``; refused when the model's outputs moved."""
+    cache = CACHE_DIR / f"{key}.npz"
+    if cache.exists():
+        stored = np.load(cache)
+        if not np.array_equal(stored["predictions"], predictions):
+            raise RuntimeError(f"cached truth {cache} no longer matches the model's outputs")
+        return stored["truth"], stored["truth_error"], str(stored["method"])
+    truth, truth_error, method = compute()
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, truth=truth, truth_error=truth_error, method=method, predictions=predictions)
+    return truth, truth_error, method
 
 
 def build_case(spec: DataSpec, family: str, seed: int = 0) -> Case:
@@ -168,31 +200,16 @@ def build_case(spec: DataSpec, family: str, seed: int = 0) -> Case:
     key = json.dumps(
         [CASES_VERSION, spec.name, family, seed, N_BACKGROUND, N_EXPLAINED, SAMPLING_BUDGET]
     )
-    cache = CACHE_DIR / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(X))
-    train = order[: int(0.7 * len(X))]
-    background = np.sort(rng.choice(len(X), size=N_BACKGROUND, replace=False))
-    outside = np.setdiff1d(np.arange(len(X)), background)
-    explained = np.sort(rng.choice(outside, size=N_EXPLAINED, replace=False))
+    train, background, explained = split_rows(len(X), seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         model = make_model(family, spec.task, seed).fit(X[train], y[train])
     predictions = output_function(model, spec.task)(X)
-    if cache.exists():
-        stored = np.load(cache)
-        truth, truth_error = stored["truth"], stored["truth_error"]
-        method = str(stored["method"])
-        if not np.array_equal(stored["predictions"], predictions):
-            raise RuntimeError(f"cached truth {cache} no longer matches the model's outputs")
-    else:
-        truth, truth_error, method = _reference_values(
-            model, family, spec.task, X, X[explained], X[background]
-        )
-        CACHE_DIR.mkdir(parents=True, exist_ok=True)
-        np.savez(
-            cache, truth=truth, truth_error=truth_error, method=method, predictions=predictions
-        )
+    truth, truth_error, method = cached_truth(
+        hashlib.sha256(key.encode()).hexdigest()[:16],
+        predictions,
+        lambda: reference_values(model, family, spec.task, X[explained], X[background]),
+    )
     return Case(
         spec.name,
         family,
@@ -205,6 +222,7 @@ def build_case(spec: DataSpec, family: str, seed: int = 0) -> Case:
         truth,
         truth_error,
         method,
+        model,
     )
 
 

@@ -131,6 +131,55 @@ def _health(args: argparse.Namespace) -> int:
     return 0 if response.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
+# The benchmarks live in benchmarks/ of a source checkout, outside the installed package, so that
+# the server installs without shap or matplotlib; `bench` runs them from there.
+BENCH_MODULES = {"accuracy": "benchmarks.bench_kernelshap", "service": "benchmarks.bench_service"}
+BENCH_NEEDS = {
+    "accuracy": (("shap", "matplotlib"), "pip install 'shapley-svc[bench]'"),
+    "service": (("shapley_client",), "pip install ./clients/python  (from the checkout's root)"),
+}
+
+
+def bench_checkout(candidates: Sequence[Path] | None = None) -> Path | None:
+    """The source checkout holding benchmarks/: this package's parent (an editable or source
+    install), else the working directory; None when neither has it."""
+    if candidates is None:
+        candidates = (Path(__file__).resolve().parents[1], Path.cwd())
+    for root in candidates:
+        if (root / "benchmarks" / "bench_kernelshap.py").is_file():
+            return root
+    return None
+
+
+def _bench(args: argparse.Namespace, extra: list[str]) -> int:
+    """Run a benchmark from the source checkout, in its own process."""
+    import importlib.util
+    import shlex
+    import subprocess
+
+    root = bench_checkout()
+    if root is None:
+        print(
+            "shapley-svc bench: the benchmarks are not part of the installed package. They live "
+            "in benchmarks/ of the source repository: clone it, then from its root run\n"
+            "  pip install -e '.[bench]' -e ./clients/python\n"
+            f"  shapley-svc bench {args.which}",
+            file=sys.stderr,
+        )
+        return 2
+    modules, hint = BENCH_NEEDS[args.which]
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        print(f"shapley-svc bench {args.which} needs {', '.join(missing)}: {hint}", file=sys.stderr)
+        return 2
+    forwarded = (["--quick"] if args.quick else []) + list(extra)
+    if args.out_dir is not None:
+        forwarded += ["--out-dir", str(args.out_dir.resolve())]
+    shown = shlex.join(["shapley-svc", "bench", args.which, *forwarded])
+    command = [sys.executable, "-m", BENCH_MODULES[args.which], *forwarded, "--command", shown]
+    return subprocess.call(command, cwd=root)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="shapley-svc", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -161,10 +210,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     health.add_argument("--timeout", type=float, default=3.0, help="seconds")
     health.add_argument("--ca", help="PEM CA bundle: connect with TLS")
     health.set_defaults(handler=_health)
+    bench = commands.add_parser(
+        "bench",
+        help="benchmarks against KernelSHAP, and of the service (from a source checkout)",
+        description="Run a benchmark of benchmarks/ in its own process; options other than "
+        "these are passed on (see python -m benchmarks.bench_kernelshap --help).",
+    )
+    which = bench.add_subparsers(dest="which", required=True)
+    for name, text in (
+        ("accuracy", "accuracy and cost against shap's KernelExplainer; report and plots"),
+        ("service", "load over loopback: latency, rows/s, server memory, against in process"),
+    ):
+        sub = which.add_parser(name, help=text, description=text)
+        sub.add_argument("--quick", action="store_true", help="a smoke run (*_quick.* files)")
+        sub.add_argument(
+            "--out-dir", type=Path, help="where results go (default: benchmarks/results)"
+        )
+    bench.set_defaults(handler=_bench)
     args, rest = parser.parse_known_args(argv)
-    if args.command != "serve" and rest:
+    if args.command not in ("serve", "bench") and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    return args.handler(rest) if args.command == "serve" else args.handler(args)
+    if args.command == "serve":
+        return args.handler(rest)
+    if args.command == "bench":
+        return args.handler(args, rest)
+    return args.handler(args)
 
 
 if __name__ == "__main__":

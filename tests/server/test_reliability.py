@@ -3,60 +3,19 @@
 import concurrent.futures
 import json
 import os
-import re
 import shutil
-import signal
 import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 from shapley_client import ShapleyClient, ShapleyError
 
+from benchmarks.bench_service import SERVE_COMMAND, ServerProcess
 from shapley_svc.estimator.artifact import DEFAULT_ARTIFACT
 from tests.server.conftest import make_task
-
-SERVER = [sys.executable, "-m", "shapley_svc.cli", "serve"]
-
-
-class ServerProcess:
-    """``shapley-svc serve`` in a child process on a free port; its log and resident memory."""
-
-    def __init__(self, *flags: str):
-        self.process = subprocess.Popen(
-            [*SERVER, "--address", "127.0.0.1:0", "--metrics-address", "", *flags],
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.log: list[str] = []
-        self.port = None
-        self._serving = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
-        if not self._serving.wait(300):
-            self.stop()
-            raise AssertionError("server never reported SERVING:\n" + "".join(self.log))
-        self.target = f"127.0.0.1:{self.port}"
-
-    def _read(self) -> None:
-        for line in self.process.stderr:
-            self.log.append(line)
-            found = re.search(r"listening on [\d.]+:(\d+)", line)
-            if found:
-                self.port = int(found.group(1))
-            if "SERVING after" in line:
-                self._serving.set()
-
-    def rss_bytes(self) -> int:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) * 1024
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(60)
 
 
 def _load(target: str, seconds: float, clients: int) -> dict:
@@ -97,12 +56,12 @@ def _load(target: str, seconds: float, clients: int) -> dict:
 
 
 def _soak(seconds: float) -> dict:
-    server = ServerProcess()
+    server = ServerProcess(flags=())
     try:
         _load(server.target, min(5.0, seconds / 3), 32)  # warm-up: caches, thread pools, arenas
-        before = server.rss_bytes()
+        before = server.memory()["VmRSS"]
         result = _load(server.target, seconds, 32)
-        after = server.rss_bytes()
+        after = server.memory()["VmRSS"]
     finally:
         code = server.stop()
     assert code == 0, "".join(server.log)
@@ -125,7 +84,7 @@ def test_soak():
 
 
 def test_cancelled_stream_frees_its_slot():
-    server = ServerProcess("--max-concurrent-streams", "1")
+    server = ServerProcess(flags=("--max-concurrent-streams", "1"))
     try:
         X, p = make_task(n=300, d=5)
         with ShapleyClient(server.target, timeout=120) as client:
@@ -175,7 +134,7 @@ def test_bad_artifact_stops_start_up(tmp_path, damage):
         blob[len(blob) // 2] ^= 0xFF
         (tmp_path / weights.name).write_bytes(bytes(blob))
     result = subprocess.run(
-        [*SERVER, "--address", "127.0.0.1:0", "--metrics-address", "", "--artifact",
+        [*SERVE_COMMAND, "--address", "127.0.0.1:0", "--metrics-address", "", "--artifact",
          str(manifest)],
         capture_output=True,
         text=True,

@@ -1,0 +1,82 @@
+"""Fill the README's benchmark blocks from the benchmarks' JSON reports.
+
+The blocks between ``<!-- bench:kernelshap:start -->`` and ``<!-- bench:kernelshap:end -->``
+(``shapley-svc bench accuracy``) and between ``<!-- bench:service:start -->`` and
+``<!-- bench:service:end -->`` (``shapley-svc bench service``) are generated: tables, plot link,
+machine, date and command all come from the JSON the benchmark wrote, so no number in them is
+typed by hand.
+
+    python scripts/update_readme_benchmarks.py           # from benchmarks/results/*.json
+    python scripts/update_readme_benchmarks.py --json benchmarks/results/kernelshap_quick.json
+    python scripts/update_readme_benchmarks.py --check   # exit 1 when the README is stale
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # benchmarks/ is a folder of the checkout, not an installed package
+
+from benchmarks import bench_service  # noqa: E402
+from benchmarks import kernelshap_report as kernelshap  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+DEFAULT_JSON = (RESULTS / "kernelshap.json", RESULTS / "service.json")
+README = ROOT / "README.md"
+BLOCKS = {"kernelshap": kernelshap.readme_block, "service": bench_service.readme_block}
+
+
+def render(readme: str, json_path: Path) -> str:
+    """The README with the block of the report at ``json_path`` regenerated from it."""
+    payload = json.loads(json_path.read_text())
+    block = BLOCKS.get(payload.get("benchmark"))
+    if block is None:
+        raise SystemExit(f"{json_path} is not a report of {' or '.join(BLOCKS)}")
+    try:
+        shown = json_path.resolve().relative_to(ROOT).as_posix()
+    except ValueError:  # a report outside the checkout: name it as given
+        shown = json_path.as_posix()
+    return kernelshap.replace_readme_block(readme, block(payload, shown))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--json", type=Path, action="append", help="a report's JSON (default: both full reports)"
+    )
+    parser.add_argument("--readme", type=Path, default=README)
+    parser.add_argument(
+        "--check", action="store_true", help="change nothing; exit 1 if a block is stale"
+    )
+    args = parser.parse_args(argv)
+    paths = args.json or list(DEFAULT_JSON)
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        print(
+            f"{', '.join(map(str, missing))} not found: run `shapley-svc bench accuracy` and "
+            "`shapley-svc bench service` first, or pass --json",
+            file=sys.stderr,
+        )
+        return 2
+    readme = args.readme.read_text()
+    updated = readme
+    for path in paths:
+        updated = render(updated, path)
+    if args.check:
+        if updated != readme:
+            print(
+                f"{args.readme}'s benchmark blocks do not match {', '.join(map(str, paths))}: "
+                "run python scripts/update_readme_benchmarks.py",
+                file=sys.stderr,
+            )
+            return 1
+        return 0
+    args.readme.write_text(updated)
+    print(f"{args.readme}: benchmark blocks regenerated from {', '.join(map(str, paths))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
