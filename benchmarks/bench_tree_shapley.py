@@ -144,8 +144,9 @@ def fit_serial(model: Any, X: np.ndarray, y: np.ndarray) -> Any:
     return model.set_params(n_jobs=None)
 
 
-def measure_startup(module_name: str) -> dict[str, float]:
-    """Import time of the engine with a warm and with an empty numba cache, and a first call.
+def measure_startup(module_name: str, cold_cache: bool = True) -> dict[str, float | None]:
+    """Import time of the engine with a warm and (when ``cold_cache``) with an empty numba cache,
+    and a first call.
 
     The kernels carry explicit signatures, so numba compiles them (or loads them from its cache)
     when the module is imported, not on the first call: the import is the compile cost.
@@ -161,6 +162,12 @@ def measure_startup(module_name: str) -> dict[str, float]:
     module.tree_shapley(tiny, X[:2], X[2:5])
     first_call_seconds = time.perf_counter() - start
 
+    if not cold_cache:
+        return {
+            "import_seconds": import_seconds,
+            "first_call_seconds": first_call_seconds,
+            "cold_cache_import_seconds": None,
+        }
     # A fresh interpreter with an empty cache directory pays the full numba compilation.
     probe = (
         "import time, numpy, numba; t = time.perf_counter(); "
@@ -340,7 +347,8 @@ def main() -> None:
     if args.repeats is not None:
         settings = replace(settings, repeats=args.repeats)
 
-    startup = measure_startup("shapley_svc.reference")
+    # The cold-cache compile takes most of a quick run's time; a smoke run skips it.
+    startup = measure_startup("shapley_svc.reference", cold_cache=not args.quick)
     from shapley_svc.reference import tree_shapley
     from shapley_svc.reference.trees import flatten_ensemble
 
@@ -391,10 +399,12 @@ def main() -> None:
 
     table = format_table(cases)
     machine = ", ".join(f"{key} {value}" for key, value in info.items())
+    cold = startup["cold_cache_import_seconds"]
+    cold_text = "not measured in a quick run" if cold is None else f"{cold:.2f} s"
     startup_line = (
         f"startup: import shapley_svc.reference {startup['import_seconds']:.3f} s with the numba "
-        f"cache, {startup['cold_cache_import_seconds']:.2f} s with an empty cache (compiles all "
-        f"kernels); first tree_shapley call afterwards {startup['first_call_seconds']:.4f} s"
+        f"cache, {cold_text} with an empty cache (compiles all kernels); first tree_shapley "
+        f"call afterwards {startup['first_call_seconds']:.4f} s"
     )
     verdicts = [
         f"{c['case']}: speedup {c['speedup_best']:.2f}x (median {c['speedup_median']:.2f}x) "
