@@ -424,6 +424,26 @@ def _check(should_stop: Callable[[], bool] | None) -> None:
         raise FitCancelled("the fit was cancelled")
 
 
+def _fit_out_of_fold(
+    make: Callable[[], Surrogate],
+    Z: np.ndarray,
+    targets: np.ndarray,
+    seed: int,
+    should_stop: Callable[[], bool] | None,
+) -> tuple[Surrogate, np.ndarray, np.ndarray]:
+    """``make()`` fitted on all rows, with the test rows and predictions of the out-of-fold refits.
+
+    ``should_stop`` is polled before each refit; True raises ``FitCancelled``.
+    """
+    tested, predicted = [], []
+    for train, test in out_of_fold_splits(Z.shape[0], seed):
+        _check(should_stop)
+        tested.append(test)
+        predicted.append(make().fit(Z[train], targets[train], seed).predict(Z[test]))
+    _check(should_stop)
+    return make().fit(Z, targets, seed), np.concatenate(tested), np.concatenate(predicted)
+
+
 def fit_surrogate(
     kind: SurrogateKind,
     Z: np.ndarray,
@@ -435,15 +455,8 @@ def fit_surrogate(
 
     ``should_stop`` is polled before each refit; True raises ``FitCancelled``.
     """
-    tested, predicted = [], []
-    for train, test in out_of_fold_splits(Z.shape[0], seed):
-        _check(should_stop)
-        tested.append(test)
-        predicted.append(kind.make().fit(Z[train], target[train], seed).predict(Z[test]))
-    tested = np.concatenate(tested)
-    oof_r2 = _r2(target[tested], np.concatenate(predicted))
-    _check(should_stop)
-    return FittedSurrogate(kind, kind.make().fit(Z, target, seed), oof_r2)
+    model, tested, predicted = _fit_out_of_fold(kind.make, Z, target, seed, should_stop)
+    return FittedSurrogate(kind, model, _r2(target[tested], predicted))
 
 
 def is_class_probabilities(outputs: np.ndarray) -> bool:
@@ -463,16 +476,9 @@ def fit_multinomial(
     should_stop: Callable[[], bool] | None = None,
 ) -> list[FittedSurrogate]:
     """A logistic kind fitted once to all K class probabilities; one view per class."""
-    make = _MULTINOMIAL_FACTORIES[kind.name]
-    tested, predicted = [], []
-    for train, test in out_of_fold_splits(Z.shape[0], seed):
-        _check(should_stop)
-        tested.append(test)
-        predicted.append(make().fit(Z[train], outputs[train], seed).predict(Z[test]))
-    tested = np.concatenate(tested)
-    predicted = np.concatenate(predicted)
-    _check(should_stop)
-    model = make().fit(Z, outputs, seed)
+    model, tested, predicted = _fit_out_of_fold(
+        _MULTINOMIAL_FACTORIES[kind.name], Z, outputs, seed, should_stop
+    )
     return [
         FittedSurrogate(kind, ClassView(model, k), _r2(outputs[tested, k], predicted[:, k]))
         for k in range(outputs.shape[1])
