@@ -31,9 +31,8 @@ ERROR_FIELD_KEY = "shapley-error-field"
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Shapley"].full_name
 _NO_DEADLINE = 10.0 * 365 * 24 * 3600
 EXPLAIN_SLICE_ROWS = 4096
-# Explains this small run on the gRPC handler thread: they take a few milliseconds on one core
-# (the estimator keeps small batches single-threaded), less than a hand-off to the compute pool
-# adds to the latency.
+# Explains this small run on the gRPC handler thread, without a hand-off to the compute pool:
+# they take a few milliseconds on one core (the estimator keeps small batches single-threaded).
 INLINE_EXPLAIN_ROWS = 16
 # The estimator's fit arguments, as the request fields that carry them.
 _ESTIMATOR_ARGUMENTS = {
@@ -401,27 +400,11 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
                     f"has shape {list(predictions.shape)}; expected {list(expected)} for {m} rows "
                     f"of context {entry.context_id}",
                 )
-        # Large batches run in slices, so a cancelled call or a passed deadline stops the work
-        # within one slice instead of holding a compute thread to the end.
         if m <= INLINE_EXPLAIN_ROWS:
             parts = [_explain_rows(explainer, rows, predictions)]
-            self.metrics.add_rows_explained(m)
-            return self._explain_response(entry, parts, output_dtype, first_row)
-        parts = []
-        for start in range(0, m, EXPLAIN_SLICE_ROWS):
-            if not context.is_active():
-                raise RequestError(grpc.StatusCode.CANCELLED, "", "the call was cancelled")
-            stop = start + EXPLAIN_SLICE_ROWS
-            chunk_predictions = None if predictions is None else predictions[start:stop]
-            parts.append(
-                self._run(context, _explain_rows, explainer, rows[start:stop], chunk_predictions)
-            )
+        else:
+            parts = self._explain_in_slices(context, explainer, rows, predictions)
         self.metrics.add_rows_explained(m)
-        return self._explain_response(entry, parts, output_dtype, first_row)
-
-    def _explain_response(
-        self, entry: StoredContext, parts: list, output_dtype: int, first_row: int
-    ) -> pb.ExplainResponse:
         return pb.ExplainResponse(
             context_id=entry.context_id,
             values=_joined(parts, "values", output_dtype),
@@ -430,6 +413,21 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
             artifact_version=self.artifact_version,
             first_row=first_row,
         )
+
+    def _explain_in_slices(self, context, explainer, rows, predictions) -> list:
+        """Explain on the compute pool, a slice at a time, so a cancelled call or a passed
+        deadline stops the work within one slice instead of holding a compute thread to the end.
+        """
+        parts = []
+        for start in range(0, len(rows), EXPLAIN_SLICE_ROWS):
+            if not context.is_active():
+                raise RequestError(grpc.StatusCode.CANCELLED, "", "the call was cancelled")
+            stop = start + EXPLAIN_SLICE_ROWS
+            chunk_predictions = None if predictions is None else predictions[start:stop]
+            parts.append(
+                self._run(context, _explain_rows, explainer, rows[start:stop], chunk_predictions)
+            )
+        return parts
 
     # --- RPCs --------------------------------------------------------------------------------
 
