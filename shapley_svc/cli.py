@@ -102,7 +102,7 @@ def _serve(argv: list[str]) -> int:
         return 2
     try:
         serve(settings)
-    except ArtifactError as error:
+    except (ArtifactError, OSError) as error:
         print(f"shapley-svc serve: cannot start: {error}", file=sys.stderr)
         return 1
     return 0

@@ -164,15 +164,28 @@ def start_server(settings: Settings) -> RunningServer:
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     credentials = _credentials(settings)
-    if credentials is None:
-        port = server.add_insecure_port(settings.address)
-    else:
-        port = server.add_secure_port(settings.address, credentials)
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(settings.address)
+        else:
+            port = server.add_secure_port(settings.address, credentials)
+    except RuntimeError:  # grpc's "Failed to bind": in use, or not an address of this host
+        port = 0
     if port == 0:
-        raise OSError(f"could not bind {settings.address}")
+        raise OSError(
+            f"cannot listen on {settings.address} (--address): the port is in use or the "
+            "address is not one of this host's"
+        )
     metrics_server, metrics_port = None, None
     if settings.metrics_address:
-        metrics_server = serve_metrics(metrics, settings.metrics_address)
+        try:
+            metrics_server = serve_metrics(metrics, settings.metrics_address)
+        except OSError as error:
+            server.stop(None)
+            raise OSError(
+                f"cannot serve metrics on {settings.metrics_address} (--metrics-address): "
+                f"{error.strerror or error}"
+            ) from None
         metrics_port = metrics_server.server_address[1]
     running = RunningServer(server, port, service, health_servicer, metrics_port, metrics_server)
     running.set_serving(False)

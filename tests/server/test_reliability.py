@@ -4,6 +4,7 @@ import concurrent.futures
 import json
 import os
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -144,6 +145,24 @@ def test_bad_artifact_stops_start_up(tmp_path, damage):
     assert result.returncode == 1
     expected = "not found" if damage == "missing" else "sha256 check"
     assert "cannot start" in result.stderr and expected in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("flag", ["--address", "--metrics-address"])
+def test_a_taken_port_stops_start_up_with_a_message(flag):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        addresses = {"--address": "127.0.0.1:0", "--metrics-address": ""} | {flag: address}
+        result = subprocess.run(
+            [*SERVE_COMMAND, *(part for item in addresses.items() for part in item)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 1, result.stderr
+    assert "cannot start: cannot" in result.stderr and address in result.stderr, result.stderr
+    assert flag in result.stderr and "Traceback" not in result.stderr, result.stderr
 
 
 @pytest.mark.slow
