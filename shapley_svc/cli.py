@@ -92,6 +92,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _serve(argv: list[str]) -> int:
+    # Importing the estimator loads its numba kernels; the first start after an install
+    # compiles them, which takes about a minute with no other sign of life.
+    print("shapley-svc serve: loading the estimator's kernels", file=sys.stderr, flush=True)
     from shapley_svc.estimator import ArtifactError
     from shapley_svc.server import serve, settings_from
 
