@@ -6,22 +6,26 @@ from math import factorial
 import numpy as np
 
 
-def brute_force_shapley(predict, X, background):
+def brute_force_shapley(predict, X, background, groups=None):
     """Interventional Shapley values by the textbook formula, shape (m, d, K) always.
 
     phi_j = sum over S not containing j of |S|! (d-|S|-1)! / d! * (v(S + j) - v(S)),
     v(S) = mean over background rows z of predict(x on S, z elsewhere).
+
+    With ``groups`` (a list of column lists), the players are the groups: shape (m, G, K).
     """
     X = np.asarray(X, dtype=float)
     background = np.asarray(background, dtype=float)
-    d = X.shape[1]
+    groups = [[j] for j in range(X.shape[1])] if groups is None else [list(g) for g in groups]
+    d = len(groups)
     results = []
     for x in X:
         values = {}
         for size in range(d + 1):
             for subset in combinations(range(d), size):
+                columns = [c for player in subset for c in groups[player]]
                 mixed = background.copy()
-                mixed[:, list(subset)] = x[list(subset)]
+                mixed[:, columns] = x[columns]
                 outputs = np.asarray(predict(mixed), dtype=float).reshape(len(background), -1)
                 values[frozenset(subset)] = outputs.mean(axis=0)
         n_outputs = values[frozenset()].shape[0]

@@ -14,7 +14,9 @@ background with superset sums stratified by size) makes explaining a row cost
 same as the pairwise walk's, up to rounding.
 
 Leaves are described by their distinct path features and the interval each must fall in:
-a row passes test i of leaf l when ``lower[i] < x[feature[i]] <= upper[i]``.
+a row passes test i of leaf l when ``lower[i] < x[feature[i]] <= upper[i]``. The players of the
+game may be groups of features (:func:`leaf_players`): a leaf's k is then its number of distinct
+groups, and a row passes a group when it passes all of that group's tests.
 """
 
 import numpy as np
@@ -143,9 +145,50 @@ def leaf_paths(
     return n_tests
 
 
+@njit("int64(int64[::1], int64[::1], int64[::1], int64[::1], int64[::1], int64[::1])", **_FLAGS)
+def leaf_players(path_start, path_feature, player_of_feature, test_bit, player_start, player_id):
+    """Group each leaf's tests by player (a player is a set of features that move together).
+
+    A hybrid row passes a player's tests only when all of them pass, and all come from x or all
+    from z, so a leaf's game over players has the same form as over features, with k the number
+    of distinct players on its path.
+
+    Parameters
+    ----------
+    path_start, path_feature : from :func:`leaf_paths`.
+    player_of_feature : (d,) the player of each feature.
+    test_bit : (n_tests,) filled with the bit of each test's player within its leaf.
+    player_start : (n_leaves + 1,) filled with offsets into ``player_id``.
+    player_id : (n_tests,) filled with each leaf's distinct players, in first-test order.
+
+    Returns
+    -------
+    The number of player entries written.
+    """
+    n_leaves = path_start.shape[0] - 1
+    n_entries = 0
+    player_start[0] = 0
+    for leaf in range(n_leaves):
+        first = n_entries
+        for t in range(path_start[leaf], path_start[leaf + 1]):
+            player = player_of_feature[path_feature[t]]
+            bit = -1
+            for e in range(first, n_entries):
+                if player_id[e] == player:
+                    bit = e - first
+                    break
+            if bit < 0:
+                player_id[n_entries] = player
+                bit = n_entries - first
+                n_entries += 1
+            test_bit[t] = bit
+        player_start[leaf + 1] = n_entries
+    return n_entries
+
+
 @njit(
     "void(float64[:, ::1], int64[::1], int64[::1], float64[::1], float64[::1], int64[::1],"
-    " float64[:, ::1], float64[:, ::1], float64[::1])",
+    " int64[::1], int64[::1], float64[:, ::1], float64[:, ::1], float64[::1])",
     parallel=True,
     **_FLAGS,
 )
@@ -155,21 +198,26 @@ def background_leaf_tables(
     path_feature,
     path_lower,
     path_upper,
+    test_bit,
+    player_start,
     table_start,
     weight_a,
     weight_b,
     tables,
 ):
-    """Fill, for every leaf and every mask ``sx``, the Shapley weight of each path feature.
+    """Fill, for every leaf and every mask ``sx`` over its players, each player's Shapley weight.
 
     ``tables[table_start[l] + sx * k + i]`` is the background-averaged Shapley value, per unit
-    of leaf value, credited to the leaf's i-th test feature for a row passing the tests in sx.
+    of leaf value, credited to the leaf's i-th player for a row passing the players in sx (a row
+    passes a player when it passes all of that player's tests).
 
     Parameters
     ----------
     background : (n_background, d).
     path_start, path_feature, path_lower, path_upper : from :func:`leaf_paths`.
-    table_start : (n_leaves + 1,) offsets, ``2^k * k`` entries per leaf.
+    test_bit, player_start : from :func:`leaf_players` (one player per feature: ``test_bit`` is
+        each test's position in its leaf and ``player_start`` is ``path_start``).
+    table_start : (n_leaves + 1,) offsets, ``2^k * k`` entries per leaf of k players.
     weight_a, weight_b : ``leaf_weight_tables`` covering the largest k.
     tables : (table_start[-1],) output.
     """
@@ -177,7 +225,7 @@ def background_leaf_tables(
     n_leaves = path_start.shape[0] - 1
     for leaf in prange(n_leaves):
         start = path_start[leaf]
-        k = path_start[leaf + 1] - start
+        k = player_start[leaf + 1] - player_start[leaf]
         if k == 0:
             continue
         n_masks = 1 << k
@@ -185,11 +233,11 @@ def background_leaf_tables(
         # by_size[s, c]: share of background rows whose pass-mask contains s and has c bits.
         by_size = np.zeros((n_masks, k + 1))
         for b in range(n_background):
-            mask = 0
-            for i in range(k):
-                value = background[b, path_feature[start + i]]
-                if path_lower[start + i] < value <= path_upper[start + i]:
-                    mask |= 1 << i
+            mask = full
+            for t in range(start, path_start[leaf + 1]):
+                value = background[b, path_feature[t]]
+                if not path_lower[t] < value <= path_upper[t]:
+                    mask &= ~(1 << test_bit[t])
             by_size[mask, _popcount(mask)] += 1.0 / n_background
         for i in range(k):
             bit = 1 << i
@@ -199,10 +247,10 @@ def background_leaf_tables(
                         by_size[mask, c] += by_size[mask | bit, c]
         base = table_start[leaf]
         for sx in range(n_masks):
-            must = full ^ sx  # tests x fails: z must pass them
+            must = full ^ sx  # players x fails: z must pass them
             n_b_fixed = k - _popcount(sx)
             n_sx = k - n_b_fixed
-            # Features x fails are on B's side whatever z does elsewhere.
+            # Players x fails are on B's side whatever z does elsewhere.
             b_credit = 0.0
             if n_b_fixed > 0:
                 for c in range(n_b_fixed, k + 1):
@@ -213,7 +261,7 @@ def background_leaf_tables(
                 if sx & bit == 0:
                     tables[base + sx * k + i] = b_credit
                     continue
-                # Feature i is on A's side when z fails it: rows containing `must` but not i.
+                # Player i is on A's side when z fails it: rows containing `must` but not i.
                 a_credit = 0.0
                 for c in range(n_b_fixed, k):
                     n_a = n_sx - (c - n_b_fixed)
@@ -223,8 +271,8 @@ def background_leaf_tables(
 
 
 @njit(
-    "void(float64[:, ::1], int64[::1], int64[::1], float64[::1], float64[::1], float64[:, ::1],"
-    " int64[::1], float64[::1], float64[:, :, ::1])",
+    "void(float64[:, ::1], int64[::1], int64[::1], float64[::1], float64[::1], int64[::1],"
+    " int64[::1], int64[::1], float64[:, ::1], int64[::1], float64[::1], float64[:, :, ::1])",
     parallel=True,
     **_FLAGS,
 )
@@ -234,6 +282,9 @@ def tabled_tree_shap(
     path_feature,
     path_lower,
     path_upper,
+    test_bit,
+    player_start,
+    player_id,
     leaf_values,
     table_start,
     tables,
@@ -245,44 +296,46 @@ def tabled_tree_shap(
     ----------
     rows : (m, d) explained rows.
     path_start, path_feature, path_lower, path_upper : from :func:`leaf_paths`.
+    test_bit, player_start, player_id : from :func:`leaf_players`.
     leaf_values : (n_leaves, K) each leaf's weighted contribution to each output.
     table_start, tables : from :func:`background_leaf_tables`.
-    out : (m, d, K), overwritten.
+    out : (m, P, K), overwritten; P players.
     """
-    m, d = rows.shape
+    m = rows.shape[0]
+    n_players = out.shape[1]
     n_leaves = path_start.shape[0] - 1
     n_outputs = leaf_values.shape[1]
     n_blocks = (m + _ROWS_PER_BLOCK - 1) // _ROWS_PER_BLOCK
     # Leaves outside, a block of rows inside: a leaf's table stays in cache while the block reads
-    # it, and the block's accumulators (feature, output, row) are written with unit stride.
+    # it, and the block's accumulators (player, output, row) are written with unit stride.
     for block in prange(n_blocks):
         first = block * _ROWS_PER_BLOCK
         size = min(m, first + _ROWS_PER_BLOCK) - first
-        totals = np.zeros((d, n_outputs, _ROWS_PER_BLOCK))
+        totals = np.zeros((n_players, n_outputs, _ROWS_PER_BLOCK))
         masks = np.empty(_ROWS_PER_BLOCK, dtype=np.int64)
         for leaf in range(n_leaves):
-            start = path_start[leaf]
-            k = path_start[leaf + 1] - start
+            players = player_start[leaf]
+            k = player_start[leaf + 1] - players
             if k == 0:
                 continue
-            masks[:size] = 0
-            for i in range(k):
-                f = path_feature[start + i]
-                lower = path_lower[start + i]
-                upper = path_upper[start + i]
-                bit = 1 << i
+            masks[:size] = (1 << k) - 1
+            for t in range(path_start[leaf], path_start[leaf + 1]):
+                f = path_feature[t]
+                lower = path_lower[t]
+                upper = path_upper[t]
+                clear = ~(1 << test_bit[t])
                 for r in range(size):
                     value = rows[first + r, f]
-                    if lower < value <= upper:
-                        masks[r] |= bit
+                    if not lower < value <= upper:
+                        masks[r] &= clear
             base = table_start[leaf]
             for i in range(k):
-                f = path_feature[start + i]
+                p = player_id[players + i]
                 for o in range(n_outputs):
                     leaf_value = leaf_values[leaf, o]
                     for r in range(size):
-                        totals[f, o, r] += tables[base + masks[r] * k + i] * leaf_value
+                        totals[p, o, r] += tables[base + masks[r] * k + i] * leaf_value
         for r in range(size):
-            for j in range(d):
+            for j in range(n_players):
                 for o in range(n_outputs):
                     out[first + r, j, o] = totals[j, o, r]

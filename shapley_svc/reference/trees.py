@@ -4,7 +4,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shapley_svc.kernels.leaf_tables import background_leaf_tables, leaf_paths, tabled_tree_shap
+from shapley_svc.kernels.leaf_tables import (
+    background_leaf_tables,
+    leaf_paths,
+    leaf_players,
+    tabled_tree_shap,
+)
 from shapley_svc.kernels.treeshap import interventional_tree_shap, leaf_weight_tables
 from shapley_svc.reference._result import ShapleyValues, package
 from shapley_svc.reference._validation import as_float_matrix, check_rows_and_background
@@ -90,10 +95,17 @@ class TreeBackground:
     model : a fitted tree model (see :func:`tree_shapley`).
     background : (n_background, d) background rows.
     max_table_entries : the largest table (in float64 entries) worth building.
+    player_of_feature : optional (d,) ints in [0, P): explain the game whose players are these
+        groups of features (Shapley values of each group, shape (m, P[, K])) instead of one
+        player per feature. Needs the leaf tables.
     """
 
     def __init__(
-        self, model: object, background: np.ndarray, max_table_entries: int = MAX_TABLE_ENTRIES
+        self,
+        model: object,
+        background: np.ndarray,
+        max_table_entries: int = MAX_TABLE_ENTRIES,
+        player_of_feature: np.ndarray | None = None,
     ):
         background = as_float_matrix("background", background)
         ensemble, output = flatten_ensemble(model)
@@ -115,8 +127,23 @@ class TreeBackground:
             .reshape(background.shape[0], self.n_outputs)
             .mean(axis=0)
         )
-        self.paths = _leaf_paths(ensemble, n_features, max_table_entries)
+        if player_of_feature is not None:
+            player_of_feature = np.ascontiguousarray(player_of_feature, dtype=np.int64)
+            if player_of_feature.shape != (n_features,) or player_of_feature.min() < 0:
+                raise ValueError(
+                    f"player_of_feature must hold {n_features} non-negative player indices"
+                )
+        self.n_players = (
+            n_features if player_of_feature is None else int(player_of_feature.max()) + 1
+        )
+        self.paths = _leaf_paths(ensemble, n_features, max_table_entries, player_of_feature)
         self.tables: np.ndarray | None = None
+        if self.paths.table_start is None and player_of_feature is not None:
+            raise ValueError(
+                f"grouped TreeSHAP needs per-leaf tables, and this ensemble's would hold "
+                f"{self.paths.table_entries:.3g} entries (max_table_entries is "
+                f"{max_table_entries}); raise max_table_entries or use shallower trees"
+            )
         if self.paths.table_start is not None:
             self.tables = np.empty(self.paths.table_start[-1])
             weight_a, weight_b = leaf_weight_tables(max(self.paths.max_tests, 1))
@@ -126,6 +153,8 @@ class TreeBackground:
                 self.paths.feature,
                 self.paths.lower,
                 self.paths.upper,
+                self.paths.test_bit,
+                self.paths.player_start,
                 self.paths.table_start,
                 weight_a,
                 weight_b,
@@ -142,7 +171,8 @@ class TreeBackground:
         return rows
 
     def shapley(self, X: np.ndarray) -> ShapleyValues:
-        """(m, d[, K]) interventional Shapley values of ``X`` against the background."""
+        """(m, P[, K]) interventional Shapley values of ``X`` against the background (P = d
+        without groups)."""
         rows = as_float_matrix("X", X, n_features=self.n_features)
         values = self.values(rows)
         predictions = np.asarray(self._output(rows), dtype=np.float64)
@@ -155,10 +185,10 @@ class TreeBackground:
         )
 
     def values(self, X: np.ndarray) -> np.ndarray:
-        """(m, d, K) values alone, without calling the model for its predictions."""
+        """(m, P, K) values alone, without calling the model for its predictions."""
         rows = as_float_matrix("X", X, n_features=self.n_features)
         rows_seen = self._as_seen(rows)
-        values = np.empty((rows.shape[0], self.n_features, self.n_outputs))
+        values = np.empty((rows.shape[0], self.n_players, self.n_outputs))
         if self.tables is not None:
             tabled_tree_shap(
                 rows_seen,
@@ -166,6 +196,9 @@ class TreeBackground:
                 self.paths.feature,
                 self.paths.lower,
                 self.paths.upper,
+                self.paths.test_bit,
+                self.paths.player_start,
+                self.paths.player_id,
                 self.paths.leaf_values,
                 self.paths.table_start,
                 self.tables,
@@ -199,13 +232,21 @@ class LeafPaths:
     feature: np.ndarray
     lower: np.ndarray
     upper: np.ndarray
+    test_bit: np.ndarray
+    player_start: np.ndarray
+    player_id: np.ndarray
     leaf_values: np.ndarray
     table_start: np.ndarray | None  # None when the tables would exceed the budget
     max_tests: int
     table_entries: float
 
 
-def _leaf_paths(ensemble: FlatEnsemble, n_features: int, max_table_entries: int) -> LeafPaths:
+def _leaf_paths(
+    ensemble: FlatEnsemble,
+    n_features: int,
+    max_table_entries: int,
+    player_of_feature: np.ndarray | None = None,
+) -> LeafPaths:
     n_leaves = int(np.sum(ensemble.left < 0))
     capacity = n_leaves * max(1, min(ensemble.max_depth, n_features))
     leaf_node = np.empty(n_leaves, dtype=np.int64)
@@ -227,7 +268,19 @@ def _leaf_paths(ensemble: FlatEnsemble, n_features: int, max_table_entries: int)
         lower,
         upper,
     )
-    tests = np.diff(start)
+    feature = np.ascontiguousarray(feature[:n_tests])
+    test_bit = np.empty(n_tests, dtype=np.int64)
+    if player_of_feature is None:
+        player_start, player_id = start, feature
+        test_bit[:] = np.arange(n_tests) - np.repeat(start[:-1], np.diff(start))
+    else:
+        player_start = np.empty(n_leaves + 1, dtype=np.int64)
+        player_id = np.empty(n_tests, dtype=np.int64)
+        n_entries = leaf_players(
+            start, feature, player_of_feature, test_bit, player_start, player_id
+        )
+        player_id = player_id[:n_entries]
+    tests = np.diff(player_start)  # the k of each leaf's game: its distinct players
     max_tests = int(tests.max()) if n_leaves else 0
     # Sizes in floats first: a deep leaf's 2^k would overflow an integer.
     table_entries = float(np.sum(np.where(tests > 0, 2.0**tests * tests, 0.0)))
@@ -238,9 +291,12 @@ def _leaf_paths(ensemble: FlatEnsemble, n_features: int, max_table_entries: int)
         table_start = None
     return LeafPaths(
         start=start,
-        feature=np.ascontiguousarray(feature[:n_tests]),
+        feature=feature,
         lower=np.ascontiguousarray(lower[:n_tests]),
         upper=np.ascontiguousarray(upper[:n_tests]),
+        test_bit=test_bit,
+        player_start=player_start,
+        player_id=player_id,
         leaf_values=np.ascontiguousarray(ensemble.node_values[leaf_node]),
         table_start=table_start,
         max_tests=max_tests,

@@ -200,3 +200,30 @@ def test_rejects_unsupported_and_unfitted_models():
     model = DecisionTreeRegressor(max_depth=2).fit(X, y)
     with pytest.raises(ValueError, match="X has 5 features; the model was fitted on 4"):
         tree_shapley(model, np.zeros((2, 5)), np.zeros((3, 5)))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: RandomForestRegressor(20, max_depth=5, random_state=0),
+        lambda: HistGradientBoostingClassifier(max_iter=20, max_depth=4, random_state=0),
+    ],
+)
+def test_grouped_values_match_the_group_game_by_brute_force(make):
+    X, y = _task(5, d=6, n_classes=None)
+    if isinstance(make(), HistGradientBoostingClassifier):
+        y = (y > np.median(y)).astype(int)
+    model = make().fit(X, y)
+    groups = [[0, 3], [1], [2, 4, 5]]
+    player_of_feature = np.array([0, 1, 2, 0, 2, 2])
+    prepared = TreeBackground(model, X[:25], player_of_feature=player_of_feature)
+    ours = prepared.values(X[100:104])
+    truth = brute_force_shapley(_output_method(model), X[100:104], X[:25], groups)
+    np.testing.assert_allclose(ours, truth, atol=1e-10)
+
+
+def test_grouped_values_need_the_tables():
+    X, y = _task(6)
+    model = DecisionTreeRegressor(random_state=0).fit(X, y)  # deep: no tables
+    with pytest.raises(ValueError, match="grouped TreeSHAP needs per-leaf tables"):
+        TreeBackground(model, X[:20], max_table_entries=10, player_of_feature=np.zeros(5, int))
