@@ -9,7 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from shapley_svc.estimator.groups import Players
 from shapley_svc.estimator.surrogates import (
+    DEFAULT_FIT_MEMORY_BYTES,
     ZOO,
     FittedSurrogate,
     fit_multinomial,
@@ -36,6 +38,10 @@ SURROGATE_FEATURES = ("oof_r2", "oof_r2_gap", "agreement", "log_unexplained_rati
 UNEXPLAINED_FLOOR = 1e-6
 PROBE_ROWS = 32
 SATURATION_MARGIN = 0.02
+# Context statistics look at a seeded sample at most this large: a d x d correlation over all
+# rows costs n * d^2 (minutes at n = 20,000, d = 4,096) and the statistics are already stable.
+STATISTICS_MAX_ROWS = 5_000
+STATISTICS_MAX_COLUMNS = 256
 
 
 @dataclass
@@ -76,30 +82,53 @@ class OutputContext:
     output_scale: float
 
     def surrogate_values(
-        self, Z: np.ndarray, background: np.ndarray, seed: int, shared: dict | None = None
+        self,
+        Z: np.ndarray,
+        background: np.ndarray,
+        seed: int,
+        shared: dict | None = None,
+        players: Players | None = None,
     ) -> np.ndarray:
-        """(len(ZOO), m, d) attributions of each member (zeros where absent).
+        """(len(ZOO), m, P) attributions of each member (zeros where absent); P = d when
+        ``players`` is None, else the number of groups.
 
         Pass the same ``shared`` dict for every output of one context and the same rows: members
         fitted to all outputs at once (multinomial) then compute their values once.
         """
         shared = {} if shared is None else shared
-        values = np.zeros((len(ZOO), Z.shape[0], Z.shape[1]))
+        n_players = Z.shape[1] if players is None else players.count
+        values = np.zeros((len(ZOO), Z.shape[0], n_players))
         for s, fitted in enumerate(self.surrogates):
             if fitted is not None:
-                values[s] = fitted.model.shapley_shared(Z, background, seed, shared)
+                values[s] = fitted.model.shapley_shared(Z, background, seed, shared, players)
         return values
 
 
-def _max_abs_correlation(Z: np.ndarray) -> float:
+def _statistics_sample(Z: np.ndarray, seed: int) -> np.ndarray:
+    """The rows the context statistics look at: all, or a seeded sample of them."""
+    if Z.shape[0] <= STATISTICS_MAX_ROWS:
+        return Z
+    rng = np.random.default_rng(seed)
+    return Z[np.sort(rng.choice(Z.shape[0], size=STATISTICS_MAX_ROWS, replace=False))]
+
+
+def _max_abs_correlation(Z: np.ndarray, seed: int) -> float:
+    """Mean over columns of each column's largest |r| with another (a seeded sample of
+    ``STATISTICS_MAX_COLUMNS`` columns against all, when wider)."""
     if Z.shape[1] < 2:
         return 0.0
-    varying = Z.std(axis=0) > 1e-12
-    if varying.sum() < 2:
+    varying = np.flatnonzero(Z.std(axis=0) > 1e-12)
+    if varying.size < 2:
         return 0.0
-    correlation = np.corrcoef(Z[:, varying], rowvar=False)
-    np.fill_diagonal(correlation, 0.0)
-    return float(np.mean(np.max(np.abs(correlation), axis=0)))
+    centred = Z[:, varying] - Z[:, varying].mean(axis=0)
+    centred /= np.sqrt((centred**2).sum(axis=0))
+    probed = np.arange(varying.size)
+    if varying.size > STATISTICS_MAX_COLUMNS:
+        rng = np.random.default_rng(seed)
+        probed = np.sort(rng.choice(varying.size, size=STATISTICS_MAX_COLUMNS, replace=False))
+    correlation = np.abs(centred[:, probed].T @ centred)
+    correlation[np.arange(probed.size), probed] = 0.0
+    return float(np.mean(np.max(correlation, axis=1)))
 
 
 def _agreement(values: np.ndarray, available: np.ndarray) -> np.ndarray:
@@ -125,6 +154,8 @@ def fit_output_contexts(
     background: np.ndarray,
     seed: int,
     should_stop: Callable[[], bool] | None = None,
+    players: Players | None = None,
+    memory_bytes: int = DEFAULT_FIT_MEMORY_BYTES,
 ) -> list[OutputContext | None]:
     """Fit the zoo to every output column and compute the combiner's features.
 
@@ -140,6 +171,9 @@ def fit_output_contexts(
     seed : seeds every surrogate and the probe rows.
     should_stop : polled before each surrogate refit; when it returns True the fit raises
         ``FitCancelled``.
+    players : the groups explained (None: one player per column); the members' agreement is
+        measured on the values of these players.
+    memory_bytes : what one surrogate's design may hold; larger fits use a row subsample.
 
     Returns
     -------
@@ -151,12 +185,21 @@ def fit_output_contexts(
     if multiclass:
         for kind in ZOO:
             if kind.probability_only:
-                fits = fit_multinomial(kind, Z, outputs, seed, should_stop)
+                fits = fit_multinomial(kind, Z, outputs, seed, should_stop, memory_bytes)
                 for k, fitted in enumerate(fits):
                     shared_fits[k][kind.name] = fitted
     return [
         fit_output_context(
-            X, Z, outputs[:, k], background, seed, shared_fits[k], multiclass, should_stop
+            X,
+            Z,
+            outputs[:, k],
+            background,
+            seed,
+            shared_fits[k],
+            multiclass,
+            should_stop,
+            players,
+            memory_bytes,
         )
         if varying[k]
         else None
@@ -173,6 +216,8 @@ def fit_output_context(
     fitted: dict[str, FittedSurrogate] | None = None,
     class_probabilities: bool = False,
     should_stop: Callable[[], bool] | None = None,
+    players: Players | None = None,
+    memory_bytes: int = DEFAULT_FIT_MEMORY_BYTES,
 ) -> OutputContext:
     """Fit the zoo to one output column and compute the combiner's features.
 
@@ -184,7 +229,9 @@ def fit_output_context(
     is_probability = bool(output.min() >= 0.0 and output.max() <= 1.0)
     available = np.array([is_probability or not kind.probability_only for kind in ZOO])
     surrogates: list[FittedSurrogate | None] = [
-        (fitted.get(kind.name) or fit_surrogate(kind, Z, output, seed, should_stop)) if ok else None
+        (fitted.get(kind.name) or fit_surrogate(kind, Z, output, seed, should_stop, memory_bytes))
+        if ok
+        else None
         for kind, ok in zip(ZOO, available, strict=True)
     ]
     oof = np.array([s.oof_r2 if s is not None else 0.0 for s in surrogates])
@@ -196,13 +243,14 @@ def fit_output_context(
     context = OutputContext(
         surrogates, np.empty(0), np.empty(0), available, float(output[background].mean()), 1.0
     )
-    probe_values = context.surrogate_values(Z[probe], Z[background], seed)
+    probe_values = context.surrogate_values(Z[probe], Z[background], seed, None, players)
     agreement = _agreement(probe_values, available)
 
     names = [kind.name for kind in ZOO]
     smooth = [names.index(n) for n in ("spline", "logistic_spline") if available[names.index(n)]]
     trees = [names.index(n) for n in ("boosted_trees", "forest")]
-    discrete = np.mean([np.unique(X[:, j]).size <= 10 for j in range(X.shape[1])])
+    sample = _statistics_sample(X, seed)
+    discrete = np.mean([np.unique(sample[:, j]).size <= 10 for j in range(X.shape[1])])
     saturation = (
         float(np.mean((output < SATURATION_MARGIN) | (output > 1 - SATURATION_MARGIN)))
         if is_probability
@@ -215,7 +263,7 @@ def fit_output_context(
             saturation,
             np.log10(X.shape[0]),
             np.log10(X.shape[1]),
-            _max_abs_correlation(Z),
+            _max_abs_correlation(_statistics_sample(Z, seed), seed),
             float(discrete),
             best,
             oof[names.index("ridge")],

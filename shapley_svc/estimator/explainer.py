@@ -22,6 +22,7 @@ from shapley_svc.estimator.context import (
     Standardiser,
     fit_output_contexts,
 )
+from shapley_svc.estimator.groups import parse_groups
 from shapley_svc.estimator.surrogates import ZOO
 from shapley_svc.reference._validation import as_float_matrix
 
@@ -31,6 +32,10 @@ DEFAULT_BACKGROUND_ROWS = 100
 # team member to be scheduled (single-row explain: 3 ms alone against 7.7 ms in parallel).
 PARALLEL_MIN_ROWS = 64
 MAX_RANDOM_STATE = 2**32
+# Working memory of one fit or explain call beyond the caller's own arrays: one surrogate's
+# design matrix while fitting, one slice of query rows' attributions while explaining.
+DEFAULT_MEMORY_BYTES = 1 << 30
+MIN_MEMORY_BYTES = 16 << 20
 _ARTIFACTS: dict[str, Artifact] = {}
 
 
@@ -63,10 +68,11 @@ class Explanation:
 
     Attributes
     ----------
-    values : (m, d) for a single output, (m, d, K) for K outputs.
+    values : (m, P) for a single output, (m, P, K) for K outputs; P is d, or the number of
+        groups when the explainer was fitted with ``groups``.
     base_values : (m,) or (m, K): the mean prediction over the background rows.
     uncertainty : same shape as ``values``: the standard deviation of each estimate.
-    feature_names : d names.
+    feature_names : the P names of the players: the features, or the groups.
     diagnostics : per output, each surrogate's out-of-fold R^2 and weight and the predicted
         fidelity (expected Pearson r against the true values); the artifact's version.
     predictions : the ``predictions_query`` given, or None; when given,
@@ -133,11 +139,20 @@ class ZeroShotExplainer:
     random_state : int in [0, 2**32), seeds the background sample, the surrogates and their
         sampling.
     artifact : path of the meta-learned artifact's manifest (default: the shipped one).
+    working_memory_bytes : working memory of one call beyond the caller's arrays (at least 16 MiB;
+        default 1 GiB). A surrogate whose design matrix would not fit is fitted on a seeded
+        subsample of the rows; ``explain`` works through the query rows in slices that fit.
     """
 
-    def __init__(self, random_state: int = 0, artifact: str | None = None):
+    def __init__(
+        self,
+        random_state: int = 0,
+        artifact: str | None = None,
+        working_memory_bytes: int = DEFAULT_MEMORY_BYTES,
+    ):
         self.random_state = random_state
         self.artifact = artifact
+        self.working_memory_bytes = working_memory_bytes
 
     def fit(
         self,
@@ -146,6 +161,7 @@ class ZeroShotExplainer:
         background=None,
         feature_names: Sequence[str] | None = None,
         *,
+        groups=None,
         should_stop: Callable[[], bool] | None = None,
     ) -> "ZeroShotExplainer":
         """Fit to a context.
@@ -157,10 +173,23 @@ class ZeroShotExplainer:
         background : None for a seeded sample of min(n, 100) rows of X, or 1-D int indices into
             X of the rows that stand in for absent features.
         feature_names : d distinct names (default x0, x1, ...).
+        groups : None for one attribution per feature, or a partition of the d columns into
+            named groups (``{"name": [column indices], ...}`` or a list of (name, indices)
+            pairs): ``explain`` then answers one value per group, the Shapley values of the game
+            whose players are the groups, with efficiency exact over the groups.
         should_stop : optional; polled between surrogate fits (at most about a second apart at
             n = 2,000, d = 20). When it returns True, ``fit`` raises ``FitCancelled`` and the
             explainer keeps its previous state.
         """
+        if (
+            not isinstance(self.working_memory_bytes, int | np.integer)
+            or isinstance(self.working_memory_bytes, bool)
+            or self.working_memory_bytes < MIN_MEMORY_BYTES
+        ):
+            raise ValueError(
+                f"working_memory_bytes must be an int of at least {MIN_MEMORY_BYTES} (16 MiB); "
+                f"got {self.working_memory_bytes!r}"
+            )
         if (
             not isinstance(self.random_state, int | np.integer)
             or not 0 <= self.random_state < MAX_RANDOM_STATE
@@ -181,6 +210,7 @@ class ZeroShotExplainer:
             )
         background_indices = self._background_indices(background, n)
         names = self._feature_names(feature_names, d)
+        players = None if groups is None else parse_groups(groups, d)
         artifact = _artifact(self.artifact or DEFAULT_ARTIFACT)
         standardiser = Standardiser.fit(rows)
         Z = standardiser.transform(rows)
@@ -194,13 +224,21 @@ class ZeroShotExplainer:
             threadpool_limits(1, user_api="openmp"),
         ):
             contexts: list[OutputContext] = fit_output_contexts(
-                rows, Z, outputs, background_indices, seed, should_stop
+                rows,
+                Z,
+                outputs,
+                background_indices,
+                seed,
+                should_stop,
+                players,
+                int(self.working_memory_bytes),
             )
         params = artifact.parameters
         weights = [gate_weights(context, params) for context in contexts]
         # Attributes are set only now, so a refused or cancelled fit leaves the previous state.
         self.background_ = background_indices
         self.feature_names_ = names
+        self.players_ = players
         self.artifact_ = artifact
         self.single_output_ = np.ndim(predictions) == 1
         self.n_rows_ = n
@@ -210,7 +248,10 @@ class ZeroShotExplainer:
         self.background_rows_ = Z[background_indices]
         self.contexts_ = contexts
         self.weights_ = weights
-        self.uncertainty_terms_ = [uncertainty_terms(context, params, d) for context in contexts]
+        n_players = d if players is None else players.count
+        self.uncertainty_terms_ = [
+            uncertainty_terms(context, params, n_players) for context in contexts
+        ]
         self.diagnostics_ = {
             "artifact": artifact.version,
             "outputs": [
@@ -269,6 +310,21 @@ class ZeroShotExplainer:
             raise ValueError("feature_names must be distinct")
         return names
 
+    @property
+    def player_names_(self) -> list[str]:
+        """The names of what ``explain`` attributes to: the groups, or else the features."""
+        return list(self.feature_names_ if self.players_ is None else self.players_.names)
+
+    def rows_per_slice(self) -> int:
+        """How many query rows ``explain`` works on at once within ``working_memory_bytes``."""
+        if not hasattr(self, "contexts_"):
+            raise NotFittedError("this ZeroShotExplainer is not fitted yet: call fit first")
+        n_players = len(self.player_names_)
+        # Per row: every member's values, the combined values and their spread, per output,
+        # and the widest basis a surrogate expands the row into.
+        per_row = 8 * (n_players * self.n_outputs_ * (len(ZOO) + 4) + 16 * self.n_features_in_)
+        return max(1, int(self.working_memory_bytes) // 2 // per_row)
+
     def explain(self, X_query, predictions_query=None) -> Explanation:
         """Estimated SHAP values of the query rows (exactly efficient when predictions given).
 
@@ -280,26 +336,25 @@ class ZeroShotExplainer:
         if not hasattr(self, "contexts_"):
             raise NotFittedError("this ZeroShotExplainer is not fitted yet: call fit first")
         rows = _finite_matrix("X_query", X_query, self.n_features_in_)
-        m, d = rows.shape
+        m = rows.shape[0]
         outputs = None
         if predictions_query is not None:
             outputs = _outputs("predictions_query", predictions_query, m, self.n_outputs_)
-        Z = self.standardiser_.transform(rows)
-        values = np.empty((m, d, self.n_outputs_))
-        uncertainty = np.empty((m, d, self.n_outputs_))
+        n_players = len(self.player_names_)
+        values = np.empty((m, n_players, self.n_outputs_))
+        uncertainty = np.empty((m, n_players, self.n_outputs_))
         base_values = np.empty((m, self.n_outputs_))
+        step = self.rows_per_slice()
         with _kernel_threads(m):
-            shared: dict = {}
-            for k, context in enumerate(self.contexts_):
-                surrogate_values = context.surrogate_values(
-                    Z, self.background_rows_, int(self.random_state), shared
+            for first in range(0, m, step):
+                part = slice(first, min(m, first + step))
+                self._explain_slice(
+                    rows[part],
+                    None if outputs is None else outputs[part],
+                    values[part],
+                    uncertainty[part],
+                    base_values[part],
                 )
-                spread_scale, floor = self.uncertainty_terms_[k]
-                targets = None if outputs is None else outputs[:, k] - context.base_value
-                values[:, :, k], uncertainty[:, :, k] = combine(
-                    surrogate_values, self.weights_[k], spread_scale, floor, targets
-                )
-                base_values[:, k] = context.base_value
         if self.single_output_:
             values, uncertainty, base_values = (
                 values[:, :, 0],
@@ -308,5 +363,20 @@ class ZeroShotExplainer:
             )
             outputs = None if outputs is None else outputs[:, 0]
         return Explanation(
-            values, base_values, uncertainty, list(self.feature_names_), self.diagnostics_, outputs
+            values, base_values, uncertainty, self.player_names_, self.diagnostics_, outputs
         )
+
+    def _explain_slice(self, rows, outputs, values, uncertainty, base_values) -> None:
+        """Fill ``values``, ``uncertainty`` (m, P, K) and ``base_values`` (m, K) for ``rows``."""
+        Z = self.standardiser_.transform(rows)
+        shared: dict = {}
+        for k, context in enumerate(self.contexts_):
+            surrogate_values = context.surrogate_values(
+                Z, self.background_rows_, int(self.random_state), shared, self.players_
+            )
+            spread_scale, floor = self.uncertainty_terms_[k]
+            targets = None if outputs is None else outputs[:, k] - context.base_value
+            values[:, :, k], uncertainty[:, :, k] = combine(
+                surrogate_values, self.weights_[k], spread_scale, floor, targets
+            )
+            base_values[:, k] = context.base_value

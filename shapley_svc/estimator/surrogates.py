@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from sklearn.ensemble import ExtraTreesRegressor, HistGradientBoostingRegressor
-from sklearn.linear_model import LogisticRegression, Ridge, RidgeCV
+from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import KFold
 
+from shapley_svc.estimator.groups import Players
 from shapley_svc.kernels.enumeration import shapley_from_coalition_values
 from shapley_svc.kernels.link_additive import (
     sigmoid_additive_rescaled,
@@ -37,6 +38,16 @@ LOGISTIC_EXACT_FEATURES = 6
 # From this many rows, fit quality is measured on one held-out third instead of three folds:
 # a third of 900 rows already pins R^2 down, and it saves two refits of every surrogate.
 HOLDOUT_MIN_ROWS = 900
+# Wide inputs (embeddings): splines on at most this many columns, linear terms on the rest. A
+# full basis at d = 1,024 has 8,192 columns, whose fit costs minutes; embedding models are
+# mostly smooth along directions that a linear term per column already follows.
+SPLINE_MAX_FEATURES = 64
+# The forest tries at most this many columns per split (half of them below 2x this): at d = 1,024
+# half the columns per split made the forest 9x slower to fit than at 64.
+FOREST_MAX_SPLIT_FEATURES = 64
+# Bytes a fit may use for its design matrix and the solver's copies of it; beyond it the
+# surrogate is fitted on a seeded subsample of the rows (see ``rows_within_budget``).
+DEFAULT_FIT_MEMORY_BYTES = 1 << 30
 
 
 class Surrogate:
@@ -51,22 +62,34 @@ class Surrogate:
     def predict(self, Z: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def shapley(self, Z: np.ndarray, background: np.ndarray, seed: int) -> np.ndarray:
-        """(m, d) interventional Shapley values of the surrogate's own output."""
+    def shapley(
+        self, Z: np.ndarray, background: np.ndarray, seed: int, players: Players | None = None
+    ) -> np.ndarray:
+        """(m, P) interventional Shapley values of the surrogate's own output.
+
+        ``players`` None: one player per column (P = d); otherwise the game whose players are
+        these groups of columns (P groups).
+        """
         raise NotImplementedError
 
     def shapley_shared(
-        self, Z: np.ndarray, background: np.ndarray, seed: int, shared: dict
+        self,
+        Z: np.ndarray,
+        background: np.ndarray,
+        seed: int,
+        shared: dict,
+        players: Players | None = None,
     ) -> np.ndarray:
         """``shapley``, for surrogates that share work across outputs through ``shared``."""
-        return self.shapley(Z, background, seed)
+        return self.shapley(Z, background, seed, players)
 
-    def _for_background(self, background: np.ndarray, prepare):
-        """``prepare(background)``, computed once per background: explain calls repeat it."""
+    def _for_background(self, background: np.ndarray, players: Players | None, prepare):
+        """``prepare(background)``, computed once per background and players: explain calls
+        repeat it."""
         cached = getattr(self, "_background_cache", None)
-        if cached is None or not np.array_equal(cached[0], background):
-            cached = self._background_cache = (background.copy(), prepare(background))
-        return cached[1]
+        if cached is None or cached[1] is not players or not np.array_equal(cached[0], background):
+            cached = self._background_cache = (background.copy(), players, prepare(background))
+        return cached[2]
 
 
 class UniformCubicSplines:
@@ -126,14 +149,104 @@ class UniformCubicSplines:
         return basis.reshape(m, d * n_splines)
 
 
-def _spline_basis(Z: np.ndarray) -> UniformCubicSplines:
-    return UniformCubicSplines(SPLINE_KNOTS).fit(Z)
+class AdditiveBasis:
+    """Cubic splines on up to ``SPLINE_MAX_FEATURES`` columns, a linear term on each other one.
+
+    With more columns than that, the splines go to the columns most associated with the target
+    (linearly or through its square, so that a symmetric effect is not missed) and the basis
+    stays about ``d + 512`` columns wide. Columns: the spline blocks first, then the linear ones.
+    """
+
+    def fit(self, Z: np.ndarray, target: np.ndarray) -> "AdditiveBasis":
+        d = Z.shape[1]
+        if d <= SPLINE_MAX_FEATURES:
+            spline_columns = np.arange(d)
+        else:
+            centred = target - target.mean()
+            scores = np.abs(_correlations(Z, centred)) + np.abs(_correlations(Z**2, centred))
+            spline_columns = np.sort(np.argsort(-scores, kind="stable")[:SPLINE_MAX_FEATURES])
+        self.spline_columns_ = spline_columns
+        self.linear_columns_ = np.setdiff1d(np.arange(d), spline_columns)
+        self.splines_ = UniformCubicSplines(SPLINE_KNOTS).fit(Z[:, spline_columns])
+        return self
+
+    def transform(self, Z: np.ndarray) -> np.ndarray:
+        splines = self.splines_.transform(Z[:, self.spline_columns_])
+        if self.linear_columns_.size == 0:
+            return splines
+        return np.hstack([splines, Z[:, self.linear_columns_]])
+
+    def terms(self, Z: np.ndarray, coef: np.ndarray) -> np.ndarray:
+        """Each column's additive term: (m, d) for coef (p,), (m, d, K) for coef (K, p)."""
+        coef = np.atleast_2d(coef)
+        n_classes = coef.shape[0]
+        m, d = Z.shape
+        n_spline_columns = self.spline_columns_.size
+        n_spline_coef = n_spline_columns * self.splines_.n_splines
+        terms = np.empty((m, d, n_classes))
+        spline_basis = self.splines_.transform(Z[:, self.spline_columns_])
+        terms[:, self.spline_columns_] = np.einsum(
+            "mdb,kdb->mdk",
+            spline_basis.reshape(m, n_spline_columns, -1),
+            coef[:, :n_spline_coef].reshape(n_classes, n_spline_columns, -1),
+        )
+        terms[:, self.linear_columns_] = (
+            Z[:, self.linear_columns_, None] * coef[:, n_spline_coef:].T[None]
+        )
+        return terms[:, :, 0] if n_classes == 1 else terms
 
 
-def _per_feature_terms(basis: np.ndarray, coef: np.ndarray, d: int) -> np.ndarray:
-    """(m, d) contribution of each feature's block of basis columns."""
-    m = basis.shape[0]
-    return np.einsum("mdb,db->md", basis.reshape(m, d, -1), coef.reshape(d, -1))
+def _correlations(Z: np.ndarray, centred_target: np.ndarray) -> np.ndarray:
+    """Pearson r of each column with the (centred) target; 0 for constant columns."""
+    centred = Z - Z.mean(axis=0)
+    spread = np.sqrt((centred**2).sum(axis=0) * (centred_target @ centred_target))
+    return np.divide(centred_target @ centred, spread, out=np.zeros(Z.shape[1]), where=spread > 0)
+
+
+class LinearFit:
+    """Least squares with an unpenalised intercept and a ridge penalty chosen by exact
+    leave-one-out error over ``RIDGE_ALPHAS`` (generalised cross-validation).
+
+    The fit goes through the eigendecomposition of the smaller Gram matrix (p x p, or n x n when
+    there are fewer rows than columns), which costs one matrix product and one symmetric
+    eigensolve: at n = 10,000 and p = 1,024 about a tenth of a full SVD.
+    """
+
+    def fit(self, design: np.ndarray, target: np.ndarray) -> "LinearFit":
+        mean_x, mean_y = design.mean(axis=0), float(target.mean())
+        centred = design - mean_x
+        y = target - mean_y
+        n, p = centred.shape
+        if n >= p:
+            eigenvalues, vectors = np.linalg.eigh(centred.T @ centred)
+        else:
+            eigenvalues, vectors = np.linalg.eigh(centred @ centred.T)
+        keep = eigenvalues > max(eigenvalues.max(), 0.0) * 1e-12
+        eigenvalues, vectors = eigenvalues[keep], vectors[:, keep]
+        singular = np.sqrt(eigenvalues)
+        # Left singular vectors U (n x r) of the centred design.
+        left = centred @ vectors / singular if n >= p else vectors
+        projected = left.T @ y
+        leverage_basis = left**2
+        best_error, best_alpha = np.inf, float(RIDGE_ALPHAS[0])
+        for alpha in RIDGE_ALPHAS:
+            shrink = eigenvalues / (eigenvalues + alpha)
+            residual = y - left @ (shrink * projected)
+            leverage = 1.0 / n + leverage_basis @ shrink
+            error = float(np.mean((residual / (1.0 - leverage)) ** 2))
+            if error < best_error:
+                best_error, best_alpha = error, float(alpha)
+        weights = projected * singular / (eigenvalues + best_alpha)
+        if n >= p:
+            self.coef_ = vectors @ weights
+        else:
+            self.coef_ = centred.T @ (left @ (weights / singular))
+        self.intercept_ = mean_y - float(mean_x @ self.coef_)
+        self.alpha_ = best_alpha
+        return self
+
+    def predict(self, design: np.ndarray) -> np.ndarray:
+        return design @ self.coef_ + self.intercept_
 
 
 class RidgeSurrogate(Surrogate):
@@ -144,7 +257,7 @@ class RidgeSurrogate(Surrogate):
 
     def fit(self, Z, target, seed):
         if self.strength is None:
-            self.model_ = RidgeCV(alphas=RIDGE_ALPHAS).fit(Z, target)
+            self.model_ = LinearFit().fit(Z, target)
         else:
             self.model_ = Ridge(alpha=self.strength * Z.shape[0]).fit(Z, target)
         return self
@@ -152,29 +265,32 @@ class RidgeSurrogate(Surrogate):
     def predict(self, Z):
         return self.model_.predict(Z)
 
-    def shapley(self, Z, background, seed):
-        return linear_shapley(self.model_.coef_, self.model_.intercept_, Z, background).values
+    def shapley(self, Z, background, seed, players=None):
+        values = linear_shapley(self.model_.coef_, self.model_.intercept_, Z, background).values
+        return values if players is None else players.sum_columns(values)
 
 
 class SplineSurrogate(Surrogate):
-    """A sum of one cubic spline per feature: phi_j = g_j(x_j) - mean_z g_j(z_j)."""
+    """A sum of one cubic spline per feature (see ``AdditiveBasis`` for wide inputs):
+    phi_j = g_j(x_j) - mean_z g_j(z_j), and a group's value is the sum of its members'."""
 
     def fit(self, Z, target, seed):
-        self.splines_ = _spline_basis(Z)
-        self.model_ = RidgeCV(alphas=RIDGE_ALPHAS).fit(self.splines_.transform(Z), target)
+        self.basis_ = AdditiveBasis().fit(Z, target)
+        self.model_ = LinearFit().fit(self.basis_.transform(Z), target)
         return self
 
     def predict(self, Z):
-        return self.model_.predict(self.splines_.transform(Z))
+        return self.model_.predict(self.basis_.transform(Z))
 
-    def _terms(self, Z):
-        return _per_feature_terms(self.splines_.transform(Z), self.model_.coef_, Z.shape[1])
+    def _terms(self, Z, players):
+        terms = self.basis_.terms(Z, self.model_.coef_)
+        return terms if players is None else players.sum_columns(terms)
 
-    def shapley(self, Z, background, seed):
+    def shapley(self, Z, background, seed, players=None):
         background_mean = self._for_background(
-            background, lambda rows: self._terms(rows).mean(axis=0)
+            background, players, lambda rows: self._terms(rows, players).mean(axis=0)
         )
-        return self._terms(Z) - background_mean
+        return self._terms(Z, players) - background_mean
 
 
 class SoftLogisticSurrogate(Surrogate):
@@ -190,10 +306,10 @@ class SoftLogisticSurrogate(Surrogate):
         self.splines = splines
 
     def _basis(self, Z):
-        return self.splines_.transform(Z) if self.splines else Z
+        return self.basis_.transform(Z) if self.splines else Z
 
     def fit(self, Z, target, seed):
-        self.splines_ = _spline_basis(Z) if self.splines else None
+        self.basis_ = AdditiveBasis().fit(Z, target) if self.splines else None
         basis = self._basis(Z)
         n = Z.shape[0]
         self.model_ = LogisticRegression(C=1.0 / (self.strength * n), max_iter=2000).fit(
@@ -203,19 +319,25 @@ class SoftLogisticSurrogate(Surrogate):
         )
         return self
 
-    def _terms(self, Z):
-        return _per_feature_terms(self._basis(Z), self.model_.coef_[0], Z.shape[1])
+    def _terms(self, Z, players):
+        coef = self.model_.coef_[0]
+        terms = self.basis_.terms(Z, coef) if self.splines else Z * coef
+        if players is not None:
+            terms = players.sum_columns(terms)
+        return np.ascontiguousarray(terms)
 
     def predict(self, Z):
         return self.model_.predict_proba(self._basis(Z))[:, 1]
 
-    def shapley(self, Z, background, seed):
-        row_terms = np.ascontiguousarray(self._terms(Z))
+    def shapley(self, Z, background, seed, players=None):
+        # A group's term is the sum of its members': the surrogate is additive in groups too,
+        # so the same closed forms give the group game's values.
+        row_terms = self._terms(Z, players)
         background_terms = self._for_background(
-            background, lambda rows: np.ascontiguousarray(self._terms(rows))
+            background, players, lambda rows: self._terms(rows, players)
         )
         offset = float(self.model_.intercept_[0])
-        if Z.shape[1] <= LOGISTIC_EXACT_FEATURES:
+        if row_terms.shape[1] <= LOGISTIC_EXACT_FEATURES:
             return logistic_additive_shapley(row_terms, background_terms, offset).values
         values = np.empty(row_terms.shape)
         sigmoid_additive_rescaled(row_terms, background_terms, offset, values)
@@ -236,10 +358,12 @@ class SoftMultinomialSurrogate(Surrogate):
         self.splines = splines
 
     def _basis(self, Z):
-        return self.splines_.transform(Z) if self.splines else Z
+        return self.basis_.transform(Z) if self.splines else Z
 
     def fit(self, Z: np.ndarray, targets: np.ndarray, seed: int) -> "SoftMultinomialSurrogate":
-        self.splines_ = _spline_basis(Z) if self.splines else None
+        # Splines go where the classes' probabilities vary most with a column: the screen sees
+        # the spread of the probabilities around the row's most likely class.
+        self.basis_ = AdditiveBasis().fit(Z, targets.max(axis=1)) if self.splines else None
         basis = self._basis(Z)
         n, n_classes = targets.shape
         self.model_ = LogisticRegression(C=1.0 / (self.strength * n), max_iter=2000).fit(
@@ -253,17 +377,24 @@ class SoftMultinomialSurrogate(Surrogate):
         """(m, K) class probabilities."""
         return self.model_.predict_proba(self._basis(Z))
 
-    def _terms(self, Z):
-        m, d = Z.shape
-        n_classes = self.model_.coef_.shape[0]
-        basis = self._basis(Z).reshape(m, d, -1)
-        coef = self.model_.coef_.reshape(n_classes, d, -1)
-        return np.ascontiguousarray(np.einsum("mdb,kdb->mdk", basis, coef))
+    def _terms(self, Z, players):
+        coef = self.model_.coef_
+        if self.splines:
+            terms = self.basis_.terms(Z, coef)
+        else:
+            terms = Z[:, :, None] * coef.T[None]
+        if players is not None:
+            terms = players.sum_columns(terms)
+        return np.ascontiguousarray(terms)
 
-    def shapley(self, Z: np.ndarray, background: np.ndarray, seed: int) -> np.ndarray:
-        """(m, d, K) interventional Shapley values of every class's probability."""
-        row_terms = self._terms(Z)
-        background_terms = self._for_background(background, self._terms)
+    def shapley(
+        self, Z: np.ndarray, background: np.ndarray, seed: int, players: Players | None = None
+    ) -> np.ndarray:
+        """(m, P, K) interventional Shapley values of every class's probability."""
+        row_terms = self._terms(Z, players)
+        background_terms = self._for_background(
+            background, players, lambda rows: self._terms(rows, players)
+        )
         offset = np.ascontiguousarray(self.model_.intercept_, dtype=np.float64)
         m, d, n_classes = row_terms.shape
         values = np.empty((m, d, n_classes))
@@ -286,14 +417,14 @@ class ClassView(Surrogate):
     def predict(self, Z):
         return self.parent.predict(Z)[:, self.output]
 
-    def shapley(self, Z, background, seed):
-        return self.parent.shapley(Z, background, seed)[:, :, self.output]
+    def shapley(self, Z, background, seed, players=None):
+        return self.parent.shapley(Z, background, seed, players)[:, :, self.output]
 
-    def shapley_shared(self, Z, background, seed, shared):
+    def shapley_shared(self, Z, background, seed, shared, players=None):
         """All classes are computed once per call and shared through ``shared``."""
         key = id(self.parent)
         if key not in shared:
-            shared[key] = self.parent.shapley(Z, background, seed)
+            shared[key] = self.parent.shapley(Z, background, seed, players)
         return shared[key][:, :, self.output]
 
 
@@ -308,8 +439,13 @@ class _TreeSurrogate(Surrogate):
     def predict(self, Z):
         return self.model_.predict(Z)
 
-    def shapley(self, Z, background, seed):
-        prepared = self._for_background(background, lambda rows: TreeBackground(self.model_, rows))
+    def shapley(self, Z, background, seed, players=None):
+        of_feature = None if players is None else players.of_feature
+        prepared = self._for_background(
+            background,
+            players,
+            lambda rows: TreeBackground(self.model_, rows, player_of_feature=of_feature),
+        )
         return prepared.values(Z)[:, :, 0]
 
 
@@ -343,7 +479,7 @@ class ForestSurrogate(_TreeSurrogate):
             n_estimators=64,
             max_depth=TREE_MAX_DEPTH,
             min_samples_leaf=2,
-            max_features=0.5,
+            max_features=min(0.5, FOREST_MAX_SPLIT_FEATURES / Z.shape[1]),
             random_state=seed,
             n_jobs=None,  # the caller's joblib configuration decides (the explainer: all cores)
         ).fit(Z, target)
@@ -424,6 +560,46 @@ def _check(should_stop: Callable[[], bool] | None) -> None:
         raise FitCancelled("the fit was cancelled")
 
 
+def design_bytes_per_row(kind: SurrogateKind, n_features: int, n_outputs: int = 1) -> int:
+    """Bytes a fit of ``kind`` holds per context row: its design matrix and the solver's copies.
+
+    Linear fits keep the design, its centred copy and the singular vectors; logistic fits see
+    every row twice (soft labels), and a multinomial fit once per class; trees keep a float32
+    or binned copy.
+    """
+    spline_width = min(n_features, SPLINE_MAX_FEATURES) * (SPLINE_KNOTS + DEGREE - 1)
+    basis_width = spline_width + max(n_features - SPLINE_MAX_FEATURES, 0)
+    width = basis_width if kind.name in ("spline", "logistic_spline") else n_features
+    if kind.name in ("boosted_trees", "forest"):
+        return 8 * n_features
+    copies = 3 * (2 if n_outputs == 1 else n_outputs) if kind.probability_only else 3
+    return 8 * width * copies
+
+
+def rows_within_budget(
+    kind: SurrogateKind, n_rows: int, n_features: int, memory_bytes: int, n_outputs: int = 1
+) -> int:
+    """How many context rows a fit of ``kind`` may use within ``memory_bytes`` (at least 50)."""
+    per_row = design_bytes_per_row(kind, n_features, n_outputs)
+    return int(min(n_rows, max(50, memory_bytes // per_row)))
+
+
+def _rows_for_fit(
+    kind: SurrogateKind,
+    Z: np.ndarray,
+    targets: np.ndarray,
+    seed: int,
+    memory_bytes: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """All rows, or a seeded subsample when the fit's design would exceed ``memory_bytes``."""
+    n_outputs = 1 if targets.ndim == 1 else targets.shape[1]
+    keep = rows_within_budget(kind, Z.shape[0], Z.shape[1], memory_bytes, n_outputs)
+    if keep >= Z.shape[0]:
+        return Z, targets
+    chosen = np.sort(np.random.default_rng(seed).choice(Z.shape[0], size=keep, replace=False))
+    return Z[chosen], targets[chosen]
+
+
 def _fit_out_of_fold(
     make: Callable[[], Surrogate],
     Z: np.ndarray,
@@ -450,11 +626,14 @@ def fit_surrogate(
     target: np.ndarray,
     seed: int,
     should_stop: Callable[[], bool] | None = None,
+    memory_bytes: int = DEFAULT_FIT_MEMORY_BYTES,
 ) -> FittedSurrogate:
     """Fit on all rows, and measure R^2 on rows each refit did not see.
 
-    ``should_stop`` is polled before each refit; True raises ``FitCancelled``.
+    ``should_stop`` is polled before each refit; True raises ``FitCancelled``. When the fit's
+    design would exceed ``memory_bytes`` it uses a seeded subsample of the rows instead.
     """
+    Z, target = _rows_for_fit(kind, Z, target, seed, memory_bytes)
     model, tested, predicted = _fit_out_of_fold(kind.make, Z, target, seed, should_stop)
     return FittedSurrogate(kind, model, _r2(target[tested], predicted))
 
@@ -474,8 +653,10 @@ def fit_multinomial(
     outputs: np.ndarray,
     seed: int,
     should_stop: Callable[[], bool] | None = None,
+    memory_bytes: int = DEFAULT_FIT_MEMORY_BYTES,
 ) -> list[FittedSurrogate]:
     """A logistic kind fitted once to all K class probabilities; one view per class."""
+    Z, outputs = _rows_for_fit(kind, Z, outputs, seed, memory_bytes)
     model, tested, predicted = _fit_out_of_fold(
         _MULTINOMIAL_FACTORIES[kind.name], Z, outputs, seed, should_stop
     )
