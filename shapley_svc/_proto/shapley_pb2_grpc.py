@@ -44,6 +44,11 @@ class ShapleyStub:
                 request_serializer=shapley_dot_v1_dot_shapley__pb2.CreateContextRequest.SerializeToString,
                 response_deserializer=shapley_dot_v1_dot_shapley__pb2.CreateContextResponse.FromString,
                 _registered_method=True)
+        self.CreateContextStream = channel.stream_unary(
+                '/shapley.v1.Shapley/CreateContextStream',
+                request_serializer=shapley_dot_v1_dot_shapley__pb2.CreateContextRequest.SerializeToString,
+                response_deserializer=shapley_dot_v1_dot_shapley__pb2.CreateContextResponse.FromString,
+                _registered_method=True)
         self.Explain = channel.unary_unary(
                 '/shapley.v1.Shapley/Explain',
                 request_serializer=shapley_dot_v1_dot_shapley__pb2.ExplainRequest.SerializeToString,
@@ -85,6 +90,15 @@ class ShapleyServicer:
 
     def CreateContext(self, request, context):
         """Fit a context (or find it already held) and return its id and diagnostics.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateContextStream(self, request_iterator, context):
+        """CreateContext for a context larger than one message: its rows (and their predictions)
+        arrive in blocks, in order; the context is fitted once the client closes the stream. The
+        id is the same as CreateContext would give for the whole spec.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -134,6 +148,11 @@ def add_ShapleyServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'CreateContext': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateContext,
+                    request_deserializer=shapley_dot_v1_dot_shapley__pb2.CreateContextRequest.FromString,
+                    response_serializer=shapley_dot_v1_dot_shapley__pb2.CreateContextResponse.SerializeToString,
+            ),
+            'CreateContextStream': grpc.stream_unary_rpc_method_handler(
+                    servicer.CreateContextStream,
                     request_deserializer=shapley_dot_v1_dot_shapley__pb2.CreateContextRequest.FromString,
                     response_serializer=shapley_dot_v1_dot_shapley__pb2.CreateContextResponse.SerializeToString,
             ),
@@ -197,6 +216,33 @@ class Shapley:
             request,
             target,
             '/shapley.v1.Shapley/CreateContext',
+            shapley_dot_v1_dot_shapley__pb2.CreateContextRequest.SerializeToString,
+            shapley_dot_v1_dot_shapley__pb2.CreateContextResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateContextStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/shapley.v1.Shapley/CreateContextStream',
             shapley_dot_v1_dot_shapley__pb2.CreateContextRequest.SerializeToString,
             shapley_dot_v1_dot_shapley__pb2.CreateContextResponse.FromString,
             options,

@@ -10,6 +10,7 @@ import concurrent.futures
 import functools
 import hashlib
 import logging
+import re
 import threading
 import time
 import uuid
@@ -41,6 +42,7 @@ _ESTIMATOR_ARGUMENTS = {
     "background": "context.background",
     "feature_names": "context.feature_names",
     "random_state": "context.random_state",
+    "groups": "context.groups",
 }
 
 
@@ -71,11 +73,13 @@ def _not_held(context_id: str) -> RequestError:
 
 
 def _estimator_error(error: ValueError, default_field: str) -> RequestError:
-    """The estimator names its argument first ("predictions are constant ..."): map it."""
+    """The estimator names its argument first ("predictions are constant ...", "groups['a']
+    lists ..."): map it to the request field."""
     message = str(error)
     first, _, rest = message.partition(" ")
-    if first in _ESTIMATOR_ARGUMENTS:
-        return _invalid(_ESTIMATOR_ARGUMENTS[first], rest)
+    argument = re.match(r"\w*", first).group()
+    if argument in _ESTIMATOR_ARGUMENTS:
+        return _invalid(_ESTIMATOR_ARGUMENTS[argument], rest if first == argument else message)
     return _invalid(default_field, message)
 
 
@@ -157,6 +161,7 @@ RPCS = {
     "CreateContext": (False, False, pb.CreateContextRequest, pb.CreateContextResponse),
     "Explain": (False, False, pb.ExplainRequest, pb.ExplainResponse),
     "ExplainStream": (True, True, pb.ExplainRequest, pb.ExplainResponse),
+    "CreateContextStream": (True, False, pb.CreateContextRequest, pb.CreateContextResponse),
     "GetContext": (False, False, pb.GetContextRequest, pb.ContextInfo),
     "DeleteContext": (False, False, pb.DeleteContextRequest, pb.DeleteContextResponse),
     "ListContexts": (False, False, pb.ListContextsRequest, pb.ListContextsResponse),
@@ -170,6 +175,7 @@ def add_to_server(service: "ShapleyService", server: grpc.Server) -> None:
     makers = {
         (False, False): grpc.unary_unary_rpc_method_handler,
         (True, True): grpc.stream_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
     }
     handlers = {
         name: makers[(streams_in, streams_out)](
@@ -252,15 +258,24 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
             raise RequestError(code, error.field, str(error).partition(": ")[2]) from None
 
     def _decode_spec(self, spec: pb.ContextSpec, prefix: str):
-        limits = self.settings
         if not spec.HasField("rows"):
             raise _invalid(f"{prefix}rows", "is required")
         if not spec.HasField("predictions"):
             raise _invalid(f"{prefix}predictions", "is required")
+        rows, predictions = self._decode_block(spec, prefix, 0)
+        return (rows, predictions, *self._spec_settings(spec))
+
+    def _decode_block(self, spec: pb.ContextSpec, prefix: str, rows_before: int):
+        """A spec's rows and predictions, checked against the limits (``rows_before`` rows
+        already received in a stream)."""
+        limits = self.settings
         rows = self._tensor(f"{prefix}rows", spec.rows, (2,))
         n, d = rows.shape
-        if n > limits.max_context_rows:
-            raise _too_large(f"{prefix}rows", f"{n} rows; the limit is {limits.max_context_rows}")
+        if rows_before + n > limits.max_context_rows:
+            raise _too_large(
+                f"{prefix}rows",
+                f"{rows_before + n} rows; the limit is {limits.max_context_rows}",
+            )
         if d > limits.max_features:
             raise _too_large(f"{prefix}rows", f"{d} features; the limit is {limits.max_features}")
         predictions = self._tensor(f"{prefix}predictions", spec.predictions, (1, 2))
@@ -269,13 +284,19 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
                 f"{prefix}predictions",
                 f"{predictions.shape[1]} outputs; the limit is {limits.max_outputs}",
             )
-        # Row counts, background indices, names and the seed are the estimator's to check: its
-        # ValueErrors name the argument, which _estimator_error maps back to the field.
+        return rows, predictions
+
+    @staticmethod
+    def _spec_settings(spec: pb.ContextSpec):
+        """Background, names, seed and groups of a spec, as the estimator takes them."""
+        # Row counts, background indices, names, the seed and the groups are the estimator's to
+        # check: its ValueErrors name the argument, which _estimator_error maps to the field.
         background = np.asarray(spec.background, dtype=np.int64)
         names = list(spec.feature_names)
-        return rows, predictions, background, names, int(spec.random_state)
+        groups = [(group.name, np.asarray(group.columns, dtype=np.int64)) for group in spec.groups]
+        return background, names, int(spec.random_state), groups
 
-    def _context_id(self, rows, predictions, background, names, random_state) -> str:
+    def _context_id(self, rows, predictions, background, names, random_state, groups) -> str:
         digest = hashlib.sha256(b"shapley.v1/context\0")
         digest.update(self.artifact_sha256.encode())
         for array in (rows, predictions):
@@ -287,9 +308,15 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
             b"\0".join(name.encode() for name in names) + b"\0" + repr(len(names)).encode()
         )
         digest.update(random_state.to_bytes(8, "little"))
+        # Only contexts with groups hash them, so ids of contexts without groups are unchanged.
+        for name, columns in groups:
+            digest.update(b"group\0" + name.encode() + b"\0")
+            digest.update(
+                repr(columns.size).encode() + np.ascontiguousarray(columns, "<i8").tobytes()
+            )
         return "ctx-" + digest.hexdigest()[:40]
 
-    def _fit(self, stop, context_id, rows, predictions, background, names, random_state):
+    def _fit(self, stop, context_id, rows, predictions, background, names, random_state, groups):
         start = time.perf_counter()
         explainer = ZeroShotExplainer(random_state=random_state, artifact=self.artifact_path)
         try:
@@ -298,6 +325,7 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
                 np.asarray(predictions, dtype=np.float64),
                 background=background if background.size else None,
                 feature_names=names or None,
+                groups=groups or None,
                 should_stop=stop.is_set,
             )
         except ValueError as error:
@@ -328,10 +356,21 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
             artifact_version=diagnostics["artifact"],
             memory_bytes=explainer.memory_bytes(),
             fit_seconds=fit_seconds,
+            groups=[]
+            if explainer.players_ is None
+            else [
+                pb.FeatureGroup(
+                    name=name, columns=np.flatnonzero(explainer.players_.of_feature == g)
+                )
+                for g, name in enumerate(explainer.players_.names)
+            ],
+            attribution_names=explainer.player_names_,
         )
 
     def _create(self, spec: pb.ContextSpec, prefix: str, context) -> tuple[StoredContext, bool]:
-        decoded = self._decode_spec(spec, prefix)
+        return self._create_decoded(self._decode_spec(spec, prefix), prefix, context)
+
+    def _create_decoded(self, decoded: tuple, prefix: str, context) -> tuple[StoredContext, bool]:
         context_id = self._context_id(*decoded)
 
         def build() -> StoredContext:
@@ -378,11 +417,13 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
                 "output_dtype", f"must be DTYPE_FLOAT32 or DTYPE_FLOAT64; got {output_dtype}"
             )
         itemsize = 4 if output_dtype == pb.DTYPE_FLOAT32 else 8
-        answer_bytes = (2 * m * d + m) * explainer.n_outputs_ * itemsize
+        n_players = len(explainer.player_names_)
+        answer_bytes = (2 * m * n_players + m) * explainer.n_outputs_ * itemsize
         if answer_bytes > self.settings.max_message_bytes:
             most = max(
                 1,
-                self.settings.max_message_bytes // ((2 * d + 1) * explainer.n_outputs_ * itemsize),
+                self.settings.max_message_bytes
+                // ((2 * n_players + 1) * explainer.n_outputs_ * itemsize),
             )
             raise _too_large(
                 "rows",
@@ -438,6 +479,73 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
             raise _invalid("context", "is required")
         entry, created = self._create(request.context, "context.", context)
         return pb.CreateContextResponse(context=entry.info, created=created)
+
+    @_handled
+    def CreateContextStream(self, request_iterator, context):
+        if not self._streams.acquire(blocking=False):
+            raise _too_large(
+                "",
+                f"{self.settings.max_concurrent_streams} streams are already being served; "
+                "retry later",
+            )
+        try:
+            decoded = self._received_context(request_iterator)
+        finally:
+            self._streams.release()
+        entry, created = self._create_decoded(decoded, "context.", context)
+        return pb.CreateContextResponse(context=entry.info, created=created)
+
+    def _received_context(self, request_iterator) -> tuple:
+        """A streamed context's blocks, checked as they arrive and joined in order."""
+        row_blocks, prediction_blocks, settings = [], [], None
+        n_rows = 0
+        for index, request in enumerate(map(_parsed, request_iterator)):
+            if not request.HasField("context"):
+                raise _invalid("context", f"message {index} carries no context block")
+            spec = request.context
+            for name in ("rows", "predictions"):
+                if not spec.HasField(name):
+                    raise _invalid(f"context.{name}", f"is required (message {index})")
+            if index == 0:
+                settings = self._spec_settings(spec)
+            else:
+                for name in ("background", "feature_names", "groups"):
+                    if len(getattr(spec, name)):
+                        raise _invalid(
+                            f"context.{name}",
+                            f"message {index} sets it; only the first message of a stream may",
+                        )
+                if spec.random_state:
+                    raise _invalid(
+                        "context.random_state",
+                        f"message {index} sets it; only the first message of a stream may",
+                    )
+            rows, predictions = self._decode_block(spec, "context.", n_rows)
+            if predictions.shape[0] != rows.shape[0]:
+                raise _invalid(
+                    "context.predictions",
+                    f"message {index} has {predictions.shape[0]} predictions for "
+                    f"{rows.shape[0]} rows",
+                )
+            if row_blocks:
+                if rows.shape[1] != row_blocks[0].shape[1]:
+                    raise _invalid(
+                        "context.rows",
+                        f"message {index} has {rows.shape[1]} features; message 0 had "
+                        f"{row_blocks[0].shape[1]}",
+                    )
+                if predictions.shape[1:] != prediction_blocks[0].shape[1:]:
+                    raise _invalid(
+                        "context.predictions",
+                        f"message {index} has predictions shaped {list(predictions.shape)}; "
+                        f"message 0 had {list(prediction_blocks[0].shape)}",
+                    )
+            row_blocks.append(rows)
+            prediction_blocks.append(predictions)
+            n_rows += rows.shape[0]
+        if settings is None:
+            raise _invalid("context", "the stream carried no messages")
+        return (np.concatenate(row_blocks), np.concatenate(prediction_blocks), *settings)
 
     @_handled
     def Explain(self, request, context):

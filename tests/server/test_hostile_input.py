@@ -66,6 +66,18 @@ def specs(draw):
         background=draw(st.lists(st.integers(-3, 8), max_size=5)),
         feature_names=draw(st.lists(st.sampled_from(["a", "b", "", "a"]), max_size=4)),
         random_state=draw(st.sampled_from([0, 1, (1 << 63) - 1, 1 << 63, (1 << 64) - 1])),
+        groups=[
+            pb.FeatureGroup(name=name, columns=columns)
+            for name, columns in draw(
+                st.lists(
+                    st.tuples(
+                        st.sampled_from(["g", "h", ""]),
+                        st.lists(st.integers(-2, 6), max_size=4),
+                    ),
+                    max_size=3,
+                )
+            )
+        ],
     )
 
 
@@ -74,7 +86,16 @@ def hostile_calls(draw, context_id: str):
     """(method, serialized request bytes)."""
     kind = draw(
         st.sampled_from(
-            ["explain", "explain_inline", "create", "get", "delete", "garbage", "oversize"]
+            [
+                "explain",
+                "explain_inline",
+                "create",
+                "create_stream",
+                "get",
+                "delete",
+                "garbage",
+                "oversize",
+            ]
         )
     )
     if kind == "explain":
@@ -91,6 +112,11 @@ def hostile_calls(draw, context_id: str):
         return "Explain", request.SerializeToString()
     if kind == "create":
         return "CreateContext", pb.CreateContextRequest(context=draw(specs())).SerializeToString()
+    if kind == "create_stream":
+        blocks = draw(st.lists(specs(), max_size=3))
+        return "CreateContextStream", [
+            pb.CreateContextRequest(context=spec).SerializeToString() for spec in blocks
+        ]
     if kind in ("get", "delete"):
         identifier = draw(st.text(max_size=40))
         message = pb.GetContextRequest if kind == "get" else pb.DeleteContextRequest
@@ -120,6 +146,11 @@ def _run_hostile(make_server, n_requests: int) -> collections.Counter:
         )
         for method in ("Explain", "CreateContext", "GetContext", "DeleteContext", "ListContexts")
     }
+    calls["CreateContextStream"] = lambda blocks, timeout: channel.stream_unary(
+        "/shapley.v1.Shapley/CreateContextStream",
+        request_serializer=lambda raw: raw,
+        response_deserializer=lambda raw: raw,
+    )(iter(blocks), timeout=timeout)
     outcomes: collections.Counter = collections.Counter()
 
     @settings(

@@ -28,6 +28,12 @@ export interface ContextSpec {
   featureNames?: string[];
   /** Seeds every random choice (uint64, below 2^63). Default 0. */
   randomState?: number | bigint | string;
+  /**
+   * Optional partition of the d columns: group name -> column indices, every column in exactly
+   * one group. Answers then hold one value per group ((m, G) or (m, G, K)), the Shapley values
+   * of the game whose players are the groups, exactly efficient.
+   */
+  groups?: Record<string, number[]>;
 }
 
 export interface TlsFiles {
@@ -89,6 +95,10 @@ export interface ContextInfo {
   artifactVersion: string;
   memoryBytes: number;
   fitSeconds: number;
+  /** The groups as given; empty without groups. */
+  groups: { name: string; columns: number[] }[];
+  /** Names along the answers' second axis: the groups', or featureNames without groups. */
+  attributionNames: string[];
 }
 
 export interface CreatedContext extends ContextInfo {

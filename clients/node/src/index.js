@@ -39,7 +39,8 @@ const serviceCache = new Map();
  * @typedef {{data: ArrayLike<number>, shape: number[]}} FlatArray
  * @typedef {number[] | number[][] | FloatArray | FlatArray} ArrayInput
  * @typedef {{rows: ArrayInput, predictions: ArrayInput, background?: number[],
- *   featureNames?: string[], randomState?: number | bigint | string}} ContextSpec
+ *   featureNames?: string[], randomState?: number | bigint | string,
+ *   groups?: Record<string, number[]>}} ContextSpec
  * @typedef {{rootCerts?: Buffer | null, privateKey?: Buffer | null, certChain?: Buffer | null}} TlsFiles
  * @typedef {{tls?: boolean | TlsFiles, token?: string | (() => string | Promise<string>),
  *   timeout?: number, proto?: string, channelOptions?: Record<string, any>}} ClientOptions
@@ -371,7 +372,11 @@ function explanation(first, values, shape, baseValues, baseShape, uncertainty) {
     baseValues,
     baseShape,
     uncertainty,
-    featureNames: context ? context.featureNames : [],
+    // With groups, answers name the groups (attributionNames); without, the features.
+    featureNames: context
+      ? (context.attributionNames && context.attributionNames.length
+        ? context.attributionNames : context.featureNames)
+      : [],
     context,
     artifactVersion: first.artifactVersion,
   });
@@ -476,6 +481,20 @@ function encodeSpec(spec) {
   if (spec.randomState != null) {
     const seed = spec.randomState;
     message.randomState = typeof seed === 'bigint' ? seed.toString() : seed;
+  }
+  if (spec.groups != null) {
+    if (typeof spec.groups !== 'object') {
+      throw localError('context.groups', 'must map group names to column indices');
+    }
+    message.groups = Object.entries(spec.groups).map(([name, columns]) => {
+      const indices = Array.from(columns, Number);
+      indices.forEach((index, i) => {
+        if (!Number.isInteger(index)) {
+          throw localError('context.groups', `${JSON.stringify(name)}[${i}] is not an integer`);
+        }
+      });
+      return { name, columns: indices };
+    });
   }
   return message;
 }

@@ -179,6 +179,21 @@ test('arrays are checked before anything is sent', async () => {
     isError('INVALID_ARGUMENT', 'rows', /must be 2-D/));
 });
 
+test('groups: one exactly efficient value per group, named by the groups', async () => {
+  const groups = { person: [0, 3], money: [1, 2], other: [4] };
+  const grouped = await client.createContext({ rows, predictions, featureNames: NAMES, groups });
+  assert.deepEqual(grouped.attributionNames, ['person', 'money', 'other']);
+  assert.deepEqual(grouped.groups.map((g) => g.name), ['person', 'money', 'other']);
+  const e = await client.explain(grouped.contextId, query, queryPredictions);
+  assert.deepEqual(e.shape, [40, 3]);
+  assert.deepEqual(e.featureNames, ['person', 'money', 'other']);
+  assertEfficient(e, queryPredictions);
+  await assert.rejects(
+    client.createContext({ rows, predictions, groups: { a: [0, 1], b: [1, 2, 3, 4] } }),
+    isError('INVALID_ARGUMENT', 'context.groups', /column 1 is in both 'a' and 'b'/),
+  );
+});
+
 test('an unknown context id is NOT_FOUND', async () => {
   const unknown = 'ctx-0000000000000000000000000000000000000000';
   await assert.rejects(client.getContext(unknown), isError('NOT_FOUND', 'context_id', /is not held/));

@@ -1,6 +1,6 @@
 """``ShapleyClient``: the shapley.v1 service from Python, with numpy arrays in and out."""
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -54,6 +54,11 @@ class Context:
     @property
     def feature_names(self) -> list[str]:
         return list(self.info.feature_names)
+
+    @property
+    def attribution_names(self) -> list[str]:
+        """What answers attribute to: the groups' names, or the features' without groups."""
+        return list(self.info.attribution_names or self.info.feature_names)
 
     @property
     def diagnostics(self) -> list[dict]:
@@ -173,11 +178,15 @@ class ShapleyClient:
         background: Sequence[int] | None = None,
         feature_names: Sequence[str] | None = None,
         random_state: int = 0,
+        groups: Mapping[str, Sequence[int]] | None = None,
     ) -> Context:
         """Fit a context on the server (or find it held: ids are content addresses).
 
         rows : (n, d); predictions : (n,) or (n, K), the model's outputs on rows; background :
-        row indices (default: a seeded sample of min(n, 100)); feature_names : d names.
+        row indices (default: a seeded sample of min(n, 100)); feature_names : d names;
+        groups : optional ``{name: column indices}`` partitioning the d columns, to get one
+        attribution per group. A context larger than one message is sent in blocks of rows
+        over ``CreateContextStream``.
         """
         spec = pb.ContextSpec(
             rows=_tensor(rows, "rows"),
@@ -185,12 +194,42 @@ class ShapleyClient:
             background=[int(i) for i in background] if background is not None else [],
             feature_names=[str(n) for n in feature_names] if feature_names is not None else [],
             random_state=int(random_state),
+            groups=[
+                pb.FeatureGroup(name=str(name), columns=[int(c) for c in columns])
+                for name, columns in (groups or {}).items()
+            ],
         )
         return self._create(spec)
 
     def _create(self, spec: pb.ContextSpec) -> Context:
-        response = self._call(self._stub.CreateContext, pb.CreateContextRequest(context=spec))
+        if spec.ByteSize() <= int(0.9 * self.max_message_bytes):
+            request = pb.CreateContextRequest(context=spec)
+            response = self._call(self._stub.CreateContext, request)
+        else:
+            try:
+                response = self._stub.CreateContextStream(
+                    self._context_blocks(spec), timeout=self.timeout, metadata=self._metadata
+                )
+            except grpc.RpcError as error:
+                raise ShapleyError.from_rpc(error) from None
         return Context(response.context.context_id, response.context, spec)
+
+    def _context_blocks(self, spec: pb.ContextSpec) -> Iterator[pb.CreateContextRequest]:
+        """The spec as blocks of rows that each fit in a message; settings in the first."""
+        rows, predictions = _array(spec.rows), _array(spec.predictions)
+        per_row = rows[0].nbytes + predictions[0].nbytes
+        block = max(1, int(0.8 * self.max_message_bytes) // per_row)
+        for start in range(0, rows.shape[0], block):
+            part = pb.ContextSpec(
+                rows=_tensor(rows[start : start + block], "rows"),
+                predictions=_tensor(predictions[start : start + block], "predictions"),
+            )
+            if start == 0:
+                part.background.extend(spec.background)
+                part.feature_names.extend(spec.feature_names)
+                part.random_state = spec.random_state
+                part.groups.extend(spec.groups)
+            yield pb.CreateContextRequest(context=part)
 
     def get_context(self, context: Context | str) -> pb.ContextInfo:
         return self._call(
@@ -234,7 +273,7 @@ class ShapleyClient:
             _array(response.values),
             _array(response.base_values),
             _array(response.uncertainty),
-            list(response.context.feature_names),
+            list(response.context.attribution_names or response.context.feature_names),
             response.context_id,
             response.artifact_version,
         )
@@ -296,7 +335,8 @@ class ShapleyClient:
                 requests(), timeout=self.timeout, metadata=self._metadata
             ):
                 if response.HasField("context"):
-                    names = list(response.context.feature_names)
+                    info = response.context
+                    names = list(info.attribution_names or info.feature_names)
                 artifact = response.artifact_version
                 parts.append(
                     (

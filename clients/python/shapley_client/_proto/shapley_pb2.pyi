@@ -27,19 +27,29 @@ class Tensor(_message.Message):
     data: bytes
     def __init__(self, dtype: _Optional[_Union[DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
+class FeatureGroup(_message.Message):
+    __slots__ = ("name", "columns")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    columns: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, name: _Optional[str] = ..., columns: _Optional[_Iterable[int]] = ...) -> None: ...
+
 class ContextSpec(_message.Message):
-    __slots__ = ("rows", "predictions", "background", "feature_names", "random_state")
+    __slots__ = ("rows", "predictions", "background", "feature_names", "random_state", "groups")
     ROWS_FIELD_NUMBER: _ClassVar[int]
     PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
     BACKGROUND_FIELD_NUMBER: _ClassVar[int]
     FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
     RANDOM_STATE_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
     rows: Tensor
     predictions: Tensor
     background: _containers.RepeatedScalarFieldContainer[int]
     feature_names: _containers.RepeatedScalarFieldContainer[str]
     random_state: int
-    def __init__(self, rows: _Optional[_Union[Tensor, _Mapping]] = ..., predictions: _Optional[_Union[Tensor, _Mapping]] = ..., background: _Optional[_Iterable[int]] = ..., feature_names: _Optional[_Iterable[str]] = ..., random_state: _Optional[int] = ...) -> None: ...
+    groups: _containers.RepeatedCompositeFieldContainer[FeatureGroup]
+    def __init__(self, rows: _Optional[_Union[Tensor, _Mapping]] = ..., predictions: _Optional[_Union[Tensor, _Mapping]] = ..., background: _Optional[_Iterable[int]] = ..., feature_names: _Optional[_Iterable[str]] = ..., random_state: _Optional[int] = ..., groups: _Optional[_Iterable[_Union[FeatureGroup, _Mapping]]] = ...) -> None: ...
 
 class SurrogateDiagnostics(_message.Message):
     __slots__ = ("name", "oof_r2", "weight")
@@ -60,7 +70,7 @@ class OutputDiagnostics(_message.Message):
     def __init__(self, predicted_fidelity: _Optional[float] = ..., surrogates: _Optional[_Iterable[_Union[SurrogateDiagnostics, _Mapping]]] = ...) -> None: ...
 
 class ContextInfo(_message.Message):
-    __slots__ = ("context_id", "n_rows", "n_features", "n_outputs", "single_output", "feature_names", "n_background", "outputs", "artifact_version", "memory_bytes", "fit_seconds")
+    __slots__ = ("context_id", "n_rows", "n_features", "n_outputs", "single_output", "feature_names", "n_background", "outputs", "artifact_version", "memory_bytes", "fit_seconds", "groups", "attribution_names")
     CONTEXT_ID_FIELD_NUMBER: _ClassVar[int]
     N_ROWS_FIELD_NUMBER: _ClassVar[int]
     N_FEATURES_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +82,8 @@ class ContextInfo(_message.Message):
     ARTIFACT_VERSION_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     FIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTION_NAMES_FIELD_NUMBER: _ClassVar[int]
     context_id: str
     n_rows: int
     n_features: int
@@ -83,7 +95,9 @@ class ContextInfo(_message.Message):
     artifact_version: str
     memory_bytes: int
     fit_seconds: float
-    def __init__(self, context_id: _Optional[str] = ..., n_rows: _Optional[int] = ..., n_features: _Optional[int] = ..., n_outputs: _Optional[int] = ..., single_output: _Optional[bool] = ..., feature_names: _Optional[_Iterable[str]] = ..., n_background: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[OutputDiagnostics, _Mapping]]] = ..., artifact_version: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., fit_seconds: _Optional[float] = ...) -> None: ...
+    groups: _containers.RepeatedCompositeFieldContainer[FeatureGroup]
+    attribution_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, context_id: _Optional[str] = ..., n_rows: _Optional[int] = ..., n_features: _Optional[int] = ..., n_outputs: _Optional[int] = ..., single_output: _Optional[bool] = ..., feature_names: _Optional[_Iterable[str]] = ..., n_background: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[OutputDiagnostics, _Mapping]]] = ..., artifact_version: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., fit_seconds: _Optional[float] = ..., groups: _Optional[_Iterable[_Union[FeatureGroup, _Mapping]]] = ..., attribution_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CreateContextRequest(_message.Message):
     __slots__ = ("context",)
