@@ -19,7 +19,9 @@ from shapley_svc.estimator.surrogates import ZOO
 # 2: depth-capped tree surrogates, rescaled logistic, log-unexplained feature.
 # 3: multinomial logistic members for class probabilities, held-out fit quality from 900 rows.
 # 4: boosted-tree surrogate sees half the features per split.
-FORMAT_VERSION = 4
+# 5: wide inputs (splines on 64 screened columns, narrower forest splits), embedding prior tasks,
+#    the log10(d / 32) hinge among the global features.
+FORMAT_VERSION = 5
 DEFAULT_ARTIFACT = Path(__file__).resolve().parent / "artifacts" / "combiner.json"
 
 

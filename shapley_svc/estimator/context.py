@@ -26,12 +26,17 @@ GLOBAL_FEATURES = (
     "saturation",
     "log10_rows",
     "log10_features",
+    "log10_features_beyond_32",
     "max_abs_correlation",
     "discrete_share",
     "best_oof_r2",
     "ridge_oof_r2",
     "tree_gain",
 )
+# The gate is linear in these features; the hinge lets it treat wide inputs (embeddings, where
+# trees split on one of many near-copies of a column) apart from tables, instead of bending one
+# slope over both regimes.
+WIDE_FEATURES_START = 32
 # Per-surrogate features. The log-ratio of unexplained variance to the best member's separates
 # near-perfect fits (1 - R^2 of 1e-4 against 1e-2) that R^2 itself barely tells apart.
 SURROGATE_FEATURES = ("oof_r2", "oof_r2_gap", "agreement", "log_unexplained_ratio")
@@ -263,6 +268,7 @@ def fit_output_context(
             saturation,
             np.log10(X.shape[0]),
             np.log10(X.shape[1]),
+            max(0.0, np.log10(X.shape[1] / WIDE_FEATURES_START)),
             _max_abs_correlation(_statistics_sample(Z, seed), seed),
             float(discrete),
             best,

@@ -12,7 +12,16 @@ from shapley_svc.training.meta import evaluate, meta_train
 from shapley_svc.training.prior import PriorConfig
 
 # The smoke size: small tasks so that CI rebuilds an artifact in well under two minutes.
-SMOKE_CONFIG = PriorConfig(max_features=8, max_rows=300, n_background=50, n_explained=12)
+SMOKE_CONFIG = PriorConfig(
+    max_features=8,
+    max_rows=300,
+    n_background=50,
+    n_explained=12,
+    embedding_share=0.25,
+    embedding_min_features=16,
+    embedding_max_features=24,
+    embedding_max_rows=300,
+)
 VALIDATION_SHARE = 0.2
 
 

@@ -4,8 +4,11 @@ A task is drawn in four steps, every random choice from one seeded generator:
 
 1. A random structural causal model: nodes in topological order, each a random nonlinear
    activation of a weighted sum of earlier nodes plus noise; root nodes from varied marginals.
+   Or, for a share of tasks, an embedding: a few latent factors (some clustered) mapped through
+   a random hidden layer and a random projection to 48-384 correlated, low-rank dimensions,
+   sometimes normalised to unit length like sentence embeddings.
 2. Observed features: a random subset of the nodes (intermediate nodes too, so features
-   correlate and can be redundant), some made binary or ordinal.
+   correlate and can be redundant), some made binary or ordinal; an embedding's dimensions.
 3. A target (regression, binary or 3-class) from another node, and a target model from the zoo
    (linear, forests, boosting, MLP, RBF SVM, k-NN) trained on 70 % of the rows.
 4. Labels: the model's interventional SHAP values for explained rows against a background, from
@@ -51,6 +54,17 @@ MODEL_FAMILIES = (
 )
 TASKS = ("regression", "binary", "multiclass")
 ACTIVATIONS = ("identity", "tanh", "sin", "square", "step", "rank", "abs", "product", "relu")
+# Families whose labels stay affordable at hundreds of features: exact for linear models and
+# forests, sampling for the rest (an SVM or k-NN evaluates every sampled row against the whole
+# training set, minutes per task at d = 384).
+EMBEDDING_FAMILIES = (
+    "linear",
+    "random_forest",
+    "extra_trees",
+    "gradient_boosting",
+    "hist_boosting",
+    "mlp",
+)
 
 
 @dataclass(frozen=True)
@@ -69,6 +83,13 @@ class PriorConfig:
     sampling_budget: int = 10_000
     task_weights: tuple[float, float, float] = (0.35, 0.5, 0.15)
     families: tuple[str, ...] = MODEL_FAMILIES
+    # Embedding tasks: their share, width and rows; their sampled labels get at least this many
+    # model evaluations per feature and row.
+    embedding_share: float = 0.15
+    embedding_min_features: int = 48
+    embedding_max_features: int = 384
+    embedding_max_rows: int = 1000
+    embedding_evaluations_per_feature: int = 40
 
 
 @dataclass
@@ -152,6 +173,33 @@ def sample_scm_data(rng: np.random.Generator, n: int, d: int) -> tuple[np.ndarra
             edges = np.quantile(X[:, j], np.sort(rng.uniform(0.05, 0.95, rng.integers(2, 6))))
             X[:, j] = np.digitize(X[:, j], edges).astype(float)
     X = X * rng.lognormal(0.0, 1.0, size=d) + rng.normal(scale=2.0, size=d)
+    return X, nodes
+
+
+def sample_embedding_data(
+    rng: np.random.Generator, n: int, d: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embedding-like rows (n, d) and the latent node pool (n, n_nodes) they come from.
+
+    A few latent factors (Gaussian, or around a few cluster centres) go through a random hidden
+    layer with a nonlinearity and a random projection to d dimensions, plus a little noise:
+    the dimensions are strongly correlated and the data is close to low rank, as in learned
+    embeddings.
+    """
+    n_factors = int(rng.integers(2, 17))
+    latent = rng.normal(size=(n, n_factors))
+    if rng.random() < 0.5:
+        centres = rng.normal(scale=2.0, size=(int(rng.integers(2, 9)), n_factors))
+        latent = latent * rng.uniform(0.3, 1.0) + centres[rng.integers(len(centres), size=n)]
+    width = int(rng.integers(n_factors, 4 * n_factors + 1))
+    hidden = latent @ rng.normal(size=(n_factors, width)) / np.sqrt(n_factors)
+    hidden = _activation(("tanh", "relu", "identity", "sin")[rng.integers(4)], hidden, rng, hidden)
+    X = hidden @ rng.normal(size=(width, d)) / np.sqrt(width)
+    X = X + rng.uniform(0.02, 0.3) * X.std() * rng.normal(size=(n, d))
+    if rng.random() < 0.5:
+        X = X / np.linalg.norm(X, axis=1, keepdims=True)
+    nodes = np.column_stack([latent, hidden])
+    nodes = (nodes - nodes.mean(axis=0)) / np.where(nodes.std(axis=0) > 1e-12, nodes.std(axis=0), 1)
     return X, nodes
 
 
@@ -246,7 +294,8 @@ def _labels(model, family, task, rows, background, config, seed):
     if d <= config.max_enumerated_features:
         result = exact_shapley(predict, rows, background)
     else:
-        result = sampled_shapley(predict, rows, background, config.sampling_budget, seed)
+        budget = max(config.sampling_budget, config.embedding_evaluations_per_feature * d)
+        result = sampled_shapley(predict, rows, background, budget, seed)
     return result.values, result.standard_errors, result.method
 
 
@@ -258,7 +307,17 @@ def sample_task(seed: int, config: PriorConfig = PriorConfig()) -> Task:
     n = int(np.exp(rng.uniform(np.log(config.min_rows), np.log(config.max_rows + 1))))
     task = TASKS[rng.choice(3, p=np.array(config.task_weights) / sum(config.task_weights))]
     family = config.families[rng.integers(len(config.families))]
-    X, nodes = sample_scm_data(rng, n, d)
+    # From its own stream, so that adding embedding tasks leaves every tabular task as it was.
+    embedding = np.random.default_rng([seed, 1]).random() < config.embedding_share
+    if embedding:
+        low, high = config.embedding_min_features, config.embedding_max_features
+        d = int(np.exp(rng.uniform(np.log(low), np.log(high + 1))))
+        n = min(n, config.embedding_max_rows)
+        families = [f for f in config.families if f in EMBEDDING_FAMILIES] or list(config.families)
+        family = families[rng.integers(len(families))]
+        X, nodes = sample_embedding_data(rng, n, d)
+    else:
+        X, nodes = sample_scm_data(rng, n, d)
     y = _target(rng, nodes, task)
     order = rng.permutation(n)
     train = order[: int(0.7 * n)]
@@ -288,5 +347,5 @@ def sample_task(seed: int, config: PriorConfig = PriorConfig()) -> Task:
         family,
         task,
         method,
-        {"seed": seed, "n": n, "d": d},
+        {"seed": seed, "n": n, "d": d, "embedding": bool(embedding)},
     )

@@ -7,9 +7,11 @@ from shapley_svc import ZeroShotExplainer
 from shapley_svc.estimator.groups import parse_groups
 from shapley_svc.estimator.surrogates import (
     SPLINE_MAX_FEATURES,
+    ZOO,
     SoftLogisticSurrogate,
     SoftMultinomialSurrogate,
     SplineSurrogate,
+    rows_within_budget,
 )
 from tests.oracles import brute_force_shapley
 
@@ -78,7 +80,9 @@ def test_singleton_groups_in_any_order_are_the_per_feature_values(rng):
 
 
 def test_a_small_working_memory_subsamples_fits_and_slices_explains(rng):
-    X, p = _embedding_task(rng, n=3000, d=120)
+    X, p = _embedding_task(rng, n=2000, d=100)
+    spline = next(kind for kind in ZOO if kind.name == "logistic_spline")
+    assert rows_within_budget(spline, 2000, 100, 16 << 20) < 2000  # the fit subsamples
     small = ZeroShotExplainer(working_memory_bytes=16 << 20).fit(X, p)
     assert small.rows_per_slice() < 400
     explanation = small.explain(X[:400], p[:400])
