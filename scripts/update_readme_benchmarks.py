@@ -1,8 +1,10 @@
 """Fill the README's benchmark blocks from the benchmarks' JSON reports.
 
 The blocks between ``<!-- bench:kernelshap:start -->`` and ``<!-- bench:kernelshap:end -->``
-(``shapley-svc bench accuracy``) and between ``<!-- bench:service:start -->`` and
-``<!-- bench:service:end -->`` (``shapley-svc bench service``) are generated: tables, plot link,
+(``shapley-svc bench accuracy``), between ``<!-- bench:service:start -->`` and
+``<!-- bench:service:end -->`` (``shapley-svc bench service``) and between
+``<!-- bench:embeddings:start -->`` and ``<!-- bench:embeddings:end -->``
+(``shapley-svc bench embeddings``) are generated: tables, plot link,
 machine, date and command all come from the JSON the benchmark wrote, so no number in them is
 typed by hand.
 
@@ -19,13 +21,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # benchmarks/ is a folder of the checkout, not an installed package
 
-from benchmarks import bench_service  # noqa: E402
+from benchmarks import bench_embeddings, bench_service  # noqa: E402
 from benchmarks import kernelshap_report as kernelshap  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-DEFAULT_JSON = (RESULTS / "kernelshap.json", RESULTS / "service.json")
+DEFAULT_JSON = (
+    RESULTS / "kernelshap.json",
+    RESULTS / "service.json",
+    RESULTS / "embeddings.json",
+)
 README = ROOT / "README.md"
-BLOCKS = {"kernelshap": kernelshap.readme_block, "service": bench_service.readme_block}
+BLOCKS = {
+    "kernelshap": kernelshap.readme_block,
+    "service": bench_service.readme_block,
+    "embeddings": bench_embeddings.readme_block,
+}
 
 
 def render(readme: str, json_path: Path) -> str:

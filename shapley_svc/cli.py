@@ -136,9 +136,14 @@ def _health(args: argparse.Namespace) -> int:
 
 # The benchmarks live in benchmarks/ of a source checkout, outside the installed package, so that
 # the server installs without shap or matplotlib; `bench` runs them from there.
-BENCH_MODULES = {"accuracy": "benchmarks.bench_kernelshap", "service": "benchmarks.bench_service"}
+BENCH_MODULES = {
+    "accuracy": "benchmarks.bench_kernelshap",
+    "service": "benchmarks.bench_service",
+    "embeddings": "benchmarks.bench_embeddings",
+}
 BENCH_NEEDS = {
     "accuracy": (("shap", "matplotlib"), "pip install 'shapley-svc[bench]'"),
+    "embeddings": (("shap",), "pip install 'shapley-svc[bench]'"),
     "service": (("shapley_client",), "pip install ./clients/python  (from the checkout's root)"),
 }
 
@@ -215,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     health.set_defaults(handler=_health)
     bench = commands.add_parser(
         "bench",
-        help="benchmarks against KernelSHAP, and of the service (from a source checkout)",
+        help="benchmarks against KernelSHAP, of embeddings and of the service (source checkout)",
         description="Run a benchmark of benchmarks/ in its own process; options other than "
         "these are passed on (see python -m benchmarks.bench_kernelshap --help).",
     )
@@ -223,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, text in (
         ("accuracy", "accuracy and cost against shap's KernelExplainer; report and plots"),
         ("service", "load over loopback: latency, rows/s, server memory, against in process"),
+        ("embeddings", "d = 64 to 4,096 and 16 feature groups: scale, memory, accuracy"),
     ):
         sub = which.add_parser(name, help=text, description=text)
         sub.add_argument("--quick", action="store_true", help="a smoke run (*_quick.* files)")

@@ -13,13 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import bench_kernelshap, bench_service
+from benchmarks import bench_embeddings, bench_kernelshap, bench_service
 from benchmarks import kernelshap_report as report
 from shapley_svc import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED_JSON = [
-    ROOT / "benchmarks" / "results" / f"{name}.json" for name in ("kernelshap", "service")
+    ROOT / "benchmarks" / "results" / f"{name}.json"
+    for name in ("kernelshap", "service", "embeddings")
 ]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -199,6 +200,8 @@ def test_readme_has_the_benchmark_blocks():
         assert readme.count(marker) == 1, marker
     for marker in (bench_service.README_START, bench_service.README_END):
         assert readme.count(marker) == 1, marker
+    for marker in (bench_embeddings.README_START, bench_embeddings.README_END):
+        assert readme.count(marker) == 1, marker
 
 
 def test_readme_block_matches_the_committed_report():
@@ -377,3 +380,60 @@ def test_service_quick_mode(tmp_path):
     assert f"p50 {payload['single_row_grpc']['p50_ms']:.2f} ms" in block
     readme = f"a\n{bench_service.README_START}\nold\n{bench_service.README_END}\nb\n"
     assert report.replace_readme_block(readme, block) == f"a\n{block}\nb\n"
+
+
+# --- the embeddings benchmark ------------------------------------------------------------------
+
+
+def test_embedding_groups_partition_the_columns():
+    for groups, d in (
+        (bench_embeddings.contiguous_groups(1024), 1024),
+        (bench_embeddings.pixel_block_groups(), 64),
+    ):
+        columns = sorted(c for members in groups.values() for c in members)
+        assert columns == list(range(d)) and len(groups) == bench_embeddings.N_GROUPS
+    assert bench_embeddings.pixel_block_groups()["block 0,1"] == [2, 3, 10, 11]
+
+
+def test_grouped_sampled_truth_is_the_group_game(rng):
+    """The lifted sampler agrees with the group game's exact values (brute force, 3 groups)."""
+    from tests.oracles import brute_force_shapley
+
+    weights = rng.normal(size=5)
+
+    def output(rows):
+        return np.tanh(rows @ weights) + rows[:, 0] * rows[:, 3]
+
+    query, background = rng.normal(size=(3, 5)), rng.normal(size=(20, 5))
+    groups = {"a": [0, 1], "b": [2], "c": [3, 4]}
+    sampled = bench_embeddings.grouped_sampled_truth(output, query, background, groups, 0)
+    exact = brute_force_shapley(output, query, background, list(groups.values()))[:, :, 0]
+    assert sampled.values.shape == (3, 3)
+    # Unbiased within its own standard errors (5 sigma), and exactly efficient.
+    assert np.all(np.abs(sampled.values - exact) <= 5 * sampled.standard_errors + 1e-12)
+    np.testing.assert_allclose(sampled.values.sum(axis=1), exact.sum(axis=1), atol=1e-12)
+
+
+@pytest.mark.slow
+def test_embeddings_quick_mode(tmp_path):
+    pytest.importorskip("shap")
+    _run("embeddings", "--quick", "--out-dir", str(tmp_path), timeout=600)
+    payload = json.loads((tmp_path / "embeddings_quick.json").read_text())
+    assert payload["mode"] == "quick" and payload["command"].startswith("shapley-svc bench")
+    scale = payload["scale"]
+    assert scale["fit_seconds"] > 0 and scale["peak_rss_mib"] > 0
+    assert scale["efficiency_gap"] < 1e-9
+    assert [(r["task"], r["family"]) for r in payload["results"]] == [
+        (task, family)
+        for task in ("digits", "synthetic d=96")
+        for family in bench_embeddings.FAMILIES
+    ]
+    for result in payload["results"]:
+        for label in ("dimensions", "groups"):
+            assert -1 <= result[label]["pearson"] <= 1 and 0 <= result[label]["jaccard"] <= 1
+        # Linear models are explained on their logit, which the ridge member recovers.
+        if result["family"] == "linear":
+            assert result["dimensions"]["pearson"] > 0.9, result
+    assert "kernelshap" in payload["results"][2]
+    block = bench_embeddings.readme_block(payload, "x.json")
+    assert "quick run" in block and block.startswith(bench_embeddings.README_START)
