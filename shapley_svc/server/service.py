@@ -382,6 +382,15 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
         except StoreFullError as error:
             raise _too_large(prefix.rstrip(".") or "context", str(error)) from None
 
+    def _take_stream_slot(self) -> None:
+        """One of the concurrent stream slots (release it when the stream ends), or refuse."""
+        if not self._streams.acquire(blocking=False):
+            raise _too_large(
+                "",
+                f"{self.settings.max_concurrent_streams} streams are already being served; "
+                "retry later",
+            )
+
     def _held(self, context_id: str) -> StoredContext:
         entry = self.store.get(context_id)
         if entry is None:
@@ -482,12 +491,7 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
 
     @_handled
     def CreateContextStream(self, request_iterator, context):
-        if not self._streams.acquire(blocking=False):
-            raise _too_large(
-                "",
-                f"{self.settings.max_concurrent_streams} streams are already being served; "
-                "retry later",
-            )
+        self._take_stream_slot()
         try:
             decoded = self._received_context(request_iterator)
         finally:
@@ -557,12 +561,7 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
 
     @_handled
     def ExplainStream(self, request_iterator, context) -> Iterator[pb.ExplainResponse]:
-        if not self._streams.acquire(blocking=False):
-            raise _too_large(
-                "",
-                f"{self.settings.max_concurrent_streams} streams are already being served; "
-                "retry later",
-            )
+        self._take_stream_slot()
         try:
             entry, first_row = None, 0
             for index, request in enumerate(map(_parsed, request_iterator)):
