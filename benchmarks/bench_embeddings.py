@@ -46,6 +46,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 
 from benchmarks._machine import machine_info
+from benchmarks.accuracy_cases import pearson
 from shapley_svc import ZeroShotExplainer
 from shapley_svc.reference import TreeBackground, linear_shapley, sampled_shapley
 
@@ -264,12 +265,6 @@ def truth_of(family, model, output, query, background, groups):
         grouped.standard_errors,
         "permutation sampling",
     )
-
-
-def pearson(estimate: np.ndarray, truth: np.ndarray) -> float:
-    a, b = estimate.ravel() - estimate.mean(), truth.ravel() - truth.mean()
-    denominator = np.sqrt((a @ a) * (b @ b))
-    return float(a @ b / denominator) if denominator > 0 else 0.0
 
 
 def top_k_jaccard(estimate: np.ndarray, truth: np.ndarray, k: int) -> float:

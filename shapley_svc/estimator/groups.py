@@ -8,6 +8,7 @@ columns' Shapley values; efficiency holds over the G values exactly as over d.
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -29,7 +30,7 @@ class Players:
     def count(self) -> int:
         return len(self.names)
 
-    @property
+    @cached_property
     def is_identity(self) -> bool:
         """One player per column, in column order: attributions need no grouping."""
         return self.count == self.of_feature.size and bool(
@@ -43,9 +44,15 @@ class Players:
         """
         if self.is_identity:
             return values
-        order = np.argsort(self.of_feature, kind="stable")
-        starts = np.searchsorted(self.of_feature[order], np.arange(self.count))
+        order, starts = self._column_order
         return np.add.reduceat(values[:, order], starts, axis=1)
+
+    @cached_property
+    def _column_order(self) -> tuple[np.ndarray, np.ndarray]:
+        """Columns sorted by player and where each player's run starts: computed once, as every
+        surrogate of every explain call sums through it."""
+        order = np.argsort(self.of_feature, kind="stable")
+        return order, np.searchsorted(self.of_feature[order], np.arange(self.count))
 
     @classmethod
     def identity(cls, feature_names: Sequence[str]) -> "Players":
