@@ -55,6 +55,13 @@ export interface ClientOptions {
   proto?: string;
   /** Extra @grpc/grpc-js channel options, e.g. {'grpc.ssl_target_name_override': 'host'}. */
   channelOptions?: Record<string, unknown>;
+  /**
+   * The server's message limit in bytes (default 67108864 = 64 MiB, the server's default; the
+   * server reports its own as serverInfo().limits.maxMessageBytes). Only decides how contexts are
+   * sent: one whose CreateContext message would exceed 90 % of it goes over CreateContextStream,
+   * in blocks of as many rows as fit in 90 % of it. The client caps no message size itself.
+   */
+  maxMessageBytes?: number;
 }
 
 export interface CallOptions {
@@ -195,6 +202,8 @@ export class ShapleyClient {
   /**
    * Fit a context, or find it held (same data, same id). The spec object is remembered:
    * explain(spec, ...) later costs no CreateContext round trip. Treat it as immutable.
+   * A spec too big for one message (see ClientOptions.maxMessageBytes) is sent in blocks of rows
+   * over CreateContextStream; the id and the answer are the same.
    */
   createContext(spec: ContextSpec, options?: CallOptions): Promise<CreatedContext>;
   /**
@@ -220,3 +229,5 @@ export class ShapleyClient {
 
 export const DEFAULT_PROTO_PATHS: string[];
 export const DEFAULT_CHUNK_ROWS: number;
+/** 67108864 (64 MiB): the default of ClientOptions.maxMessageBytes, the server's default limit. */
+export const DEFAULT_MAX_MESSAGE_BYTES: number;

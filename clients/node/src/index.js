@@ -30,6 +30,15 @@ const HEALTH_CHECK_METHOD = '/grpc.health.v1.Health/Check';
 const SERVICE_NAME = 'shapley.v1.Shapley';
 const LITTLE_ENDIAN = os.endianness() === 'LE';
 const DEFAULT_CHUNK_ROWS = 1000;
+/** The server's default message limit (`shapley-svc serve --max-message-bytes`). */
+const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+// Share of maxMessageBytes a context message may fill: the Python client's threshold, leaving
+// headroom under the server's limit.
+const MESSAGE_FILL = 0.9;
+// A spec's size is measured with its tensors' data left out; the data then adds its own bytes
+// and lengthens five length prefixes (the request's context, the two tensors, their two data
+// fields) by at most 9 bytes each (a varint takes at most 10).
+const DATA_FRAMING_BYTES = 5 * 9;
 
 /** @type {Map<string, any>} */
 const serviceCache = new Map();
@@ -43,9 +52,12 @@ const serviceCache = new Map();
  *   groups?: Record<string, number[]>}} ContextSpec
  * @typedef {{rootCerts?: Buffer | null, privateKey?: Buffer | null, certChain?: Buffer | null}} TlsFiles
  * @typedef {{tls?: boolean | TlsFiles, token?: string | (() => string | Promise<string>),
- *   timeout?: number, proto?: string, channelOptions?: Record<string, any>}} ClientOptions
+ *   timeout?: number, proto?: string, channelOptions?: Record<string, any>,
+ *   maxMessageBytes?: number}} ClientOptions
  * @typedef {{timeout?: number, outputDtype?: 'float64' | 'float32'}} CallOptions
  * @typedef {CallOptions & {chunkRows?: number}} StreamOptions
+ * @typedef {{id: string | null, message: any, blockRows: number | null,
+ *   pending: Promise<any> | null}} ContextEntry
  */
 
 // --- errors --------------------------------------------------------------------------------
@@ -505,7 +517,13 @@ class ShapleyClient {
    * @param {ClientOptions} [options]
    */
   constructor(target, options = {}) {
-    const { tls = false, token, timeout, proto, channelOptions = {} } = options;
+    const {
+      tls = false, token, timeout, proto, channelOptions = {},
+      maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES,
+    } = options;
+    if (!Number.isInteger(maxMessageBytes) || maxMessageBytes < 1) {
+      throw new RangeError(`maxMessageBytes must be a positive integer; got ${maxMessageBytes}`);
+    }
     const Service = loadService(resolveProto(proto));
     let credentials;
     if (tls === false || tls == null) {
@@ -522,7 +540,10 @@ class ShapleyClient {
     this.target = target;
     this._token = token;
     this._timeout = timeout;
-    /** @type {WeakMap<object, {id: string | null, message: any, pending: Promise<any> | null}>} */
+    this._maxMessageBytes = maxMessageBytes;
+    /** @type {(request: any) => Buffer} */
+    this._serializeCreateRequest = Service.service.CreateContext.requestSerialize;
+    /** @type {WeakMap<object, ContextEntry>} */
     this._contexts = new WeakMap();
     this._stub = new Service(target, credentials, {
       // The server enforces its own message limit (serverInfo().limits.maxMessageBytes) and
@@ -566,21 +587,45 @@ class ShapleyClient {
   }
 
   /**
-   * The cache entry of a spec object: its encoded message and, once created, its id.
+   * The cache entry of a spec object: its encoded message, how it is sent (blockRows: rows per
+   * CreateContextStream message, or null for one CreateContext) and, once created, its id.
    * @param {ContextSpec} spec
-   * @returns {{id: string | null, message: any, pending: Promise<any> | null}}
+   * @returns {ContextEntry}
    */
   _entry(spec) {
     let entry = this._contexts.get(spec);
     if (!entry) {
-      entry = { id: null, message: encodeSpec(spec), pending: null };
+      const message = encodeSpec(spec);
+      entry = { id: null, message, blockRows: this._blockRows(message), pending: null };
       this._contexts.set(spec, entry);
     }
     return entry;
   }
 
   /**
-   * CreateContext for a spec; concurrent callers share one call.
+   * Null when an encoded spec fits in one CreateContext message (MESSAGE_FILL of
+   * maxMessageBytes), else the most rows per CreateContextStream message that fit (at least 1).
+   * @param {any} message the encoded ContextSpec
+   * @returns {number | null}
+   */
+  _blockRows(message) {
+    const { rows, predictions } = message;
+    const empty = Buffer.alloc(0);
+    // Sized with the settings and the full shapes: the first block carries the same settings
+    // and shapes no longer, so every block's overhead is at most this.
+    const overhead = DATA_FRAMING_BYTES + this._serializeCreateRequest({
+      context: { ...message, rows: { ...rows, data: empty }, predictions: { ...predictions, data: empty } },
+    }).length;
+    const budget = Math.floor(MESSAGE_FILL * this._maxMessageBytes);
+    if (overhead + rows.data.length + predictions.data.length <= budget) return null;
+    // Per row of rows: predictions of another length are refused before sending (_createStream).
+    const rowBytes = (rows.data.length + predictions.data.length) / rows.shape[0];
+    return Math.max(1, Math.floor((budget - overhead) / rowBytes));
+  }
+
+  /**
+   * CreateContext for a spec, or CreateContextStream when it does not fit in one message;
+   * concurrent callers share one call.
    * @param {ContextSpec} spec
    * @param {{timeout?: number}} [options]
    * @returns {Promise<any>} the CreateContextResponse
@@ -588,7 +633,10 @@ class ShapleyClient {
   _create(spec, options) {
     const entry = this._entry(spec);
     if (!entry.pending) {
-      entry.pending = this._unary('CreateContext', { context: entry.message }, options)
+      const call = entry.blockRows === null
+        ? this._unary('CreateContext', { context: entry.message }, options)
+        : this._createStream(entry.message, entry.blockRows, options);
+      entry.pending = call
         .then((response) => {
           entry.id = response.context.contextId;
           return response;
@@ -598,6 +646,75 @@ class ShapleyClient {
         });
     }
     return entry.pending;
+  }
+
+  /**
+   * Send an encoded spec over CreateContextStream, `blockRows` rows per message.
+   * @param {any} message the encoded ContextSpec
+   * @param {number} blockRows
+   * @param {{timeout?: number}} [options]
+   * @returns {Promise<any>} the CreateContextResponse
+   */
+  async _createStream(message, blockRows, options) {
+    const { rows, predictions, ...settings } = message;
+    const n = rows.shape[0];
+    if (predictions.shape[0] !== n) {
+      // Each block pairs rows with their own predictions: counts that differ cannot be split.
+      // Worded as the server words it for CreateContext.
+      const got = predictions.shape.length === 1 ? `${predictions.shape[0]},` : predictions.shape.join(', ');
+      throw localError('context.predictions', `must have shape (${n},) or (${n}, K); got (${got})`);
+    }
+    /**
+     * @param {any} tensor
+     * @param {number} start
+     * @param {number} stop
+     */
+    const block = (tensor, start, stop) => {
+      const rowBytes = tensor.data.length / n;
+      return {
+        dtype: tensor.dtype,
+        shape: [stop - start, ...tensor.shape.slice(1)],
+        data: tensor.data.subarray(start * rowBytes, stop * rowBytes),
+      };
+    };
+    const metadata = await this._metadata();
+    return new Promise((resolve, reject) => {
+      let answered = false;
+      const call = this._stub.CreateContextStream(metadata, this._callOptions(options),
+        (/** @type {any} */ error, /** @type {any} */ response) => {
+          answered = true;
+          if (error) reject(errorFromStatus(error));
+          else resolve(response);
+        });
+      const waitForDrain = () =>
+        new Promise((ready) => {
+          const done = () => {
+            call.off('drain', done);
+            call.off('status', done);
+            ready(undefined);
+          };
+          call.on('drain', done);
+          call.on('status', done);
+        });
+      (async () => {
+        for (let start = 0; start < n; start += blockRows) {
+          if (answered) return; // the server refused the context early: stop sending
+          const stop = Math.min(n, start + blockRows);
+          /** @type {any} */
+          const part = { rows: block(rows, start, stop), predictions: block(predictions, start, stop) };
+          // The server refuses background, names, seed and groups after the first message.
+          if (start === 0) Object.assign(part, settings);
+          if (!call.write({ context: part })) await waitForDrain();
+        }
+        if (!answered) call.end();
+      })().catch((error) => {
+        if (!answered) {
+          answered = true;
+          call.cancel();
+          reject(error);
+        }
+      });
+    });
   }
 
   /**
@@ -901,4 +1018,5 @@ module.exports = {
   Explanation,
   DEFAULT_PROTO_PATHS,
   DEFAULT_CHUNK_ROWS,
+  DEFAULT_MAX_MESSAGE_BYTES,
 };

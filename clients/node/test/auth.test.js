@@ -9,6 +9,7 @@ const path = require('node:path');
 
 const { ShapleyClient, ShapleyError } = require('..');
 const { startServer } = require('../testkit/server');
+const { makeRows, model } = require('../testkit/data');
 
 const TOKENS = ['alpha-7f3c9e1b', 'beta-0d52aa64'];
 
@@ -88,6 +89,26 @@ test('the right token is accepted', async () => {
   await rotating.serverInfo();
   await assert.rejects(rotating.getContext('ctx-0'), isCode('NOT_FOUND'));
   assert.equal(calls, 2);
+});
+
+test('a context streamed in blocks (CreateContextStream) carries the token', async () => {
+  const rows = makeRows(400, 4, 21);
+  const spec = { rows, predictions: model(rows) };
+  // 4 KiB messages: the 16 KB context goes in blocks.
+  const limit = { maxMessageBytes: 4096 };
+  const anonymous = connect(limit);
+  await assert.rejects(anonymous.createContext(spec), isCode('UNAUTHENTICATED'));
+  const client = connect({ token: TOKENS[0], ...limit });
+  let unaryCreates = 0;
+  const unary = client._unary.bind(client);
+  client._unary = (method, ...rest) => {
+    if (method === 'CreateContext') unaryCreates += 1;
+    return unary(method, ...rest);
+  };
+  const info = await client.createContext(spec);
+  assert.equal(unaryCreates, 0);
+  assert.equal(info.nRows, 400);
+  assert.equal((await client.getContext(info.contextId)).contextId, info.contextId);
 });
 
 test('TLS: the server certificate is verified against rootCerts', {

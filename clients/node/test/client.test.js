@@ -260,6 +260,160 @@ test('multi-output contexts answer (m, d, K)', async () => {
   }
 });
 
+/** A context of 3,000 rows x 8 features (about 216 KB): many blocks under a 64 KiB limit. */
+const big = makeRows(3000, 8, 11);
+const bigPredictions = model(big);
+const bigQuery = makeRows(30, 8, 12);
+const bigSettings = {
+  featureNames: ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'],
+  background: [5, 17, 300, 2999],
+  randomState: 3,
+  groups: { first: [0, 1, 2], second: [3, 4], third: [5, 6, 7] },
+};
+const SMALL_LIMIT = 64 * 1024;
+
+/**
+ * A client that thinks the server takes 64 KiB messages, recording every CreateContextStream
+ * call's messages and counting unary CreateContext calls.
+ */
+function streamingClient() {
+  const streaming = new ShapleyClient(server.target, { timeout: 120, maxMessageBytes: SMALL_LIMIT });
+  const recorded = { streams: /** @type {any[][]} */ ([]), unaryCreates: 0 };
+  const stub = streaming._stub;
+  const open = stub.CreateContextStream.bind(stub);
+  stub.CreateContextStream = (/** @type {any[]} */ ...args) => {
+    const call = open(...args);
+    const messages = [];
+    recorded.streams.push(messages);
+    const write = call.write.bind(call);
+    call.write = (/** @type {any} */ message, /** @type {any[]} */ ...rest) => {
+      messages.push(message);
+      return write(message, ...rest);
+    };
+    return call;
+  };
+  const unary = streaming._unary.bind(streaming);
+  streaming._unary = (/** @type {string} */ method, /** @type {any[]} */ ...rest) => {
+    if (method === 'CreateContext') recorded.unaryCreates += 1;
+    return unary(method, ...rest);
+  };
+  return { streaming, recorded };
+}
+
+/** @param {any} info a context's info without what differs between two fits of it */
+const stable = (info) => {
+  const { fitSeconds, ...rest } = info;
+  assert.ok(fitSeconds >= 0);
+  return rest;
+};
+
+test('a context bigger than maxMessageBytes goes over CreateContextStream: same id, info and answers', async () => {
+  const { streaming, recorded } = streamingClient();
+  try {
+    const streamSpec = { rows: big, predictions: bigPredictions, ...bigSettings };
+    const streamed = await streaming.createContext(streamSpec);
+    assert.equal(streamed.created, true);
+    assert.equal(recorded.unaryCreates, 0);
+    assert.equal(recorded.streams.length, 1);
+    const blocks = recorded.streams[0].map((message) => message.context);
+    assert.ok(blocks.length >= 3, `${blocks.length} blocks`);
+    assert.equal(blocks.reduce((sum, block) => sum + block.rows.shape[0], 0), 3000);
+    const budget = 0.9 * SMALL_LIMIT;
+    blocks.forEach((block, i) => {
+      assert.deepEqual(block.rows.shape.slice(1), [8]);
+      assert.deepEqual(block.predictions.shape, [block.rows.shape[0]]);
+      const bytes = streaming._serializeCreateRequest({ context: block }).length;
+      assert.ok(bytes <= budget, `block ${i}: ${bytes} bytes`);
+      // Blocks are as big as fit, the last one excepted.
+      if (i < blocks.length - 1) assert.ok(bytes > 0.95 * budget, `block ${i}: ${bytes} bytes`);
+      for (const key of ['featureNames', 'background', 'randomState', 'groups']) {
+        assert.equal(key in block, i === 0, `block ${i}: ${key}`);
+      }
+    });
+    const streamedInfo = await client.getContext(streamed.contextId);
+    assert.deepEqual(streamedInfo.featureNames, bigSettings.featureNames);
+    assert.equal(streamedInfo.nRows, 3000);
+    assert.equal(streamedInfo.nBackground, 4);
+    assert.deepEqual(streamedInfo.groups, Object.entries(bigSettings.groups).map(([name, columns]) => ({ name, columns })));
+    assert.deepEqual(streamedInfo.attributionNames, ['first', 'second', 'third']);
+    await client.deleteContext(streamed.contextId);
+
+    // The same data in one CreateContext: fitted anew, under the same id, to the same context.
+    let unaryCreates = 0;
+    const unary = client._unary.bind(client);
+    client._unary = (method, ...rest) => {
+      if (method === 'CreateContext') unaryCreates += 1;
+      return unary(method, ...rest);
+    };
+    let created;
+    try {
+      created = await client.createContext({ rows: big.map((r) => r.slice()), predictions: bigPredictions.slice(), ...bigSettings });
+    } finally {
+      delete client._unary;
+    }
+    assert.equal(unaryCreates, 1);
+    assert.equal(created.created, true);
+    assert.equal(created.contextId, streamed.contextId);
+    assert.deepEqual(stable(await client.getContext(created.contextId)), stable(streamedInfo));
+    const queryPredictions8 = model(bigQuery);
+    const viaUnary = await client.explain(created.contextId, bigQuery, queryPredictions8);
+    await client.deleteContext(created.contextId);
+
+    // explain() with the spec finds the context gone and re-creates it over the stream again.
+    const viaStream = await streaming.explain(streamSpec, bigQuery, queryPredictions8);
+    assert.equal(recorded.streams.length, 2);
+    assert.equal(recorded.unaryCreates, 0);
+    assert.equal(viaStream.contextId, streamed.contextId);
+    assert.deepEqual(viaStream.shape, [30, 3]);
+    for (const key of /** @type {const} */ (['values', 'baseValues', 'uncertainty'])) {
+      assert.equal(viaStream[key].length, viaUnary[key].length);
+      viaStream[key].forEach((value, i) => {
+        assert.ok(Math.abs(value - viaUnary[key][i]) <= 1e-12, `${key}[${i}]: ${value} != ${viaUnary[key][i]}`);
+      });
+    }
+    assertEfficient(viaStream, queryPredictions8);
+  } finally {
+    streaming.close();
+  }
+});
+
+test('errors of a streamed context are ShapleyErrors naming the field, like CreateContext\'s', async () => {
+  const { streaming, recorded } = streamingClient();
+  try {
+    // Predictions that do not pair with the rows are refused before anything is sent, in the
+    // server's words for CreateContext.
+    const short = { rows: big, predictions: bigPredictions.slice(0, 2999) };
+    const local = await streaming.createContext(short).catch((e) => e);
+    isError('INVALID_ARGUMENT', 'context.predictions')(local);
+    assert.equal(recorded.streams.length, 0);
+    const unary = await client.createContext({ ...short }).catch((e) => e);
+    isError('INVALID_ARGUMENT', 'context.predictions')(unary);
+    assert.equal(local.details, unary.details);
+
+    // A NaN in the second block: refused by the server while the blocks arrive.
+    const poisoned = big.map((row, i) => (i === 1000 ? [NaN, ...row.slice(1)] : row));
+    await assert.rejects(
+      streaming.createContext({ rows: poisoned, predictions: bigPredictions }),
+      isError('INVALID_ARGUMENT', 'context.rows', /^context\.rows: values must be finite/),
+    );
+    // A background row past the end: refused once the whole context has arrived.
+    await assert.rejects(
+      streaming.createContext({ rows: big, predictions: bigPredictions, background: [0, 3000] }),
+      isError('INVALID_ARGUMENT', 'context.background', /^context\.background: indices must lie in \[0, 3000\)/),
+    );
+    assert.equal(recorded.streams.length, 2);
+    assert.ok(recorded.streams.every((messages) => messages.length >= 1));
+    // The deadline applies to the stream as to any call.
+    await assert.rejects(
+      streaming.createContext({ rows: big, predictions: bigPredictions, randomState: 5 }, { timeout: 1e-6 }),
+      isError('DEADLINE_EXCEEDED', null),
+    );
+    assert.equal(recorded.unaryCreates, 0);
+  } finally {
+    streaming.close();
+  }
+});
+
 test('a per-call timeout becomes a gRPC deadline', async () => {
   await assert.rejects(client.serverInfo({ timeout: 1e-6 }), isError('DEADLINE_EXCEEDED', null));
 });
