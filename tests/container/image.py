@@ -1,0 +1,87 @@
+"""Build the project's image without a Docker engine (``../shared/docs/FIELD_NOTES.md`` section 7).
+
+buildah/podman with runc and cgroupfs, storage in a given folder, and a Debian bookworm base made
+by debootstrap (no registry). Run as a module it builds into the folder given and exits 0 on
+success: ``tests/conftest.py`` starts it when the session starts, so that the minutes it spends
+mostly waiting on downloads overlap the rest of the suite.
+
+    python -m tests.container.image FOLDER
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+IMAGE = "localhost/shapley-svc:test"
+BASE = "localhost/pybase:bookworm"
+DEBIAN_MIRROR = os.environ.get("SHAPLEY_SVC_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
+BUILD_LOG = "build.log"
+
+
+class Podman:
+    """Commands run with the container configuration of one storage folder."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.env = os.environ | {
+            "CONTAINERS_CONF": str(folder / "containers.conf"),
+            "CONTAINERS_STORAGE_CONF": str(folder / "storage.conf"),
+        }
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(args, env=self.env, check=check, capture_output=True, text=True)
+
+    def remove_images(self) -> None:
+        self.run("podman", "rmi", "-f", IMAGE, BASE, check=False)
+
+
+def missing_tools() -> str | None:
+    """Why the image cannot be built here, or None."""
+    missing = [tool for tool in ("podman", "debootstrap") if shutil.which(tool) is None]
+    if missing or os.geteuid() != 0:
+        return f"needs root and {', '.join(missing) or 'podman'} (FIELD_NOTES section 7)"
+    return None
+
+
+def build_image(folder: Path) -> Podman:
+    """The Debian base, then the project's image on it; raises CalledProcessError on failure."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "containers.conf").write_text(
+        '[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]\n'
+        '[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\n'
+    )
+    (folder / "storage.conf").write_text(
+        f'[storage]\ndriver = "overlay"\ngraphroot = "{folder}/storage"\nrunroot = "{folder}/run"\n'
+    )
+    tools = Podman(folder)
+    rootfs = folder / "rootfs"
+    include = "--include=python3,python3-venv,python3-pip,ca-certificates"
+    tools.run("debootstrap", "--variant=minbase", include, "bookworm", str(rootfs), DEBIAN_MIRROR)
+    tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+    subprocess.run(["podman", "import", "-", BASE], env=tools.env, stdin=tar.stdout, check=True,
+                   capture_output=True)  # fmt: skip
+    tar.wait()
+    shutil.rmtree(rootfs)
+    build = ["podman", "build", "--build-arg", f"BASE={BASE}", "-t", IMAGE]
+    if HOST_CA.exists():  # behind a TLS-intercepting proxy pip needs the host's CA bundle
+        build += ["-v", f"{HOST_CA}:/tmp/host-ca.crt:ro"]
+        build += ["--build-arg", "PIP_CERT=/tmp/host-ca.crt"]
+    tools.run(*build, str(ROOT))
+    return tools
+
+
+def main(folder: str) -> int:
+    try:
+        build_image(Path(folder))
+    except subprocess.CalledProcessError as error:
+        print(f"{error}\n{error.stdout}\n{error.stderr}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
