@@ -524,7 +524,17 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
                         "context.random_state",
                         f"message {index} sets it; only the first message of a stream may",
                     )
-            rows, predictions = self._decode_block(spec, "context.", n_rows)
+            try:
+                rows, predictions = self._decode_block(spec, "context.", n_rows)
+            except RequestError as error:
+                # Positions in a block's message are the block's: say where the block starts.
+                problem = str(error).partition(": ")[2] if error.field else str(error)
+                raise RequestError(
+                    error.code,
+                    error.field,
+                    f"{problem} (in message {index}, whose first row is row {n_rows} of the "
+                    "context)",
+                ) from None
             if predictions.shape[0] != rows.shape[0]:
                 raise _invalid(
                     "context.predictions",

@@ -113,6 +113,23 @@ def test_bad_context_streams_name_the_field(make_server):
     for messages, field, code_name in cases:
         code, details, named = _status(stub.CreateContextStream, iter(messages))
         assert code.name.startswith(code_name) and named == field, (field, details)
+    # A non-finite value is reported where it is in the context, not only in its block.
+    poisoned = X[100:200].copy()
+    poisoned[49, 2] = np.nan
+    late_nan = pb.CreateContextRequest(
+        context=pb.ContextSpec(rows=_tensor(poisoned), predictions=_tensor(p[100:200]))
+    )
+    code, details, named = _status(stub.CreateContextStream, iter([block(0, 100), late_nan]))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and named == "context.rows", details
+    assert "[49, 2]" in details and "message 1, whose first row is row 100" in details, details
+
+
+def test_the_client_refuses_to_split_predictions_of_another_length(make_server):
+    server = make_server(max_message_bytes=1 << 16, warm=False)
+    X, p = make_task(n=1000, d=20)
+    with server.client(timeout=30, max_message_bytes=1 << 16) as client:
+        with pytest.raises(ValueError, match=r"predictions must have shape \(1000,\)"):
+            client.create_context(X, np.concatenate([p, p[:5]]))
 
 
 def test_groups_reach_the_client_error_with_the_field(client):

@@ -206,6 +206,12 @@ class ShapleyClient:
             request = pb.CreateContextRequest(context=spec)
             response = self._call(self._stub.CreateContext, request)
         else:
+            n, n_predictions = spec.rows.shape[0], spec.predictions.shape[0]
+            if n_predictions != n:  # blocks pair rows with their predictions: refuse, not cut
+                raise ValueError(
+                    f"predictions must have shape ({n},) or ({n}, K); got "
+                    f"{tuple(spec.predictions.shape)}"
+                )
             try:
                 response = self._stub.CreateContextStream(
                     self._context_blocks(spec), timeout=self.timeout, metadata=self._metadata
