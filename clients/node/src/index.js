@@ -491,8 +491,14 @@ function encodeSpec(spec) {
   }
   if (spec.featureNames != null) message.featureNames = Array.from(spec.featureNames, String);
   if (spec.randomState != null) {
+    // The field is a uint64: protobufjs would encode anything else silently (-1, 'abc' and NaN
+    // as 0), so a bad seed would fit a context nobody asked for.
     const seed = spec.randomState;
-    message.randomState = typeof seed === 'bigint' ? seed.toString() : seed;
+    const text = typeof seed === 'bigint' || typeof seed === 'number' ? String(seed) : seed;
+    if (typeof text !== 'string' || !/^\d+$/.test(text) || (typeof seed === 'number' && !Number.isSafeInteger(seed))) {
+      throw localError('context.random_state', `must be a non-negative integer; got ${String(seed)}`);
+    }
+    message.randomState = text;
   }
   if (spec.groups != null) {
     if (typeof spec.groups !== 'object') {

@@ -177,6 +177,11 @@ test('arrays are checked before anything is sent', async () => {
     isError('INVALID_ARGUMENT', 'rows', /needs 10 values/));
   await assert.rejects(client.explain(info.contextId, [1, 2, 3, 4, 5]),
     isError('INVALID_ARGUMENT', 'rows', /must be 2-D/));
+  for (const seed of [-1, 'abc', NaN, 1.5, 2 ** 60]) {
+    await assert.rejects(
+      client.createContext({ rows: [[1, 2], [3, 4]], predictions: [0, 1], randomState: seed }),
+      isError('INVALID_ARGUMENT', 'context.random_state', /must be a non-negative integer/));
+  }
 });
 
 test('groups: one exactly efficient value per group, named by the groups', async () => {
