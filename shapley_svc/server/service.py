@@ -31,7 +31,10 @@ log = logging.getLogger("shapley_svc.server")
 ERROR_FIELD_KEY = "shapley-error-field"
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Shapley"].full_name
 _NO_DEADLINE = 10.0 * 365 * 24 * 3600
-EXPLAIN_SLICE_ROWS = 4096
+# A large explain runs in slices of about this many row x player cells (0.1-1 s of work), so
+# that a cancelled call frees its compute thread soon; every slice has a fixed cost, measured at
+# about 6 % of a 10,000 x 20 batch when it was cut into 4,096-row slices.
+EXPLAIN_SLICE_CELLS = 1 << 18
 # Explains this small run on the gRPC handler thread, without a hand-off to the compute pool:
 # they take a few milliseconds on one core (the estimator keeps small batches single-threaded).
 INLINE_EXPLAIN_ROWS = 16
@@ -469,10 +472,11 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
         deadline stops the work within one slice instead of holding a compute thread to the end.
         """
         parts = []
-        for start in range(0, len(rows), EXPLAIN_SLICE_ROWS):
+        step = max(1, EXPLAIN_SLICE_CELLS // len(explainer.player_names_))
+        for start in range(0, len(rows), step):
             if not context.is_active():
                 raise RequestError(grpc.StatusCode.CANCELLED, "", "the call was cancelled")
-            stop = start + EXPLAIN_SLICE_ROWS
+            stop = start + step
             chunk_predictions = None if predictions is None else predictions[start:stop]
             parts.append(
                 self._run(context, _explain_rows, explainer, rows[start:stop], chunk_predictions)

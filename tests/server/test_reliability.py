@@ -16,6 +16,7 @@ from shapley_client import ShapleyClient, ShapleyError
 
 from benchmarks.bench_service import SERVE_COMMAND, ServerProcess
 from shapley_svc.estimator.artifact import DEFAULT_ARTIFACT
+from shapley_svc.server.service import EXPLAIN_SLICE_CELLS, INLINE_EXPLAIN_ROWS
 from tests.server.conftest import make_task
 
 
@@ -168,8 +169,10 @@ def test_a_taken_port_stops_start_up_with_a_message(flag):
 @pytest.mark.slow
 def test_a_passed_deadline_stops_a_large_explain_within_a_slice(make_server):
     server = make_server(compute_threads=1, warm=False)
-    X, p = make_task(n=300, d=5, seed=12)
-    rows = np.random.default_rng(0).normal(size=(30_000, 5))
+    d = 64
+    X, p = make_task(n=300, d=d, seed=12)
+    slice_rows = EXPLAIN_SLICE_CELLS // d
+    rows = np.random.default_rng(0).normal(size=(8 * slice_rows, d))
     with server.client(timeout=300) as client:
         context = client.create_context(X, p)
         start = time.perf_counter()
@@ -181,5 +184,7 @@ def test_a_passed_deadline_stops_a_large_explain_within_a_slice(make_server):
         assert late.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
         client.timeout = 300
         start = time.perf_counter()
-        client.explain(context, rows[:1])  # queued behind whatever the late call left running
+        # More rows than run inline: queued on the one compute thread behind whatever the late
+        # call left running, which is at most one slice.
+        client.explain(context, rows[: INLINE_EXPLAIN_ROWS + 1])
         assert time.perf_counter() - start < full / 2, f"full batch took {full:.2f} s"
