@@ -12,16 +12,19 @@ Every scenario is bounded in calls and in time (no call starts after the time bo
 p50/p95/p99 latency, rows/s, errors (must be zero: the exit status is 1 otherwise), the server's
 peak resident memory (VmHWM from /proc) and its peak during each scenario, and the same calls in
 process (``ZeroShotExplainer.explain`` from as many threads; streams one at a time) for the
-overhead ratio. The earlier figures (single-row latency, one 10,000-row batch, median of 3) keep
-their JSON keys. The server runs with ``--max-concurrent-streams 32 --worker-threads 48``: the
-defaults (16 streams, 16 handler threads) would refuse half the streams at concurrency 32, by
-design.
+overhead ratio. The earlier figures keep their JSON keys: single-row latency, with each call
+taking turns with the same call in process, an echo by a grpcio server with no project code (the
+transport's floor on this machine) and ``GetServerInfo``; one 10,000-row batch, the median of 7
+taken in turns with the same batch in process. The server runs with
+``--max-concurrent-streams 32 --worker-threads 48``: the defaults (16 streams, 16 handler
+threads) would refuse half the streams at concurrency 32, by design.
 
-    python -m benchmarks.bench_service [--quick] [--out-dir DIR]   # full: about 8 minutes
+    python -m benchmarks.bench_service [--quick] [--out-dir DIR]   # full: about 10 minutes
     shapley-svc bench service [--quick]                             # the same, from a checkout
 """
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -68,7 +71,7 @@ class Plan:
     legacy_batch_repeats: int
 
 
-FULL = Plan(2000, 20.0, 1000, 400, 20.0, 100_000, 10_000, 1, 60.0, 300, 10_000, 3)
+FULL = Plan(2000, 20.0, 1000, 400, 20.0, 100_000, 10_000, 1, 60.0, 1000, 10_000, 7)
 QUICK = Plan(100, 1.0, 1000, 20, 1.0, 2_000, 500, 1, 10.0, 50, 2_000, 1)
 
 
@@ -339,25 +342,96 @@ def run_scenarios(server: ServerProcess, plan: Plan, concurrency: Sequence[int])
     return results
 
 
+class EchoServer:
+    """``benchmarks._echo_server`` in a child process: grpcio with no project code."""
+
+    def __init__(self):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks._echo_server"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parents[1],
+        )
+        self.target = f"127.0.0.1:{int(self.process.stdout.readline())}"
+
+    def stop(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(30)
+
+
+def single_row_latency(client, context, local, query, query_predictions, calls: int) -> dict:
+    """One row at a time, four calls in turn so that all see the same state of the machine:
+    ``Explain`` over gRPC, the same explanation in process, an echo of the same request's bytes
+    by a grpcio server with no project code (the transport's floor), and ``GetServerInfo`` (this
+    server's cheapest call). The order rotates every round; the first round is untimed."""
+    import grpc
+    from shapley_client._proto import shapley_pb2 as client_pb
+
+    from benchmarks._echo_server import METHOD
+
+    echo_server = EchoServer()
+    channel = grpc.insecure_channel(echo_server.target)
+    echo = channel.unary_unary(METHOD)
+    info_request = client_pb.GetServerInfoRequest()
+    latencies: dict[str, list[float]] = {"grpc": [], "in_process": [], "echo": [], "info": []}
+    try:
+        for i in range(calls + 1):
+            row, p = query[i % len(query)][None], query_predictions[i % len(query)][None]
+            request_bytes = client_pb.ExplainRequest(
+                context_id=context.context_id,
+                rows=client_pb.Tensor(dtype=client_pb.DTYPE_FLOAT64, shape=[1, row.shape[1]]),
+                predictions=client_pb.Tensor(dtype=client_pb.DTYPE_FLOAT64, shape=[1]),
+            )
+            request_bytes.rows.data = row.tobytes()
+            request_bytes.predictions.data = p.tobytes()
+            payload = request_bytes.SerializeToString()
+            calls_in_turn = {
+                "grpc": functools.partial(client.explain, context, row, p),
+                "in_process": functools.partial(local.explain, row, p),
+                "echo": functools.partial(echo, payload, timeout=CALL_TIMEOUT_SECONDS),
+                "info": functools.partial(client._stub.GetServerInfo, info_request),
+            }
+            names = list(calls_in_turn)
+            for k in range(len(names)):
+                name = names[(i + k) % len(names)]
+                start = time.perf_counter()
+                calls_in_turn[name]()
+                if i > 0:
+                    latencies[name].append(time.perf_counter() - start)
+    finally:
+        channel.close()
+        echo_server.stop()
+    figures = {name: percentiles(values) for name, values in latencies.items()}
+    return {
+        "single_row_calls": calls,
+        "single_row_grpc": figures["grpc"],
+        "single_row_in_process": figures["in_process"],
+        "single_row_p50_overhead_ms": figures["grpc"]["p50_ms"] - figures["in_process"]["p50_ms"],
+        "grpcio_echo_floor": figures["echo"],
+        "server_info_rpc": figures["info"],
+    }
+
+
 def legacy_figures(server: ServerProcess, plan: Plan) -> dict:
-    """The earlier figures under their earlier keys: single-row latency and one large batch."""
+    """Single-row latency against in process and the floor; one large batch (earlier keys)."""
     from shapley_client import ShapleyClient
 
     from shapley_svc import ZeroShotExplainer
 
-    X, predictions, query, query_predictions = make_task(plan.legacy_batch_rows)
+    X, predictions, query, query_predictions = make_task(
+        max(plan.legacy_batch_rows, plan.legacy_single_calls)
+    )
     client = ShapleyClient(server.target, timeout=CALL_TIMEOUT_SECONDS)
     context = client.create_context(X, predictions)
     local = ZeroShotExplainer(random_state=0).fit(X, predictions)
-    remote_single, local_single = [], []
-    for i in range(plan.legacy_single_calls):
-        row, p = query[i % len(query)][None], query_predictions[i % len(query)][None]
-        start = time.perf_counter()
-        client.explain(context, row, p)
-        remote_single.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        local.explain(row, p)
-        local_single.append(time.perf_counter() - start)
+    single = single_row_latency(
+        client, context, local, query, query_predictions, plan.legacy_single_calls
+    )
+    query, query_predictions = (
+        query[: plan.legacy_batch_rows],
+        query_predictions[: plan.legacy_batch_rows],
+    )
     # Untimed first: the first large batch in a process loads kernels the single rows did not use.
     client.explain(context, query, query_predictions)
     local.explain(query, query_predictions)
@@ -374,13 +448,9 @@ def legacy_figures(server: ServerProcess, plan: Plan) -> dict:
     disagreement = float(np.abs(remote.values - in_process.values).max())
     remote_rate = plan.legacy_batch_rows / float(np.median(remote_batch))
     local_rate = plan.legacy_batch_rows / float(np.median(local_batch))
-    single_remote, single_local = percentiles(remote_single), percentiles(local_single)
     return {
         "context": {"n": len(X), "d": X.shape[1], "background_rows": 100},
-        "single_row_calls": plan.legacy_single_calls,
-        "single_row_grpc": single_remote,
-        "single_row_in_process": single_local,
-        "single_row_p50_overhead_ms": single_remote["p50_ms"] - single_local["p50_ms"],
+        **single,
         "batch_rows": plan.legacy_batch_rows,
         "batch_grpc_rows_per_second": remote_rate,
         "batch_in_process_rows_per_second": local_rate,
@@ -395,6 +465,20 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def _fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def single_row_sentence(payload: dict) -> str:
+    """Single-row latency against in process, and how much of the difference is grpcio's."""
+    single, local = payload["single_row_grpc"], payload["single_row_in_process"]
+    echo, info = payload["grpcio_echo_floor"], payload["server_info_rpc"]
+    return (
+        f"A single row, one client, {payload['single_row_calls']:,} calls, each taking turns "
+        f"with the same call in process and two bare round trips: p50 {single['p50_ms']:.2f} ms "
+        f"and p99 {single['p99_ms']:.2f} ms over gRPC against p50 {local['p50_ms']:.2f} ms in "
+        f"process ({payload['single_row_p50_overhead_ms']:.2f} ms more). The bare round trips: "
+        f"p50 {echo['p50_ms']:.2f} ms for grpcio echoing the same request bytes with no project "
+        f"code, {info['p50_ms']:.2f} ms for this server's cheapest call (`GetServerInfo`)."
+    )
 
 
 def markdown(payload: dict) -> str:
@@ -444,11 +528,11 @@ def markdown(payload: dict) -> str:
         "call (a whole stream for streams). The load generator is Python threads in one "
         "process: at high concurrency with single rows, its own GIL-bound client work counts.",
         "",
-        f"Earlier figures (keys kept): single-row p50 "
-        f"{payload['single_row_grpc']['p50_ms']:.1f} ms over gRPC against "
-        f"{payload['single_row_in_process']['p50_ms']:.1f} ms in process; one "
-        f"{payload['batch_rows']:,}-row batch at {payload['batch_grpc_rows_per_second']:,.0f} "
-        f"rows/s, {payload['batch_grpc_share_of_in_process']:.0%} of in process.",
+        single_row_sentence(payload),
+        "",
+        f"One {payload['batch_rows']:,}-row batch at "
+        f"{payload['batch_grpc_rows_per_second']:,.0f} rows/s, "
+        f"{payload['batch_grpc_share_of_in_process']:.0%} of in process.",
         "",
     ]
     return "\n".join(lines)
@@ -483,14 +567,13 @@ def readme_block(payload: dict, json_path: str) -> str:
             f"{_fmt(g['p99_ms'])} | {_fmt(g['rows_per_second'], 0)} | "
             f"{_fmt(r['grpc_share_of_in_process_rows_per_second'], 2)} |"
         )
-    single, local = payload["single_row_grpc"], payload["single_row_in_process"]
     lines += [
         "",
-        f"A single row, one client: p50 {single['p50_ms']:.2f} ms and p99 {single['p99_ms']:.2f} "
-        f"ms over gRPC against p50 {local['p50_ms']:.2f} ms in process "
-        f"({payload['single_row_p50_overhead_ms']:.2f} ms more). One "
-        f"{payload['batch_rows']:,}-row batch: {payload['batch_grpc_rows_per_second']:,.0f} "
-        f"rows/s, {payload['batch_grpc_share_of_in_process']:.0%} of in process. Full table: "
+        single_row_sentence(payload),
+        "",
+        f"One {payload['batch_rows']:,}-row batch: "
+        f"{payload['batch_grpc_rows_per_second']:,.0f} rows/s, "
+        f"{payload['batch_grpc_share_of_in_process']:.0%} of in process. Full table: "
         f"[{Path(json_path).with_suffix('.md').as_posix()}]"
         f"({Path(json_path).with_suffix('.md').as_posix()}).",
         README_END,

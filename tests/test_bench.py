@@ -378,6 +378,7 @@ def test_service_quick_mode(tmp_path):
     block = bench_service.readme_block(payload, "benchmarks/results/service_quick.json")
     assert block.startswith(bench_service.README_START) and "Quick mode" in block
     assert f"p50 {payload['single_row_grpc']['p50_ms']:.2f} ms" in block
+    assert "grpcio echoing" in block and payload["grpcio_echo_floor"]["p50_ms"] > 0
     readme = f"a\n{bench_service.README_START}\nold\n{bench_service.README_END}\nb\n"
     assert report.replace_readme_block(readme, block) == f"a\n{block}\nb\n"
 
