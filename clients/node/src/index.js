@@ -517,6 +517,23 @@ function encodeSpec(spec) {
   return message;
 }
 
+/**
+ * Resolves once a call whose write buffer was full can take more (or has ended).
+ * @param {any} call a client-streaming or bidirectional call
+ * @returns {Promise<void>}
+ */
+function drained(call) {
+  return new Promise((ready) => {
+    const done = () => {
+      call.off('drain', done);
+      call.off('status', done);
+      ready();
+    };
+    call.on('drain', done);
+    call.on('status', done);
+  });
+}
+
 class ShapleyClient {
   /**
    * @param {string} target host:port of the server, e.g. '127.0.0.1:50051'
@@ -692,16 +709,6 @@ class ShapleyClient {
           if (error) reject(errorFromStatus(error));
           else resolve(response);
         });
-      const waitForDrain = () =>
-        new Promise((ready) => {
-          const done = () => {
-            call.off('drain', done);
-            call.off('status', done);
-            ready(undefined);
-          };
-          call.on('drain', done);
-          call.on('status', done);
-        });
       (async () => {
         for (let start = 0; start < n; start += blockRows) {
           if (answered) return; // the server refused the context early: stop sending
@@ -710,7 +717,7 @@ class ShapleyClient {
           const part = { rows: block(rows, start, stop), predictions: block(predictions, start, stop) };
           // The server refuses background, names, seed and groups after the first message.
           if (start === 0) Object.assign(part, settings);
-          if (!call.write({ context: part })) await waitForDrain();
+          if (!call.write({ context: part })) await drained(call);
         }
         if (!answered) call.end();
       })().catch((error) => {
@@ -895,22 +902,12 @@ class ShapleyClient {
         ended = true;
         finish();
       });
-      const waitForDrain = () =>
-        new Promise((ready) => {
-          const done = () => {
-            call.off('drain', done);
-            call.off('status', done);
-            ready(undefined);
-          };
-          call.on('drain', done);
-          call.on('status', done);
-        });
       (async () => {
         for (let start = 0; start < m; start += chunkRows) {
           if (status) return; // the call is over (an error): stop sending
           const message = chunk(start);
           if (start === 0) message.contextId = id;
-          if (!call.write(message)) await waitForDrain();
+          if (!call.write(message)) await drained(call);
         }
         if (!status) call.end();
       })().catch((error) => {
