@@ -378,18 +378,19 @@ def single_row_latency(client, context, local, query, query_predictions, calls: 
     try:
         for i in range(calls + 1):
             row, p = query[i % len(query)][None], query_predictions[i % len(query)][None]
-            request_bytes = client_pb.ExplainRequest(
+            request = client_pb.ExplainRequest(
                 context_id=context.context_id,
                 rows=client_pb.Tensor(dtype=client_pb.DTYPE_FLOAT64, shape=[1, row.shape[1]]),
                 predictions=client_pb.Tensor(dtype=client_pb.DTYPE_FLOAT64, shape=[1]),
             )
-            request_bytes.rows.data = row.tobytes()
-            request_bytes.predictions.data = p.tobytes()
-            payload = request_bytes.SerializeToString()
+            request.rows.data = row.tobytes()
+            request.predictions.data = p.tobytes()
+            payload = request.SerializeToString()
             calls_in_turn = {
                 "grpc": functools.partial(client.explain, context, row, p),
                 "in_process": functools.partial(local.explain, row, p),
                 "echo": functools.partial(echo, payload, timeout=CALL_TIMEOUT_SECONDS),
+                # The bare RPC, without the client's wrapping of the answer.
                 "info": functools.partial(client._stub.GetServerInfo, info_request),
             }
             names = list(calls_in_turn)
