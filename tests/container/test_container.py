@@ -12,28 +12,24 @@ import numpy as np
 import pytest
 from shapley_client import ShapleyClient
 
-from tests.container.image import BUILD_LOG, IMAGE, Podman, build_image, missing_tools
+from tests.container.image import BUILD_LOG, IMAGE, Podman, missing_tools
 from tests.server.conftest import make_task
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def podman(request, tmp_path_factory):
+def podman(request):
     reason = missing_tools()
     if reason is not None:
         if os.environ.get("SHAPLEY_SVC_REQUIRE_CONTAINER") == "1":
             pytest.fail(reason)
         pytest.skip(reason)
-    # tests/conftest.py starts the build when the session starts; build here otherwise.
-    started = getattr(request.config, "container_build", None)
-    if started is None:
-        tools = build_image(tmp_path_factory.mktemp("containers"))
-    else:
-        process, folder = started
-        if process.wait() != 0:
-            pytest.fail("building the image failed:\n" + (folder / BUILD_LOG).read_text()[-4000:])
-        tools = Podman(folder)
+    # tests/conftest.py started the build when the session started (the tools are here).
+    process, folder = request.config.container_build
+    if process.wait() != 0:
+        pytest.fail("building the image failed:\n" + (folder / BUILD_LOG).read_text()[-4000:])
+    tools = Podman(folder)
     yield tools
     tools.remove_images()
 
