@@ -56,6 +56,7 @@ class RequestError(Exception):
         super().__init__(f"{field}: {problem}" if field else problem)
         self.code = code
         self.field = field
+        self.problem = problem
 
 
 def _invalid(field: str, problem: str) -> RequestError:
@@ -532,11 +533,10 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
                 rows, predictions = self._decode_block(spec, "context.", n_rows)
             except RequestError as error:
                 # Positions in a block's message are the block's: say where the block starts.
-                problem = str(error).partition(": ")[2] if error.field else str(error)
                 raise RequestError(
                     error.code,
                     error.field,
-                    f"{problem} (in message {index}, whose first row is row {n_rows} of the "
+                    f"{error.problem} (in message {index}, whose first row is row {n_rows} of the "
                     "context)",
                 ) from None
             if predictions.shape[0] != rows.shape[0]:
