@@ -196,12 +196,9 @@ def test_readme_block_replacement():
 
 def test_readme_has_the_benchmark_blocks():
     readme = (ROOT / "README.md").read_text()
-    for marker in (report.README_START, report.README_END):
-        assert readme.count(marker) == 1, marker
-    for marker in (bench_service.README_START, bench_service.README_END):
-        assert readme.count(marker) == 1, marker
-    for marker in (bench_embeddings.README_START, bench_embeddings.README_END):
-        assert readme.count(marker) == 1, marker
+    for module in (report, bench_service, bench_embeddings):
+        for marker in (module.README_START, module.README_END):
+            assert readme.count(marker) == 1, marker
 
 
 def test_readme_block_matches_the_committed_report():
