@@ -3,7 +3,6 @@
 from shapley_svc.codecs.tensors import (
     DTYPE_FLOAT32,
     DTYPE_FLOAT64,
-    TensorError,
     decode_tensor,
     encode_tensor,
 )
@@ -11,7 +10,6 @@ from shapley_svc.codecs.tensors import (
 __all__ = [
     "DTYPE_FLOAT32",
     "DTYPE_FLOAT64",
-    "TensorError",
     "decode_tensor",
     "encode_tensor",
 ]

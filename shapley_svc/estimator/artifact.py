@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shapley_svc.errors import ArtifactError
 from shapley_svc.estimator.combiner import CombinerParameters
 from shapley_svc.estimator.context import GLOBAL_FEATURES, SURROGATE_FEATURES
 from shapley_svc.estimator.surrogates import ZOO
@@ -23,10 +24,6 @@ from shapley_svc.estimator.surrogates import ZOO
 #    the log10(d / 32) hinge among the global features.
 FORMAT_VERSION = 5
 DEFAULT_ARTIFACT = Path(__file__).resolve().parent / "artifacts" / "combiner.json"
-
-
-class ArtifactError(RuntimeError):
-    """The artifact is missing, corrupted or does not match this version of the code."""
 
 
 @dataclass(frozen=True)

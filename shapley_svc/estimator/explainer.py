@@ -9,6 +9,7 @@ import numpy as np
 from joblib import parallel_config
 from threadpoolctl import threadpool_limits
 
+from shapley_svc.errors import NotFittedError
 from shapley_svc.estimator._memory import held_bytes
 from shapley_svc.estimator.artifact import DEFAULT_ARTIFACT, Artifact, load_artifact
 from shapley_svc.estimator.combiner import (
@@ -56,10 +57,6 @@ def _kernel_threads(n_rows: int) -> Iterator[None]:
         yield
     finally:
         numba.set_num_threads(previous)
-
-
-class NotFittedError(ValueError):
-    """``explain`` was called before ``fit``."""
 
 
 @dataclass(frozen=True)
@@ -277,7 +274,7 @@ class ZeroShotExplainer:
     def memory_bytes(self) -> int:
         """Estimated bytes this fitted explainer holds (surrogates, their tables, the rows)."""
         if not hasattr(self, "contexts_"):
-            raise NotFittedError("this ZeroShotExplainer is not fitted yet: call fit first")
+            raise NotFittedError()
         return held_bytes([self.contexts_, self.background_rows_, self.standardiser_])
 
     def _background_indices(self, background, n: int) -> np.ndarray:
@@ -318,7 +315,7 @@ class ZeroShotExplainer:
     def rows_per_slice(self) -> int:
         """How many query rows ``explain`` works on at once within ``working_memory_bytes``."""
         if not hasattr(self, "contexts_"):
-            raise NotFittedError("this ZeroShotExplainer is not fitted yet: call fit first")
+            raise NotFittedError()
         n_players = len(self.player_names_)
         # Per row: every member's values, the combined values and their spread, per output,
         # and the widest basis a surrogate expands the row into.
@@ -334,7 +331,7 @@ class ZeroShotExplainer:
         predictions_query : None, or the model's outputs on X_query, shaped like ``predictions``.
         """
         if not hasattr(self, "contexts_"):
-            raise NotFittedError("this ZeroShotExplainer is not fitted yet: call fit first")
+            raise NotFittedError()
         rows = _finite_matrix("X_query", X_query, self.n_features_in_)
         m = rows.shape[0]
         outputs = None

@@ -18,6 +18,7 @@ from sklearn.ensemble import ExtraTreesRegressor, HistGradientBoostingRegressor
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import KFold
 
+from shapley_svc.errors import CancelledError
 from shapley_svc.estimator.groups import Players
 from shapley_svc.kernels.enumeration import shapley_from_coalition_values
 from shapley_svc.kernels.link_additive import (
@@ -497,8 +498,8 @@ _MULTINOMIAL_FACTORIES = {
 }
 
 
-class FitCancelled(Exception):
-    """The caller's ``should_stop`` said to stop before the fit was done."""
+# The name callers of ``fit(should_stop=...)`` know; one class with the package's cancellation.
+FitCancelled = CancelledError
 
 
 @dataclass(frozen=True)

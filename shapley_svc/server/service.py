@@ -21,8 +21,9 @@ import numpy as np
 
 from shapley_svc._proto import shapley_pb2 as pb
 from shapley_svc._proto import shapley_pb2_grpc
-from shapley_svc.codecs import DTYPE_FLOAT64, TensorError, decode_tensor, encode_tensor
-from shapley_svc.estimator import FitCancelled, ZeroShotExplainer, load_artifact
+from shapley_svc.codecs import DTYPE_FLOAT64, decode_tensor, encode_tensor
+from shapley_svc.errors import CancelledError, LimitExceededError, ShapleyError
+from shapley_svc.estimator import ZeroShotExplainer, load_artifact
 from shapley_svc.server.metrics import Metrics
 from shapley_svc.server.settings import Settings
 from shapley_svc.server.store import ContextStore, StoredContext, StoreFullError
@@ -235,7 +236,7 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
         future = self._compute.submit(work, *args)
         try:
             return future.result(timeout=remaining)
-        except FitCancelled:
+        except CancelledError:
             raise RequestError(grpc.StatusCode.CANCELLED, "", "the call was cancelled") from None
         except concurrent.futures.TimeoutError:
             if stop is not None:
@@ -253,13 +254,13 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
             return decode_tensor(
                 field, tensor.dtype, tensor.shape, tensor.data, ndims=ndims, max_elements=limit
             )
-        except TensorError as error:
+        except ShapleyError as error:
             code = (
                 grpc.StatusCode.RESOURCE_EXHAUSTED
-                if error.limit
+                if isinstance(error, LimitExceededError)
                 else grpc.StatusCode.INVALID_ARGUMENT
             )
-            raise RequestError(code, error.field, str(error).partition(": ")[2]) from None
+            raise RequestError(code, error.argument, error.problem) from None
 
     def _decode_spec(self, spec: pb.ContextSpec, prefix: str):
         if not spec.HasField("rows"):

@@ -1,0 +1,77 @@
+"""Domain errors: what went wrong, as data, with no transport in sight.
+
+Every layer below the server raises these (the estimator, feature groups, the codecs, the context
+service); the server maps each class to a gRPC status in one table and puts ``argument`` into the
+standard ``google.rpc.BadRequest`` details after translating it into the request field that
+carried it. Nothing parses error text.
+
+``argument`` names what the raising function was given (``"X_query"``, ``"groups"``,
+``"context.rows"`` for a codec that decodes a request field); ``problem`` says what is wrong with
+it, phrased to follow the name ("must be finite; found inf at row 3, column 1"). ``str(error)`` is
+the two joined, so existing callers that print or match messages keep working.
+"""
+
+
+class ShapleyError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    def __init__(self, argument: str, problem: str):
+        super().__init__(f"{argument} {problem}" if argument else problem)
+        self.argument = argument
+        self.problem = problem
+
+
+class InvalidArgumentError(ShapleyError, ValueError):
+    """An argument is malformed or inconsistent with the others (gRPC: INVALID_ARGUMENT)."""
+
+
+class LimitExceededError(ShapleyError, ValueError):
+    """An argument is well formed but larger than a configured limit (RESOURCE_EXHAUSTED)."""
+
+
+class NotFoundError(ShapleyError, KeyError):
+    """A named thing (a context id) is not held (NOT_FOUND)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return Exception.__str__(self)
+
+
+class NotFittedError(ShapleyError, ValueError, AttributeError):
+    """A method that needs a fitted estimator was called before ``fit`` (as scikit-learn's,
+    also an ``AttributeError``)."""
+
+    def __init__(self, problem: str = "this ZeroShotExplainer is not fitted yet: call fit first"):
+        super().__init__("", problem)
+
+
+class CancelledError(ShapleyError):
+    """The caller's ``should_stop`` said to stop before the work was done (CANCELLED)."""
+
+    def __init__(self, problem: str = "the work was cancelled"):
+        super().__init__("", problem)
+
+
+class DeadlineExceededError(ShapleyError):
+    """The caller's deadline passed before the work was done (DEADLINE_EXCEEDED)."""
+
+    def __init__(self, problem: str = "the deadline passed"):
+        super().__init__("", problem)
+
+
+class ArtifactError(ShapleyError, RuntimeError):
+    """The meta-learned artifact is missing, corrupted or does not match this code."""
+
+    def __init__(self, problem: str):
+        super().__init__("", problem)
+
+
+__all__ = [
+    "ArtifactError",
+    "CancelledError",
+    "DeadlineExceededError",
+    "InvalidArgumentError",
+    "LimitExceededError",
+    "NotFittedError",
+    "NotFoundError",
+    "ShapleyError",
+]
