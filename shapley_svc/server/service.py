@@ -24,6 +24,7 @@ from shapley_svc._proto import shapley_pb2_grpc
 from shapley_svc.codecs import DTYPE_FLOAT64, decode_tensor, encode_tensor
 from shapley_svc.errors import CancelledError, LimitExceededError, ShapleyError
 from shapley_svc.estimator import ZeroShotExplainer, load_artifact
+from shapley_svc.estimator.explainer import SERIAL_MAX_ROWS
 from shapley_svc.server.metrics import Metrics
 from shapley_svc.server.settings import Settings
 from shapley_svc.server.store import ContextStore, StoredContext, StoreFullError
@@ -32,13 +33,6 @@ log = logging.getLogger("shapley_svc.server")
 ERROR_FIELD_KEY = "shapley-error-field"
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Shapley"].full_name
 _NO_DEADLINE = 10.0 * 365 * 24 * 3600
-# A large explain runs in slices of about this many row x feature cells (0.1-1 s of work), so
-# that a cancelled call frees its compute thread soon; every slice has a fixed cost, measured at
-# about 6 % of a 10,000 x 20 batch when it was cut into 4,096-row slices.
-EXPLAIN_SLICE_CELLS = 1 << 18
-# Explains this small run on the gRPC handler thread, without a hand-off to the compute pool:
-# they take a few milliseconds on one core (the estimator keeps small batches single-threaded).
-INLINE_EXPLAIN_ROWS = 16
 # The estimator's fit arguments, as the request fields that carry them.
 _ESTIMATOR_ARGUMENTS = {
     "X": "context.rows",
@@ -455,10 +449,16 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
                     f"has shape {list(predictions.shape)}; expected {list(expected)} for {m} rows "
                     f"of context {entry.context_id}",
                 )
-        if m <= INLINE_EXPLAIN_ROWS:
+        if m <= SERIAL_MAX_ROWS:
+            # A few milliseconds on one core: cheaper here than a hand-off to a compute thread.
             parts = [_explain_rows(explainer, rows, predictions)]
         else:
-            parts = self._explain_in_slices(context, explainer, rows, predictions)
+            stop = threading.Event()
+            parts = [
+                self._run(
+                    context, _explain_rows, explainer, rows, predictions, stop.is_set, stop=stop
+                )
+            ]
         self.metrics.add_rows_explained(m)
         return pb.ExplainResponse(
             context_id=entry.context_id,
@@ -468,23 +468,6 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
             artifact_version=self.artifact_version,
             first_row=first_row,
         )
-
-    def _explain_in_slices(self, context, explainer, rows, predictions) -> list:
-        """Explain on the compute pool, a slice at a time, so a cancelled call or a passed
-        deadline stops the work within one slice instead of holding a compute thread to the end.
-        """
-        parts = []
-        # Features, not players: the surrogates' work grows with d whatever the grouping.
-        step = max(1, EXPLAIN_SLICE_CELLS // explainer.n_features_in_)
-        for start in range(0, len(rows), step):
-            if not context.is_active():
-                raise RequestError(grpc.StatusCode.CANCELLED, "", "the call was cancelled")
-            stop = start + step
-            chunk_predictions = None if predictions is None else predictions[start:stop]
-            parts.append(
-                self._run(context, _explain_rows, explainer, rows[start:stop], chunk_predictions)
-            )
-        return parts
 
     # --- RPCs --------------------------------------------------------------------------------
 
@@ -652,10 +635,11 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
         )
 
 
-def _explain_rows(explainer, rows: np.ndarray, predictions: np.ndarray | None):
+def _explain_rows(explainer, rows: np.ndarray, predictions: np.ndarray | None, should_stop=None):
     return explainer.explain(
         np.asarray(rows, dtype=np.float64),
         None if predictions is None else np.asarray(predictions, dtype=np.float64),
+        should_stop=should_stop,
     )
 
 

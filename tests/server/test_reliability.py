@@ -16,7 +16,7 @@ from shapley_client import ShapleyClient, ShapleyError
 
 from benchmarks.bench_service import SERVE_COMMAND, ServerProcess
 from shapley_svc.estimator.artifact import DEFAULT_ARTIFACT
-from shapley_svc.server.service import EXPLAIN_SLICE_CELLS, INLINE_EXPLAIN_ROWS
+from shapley_svc.estimator.explainer import EXPLAIN_SLICE_CELLS, SERIAL_MAX_ROWS
 from tests.server.conftest import make_task
 
 
@@ -186,5 +186,5 @@ def test_a_passed_deadline_stops_a_large_explain_within_a_slice(make_server):
         start = time.perf_counter()
         # More rows than run inline: queued on the one compute thread behind whatever the late
         # call left running, which is at most one slice.
-        client.explain(context, rows[: INLINE_EXPLAIN_ROWS + 1])
+        client.explain(context, rows[: SERIAL_MAX_ROWS + 1])
         assert time.perf_counter() - start < full / 2, f"full batch took {full:.2f} s"
