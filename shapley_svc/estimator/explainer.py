@@ -9,7 +9,7 @@ import numpy as np
 from joblib import parallel_config
 from threadpoolctl import threadpool_limits
 
-from shapley_svc.errors import CancelledError, NotFittedError
+from shapley_svc.errors import CancelledError, InvalidArgumentError, NotFittedError
 from shapley_svc.estimator._memory import held_bytes
 from shapley_svc.estimator.artifact import DEFAULT_ARTIFACT, Artifact, load_artifact
 from shapley_svc.estimator.combiner import (
@@ -104,8 +104,8 @@ def _finite_matrix(name: str, value, n_features: int | None = None) -> np.ndarra
     """The reference engine's checks, plus the fitted feature count in the estimator's words."""
     array = as_float_matrix(name, value)
     if n_features is not None and array.shape[1] != n_features:
-        raise ValueError(
-            f"{name} has {array.shape[1]} features; the explainer was fitted on {n_features}"
+        raise InvalidArgumentError(
+            name, f"has {array.shape[1]} features; the explainer was fitted on {n_features}"
         )
     return array
 
@@ -115,16 +115,18 @@ def _outputs(name: str, value, n_rows: int, n_outputs: int | None = None) -> np.
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a numeric array") from None
+        raise InvalidArgumentError(name, "must be a numeric array") from None
     if array.ndim not in (1, 2) or array.shape[0] != n_rows:
-        raise ValueError(f"{name} must have shape ({n_rows},) or ({n_rows}, K); got {array.shape}")
+        raise InvalidArgumentError(
+            name, f"must have shape ({n_rows},) or ({n_rows}, K); got {array.shape}"
+        )
     array = array.reshape(n_rows, -1)
     if n_outputs is not None and array.shape[1] != n_outputs:
-        raise ValueError(
-            f"{name} has {array.shape[1]} outputs; the explainer was fitted on {n_outputs}"
+        raise InvalidArgumentError(
+            name, f"has {array.shape[1]} outputs; the explainer was fitted on {n_outputs}"
         )
     if not np.isfinite(array).all():
-        raise ValueError(f"{name} must be finite")
+        raise InvalidArgumentError(name, "must be finite")
     return np.ascontiguousarray(array)
 
 
@@ -189,27 +191,30 @@ class ZeroShotExplainer:
             or isinstance(self.working_memory_bytes, bool)
             or self.working_memory_bytes < MIN_MEMORY_BYTES
         ):
-            raise ValueError(
-                f"working_memory_bytes must be an int of at least {MIN_MEMORY_BYTES} (16 MiB); "
-                f"got {self.working_memory_bytes!r}"
+            raise InvalidArgumentError(
+                "working_memory_bytes",
+                f"must be an int of at least {MIN_MEMORY_BYTES} (16 MiB); "
+                f"got {self.working_memory_bytes!r}",
             )
         if (
             not isinstance(self.random_state, int | np.integer)
             or not 0 <= self.random_state < MAX_RANDOM_STATE
         ):
-            raise ValueError(
-                f"random_state must be an int in [0, 2**32) (scikit-learn's seed range); "
-                f"got {self.random_state!r}"
+            raise InvalidArgumentError(
+                "random_state",
+                f"must be an int in [0, 2**32) (scikit-learn's seed range); "
+                f"got {self.random_state!r}",
             )
         rows = _finite_matrix("X", X)
         n, d = rows.shape
         if n < 2:
-            raise ValueError(f"X must have at least 2 rows to learn from; got {n}")
+            raise InvalidArgumentError("X", f"must have at least 2 rows to learn from; got {n}")
         outputs = _outputs("predictions", predictions, n)
         constant = np.flatnonzero(outputs.std(axis=0) <= 1e-12 * (1 + np.abs(outputs).max()))
         if constant.size:
-            raise ValueError(
-                f"predictions are constant (output {constant[0]}): there is nothing to attribute"
+            raise InvalidArgumentError(
+                "predictions",
+                f"are constant (output {constant[0]}): there is nothing to attribute",
             )
         background_indices = self._background_indices(background, n)
         names = self._feature_names(feature_names, d)
@@ -289,17 +294,18 @@ class ZeroShotExplainer:
             return np.sort(rng.choice(n, size=min(n, DEFAULT_BACKGROUND_ROWS), replace=False))
         indices = np.asarray(background)
         if indices.ndim != 1 or indices.size == 0 or not np.issubdtype(indices.dtype, np.integer):
-            raise ValueError(
-                "background must be a non-empty 1-D array of integer row indices "
-                f"into X; got dtype {indices.dtype}, shape {indices.shape}"
+            raise InvalidArgumentError(
+                "background",
+                "must be a non-empty 1-D array of integer row indices "
+                f"into X; got dtype {indices.dtype}, shape {indices.shape}",
             )
         if indices.min() < 0 or indices.max() >= n:
-            raise ValueError(
-                f"background indices must lie in [0, {n}); got values from "
-                f"{indices.min()} to {indices.max()}"
+            raise InvalidArgumentError(
+                "background",
+                f"indices must lie in [0, {n}); got values from {indices.min()} to {indices.max()}",
             )
         if np.unique(indices).size != indices.size:
-            raise ValueError("background indices must be distinct")
+            raise InvalidArgumentError("background", "indices must be distinct")
         return indices.astype(np.int64)
 
     @staticmethod
@@ -308,9 +314,11 @@ class ZeroShotExplainer:
             return [f"x{j}" for j in range(d)]
         names = [str(name) for name in names]
         if len(names) != d:
-            raise ValueError(f"feature_names has {len(names)} names; X has {d} features")
+            raise InvalidArgumentError(
+                "feature_names", f"has {len(names)} names; X has {d} features"
+            )
         if len(set(names)) != d:
-            raise ValueError("feature_names must be distinct")
+            raise InvalidArgumentError("feature_names", "must be distinct")
         return names
 
     @property

@@ -12,6 +12,8 @@ from functools import cached_property
 
 import numpy as np
 
+from shapley_svc.errors import InvalidArgumentError
+
 
 @dataclass(frozen=True)
 class Players:
@@ -75,43 +77,52 @@ def parse_groups(groups: object, n_features: int) -> Players:
         items = list(groups)
         for position, item in enumerate(items):
             if not (isinstance(item, Sequence) and not isinstance(item, str) and len(item) == 2):
-                raise ValueError(
-                    f"groups[{position}] must be a (name, column indices) pair; got {item!r}"
+                raise InvalidArgumentError(
+                    "groups", f"item {position} must be a (name, column indices) pair; got {item!r}"
                 )
     else:
-        raise ValueError(
-            "groups must map group names to column indices (or be a list of (name, indices) "
-            f"pairs); got {type(groups).__name__}"
+        raise InvalidArgumentError(
+            "groups",
+            "must map group names to column indices (or be a list of (name, indices) pairs); "
+            f"got {type(groups).__name__}",
         )
     if not items:
-        raise ValueError("groups must hold at least one group")
+        raise InvalidArgumentError("groups", "must hold at least one group")
     names: list[str] = []
     of_feature = np.full(n_features, -1, dtype=np.int64)
     for player, (name, members) in enumerate(items):
         name = str(name)
         if not name:
-            raise ValueError(f"groups: group {player} has an empty name")
+            raise InvalidArgumentError("groups", f"must have names; group {player}'s is empty")
         if name in names:
-            raise ValueError(f"groups: the name {name!r} is used twice")
+            raise InvalidArgumentError(
+                "groups", f"must have distinct names: the name {name!r} is used twice"
+            )
         indices = np.asarray(members)
         if indices.ndim != 1 or indices.size == 0 or not np.issubdtype(indices.dtype, np.integer):
-            raise ValueError(
-                f"groups[{name!r}] must be a non-empty list of integer column indices; got "
-                f"dtype {indices.dtype}, shape {indices.shape}"
+            raise InvalidArgumentError(
+                "groups",
+                f"must list non-empty integer column indices; group {name!r} has dtype "
+                f"{indices.dtype}, shape {indices.shape}",
             )
         outside = indices[(indices < 0) | (indices >= n_features)]
         if outside.size:
-            raise ValueError(
-                f"groups[{name!r}] holds column {int(outside[0])}, outside [0, {n_features})"
+            raise InvalidArgumentError(
+                "groups",
+                f"must hold columns of X; group {name!r} holds column {int(outside[0])}, "
+                f"outside [0, {n_features})",
             )
         if np.unique(indices).size != indices.size:
-            raise ValueError(f"groups[{name!r}] lists a column twice")
+            raise InvalidArgumentError(
+                "groups", f"must list each column once; group {name!r} lists a column twice"
+            )
         taken = indices[of_feature[indices] >= 0]
         if taken.size:
             column = int(taken[0])
-            raise ValueError(
-                f"groups: column {column} is in both {names[of_feature[column]]!r} and {name!r}; "
-                "groups must not overlap"
+            raise InvalidArgumentError(
+                "groups",
+                f"must not overlap; column {column} is in both {names[of_feature[column]]!r} and "
+                f"{name!r}",
             )
         of_feature[indices] = player
         names.append(name)
@@ -119,7 +130,7 @@ def parse_groups(groups: object, n_features: int) -> Players:
     if missing.size:
         shown = ", ".join(str(int(j)) for j in missing[:8])
         more = f" and {missing.size - 8} more" if missing.size > 8 else ""
-        raise ValueError(
-            f"groups must cover every column: {missing.size} in no group ({shown}{more})"
+        raise InvalidArgumentError(
+            "groups", f"must cover every column: {missing.size} in no group ({shown}{more})"
         )
     return Players(tuple(names), of_feature)

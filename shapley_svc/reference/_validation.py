@@ -4,6 +4,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from shapley_svc.errors import InvalidArgumentError
+
 DEFAULT_MAX_MEMORY_BYTES = 2 * 1024**3
 # The model's own working memory grows with the rows per call (an MLP's hidden layers, a forest's
 # per-tree outputs); past a few ten thousand rows a call is no faster, so calls are capped here.
@@ -11,23 +13,28 @@ MAX_ROWS_PER_CALL = 1 << 16
 
 
 def as_float_matrix(name: str, value: object, n_features: int | None = None) -> np.ndarray:
-    """Return ``value`` as a C-contiguous float64 (n, d) array, or raise ValueError naming it."""
+    """Return ``value`` as a C-contiguous float64 (n, d) array, or raise
+    :class:`InvalidArgumentError` naming it."""
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as error:
-        raise ValueError(
-            f"{name} must be a numeric 2-D array; could not convert: {error}"
+        raise InvalidArgumentError(
+            name, f"must be a numeric 2-D array; could not convert: {error}"
         ) from None
     if array.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (rows, features); got shape {array.shape}")
+        raise InvalidArgumentError(name, f"must be 2-D (rows, features); got shape {array.shape}")
     if array.shape[0] == 0 or array.shape[1] == 0:
-        raise ValueError(f"{name} must have at least one row and one feature; got {array.shape}")
+        raise InvalidArgumentError(
+            name, f"must have at least one row and one feature; got {array.shape}"
+        )
     if n_features is not None and array.shape[1] != n_features:
-        raise ValueError(f"{name} has {array.shape[1]} features; expected {n_features} like X")
+        raise InvalidArgumentError(
+            name, f"has {array.shape[1]} features; expected {n_features} like X"
+        )
     if not np.isfinite(array).all():
         bad = np.argwhere(~np.isfinite(array))[0]
-        raise ValueError(
-            f"{name} must be finite; found {array[tuple(bad)]} at row {bad[0]}, column {bad[1]}"
+        raise InvalidArgumentError(
+            name, f"must be finite; found {array[tuple(bad)]} at row {bad[0]}, column {bad[1]}"
         )
     return np.ascontiguousarray(array)
 
@@ -40,8 +47,8 @@ def check_rows_and_background(X: object, background: object) -> tuple[np.ndarray
 
 def check_max_memory(max_memory: int) -> int:
     if not isinstance(max_memory, int | np.integer) or max_memory < 1024**2:
-        raise ValueError(
-            f"max_memory must be an integer number of bytes >= 1 MiB; got {max_memory!r}"
+        raise InvalidArgumentError(
+            "max_memory", f"must be an integer number of bytes >= 1 MiB; got {max_memory!r}"
         )
     return int(max_memory)
 
@@ -56,12 +63,15 @@ def evaluate(predict: Callable, inputs: np.ndarray) -> tuple[np.ndarray, bool]:
     try:
         outputs = np.asarray(raw, dtype=np.float64)
     except (TypeError, ValueError) as error:
-        raise ValueError(f"predict must return numbers; could not convert: {error}") from None
+        raise InvalidArgumentError(
+            "predict", f"must return numbers; could not convert: {error}"
+        ) from None
     if outputs.ndim not in (1, 2) or outputs.shape[0] != inputs.shape[0]:
-        raise ValueError(
-            f"predict must return shape ({inputs.shape[0]},) or ({inputs.shape[0]}, K) for "
-            f"{inputs.shape[0]} input rows; got {outputs.shape}"
+        raise InvalidArgumentError(
+            "predict",
+            f"must return shape ({inputs.shape[0]},) or ({inputs.shape[0]}, K) for "
+            f"{inputs.shape[0]} input rows; got {outputs.shape}",
         )
     if not np.isfinite(outputs).all():
-        raise ValueError("predict returned non-finite outputs")
+        raise InvalidArgumentError("predict", "returned non-finite outputs")
     return np.ascontiguousarray(outputs.reshape(inputs.shape[0], -1)), outputs.ndim == 1

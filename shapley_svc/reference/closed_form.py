@@ -4,6 +4,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from shapley_svc.errors import InvalidArgumentError
 from shapley_svc.kernels.enumeration import shapley_from_coalition_values
 from shapley_svc.kernels.link_additive import (
     sigmoid_additive_coalition_values,
@@ -29,9 +30,9 @@ def _as_offsets(intercept: float | np.ndarray, n_outputs: int) -> np.ndarray:
     if offsets.size == 1:
         offsets = np.repeat(offsets, n_outputs)
     if offsets.size != n_outputs or not np.isfinite(offsets).all():
-        raise ValueError(
-            f"intercept must be a finite scalar or have {n_outputs} entries; "
-            f"got {np.shape(intercept)}"
+        raise InvalidArgumentError(
+            "intercept",
+            f"must be a finite scalar or have {n_outputs} entries; got {np.shape(intercept)}",
         )
     return offsets
 
@@ -64,12 +65,13 @@ def linear_shapley(
     single_output = weights.ndim == 1
     weights = np.atleast_2d(weights)
     if weights.ndim != 2 or weights.shape[1] != d:
-        raise ValueError(
-            f"coef must have shape ({d},) or (K, {d}) for X with {d} features; got {np.shape(coef)}"
+        raise InvalidArgumentError(
+            "coef",
+            f"must have shape ({d},) or (K, {d}) for X with {d} features; got {np.shape(coef)}",
         )
     offsets = _as_offsets(intercept, weights.shape[0])
     if not np.isfinite(weights).all():
-        raise ValueError("coef must be finite")
+        raise InvalidArgumentError("coef", "must be finite")
     mean_background = background.mean(axis=0)
     values = (rows - mean_background)[:, :, None] * weights.T[None, :, :]
     base_value = mean_background @ weights.T + offsets
@@ -112,7 +114,7 @@ def additive_shapley(
     max_memory = check_max_memory(max_memory)
     m, d = rows.shape
     if len(terms) == 0:
-        raise ValueError("terms must hold at least one (features, function) pair")
+        raise InvalidArgumentError("terms", "must hold at least one (features, function) pair")
     values = None
     base_value = predictions = None
     single_output = True
@@ -121,19 +123,23 @@ def additive_shapley(
         try:
             features, function = term
         except (TypeError, ValueError):
-            raise ValueError(f"terms[{index}] must be a (features, function) pair") from None
+            raise InvalidArgumentError(
+                "terms", f"item {index} must be a (features, function) pair"
+            ) from None
         columns = np.asarray(features, dtype=np.int64).reshape(-1)
         if not 1 <= columns.size <= MAX_EXACT_FEATURES:
-            raise ValueError(
-                f"terms[{index}] must name 1 to {MAX_EXACT_FEATURES} features; got {columns.size}"
+            raise InvalidArgumentError(
+                "terms",
+                f"item {index} must name 1 to {MAX_EXACT_FEATURES} features; got {columns.size}",
             )
         if columns.min() < 0 or columns.max() >= d or np.unique(columns).size != columns.size:
-            raise ValueError(
-                f"terms[{index}] features must be distinct column indices in "
-                f"[0, {d}); got {columns.tolist()}"
+            raise InvalidArgumentError(
+                "terms",
+                f"item {index} features must be distinct column indices in [0, {d}); got "
+                f"{columns.tolist()}",
             )
         if not callable(function):
-            raise ValueError(f"terms[{index}] function must be callable")
+            raise InvalidArgumentError("terms", f"item {index} function must be callable")
         part = exact_shapley(
             function, rows[:, columns], background[:, columns], max_memory=max_memory
         )
@@ -145,9 +151,10 @@ def additive_shapley(
             predictions = np.zeros((m, n_outputs))
             single_output = part.values.ndim == 2
         elif n_outputs != values.shape[2] or single_output != (part.values.ndim == 2):
-            raise ValueError(
-                f"terms[{index}] returns {n_outputs} outputs; earlier terms "
-                f"returned {values.shape[2]}"
+            raise InvalidArgumentError(
+                "terms",
+                f"item {index} returns {n_outputs} outputs; earlier terms returned "
+                f"{values.shape[2]}",
             )
         values[:, columns] += part_values
         base_value += part.base_values.reshape(m, n_outputs)[0]
@@ -190,7 +197,7 @@ def logistic_additive_shapley(
     rows = as_float_matrix("row_terms", row_terms)
     background = as_float_matrix("background_terms", background_terms, n_features=rows.shape[1])
     if not np.isfinite(offset):
-        raise ValueError(f"offset must be finite; got {offset}")
+        raise InvalidArgumentError("offset", f"must be finite; got {offset}")
     m, d = rows.shape
     predictions = sigmoid(offset + rows.sum(axis=1))[:, None]
     base_value = np.array([sigmoid(offset + background.sum(axis=1)).mean()])

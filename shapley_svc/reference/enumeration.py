@@ -4,6 +4,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from shapley_svc.errors import InvalidArgumentError
 from shapley_svc.kernels.enumeration import fill_coalition_rows, shapley_from_coalition_values
 from shapley_svc.reference._result import ShapleyValues, package
 from shapley_svc.reference._validation import (
@@ -48,26 +49,29 @@ def exact_shapley(
     max_memory = check_max_memory(max_memory)
     m, d = rows.shape
     if d > MAX_EXACT_FEATURES:
-        raise ValueError(
-            f"exact_shapley enumerates 2**d coalitions and takes at most {MAX_EXACT_FEATURES} "
-            f"features; X has {d}. Use sampled_shapley (or tree_shapley for tree ensembles)."
+        raise InvalidArgumentError(
+            "X",
+            f"has {d} features; exact_shapley enumerates 2**d coalitions and takes at most "
+            f"{MAX_EXACT_FEATURES}. Use sampled_shapley (or tree_shapley for tree ensembles).",
         )
     n_background = background.shape[0]
     background_outputs, single_output = evaluate(predict, background)
     row_outputs, _ = evaluate(predict, rows)
     n_outputs = background_outputs.shape[1]
     if row_outputs.shape[1] != n_outputs:
-        raise ValueError(
-            f"predict returned {row_outputs.shape[1]} outputs for X but {n_outputs} for background"
+        raise InvalidArgumentError(
+            "predict",
+            f"returned {row_outputs.shape[1]} outputs for X but {n_outputs} for background",
         )
     base_value = background_outputs.mean(axis=0)
 
     # A quarter of the budget for one call's inputs and outputs, half for coalition tables.
     bytes_per_model_row = 8 * (d + 2 * n_outputs)
     if n_background * bytes_per_model_row > max_memory // 4:
-        raise ValueError(
-            f"background has {n_background} rows, too many to evaluate one coalition within "
-            f"max_memory={max_memory} bytes; subsample it or raise max_memory"
+        raise InvalidArgumentError(
+            "background",
+            f"has {n_background} rows, too many to evaluate one coalition within "
+            f"max_memory={max_memory} bytes; subsample it or raise max_memory",
         )
     rows_per_call = min(MAX_ROWS_PER_CALL, max_memory // 4 // bytes_per_model_row)
     units_per_call = max(1, rows_per_call // n_background)
@@ -92,8 +96,9 @@ def exact_shapley(
             fill_coalition_rows(group, background, unit_start, unit_stop, inputs)
             outputs, _ = evaluate(predict, inputs)
             if outputs.shape[1] != n_outputs:
-                raise ValueError(
-                    f"predict returned {outputs.shape[1]} outputs; it returned {n_outputs} before"
+                raise InvalidArgumentError(
+                    "predict",
+                    f"returned {outputs.shape[1]} outputs; it returned {n_outputs} before",
                 )
             per_unit = outputs.reshape(unit_stop - unit_start, n_background, n_outputs)
             inner[unit_start:unit_stop] = per_unit.mean(axis=1)

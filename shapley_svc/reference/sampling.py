@@ -4,6 +4,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from shapley_svc.errors import InvalidArgumentError
 from shapley_svc.kernels.sampling import fill_permutation_rows, permutation_marginals
 from shapley_svc.reference._result import ShapleyValues, package
 from shapley_svc.reference._validation import (
@@ -57,9 +58,10 @@ def sampled_shapley(
     evaluations_per_permutation = max(d - 1, 1)
     minimum_budget = 4 * evaluations_per_permutation
     if not isinstance(budget, int | np.integer) or budget < minimum_budget:
-        raise ValueError(
-            f"budget must be an integer >= {minimum_budget} (two antithetic pairs of "
-            f"permutations) for {d} features; got {budget!r}"
+        raise InvalidArgumentError(
+            "budget",
+            f"must be an integer >= {minimum_budget} (two antithetic pairs of permutations) for "
+            f"{d} features; got {budget!r}",
         )
     n_pairs = int(budget) // (2 * evaluations_per_permutation)
     row_seeds = _row_seed_sequences(random_state, m)
@@ -69,8 +71,9 @@ def sampled_shapley(
     row_outputs, _ = evaluate(predict, rows)
     n_outputs = background_outputs.shape[1]
     if row_outputs.shape[1] != n_outputs:
-        raise ValueError(
-            f"predict returned {row_outputs.shape[1]} outputs for X but {n_outputs} for background"
+        raise InvalidArgumentError(
+            "predict",
+            f"returned {row_outputs.shape[1]} outputs for X but {n_outputs} for background",
         )
     base_value = background_outputs.mean(axis=0)
 
@@ -79,9 +82,10 @@ def sampled_shapley(
     bytes_per_row = 8 * jobs_per_row * ((d - 1) * (d + n_outputs) + d * n_outputs + d + 2)
     rows_per_group = max(1, max_memory // 2 // bytes_per_row)
     if bytes_per_row > max_memory // 2:
-        raise ValueError(
-            f"budget={budget} needs {bytes_per_row} bytes per explained row, more than half of "
-            f"max_memory={max_memory}; lower the budget or raise max_memory"
+        raise InvalidArgumentError(
+            "budget",
+            f"{budget} needs {bytes_per_row} bytes per explained row, more than half of "
+            f"max_memory={max_memory}; lower the budget or raise max_memory",
         )
 
     values = np.empty((m, d, n_outputs))
@@ -99,8 +103,9 @@ def sampled_shapley(
             chunk = inputs[start : start + MAX_ROWS_PER_CALL]
             outputs, _ = evaluate(predict, chunk)
             if outputs.shape[1] != n_outputs:
-                raise ValueError(
-                    f"predict returned {outputs.shape[1]} outputs; it returned {n_outputs} before"
+                raise InvalidArgumentError(
+                    "predict",
+                    f"returned {outputs.shape[1]} outputs; it returned {n_outputs} before",
                 )
             prefix_outputs[start : start + chunk.shape[0]] = outputs
         model_evaluations += inputs.shape[0]
@@ -141,11 +146,11 @@ def _row_seed_sequences(
         root = np.random.SeedSequence(int(random_state.integers(2**63)))
     elif random_state is None or isinstance(random_state, int | np.integer):
         if random_state is not None and random_state < 0:
-            raise ValueError(f"random_state must be non-negative; got {random_state}")
+            raise InvalidArgumentError("random_state", f"must be non-negative; got {random_state}")
         root = np.random.SeedSequence(None if random_state is None else int(random_state))
     else:
-        raise ValueError(
-            f"random_state must be an int, a numpy Generator or None; got {random_state!r}"
+        raise InvalidArgumentError(
+            "random_state", f"must be an int, a numpy Generator or None; got {random_state!r}"
         )
     return root.spawn(n_rows)
 

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from shapley_svc.errors import InvalidArgumentError
 from shapley_svc.kernels.leaf_tables import (
     background_leaf_tables,
     leaf_paths,
@@ -76,7 +77,9 @@ def tree_shapley(model: object, X: np.ndarray, background: np.ndarray) -> Shaple
     rows, background = check_rows_and_background(X, background)
     n_features = getattr(model, "n_features_in_", rows.shape[1])
     if rows.shape[1] != n_features:
-        raise ValueError(f"X has {rows.shape[1]} features; the model was fitted on {n_features}")
+        raise InvalidArgumentError(
+            "X", f"has {rows.shape[1]} features; the model was fitted on {n_features}"
+        )
     return TreeBackground(model, background).shapley(rows)
 
 
@@ -111,9 +114,9 @@ class TreeBackground:
         ensemble, output = flatten_ensemble(model)
         n_features = getattr(model, "n_features_in_", background.shape[1])
         if background.shape[1] != n_features:
-            raise ValueError(
-                f"background has {background.shape[1]} features; the model was fitted on "
-                f"{n_features}"
+            raise InvalidArgumentError(
+                "background",
+                f"has {background.shape[1]} features; the model was fitted on {n_features}",
             )
         self.model = model
         self.ensemble = ensemble
@@ -130,8 +133,8 @@ class TreeBackground:
         if player_of_feature is not None:
             player_of_feature = np.ascontiguousarray(player_of_feature, dtype=np.int64)
             if player_of_feature.shape != (n_features,) or player_of_feature.min() < 0:
-                raise ValueError(
-                    f"player_of_feature must hold {n_features} non-negative player indices"
+                raise InvalidArgumentError(
+                    "player_of_feature", f"must hold {n_features} non-negative player indices"
                 )
         self.n_players = (
             n_features if player_of_feature is None else int(player_of_feature.max()) + 1
@@ -139,10 +142,11 @@ class TreeBackground:
         self.paths = _leaf_paths(ensemble, n_features, max_table_entries, player_of_feature)
         self.tables: np.ndarray | None = None
         if self.paths.table_start is None and player_of_feature is not None:
-            raise ValueError(
-                f"grouped TreeSHAP needs per-leaf tables, and this ensemble's would hold "
-                f"{self.paths.table_entries:.3g} entries (max_table_entries is "
-                f"{max_table_entries}); raise max_table_entries or use shallower trees"
+            raise InvalidArgumentError(
+                "max_table_entries",
+                f"is {max_table_entries}, and grouped TreeSHAP needs per-leaf tables: this "
+                f"ensemble's would hold {self.paths.table_entries:.3g} entries; raise "
+                "max_table_entries or use shallower trees",
             )
         if self.paths.table_start is not None:
             self.tables = np.empty(self.paths.table_start[-1])
@@ -331,9 +335,10 @@ def flatten_ensemble(model: object):
         return _concatenate(trees, float32_inputs=True), _output_method(model)
     if isinstance(model, GradientBoostingClassifier | GradientBoostingRegressor):
         if model.init not in (None, "zero"):
-            raise ValueError(
-                "model: gradient boosting with a custom init estimator is not a pure tree "
-                "ensemble; use exact_shapley or sampled_shapley on its decision_function"
+            raise InvalidArgumentError(
+                "model",
+                "is gradient boosting with a custom init estimator, not a pure tree ensemble; "
+                "use exact_shapley or sampled_shapley on its decision_function",
             )
         stages = model.estimators_
         n_outputs = stages.shape[1]
@@ -349,10 +354,11 @@ def flatten_ensemble(model: object):
             "absolute_error",
             "quantile",
         ):
-            raise ValueError(
-                f"model: HistGradientBoostingRegressor(loss={model.loss!r}) predicts through a "
-                "log link, which is not additive over trees; only identity-link losses are "
-                "supported"
+            raise InvalidArgumentError(
+                "model",
+                f"is a HistGradientBoostingRegressor(loss={model.loss!r}), which predicts "
+                "through a log link, not additive over trees; only identity-link losses are "
+                "supported",
             )
         n_outputs = len(model._predictors[0])
         trees = [
@@ -375,7 +381,9 @@ def _require_fitted(model: object) -> None:
     try:
         check_is_fitted(model)
     except NotFittedError:
-        raise ValueError(f"model: this {type(model).__name__} is not fitted yet") from None
+        raise InvalidArgumentError(
+            "model", f"is a {type(model).__name__} that is not fitted yet"
+        ) from None
     except TypeError:
         pass  # not an estimator at all: the type check reports it
 
@@ -404,7 +412,7 @@ def _sklearn_tree(
         leaf_values[:, output] = value[:, 0, 0] * weight
     elif value.shape[2] > 1:  # a classifier: class probabilities at each leaf
         if value.shape[1] != 1:
-            raise ValueError("model: multi-output classifiers are not supported")
+            raise InvalidArgumentError("model", "is a multi-output classifier: not supported")
         totals = value[:, 0, :].sum(axis=1, keepdims=True)
         leaf_values = value[:, 0, :] / np.where(totals > 0, totals, 1.0) * weight
     else:

@@ -7,6 +7,7 @@ from sklearn.ensemble import RandomForestRegressor
 from sklearn.linear_model import LogisticRegression
 
 from shapley_svc import ZeroShotExplainer
+from shapley_svc.errors import InvalidArgumentError
 from shapley_svc.estimator import ArtifactError, FitCancelled, NotFittedError, load_artifact
 from shapley_svc.estimator.artifact import DEFAULT_ARTIFACT
 from shapley_svc.reference import exact_shapley, linear_shapley, tree_shapley
@@ -152,25 +153,28 @@ def test_linear_truth_without_query_predictions(rng):
 
 
 @pytest.mark.parametrize(
-    ("fit_args", "message"),
+    ("fit_args", "argument", "message"),
     [
-        ((np.zeros(5), np.zeros(5)), "X must be 2-D"),
-        ((np.ones((1, 3)), np.ones(1)), "at least 2 rows"),
-        ((np.array([[0.0, np.nan], [1, 2]]), np.array([0.0, 1.0])), "X must be finite"),
-        ((np.ones((4, 2)), np.ones(3)), r"predictions must have shape \(4,\)"),
-        ((np.ones((4, 2)), np.array([0.0, 1, np.inf, 2])), "predictions must be finite"),
-        ((np.arange(8.0).reshape(4, 2), np.full(4, 0.3)), "predictions are constant"),
+        ((np.zeros(5), np.zeros(5)), "X", "X must be 2-D"),
+        ((np.ones((1, 3)), np.ones(1)), "X", "at least 2 rows"),
+        ((np.array([[0.0, np.nan], [1, 2]]), np.array([0.0, 1.0])), "X", "X must be finite"),
+        ((np.ones((4, 2)), np.ones(3)), "predictions", r"predictions must have shape \(4,\)"),
+        ((np.ones((4, 2)), np.array([0.0, 1, np.inf, 2])), "predictions", "must be finite"),
+        ((np.arange(8.0).reshape(4, 2), np.full(4, 0.3)), "predictions", "are constant"),
     ],
 )
-def test_fit_rejects_bad_input(fit_args, message):
-    with pytest.raises(ValueError, match=message):
+def test_fit_rejects_bad_input(fit_args, argument, message):
+    with pytest.raises(InvalidArgumentError, match=message) as caught:
         ZeroShotExplainer().fit(*fit_args)
+    assert caught.value.argument == argument
 
 
 @pytest.mark.parametrize("seed", [-1, 2**32, 2**40, 1.5])
 def test_fit_rejects_seeds_outside_scikit_learns_range(seed):
     X = np.arange(20.0).reshape(10, 2)
-    with pytest.raises(ValueError, match=r"random_state must be an int in \[0, 2\*\*32\)"):
+    with pytest.raises(
+        InvalidArgumentError, match=r"random_state must be an int in \[0, 2\*\*32\)"
+    ):
         ZeroShotExplainer(random_state=seed).fit(X, X[:, 0] ** 2)
 
 
@@ -187,8 +191,9 @@ def test_fit_rejects_seeds_outside_scikit_learns_range(seed):
 )
 def test_fit_rejects_bad_background_and_names(rng, kwargs, message):
     X = rng.normal(size=(20, 3))
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InvalidArgumentError, match=message) as caught:
         ZeroShotExplainer().fit(X, X[:, 0], **kwargs)
+    assert caught.value.argument == next(iter(kwargs))
 
 
 def test_explain_rejects_bad_input(rng):
@@ -197,13 +202,17 @@ def test_explain_rejects_bad_input(rng):
     with pytest.raises(NotFittedError, match="not fitted"):
         explainer.explain(X)
     explainer.fit(X, np.column_stack([X[:, 0], X[:, 1] ** 2]))
-    with pytest.raises(ValueError, match="X_query has 4 features; the explainer was fitted on 3"):
-        explainer.explain(np.zeros((2, 4)))
     with pytest.raises(
-        ValueError, match="predictions_query has 1 outputs; the explainer was fitted on 2"
-    ):
+        InvalidArgumentError, match="X_query has 4 features; the explainer was fitted on 3"
+    ) as caught:
+        explainer.explain(np.zeros((2, 4)))
+    assert caught.value.argument == "X_query"
+    with pytest.raises(
+        InvalidArgumentError, match="predictions_query has 1 outputs; the explainer was fitted on 2"
+    ) as caught:
         explainer.explain(X[:2], np.zeros(2))
-    with pytest.raises(ValueError, match="X_query must be finite"):
+    assert caught.value.argument == "predictions_query"
+    with pytest.raises(InvalidArgumentError, match="X_query must be finite"):
         explainer.explain(np.full((1, 3), np.nan))
 
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from shapley_svc import ZeroShotExplainer
+from shapley_svc.errors import InvalidArgumentError
 from shapley_svc.estimator.groups import parse_groups
 from shapley_svc.estimator.surrogates import (
     SPLINE_MAX_FEATURES,
@@ -108,14 +109,15 @@ def test_a_small_working_memory_subsamples_fits_and_slices_explains(rng):
         ({"a": [0.5], "b": [0, 1, 2, 3]}, "integer column indices"),
         ({"a": [0, 1], "b": [1, 2, 3]}, "column 1 is in both 'a' and 'b'"),
         ({"a": [0, 1, 2, 3, -1]}, "column -1, outside [0, 4)"),
-        ([("a",)], "groups[0] must be a (name, column indices) pair"),
+        ([("a",)], "groups item 0 must be a (name, column indices) pair"),
     ],
 )
 def test_bad_groups_are_refused_with_the_problem(rng, groups, message):
     X = rng.normal(size=(50, 4))
-    with pytest.raises(ValueError) as caught:
+    with pytest.raises(InvalidArgumentError) as caught:
         ZeroShotExplainer().fit(X, X[:, 0], groups=groups)
     assert message in str(caught.value)
+    assert caught.value.argument == "groups"
 
 
 def test_working_memory_is_checked(rng):

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from shapley_svc.errors import InvalidArgumentError
 from shapley_svc.reference import additive_shapley, exact_shapley, linear_shapley
 from shapley_svc.reference.closed_form import logistic_additive_shapley
 from tests.oracles import as_3d, brute_force_shapley
@@ -78,14 +79,14 @@ def test_one_feature_terms_cost_no_mixed_rows(rng):
         (lambda X, B: linear_shapley(np.ones((2, 3)), [1, 2, 3], X, B), "intercept must be"),
         (lambda X, B: linear_shapley([np.nan, 1, 1], 0.0, X, B), "coef must be finite"),
         (lambda X, B: additive_shapley([], X, B), "at least one"),
-        (lambda X, B: additive_shapley([([0, 0], np.sum)], X, B), r"terms\[0\] features must"),
-        (lambda X, B: additive_shapley([([3], np.sum)], X, B), r"terms\[0\] features must"),
-        (lambda X, B: additive_shapley([([0], "f")], X, B), r"terms\[0\] function"),
-        (lambda X, B: additive_shapley([[0]], X, B), r"terms\[0\] must be a"),
+        (lambda X, B: additive_shapley([([0, 0], np.sum)], X, B), r"terms item 0 features must"),
+        (lambda X, B: additive_shapley([([3], np.sum)], X, B), r"terms item 0 features must"),
+        (lambda X, B: additive_shapley([([0], "f")], X, B), r"terms item 0 function"),
+        (lambda X, B: additive_shapley([[0]], X, B), r"terms item 0 must be a"),
     ],
 )
 def test_rejects_bad_arguments(rng, call, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InvalidArgumentError, match=message):
         call(rng.normal(size=(2, 3)), rng.normal(size=(4, 3)))
 
 

@@ -186,7 +186,7 @@ def test_rejects_unsupported_and_unfitted_models():
     X, y = _task(6, n=100, d=4)
     with pytest.raises(TypeError, match="LinearRegression is not a supported tree model"):
         tree_shapley(LinearRegression().fit(X, y), X[:2], X[:5])
-    with pytest.raises(ValueError, match="RandomForestRegressor is not fitted"):
+    with pytest.raises(ValueError, match="RandomForestRegressor that is not fitted"):
         tree_shapley(RandomForestRegressor(), X[:2], X[:5])
     poisson = HistGradientBoostingRegressor(loss="poisson", max_iter=5).fit(X, np.exp(y))
     with pytest.raises(ValueError, match="log link"):
