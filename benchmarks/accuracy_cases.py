@@ -161,9 +161,9 @@ def reference_values(
     predict = output_function(model, task)
     if rows.shape[1] <= max_enumerated:
         result = exact_shapley(predict, rows, background)
-        return result.values, result.standard_errors, "exact_shapley"
+        return result.values, result.uncertainty, "exact_shapley"
     result = sampled_shapley(predict, rows, background, SAMPLING_BUDGET, random_state=0)
-    return result.values, result.standard_errors, f"sampled_shapley(budget={SAMPLING_BUDGET})"
+    return result.values, result.uncertainty, f"sampled_shapley(budget={SAMPLING_BUDGET})"
 
 
 def split_rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -408,7 +408,7 @@ def test_grouped_sampled_truth_is_the_group_game(rng):
     exact = brute_force_shapley(output, query, background, list(groups.values()))[:, :, 0]
     assert sampled.values.shape == (3, 3)
     # Unbiased within its own standard errors (5 sigma), and exactly efficient.
-    assert np.all(np.abs(sampled.values - exact) <= 5 * sampled.standard_errors + 1e-12)
+    assert np.all(np.abs(sampled.values - exact) <= 5 * sampled.uncertainty + 1e-12)
     np.testing.assert_allclose(sampled.values.sum(axis=1), exact.sum(axis=1), atol=1e-12)
 
 

@@ -15,8 +15,8 @@ class ShapleyValues:
     base_values : (m,) or (m, K): the mean model output over the background rows.
     predictions : (m,) or (m, K): the model output for each explained row;
         ``values.sum(axis=1) == predictions - base_values`` up to rounding.
-    standard_errors : same shape as ``values``: the standard error of each estimate; zeros for
-        exact methods.
+    uncertainty : same shape as ``values``: the standard deviation of each estimate (its standard
+        error); zeros for exact methods.
     method : which algorithm produced the values.
     exact : True when the values are exact up to floating-point rounding.
     model_evaluations : rows passed to the model (0 for closed forms and tree traversal).
@@ -25,7 +25,7 @@ class ShapleyValues:
     values: np.ndarray
     base_values: np.ndarray
     predictions: np.ndarray
-    standard_errors: np.ndarray
+    uncertainty: np.ndarray
     method: str
     exact: bool
     model_evaluations: int
@@ -44,7 +44,7 @@ def package(
     single_output: bool,
     method: str,
     *,
-    standard_errors: np.ndarray | None = None,
+    uncertainty: np.ndarray | None = None,
     model_evaluations: int = 0,
 ) -> ShapleyValues:
     """Build a :class:`ShapleyValues` from (m, d, K) values, (K,) base and (m, K) predictions.
@@ -53,19 +53,19 @@ def package(
     """
     m = values.shape[0]
     base_values = np.broadcast_to(base_value, (m, base_value.shape[0])).copy()
-    exact = standard_errors is None
-    if standard_errors is None:
-        standard_errors = np.zeros_like(values)
+    exact = uncertainty is None
+    if uncertainty is None:
+        uncertainty = np.zeros_like(values)
     if single_output:
         values = values[:, :, 0]
-        standard_errors = standard_errors[:, :, 0]
+        uncertainty = uncertainty[:, :, 0]
         base_values = base_values[:, 0]
         predictions = predictions[:, 0]
     return ShapleyValues(
         values=values,
         base_values=base_values,
         predictions=predictions,
-        standard_errors=standard_errors,
+        uncertainty=uncertainty,
         method=method,
         exact=exact,
         model_evaluations=int(model_evaluations),

@@ -73,10 +73,23 @@ def linear_shapley(
     if not np.isfinite(weights).all():
         raise InvalidArgumentError("coef", "must be finite")
     mean_background = background.mean(axis=0)
-    values = (rows - mean_background)[:, :, None] * weights.T[None, :, :]
+    values = linear_values(weights, rows, mean_background)
     base_value = mean_background @ weights.T + offsets
     predictions = rows @ weights.T + offsets
     return package(values, base_value, predictions, single_output, "closed form (linear)")
+
+
+def linear_values(coef: np.ndarray, rows: np.ndarray, background_mean: np.ndarray) -> np.ndarray:
+    """(m, d, K) values of ``linear_shapley``, with no checks: the core the estimator's linear
+    surrogates call on rows it has already validated.
+
+    Parameters
+    ----------
+    coef : (K, d) float64.
+    rows : (m, d) float64 rows to explain.
+    background_mean : (d,) the background rows' column means.
+    """
+    return (rows - background_mean)[:, :, None] * coef.T[None, :, :]
 
 
 def additive_shapley(
@@ -202,12 +215,7 @@ def logistic_additive_shapley(
     predictions = sigmoid(offset + rows.sum(axis=1))[:, None]
     base_value = np.array([sigmoid(offset + background.sum(axis=1)).mean()])
     if d <= MAX_LOGISTIC_ENUMERATION:
-        values = np.empty((m, d, 1))
-        for start in range(0, m, LOGISTIC_ROWS_PER_TABLE):
-            chunk = rows[start : start + LOGISTIC_ROWS_PER_TABLE]
-            table = np.empty((chunk.shape[0], 1 << d, 1))
-            sigmoid_additive_coalition_values(chunk, background, float(offset), table)
-            shapley_from_coalition_values(table, values[start : start + chunk.shape[0]])
+        values = logistic_additive_values(rows, background, float(offset))[:, :, None]
         return package(values, base_value, predictions, True, "closed form (logistic additive)")
     n_pairs = max(2, (int(n_permutations) + 1) // 2)
     rng = np.random.default_rng(random_state)
@@ -226,8 +234,30 @@ def logistic_additive_shapley(
         predictions,
         True,
         "antithetic permutations (logistic additive)",
-        standard_errors=errors,
+        uncertainty=errors,
     )
+
+
+def logistic_additive_values(
+    row_terms: np.ndarray, background_terms: np.ndarray, offset: float
+) -> np.ndarray:
+    """(m, d) exact values of ``logistic_additive_shapley`` by enumeration, with no checks: the
+    core the estimator's logistic surrogates call on terms they computed themselves.
+
+    Parameters
+    ----------
+    row_terms : (m, d) C-contiguous float64, d <= ``MAX_LOGISTIC_ENUMERATION``.
+    background_terms : (n_background, d) C-contiguous float64.
+    offset : the constant inside the sigmoid.
+    """
+    m, d = row_terms.shape
+    values = np.empty((m, d, 1))
+    for start in range(0, m, LOGISTIC_ROWS_PER_TABLE):
+        chunk = row_terms[start : start + LOGISTIC_ROWS_PER_TABLE]
+        table = np.empty((chunk.shape[0], 1 << d, 1))
+        sigmoid_additive_coalition_values(chunk, background_terms, offset, table)
+        shapley_from_coalition_values(table, values[start : start + chunk.shape[0]])
+    return values[:, :, 0]
 
 
 def sigmoid(t: np.ndarray) -> np.ndarray:

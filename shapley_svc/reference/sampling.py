@@ -49,8 +49,8 @@ def sampled_shapley(
     Returns
     -------
     ShapleyValues
-        ``values`` and ``standard_errors`` of shape (m, d) or (m, d, K); a standard error is the
-        spread of the P pairs' credits over sqrt(P).
+        ``values`` and ``uncertainty`` of shape (m, d) or (m, d, K); an uncertainty is the
+        standard error of the estimate: the spread of the P pairs' credits over sqrt(P).
     """
     rows, background = check_rows_and_background(X, background)
     max_memory = check_max_memory(max_memory)
@@ -89,7 +89,7 @@ def sampled_shapley(
         )
 
     values = np.empty((m, d, n_outputs))
-    standard_errors = np.empty((m, d, n_outputs))
+    uncertainty = np.empty((m, d, n_outputs))
     model_evaluations = m + n_background
     for group_start in range(0, m, rows_per_group):
         group_stop = min(group_start + rows_per_group, m)
@@ -123,9 +123,7 @@ def sampled_shapley(
         group_size = group_stop - group_start
         pair_credits = credits.reshape(group_size, n_pairs, 2, d, n_outputs).mean(axis=2)
         values[group_start:group_stop] = pair_credits.mean(axis=1)
-        standard_errors[group_start:group_stop] = pair_credits.std(axis=1, ddof=1) / np.sqrt(
-            n_pairs
-        )
+        uncertainty[group_start:group_stop] = pair_credits.std(axis=1, ddof=1) / np.sqrt(n_pairs)
 
     return package(
         values,
@@ -133,7 +131,7 @@ def sampled_shapley(
         row_outputs,
         single_output,
         "antithetic permutation sampling",
-        standard_errors=standard_errors,
+        uncertainty=uncertainty,
         model_evaluations=model_evaluations,
     )
 

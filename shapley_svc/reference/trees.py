@@ -190,7 +190,11 @@ class TreeBackground:
 
     def values(self, X: np.ndarray) -> np.ndarray:
         """(m, P, K) values alone, without calling the model for its predictions."""
-        rows = as_float_matrix("X", X, n_features=self.n_features)
+        return self.trusted_values(as_float_matrix("X", X, n_features=self.n_features))
+
+    def trusted_values(self, rows: np.ndarray) -> np.ndarray:
+        """``values`` with no checks: ``rows`` must be C-contiguous float64 (m, d), as the
+        estimator's standardised rows are."""
         rows_seen = self._as_seen(rows)
         values = np.empty((rows.shape[0], self.n_players, self.n_outputs))
         if self.tables is not None:

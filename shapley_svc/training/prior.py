@@ -283,14 +283,14 @@ def _labels(model, family, task, rows, background, config, seed):
                 n_permutations=256,
                 random_state=seed,
             )
-        return result.values, result.standard_errors, result.method
+        return result.values, result.uncertainty, result.method
     predict = _output(model, task)
     if d <= config.max_enumerated_features:
         result = exact_shapley(predict, rows, background)
     else:
         budget = max(config.sampling_budget, config.embedding_evaluations_per_feature * d)
         result = sampled_shapley(predict, rows, background, budget, seed)
-    return result.values, result.standard_errors, result.method
+    return result.values, result.uncertainty, result.method
 
 
 def sample_task(seed: int, config: PriorConfig = PriorConfig()) -> Task:

@@ -55,9 +55,9 @@ def test_sampled_values_respect_symmetry_and_null_player_within_their_error(rng)
     X, background = _symmetric_data(rng)
     result = sampled_shapley(_game, X, background, 20000, random_state=0)
     difference = result.values[:, 0] - result.values[:, 1]
-    spread = np.hypot(result.standard_errors[:, 0], result.standard_errors[:, 1])
+    spread = np.hypot(result.uncertainty[:, 0], result.uncertainty[:, 1])
     assert np.all(np.abs(difference) <= 4 * spread)
-    assert np.all(np.abs(result.values[:, 4]) <= 4 * result.standard_errors[:, 4] + 1e-12)
+    assert np.all(np.abs(result.values[:, 4]) <= 4 * result.uncertainty[:, 4] + 1e-12)
 
 
 @pytest.mark.parametrize("method", METHODS)

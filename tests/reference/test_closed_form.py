@@ -120,6 +120,6 @@ def test_logistic_additive_samples_without_bias_above_twelve_features(rng):
         X * weights, background * weights, -0.2, n_permutations=400, random_state=1
     )
     assert not result.exact
-    z = np.abs(result.values - truth) / result.standard_errors
+    z = np.abs(result.values - truth) / result.uncertainty
     assert np.mean(z <= 1.96) > 0.85, np.mean(z <= 1.96)
     assert result.efficiency_gap <= 1e-12

@@ -26,7 +26,7 @@ def test_matches_brute_force_on_random_games(seed, d, m, n_background, n_outputs
     np.testing.assert_allclose(as_3d(result.values), expected, rtol=0, atol=1e-10)
     assert result.values.ndim == (2 if n_outputs == 1 else 3)
     assert result.exact
-    assert np.all(result.standard_errors == 0)
+    assert np.all(result.uncertainty == 0)
 
 
 def test_matches_brute_force_for_a_fitted_classifier(rng):

@@ -38,14 +38,14 @@ def test_error_shrinks_as_budget_grows(rng):
     assert errors[1] < 0.4 * errors[0], f"rmse {errors}"
 
 
-def test_standard_errors_cover_the_truth_at_their_nominal_rate(rng):
+def test_uncertainty_covers_the_truth_at_its_nominal_rate(rng):
     d = 20
     predict, terms = _pairwise_model(rng, d)
     X = rng.normal(size=(40, d))
     background = rng.normal(size=(30, d))
     truth = additive_shapley(terms, X, background).values
     estimate = sampled_shapley(predict, X, background, 3000, random_state=2)
-    z = np.abs(estimate.values - truth) / estimate.standard_errors
+    z = np.abs(estimate.values - truth) / estimate.uncertainty
     coverage = {level: np.mean(z <= q) for level, q in ((0.8, 1.2816), (0.9, 1.6449))}
     # 800 cells (correlated within a row) from 78 pairs each; over six seeds this setting
     # averaged 0.786 and 0.886, with single runs spread about +-0.025.
@@ -78,7 +78,7 @@ def test_efficiency_is_exact_for_any_budget(rng):
     scale = np.abs(result.values).sum(axis=1)
     gap = np.abs(result.values.sum(axis=1) - (result.predictions - result.base_values))
     assert np.all(gap <= 1e-9 * scale), gap.max()
-    assert result.values.shape == result.standard_errors.shape == (6, 12, 3)
+    assert result.values.shape == result.uncertainty.shape == (6, 12, 3)
     assert not result.exact
 
 
@@ -93,7 +93,7 @@ def test_seeded_calls_repeat_bit_for_bit(rng):
     )
     other_seed = sampled_shapley(predict, X, background, 5000, random_state=8)
     np.testing.assert_array_equal(first.values, again.values)
-    np.testing.assert_array_equal(first.standard_errors, again.standard_errors)
+    np.testing.assert_array_equal(first.uncertainty, again.uncertainty)
     # The draws do not depend on batching; only the model's own rounding on other batch sizes
     # (BLAS blocking) may move the last bits.
     np.testing.assert_allclose(first.values, small_batches.values, rtol=0, atol=1e-12)
