@@ -50,7 +50,7 @@ def score(name, family, d, explanation, truth, truth_error, baseline, seconds) -
     values, uncertainty = _as_3d(explanation.values), _as_3d(explanation.uncertainty)
     truth, truth_error = _as_3d(truth), _as_3d(truth_error)
     covered = np.abs(values - truth) <= Z_80 * np.sqrt(uncertainty**2 + truth_error**2)
-    fidelity = np.mean([o["predicted_fidelity"] for o in explanation.diagnostics["outputs"]])
+    fidelity = np.mean([o.predicted_fidelity for o in explanation.diagnostics.outputs])
     r = pearson(values, truth)
     return {
         "case": name,

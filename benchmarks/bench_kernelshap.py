@@ -307,7 +307,7 @@ def run_case(
         "rows_explained": m,
         **{f"{k}_all_rows": v for k, v in scores(ours, case.truth).items()},
         "predicted_fidelity": float(
-            np.mean([o["predicted_fidelity"] for o in explanation.diagnostics["outputs"]])
+            np.mean([o.predicted_fidelity for o in explanation.diagnostics.outputs])
         ),
     }
 
@@ -353,7 +353,7 @@ def run_case(
         "truth_method": case.truth_method,
         "truth_ceiling_r": truth_ceiling(truth, case.truth_error[positions]),
         "rows_compared": len(positions),
-        "artifact": explanation.diagnostics.get("artifact"),
+        "artifact": explanation.diagnostics.artifact_version,
         "methods": methods,
         "equivalent_budget": report.equivalent_budget(methods["zero_shot"]["pearson"], kernel_r),
     }

@@ -1,14 +1,23 @@
 """The zero-shot, meta-learned Shapley estimator: the public API the server and users build on."""
 
 from shapley_svc.estimator.artifact import ArtifactError, load_artifact
-from shapley_svc.estimator.explainer import Explanation, NotFittedError, ZeroShotExplainer
+from shapley_svc.estimator.explainer import NotFittedError, ZeroShotExplainer
+from shapley_svc.estimator.result import (
+    Diagnostics,
+    Explanation,
+    OutputDiagnostics,
+    SurrogateDiagnostics,
+)
 from shapley_svc.estimator.surrogates import FitCancelled
 
 __all__ = [
     "ArtifactError",
+    "Diagnostics",
     "Explanation",
     "FitCancelled",
     "NotFittedError",
+    "OutputDiagnostics",
+    "SurrogateDiagnostics",
     "ZeroShotExplainer",
     "load_artifact",
 ]

@@ -26,6 +26,40 @@ FORMAT_VERSION = 5
 DEFAULT_ARTIFACT = Path(__file__).resolve().parent / "artifacts" / "combiner.json"
 
 
+def code_schema() -> dict:
+    """The manifest fields that must match this code: the zoo members and the features, in the
+    order the arrays use."""
+    return {
+        "zoo": [kind.name for kind in ZOO],
+        "global_features": list(GLOBAL_FEATURES),
+        "surrogate_features": list(SURROGATE_FEATURES),
+    }
+
+
+def write_artifact(
+    manifest_path: str | Path, parameters: CombinerParameters, provenance: dict
+) -> Path:
+    """Write ``<name>.npz`` (one array per ``CombinerParameters`` field) and its manifest
+    ``<name>.json`` (format version, weights file and checksum, ``code_schema()``, then
+    ``provenance``: how the weights were made); return the manifest path."""
+    manifest_path = Path(manifest_path)
+    manifest_path.parent.mkdir(parents=True, exist_ok=True)
+    weights_path = manifest_path.with_suffix(".npz")
+    np.savez(
+        weights_path,
+        **{f.name: np.asarray(getattr(parameters, f.name)) for f in fields(CombinerParameters)},
+    )
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "weights": weights_path.name,
+        "sha256": sha256_of(weights_path),
+        **code_schema(),
+        **provenance,
+    }
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest_path
+
+
 @dataclass(frozen=True)
 class Artifact:
     parameters: CombinerParameters
@@ -54,12 +88,7 @@ def load_artifact(manifest_path: str | Path = DEFAULT_ARTIFACT) -> Artifact:
             f"artifact format {manifest.get('format_version')!r} is not "
             f"{FORMAT_VERSION}; retrain with `shapley-svc train`"
         )
-    expected = {
-        "zoo": [kind.name for kind in ZOO],
-        "global_features": list(GLOBAL_FEATURES),
-        "surrogate_features": list(SURROGATE_FEATURES),
-    }
-    for key, value in expected.items():
+    for key, value in code_schema().items():
         if manifest.get(key) != value:
             raise ArtifactError(
                 f"artifact {key} {manifest.get(key)} does not match this code's "

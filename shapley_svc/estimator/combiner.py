@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shapley_svc.estimator.context import GLOBAL_FEATURES, SURROGATE_FEATURES, OutputContext
+from shapley_svc.estimator.context import GLOBAL_FEATURES, SURROGATE_FEATURES, ContextFeatures
 from shapley_svc.estimator.surrogates import ZOO
 from shapley_svc.kernels.combine import combine_attributions
 
@@ -53,11 +53,12 @@ class CombinerParameters:
         )
 
 
-def normalised_features(context: OutputContext, params: CombinerParameters) -> np.ndarray:
+def normalised_features(context: ContextFeatures, params: CombinerParameters) -> np.ndarray:
+    """(G,) the context's global features, normalised as in meta-training."""
     return (context.global_features - params.feature_mean) / params.feature_scale
 
 
-def gate_weights(context: OutputContext, params: CombinerParameters) -> np.ndarray:
+def gate_weights(context: ContextFeatures, params: CombinerParameters) -> np.ndarray:
     """(S,) weights of the zoo members in this context; zero for members that do not apply."""
     features = normalised_features(context, params)
     logits = (
@@ -72,9 +73,10 @@ def gate_weights(context: OutputContext, params: CombinerParameters) -> np.ndarr
 
 
 def fidelity_features(
-    context: OutputContext, params: CombinerParameters, weights: np.ndarray
+    context: ContextFeatures, params: CombinerParameters, weights: np.ndarray
 ) -> np.ndarray:
-    """What predicted fidelity is regressed on: context features, weighted fit and agreement."""
+    """(G + 3,) what predicted fidelity is regressed on: the normalised context features, the
+    weighted fit quality and agreement, and the largest weight."""
     oof, agreement = context.surrogate_features[:, 0], context.surrogate_features[:, 2]
     return np.concatenate(
         [
@@ -85,7 +87,7 @@ def fidelity_features(
 
 
 def predicted_fidelity(
-    context: OutputContext, params: CombinerParameters, weights: np.ndarray
+    context: ContextFeatures, params: CombinerParameters, weights: np.ndarray
 ) -> float:
     raw = params.fidelity_intercept + params.fidelity_coef @ fidelity_features(
         context, params, weights
@@ -94,7 +96,7 @@ def predicted_fidelity(
 
 
 def uncertainty_terms(
-    context: OutputContext, params: CombinerParameters, n_features: int
+    context: ContextFeatures, params: CombinerParameters, n_features: int
 ) -> tuple[float, float]:
     """(spread scale, variance floor) of this context."""
     features = normalised_features(context, params)

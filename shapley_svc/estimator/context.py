@@ -14,9 +14,11 @@ from shapley_svc.estimator.surrogates import (
     DEFAULT_FIT_MEMORY_BYTES,
     ZOO,
     FittedSurrogate,
+    Role,
     fit_multinomial,
     fit_surrogate,
     is_class_probabilities,
+    members_with_role,
 )
 
 # Context-level features, in the order the combiner's weights expect.
@@ -65,48 +67,113 @@ class Standardiser:
         return (X - self.mean) / self.scale
 
 
+@dataclass(frozen=True)
+class ContextFeatures:
+    """What the combiner sees of one output column of a context.
+
+    Attributes
+    ----------
+    global_features : (len(GLOBAL_FEATURES),)
+    surrogate_features : (len(ZOO), len(SURROGATE_FEATURES)); rows of absent members are zero.
+    available : (len(ZOO),) bool: the members that apply to this output.
+    output_scale : standard deviation of the output over the context (1 if constant).
+    """
+
+    global_features: np.ndarray
+    surrogate_features: np.ndarray
+    available: np.ndarray
+    output_scale: float
+
+
 @dataclass
 class OutputContext:
-    """The zoo fitted to one output column, and what the combiner needs to weigh it.
+    """The zoo fitted to one output column (each member prepared for the background), and what
+    the combiner needs to weigh it.
 
     Attributes
     ----------
     surrogates : one fitted surrogate per zoo member, None where the member does not apply.
-    global_features : (len(GLOBAL_FEATURES),)
-    surrogate_features : (len(ZOO), len(SURROGATE_FEATURES)); rows of absent members are zero.
-    available : (len(ZOO),) bool.
+    features : the combiner's view of this output.
     base_value : mean output over the background rows.
-    output_scale : standard deviation of the output over the context (1 if constant).
+    n_players : P, what each member attributes to: d, or the number of groups.
     """
 
     surrogates: list[FittedSurrogate | None]
-    global_features: np.ndarray
-    surrogate_features: np.ndarray
-    available: np.ndarray
+    features: ContextFeatures
     base_value: float
-    output_scale: float
+    n_players: int
 
-    def surrogate_values(
-        self,
-        Z: np.ndarray,
-        background: np.ndarray,
-        seed: int,
-        shared: dict | None = None,
-        players: Players | None = None,
-    ) -> np.ndarray:
-        """(len(ZOO), m, P) attributions of each member (zeros where absent); P = d when
-        ``players`` is None, else the number of groups.
+    def member_values(self, Z: np.ndarray, shared: dict | None = None) -> np.ndarray:
+        """(len(ZOO), m, P) attributions of each member for the (m, d) standardised rows ``Z``
+        (zeros where absent).
 
         Pass the same ``shared`` dict for every output of one context and the same rows: members
         fitted to all outputs at once (multinomial) then compute their values once.
         """
-        shared = {} if shared is None else shared
-        n_players = Z.shape[1] if players is None else players.count
-        values = np.zeros((len(ZOO), Z.shape[0], n_players))
-        for s, fitted in enumerate(self.surrogates):
-            if fitted is not None:
-                values[s] = fitted.model.shapley_shared(Z, background, seed, shared, players)
-        return values
+        return _member_values(self.surrogates, self.n_players, Z, shared)
+
+
+def _member_values(
+    surrogates: list[FittedSurrogate | None], n_players: int, Z: np.ndarray, shared: dict | None
+) -> np.ndarray:
+    shared = {} if shared is None else shared
+    values = np.zeros((len(ZOO), Z.shape[0], n_players))
+    for s, fitted in enumerate(surrogates):
+        if fitted is not None:
+            values[s] = fitted.model.attributions_shared(Z, shared)
+    return values
+
+
+@dataclass
+class FittedContext:
+    """Everything a fit learns of a context that explaining needs: the standardisation and, per
+    output, the fitted and prepared zoo. Training and serving both go through it.
+
+    Attributes
+    ----------
+    standardiser : the context rows' column means and scales.
+    outputs : one ``OutputContext`` per output; None for a constant output.
+    players : the groups explained, or None for one player per column.
+    """
+
+    standardiser: Standardiser
+    outputs: list[OutputContext | None]
+    players: Players | None
+
+    def member_values(self, rows: np.ndarray) -> list[np.ndarray | None]:
+        """Per output, the (len(ZOO), m, P) attributions of each member for the (m, d) rows as
+        given (standardised here); None for a constant output."""
+        Z = self.standardiser.transform(rows)
+        shared: dict = {}
+        return [
+            None if context is None else context.member_values(Z, shared)
+            for context in self.outputs
+        ]
+
+
+def fit_context(
+    X: np.ndarray,
+    outputs: np.ndarray,
+    background: np.ndarray,
+    seed: int,
+    should_stop: Callable[[], bool] | None = None,
+    players: Players | None = None,
+    memory_bytes: int = DEFAULT_FIT_MEMORY_BYTES,
+) -> FittedContext:
+    """Standardise the context and fit the zoo to every output (``fit_output_contexts``).
+
+    Parameters
+    ----------
+    X : (n, d) context rows as given (validated by the caller).
+    outputs : (n, K) the model's outputs on X.
+    Other parameters as in ``fit_output_contexts``.
+    """
+    standardiser = Standardiser.fit(X)
+    Z = standardiser.transform(X)
+    contexts = fit_output_contexts(
+        X, Z, outputs, background, seed, should_stop, players, memory_bytes
+    )
+    return FittedContext(standardiser, contexts, players)
 
 
 def _statistics_sample(Z: np.ndarray, seed: int) -> np.ndarray:
@@ -185,12 +252,15 @@ def fit_output_contexts(
     One context per output; None for a constant output, which has nothing to attribute.
     """
     varying = outputs.std(axis=0) > 1e-12
+    background_rows = Z[background]
     shared_fits: list[dict[str, FittedSurrogate]] = [{} for _ in range(outputs.shape[1])]
     multiclass = is_class_probabilities(outputs)
     if multiclass:
         for kind in ZOO:
-            if kind.probability_only:
-                fits = fit_multinomial(kind, Z, outputs, seed, should_stop, memory_bytes)
+            if kind.make_multinomial is not None:
+                fits = fit_multinomial(
+                    kind, Z, outputs, seed, background_rows, players, should_stop, memory_bytes
+                )
                 for k, fitted in enumerate(fits):
                     shared_fits[k][kind.name] = fitted
     return [
@@ -231,10 +301,16 @@ def fit_output_context(
     parameters as in ``fit_output_contexts``; ``output`` is (n,).
     """
     fitted = fitted or {}
+    background_rows = Z[background]
     is_probability = bool(output.min() >= 0.0 and output.max() <= 1.0)
     available = np.array([is_probability or not kind.probability_only for kind in ZOO])
     surrogates: list[FittedSurrogate | None] = [
-        (fitted.get(kind.name) or fit_surrogate(kind, Z, output, seed, should_stop, memory_bytes))
+        (
+            fitted.get(kind.name)
+            or fit_surrogate(
+                kind, Z, output, seed, background_rows, players, should_stop, memory_bytes
+            )
+        )
         if ok
         else None
         for kind, ok in zip(ZOO, available, strict=True)
@@ -245,15 +321,14 @@ def fit_output_context(
 
     rng = np.random.default_rng(seed)
     probe = rng.choice(background, size=min(PROBE_ROWS, background.size), replace=False)
-    context = OutputContext(
-        surrogates, np.empty(0), np.empty(0), available, float(output[background].mean()), 1.0
-    )
-    probe_values = context.surrogate_values(Z[probe], Z[background], seed, None, players)
+    n_players = Z.shape[1] if players is None else players.count
+    probe_values = _member_values(surrogates, n_players, Z[probe], None)
     agreement = _agreement(probe_values, available)
 
-    names = [kind.name for kind in ZOO]
-    smooth = [names.index(n) for n in ("spline", "logistic_spline") if available[names.index(n)]]
-    trees = [names.index(n) for n in ("boosted_trees", "forest")]
+    smooth = [s for s in members_with_role(Role.SMOOTH) if available[s]]
+    trees = members_with_role(Role.TREE)
+    # The tuned ridge (listed first among the linear members) measures how linear the output is.
+    ridge = members_with_role(Role.LINEAR)[0]
     sample = _statistics_sample(X, seed)
     discrete = np.mean([np.unique(sample[:, j]).size <= 10 for j in range(X.shape[1])])
     saturation = (
@@ -261,7 +336,7 @@ def fit_output_context(
         if is_probability
         else 0.0
     )
-    context.global_features = np.array(
+    global_features = np.array(
         [
             float(is_probability),
             float(class_probabilities),
@@ -272,17 +347,19 @@ def fit_output_context(
             _max_abs_correlation(_statistics_sample(Z, seed), seed),
             float(discrete),
             best,
-            oof[names.index("ridge")],
+            oof[ridge],
             oof[trees].max() - oof[smooth].max(),
         ]
     )
     unexplained = np.log10(np.maximum(1.0 - oof, UNEXPLAINED_FLOOR))
     best_unexplained = np.log10(max(1.0 - best, UNEXPLAINED_FLOOR))
-    context.surrogate_features = np.where(
+    surrogate_features = np.where(
         available[:, None],
         np.column_stack([oof, oof - best, agreement, unexplained - best_unexplained]),
         0.0,
     )
     spread = output.std()
-    context.output_scale = float(spread) if spread > 1e-12 else 1.0
-    return context
+    features = ContextFeatures(
+        global_features, surrogate_features, available, float(spread) if spread > 1e-12 else 1.0
+    )
+    return OutputContext(surrogates, features, float(output[background].mean()), n_players)

@@ -2,7 +2,6 @@
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 import numba
 import numpy as np
@@ -18,12 +17,14 @@ from shapley_svc.estimator.combiner import (
     predicted_fidelity,
     uncertainty_terms,
 )
-from shapley_svc.estimator.context import (
-    OutputContext,
-    Standardiser,
-    fit_output_contexts,
+from shapley_svc.estimator.context import fit_context
+from shapley_svc.estimator.groups import Players, parse_groups
+from shapley_svc.estimator.result import (
+    Diagnostics,
+    Explanation,
+    OutputDiagnostics,
+    SurrogateDiagnostics,
 )
-from shapley_svc.estimator.groups import parse_groups
 from shapley_svc.estimator.surrogates import ZOO
 from shapley_svc.reference._validation import as_float_matrix
 
@@ -65,39 +66,14 @@ def _kernel_threads(n_rows: int) -> Iterator[None]:
         numba.set_num_threads(previous)
 
 
-@dataclass(frozen=True)
-class Explanation:
-    """Estimated interventional Shapley values with their uncertainty and provenance.
-
-    Attributes
-    ----------
-    values : (m, P) for a single output, (m, P, K) for K outputs; P is d, or the number of
-        groups when the explainer was fitted with ``groups``.
-    base_values : (m,) or (m, K): the mean prediction over the background rows.
-    uncertainty : same shape as ``values``: the standard deviation of each estimate.
-    feature_names : the P names of the players: the features, or the groups.
-    diagnostics : per output, each surrogate's out-of-fold R^2 and weight and the predicted
-        fidelity (expected Pearson r against the true values); the artifact's version.
-    predictions : the ``predictions_query`` given, or None; when given,
-        ``values.sum(axis=1) == predictions - base_values``.
-    """
-
-    values: np.ndarray
-    base_values: np.ndarray
-    uncertainty: np.ndarray
-    feature_names: list[str]
-    diagnostics: dict = field(default_factory=dict)
-    predictions: np.ndarray | None = None
-
-    def to_shap(self):
-        """The values as a ``shap.Explanation`` (needs shap installed), for shap's plots."""
-        try:
-            import shap
-        except ImportError:
-            raise ImportError("to_shap() needs the shap package: pip install shap") from None
-        return shap.Explanation(
-            values=self.values, base_values=self.base_values, feature_names=list(self.feature_names)
-        )
+def _groups(players: Players | None) -> list[tuple[str, np.ndarray]] | None:
+    """The groups as (name, (columns,) int64 column indices) pairs in answer order."""
+    if players is None:
+        return None
+    return [
+        (name, np.flatnonzero(players.of_feature == g).astype(np.int64))
+        for g, name in enumerate(players.names)
+    ]
 
 
 def _finite_matrix(name: str, value, n_features: int | None = None) -> np.ndarray:
@@ -220,9 +196,8 @@ class ZeroShotExplainer:
         names = self._feature_names(feature_names, d)
         players = None if groups is None else parse_groups(groups, d)
         artifact = _artifact(self.artifact or DEFAULT_ARTIFACT)
-        standardiser = Standardiser.fit(rows)
-        Z = standardiser.transform(rows)
         seed = int(self.random_state)
+        memory_bytes = int(self.working_memory_bytes)
         # Forest surrogates grow their trees on all cores (the trees do not depend on it). The
         # boosted surrogate's OpenMP stays on one thread: on these sizes two are no faster, and
         # called from a worker thread (the server's) OpenMP teams spin against each other,
@@ -231,62 +206,57 @@ class ZeroShotExplainer:
             parallel_config(backend="threading", n_jobs=-1),
             threadpool_limits(1, user_api="openmp"),
         ):
-            contexts: list[OutputContext] = fit_output_contexts(
-                rows,
-                Z,
-                outputs,
-                background_indices,
-                seed,
-                should_stop,
-                players,
-                int(self.working_memory_bytes),
+            context = fit_context(
+                rows, outputs, background_indices, seed, should_stop, players, memory_bytes
             )
         params = artifact.parameters
-        weights = [gate_weights(context, params) for context in contexts]
+        n_players = d if players is None else players.count
+        features = [output.features for output in context.outputs]
+        weights = [gate_weights(output, params) for output in features]
         # Attributes are set only now, so a refused or cancelled fit leaves the previous state.
+        self.random_state_ = seed
+        self.working_memory_bytes_ = memory_bytes
         self.background_ = background_indices
         self.feature_names_ = names
-        self.players_ = players
+        self.groups_ = _groups(players)
+        self.attribution_names_ = names if players is None else list(players.names)
         self.artifact_ = artifact
         self.single_output_ = np.ndim(predictions) == 1
         self.n_rows_ = n
         self.n_features_in_ = d
         self.n_outputs_ = outputs.shape[1]
-        self.standardiser_ = standardiser
-        self.background_rows_ = Z[background_indices]
-        self.contexts_ = contexts
+        self.context_ = context
         self.weights_ = weights
-        n_players = d if players is None else players.count
         self.uncertainty_terms_ = [
-            uncertainty_terms(context, params, n_players) for context in contexts
+            uncertainty_terms(output, params, n_players) for output in features
         ]
-        self.diagnostics_ = {
-            "artifact": artifact.version,
-            "outputs": [
-                {
-                    "predicted_fidelity": predicted_fidelity(context, params, context_weights),
-                    "surrogates": {
-                        kind.name: {"oof_r2": float(features[0]), "weight": float(weight)}
-                        for kind, features, weight, ok in zip(
+        self.diagnostics_ = Diagnostics(
+            artifact.version,
+            [
+                OutputDiagnostics(
+                    predicted_fidelity(output, params, output_weights),
+                    [
+                        SurrogateDiagnostics(kind.name, float(member[0]), float(weight))
+                        for kind, member, weight, ok in zip(
                             ZOO,
-                            context.surrogate_features,
-                            context_weights,
-                            context.available,
+                            output.surrogate_features,
+                            output_weights,
+                            output.available,
                             strict=True,
                         )
                         if ok
-                    },
-                }
-                for context, context_weights in zip(contexts, weights, strict=True)
+                    ],
+                )
+                for output, output_weights in zip(features, weights, strict=True)
             ],
-        }
+        )
         return self
 
     def memory_bytes(self) -> int:
         """Estimated bytes this fitted explainer holds (surrogates, their tables, the rows)."""
-        if not hasattr(self, "contexts_"):
+        if not hasattr(self, "context_"):
             raise NotFittedError()
-        return held_bytes([self.contexts_, self.background_rows_, self.standardiser_])
+        return held_bytes(self.context_)
 
     def _background_indices(self, background, n: int) -> np.ndarray:
         if background is None:
@@ -321,22 +291,17 @@ class ZeroShotExplainer:
             raise InvalidArgumentError("feature_names", "must be distinct")
         return names
 
-    @property
-    def player_names_(self) -> list[str]:
-        """The names of what ``explain`` attributes to: the groups, or else the features."""
-        return list(self.feature_names_ if self.players_ is None else self.players_.names)
-
     def rows_per_slice(self) -> int:
         """How many query rows ``explain`` works on at once: within ``working_memory_bytes``, and
         at most ``EXPLAIN_SLICE_CELLS`` row x feature cells (features, not players: the
         surrogates' work grows with d whatever the grouping)."""
-        if not hasattr(self, "contexts_"):
+        if not hasattr(self, "context_"):
             raise NotFittedError()
-        n_players = len(self.player_names_)
+        n_players = len(self.attribution_names_)
         # Per row: every member's values, the combined values and their spread, per output,
         # and the widest basis a surrogate expands the row into.
         per_row = 8 * (n_players * self.n_outputs_ * (len(ZOO) + 4) + 16 * self.n_features_in_)
-        within_memory = int(self.working_memory_bytes) // 2 // per_row
+        within_memory = self.working_memory_bytes_ // 2 // per_row
         return max(1, min(within_memory, EXPLAIN_SLICE_CELLS // self.n_features_in_))
 
     def explain(
@@ -355,14 +320,14 @@ class ZeroShotExplainer:
         should_stop : optional; polled before each slice of ``rows_per_slice()`` rows. When it
             returns True, ``explain`` raises ``CancelledError``.
         """
-        if not hasattr(self, "contexts_"):
+        if not hasattr(self, "context_"):
             raise NotFittedError()
         rows = _finite_matrix("X_query", X_query, self.n_features_in_)
         m = rows.shape[0]
         outputs = None
         if predictions_query is not None:
             outputs = _outputs("predictions_query", predictions_query, m, self.n_outputs_)
-        n_players = len(self.player_names_)
+        n_players = len(self.attribution_names_)
         values = np.empty((m, n_players, self.n_outputs_))
         uncertainty = np.empty((m, n_players, self.n_outputs_))
         base_values = np.empty((m, self.n_outputs_))
@@ -387,20 +352,23 @@ class ZeroShotExplainer:
             )
             outputs = None if outputs is None else outputs[:, 0]
         return Explanation(
-            values, base_values, uncertainty, self.player_names_, self.diagnostics_, outputs
+            values=values,
+            base_values=base_values,
+            uncertainty=uncertainty,
+            attribution_names=list(self.attribution_names_),
+            diagnostics=self.diagnostics_,
+            data=rows,
+            grouped=self.groups_ is not None,
+            predictions=outputs,
         )
 
     def _explain_slice(self, rows, outputs, values, uncertainty, base_values) -> None:
         """Fill ``values``, ``uncertainty`` (m, P, K) and ``base_values`` (m, K) for ``rows``."""
-        Z = self.standardiser_.transform(rows)
-        shared: dict = {}
-        for k, context in enumerate(self.contexts_):
-            surrogate_values = context.surrogate_values(
-                Z, self.background_rows_, int(self.random_state), shared, self.players_
-            )
+        member_values = self.context_.member_values(rows)
+        for k, context in enumerate(self.context_.outputs):
             spread_scale, floor = self.uncertainty_terms_[k]
             targets = None if outputs is None else outputs[:, k] - context.base_value
             values[:, :, k], uncertainty[:, :, k] = combine(
-                surrogate_values, self.weights_[k], spread_scale, floor, targets
+                member_values[k], self.weights_[k], spread_scale, floor, targets
             )
             base_values[:, k] = context.base_value

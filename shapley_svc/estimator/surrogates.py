@@ -10,8 +10,10 @@ cross-validation: how credit is split among correlated features is not identifia
 so the zoo offers a weakly and a strongly regularised variant and lets the combiner choose.
 """
 
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from sklearn.ensemble import ExtraTreesRegressor, HistGradientBoostingRegressor
@@ -26,8 +28,8 @@ from shapley_svc.kernels.link_additive import (
     softmax_additive_coalition_values,
     softmax_additive_path,
 )
-from shapley_svc.reference import TreeBackground, linear_shapley
-from shapley_svc.reference.closed_form import logistic_additive_shapley
+from shapley_svc.reference import TreeBackground
+from shapley_svc.reference.closed_form import linear_values, logistic_additive_values
 
 RIDGE_ALPHAS = np.logspace(-4, 3, 15)
 SPLINE_KNOTS = 6
@@ -54,7 +56,9 @@ DEFAULT_FIT_MEMORY_BYTES = 1 << 30
 class Surrogate:
     """Fit on standardised rows and one output column; attribute rows against a background.
 
-    ``predict`` and ``shapley`` are on the output's own scale (probability or value).
+    ``predict`` and ``attributions`` are on the output's own scale (probability or value).
+    After ``fit``, ``prepare`` folds in the background once (its means, its terms, per-leaf
+    tables); ``attributions`` then takes only the rows to explain.
     """
 
     def fit(self, Z: np.ndarray, target: np.ndarray, seed: int) -> "Surrogate":
@@ -63,34 +67,20 @@ class Surrogate:
     def predict(self, Z: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def shapley(
-        self, Z: np.ndarray, background: np.ndarray, seed: int, players: Players | None = None
-    ) -> np.ndarray:
-        """(m, P) interventional Shapley values of the surrogate's own output.
-
-        ``players`` None: one player per column (P = d); otherwise the game whose players are
-        these groups of columns (P groups).
-        """
+    def prepare(self, background: np.ndarray, players: Players | None = None) -> "Surrogate":
+        """Hold what ``attributions`` needs of the (n_background, d) standardised background
+        rows, for the game of ``players`` (None: one player per column)."""
         raise NotImplementedError
 
-    def shapley_shared(
-        self,
-        Z: np.ndarray,
-        background: np.ndarray,
-        seed: int,
-        shared: dict,
-        players: Players | None = None,
-    ) -> np.ndarray:
-        """``shapley``, for surrogates that share work across outputs through ``shared``."""
-        return self.shapley(Z, background, seed, players)
+    def attributions(self, Z: np.ndarray) -> np.ndarray:
+        """(m, P) interventional Shapley values of the surrogate's own output for the (m, d)
+        standardised rows ``Z``: P = d, or the number of groups of the prepared players."""
+        raise NotImplementedError
 
-    def _for_background(self, background: np.ndarray, players: Players | None, prepare):
-        """``prepare(background)``, computed once per background and players: explain calls
-        repeat it."""
-        cached = getattr(self, "_background_cache", None)
-        if cached is None or cached[1] is not players or not np.array_equal(cached[0], background):
-            cached = self._background_cache = (background.copy(), players, prepare(background))
-        return cached[2]
+    def attributions_shared(self, Z: np.ndarray, shared: dict) -> np.ndarray:
+        """``attributions``, for surrogates that share work across outputs through ``shared``
+        (one dict per call and rows)."""
+        return self.attributions(Z)
 
 
 class UniformCubicSplines:
@@ -250,6 +240,12 @@ class LinearFit:
         return design @ self.coef_ + self.intercept_
 
 
+def _sum_players(values: np.ndarray, players: Players | None) -> np.ndarray:
+    """Per-column values (m, d, ...) summed into the players' (m, P, ...): exact for additive
+    surrogates, whose group values are the sums of their members'."""
+    return values if players is None else players.sum_columns(values)
+
+
 class RidgeSurrogate(Surrogate):
     """Linear; ``strength`` None picks alpha by generalised cross-validation."""
 
@@ -266,9 +262,16 @@ class RidgeSurrogate(Surrogate):
     def predict(self, Z):
         return self.model_.predict(Z)
 
-    def shapley(self, Z, background, seed, players=None):
-        values = linear_shapley(self.model_.coef_, self.model_.intercept_, Z, background).values
-        return values if players is None else players.sum_columns(values)
+    def prepare(self, background, players=None):
+        # phi_j = coef_j * (x_j - mean_z z_j): the background enters through its mean alone.
+        self.background_mean_ = background.mean(axis=0)
+        self.players_ = players
+        return self
+
+    def attributions(self, Z):
+        coef = np.atleast_2d(np.asarray(self.model_.coef_, dtype=np.float64))
+        values = linear_values(coef, Z, self.background_mean_)[:, :, 0]
+        return _sum_players(values, self.players_)
 
 
 class SplineSurrogate(Surrogate):
@@ -283,15 +286,16 @@ class SplineSurrogate(Surrogate):
     def predict(self, Z):
         return self.model_.predict(self.basis_.transform(Z))
 
-    def _terms(self, Z, players):
-        terms = self.basis_.terms(Z, self.model_.coef_)
-        return terms if players is None else players.sum_columns(terms)
+    def _terms(self, Z):
+        return _sum_players(self.basis_.terms(Z, self.model_.coef_), self.players_)
 
-    def shapley(self, Z, background, seed, players=None):
-        background_mean = self._for_background(
-            background, players, lambda rows: self._terms(rows, players).mean(axis=0)
-        )
-        return self._terms(Z, players) - background_mean
+    def prepare(self, background, players=None):
+        self.players_ = players
+        self.background_mean_ = self._terms(background).mean(axis=0)
+        return self
+
+    def attributions(self, Z):
+        return self._terms(Z) - self.background_mean_
 
 
 class SoftLogisticSurrogate(Surrogate):
@@ -320,28 +324,28 @@ class SoftLogisticSurrogate(Surrogate):
         )
         return self
 
-    def _terms(self, Z, players):
+    def _terms(self, Z):
         coef = self.model_.coef_[0]
         terms = self.basis_.terms(Z, coef) if self.splines else Z * coef
-        if players is not None:
-            terms = players.sum_columns(terms)
-        return np.ascontiguousarray(terms)
+        return np.ascontiguousarray(_sum_players(terms, self.players_))
 
     def predict(self, Z):
         return self.model_.predict_proba(self._basis(Z))[:, 1]
 
-    def shapley(self, Z, background, seed, players=None):
+    def prepare(self, background, players=None):
         # A group's term is the sum of its members': the surrogate is additive in groups too,
         # so the same closed forms give the group game's values.
-        row_terms = self._terms(Z, players)
-        background_terms = self._for_background(
-            background, players, lambda rows: self._terms(rows, players)
-        )
+        self.players_ = players
+        self.background_terms_ = self._terms(background)
+        return self
+
+    def attributions(self, Z):
+        row_terms = self._terms(Z)
         offset = float(self.model_.intercept_[0])
         if row_terms.shape[1] <= LOGISTIC_EXACT_FEATURES:
-            return logistic_additive_shapley(row_terms, background_terms, offset).values
+            return logistic_additive_values(row_terms, self.background_terms_, offset)
         values = np.empty(row_terms.shape)
-        sigmoid_additive_rescaled(row_terms, background_terms, offset, values)
+        sigmoid_additive_rescaled(row_terms, self.background_terms_, offset, values)
         return values
 
 
@@ -378,38 +382,39 @@ class SoftMultinomialSurrogate(Surrogate):
         """(m, K) class probabilities."""
         return self.model_.predict_proba(self._basis(Z))
 
-    def _terms(self, Z, players):
+    def _terms(self, Z):
         coef = self.model_.coef_
         if self.splines:
             terms = self.basis_.terms(Z, coef)
         else:
             terms = Z[:, :, None] * coef.T[None]
-        if players is not None:
-            terms = players.sum_columns(terms)
-        return np.ascontiguousarray(terms)
+        return np.ascontiguousarray(_sum_players(terms, self.players_))
 
-    def shapley(
-        self, Z: np.ndarray, background: np.ndarray, seed: int, players: Players | None = None
-    ) -> np.ndarray:
+    def prepare(
+        self, background: np.ndarray, players: Players | None = None
+    ) -> "SoftMultinomialSurrogate":
+        self.players_ = players
+        self.background_terms_ = self._terms(background)
+        return self
+
+    def attributions(self, Z: np.ndarray) -> np.ndarray:
         """(m, P, K) interventional Shapley values of every class's probability."""
-        row_terms = self._terms(Z, players)
-        background_terms = self._for_background(
-            background, players, lambda rows: self._terms(rows, players)
-        )
+        row_terms = self._terms(Z)
         offset = np.ascontiguousarray(self.model_.intercept_, dtype=np.float64)
         m, d, n_classes = row_terms.shape
         values = np.empty((m, d, n_classes))
         if d <= LOGISTIC_EXACT_FEATURES:
             table = np.empty((m, 1 << d, n_classes))
-            softmax_additive_coalition_values(row_terms, background_terms, offset, table)
+            softmax_additive_coalition_values(row_terms, self.background_terms_, offset, table)
             shapley_from_coalition_values(table, values)
         else:
-            softmax_additive_path(row_terms, background_terms, offset, values)
+            softmax_additive_path(row_terms, self.background_terms_, offset, values)
         return values
 
 
 class ClassView(Surrogate):
-    """One class of a multinomial surrogate, seen as a surrogate of that output alone."""
+    """One class of a multinomial surrogate (fitted and prepared), seen as a surrogate of that
+    output alone."""
 
     def __init__(self, parent: SoftMultinomialSurrogate, output: int):
         self.parent = parent
@@ -418,14 +423,14 @@ class ClassView(Surrogate):
     def predict(self, Z):
         return self.parent.predict(Z)[:, self.output]
 
-    def shapley(self, Z, background, seed, players=None):
-        return self.parent.shapley(Z, background, seed, players)[:, :, self.output]
+    def attributions(self, Z):
+        return self.parent.attributions(Z)[:, :, self.output]
 
-    def shapley_shared(self, Z, background, seed, shared, players=None):
+    def attributions_shared(self, Z, shared):
         """All classes are computed once per call and shared through ``shared``."""
         key = id(self.parent)
         if key not in shared:
-            shared[key] = self.parent.shapley(Z, background, seed, players)
+            shared[key] = self.parent.attributions(Z)
         return shared[key][:, :, self.output]
 
 
@@ -433,21 +438,22 @@ class _TreeSurrogate(Surrogate):
     """A scikit-learn tree ensemble in ``model_``, explained by interventional TreeSHAP.
 
     Depth is capped at ``TREE_MAX_DEPTH`` so that every leaf tests at most that many features:
-    the background then folds into small per-leaf tables, built once per background, and a row
+    the background then folds into small per-leaf tables, built once in ``prepare``, and a row
     costs the same whatever the background's size.
     """
 
     def predict(self, Z):
         return self.model_.predict(Z)
 
-    def shapley(self, Z, background, seed, players=None):
+    def prepare(self, background, players=None):
         of_feature = None if players is None else players.of_feature
-        prepared = self._for_background(
-            background,
-            players,
-            lambda rows: TreeBackground(self.model_, rows, player_of_feature=of_feature),
+        self.tree_background_ = TreeBackground(
+            self.model_, background, player_of_feature=of_feature
         )
-        return prepared.values(Z)[:, :, 0]
+        return self
+
+    def attributions(self, Z):
+        return self.tree_background_.trusted_values(Z)[:, :, 0]
 
 
 class BoostedTreesSurrogate(_TreeSurrogate):
@@ -491,49 +497,93 @@ class ForestSurrogate(_TreeSurrogate):
         return self
 
 
-_MULTINOMIAL_FACTORIES = {
-    "logistic": lambda: SoftMultinomialSurrogate(strength=0.002, splines=False),
-    "logistic_strong": lambda: SoftMultinomialSurrogate(strength=0.02, splines=False),
-    "logistic_spline": lambda: SoftMultinomialSurrogate(strength=0.002, splines=True),
-}
-
-
 # The name callers of ``fit(should_stop=...)`` know; one class with the package's cancellation.
 FitCancelled = CancelledError
 
 
+class Role(enum.Enum):
+    """What a member is, for the context features that compare kinds of fit."""
+
+    LINEAR = "linear"  # a hyperplane on the standardised rows
+    SMOOTH = "smooth"  # additive splines (on the output or inside a sigmoid)
+    TREE = "tree"  # a depth-capped tree ensemble
+    LINK = "link"  # linear inside a sigmoid or softmax
+
+
+def additive_basis_width(n_features: int) -> int:
+    """Columns of ``AdditiveBasis`` for ``n_features`` columns: splines, then linear terms."""
+    spline_width = min(n_features, SPLINE_MAX_FEATURES) * (SPLINE_KNOTS + DEGREE - 1)
+    return spline_width + max(n_features - SPLINE_MAX_FEATURES, 0)
+
+
 @dataclass(frozen=True)
 class SurrogateKind:
-    """A named member of the zoo; ``probability_only`` kinds need outputs in [0, 1]."""
+    """A named member of the zoo and everything the estimator needs to know about it.
+
+    Attributes
+    ----------
+    name : the name the artifact lists (its order and names are the artifact's contract).
+    role : what kind of fit it is.
+    make : a fresh, unfitted surrogate of one output column.
+    make_multinomial : for kinds that fit all K class probabilities at once, a fresh unfitted
+        multinomial surrogate; None otherwise.
+    probability_only : the kind needs outputs in [0, 1].
+    """
 
     name: str
-    probability_only: bool
+    role: Role
+    make: Callable[[], Surrogate]
+    make_multinomial: Callable[[], Surrogate] | None = None
+    probability_only: bool = False
 
-    def make(self) -> Surrogate:
-        return _FACTORIES[self.name]()
+    def design_bytes_per_row(self, n_features: int, n_outputs: int = 1) -> int:
+        """Bytes a fit holds per context row: its design matrix and the solver's copies.
+
+        Linear fits keep the design, its centred copy and the singular vectors; soft-label fits
+        see every row twice, and a multinomial fit once per class; trees keep a float32 or
+        binned copy.
+        """
+        if self.role is Role.TREE:
+            return 8 * n_features
+        width = additive_basis_width(n_features) if self.role is Role.SMOOTH else n_features
+        copies = 3 * (2 if n_outputs == 1 else n_outputs) if self.probability_only else 3
+        return 8 * width * copies
 
 
-_FACTORIES = {
-    "ridge": RidgeSurrogate,
-    "ridge_strong": lambda: RidgeSurrogate(strength=0.05),
-    "spline": SplineSurrogate,
-    "logistic": lambda: SoftLogisticSurrogate(strength=0.002, splines=False),
-    "logistic_strong": lambda: SoftLogisticSurrogate(strength=0.02, splines=False),
-    "logistic_spline": lambda: SoftLogisticSurrogate(strength=0.002, splines=True),
-    "boosted_trees": BoostedTreesSurrogate,
-    "forest": ForestSurrogate,
-}
-
+# The order and names are those of the shipped artifact's arrays: never reorder or rename.
 ZOO = (
-    SurrogateKind("ridge", False),
-    SurrogateKind("ridge_strong", False),
-    SurrogateKind("spline", False),
-    SurrogateKind("logistic", True),
-    SurrogateKind("logistic_strong", True),
-    SurrogateKind("logistic_spline", True),
-    SurrogateKind("boosted_trees", False),
-    SurrogateKind("forest", False),
+    SurrogateKind("ridge", Role.LINEAR, RidgeSurrogate),
+    SurrogateKind("ridge_strong", Role.LINEAR, partial(RidgeSurrogate, strength=0.05)),
+    SurrogateKind("spline", Role.SMOOTH, SplineSurrogate),
+    SurrogateKind(
+        "logistic",
+        Role.LINK,
+        partial(SoftLogisticSurrogate, strength=0.002, splines=False),
+        partial(SoftMultinomialSurrogate, strength=0.002, splines=False),
+        probability_only=True,
+    ),
+    SurrogateKind(
+        "logistic_strong",
+        Role.LINK,
+        partial(SoftLogisticSurrogate, strength=0.02, splines=False),
+        partial(SoftMultinomialSurrogate, strength=0.02, splines=False),
+        probability_only=True,
+    ),
+    SurrogateKind(
+        "logistic_spline",
+        Role.SMOOTH,
+        partial(SoftLogisticSurrogate, strength=0.002, splines=True),
+        partial(SoftMultinomialSurrogate, strength=0.002, splines=True),
+        probability_only=True,
+    ),
+    SurrogateKind("boosted_trees", Role.TREE, BoostedTreesSurrogate),
+    SurrogateKind("forest", Role.TREE, ForestSurrogate),
 )
+
+
+def members_with_role(role: Role) -> np.ndarray:
+    """Zoo positions of the members with ``role``, in zoo order."""
+    return np.array([s for s, kind in enumerate(ZOO) if kind.role is role], dtype=np.int64)
 
 
 @dataclass
@@ -561,27 +611,11 @@ def _check(should_stop: Callable[[], bool] | None) -> None:
         raise FitCancelled("the fit was cancelled")
 
 
-def design_bytes_per_row(kind: SurrogateKind, n_features: int, n_outputs: int = 1) -> int:
-    """Bytes a fit of ``kind`` holds per context row: its design matrix and the solver's copies.
-
-    Linear fits keep the design, its centred copy and the singular vectors; logistic fits see
-    every row twice (soft labels), and a multinomial fit once per class; trees keep a float32
-    or binned copy.
-    """
-    spline_width = min(n_features, SPLINE_MAX_FEATURES) * (SPLINE_KNOTS + DEGREE - 1)
-    basis_width = spline_width + max(n_features - SPLINE_MAX_FEATURES, 0)
-    width = basis_width if kind.name in ("spline", "logistic_spline") else n_features
-    if kind.name in ("boosted_trees", "forest"):
-        return 8 * n_features
-    copies = 3 * (2 if n_outputs == 1 else n_outputs) if kind.probability_only else 3
-    return 8 * width * copies
-
-
 def rows_within_budget(
     kind: SurrogateKind, n_rows: int, n_features: int, memory_bytes: int, n_outputs: int = 1
 ) -> int:
     """How many context rows a fit of ``kind`` may use within ``memory_bytes`` (at least 50)."""
-    per_row = design_bytes_per_row(kind, n_features, n_outputs)
+    per_row = kind.design_bytes_per_row(n_features, n_outputs)
     return int(min(n_rows, max(50, memory_bytes // per_row)))
 
 
@@ -626,17 +660,28 @@ def fit_surrogate(
     Z: np.ndarray,
     target: np.ndarray,
     seed: int,
+    background: np.ndarray,
+    players: Players | None = None,
     should_stop: Callable[[], bool] | None = None,
     memory_bytes: int = DEFAULT_FIT_MEMORY_BYTES,
 ) -> FittedSurrogate:
-    """Fit on all rows, and measure R^2 on rows each refit did not see.
+    """Fit on all rows, measure R^2 on rows each refit did not see, and prepare the background.
 
-    ``should_stop`` is polled before each refit; True raises ``FitCancelled``. When the fit's
-    design would exceed ``memory_bytes`` it uses a seeded subsample of the rows instead.
+    Parameters
+    ----------
+    kind : the zoo member.
+    Z : (n, d) standardised context rows.
+    target : (n,) one output column.
+    seed : seeds the folds, the fit and any row subsample.
+    background : (n_background, d) standardised background rows, folded into the fitted
+        member (``Surrogate.prepare``) for the game of ``players``.
+    should_stop : polled before each refit; True raises ``FitCancelled``.
+    memory_bytes : when the fit's design would exceed it, the fit uses a seeded subsample of
+        the rows instead.
     """
     Z, target = _rows_for_fit(kind, Z, target, seed, memory_bytes)
     model, tested, predicted = _fit_out_of_fold(kind.make, Z, target, seed, should_stop)
-    return FittedSurrogate(kind, model, _r2(target[tested], predicted))
+    return FittedSurrogate(kind, model.prepare(background, players), _r2(target[tested], predicted))
 
 
 def is_class_probabilities(outputs: np.ndarray) -> bool:
@@ -653,14 +698,18 @@ def fit_multinomial(
     Z: np.ndarray,
     outputs: np.ndarray,
     seed: int,
+    background: np.ndarray,
+    players: Players | None = None,
     should_stop: Callable[[], bool] | None = None,
     memory_bytes: int = DEFAULT_FIT_MEMORY_BYTES,
 ) -> list[FittedSurrogate]:
-    """A logistic kind fitted once to all K class probabilities; one view per class."""
+    """A kind with a ``make_multinomial`` fitted once to all K class probabilities (n, K),
+    prepared once; one view per class. Other parameters as in ``fit_surrogate``."""
     Z, outputs = _rows_for_fit(kind, Z, outputs, seed, memory_bytes)
     model, tested, predicted = _fit_out_of_fold(
-        _MULTINOMIAL_FACTORIES[kind.name], Z, outputs, seed, should_stop
+        kind.make_multinomial, Z, outputs, seed, should_stop
     )
+    model.prepare(background, players)
     return [
         FittedSurrogate(kind, ClassView(model, k), _r2(outputs[tested, k], predicted[:, k]))
         for k in range(outputs.shape[1])

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shapley_svc.estimator.context import Standardiser, fit_output_contexts
+from shapley_svc.estimator.context import ContextFeatures, fit_context
 from shapley_svc.training.prior import PriorConfig, Task, sample_task
 
 
@@ -17,13 +17,11 @@ from shapley_svc.training.prior import PriorConfig, Task, sample_task
 class Example:
     """One output column of one task, as the combiner sees it, with the labels.
 
-    surrogate_values : (S, m, d); truth, truth_error : (m, d); target_sums : (m,).
+    features : the combiner's view of the output (as when serving);
+    surrogate_values : (S, m, P); truth, truth_error : (m, P); target_sums : (m,).
     """
 
-    global_features: np.ndarray
-    surrogate_features: np.ndarray
-    available: np.ndarray
-    output_scale: float
+    features: ContextFeatures
     surrogate_values: np.ndarray
     truth: np.ndarray
     truth_error: np.ndarray
@@ -34,35 +32,26 @@ class Example:
 
 
 def examples_from_task(task: Task, seed: int) -> list[Example]:
-    standardiser = Standardiser.fit(task.X)
-    Z = standardiser.transform(task.X)
+    """The task's output columns through the estimator's own fit and member values."""
     outputs = task.predictions if task.predictions.ndim == 2 else task.predictions[:, None]
     truth = task.truth if task.truth.ndim == 3 else task.truth[:, :, None]
     errors = task.truth_error if task.truth_error.ndim == 3 else task.truth_error[:, :, None]
-    examples = []
-    contexts = fit_output_contexts(task.X, Z, outputs, task.background, seed)
-    shared: dict = {}
-    for k, context in enumerate(contexts):
-        if context is None:
-            continue  # a constant output has nothing to attribute
-        output = outputs[:, k]
-        values = context.surrogate_values(Z[task.explained], Z[task.background], seed, shared)
-        examples.append(
-            Example(
-                context.global_features,
-                context.surrogate_features,
-                context.available,
-                context.output_scale,
-                values,
-                truth[:, :, k],
-                errors[:, :, k],
-                output[task.explained] - context.base_value,
-                task.family,
-                task.task,
-                seed,
-            )
+    fitted = fit_context(task.X, outputs, task.background, seed)
+    member_values = fitted.member_values(task.X[task.explained])
+    return [
+        Example(
+            context.features,
+            values,
+            truth[:, :, k],
+            errors[:, :, k],
+            outputs[task.explained, k] - context.base_value,
+            task.family,
+            task.task,
+            seed,
         )
-    return examples
+        for k, (context, values) in enumerate(zip(fitted.outputs, member_values, strict=True))
+        if context is not None  # a constant output has nothing to attribute
+    ]
 
 
 def _build(args: tuple[int, PriorConfig]) -> list[Example]:

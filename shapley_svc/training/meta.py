@@ -19,24 +19,14 @@ from shapley_svc.estimator.combiner import (
     combine,
     fidelity_features,
     gate_weights,
+    normalised_features,
     uncertainty_terms,
 )
-from shapley_svc.estimator.context import GLOBAL_FEATURES, OutputContext
+from shapley_svc.estimator.context import GLOBAL_FEATURES
 from shapley_svc.estimator.surrogates import ZOO
 from shapley_svc.training.examples import Example
 
 Z_80 = 1.2815515655446004
-
-
-def _as_context(example: Example) -> OutputContext:
-    return OutputContext(
-        [],
-        example.global_features,
-        example.surrogate_features,
-        example.available,
-        0.0,
-        example.output_scale,
-    )
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -58,9 +48,9 @@ def fit_gate(
             continue
         grams.append(values @ values.T / truth.size / energy)
         crosses.append(values @ truth / truth.size / energy)
-        features.append((example.global_features - params.feature_mean) / params.feature_scale)
-        locals_.append(example.surrogate_features)
-        masks.append(example.available)
+        features.append(normalised_features(example.features, params))
+        locals_.append(example.features.surrogate_features)
+        masks.append(example.features.available)
     grams, crosses = np.array(grams), np.array(crosses)
     features, locals_, masks = np.array(features), np.array(locals_), np.array(masks)
     n = len(grams)
@@ -99,27 +89,27 @@ def fit_gate(
 
 
 def _combined(example: Example, params: CombinerParameters):
-    context = _as_context(example)
-    weights = gate_weights(context, params)
+    weights = gate_weights(example.features, params)
     combined = np.einsum("s,smd->md", weights, example.surrogate_values)
     spread = np.einsum("s,smd->md", weights, (example.surrogate_values - combined) ** 2)
-    return context, weights, combined, spread
+    return weights, combined, spread
 
 
 def fit_uncertainty(examples: list[Example], params: CombinerParameters) -> CombinerParameters:
     """Spread multiplier (per context) and floor by Gaussian likelihood of the errors."""
     rows = []
     for example in examples:
-        context, _, combined, spread = _combined(example, params)
-        features = (context.global_features - params.feature_mean) / params.feature_scale
+        _, combined, spread = _combined(example, params)
+        features = normalised_features(example.features, params)
         d = example.truth.shape[1]
-        errors = (example.truth - combined) / example.output_scale
+        output_scale = example.features.output_scale
+        errors = (example.truth - combined) / output_scale
         rows.append(
             (
                 features,
-                spread.ravel() / example.output_scale**2,
+                spread.ravel() / output_scale**2,
                 errors.ravel(),
-                (example.truth_error.ravel() / example.output_scale) ** 2,
+                (example.truth_error.ravel() / output_scale) ** 2,
                 1.0 / d,
             )
         )
@@ -145,9 +135,8 @@ def fit_uncertainty(examples: list[Example], params: CombinerParameters) -> Comb
 
 def evaluate(example: Example, params: CombinerParameters) -> dict:
     """The estimator's final output on an example (projected), and its accuracy."""
-    context = _as_context(example)
-    weights = gate_weights(context, params)
-    spread_scale, floor = uncertainty_terms(context, params, example.truth.shape[1])
+    weights = gate_weights(example.features, params)
+    spread_scale, floor = uncertainty_terms(example.features, params, example.truth.shape[1])
     values, std = combine(
         example.surrogate_values, weights, spread_scale, floor, example.target_sums
     )
@@ -192,9 +181,8 @@ def fit_fidelity(
     """Ridge regression of measured Pearson r on the fidelity features."""
     rows, targets = [], []
     for example in examples:
-        context = _as_context(example)
-        weights = gate_weights(context, params)
-        rows.append(fidelity_features(context, params, weights))
+        weights = gate_weights(example.features, params)
+        rows.append(fidelity_features(example.features, params, weights))
         targets.append(evaluate(example, params)["pearson"])
     A, y = np.array(rows), np.array(targets)
     mean_a, mean_y = A.mean(axis=0), y.mean()
@@ -205,7 +193,7 @@ def fit_fidelity(
 
 def meta_train(train: list[Example], validation: list[Example]) -> CombinerParameters:
     """All three stages; feature normalisation from the training examples."""
-    features = np.array([e.global_features for e in train])
+    features = np.array([e.features.global_features for e in train])
     scale = features.std(axis=0)
     params = replace(
         CombinerParameters.neutral(),

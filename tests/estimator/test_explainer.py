@@ -10,6 +10,7 @@ from shapley_svc import ZeroShotExplainer
 from shapley_svc.errors import InvalidArgumentError
 from shapley_svc.estimator import ArtifactError, FitCancelled, NotFittedError, load_artifact
 from shapley_svc.estimator.artifact import DEFAULT_ARTIFACT
+from shapley_svc.estimator.surrogates import ZOO
 from shapley_svc.reference import exact_shapley, linear_shapley, tree_shapley
 
 
@@ -39,7 +40,9 @@ def test_single_output_shapes_base_values_and_exact_efficiency(regression_contex
     scale = np.abs(explanation.values).sum(axis=1)
     assert np.all(np.abs(gap) <= 1e-9 * scale), np.abs(gap).max()
     assert np.all(explanation.uncertainty >= 0)
-    assert explanation.feature_names == [f"x{j}" for j in range(6)]
+    assert explanation.attribution_names == [f"x{j}" for j in range(6)]
+    assert explainer.groups_ is None
+    np.testing.assert_array_equal(explanation.data, X[:30])
 
 
 def test_tracks_the_true_values_of_a_forest(regression_context):
@@ -75,7 +78,7 @@ def test_recovers_a_logistic_model_on_the_probability_scale(rng):
     np.testing.assert_allclose(
         explanation.values.sum(axis=1), probabilities[200:240] - explanation.base_values, atol=1e-12
     )
-    assert explanation.feature_names == list("abcde")
+    assert explanation.attribution_names == list("abcde")
 
 
 def test_same_seed_same_answer_and_diagnostics(regression_context):
@@ -85,12 +88,13 @@ def test_same_seed_same_answer_and_diagnostics(regression_context):
     second = ZeroShotExplainer(random_state=3).fit(X, predictions).explain(X[:10])
     np.testing.assert_array_equal(first.values, second.values)
     np.testing.assert_array_equal(first.uncertainty, second.uncertainty)
-    output = first.diagnostics["outputs"][0]
-    assert -1 <= output["predicted_fidelity"] <= 1
-    weights = [s["weight"] for s in output["surrogates"].values()]
-    assert abs(sum(weights) - 1) < 1e-12
-    assert "logistic" not in output["surrogates"]  # outputs outside [0, 1]: no logistic member
-    assert first.diagnostics["artifact"] == load_artifact().version
+    output = first.diagnostics.outputs[0]
+    assert -1 <= output.predicted_fidelity <= 1
+    assert abs(sum(member.weight for member in output.surrogates) - 1) < 1e-12
+    names = [member.name for member in output.surrogates]
+    assert "logistic" not in names  # outputs outside [0, 1]: no logistic member
+    assert names == [kind.name for kind in ZOO if not kind.probability_only]
+    assert first.diagnostics.artifact_version == load_artifact().version
     assert first.predictions is None
 
 

@@ -43,7 +43,7 @@ def test_additive_surrogates_give_the_group_game_exactly_even_when_wide(rng, mak
     surrogate = make().fit(Z, p, 0)
     d = Z.shape[1]
     groups = [list(range(0, d, 3)), list(range(1, d, 3)), list(range(2, d, 3))]
-    ours = surrogate.shapley(Z[:5], Z[:40], 0, _players(groups, d))
+    ours = surrogate.prepare(Z[:40], _players(groups, d)).attributions(Z[:5])
     truth = brute_force_shapley(surrogate.predict, Z[:5], Z[:40], groups)[:, :, 0]
     np.testing.assert_allclose(ours, truth, atol=1e-10)
 
@@ -54,7 +54,7 @@ def test_multinomial_surrogate_gives_the_group_game_exactly(rng):
     probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     surrogate = SoftMultinomialSurrogate(strength=0.002, splines=False).fit(Z, probabilities, 0)
     groups = [[0, 1, 2], [3], [4, 5, 6]]
-    ours = surrogate.shapley(Z[:4], Z[:30], 0, _players(groups, 7))
+    ours = surrogate.prepare(Z[:30], _players(groups, 7)).attributions(Z[:4])
     truth = brute_force_shapley(surrogate.predict, Z[:4], Z[:30], groups)
     np.testing.assert_allclose(ours, truth, atol=1e-10)
 
@@ -65,7 +65,12 @@ def test_groups_are_exactly_efficient_and_named(rng):
     explainer = ZeroShotExplainer().fit(X, p, groups=groups)
     explanation = explainer.explain(X[:50], p[:50])
     assert explanation.values.shape == explanation.uncertainty.shape == (50, 4)
-    assert explanation.feature_names == list(groups)
+    assert explanation.attribution_names == explainer.attribution_names_ == list(groups)
+    assert explainer.feature_names_ == [f"x{j}" for j in range(48)]
+    assert [name for name, _ in explainer.groups_] == list(groups)
+    for (_, columns), members in zip(explainer.groups_, groups.values(), strict=True):
+        assert columns.dtype == np.int64
+        np.testing.assert_array_equal(columns, members)
     np.testing.assert_allclose(
         explanation.values.sum(axis=1), p[:50] - explanation.base_values, atol=1e-12
     )
@@ -76,7 +81,7 @@ def test_singleton_groups_in_any_order_are_the_per_feature_values(rng):
     plain = ZeroShotExplainer().fit(X, p).explain(X[:20], p[:20])
     reverse = {f"x{j}": [j] for j in reversed(range(8))}
     grouped = ZeroShotExplainer().fit(X, p, groups=reverse).explain(X[:20], p[:20])
-    assert grouped.feature_names == [f"x{j}" for j in reversed(range(8))]
+    assert grouped.attribution_names == [f"x{j}" for j in reversed(range(8))]
     np.testing.assert_allclose(grouped.values, plain.values[:, ::-1], atol=1e-12)
 
 
@@ -91,7 +96,8 @@ def test_a_small_working_memory_subsamples_fits_and_slices_explains(rng):
         explanation.values.sum(axis=1), p[:400] - explanation.base_values, atol=1e-12
     )
     # Slicing does not change the answer: the same fit explained in one piece agrees.
-    small.working_memory_bytes = 1 << 34
+    # The budget a fit runs with is fitted state: changing it in place slices differently.
+    small.working_memory_bytes_ = 1 << 34
     whole = small.explain(X[:400], p[:400])
     np.testing.assert_allclose(whole.values, explanation.values, rtol=0, atol=1e-13)
     again = ZeroShotExplainer(working_memory_bytes=16 << 20).fit(X, p).explain(X[:400], p[:400])

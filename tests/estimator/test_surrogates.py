@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.preprocessing import SplineTransformer
 
-from shapley_svc.estimator.context import fit_output_contexts
+from shapley_svc.estimator.context import fit_context
 from shapley_svc.estimator.surrogates import (
     ClassView,
     SoftMultinomialSurrogate,
@@ -43,7 +43,7 @@ def test_multinomial_surrogate_is_exact_at_low_dimension(softmax_task, splines):
     surrogate = SoftMultinomialSurrogate(strength=0.002, splines=splines).fit(Z, probabilities, 0)
     assert np.corrcoef(surrogate.predict(Z).ravel(), probabilities.ravel())[0, 1] > 0.95
     rows, background = Z[:8], Z[100:140]
-    values = surrogate.shapley(rows, background, 0)
+    values = surrogate.prepare(background).attributions(rows)
     truth = exact_shapley(surrogate.predict, rows, background)
     np.testing.assert_allclose(values, truth.values, atol=1e-12)
 
@@ -52,7 +52,7 @@ def test_softmax_path_credits_are_efficient_and_close_to_exact(softmax_task):
     Z, probabilities = softmax_task(d=8)
     surrogate = SoftMultinomialSurrogate(strength=0.002, splines=False).fit(Z, probabilities, 0)
     rows, background = Z[:6], Z[100:130]
-    values = surrogate.shapley(rows, background, 0)  # d = 8: the path rule
+    values = surrogate.prepare(background).attributions(rows)  # d = 8: the path rule
     truth = exact_shapley(surrogate.predict, rows, background).values
     assert np.corrcoef(values.ravel(), truth.ravel())[0, 1] > 0.97
     expected_sums = surrogate.predict(rows) - surrogate.predict(background).mean(axis=0)
@@ -87,15 +87,14 @@ def test_class_probabilities_are_recognised(softmax_task):
 
 def test_logistic_members_of_class_probabilities_share_one_fit(softmax_task):
     Z, probabilities = softmax_task(d=4)
-    contexts = fit_output_contexts(Z, Z, probabilities, np.arange(50), seed=0)
-    views = [context.surrogates[3].model for context in contexts]  # "logistic"
+    fitted = fit_context(Z, probabilities, np.arange(50), seed=0)
+    views = [context.surrogates[3].model for context in fitted.outputs]  # "logistic"
     assert all(isinstance(view, ClassView) for view in views)
     assert len({id(view.parent) for view in views}) == 1
-    shared: dict = {}
-    per_class = [context.surrogate_values(Z[:5], Z[:50], 0, shared) for context in contexts]
+    per_class = fitted.member_values(Z[:5])
     # The classes' attributions of one softmax sum to zero feature by feature.
     np.testing.assert_allclose(sum(values[3] for values in per_class), 0.0, atol=1e-12)
-    assert all(context.global_features[1] == 1.0 for context in contexts)
+    assert all(context.features.global_features[1] == 1.0 for context in fitted.outputs)
 
 
 def test_fit_quality_uses_three_folds_on_small_contexts_and_a_third_on_large():

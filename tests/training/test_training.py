@@ -5,7 +5,7 @@ import pytest
 
 from shapley_svc.estimator.artifact import load_artifact
 from shapley_svc.estimator.combiner import CombinerParameters, combine, gate_weights
-from shapley_svc.estimator.context import GLOBAL_FEATURES, SURROGATE_FEATURES, OutputContext
+from shapley_svc.estimator.context import GLOBAL_FEATURES, SURROGATE_FEATURES, ContextFeatures
 from shapley_svc.estimator.surrogates import ZOO
 from shapley_svc.training.examples import Example
 from shapley_svc.training.meta import fit_gate
@@ -35,10 +35,12 @@ def test_prior_covers_the_model_families_and_tasks():
 def _example(values, truth, rng):
     n_surrogates = len(ZOO)
     return Example(
-        global_features=rng.normal(size=len(GLOBAL_FEATURES)),
-        surrogate_features=rng.normal(size=(n_surrogates, len(SURROGATE_FEATURES))),
-        available=np.ones(n_surrogates, dtype=bool),
-        output_scale=1.0,
+        features=ContextFeatures(
+            global_features=rng.normal(size=len(GLOBAL_FEATURES)),
+            surrogate_features=rng.normal(size=(n_surrogates, len(SURROGATE_FEATURES))),
+            available=np.ones(n_surrogates, dtype=bool),
+            output_scale=1.0,
+        ),
         surrogate_values=values,
         truth=truth,
         truth_error=np.zeros_like(truth),
@@ -57,15 +59,7 @@ def test_gate_learns_to_trust_the_surrogate_that_is_right(rng):
         values[2] = truth + rng.normal(scale=0.05, size=truth.shape)
         examples.append(_example(values, truth, rng))
     params = fit_gate(examples, CombinerParameters.neutral())
-    context = OutputContext(
-        [],
-        examples[0].global_features,
-        examples[0].surrogate_features,
-        examples[0].available,
-        0.0,
-        1.0,
-    )
-    weights = gate_weights(context, params)
+    weights = gate_weights(examples[0].features, params)
     assert weights.argmax() == 2 and weights[2] > 0.8, weights
 
 

@@ -1,0 +1,106 @@
+"""What the estimator answers: an ``Explanation`` and the fit's ``Diagnostics``.
+
+The diagnostics mirror the wire's ``OutputDiagnostics`` and ``SurrogateDiagnostics``
+(protos/shapley/v1/shapley.proto) field for field, so the server copies them without renaming.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SurrogateDiagnostics:
+    """One zoo member that applied to an output: its out-of-fold R^2 and its weight in the mix."""
+
+    name: str
+    oof_r2: float
+    weight: float
+
+
+@dataclass(frozen=True)
+class OutputDiagnostics:
+    """One output: the predicted fidelity (expected Pearson r against the true values) and the
+    members that applied, in zoo order."""
+
+    predicted_fidelity: float
+    surrogates: list[SurrogateDiagnostics]
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    """The fit's diagnostics: the artifact that weighed the members, and one entry per output."""
+
+    artifact_version: str
+    outputs: list[OutputDiagnostics]
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Estimated interventional Shapley values with their uncertainty and provenance.
+
+    Attributes
+    ----------
+    values : (m, P) for a single output, (m, P, K) for K outputs; P is d, or the number of
+        groups when the explainer was fitted with ``groups``.
+    base_values : (m,) or (m, K): the mean prediction over the background rows.
+    uncertainty : same shape as ``values``: the standard deviation of each estimate.
+    attribution_names : the P names of what is attributed to: the features, or the groups.
+    diagnostics : the fit's diagnostics (see ``Diagnostics``).
+    data : (m, d) the explained rows as given (as float64).
+    grouped : True when the attributions are groups of columns: then ``data``'s d columns do
+        not line up with the P values.
+    predictions : the ``predictions_query`` given, or None; when given,
+        ``values.sum(axis=1) == predictions - base_values``.
+    """
+
+    values: np.ndarray
+    base_values: np.ndarray
+    uncertainty: np.ndarray
+    attribution_names: list[str]
+    diagnostics: Diagnostics
+    data: np.ndarray
+    grouped: bool = False
+    predictions: np.ndarray | None = None
+
+    def to_shap(self):
+        """The values as a ``shap.Explanation`` (needs shap installed), for shap's plots.
+
+        Ungrouped, the explained rows go along as ``data``, so that a beeswarm colours each dot
+        by its feature's value and a waterfall prints the values. A grouped explanation has no
+        single value per group: it carries the values, base values and group names alone.
+        """
+        try:
+            import shap
+        except ImportError:
+            raise ImportError("to_shap() needs the shap package: pip install shap") from None
+        return shap.Explanation(
+            values=self.values,
+            base_values=self.base_values,
+            data=None if self.grouped else self.data,
+            feature_names=list(self.attribution_names),
+        )
+
+    def to_pandas(self):
+        """A tidy ``pandas.DataFrame`` (needs pandas installed): one row per explained row and
+        attribution (and output, when there are K > 1), with columns ``row``, ``attribution``,
+        ``output`` (only when K > 1), ``value`` and ``uncertainty``."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("to_pandas() needs the pandas package: pip install pandas") from None
+        values = self.values if self.values.ndim == 3 else self.values[:, :, None]
+        uncertainty = self.uncertainty.reshape(values.shape)
+        m, n_players, n_outputs = values.shape
+        rows, players, outputs = np.meshgrid(
+            np.arange(m), np.arange(n_players), np.arange(n_outputs), indexing="ij"
+        )
+        columns = {
+            "row": rows.ravel(),
+            "attribution": np.asarray(self.attribution_names, dtype=object)[players.ravel()],
+        }
+        if self.values.ndim == 3:
+            columns["output"] = outputs.ravel()
+        columns["value"] = values.ravel()
+        columns["uncertainty"] = uncertainty.ravel()
+        return pd.DataFrame(columns)
