@@ -77,15 +77,14 @@ def _train(args: argparse.Namespace) -> int:
     import json
     from dataclasses import replace
 
-    from shapley_svc.estimator.artifact import DEFAULT_ARTIFACT
-    from shapley_svc.training.pipeline import SMOKE_CONFIG, train
+    from shapley_svc.training.pipeline import SMOKE_CONFIG, default_out, train
     from shapley_svc.training.prior import PriorConfig
 
     config = SMOKE_CONFIG if args.smoke else PriorConfig()
     if args.max_features is not None:
         config = replace(config, max_features=args.max_features)
     n_tasks = args.tasks if args.tasks is not None else (16 if args.smoke else 600)
-    out = args.out or DEFAULT_ARTIFACT
+    out = args.out or default_out()
     metrics = train(n_tasks, args.seed, out, config, args.workers)
     print(json.dumps({"artifact": str(out), **metrics}, indent=2))
     return 0
@@ -204,7 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     train.add_argument("--max-features", type=int, help="cap on d in the prior")
     train.add_argument("--workers", type=int, help="processes (default: one per core)")
     train.add_argument(
-        "--out", type=Path, help="manifest path (default: the package's shipped artifact)"
+        "--out",
+        type=Path,
+        help="manifest path (default: ./combiner.json; the shipped artifact only when named here)",
     )
     train.set_defaults(handler=_train)
     commands.add_parser(

@@ -23,6 +23,21 @@ SMOKE_CONFIG = PriorConfig(
     embedding_max_rows=300,
 )
 VALIDATION_SHARE = 0.2
+DEFAULT_OUT = Path("combiner.json")
+
+
+def default_out(cwd: Path | None = None) -> Path:
+    """Where ``shapley-svc train`` writes when not told: ``combiner.json`` in ``cwd`` (default:
+    the current directory), but never inside the installed package, whose shipped artifact a
+    smoke run would otherwise overwrite (pass ``--out`` explicitly to do that on purpose)."""
+    out = (cwd or Path.cwd()) / DEFAULT_OUT
+    package = Path(__file__).resolve().parents[1]
+    if out.resolve().is_relative_to(package):
+        raise SystemExit(
+            f"refusing to write {out} inside the installed package {package}: pass --out "
+            "explicitly to replace the shipped artifact"
+        )
+    return out
 
 
 def validation_metrics(examples, parameters) -> dict:

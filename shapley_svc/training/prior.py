@@ -13,7 +13,8 @@ A task is drawn in four steps, every random choice from one seeded generator:
    (linear, forests, boosting, MLP, RBF SVM, k-NN) trained on 70 % of the rows.
 4. Labels: the model's interventional SHAP values for explained rows against a background, from
    the reference engine: closed forms for linear models, TreeSHAP for forests, enumeration up to
-   12 features, and unbiased sampling with a recorded standard error above.
+   ``PriorConfig.max_enumerated_features`` (8) features, and unbiased sampling with a recorded
+   standard error above.
 """
 
 import warnings
