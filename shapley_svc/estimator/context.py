@@ -151,31 +151,6 @@ class FittedContext:
         ]
 
 
-def fit_context(
-    X: np.ndarray,
-    outputs: np.ndarray,
-    background: np.ndarray,
-    seed: int,
-    should_stop: Callable[[], bool] | None = None,
-    players: Players | None = None,
-    memory_bytes: int = DEFAULT_FIT_MEMORY_BYTES,
-) -> FittedContext:
-    """Standardise the context and fit the zoo to every output (``fit_output_contexts``).
-
-    Parameters
-    ----------
-    X : (n, d) context rows as given (validated by the caller).
-    outputs : (n, K) the model's outputs on X.
-    Other parameters as in ``fit_output_contexts``.
-    """
-    standardiser = Standardiser.fit(X)
-    Z = standardiser.transform(X)
-    contexts = fit_output_contexts(
-        X, Z, outputs, background, seed, should_stop, players, memory_bytes
-    )
-    return FittedContext(standardiser, contexts, players)
-
-
 def _statistics_sample(Z: np.ndarray, seed: int) -> np.ndarray:
     """The rows the context statistics look at: all, or a seeded sample of them."""
     if Z.shape[0] <= STATISTICS_MAX_ROWS:
@@ -219,25 +194,24 @@ def _agreement(values: np.ndarray, available: np.ndarray) -> np.ndarray:
     return agreement
 
 
-def fit_output_contexts(
+def fit_context(
     X: np.ndarray,
-    Z: np.ndarray,
     outputs: np.ndarray,
     background: np.ndarray,
     seed: int,
     should_stop: Callable[[], bool] | None = None,
     players: Players | None = None,
     memory_bytes: int = DEFAULT_FIT_MEMORY_BYTES,
-) -> list[OutputContext | None]:
-    """Fit the zoo to every output column and compute the combiner's features.
+) -> FittedContext:
+    """Standardise the context, fit the zoo to every output column (each member prepared for
+    the background and players) and compute the combiner's features.
 
     When the outputs are class probabilities (K >= 3 summing to one), the logistic members are
     one multinomial fit shared by all classes; otherwise each column is fitted on its own.
 
     Parameters
     ----------
-    X : (n, d) context rows as given (used for feature statistics).
-    Z : (n, d) the same rows standardised.
+    X : (n, d) context rows as given (validated by the caller).
     outputs : (n, K) the model's outputs on X.
     background : indices of the background rows.
     seed : seeds every surrogate and the probe rows.
@@ -249,8 +223,12 @@ def fit_output_contexts(
 
     Returns
     -------
-    One context per output; None for a constant output, which has nothing to attribute.
+    FittedContext
+        One ``OutputContext`` per output; None for a constant output, which has nothing to
+        attribute.
     """
+    standardiser = Standardiser.fit(X)
+    Z = standardiser.transform(X)
     varying = outputs.std(axis=0) > 1e-12
     background_rows = Z[background]
     shared_fits: list[dict[str, FittedSurrogate]] = [{} for _ in range(outputs.shape[1])]
@@ -263,7 +241,7 @@ def fit_output_contexts(
                 )
                 for k, fitted in enumerate(fits):
                     shared_fits[k][kind.name] = fitted
-    return [
+    contexts = [
         fit_output_context(
             X,
             Z,
@@ -280,6 +258,7 @@ def fit_output_contexts(
         else None
         for k in range(outputs.shape[1])
     ]
+    return FittedContext(standardiser, contexts, players)
 
 
 def fit_output_context(
@@ -298,7 +277,7 @@ def fit_output_context(
 
     ``fitted`` holds members already fitted for this column (by name); the rest are fitted here.
     ``class_probabilities`` says the column is one class of a softmax's outputs. Other
-    parameters as in ``fit_output_contexts``; ``output`` is (n,).
+    parameters as in ``fit_context``; ``output`` is (n,) and ``Z`` the standardised rows.
     """
     fitted = fitted or {}
     background_rows = Z[background]

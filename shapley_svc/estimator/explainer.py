@@ -123,6 +123,24 @@ class ZeroShotExplainer:
     working_memory_bytes : working memory of one call beyond the caller's arrays (at least 16 MiB;
         default 1 GiB). A surrogate whose design matrix would not fit is fitted on a seeded
         subsample of the rows; ``explain`` works through the query rows in slices that fit.
+
+    Attributes
+    ----------
+    random_state_, working_memory_bytes_ : the seed and budget the fit ran with (``explain``
+        slices within the latter).
+    background_ : (n_background,) int64 indices of the background rows in X.
+    feature_names_ : the d input columns' names.
+    groups_ : None, or the groups as (name, (columns,) int64 column indices) pairs in answer
+        order.
+    attribution_names_ : the P names ``explain`` attributes to: the groups', else the features'.
+    n_rows_, n_features_in_, n_outputs_, single_output_ : the context's shape; single_output_
+        when ``predictions`` was 1-D.
+    diagnostics_ : ``Diagnostics``: the artifact's version and, per output, the predicted
+        fidelity and each applicable member's out-of-fold R^2 and weight.
+    artifact_ : the loaded meta-learned artifact.
+    context_ : the fitted ``FittedContext`` (standardiser, per-output zoo, players).
+    weights_, uncertainty_terms_ : per output, the combiner's member weights (S,) and its
+        (spread scale, variance floor).
     """
 
     def __init__(

@@ -550,32 +550,26 @@ class SurrogateKind:
         return 8 * width * copies
 
 
+def _soft_label_kind(name: str, role: Role, strength: float, splines: bool) -> SurrogateKind:
+    """A kind fitted to probabilities by soft labels: per column a sigmoid, for class
+    probabilities one softmax over all classes, with the same penalty and basis."""
+    return SurrogateKind(
+        name,
+        role,
+        partial(SoftLogisticSurrogate, strength=strength, splines=splines),
+        partial(SoftMultinomialSurrogate, strength=strength, splines=splines),
+        probability_only=True,
+    )
+
+
 # The order and names are those of the shipped artifact's arrays: never reorder or rename.
 ZOO = (
     SurrogateKind("ridge", Role.LINEAR, RidgeSurrogate),
     SurrogateKind("ridge_strong", Role.LINEAR, partial(RidgeSurrogate, strength=0.05)),
     SurrogateKind("spline", Role.SMOOTH, SplineSurrogate),
-    SurrogateKind(
-        "logistic",
-        Role.LINK,
-        partial(SoftLogisticSurrogate, strength=0.002, splines=False),
-        partial(SoftMultinomialSurrogate, strength=0.002, splines=False),
-        probability_only=True,
-    ),
-    SurrogateKind(
-        "logistic_strong",
-        Role.LINK,
-        partial(SoftLogisticSurrogate, strength=0.02, splines=False),
-        partial(SoftMultinomialSurrogate, strength=0.02, splines=False),
-        probability_only=True,
-    ),
-    SurrogateKind(
-        "logistic_spline",
-        Role.SMOOTH,
-        partial(SoftLogisticSurrogate, strength=0.002, splines=True),
-        partial(SoftMultinomialSurrogate, strength=0.002, splines=True),
-        probability_only=True,
-    ),
+    _soft_label_kind("logistic", Role.LINK, strength=0.002, splines=False),
+    _soft_label_kind("logistic_strong", Role.LINK, strength=0.02, splines=False),
+    _soft_label_kind("logistic_spline", Role.SMOOTH, strength=0.002, splines=True),
     SurrogateKind("boosted_trees", Role.TREE, BoostedTreesSurrogate),
     SurrogateKind("forest", Role.TREE, ForestSurrogate),
 )
