@@ -93,7 +93,9 @@ def parse_groups(groups: object, n_features: int) -> Players:
     for player, (name, members) in enumerate(items):
         name = str(name)
         if not name:
-            raise InvalidArgumentError("groups", f"must have names; group {player}'s is empty")
+            raise InvalidArgumentError(
+                "groups", f"must have names: group {player} has an empty name"
+            )
         if name in names:
             raise InvalidArgumentError(
                 "groups", f"must have distinct names: the name {name!r} is used twice"

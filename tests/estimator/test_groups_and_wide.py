@@ -116,6 +116,7 @@ def test_a_small_working_memory_subsamples_fits_and_slices_explains(rng):
         ({"a": [0, 1], "b": [1, 2, 3]}, "column 1 is in both 'a' and 'b'"),
         ({"a": [0, 1, 2, 3, -1]}, "column -1, outside [0, 4)"),
         ([("a",)], "groups item 0 must be a (name, column indices) pair"),
+        ({"": [0, 1, 2, 3]}, "group 0 has an empty name"),
     ],
 )
 def test_bad_groups_are_refused_with_the_problem(rng, groups, message):
