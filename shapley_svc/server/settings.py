@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from shapley_svc.contexts import ContextLimits
+
 MIB = 1 << 20
 ENV_PREFIX = "SHAPLEY_SVC_"
 
@@ -98,6 +100,18 @@ class Settings:
             path = getattr(self, name)
             if path and not Path(path).is_file():
                 raise ValueError(f"{name}: no such file: {path}")
+
+    def context_limits(self) -> ContextLimits:
+        """The limits the context service enforces; an answer must fit in one message."""
+        return ContextLimits(
+            max_context_rows=self.max_context_rows,
+            max_features=self.max_features,
+            max_outputs=self.max_outputs,
+            max_explain_rows=self.max_explain_rows,
+            max_answer_bytes=self.max_message_bytes,
+            max_contexts=self.max_contexts,
+            max_store_bytes=self.max_context_store_bytes,
+        )
 
     def tokens(self) -> tuple[bytes, ...]:
         """The accepted bearer tokens (empty: no token auth)."""
