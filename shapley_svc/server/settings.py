@@ -47,7 +47,8 @@ class Settings:
         default=2048 * MIB, metadata={"help": "bytes of contexts held at once; LRU evicted"}
     )
     max_concurrent_streams: int = field(
-        default=16, metadata={"help": "ExplainStream calls served at once"}
+        default=16,
+        metadata={"help": "ExplainStream and CreateContextStream calls served at once"},
     )
     grace_seconds: float = field(
         default=20.0, metadata={"help": "how long SIGTERM waits for in-flight requests"}
