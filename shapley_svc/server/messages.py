@@ -169,22 +169,19 @@ def context_info(entry: StoredContext) -> pb.ContextInfo:
         n_background=int(explainer.background_.size),
         outputs=[
             pb.OutputDiagnostics(
-                predicted_fidelity=output["predicted_fidelity"],
+                predicted_fidelity=output.predicted_fidelity,
                 surrogates=[
-                    pb.SurrogateDiagnostics(name=name, oof_r2=s["oof_r2"], weight=s["weight"])
-                    for name, s in output["surrogates"].items()
+                    pb.SurrogateDiagnostics(name=s.name, oof_r2=s.oof_r2, weight=s.weight)
+                    for s in output.surrogates
                 ],
             )
-            for output in diagnostics["outputs"]
+            for output in diagnostics.outputs
         ],
-        artifact_version=diagnostics["artifact"],
+        artifact_version=diagnostics.artifact_version,
         memory_bytes=entry.memory_bytes,
         fit_seconds=entry.fit_seconds,
-        groups=[]
-        if explainer.players_ is None
-        else [
-            pb.FeatureGroup(name=name, columns=np.flatnonzero(explainer.players_.of_feature == g))
-            for g, name in enumerate(explainer.players_.names)
+        groups=[
+            pb.FeatureGroup(name=name, columns=columns) for name, columns in explainer.groups_ or ()
         ],
-        attribution_names=explainer.player_names_,
+        attribution_names=explainer.attribution_names_,
     )
