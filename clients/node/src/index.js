@@ -30,6 +30,7 @@ const HEALTH_CHECK_METHOD = '/grpc.health.v1.Health/Check';
 const SERVICE_NAME = 'shapley.v1.Shapley';
 const LITTLE_ENDIAN = os.endianness() === 'LE';
 const DEFAULT_CHUNK_ROWS = 1000;
+const UINT64_LIMIT = 2n ** 64n;
 /** The server's default message limit (`shapley-svc serve --max-message-bytes`). */
 const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 // Share of maxMessageBytes a context message may fill: the Python client's threshold, leaving
@@ -99,7 +100,11 @@ function errorFromStatus(status) {
   });
 }
 
-/** A request refused before it was sent, named like the server names its fields. */
+/**
+ * A request refused before it was sent, named like the server names its fields.
+ * @param {string} field
+ * @param {string} problem
+ */
 function localError(field, problem) {
   return new ShapleyError('INVALID_ARGUMENT', `${field}: ${problem}`, field);
 }
@@ -212,7 +217,7 @@ function decodeTensor(tensor, field) {
   if (!tensor) throw new ShapleyError('INTERNAL', `${field}: missing from the server's answer`, field);
   const float32 = tensor.dtype === 'DTYPE_FLOAT32' || tensor.dtype === 1;
   const itemsize = float32 ? 4 : 8;
-  const shape = tensor.shape.map(Number);
+  /** @type {number[]} */ const shape = tensor.shape.map(Number);
   const count = shape.reduce((a, b) => a * b, 1);
   /** @type {Buffer} */ const bytes = tensor.data;
   if (bytes.length !== count * itemsize) {
@@ -375,6 +380,14 @@ function assemble(responses, totalRows) {
     uncertainty);
 }
 
+/**
+ * @param {any} first the first (or only) ExplainResponse: the context and artifact
+ * @param {FloatArray} values
+ * @param {number[]} shape
+ * @param {FloatArray} baseValues
+ * @param {number[]} baseShape
+ * @param {FloatArray} uncertainty
+ */
 function explanation(first, values, shape, baseValues, baseShape, uncertainty) {
   const context = first.context || null;
   return new Explanation({
@@ -492,11 +505,14 @@ function encodeSpec(spec) {
   if (spec.featureNames != null) message.featureNames = Array.from(spec.featureNames, String);
   if (spec.randomState != null) {
     // The field is a uint64: protobufjs would encode anything else silently (-1, 'abc' and NaN
-    // as 0), so a bad seed would fit a context nobody asked for.
+    // as 0, 2^64 + 1 as 1), so a bad seed would fit a context nobody asked for. The server's own
+    // range, [0, 2^32), is the server's to check.
     const seed = spec.randomState;
     const text = typeof seed === 'bigint' || typeof seed === 'number' ? String(seed) : seed;
-    if (typeof text !== 'string' || !/^\d+$/.test(text) || (typeof seed === 'number' && !Number.isSafeInteger(seed))) {
-      throw localError('context.random_state', `must be a non-negative integer; got ${String(seed)}`);
+    if (typeof text !== 'string' || !/^\d+$/.test(text) || BigInt(text) >= UINT64_LIMIT
+      || (typeof seed === 'number' && !Number.isSafeInteger(seed))) {
+      throw localError('context.random_state',
+        `must be a non-negative integer below 2^64; got ${String(seed)}`);
     }
     message.randomState = text;
   }
@@ -602,10 +618,11 @@ class ShapleyClient {
   async _unary(method, request, options) {
     const metadata = await this._metadata();
     return new Promise((resolve, reject) => {
-      this._stub[method](request, metadata, this._callOptions(options), (error, response) => {
-        if (error) reject(errorFromStatus(error));
-        else resolve(response);
-      });
+      this._stub[method](request, metadata, this._callOptions(options),
+        (/** @type {any} */ error, /** @type {any} */ response) => {
+          if (error) reject(errorFromStatus(error));
+          else resolve(response);
+        });
     });
   }
 
@@ -892,9 +909,9 @@ class ShapleyClient {
           }
         }
       };
-      call.on('data', (response) => responses.push(response));
+      call.on('data', (/** @type {any} */ response) => responses.push(response));
       call.on('error', () => {}); // reported through 'status', which carries the same metadata
-      call.on('status', (s) => {
+      call.on('status', (/** @type {grpc.StatusObject} */ s) => {
         status = s;
         finish();
       });

@@ -177,11 +177,15 @@ test('arrays are checked before anything is sent', async () => {
     isError('INVALID_ARGUMENT', 'rows', /needs 10 values/));
   await assert.rejects(client.explain(info.contextId, [1, 2, 3, 4, 5]),
     isError('INVALID_ARGUMENT', 'rows', /must be 2-D/));
-  for (const seed of [-1, 'abc', NaN, 1.5, 2 ** 60]) {
+  // 2^64 + 1 would reach the server as 1 (uint64 wraps): refused here, like what is not an integer.
+  for (const seed of [-1, 'abc', NaN, 1.5, 2 ** 60, 2n ** 64n, String(2n ** 64n + 1n)]) {
     await assert.rejects(
       client.createContext({ rows: [[1, 2], [3, 4]], predictions: [0, 1], randomState: seed }),
-      isError('INVALID_ARGUMENT', 'context.random_state', /must be a non-negative integer/));
+      isError('INVALID_ARGUMENT', 'context.random_state', /must be a non-negative integer below 2\^64/));
   }
+  // The wire takes a uint64; the server takes [0, 2^32) and says so.
+  await assert.rejects(client.createContext({ rows, predictions, randomState: 2 ** 32 }),
+    isError('INVALID_ARGUMENT', 'context.random_state'));
 });
 
 test('groups: one exactly efficient value per group, named by the groups', async () => {
