@@ -37,7 +37,7 @@ def test_groups_answer_one_exactly_efficient_value_per_group(client):
         (name, columns) for name, columns in GROUPS.items()
     ]
     remote = client.explain(context, X[:30], p[:30])
-    assert remote.values.shape == (30, 3) and remote.feature_names == list(GROUPS)
+    assert remote.values.shape == (30, 3) and remote.attribution_names == list(GROUPS)
     np.testing.assert_allclose(remote.values.sum(axis=1), p[:30] - remote.base_values, atol=1e-12)
     local = ZeroShotExplainer().fit(X, p, groups=GROUPS).explain(X[:30], p[:30])
     np.testing.assert_allclose(remote.values, local.values, rtol=0, atol=1e-12)

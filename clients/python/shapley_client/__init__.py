@@ -3,9 +3,19 @@
 from shapley_client.client import (
     Context,
     Explanation,
+    OutputDiagnostics,
     ShapleyClient,
     ShapleyError,
+    SurrogateDiagnostics,
     TlsConfig,
 )
 
-__all__ = ["Context", "Explanation", "ShapleyClient", "ShapleyError", "TlsConfig"]
+__all__ = [
+    "Context",
+    "Explanation",
+    "OutputDiagnostics",
+    "ShapleyClient",
+    "ShapleyError",
+    "SurrogateDiagnostics",
+    "TlsConfig",
+]
