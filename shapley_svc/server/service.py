@@ -13,7 +13,6 @@ import logging
 import re
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -22,81 +21,53 @@ import numpy as np
 from shapley_svc._proto import shapley_pb2 as pb
 from shapley_svc._proto import shapley_pb2_grpc
 from shapley_svc.codecs import DTYPE_FLOAT64, decode_tensor, encode_tensor
-from shapley_svc.errors import CancelledError, LimitExceededError, ShapleyError
+from shapley_svc.errors import (
+    CancelledError,
+    DeadlineExceededError,
+    InvalidArgumentError,
+    LimitExceededError,
+    NotFoundError,
+    ShapleyError,
+)
 from shapley_svc.estimator import ZeroShotExplainer, load_artifact
 from shapley_svc.estimator.explainer import SERIAL_MAX_ROWS
 from shapley_svc.server.metrics import Metrics
 from shapley_svc.server.settings import Settings
+from shapley_svc.server.status import CONTEXT_FIELDS, abort, naming_request_fields, status_code
 from shapley_svc.server.store import ContextStore, StoredContext, StoreFullError
 
 log = logging.getLogger("shapley_svc.server")
-ERROR_FIELD_KEY = "shapley-error-field"
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Shapley"].full_name
 _NO_DEADLINE = 10.0 * 365 * 24 * 3600
-# The estimator's fit arguments, as the request fields that carry them.
-_ESTIMATOR_ARGUMENTS = {
-    "X": "context.rows",
-    "predictions": "context.predictions",
-    "background": "context.background",
-    "feature_names": "context.feature_names",
-    "random_state": "context.random_state",
-    "groups": "context.groups",
-}
 
 
-class RequestError(Exception):
-    """A request the server refuses: a status code, the field at fault and the reason."""
-
-    def __init__(self, code: grpc.StatusCode, field: str, problem: str):
-        super().__init__(f"{field}: {problem}" if field else problem)
-        self.code = code
-        self.field = field
-        self.problem = problem
-
-
-def _invalid(field: str, problem: str) -> RequestError:
-    return RequestError(grpc.StatusCode.INVALID_ARGUMENT, field, problem)
-
-
-def _too_large(field: str, problem: str) -> RequestError:
-    return RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, field, problem)
-
-
-def _not_held(context_id: str) -> RequestError:
-    return RequestError(
-        grpc.StatusCode.NOT_FOUND,
+def _not_held(context_id: str) -> NotFoundError:
+    return NotFoundError(
         "context_id",
         f"{context_id!r} is not held by this server (never created here, deleted or evicted); "
         "send the context inline or call CreateContext again",
     )
 
 
-def _estimator_error(error: ValueError, default_field: str) -> RequestError:
-    """The estimator names its argument first ("predictions are constant ...", "groups['a']
-    lists ..."): map it to the request field."""
+def _estimator_error(error: ValueError) -> ShapleyError:
+    """The estimator's argument named first in its message ("predictions are constant ...",
+    "groups['a'] lists ..."), as a domain error whose ``argument`` is that name.
+
+    A bridge until the estimator raises InvalidArgumentError itself (issue 15's estimator half);
+    CONTEXT_FIELDS then maps the argument to the request field."""
+    if isinstance(error, ShapleyError):
+        return error
     message = str(error)
     first, _, rest = message.partition(" ")
     argument = re.match(r"\w*", first).group()
-    if argument in _ESTIMATOR_ARGUMENTS:
-        return _invalid(_ESTIMATOR_ARGUMENTS[argument], rest if first == argument else message)
-    return _invalid(default_field, message)
+    if argument in CONTEXT_FIELDS:
+        return InvalidArgumentError(argument, rest if first == argument else message)
+    return InvalidArgumentError("context", message)
 
 
 def _handled(method: Callable) -> Callable:
     """Map refusals to status codes, record metrics, hide unexpected failures behind an id."""
     name = method.__name__
-
-    def fail(context: grpc.ServicerContext, error: Exception) -> str:
-        if isinstance(error, RequestError):
-            if error.field:
-                context.set_trailing_metadata(((ERROR_FIELD_KEY, error.field),))
-            context.abort(error.code, str(error))
-        correlation = uuid.uuid4().hex[:16]
-        log.exception("internal error in %s (correlation id %s)", name, correlation)
-        context.abort(grpc.StatusCode.INTERNAL, f"internal error (correlation id {correlation})")
-
-    def code_of(error: Exception) -> str:
-        return error.code.name if isinstance(error, RequestError) else "INTERNAL"
 
     if name == "ExplainStream":
 
@@ -106,9 +77,9 @@ def _handled(method: Callable) -> Callable:
             try:
                 yield from method(self, request_iterator, context)
             except Exception as error:
-                code = _cancel_code(context) or code_of(error)
+                code = _cancel_code(context) or status_code(error).name
                 if code != "CANCELLED":
-                    fail(context, error)
+                    abort(context, error, name)
             finally:
                 self.metrics.observe(name, code, time.perf_counter() - start)
 
@@ -120,8 +91,8 @@ def _handled(method: Callable) -> Callable:
         try:
             return method(self, request, context)
         except Exception as error:
-            code = code_of(error)
-            fail(context, error)
+            code = status_code(error).name
+            abort(context, error, name)
         finally:
             self.metrics.observe(name, code, time.perf_counter() - start)
 
@@ -151,7 +122,9 @@ def _lenient(message_class) -> Callable[[bytes], object]:
 
 def _parsed(request):
     if isinstance(request, MalformedRequest):
-        raise _invalid("", f"{request.size} bytes do not parse as a {request.message} message")
+        raise InvalidArgumentError(
+            "", f"{request.size} bytes do not parse as a {request.message} message"
+        )
     return request
 
 
@@ -224,43 +197,33 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
         if remaining is not None and remaining > _NO_DEADLINE:
             remaining = None  # gRPC reports "no deadline" as a very distant one
         if remaining is not None and remaining <= 0:
-            raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "", "deadline expired")
+            raise DeadlineExceededError("deadline expired")
         if stop is not None:
             context.add_callback(stop.set)
         future = self._compute.submit(work, *args)
         try:
             return future.result(timeout=remaining)
         except CancelledError:
-            raise RequestError(grpc.StatusCode.CANCELLED, "", "the call was cancelled") from None
+            raise CancelledError("the call was cancelled") from None
         except concurrent.futures.TimeoutError:
             if stop is not None:
                 stop.set()
             future.cancel()
-            raise RequestError(
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                "",
-                f"deadline expired after {remaining:.3f} s while the server was computing",
+            raise DeadlineExceededError(
+                f"deadline expired after {remaining:.3f} s while the server was computing"
             ) from None
 
     def _tensor(self, field: str, tensor: pb.Tensor, ndims: tuple[int, ...]) -> np.ndarray:
         limit = self.settings.max_message_bytes // 4  # no message holds more float32s
-        try:
-            return decode_tensor(
-                field, tensor.dtype, tensor.shape, tensor.data, ndims=ndims, max_elements=limit
-            )
-        except ShapleyError as error:
-            code = (
-                grpc.StatusCode.RESOURCE_EXHAUSTED
-                if isinstance(error, LimitExceededError)
-                else grpc.StatusCode.INVALID_ARGUMENT
-            )
-            raise RequestError(code, error.argument, error.problem) from None
+        return decode_tensor(
+            field, tensor.dtype, tensor.shape, tensor.data, ndims=ndims, max_elements=limit
+        )
 
     def _decode_spec(self, spec: pb.ContextSpec, prefix: str):
         if not spec.HasField("rows"):
-            raise _invalid(f"{prefix}rows", "is required")
+            raise InvalidArgumentError(f"{prefix}rows", "is required")
         if not spec.HasField("predictions"):
-            raise _invalid(f"{prefix}predictions", "is required")
+            raise InvalidArgumentError(f"{prefix}predictions", "is required")
         rows, predictions = self._decode_block(spec, prefix, 0)
         return (rows, predictions, *self._spec_settings(spec))
 
@@ -271,15 +234,17 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
         rows = self._tensor(f"{prefix}rows", spec.rows, (2,))
         n, d = rows.shape
         if rows_before + n > limits.max_context_rows:
-            raise _too_large(
+            raise LimitExceededError(
                 f"{prefix}rows",
                 f"{rows_before + n} rows; the limit is {limits.max_context_rows}",
             )
         if d > limits.max_features:
-            raise _too_large(f"{prefix}rows", f"{d} features; the limit is {limits.max_features}")
+            raise LimitExceededError(
+                f"{prefix}rows", f"{d} features; the limit is {limits.max_features}"
+            )
         predictions = self._tensor(f"{prefix}predictions", spec.predictions, (1, 2))
         if predictions.ndim == 2 and predictions.shape[1] > limits.max_outputs:
-            raise _too_large(
+            raise LimitExceededError(
                 f"{prefix}predictions",
                 f"{predictions.shape[1]} outputs; the limit is {limits.max_outputs}",
             )
@@ -318,17 +283,18 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
     def _fit(self, stop, context_id, rows, predictions, background, names, random_state, groups):
         start = time.perf_counter()
         explainer = ZeroShotExplainer(random_state=random_state, artifact=self.artifact_path)
-        try:
-            explainer.fit(
-                np.asarray(rows, dtype=np.float64),
-                np.asarray(predictions, dtype=np.float64),
-                background=background if background.size else None,
-                feature_names=names or None,
-                groups=groups or None,
-                should_stop=stop.is_set,
-            )
-        except ValueError as error:
-            raise _estimator_error(error, "context") from None
+        with naming_request_fields(CONTEXT_FIELDS):
+            try:
+                explainer.fit(
+                    np.asarray(rows, dtype=np.float64),
+                    np.asarray(predictions, dtype=np.float64),
+                    background=background if background.size else None,
+                    feature_names=names or None,
+                    groups=groups or None,
+                    should_stop=stop.is_set,
+                )
+            except ValueError as error:
+                raise _estimator_error(error) from None
         info = self._info(context_id, explainer, time.perf_counter() - start)
         return StoredContext(context_id, explainer, info, info.memory_bytes)
 
@@ -379,12 +345,12 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
         try:
             return self.store.get_or_build(context_id, build)
         except StoreFullError as error:
-            raise _too_large(prefix.rstrip(".") or "context", str(error)) from None
+            raise LimitExceededError(prefix.rstrip(".") or "context", str(error)) from None
 
     def _take_stream_slot(self) -> None:
         """One of the concurrent stream slots (release it when the stream ends), or refuse."""
         if not self._streams.acquire(blocking=False):
-            raise _too_large(
+            raise LimitExceededError(
                 "",
                 f"{self.settings.max_concurrent_streams} streams are already being served; "
                 "retry later",
@@ -402,26 +368,26 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
             return self._held(request.context_id)
         if source == "context":
             return self._create(request.context, "context.", context)[0]
-        raise _invalid("context_id", "set context_id or an inline context")
+        raise InvalidArgumentError("context_id", "set context_id or an inline context")
 
     def _explain(self, entry: StoredContext, request: pb.ExplainRequest, context, first_row: int):
         explainer = entry.explainer
         if not request.HasField("rows"):
-            raise _invalid("rows", "is required")
+            raise InvalidArgumentError("rows", "is required")
         rows = self._tensor("rows", request.rows, (2,))
         m, d = rows.shape
         if d != explainer.n_features_in_:
-            raise _invalid(
+            raise InvalidArgumentError(
                 "rows",
                 f"has {d} features; context {entry.context_id} has {explainer.n_features_in_}",
             )
         if m > self.settings.max_explain_rows:
-            raise _too_large(
+            raise LimitExceededError(
                 "rows", f"{m} rows in one message; the limit is {self.settings.max_explain_rows}"
             )
         output_dtype = request.output_dtype or DTYPE_FLOAT64
         if output_dtype not in (pb.DTYPE_FLOAT32, pb.DTYPE_FLOAT64):
-            raise _invalid(
+            raise InvalidArgumentError(
                 "output_dtype", f"must be DTYPE_FLOAT32 or DTYPE_FLOAT64; got {output_dtype}"
             )
         itemsize = 4 if output_dtype == pb.DTYPE_FLOAT32 else 8
@@ -433,7 +399,7 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
                 self.settings.max_message_bytes
                 // ((2 * n_players + 1) * explainer.n_outputs_ * itemsize),
             )
-            raise _too_large(
+            raise LimitExceededError(
                 "rows",
                 f"the answer for {m} rows would take {answer_bytes} bytes, over the "
                 f"{self.settings.max_message_bytes}-byte message limit; send at most {most} rows "
@@ -444,7 +410,7 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
             predictions = self._tensor("predictions", request.predictions, (1, 2))
             expected = (m,) if explainer.single_output_ else (m, explainer.n_outputs_)
             if predictions.shape != expected:
-                raise _invalid(
+                raise InvalidArgumentError(
                     "predictions",
                     f"has shape {list(predictions.shape)}; expected {list(expected)} for {m} rows "
                     f"of context {entry.context_id}",
@@ -475,7 +441,7 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
     def CreateContext(self, request, context):
         request = _parsed(request)
         if not request.HasField("context"):
-            raise _invalid("context", "is required")
+            raise InvalidArgumentError("context", "is required")
         entry, created = self._create(request.context, "context.", context)
         return pb.CreateContextResponse(context=entry.info, created=created)
 
@@ -495,50 +461,49 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
         n_rows = 0
         for index, request in enumerate(map(_parsed, request_iterator)):
             if not request.HasField("context"):
-                raise _invalid("context", f"message {index} carries no context block")
+                raise InvalidArgumentError("context", f"message {index} carries no context block")
             spec = request.context
             for name in ("rows", "predictions"):
                 if not spec.HasField(name):
-                    raise _invalid(f"context.{name}", f"is required (message {index})")
+                    raise InvalidArgumentError(f"context.{name}", f"is required (message {index})")
             if index == 0:
                 settings = self._spec_settings(spec)
             else:
                 for name in ("background", "feature_names", "groups"):
                     if len(getattr(spec, name)):
-                        raise _invalid(
+                        raise InvalidArgumentError(
                             f"context.{name}",
                             f"message {index} sets it; only the first message of a stream may",
                         )
                 if spec.random_state:
-                    raise _invalid(
+                    raise InvalidArgumentError(
                         "context.random_state",
                         f"message {index} sets it; only the first message of a stream may",
                     )
             try:
                 rows, predictions = self._decode_block(spec, "context.", n_rows)
-            except RequestError as error:
+            except (InvalidArgumentError, LimitExceededError) as error:
                 # Positions in a block's message are the block's: say where the block starts.
-                raise RequestError(
-                    error.code,
-                    error.field,
+                raise type(error)(
+                    error.argument,
                     f"{error.problem} (in message {index}, whose first row is row {n_rows} of the "
                     "context)",
                 ) from None
             if predictions.shape[0] != rows.shape[0]:
-                raise _invalid(
+                raise InvalidArgumentError(
                     "context.predictions",
                     f"message {index} has {predictions.shape[0]} predictions for "
                     f"{rows.shape[0]} rows",
                 )
             if row_blocks:
                 if rows.shape[1] != row_blocks[0].shape[1]:
-                    raise _invalid(
+                    raise InvalidArgumentError(
                         "context.rows",
                         f"message {index} has {rows.shape[1]} features; message 0 had "
                         f"{row_blocks[0].shape[1]}",
                     )
                 if predictions.shape[1:] != prediction_blocks[0].shape[1:]:
-                    raise _invalid(
+                    raise InvalidArgumentError(
                         "context.predictions",
                         f"message {index} has predictions shaped {list(predictions.shape)}; "
                         f"message 0 had {list(prediction_blocks[0].shape)}",
@@ -547,7 +512,7 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
             prediction_blocks.append(predictions)
             n_rows += rows.shape[0]
         if settings is None:
-            raise _invalid("context", "the stream carried no messages")
+            raise InvalidArgumentError("context", "the stream carried no messages")
         return (np.concatenate(row_blocks), np.concatenate(prediction_blocks), *settings)
 
     @_handled
@@ -567,13 +532,13 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
                 source = request.WhichOneof("source")
                 if entry is None:
                     if source is None:
-                        raise _invalid(
+                        raise InvalidArgumentError(
                             "context_id",
                             "the first message of a stream must set context_id or context",
                         )
                     entry = self._resolve(request, context)
                 elif source == "context_id" and request.context_id != entry.context_id:
-                    raise _invalid(
+                    raise InvalidArgumentError(
                         "context_id",
                         f"message {index} names {request.context_id!r}; the stream explains "
                         f"{entry.context_id}",
@@ -581,7 +546,7 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
                 elif source == "context":
                     decoded = self._decode_spec(request.context, "context.")
                     if self._context_id(*decoded) != entry.context_id:
-                        raise _invalid(
+                        raise InvalidArgumentError(
                             "context", f"message {index} carries a different context than message 0"
                         )
                 response = self._explain(entry, request, context, first_row)

@@ -6,6 +6,8 @@ from dataclasses import replace
 import grpc
 import numpy as np
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 from shapley_client import ShapleyClient
 
 from shapley_svc.server import Settings, start_server, warm_up
@@ -23,6 +25,26 @@ def make_task(n=300, d=5, seed=0, outputs=None):
     scores = np.stack([logits * (k - 1) + 0.2 * k * X[:, k % d] for k in range(outputs)], axis=1)
     scores = np.exp(scores - scores.max(axis=1, keepdims=True))
     return X, scores / scores.sum(axis=1, keepdims=True)
+
+
+def refusal(call, *args) -> tuple[grpc.StatusCode, str, str | None]:
+    """The status code, message and field at fault of a call that must fail, read as any client
+    can: the field from the standard ``google.rpc.BadRequest`` details of its rich status."""
+    with pytest.raises(grpc.RpcError) as caught:
+        call(*args)
+    return caught.value.code(), caught.value.details(), field_at_fault(caught.value)
+
+
+def field_at_fault(error: grpc.RpcError) -> str | None:
+    """The one field a BadRequest detail names, or None when the status carries no BadRequest."""
+    status = rpc_status.from_call(error)
+    fields = []
+    for detail in status.details if status is not None else ():
+        bad_request = error_details_pb2.BadRequest()
+        if detail.Unpack(bad_request):
+            fields += [violation.field for violation in bad_request.field_violations]
+    assert len(fields) <= 1, f"a refusal names one field; got {fields}"
+    return fields[0] if fields else None
 
 
 class Server:

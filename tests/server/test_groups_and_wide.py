@@ -8,7 +8,7 @@ from shapley_client import ShapleyError
 from shapley_svc._proto import shapley_pb2 as pb
 from shapley_svc._proto import shapley_pb2_grpc
 from shapley_svc.estimator import ZeroShotExplainer
-from tests.server.conftest import make_task
+from tests.server.conftest import make_task, refusal
 
 GROUPS = {"first": [0, 2], "second": [1], "rest": [3, 4]}
 
@@ -16,17 +16,6 @@ GROUPS = {"first": [0, 2], "second": [1], "rest": [3, 4]}
 def _tensor(array):
     array = np.ascontiguousarray(array, dtype="<f8")
     return pb.Tensor(dtype=pb.DTYPE_FLOAT64, shape=list(array.shape), data=array.tobytes())
-
-
-def _status(call, *args):
-    with pytest.raises(grpc.RpcError) as caught:
-        call(*args)
-    error = caught.value
-    return (
-        error.code(),
-        error.details(),
-        dict(error.trailing_metadata() or ()).get("shapley-error-field"),
-    )
 
 
 def test_groups_answer_one_exactly_efficient_value_per_group(client):
@@ -64,7 +53,7 @@ def test_bad_groups_are_invalid_arguments_naming_the_field(server, groups, words
         groups=[pb.FeatureGroup(name=name, columns=columns) for name, columns in groups.items()],
     )
     stub = shapley_pb2_grpc.ShapleyStub(server.channel())
-    code, details, field = _status(stub.CreateContext, pb.CreateContextRequest(context=spec))
+    code, details, field = refusal(stub.CreateContext, pb.CreateContextRequest(context=spec))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and field == "context.groups", details
     assert words in details
 
@@ -111,7 +100,7 @@ def test_bad_context_streams_name_the_field(make_server):
         ([], "context", "INVALID"),
     ]
     for messages, field, code_name in cases:
-        code, details, named = _status(stub.CreateContextStream, iter(messages))
+        code, details, named = refusal(stub.CreateContextStream, iter(messages))
         assert code.name.startswith(code_name) and named == field, (field, details)
     # A non-finite value is reported where it is in the context, not only in its block.
     poisoned = X[100:200].copy()
@@ -119,7 +108,7 @@ def test_bad_context_streams_name_the_field(make_server):
     late_nan = pb.CreateContextRequest(
         context=pb.ContextSpec(rows=_tensor(poisoned), predictions=_tensor(p[100:200]))
     )
-    code, details, named = _status(stub.CreateContextStream, iter([block(0, 100), late_nan]))
+    code, details, named = refusal(stub.CreateContextStream, iter([block(0, 100), late_nan]))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and named == "context.rows", details
     assert "[49, 2]" in details and "message 1, whose first row is row 100" in details, details
 
@@ -132,6 +121,11 @@ def test_the_client_refuses_to_split_predictions_of_another_length(make_server):
             client.create_context(X, np.concatenate([p, p[:5]]))
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="the server names the field in google.rpc.BadRequest details, no longer in the "
+    "shapley-error-field trailer; the Python client reads the details on the spine-clients branch",
+)
 def test_groups_reach_the_client_error_with_the_field(client):
     X, p = make_task()
     with pytest.raises(ShapleyError) as caught:

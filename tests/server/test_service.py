@@ -7,13 +7,15 @@ import urllib.request
 import grpc
 import numpy as np
 import pytest
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
 from shapley_client import ShapleyError, TlsConfig
 
 from shapley_svc._proto import shapley_pb2 as pb
 from shapley_svc._proto import shapley_pb2_grpc
 from shapley_svc.estimator import ZeroShotExplainer
-from tests.server.conftest import make_task
+from tests.server.conftest import make_task, refusal
 
 
 def _raw_tensor(array, dtype=pb.DTYPE_FLOAT64, shape=None, data=None):
@@ -23,14 +25,6 @@ def _raw_tensor(array, dtype=pb.DTYPE_FLOAT64, shape=None, data=None):
         shape=list(array.shape) if shape is None else shape,
         data=array.tobytes() if data is None else data,
     )
-
-
-def _status(call, *args):
-    with pytest.raises(grpc.RpcError) as caught:
-        call(*args)
-    error = caught.value
-    fields = dict(error.trailing_metadata() or ())
-    return error.code(), error.details(), fields.get("shapley-error-field")
 
 
 def test_explain_matches_the_estimator_in_process_and_is_efficient(client):
@@ -104,7 +98,7 @@ def test_stream_carries_a_batch_larger_than_the_message_limit(make_server):
         np.testing.assert_array_equal(streamed.values[:100], again.values)
 
 
-def test_context_lifecycle_list_delete_and_transparent_recreate(client):
+def test_context_lifecycle_list_delete_and_transparent_recreate(server, client):
     X, p = make_task(seed=6)
     context = client.create_context(X, p)
     assert context.context_id in [c.context_id for c in client.list_contexts()]
@@ -117,7 +111,10 @@ def test_context_lifecycle_list_delete_and_transparent_recreate(client):
     np.testing.assert_array_equal(before.values, after.values)
     with pytest.raises(ShapleyError) as unknown:
         client.explain(context.context_id + "0", X[:5])
-    assert unknown.value.code == grpc.StatusCode.NOT_FOUND and unknown.value.field == "context_id"
+    assert unknown.value.code == grpc.StatusCode.NOT_FOUND
+    stub = shapley_pb2_grpc.ShapleyStub(server.channel())
+    code, _, field = refusal(stub.GetContext, pb.GetContextRequest(context_id="ctx-unknown"))
+    assert code == grpc.StatusCode.NOT_FOUND and field == "context_id"
 
 
 def test_server_info_reports_artifact_and_limits(client):
@@ -152,7 +149,7 @@ def test_bad_contexts_are_invalid_arguments_naming_the_field(server, field, chan
     parts = dict(rows=_raw_tensor(X), predictions=_raw_tensor(p)) | change(X, p)
     stub = shapley_pb2_grpc.ShapleyStub(server.channel())
     request = pb.CreateContextRequest(context=pb.ContextSpec(**parts))
-    code, details, named = _status(stub.CreateContext, request)
+    code, details, named = refusal(stub.CreateContext, request)
     assert code == grpc.StatusCode.INVALID_ARGUMENT, details
     assert named == f"context.{field}" and details.startswith(f"context.{field}: ")
 
@@ -174,10 +171,10 @@ def test_bad_explain_requests(server, client):
         (dict(rows=_raw_tensor(X[:4]), output_dtype=7), "output_dtype", ""),
     ]
     for parts, field, words in cases:
-        code, details, named = _status(lambda parts=parts: explain(**parts))
+        code, details, named = refusal(lambda parts=parts: explain(**parts))
         assert code == grpc.StatusCode.INVALID_ARGUMENT, details
         assert named == field and words in details, details
-    code, _, named = _status(stub.Explain, pb.ExplainRequest(rows=_raw_tensor(X[:4])))
+    code, _, named = refusal(stub.Explain, pb.ExplainRequest(rows=_raw_tensor(X[:4])))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and named == "context_id"
 
 
@@ -189,10 +186,10 @@ def test_limits_are_resource_exhausted(make_server):
         request = pb.CreateContextRequest(
             context=pb.ContextSpec(rows=_raw_tensor(rows), predictions=_raw_tensor(predictions))
         )
-        code, details, named = _status(stub.CreateContext, request)
+        code, details, named = refusal(stub.CreateContext, request)
         assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and named == "context.rows", details
     huge = pb.Tensor(dtype=pb.DTYPE_FLOAT64, shape=[1 << 40, 1 << 30], data=b"")
-    code, details, _ = _status(
+    code, details, _ = refusal(
         stub.CreateContext,
         pb.CreateContextRequest(context=pb.ContextSpec(rows=huge, predictions=_raw_tensor(p))),
     )
@@ -358,7 +355,7 @@ def test_unparseable_bytes_are_invalid_arguments_not_internal(server):
             request_serializer=lambda raw: raw,
             response_deserializer=lambda raw: raw,
         )
-        code, details, _ = _status(call, b"\xff\xff\xff\xff garbage")
+        code, details, _ = refusal(call, b"\xff\xff\xff\xff garbage")
         assert code == grpc.StatusCode.INVALID_ARGUMENT, details
         assert "do not parse" in details
 
@@ -379,3 +376,36 @@ def test_store_evicts_by_bytes_and_refuses_a_context_larger_than_the_store(make_
         client.create_context(X, p)
     assert refused.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "the store holds at most" in refused.value.details
+
+
+def test_a_generic_client_reads_the_field_from_the_standard_rich_status(server):
+    """Any gRPC client with google.rpc support (grpcurl, grpc-status in other languages) sees the
+    field in BadRequest details; the message repeats it for people."""
+    X, p = make_task()
+    stub = shapley_pb2_grpc.ShapleyStub(server.channel())
+    spec = pb.ContextSpec(rows=_raw_tensor(X), predictions=_raw_tensor(p), background=[0, 0])
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.CreateContext(pb.CreateContextRequest(context=spec))
+    status = rpc_status.from_call(caught.value)
+    assert status is not None and status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    (detail,) = status.details
+    bad_request = error_details_pb2.BadRequest()
+    assert detail.Unpack(bad_request), detail.type_url
+    (violation,) = bad_request.field_violations
+    assert violation.field == "context.background"
+    assert "distinct" in violation.description
+    assert status.message == f"context.background: {violation.description}"
+    assert not [key for key, _ in caught.value.trailing_metadata() if key == "shapley-error-field"]
+
+
+def test_refusals_without_a_field_carry_no_bad_request(server):
+    channel = server.channel()
+    call = channel.unary_unary(
+        "/shapley.v1.Shapley/GetServerInfo",
+        request_serializer=lambda raw: raw,
+        response_deserializer=lambda raw: raw,
+    )
+    with pytest.raises(grpc.RpcError) as caught:
+        call(b"\xff\xff")
+    status = rpc_status.from_call(caught.value)
+    assert status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and not status.details
