@@ -121,11 +121,6 @@ def test_the_client_refuses_to_split_predictions_of_another_length(make_server):
             client.create_context(X, np.concatenate([p, p[:5]]))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the server names the field in google.rpc.BadRequest details, no longer in the "
-    "shapley-error-field trailer; the Python client reads the details on the spine-clients branch",
-)
 def test_groups_reach_the_client_error_with_the_field(client):
     X, p = make_task()
     with pytest.raises(ShapleyError) as caught:

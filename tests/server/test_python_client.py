@@ -1,8 +1,10 @@
 """The Python client's result object against a real server: its names, the rows it explained,
 typed diagnostics, ``to_shap()`` (drawn with matplotlib's Agg backend) and ``to_pandas()``."""
 
+import re
 import sys
 
+import grpc
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -11,6 +13,8 @@ import shap
 from shapley_client import (
     Explanation,
     OutputDiagnostics,
+    ShapleyClient,
+    ShapleyError,
     SurrogateDiagnostics,
 )
 
@@ -150,3 +154,28 @@ def test_optional_packages_missing_give_a_clear_import_error(monkeypatch, method
     monkeypatch.setitem(sys.modules, package, None)  # import now raises ImportError
     with pytest.raises(ImportError, match=f"{method}\\(\\) needs {package}: pip install"):
         getattr(explanation, method)()
+
+
+def test_refusals_name_the_fields_from_the_rich_status(client, single):
+    context, X, _ = single
+    for call in (
+        lambda: client.explain(context, X[:4, :3]),
+        lambda: client.explain_stream(context, X[:30, :3], chunk_rows=10),
+    ):
+        with pytest.raises(ShapleyError) as caught:
+            call()
+        error = caught.value
+        assert error.code == grpc.StatusCode.INVALID_ARGUMENT, error
+        assert [v.field for v in error.violations] == ["rows"] and error.field == "rows"
+        assert re.fullmatch(
+            r"has 3 features; context ctx-[0-9a-f]+ has 5", error.violations[0].description
+        )
+        assert error.details.startswith("rows: ")
+
+
+def test_errors_without_a_rich_status_name_no_field():
+    with ShapleyClient("127.0.0.1:1", timeout=5) as nowhere:  # nothing listens on port 1
+        with pytest.raises(ShapleyError) as caught:
+            nowhere.server_info()
+    assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+    assert caught.value.violations == () and caught.value.field is None

@@ -190,19 +190,33 @@ export class Explanation<S extends boolean = boolean> {
   toNested(): { values: any[]; baseValues: any[]; uncertainty: any[] };
 }
 
-/** Every method rejects with this: gRPC status name, the server's message, the field at fault. */
+/** A request field at fault: one google.rpc.BadRequest.FieldViolation of the server's rich status. */
+export interface FieldViolation {
+  /** The request field, e.g. 'rows', 'context.predictions', 'context_id'. */
+  field: string;
+  /** What is wrong with it, e.g. 'has 2 features; context ctx-... has 3'. */
+  description: string;
+}
+
+/** Every method rejects with this: gRPC status name, the server's message, the fields at fault. */
 export class ShapleyError extends Error {
   /** gRPC status name: 'INVALID_ARGUMENT', 'NOT_FOUND', 'RESOURCE_EXHAUSTED', 'UNAUTHENTICATED', ... */
   readonly code: string;
   /** The server's message; it starts with the field, e.g. "rows: has 5 features; ...". */
   readonly details: string;
-  /** The field at fault (trailing metadata `shapley-error-field`), e.g. 'rows', or null. */
+  /**
+   * The request fields at fault: the google.rpc.BadRequest field violations of the status the
+   * server sent in the `grpc-status-details-bin` trailer (one entry for a refusal before sending).
+   * Empty when none was named (e.g. UNAUTHENTICATED, UNAVAILABLE).
+   */
+  readonly violations: FieldViolation[];
+  /** violations[0].field, e.g. 'rows', or null. */
   readonly field: string | null;
   /** The numeric gRPC status code. */
   readonly grpcCode: number;
   /** The call's trailing metadata, when the error came from the server. */
   readonly metadata: Metadata | null;
-  constructor(code: string, details: string, field: string | null, extra?: {
+  constructor(code: string, details: string, violations?: FieldViolation[], extra?: {
     grpcCode?: number; metadata?: Metadata | null; cause?: unknown;
   });
 }

@@ -46,6 +46,7 @@ function isError(code, field, details) {
     assert.ok(error instanceof ShapleyError, `not a ShapleyError: ${error}`);
     assert.equal(error.code, code, error.message);
     if (field !== undefined) assert.equal(error.field, field);
+    if (field === null) assert.deepEqual(error.violations, []);
     if (details) assert.match(error.details, details);
     return true;
   };
@@ -168,6 +169,20 @@ test('a feature-count mismatch is INVALID_ARGUMENT naming the field', async () =
   const error = await client.explain(info.contextId, [[1, 2]]).catch((e) => e);
   assert.equal(error.grpcCode, 3);
   assert.match(error.message, /^INVALID_ARGUMENT: rows: /);
+});
+
+test('the fields at fault come from the rich status: google.rpc.BadRequest field violations', async () => {
+  const error = await client.explain(info.contextId, makeRows(3, 4, 4)).catch((e) => e);
+  assert.ok(error instanceof ShapleyError, String(error));
+  assert.equal(error.metadata.get('grpc-status-details-bin').length, 1);
+  assert.equal(error.metadata.get('shapley-error-field').length, 0);
+  assert.deepEqual(error.violations.map((/** @type {any} */ v) => v.field), ['rows']);
+  assert.match(error.violations[0].description, /^has 4 features; context ctx-[0-9a-f]+ has 5$/);
+  assert.equal(error.field, 'rows');
+  // Refused before sending: the same shape, from the client.
+  const local = await client.explain(info.contextId, [[1, 2], [3]]).catch((e) => e);
+  assert.deepEqual(local.violations, [{ field: 'rows', description: 'row 1 has 1 entries; row 0 has 2' }]);
+  assert.equal(local.field, 'rows');
 });
 
 test('arrays are checked before anything is sent', async () => {

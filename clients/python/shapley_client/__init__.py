@@ -3,6 +3,7 @@
 from shapley_client.client import (
     Context,
     Explanation,
+    FieldViolation,
     OutputDiagnostics,
     ShapleyClient,
     ShapleyError,
@@ -13,6 +14,7 @@ from shapley_client.client import (
 __all__ = [
     "Context",
     "Explanation",
+    "FieldViolation",
     "OutputDiagnostics",
     "ShapleyClient",
     "ShapleyError",

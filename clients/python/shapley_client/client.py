@@ -5,33 +5,56 @@ from dataclasses import dataclass, field, fields
 
 import grpc
 import numpy as np
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from shapley_client._proto import shapley_pb2 as pb
 from shapley_client._proto import shapley_pb2_grpc
 
-ERROR_FIELD_KEY = "shapley-error-field"
 DEFAULT_MAX_MESSAGE_BYTES = 64 << 20
 _DTYPES = {"float32": (pb.DTYPE_FLOAT32, "<f4"), "float64": (pb.DTYPE_FLOAT64, "<f8")}
 _NUMPY_OF = {pb.DTYPE_FLOAT32: "<f4", pb.DTYPE_FLOAT64: "<f8"}
 
 
-class ShapleyError(Exception):
-    """The server refused a call: ``code`` (a ``grpc.StatusCode``), ``details`` and the
-    request ``field`` at fault when the server named one."""
+@dataclass(frozen=True)
+class FieldViolation:
+    """One ``google.rpc.BadRequest.FieldViolation``: the request ``field`` at fault (e.g.
+    "rows", "context.predictions") and the ``description`` of the problem."""
 
-    def __init__(self, code: grpc.StatusCode, details: str, field: str | None):
+    field: str
+    description: str
+
+
+class ShapleyError(Exception):
+    """A call failed: ``code`` (a ``grpc.StatusCode``), ``details`` (the status message) and,
+    when the server named them, the request fields at fault: ``violations``, read from the
+    ``google.rpc.BadRequest`` of the call's rich status (``grpc-status-details-bin``), and
+    ``field``, the first one's field (None when there is none)."""
+
+    def __init__(
+        self, code: grpc.StatusCode, details: str, violations: Sequence[FieldViolation] = ()
+    ):
         super().__init__(f"{code.name}: {details}")
         self.code = code
         self.details = details
-        self.field = field
+        self.violations = tuple(violations)
+
+    @property
+    def field(self) -> str | None:
+        return self.violations[0].field if self.violations else None
 
     @classmethod
     def from_rpc(cls, error: grpc.RpcError) -> "ShapleyError":
-        field_name = None
-        for key, value in error.trailing_metadata() or ():
-            if key == ERROR_FIELD_KEY:
-                field_name = value
-        return cls(error.code(), error.details() or "", field_name)
+        status = rpc_status.from_call(error)  # None when the call carried no rich status
+        violations = []
+        for detail in status.details if status is not None else ():
+            if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad_request = error_details_pb2.BadRequest()
+                detail.Unpack(bad_request)
+                violations.extend(
+                    FieldViolation(v.field, v.description) for v in bad_request.field_violations
+                )
+        return cls(error.code(), error.details() or "", violations)
 
 
 @dataclass(frozen=True)
