@@ -53,10 +53,12 @@ def _number(text: str) -> float:
 def test_explanation_names_rows_and_typed_diagnostics(client, single, grouped):
     context, X, explanation = single
     assert explanation.attribution_names == explanation.feature_names == NAMES
+    assert not explanation.grouped
     np.testing.assert_array_equal(explanation.data, X[:25])
     assert explanation.data.dtype == np.float64 and explanation.values.shape == (25, 5)
 
     assert grouped.attribution_names == list(GROUPS) and grouped.feature_names == NAMES
+    assert grouped.grouped
     assert grouped.values.shape == (25, 3) and grouped.data.shape == (25, 5)
 
     (output,) = explanation.diagnostics
@@ -64,10 +66,10 @@ def test_explanation_names_rows_and_typed_diagnostics(client, single, grouped):
     assert explanation.diagnostics == context.diagnostics
     sent = context.info.outputs[0]
     assert output.predicted_fidelity == sent.predicted_fidelity
-    assert list(output.surrogates) == [s.name for s in sent.surrogates]
-    for s in sent.surrogates:
-        assert output.surrogates[s.name] == SurrogateDiagnostics(s.name, s.oof_r2, s.weight)
-    # Read by key too, as the dicts these replaced were.
+    assert output.surrogates == [
+        SurrogateDiagnostics(s.name, s.oof_r2, s.weight) for s in sent.surrogates
+    ]
+    # Read by key too, as the dicts these replaced were (surrogates by name).
     assert output["predicted_fidelity"] == output.predicted_fidelity
     boosted = output["surrogates"]["boosted_trees"]
     assert boosted["weight"] == boosted.weight and boosted["oof_r2"] == boosted.oof_r2
@@ -147,12 +149,15 @@ def test_to_pandas_is_tidy_single_and_multi_output(client, single):
 
 @pytest.mark.parametrize(("method", "package"), [("to_pandas", "pandas"), ("to_shap", "shap")])
 def test_optional_packages_missing_give_a_clear_import_error(monkeypatch, method, package):
+    zeros = np.zeros((1, 2))
     explanation = Explanation(
-        *(np.zeros((1, 2)), np.zeros(1), np.zeros((1, 2))), ["a", "b"], np.zeros((1, 2)),
-        ["a", "b"], [], "ctx", "1:x",
+        values=zeros, base_values=np.zeros(1), uncertainty=zeros, attribution_names=["a", "b"],
+        data=zeros, feature_names=["a", "b"], grouped=False, diagnostics=[], context_id="ctx",
+        artifact_version="1:x",
     )  # fmt: skip
     monkeypatch.setitem(sys.modules, package, None)  # import now raises ImportError
-    with pytest.raises(ImportError, match=f"{method}\\(\\) needs {package}: pip install"):
+    message = rf"{method}\(\) needs the {package} package: pip install {package}$"
+    with pytest.raises(ImportError, match=message):
         getattr(explanation, method)()
 
 

@@ -88,17 +88,22 @@ class SurrogateDiagnostics(_ReadableByKey):
 class OutputDiagnostics(_ReadableByKey):
     """Diagnostics of one model output (proto ``OutputDiagnostics``): the predicted fidelity
     (expected Pearson r between the attributions and the true SHAP values) and the surrogates
-    by name, in the server's order."""
+    that applied, in the server's order."""
 
     predicted_fidelity: float
-    surrogates: dict[str, SurrogateDiagnostics]
+    surrogates: list[SurrogateDiagnostics]
+
+    def __getitem__(self, key: str):
+        if key == "surrogates":  # the dict this replaced held them by name
+            return {s.name: s for s in self.surrogates}
+        return super().__getitem__(key)
 
 
 def _diagnostics(info: pb.ContextInfo) -> list[OutputDiagnostics]:
     return [
         OutputDiagnostics(
             output.predicted_fidelity,
-            {s.name: SurrogateDiagnostics(s.name, s.oof_r2, s.weight) for s in output.surrogates},
+            [SurrogateDiagnostics(s.name, s.oof_r2, s.weight) for s in output.surrogates],
         )
         for output in info.outputs
     ]
@@ -145,6 +150,8 @@ class Explanation:
         features' for a context without groups.
     data : (m, d): the explained rows as sent (float32 rows stay float32, the rest is float64).
     feature_names : the d names of ``data``'s columns.
+    grouped : True for a context with groups: ``data``'s d columns do not line up with the P
+        values.
     diagnostics : per output, the context's :class:`OutputDiagnostics`.
     context_id, artifact_version : what answered.
     """
@@ -155,6 +162,7 @@ class Explanation:
     attribution_names: list[str]
     data: np.ndarray
     feature_names: list[str]
+    grouped: bool
     diagnostics: list[OutputDiagnostics]
     context_id: str
     artifact_version: str
@@ -169,13 +177,12 @@ class Explanation:
         """
         try:
             import shap
-        except ImportError as error:
-            raise ImportError("to_shap() needs shap: pip install shap") from error
-        per_column = self.attribution_names == self.feature_names  # no groups (or trivial ones)
+        except ImportError:
+            raise ImportError("to_shap() needs the shap package: pip install shap") from None
         return shap.Explanation(
             values=self.values,
             base_values=self.base_values,
-            data=self.data if per_column else None,
+            data=None if self.grouped else self.data,
             feature_names=list(self.attribution_names),
             error_std=self.uncertainty,
         )
@@ -190,8 +197,8 @@ class Explanation:
         """
         try:
             import pandas as pd
-        except ImportError as error:
-            raise ImportError("to_pandas() needs pandas: pip install pandas") from error
+        except ImportError:
+            raise ImportError("to_pandas() needs the pandas package: pip install pandas") from None
         m, players = self.values.shape[:2]
         outputs = self.values.shape[2] if self.values.ndim == 3 else 1
         names = pd.Categorical.from_codes(
@@ -484,6 +491,7 @@ def _explanation(
         _attribution_names(info),
         data,
         list(info.feature_names),
+        len(info.groups) > 0,
         _diagnostics(info),
         first.context_id,
         first.artifact_version,
