@@ -1,7 +1,7 @@
 """The one-way arrows of the layout, checked by walking every import of the package.
 
-server -> estimator -> reference -> kernels; training -> estimator; codecs know no estimator;
-nothing below the server imports grpc; kernels import only numpy and numba.
+server -> contexts -> estimator -> reference -> kernels; training -> estimator; codecs know no
+estimator; nothing below the server imports grpc; kernels import only numpy and numba.
 """
 
 import ast
@@ -19,8 +19,11 @@ ALLOWED_ROOMS = {
     "estimator": {"reference", "kernels"},
     "training": {"estimator", "reference", "kernels"},
     "codecs": set(),
-    # The server reaches the estimator through its public API only, never the layers below.
-    "server": {"estimator", "codecs", "_proto"},
+    # Contexts as a service without a transport: the estimator's public API, no wire formats.
+    "contexts": {"estimator"},
+    # The server reaches the estimator through the context service and the estimator's public
+    # API, never the layers below.
+    "server": {"contexts", "estimator", "codecs", "_proto"},
     "_proto": set(),
 }
 # Top-level modules (the CLI, the package's __init__) wire rooms together and may import any.
@@ -93,6 +96,9 @@ def test_imports_point_one_way():
         ("reference", "import grpc", "grpc is server-only"),
         ("kernels", "import scipy.special", "kernels are numba"),
         ("reference", "from ..estimator import x", "imports shapley_svc.estimator"),
+        ("contexts", "import grpc", "grpc is server-only"),
+        ("contexts", "from shapley_svc.server import status", "imports shapley_svc.server"),
+        ("contexts", "from shapley_svc.codecs import decode_tensor", "imports shapley_svc.codecs"),
     ],
 )
 def test_the_checker_catches_violations(tmp_path, room, source, expected):

@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from shapley_svc.estimator import ZeroShotExplainer
 from shapley_svc.server.metrics import Metrics, serve_metrics
+from shapley_svc.server.rpcs import method_handler
 from shapley_svc.server.service import SERVICE_NAME, ShapleyService, add_to_server
 from shapley_svc.server.settings import Settings
 
@@ -79,17 +80,13 @@ class TokenAuth(grpc.ServerInterceptor):
             deny(request_or_iterator, context)
             yield  # pragma: no cover - deny always aborts
 
-        kind = (handler.request_streaming, handler.response_streaming)
-        make = {
-            (False, False): grpc.unary_unary_rpc_method_handler,
-            (False, True): grpc.unary_stream_rpc_method_handler,
-            (True, False): grpc.stream_unary_rpc_method_handler,
-            (True, True): grpc.stream_stream_rpc_method_handler,
-        }[kind]
-        return make(
+        # The denial has the kind of the handler it replaces (for Shapley's, the descriptor's).
+        return method_handler(
             deny_stream if handler.response_streaming else deny,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+            handler.request_streaming,
+            handler.response_streaming,
+            handler.request_deserializer,
+            handler.response_serializer,
         )
 
 

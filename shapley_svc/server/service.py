@@ -1,164 +1,31 @@
-"""The ``shapley.v1.Shapley`` servicer: request validation, the context store and the estimator.
+"""The ``shapley.v1.Shapley`` servicer: each RPC decodes its request, asks the context service,
+and encodes the answer.
 
-Every request is checked before any work: tensors decode without copies (or fail with the field
-named), shapes are matched against the context, and sizes against the limits. Fits and
-explanations run in a small pool of compute threads (numba kernels release the GIL), so the gRPC
-handler threads stay free for health checks and cheap calls.
+Decoding and encoding are :mod:`shapley_svc.server.messages`; contexts, limits, fits and
+explanations on compute threads are :mod:`shapley_svc.contexts`; statuses, metrics and the
+handler table are :mod:`shapley_svc.server.rpcs` and :mod:`shapley_svc.server.status`.
 """
 
-import concurrent.futures
-import functools
-import hashlib
-import logging
-import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import grpc
-import numpy as np
 
 from shapley_svc._proto import shapley_pb2 as pb
 from shapley_svc._proto import shapley_pb2_grpc
-from shapley_svc.codecs import DTYPE_FLOAT64, decode_tensor, encode_tensor
-from shapley_svc.errors import (
-    CancelledError,
-    DeadlineExceededError,
-    InvalidArgumentError,
-    LimitExceededError,
-    NotFoundError,
-    ShapleyError,
-)
-from shapley_svc.estimator import ZeroShotExplainer, load_artifact
-from shapley_svc.estimator.explainer import SERIAL_MAX_ROWS
+from shapley_svc.contexts import Caller, ContextService, ContextSpec, StoredContext
+from shapley_svc.errors import InvalidArgumentError, LimitExceededError
+from shapley_svc.server import messages
 from shapley_svc.server.metrics import Metrics
+from shapley_svc.server.rpcs import SERVICE_NAME, add_to_server, handled
 from shapley_svc.server.settings import Settings
-from shapley_svc.server.status import CONTEXT_FIELDS, abort, naming_request_fields, status_code
-from shapley_svc.server.store import ContextStore, StoredContext, StoreFullError
+from shapley_svc.server.status import CONTEXT_FIELDS, QUERY_FIELDS, naming_request_fields
 
-log = logging.getLogger("shapley_svc.server")
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Shapley"].full_name
+__all__ = ["SERVICE_NAME", "ShapleyService", "add_to_server"]
+
+# gRPC reports "no deadline" as one in the far future.
 _NO_DEADLINE = 10.0 * 365 * 24 * 3600
-
-
-def _not_held(context_id: str) -> NotFoundError:
-    return NotFoundError(
-        "context_id",
-        f"{context_id!r} is not held by this server (never created here, deleted or evicted); "
-        "send the context inline or call CreateContext again",
-    )
-
-
-def _estimator_error(error: ValueError) -> ShapleyError:
-    """The estimator's argument named first in its message ("predictions are constant ...",
-    "groups['a'] lists ..."), as a domain error whose ``argument`` is that name.
-
-    A bridge until the estimator raises InvalidArgumentError itself (issue 15's estimator half);
-    CONTEXT_FIELDS then maps the argument to the request field."""
-    if isinstance(error, ShapleyError):
-        return error
-    message = str(error)
-    first, _, rest = message.partition(" ")
-    argument = re.match(r"\w*", first).group()
-    if argument in CONTEXT_FIELDS:
-        return InvalidArgumentError(argument, rest if first == argument else message)
-    return InvalidArgumentError("context", message)
-
-
-def _handled(method: Callable) -> Callable:
-    """Map refusals to status codes, record metrics, hide unexpected failures behind an id."""
-    name = method.__name__
-
-    if name == "ExplainStream":
-
-        @functools.wraps(method)
-        def streaming(self, request_iterator, context):
-            start, code = time.perf_counter(), "OK"
-            try:
-                yield from method(self, request_iterator, context)
-            except Exception as error:
-                code = _cancel_code(context) or status_code(error).name
-                if code != "CANCELLED":
-                    abort(context, error, name)
-            finally:
-                self.metrics.observe(name, code, time.perf_counter() - start)
-
-        return streaming
-
-    @functools.wraps(method)
-    def unary(self, request, context):
-        start, code = time.perf_counter(), "OK"
-        try:
-            return method(self, request, context)
-        except Exception as error:
-            code = status_code(error).name
-            abort(context, error, name)
-        finally:
-            self.metrics.observe(name, code, time.perf_counter() - start)
-
-    return unary
-
-
-def _cancel_code(context: grpc.ServicerContext) -> str | None:
-    return None if context.is_active() else "CANCELLED"
-
-
-class MalformedRequest:
-    """Bytes that did not parse as the request message (gRPC would answer INTERNAL)."""
-
-    def __init__(self, message: str, size: int):
-        self.message, self.size = message, size
-
-
-def _lenient(message_class) -> Callable[[bytes], object]:
-    def parse(data: bytes):
-        try:
-            return message_class.FromString(data)
-        except Exception:  # protobuf's DecodeError and friends: all mean "not this message"
-            return MalformedRequest(message_class.DESCRIPTOR.full_name, len(data))
-
-    return parse
-
-
-def _parsed(request):
-    if isinstance(request, MalformedRequest):
-        raise InvalidArgumentError(
-            "", f"{request.size} bytes do not parse as a {request.message} message"
-        )
-    return request
-
-
-# RPC name -> (request streaming, response streaming, request class, response class).
-RPCS = {
-    "CreateContext": (False, False, pb.CreateContextRequest, pb.CreateContextResponse),
-    "Explain": (False, False, pb.ExplainRequest, pb.ExplainResponse),
-    "ExplainStream": (True, True, pb.ExplainRequest, pb.ExplainResponse),
-    "CreateContextStream": (True, False, pb.CreateContextRequest, pb.CreateContextResponse),
-    "GetContext": (False, False, pb.GetContextRequest, pb.ContextInfo),
-    "DeleteContext": (False, False, pb.DeleteContextRequest, pb.DeleteContextResponse),
-    "ListContexts": (False, False, pb.ListContextsRequest, pb.ListContextsResponse),
-    "GetServerInfo": (False, False, pb.GetServerInfoRequest, pb.ServerInfo),
-}
-
-
-def add_to_server(service: "ShapleyService", server: grpc.Server) -> None:
-    """Register like the generated ``add_ShapleyServicer_to_server``, but with deserializers
-    that let malformed bytes reach the handler, which answers INVALID_ARGUMENT."""
-    makers = {
-        (False, False): grpc.unary_unary_rpc_method_handler,
-        (True, True): grpc.stream_stream_rpc_method_handler,
-        (True, False): grpc.stream_unary_rpc_method_handler,
-    }
-    handlers = {
-        name: makers[(streams_in, streams_out)](
-            getattr(service, name),
-            request_deserializer=_lenient(request_class),
-            response_serializer=response_class.SerializeToString,
-        )
-        for name, (streams_in, streams_out, request_class, response_class) in RPCS.items()
-    }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
-    server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
 class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
@@ -166,186 +33,64 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
         self.settings = settings
         self.metrics = metrics
         self.version = version
-        self.store = ContextStore(settings.max_contexts, settings.max_context_store_bytes)
-        self.artifact_path = settings.artifact or None
-        artifact = load_artifact(self.artifact_path) if self.artifact_path else load_artifact()
-        self.artifact_version = artifact.version
-        self.artifact_sha256 = artifact.manifest["sha256"]
-        self._compute = concurrent.futures.ThreadPoolExecutor(
-            settings.compute_threads, thread_name_prefix="compute"
+        self.contexts = ContextService(
+            settings.context_limits(),
+            settings.compute_threads,
+            settings.artifact or None,
+            describe=messages.context_info,
         )
+        # Start-up (warm-up with the same artifact) and the metrics' gauges read these.
+        self.store = self.contexts.store
+        self.artifact_path = self.contexts.artifact_path
+        self.artifact_version = self.contexts.artifact_version
+        # No message holds more float32s: a larger tensor cannot be what its bytes say.
+        self._max_elements = settings.max_message_bytes // 4
         self._streams = threading.BoundedSemaphore(settings.max_concurrent_streams)
 
     def shutdown(self) -> None:
-        self._compute.shutdown(wait=True, cancel_futures=True)
+        self.contexts.shutdown()
 
-    # --- helpers -----------------------------------------------------------------------------
-
-    def _run(
-        self,
-        context: grpc.ServicerContext,
-        work: Callable,
-        *args,
-        stop: threading.Event | None = None,
-    ):
-        """Run ``work`` on a compute thread within the call's deadline.
-
-        ``stop``, when given, is set once the call ends (cancelled, deadline passed) so that work
-        polling it gives its compute thread back instead of finishing for nobody.
-        """
-        remaining = context.time_remaining()
-        if remaining is not None and remaining > _NO_DEADLINE:
-            remaining = None  # gRPC reports "no deadline" as a very distant one
-        if remaining is not None and remaining <= 0:
-            raise DeadlineExceededError("deadline expired")
-        if stop is not None:
-            context.add_callback(stop.set)
-        future = self._compute.submit(work, *args)
-        try:
-            return future.result(timeout=remaining)
-        except CancelledError:
-            raise CancelledError("the call was cancelled") from None
-        except concurrent.futures.TimeoutError:
-            if stop is not None:
-                stop.set()
-            future.cancel()
-            raise DeadlineExceededError(
-                f"deadline expired after {remaining:.3f} s while the server was computing"
-            ) from None
-
-    def _tensor(self, field: str, tensor: pb.Tensor, ndims: tuple[int, ...]) -> np.ndarray:
-        limit = self.settings.max_message_bytes // 4  # no message holds more float32s
-        return decode_tensor(
-            field, tensor.dtype, tensor.shape, tensor.data, ndims=ndims, max_elements=limit
-        )
-
-    def _decode_spec(self, spec: pb.ContextSpec, prefix: str):
-        if not spec.HasField("rows"):
-            raise InvalidArgumentError(f"{prefix}rows", "is required")
-        if not spec.HasField("predictions"):
-            raise InvalidArgumentError(f"{prefix}predictions", "is required")
-        rows, predictions = self._decode_block(spec, prefix, 0)
-        return (rows, predictions, *self._spec_settings(spec))
-
-    def _decode_block(self, spec: pb.ContextSpec, prefix: str, rows_before: int):
-        """A spec's rows and predictions, checked against the limits (``rows_before`` rows
-        already received in a stream)."""
-        limits = self.settings
-        rows = self._tensor(f"{prefix}rows", spec.rows, (2,))
-        n, d = rows.shape
-        if rows_before + n > limits.max_context_rows:
-            raise LimitExceededError(
-                f"{prefix}rows",
-                f"{rows_before + n} rows; the limit is {limits.max_context_rows}",
-            )
-        if d > limits.max_features:
-            raise LimitExceededError(
-                f"{prefix}rows", f"{d} features; the limit is {limits.max_features}"
-            )
-        predictions = self._tensor(f"{prefix}predictions", spec.predictions, (1, 2))
-        if predictions.ndim == 2 and predictions.shape[1] > limits.max_outputs:
-            raise LimitExceededError(
-                f"{prefix}predictions",
-                f"{predictions.shape[1]} outputs; the limit is {limits.max_outputs}",
-            )
-        return rows, predictions
+    # --- the calls' shared steps -------------------------------------------------------------
 
     @staticmethod
-    def _spec_settings(spec: pb.ContextSpec):
-        """Background, names, seed and groups of a spec, as the estimator takes them."""
-        # Row counts, background indices, names, the seed and the groups are the estimator's to
-        # check: its ValueErrors name the argument, which _estimator_error maps to the field.
-        background = np.asarray(spec.background, dtype=np.int64)
-        names = list(spec.feature_names)
-        groups = [(group.name, np.asarray(group.columns, dtype=np.int64)) for group in spec.groups]
-        return background, names, int(spec.random_state), groups
-
-    def _context_id(self, rows, predictions, background, names, random_state, groups) -> str:
-        digest = hashlib.sha256(b"shapley.v1/context\0")
-        digest.update(self.artifact_sha256.encode())
-        for array in (rows, predictions):
-            canonical = np.ascontiguousarray(array, dtype="<f8")
-            digest.update(repr(canonical.shape).encode())
-            digest.update(canonical.tobytes())
-        digest.update(np.ascontiguousarray(background, dtype="<i8").tobytes())
-        digest.update(
-            b"\0".join(name.encode() for name in names) + b"\0" + repr(len(names)).encode()
+    def _caller(context: grpc.ServicerContext) -> Caller:
+        remaining = context.time_remaining()
+        no_deadline = remaining is None or remaining > _NO_DEADLINE
+        return Caller(
+            deadline=None if no_deadline else time.monotonic() + remaining,
+            should_stop=lambda: not context.is_active(),
         )
-        digest.update(random_state.to_bytes(8, "little"))
-        # Only contexts with groups hash them, so ids of contexts without groups are unchanged.
-        for name, columns in groups:
-            digest.update(b"group\0" + name.encode() + b"\0")
-            digest.update(
-                repr(columns.size).encode() + np.ascontiguousarray(columns, "<i8").tobytes()
-            )
-        return "ctx-" + digest.hexdigest()[:40]
 
-    def _fit(self, stop, context_id, rows, predictions, background, names, random_state, groups):
-        start = time.perf_counter()
-        explainer = ZeroShotExplainer(random_state=random_state, artifact=self.artifact_path)
+    def _create(self, spec: ContextSpec, context) -> tuple[StoredContext, bool]:
         with naming_request_fields(CONTEXT_FIELDS):
-            try:
-                explainer.fit(
-                    np.asarray(rows, dtype=np.float64),
-                    np.asarray(predictions, dtype=np.float64),
-                    background=background if background.size else None,
-                    feature_names=names or None,
-                    groups=groups or None,
-                    should_stop=stop.is_set,
-                )
-            except ValueError as error:
-                raise _estimator_error(error) from None
-        info = self._info(context_id, explainer, time.perf_counter() - start)
-        return StoredContext(context_id, explainer, info, info.memory_bytes)
+            return self.contexts.get_or_create(spec, self._caller(context))
 
-    def _info(self, context_id: str, explainer, fit_seconds: float) -> pb.ContextInfo:
-        diagnostics = explainer.diagnostics_
-        return pb.ContextInfo(
-            context_id=context_id,
-            n_rows=int(explainer.n_rows_),
-            n_features=int(explainer.n_features_in_),
-            n_outputs=int(explainer.n_outputs_),
-            single_output=bool(explainer.single_output_),
-            feature_names=list(explainer.feature_names_),
-            n_background=int(explainer.background_.size),
-            outputs=[
-                pb.OutputDiagnostics(
-                    predicted_fidelity=output["predicted_fidelity"],
-                    surrogates=[
-                        pb.SurrogateDiagnostics(name=name, oof_r2=s["oof_r2"], weight=s["weight"])
-                        for name, s in output["surrogates"].items()
-                    ],
-                )
-                for output in diagnostics["outputs"]
-            ],
-            artifact_version=diagnostics["artifact"],
-            memory_bytes=explainer.memory_bytes(),
-            fit_seconds=fit_seconds,
-            groups=[]
-            if explainer.players_ is None
-            else [
-                pb.FeatureGroup(
-                    name=name, columns=np.flatnonzero(explainer.players_.of_feature == g)
-                )
-                for g, name in enumerate(explainer.players_.names)
-            ],
-            attribution_names=explainer.player_names_,
+    def _resolve(self, request: pb.ExplainRequest, context) -> StoredContext:
+        source = request.WhichOneof("source")
+        if source == "context_id":
+            return self.contexts.get(request.context_id)
+        if source == "context":
+            return self._create(
+                messages.context_spec(request.context, self._max_elements), context
+            )[0]
+        raise InvalidArgumentError("context_id", "set context_id or an inline context")
+
+    def _explain(
+        self, entry: StoredContext, request, context, first_row: int
+    ) -> pb.ExplainResponse:
+        rows, predictions, dtype = messages.query(request, self._max_elements)
+        with naming_request_fields(QUERY_FIELDS):
+            explanation = self.contexts.explain(
+                entry,
+                rows,
+                predictions,
+                answer_bytes_per_row=messages.answer_bytes_per_row(entry.description, dtype),
+                caller=self._caller(context),
+            )
+        self.metrics.add_rows_explained(rows.shape[0])
+        return messages.explain_response(
+            entry.context_id, explanation, dtype, self.artifact_version, first_row
         )
-
-    def _create(self, spec: pb.ContextSpec, prefix: str, context) -> tuple[StoredContext, bool]:
-        return self._create_decoded(self._decode_spec(spec, prefix), prefix, context)
-
-    def _create_decoded(self, decoded: tuple, prefix: str, context) -> tuple[StoredContext, bool]:
-        context_id = self._context_id(*decoded)
-
-        def build() -> StoredContext:
-            stop = threading.Event()
-            return self._run(context, self._fit, stop, context_id, *decoded, stop=stop)
-
-        try:
-            return self.store.get_or_build(context_id, build)
-        except StoreFullError as error:
-            raise LimitExceededError(prefix.rstrip(".") or "context", str(error)) from None
 
     def _take_stream_slot(self) -> None:
         """One of the concurrent stream slots (release it when the stream ends), or refuse."""
@@ -356,263 +101,102 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
                 "retry later",
             )
 
-    def _held(self, context_id: str) -> StoredContext:
-        entry = self.store.get(context_id)
-        if entry is None:
-            raise _not_held(context_id)
-        return entry
-
-    def _resolve(self, request: pb.ExplainRequest, context) -> StoredContext:
+    def _stream_context(self, held: StoredContext | None, index: int, request, context):
+        """The context a stream explains: message 0 names it, later ones may repeat it."""
         source = request.WhichOneof("source")
-        if source == "context_id":
-            return self._held(request.context_id)
-        if source == "context":
-            return self._create(request.context, "context.", context)[0]
-        raise InvalidArgumentError("context_id", "set context_id or an inline context")
-
-    def _explain(self, entry: StoredContext, request: pb.ExplainRequest, context, first_row: int):
-        explainer = entry.explainer
-        if not request.HasField("rows"):
-            raise InvalidArgumentError("rows", "is required")
-        rows = self._tensor("rows", request.rows, (2,))
-        m, d = rows.shape
-        if d != explainer.n_features_in_:
-            raise InvalidArgumentError(
-                "rows",
-                f"has {d} features; context {entry.context_id} has {explainer.n_features_in_}",
-            )
-        if m > self.settings.max_explain_rows:
-            raise LimitExceededError(
-                "rows", f"{m} rows in one message; the limit is {self.settings.max_explain_rows}"
-            )
-        output_dtype = request.output_dtype or DTYPE_FLOAT64
-        if output_dtype not in (pb.DTYPE_FLOAT32, pb.DTYPE_FLOAT64):
-            raise InvalidArgumentError(
-                "output_dtype", f"must be DTYPE_FLOAT32 or DTYPE_FLOAT64; got {output_dtype}"
-            )
-        itemsize = 4 if output_dtype == pb.DTYPE_FLOAT32 else 8
-        n_players = len(explainer.player_names_)
-        answer_bytes = (2 * m * n_players + m) * explainer.n_outputs_ * itemsize
-        if answer_bytes > self.settings.max_message_bytes:
-            most = max(
-                1,
-                self.settings.max_message_bytes
-                // ((2 * n_players + 1) * explainer.n_outputs_ * itemsize),
-            )
-            raise LimitExceededError(
-                "rows",
-                f"the answer for {m} rows would take {answer_bytes} bytes, over the "
-                f"{self.settings.max_message_bytes}-byte message limit; send at most {most} rows "
-                "per message (ExplainStream chunks a large batch)",
-            )
-        predictions = None
-        if request.HasField("predictions"):
-            predictions = self._tensor("predictions", request.predictions, (1, 2))
-            expected = (m,) if explainer.single_output_ else (m, explainer.n_outputs_)
-            if predictions.shape != expected:
+        if held is None:
+            if source is None:
                 raise InvalidArgumentError(
-                    "predictions",
-                    f"has shape {list(predictions.shape)}; expected {list(expected)} for {m} rows "
-                    f"of context {entry.context_id}",
+                    "context_id", "the first message of a stream must set context_id or context"
                 )
-        if m <= SERIAL_MAX_ROWS:
-            # A few milliseconds on one core: cheaper here than a hand-off to a compute thread.
-            parts = [_explain_rows(explainer, rows, predictions)]
-        else:
-            stop = threading.Event()
-            parts = [
-                self._run(
-                    context, _explain_rows, explainer, rows, predictions, stop.is_set, stop=stop
+            return self._resolve(request, context)
+        if source == "context_id" and request.context_id != held.context_id:
+            raise InvalidArgumentError(
+                "context_id",
+                f"message {index} names {request.context_id!r}; the stream explains "
+                f"{held.context_id}",
+            )
+        if source == "context":
+            spec = messages.context_spec(request.context, self._max_elements)
+            if self.contexts.content_id(spec) != held.context_id:
+                raise InvalidArgumentError(
+                    "context", f"message {index} carries a different context than message 0"
                 )
-            ]
-        self.metrics.add_rows_explained(m)
-        return pb.ExplainResponse(
-            context_id=entry.context_id,
-            values=_joined(parts, "values", output_dtype),
-            base_values=_joined(parts, "base_values", output_dtype),
-            uncertainty=_joined(parts, "uncertainty", output_dtype),
-            artifact_version=self.artifact_version,
-            first_row=first_row,
-        )
+        return held
 
     # --- RPCs --------------------------------------------------------------------------------
 
-    @_handled
+    @handled
     def CreateContext(self, request, context):
-        request = _parsed(request)
         if not request.HasField("context"):
             raise InvalidArgumentError("context", "is required")
-        entry, created = self._create(request.context, "context.", context)
-        return pb.CreateContextResponse(context=entry.info, created=created)
+        spec = messages.context_spec(request.context, self._max_elements)
+        entry, created = self._create(spec, context)
+        return pb.CreateContextResponse(context=entry.description, created=created)
 
-    @_handled
+    @handled
     def CreateContextStream(self, request_iterator, context):
         self._take_stream_slot()
         try:
-            decoded = self._received_context(request_iterator)
+            with naming_request_fields(CONTEXT_FIELDS):
+                spec = messages.streamed_context_spec(
+                    request_iterator, self._max_elements, self.contexts.check_size
+                )
         finally:
             self._streams.release()
-        entry, created = self._create_decoded(decoded, "context.", context)
-        return pb.CreateContextResponse(context=entry.info, created=created)
+        entry, created = self._create(spec, context)
+        return pb.CreateContextResponse(context=entry.description, created=created)
 
-    def _received_context(self, request_iterator) -> tuple:
-        """A streamed context's blocks, checked as they arrive and joined in order."""
-        row_blocks, prediction_blocks, settings = [], [], None
-        n_rows = 0
-        for index, request in enumerate(map(_parsed, request_iterator)):
-            if not request.HasField("context"):
-                raise InvalidArgumentError("context", f"message {index} carries no context block")
-            spec = request.context
-            for name in ("rows", "predictions"):
-                if not spec.HasField(name):
-                    raise InvalidArgumentError(f"context.{name}", f"is required (message {index})")
-            if index == 0:
-                settings = self._spec_settings(spec)
-            else:
-                for name in ("background", "feature_names", "groups"):
-                    if len(getattr(spec, name)):
-                        raise InvalidArgumentError(
-                            f"context.{name}",
-                            f"message {index} sets it; only the first message of a stream may",
-                        )
-                if spec.random_state:
-                    raise InvalidArgumentError(
-                        "context.random_state",
-                        f"message {index} sets it; only the first message of a stream may",
-                    )
-            try:
-                rows, predictions = self._decode_block(spec, "context.", n_rows)
-            except (InvalidArgumentError, LimitExceededError) as error:
-                # Positions in a block's message are the block's: say where the block starts.
-                raise type(error)(
-                    error.argument,
-                    f"{error.problem} (in message {index}, whose first row is row {n_rows} of the "
-                    "context)",
-                ) from None
-            if predictions.shape[0] != rows.shape[0]:
-                raise InvalidArgumentError(
-                    "context.predictions",
-                    f"message {index} has {predictions.shape[0]} predictions for "
-                    f"{rows.shape[0]} rows",
-                )
-            if row_blocks:
-                if rows.shape[1] != row_blocks[0].shape[1]:
-                    raise InvalidArgumentError(
-                        "context.rows",
-                        f"message {index} has {rows.shape[1]} features; message 0 had "
-                        f"{row_blocks[0].shape[1]}",
-                    )
-                if predictions.shape[1:] != prediction_blocks[0].shape[1:]:
-                    raise InvalidArgumentError(
-                        "context.predictions",
-                        f"message {index} has predictions shaped {list(predictions.shape)}; "
-                        f"message 0 had {list(prediction_blocks[0].shape)}",
-                    )
-            row_blocks.append(rows)
-            prediction_blocks.append(predictions)
-            n_rows += rows.shape[0]
-        if settings is None:
-            raise InvalidArgumentError("context", "the stream carried no messages")
-        return (np.concatenate(row_blocks), np.concatenate(prediction_blocks), *settings)
-
-    @_handled
+    @handled
     def Explain(self, request, context):
-        request = _parsed(request)
         entry = self._resolve(request, context)
         response = self._explain(entry, request, context, 0)
-        response.context.CopyFrom(entry.info)
+        response.context.CopyFrom(entry.description)
         return response
 
-    @_handled
+    @handled
     def ExplainStream(self, request_iterator, context) -> Iterator[pb.ExplainResponse]:
         self._take_stream_slot()
         try:
             entry, first_row = None, 0
-            for index, request in enumerate(map(_parsed, request_iterator)):
-                source = request.WhichOneof("source")
-                if entry is None:
-                    if source is None:
-                        raise InvalidArgumentError(
-                            "context_id",
-                            "the first message of a stream must set context_id or context",
-                        )
-                    entry = self._resolve(request, context)
-                elif source == "context_id" and request.context_id != entry.context_id:
-                    raise InvalidArgumentError(
-                        "context_id",
-                        f"message {index} names {request.context_id!r}; the stream explains "
-                        f"{entry.context_id}",
-                    )
-                elif source == "context":
-                    decoded = self._decode_spec(request.context, "context.")
-                    if self._context_id(*decoded) != entry.context_id:
-                        raise InvalidArgumentError(
-                            "context", f"message {index} carries a different context than message 0"
-                        )
+            for index, request in enumerate(request_iterator):
+                entry = self._stream_context(entry, index, request, context)
                 response = self._explain(entry, request, context, first_row)
                 if index == 0:
-                    response.context.CopyFrom(entry.info)
+                    response.context.CopyFrom(entry.description)
                 first_row += response.values.shape[0]
                 yield response
         finally:
             self._streams.release()
 
-    @_handled
+    @handled
     def GetContext(self, request, context):
-        request = _parsed(request)
-        return self._held(request.context_id).info
+        return self.contexts.get(request.context_id).description
 
-    @_handled
+    @handled
     def DeleteContext(self, request, context):
-        request = _parsed(request)
-        entry = self.store.delete(request.context_id)
-        if entry is None:
-            raise _not_held(request.context_id)
+        entry = self.contexts.delete(request.context_id)
         return pb.DeleteContextResponse(context_id=entry.context_id, freed_bytes=entry.memory_bytes)
 
-    @_handled
+    @handled
     def ListContexts(self, request, context):
-        request = _parsed(request)
         entries, total = self.store.snapshot()
-        return pb.ListContextsResponse(contexts=[e.info for e in entries], total_bytes=total)
+        return pb.ListContextsResponse(
+            contexts=[entry.description for entry in entries], total_bytes=total
+        )
 
-    @_handled
+    @handled
     def GetServerInfo(self, request, context):
-        request = _parsed(request)
-        s = self.settings
         entries, total = self.store.snapshot()
+        # Every Limits field is the setting of the same name.
+        limits = {
+            field.name: getattr(self.settings, field.name) for field in pb.Limits.DESCRIPTOR.fields
+        }
         return pb.ServerInfo(
             version=self.version,
             artifact_version=self.artifact_version,
-            artifact_sha256=self.artifact_sha256,
-            limits=pb.Limits(
-                max_message_bytes=s.max_message_bytes,
-                max_context_rows=s.max_context_rows,
-                max_features=s.max_features,
-                max_outputs=s.max_outputs,
-                max_explain_rows=s.max_explain_rows,
-                max_contexts=s.max_contexts,
-                max_context_store_bytes=s.max_context_store_bytes,
-                max_concurrent_streams=s.max_concurrent_streams,
-            ),
+            artifact_sha256=self.contexts.artifact_sha256,
+            limits=pb.Limits(**limits),
             contexts_held=len(entries),
             context_store_bytes=total,
         )
-
-
-def _explain_rows(explainer, rows: np.ndarray, predictions: np.ndarray | None, should_stop=None):
-    return explainer.explain(
-        np.asarray(rows, dtype=np.float64),
-        None if predictions is None else np.asarray(predictions, dtype=np.float64),
-        should_stop=should_stop,
-    )
-
-
-def _joined(parts: list, name: str, dtype: int) -> pb.Tensor:
-    arrays = [getattr(part, name) for part in parts]
-    return _tensor_message(arrays[0] if len(arrays) == 1 else np.concatenate(arrays), dtype)
-
-
-def _tensor_message(array: np.ndarray, dtype: int) -> pb.Tensor:
-    code, shape, data = encode_tensor(array, dtype)
-    return pb.Tensor(dtype=code, shape=shape, data=data)

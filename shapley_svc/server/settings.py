@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from shapley_svc.contexts import ContextLimits
+
 MIB = 1 << 20
 ENV_PREFIX = "SHAPLEY_SVC_"
 
@@ -45,7 +47,8 @@ class Settings:
         default=2048 * MIB, metadata={"help": "bytes of contexts held at once; LRU evicted"}
     )
     max_concurrent_streams: int = field(
-        default=16, metadata={"help": "ExplainStream calls served at once"}
+        default=16,
+        metadata={"help": "ExplainStream and CreateContextStream calls served at once"},
     )
     grace_seconds: float = field(
         default=20.0, metadata={"help": "how long SIGTERM waits for in-flight requests"}
@@ -98,6 +101,18 @@ class Settings:
             path = getattr(self, name)
             if path and not Path(path).is_file():
                 raise ValueError(f"{name}: no such file: {path}")
+
+    def context_limits(self) -> ContextLimits:
+        """The limits the context service enforces; an answer must fit in one message."""
+        return ContextLimits(
+            max_context_rows=self.max_context_rows,
+            max_features=self.max_features,
+            max_outputs=self.max_outputs,
+            max_explain_rows=self.max_explain_rows,
+            max_answer_bytes=self.max_message_bytes,
+            max_contexts=self.max_contexts,
+            max_store_bytes=self.max_context_store_bytes,
+        )
 
     def tokens(self) -> tuple[bytes, ...]:
         """The accepted bearer tokens (empty: no token auth)."""

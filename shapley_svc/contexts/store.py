@@ -1,4 +1,4 @@
-"""Fitted contexts held by the server, bounded in count and bytes, least recently used evicted.
+"""Fitted contexts held in memory, bounded in count and bytes, least recently used evicted.
 
 Concurrent requests for the same content address share one fit: the first builds, the others
 wait for it. A context larger than the whole byte budget is refused rather than stored.
@@ -10,17 +10,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-
-class StoreFullError(Exception):
-    """One context alone exceeds the store's byte budget."""
+from shapley_svc.errors import LimitExceededError
 
 
-@dataclass
+@dataclass(eq=False)
 class StoredContext:
+    """A fitted context: its content address, the fitted ``ZeroShotExplainer``, what the fit
+    took, and ``description``: whatever the service's ``describe`` made of it once, after the fit
+    (the server's ContextInfo message), so that it is not rebuilt on every request."""
+
     context_id: str
     explainer: Any
-    info: Any  # the ContextInfo message describing it
+    fit_seconds: float
     memory_bytes: int
+    description: Any = None
 
 
 class ContextStore:
@@ -70,9 +73,9 @@ class ContextStore:
 
     def _put(self, entry: StoredContext) -> None:
         if entry.memory_bytes > self.max_bytes:
-            raise StoreFullError(
-                f"the context needs {entry.memory_bytes} bytes; the store holds at most "
-                f"{self.max_bytes}"
+            raise LimitExceededError(
+                "context",
+                f"needs {entry.memory_bytes} bytes; the store holds at most {self.max_bytes}",
             )
         with self._lock:
             self._entries[entry.context_id] = entry

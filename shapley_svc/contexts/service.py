@@ -1,0 +1,315 @@
+"""Contexts as a service, with no transport in sight: content addresses, a single-flight store,
+the semantic limits, and fits and explanations on a small pool of compute threads.
+
+Callers hand in canonical numpy arrays and plain values (:class:`ContextSpec`) and say how long
+they wait (:class:`Caller`); they get fitted contexts and the estimator's ``Explanation`` back, or
+a :mod:`shapley_svc.errors` class whose ``argument`` is the estimator's argument name (``X``,
+``predictions``, ``groups``, ``X_query``, ...) or ``context`` for the context as a whole. Numba
+kernels release the GIL, so the compute threads run in parallel while the caller's threads stay
+free for cheap work.
+"""
+
+import concurrent.futures
+import hashlib
+import inspect
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+
+from shapley_svc.contexts.store import ContextStore, StoredContext
+from shapley_svc.errors import (
+    DeadlineExceededError,
+    InvalidArgumentError,
+    LimitExceededError,
+    NotFoundError,
+    ShapleyError,
+)
+from shapley_svc.estimator import ZeroShotExplainer, load_artifact
+from shapley_svc.estimator.explainer import SERIAL_MAX_ROWS, Explanation
+
+Result = TypeVar("Result")
+
+
+@dataclass(frozen=True, eq=False)
+class ContextSpec:
+    """What a context is made of, as the estimator's ``fit`` takes it.
+
+    rows : (n, d) float32 or float64.
+    predictions : (n,) or (n, K) float32 or float64.
+    background : int64 row indices into ``rows``; empty for the estimator's default sample.
+    feature_names : d names, or empty for the estimator's defaults.
+    random_state : the estimator's seed.
+    groups : (name, int64 column indices) pairs, or empty for one attribution per feature.
+    """
+
+    rows: np.ndarray
+    predictions: np.ndarray
+    background: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    feature_names: tuple[str, ...] = ()
+    random_state: int = 0
+    groups: tuple[tuple[str, np.ndarray], ...] = ()
+
+
+@dataclass(frozen=True)
+class ContextLimits:
+    """Sizes a context service refuses (LimitExceededError) before doing any work."""
+
+    max_context_rows: int
+    max_features: int
+    max_outputs: int
+    max_explain_rows: int
+    max_answer_bytes: int
+    max_contexts: int
+    max_store_bytes: int
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class Caller:
+    """How long the caller waits: ``deadline`` (a ``time.monotonic()`` value, None for no limit)
+    and ``should_stop`` (True once the caller has gone away). Work on a compute thread polls
+    both, so that it gives the thread back instead of finishing for nobody."""
+
+    deadline: float | None = None
+    should_stop: Callable[[], bool] = _never
+
+    def seconds_left(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+
+PATIENT = Caller()  # waits as long as the work takes
+
+
+def content_id(spec: ContextSpec, artifact_sha256: str) -> str:
+    """The context's content address: the same data, settings and artifact give the same id,
+    whatever float width the rows and predictions came in."""
+    digest = hashlib.sha256(b"shapley.v1/context\0")
+    digest.update(artifact_sha256.encode())
+    for array in (spec.rows, spec.predictions):
+        canonical = np.ascontiguousarray(array, dtype="<f8")
+        digest.update(repr(canonical.shape).encode())
+        digest.update(canonical.tobytes())
+    digest.update(np.ascontiguousarray(spec.background, dtype="<i8").tobytes())
+    names = spec.feature_names
+    digest.update(b"\0".join(name.encode() for name in names) + b"\0" + repr(len(names)).encode())
+    digest.update(spec.random_state.to_bytes(8, "little"))
+    # Only contexts with groups hash them, so ids of contexts without groups are unchanged.
+    for name, columns in spec.groups:
+        digest.update(b"group\0" + name.encode() + b"\0")
+        digest.update(repr(columns.size).encode() + np.ascontiguousarray(columns, "<i8").tobytes())
+    return "ctx-" + digest.hexdigest()[:40]
+
+
+# The names the estimator's fit and explain give their arguments (random_state is the
+# constructor's, checked in fit).
+_ESTIMATOR_ARGUMENTS = frozenset(
+    name
+    for method in (ZeroShotExplainer.__init__, ZeroShotExplainer.fit, ZeroShotExplainer.explain)
+    for name in inspect.signature(method).parameters
+) - {"self", "should_stop"}
+
+
+def _named(error: ValueError, fallback: str) -> ShapleyError:
+    """The estimator's refusal as a domain error whose ``argument`` is the estimator's name.
+
+    A bridge while the estimator raises plain ValueErrors that start with the argument's name
+    ("predictions are constant ...", "groups['a'] lists ..."): once it raises
+    InvalidArgumentError itself (issue 15's estimator half), errors pass through untouched and
+    this function can go.
+    """
+    if isinstance(error, ShapleyError):
+        return error
+    message = str(error)
+    first, _, rest = message.partition(" ")
+    argument = re.match(r"\w*", first).group()
+    if argument in _ESTIMATOR_ARGUMENTS:
+        return InvalidArgumentError(argument, rest if first == argument else message)
+    return InvalidArgumentError(fallback, message)
+
+
+class ContextService:
+    """Fitted contexts by content address, and explanations against them.
+
+    Parameters
+    ----------
+    limits : the sizes refused.
+    compute_threads : threads running fits and large explanations.
+    artifact : the meta-learned artifact's manifest path; None for the shipped one.
+    describe : called once per fitted context, on the compute thread; its result is kept as
+        ``StoredContext.description`` (the server keeps its ContextInfo message there).
+    """
+
+    def __init__(
+        self,
+        limits: ContextLimits,
+        compute_threads: int,
+        artifact: str | None = None,
+        describe: Callable[[StoredContext], Any] = lambda entry: None,
+    ):
+        self.limits = limits
+        self.artifact_path = artifact
+        loaded = load_artifact(artifact) if artifact else load_artifact()
+        self.artifact_version: str = loaded.version
+        self.artifact_sha256: str = loaded.manifest["sha256"]
+        self.store = ContextStore(limits.max_contexts, limits.max_store_bytes)
+        self._describe = describe
+        self._compute = concurrent.futures.ThreadPoolExecutor(
+            compute_threads, thread_name_prefix="compute"
+        )
+
+    def shutdown(self) -> None:
+        """Finish the work under way; drop the work still queued."""
+        self._compute.shutdown(wait=True, cancel_futures=True)
+
+    def content_id(self, spec: ContextSpec) -> str:
+        return content_id(spec, self.artifact_sha256)
+
+    def check_size(self, rows: np.ndarray, predictions: np.ndarray, rows_before: int = 0) -> None:
+        """Refuse a context (or one more block of a context that already has ``rows_before``
+        rows) larger than the limits, before it is fitted or even fully received."""
+        limits = self.limits
+        n, d = rows.shape
+        if rows_before + n > limits.max_context_rows:
+            raise LimitExceededError(
+                "X", f"{rows_before + n} rows; the limit is {limits.max_context_rows}"
+            )
+        if d > limits.max_features:
+            raise LimitExceededError("X", f"{d} features; the limit is {limits.max_features}")
+        if predictions.ndim == 2 and predictions.shape[1] > limits.max_outputs:
+            raise LimitExceededError(
+                "predictions", f"{predictions.shape[1]} outputs; the limit is {limits.max_outputs}"
+            )
+
+    def get(self, context_id: str) -> StoredContext:
+        entry = self.store.get(context_id)
+        if entry is None:
+            raise _not_held(context_id)
+        return entry
+
+    def delete(self, context_id: str) -> StoredContext:
+        entry = self.store.delete(context_id)
+        if entry is None:
+            raise _not_held(context_id)
+        return entry
+
+    def get_or_create(
+        self, spec: ContextSpec, caller: Caller = PATIENT
+    ) -> tuple[StoredContext, bool]:
+        """The context ``spec`` describes, fitted once however many callers ask at the same
+        time; and whether this call fitted it."""
+        self.check_size(spec.rows, spec.predictions)
+        context_id = self.content_id(spec)
+        return self.store.get_or_build(
+            context_id, lambda: self._on_compute_thread(self._fit, caller, spec, context_id)
+        )
+
+    def explain(
+        self,
+        entry: StoredContext,
+        rows: np.ndarray,
+        predictions: np.ndarray | None = None,
+        *,
+        answer_bytes_per_row: int = 0,
+        caller: Caller = PATIENT,
+    ) -> Explanation:
+        """The estimator's explanation of ``rows`` (m, d) against a held context.
+
+        ``answer_bytes_per_row`` is what one row's answer takes as the caller will send it (its
+        encoding's business): the whole answer must fit in ``limits.max_answer_bytes``.
+        """
+        m = rows.shape[0]
+        limit = self.limits
+        if m > limit.max_explain_rows:
+            raise LimitExceededError(
+                "X_query", f"{m} rows in one request; the limit is {limit.max_explain_rows}"
+            )
+        if m * answer_bytes_per_row > limit.max_answer_bytes:
+            raise LimitExceededError(
+                "X_query",
+                f"the answer for {m} rows would take {m * answer_bytes_per_row} bytes, over the "
+                f"{limit.max_answer_bytes}-byte message limit; send at most "
+                f"{max(1, limit.max_answer_bytes // answer_bytes_per_row)} rows per message "
+                "(ExplainStream chunks a large batch)",
+            )
+        if m <= SERIAL_MAX_ROWS:
+            # A few milliseconds on one core: cheaper here than a hand-off to a compute thread.
+            return _explain(entry.explainer, rows, predictions, caller.should_stop)
+        return self._on_compute_thread(_explain, caller, entry.explainer, rows, predictions)
+
+    def _fit(
+        self, spec: ContextSpec, context_id: str, should_stop: Callable[[], bool]
+    ) -> StoredContext:
+        start = time.perf_counter()
+        explainer = ZeroShotExplainer(random_state=spec.random_state, artifact=self.artifact_path)
+        try:
+            explainer.fit(
+                np.asarray(spec.rows, dtype=np.float64),
+                np.asarray(spec.predictions, dtype=np.float64),
+                background=spec.background if spec.background.size else None,
+                feature_names=list(spec.feature_names) or None,
+                groups=list(spec.groups) or None,
+                should_stop=should_stop,
+            )
+        except ValueError as error:
+            raise _named(error, "context") from None
+        entry = StoredContext(
+            context_id, explainer, time.perf_counter() - start, explainer.memory_bytes()
+        )
+        entry.description = self._describe(entry)
+        return entry
+
+    def _on_compute_thread(self, work: Callable[..., Result], caller: Caller, *args: Any) -> Result:
+        """``work(*args, should_stop)`` on a compute thread, waited for until the deadline.
+
+        The work's ``should_stop`` turns True when the caller goes away or the deadline passes,
+        so that work polling it gives its compute thread back.
+        """
+        remaining = caller.seconds_left()
+        if remaining is not None and remaining <= 0:
+            raise DeadlineExceededError("deadline expired")
+        abandoned = threading.Event()
+
+        def should_stop() -> bool:
+            return abandoned.is_set() or caller.should_stop()
+
+        future = self._compute.submit(work, *args, should_stop)
+        try:
+            return future.result(timeout=remaining)
+        except concurrent.futures.TimeoutError:
+            abandoned.set()
+            future.cancel()
+            raise DeadlineExceededError(
+                f"deadline expired after {remaining:.3f} s while the server was computing"
+            ) from None
+
+
+def _explain(
+    explainer: ZeroShotExplainer,
+    rows: np.ndarray,
+    predictions: np.ndarray | None,
+    should_stop: Callable[[], bool],
+) -> Explanation:
+    try:
+        return explainer.explain(
+            np.asarray(rows, dtype=np.float64),
+            None if predictions is None else np.asarray(predictions, dtype=np.float64),
+            should_stop=should_stop,
+        )
+    except ValueError as error:
+        raise _named(error, "") from None
+
+
+def _not_held(context_id: str) -> NotFoundError:
+    return NotFoundError(
+        "context_id",
+        f"{context_id!r} is not held by this server (never created here, deleted or evicted); "
+        "send the context inline or call CreateContext again",
+    )

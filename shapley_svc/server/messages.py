@@ -1,0 +1,190 @@
+"""Request messages -> canonical arrays for the context service, and its results -> responses.
+
+Decoding checks what the wire can get wrong (a required field missing, a tensor that does not
+decode, a streamed context whose blocks disagree) and names the request field; what the values
+mean is the context service's and the estimator's to check.
+"""
+
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+from shapley_svc._proto import shapley_pb2 as pb
+from shapley_svc.codecs import DTYPE_FLOAT64, decode_tensor, encode_tensor
+from shapley_svc.contexts import ContextSpec, StoredContext
+from shapley_svc.errors import InvalidArgumentError, LimitExceededError
+from shapley_svc.estimator.explainer import Explanation
+
+_ANSWER_ITEMSIZE = {pb.DTYPE_FLOAT32: 4, pb.DTYPE_FLOAT64: 8}
+
+
+def tensor(field: str, message: pb.Tensor, ndims: tuple[int, ...], max_elements: int):
+    """The float array a Tensor message carries (a read-only view of its bytes)."""
+    return decode_tensor(
+        field, message.dtype, message.shape, message.data, ndims=ndims, max_elements=max_elements
+    )
+
+
+def _required(message, names: Iterable[str], prefix: str, where: str = "") -> None:
+    for name in names:
+        if not message.HasField(name):
+            raise InvalidArgumentError(f"{prefix}{name}", f"is required{where}")
+
+
+def _block(spec: pb.ContextSpec, max_elements: int) -> tuple[np.ndarray, np.ndarray]:
+    rows = tensor("context.rows", spec.rows, (2,), max_elements)
+    predictions = tensor("context.predictions", spec.predictions, (1, 2), max_elements)
+    return rows, predictions
+
+
+def _spec(spec: pb.ContextSpec, rows: np.ndarray, predictions: np.ndarray) -> ContextSpec:
+    # Row counts, background indices, names, the seed and the groups are the estimator's to check.
+    return ContextSpec(
+        rows,
+        predictions,
+        background=np.asarray(spec.background, dtype=np.int64),
+        feature_names=tuple(spec.feature_names),
+        random_state=int(spec.random_state),
+        groups=tuple((g.name, np.asarray(g.columns, dtype=np.int64)) for g in spec.groups),
+    )
+
+
+def context_spec(spec: pb.ContextSpec, max_elements: int) -> ContextSpec:
+    """A ``context`` field (of CreateContextRequest or ExplainRequest), decoded."""
+    _required(spec, ("rows", "predictions"), "context.")
+    return _spec(spec, *_block(spec, max_elements))
+
+
+def streamed_context_spec(
+    requests: Iterable[pb.CreateContextRequest],
+    max_elements: int,
+    check_size: Callable[[np.ndarray, np.ndarray, int], None],
+) -> ContextSpec:
+    """A streamed context's blocks, checked as they arrive (``check_size(rows, predictions,
+    rows_before)`` refuses a context grown too large) and joined in order."""
+    row_blocks, prediction_blocks, first = [], [], None
+    n_rows = 0
+    for index, request in enumerate(requests):
+        if not request.HasField("context"):
+            raise InvalidArgumentError("context", f"message {index} carries no context block")
+        spec = request.context
+        _required(spec, ("rows", "predictions"), "context.", f" (message {index})")
+        if index == 0:
+            first = spec
+        else:
+            late = [
+                name for name in ("background", "feature_names", "groups") if getattr(spec, name)
+            ]
+            if late or spec.random_state:
+                raise InvalidArgumentError(
+                    f"context.{late[0] if late else 'random_state'}",
+                    f"message {index} sets it; only the first message of a stream may",
+                )
+        try:
+            rows, predictions = _block(spec, max_elements)
+            check_size(rows, predictions, n_rows)
+        except (InvalidArgumentError, LimitExceededError) as error:
+            # Positions in a block's message are the block's: say where the block starts.
+            raise type(error)(
+                error.argument,
+                f"{error.problem} (in message {index}, whose first row is row {n_rows} of the "
+                "context)",
+            ) from None
+        if predictions.shape[0] != rows.shape[0]:
+            raise InvalidArgumentError(
+                "context.predictions",
+                f"message {index} has {predictions.shape[0]} predictions for {rows.shape[0]} rows",
+            )
+        if row_blocks and rows.shape[1] != row_blocks[0].shape[1]:
+            raise InvalidArgumentError(
+                "context.rows",
+                f"message {index} has {rows.shape[1]} features; message 0 had "
+                f"{row_blocks[0].shape[1]}",
+            )
+        if row_blocks and predictions.shape[1:] != prediction_blocks[0].shape[1:]:
+            raise InvalidArgumentError(
+                "context.predictions",
+                f"message {index} has predictions shaped {list(predictions.shape)}; message 0 "
+                f"had {list(prediction_blocks[0].shape)}",
+            )
+        row_blocks.append(rows)
+        prediction_blocks.append(predictions)
+        n_rows += rows.shape[0]
+    if first is None:
+        raise InvalidArgumentError("context", "the stream carried no messages")
+    return _spec(first, np.concatenate(row_blocks), np.concatenate(prediction_blocks))
+
+
+def query(
+    request: pb.ExplainRequest, max_elements: int
+) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """An ExplainRequest's rows, predictions (or None) and answer dtype."""
+    _required(request, ("rows",), "")
+    rows = tensor("rows", request.rows, (2,), max_elements)
+    predictions = None
+    if request.HasField("predictions"):
+        predictions = tensor("predictions", request.predictions, (1, 2), max_elements)
+    dtype = request.output_dtype or DTYPE_FLOAT64
+    if dtype not in _ANSWER_ITEMSIZE:
+        raise InvalidArgumentError(
+            "output_dtype", f"must be DTYPE_FLOAT32 or DTYPE_FLOAT64; got {dtype}"
+        )
+    return rows, predictions, dtype
+
+
+def answer_bytes_per_row(info: pb.ContextInfo, dtype: int) -> int:
+    """The bytes of one row's answer: values and uncertainty per attribution, a base value."""
+    return (2 * len(info.attribution_names) + 1) * info.n_outputs * _ANSWER_ITEMSIZE[dtype]
+
+
+def explain_response(
+    context_id: str, explanation: Explanation, dtype: int, artifact_version: str, first_row: int
+) -> pb.ExplainResponse:
+    def encoded(array: np.ndarray) -> pb.Tensor:
+        code, shape, data = encode_tensor(array, dtype)
+        return pb.Tensor(dtype=code, shape=shape, data=data)
+
+    return pb.ExplainResponse(
+        context_id=context_id,
+        values=encoded(explanation.values),
+        base_values=encoded(explanation.base_values),
+        uncertainty=encoded(explanation.uncertainty),
+        artifact_version=artifact_version,
+        first_row=first_row,
+    )
+
+
+def context_info(entry: StoredContext) -> pb.ContextInfo:
+    """A fitted context as the ContextInfo message: the one place that reads the explainer's
+    fitted attributes for the wire."""
+    explainer = entry.explainer
+    diagnostics = explainer.diagnostics_
+    return pb.ContextInfo(
+        context_id=entry.context_id,
+        n_rows=int(explainer.n_rows_),
+        n_features=int(explainer.n_features_in_),
+        n_outputs=int(explainer.n_outputs_),
+        single_output=bool(explainer.single_output_),
+        feature_names=list(explainer.feature_names_),
+        n_background=int(explainer.background_.size),
+        outputs=[
+            pb.OutputDiagnostics(
+                predicted_fidelity=output["predicted_fidelity"],
+                surrogates=[
+                    pb.SurrogateDiagnostics(name=name, oof_r2=s["oof_r2"], weight=s["weight"])
+                    for name, s in output["surrogates"].items()
+                ],
+            )
+            for output in diagnostics["outputs"]
+        ],
+        artifact_version=diagnostics["artifact"],
+        memory_bytes=entry.memory_bytes,
+        fit_seconds=entry.fit_seconds,
+        groups=[]
+        if explainer.players_ is None
+        else [
+            pb.FeatureGroup(name=name, columns=np.flatnonzero(explainer.players_.of_feature == g))
+            for g, name in enumerate(explainer.players_.names)
+        ],
+        attribution_names=explainer.player_names_,
+    )

@@ -1,0 +1,198 @@
+"""The context service without a transport: ids, fits, explanations, limits, cancellation,
+deadlines and refusals as domain errors naming the estimator's arguments. No sockets."""
+
+import threading
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from shapley_svc.contexts import Caller, ContextLimits, ContextService, ContextSpec, content_id
+from shapley_svc.errors import (
+    CancelledError,
+    DeadlineExceededError,
+    InvalidArgumentError,
+    LimitExceededError,
+    NotFoundError,
+)
+from shapley_svc.estimator import ZeroShotExplainer
+from shapley_svc.estimator.explainer import SERIAL_MAX_ROWS
+from tests.server.conftest import make_task
+
+LIMITS = ContextLimits(
+    max_context_rows=1_000,
+    max_features=8,
+    max_outputs=3,
+    max_explain_rows=500,
+    max_answer_bytes=1 << 20,
+    max_contexts=8,
+    max_store_bytes=1 << 30,
+)
+X, P = make_task(n=150, d=4, seed=11)
+
+
+def _service(**limits) -> ContextService:
+    return ContextService(replace(LIMITS, **limits), compute_threads=1)
+
+
+@pytest.fixture(scope="module")
+def service():
+    started = ContextService(
+        LIMITS, compute_threads=1, describe=lambda entry: ("described", entry.context_id)
+    )
+    yield started
+    started.shutdown()
+
+
+@pytest.fixture(scope="module")
+def held(service):
+    return service.get_or_create(ContextSpec(X, P))[0]
+
+
+def test_content_ids_are_the_server_s_sha256_addresses():
+    """Ids computed by the server before the context service existed: clients keep them."""
+    rows = np.arange(12, dtype=np.float64).reshape(4, 3) / 7
+    predictions = np.array([0.1, 0.7, 0.3, 0.9])
+    sha = "ab" * 32
+    plain = ContextSpec(rows, predictions)
+    assert content_id(plain, sha) == "ctx-3279d052cc846ca505db2f405fc3e5d4a0887a73"
+    narrow = replace(plain, rows=rows.astype(np.float32))
+    widened = replace(plain, rows=narrow.rows.astype(np.float64))
+    assert content_id(narrow, sha) == content_id(widened, sha) != content_id(plain, sha)
+    grouped = ContextSpec(
+        rows,
+        predictions,
+        background=np.array([0, 2], dtype=np.int64),
+        feature_names=("a", "b", "c"),
+        random_state=7,
+        groups=(("g", np.array([0, 1])), ("h", np.array([2]))),
+    )
+    assert content_id(grouped, sha) == "ctx-300e0e794a3ab89f0ce667c587428c6c25b04eea"
+    assert content_id(plain, "cd" * 32) != content_id(plain, sha)
+
+
+def test_a_context_is_fitted_once_described_once_and_explained_like_the_estimator(service, held):
+    again, created = service.get_or_create(ContextSpec(X.copy(), P.copy()))
+    assert again is held and not created
+    assert held.description == ("described", held.context_id)
+    assert service.get(held.context_id) is held
+    local = ZeroShotExplainer(random_state=0).fit(X, P)
+    many = SERIAL_MAX_ROWS + 1  # explained on the compute thread; fewer rows inline
+    for rows in (X[:5], X[:many]):
+        remote = service.explain(held, rows, P[: len(rows)])
+        np.testing.assert_allclose(remote.values, local.explain(rows, P[: len(rows)]).values)
+
+
+def test_unknown_contexts_are_not_found(service):
+    for call in (service.get, service.delete):
+        with pytest.raises(NotFoundError) as missing:
+            call("ctx-unknown")
+        assert missing.value.argument == "context_id"
+
+
+@pytest.mark.parametrize(
+    ("rows", "predictions", "argument", "words"),
+    [
+        (np.zeros((1001, 2)), np.zeros(1001), "X", "1001 rows; the limit is 1000"),
+        (np.zeros((10, 9)), np.zeros(10), "X", "9 features; the limit is 8"),
+        (np.zeros((10, 2)), np.zeros((10, 4)), "predictions", "4 outputs; the limit is 3"),
+    ],
+)
+def test_contexts_over_the_limits_are_refused_before_any_fit(
+    service, rows, predictions, argument, words
+):
+    with pytest.raises(LimitExceededError) as refused:
+        service.get_or_create(ContextSpec(rows, predictions))
+    assert refused.value.argument == argument and words in refused.value.problem
+
+
+def test_a_streamed_block_counts_the_rows_received_before_it(service):
+    service.check_size(np.zeros((500, 2)), np.zeros(500), rows_before=500)
+    with pytest.raises(LimitExceededError, match="1001 rows"):
+        service.check_size(np.zeros((501, 2)), np.zeros(501), rows_before=500)
+
+
+def test_explanations_over_the_limits_are_refused(service, held):
+    with pytest.raises(LimitExceededError) as too_many:
+        service.explain(held, np.zeros((501, 4)))
+    assert too_many.value.argument == "X_query" and "the limit is 500" in too_many.value.problem
+    bytes_per_row = (1 << 20) // 10
+    service.explain(held, X[:10], answer_bytes_per_row=bytes_per_row)
+    with pytest.raises(LimitExceededError) as too_large:
+        service.explain(held, X[:11], answer_bytes_per_row=bytes_per_row)
+    assert too_large.value.argument == "X_query"
+    assert "send at most 10 rows" in too_large.value.problem
+
+
+def test_refusals_name_the_estimator_s_argument(service, held):
+    too_few_columns = (("a", np.array([0])),)
+    cases = [
+        (lambda: service.get_or_create(ContextSpec(X, P, groups=too_few_columns)), "groups"),
+        (lambda: service.get_or_create(ContextSpec(X, np.full_like(P, 0.5))), "predictions"),
+        (lambda: service.get_or_create(ContextSpec(X, P, feature_names=("a",))), "feature_names"),
+        (lambda: service.explain(held, X[:3, :2]), "X_query"),
+        (lambda: service.explain(held, X[:3], P[:2]), "predictions_query"),
+    ]
+    for call, argument in cases:
+        with pytest.raises(InvalidArgumentError) as refused:
+            call()
+        assert refused.value.argument == argument, refused.value
+
+
+def test_should_stop_cancels_a_fit_and_an_explanation(service, held):
+    gone = Caller(should_stop=lambda: True)
+    with pytest.raises(CancelledError):
+        service.get_or_create(ContextSpec(X, P, random_state=5), gone)
+    with pytest.raises(NotFoundError):
+        service.get(service.content_id(ContextSpec(X, P, random_state=5)))
+    for rows in (X[:3], X[: SERIAL_MAX_ROWS + 1]):  # inline, and on the compute thread
+        with pytest.raises(CancelledError):
+            service.explain(held, rows, caller=gone)
+
+
+def test_a_passed_deadline_refuses_before_any_work(service):
+    late = Caller(deadline=time.monotonic() - 1.0)
+    with pytest.raises(DeadlineExceededError):
+        service.get_or_create(ContextSpec(X, P, random_state=6), late)
+    with pytest.raises(NotFoundError):
+        service.get(service.content_id(ContextSpec(X, P, random_state=6)))
+
+
+def test_work_past_its_deadline_is_told_to_stop_and_queued_work_never_starts():
+    """One compute thread, held by a fit whose caller's first poll blocks: a second call waits
+    in the queue past its deadline; the first call's deadline passes too, and its fit stops at
+    the next poll without asking its caller again."""
+    service = _service()
+    polls, release = [], threading.Event()
+
+    def first_poll_blocks() -> bool:
+        polls.append(time.monotonic())
+        release.wait()
+        return False
+
+    outcome = {}
+
+    def first_call() -> None:
+        try:
+            service.get_or_create(
+                ContextSpec(X, P, random_state=1),
+                Caller(deadline=time.monotonic() + 0.5, should_stop=first_poll_blocks),
+            )
+        except DeadlineExceededError as error:
+            outcome["first"] = error
+
+    caller = threading.Thread(target=first_call)
+    caller.start()
+    while not polls:
+        time.sleep(0.01)  # the fit holds the compute thread
+    with pytest.raises(DeadlineExceededError, match="while the server was computing"):
+        service.get_or_create(
+            ContextSpec(X, P, random_state=2), Caller(deadline=time.monotonic() + 0.1)
+        )
+    caller.join()
+    assert isinstance(outcome.get("first"), DeadlineExceededError)
+    release.set()
+    service.shutdown()  # waits for the first fit's end
+    assert len(polls) == 1, "the abandoned fit asked its caller again instead of stopping"
+    assert len(service.store) == 0

@@ -1,0 +1,82 @@
+"""The context store alone: single flight, least-recently-used eviction by count and bytes."""
+
+import threading
+
+import pytest
+
+from shapley_svc.contexts import ContextStore, StoredContext
+from shapley_svc.errors import LimitExceededError
+
+
+def _entry(context_id: str, memory_bytes: int = 10) -> StoredContext:
+    return StoredContext(context_id, explainer=None, fit_seconds=0.0, memory_bytes=memory_bytes)
+
+
+def test_concurrent_callers_for_one_id_share_one_build():
+    store = ContextStore(max_contexts=4, max_bytes=1000)
+    builds, building, release = [], threading.Event(), threading.Event()
+    results = {}
+
+    def build() -> StoredContext:
+        builds.append(threading.current_thread().name)
+        building.set()
+        release.wait()
+        return _entry("ctx-a")
+
+    def call(name: str) -> None:
+        results[name] = store.get_or_build("ctx-a", build)
+
+    first = threading.Thread(target=call, args=("first",), name="first")
+    first.start()
+    building.wait()
+    second = threading.Thread(target=call, args=("second",), name="second")
+    second.start()
+    second.join(0.5)  # a broken single flight would start a second build meanwhile
+    assert second.is_alive(), "the second caller did not wait for the first one's build"
+    release.set()
+    first.join()
+    second.join()
+    assert builds == ["first"]
+    assert results["first"][1] and not results["second"][1]
+    assert results["first"][0] is results["second"][0]
+
+
+def test_a_waiting_caller_builds_in_turn_when_the_builder_fails():
+    store = ContextStore(max_contexts=4, max_bytes=1000)
+
+    def failing() -> StoredContext:
+        raise RuntimeError("the fit failed")
+
+    with pytest.raises(RuntimeError):
+        store.get_or_build("ctx-a", failing)
+    entry, built = store.get_or_build("ctx-a", lambda: _entry("ctx-a"))
+    assert built and store.get("ctx-a") is entry
+
+
+def test_least_recently_used_contexts_are_evicted_by_count_and_by_bytes():
+    store = ContextStore(max_contexts=2, max_bytes=100)
+    for name in ("a", "b"):
+        store.get_or_build(name, lambda name=name: _entry(name, 30))
+    assert store.get("a") is not None  # "a" is now the most recently used
+    store.get_or_build("c", lambda: _entry("c", 30))
+    entries, total = store.snapshot()
+    assert [e.context_id for e in entries] == ["c", "a"] and total == 60
+    store.get_or_build("d", lambda: _entry("d", 80))  # 140 bytes: both older ones go
+    entries, total = store.snapshot()
+    assert [e.context_id for e in entries] == ["d"] and total == 80
+    assert store.evictions == 3 and len(store) == 1
+
+
+def test_a_context_larger_than_the_store_is_refused_and_not_held():
+    store = ContextStore(max_contexts=2, max_bytes=100)
+    with pytest.raises(LimitExceededError) as refused:
+        store.get_or_build("big", lambda: _entry("big", 101))
+    assert refused.value.argument == "context" and "at most 100" in refused.value.problem
+    assert store.get("big") is None and store.total_bytes == 0
+
+
+def test_delete_frees_the_bytes():
+    store = ContextStore(max_contexts=2, max_bytes=100)
+    store.get_or_build("a", lambda: _entry("a", 40))
+    assert store.delete("a").memory_bytes == 40
+    assert store.delete("a") is None and store.total_bytes == 0

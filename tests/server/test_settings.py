@@ -1,0 +1,39 @@
+"""Settings enter in one place: a flag over a SHAPLEY_SVC_* variable over the default."""
+
+import pytest
+
+from shapley_svc.server import Settings, settings_from
+
+
+def test_a_flag_beats_the_environment_which_beats_the_default():
+    environ = {"SHAPLEY_SVC_MAX_FEATURES": "512", "SHAPLEY_SVC_COMPUTE_THREADS": "3"}
+    settings = settings_from(["--max-features", "64"], environ)
+    assert settings.max_features == 64  # flag over environment
+    assert settings.compute_threads == 3  # environment over default
+    assert settings.max_outputs == Settings().max_outputs  # default
+    assert settings_from([], {}) == Settings()
+
+
+def test_environment_values_are_typed_and_checked():
+    settings = settings_from([], {"SHAPLEY_SVC_GRACE_SECONDS": "2.5", "SHAPLEY_SVC_ADDRESS": ":0"})
+    assert settings.grace_seconds == 2.5 and settings.address == ":0"
+    with pytest.raises(ValueError, match="SHAPLEY_SVC_MAX_CONTEXTS='many'"):
+        settings_from([], {"SHAPLEY_SVC_MAX_CONTEXTS": "many"})
+    with pytest.raises(ValueError, match="max_contexts must be >= 1"):
+        settings_from([], {"SHAPLEY_SVC_MAX_CONTEXTS": "0"})
+
+
+def test_the_context_service_gets_the_limits_and_answers_fit_in_a_message():
+    limits = settings_from(
+        ["--max-message-bytes", "4096", "--max-contexts", "3"], {}
+    ).context_limits()
+    assert limits.max_answer_bytes == 4096 and limits.max_contexts == 3
+    assert limits.max_store_bytes == Settings().max_context_store_bytes
+
+
+def test_help_names_both_streaming_rpcs_under_the_stream_limit(capsys):
+    with pytest.raises(SystemExit):
+        settings_from(["--help"], {})
+    text = " ".join(capsys.readouterr().out.split())
+    stream_limit = text[text.rindex("--max-concurrent-streams") :]  # past the usage line
+    assert "ExplainStream and CreateContextStream" in stream_limit.split("(env")[0]

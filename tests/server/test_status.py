@@ -1,0 +1,121 @@
+"""The edge's tables, without sockets: domain error -> status code, argument -> request field,
+and the rich status a refusal carries."""
+
+import inspect
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+
+from shapley_svc import errors
+from shapley_svc._proto import shapley_pb2 as pb
+from shapley_svc.server.rpcs import RPCS
+from shapley_svc.server.service import ShapleyService
+from shapley_svc.server.status import (
+    CONTEXT_FIELDS,
+    QUERY_FIELDS,
+    STATUS_CODES,
+    abort,
+    naming_request_fields,
+    refusal,
+    status_code,
+)
+
+DOMAIN_ERRORS = [
+    cls
+    for _, cls in inspect.getmembers(errors, inspect.isclass)
+    if issubclass(cls, errors.ShapleyError) and cls is not errors.ShapleyError
+]
+
+
+@pytest.mark.parametrize("error_class", DOMAIN_ERRORS, ids=lambda cls: cls.__name__)
+def test_every_domain_error_has_its_status(error_class):
+    assert error_class in STATUS_CODES
+    assert status_code(error_class.__new__(error_class)) == STATUS_CODES[error_class]
+
+
+def test_errors_outside_the_table_are_internal():
+    assert status_code(RuntimeError("boom")) == grpc.StatusCode.INTERNAL
+    assert status_code(ValueError("a bare ValueError is a bug")) == grpc.StatusCode.INTERNAL
+
+
+def _rich(status: grpc.Status) -> status_pb2.Status:
+    ((key, value),) = status.trailing_metadata
+    assert key == "grpc-status-details-bin"  # the standard key every gRPC library reads
+    return status_pb2.Status.FromString(value)
+
+
+def test_a_refusal_names_its_field_in_bad_request_details():
+    status = refusal(errors.LimitExceededError("rows", "12 rows; the limit is 10"))
+    assert status.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert status.details == "rows: 12 rows; the limit is 10"
+    rich = _rich(status)
+    assert rich.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+    assert rich.message == status.details
+    bad_request = error_details_pb2.BadRequest()
+    assert rich.details[0].Unpack(bad_request)
+    (violation,) = bad_request.field_violations
+    assert (violation.field, violation.description) == ("rows", "12 rows; the limit is 10")
+    unnamed = refusal(errors.DeadlineExceededError("deadline expired"))
+    assert unnamed.details == "deadline expired" and not _rich(unnamed).details
+
+
+def test_estimator_arguments_become_request_fields_by_kind_of_call():
+    def raised(fields, error):
+        with pytest.raises(errors.ShapleyError) as caught, naming_request_fields(fields):
+            raise error
+        return caught.value.argument
+
+    assert raised(CONTEXT_FIELDS, errors.InvalidArgumentError("predictions", "...")) == (
+        "context.predictions"
+    )
+    # An ExplainRequest's own predictions field, named by the codec, stays what it is.
+    assert raised(QUERY_FIELDS, errors.InvalidArgumentError("predictions", "...")) == "predictions"
+    assert raised(QUERY_FIELDS, errors.InvalidArgumentError("X_query", "...")) == "rows"
+    assert raised(CONTEXT_FIELDS, errors.NotFoundError("context_id", "...")) == "context_id"
+    request_fields = {*pb.ContextSpec.DESCRIPTOR.fields_by_name}
+    assert {field.removeprefix("context.") for field in CONTEXT_FIELDS.values()} <= request_fields
+    assert set(QUERY_FIELDS.values()) <= {*pb.ExplainRequest.DESCRIPTOR.fields_by_name}
+
+
+class _RecordingContext:
+    """What a handler's ``abort`` calls on grpc's ServicerContext, recorded."""
+
+    def __init__(self):
+        self.aborted = None
+
+    def abort(self, code, details):
+        self.aborted = (code, details)
+        raise Exception("aborted")
+
+    def abort_with_status(self, status):
+        self.aborted = (status.code, status.details)
+        raise Exception("aborted")
+
+
+def test_unexpected_failures_are_internal_with_a_correlation_id_and_no_text(caplog):
+    context = _RecordingContext()
+    with pytest.raises(Exception, match="aborted"):
+        abort(context, KeyError("/secret/path/in/a/traceback"), "Explain")
+    code, details = context.aborted
+    assert code == grpc.StatusCode.INTERNAL and "secret" not in details
+    correlation = details.split("correlation id ")[1].rstrip(")")
+    assert correlation in caplog.text and "secret" in caplog.text  # the log keeps the cause
+    with pytest.raises(Exception, match="aborted"):
+        abort(context, errors.ArtifactError("weights at /secret are corrupted"), "Explain")
+    assert context.aborted[0] == grpc.StatusCode.INTERNAL and "secret" not in context.aborted[1]
+
+
+def test_the_handler_table_is_the_proto_s():
+    methods = pb.DESCRIPTOR.services_by_name["Shapley"].methods
+    assert set(RPCS) == {method.name for method in methods}
+    for method in methods:
+        rpc = RPCS[method.name]
+        assert (rpc.request_streaming, rpc.response_streaming) == (
+            method.client_streaming,
+            method.server_streaming,
+        )
+        assert rpc.request_class.DESCRIPTOR is method.input_type
+        assert inspect.isgeneratorfunction(getattr(ShapleyService, method.name)) == (
+            method.server_streaming
+        )
