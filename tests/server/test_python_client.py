@@ -3,6 +3,7 @@ typed diagnostics, ``to_shap()`` (drawn with matplotlib's Agg backend) and ``to_
 
 import re
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import matplotlib.pyplot as plt
@@ -10,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import shap
+from google.rpc import status_pb2
 from shapley_client import (
     Explanation,
     OutputDiagnostics,
@@ -183,3 +185,37 @@ def test_errors_without_a_rich_status_name_no_field():
             nowhere.server_info()
     assert caught.value.code == grpc.StatusCode.UNAVAILABLE
     assert caught.value.violations == () and caught.value.field is None
+
+
+@pytest.mark.parametrize(
+    "trailer",
+    [
+        b"\x1a\xff\xff\xff\x0f",  # does not decode
+        status_pb2.Status(code=5, message="another status").SerializeToString(),  # at odds
+    ],
+    ids=["garbled", "mismatched"],
+)
+def test_a_rich_status_that_does_not_read_leaves_code_and_message(trailer):
+    def refuse(request, context):
+        context.set_trailing_metadata((("grpc-status-details-bin", trailer),))
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, "refused")
+
+    server = grpc.server(ThreadPoolExecutor(max_workers=1))
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "shapley.v1.Shapley",
+                {"GetServerInfo": grpc.unary_unary_rpc_method_handler(refuse)},
+            ),
+        )
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with ShapleyClient(f"127.0.0.1:{port}", timeout=10) as client:
+            with pytest.raises(ShapleyError) as caught:
+                client.server_info()
+    finally:
+        server.stop(None)
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details == "refused" and caught.value.violations == ()

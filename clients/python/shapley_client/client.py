@@ -5,6 +5,7 @@ from dataclasses import dataclass, field, fields
 
 import grpc
 import numpy as np
+from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -45,7 +46,10 @@ class ShapleyError(Exception):
 
     @classmethod
     def from_rpc(cls, error: grpc.RpcError) -> "ShapleyError":
-        status = rpc_status.from_call(error)  # None when the call carried no rich status
+        try:
+            status = rpc_status.from_call(error)  # None when the call carried no rich status
+        except (DecodeError, ValueError):  # garbled, or at odds with the call's own status
+            status = None  # the code and message still say what happened
         violations = []
         for detail in status.details if status is not None else ():
             if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
