@@ -26,7 +26,7 @@ def test_groups_answer_one_exactly_efficient_value_per_group(client):
         (name, columns) for name, columns in GROUPS.items()
     ]
     remote = client.explain(context, X[:30], p[:30])
-    assert remote.values.shape == (30, 3) and remote.feature_names == list(GROUPS)
+    assert remote.values.shape == (30, 3) and remote.attribution_names == list(GROUPS)
     np.testing.assert_allclose(remote.values.sum(axis=1), p[:30] - remote.base_values, atol=1e-12)
     local = ZeroShotExplainer().fit(X, p, groups=GROUPS).explain(X[:30], p[:30])
     np.testing.assert_allclose(remote.values, local.values, rtol=0, atol=1e-12)
@@ -121,11 +121,6 @@ def test_the_client_refuses_to_split_predictions_of_another_length(make_server):
             client.create_context(X, np.concatenate([p, p[:5]]))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the server names the field in google.rpc.BadRequest details, no longer in the "
-    "shapley-error-field trailer; the Python client reads the details on the spine-clients branch",
-)
 def test_groups_reach_the_client_error_with_the_field(client):
     X, p = make_task()
     with pytest.raises(ShapleyError) as caught:

@@ -5,8 +5,8 @@ async function main() {
   const client = new ShapleyClient(process.env.SHAPLEY_TARGET || '127.0.0.1:50051', { timeout: 60 });
 
   // Your model and the rows it saw. Here: a made-up logistic model of 3 features.
-  const sigmoid = (z) => 1 / (1 + Math.exp(-z));
-  const model = (x) => sigmoid(2 * x[0] - x[1] + 0.5 * x[1] * x[2]);
+  const sigmoid = (/** @type {number} */ z) => 1 / (1 + Math.exp(-z));
+  const model = (/** @type {number[]} */ x) => sigmoid(2 * x[0] - x[1] + 0.5 * x[1] * x[2]);
   let seed = 42;
   const random = () => ((seed = (seed * 16807) % 2147483647) / 2147483647) * 2 - 1;
   const rows = Array.from({ length: 300 }, () => [random(), random(), random()]);
@@ -20,6 +20,7 @@ async function main() {
   // Explain new rows. With their predictions, every row is exactly efficient.
   const query = [[0.5, -0.2, 0.1], [-0.8, 0.9, 0.3]];
   const e = await client.explain(spec, query, query.map(model));
+  if (!e.singleOutput) throw new Error('1-D predictions give a single-output explanation');
   for (let i = 0; i < e.nRows; i++) {
     const { values, uncertainty, baseValue } = e.row(i);
     const terms = e.featureNames.map((name, j) =>

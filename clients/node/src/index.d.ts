@@ -1,4 +1,6 @@
-// Type declarations of @shapley/client (the implementation is src/index.js, checked with @ts-check).
+// Type declarations of @shapley/client. The implementation, src/index.js, is JSDoc-typed; `npm test`
+// type-checks it (checkJs, strict) and examples/quickstart.js against these declarations
+// (tsconfig.json).
 import type { Metadata } from '@grpc/grpc-js';
 
 export type FloatArray = Float64Array | Float32Array;
@@ -26,7 +28,12 @@ export interface ContextSpec {
   background?: number[];
   /** d distinct names; default "x0", "x1", ... */
   featureNames?: string[];
-  /** Seeds every random choice (uint64, below 2^63). Default 0. */
+  /**
+   * Seeds every random choice. Default 0. The server accepts [0, 2^32) and refuses the rest
+   * (INVALID_ARGUMENT, field 'context.random_state'). The wire field is a uint64: the client
+   * refuses, before sending, what it cannot encode exactly: a number that is not a non-negative
+   * safe integer, a bigint or a decimal string outside [0, 2^64).
+   */
   randomState?: number | bigint | string;
   /**
    * Optional partition of the d columns: group name -> column indices, every column in exactly
@@ -144,19 +151,26 @@ export interface ServerInfo {
   contextStoreBytes: number;
 }
 
-export interface ExplanationRow<V> {
-  /** number[d] (single output) or number[d][K]. */
-  values: V;
-  uncertainty: V;
-  /** number (single output) or number[K]. */
-  baseValue: V extends number[][] ? number[] : number;
+/** A row of a single-output explanation: d values and one base value. */
+export interface SingleOutputRow {
+  values: number[];
+  uncertainty: number[];
+  baseValue: number;
+}
+
+/** A row of a K-output explanation: values[j][k] and K base values. */
+export interface MultiOutputRow {
+  values: number[][];
+  uncertainty: number[][];
+  baseValue: number[];
 }
 
 /**
  * Attributions of m rows. values / uncertainty: flat row-major, shape [m, d] or [m, d, K];
- * baseValues: shape baseShape = [m] or [m, K].
+ * baseValues: shape baseShape = [m] or [m, K]. `S` is `singleOutput`: the methods resolve to
+ * `Explanation<true> | Explanation<false>`, so testing `e.singleOutput` types `e.row(i)`.
  */
-export class Explanation {
+export class Explanation<S extends boolean = boolean> {
   readonly contextId: string;
   readonly values: FloatArray;
   readonly shape: number[];
@@ -169,31 +183,48 @@ export class Explanation {
   readonly artifactVersion: string;
   readonly nRows: number;
   readonly nFeatures: number;
-  readonly singleOutput: boolean;
+  readonly singleOutput: S;
   /** Row i as plain JS values. */
-  row(i: number): ExplanationRow<number[]> | ExplanationRow<number[][]>;
+  row(i: number): S extends true ? SingleOutputRow : MultiOutputRow;
   /** Everything as nested JS arrays. */
   toNested(): { values: any[]; baseValues: any[]; uncertainty: any[] };
 }
 
-/** Every method rejects with this: gRPC status name, the server's message, the field at fault. */
+/** A request field at fault: one google.rpc.BadRequest.FieldViolation of the server's rich status. */
+export interface FieldViolation {
+  /** The request field, e.g. 'rows', 'context.predictions', 'context_id'. */
+  field: string;
+  /** What is wrong with it, e.g. 'has 2 features; context ctx-... has 3'. */
+  description: string;
+}
+
+/** Every method rejects with this: gRPC status name, the server's message, the fields at fault. */
 export class ShapleyError extends Error {
   /** gRPC status name: 'INVALID_ARGUMENT', 'NOT_FOUND', 'RESOURCE_EXHAUSTED', 'UNAUTHENTICATED', ... */
   readonly code: string;
   /** The server's message; it starts with the field, e.g. "rows: has 5 features; ...". */
   readonly details: string;
-  /** The field at fault (trailing metadata `shapley-error-field`), e.g. 'rows', or null. */
+  /**
+   * The request fields at fault: the google.rpc.BadRequest field violations of the status the
+   * server sent in the `grpc-status-details-bin` trailer (one entry for a refusal before sending).
+   * Empty when none was named (e.g. UNAUTHENTICATED, UNAVAILABLE).
+   */
+  readonly violations: FieldViolation[];
+  /** violations[0].field, e.g. 'rows', or null. */
   readonly field: string | null;
   /** The numeric gRPC status code. */
   readonly grpcCode: number;
   /** The call's trailing metadata, when the error came from the server. */
   readonly metadata: Metadata | null;
-  constructor(code: string, details: string, field: string | null, extra?: {
+  constructor(code: string, details: string, violations?: FieldViolation[], extra?: {
     grpcCode?: number; metadata?: Metadata | null; cause?: unknown;
   });
 }
 
 export type ContextRef = string | ContextSpec | { contextId: string };
+
+/** What explain() and explainStream() resolve to; `singleOutput` tells which. */
+export type AnyExplanation = Explanation<true> | Explanation<false>;
 
 export class ShapleyClient {
   readonly target: string;
@@ -212,10 +243,10 @@ export class ShapleyClient {
    * sum_j values[i, j] == predictions[i] - baseValues[i].
    */
   explain(context: ContextRef, rows: ArrayInput, predictions?: ArrayInput | null,
-    options?: ExplainOptions): Promise<Explanation>;
+    options?: ExplainOptions): Promise<AnyExplanation>;
   /** explain() for any number of rows, over ExplainStream in chunks of options.chunkRows. */
   explainStream(context: ContextRef, rows: ArrayInput, predictions?: ArrayInput | null,
-    options?: StreamOptions): Promise<Explanation>;
+    options?: StreamOptions): Promise<AnyExplanation>;
   getContext(contextId: string | { contextId: string }, options?: CallOptions): Promise<ContextInfo>;
   deleteContext(contextId: string | { contextId: string }, options?: CallOptions): Promise<DeleteContextResult>;
   listContexts(options?: CallOptions): Promise<ListContextsResult>;

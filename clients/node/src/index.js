@@ -17,6 +17,7 @@ const os = require('node:os');
 const path = require('node:path');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
+const protobuf = require('protobufjs');
 
 const PACKAGE_ROOT = path.resolve(__dirname, '..');
 const PROTO_RELATIVE = path.join('shapley', 'v1', 'shapley.proto');
@@ -25,11 +26,15 @@ const DEFAULT_PROTO_PATHS = [
   path.join(PACKAGE_ROOT, 'proto', PROTO_RELATIVE),
   path.resolve(PACKAGE_ROOT, '..', '..', 'protos', PROTO_RELATIVE),
 ];
-const ERROR_FIELD_KEY = 'shapley-error-field';
+/** google.rpc.Status and BadRequest (trimmed from googleapis), shipped in the package. */
+const RICH_STATUS_PROTOS = ['status.proto', 'error_details.proto']
+  .map((name) => path.join(PACKAGE_ROOT, 'proto', 'google', 'rpc', name));
+const STATUS_DETAILS_KEY = 'grpc-status-details-bin';
 const HEALTH_CHECK_METHOD = '/grpc.health.v1.Health/Check';
 const SERVICE_NAME = 'shapley.v1.Shapley';
 const LITTLE_ENDIAN = os.endianness() === 'LE';
 const DEFAULT_CHUNK_ROWS = 1000;
+const UINT64_LIMIT = 2n ** 64n;
 /** The server's default message limit (`shapley-svc serve --max-message-bytes`). */
 const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 // Share of maxMessageBytes a context message may fill: the Python client's threshold, leaving
@@ -58,50 +63,106 @@ const serviceCache = new Map();
  * @typedef {CallOptions & {chunkRows?: number}} StreamOptions
  * @typedef {{id: string | null, message: any, blockRows: number | null,
  *   pending: Promise<any> | null}} ContextEntry
+ * @typedef {{field: string, description: string}} FieldViolation
  */
 
 // --- errors --------------------------------------------------------------------------------
 
-/** The error every method rejects with: a gRPC status name, the server's message and the field. */
+/**
+ * The error every method rejects with: a gRPC status name, the server's message and the request
+ * fields at fault.
+ */
 class ShapleyError extends Error {
   /**
    * @param {string} code gRPC status name, e.g. 'INVALID_ARGUMENT'
    * @param {string} details the server's message, e.g. "rows: has 5 features; context ... has 6"
-   * @param {string | null} field the request field at fault (trailing metadata
-   *   `shapley-error-field`), or null
+   * @param {FieldViolation[]} [violations] the request fields at fault and their problems (the
+   *   google.rpc.BadRequest of the server's rich status); `field` is the first one's
    * @param {{grpcCode?: number, metadata?: grpc.Metadata | null, cause?: unknown}} [extra]
    */
-  constructor(code, details, field, extra = {}) {
+  constructor(code, details, violations = [], extra = {}) {
     super(`${code}: ${details}`, extra.cause === undefined ? undefined : { cause: extra.cause });
     this.name = 'ShapleyError';
     this.code = code;
     this.details = details;
-    this.field = field;
+    this.violations = violations;
+    /** @type {string | null} */
+    this.field = violations.length ? violations[0].field : null;
     this.grpcCode = extra.grpcCode ?? /** @type {any} */ (grpc.status)[code] ?? grpc.status.UNKNOWN;
     this.metadata = extra.metadata ?? null;
   }
+}
+
+/** @type {{Status: protobuf.Type, BadRequest: protobuf.Type} | null} */
+let richStatusTypes = null;
+
+/**
+ * A message decoded with field names as in the .proto (`type_url`, `field_violations`), or null
+ * when the bytes are not one.
+ * @param {protobuf.Type} type
+ * @param {Uint8Array} bytes
+ * @returns {any}
+ */
+function decodeOrNull(type, bytes) {
+  try {
+    return type.decode(bytes);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The field violations of a call's rich status: the google.rpc.BadRequest details of the
+ * google.rpc.Status in its `grpc-status-details-bin` trailer. None without one; what does not
+ * decode is skipped, so that a garbled trailer still leaves the status code and message (this
+ * runs in gRPC's callbacks: a throw would leave the call's Promise pending).
+ * @param {grpc.Metadata | undefined} metadata the call's trailing metadata
+ * @returns {FieldViolation[]}
+ */
+function fieldViolations(metadata) {
+  const values = metadata && typeof metadata.get === 'function' ? metadata.get(STATUS_DETAILS_KEY) : [];
+  if (!values.length || !Buffer.isBuffer(values[0])) return [];
+  if (!richStatusTypes) {
+    // keepCase: the bundled google/protobuf/any.proto keeps its names, so all of them do.
+    const root = new protobuf.Root().loadSync(RICH_STATUS_PROTOS, { keepCase: true });
+    richStatusTypes = {
+      Status: root.lookupType('google.rpc.Status'),
+      BadRequest: root.lookupType('google.rpc.BadRequest'),
+    };
+  }
+  const status = decodeOrNull(richStatusTypes.Status, values[0]);
+  /** @type {FieldViolation[]} */
+  const violations = [];
+  for (const detail of status ? status.details : []) {
+    // An Any's type is the part of its URL after the last '/'.
+    if (detail.type_url.slice(detail.type_url.lastIndexOf('/') + 1) !== 'google.rpc.BadRequest') continue;
+    const badRequest = decodeOrNull(richStatusTypes.BadRequest, detail.value);
+    for (const violation of badRequest ? badRequest.field_violations : []) {
+      violations.push({ field: violation.field, description: violation.description });
+    }
+  }
+  return violations;
 }
 
 /** @param {{code?: number, details?: string, message?: string, metadata?: grpc.Metadata}} status */
 function errorFromStatus(status) {
   const numeric = typeof status.code === 'number' ? status.code : grpc.status.UNKNOWN;
   const name = /** @type {any} */ (grpc.status)[numeric] || 'UNKNOWN';
-  let field = null;
-  if (status.metadata && typeof status.metadata.get === 'function') {
-    const values = status.metadata.get(ERROR_FIELD_KEY);
-    if (values.length) field = String(values[0]);
-  }
   const details = status.details ?? status.message ?? '';
-  return new ShapleyError(name, details, field, {
+  return new ShapleyError(name, details, fieldViolations(status.metadata), {
     grpcCode: numeric,
     metadata: status.metadata ?? null,
     cause: status instanceof Error ? status : undefined,
   });
 }
 
-/** A request refused before it was sent, named like the server names its fields. */
+/**
+ * A request refused before it was sent, named like the server names its fields.
+ * @param {string} field
+ * @param {string} problem
+ */
 function localError(field, problem) {
-  return new ShapleyError('INVALID_ARGUMENT', `${field}: ${problem}`, field);
+  return new ShapleyError('INVALID_ARGUMENT', `${field}: ${problem}`, [{ field, description: problem }]);
 }
 
 // --- arrays --------------------------------------------------------------------------------
@@ -209,17 +270,16 @@ function encodeTensor(data, shape) {
  * @returns {{data: FloatArray, shape: number[]}}
  */
 function decodeTensor(tensor, field) {
-  if (!tensor) throw new ShapleyError('INTERNAL', `${field}: missing from the server's answer`, field);
+  if (!tensor) throw new ShapleyError('INTERNAL', `${field}: missing from the server's answer`);
   const float32 = tensor.dtype === 'DTYPE_FLOAT32' || tensor.dtype === 1;
   const itemsize = float32 ? 4 : 8;
-  const shape = tensor.shape.map(Number);
+  /** @type {number[]} */ const shape = tensor.shape.map(Number);
   const count = shape.reduce((a, b) => a * b, 1);
   /** @type {Buffer} */ const bytes = tensor.data;
   if (bytes.length !== count * itemsize) {
     throw new ShapleyError(
       'INTERNAL',
       `${field}: the server sent ${bytes.length} bytes for shape ${JSON.stringify(shape)}`,
-      field,
     );
   }
   const data = float32 ? new Float32Array(count) : new Float64Array(count);
@@ -330,7 +390,7 @@ class Explanation {
  */
 function assemble(responses, totalRows) {
   if (responses.length === 0) {
-    throw new ShapleyError('INTERNAL', 'the server sent no answer', null);
+    throw new ShapleyError('INTERNAL', 'the server sent no answer');
   }
   const first = responses[0];
   const parts = responses.map((response) => ({
@@ -360,7 +420,6 @@ function assemble(responses, totalRows) {
         'INTERNAL',
         `the server's chunk at first_row ${part.firstRow} (shape ${JSON.stringify(part.values.shape)}) ` +
           `does not follow row ${expected}`,
-        null,
       );
     }
     values.set(part.values.data, part.firstRow * stride);
@@ -369,12 +428,20 @@ function assemble(responses, totalRows) {
     expected += rows;
   }
   if (expected !== totalRows) {
-    throw new ShapleyError('INTERNAL', `the server answered ${expected} rows of ${totalRows}`, null);
+    throw new ShapleyError('INTERNAL', `the server answered ${expected} rows of ${totalRows}`);
   }
   return explanation(first, values, [totalRows, ...rest], baseValues, [totalRows, ...baseRest],
     uncertainty);
 }
 
+/**
+ * @param {any} first the first (or only) ExplainResponse: the context and artifact
+ * @param {FloatArray} values
+ * @param {number[]} shape
+ * @param {FloatArray} baseValues
+ * @param {number[]} baseShape
+ * @param {FloatArray} uncertainty
+ */
 function explanation(first, values, shape, baseValues, baseShape, uncertainty) {
   const context = first.context || null;
   return new Explanation({
@@ -492,11 +559,14 @@ function encodeSpec(spec) {
   if (spec.featureNames != null) message.featureNames = Array.from(spec.featureNames, String);
   if (spec.randomState != null) {
     // The field is a uint64: protobufjs would encode anything else silently (-1, 'abc' and NaN
-    // as 0), so a bad seed would fit a context nobody asked for.
+    // as 0, 2^64 + 1 as 1), so a bad seed would fit a context nobody asked for. The server's own
+    // range, [0, 2^32), is the server's to check.
     const seed = spec.randomState;
     const text = typeof seed === 'bigint' || typeof seed === 'number' ? String(seed) : seed;
-    if (typeof text !== 'string' || !/^\d+$/.test(text) || (typeof seed === 'number' && !Number.isSafeInteger(seed))) {
-      throw localError('context.random_state', `must be a non-negative integer; got ${String(seed)}`);
+    if (typeof text !== 'string' || !/^\d+$/.test(text) || BigInt(text) >= UINT64_LIMIT
+      || (typeof seed === 'number' && !Number.isSafeInteger(seed))) {
+      throw localError('context.random_state',
+        `must be a non-negative integer below 2^64; got ${String(seed)}`);
     }
     message.randomState = text;
   }
@@ -602,10 +672,11 @@ class ShapleyClient {
   async _unary(method, request, options) {
     const metadata = await this._metadata();
     return new Promise((resolve, reject) => {
-      this._stub[method](request, metadata, this._callOptions(options), (error, response) => {
-        if (error) reject(errorFromStatus(error));
-        else resolve(response);
-      });
+      this._stub[method](request, metadata, this._callOptions(options),
+        (/** @type {any} */ error, /** @type {any} */ response) => {
+          if (error) reject(errorFromStatus(error));
+          else resolve(response);
+        });
     });
   }
 
@@ -892,9 +963,9 @@ class ShapleyClient {
           }
         }
       };
-      call.on('data', (response) => responses.push(response));
+      call.on('data', (/** @type {any} */ response) => responses.push(response));
       call.on('error', () => {}); // reported through 'status', which carries the same metadata
-      call.on('status', (s) => {
+      call.on('status', (/** @type {grpc.StatusObject} */ s) => {
         status = s;
         finish();
       });
@@ -996,7 +1067,7 @@ class ShapleyClient {
         last = error instanceof Error ? error.message : String(error);
       }
       if (Date.now() >= deadline) {
-        throw new ShapleyError('DEADLINE_EXCEEDED', `server not SERVING after ${timeout} s (${last})`, null);
+        throw new ShapleyError('DEADLINE_EXCEEDED', `server not SERVING after ${timeout} s (${last})`);
       }
       await new Promise((r) => setTimeout(r, interval * 1000));
     }

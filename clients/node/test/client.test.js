@@ -46,6 +46,7 @@ function isError(code, field, details) {
     assert.ok(error instanceof ShapleyError, `not a ShapleyError: ${error}`);
     assert.equal(error.code, code, error.message);
     if (field !== undefined) assert.equal(error.field, field);
+    if (field === null) assert.deepEqual(error.violations, []);
     if (details) assert.match(error.details, details);
     return true;
   };
@@ -151,7 +152,8 @@ test('explainStream of 2,500 rows in chunks of 1,000 equals the unary explain', 
 test('a feature-count mismatch is INVALID_ARGUMENT naming the field', async () => {
   await assert.rejects(
     client.explain(info.contextId, makeRows(3, 4, 4)),
-    isError('INVALID_ARGUMENT', 'rows', /^rows: has 4 features; context ctx-[0-9a-f]+ has 5$/),
+    // The server's words for the expected count vary ("context ctx-... has 5", "... fitted on 5").
+    isError('INVALID_ARGUMENT', 'rows', /^rows: has 4 features; .*\b5$/),
   );
   await assert.rejects(
     client.explainStream(info.contextId, makeRows(30, 4, 4), null, { chunkRows: 10 }),
@@ -170,6 +172,21 @@ test('a feature-count mismatch is INVALID_ARGUMENT naming the field', async () =
   assert.match(error.message, /^INVALID_ARGUMENT: rows: /);
 });
 
+test('the fields at fault come from the rich status: google.rpc.BadRequest field violations', async () => {
+  const error = await client.explain(info.contextId, makeRows(3, 4, 4)).catch((e) => e);
+  assert.ok(error instanceof ShapleyError, String(error));
+  assert.equal(error.metadata.get('grpc-status-details-bin').length, 1);
+  assert.equal(error.metadata.get('shapley-error-field').length, 0);
+  assert.deepEqual(error.violations.map((/** @type {any} */ v) => v.field), ['rows']);
+  assert.match(error.violations[0].description, /^has 4 features; .*\b5$/);
+  assert.equal(error.details, `rows: ${error.violations[0].description}`);
+  assert.equal(error.field, 'rows');
+  // Refused before sending: the same shape, from the client.
+  const local = await client.explain(info.contextId, [[1, 2], [3]]).catch((e) => e);
+  assert.deepEqual(local.violations, [{ field: 'rows', description: 'row 1 has 1 entries; row 0 has 2' }]);
+  assert.equal(local.field, 'rows');
+});
+
 test('arrays are checked before anything is sent', async () => {
   await assert.rejects(client.explain(info.contextId, [[1, 2, 3, 4, 5], [1, 2]]),
     isError('INVALID_ARGUMENT', 'rows', /row 1 has 2 entries/));
@@ -177,11 +194,15 @@ test('arrays are checked before anything is sent', async () => {
     isError('INVALID_ARGUMENT', 'rows', /needs 10 values/));
   await assert.rejects(client.explain(info.contextId, [1, 2, 3, 4, 5]),
     isError('INVALID_ARGUMENT', 'rows', /must be 2-D/));
-  for (const seed of [-1, 'abc', NaN, 1.5, 2 ** 60]) {
+  // 2^64 + 1 would reach the server as 1 (uint64 wraps): refused here, like what is not an integer.
+  for (const seed of [-1, 'abc', NaN, 1.5, 2 ** 60, 2n ** 64n, String(2n ** 64n + 1n)]) {
     await assert.rejects(
       client.createContext({ rows: [[1, 2], [3, 4]], predictions: [0, 1], randomState: seed }),
-      isError('INVALID_ARGUMENT', 'context.random_state', /must be a non-negative integer/));
+      isError('INVALID_ARGUMENT', 'context.random_state', /must be a non-negative integer below 2\^64/));
   }
+  // The wire takes a uint64; the server takes [0, 2^32) and says so.
+  await assert.rejects(client.createContext({ rows, predictions, randomState: 2 ** 32 }),
+    isError('INVALID_ARGUMENT', 'context.random_state'));
 });
 
 test('groups: one exactly efficient value per group, named by the groups', async () => {

@@ -13,14 +13,14 @@ probabilities = model.predict_proba(X)[:, 1]  # the outputs your model already p
 with ShapleyClient("127.0.0.1:50051", timeout=60) as client:
     context = client.create_context(X, probabilities, feature_names=data.feature_names)
     print("context", context.context_id)
-    fidelity = context.diagnostics[0]["predicted_fidelity"]
+    fidelity = context.diagnostics[0].predicted_fidelity
     print(f"predicted fidelity (expected Pearson r with the true SHAP values): {fidelity:.2f}")
 
     explanation = client.explain(context, X[:3], probabilities[:3])
     for i in range(3):
         order = np.argsort(-np.abs(explanation.values[i]))[:3]
         top = ", ".join(
-            f"{explanation.feature_names[j]} {explanation.values[i, j]:+.3f}"
+            f"{explanation.attribution_names[j]} {explanation.values[i, j]:+.3f}"
             f"±{explanation.uncertainty[i, j]:.3f}"
             for j in order
         )

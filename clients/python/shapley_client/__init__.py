@@ -3,9 +3,21 @@
 from shapley_client.client import (
     Context,
     Explanation,
+    FieldViolation,
+    OutputDiagnostics,
     ShapleyClient,
     ShapleyError,
+    SurrogateDiagnostics,
     TlsConfig,
 )
 
-__all__ = ["Context", "Explanation", "ShapleyClient", "ShapleyError", "TlsConfig"]
+__all__ = [
+    "Context",
+    "Explanation",
+    "FieldViolation",
+    "OutputDiagnostics",
+    "ShapleyClient",
+    "ShapleyError",
+    "SurrogateDiagnostics",
+    "TlsConfig",
+]

@@ -1,37 +1,64 @@
 """``ShapleyClient``: the shapley.v1 service from Python, with numpy arrays in and out."""
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import grpc
 import numpy as np
+from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from shapley_client._proto import shapley_pb2 as pb
 from shapley_client._proto import shapley_pb2_grpc
 
-ERROR_FIELD_KEY = "shapley-error-field"
 DEFAULT_MAX_MESSAGE_BYTES = 64 << 20
 _DTYPES = {"float32": (pb.DTYPE_FLOAT32, "<f4"), "float64": (pb.DTYPE_FLOAT64, "<f8")}
 _NUMPY_OF = {pb.DTYPE_FLOAT32: "<f4", pb.DTYPE_FLOAT64: "<f8"}
 
 
-class ShapleyError(Exception):
-    """The server refused a call: ``code`` (a ``grpc.StatusCode``), ``details`` and the
-    request ``field`` at fault when the server named one."""
+@dataclass(frozen=True)
+class FieldViolation:
+    """One ``google.rpc.BadRequest.FieldViolation``: the request ``field`` at fault (e.g.
+    "rows", "context.predictions") and the ``description`` of the problem."""
 
-    def __init__(self, code: grpc.StatusCode, details: str, field: str | None):
+    field: str
+    description: str
+
+
+class ShapleyError(Exception):
+    """A call failed: ``code`` (a ``grpc.StatusCode``), ``details`` (the status message) and,
+    when the server named them, the request fields at fault: ``violations``, read from the
+    ``google.rpc.BadRequest`` of the call's rich status (``grpc-status-details-bin``), and
+    ``field``, the first one's field (None when there is none)."""
+
+    def __init__(
+        self, code: grpc.StatusCode, details: str, violations: Sequence[FieldViolation] = ()
+    ):
         super().__init__(f"{code.name}: {details}")
         self.code = code
         self.details = details
-        self.field = field
+        self.violations = tuple(violations)
+
+    @property
+    def field(self) -> str | None:
+        return self.violations[0].field if self.violations else None
 
     @classmethod
     def from_rpc(cls, error: grpc.RpcError) -> "ShapleyError":
-        field_name = None
-        for key, value in error.trailing_metadata() or ():
-            if key == ERROR_FIELD_KEY:
-                field_name = value
-        return cls(error.code(), error.details() or "", field_name)
+        try:
+            status = rpc_status.from_call(error)  # None when the call carried no rich status
+        except (DecodeError, ValueError):  # garbled, or at odds with the call's own status
+            status = None  # the code and message still say what happened
+        violations = []
+        for detail in status.details if status is not None else ():
+            if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad_request = error_details_pb2.BadRequest()
+                detail.Unpack(bad_request)
+                violations.extend(
+                    FieldViolation(v.field, v.description) for v in bad_request.field_violations
+                )
+        return cls(error.code(), error.details() or "", violations)
 
 
 @dataclass(frozen=True)
@@ -41,6 +68,53 @@ class TlsConfig:
     root_certificates: bytes | None = None
     private_key: bytes | None = None
     certificate_chain: bytes | None = None
+
+
+class _ReadableByKey:
+    """Readable by key too, like the dicts these dataclasses replaced: ``d["weight"]``."""
+
+    def __getitem__(self, key: str):
+        if key not in {f.name for f in fields(self)}:
+            raise KeyError(key)
+        return getattr(self, key)
+
+
+@dataclass(frozen=True)
+class SurrogateDiagnostics(_ReadableByKey):
+    """How one zoo surrogate fits the context (proto ``SurrogateDiagnostics``)."""
+
+    name: str
+    oof_r2: float  # out-of-fold R^2 of the surrogate on the context's predictions
+    weight: float  # its weight in the combined attribution, in [0, 1]
+
+
+@dataclass(frozen=True)
+class OutputDiagnostics(_ReadableByKey):
+    """Diagnostics of one model output (proto ``OutputDiagnostics``): the predicted fidelity
+    (expected Pearson r between the attributions and the true SHAP values) and the surrogates
+    that applied, in the server's order."""
+
+    predicted_fidelity: float
+    surrogates: list[SurrogateDiagnostics]
+
+    def __getitem__(self, key: str):
+        if key == "surrogates":  # the dict this replaced held them by name
+            return {s.name: s for s in self.surrogates}
+        return super().__getitem__(key)
+
+
+def _diagnostics(info: pb.ContextInfo) -> list[OutputDiagnostics]:
+    return [
+        OutputDiagnostics(
+            output.predicted_fidelity,
+            [SurrogateDiagnostics(s.name, s.oof_r2, s.weight) for s in output.surrogates],
+        )
+        for output in info.outputs
+    ]
+
+
+def _attribution_names(info: pb.ContextInfo) -> list[str]:
+    return list(info.attribution_names or info.feature_names)
 
 
 @dataclass
@@ -58,56 +132,105 @@ class Context:
     @property
     def attribution_names(self) -> list[str]:
         """What answers attribute to: the groups' names, or the features' without groups."""
-        return list(self.info.attribution_names or self.info.feature_names)
+        return _attribution_names(self.info)
 
     @property
-    def diagnostics(self) -> list[dict]:
-        """Per output: predicted fidelity and each surrogate's out-of-fold R^2 and weight."""
-        return [
-            {
-                "predicted_fidelity": output.predicted_fidelity,
-                "surrogates": {
-                    s.name: {"oof_r2": s.oof_r2, "weight": s.weight} for s in output.surrogates
-                },
-            }
-            for output in self.info.outputs
-        ]
+    def diagnostics(self) -> list[OutputDiagnostics]:
+        """Per output: the predicted fidelity and each surrogate's out-of-fold R^2 and weight."""
+        return _diagnostics(self.info)
 
 
 @dataclass(frozen=True)
 class Explanation:
-    """Attributions of m rows: ``values`` (m, d) or (m, d, K); ``base_values`` (m,) or (m, K);
-    ``uncertainty`` like ``values``."""
+    """Attributions of m rows, with the rows and the context's diagnostics.
+
+    Attributes
+    ----------
+    values : (m, P) for a single-output context, (m, P, K) for K outputs; P is d, or the number
+        of groups for a context with groups.
+    base_values : (m,) or (m, K): the mean prediction over the context's background rows.
+    uncertainty : like ``values``: the standard deviation of each estimate.
+    attribution_names : the P names along ``values``' second axis: the groups', or the
+        features' for a context without groups.
+    data : (m, d): the explained rows as sent (float32 rows stay float32, the rest is float64).
+    feature_names : the d names of ``data``'s columns.
+    grouped : True for a context with groups: ``data``'s d columns do not line up with the P
+        values.
+    diagnostics : per output, the context's :class:`OutputDiagnostics`.
+    context_id, artifact_version : what answered.
+    """
 
     values: np.ndarray
     base_values: np.ndarray
     uncertainty: np.ndarray
+    attribution_names: list[str]
+    data: np.ndarray
     feature_names: list[str]
+    grouped: bool
+    diagnostics: list[OutputDiagnostics]
     context_id: str
     artifact_version: str
 
     def to_shap(self):
-        """A ``shap.Explanation`` for shap's plots (needs shap installed)."""
+        """A ``shap.Explanation`` for shap's plots (needs shap: ``pip install shap``).
+
+        It carries ``data`` and ``feature_names``, so a beeswarm colours each point by its
+        feature's value and a waterfall prints the values; ``uncertainty`` is its ``error_std``.
+        With groups there is no single value per group: the plots get the group names and no
+        data (points in grey, no values printed).
+        """
         try:
             import shap
-        except ImportError as error:
-            raise ImportError("to_shap() needs shap: pip install shap") from error
+        except ImportError:
+            raise ImportError("to_shap() needs the shap package: pip install shap") from None
         return shap.Explanation(
-            values=self.values, base_values=self.base_values, feature_names=self.feature_names
+            values=self.values,
+            base_values=self.base_values,
+            data=None if self.grouped else self.data,
+            feature_names=list(self.attribution_names),
+            error_std=self.uncertainty,
         )
+
+    def to_pandas(self):
+        """A tidy ``pandas.DataFrame``, one line per value (needs pandas: ``pip install pandas``).
+
+        Columns: ``row`` (0..m-1), ``attribution`` (a feature's or a group's name, categorical in
+        ``attribution_names`` order), ``output`` (0..K-1, only for a K-output context),
+        ``value`` and ``uncertainty``. Rows run over ``row``, then ``attribution``, then
+        ``output``, like ``values.ravel()``.
+        """
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("to_pandas() needs the pandas package: pip install pandas") from None
+        m, players = self.values.shape[:2]
+        outputs = self.values.shape[2] if self.values.ndim == 3 else 1
+        names = pd.Categorical.from_codes(
+            np.tile(np.repeat(np.arange(players), outputs), m), categories=self.attribution_names
+        )
+        columns = {"row": np.repeat(np.arange(m), players * outputs), "attribution": names}
+        if self.values.ndim == 3:
+            columns["output"] = np.tile(np.arange(outputs), m * players)
+        columns["value"] = self.values.ravel()
+        columns["uncertainty"] = self.uncertainty.ravel()
+        return pd.DataFrame(columns)
+
+
+def _as_sent(array, name: str) -> np.ndarray:
+    """The array as it goes on the wire: float32 stays float32, anything else becomes float64;
+    contiguous and little-endian."""
+    array = np.asarray(array)
+    if array.dtype == np.float32:
+        return np.ascontiguousarray(array, dtype="<f4")
+    try:
+        return np.ascontiguousarray(array, dtype="<f8")
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must hold numbers; got dtype {array.dtype}") from None
 
 
 def _tensor(array, name: str) -> pb.Tensor:
-    array = np.asarray(array)
-    if array.dtype == np.float32:
-        code, dtype = _DTYPES["float32"]
-    else:
-        code, dtype = _DTYPES["float64"]
-        try:
-            array = array.astype(np.float64, copy=False)
-        except (TypeError, ValueError):
-            raise TypeError(f"{name} must hold numbers; got dtype {array.dtype}") from None
-    array = np.ascontiguousarray(array, dtype=dtype)
+    array = _as_sent(array, name)
+    code = _DTYPES["float32" if array.dtype == np.float32 else "float64"][0]
     return pb.Tensor(dtype=code, shape=list(array.shape), data=array.tobytes())
 
 
@@ -263,7 +386,8 @@ class ShapleyClient:
         """Attributions of ``rows`` (m, d) in one message; exactly efficient when the model's
         ``predictions`` on them are given. A :class:`Context` the server no longer holds (another
         replica, evicted) is recreated from its data and the call retried once."""
-        request = pb.ExplainRequest(rows=_tensor(rows, "rows"), output_dtype=_dtype(output_dtype))
+        data = _as_sent(rows, "rows")
+        request = pb.ExplainRequest(rows=_tensor(data, "rows"), output_dtype=_dtype(output_dtype))
         if predictions is not None:
             request.predictions.CopyFrom(_tensor(predictions, "predictions"))
         request.context_id = _context_id(context)
@@ -275,13 +399,12 @@ class ShapleyClient:
             self._recreate(context)
             request.context_id = context.context_id
             response = self._call(self._stub.Explain, request)
-        return Explanation(
+        return _explanation(
+            response,
+            data,
             _array(response.values),
             _array(response.base_values),
             _array(response.uncertainty),
-            list(response.context.attribution_names or response.context.feature_names),
-            response.context_id,
-            response.artifact_version,
         )
 
     def explain_stream(
@@ -295,7 +418,7 @@ class ShapleyClient:
     ) -> Explanation:
         """Like :meth:`explain` for batches of any size: sent in chunks over ``ExplainStream``
         (default chunk: what fits in a message both ways), reassembled in order."""
-        rows = np.asarray(rows)
+        rows = _as_sent(rows, "rows")
         if rows.ndim != 2 or rows.shape[0] == 0:
             raise ValueError(f"rows must be a non-empty (m, d) array; got shape {rows.shape}")
         predictions = None if predictions is None else np.asarray(predictions)
@@ -335,15 +458,12 @@ class ShapleyClient:
                     )
                 yield request
 
-        parts, names, artifact = [], [], ""
+        responses, parts = [], []
         try:
             for response in self._stub.ExplainStream(
                 requests(), timeout=self.timeout, metadata=self._metadata
             ):
-                if response.HasField("context"):
-                    info = response.context
-                    names = list(info.attribution_names or info.feature_names)
-                artifact = response.artifact_version
+                responses.append(response)
                 parts.append(
                     (
                         _array(response.values),
@@ -353,12 +473,33 @@ class ShapleyClient:
                 )
         except grpc.RpcError as error:
             raise ShapleyError.from_rpc(error) from None
-        values, base_values, uncertainty = (np.concatenate(p) for p in zip(*parts, strict=True))
-        return Explanation(values, base_values, uncertainty, names, context_id, artifact)
+        # The first response carries the context's info; the others leave it unset.
+        return _explanation(
+            responses[0], rows, *(np.concatenate(p) for p in zip(*parts, strict=True))
+        )
 
     def _recreate(self, context: Context) -> None:
         fresh = self._create(context.spec)
         context.context_id, context.info = fresh.context_id, fresh.info
+
+
+def _explanation(
+    first: pb.ExplainResponse, data: np.ndarray, values, base_values, uncertainty
+) -> Explanation:
+    """An Explanation of ``data`` from its answers, named by the first (or only) response."""
+    info = first.context
+    return Explanation(
+        values,
+        base_values,
+        uncertainty,
+        _attribution_names(info),
+        data,
+        list(info.feature_names),
+        len(info.groups) > 0,
+        _diagnostics(info),
+        first.context_id,
+        first.artifact_version,
+    )
 
 
 def _context_id(context: Context | str) -> str:

@@ -1,0 +1,221 @@
+"""The Python client's result object against a real server: its names, the rows it explained,
+typed diagnostics, ``to_shap()`` (drawn with matplotlib's Agg backend) and ``to_pandas()``."""
+
+import re
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+import shap
+from google.rpc import status_pb2
+from shapley_client import (
+    Explanation,
+    OutputDiagnostics,
+    ShapleyClient,
+    ShapleyError,
+    SurrogateDiagnostics,
+)
+
+from tests.server.conftest import make_task
+
+plt.switch_backend("Agg")
+
+NAMES = ["age", "income", "debt", "tenure", "noise"]
+GROUPS = {"person": [0, 3], "money": [1, 2], "other": [4]}
+
+
+@pytest.fixture(scope="module")
+def single(client):
+    X, p = make_task(seed=11)
+    context = client.create_context(X, p, feature_names=NAMES)
+    return context, X, client.explain(context, X[:25], p[:25])
+
+
+@pytest.fixture(scope="module")
+def grouped(client):
+    X, p = make_task(seed=11)
+    context = client.create_context(X, p, feature_names=NAMES, groups=GROUPS)
+    return client.explain(context, X[:25], p[:25])
+
+
+@pytest.fixture
+def figure():
+    yield plt.figure()
+    plt.close("all")
+
+
+def _number(text: str) -> float:
+    return float(text.replace("\u2212", "-"))  # shap prints minus signs as U+2212
+
+
+def test_explanation_names_rows_and_typed_diagnostics(client, single, grouped):
+    context, X, explanation = single
+    assert explanation.attribution_names == explanation.feature_names == NAMES
+    assert not explanation.grouped
+    np.testing.assert_array_equal(explanation.data, X[:25])
+    assert explanation.data.dtype == np.float64 and explanation.values.shape == (25, 5)
+
+    assert grouped.attribution_names == list(GROUPS) and grouped.feature_names == NAMES
+    assert grouped.grouped
+    assert grouped.values.shape == (25, 3) and grouped.data.shape == (25, 5)
+
+    (output,) = explanation.diagnostics
+    assert isinstance(output, OutputDiagnostics)
+    assert explanation.diagnostics == context.diagnostics
+    sent = context.info.outputs[0]
+    assert output.predicted_fidelity == sent.predicted_fidelity
+    assert output.surrogates == [
+        SurrogateDiagnostics(s.name, s.oof_r2, s.weight) for s in sent.surrogates
+    ]
+    # Read by key too, as the dicts these replaced were (surrogates by name).
+    assert output["predicted_fidelity"] == output.predicted_fidelity
+    boosted = output["surrogates"]["boosted_trees"]
+    assert boosted["weight"] == boosted.weight and boosted["oof_r2"] == boosted.oof_r2
+    with pytest.raises(KeyError):
+        output["fidelity"]
+
+    X32 = X[:25].astype(np.float32)
+    as_float32 = client.explain(context, X32)
+    assert as_float32.data.dtype == np.float32
+    np.testing.assert_array_equal(as_float32.data, X32)
+    streamed = client.explain_stream(context, X[:60], chunk_rows=25)
+    np.testing.assert_array_equal(streamed.data, X[:60])
+    assert streamed.feature_names == NAMES and streamed.diagnostics == context.diagnostics
+
+
+def test_to_shap_beeswarm_colours_points_by_the_rows_values(single, figure):
+    _, _, explanation = single
+    values = explanation.to_shap()
+    np.testing.assert_array_equal(values.data, explanation.data)
+    np.testing.assert_array_equal(values.error_std, explanation.uncertainty)
+    assert list(values.feature_names) == NAMES
+    shap.plots.beeswarm(values, show=False)
+    # One scatter per feature: x are its values, colours its column clipped to the 5-95 %
+    # percentiles, in the same (shuffled) order.
+    drawn = {}
+    for collection in figure.axes[0].collections:
+        if collection.get_array() is not None:
+            x = collection.get_offsets()[:, 0]
+            drawn[tuple(np.sort(x))] = dict(zip(x, collection.get_array(), strict=True))
+    assert len(drawn) == len(NAMES), drawn.keys()
+    for j in range(len(NAMES)):
+        column = explanation.data[:, j]
+        low, high = np.nanpercentile(column, 5), np.nanpercentile(column, 95)
+        colours = drawn[tuple(np.sort(explanation.values[:, j]))]
+        for i in range(len(column)):
+            assert colours[explanation.values[i, j]] == pytest.approx(np.clip(column[i], low, high))
+
+
+def test_to_shap_waterfall_prints_each_features_value(single, figure):
+    _, _, explanation = single
+    shap.plots.waterfall(explanation.to_shap()[3], show=False)
+    labels = [t.get_text() for t in figure.axes[0].get_yticklabels() if " = " in t.get_text()]
+    assert len(labels) == len(NAMES), labels
+    for label in labels:
+        value, name = label.split(" = ")
+        assert _number(value) == pytest.approx(explanation.data[3, NAMES.index(name)], abs=5e-4)
+
+
+def test_to_shap_with_groups_names_the_groups_and_carries_no_data(grouped, figure):
+    values = grouped.to_shap()
+    assert values.data is None and list(values.feature_names) == list(GROUPS)
+    shap.plots.waterfall(values[0], show=False)
+    labels = [t.get_text().strip() for t in figure.axes[0].get_yticklabels()]
+    assert set(GROUPS) <= set(labels) and not any(" = " in label for label in labels)
+
+
+def test_to_pandas_is_tidy_single_and_multi_output(client, single):
+    _, _, explanation = single
+    frame = explanation.to_pandas()
+    assert list(frame.columns) == ["row", "attribution", "value", "uncertainty"]
+    assert list(frame.attribution.cat.categories) == NAMES
+    wide = frame.pivot(index="row", columns="attribution", values="value")[NAMES]
+    np.testing.assert_array_equal(wide.to_numpy(), explanation.values)
+
+    X, P = make_task(seed=12, outputs=3)
+    multi = client.explain(client.create_context(X, P), X[:4], P[:4])
+    frame = multi.to_pandas()
+    assert list(frame.columns) == ["row", "attribution", "output", "value", "uncertainty"]
+    assert len(frame) == 4 * 5 * 3
+    one = frame.set_index(["row", "attribution", "output"])
+    for i, j, k in [(0, 0, 0), (3, 4, 2), (1, 2, 1)]:
+        entry = one.loc[(i, multi.attribution_names[j], k)]
+        assert entry.value == multi.values[i, j, k]
+        assert entry.uncertainty == multi.uncertainty[i, j, k]
+    assert isinstance(frame, pd.DataFrame)
+
+
+@pytest.mark.parametrize(("method", "package"), [("to_pandas", "pandas"), ("to_shap", "shap")])
+def test_optional_packages_missing_give_a_clear_import_error(monkeypatch, method, package):
+    zeros = np.zeros((1, 2))
+    explanation = Explanation(
+        values=zeros, base_values=np.zeros(1), uncertainty=zeros, attribution_names=["a", "b"],
+        data=zeros, feature_names=["a", "b"], grouped=False, diagnostics=[], context_id="ctx",
+        artifact_version="1:x",
+    )  # fmt: skip
+    monkeypatch.setitem(sys.modules, package, None)  # import now raises ImportError
+    message = rf"{method}\(\) needs the {package} package: pip install {package}$"
+    with pytest.raises(ImportError, match=message):
+        getattr(explanation, method)()
+
+
+def test_refusals_name_the_fields_from_the_rich_status(client, single):
+    context, X, _ = single
+    for call in (
+        lambda: client.explain(context, X[:4, :3]),
+        lambda: client.explain_stream(context, X[:30, :3], chunk_rows=10),
+    ):
+        with pytest.raises(ShapleyError) as caught:
+            call()
+        error = caught.value
+        assert error.code == grpc.StatusCode.INVALID_ARGUMENT, error
+        assert [v.field for v in error.violations] == ["rows"] and error.field == "rows"
+        description = error.violations[0].description
+        assert re.fullmatch(r"has 3 features; .*\b5", description), description
+        assert error.details == f"rows: {description}"
+
+
+def test_errors_without_a_rich_status_name_no_field():
+    with ShapleyClient("127.0.0.1:1", timeout=5) as nowhere:  # nothing listens on port 1
+        with pytest.raises(ShapleyError) as caught:
+            nowhere.server_info()
+    assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+    assert caught.value.violations == () and caught.value.field is None
+
+
+@pytest.mark.parametrize(
+    "trailer",
+    [
+        b"\x1a\xff\xff\xff\x0f",  # does not decode
+        status_pb2.Status(code=5, message="another status").SerializeToString(),  # at odds
+    ],
+    ids=["garbled", "mismatched"],
+)
+def test_a_rich_status_that_does_not_read_leaves_code_and_message(trailer):
+    def refuse(request, context):
+        context.set_trailing_metadata((("grpc-status-details-bin", trailer),))
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, "refused")
+
+    server = grpc.server(ThreadPoolExecutor(max_workers=1))
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "shapley.v1.Shapley",
+                {"GetServerInfo": grpc.unary_unary_rpc_method_handler(refuse)},
+            ),
+        )
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with ShapleyClient(f"127.0.0.1:{port}", timeout=10) as client:
+            with pytest.raises(ShapleyError) as caught:
+                client.server_info()
+    finally:
+        server.stop(None)
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details == "refused" and caught.value.violations == ()
