@@ -26,6 +26,8 @@ USER shapley
 RUN python3 -c "from shapley_svc.server import Settings, start_server, warm_up; \
 s = start_server(Settings(address='127.0.0.1:0', metrics_address='')); warm_up(s); s.stop(0)"
 EXPOSE 50051 9464
+# `health` checks the address `serve` listens on (SHAPLEY_SVC_ADDRESS, its 0.0.0.0 as 127.0.0.1),
+# so a container run with another port stays healthy.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["shapley-svc", "health", "--address", "127.0.0.1:50051"]
+    CMD ["shapley-svc", "health"]
 CMD ["shapley-svc", "serve"]

@@ -1,5 +1,9 @@
 """shapley-svc: Shapley-value attributions for models the service never calls."""
 
+from shapley_svc._numba_cache import use_user_cache
+
+use_user_cache()  # before any kernel imports numba: see shapley_svc/_numba_cache.py
+
 __version__ = "0.1.0"
 
 

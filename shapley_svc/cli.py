@@ -90,11 +90,13 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+# Imports below stay inside the commands: the estimator's import compiles its numba kernels on
+# the first run after an install (86 s for `serve --help` on 2 busy cores before they moved), and
+# `--help`, `serve --help` and `health` need none of it.
+
+
 def _serve(argv: list[str]) -> int:
-    # Importing the estimator loads its numba kernels; the first start after an install
-    # compiles them, which takes about a minute with no other sign of life.
-    print("shapley-svc serve: loading the estimator's kernels", file=sys.stderr, flush=True)
-    from shapley_svc.estimator import ArtifactError
+    from shapley_svc.errors import ArtifactError
     from shapley_svc.server import serve, settings_from
 
     try:
@@ -103,11 +105,23 @@ def _serve(argv: list[str]) -> int:
         print(f"shapley-svc serve: {error}", file=sys.stderr)
         return 2
     try:
-        serve(settings)
+        serve(settings)  # binds first, then imports the estimator
     except (ArtifactError, OSError) as error:
         print(f"shapley-svc serve: cannot start: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C before SERVING: nothing was served, nothing to drain
+        print("shapley-svc serve: interrupted while starting", file=sys.stderr)
+        return 130
     return 0
+
+
+def health_target(address: str) -> str:
+    """Where a client reaches a server listening on ``address``: a wildcard host (0.0.0.0, ::,
+    empty) means this host's loopback, as in the container, which listens on 0.0.0.0."""
+    host, _, port = address.rpartition(":")
+    if host in ("", "0.0.0.0", "[::]", "::"):
+        host = "[::1]" if ":" in host else "127.0.0.1"
+    return f"{host}:{port}"
 
 
 def _health(args: argparse.Namespace) -> int:
@@ -115,21 +129,30 @@ def _health(args: argparse.Namespace) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+    from shapley_svc.server.settings import settings_from
+
+    address = args.address
+    if address is None:  # the server's own setting: SHAPLEY_SVC_ADDRESS, else its default
+        try:
+            address = health_target(settings_from([]).address)
+        except ValueError as error:  # a SHAPLEY_SVC_* variable `serve` would refuse too
+            print(f"shapley-svc health: {error}", file=sys.stderr)
+            return 2
     if args.ca:
         credentials = grpc.ssl_channel_credentials(Path(args.ca).read_bytes())
-        channel = grpc.secure_channel(args.address, credentials)
+        channel = grpc.secure_channel(address, credentials)
     else:
-        channel = grpc.insecure_channel(args.address)
+        channel = grpc.insecure_channel(address)
     with channel:
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
             )
         except grpc.RpcError as error:
-            print(f"{args.address}: {error.code().name}: {error.details()}", file=sys.stderr)
+            print(f"{address}: {error.code().name}: {error.details()}", file=sys.stderr)
             return 1
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
-    print(f"{args.address}: {status}")
+    print(f"{address}: {status}")
     return 0 if response.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
@@ -214,7 +237,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         add_help=False,
     ).set_defaults(handler=_serve)
     health = commands.add_parser("health", help="check a server's health (exit 0 if SERVING)")
-    health.add_argument("--address", default="127.0.0.1:50051", help="host:port of the server")
+    health.add_argument(
+        "--address",
+        help="host:port of the server (default: SHAPLEY_SVC_ADDRESS, as `serve` reads it, with a "
+        "wildcard host such as 0.0.0.0 taken as 127.0.0.1; else 127.0.0.1:50051)",
+    )
     health.add_argument("--service", default="shapley.v1.Shapley", help="service to check")
     health.add_argument("--timeout", type=float, default=3.0, help="seconds")
     health.add_argument("--ca", help="PEM CA bundle: connect with TLS")

@@ -11,6 +11,16 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+# Values the context store owns, read on each scrape: name -> (Prometheus type, help text).
+# Evictions only ever grow, so they are a counter: rate() and increase() then work on them.
+STORE_METRICS = {
+    "contexts_held": ("gauge", "Contexts held in memory."),
+    "context_store_bytes": ("gauge", "Bytes of the contexts held in memory."),
+    "context_evictions_total": (
+        "counter",
+        "Contexts evicted, least recently used first, to stay within the store's limits.",
+    ),
+}
 
 
 class Metrics:
@@ -20,8 +30,9 @@ class Metrics:
         self._latency_counts: dict[str, list[int]] = {}
         self._latency_sum: dict[str, float] = defaultdict(float)
         self._rows_explained = 0
-        # Read on each scrape: current values owned by others (the context store).
-        self.gauges: Callable[[], dict[str, float]] = dict
+        # Read on each scrape: the STORE_METRICS values, owned by the context store (zero until
+        # the server has one).
+        self.store_values: Callable[[], dict[str, float]] = dict
 
     def observe(self, method: str, code: str, seconds: float) -> None:
         with self._lock:
@@ -78,8 +89,13 @@ class Metrics:
                 "# TYPE shapley_rows_explained_total counter",
                 f"shapley_rows_explained_total {self._rows_explained}",
             ]
-        for name, value in self.gauges().items():
-            lines += [f"# TYPE shapley_{name} gauge", f"shapley_{name} {value}"]
+        values = self.store_values()
+        for name, (kind, text) in STORE_METRICS.items():
+            lines += [
+                f"# HELP shapley_{name} {text}",
+                f"# TYPE shapley_{name} {kind}",
+                f"shapley_{name} {values.get(name, 0)}",
+            ]
         return "\n".join(lines) + "\n"
 
 

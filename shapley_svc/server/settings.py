@@ -137,7 +137,14 @@ def settings_from(
     parser = argparse.ArgumentParser(
         prog="shapley-svc serve",
         description="Serve zero-shot Shapley attributions over gRPC.",
-        epilog=f"Every flag can also be set as an environment variable: {ENV_PREFIX}<FLAG_NAME>.",
+        epilog=f"Every flag can also be set as an environment variable: {ENV_PREFIX}<FLAG_NAME>. "
+        "Stopping: on SIGTERM health says NOT_SERVING and calls are still accepted for "
+        "--drain-notice-seconds, then new calls are refused and calls in flight get "
+        "--grace-seconds to finish; after that they are cancelled (clients see UNAVAILABLE and "
+        "may retry on another replica: context ids are content addresses). A fit can take "
+        "minutes (d = 4,096, n = 20,000: 5 minutes on 2 cores): to let such fits finish, raise "
+        "--grace-seconds, and the orchestrator's own limit above notice + grace (docker stop "
+        "waits 10 s by default, then kills; Kubernetes 30 s).",
     )
     values = {}
     for spec in fields(Settings):

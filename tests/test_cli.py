@@ -1,0 +1,191 @@
+"""The command line: what each command imports, where `health` looks, how `serve` starts."""
+
+import concurrent.futures
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+import shapley_svc
+from shapley_svc._proto import shapley_pb2 as pb
+from shapley_svc._proto import shapley_pb2_grpc
+from shapley_svc.cli import health_target, main
+
+HEAVY_MODULES = {"numba", "shapley_svc.kernels", "shapley_svc.estimator", "sklearn"}
+# Runs the command in a fresh interpreter, then lists the heavy modules it imported.
+IMPORTS_OF = f"""
+import sys
+from shapley_svc.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as stop:
+    code = stop.code
+print("exit", code, "imported", sorted({sorted(HEAVY_MODULES)!r} & sys.modules.keys()))
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("argv", "code"),
+    [
+        (["--help"], 0),
+        (["serve", "--help"], 0),
+        (["health", "--help"], 0),
+        (["health", "--timeout", "0.5"], 1),  # nothing listens there
+    ],
+)
+def test_help_and_health_never_import_the_kernels(argv, code):
+    env = os.environ | {"SHAPLEY_SVC_ADDRESS": f"127.0.0.1:{_free_port()}"}
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORTS_OF, *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert f"exit {code} imported []" in result.stdout, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("address", "target"),
+    [
+        ("0.0.0.0:50051", "127.0.0.1:50051"),
+        ("[::]:7000", "[::1]:7000"),
+        (":7000", "127.0.0.1:7000"),
+        ("10.1.2.3:7000", "10.1.2.3:7000"),
+        ("localhost:7000", "localhost:7000"),
+    ],
+)
+def test_health_target_maps_wildcard_hosts_to_loopback(address, target):
+    assert health_target(address) == target
+
+
+@pytest.fixture
+def healthy_server():
+    """A bare gRPC server whose health service says SERVING: no estimator needed."""
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(2))
+    servicer = health.HealthServicer()
+    servicer.set("shapley.v1.Shapley", health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port("0.0.0.0:0")
+    server.start()
+    yield port
+    server.stop(None)
+
+
+def test_health_checks_the_address_serve_reads(healthy_server, monkeypatch, capsys):
+    # As in the container: the server listens on the wildcard address its variable names.
+    monkeypatch.setenv("SHAPLEY_SVC_ADDRESS", f"0.0.0.0:{healthy_server}")
+    assert main(["health"]) == 0
+    assert capsys.readouterr().out == f"127.0.0.1:{healthy_server}: SERVING\n"
+    monkeypatch.setenv("SHAPLEY_SVC_ADDRESS", f"127.0.0.1:{_free_port()}")
+    assert main(["health", "--address", f"127.0.0.1:{healthy_server}"]) == 0  # the flag wins
+    assert main(["health", "--timeout", "0.5"]) == 1
+
+
+def test_health_reports_a_bad_address_variable(monkeypatch, capsys):
+    monkeypatch.setenv("SHAPLEY_SVC_GRACE_SECONDS", "soon")
+    assert main(["health"]) == 2
+    assert "SHAPLEY_SVC_GRACE_SECONDS='soon'" in capsys.readouterr().err
+
+
+class ServeProcess:
+    """``shapley-svc serve`` in a child process; its log lines with their arrival times."""
+
+    def __init__(self, env: dict[str, str]):
+        self.started = time.perf_counter()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "shapley_svc.cli", "serve", "--address", "127.0.0.1:0",
+             "--metrics-address", ""],
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )  # fmt: skip
+        self.lines: list[tuple[float, str]] = []
+        self._ended = False
+        self._changed = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stderr:
+            with self._changed:
+                self.lines.append((time.perf_counter() - self.started, line))
+                self._changed.notify_all()
+        with self._changed:
+            self._ended = True
+            self._changed.notify_all()
+
+    def wait_for(self, pattern: str, timeout: float) -> tuple[float, re.Match]:
+        """Seconds after the start at which a line matched ``pattern``, and the match."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for seconds, line in self.lines:
+                    found = re.search(pattern, line)
+                    if found:
+                        return seconds, found
+                left = deadline - time.monotonic()
+                if self._ended or left <= 0:
+                    break
+                self._changed.wait(left)
+        log = "".join(line for _, line in self.lines)
+        raise AssertionError(f"no line matched {pattern!r} within {timeout} s:\n{log}")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(60)
+
+
+@pytest.mark.slow
+def test_a_first_serve_answers_health_while_compiling_and_caches_outside_the_package(tmp_path):
+    """A real first start: an empty per-user cache, so numba compiles every kernel (about a
+    minute on 2 cores). The port answers from the start: health NOT_SERVING, the Shapley service
+    UNAVAILABLE; then SERVING; the compiled kernels land in the user's cache, not the package."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["XDG_CACHE_HOME"] = str(tmp_path)
+    package = Path(shapley_svc.__file__).parent
+    began = time.time()
+    server = ServeProcess(env)
+    try:
+        listening, found = server.wait_for(r"listening on [\d.]+:(\d+)", timeout=30)
+        assert listening < 10, f"the port opened {listening:.1f} s after the start"
+        channel = grpc.insecure_channel(f"127.0.0.1:{found.group(1)}")
+        check = health_pb2_grpc.HealthStub(channel).Check
+        request = health_pb2.HealthCheckRequest(service="shapley.v1.Shapley")
+        info = shapley_pb2_grpc.ShapleyStub(channel).GetServerInfo
+        assert check(request, timeout=10).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        with pytest.raises(grpc.RpcError) as refused:
+            info(pb.GetServerInfoRequest(), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "starting" in refused.value.details()
+        _, found = server.wait_for(r"artifact verified in ([\d.]+) s", timeout=600)
+        serving, _ = server.wait_for("SERVING after", timeout=120)
+        assert check(request, timeout=10).status == health_pb2.HealthCheckResponse.SERVING
+        assert info(pb.GetServerInfoRequest(), timeout=10).version
+        channel.close()
+        print(f"listening {listening:.1f} s, kernels {found.group(1)} s, SERVING {serving:.1f} s")
+    finally:
+        assert server.stop() == 0, "".join(line for _, line in server.lines)
+    cached = list((tmp_path / "shapley-svc" / "numba").rglob("*.nbi"))
+    assert cached, f"no numba index under {tmp_path}"
+    written = [
+        path
+        for path in package.rglob("*.nb[ic]")
+        if path.stat().st_mtime >= began  # older ones: caches of the checkout before the fix
+    ]
+    assert not written, f"numba cached into the package: {written[:3]}"
