@@ -20,10 +20,10 @@ from pathlib import Path
 import grpc
 import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from shapley_svc.estimator import ZeroShotExplainer
 from shapley_svc.server.metrics import Metrics, serve_metrics
+from shapley_svc.server.reflection import add_reflection
 from shapley_svc.server.service import SERVICE_NAME, ShapleyService, add_to_server
 from shapley_svc.server.settings import Settings
 
@@ -160,9 +160,7 @@ def start_server(settings: Settings) -> RunningServer:
     add_to_server(service, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    add_reflection(server, (SERVICE_NAME, health.SERVICE_NAME))
     credentials = _credentials(settings)
     try:
         if credentials is None:

@@ -21,7 +21,13 @@ import numpy as np
 
 from shapley_svc._proto import shapley_pb2 as pb
 from shapley_svc._proto import shapley_pb2_grpc
-from shapley_svc.codecs import DTYPE_FLOAT64, decode_tensor, encode_tensor
+from shapley_svc.codecs import (
+    DTYPE_FLOAT64,
+    decode_tensor,
+    dtype_name,
+    encode_tensor,
+    encode_tensor_values,
+)
 from shapley_svc.errors import CancelledError, LimitExceededError, ShapleyError
 from shapley_svc.estimator import ZeroShotExplainer, load_artifact
 from shapley_svc.estimator.explainer import SERIAL_MAX_ROWS
@@ -246,7 +252,13 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
         limit = self.settings.max_message_bytes // 4  # no message holds more float32s
         try:
             return decode_tensor(
-                field, tensor.dtype, tensor.shape, tensor.data, ndims=ndims, max_elements=limit
+                field,
+                tensor.dtype,
+                tensor.shape,
+                tensor.data,
+                ndims=ndims,
+                max_elements=limit,
+                values=tensor.values,
             )
         except ShapleyError as error:
             code = (
@@ -422,9 +434,11 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
         output_dtype = request.output_dtype or DTYPE_FLOAT64
         if output_dtype not in (pb.DTYPE_FLOAT32, pb.DTYPE_FLOAT64):
             raise _invalid(
-                "output_dtype", f"must be DTYPE_FLOAT32 or DTYPE_FLOAT64; got {output_dtype}"
+                "output_dtype",
+                f"must be DTYPE_FLOAT32 or DTYPE_FLOAT64; got {dtype_name(output_dtype)}",
             )
-        itemsize = 4 if output_dtype == pb.DTYPE_FLOAT32 else 8
+        # Plain values travel as packed doubles whatever output_dtype rounds them to.
+        itemsize = 4 if output_dtype == pb.DTYPE_FLOAT32 and not request.output_values else 8
         n_players = len(explainer.player_names_)
         answer_bytes = (2 * m * n_players + m) * explainer.n_outputs_ * itemsize
         if answer_bytes > self.settings.max_message_bytes:
@@ -462,9 +476,9 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
         self.metrics.add_rows_explained(m)
         return pb.ExplainResponse(
             context_id=entry.context_id,
-            values=_joined(parts, "values", output_dtype),
-            base_values=_joined(parts, "base_values", output_dtype),
-            uncertainty=_joined(parts, "uncertainty", output_dtype),
+            values=_joined(parts, "values", output_dtype, request.output_values),
+            base_values=_joined(parts, "base_values", output_dtype, request.output_values),
+            uncertainty=_joined(parts, "uncertainty", output_dtype, request.output_values),
             artifact_version=self.artifact_version,
             first_row=first_row,
         )
@@ -643,11 +657,11 @@ def _explain_rows(explainer, rows: np.ndarray, predictions: np.ndarray | None, s
     )
 
 
-def _joined(parts: list, name: str, dtype: int) -> pb.Tensor:
+def _joined(parts: list, name: str, dtype: int, as_values: bool) -> pb.Tensor:
     arrays = [getattr(part, name) for part in parts]
-    return _tensor_message(arrays[0] if len(arrays) == 1 else np.concatenate(arrays), dtype)
-
-
-def _tensor_message(array: np.ndarray, dtype: int) -> pb.Tensor:
+    array = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+    if as_values:
+        code, shape, values = encode_tensor_values(array, dtype)
+        return pb.Tensor(dtype=code, shape=shape, values=values)
     code, shape, data = encode_tensor(array, dtype)
     return pb.Tensor(dtype=code, shape=shape, data=data)
