@@ -18,14 +18,16 @@ DTYPE_FLOAT32: DType
 DTYPE_FLOAT64: DType
 
 class Tensor(_message.Message):
-    __slots__ = ("dtype", "shape", "data")
+    __slots__ = ("dtype", "shape", "data", "values")
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
     dtype: DType
     shape: _containers.RepeatedScalarFieldContainer[int]
     data: bytes
-    def __init__(self, dtype: _Optional[_Union[DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, dtype: _Optional[_Union[DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class FeatureGroup(_message.Message):
     __slots__ = ("name", "columns")
@@ -114,18 +116,20 @@ class CreateContextResponse(_message.Message):
     def __init__(self, context: _Optional[_Union[ContextInfo, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
-    __slots__ = ("context_id", "context", "rows", "predictions", "output_dtype")
+    __slots__ = ("context_id", "context", "rows", "predictions", "output_dtype", "output_values")
     CONTEXT_ID_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_DTYPE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_VALUES_FIELD_NUMBER: _ClassVar[int]
     context_id: str
     context: ContextSpec
     rows: Tensor
     predictions: Tensor
     output_dtype: DType
-    def __init__(self, context_id: _Optional[str] = ..., context: _Optional[_Union[ContextSpec, _Mapping]] = ..., rows: _Optional[_Union[Tensor, _Mapping]] = ..., predictions: _Optional[_Union[Tensor, _Mapping]] = ..., output_dtype: _Optional[_Union[DType, str]] = ...) -> None: ...
+    output_values: bool
+    def __init__(self, context_id: _Optional[str] = ..., context: _Optional[_Union[ContextSpec, _Mapping]] = ..., rows: _Optional[_Union[Tensor, _Mapping]] = ..., predictions: _Optional[_Union[Tensor, _Mapping]] = ..., output_dtype: _Optional[_Union[DType, str]] = ..., output_values: _Optional[bool] = ...) -> None: ...
 
 class ExplainResponse(_message.Message):
     __slots__ = ("context_id", "values", "base_values", "uncertainty", "context", "artifact_version", "first_row")

@@ -1,8 +1,9 @@
-"""Dense tensors as ``(dtype code, shape, raw little-endian bytes)``, decoded without copies.
+"""Dense tensors as ``(dtype code, shape, raw little-endian bytes)``, decoded without copies, or
+as plain numbers for callers that speak JSON.
 
 The codes match ``shapley.v1.DType`` in ``protos/shapley/v1/shapley.proto``. Decoding checks
 everything a hostile sender could get wrong before any allocation: the dtype, every axis length,
-the element count against a limit, and the byte length against the shape.
+the element count against a limit, and the byte (or number) count against the shape.
 """
 
 from collections.abc import Sequence
@@ -11,9 +12,20 @@ import numpy as np
 
 from shapley_svc.errors import InvalidArgumentError, LimitExceededError
 
+DTYPE_UNSPECIFIED = 0
 DTYPE_FLOAT32 = 1
 DTYPE_FLOAT64 = 2
 _NUMPY_DTYPES = {DTYPE_FLOAT32: np.dtype("<f4"), DTYPE_FLOAT64: np.dtype("<f8")}
+_DTYPE_NAMES = {
+    DTYPE_UNSPECIFIED: "DTYPE_UNSPECIFIED",
+    DTYPE_FLOAT32: "DTYPE_FLOAT32",
+    DTYPE_FLOAT64: "DTYPE_FLOAT64",
+}
+
+
+def dtype_name(code: int) -> str:
+    """``DTYPE_FLOAT32`` for 1, ..., ``code 7`` for a code the contract does not define."""
+    return _DTYPE_NAMES.get(code, f"code {code}")
 
 
 def decode_tensor(
@@ -24,8 +36,9 @@ def decode_tensor(
     *,
     ndims: tuple[int, ...],
     max_elements: int,
+    values: Sequence[float] = (),
 ) -> np.ndarray:
-    """A read-only float array viewing ``data``.
+    """A read-only float array viewing ``data``, or a float64 array of ``values``.
 
     Raises :class:`InvalidArgumentError` (or :class:`LimitExceededError` for ``max_elements``)
     whose ``argument`` is ``field``.
@@ -33,15 +46,24 @@ def decode_tensor(
     Parameters
     ----------
     field : the request field, for messages ("rows", "context.predictions", ...).
-    dtype : a ``DType`` code.
+    dtype : a ``DType`` code; with ``values``, ``DTYPE_FLOAT64`` or ``DTYPE_UNSPECIFIED``.
     shape : axis lengths, each >= 1.
-    data : exactly ``prod(shape) * itemsize`` bytes.
+    data : exactly ``prod(shape) * itemsize`` bytes, or empty when ``values`` carries the numbers.
     ndims : the numbers of axes accepted.
     max_elements : the largest element count accepted (checked before anything is allocated).
+    values : exactly ``prod(shape)`` numbers in row-major order, or empty when ``data`` is used.
     """
-    if dtype not in _NUMPY_DTYPES:
+    plain = len(values) > 0
+    if plain and len(data) > 0:
         raise InvalidArgumentError(
-            field, f"dtype must be DTYPE_FLOAT32 or DTYPE_FLOAT64; got code {dtype}"
+            field, f"sets both data ({len(data)} bytes) and values ({len(values)}); set one"
+        )
+    accepted = (DTYPE_UNSPECIFIED, DTYPE_FLOAT64) if plain else (DTYPE_FLOAT32, DTYPE_FLOAT64)
+    if dtype not in accepted:
+        expected = " or ".join(dtype_name(code) for code in accepted)
+        carrier = "with values" if plain else "with data"
+        raise InvalidArgumentError(
+            field, f"dtype must be {expected} {carrier}; got {dtype_name(dtype)}"
         )
     shape = tuple(int(n) for n in shape)
     if len(shape) not in ndims:
@@ -58,15 +80,22 @@ def decode_tensor(
         raise LimitExceededError(
             field, f"shape {list(shape)} has {elements} elements; the limit is {max_elements}"
         )
-    numpy_dtype = _NUMPY_DTYPES[dtype]
-    expected_bytes = elements * numpy_dtype.itemsize
-    if len(data) != expected_bytes:
-        raise InvalidArgumentError(
-            field,
-            f"shape {list(shape)} of {numpy_dtype.name} needs {expected_bytes} bytes; "
-            f"got {len(data)}",
-        )
-    array = np.frombuffer(data, dtype=numpy_dtype).reshape(shape)
+    if plain:
+        if len(values) != elements:
+            raise InvalidArgumentError(
+                field, f"shape {list(shape)} needs {elements} values; got {len(values)}"
+            )
+        array = np.asarray(values, dtype=np.float64).reshape(shape)
+    else:
+        numpy_dtype = _NUMPY_DTYPES[dtype]
+        expected_bytes = elements * numpy_dtype.itemsize
+        if len(data) != expected_bytes:
+            raise InvalidArgumentError(
+                field,
+                f"shape {list(shape)} of {numpy_dtype.name} needs {expected_bytes} bytes; "
+                f"got {len(data)}",
+            )
+        array = np.frombuffer(data, dtype=numpy_dtype).reshape(shape)
     if not np.isfinite(array).all():
         bad = np.argwhere(~np.isfinite(array))[0]
         raise InvalidArgumentError(
@@ -79,7 +108,16 @@ def encode_tensor(array: np.ndarray, dtype: int = DTYPE_FLOAT64) -> tuple[int, l
     """``(dtype code, shape, bytes)`` of a float array, little-endian, row-major."""
     if dtype not in _NUMPY_DTYPES:
         raise InvalidArgumentError(
-            "output_dtype", f"must be DTYPE_FLOAT32 or DTYPE_FLOAT64; got {dtype}"
+            "output_dtype", f"must be DTYPE_FLOAT32 or DTYPE_FLOAT64; got {dtype_name(dtype)}"
         )
     converted = np.ascontiguousarray(array, dtype=_NUMPY_DTYPES[dtype])
     return dtype, list(converted.shape), converted.tobytes()
+
+
+def encode_tensor_values(
+    array: np.ndarray, dtype: int = DTYPE_FLOAT64
+) -> tuple[int, list[int], list[float]]:
+    """``(dtype code, shape, numbers)``: the numbers rounded to ``dtype``, as Python floats in
+    row-major order (the ``values`` form of a tensor, for JSON callers)."""
+    code, shape, raw = encode_tensor(array, dtype)
+    return code, shape, np.frombuffer(raw, dtype=_NUMPY_DTYPES[code]).astype(float).tolist()

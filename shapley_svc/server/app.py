@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from shapley_svc.server.metrics import Metrics, serve_metrics
+from shapley_svc.server.reflection import add_reflection
 from shapley_svc.server.rpcs import SERVICE_NAME, method_handler
 from shapley_svc.server.settings import Settings
 
@@ -218,9 +218,7 @@ def start_server(settings: Settings, *, load_estimator: bool = True) -> RunningS
     server.add_generic_rpc_handlers((gate,))
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    add_reflection(server, (SERVICE_NAME, health.SERVICE_NAME))
     credentials = _credentials(settings)
     try:
         if credentials is None:

@@ -6,11 +6,18 @@ mean is the context service's and the estimator's to check.
 """
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
 from shapley_svc._proto import shapley_pb2 as pb
-from shapley_svc.codecs import DTYPE_FLOAT64, decode_tensor, encode_tensor
+from shapley_svc.codecs import (
+    DTYPE_FLOAT64,
+    decode_tensor,
+    dtype_name,
+    encode_tensor,
+    encode_tensor_values,
+)
 from shapley_svc.contexts import ContextSpec, StoredContext
 from shapley_svc.errors import InvalidArgumentError, LimitExceededError
 from shapley_svc.estimator.explainer import Explanation
@@ -18,10 +25,38 @@ from shapley_svc.estimator.explainer import Explanation
 _ANSWER_ITEMSIZE = {pb.DTYPE_FLOAT32: 4, pb.DTYPE_FLOAT64: 8}
 
 
+@dataclass(frozen=True)
+class AnswerFormat:
+    """How an ExplainResponse carries its numbers: ``dtype`` (a DType code) and, for JSON
+    callers, ``as_values`` (the Tensor's ``values`` instead of its ``data``)."""
+
+    dtype: int
+    as_values: bool
+
+    @property
+    def itemsize(self) -> int:
+        # Plain values travel as packed doubles whatever dtype rounds them to.
+        return 8 if self.as_values else _ANSWER_ITEMSIZE[self.dtype]
+
+    def tensor(self, array: np.ndarray) -> pb.Tensor:
+        if self.as_values:
+            code, shape, values = encode_tensor_values(array, self.dtype)
+            return pb.Tensor(dtype=code, shape=shape, values=values)
+        code, shape, data = encode_tensor(array, self.dtype)
+        return pb.Tensor(dtype=code, shape=shape, data=data)
+
+
 def tensor(field: str, message: pb.Tensor, ndims: tuple[int, ...], max_elements: int):
-    """The float array a Tensor message carries (a read-only view of its bytes)."""
+    """The float array a Tensor message carries (a read-only view of its bytes, or its plain
+    ``values``)."""
     return decode_tensor(
-        field, message.dtype, message.shape, message.data, ndims=ndims, max_elements=max_elements
+        field,
+        message.dtype,
+        message.shape,
+        message.data,
+        ndims=ndims,
+        max_elements=max_elements,
+        values=message.values,
     )
 
 
@@ -117,8 +152,8 @@ def streamed_context_spec(
 
 def query(
     request: pb.ExplainRequest, max_elements: int
-) -> tuple[np.ndarray, np.ndarray | None, int]:
-    """An ExplainRequest's rows, predictions (or None) and answer dtype."""
+) -> tuple[np.ndarray, np.ndarray | None, AnswerFormat]:
+    """An ExplainRequest's rows, predictions (or None) and answer format."""
     _required(request, ("rows",), "")
     rows = tensor("rows", request.rows, (2,), max_elements)
     predictions = None
@@ -127,28 +162,28 @@ def query(
     dtype = request.output_dtype or DTYPE_FLOAT64
     if dtype not in _ANSWER_ITEMSIZE:
         raise InvalidArgumentError(
-            "output_dtype", f"must be DTYPE_FLOAT32 or DTYPE_FLOAT64; got {dtype}"
+            "output_dtype", f"must be DTYPE_FLOAT32 or DTYPE_FLOAT64; got {dtype_name(dtype)}"
         )
-    return rows, predictions, dtype
+    return rows, predictions, AnswerFormat(dtype, request.output_values)
 
 
-def answer_bytes_per_row(info: pb.ContextInfo, dtype: int) -> int:
+def answer_bytes_per_row(info: pb.ContextInfo, answer: AnswerFormat) -> int:
     """The bytes of one row's answer: values and uncertainty per attribution, a base value."""
-    return (2 * len(info.attribution_names) + 1) * info.n_outputs * _ANSWER_ITEMSIZE[dtype]
+    return (2 * len(info.attribution_names) + 1) * info.n_outputs * answer.itemsize
 
 
 def explain_response(
-    context_id: str, explanation: Explanation, dtype: int, artifact_version: str, first_row: int
+    context_id: str,
+    explanation: Explanation,
+    answer: AnswerFormat,
+    artifact_version: str,
+    first_row: int,
 ) -> pb.ExplainResponse:
-    def encoded(array: np.ndarray) -> pb.Tensor:
-        code, shape, data = encode_tensor(array, dtype)
-        return pb.Tensor(dtype=code, shape=shape, data=data)
-
     return pb.ExplainResponse(
         context_id=context_id,
-        values=encoded(explanation.values),
-        base_values=encoded(explanation.base_values),
-        uncertainty=encoded(explanation.uncertainty),
+        values=answer.tensor(explanation.values),
+        base_values=answer.tensor(explanation.base_values),
+        uncertainty=answer.tensor(explanation.uncertainty),
         artifact_version=artifact_version,
         first_row=first_row,
     )

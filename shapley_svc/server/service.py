@@ -78,18 +78,18 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
     def _explain(
         self, entry: StoredContext, request, context, first_row: int
     ) -> pb.ExplainResponse:
-        rows, predictions, dtype = messages.query(request, self._max_elements)
+        rows, predictions, answer = messages.query(request, self._max_elements)
         with naming_request_fields(QUERY_FIELDS):
             explanation = self.contexts.explain(
                 entry,
                 rows,
                 predictions,
-                answer_bytes_per_row=messages.answer_bytes_per_row(entry.description, dtype),
+                answer_bytes_per_row=messages.answer_bytes_per_row(entry.description, answer),
                 caller=self._caller(context),
             )
         self.metrics.add_rows_explained(rows.shape[0])
         return messages.explain_response(
-            entry.context_id, explanation, dtype, self.artifact_version, first_row
+            entry.context_id, explanation, answer, self.artifact_version, first_row
         )
 
     def _take_stream_slot(self) -> None:

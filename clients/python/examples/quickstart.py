@@ -1,4 +1,7 @@
-"""Explain a scikit-learn model through a running shapley-svc server (127.0.0.1:50051)."""
+"""Explain a scikit-learn model through a running shapley-svc server (SHAPLEY_TARGET, default
+127.0.0.1:50051)."""
+
+import os
 
 import numpy as np
 from shapley_client import ShapleyClient
@@ -10,7 +13,8 @@ X, y = data.data, data.target
 model = GradientBoostingClassifier(random_state=0).fit(X, y)
 probabilities = model.predict_proba(X)[:, 1]  # the outputs your model already produced
 
-with ShapleyClient("127.0.0.1:50051", timeout=60) as client:
+target = os.environ.get("SHAPLEY_TARGET", "127.0.0.1:50051")
+with ShapleyClient(target, timeout=60) as client:
     context = client.create_context(X, probabilities, feature_names=data.feature_names)
     print("context", context.context_id)
     fidelity = context.diagnostics[0].predicted_fidelity
