@@ -11,8 +11,6 @@ free for cheap work.
 
 import concurrent.futures
 import hashlib
-import inspect
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -27,7 +25,6 @@ from shapley_svc.errors import (
     InvalidArgumentError,
     LimitExceededError,
     NotFoundError,
-    ShapleyError,
 )
 from shapley_svc.estimator import ZeroShotExplainer, load_artifact
 from shapley_svc.estimator.explainer import SERIAL_MAX_ROWS, Explanation
@@ -106,33 +103,6 @@ def content_id(spec: ContextSpec, artifact_sha256: str) -> str:
         digest.update(b"group\0" + name.encode() + b"\0")
         digest.update(repr(columns.size).encode() + np.ascontiguousarray(columns, "<i8").tobytes())
     return "ctx-" + digest.hexdigest()[:40]
-
-
-# The names the estimator's fit and explain give their arguments (random_state is the
-# constructor's, checked in fit).
-_ESTIMATOR_ARGUMENTS = frozenset(
-    name
-    for method in (ZeroShotExplainer.__init__, ZeroShotExplainer.fit, ZeroShotExplainer.explain)
-    for name in inspect.signature(method).parameters
-) - {"self", "should_stop"}
-
-
-def _named(error: ValueError, fallback: str) -> ShapleyError:
-    """The estimator's refusal as a domain error whose ``argument`` is the estimator's name.
-
-    A bridge while the estimator raises plain ValueErrors that start with the argument's name
-    ("predictions are constant ...", "groups['a'] lists ..."): once it raises
-    InvalidArgumentError itself (issue 15's estimator half), errors pass through untouched and
-    this function can go.
-    """
-    if isinstance(error, ShapleyError):
-        return error
-    message = str(error)
-    first, _, rest = message.partition(" ")
-    argument = re.match(r"\w*", first).group()
-    if argument in _ESTIMATOR_ARGUMENTS:
-        return InvalidArgumentError(argument, rest if first == argument else message)
-    return InvalidArgumentError(fallback, message)
 
 
 class ContextService:
@@ -239,27 +209,31 @@ class ContextService:
                 f"{max(1, limit.max_answer_bytes // answer_bytes_per_row)} rows per message "
                 "(ExplainStream chunks a large batch)",
             )
-        if m <= SERIAL_MAX_ROWS:
-            # A few milliseconds on one core: cheaper here than a hand-off to a compute thread.
-            return _explain(entry.explainer, rows, predictions, caller.should_stop)
-        return self._on_compute_thread(_explain, caller, entry.explainer, rows, predictions)
+        try:
+            if m <= SERIAL_MAX_ROWS:
+                # A few milliseconds on one core: cheaper here than a hand-off to a compute thread.
+                return _explain(entry.explainer, rows, predictions, caller.should_stop)
+            return self._on_compute_thread(_explain, caller, entry.explainer, rows, predictions)
+        except InvalidArgumentError as error:
+            # The estimator checks the rows against what it was fitted on; a caller holding
+            # several contexts also needs to know which one.
+            raise InvalidArgumentError(
+                error.argument, f"{error.problem} (context {entry.context_id})"
+            ) from None
 
     def _fit(
         self, spec: ContextSpec, context_id: str, should_stop: Callable[[], bool]
     ) -> StoredContext:
         start = time.perf_counter()
         explainer = ZeroShotExplainer(random_state=spec.random_state, artifact=self.artifact_path)
-        try:
-            explainer.fit(
-                np.asarray(spec.rows, dtype=np.float64),
-                np.asarray(spec.predictions, dtype=np.float64),
-                background=spec.background if spec.background.size else None,
-                feature_names=list(spec.feature_names) or None,
-                groups=list(spec.groups) or None,
-                should_stop=should_stop,
-            )
-        except ValueError as error:
-            raise _named(error, "context") from None
+        explainer.fit(
+            np.asarray(spec.rows, dtype=np.float64),
+            np.asarray(spec.predictions, dtype=np.float64),
+            background=spec.background if spec.background.size else None,
+            feature_names=list(spec.feature_names) or None,
+            groups=list(spec.groups) or None,
+            should_stop=should_stop,
+        )
         entry = StoredContext(
             context_id, explainer, time.perf_counter() - start, explainer.memory_bytes()
         )
@@ -297,14 +271,11 @@ def _explain(
     predictions: np.ndarray | None,
     should_stop: Callable[[], bool],
 ) -> Explanation:
-    try:
-        return explainer.explain(
-            np.asarray(rows, dtype=np.float64),
-            None if predictions is None else np.asarray(predictions, dtype=np.float64),
-            should_stop=should_stop,
-        )
-    except ValueError as error:
-        raise _named(error, "") from None
+    return explainer.explain(
+        np.asarray(rows, dtype=np.float64),
+        None if predictions is None else np.asarray(predictions, dtype=np.float64),
+        should_stop=should_stop,
+    )
 
 
 def _not_held(context_id: str) -> NotFoundError:

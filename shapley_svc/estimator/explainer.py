@@ -25,7 +25,7 @@ from shapley_svc.estimator.result import (
     OutputDiagnostics,
     SurrogateDiagnostics,
 )
-from shapley_svc.estimator.surrogates import ZOO
+from shapley_svc.estimator.surrogates import OUT_OF_FOLD_SPLITS, ZOO
 from shapley_svc.reference._validation import as_float_matrix
 
 DEFAULT_BACKGROUND_ROWS = 100
@@ -167,7 +167,7 @@ class ZeroShotExplainer:
 
         Parameters
         ----------
-        X : (n, d) rows; n >= 2.
+        X : (n, d) rows; n >= 3.
         predictions : (n,) or (n, K) the model's outputs on X (probabilities, logits or values).
         background : None for a seeded sample of min(n, 100) rows of X, or 1-D int indices into
             X of the rows that stand in for absent features.
@@ -201,8 +201,12 @@ class ZeroShotExplainer:
             )
         rows = _finite_matrix("X", X)
         n, d = rows.shape
-        if n < 2:
-            raise InvalidArgumentError("X", f"must have at least 2 rows to learn from; got {n}")
+        if n < OUT_OF_FOLD_SPLITS:
+            raise InvalidArgumentError(
+                "X",
+                f"must have at least {OUT_OF_FOLD_SPLITS} rows (each surrogate's fit is measured "
+                f"over {OUT_OF_FOLD_SPLITS} folds); got {n}",
+            )
         outputs = _outputs("predictions", predictions, n)
         constant = np.flatnonzero(outputs.std(axis=0) <= 1e-12 * (1 + np.abs(outputs).max()))
         if constant.size:

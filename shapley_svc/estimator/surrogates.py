@@ -41,6 +41,8 @@ LOGISTIC_EXACT_FEATURES = 6
 # From this many rows, fit quality is measured on one held-out third instead of three folds:
 # a third of 900 rows already pins R^2 down, and it saves two refits of every surrogate.
 HOLDOUT_MIN_ROWS = 900
+# Fit quality is measured over this many folds, so a context needs at least as many rows.
+OUT_OF_FOLD_SPLITS = 3
 # Wide inputs (embeddings): splines on at most this many columns, linear terms on the rest. A
 # full basis at d = 1,024 has 8,192 columns, whose fit costs minutes; embedding models are
 # mostly smooth along directions that a linear term per column already follows.
@@ -591,7 +593,7 @@ class FittedSurrogate:
 
 def out_of_fold_splits(n: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Train and test indices that cover every row once (three folds), or one held-out third."""
-    folds = list(KFold(3, shuffle=True, random_state=seed).split(np.arange(n)))
+    folds = list(KFold(OUT_OF_FOLD_SPLITS, shuffle=True, random_state=seed).split(np.arange(n)))
     return folds if n < HOLDOUT_MIN_ROWS else folds[:1]
 
 

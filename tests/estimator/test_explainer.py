@@ -160,7 +160,8 @@ def test_linear_truth_without_query_predictions(rng):
     ("fit_args", "argument", "message"),
     [
         ((np.zeros(5), np.zeros(5)), "X", "X must be 2-D"),
-        ((np.ones((1, 3)), np.ones(1)), "X", "at least 2 rows"),
+        ((np.ones((1, 3)), np.ones(1)), "X", "at least 3 rows"),
+        ((np.ones((2, 3)), np.arange(2.0)), "X", "at least 3 rows .* got 2"),
         ((np.array([[0.0, np.nan], [1, 2]]), np.array([0.0, 1.0])), "X", "X must be finite"),
         ((np.ones((4, 2)), np.ones(3)), "predictions", r"predictions must have shape \(4,\)"),
         ((np.ones((4, 2)), np.array([0.0, 1, np.inf, 2])), "predictions", "must be finite"),
@@ -236,3 +237,12 @@ def test_corrupted_or_missing_artifact_is_refused(tmp_path):
     manifest.write_text(json.dumps(altered))
     with pytest.raises(ArtifactError, match="zoo"):
         load_artifact(manifest)
+
+
+def test_the_smallest_context_fits_and_answers_efficiently():
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(3, 4))
+    p = 1.0 / (1.0 + np.exp(-X[:, 0]))
+    explanation = ZeroShotExplainer().fit(X, p).explain(X, p)
+    assert np.isfinite(explanation.values).all() and np.isfinite(explanation.uncertainty).all()
+    np.testing.assert_allclose(explanation.values.sum(axis=1), p - explanation.base_values)

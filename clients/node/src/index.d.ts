@@ -20,7 +20,7 @@ export type ArrayInput = number[] | number[][] | FloatArray | FlatArray;
 
 /** What a context is made of: the rows the model saw and its outputs on them. */
 export interface ContextSpec {
-  /** (n, d) context rows, n >= 2, all finite. */
+  /** (n, d) context rows, n >= 3, all finite. */
   rows: ArrayInput;
   /** (n,) or (n, K): the model's outputs on rows (probability, logit or regression value). */
   predictions: ArrayInput;
