@@ -20,9 +20,9 @@ for row in range(2):
     print(
         f"p={p[row]:.3f} base={explanation.base_values[row]:.3f}:",
         ", ".join(
-            f"{data.feature_names[j]} {explanation.values[row, j]:+.3f}"
+            f"{explanation.attribution_names[j]} {explanation.values[row, j]:+.3f}"
             f"±{explanation.uncertainty[row, j]:.3f}"
             for j in top
         ),
     )
-print("predicted fidelity", round(explanation.diagnostics["outputs"][0]["predicted_fidelity"], 2))
+print("predicted fidelity", round(explanation.diagnostics.outputs[0].predicted_fidelity, 2))

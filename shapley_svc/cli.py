@@ -58,7 +58,7 @@ def _demo(args: argparse.Namespace) -> int:
     zero_shot = explainer.explain(X[explained], predictions[explained])
     zero_shot_seconds = time.perf_counter() - start
     r = np.corrcoef(zero_shot.values.ravel(), trees.values.ravel())[0, 1]
-    fidelity = zero_shot.diagnostics["outputs"][0]["predicted_fidelity"]
+    fidelity = zero_shot.diagnostics.outputs[0].predicted_fidelity
     print(
         f"ZeroShotExplainer, from the model's outputs alone: Pearson r {r:.3f} against the "
         f"exact values (predicted {fidelity:.2f}), {zero_shot_seconds:.1f} s for fit + explain"
