@@ -19,7 +19,8 @@ BENCH_EXTRA_HINT = "pip install 'shapley-svc[bench]'"
 PLOTS = ("accuracy_vs_time", "by_family", "by_d")
 LOAD_LIMIT = 0.10  # share of the CPUs other processes may take before times are flagged
 
-# FIELD_NOTES section 2. Its weights need a download at run time, which this machine cannot do.
+# Published figures of ExplainerPFN (arXiv 2601.23068, 2026): mean Pearson r over 11 UCI data sets
+# against exact SHAP. Its weights need a download at run time, which this machine cannot do.
 QUOTED_EXPLAINERPFN: dict[str, Any] = {
     "label": "ExplainerPFN (quoted, not re-run: weights cannot be downloaded here)",
     "source": (

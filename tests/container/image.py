@@ -1,4 +1,4 @@
-"""Build the project's image without a Docker engine (``../shared/docs/FIELD_NOTES.md`` section 7).
+"""Build the project's image without a Docker engine or a registry.
 
 buildah/podman with runc and cgroupfs, storage in a given folder, and a Debian bookworm base made
 by debootstrap (no registry). Run as a module it builds into the folder given and exits 0 on
@@ -43,7 +43,8 @@ def missing_tools() -> str | None:
     """Why the image cannot be built here, or None."""
     missing = [tool for tool in ("podman", "debootstrap") if shutil.which(tool) is None]
     if missing or os.geteuid() != 0:
-        return f"needs root and {', '.join(missing) or 'podman'} (FIELD_NOTES section 7)"
+        tools = ", ".join(missing) or "podman"
+        return f"needs root and {tools} (the build uses buildah, podman, runc and debootstrap)"
     return None
 
 

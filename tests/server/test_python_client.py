@@ -175,7 +175,7 @@ def test_refusals_name_the_fields_from_the_rich_status(client, single):
         assert error.code == grpc.StatusCode.INVALID_ARGUMENT, error
         assert [v.field for v in error.violations] == ["rows"] and error.field == "rows"
         description = error.violations[0].description
-        assert re.fullmatch(r"has 3 features; .*\b5", description), description
+        assert re.fullmatch(r"has 3 features; .*\b5 \(context ctx-\w+\)", description), description
         assert error.details == f"rows: {description}"
 
 

@@ -153,7 +153,7 @@ test('a feature-count mismatch is INVALID_ARGUMENT naming the field', async () =
   await assert.rejects(
     client.explain(info.contextId, makeRows(3, 4, 4)),
     // The server's words for the expected count vary ("context ctx-... has 5", "... fitted on 5").
-    isError('INVALID_ARGUMENT', 'rows', /^rows: has 4 features; .*\b5$/),
+    isError('INVALID_ARGUMENT', 'rows', /^rows: has 4 features; .*\b5 \(context ctx-\w+\)$/),
   );
   await assert.rejects(
     client.explainStream(info.contextId, makeRows(30, 4, 4), null, { chunkRows: 10 }),
@@ -178,7 +178,7 @@ test('the fields at fault come from the rich status: google.rpc.BadRequest field
   assert.equal(error.metadata.get('grpc-status-details-bin').length, 1);
   assert.equal(error.metadata.get('shapley-error-field').length, 0);
   assert.deepEqual(error.violations.map((/** @type {any} */ v) => v.field), ['rows']);
-  assert.match(error.violations[0].description, /^has 4 features; .*\b5$/);
+  assert.match(error.violations[0].description, /^has 4 features; .*\b5 \(context ctx-\w+\)$/);
   assert.equal(error.details, `rows: ${error.violations[0].description}`);
   assert.equal(error.field, 'rows');
   // Refused before sending: the same shape, from the client.

@@ -1,0 +1,83 @@
+"""What the context service takes and gives, as plain values: a context's spec, its content
+address, the limits, and how long a caller waits. No estimator import, so that settings and the
+servicer's message decoding load without the numba kernels."""
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class ContextSpec:
+    """What a context is made of, as the estimator's ``fit`` takes it.
+
+    rows : (n, d) float32 or float64.
+    predictions : (n,) or (n, K) float32 or float64.
+    background : int64 row indices into ``rows``; empty for the estimator's default sample.
+    feature_names : d names, or empty for the estimator's defaults.
+    random_state : the estimator's seed.
+    groups : (name, int64 column indices) pairs, or empty for one attribution per feature.
+    """
+
+    rows: np.ndarray
+    predictions: np.ndarray
+    background: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    feature_names: tuple[str, ...] = ()
+    random_state: int = 0
+    groups: tuple[tuple[str, np.ndarray], ...] = ()
+
+
+@dataclass(frozen=True)
+class ContextLimits:
+    """Sizes a context service refuses (LimitExceededError) before doing any work."""
+
+    max_context_rows: int
+    max_features: int
+    max_outputs: int
+    max_explain_rows: int
+    max_answer_bytes: int
+    max_contexts: int
+    max_store_bytes: int
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class Caller:
+    """How long the caller waits: ``deadline`` (a ``time.monotonic()`` value, None for no limit)
+    and ``should_stop`` (True once the caller has gone away). Work on a compute thread polls
+    both, so that it gives the thread back instead of finishing for nobody."""
+
+    deadline: float | None = None
+    should_stop: Callable[[], bool] = _never
+
+    def seconds_left(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+
+PATIENT = Caller()  # waits as long as the work takes
+
+
+def content_id(spec: ContextSpec, artifact_sha256: str) -> str:
+    """The context's content address: the same data, settings and artifact give the same id,
+    whatever float width the rows and predictions came in."""
+    digest = hashlib.sha256(b"shapley.v1/context\0")
+    digest.update(artifact_sha256.encode())
+    for array in (spec.rows, spec.predictions):
+        canonical = np.ascontiguousarray(array, dtype="<f8")
+        digest.update(repr(canonical.shape).encode())
+        digest.update(canonical.tobytes())
+    digest.update(np.ascontiguousarray(spec.background, dtype="<i8").tobytes())
+    names = spec.feature_names
+    digest.update(b"\0".join(name.encode() for name in names) + b"\0" + repr(len(names)).encode())
+    digest.update(spec.random_state.to_bytes(8, "little"))
+    # Only contexts with groups hash them, so ids of contexts without groups are unchanged.
+    for name, columns in spec.groups:
+        digest.update(b"group\0" + name.encode() + b"\0")
+        digest.update(repr(columns.size).encode() + np.ascontiguousarray(columns, "<i8").tobytes())
+    return "ctx-" + digest.hexdigest()[:40]
