@@ -76,6 +76,17 @@ def _groups(players: Players | None) -> list[tuple[str, np.ndarray]] | None:
     ]
 
 
+def _default_names(d: int) -> list[str]:
+    return [f"x{j}" for j in range(d)]
+
+
+def _column_names(table) -> list[str] | None:
+    """The column names of a DataFrame-like table (pandas, or anything with ``columns``), as
+    strings; None for arrays. Duck-typed: the estimator does not need pandas."""
+    columns = getattr(table, "columns", None)
+    return None if columns is None else [str(name) for name in columns]
+
+
 def _finite_matrix(name: str, value, n_features: int | None = None) -> np.ndarray:
     """The reference engine's checks, plus the fitted feature count in the estimator's words."""
     array = as_float_matrix(name, value)
@@ -171,7 +182,8 @@ class ZeroShotExplainer:
         predictions : (n,) or (n, K) the model's outputs on X (probabilities, logits or values).
         background : None for a seeded sample of min(n, 100) rows of X, or 1-D int indices into
             X of the rows that stand in for absent features.
-        feature_names : d distinct names (default x0, x1, ...).
+        feature_names : d distinct names (default: the columns of a pandas DataFrame X, else
+            x0, x1, ...).
         groups : None for one attribution per feature, or a partition of the d columns into
             named groups (``{"name": [column indices], ...}`` or a list of (name, indices)
             pairs): ``explain`` then answers one value per group, the Shapley values of the game
@@ -215,7 +227,7 @@ class ZeroShotExplainer:
                 f"are constant (output {constant[0]}): there is nothing to attribute",
             )
         background_indices = self._background_indices(background, n)
-        names = self._feature_names(feature_names, d)
+        names = self._feature_names(_column_names(X) if feature_names is None else feature_names, d)
         players = None if groups is None else parse_groups(groups, d)
         artifact = _artifact(self.artifact or DEFAULT_ARTIFACT)
         seed = int(self.random_state)
@@ -303,7 +315,7 @@ class ZeroShotExplainer:
     @staticmethod
     def _feature_names(names, d: int) -> list[str]:
         if names is None:
-            return [f"x{j}" for j in range(d)]
+            return _default_names(d)
         names = [str(name) for name in names]
         if len(names) != d:
             raise InvalidArgumentError(
@@ -337,7 +349,8 @@ class ZeroShotExplainer:
 
         Parameters
         ----------
-        X_query : (m, d) rows to explain.
+        X_query : (m, d) rows to explain; a DataFrame's columns must be the fitted feature names
+            (when the fit had names).
         predictions_query : None, or the model's outputs on X_query, shaped like ``predictions``.
         should_stop : optional; polled before each slice of ``rows_per_slice()`` rows. When it
             returns True, ``explain`` raises ``CancelledError``.
@@ -345,6 +358,14 @@ class ZeroShotExplainer:
         if not hasattr(self, "context_"):
             raise NotFittedError()
         rows = _finite_matrix("X_query", X_query, self.n_features_in_)
+        columns = _column_names(X_query)
+        named = self.feature_names_ != _default_names(self.n_features_in_)
+        if named and columns is not None and columns != self.feature_names_:
+            raise InvalidArgumentError(
+                "X_query",
+                f"has columns {columns}; the explainer was fitted on {self.feature_names_} "
+                "(same names, same order)",
+            )
         m = rows.shape[0]
         outputs = None
         if predictions_query is not None:

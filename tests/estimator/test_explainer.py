@@ -246,3 +246,26 @@ def test_the_smallest_context_fits_and_answers_efficiently():
     explanation = ZeroShotExplainer().fit(X, p).explain(X, p)
     assert np.isfinite(explanation.values).all() and np.isfinite(explanation.uncertainty).all()
     np.testing.assert_allclose(explanation.values.sum(axis=1), p - explanation.base_values)
+
+
+def test_dataframe_columns_name_the_features_and_are_checked_at_explain():
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(5)
+    X = pd.DataFrame(rng.normal(size=(60, 3)), columns=["age", "income", "debt"])
+    p = X["age"].to_numpy() - 0.5 * X["debt"].to_numpy()
+    explainer = ZeroShotExplainer().fit(X, p)
+    assert explainer.feature_names_ == ["age", "income", "debt"]
+    explanation = explainer.explain(X.iloc[:4], p[:4])
+    assert explanation.attribution_names == ["age", "income", "debt"]
+    np.testing.assert_array_equal(explanation.data, X.iloc[:4].to_numpy())
+    # Explicit names win over the columns; plain arrays are explained as before.
+    assert ZeroShotExplainer().fit(X, p, feature_names=list("abc")).feature_names_ == list("abc")
+    np.testing.assert_array_equal(
+        explainer.explain(X.to_numpy()[:4]).values, explainer.explain(X.iloc[:4]).values
+    )
+    with pytest.raises(InvalidArgumentError, match="has columns") as caught:
+        explainer.explain(X[["income", "age", "debt"]].iloc[:2])
+    assert caught.value.argument == "X_query"
+    # Fitted without names: any columns are accepted.
+    unnamed = ZeroShotExplainer().fit(X.to_numpy(), p)
+    assert unnamed.explain(X[["income", "age", "debt"]].iloc[:2]).values.shape == (2, 3)

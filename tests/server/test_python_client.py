@@ -219,3 +219,17 @@ def test_a_rich_status_that_does_not_read_leaves_code_and_message(trailer):
         server.stop(None)
     assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert caught.value.details == "refused" and caught.value.violations == ()
+
+
+def test_a_dataframe_names_the_context_and_its_columns_are_checked(client):
+    X, p = make_task(seed=12)
+    frame = pd.DataFrame(X, columns=NAMES)
+    context = client.create_context(frame, p)
+    assert context.feature_names == NAMES
+    assert context.context_id == client.create_context(X, p, feature_names=NAMES).context_id
+    explanation = client.explain(context, frame.iloc[:3], p[:3])
+    assert explanation.attribution_names == NAMES
+    with pytest.raises(ValueError, match="rows has columns"):
+        client.explain(context, frame[NAMES[::-1]].iloc[:3])
+    with pytest.raises(ValueError, match="rows has columns"):
+        client.explain_stream(context, frame[NAMES[::-1]])

@@ -216,6 +216,23 @@ class Explanation:
         return pd.DataFrame(columns)
 
 
+def _column_names(table) -> list[str] | None:
+    """A DataFrame's column names as strings (duck-typed: no pandas needed); None for arrays."""
+    columns = getattr(table, "columns", None)
+    return None if columns is None else [str(name) for name in columns]
+
+
+def _check_columns(context: "Context | str", rows) -> None:
+    """A DataFrame explained against a context fitted with names must have those columns, in
+    order: the server sees only numbers and would attribute to the wrong names."""
+    columns = _column_names(rows)
+    if columns is None or not isinstance(context, Context):
+        return
+    names = context.feature_names
+    if names != [f"x{j}" for j in range(len(names))] and columns != names:
+        raise ValueError(f"rows has columns {columns}; the context was fitted on {names}")
+
+
 def _as_sent(array, name: str) -> np.ndarray:
     """The array as it goes on the wire: float32 stays float32, anything else becomes float64;
     contiguous and little-endian."""
@@ -306,11 +323,14 @@ class ShapleyClient:
         """Fit a context on the server (or find it held: ids are content addresses).
 
         rows : (n, d); predictions : (n,) or (n, K), the model's outputs on rows; background :
-        row indices (default: a seeded sample of min(n, 100)); feature_names : d names;
+        row indices (default: a seeded sample of min(n, 100)); feature_names : d names (default:
+        a pandas DataFrame's columns);
         groups : optional ``{name: column indices}`` partitioning the d columns, to get one
         attribution per group. A context larger than one message is sent in blocks of rows
         over ``CreateContextStream``.
         """
+        if feature_names is None:
+            feature_names = _column_names(rows)
         spec = pb.ContextSpec(
             rows=_tensor(rows, "rows"),
             predictions=_tensor(predictions, "predictions"),
@@ -386,6 +406,7 @@ class ShapleyClient:
         """Attributions of ``rows`` (m, d) in one message; exactly efficient when the model's
         ``predictions`` on them are given. A :class:`Context` the server no longer holds (another
         replica, evicted) is recreated from its data and the call retried once."""
+        _check_columns(context, rows)
         data = _as_sent(rows, "rows")
         request = pb.ExplainRequest(rows=_tensor(data, "rows"), output_dtype=_dtype(output_dtype))
         if predictions is not None:
@@ -418,6 +439,7 @@ class ShapleyClient:
     ) -> Explanation:
         """Like :meth:`explain` for batches of any size: sent in chunks over ``ExplainStream``
         (default chunk: what fits in a message both ways), reassembled in order."""
+        _check_columns(context, rows)
         rows = _as_sent(rows, "rows")
         if rows.ndim != 2 or rows.shape[0] == 0:
             raise ValueError(f"rows must be a non-empty (m, d) array; got shape {rows.shape}")
