@@ -1,5 +1,6 @@
 """The zero-shot, meta-learned Shapley estimator: the public API the server and users build on."""
 
+from shapley_svc.errors import CancelledError
 from shapley_svc.estimator.artifact import ArtifactError, load_artifact
 from shapley_svc.estimator.explainer import NotFittedError, ZeroShotExplainer
 from shapley_svc.estimator.result import (
@@ -8,7 +9,9 @@ from shapley_svc.estimator.result import (
     OutputDiagnostics,
     SurrogateDiagnostics,
 )
-from shapley_svc.estimator.surrogates import FitCancelled
+
+# The name earlier releases gave the cancellation of fit(should_stop=...): the same class.
+FitCancelled = CancelledError
 
 __all__ = [
     "ArtifactError",

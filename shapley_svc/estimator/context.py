@@ -216,7 +216,7 @@ def fit_context(
     background : indices of the background rows.
     seed : seeds every surrogate and the probe rows.
     should_stop : polled before each surrogate refit; when it returns True the fit raises
-        ``FitCancelled``.
+        ``CancelledError``.
     players : the groups explained (None: one player per column); the members' agreement is
         measured on the values of these players.
     memory_bytes : what one surrogate's design may hold; larger fits use a row subsample.

@@ -189,7 +189,7 @@ class ZeroShotExplainer:
             pairs): ``explain`` then answers one value per group, the Shapley values of the game
             whose players are the groups, with efficiency exact over the groups.
         should_stop : optional; polled between surrogate fits (at most about a second apart at
-            n = 2,000, d = 20). When it returns True, ``fit`` raises ``FitCancelled`` and the
+            n = 2,000, d = 20). When it returns True, ``fit`` raises ``CancelledError`` and the
             explainer keeps its previous state.
         """
         if (
@@ -358,9 +358,12 @@ class ZeroShotExplainer:
         if not hasattr(self, "context_"):
             raise NotFittedError()
         rows = _finite_matrix("X_query", X_query, self.n_features_in_)
-        columns = _column_names(X_query)
-        named = self.feature_names_ != _default_names(self.n_features_in_)
-        if named and columns is not None and columns != self.feature_names_:
+        columns = _column_names(X_query)  # None for arrays: nothing more to check
+        if (
+            columns is not None
+            and columns != self.feature_names_
+            and self.feature_names_ != _default_names(self.n_features_in_)
+        ):
             raise InvalidArgumentError(
                 "X_query",
                 f"has columns {columns}; the explainer was fitted on {self.feature_names_} "

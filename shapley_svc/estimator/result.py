@@ -67,8 +67,9 @@ class Explanation:
         """The values as a ``shap.Explanation`` (needs shap installed), for shap's plots.
 
         Ungrouped, the explained rows go along as ``data``, so that a beeswarm colours each dot
-        by its feature's value and a waterfall prints the values. A grouped explanation has no
-        single value per group: it carries the values, base values and group names alone.
+        by its feature's value and a waterfall prints the values; ``uncertainty`` is its
+        ``error_std``. A grouped explanation has no single value per group: it carries the
+        values, base values and group names alone. (The Python client's ``to_shap`` gives the same.)
         """
         try:
             import shap
@@ -79,12 +80,14 @@ class Explanation:
             base_values=self.base_values,
             data=None if self.grouped else self.data,
             feature_names=list(self.attribution_names),
+            error_std=self.uncertainty,
         )
 
     def to_pandas(self):
         """A tidy ``pandas.DataFrame`` (needs pandas installed): one row per explained row and
-        attribution (and output, when there are K > 1), with columns ``row``, ``attribution``,
-        ``output`` (only when K > 1), ``value`` and ``uncertainty``."""
+        attribution (and output, when there are K > 1), with columns ``row``, ``attribution``
+        (categorical, in ``attribution_names`` order), ``output`` (only when K > 1), ``value``
+        and ``uncertainty``, like the Python client's ``to_pandas``."""
         try:
             import pandas as pd
         except ImportError:
@@ -97,7 +100,9 @@ class Explanation:
         )
         columns = {
             "row": rows.ravel(),
-            "attribution": np.asarray(self.attribution_names, dtype=object)[players.ravel()],
+            "attribution": pd.Categorical.from_codes(
+                players.ravel(), categories=list(self.attribution_names)
+            ),
         }
         if self.values.ndim == 3:
             columns["output"] = outputs.ravel()

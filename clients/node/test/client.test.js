@@ -85,6 +85,7 @@ test('createContext, then explain with predictions: every row is exactly efficie
   assert.ok(e.values instanceof Float64Array && e.values.length === 200);
   assert.ok(e.uncertainty instanceof Float64Array && e.uncertainty.length === 200);
   assert.ok(e.baseValues instanceof Float64Array && e.baseValues.length === 40);
+  assert.deepEqual(e.attributionNames, NAMES);
   assert.deepEqual(e.featureNames, NAMES);
   assert.equal(e.singleOutput, true);
   assertEfficient(e, queryPredictions);
@@ -131,7 +132,7 @@ test('explainStream of 2,500 rows in chunks of 1,000 equals the unary explain', 
   assert.equal(streamed.contextId, info.contextId);
   assert.deepEqual(streamed.shape, [2500, 5]);
   assert.deepEqual(streamed.baseShape, [2500]);
-  assert.deepEqual(streamed.featureNames, NAMES);
+  assert.deepEqual(streamed.attributionNames, NAMES);
   assert.deepEqual(streamed.values, unary.values);
   assert.deepEqual(streamed.baseValues, unary.baseValues);
   assert.deepEqual(streamed.uncertainty, unary.uncertainty);
@@ -212,7 +213,8 @@ test('groups: one exactly efficient value per group, named by the groups', async
   assert.deepEqual(grouped.groups.map((g) => g.name), ['person', 'money', 'other']);
   const e = await client.explain(grouped.contextId, query, queryPredictions);
   assert.deepEqual(e.shape, [40, 3]);
-  assert.deepEqual(e.featureNames, ['person', 'money', 'other']);
+  assert.deepEqual(e.attributionNames, ['person', 'money', 'other']);
+  assert.deepEqual(e.featureNames, NAMES);
   assertEfficient(e, queryPredictions);
   await assert.rejects(
     client.createContext({ rows, predictions, groups: { a: [0, 1], b: [1, 2, 3, 4] } }),
@@ -275,7 +277,7 @@ test('multi-output contexts answer (m, d, K)', async () => {
   assert.deepEqual(e.shape, [4, 3, 2]);
   assert.deepEqual(e.baseShape, [4, 2]);
   assert.equal(e.singleOutput, false);
-  assert.deepEqual(e.featureNames, ['x0', 'x1', 'x2']);
+  assert.deepEqual(e.attributionNames, ['x0', 'x1', 'x2']);
   for (let i = 0; i < 4; i++) {
     const { values, baseValue } = e.row(i);
     assert.equal(values.length, 3);
