@@ -9,6 +9,7 @@ from shapley_svc.codecs.tensors import (
     dtype_name,
     encode_tensor,
     encode_tensor_values,
+    itemsize,
 )
 
 __all__ = [
@@ -19,4 +20,5 @@ __all__ = [
     "dtype_name",
     "encode_tensor",
     "encode_tensor_values",
+    "itemsize",
 ]

@@ -23,6 +23,11 @@ _DTYPE_NAMES = {
 }
 
 
+def itemsize(code: int) -> int:
+    """Bytes per element of a ``DType`` code with raw data (4 or 8); KeyError for others."""
+    return _NUMPY_DTYPES[code].itemsize
+
+
 def dtype_name(code: int) -> str:
     """``DTYPE_FLOAT32`` for 1, ..., ``code 7`` for a code the contract does not define."""
     return _DTYPE_NAMES.get(code, f"code {code}")

@@ -266,9 +266,9 @@ def load_service(running: RunningServer) -> float:
 
     service = ShapleyService(running.settings, running.metrics, package_version())
     running.metrics.store_values = lambda: {
-        "contexts_held": len(service.store),
-        "context_store_bytes": service.store.total_bytes,
-        "context_evictions_total": service.store.evictions,
+        "contexts_held": len(service.contexts.store),
+        "context_store_bytes": service.contexts.store.total_bytes,
+        "context_evictions_total": service.contexts.store.evictions,
     }
     add_to_server(service, running.gate)
     running.service = service
@@ -290,7 +290,7 @@ def warm_up(running: RunningServer) -> float:
     for d in (4, 9):  # exact and rescaled logistic surrogates; trees and splines either way
         X = rng.normal(size=(64, d))
         probabilities = 1.0 / (1.0 + np.exp(-(X[:, 0] + X[:, 1] * X[:, 2])))
-        explainer = ZeroShotExplainer(artifact=running.service.artifact_path)
+        explainer = ZeroShotExplainer(artifact=running.service.contexts.artifact_path)
         explainer.fit(X, probabilities).explain(X[:3], probabilities[:3])
     running.set_serving(True)
     return time.perf_counter() - start
@@ -343,7 +343,7 @@ def serve(settings: Settings) -> None:
         time.perf_counter() - started,
         loading,
         warming,
-        running.service.artifact_version,
+        running.service.contexts.artifact_version,
     )
     stopping.wait()
     running.stop(settings.grace_seconds, settings.drain_notice_seconds)

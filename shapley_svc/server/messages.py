@@ -17,12 +17,11 @@ from shapley_svc.codecs import (
     dtype_name,
     encode_tensor,
     encode_tensor_values,
+    itemsize,
 )
 from shapley_svc.contexts import ContextSpec, StoredContext
 from shapley_svc.errors import InvalidArgumentError, LimitExceededError
 from shapley_svc.estimator.explainer import Explanation
-
-_ANSWER_ITEMSIZE = {pb.DTYPE_FLOAT32: 4, pb.DTYPE_FLOAT64: 8}
 
 
 @dataclass(frozen=True)
@@ -36,7 +35,7 @@ class AnswerFormat:
     @property
     def itemsize(self) -> int:
         # Plain values travel as packed doubles whatever dtype rounds them to.
-        return 8 if self.as_values else _ANSWER_ITEMSIZE[self.dtype]
+        return 8 if self.as_values else itemsize(self.dtype)
 
     def tensor(self, array: np.ndarray) -> pb.Tensor:
         if self.as_values:
@@ -160,7 +159,7 @@ def query(
     if request.HasField("predictions"):
         predictions = tensor("predictions", request.predictions, (1, 2), max_elements)
     dtype = request.output_dtype or DTYPE_FLOAT64
-    if dtype not in _ANSWER_ITEMSIZE:
+    if dtype not in (pb.DTYPE_FLOAT32, pb.DTYPE_FLOAT64):
         raise InvalidArgumentError(
             "output_dtype", f"must be DTYPE_FLOAT32 or DTYPE_FLOAT64; got {dtype_name(dtype)}"
         )

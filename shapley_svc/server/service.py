@@ -39,10 +39,6 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
             settings.artifact or None,
             describe=messages.context_info,
         )
-        # Start-up (warm-up with the same artifact) and the metrics' gauges read these.
-        self.store = self.contexts.store
-        self.artifact_path = self.contexts.artifact_path
-        self.artifact_version = self.contexts.artifact_version
         # No message holds more float32s: a larger tensor cannot be what its bytes say.
         self._max_elements = settings.max_message_bytes // 4
         self._streams = threading.BoundedSemaphore(settings.max_concurrent_streams)
@@ -89,7 +85,7 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
             )
         self.metrics.add_rows_explained(rows.shape[0])
         return messages.explain_response(
-            entry.context_id, explanation, answer, self.artifact_version, first_row
+            entry.context_id, explanation, answer, self.contexts.artifact_version, first_row
         )
 
     def _take_stream_slot(self) -> None:
@@ -180,21 +176,21 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
 
     @handled
     def ListContexts(self, request, context):
-        entries, total = self.store.snapshot()
+        entries, total = self.contexts.store.snapshot()
         return pb.ListContextsResponse(
             contexts=[entry.description for entry in entries], total_bytes=total
         )
 
     @handled
     def GetServerInfo(self, request, context):
-        entries, total = self.store.snapshot()
+        entries, total = self.contexts.store.snapshot()
         # Every Limits field is the setting of the same name.
         limits = {
             field.name: getattr(self.settings, field.name) for field in pb.Limits.DESCRIPTOR.fields
         }
         return pb.ServerInfo(
             version=self.version,
-            artifact_version=self.artifact_version,
+            artifact_version=self.contexts.artifact_version,
             artifact_sha256=self.contexts.artifact_sha256,
             limits=pb.Limits(**limits),
             contexts_held=len(entries),

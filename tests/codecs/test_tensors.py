@@ -13,6 +13,7 @@ from shapley_svc.codecs import (
     decode_tensor,
     encode_tensor,
     encode_tensor_values,
+    itemsize,
 )
 from shapley_svc.errors import InvalidArgumentError, LimitExceededError
 
@@ -28,6 +29,7 @@ finite_arrays = hnp.arrays(
 def test_raw_bytes_round_trip_exactly(array):
     code = DTYPE_FLOAT32 if array.dtype == np.float32 else DTYPE_FLOAT64
     dtype, shape, data = encode_tensor(array, code)
+    assert len(data) == array.size * itemsize(dtype)
     decoded = decode_tensor("rows", dtype, shape, data, ndims=(array.ndim,), max_elements=LIMIT)
     assert decoded.dtype == array.dtype and not decoded.flags.writeable
     np.testing.assert_array_equal(decoded, array)
