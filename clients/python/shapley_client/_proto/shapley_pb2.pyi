@@ -38,20 +38,22 @@ class FeatureGroup(_message.Message):
     def __init__(self, name: _Optional[str] = ..., columns: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ContextSpec(_message.Message):
-    __slots__ = ("rows", "predictions", "background", "feature_names", "random_state", "groups")
+    __slots__ = ("rows", "predictions", "background", "feature_names", "random_state", "groups", "categorical_columns")
     ROWS_FIELD_NUMBER: _ClassVar[int]
     PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
     BACKGROUND_FIELD_NUMBER: _ClassVar[int]
     FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
     RANDOM_STATE_FIELD_NUMBER: _ClassVar[int]
     GROUPS_FIELD_NUMBER: _ClassVar[int]
+    CATEGORICAL_COLUMNS_FIELD_NUMBER: _ClassVar[int]
     rows: Tensor
     predictions: Tensor
     background: _containers.RepeatedScalarFieldContainer[int]
     feature_names: _containers.RepeatedScalarFieldContainer[str]
     random_state: int
     groups: _containers.RepeatedCompositeFieldContainer[FeatureGroup]
-    def __init__(self, rows: _Optional[_Union[Tensor, _Mapping]] = ..., predictions: _Optional[_Union[Tensor, _Mapping]] = ..., background: _Optional[_Iterable[int]] = ..., feature_names: _Optional[_Iterable[str]] = ..., random_state: _Optional[int] = ..., groups: _Optional[_Iterable[_Union[FeatureGroup, _Mapping]]] = ...) -> None: ...
+    categorical_columns: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, rows: _Optional[_Union[Tensor, _Mapping]] = ..., predictions: _Optional[_Union[Tensor, _Mapping]] = ..., background: _Optional[_Iterable[int]] = ..., feature_names: _Optional[_Iterable[str]] = ..., random_state: _Optional[int] = ..., groups: _Optional[_Iterable[_Union[FeatureGroup, _Mapping]]] = ..., categorical_columns: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class SurrogateDiagnostics(_message.Message):
     __slots__ = ("name", "oof_r2", "weight")
