@@ -10,9 +10,13 @@ free for cheap work.
 """
 
 import concurrent.futures
+import logging
+import re
+import shutil
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -29,6 +33,9 @@ from shapley_svc.estimator import ZeroShotExplainer, load_artifact
 from shapley_svc.estimator.explainer import SERIAL_MAX_ROWS, Explanation
 
 Result = TypeVar("Result")
+logger = logging.getLogger(__name__)
+# Only a content address names a saved context's directory: nothing else reaches the file system.
+_CONTEXT_ID = re.compile(r"ctx-[0-9a-f]{40}")
 
 
 class ContextService:
@@ -41,6 +48,9 @@ class ContextService:
     artifact : the meta-learned artifact's manifest path; None for the shipped one.
     describe : called once per fitted context, on the compute thread; its result is kept as
         ``StoredContext.description`` (the server keeps its ContextInfo message there).
+    context_dir : None, or a directory (e.g. a volume replicas share) where every fitted context
+        is saved under its content address; a context not held in memory is loaded from there
+        before it is refitted or reported not found.
     """
 
     def __init__(
@@ -49,8 +59,13 @@ class ContextService:
         compute_threads: int,
         artifact: str | None = None,
         describe: Callable[[StoredContext], Any] = lambda entry: None,
+        context_dir: str | Path | None = None,
     ):
         self.limits = limits
+        self.context_dir = None if context_dir is None else Path(context_dir)
+        if self.context_dir is not None:
+            self.context_dir.mkdir(parents=True, exist_ok=True)
+        self.contexts_loaded = 0  # contexts read back from context_dir, not fitted
         self.artifact_path = artifact
         loaded = load_artifact(artifact) if artifact else load_artifact()
         self.artifact_version: str = loaded.version
@@ -84,16 +99,53 @@ class ContextService:
                 "predictions", f"{predictions.shape[1]} outputs; the limit is {limits.max_outputs}"
             )
 
-    def get(self, context_id: str) -> StoredContext:
+    def get(self, context_id: str, caller: Caller = PATIENT) -> StoredContext:
+        """The held context, else the one saved in ``context_dir`` (loaded once however many
+        callers ask); ``NotFoundError`` when neither has it."""
         entry = self.store.get(context_id)
+        if entry is not None:
+            return entry
+        if self._saved(context_id) is None:
+            raise _not_held(context_id)
+
+        def load() -> StoredContext:
+            entry = self._on_compute_thread(self._load, caller, context_id)
+            if entry is None:  # damaged, or saved by another artifact: as if never saved
+                raise _not_held(context_id)
+            return entry
+
+        return self.store.get_or_build(context_id, load)[0]
+
+    def delete(self, context_id: str) -> StoredContext:
+        """Forget the context here and in ``context_dir``."""
+        entry = self.store.delete(context_id)
+        saved = self._saved(context_id)
+        if saved is not None:
+            shutil.rmtree(saved, ignore_errors=True)
         if entry is None:
             raise _not_held(context_id)
         return entry
 
-    def delete(self, context_id: str) -> StoredContext:
-        entry = self.store.delete(context_id)
-        if entry is None:
-            raise _not_held(context_id)
+    def _saved(self, context_id: str) -> Path | None:
+        """The directory ``context_id`` would be saved in, when there is one."""
+        if self.context_dir is None or not _CONTEXT_ID.fullmatch(context_id):
+            return None
+        path = self.context_dir / context_id
+        return path if path.is_dir() else None
+
+    def _load(self, context_id: str, should_stop: Callable[[], bool]) -> StoredContext | None:
+        start = time.perf_counter()
+        path = self.context_dir / context_id
+        try:
+            explainer = ZeroShotExplainer.load(path, artifact=self.artifact_path)
+        except InvalidArgumentError as error:
+            logger.warning("saved context not loaded: %s", error.problem)
+            return None
+        entry = StoredContext(
+            context_id, explainer, time.perf_counter() - start, explainer.memory_bytes()
+        )
+        entry.description = self._describe(entry)
+        self.contexts_loaded += 1
         return entry
 
     def get_or_create(
@@ -103,9 +155,15 @@ class ContextService:
         time; and whether this call fitted it."""
         self.check_size(spec.rows, spec.predictions)
         context_id = self.content_id(spec)
-        return self.store.get_or_build(
-            context_id, lambda: self._on_compute_thread(self._fit, caller, spec, context_id)
-        )
+
+        def build() -> StoredContext:
+            if self._saved(context_id) is not None:
+                entry = self._on_compute_thread(self._load, caller, context_id)
+                if entry is not None:
+                    return entry
+            return self._on_compute_thread(self._fit, caller, spec, context_id)
+
+        return self.store.get_or_build(context_id, build)
 
     def explain(
         self,
@@ -165,6 +223,8 @@ class ContextService:
             context_id, explainer, time.perf_counter() - start, explainer.memory_bytes()
         )
         entry.description = self._describe(entry)
+        if self.context_dir is not None:
+            explainer.save(self.context_dir / context_id)
         return entry
 
     def _on_compute_thread(self, work: Callable[..., Result], caller: Caller, *args: Any) -> Result:

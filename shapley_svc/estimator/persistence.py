@@ -17,6 +17,8 @@ import dataclasses
 import hashlib
 import io
 import json
+import os
+import threading
 import zipfile
 from pathlib import Path
 
@@ -258,7 +260,9 @@ def save_explainer(explainer, path: str | Path) -> Path:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    partial = path.with_name(path.name + ".partial")
+    # Replicas sharing a directory may save the same context at once: each writes its own file
+    # and renames it into place (the same content either way).
+    partial = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
     partial.write_bytes(data)
     partial.replace(path)
 

@@ -38,6 +38,7 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
             settings.compute_threads,
             settings.artifact or None,
             describe=messages.context_info,
+            context_dir=settings.context_dir or None,
         )
         # No message holds more float32s: a larger tensor cannot be what its bytes say.
         self._max_elements = settings.max_message_bytes // 4
@@ -64,7 +65,7 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
     def _resolve(self, request: pb.ExplainRequest, context) -> StoredContext:
         source = request.WhichOneof("source")
         if source == "context_id":
-            return self.contexts.get(request.context_id)
+            return self.contexts.get(request.context_id, self._caller(context))
         if source == "context":
             return self._create(
                 messages.context_spec(request.context, self._max_elements), context
@@ -167,7 +168,7 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
 
     @handled
     def GetContext(self, request, context):
-        return self.contexts.get(request.context_id).description
+        return self.contexts.get(request.context_id, self._caller(context)).description
 
     @handled
     def DeleteContext(self, request, context):

@@ -72,6 +72,13 @@ class Settings:
     artifact: str = field(
         default="", metadata={"help": "meta-learned artifact manifest (default: the shipped one)"}
     )
+    context_dir: str = field(
+        default="",
+        metadata={
+            "help": "directory where fitted contexts are saved by content id (e.g. a volume "
+            "replicas share); a context not held is loaded from there before NOT_FOUND"
+        },
+    )
 
     def __post_init__(self) -> None:
         positive = (
