@@ -165,15 +165,10 @@ def lightgbm_trees(model: object) -> BoosterTrees:
                 "model", f"is a {type(model).__name__} that is not fitted yet"
             )
         booster = model.booster_
-
-        def output(X: np.ndarray) -> np.ndarray:
-            return model.predict(X, raw_score=True)
-
+        predict = model.predict
     elif isinstance(model, lightgbm.Booster):
         booster = model
-
-        def output(X: np.ndarray) -> np.ndarray:
-            return booster.predict(X, raw_score=True)
+        predict = model.predict
 
     else:
         raise TypeError(
@@ -185,9 +180,17 @@ def lightgbm_trees(model: object) -> BoosterTrees:
     n_outputs = int(dump["num_tree_per_iteration"])
     n_features = int(dump["max_feature_idx"]) + 1
     infos = dump["tree_info"]
+    # Random-forest mode: predict averages the trees' raw scores, but raw_score=True returns
+    # their sum; the average is the scale predict works on, so that is what is explained.
+    scale = n_outputs / max(len(infos), 1) if dump.get("average_output") else 1.0
+
+    def output(X: np.ndarray) -> np.ndarray:
+        raw = predict(X, raw_score=True)
+        return raw if scale == 1.0 else raw * scale
+
     missing_types = np.zeros((n_features, 3), dtype=bool)  # per feature: None, Zero, NaN seen
     trees = [
-        _lightgbm_tree(info["tree_structure"], i % n_outputs, n_outputs, missing_types)
+        _lightgbm_tree(info["tree_structure"], i % n_outputs, n_outputs, scale, missing_types)
         for i, info in enumerate(infos)
     ]
     zero_features = missing_types[:, 1]
@@ -210,7 +213,7 @@ _MISSING_TYPES = {"None": 0, "Zero": 1, "NaN": 2}
 
 
 def _lightgbm_tree(
-    root: dict, output: int, n_outputs: int, missing_types: np.ndarray
+    root: dict, output: int, n_outputs: int, scale: float, missing_types: np.ndarray
 ) -> NodeArrays:
     left, right, feature, threshold, missing_left, values = [], [], [], [], [], []
     max_depth = 0
@@ -231,7 +234,7 @@ def _lightgbm_tree(
             feature.append(0)
             threshold.append(0.0)
             missing_left.append(False)
-            values.append(float(node["leaf_value"]))
+            values.append(float(node["leaf_value"]) * scale)
             max_depth = max(max_depth, depth)
             continue
         if node["decision_type"] != "<=":

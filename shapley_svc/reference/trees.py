@@ -76,7 +76,9 @@ def tree_shapley(model: object, X: np.ndarray, background: np.ndarray) -> Shaple
       ``predict(X, raw_score=True)``; it equals ``predict`` for identity-link regressors (squared
       error, absolute error, quantile, ...), it is the log-odds for classifiers (multiclass:
       (m, d, n_classes)) and the log of the prediction for log-link objectives (Poisson, gamma,
-      Tweedie). The trees are those ``predict`` uses (the best iteration after early stopping).
+      Tweedie); LightGBM's random-forest mode: the raw score divided by the number of
+      iterations, as its ``predict`` averages the trees (``raw_score=True`` returns their sum).
+      The trees are those ``predict`` uses (the best iteration after early stopping).
 
     NaN in ``X`` or ``background`` is a missing value and is routed as the fitted model's own
     ``predict`` routes it: scikit-learn's ``missing_go_to_left`` (trees fitted without NaN send
