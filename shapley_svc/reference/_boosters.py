@@ -169,7 +169,6 @@ def lightgbm_trees(model: object) -> BoosterTrees:
     elif isinstance(model, lightgbm.Booster):
         booster = model
         predict = model.predict
-
     else:
         raise TypeError(
             f"model: {type(model).__name__} is not a supported LightGBM model; expected "

@@ -204,12 +204,10 @@ class TreeBackground:
         if ensemble.float32_inputs:
             rows = rows.astype(np.float32).astype(np.float64)
         if ensemble.zero_threshold > 0:
+            zero = 0.0
+            if ensemble.zero_is_missing is not None:
+                zero = np.where(ensemble.zero_is_missing, np.nan, 0.0)
             near_zero = np.abs(rows) <= ensemble.zero_threshold
-            zero = (
-                0.0
-                if ensemble.zero_is_missing is None
-                else (np.where(ensemble.zero_is_missing, np.nan, 0.0))
-            )
             rows = np.ascontiguousarray(np.where(near_zero, zero, rows))
         return rows
 
