@@ -14,7 +14,9 @@ background with superset sums stratified by size) makes explaining a row cost
 same as the pairwise walk's, up to rounding.
 
 Leaves are described by their distinct path features and the interval each must fall in:
-a row passes test i of leaf l when ``lower[i] < x[feature[i]] <= upper[i]``. The players of the
+a row passes test i of leaf l when ``lower[i] < x[feature[i]] <= upper[i]``, or when that value
+is NaN (missing) and ``nan_passes[i]``: every split on the path that tests the feature sends
+NaN towards the leaf, as the fitted model routes it. The players of the
 game may be groups of features (:func:`leaf_players`): a leaf's k is then its number of distinct
 groups, and a row passes a group when it passes all of that group's tests.
 """
@@ -36,8 +38,8 @@ def _popcount(mask):
 
 
 @njit(
-    "int64(int64[::1], int64[::1], int64[::1], float64[::1], int64[::1], int64, int64,"
-    " int64[::1], int64[::1], int64[::1], float64[::1], float64[::1])",
+    "int64(int64[::1], int64[::1], int64[::1], float64[::1], boolean[::1], int64[::1], int64,"
+    " int64, int64[::1], int64[::1], int64[::1], float64[::1], float64[::1], boolean[::1])",
     **_FLAGS,
 )
 def leaf_paths(
@@ -45,6 +47,7 @@ def leaf_paths(
     right,
     feature,
     threshold,
+    missing_left,
     roots,
     max_depth,
     n_features,
@@ -53,18 +56,20 @@ def leaf_paths(
     path_feature,
     path_lower,
     path_upper,
+    path_nan_passes,
 ):
     """Each leaf's distinct path features and their intervals, in depth-first order.
 
     Parameters
     ----------
-    left, right, feature, threshold, roots : a flattened ensemble (see ``treeshap``).
+    left, right, feature, threshold, missing_left, roots : a flattened ensemble (see
+        ``treeshap``).
     max_depth : deepest leaf of any tree.
     n_features : d.
     leaf_node : (n_leaves,) filled with the node index of each leaf.
     path_start : (n_leaves + 1,) filled with offsets into the path arrays.
-    path_feature, path_lower, path_upper : filled with each leaf's tests; sized for the worst
-        case ``n_leaves * min(max_depth, d)``.
+    path_feature, path_lower, path_upper, path_nan_passes : filled with each leaf's tests; sized
+        for the worst case ``n_leaves * min(max_depth, d)``.
 
     Returns
     -------
@@ -73,6 +78,8 @@ def leaf_paths(
     lower = np.full(n_features, -np.inf)
     upper = np.full(n_features, np.inf)
     times_used = np.zeros(n_features, dtype=np.int64)
+    # Splits on the current path that send NaN away from it, per feature.
+    nan_blocked = np.zeros(n_features, dtype=np.int64)
     stack_size = max_depth + 2
     # Each stack entry: a node, the split that leads to it (feature, threshold, which bound it
     # tightens) and how many splits of the current path lie above it.
@@ -80,10 +87,12 @@ def leaf_paths(
     stack_feature = np.empty(stack_size, dtype=np.int64)
     stack_threshold = np.empty(stack_size)
     stack_is_upper = np.empty(stack_size, dtype=np.bool_)
+    stack_nan_here = np.empty(stack_size, dtype=np.bool_)
     stack_depth = np.empty(stack_size, dtype=np.int64)
     undo_feature = np.empty(stack_size, dtype=np.int64)
     undo_old = np.empty(stack_size)
     undo_is_upper = np.empty(stack_size, dtype=np.bool_)
+    undo_nan_blocked = np.empty(stack_size, dtype=np.bool_)
     n_leaves = 0
     n_tests = 0
     path_start[0] = 0
@@ -98,12 +107,15 @@ def leaf_paths(
             f = stack_feature[top]
             split_threshold = stack_threshold[top]
             is_upper = stack_is_upper[top]
+            nan_here = stack_nan_here[top]
             target_depth = stack_depth[top]
             top -= 1
             while depth > target_depth:
                 depth -= 1
                 g = undo_feature[depth]
                 times_used[g] -= 1
+                if undo_nan_blocked[depth]:
+                    nan_blocked[g] -= 1
                 if undo_is_upper[depth]:
                     upper[g] = undo_old[depth]
                 else:
@@ -111,7 +123,10 @@ def leaf_paths(
             if f >= 0:
                 undo_feature[depth] = f
                 undo_is_upper[depth] = is_upper
+                undo_nan_blocked[depth] = not nan_here
                 times_used[f] += 1
+                if not nan_here:
+                    nan_blocked[f] += 1
                 if is_upper:
                     undo_old[depth] = upper[f]
                     upper[f] = min(upper[f], split_threshold)
@@ -126,6 +141,7 @@ def leaf_paths(
                         path_feature[n_tests] = g
                         path_lower[n_tests] = lower[g]
                         path_upper[n_tests] = upper[g]
+                        path_nan_passes[n_tests] = nan_blocked[g] == 0
                         n_tests += 1
                 n_leaves += 1
                 path_start[n_leaves] = n_tests
@@ -135,12 +151,14 @@ def leaf_paths(
             stack_feature[top] = feature[node]
             stack_threshold[top] = threshold[node]
             stack_is_upper[top] = False
+            stack_nan_here[top] = not missing_left[node]
             stack_depth[top] = depth
             top += 1
             stack_node[top] = left[node]
             stack_feature[top] = feature[node]
             stack_threshold[top] = threshold[node]
             stack_is_upper[top] = True
+            stack_nan_here[top] = missing_left[node]
             stack_depth[top] = depth
     return n_tests
 
@@ -187,8 +205,8 @@ def leaf_players(path_start, path_feature, player_of_feature, test_bit, player_s
 
 
 @njit(
-    "void(float64[:, ::1], int64[::1], int64[::1], float64[::1], float64[::1], int64[::1],"
-    " int64[::1], int64[::1], float64[:, ::1], float64[:, ::1], float64[::1])",
+    "void(float64[:, ::1], int64[::1], int64[::1], float64[::1], float64[::1], boolean[::1],"
+    " int64[::1], int64[::1], int64[::1], float64[:, ::1], float64[:, ::1], float64[::1])",
     parallel=True,
     **_FLAGS,
 )
@@ -198,6 +216,7 @@ def background_leaf_tables(
     path_feature,
     path_lower,
     path_upper,
+    path_nan_passes,
     test_bit,
     player_start,
     table_start,
@@ -214,7 +233,7 @@ def background_leaf_tables(
     Parameters
     ----------
     background : (n_background, d).
-    path_start, path_feature, path_lower, path_upper : from :func:`leaf_paths`.
+    path_start, path_feature, path_lower, path_upper, path_nan_passes : from :func:`leaf_paths`.
     test_bit, player_start : from :func:`leaf_players` (one player per feature: ``test_bit`` is
         each test's position in its leaf and ``player_start`` is ``path_start``).
     table_start : (n_leaves + 1,) offsets, ``2^k * k`` entries per leaf of k players.
@@ -236,7 +255,10 @@ def background_leaf_tables(
             mask = full
             for t in range(start, path_start[leaf + 1]):
                 value = background[b, path_feature[t]]
-                if not path_lower[t] < value <= path_upper[t]:
+                if value != value:
+                    if not path_nan_passes[t]:
+                        mask &= ~(1 << test_bit[t])
+                elif not path_lower[t] < value <= path_upper[t]:
                     mask &= ~(1 << test_bit[t])
             by_size[mask, _popcount(mask)] += 1.0 / n_background
         for i in range(k):
@@ -271,8 +293,9 @@ def background_leaf_tables(
 
 
 @njit(
-    "void(float64[:, ::1], int64[::1], int64[::1], float64[::1], float64[::1], int64[::1],"
-    " int64[::1], int64[::1], float64[:, ::1], int64[::1], float64[::1], float64[:, :, ::1])",
+    "void(float64[:, ::1], int64[::1], int64[::1], float64[::1], float64[::1], boolean[::1],"
+    " int64[::1], int64[::1], int64[::1], float64[:, ::1], int64[::1], float64[::1],"
+    " float64[:, :, ::1])",
     parallel=True,
     **_FLAGS,
 )
@@ -282,6 +305,7 @@ def tabled_tree_shap(
     path_feature,
     path_lower,
     path_upper,
+    path_nan_passes,
     test_bit,
     player_start,
     player_id,
@@ -295,7 +319,7 @@ def tabled_tree_shap(
     Parameters
     ----------
     rows : (m, d) explained rows.
-    path_start, path_feature, path_lower, path_upper : from :func:`leaf_paths`.
+    path_start, path_feature, path_lower, path_upper, path_nan_passes : from :func:`leaf_paths`.
     test_bit, player_start, player_id : from :func:`leaf_players`.
     leaf_values : (n_leaves, K) each leaf's weighted contribution to each output.
     table_start, tables : from :func:`background_leaf_tables`.
@@ -323,10 +347,14 @@ def tabled_tree_shap(
                 f = path_feature[t]
                 lower = path_lower[t]
                 upper = path_upper[t]
+                nan_passes = path_nan_passes[t]
                 clear = ~(1 << test_bit[t])
                 for r in range(size):
                     value = rows[first + r, f]
-                    if not lower < value <= upper:
+                    if value != value:
+                        if not nan_passes:
+                            masks[r] &= clear
+                    elif not lower < value <= upper:
                         masks[r] &= clear
             base = table_start[leaf]
             for i in range(k):

@@ -9,7 +9,8 @@ x and z together, and forks where they part on a feature not yet assigned, is ex
 (Lundberg et al. 2020, "From local explanations to global understanding", Independent TreeSHAP).
 
 Node arrays describe all trees of an ensemble laid end to end; a leaf has ``left == -1``. Split
-rule: go left when ``x[feature] <= threshold``.
+rule: go left when ``x[feature] <= threshold``; a NaN (missing) value goes left when
+``missing_left`` of the node is set, right otherwise.
 """
 
 import numpy as np
@@ -46,9 +47,19 @@ def leaf_weight_tables(max_features_on_path: int) -> tuple[np.ndarray, np.ndarra
     return w_a, w_b
 
 
+@njit("int64(float64, float64, boolean, int64, int64)", inline="always", **_FLAGS)
+def _child(value, threshold, missing_left, left, right):
+    if value <= threshold:
+        return left
+    if value > threshold:
+        return right
+    return left if missing_left else right  # NaN: neither comparison holds
+
+
 @njit(
     "void(float64[:, ::1], float64[:, ::1], int64[::1], int64[::1], int64[::1], float64[::1],"
-    " float64[:, ::1], int64[::1], int64, float64[:, ::1], float64[:, ::1], float64[:, :, ::1])",
+    " boolean[::1], float64[:, ::1], int64[::1], int64, float64[:, ::1], float64[:, ::1],"
+    " float64[:, :, ::1])",
     parallel=True,
     **_FLAGS,
 )
@@ -59,6 +70,7 @@ def interventional_tree_shap(
     right,
     feature,
     threshold,
+    missing_left,
     node_values,
     roots,
     max_depth,
@@ -74,6 +86,7 @@ def interventional_tree_shap(
     background : (n_background, d) background rows.
     left, right, feature : (n_nodes,) child indices (-1 at leaves) and split feature per node.
     threshold : (n_nodes,) split threshold per node.
+    missing_left : (n_nodes,) whether a NaN value goes left at each node.
     node_values : (n_nodes, K) output contribution of each leaf (already weighted per tree).
     roots : (n_trees,) index of each tree's root node.
     max_depth : the largest depth of any tree (root at depth 0).
@@ -133,8 +146,9 @@ def interventional_tree_shap(
                     # Follow the walk down while x and z agree or the feature is already assigned.
                     while left[node] >= 0:
                         f = feature[node]
-                        x_child = left[node] if x[f] <= threshold[node] else right[node]
-                        z_child = left[node] if z[f] <= threshold[node] else right[node]
+                        t = threshold[node]
+                        x_child = _child(x[f], t, missing_left[node], left[node], right[node])
+                        z_child = _child(z[f], t, missing_left[node], left[node], right[node])
                         if x_child == z_child:
                             node = x_child
                         elif side_of[f] == _IN_A:

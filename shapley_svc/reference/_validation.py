@@ -12,9 +12,15 @@ DEFAULT_MAX_MEMORY_BYTES = 2 * 1024**3
 MAX_ROWS_PER_CALL = 1 << 16
 
 
-def as_float_matrix(name: str, value: object, n_features: int | None = None) -> np.ndarray:
+def as_float_matrix(
+    name: str, value: object, n_features: int | None = None, *, allow_nan: bool = False
+) -> np.ndarray:
     """Return ``value`` as a C-contiguous float64 (n, d) array, or raise
-    :class:`InvalidArgumentError` naming it."""
+    :class:`InvalidArgumentError` naming it.
+
+    With ``allow_nan``, NaN passes as a missing value (for models that route it themselves);
+    +-inf is refused either way.
+    """
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as error:
@@ -31,18 +37,27 @@ def as_float_matrix(name: str, value: object, n_features: int | None = None) -> 
         raise InvalidArgumentError(
             name, f"has {array.shape[1]} features; expected {n_features} like X"
         )
-    if not np.isfinite(array).all():
-        bad = np.argwhere(~np.isfinite(array))[0]
+    bad_values = np.isinf(array) if allow_nan else ~np.isfinite(array)
+    if bad_values.any():
+        bad = np.argwhere(bad_values)[0]
+        expected = (
+            "must not be infinite (NaN marks a missing value)" if allow_nan else ("must be finite")
+        )
         raise InvalidArgumentError(
-            name, f"must be finite; found {array[tuple(bad)]} at row {bad[0]}, column {bad[1]}"
+            name, f"{expected}; found {array[tuple(bad)]} at row {bad[0]}, column {bad[1]}"
         )
     return np.ascontiguousarray(array)
 
 
-def check_rows_and_background(X: object, background: object) -> tuple[np.ndarray, np.ndarray]:
-    """Canonical (m, d) explained rows and (n_background, d) background rows."""
-    rows = as_float_matrix("X", X)
-    return rows, as_float_matrix("background", background, n_features=rows.shape[1])
+def check_rows_and_background(
+    X: object, background: object, *, allow_nan: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Canonical (m, d) explained rows and (n_background, d) background rows (NaN allowed in
+    both with ``allow_nan``)."""
+    rows = as_float_matrix("X", X, allow_nan=allow_nan)
+    return rows, as_float_matrix(
+        "background", background, n_features=rows.shape[1], allow_nan=allow_nan
+    )
 
 
 def check_max_memory(max_memory: int) -> int:

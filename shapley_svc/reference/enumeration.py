@@ -34,8 +34,9 @@ def exact_shapley(
     Parameters
     ----------
     predict : callable mapping an (n, d) float64 array to (n,) or (n, K) outputs.
-    X : (m, d) rows to explain.
-    background : (n_background, d) rows that stand in for absent features.
+    X : (m, d) rows to explain; NaN (a missing value) is passed on to ``predict``, +-inf is
+        refused.
+    background : (n_background, d) rows that stand in for absent features; NaN as in X.
     max_memory : bound in bytes on the arrays this function allocates (model inputs, coalition
         value tables, results), whatever m, d and n_background. Each call of ``predict`` also
         receives at most 65,536 rows, which bounds the model's own working memory.
@@ -45,7 +46,7 @@ def exact_shapley(
     ShapleyValues
         ``values`` of shape (m, d) for a model with a 1-D output, (m, d, K) otherwise.
     """
-    rows, background = check_rows_and_background(X, background)
+    rows, background = check_rows_and_background(X, background, allow_nan=True)
     max_memory = check_max_memory(max_memory)
     m, d = rows.shape
     if d > MAX_EXACT_FEATURES:

@@ -38,8 +38,9 @@ def sampled_shapley(
     Parameters
     ----------
     predict : callable mapping an (n, d) float64 array to (n,) or (n, K) outputs.
-    X : (m, d) rows to explain.
-    background : (n_background, d) background rows.
+    X : (m, d) rows to explain; NaN (a missing value) is passed on to ``predict``, +-inf is
+        refused.
+    background : (n_background, d) background rows; NaN as in X.
     budget : model evaluations per explained row; P = budget // (2 * (d - 1)) pairs, at least 2.
         The model also sees X and the background once.
     random_state : int seed, numpy Generator, or None for fresh entropy. An int gives results
@@ -52,7 +53,7 @@ def sampled_shapley(
         ``values`` and ``uncertainty`` of shape (m, d) or (m, d, K); an uncertainty is the
         standard error of the estimate: the spread of the P pairs' credits over sqrt(P).
     """
-    rows, background = check_rows_and_background(X, background)
+    rows, background = check_rows_and_background(X, background, allow_nan=True)
     max_memory = check_max_memory(max_memory)
     m, d = rows.shape
     evaluations_per_permutation = max(d - 1, 1)

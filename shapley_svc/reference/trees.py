@@ -1,4 +1,4 @@
-"""Exact interventional TreeSHAP for scikit-learn tree models."""
+"""Exact interventional TreeSHAP for scikit-learn, XGBoost and LightGBM tree models."""
 
 from dataclasses import dataclass
 
@@ -12,6 +12,7 @@ from shapley_svc.kernels.leaf_tables import (
     tabled_tree_shap,
 )
 from shapley_svc.kernels.treeshap import interventional_tree_shap, leaf_weight_tables
+from shapley_svc.reference._boosters import NodeArrays, lightgbm_trees, xgboost_trees
 from shapley_svc.reference._result import ShapleyValues, package
 from shapley_svc.reference._validation import as_float_matrix, check_rows_and_background
 
@@ -24,40 +25,67 @@ class FlatEnsemble:
     ----------
     left, right, feature : (n_nodes,) int64; children are -1 at leaves.
     threshold : (n_nodes,) float64; a row goes left when ``x[feature] <= threshold``.
+    missing_left : (n_nodes,) bool; a row whose ``x[feature]`` is NaN goes left when set.
     node_values : (n_nodes, K) float64; each leaf's contribution to each output, already
         weighted (1 / n_trees for forests, the learning rate for gradient boosting).
     roots : (n_trees,) int64 root node of each tree.
     max_depth : deepest leaf of any tree.
     float32_inputs : the model compares float32 copies of the inputs (scikit-learn's ``tree``
-        module does), so the kernel must see the same rounded values.
+        module and XGBoost do), so the kernel must see the same rounded values.
+    zero_threshold : the model reads inputs with ``|x| <= zero_threshold`` as 0 (LightGBM's
+        ``kZeroThreshold``); 0 when it reads them as given.
+    zero_is_missing : (d,) bool or None; features on which the model routes 0 as missing
+        (LightGBM's ``zero_as_missing``): the kernels see NaN there.
     """
 
     left: np.ndarray
     right: np.ndarray
     feature: np.ndarray
     threshold: np.ndarray
+    missing_left: np.ndarray
     node_values: np.ndarray
     roots: np.ndarray
     max_depth: int
     float32_inputs: bool
+    zero_threshold: float = 0.0
+    zero_is_missing: np.ndarray | None = None
 
 
 MAX_TABLE_ENTRIES = 4_000_000  # 32 MiB of per-leaf tables; deeper ensembles walk pairwise
 
 
 def tree_shapley(model: object, X: np.ndarray, background: np.ndarray) -> ShapleyValues:
-    """Exact interventional Shapley values of a scikit-learn tree model, for any d.
+    """Exact interventional Shapley values of a tree model, for any d.
 
-    Supported: ``DecisionTreeRegressor``/``Classifier``, ``RandomForest*``, ``ExtraTrees*``,
-    ``GradientBoosting*`` and ``HistGradientBoosting*`` (numeric features; no categorical
-    splits). The explained output is the scale on which the trees add up:
+    Supported: scikit-learn's ``DecisionTreeRegressor``/``Classifier``, ``RandomForest*``,
+    ``ExtraTrees*``, ``GradientBoosting*`` and ``HistGradientBoosting*``; XGBoost's
+    ``XGBRegressor``, ``XGBClassifier`` and ``Booster`` (``gbtree``); LightGBM's
+    ``LGBMRegressor``, ``LGBMClassifier`` and ``Booster`` (numeric features; categorical splits
+    of any library, XGBoost's ``dart`` and non-NaN ``missing``, and LightGBM's linear trees are
+    refused with :class:`~shapley_svc.errors.InvalidArgumentError`). The explained output is the
+    scale on which the trees add up:
 
-    - regressors: ``predict`` (for ``HistGradientBoostingRegressor`` only with an identity link:
-      squared, absolute or quantile loss);
+    - scikit-learn regressors: ``predict`` (for ``HistGradientBoostingRegressor`` only with an
+      identity link: squared, absolute or quantile loss);
     - decision trees and forest classifiers: ``predict_proba``, shape (m, d, n_classes), as the
       forest averages its trees' class probabilities;
     - gradient-boosting classifiers: ``decision_function``, the raw log-odds (binary: (m, d);
-      multiclass: (m, d, n_classes)), not probabilities, which are not additive over trees.
+      multiclass: (m, d, n_classes)), not probabilities, which are not additive over trees;
+    - XGBoost and LightGBM models of every objective: the raw margin, ``predict(X,
+      output_margin=True)`` (a ``Booster``: ``predict(DMatrix(X), output_margin=True)``) and
+      ``predict(X, raw_score=True)``; it equals ``predict`` for identity-link regressors (squared
+      error, absolute error, quantile, ...), it is the log-odds for classifiers (multiclass:
+      (m, d, n_classes)) and the log of the prediction for log-link objectives (Poisson, gamma,
+      Tweedie); LightGBM's random-forest mode: the raw score divided by the number of
+      iterations, as its ``predict`` averages the trees (``raw_score=True`` returns their sum).
+      The trees are those ``predict`` uses (the best iteration after early stopping).
+
+    NaN in ``X`` or ``background`` is a missing value and is routed as the fitted model's own
+    ``predict`` routes it: scikit-learn's ``missing_go_to_left`` (trees fitted without NaN send
+    it where they were told to), XGBoost's default direction, LightGBM's ``default_left`` for
+    ``missing_type`` NaN, its zero for ``missing_type`` None, and zero and NaN alike for
+    ``missing_type`` Zero (``zero_as_missing``). Models whose own ``predict`` refuses NaN refuse
+    it here too.
 
     Runs numba with ``nogil``, in parallel over explained rows, and never calls the model on
     mixed rows. See :class:`TreeBackground` for the two algorithms and their costs; to explain
@@ -74,8 +102,8 @@ def tree_shapley(model: object, X: np.ndarray, background: np.ndarray) -> Shaple
     ShapleyValues
         ``predictions`` and ``base_values`` come from the model's own output method above.
     """
-    rows, background = check_rows_and_background(X, background)
-    n_features = getattr(model, "n_features_in_", rows.shape[1])
+    rows, background = check_rows_and_background(X, background, allow_nan=True)
+    n_features = _n_features(model, rows.shape[1])
     if rows.shape[1] != n_features:
         raise InvalidArgumentError(
             "X", f"has {rows.shape[1]} features; the model was fitted on {n_features}"
@@ -96,7 +124,7 @@ class TreeBackground:
     Parameters
     ----------
     model : a fitted tree model (see :func:`tree_shapley`).
-    background : (n_background, d) background rows.
+    background : (n_background, d) background rows; NaN is a missing value.
     max_table_entries : the largest table (in float64 entries) worth building.
     player_of_feature : optional (d,) ints in [0, P): explain the game whose players are these
         groups of features (Shapley values of each group, shape (m, P[, K])) instead of one
@@ -110,9 +138,9 @@ class TreeBackground:
         max_table_entries: int = MAX_TABLE_ENTRIES,
         player_of_feature: np.ndarray | None = None,
     ):
-        background = as_float_matrix("background", background)
+        background = as_float_matrix("background", background, allow_nan=True)
         ensemble, output = flatten_ensemble(model)
-        n_features = getattr(model, "n_features_in_", background.shape[1])
+        n_features = _n_features(model, background.shape[1])
         if background.shape[1] != n_features:
             raise InvalidArgumentError(
                 "background",
@@ -157,6 +185,7 @@ class TreeBackground:
                 self.paths.feature,
                 self.paths.lower,
                 self.paths.upper,
+                self.paths.nan_passes,
                 self.paths.test_bit,
                 self.paths.player_start,
                 self.paths.table_start,
@@ -170,14 +199,22 @@ class TreeBackground:
         return "leaf tables" if self.tables is not None else "pairwise walk"
 
     def _as_seen(self, rows: np.ndarray) -> np.ndarray:
-        if self.ensemble.float32_inputs:
-            return rows.astype(np.float32).astype(np.float64)
+        """``rows`` as the model's comparisons see them (rounded, zeros read as missing)."""
+        ensemble = self.ensemble
+        if ensemble.float32_inputs:
+            rows = rows.astype(np.float32).astype(np.float64)
+        if ensemble.zero_threshold > 0:
+            zero = 0.0
+            if ensemble.zero_is_missing is not None:
+                zero = np.where(ensemble.zero_is_missing, np.nan, 0.0)
+            near_zero = np.abs(rows) <= ensemble.zero_threshold
+            rows = np.ascontiguousarray(np.where(near_zero, zero, rows))
         return rows
 
     def shapley(self, X: np.ndarray) -> ShapleyValues:
         """(m, P[, K]) interventional Shapley values of ``X`` against the background (P = d
         without groups)."""
-        rows = as_float_matrix("X", X, n_features=self.n_features)
+        rows = as_float_matrix("X", X, n_features=self.n_features, allow_nan=True)
         values = self.values(rows)
         predictions = np.asarray(self._output(rows), dtype=np.float64)
         return package(
@@ -190,7 +227,9 @@ class TreeBackground:
 
     def values(self, X: np.ndarray) -> np.ndarray:
         """(m, P, K) values alone, without calling the model for its predictions."""
-        return self.trusted_values(as_float_matrix("X", X, n_features=self.n_features))
+        return self.trusted_values(
+            as_float_matrix("X", X, n_features=self.n_features, allow_nan=True)
+        )
 
     def trusted_values(self, rows: np.ndarray) -> np.ndarray:
         """``values`` with no checks: ``rows`` must be C-contiguous float64 (m, d), as the
@@ -204,6 +243,7 @@ class TreeBackground:
                 self.paths.feature,
                 self.paths.lower,
                 self.paths.upper,
+                self.paths.nan_passes,
                 self.paths.test_bit,
                 self.paths.player_start,
                 self.paths.player_id,
@@ -222,6 +262,7 @@ class TreeBackground:
                 ensemble.right,
                 ensemble.feature,
                 ensemble.threshold,
+                ensemble.missing_left,
                 ensemble.node_values,
                 ensemble.roots,
                 ensemble.max_depth,
@@ -240,6 +281,7 @@ class LeafPaths:
     feature: np.ndarray
     lower: np.ndarray
     upper: np.ndarray
+    nan_passes: np.ndarray
     test_bit: np.ndarray
     player_start: np.ndarray
     player_id: np.ndarray
@@ -262,11 +304,13 @@ def _leaf_paths(
     feature = np.empty(capacity, dtype=np.int64)
     lower = np.empty(capacity)
     upper = np.empty(capacity)
+    nan_passes = np.empty(capacity, dtype=np.bool_)
     n_tests = leaf_paths(
         ensemble.left,
         ensemble.right,
         ensemble.feature,
         ensemble.threshold,
+        ensemble.missing_left,
         ensemble.roots,
         ensemble.max_depth,
         n_features,
@@ -275,6 +319,7 @@ def _leaf_paths(
         feature,
         lower,
         upper,
+        nan_passes,
     )
     feature = np.ascontiguousarray(feature[:n_tests])
     test_bit = np.empty(n_tests, dtype=np.int64)
@@ -302,6 +347,7 @@ def _leaf_paths(
         feature=feature,
         lower=np.ascontiguousarray(lower[:n_tests]),
         upper=np.ascontiguousarray(upper[:n_tests]),
+        nan_passes=np.ascontiguousarray(nan_passes[:n_tests]),
         test_bit=test_bit,
         player_start=player_start,
         player_id=player_id,
@@ -314,6 +360,37 @@ def _leaf_paths(
 
 def flatten_ensemble(model: object):
     """The model's trees as a :class:`FlatEnsemble`, and the method giving its additive output."""
+    module = type(model).__module__.split(".")[0]
+    # Optional libraries are imported only when their model is passed: never on the server path.
+    if module == "xgboost":
+        flat = xgboost_trees(model)
+        return _concatenate(flat.trees, float32_inputs=True), flat.output
+    if module == "lightgbm":
+        flat = lightgbm_trees(model)
+        return (
+            _concatenate(
+                flat.trees,
+                float32_inputs=False,
+                zero_threshold=flat.zero_threshold,
+                zero_is_missing=flat.zero_is_missing,
+            ),
+            flat.output,
+        )
+    return _flatten_sklearn(model)
+
+
+def _n_features(model: object, default: int) -> int:
+    """The number of features the model was fitted on, or ``default`` when it does not say."""
+    n_features = getattr(model, "n_features_in_", None)
+    if n_features is None:  # a bare XGBoost or LightGBM Booster
+        for method in ("num_features", "num_feature"):
+            if callable(getattr(model, method, None)):
+                n_features = getattr(model, method)()
+                break
+    return default if n_features is None else int(n_features)
+
+
+def _flatten_sklearn(model: object):
     from sklearn.ensemble import (
         ExtraTreesClassifier,
         ExtraTreesRegressor,
@@ -374,7 +451,7 @@ def flatten_ensemble(model: object):
     raise TypeError(
         f"model: {type(model).__name__} is not a supported tree model; expected a fitted "
         "scikit-learn DecisionTree*, RandomForest*, ExtraTrees*, GradientBoosting* or "
-        "HistGradientBoosting* estimator"
+        "HistGradientBoosting* estimator, or an XGBoost or LightGBM model"
     )
 
 
@@ -404,7 +481,7 @@ def _output_method(model: object):
 
 def _sklearn_tree(
     estimator: object, weight: float, output: int | None = None, n_outputs: int = 1
-) -> tuple:
+) -> NodeArrays:
     """Node arrays of a fitted ``sklearn.tree`` estimator; leaf values scaled by ``weight``.
 
     With ``output`` given, the tree's single value goes to that column of ``n_outputs``.
@@ -421,54 +498,75 @@ def _sklearn_tree(
         leaf_values = value[:, 0, :] / np.where(totals > 0, totals, 1.0) * weight
     else:
         leaf_values = value[:, :, 0] * weight
-    return (
-        tree.children_left.astype(np.int64),
-        tree.children_right.astype(np.int64),
-        np.maximum(tree.feature, 0).astype(np.int64),
-        tree.threshold.astype(np.float64),
-        leaf_values,
-        int(tree.max_depth),
+    # Since scikit-learn 1.3 a fitted tree records where NaN goes at each split (where the
+    # training NaN went, or towards the larger child when none reached the split).
+    missing_left = getattr(tree, "missing_go_to_left", np.zeros(tree.node_count, dtype=bool))
+    return NodeArrays(
+        left=tree.children_left.astype(np.int64),
+        right=tree.children_right.astype(np.int64),
+        feature=np.maximum(tree.feature, 0).astype(np.int64),
+        threshold=tree.threshold.astype(np.float64),
+        missing_left=np.asarray(missing_left).astype(bool),
+        leaf_values=leaf_values,
+        max_depth=int(tree.max_depth),
     )
 
 
-def _histogram_tree(predictor: object, output: int, n_outputs: int) -> tuple:
+def _histogram_tree(predictor: object, output: int, n_outputs: int) -> NodeArrays:
     """Node arrays of one ``HistGradientBoosting`` tree predictor."""
     nodes = predictor.nodes
     if nodes["is_categorical"].any():
-        raise ValueError("model: categorical splits of HistGradientBoosting are not supported")
+        raise InvalidArgumentError(
+            "model", "has categorical splits (HistGradientBoosting): not supported"
+        )
     is_leaf = nodes["is_leaf"].astype(bool)
     leaf_values = np.zeros((nodes.shape[0], n_outputs))
     # Leaf values already include the learning rate.
     leaf_values[:, output] = nodes["value"]
-    return (
-        np.where(is_leaf, -1, nodes["left"].astype(np.int64)),
-        np.where(is_leaf, -1, nodes["right"].astype(np.int64)),
-        nodes["feature_idx"].astype(np.int64),
-        nodes["num_threshold"].astype(np.float64),
-        leaf_values,
-        int(nodes["depth"].max()),
+    return NodeArrays(
+        left=np.where(is_leaf, -1, nodes["left"].astype(np.int64)),
+        right=np.where(is_leaf, -1, nodes["right"].astype(np.int64)),
+        feature=nodes["feature_idx"].astype(np.int64),
+        # A split on NaN alone has an infinite threshold: every number goes left, NaN right.
+        threshold=nodes["num_threshold"].astype(np.float64),
+        missing_left=nodes["missing_go_to_left"].astype(bool),
+        leaf_values=leaf_values,
+        max_depth=int(nodes["depth"].max()),
     )
 
 
-def _concatenate(trees: list[tuple], float32_inputs: bool) -> FlatEnsemble:
-    sizes = np.array([tree[0].shape[0] for tree in trees], dtype=np.int64)
+def _concatenate(
+    trees: list[NodeArrays],
+    float32_inputs: bool,
+    zero_threshold: float = 0.0,
+    zero_is_missing: np.ndarray | None = None,
+) -> FlatEnsemble:
+    sizes = np.array([tree.left.shape[0] for tree in trees], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
 
-    def children(index: int) -> np.ndarray:
+    def children(name: str) -> np.ndarray:
         return np.concatenate(
             [
-                np.where(tree[index] >= 0, tree[index] + offset, -1)
+                np.where(getattr(tree, name) >= 0, getattr(tree, name) + offset, -1)
                 for tree, offset in zip(trees, offsets, strict=True)
             ]
         ).astype(np.int64)
 
+    def stacked(name: str, dtype: type) -> np.ndarray:
+        return np.ascontiguousarray(
+            np.concatenate([getattr(tree, name) for tree in trees]), dtype=dtype
+        )
+
     return FlatEnsemble(
-        left=children(0),
-        right=children(1),
-        feature=np.ascontiguousarray(np.concatenate([tree[2] for tree in trees])),
-        threshold=np.ascontiguousarray(np.concatenate([tree[3] for tree in trees])),
-        node_values=np.ascontiguousarray(np.concatenate([tree[4] for tree in trees])),
+        left=children("left"),
+        right=children("right"),
+        feature=stacked("feature", np.int64),
+        threshold=stacked("threshold", np.float64),
+        missing_left=stacked("missing_left", np.bool_),
+        node_values=stacked("leaf_values", np.float64),
         roots=offsets,
-        max_depth=max(tree[5] for tree in trees),
+        max_depth=max(tree.max_depth for tree in trees),
         float32_inputs=float32_inputs,
+        zero_threshold=zero_threshold,
+        zero_is_missing=zero_is_missing,
     )

@@ -206,10 +206,12 @@ def test_permutation_rows_and_marginals(rng):
             np.testing.assert_allclose(credits[t, orders[t, k]], expected, rtol=0, atol=1e-14)
 
 
+@pytest.mark.parametrize("nan_share", [0.0, 0.25])  # NaN routed by missing_go_to_left
 @pytest.mark.parametrize("max_table_entries", [0, 4_000_000])  # the pairwise walk, the tables
-def test_tree_kernels_against_enumeration(rng, max_table_entries):
+def test_tree_kernels_against_enumeration(rng, max_table_entries, nan_share):
     X = rng.normal(size=(80, 4))
     y = X[:, 0] * X[:, 1] + np.sin(3 * X[:, 2])
+    X[rng.random(X.shape) < nan_share] = np.nan
     model = DecisionTreeRegressor(max_depth=4, random_state=0).fit(X, y)
     prepared = TreeBackground(model, X[:10], max_table_entries=max_table_entries)
     assert prepared.algorithm == ("pairwise walk" if max_table_entries == 0 else "leaf tables")

@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shapley_svc.errors import InvalidArgumentError
-from shapley_svc.reference import exact_shapley
+from shapley_svc.reference import exact_shapley, sampled_shapley
 from tests.oracles import as_3d, brute_force_shapley, random_polynomial_game
 
 
@@ -103,8 +103,12 @@ def test_single_feature_needs_no_mixed_rows(rng):
         (np.zeros(3), np.zeros((2, 3)), "X must be 2-D"),
         (np.zeros((0, 3)), np.zeros((2, 3)), "X must have at least one row"),
         (np.zeros((2, 3)), np.zeros((2, 4)), "background has 4 features; expected 3"),
-        (np.array([[0.0, np.nan]]), np.zeros((2, 2)), "X must be finite; found nan at row 0"),
-        (np.zeros((2, 2)), np.array([[np.inf, 0.0]]), "background must be finite"),
+        (
+            np.array([[0.0, -np.inf]]),
+            np.zeros((2, 2)),
+            r"X must not be infinite \(NaN marks a missing value\); found -inf at row 0",
+        ),
+        (np.zeros((2, 2)), np.array([[np.inf, 0.0]]), "background must not be infinite"),
         (np.zeros((1, 17)), np.zeros((2, 17)), "X has 17 features; exact_shapley enumerates"),
         ([["a", "b"]], np.zeros((2, 2)), "X must be a numeric 2-D array"),
     ],
@@ -113,6 +117,19 @@ def test_rejects_bad_arrays_naming_the_argument(X, background, message):
     with pytest.raises(InvalidArgumentError, match=message) as caught:
         exact_shapley(lambda Z: Z.sum(axis=1), X, background)
     assert caught.value.argument == message.split()[0]
+
+
+def test_missing_values_reach_the_model():
+    # NaN is a missing value the model routes itself: rows holding it are evaluated as they are.
+    def predict(Z):
+        return np.where(np.isnan(Z[:, 0]), 5.0, Z[:, 0]) * np.nan_to_num(Z[:, 1], nan=-1.0)
+
+    X = np.array([[np.nan, 2.0], [1.0, np.nan]])
+    background = np.array([[0.5, np.nan], [np.nan, 3.0], [2.0, 1.0]])
+    truth = brute_force_shapley(predict, X, background)[:, :, 0]
+    np.testing.assert_allclose(exact_shapley(predict, X, background).values, truth, atol=1e-12)
+    sampled = sampled_shapley(predict, X, background, budget=200, random_state=0)
+    np.testing.assert_allclose(sampled.values.sum(axis=1), predict(X) - predict(background).mean())
 
 
 def test_rejects_bad_model_outputs():
