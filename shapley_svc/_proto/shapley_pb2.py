@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18shapley/v1/shapley.proto\x12\nshapley.v1\"W\n\x06Tensor\x12 \n\x05\x64type\x18\x01 \x01(\x0e\x32\x11.shapley.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0e\n\x06values\x18\x04 \x03(\x01\"-\n\x0c\x46\x65\x61tureGroup\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63olumns\x18\x02 \x03(\x03\"\xe0\x01\n\x0b\x43ontextSpec\x12 \n\x04rows\x18\x01 \x01(\x0b\x32\x12.shapley.v1.Tensor\x12\'\n\x0bpredictions\x18\x02 \x01(\x0b\x32\x12.shapley.v1.Tensor\x12\x12\n\nbackground\x18\x03 \x03(\x03\x12\x15\n\rfeature_names\x18\x04 \x03(\t\x12\x14\n\x0crandom_state\x18\x05 \x01(\x04\x12(\n\x06groups\x18\x06 \x03(\x0b\x32\x18.shapley.v1.FeatureGroup\x12\x1b\n\x13\x63\x61tegorical_columns\x18\x07 \x03(\r\"D\n\x14SurrogateDiagnostics\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06oof_r2\x18\x02 \x01(\x01\x12\x0e\n\x06weight\x18\x03 \x01(\x01\"e\n\x11OutputDiagnostics\x12\x1a\n\x12predicted_fidelity\x18\x01 \x01(\x01\x12\x34\n\nsurrogates\x18\x02 \x03(\x0b\x32 .shapley.v1.SurrogateDiagnostics\"\xd6\x02\n\x0b\x43ontextInfo\x12\x12\n\ncontext_id\x18\x01 \x01(\t\x12\x0e\n\x06n_rows\x18\x02 \x01(\x03\x12\x12\n\nn_features\x18\x03 \x01(\x03\x12\x11\n\tn_outputs\x18\x04 \x01(\x03\x12\x15\n\rsingle_output\x18\x05 \x01(\x08\x12\x15\n\rfeature_names\x18\x06 \x03(\t\x12\x14\n\x0cn_background\x18\x07 \x01(\x03\x12.\n\x07outputs\x18\x08 \x03(\x0b\x32\x1d.shapley.v1.OutputDiagnostics\x12\x18\n\x10\x61rtifact_version\x18\t \x01(\t\x12\x14\n\x0cmemory_bytes\x18\n \x01(\x03\x12\x13\n\x0b\x66it_seconds\x18\x0b \x01(\x01\x12(\n\x06groups\x18\x0c \x03(\x0b\x32\x18.shapley.v1.FeatureGroup\x12\x19\n\x11\x61ttribution_names\x18\r \x03(\t\"@\n\x14\x43reateContextRequest\x12(\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x17.shapley.v1.ContextSpec\"R\n\x15\x43reateContextResponse\x12(\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x17.shapley.v1.ContextInfo\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\xe7\x01\n\x0e\x45xplainRequest\x12\x14\n\ncontext_id\x18\x01 \x01(\tH\x00\x12*\n\x07\x63ontext\x18\x02 \x01(\x0b\x32\x17.shapley.v1.ContextSpecH\x00\x12 \n\x04rows\x18\x03 \x01(\x0b\x32\x12.shapley.v1.Tensor\x12\'\n\x0bpredictions\x18\x04 \x01(\x0b\x32\x12.shapley.v1.Tensor\x12\'\n\x0coutput_dtype\x18\x05 \x01(\x0e\x32\x11.shapley.v1.DType\x12\x15\n\routput_values\x18\x06 \x01(\x08\x42\x08\n\x06source\"\xf2\x01\n\x0f\x45xplainResponse\x12\x12\n\ncontext_id\x18\x01 \x01(\t\x12\"\n\x06values\x18\x02 \x01(\x0b\x32\x12.shapley.v1.Tensor\x12\'\n\x0b\x62\x61se_values\x18\x03 \x01(\x0b\x32\x12.shapley.v1.Tensor\x12\'\n\x0buncertainty\x18\x04 \x01(\x0b\x32\x12.shapley.v1.Tensor\x12(\n\x07\x63ontext\x18\x05 \x01(\x0b\x32\x17.shapley.v1.ContextInfo\x12\x18\n\x10\x61rtifact_version\x18\x06 \x01(\t\x12\x11\n\tfirst_row\x18\x07 \x01(\x03\"\'\n\x11GetContextRequest\x12\x12\n\ncontext_id\x18\x01 \x01(\t\"*\n\x14\x44\x65leteContextRequest\x12\x12\n\ncontext_id\x18\x01 \x01(\t\"@\n\x15\x44\x65leteContextResponse\x12\x12\n\ncontext_id\x18\x01 \x01(\t\x12\x13\n\x0b\x66reed_bytes\x18\x02 \x01(\x03\"\x15\n\x13ListContextsRequest\"V\n\x14ListContextsResponse\x12)\n\x08\x63ontexts\x18\x01 \x03(\x0b\x32\x17.shapley.v1.ContextInfo\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x03\"\x16\n\x14GetServerInfoRequest\"\xd9\x01\n\x06Limits\x12\x19\n\x11max_message_bytes\x18\x01 \x01(\x03\x12\x18\n\x10max_context_rows\x18\x02 \x01(\x03\x12\x14\n\x0cmax_features\x18\x03 \x01(\x03\x12\x13\n\x0bmax_outputs\x18\x04 \x01(\x03\x12\x18\n\x10max_explain_rows\x18\x05 \x01(\x03\x12\x14\n\x0cmax_contexts\x18\x06 \x01(\x03\x12\x1f\n\x17max_context_store_bytes\x18\x07 \x01(\x03\x12\x1e\n\x16max_concurrent_streams\x18\x08 \x01(\x03\"\xa8\x01\n\nServerInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x18\n\x10\x61rtifact_version\x18\x02 \x01(\t\x12\x17\n\x0f\x61rtifact_sha256\x18\x03 \x01(\t\x12\"\n\x06limits\x18\x04 \x01(\x0b\x32\x12.shapley.v1.Limits\x12\x15\n\rcontexts_held\x18\x05 \x01(\x03\x12\x1b\n\x13\x63ontext_store_bytes\x18\x06 \x01(\x03*D\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT32\x10\x01\x12\x11\n\rDTYPE_FLOAT64\x10\x02\x32\x89\x05\n\x07Shapley\x12T\n\rCreateContext\x12 .shapley.v1.CreateContextRequest\x1a!.shapley.v1.CreateContextResponse\x12\\\n\x13\x43reateContextStream\x12 .shapley.v1.CreateContextRequest\x1a!.shapley.v1.CreateContextResponse(\x01\x12\x42\n\x07\x45xplain\x12\x1a.shapley.v1.ExplainRequest\x1a\x1b.shapley.v1.ExplainResponse\x12L\n\rExplainStream\x12\x1a.shapley.v1.ExplainRequest\x1a\x1b.shapley.v1.ExplainResponse(\x01\x30\x01\x12\x44\n\nGetContext\x12\x1d.shapley.v1.GetContextRequest\x1a\x17.shapley.v1.ContextInfo\x12T\n\rDeleteContext\x12 .shapley.v1.DeleteContextRequest\x1a!.shapley.v1.DeleteContextResponse\x12Q\n\x0cListContexts\x12\x1f.shapley.v1.ListContextsRequest\x1a .shapley.v1.ListContextsResponse\x12I\n\rGetServerInfo\x12 .shapley.v1.GetServerInfoRequest\x1a\x16.shapley.v1.ServerInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18shapley/v1/shapley.proto\x12\nshapley.v1\"W\n\x06Tensor\x12 \n\x05\x64type\x18\x01 \x01(\x0e\x32\x11.shapley.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0e\n\x06values\x18\x04 \x03(\x01\"-\n\x0c\x46\x65\x61tureGroup\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63olumns\x18\x02 \x03(\x03\"\xe0\x01\n\x0b\x43ontextSpec\x12 \n\x04rows\x18\x01 \x01(\x0b\x32\x12.shapley.v1.Tensor\x12\'\n\x0bpredictions\x18\x02 \x01(\x0b\x32\x12.shapley.v1.Tensor\x12\x12\n\nbackground\x18\x03 \x03(\x03\x12\x15\n\rfeature_names\x18\x04 \x03(\t\x12\x14\n\x0crandom_state\x18\x05 \x01(\x04\x12(\n\x06groups\x18\x06 \x03(\x0b\x32\x18.shapley.v1.FeatureGroup\x12\x1b\n\x13\x63\x61tegorical_columns\x18\x07 \x03(\r\"D\n\x14SurrogateDiagnostics\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06oof_r2\x18\x02 \x01(\x01\x12\x0e\n\x06weight\x18\x03 \x01(\x01\"e\n\x11OutputDiagnostics\x12\x1a\n\x12predicted_fidelity\x18\x01 \x01(\x01\x12\x34\n\nsurrogates\x18\x02 \x03(\x0b\x32 .shapley.v1.SurrogateDiagnostics\"\xf3\x02\n\x0b\x43ontextInfo\x12\x12\n\ncontext_id\x18\x01 \x01(\t\x12\x0e\n\x06n_rows\x18\x02 \x01(\x03\x12\x12\n\nn_features\x18\x03 \x01(\x03\x12\x11\n\tn_outputs\x18\x04 \x01(\x03\x12\x15\n\rsingle_output\x18\x05 \x01(\x08\x12\x15\n\rfeature_names\x18\x06 \x03(\t\x12\x14\n\x0cn_background\x18\x07 \x01(\x03\x12.\n\x07outputs\x18\x08 \x03(\x0b\x32\x1d.shapley.v1.OutputDiagnostics\x12\x18\n\x10\x61rtifact_version\x18\t \x01(\t\x12\x14\n\x0cmemory_bytes\x18\n \x01(\x03\x12\x13\n\x0b\x66it_seconds\x18\x0b \x01(\x01\x12(\n\x06groups\x18\x0c \x03(\x0b\x32\x18.shapley.v1.FeatureGroup\x12\x19\n\x11\x61ttribution_names\x18\r \x03(\t\x12\x1b\n\x13\x63\x61tegorical_columns\x18\x0e \x03(\r\"@\n\x14\x43reateContextRequest\x12(\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x17.shapley.v1.ContextSpec\"R\n\x15\x43reateContextResponse\x12(\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x17.shapley.v1.ContextInfo\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\xe7\x01\n\x0e\x45xplainRequest\x12\x14\n\ncontext_id\x18\x01 \x01(\tH\x00\x12*\n\x07\x63ontext\x18\x02 \x01(\x0b\x32\x17.shapley.v1.ContextSpecH\x00\x12 \n\x04rows\x18\x03 \x01(\x0b\x32\x12.shapley.v1.Tensor\x12\'\n\x0bpredictions\x18\x04 \x01(\x0b\x32\x12.shapley.v1.Tensor\x12\'\n\x0coutput_dtype\x18\x05 \x01(\x0e\x32\x11.shapley.v1.DType\x12\x15\n\routput_values\x18\x06 \x01(\x08\x42\x08\n\x06source\"\xf2\x01\n\x0f\x45xplainResponse\x12\x12\n\ncontext_id\x18\x01 \x01(\t\x12\"\n\x06values\x18\x02 \x01(\x0b\x32\x12.shapley.v1.Tensor\x12\'\n\x0b\x62\x61se_values\x18\x03 \x01(\x0b\x32\x12.shapley.v1.Tensor\x12\'\n\x0buncertainty\x18\x04 \x01(\x0b\x32\x12.shapley.v1.Tensor\x12(\n\x07\x63ontext\x18\x05 \x01(\x0b\x32\x17.shapley.v1.ContextInfo\x12\x18\n\x10\x61rtifact_version\x18\x06 \x01(\t\x12\x11\n\tfirst_row\x18\x07 \x01(\x03\"\'\n\x11GetContextRequest\x12\x12\n\ncontext_id\x18\x01 \x01(\t\"*\n\x14\x44\x65leteContextRequest\x12\x12\n\ncontext_id\x18\x01 \x01(\t\"@\n\x15\x44\x65leteContextResponse\x12\x12\n\ncontext_id\x18\x01 \x01(\t\x12\x13\n\x0b\x66reed_bytes\x18\x02 \x01(\x03\"\x15\n\x13ListContextsRequest\"V\n\x14ListContextsResponse\x12)\n\x08\x63ontexts\x18\x01 \x03(\x0b\x32\x17.shapley.v1.ContextInfo\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x03\"\x16\n\x14GetServerInfoRequest\"\xd9\x01\n\x06Limits\x12\x19\n\x11max_message_bytes\x18\x01 \x01(\x03\x12\x18\n\x10max_context_rows\x18\x02 \x01(\x03\x12\x14\n\x0cmax_features\x18\x03 \x01(\x03\x12\x13\n\x0bmax_outputs\x18\x04 \x01(\x03\x12\x18\n\x10max_explain_rows\x18\x05 \x01(\x03\x12\x14\n\x0cmax_contexts\x18\x06 \x01(\x03\x12\x1f\n\x17max_context_store_bytes\x18\x07 \x01(\x03\x12\x1e\n\x16max_concurrent_streams\x18\x08 \x01(\x03\"\xa8\x01\n\nServerInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x18\n\x10\x61rtifact_version\x18\x02 \x01(\t\x12\x17\n\x0f\x61rtifact_sha256\x18\x03 \x01(\t\x12\"\n\x06limits\x18\x04 \x01(\x0b\x32\x12.shapley.v1.Limits\x12\x15\n\rcontexts_held\x18\x05 \x01(\x03\x12\x1b\n\x13\x63ontext_store_bytes\x18\x06 \x01(\x03*D\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT32\x10\x01\x12\x11\n\rDTYPE_FLOAT64\x10\x02\x32\x89\x05\n\x07Shapley\x12T\n\rCreateContext\x12 .shapley.v1.CreateContextRequest\x1a!.shapley.v1.CreateContextResponse\x12\\\n\x13\x43reateContextStream\x12 .shapley.v1.CreateContextRequest\x1a!.shapley.v1.CreateContextResponse(\x01\x12\x42\n\x07\x45xplain\x12\x1a.shapley.v1.ExplainRequest\x1a\x1b.shapley.v1.ExplainResponse\x12L\n\rExplainStream\x12\x1a.shapley.v1.ExplainRequest\x1a\x1b.shapley.v1.ExplainResponse(\x01\x30\x01\x12\x44\n\nGetContext\x12\x1d.shapley.v1.GetContextRequest\x1a\x17.shapley.v1.ContextInfo\x12T\n\rDeleteContext\x12 .shapley.v1.DeleteContextRequest\x1a!.shapley.v1.DeleteContextResponse\x12Q\n\x0cListContexts\x12\x1f.shapley.v1.ListContextsRequest\x1a .shapley.v1.ListContextsResponse\x12I\n\rGetServerInfo\x12 .shapley.v1.GetServerInfoRequest\x1a\x16.shapley.v1.ServerInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shapley.v1.shapley_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DTYPE']._serialized_start=2227
-  _globals['_DTYPE']._serialized_end=2295
+  _globals['_DTYPE']._serialized_start=2256
+  _globals['_DTYPE']._serialized_end=2324
   _globals['_TENSOR']._serialized_start=40
   _globals['_TENSOR']._serialized_end=127
   _globals['_FEATUREGROUP']._serialized_start=129
@@ -45,31 +45,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OUTPUTDIAGNOSTICS']._serialized_start=473
   _globals['_OUTPUTDIAGNOSTICS']._serialized_end=574
   _globals['_CONTEXTINFO']._serialized_start=577
-  _globals['_CONTEXTINFO']._serialized_end=919
-  _globals['_CREATECONTEXTREQUEST']._serialized_start=921
-  _globals['_CREATECONTEXTREQUEST']._serialized_end=985
-  _globals['_CREATECONTEXTRESPONSE']._serialized_start=987
-  _globals['_CREATECONTEXTRESPONSE']._serialized_end=1069
-  _globals['_EXPLAINREQUEST']._serialized_start=1072
-  _globals['_EXPLAINREQUEST']._serialized_end=1303
-  _globals['_EXPLAINRESPONSE']._serialized_start=1306
-  _globals['_EXPLAINRESPONSE']._serialized_end=1548
-  _globals['_GETCONTEXTREQUEST']._serialized_start=1550
-  _globals['_GETCONTEXTREQUEST']._serialized_end=1589
-  _globals['_DELETECONTEXTREQUEST']._serialized_start=1591
-  _globals['_DELETECONTEXTREQUEST']._serialized_end=1633
-  _globals['_DELETECONTEXTRESPONSE']._serialized_start=1635
-  _globals['_DELETECONTEXTRESPONSE']._serialized_end=1699
-  _globals['_LISTCONTEXTSREQUEST']._serialized_start=1701
-  _globals['_LISTCONTEXTSREQUEST']._serialized_end=1722
-  _globals['_LISTCONTEXTSRESPONSE']._serialized_start=1724
-  _globals['_LISTCONTEXTSRESPONSE']._serialized_end=1810
-  _globals['_GETSERVERINFOREQUEST']._serialized_start=1812
-  _globals['_GETSERVERINFOREQUEST']._serialized_end=1834
-  _globals['_LIMITS']._serialized_start=1837
-  _globals['_LIMITS']._serialized_end=2054
-  _globals['_SERVERINFO']._serialized_start=2057
-  _globals['_SERVERINFO']._serialized_end=2225
-  _globals['_SHAPLEY']._serialized_start=2298
-  _globals['_SHAPLEY']._serialized_end=2947
+  _globals['_CONTEXTINFO']._serialized_end=948
+  _globals['_CREATECONTEXTREQUEST']._serialized_start=950
+  _globals['_CREATECONTEXTREQUEST']._serialized_end=1014
+  _globals['_CREATECONTEXTRESPONSE']._serialized_start=1016
+  _globals['_CREATECONTEXTRESPONSE']._serialized_end=1098
+  _globals['_EXPLAINREQUEST']._serialized_start=1101
+  _globals['_EXPLAINREQUEST']._serialized_end=1332
+  _globals['_EXPLAINRESPONSE']._serialized_start=1335
+  _globals['_EXPLAINRESPONSE']._serialized_end=1577
+  _globals['_GETCONTEXTREQUEST']._serialized_start=1579
+  _globals['_GETCONTEXTREQUEST']._serialized_end=1618
+  _globals['_DELETECONTEXTREQUEST']._serialized_start=1620
+  _globals['_DELETECONTEXTREQUEST']._serialized_end=1662
+  _globals['_DELETECONTEXTRESPONSE']._serialized_start=1664
+  _globals['_DELETECONTEXTRESPONSE']._serialized_end=1728
+  _globals['_LISTCONTEXTSREQUEST']._serialized_start=1730
+  _globals['_LISTCONTEXTSREQUEST']._serialized_end=1751
+  _globals['_LISTCONTEXTSRESPONSE']._serialized_start=1753
+  _globals['_LISTCONTEXTSRESPONSE']._serialized_end=1839
+  _globals['_GETSERVERINFOREQUEST']._serialized_start=1841
+  _globals['_GETSERVERINFOREQUEST']._serialized_end=1863
+  _globals['_LIMITS']._serialized_start=1866
+  _globals['_LIMITS']._serialized_end=2083
+  _globals['_SERVERINFO']._serialized_start=2086
+  _globals['_SERVERINFO']._serialized_end=2254
+  _globals['_SHAPLEY']._serialized_start=2327
+  _globals['_SHAPLEY']._serialized_end=2976
 # @@protoc_insertion_point(module_scope)

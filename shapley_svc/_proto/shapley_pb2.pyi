@@ -74,7 +74,7 @@ class OutputDiagnostics(_message.Message):
     def __init__(self, predicted_fidelity: _Optional[float] = ..., surrogates: _Optional[_Iterable[_Union[SurrogateDiagnostics, _Mapping]]] = ...) -> None: ...
 
 class ContextInfo(_message.Message):
-    __slots__ = ("context_id", "n_rows", "n_features", "n_outputs", "single_output", "feature_names", "n_background", "outputs", "artifact_version", "memory_bytes", "fit_seconds", "groups", "attribution_names")
+    __slots__ = ("context_id", "n_rows", "n_features", "n_outputs", "single_output", "feature_names", "n_background", "outputs", "artifact_version", "memory_bytes", "fit_seconds", "groups", "attribution_names", "categorical_columns")
     CONTEXT_ID_FIELD_NUMBER: _ClassVar[int]
     N_ROWS_FIELD_NUMBER: _ClassVar[int]
     N_FEATURES_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +88,7 @@ class ContextInfo(_message.Message):
     FIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     GROUPS_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTION_NAMES_FIELD_NUMBER: _ClassVar[int]
+    CATEGORICAL_COLUMNS_FIELD_NUMBER: _ClassVar[int]
     context_id: str
     n_rows: int
     n_features: int
@@ -101,7 +102,8 @@ class ContextInfo(_message.Message):
     fit_seconds: float
     groups: _containers.RepeatedCompositeFieldContainer[FeatureGroup]
     attribution_names: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, context_id: _Optional[str] = ..., n_rows: _Optional[int] = ..., n_features: _Optional[int] = ..., n_outputs: _Optional[int] = ..., single_output: _Optional[bool] = ..., feature_names: _Optional[_Iterable[str]] = ..., n_background: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[OutputDiagnostics, _Mapping]]] = ..., artifact_version: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., fit_seconds: _Optional[float] = ..., groups: _Optional[_Iterable[_Union[FeatureGroup, _Mapping]]] = ..., attribution_names: _Optional[_Iterable[str]] = ...) -> None: ...
+    categorical_columns: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, context_id: _Optional[str] = ..., n_rows: _Optional[int] = ..., n_features: _Optional[int] = ..., n_outputs: _Optional[int] = ..., single_output: _Optional[bool] = ..., feature_names: _Optional[_Iterable[str]] = ..., n_background: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[OutputDiagnostics, _Mapping]]] = ..., artifact_version: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., fit_seconds: _Optional[float] = ..., groups: _Optional[_Iterable[_Union[FeatureGroup, _Mapping]]] = ..., attribution_names: _Optional[_Iterable[str]] = ..., categorical_columns: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class CreateContextRequest(_message.Message):
     __slots__ = ("context",)

@@ -42,6 +42,7 @@ def decode_tensor(
     ndims: tuple[int, ...],
     max_elements: int,
     values: Sequence[float] = (),
+    allow_nan: bool = False,
 ) -> np.ndarray:
     """A read-only float array viewing ``data``, or a float64 array of ``values``.
 
@@ -57,6 +58,7 @@ def decode_tensor(
     ndims : the numbers of axes accepted.
     max_elements : the largest element count accepted (checked before anything is allocated).
     values : exactly ``prod(shape)`` numbers in row-major order, or empty when ``data`` is used.
+    allow_nan : NaN is a value (a missing cell of a row); +-inf is refused all the same.
     """
     plain = len(values) > 0
     if plain and len(data) > 0:
@@ -101,10 +103,12 @@ def decode_tensor(
                 f"got {len(data)}",
             )
         array = np.frombuffer(data, dtype=numpy_dtype).reshape(shape)
-    if not np.isfinite(array).all():
-        bad = np.argwhere(~np.isfinite(array))[0]
+    refused = np.isinf(array) if allow_nan else ~np.isfinite(array)
+    if refused.any():
+        bad = np.argwhere(refused)[0]
+        expected = "finite or NaN (missing)" if allow_nan else "finite"
         raise InvalidArgumentError(
-            field, f"values must be finite; found {array[tuple(bad)]} at {bad.tolist()}"
+            field, f"values must be {expected}; found {array[tuple(bad)]} at {bad.tolist()}"
         )
     return array
 

@@ -158,6 +158,7 @@ class ContextService:
             background=spec.background if spec.background.size else None,
             feature_names=list(spec.feature_names) or None,
             groups=list(spec.groups) or None,
+            categorical=spec.categorical_columns.tolist() or None,
             should_stop=should_stop,
         )
         entry = StoredContext(

@@ -20,6 +20,7 @@ class ContextSpec:
     feature_names : d names, or empty for the estimator's defaults.
     random_state : the estimator's seed.
     groups : (name, int64 column indices) pairs, or empty for one attribution per feature.
+    categorical_columns : int64 indices of the columns holding category codes; empty for none.
     """
 
     rows: np.ndarray
@@ -28,6 +29,7 @@ class ContextSpec:
     feature_names: tuple[str, ...] = ()
     random_state: int = 0
     groups: tuple[tuple[str, np.ndarray], ...] = ()
+    categorical_columns: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
 
 
 @dataclass(frozen=True)
@@ -80,4 +82,8 @@ def content_id(spec: ContextSpec, artifact_sha256: str) -> str:
     for name, columns in spec.groups:
         digest.update(b"group\0" + name.encode() + b"\0")
         digest.update(repr(columns.size).encode() + np.ascontiguousarray(columns, "<i8").tobytes())
+    # Likewise only contexts with categorical columns hash them.
+    if spec.categorical_columns.size:
+        digest.update(b"categorical\0")
+        digest.update(np.ascontiguousarray(spec.categorical_columns, "<i8").tobytes())
     return "ctx-" + digest.hexdigest()[:40]

@@ -18,6 +18,7 @@ from shapley_svc.estimator.combiner import (
     uncertainty_terms,
 )
 from shapley_svc.estimator.context import fit_context
+from shapley_svc.estimator.encoding import TableEncoder, categorical_columns, check_codes
 from shapley_svc.estimator.groups import Players, parse_groups
 from shapley_svc.estimator.result import (
     Diagnostics,
@@ -26,7 +27,7 @@ from shapley_svc.estimator.result import (
     SurrogateDiagnostics,
 )
 from shapley_svc.estimator.surrogates import OUT_OF_FOLD_SPLITS, ZOO
-from shapley_svc.reference._validation import as_float_matrix
+from shapley_svc.estimator.tables import code_frame, display_rows, is_data_frame
 
 DEFAULT_BACKGROUND_ROWS = 100
 # Below this many query rows the numba kernels run on the calling thread alone: starting a
@@ -87,14 +88,33 @@ def _column_names(table) -> list[str] | None:
     return None if columns is None else [str(name) for name in columns]
 
 
-def _finite_matrix(name: str, value, n_features: int | None = None) -> np.ndarray:
-    """The reference engine's checks, plus the fitted feature count in the estimator's words."""
-    array = as_float_matrix(name, value)
+def _row_matrix(name: str, value, n_features: int | None = None) -> np.ndarray:
+    """C-contiguous float64 (n, d) rows; NaN is a value (missing), +-inf is refused."""
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise InvalidArgumentError(
+            name, f"must be a numeric 2-D array; could not convert: {error}"
+        ) from None
+    if array.ndim != 2:
+        raise InvalidArgumentError(name, f"must be 2-D (rows, features); got shape {array.shape}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise InvalidArgumentError(
+            name, f"must have at least one row and one feature; got {array.shape}"
+        )
     if n_features is not None and array.shape[1] != n_features:
         raise InvalidArgumentError(
             name, f"has {array.shape[1]} features; the explainer was fitted on {n_features}"
         )
-    return array
+    infinite = np.isinf(array)
+    if infinite.any():
+        row, column = np.argwhere(infinite)[0]
+        raise InvalidArgumentError(
+            name,
+            f"must be finite or NaN (missing); found {array[row, column]} at row {row}, "
+            f"column {column}",
+        )
+    return np.ascontiguousarray(array)
 
 
 def _outputs(name: str, value, n_rows: int, n_outputs: int | None = None) -> np.ndarray:
@@ -141,6 +161,11 @@ class ZeroShotExplainer:
         slices within the latter).
     background_ : (n_background,) int64 indices of the background rows in X.
     feature_names_ : the d input columns' names.
+    categorical_ : (n_categorical,) int64 indices of the categorical columns (declared, or coded
+        from a DataFrame).
+    categories_ : feature name -> labels, for the columns coded from a DataFrame: code c stands
+        for ``labels[c]``.
+    encoder_ : ``TableEncoder``: how the raw columns become the surrogates' design columns.
     groups_ : None, or the groups as (name, (columns,) int64 column indices) pairs in answer
         order.
     attribution_names_ : the P names ``explain`` attributes to: the groups', else the features'.
@@ -171,6 +196,7 @@ class ZeroShotExplainer:
         background=None,
         feature_names: Sequence[str] | None = None,
         *,
+        categorical=None,
         groups=None,
         should_stop: Callable[[], bool] | None = None,
     ) -> "ZeroShotExplainer":
@@ -178,12 +204,19 @@ class ZeroShotExplainer:
 
         Parameters
         ----------
-        X : (n, d) rows; n >= 3.
+        X : (n, d) rows; n >= 3. NaN is a value (missing), attributed like any other; +-inf is
+            refused. A pandas DataFrame gives the feature names, and its ``category``,
+            ``object``/string and ``bool`` columns become codes, declared categorical (the
+            labels are kept in ``categories_``, so query frames are coded the same way).
         predictions : (n,) or (n, K) the model's outputs on X (probabilities, logits or values).
         background : None for a seeded sample of min(n, 100) rows of X, or 1-D int indices into
             X of the rows that stand in for absent features.
         feature_names : d distinct names (default: the columns of a pandas DataFrame X, else
             x0, x1, ...).
+        categorical : None, or the columns (indices or feature names) whose values are category
+            codes: integers, or NaN for a missing category. The surrogates treat them as
+            categories, not magnitudes; each still gets one attribution. A code the context
+            never showed is an unseen category at explain time, not an error.
         groups : None for one attribution per feature, or a partition of the d columns into
             named groups (``{"name": [column indices], ...}`` or a list of (name, indices)
             pairs): ``explain`` then answers one value per group, the Shapley values of the game
@@ -211,7 +244,8 @@ class ZeroShotExplainer:
                 f"must be an int in [0, 2**32) (scikit-learn's seed range); "
                 f"got {self.random_state!r}",
             )
-        rows = _finite_matrix("X", X)
+        coded = code_frame("X", X) if is_data_frame(X) else None
+        rows = _row_matrix("X", X if coded is None else coded.rows)
         n, d = rows.shape
         if n < OUT_OF_FOLD_SPLITS:
             raise InvalidArgumentError(
@@ -228,7 +262,12 @@ class ZeroShotExplainer:
             )
         background_indices = self._background_indices(background, n)
         names = self._feature_names(_column_names(X) if feature_names is None else feature_names, d)
+        categories = {} if coded is None else coded.categories
+        declared = categorical_columns(categorical, names)
+        categorical_indices = np.union1d(declared, list(categories)).astype(np.int64)
+        check_codes("X", rows, categorical_indices, names)
         players = None if groups is None else parse_groups(groups, d)
+        encoder = TableEncoder.fit(rows, categorical_indices)
         artifact = _artifact(self.artifact or DEFAULT_ARTIFACT)
         seed = int(self.random_state)
         memory_bytes = int(self.working_memory_bytes)
@@ -241,7 +280,13 @@ class ZeroShotExplainer:
             threadpool_limits(1, user_api="openmp"),
         ):
             context = fit_context(
-                rows, outputs, background_indices, seed, should_stop, players, memory_bytes
+                encoder.transform(rows),
+                outputs,
+                background_indices,
+                seed,
+                should_stop,
+                encoder.players(players, names),
+                memory_bytes,
             )
         params = artifact.parameters
         n_players = d if players is None else players.count
@@ -252,6 +297,9 @@ class ZeroShotExplainer:
         self.working_memory_bytes_ = memory_bytes
         self.background_ = background_indices
         self.feature_names_ = names
+        self.categorical_ = categorical_indices
+        self.categories_ = {names[j]: labels for j, labels in categories.items()}
+        self.encoder_ = encoder
         self.groups_ = _groups(players)
         self.attribution_names_ = names if players is None else list(players.names)
         self.artifact_ = artifact
@@ -333,10 +381,15 @@ class ZeroShotExplainer:
             raise NotFittedError()
         n_players = len(self.attribution_names_)
         # Per row: every member's values, the combined values and their spread, per output,
-        # and the widest basis a surrogate expands the row into.
-        per_row = 8 * (n_players * self.n_outputs_ * (len(ZOO) + 4) + 16 * self.n_features_in_)
+        # and the widest basis a surrogate expands the row's design columns into.
+        width = self.encoder_.width
+        per_row = 8 * (n_players * self.n_outputs_ * (len(ZOO) + 4) + 16 * width)
         within_memory = self.working_memory_bytes_ // 2 // per_row
-        return max(1, min(within_memory, EXPLAIN_SLICE_CELLS // self.n_features_in_))
+        return max(1, min(within_memory, EXPLAIN_SLICE_CELLS // width))
+
+    def _categories_by_column(self) -> dict[int, list]:
+        position = {name: j for j, name in enumerate(self.feature_names_)}
+        return {position[name]: labels for name, labels in self.categories_.items()}
 
     def explain(
         self,
@@ -357,7 +410,10 @@ class ZeroShotExplainer:
         """
         if not hasattr(self, "context_"):
             raise NotFittedError()
-        rows = _finite_matrix("X_query", X_query, self.n_features_in_)
+        categories = self._categories_by_column()
+        coded = code_frame("X_query", X_query, categories) if is_data_frame(X_query) else None
+        rows = _row_matrix("X_query", X_query if coded is None else coded.rows, self.n_features_in_)
+        check_codes("X_query", rows, self.categorical_, self.feature_names_)
         columns = _column_names(X_query)  # None for arrays: nothing more to check
         if (
             columns is not None
@@ -404,13 +460,14 @@ class ZeroShotExplainer:
             attribution_names=list(self.attribution_names_),
             diagnostics=self.diagnostics_,
             data=rows,
+            display_data=display_rows(rows, categories) if categories else None,
             grouped=self.groups_ is not None,
             predictions=outputs,
         )
 
     def _explain_slice(self, rows, outputs, values, uncertainty, base_values) -> None:
         """Fill ``values``, ``uncertainty`` (m, P, K) and ``base_values`` (m, K) for ``rows``."""
-        member_values = self.context_.member_values(rows)
+        member_values = self.context_.member_values(self.encoder_.transform(rows))
         for k, context in enumerate(self.context_.outputs):
             spread_scale, floor = self.uncertainty_terms_[k]
             targets = None if outputs is None else outputs[:, k] - context.base_value

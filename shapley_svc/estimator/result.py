@@ -52,6 +52,8 @@ class Explanation:
         not line up with the P values.
     predictions : the ``predictions_query`` given, or None; when given,
         ``values.sum(axis=1) == predictions - base_values``.
+    display_data : None, or (m, d) objects: ``data`` with labels in place of the codes of
+        columns coded from a DataFrame (None for a missing or unseen label).
     """
 
     values: np.ndarray
@@ -62,14 +64,16 @@ class Explanation:
     data: np.ndarray
     grouped: bool = False
     predictions: np.ndarray | None = None
+    display_data: np.ndarray | None = None
 
     def to_shap(self):
         """The values as a ``shap.Explanation`` (needs shap installed), for shap's plots.
 
         Ungrouped, the explained rows go along as ``data``, so that a beeswarm colours each dot
         by its feature's value and a waterfall prints the values; ``uncertainty`` is its
-        ``error_std``. A grouped explanation has no single value per group: it carries the
-        values, base values and group names alone. (The Python client's ``to_shap`` gives the same.)
+        ``error_std``; labels of coded categorical columns go along as ``display_data``. A
+        grouped explanation has no single value per group: it carries the values, base values
+        and group names alone. (The Python client's ``to_shap`` gives the same.)
         """
         try:
             import shap
@@ -79,6 +83,7 @@ class Explanation:
             values=self.values,
             base_values=self.base_values,
             data=None if self.grouped else self.data,
+            display_data=None if self.grouped else self.display_data,
             feature_names=list(self.attribution_names),
             error_std=self.uncertainty,
         )

@@ -148,16 +148,26 @@ class AdditiveBasis:
     With more columns than that, the splines go to the columns most associated with the target
     (linearly or through its square, so that a symmetric effect is not missed) and the basis
     stays about ``d + 512`` columns wide. Columns: the spline blocks first, then the linear ones.
+
+    A column with two values in the fit rows (an indicator: of a category, of a missing value)
+    gets a linear term: on two points a spline is a line, and its eight basis columns would
+    only widen the fit (a table's one-hot levels made the spline fits 3x wider than the table).
     """
 
     def fit(self, Z: np.ndarray, target: np.ndarray) -> "AdditiveBasis":
         d = Z.shape[1]
-        if d <= SPLINE_MAX_FEATURES:
-            spline_columns = np.arange(d)
+        low, high = Z.min(axis=0), Z.max(axis=0)
+        curved = np.flatnonzero(~np.all((Z == low) | (Z == high), axis=0))
+        if curved.size <= SPLINE_MAX_FEATURES:
+            spline_columns = curved
         else:
             centred = target - target.mean()
-            scores = np.abs(_correlations(Z, centred)) + np.abs(_correlations(Z**2, centred))
-            spline_columns = np.sort(np.argsort(-scores, kind="stable")[:SPLINE_MAX_FEATURES])
+            candidates = Z[:, curved]
+            scores = np.abs(_correlations(candidates, centred)) + np.abs(
+                _correlations(candidates**2, centred)
+            )
+            chosen = np.argsort(-scores, kind="stable")[:SPLINE_MAX_FEATURES]
+            spline_columns = np.sort(curved[chosen])
         self.spline_columns_ = spline_columns
         self.linear_columns_ = np.setdiff1d(np.arange(d), spline_columns)
         self.splines_ = UniformCubicSplines(SPLINE_KNOTS).fit(Z[:, spline_columns])
@@ -177,12 +187,13 @@ class AdditiveBasis:
         n_spline_columns = self.spline_columns_.size
         n_spline_coef = n_spline_columns * self.splines_.n_splines
         terms = np.empty((m, d, n_classes))
-        spline_basis = self.splines_.transform(Z[:, self.spline_columns_])
-        terms[:, self.spline_columns_] = np.einsum(
-            "mdb,kdb->mdk",
-            spline_basis.reshape(m, n_spline_columns, -1),
-            coef[:, :n_spline_coef].reshape(n_classes, n_spline_columns, -1),
-        )
+        if n_spline_columns:
+            spline_basis = self.splines_.transform(Z[:, self.spline_columns_])
+            terms[:, self.spline_columns_] = np.einsum(
+                "mdb,kdb->mdk",
+                spline_basis.reshape(m, n_spline_columns, -1),
+                coef[:, :n_spline_coef].reshape(n_classes, n_spline_columns, -1),
+            )
         terms[:, self.linear_columns_] = (
             Z[:, self.linear_columns_, None] * coef[:, n_spline_coef:].T[None]
         )

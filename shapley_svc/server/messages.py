@@ -45,9 +45,16 @@ class AnswerFormat:
         return pb.Tensor(dtype=code, shape=shape, data=data)
 
 
-def tensor(field: str, message: pb.Tensor, ndims: tuple[int, ...], max_elements: int):
+def tensor(
+    field: str,
+    message: pb.Tensor,
+    ndims: tuple[int, ...],
+    max_elements: int,
+    *,
+    allow_nan: bool = False,
+):
     """The float array a Tensor message carries (a read-only view of its bytes, or its plain
-    ``values``)."""
+    ``values``); ``allow_nan`` for rows, whose NaN cells are missing values."""
     return decode_tensor(
         field,
         message.dtype,
@@ -56,6 +63,7 @@ def tensor(field: str, message: pb.Tensor, ndims: tuple[int, ...], max_elements:
         ndims=ndims,
         max_elements=max_elements,
         values=message.values,
+        allow_nan=allow_nan,
     )
 
 
@@ -66,13 +74,14 @@ def _required(message, names: Iterable[str], prefix: str, where: str = "") -> No
 
 
 def _block(spec: pb.ContextSpec, max_elements: int) -> tuple[np.ndarray, np.ndarray]:
-    rows = tensor("context.rows", spec.rows, (2,), max_elements)
+    rows = tensor("context.rows", spec.rows, (2,), max_elements, allow_nan=True)
     predictions = tensor("context.predictions", spec.predictions, (1, 2), max_elements)
     return rows, predictions
 
 
 def _spec(spec: pb.ContextSpec, rows: np.ndarray, predictions: np.ndarray) -> ContextSpec:
-    # Row counts, background indices, names, the seed and the groups are the estimator's to check.
+    # Row counts, background indices, names, the seed, the groups and the categorical columns are
+    # the estimator's to check.
     return ContextSpec(
         rows,
         predictions,
@@ -80,6 +89,7 @@ def _spec(spec: pb.ContextSpec, rows: np.ndarray, predictions: np.ndarray) -> Co
         feature_names=tuple(spec.feature_names),
         random_state=int(spec.random_state),
         groups=tuple((g.name, np.asarray(g.columns, dtype=np.int64)) for g in spec.groups),
+        categorical_columns=np.asarray(spec.categorical_columns, dtype=np.int64),
     )
 
 
@@ -107,7 +117,9 @@ def streamed_context_spec(
             first = spec
         else:
             late = [
-                name for name in ("background", "feature_names", "groups") if getattr(spec, name)
+                name
+                for name in ("background", "feature_names", "groups", "categorical_columns")
+                if getattr(spec, name)
             ]
             if late or spec.random_state:
                 raise InvalidArgumentError(
@@ -154,7 +166,7 @@ def query(
 ) -> tuple[np.ndarray, np.ndarray | None, AnswerFormat]:
     """An ExplainRequest's rows, predictions (or None) and answer format."""
     _required(request, ("rows",), "")
-    rows = tensor("rows", request.rows, (2,), max_elements)
+    rows = tensor("rows", request.rows, (2,), max_elements, allow_nan=True)
     predictions = None
     if request.HasField("predictions"):
         predictions = tensor("predictions", request.predictions, (1, 2), max_elements)
@@ -218,4 +230,5 @@ def context_info(entry: StoredContext) -> pb.ContextInfo:
             pb.FeatureGroup(name=name, columns=columns) for name, columns in explainer.groups_ or ()
         ],
         attribution_names=explainer.attribution_names_,
+        categorical_columns=explainer.categorical_.tolist(),
     )

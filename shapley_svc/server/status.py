@@ -58,6 +58,7 @@ CONTEXT_FIELDS: Mapping[str, str] = {
     "feature_names": "context.feature_names",
     "random_state": "context.random_state",
     "groups": "context.groups",
+    "categorical": "context.categorical_columns",
 }
 # An explanation's arguments (the estimator's explain), as ``ExplainRequest`` fields.
 QUERY_FIELDS: Mapping[str, str] = {

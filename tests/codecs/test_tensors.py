@@ -82,3 +82,22 @@ def test_refusals_name_the_field_and_the_problem(dtype, shape, data, values, ndi
 def test_a_huge_declared_shape_is_refused_before_any_allocation():
     with pytest.raises(LimitExceededError):
         decode_tensor("rows", DTYPE_FLOAT64, [2**40, 2**40], b"", ndims=(2,), max_elements=LIMIT)
+
+
+@pytest.mark.parametrize("dtype", ["<f4", "<f8"])
+def test_rows_may_carry_nan_but_never_inf(dtype):
+    array = np.array([[1.0, np.nan], [np.nan, 2.0]], dtype=dtype)
+    code, shape, data = encode_tensor(array, DTYPE_FLOAT32 if dtype == "<f4" else DTYPE_FLOAT64)
+    decoded = decode_tensor(
+        "rows", code, shape, data, ndims=(2,), max_elements=LIMIT, allow_nan=True
+    )
+    np.testing.assert_array_equal(np.isnan(decoded), np.isnan(array))
+    with pytest.raises(InvalidArgumentError, match="must be finite; found nan at") as caught:
+        decode_tensor("predictions", code, shape, data, ndims=(2,), max_elements=LIMIT)
+    assert caught.value.argument == "predictions"
+    array[1, 1] = -np.inf
+    code, shape, data = encode_tensor(array, code)
+    with pytest.raises(
+        InvalidArgumentError, match=r"finite or NaN \(missing\); found -inf at \[1, 1\]"
+    ):
+        decode_tensor("rows", code, shape, data, ndims=(2,), max_elements=LIMIT, allow_nan=True)

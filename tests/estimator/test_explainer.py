@@ -162,7 +162,11 @@ def test_linear_truth_without_query_predictions(rng):
         ((np.zeros(5), np.zeros(5)), "X", "X must be 2-D"),
         ((np.ones((1, 3)), np.ones(1)), "X", "at least 3 rows"),
         ((np.ones((2, 3)), np.arange(2.0)), "X", "at least 3 rows .* got 2"),
-        ((np.array([[0.0, np.nan], [1, 2]]), np.array([0.0, 1.0])), "X", "X must be finite"),
+        (
+            (np.array([[0.0, np.inf], [1, 2], [3, 4]]), np.arange(3.0)),
+            "X",
+            r"X must be finite or NaN \(missing\); found inf at row 0, column 1",
+        ),
         ((np.ones((4, 2)), np.ones(3)), "predictions", r"predictions must have shape \(4,\)"),
         ((np.ones((4, 2)), np.array([0.0, 1, np.inf, 2])), "predictions", "must be finite"),
         ((np.arange(8.0).reshape(4, 2), np.full(4, 0.3)), "predictions", "are constant"),
@@ -217,8 +221,8 @@ def test_explain_rejects_bad_input(rng):
     ) as caught:
         explainer.explain(X[:2], np.zeros(2))
     assert caught.value.argument == "predictions_query"
-    with pytest.raises(InvalidArgumentError, match="X_query must be finite"):
-        explainer.explain(np.full((1, 3), np.nan))
+    with pytest.raises(InvalidArgumentError, match="X_query must be finite or NaN"):
+        explainer.explain(np.full((1, 3), -np.inf))
 
 
 def test_corrupted_or_missing_artifact_is_refused(tmp_path):

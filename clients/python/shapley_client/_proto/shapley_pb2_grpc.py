@@ -28,8 +28,8 @@ if _version_not_supported:
 
 class ShapleyStub:
     """Zero-shot Shapley attributions. Errors: INVALID_ARGUMENT (malformed tensors, shape or d/K
-    mismatch, non-finite values, bad indices or names), NOT_FOUND (unknown context id),
-    RESOURCE_EXHAUSTED (over a limit), UNAUTHENTICATED (missing or wrong bearer token),
+    mismatch, infinite values, bad indices, names or category codes), NOT_FOUND (unknown context
+    id), RESOURCE_EXHAUSTED (over a limit), UNAUTHENTICATED (missing or wrong bearer token),
     DEADLINE_EXCEEDED. Each message names the field at fault.
     """
 
@@ -83,8 +83,8 @@ class ShapleyStub:
 
 class ShapleyServicer:
     """Zero-shot Shapley attributions. Errors: INVALID_ARGUMENT (malformed tensors, shape or d/K
-    mismatch, non-finite values, bad indices or names), NOT_FOUND (unknown context id),
-    RESOURCE_EXHAUSTED (over a limit), UNAUTHENTICATED (missing or wrong bearer token),
+    mismatch, infinite values, bad indices, names or category codes), NOT_FOUND (unknown context
+    id), RESOURCE_EXHAUSTED (over a limit), UNAUTHENTICATED (missing or wrong bearer token),
     DEADLINE_EXCEEDED. Each message names the field at fault.
     """
 
@@ -196,8 +196,8 @@ def add_ShapleyServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Shapley:
     """Zero-shot Shapley attributions. Errors: INVALID_ARGUMENT (malformed tensors, shape or d/K
-    mismatch, non-finite values, bad indices or names), NOT_FOUND (unknown context id),
-    RESOURCE_EXHAUSTED (over a limit), UNAUTHENTICATED (missing or wrong bearer token),
+    mismatch, infinite values, bad indices, names or category codes), NOT_FOUND (unknown context
+    id), RESOURCE_EXHAUSTED (over a limit), UNAUTHENTICATED (missing or wrong bearer token),
     DEADLINE_EXCEEDED. Each message names the field at fault.
     """
 

@@ -1,0 +1,108 @@
+"""pandas DataFrames as the estimator's numeric rows: categories become codes, kept in a mapping.
+
+Columns of dtype ``category``, ``object``/string and ``bool`` become integer codes (NaN for a
+missing value) and are declared categorical; the labels behind the codes are kept by the fitted
+explainer, so query frames are coded the same way and answers stay per original column. pandas
+is imported only when a DataFrame arrives: the server never needs it.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from shapley_svc.errors import InvalidArgumentError
+
+UNSEEN_CODE = -1.0  # a label the context never showed: no level of the column has this code
+
+
+def is_data_frame(table: object) -> bool:
+    """Duck-typed, so that arrays never import pandas."""
+    return type(table).__module__.startswith("pandas") and hasattr(table, "dtypes")
+
+
+@dataclass(frozen=True)
+class CodedTable:
+    """A DataFrame as float64 rows.
+
+    Attributes
+    ----------
+    rows : (n, d) float64; NaN for missing values, codes in categorical columns.
+    names : the d column names, as strings.
+    categories : column index -> the labels whose codes are 0, 1, ... (columns coded here).
+    """
+
+    rows: np.ndarray
+    names: list[str]
+    categories: dict[int, list]
+
+
+def _labels_in_order(values) -> list:
+    present = [value for value in dict.fromkeys(values) if value is not None and value == value]
+    try:
+        return sorted(present)
+    except TypeError:  # mixed types: a deterministic order all the same
+        return sorted(present, key=lambda value: (type(value).__name__, str(value)))
+
+
+def _coded(values, labels: list) -> np.ndarray:
+    position = {label: float(code) for code, label in enumerate(labels)}
+    return np.array(
+        [
+            np.nan if value is None or value != value else position.get(value, UNSEEN_CODE)
+            for value in values
+        ],
+        dtype=np.float64,
+    )
+
+
+def code_frame(name: str, frame, categories: dict[int, list] | None = None) -> CodedTable:
+    """Code ``frame``'s columns: with ``categories`` from an earlier fit, the same labels get the
+    same codes (and labels not among them ``UNSEEN_CODE``); without, the labels are taken from
+    the frame (category order, else sorted; bool False < True)."""
+    from pandas.api import types
+
+    names = [str(column) for column in frame.columns]
+    rows = np.empty(frame.shape, dtype=np.float64)
+    found: dict[int, list] = {}
+    for j, column in enumerate(frame.columns):
+        series = frame[column]
+        dtype = series.dtype
+        if categories is not None and j in categories:
+            labels = categories[j]
+        elif categories is not None and not (
+            types.is_numeric_dtype(dtype) and not types.is_bool_dtype(dtype)
+        ):
+            raise InvalidArgumentError(
+                name,
+                f"column {names[j]!r} has dtype {dtype}; it was numeric when the explainer was "
+                "fitted",
+            )
+        elif isinstance(dtype, types.CategoricalDtype):
+            labels = list(dtype.categories)
+        elif types.is_bool_dtype(dtype):
+            labels = [False, True]
+        elif types.is_object_dtype(dtype) or types.is_string_dtype(dtype):
+            labels = _labels_in_order(series.tolist())
+        elif types.is_numeric_dtype(dtype) and not types.is_complex_dtype(dtype):
+            rows[:, j] = series.to_numpy(dtype=np.float64, na_value=np.nan)
+            continue
+        else:
+            raise InvalidArgumentError(
+                name,
+                f"column {names[j]!r} has dtype {dtype}, which the explainer cannot take: "
+                "numeric, bool, category, object and string columns are supported",
+            )
+        found[j] = labels
+        rows[:, j] = _coded(series.astype(object).tolist(), labels)
+    return CodedTable(rows, names, found)
+
+
+def display_rows(rows: np.ndarray, categories: dict[int, list]) -> np.ndarray:
+    """(m, d) object rows: labels in coded columns (None for missing or unseen), else numbers."""
+    display = rows.astype(object)
+    for j, labels in categories.items():
+        display[:, j] = [
+            labels[int(code)] if code == code and 0 <= code < len(labels) else None
+            for code in rows[:, j]
+        ]
+    return display
