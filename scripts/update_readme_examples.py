@@ -55,6 +55,11 @@ EXAMPLES = {
         (sys.executable, "examples/estimator_quickstart.py"),
         ROOT / "examples" / "estimator_quickstart.py",
     ),
+    "real-table": Example(
+        README,
+        (sys.executable, "examples/real_table.py"),
+        ROOT / "examples" / "real_table.py",
+    ),
     "python-client": Example(
         README,
         (sys.executable, "clients/python/examples/quickstart.py"),

@@ -8,7 +8,10 @@ design columns, and the design columns of one raw column form one player:
 - a categorical column: one indicator per level seen in the context (missing is a level of its
   own), levels seen on fewer than ``MIN_LEVEL_ROWS`` rows or beyond the ``MAX_LEVELS`` most
   frequent sharing one indicator; a code the context never showed sets no indicator (an unseen
-  category).
+  category). With three levels or more, one more column per output holds the level's rank by
+  its mean output over the context: a tree then separates the levels that matter in one split
+  (the grouping a native categorical split finds) instead of one indicator at a time, which
+  left a 46-level column's credit to a correlated numeric column.
 
 Every design column is a function of its raw column alone, so the Shapley values of the design
 game whose players are the raw columns are exactly the raw columns' Shapley values: a missing
@@ -17,7 +20,7 @@ stands in when its column is absent. A context without missing cells or categori
 encoded as itself (``is_identity``), so such fits are unchanged.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -47,6 +50,8 @@ class ColumnCoding:
     pooled : categorical columns: codes seen in the context that share the last indicator.
     missing_level : categorical columns: whether missing (NaN) has an indicator (last but one
         when ``pooled`` is non-empty, else last).
+    ranks : categorical columns: (K, n_slots) each indicator's (slot's) rank by its mean output
+        in the context, per output; (0, n_slots) when there are fewer than three slots.
     """
 
     column: int
@@ -56,28 +61,49 @@ class ColumnCoding:
     levels: np.ndarray = field(default_factory=lambda: np.empty(0))
     pooled: np.ndarray = field(default_factory=lambda: np.empty(0))
     missing_level: bool = False
+    ranks: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
+
+    @property
+    def n_slots(self) -> int:
+        """Categorical columns: the indicators (levels, then missing, then pooled)."""
+        return self.levels.size + int(self.missing_level) + int(self.pooled.size > 0)
 
     @property
     def width(self) -> int:
         if not self.categorical:
             return 1 + int(self.missing_indicator)
-        return self.levels.size + int(self.missing_level) + int(self.pooled.size > 0)
+        return self.n_slots + self.ranks.shape[0]
+
+    def slots(self, values: np.ndarray) -> np.ndarray:
+        """(m,) int64: each code's indicator, or -1 for a code the context never showed."""
+        slot = np.full(values.shape, -1, dtype=np.int64)
+        position = np.searchsorted(self.levels, values)
+        inside = position < self.levels.size
+        found = inside & (self.levels[np.where(inside, position, 0)] == values)
+        slot[found] = position[found]
+        next_slot = self.levels.size
+        if self.missing_level:
+            slot[np.isnan(values)] = next_slot
+            next_slot += 1
+        if self.pooled.size:
+            slot[np.isin(values, self.pooled)] = next_slot
+        return slot
 
     def encode(self, values: np.ndarray, out: np.ndarray) -> None:
         """Write the (m, width) design columns of the raw (m,) ``values`` into ``out``."""
-        missing = np.isnan(values)
         if not self.categorical:
+            missing = np.isnan(values)
             out[:, 0] = np.where(missing, self.fill, values)
             if self.missing_indicator:
                 out[:, 1] = missing
             return
-        out[:, : self.levels.size] = values[:, None] == self.levels[None, :]
-        position = self.levels.size
-        if self.missing_level:
-            out[:, position] = missing
-            position += 1
-        if self.pooled.size:
-            out[:, position] = np.isin(values, self.pooled)
+        slot = self.slots(values)
+        n_slots = self.n_slots
+        out[:, :n_slots] = slot[:, None] == np.arange(n_slots)[None, :]
+        if self.ranks.shape[0]:
+            # An unseen code stands in the middle of the ranks, as it sets no indicator.
+            middle = (n_slots - 1) / 2.0
+            out[:, n_slots:] = np.where(slot[:, None] >= 0, self.ranks.T[slot], middle)
 
 
 def _numeric_coding(column: int, values: np.ndarray) -> ColumnCoding:
@@ -89,7 +115,7 @@ def _numeric_coding(column: int, values: np.ndarray) -> ColumnCoding:
     return ColumnCoding(column, categorical=False, fill=fill, missing_indicator=bool(missing.any()))
 
 
-def _categorical_coding(column: int, values: np.ndarray) -> ColumnCoding:
+def _categorical_coding(column: int, values: np.ndarray, outputs: np.ndarray) -> ColumnCoding:
     missing = np.isnan(values)
     codes, counts = np.unique(values[~missing], return_counts=True)
     # The most frequent levels keep their own indicator (ties: the smaller code, so the choice
@@ -98,9 +124,19 @@ def _categorical_coding(column: int, values: np.ndarray) -> ColumnCoding:
     keep = np.sort(frequent[counts[frequent] >= MIN_LEVEL_ROWS])
     pooled = np.setdiff1d(codes, codes[keep])
     codes = codes[keep]
-    return ColumnCoding(
+    coding = ColumnCoding(
         column, categorical=True, levels=codes, pooled=pooled, missing_level=bool(missing.any())
     )
+    n_slots = coding.n_slots
+    if n_slots < 3:  # two indicators already say all a rank would
+        return replace(coding, ranks=np.empty((0, n_slots)))
+    slot = coding.slots(values)
+    counts = np.bincount(slot, minlength=n_slots)
+    ranks = np.empty((outputs.shape[1], n_slots))
+    for k in range(outputs.shape[1]):
+        means = np.bincount(slot, weights=outputs[:, k], minlength=n_slots) / counts
+        ranks[k, np.argsort(means, kind="stable")] = np.arange(n_slots)
+    return replace(coding, ranks=ranks)
 
 
 @dataclass(frozen=True)
@@ -117,13 +153,16 @@ class TableEncoder:
     column_of_design: np.ndarray
 
     @classmethod
-    def fit(cls, X: np.ndarray, categorical: np.ndarray) -> "TableEncoder":
+    def fit(cls, X: np.ndarray, categorical: np.ndarray, outputs: np.ndarray) -> "TableEncoder":
         """Codings for the (n, d) raw context rows ``X`` (NaN: missing) whose ``categorical``
-        columns (int64 indices) hold category codes."""
+        columns (int64 indices) hold category codes, and the model's (n, K) ``outputs`` on them
+        (which order the levels)."""
         is_categorical = np.zeros(X.shape[1], dtype=bool)
         is_categorical[categorical] = True
         codings = tuple(
-            _categorical_coding(j, X[:, j]) if is_categorical[j] else _numeric_coding(j, X[:, j])
+            _categorical_coding(j, X[:, j], outputs)
+            if is_categorical[j]
+            else _numeric_coding(j, X[:, j])
             for j in range(X.shape[1])
         )
         column_of_design = np.repeat(

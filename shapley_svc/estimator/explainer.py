@@ -267,7 +267,7 @@ class ZeroShotExplainer:
         categorical_indices = np.union1d(declared, list(categories)).astype(np.int64)
         check_codes("X", rows, categorical_indices, names)
         players = None if groups is None else parse_groups(groups, d)
-        encoder = TableEncoder.fit(rows, categorical_indices)
+        encoder = TableEncoder.fit(rows, categorical_indices, outputs)
         artifact = _artifact(self.artifact or DEFAULT_ARTIFACT)
         seed = int(self.random_state)
         memory_bytes = int(self.working_memory_bytes)
