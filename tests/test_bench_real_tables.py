@@ -72,7 +72,14 @@ def test_quick_mode_writes_finite_metrics(tmp_path):
     for module in ("shap", "xgboost", "lightgbm", "catboost"):
         pytest.importorskip(module)
     completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_real_tables", "--quick", "--out", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.bench_real_tables",
+            "--quick",
+            "--out-dir",
+            str(tmp_path),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -101,3 +108,16 @@ def test_quick_mode_writes_finite_metrics(tmp_path):
     assert -1 <= summary["as_is_mean_pearson_across_families"] <= 1
     assert math.isfinite(summary["as_is_minus_complete_numeric"])
     assert payload["speed"]["ratio"] > 0
+    from benchmarks import bench_real_tables
+
+    block = bench_real_tables.readme_block(payload, "benchmarks/results/real_tables_quick.json")
+    assert block.startswith(bench_real_tables.README_START)
+    assert block.endswith(bench_real_tables.README_END)
+
+
+def test_readme_has_the_real_table_block():
+    from benchmarks import bench_real_tables
+
+    readme = (ROOT / "README.md").read_text()
+    for marker in (bench_real_tables.README_START, bench_real_tables.README_END):
+        assert readme.count(marker) == 1, marker
