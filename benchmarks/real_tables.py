@@ -20,7 +20,8 @@ method see the same function of the same columns. Explained output: P(class 1) f
 class probabilities for multiclass, the value for regression. The context is every row of the
 (capped) table with the model's outputs; ``N_BACKGROUND`` background rows and ``N_EXPLAINED``
 explained rows are drawn from it with a fixed seed. Truth is exact interventional SHAP by
-enumerating all 2**d coalitions of the model's own ``predict`` (``enumerated_shapley``; d <=
+enumerating all 2**d coalitions of the model's own ``predict`` (``exact_shapley``, NaN passed to
+the model as it is; d <=
 ``MAX_ENUMERATED_FEATURES``), cached under ``benchmarks/.cache/``.
 """
 
@@ -30,12 +31,12 @@ import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from math import factorial
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.accuracy_cases import CACHE_DIR
+from shapley_svc.reference import exact_shapley
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLES_ENV = "SHAPLEY_SVC_DEV_TABLES"
@@ -46,7 +47,6 @@ MAX_ROWS = 2_000
 N_BACKGROUND = 50
 N_EXPLAINED = 20
 MAX_ENUMERATED_FEATURES = 12
-ROWS_PER_CALL = 65_536
 
 FAMILIES = ("xgboost", "lightgbm", "catboost", "hist_gradient_boosting", "mlp_onehot")
 ENCODINGS = ("as_is", "complete_numeric")
@@ -323,43 +323,6 @@ def output_function(model, task: str) -> Callable[[np.ndarray], np.ndarray]:
 # --- truth -----------------------------------------------------------------------------------
 
 
-def enumerated_shapley(
-    predict: Callable[[np.ndarray], np.ndarray], rows: np.ndarray, background: np.ndarray
-) -> np.ndarray:
-    """Exact interventional Shapley values by enumerating all 2**d coalitions; NaN allowed.
-
-    The value of coalition S for row x is the mean over background rows z of
-    ``predict(x_S, z_rest)``; phi_j = sum over S without j of |S|! (d-|S|-1)! / d! (v(S+j) -
-    v(S)). The same formula as ``shapley_svc.reference.exact_shapley``, which refuses NaN.
-
-    Returns (m, d) for a 1-D output, (m, d, K) otherwise.
-    """
-    m, d = rows.shape
-    n_background = background.shape[0]
-    n_masks = 1 << d
-    bits = ((np.arange(n_masks)[:, None] >> np.arange(d)) & 1).astype(bool)  # (2**d, d)
-    per_call = max(1, ROWS_PER_CALL // (m * n_background))
-    values = None
-    for start in range(0, n_masks, per_call):
-        chunk = bits[start : start + per_call]
-        mixed = np.where(chunk[:, None, None, :], rows[None, :, None, :], background[None, None])
-        out = np.asarray(predict(mixed.reshape(-1, d)), dtype=np.float64)
-        out = out.reshape(len(chunk), m, n_background, -1).mean(axis=2)  # (c, m, K)
-        if values is None:
-            values = np.empty((n_masks, m, out.shape[2]))
-        values[start : start + len(chunk)] = out
-    sizes = bits.sum(axis=1)
-    weights = np.array([factorial(s) * factorial(d - s - 1) / factorial(d) for s in range(d)])
-    phi = np.empty((m, d, values.shape[2]))
-    masks = np.arange(n_masks)
-    for j in range(d):
-        without = masks[~bits[:, j]]
-        w = weights[sizes[without]][:, None, None]
-        phi[:, j] = np.sum(w * (values[without | (1 << j)] - values[without]), axis=0)
-    single = np.ndim(predict(rows[:1])) == 1
-    return phi[:, :, 0] if single else phi
-
-
 # --- cases -----------------------------------------------------------------------------------
 
 
@@ -467,7 +430,7 @@ def build_case(
         truth, seconds = stored["truth"], float(stored["seconds"])
     else:
         start = time.perf_counter()
-        truth = enumerated_shapley(predict, X[explained], X[background])
+        truth = exact_shapley(predict, X[explained], X[background]).values
         seconds = time.perf_counter() - start
         if use_cache:
             CACHE_DIR.mkdir(parents=True, exist_ok=True)

