@@ -120,6 +120,19 @@ def test_a_column_the_context_got_as_numbers_cannot_take_labels():
         code_frame(query, context.categories)
 
 
+def test_numbers_in_a_column_the_context_coded_from_text_labels_are_refused():
+    context = code_frame(_frame())
+    codes = _frame().assign(city=[0, 1, 2, 0])  # codes where the context had city names
+    with pytest.raises(ValueError, match=r"'city' holds numbers; .* \['lima', 'oslo', 'rome'\]"):
+        code_frame(codes, context.categories)
+    # Against bool or numeric labels, numbers are labels: 0 and 1 are False and True.
+    flags = code_frame(_frame().assign(employed=[0, 1, 1, 0]), context.categories)
+    np.testing.assert_array_equal(flags.rows[:, 3], [0.0, 1.0, 1.0, 0.0])
+    sizes = pd.DataFrame({"size": pd.Categorical([10, 20, 10])})
+    coded = code_frame(sizes.assign(size=[20, 30, 10]), code_frame(sizes).categories)
+    np.testing.assert_array_equal(coded.rows[:, 0], [1.0, UNSEEN_CODE, 0.0])
+
+
 def test_numeric_frames_are_sent_as_before():
     floats = pd.DataFrame({"a": np.arange(3, dtype=np.float32), "b": np.ones(3, np.float32)})
     assert code_frame(floats).rows.dtype == np.float32

@@ -91,7 +91,8 @@ def code_frame(frame, categories: dict[int, list] | None = None) -> CodedFrame:
     Without ``categories`` (a context being created), the labels are taken from the frame:
     category order, sorted distinct labels of object/string columns, False < True. With the
     ``categories`` of a context, its coded columns use its labels (a label not among them
-    becomes ``UNSEEN_CODE``) and every other column must be numeric.
+    becomes ``UNSEEN_CODE``; numbers where it had text labels are refused) and every other
+    column must be numeric.
     """
     names = [str(column) for column in frame.columns]
     numeric = [_plain_numeric(dtype) for dtype in frame.dtypes]
@@ -103,6 +104,14 @@ def code_frame(frame, categories: dict[int, list] | None = None) -> CodedFrame:
         series = frame.iloc[:, j]
         if categories is not None and j in categories:
             labels = categories[j]
+            if numeric[j] and not any(
+                isinstance(label, int | float | np.number) for label in labels
+            ):
+                # Numbers looked up among text labels would all be unseen categories.
+                raise ValueError(
+                    f"rows column {names[j]!r} holds numbers; the context coded it from the "
+                    f"labels {labels}: send those labels (or an array of their codes)"
+                )
         elif numeric[j]:
             rows[:, j] = series.to_numpy(dtype=rows.dtype, na_value=np.nan)
             display[:, j] = rows[:, j]
