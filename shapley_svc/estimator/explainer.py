@@ -2,6 +2,7 @@
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -20,6 +21,7 @@ from shapley_svc.estimator.combiner import (
 from shapley_svc.estimator.context import fit_context
 from shapley_svc.estimator.encoding import TableEncoder, categorical_columns, check_codes
 from shapley_svc.estimator.groups import Players, parse_groups
+from shapley_svc.estimator.persistence import load_state, save_explainer
 from shapley_svc.estimator.result import (
     Diagnostics,
     Explanation,
@@ -333,6 +335,33 @@ class ZeroShotExplainer:
             ],
         )
         return self
+
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted state into the directory ``path``: ``arrays.npz`` and a JSON
+        ``manifest.json`` (format, artifact version and checksum, the arrays' sha256), never
+        pickle. ``ZeroShotExplainer.load(path)`` answers bit for bit like this explainer; it
+        explains, but cannot refit its members (their scikit-learn models are not saved)."""
+        if not hasattr(self, "context_"):
+            raise NotFittedError()
+        return save_explainer(self, path)
+
+    @classmethod
+    def load(cls, path: str | Path, artifact: str | None = None) -> "ZeroShotExplainer":
+        """An explainer saved with ``save``, checked against ``artifact`` (default: the shipped
+        one): a damaged directory, another format or another artifact is refused
+        (``InvalidArgumentError`` naming ``path``)."""
+        loaded_artifact = _artifact(artifact or DEFAULT_ARTIFACT)
+        state = load_state(path, loaded_artifact)
+        explainer = cls(
+            random_state=state.pop("random_state"),
+            artifact=artifact,
+            working_memory_bytes=state.pop("working_memory_bytes"),
+        )
+        del state["artifact"]
+        for name, value in state.items():
+            setattr(explainer, name, value)
+        explainer.artifact_ = loaded_artifact
+        return explainer
 
     def memory_bytes(self) -> int:
         """Estimated bytes this fitted explainer holds (surrogates, their tables, the rows)."""

@@ -94,6 +94,11 @@ def test_bad_context_streams_name_the_field(make_server):
     cases = [
         ([block(0, 100), block(100, 200, background=[1])], "context.background", "INVALID"),
         ([block(0, 100), block(100, 200, random_state=3)], "context.random_state", "INVALID"),
+        (
+            [block(0, 100), block(100, 200, categorical_columns=[0])],
+            "context.categorical_columns",
+            "INVALID",
+        ),
         ([block(0, 100), narrow], "context.rows", "INVALID"),
         ([block(0, 100), short], "context.predictions", "INVALID"),
         ([block(0, 100), block(100, 200), block(200, 300)], "context.rows", "RESOURCE"),
@@ -102,9 +107,10 @@ def test_bad_context_streams_name_the_field(make_server):
     for messages, field, code_name in cases:
         code, details, named = refusal(stub.CreateContextStream, iter(messages))
         assert code.name.startswith(code_name) and named == field, (field, details)
-    # A non-finite value is reported where it is in the context, not only in its block.
+    # An infinite value is reported where it is in the context, not only in its block (NaN is a
+    # missing value, accepted).
     poisoned = X[100:200].copy()
-    poisoned[49, 2] = np.nan
+    poisoned[49, 2] = np.inf
     late_nan = pb.CreateContextRequest(
         context=pb.ContextSpec(rows=_tensor(poisoned), predictions=_tensor(p[100:200]))
     )

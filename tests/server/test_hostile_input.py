@@ -78,6 +78,7 @@ def specs(draw):
                 )
             )
         ],
+        categorical_columns=draw(st.lists(st.integers(0, 6), max_size=3)),
     )
 
 

@@ -130,7 +130,7 @@ BAD_CONTEXTS = [
     ("rows", lambda X, p: dict(rows=_raw_tensor(X[0]))),
     ("rows", lambda X, p: dict(rows=_raw_tensor(X, shape=[0, 5], data=b""))),
     ("rows", lambda X, p: dict(rows=_raw_tensor(X, shape=[300, -5]))),
-    ("rows", lambda X, p: dict(rows=_raw_tensor(np.where(X > 2, np.nan, X)))),
+    ("rows", lambda X, p: dict(rows=_raw_tensor(np.where(X > 2, np.inf, X)))),
     ("rows", lambda X, p: dict(rows=_raw_tensor(X[:1]), predictions=_raw_tensor(p[:1]))),
     ("predictions", lambda X, p: dict(predictions=_raw_tensor(p[:-1]))),
     ("predictions", lambda X, p: dict(predictions=_raw_tensor(np.full_like(p, 0.3)))),
