@@ -209,6 +209,18 @@ def test_create_context_declares_coded_columns_and_keeps_their_labels(offline):
     assert context.categorical_columns == [1, 2, 3, 4]
 
 
+def test_a_table_with_columns_that_is_not_pandas_still_names_the_features(offline):
+    class Table:  # e.g. another DataFrame library: numbers through __array__, names as columns
+        columns = ("a", "b", "c")
+
+        def __array__(self, dtype=None, copy=None):
+            return np.arange(9.0).reshape(3, 3)
+
+    offline.create_context(Table(), [0.0, 1.0, 2.0], categorical_columns=["c"])
+    (spec,) = offline._stub.specs
+    assert list(spec.feature_names) == ["a", "b", "c"] and list(spec.categorical_columns) == [2]
+
+
 def test_declared_columns_are_sorted_so_their_order_does_not_change_the_id(offline):
     X = np.array([[0.0, 1.0, 2.0], [1.0, 0.0, 2.0], [2.0, 1.0, 0.0]])
     offline.create_context(X, [0.0, 1.0, 2.0], categorical_columns=["x2", 0])

@@ -408,8 +408,8 @@ class ShapleyClient:
         """
         coded = code_frame(rows) if is_data_frame(rows) else None
         data = coded.rows if coded is not None else _as_sent(rows, "rows")
-        if feature_names is None and coded is not None:
-            feature_names = coded.names
+        if feature_names is None:  # a DataFrame's columns (any table with columns, duck-typed)
+            feature_names = coded.names if coded is not None else _column_names(rows)
         names = (
             [str(n) for n in feature_names]
             if feature_names is not None
