@@ -12,7 +12,7 @@ export interface FlatArray {
 }
 
 /**
- * rows: number[][] (m, d) or FlatArray with a 2-D shape.
+ * rows: number[][] (m, d) or FlatArray with a 2-D shape; NaN is a missing value.
  * predictions: number[] (m,), number[][] (m, K), a Float64Array/Float32Array (m,) or FlatArray.
  * Float32Array data is sent as float32, everything else as float64.
  */
@@ -20,7 +20,7 @@ export type ArrayInput = number[] | number[][] | FloatArray | FlatArray;
 
 /** What a context is made of: the rows the model saw and its outputs on them. */
 export interface ContextSpec {
-  /** (n, d) context rows, n >= 3, all finite. */
+  /** (n, d) context rows, n >= 3. NaN is a value (missing); +-Infinity is refused. */
   rows: ArrayInput;
   /** (n,) or (n, K): the model's outputs on rows (probability, logit or regression value). */
   predictions: ArrayInput;
@@ -41,6 +41,15 @@ export interface ContextSpec {
    * of the game whose players are the groups, exactly efficient.
    */
   groups?: Record<string, number[]>;
+  /**
+   * Columns whose values are category codes (integers; NaN for a missing category), by index or
+   * by name (resolved against featureNames, or x0, x1, ... without them). Sent sorted, so their
+   * order does not change the context id. Each still gets one attribution; a code the context
+   * never showed is an unseen category at explain time. Refused before sending: an unknown
+   * name, a negative or non-integer index; by the server (field 'context.categorical_columns'):
+   * an index beyond the columns or listed twice; and (field 'context.rows') a non-integer code.
+   */
+  categoricalColumns?: (number | string)[];
 }
 
 export interface TlsFiles {
@@ -113,6 +122,8 @@ export interface ContextInfo {
   groups: { name: string; columns: number[] }[];
   /** Names along the answers' second axis: the groups', or featureNames without groups. */
   attributionNames: string[];
+  /** The categorical columns' indices, as sent; empty without. */
+  categoricalColumns: number[];
 }
 
 export interface CreatedContext extends ContextInfo {

@@ -4,8 +4,8 @@
  * Thin Node.js client of shapley-svc (gRPC service `shapley.v1.Shapley`).
  *
  * Everything is Promise based. Arrays go in as nested JS arrays (`number[][]`) or as
- * `{data, shape}` with a flat row-major Float64Array / Float32Array; answers come back as flat
- * Float64Arrays plus their shapes (see {@link Explanation}).
+ * `{data, shape}` with a flat row-major Float64Array / Float32Array (NaN in rows: a missing
+ * value); answers come back as flat Float64Arrays plus their shapes (see {@link Explanation}).
  *
  * The wire contract is loaded at run time from `shapley.proto`: the `proto` option, else the copy
  * packed into the package (`proto/shapley/v1/shapley.proto`, written by `npm pack`), else the
@@ -54,7 +54,7 @@ const serviceCache = new Map();
  * @typedef {number[] | number[][] | FloatArray | FlatArray} ArrayInput
  * @typedef {{rows: ArrayInput, predictions: ArrayInput, background?: number[],
  *   featureNames?: string[], randomState?: number | bigint | string,
- *   groups?: Record<string, number[]>}} ContextSpec
+ *   groups?: Record<string, number[]>, categoricalColumns?: (number | string)[]}} ContextSpec
  * @typedef {{rootCerts?: Buffer | null, privateKey?: Buffer | null, certChain?: Buffer | null}} TlsFiles
  * @typedef {{tls?: boolean | TlsFiles, token?: string | (() => string | Promise<string>),
  *   timeout?: number, proto?: string, channelOptions?: Record<string, any>,
@@ -195,7 +195,8 @@ function toArray(input, field, ndims) {
         for (let j = 0; j < d; j++) {
           const value = row[j];
           if (typeof value !== 'number') {
-            throw localError(field, `[${i}][${j}] is ${typeof value}, not a number`);
+            throw localError(field, `[${i}][${j}] is ${value === null ? 'null' : typeof value}, ` +
+              'not a number (a missing value is NaN)');
           }
           data[i * d + j] = value;
         }
@@ -588,7 +589,45 @@ function encodeSpec(spec) {
       return { name, columns: indices };
     });
   }
+  if (spec.categoricalColumns != null) {
+    message.categoricalColumns = categoricalIndices(spec.categoricalColumns, spec.featureNames,
+      rows.shape[1]);
+  }
   return message;
+}
+
+/**
+ * Column indices of the categorical columns, from indices or names (names resolved against
+ * `featureNames`, or the server's default names x0, x1, ... without them), sorted so that the
+ * order they are listed in does not change the context id. Refused before sending: a name that
+ * is not a feature's and what the wire's uint32 cannot carry exactly. An index beyond the
+ * columns, or one listed twice, is the server's to refuse (field context.categorical_columns).
+ * @param {(number | string)[]} columns
+ * @param {string[] | undefined} featureNames
+ * @param {number} d
+ * @returns {number[]}
+ */
+function categoricalIndices(columns, featureNames, d) {
+  const field = 'context.categorical_columns';
+  if (typeof columns === 'string' || typeof columns[Symbol.iterator] !== 'function') {
+    throw localError(field, 'must be an array of column indices or names');
+  }
+  const names = featureNames != null
+    ? Array.from(featureNames, String)
+    : Array.from({ length: d }, (_, j) => `x${j}`);
+  return Array.from(columns, (column, i) => {
+    if (typeof column === 'string') {
+      const index = names.indexOf(column);
+      if (index < 0) {
+        throw localError(field, `[${i}] names column ${JSON.stringify(column)}, which is not a feature name`);
+      }
+      return index;
+    }
+    if (typeof column !== 'number' || !Number.isInteger(column) || column < 0 || column >= 2 ** 32) {
+      throw localError(field, `[${i}] must be a column index (an integer in [0, 2^32)) or a name; got ${String(column)}`);
+    }
+    return column;
+  }).sort((a, b) => a - b);
 }
 
 /**
@@ -790,7 +829,8 @@ class ShapleyClient {
           const stop = Math.min(n, start + blockRows);
           /** @type {any} */
           const part = { rows: block(rows, start, stop), predictions: block(predictions, start, stop) };
-          // The server refuses background, names, seed and groups after the first message.
+          // The server refuses background, names, seed, groups and categorical columns after
+          // the first message.
           if (start === 0) Object.assign(part, settings);
           if (!call.write({ context: part })) await drained(call);
         }

@@ -222,6 +222,96 @@ test('groups: one exactly efficient value per group, named by the groups', async
   );
 });
 
+test('NaN in rows is a missing value, in nested arrays and in Float64Arrays', async () => {
+  /** The model reads a missing x0 as 1. @param {number[][]} xs */
+  const holedModel = (xs) => model(xs.map((x) => (Number.isNaN(x[0]) ? [1, ...x.slice(1)] : x)));
+  const holed = rows.map((x, i) => (i % 7 === 0 ? [NaN, ...x.slice(1)] : x.slice()));
+  const created = await client.createContext({ rows: holed, predictions: holedModel(holed) });
+  assert.equal(created.nRows, 300);
+  assert.deepEqual(created.categoricalColumns, []);
+  const q = [[NaN, ...query[0].slice(1)], query[1], [query[2][0], NaN, ...query[2].slice(2)]];
+  const qp = holedModel(q.map((x) => (Number.isNaN(x[1]) ? [x[0], 0, ...x.slice(2)] : x)));
+  const nested = await client.explain(created.contextId, q);
+  const flat = await client.explain(created.contextId, { data: Float64Array.from(q.flat()), shape: [3, 5] });
+  assert.deepEqual(flat.values, nested.values);
+  for (const value of nested.values) assert.ok(Number.isFinite(value));
+  const pinned = await client.explain(created.contextId, q, qp);
+  assertEfficient(pinned, qp);
+  // Infinity is no value: the server names the field. null is not NaN: refused before sending.
+  await assert.rejects(client.explain(created.contextId, [[Infinity, 0, 0, 0, 0]]),
+    isError('INVALID_ARGUMENT', 'rows', /^rows: values must be finite or NaN \(missing\); found inf at \[0, 0\]/));
+  await assert.rejects(client.explain(created.contextId, [[0, null, 0, 0, 0]]),
+    isError('INVALID_ARGUMENT', 'rows', /\[0\]\[1\] is null, not a number \(a missing value is NaN\)/));
+});
+
+/** 300 rows whose columns 'region' (codes 0-2) and 'plan' (codes 0-3, some missing) are categories. */
+const CODED_NAMES = ['age', 'region', 'plan', 'tenure'];
+const coded = makeRows(300, 4, 21).map((x, i) => [x[0], i % 3, i % 10 === 9 ? NaN : i % 4, x[3]]);
+/** A model that reads the codes as categories (an unseen or missing plan: 0.3). @param {number[][]} xs */
+const codedModel = (xs) => xs.map((x) =>
+  sigmoid(x[0] + ([0.4, -0.6, 0][x[1]] ?? 0) + ([0.5, -1, 2, 0][x[2]] ?? 0.3) + 0.5 * x[3]));
+const codedPredictions = codedModel(coded);
+
+test('categoricalColumns by name or index: declared, echoed, in any order; unseen codes explained', async () => {
+  const byName = await client.createContext({
+    rows: coded, predictions: codedPredictions, featureNames: CODED_NAMES, categoricalColumns: ['plan', 'region'],
+  });
+  assert.deepEqual(byName.categoricalColumns, [1, 2]);
+  const byIndex = await client.createContext({
+    rows: coded, predictions: codedPredictions, featureNames: CODED_NAMES, categoricalColumns: [1, 'plan'],
+  });
+  assert.equal(byIndex.contextId, byName.contextId);
+  assert.equal(byIndex.created, false);
+  const plain = await client.createContext({ rows: coded, predictions: codedPredictions, featureNames: CODED_NAMES });
+  assert.notEqual(plain.contextId, byName.contextId);
+  assert.deepEqual(plain.categoricalColumns, []);
+
+  // A spec sent inline by explain (created on first use): region 7 and plan 9 were never seen.
+  const q = [[0.2, 7, 9, 0.1], [0.5, 1, NaN, -0.3], [-1, 2, 1, 0]];
+  const qp = codedModel(q);
+  const fresh = {
+    rows: coded, predictions: codedPredictions, featureNames: CODED_NAMES, categoricalColumns: [2, 1],
+  };
+  const e = await client.explain(fresh, q, qp);
+  assert.equal(e.contextId, byName.contextId);
+  assert.deepEqual(e.shape, [3, 4]); // one attribution per raw column, never one per level
+  assert.deepEqual(e.attributionNames, CODED_NAMES);
+  assert.deepEqual(e.context && e.context.categoricalColumns, [1, 2]);
+  assertEfficient(e, qp);
+  const streamed = await client.explainStream(fresh, q, qp, { chunkRows: 2 });
+  assert.deepEqual(streamed.values, e.values);
+});
+
+test('bad categoricalColumns: refused before sending, or by the server naming context.categorical_columns', async () => {
+  const base = { rows: coded, predictions: codedPredictions, featureNames: CODED_NAMES };
+  /** @type {[any, RegExp][]} */
+  const local = [
+    [['zip'], /\[0\] names column "zip", which is not a feature name/],
+    [[1, -1], /\[1\] must be a column index \(an integer in \[0, 2\^32\)\) or a name; got -1/],
+    [[1.5], /got 1\.5/],
+    [[2 ** 32], /got 4294967296/],
+    ['plan', /must be an array of column indices or names/],
+  ];
+  for (const [categoricalColumns, words] of local) {
+    await assert.rejects(client.createContext({ ...base, categoricalColumns }),
+      isError('INVALID_ARGUMENT', 'context.categorical_columns', words));
+  }
+  // Without featureNames, names are the server's defaults.
+  const defaults = await client.createContext({ rows: coded, predictions: codedPredictions, categoricalColumns: ['x2', 'x1'] });
+  assert.deepEqual(defaults.categoricalColumns, [1, 2]);
+  // Sent, and refused by the server with the field at fault.
+  await assert.rejects(client.createContext({ ...base, categoricalColumns: [1, 4] }),
+    isError('INVALID_ARGUMENT', 'context.categorical_columns', /column 4, outside \[0, 4\)/));
+  await assert.rejects(client.createContext({ ...base, categoricalColumns: ['plan', 2] }),
+    isError('INVALID_ARGUMENT', 'context.categorical_columns', /lists column 2/));
+  await assert.rejects(client.createContext({ ...base, categoricalColumns: ['age'] }),
+    isError('INVALID_ARGUMENT', 'context.rows', /integer codes or NaN/));
+  const error = await client.explain(
+    { ...base, categoricalColumns: [2] }, [[0, 0, 1.5, 0]],
+  ).catch((/** @type {any} */ e) => e);
+  isError('INVALID_ARGUMENT', 'rows', /column 2 \('plan'\) is categorical .*found 1\.5/)(error);
+});
+
 test('an unknown context id is NOT_FOUND', async () => {
   const unknown = 'ctx-0000000000000000000000000000000000000000';
   await assert.rejects(client.getContext(unknown), isError('NOT_FOUND', 'context_id', /is not held/));
@@ -418,12 +508,16 @@ test('errors of a streamed context are ShapleyErrors naming the field, like Crea
     isError('INVALID_ARGUMENT', 'context.predictions')(unary);
     assert.equal(local.details, unary.details);
 
-    // A NaN in the second block: refused by the server while the blocks arrive.
-    const poisoned = big.map((row, i) => (i === 1000 ? [NaN, ...row.slice(1)] : row));
-    await assert.rejects(
-      streaming.createContext({ rows: poisoned, predictions: bigPredictions }),
-      isError('INVALID_ARGUMENT', 'context.rows', /^context\.rows: values must be finite/),
-    );
+    // An infinity in the second block (NaN would be a missing value): refused by the server
+    // while the blocks arrive.
+    const poisoned = big.map((row, i) => (i === 1000 ? [Infinity, ...row.slice(1)] : row));
+    const infinite = await streaming.createContext({ rows: poisoned, predictions: bigPredictions })
+      .catch((/** @type {any} */ e) => e);
+    isError('INVALID_ARGUMENT', 'context.rows')(infinite);
+    const where = /^context\.rows: values must be finite or NaN \(missing\); found inf at \[(\d+), 0\] \(in message 1, whose first row is row (\d+) of the context\)$/
+      .exec(infinite.details);
+    assert.ok(where, infinite.details);
+    assert.equal(Number(where[1]) + Number(where[2]), 1000); // the block's row + its first row
     // A background row past the end: refused once the whole context has arrived.
     await assert.rejects(
       streaming.createContext({ rows: big, predictions: bigPredictions, background: [0, 3000] }),
@@ -437,6 +531,25 @@ test('errors of a streamed context are ShapleyErrors naming the field, like Crea
       isError('DEADLINE_EXCEEDED', null),
     );
     assert.equal(recorded.unaryCreates, 0);
+  } finally {
+    streaming.close();
+  }
+});
+
+test('categoricalColumns travel in the first block of a streamed context: same id', async () => {
+  const wide = makeRows(2000, 4, 31).map((x, i) => [x[0], x[1], i % 5, x[3]]);
+  const widePredictions = wide.map((x) => sigmoid(x[0] + [0, 1, -1, 0.5, 2][x[2]]));
+  const { streaming, recorded } = streamingClient();
+  try {
+    const streamed = await streaming.createContext({ rows: wide, predictions: widePredictions, categoricalColumns: ['x2'] });
+    const blocks = recorded.streams[0].map((message) => message.context);
+    assert.ok(blocks.length >= 2, `${blocks.length} blocks`);
+    blocks.forEach((block, i) => assert.equal('categoricalColumns' in block, i === 0, `block ${i}`));
+    assert.deepEqual(blocks[0].categoricalColumns, [2]);
+    assert.deepEqual(streamed.categoricalColumns, [2]);
+    assert.equal(recorded.unaryCreates, 0);
+    const whole = await client.createContext({ rows: wide, predictions: widePredictions, categoricalColumns: [2] });
+    assert.equal(whole.contextId, streamed.contextId);
   } finally {
     streaming.close();
   }

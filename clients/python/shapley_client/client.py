@@ -1,7 +1,7 @@
 """``ShapleyClient``: the shapley.v1 service from Python, with numpy arrays in and out."""
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 import grpc
 import numpy as np
@@ -11,6 +11,7 @@ from grpc_status import rpc_status
 
 from shapley_client._proto import shapley_pb2 as pb
 from shapley_client._proto import shapley_pb2_grpc
+from shapley_client.tables import code_frame, coded_columns, display_rows, is_data_frame
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 << 20
 _DTYPES = {"float32": (pb.DTYPE_FLOAT32, "<f4"), "float64": (pb.DTYPE_FLOAT64, "<f8")}
@@ -119,15 +120,29 @@ def _attribution_names(info: pb.ContextInfo) -> list[str]:
 
 @dataclass
 class Context:
-    """A context on the server: its id and diagnostics, and the data to recreate it anywhere."""
+    """A context on the server: its id and diagnostics, and the data to recreate it anywhere.
+
+    ``categories`` maps each column coded from a DataFrame (by feature name) to its labels: code
+    c stands for ``labels[c]``. Query DataFrames passed to ``explain`` are coded with them.
+    """
 
     context_id: str
     info: pb.ContextInfo
     spec: pb.ContextSpec = field(repr=False)
+    categories: dict[str, list] = field(default_factory=dict)
 
     @property
     def feature_names(self) -> list[str]:
         return list(self.info.feature_names)
+
+    @property
+    def categorical_columns(self) -> list[int]:
+        """Indices of the columns whose values are category codes (declared or coded)."""
+        return list(self.info.categorical_columns)
+
+    def _categories_by_column(self) -> dict[int, list]:
+        position = {name: j for j, name in enumerate(self.feature_names)}
+        return {position[name]: labels for name, labels in self.categories.items()}
 
     @property
     def attribution_names(self) -> list[str]:
@@ -152,12 +167,16 @@ class Explanation:
     uncertainty : like ``values``: the standard deviation of each estimate.
     attribution_names : the P names along ``values``' second axis: the groups', or the
         features' for a context without groups.
-    data : (m, d): the explained rows as sent (float32 rows stay float32, the rest is float64).
+    data : (m, d): the explained rows as sent (float32 rows stay float32, the rest is float64;
+        a DataFrame's coded columns as their codes, NaN for missing values).
     feature_names : the d names of ``data``'s columns.
     grouped : True for a context with groups: ``data``'s d columns do not line up with the P
         values.
     diagnostics : per output, the context's :class:`OutputDiagnostics`.
     context_id, artifact_version : what answered.
+    display_data : None, or (m, d) objects for a context with coded columns: a query
+        DataFrame's own values (labels, None for a missing label), or the labels of the codes
+        sent in an array (None for a missing or unknown code).
     """
 
     values: np.ndarray
@@ -170,14 +189,15 @@ class Explanation:
     diagnostics: list[OutputDiagnostics]
     context_id: str
     artifact_version: str
+    display_data: np.ndarray | None = None
 
     def to_shap(self):
         """A ``shap.Explanation`` for shap's plots (needs shap: ``pip install shap``).
 
         It carries ``data`` and ``feature_names``, so a beeswarm colours each point by its
-        feature's value and a waterfall prints the values; ``uncertainty`` is its ``error_std``.
-        With groups there is no single value per group: the plots get the group names and no
-        data (points in grey, no values printed).
+        feature's value and a waterfall prints the values (``display_data``: the labels of coded
+        columns); ``uncertainty`` is its ``error_std``. With groups there is no single value per
+        group: the plots get the group names and no data (points in grey, no values printed).
         """
         try:
             import shap
@@ -187,6 +207,7 @@ class Explanation:
             values=self.values,
             base_values=self.base_values,
             data=None if self.grouped else self.data,
+            display_data=None if self.grouped else self.display_data,
             feature_names=list(self.attribution_names),
             error_std=self.uncertainty,
         )
@@ -231,6 +252,54 @@ def _check_columns(context: "Context | str", rows) -> None:
     names = context.feature_names
     if names != [f"x{j}" for j in range(len(names))] and columns != names:
         raise ValueError(f"rows has columns {columns}; the context was fitted on {names}")
+
+
+def _query_rows(context: "Context | str", rows) -> tuple[np.ndarray, np.ndarray | None]:
+    """The rows as sent and their display data: a DataFrame's coded columns take the context's
+    labels (a label it never showed becomes an unseen category); an array's codes are shown as
+    the labels they stand for. Display data only for a context with coded columns."""
+    _check_columns(context, rows)
+    categories = context._categories_by_column() if isinstance(context, Context) else None
+    if is_data_frame(rows):
+        if categories is None and coded_columns(rows):
+            raise ValueError(
+                f"rows columns {coded_columns(rows)} hold labels: coding them needs the Context "
+                "that create_context returned (it keeps the labels), not a context id"
+            )
+        coded = code_frame(rows, categories or {})
+        return coded.rows, coded.display if categories else None
+    data = _as_sent(rows, "rows")
+    if categories and data.ndim == 2:
+        return data, display_rows(data, categories)
+    return data, None
+
+
+def _categorical_indices(categorical_columns, names: list[str]) -> list[int]:
+    """Column indices from indices or names (resolved against ``names``). Indices are not
+    checked against d: the server refuses them naming ``context.categorical_columns``."""
+    if categorical_columns is None:
+        return []
+    if isinstance(categorical_columns, str | bytes) or not hasattr(categorical_columns, "__iter__"):
+        raise TypeError(
+            "categorical_columns must be a list of column indices or names; got "
+            f"{type(categorical_columns).__name__}"
+        )
+    indices = []
+    for item in categorical_columns:
+        if isinstance(item, str):
+            if item not in names:
+                raise ValueError(
+                    f"categorical_columns names column {item!r}, which is not a feature name "
+                    f"({names})"
+                )
+            indices.append(names.index(item))
+        elif isinstance(item, int | np.integer) and not isinstance(item, bool | np.bool_):
+            if item < 0:
+                raise ValueError(f"categorical_columns holds {int(item)}; indices are >= 0")
+            indices.append(int(item))
+        else:
+            raise TypeError(f"categorical_columns must hold column indices or names; got {item!r}")
+    return indices
 
 
 def _as_sent(array, name: str) -> np.ndarray:
@@ -319,30 +388,54 @@ class ShapleyClient:
         feature_names: Sequence[str] | None = None,
         random_state: int = 0,
         groups: Mapping[str, Sequence[int]] | None = None,
+        categorical_columns: Sequence[int | str] | None = None,
     ) -> Context:
         """Fit a context on the server (or find it held: ids are content addresses).
 
-        rows : (n, d); predictions : (n,) or (n, K), the model's outputs on rows; background :
-        row indices (default: a seeded sample of min(n, 100)); feature_names : d names (default:
-        a pandas DataFrame's columns);
+        rows : (n, d) numbers (NaN: a missing value), or a pandas DataFrame; predictions : (n,)
+        or (n, K), the model's outputs on rows; background : row indices (default: a seeded
+        sample of min(n, 100)); feature_names : d names (default: a DataFrame's columns);
         groups : optional ``{name: column indices}`` partitioning the d columns, to get one
-        attribution per group. A context larger than one message is sent in blocks of rows
-        over ``CreateContextStream``.
+        attribution per group; categorical_columns : indices or feature names of the columns
+        whose values are category codes (integers, NaN for missing).
+
+        A DataFrame's ``category``, ``object``/string and ``bool`` columns are sent as codes
+        (category order, sorted distinct labels, False < True; missing: NaN) and declared
+        categorical along with ``categorical_columns``; the returned :class:`Context` keeps
+        their labels in ``categories``. Other non-numeric dtypes (datetime, timedelta, complex)
+        are refused with a TypeError naming the column. A context larger than one message is
+        sent in blocks of rows over ``CreateContextStream``.
         """
-        if feature_names is None:
-            feature_names = _column_names(rows)
+        coded = code_frame(rows) if is_data_frame(rows) else None
+        data = coded.rows if coded is not None else _as_sent(rows, "rows")
+        if feature_names is None:  # a DataFrame's columns (any table with columns, duck-typed)
+            feature_names = coded.names if coded is not None else _column_names(rows)
+        names = (
+            [str(n) for n in feature_names]
+            if feature_names is not None
+            else [f"x{j}" for j in range(data.shape[1] if data.ndim == 2 else 0)]
+        )
+        declared = _categorical_indices(categorical_columns, names)
+        found = sorted(coded.categories) if coded is not None else []
         spec = pb.ContextSpec(
-            rows=_tensor(rows, "rows"),
+            rows=_tensor(data, "rows"),
             predictions=_tensor(predictions, "predictions"),
             background=[int(i) for i in background] if background is not None else [],
-            feature_names=[str(n) for n in feature_names] if feature_names is not None else [],
+            feature_names=names if feature_names is not None else [],
             random_state=int(random_state),
             groups=[
                 pb.FeatureGroup(name=str(name), columns=[int(c) for c in columns])
                 for name, columns in (groups or {}).items()
             ],
+            # Sorted, so that the order they were listed in does not change the context id.
+            categorical_columns=sorted(declared + [j for j in found if j not in declared]),
         )
-        return self._create(spec)
+        context = self._create(spec)
+        if coded is not None:
+            context.categories = {
+                context.feature_names[j]: labels for j, labels in coded.categories.items()
+            }
+        return context
 
     def _create(self, spec: pb.ContextSpec) -> Context:
         if spec.ByteSize() <= int(0.9 * self.max_message_bytes):
@@ -378,6 +471,7 @@ class ShapleyClient:
                 part.feature_names.extend(spec.feature_names)
                 part.random_state = spec.random_state
                 part.groups.extend(spec.groups)
+                part.categorical_columns.extend(spec.categorical_columns)
             yield pb.CreateContextRequest(context=part)
 
     def get_context(self, context: Context | str) -> pb.ContextInfo:
@@ -405,9 +499,12 @@ class ShapleyClient:
     ) -> Explanation:
         """Attributions of ``rows`` (m, d) in one message; exactly efficient when the model's
         ``predictions`` on them are given. A :class:`Context` the server no longer holds (another
-        replica, evicted) is recreated from its data and the call retried once."""
-        _check_columns(context, rows)
-        data = _as_sent(rows, "rows")
+        replica, evicted) is recreated from its data and the call retried once.
+
+        ``rows`` may be a DataFrame: its columns coded at create time are coded with the
+        context's labels (a label the context never showed is an unseen category, not an error)
+        and ``display_data`` carries its values."""
+        data, display = _query_rows(context, rows)
         request = pb.ExplainRequest(rows=_tensor(data, "rows"), output_dtype=_dtype(output_dtype))
         if predictions is not None:
             request.predictions.CopyFrom(_tensor(predictions, "predictions"))
@@ -426,6 +523,7 @@ class ShapleyClient:
             _array(response.values),
             _array(response.base_values),
             _array(response.uncertainty),
+            display,
         )
 
     def explain_stream(
@@ -439,8 +537,7 @@ class ShapleyClient:
     ) -> Explanation:
         """Like :meth:`explain` for batches of any size: sent in chunks over ``ExplainStream``
         (default chunk: what fits in a message both ways), reassembled in order."""
-        _check_columns(context, rows)
-        rows = _as_sent(rows, "rows")
+        rows, display = _query_rows(context, rows)
         if rows.ndim != 2 or rows.shape[0] == 0:
             raise ValueError(f"rows must be a non-empty (m, d) array; got shape {rows.shape}")
         predictions = None if predictions is None else np.asarray(predictions)
@@ -450,12 +547,13 @@ class ShapleyClient:
         if chunk_rows < 1:
             raise ValueError(f"chunk_rows must be >= 1; got {chunk_rows}")
         try:
-            return self._stream(context, rows, predictions, chunk_rows, output_dtype)
+            answer = self._stream(context, rows, predictions, chunk_rows, output_dtype)
         except ShapleyError as error:
             if error.code != grpc.StatusCode.NOT_FOUND or not isinstance(context, Context):
                 raise
             self._recreate(context)
-            return self._stream(context, rows, predictions, chunk_rows, output_dtype)
+            answer = self._stream(context, rows, predictions, chunk_rows, output_dtype)
+        return replace(answer, display_data=display)
 
     def _rows_per_message(self, d: int, outputs: int) -> int:
         # The answer (values and uncertainty, (m, d, K), plus base values) is the larger message;
@@ -506,7 +604,12 @@ class ShapleyClient:
 
 
 def _explanation(
-    first: pb.ExplainResponse, data: np.ndarray, values, base_values, uncertainty
+    first: pb.ExplainResponse,
+    data: np.ndarray,
+    values,
+    base_values,
+    uncertainty,
+    display_data: np.ndarray | None = None,
 ) -> Explanation:
     """An Explanation of ``data`` from its answers, named by the first (or only) response."""
     info = first.context
@@ -521,6 +624,7 @@ def _explanation(
         _diagnostics(info),
         first.context_id,
         first.artifact_version,
+        display_data,
     )
 
 
