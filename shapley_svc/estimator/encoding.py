@@ -77,10 +77,11 @@ class ColumnCoding:
     def slots(self, values: np.ndarray) -> np.ndarray:
         """(m,) int64: each code's indicator, or -1 for a code the context never showed."""
         slot = np.full(values.shape, -1, dtype=np.int64)
-        position = np.searchsorted(self.levels, values)
-        inside = position < self.levels.size
-        found = inside & (self.levels[np.where(inside, position, 0)] == values)
-        slot[found] = position[found]
+        if self.levels.size:  # none when every level was too rare for its own indicator
+            position = np.searchsorted(self.levels, values)
+            inside = position < self.levels.size
+            found = inside & (self.levels[np.where(inside, position, 0)] == values)
+            slot[found] = position[found]
         next_slot = self.levels.size
         if self.missing_level:
             slot[np.isnan(values)] = next_slot

@@ -489,7 +489,13 @@ class ZeroShotExplainer:
             attribution_names=list(self.attribution_names_),
             diagnostics=self.diagnostics_,
             data=rows,
-            display_data=display_rows(rows, categories) if categories else None,
+            display_data=(
+                coded.display
+                if coded is not None and categories
+                else display_rows(rows, categories)
+                if categories
+                else None
+            ),
             grouped=self.groups_ is not None,
             predictions=outputs,
         )

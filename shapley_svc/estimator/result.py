@@ -52,8 +52,9 @@ class Explanation:
         not line up with the P values.
     predictions : the ``predictions_query`` given, or None; when given,
         ``values.sum(axis=1) == predictions - base_values``.
-    display_data : None, or (m, d) objects: ``data`` with labels in place of the codes of
-        columns coded from a DataFrame (None for a missing or unseen label).
+    display_data : None, or (m, d) objects when the explainer coded DataFrame columns: the
+        query frame's own values (labels, unseen ones included; None for a missing label), or
+        for array rows the labels behind the codes (None for missing or unseen codes).
     """
 
     values: np.ndarray

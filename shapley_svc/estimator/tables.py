@@ -29,15 +29,25 @@ class CodedTable:
     rows : (n, d) float64; NaN for missing values, codes in categorical columns.
     names : the d column names, as strings.
     categories : column index -> the labels whose codes are 0, 1, ... (columns coded here).
+    display : (n, d) objects: the frame's own values (numbers; labels, unseen ones included),
+        None for a coded column's missing cell.
     """
 
     rows: np.ndarray
     names: list[str]
     categories: dict[int, list]
+    display: np.ndarray
+
+
+def _missing(value) -> bool:
+    """None, NaN, pandas' NA or NaT: ``value == value`` cannot tell, as NA == NA is NA."""
+    import pandas as pd
+
+    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
 
 
 def _labels_in_order(values) -> list:
-    present = [value for value in dict.fromkeys(values) if value is not None and value == value]
+    present = [value for value in dict.fromkeys(values) if not _missing(value)]
     try:
         return sorted(present)
     except TypeError:  # mixed types: a deterministic order all the same
@@ -47,10 +57,7 @@ def _labels_in_order(values) -> list:
 def _coded(values, labels: list) -> np.ndarray:
     position = {label: float(code) for code, label in enumerate(labels)}
     return np.array(
-        [
-            np.nan if value is None or value != value else position.get(value, UNSEEN_CODE)
-            for value in values
-        ],
+        [np.nan if _missing(value) else position.get(value, UNSEEN_CODE) for value in values],
         dtype=np.float64,
     )
 
@@ -63,6 +70,7 @@ def code_frame(name: str, frame, categories: dict[int, list] | None = None) -> C
 
     names = [str(column) for column in frame.columns]
     rows = np.empty(frame.shape, dtype=np.float64)
+    display = np.empty(frame.shape, dtype=object)
     found: dict[int, list] = {}
     for j, column in enumerate(frame.columns):
         series = frame[column]
@@ -85,6 +93,7 @@ def code_frame(name: str, frame, categories: dict[int, list] | None = None) -> C
             labels = _labels_in_order(series.tolist())
         elif types.is_numeric_dtype(dtype) and not types.is_complex_dtype(dtype):
             rows[:, j] = series.to_numpy(dtype=np.float64, na_value=np.nan)
+            display[:, j] = rows[:, j]
             continue
         else:
             raise InvalidArgumentError(
@@ -93,12 +102,15 @@ def code_frame(name: str, frame, categories: dict[int, list] | None = None) -> C
                 "numeric, bool, category, object and string columns are supported",
             )
         found[j] = labels
-        rows[:, j] = _coded(series.astype(object).tolist(), labels)
-    return CodedTable(rows, names, found)
+        values = series.astype(object).tolist()
+        rows[:, j] = _coded(values, labels)
+        display[:, j] = [None if _missing(value) else value for value in values]
+    return CodedTable(rows, names, found, display)
 
 
 def display_rows(rows: np.ndarray, categories: dict[int, list]) -> np.ndarray:
-    """(m, d) object rows: labels in coded columns (None for missing or unseen), else numbers."""
+    """(m, d) object rows of coded ``rows`` (an array, not a frame): labels in coded columns
+    (None for missing or unseen codes), else numbers."""
     display = rows.astype(object)
     for j, labels in categories.items():
         display[:, j] = [

@@ -3,6 +3,9 @@ labels."""
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from shapley_svc.errors import InvalidArgumentError
 from shapley_svc.estimator import ZeroShotExplainer
@@ -227,7 +230,7 @@ def test_data_frames_in_keep_their_labels(rng):
     query.loc[query.index[0], "colour"] = "purple"  # never seen: an unseen category
     explanation = explainer.explain(query, _frame_model(query))
     assert explanation.values.shape == (4, 4)
-    assert explanation.display_data[0, 1] is None
+    assert explanation.display_data[0, 1] == "purple"  # as the caller sent it
     assert explanation.display_data[1, 1] == query["colour"].iloc[1]
     assert explanation.display_data[1, 2] == query["grade"].iloc[1]
     assert np.isnan(explanation.data[0, 1]) is np.False_ and explanation.data[0, 1] == -1
@@ -265,3 +268,40 @@ def test_two_valued_columns_get_linear_terms_and_fit_alone(rng):
 
     truth = brute_force_shapley(model, X[:10], X[explainer.background_])[:, :, 0]
     assert _pearson(explanation.values, truth) > 0.97
+
+
+def test_pandas_missing_markers_are_missing(rng):
+    frame = pd.DataFrame(
+        {
+            "size": pd.array([1.0, None, 3.0, 4.0, 2.5, 0.5], dtype="Float64"),
+            "colour": pd.array(["red", pd.NA, "blue", "red", "blue", None], dtype="string"),
+            "member": pd.array([True, False, pd.NA, True, False, True], dtype="boolean"),
+        }
+    )
+    y = np.arange(6.0)
+    explainer = ZeroShotExplainer().fit(frame, y)
+    assert explainer.categories_ == {"colour": ["blue", "red"], "member": [False, True]}
+    explanation = explainer.explain(frame, y)
+    assert np.isnan(explanation.data[[1, 5], 1]).all() and np.isnan(explanation.data[2, 2])
+    assert explanation.display_data[1, 1] is None and explanation.display_data[0, 1] == "red"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    table=hnp.arrays(
+        np.float64,
+        hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=12),
+        elements=st.sampled_from([np.nan, 0.0, 1.0, 2.0, 3.0, 7.0, -1.0]),
+    ),
+    query=st.lists(st.sampled_from([np.nan, 0.0, 1.0, 5.0, 99.0, -4.0]), min_size=12, max_size=12),
+    data=st.data(),
+)
+def test_any_coded_table_encodes_to_finite_design_columns_of_its_own_columns(table, query, data):
+    d = table.shape[1]
+    categorical = np.array(sorted(data.draw(st.sets(st.integers(0, d - 1)))), dtype=np.int64)
+    encoder = TableEncoder.fit(table, categorical, np.nan_to_num(table[:, :1]) + 1.0)
+    rows = np.array(query[:d], dtype=float)[None, :].repeat(2, axis=0)
+    design = encoder.transform(rows)
+    assert design.shape == (2, encoder.width) and np.isfinite(design).all()
+    assert np.array_equal(np.unique(encoder.column_of_design), np.arange(d))
+    assert np.all(np.diff(encoder.column_of_design) >= 0)
