@@ -66,6 +66,7 @@ class ContextService:
         if self.context_dir is not None:
             self.context_dir.mkdir(parents=True, exist_ok=True)
         self.contexts_loaded = 0  # contexts read back from context_dir, not fitted
+        self.contexts_fitted = 0
         self.artifact_path = artifact
         loaded = load_artifact(artifact) if artifact else load_artifact()
         self.artifact_version: str = loaded.version
@@ -225,6 +226,7 @@ class ContextService:
         entry.description = self._describe(entry)
         if self.context_dir is not None:
             explainer.save(self.context_dir / context_id)
+        self.contexts_fitted += 1
         return entry
 
     def _on_compute_thread(self, work: Callable[..., Result], caller: Caller, *args: Any) -> Result:

@@ -269,6 +269,8 @@ def load_service(running: RunningServer) -> float:
         "contexts_held": len(service.contexts.store),
         "context_store_bytes": service.contexts.store.total_bytes,
         "context_evictions_total": service.contexts.store.evictions,
+        "context_fits_total": service.contexts.contexts_fitted,
+        "context_loads_total": service.contexts.contexts_loaded,
     }
     add_to_server(service, running.gate)
     running.service = service

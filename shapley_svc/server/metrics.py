@@ -20,6 +20,8 @@ STORE_METRICS = {
         "counter",
         "Contexts evicted, least recently used first, to stay within the store's limits.",
     ),
+    "context_fits_total": ("counter", "Contexts fitted from their data."),
+    "context_loads_total": ("counter", "Contexts loaded from --context-dir instead of fitted."),
 }
 
 

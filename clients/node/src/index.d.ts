@@ -78,6 +78,13 @@ export interface ClientOptions {
    * in blocks of as many rows as fit in 90 % of it. The client caps no message size itself.
    */
   maxMessageBytes?: number;
+  /**
+   * Tries of a call that fails UNAVAILABLE (a replica stopping or killed, a proxy with no
+   * upstream), 1 to 5 (default 5; 1: no retries), with exponential backoff from 0.1 s, by
+   * gRPC's own retry policy (retryServiceConfig() as the channel's service config). Every call
+   * is safe to retry: contexts are content-addressed and explanations have no side effects.
+   */
+  maxAttempts?: number;
 }
 
 export interface CallOptions {
@@ -276,3 +283,6 @@ export const DEFAULT_PROTO_PATHS: string[];
 export const DEFAULT_CHUNK_ROWS: number;
 /** 67108864 (64 MiB): the default of ClientOptions.maxMessageBytes, the server's default limit. */
 export const DEFAULT_MAX_MESSAGE_BYTES: number;
+export const DEFAULT_MAX_ATTEMPTS: number;
+/** The gRPC service config retrying every call that fails UNAVAILABLE (see ClientOptions.maxAttempts). */
+export function retryServiceConfig(maxAttempts?: number): object;

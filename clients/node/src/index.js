@@ -37,6 +37,7 @@ const DEFAULT_CHUNK_ROWS = 1000;
 const UINT64_LIMIT = 2n ** 64n;
 /** The server's default message limit (`shapley-svc serve --max-message-bytes`). */
 const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+const DEFAULT_MAX_ATTEMPTS = 5;
 // Share of maxMessageBytes a context message may fill: the Python client's threshold, leaving
 // headroom under the server's limit.
 const MESSAGE_FILL = 0.9;
@@ -58,7 +59,7 @@ const serviceCache = new Map();
  * @typedef {{rootCerts?: Buffer | null, privateKey?: Buffer | null, certChain?: Buffer | null}} TlsFiles
  * @typedef {{tls?: boolean | TlsFiles, token?: string | (() => string | Promise<string>),
  *   timeout?: number, proto?: string, channelOptions?: Record<string, any>,
- *   maxMessageBytes?: number}} ClientOptions
+ *   maxMessageBytes?: number, maxAttempts?: number}} ClientOptions
  * @typedef {{timeout?: number, outputDtype?: 'float64' | 'float32'}} CallOptions
  * @typedef {CallOptions & {chunkRows?: number}} StreamOptions
  * @typedef {{id: string | null, message: any, blockRows: number | null,
@@ -647,6 +648,30 @@ function drained(call) {
   });
 }
 
+/**
+ * gRPC's service config retrying every Shapley call that fails UNAVAILABLE (a replica stopping
+ * or killed, a proxy with no upstream), with exponential backoff: the same policy as the Python
+ * client's. Every call is safe to retry: contexts are content-addressed and explanations have
+ * no side effects.
+ * @param {number} [maxAttempts] tries of a call, 1 to 5 (gRPC's cap); 1 turns retries off
+ * @returns {object}
+ */
+function retryServiceConfig(maxAttempts = DEFAULT_MAX_ATTEMPTS) {
+  if (maxAttempts <= 1) return {};
+  return {
+    methodConfig: [{
+      name: [{ service: 'shapley.v1.Shapley' }],
+      retryPolicy: {
+        maxAttempts,
+        initialBackoff: '0.1s',
+        maxBackoff: '2s',
+        backoffMultiplier: 2,
+        retryableStatusCodes: ['UNAVAILABLE'],
+      },
+    }],
+  };
+}
+
 class ShapleyClient {
   /**
    * @param {string} target host:port of the server, e.g. '127.0.0.1:50051'
@@ -655,8 +680,11 @@ class ShapleyClient {
   constructor(target, options = {}) {
     const {
       tls = false, token, timeout, proto, channelOptions = {},
-      maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES,
+      maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES, maxAttempts = DEFAULT_MAX_ATTEMPTS,
     } = options;
+    if (!Number.isInteger(maxAttempts) || maxAttempts < 1 || maxAttempts > 5) {
+      throw new RangeError(`maxAttempts must be an integer in [1, 5]; got ${maxAttempts}`);
+    }
     if (!Number.isInteger(maxMessageBytes) || maxMessageBytes < 1) {
       throw new RangeError(`maxMessageBytes must be a positive integer; got ${maxMessageBytes}`);
     }
@@ -686,6 +714,8 @@ class ShapleyClient {
       // names the field; do not refuse large answers on this side first.
       'grpc.max_receive_message_length': -1,
       'grpc.max_send_message_length': -1,
+      'grpc.enable_retries': maxAttempts > 1 ? 1 : 0,
+      'grpc.service_config': JSON.stringify(retryServiceConfig(maxAttempts)),
       ...channelOptions,
     });
   }
@@ -1137,4 +1167,6 @@ module.exports = {
   DEFAULT_PROTO_PATHS,
   DEFAULT_CHUNK_ROWS,
   DEFAULT_MAX_MESSAGE_BYTES,
+  DEFAULT_MAX_ATTEMPTS,
+  retryServiceConfig,
 };

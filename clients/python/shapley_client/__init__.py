@@ -9,6 +9,7 @@ from shapley_client.client import (
     ShapleyError,
     SurrogateDiagnostics,
     TlsConfig,
+    retry_service_config,
 )
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "ShapleyError",
     "SurrogateDiagnostics",
     "TlsConfig",
+    "retry_service_config",
 ]

@@ -1,5 +1,6 @@
 """``ShapleyClient``: the shapley.v1 service from Python, with numpy arrays in and out."""
 
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 
@@ -320,6 +321,30 @@ def _tensor(array, name: str) -> pb.Tensor:
     return pb.Tensor(dtype=code, shape=list(array.shape), data=array.tobytes())
 
 
+DEFAULT_MAX_ATTEMPTS = 5
+
+
+def retry_service_config(max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> dict:
+    """gRPC's service config retrying every Shapley call that fails UNAVAILABLE: the same
+    policy as the Node client's (``retryServiceConfig``)."""
+    if max_attempts <= 1:
+        return {}
+    return {
+        "methodConfig": [
+            {
+                "name": [{"service": "shapley.v1.Shapley"}],
+                "retryPolicy": {
+                    "maxAttempts": max_attempts,
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "2s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+
+
 def _array(tensor: pb.Tensor) -> np.ndarray:
     return np.frombuffer(tensor.data, dtype=_NUMPY_OF[tensor.dtype]).reshape(tuple(tensor.shape))
 
@@ -334,6 +359,11 @@ class ShapleyClient:
     token : bearer token sent with every call, when the server requires one.
     timeout : deadline of each call in seconds (None: no deadline).
     max_message_bytes : the largest message either way; match the server's limit.
+    max_attempts : tries of a call that fails UNAVAILABLE (a replica stopping or killed, a
+        proxy with no upstream), with exponential backoff from 0.1 s, by gRPC's own retry
+        policy (a service config on the channel); 1 turns retries off. Every call is safe to
+        retry: contexts are content-addressed and explanations have no side effects. gRPC caps
+        it at 5.
     """
 
     def __init__(
@@ -344,10 +374,15 @@ class ShapleyClient:
         token: str | None = None,
         timeout: float | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     ):
+        if not isinstance(max_attempts, int) or not 1 <= max_attempts <= 5:
+            raise ValueError(f"max_attempts must be an int in [1, 5]; got {max_attempts!r}")
         options = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.enable_retries", int(max_attempts > 1)),
+            ("grpc.service_config", json.dumps(retry_service_config(max_attempts))),
         ]
         if tls is False:
             self._channel = grpc.insecure_channel(target, options=options)
