@@ -30,6 +30,7 @@ from shapley_svc.estimator.result import (
 )
 from shapley_svc.estimator.surrogates import OUT_OF_FOLD_SPLITS, ZOO
 from shapley_svc.estimator.tables import code_frame, display_rows, is_data_frame
+from shapley_svc.reference._validation import as_float_matrix
 
 DEFAULT_BACKGROUND_ROWS = 100
 # Below this many query rows the numba kernels run on the calling thread alone: starting a
@@ -91,32 +92,14 @@ def _column_names(table) -> list[str] | None:
 
 
 def _row_matrix(name: str, value, n_features: int | None = None) -> np.ndarray:
-    """C-contiguous float64 (n, d) rows; NaN is a value (missing), +-inf is refused."""
-    try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as error:
-        raise InvalidArgumentError(
-            name, f"must be a numeric 2-D array; could not convert: {error}"
-        ) from None
-    if array.ndim != 2:
-        raise InvalidArgumentError(name, f"must be 2-D (rows, features); got shape {array.shape}")
-    if array.shape[0] == 0 or array.shape[1] == 0:
-        raise InvalidArgumentError(
-            name, f"must have at least one row and one feature; got {array.shape}"
-        )
+    """C-contiguous float64 (n, d) rows (NaN is a value: missing; +-inf is refused), and the
+    fitted feature count in the estimator's words."""
+    array = as_float_matrix(name, value, allow_nan=True)
     if n_features is not None and array.shape[1] != n_features:
         raise InvalidArgumentError(
             name, f"has {array.shape[1]} features; the explainer was fitted on {n_features}"
         )
-    infinite = np.isinf(array)
-    if infinite.any():
-        row, column = np.argwhere(infinite)[0]
-        raise InvalidArgumentError(
-            name,
-            f"must be finite or NaN (missing); found {array[row, column]} at row {row}, "
-            f"column {column}",
-        )
-    return np.ascontiguousarray(array)
+    return array
 
 
 def _outputs(name: str, value, n_rows: int, n_outputs: int | None = None) -> np.ndarray:

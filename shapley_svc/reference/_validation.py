@@ -40,9 +40,7 @@ def as_float_matrix(
     bad_values = np.isinf(array) if allow_nan else ~np.isfinite(array)
     if bad_values.any():
         bad = np.argwhere(bad_values)[0]
-        expected = (
-            "must not be infinite (NaN marks a missing value)" if allow_nan else ("must be finite")
-        )
+        expected = "must be finite or NaN (missing)" if allow_nan else "must be finite"
         raise InvalidArgumentError(
             name, f"{expected}; found {array[tuple(bad)]} at row {bad[0]}, column {bad[1]}"
         )

@@ -106,9 +106,9 @@ def test_single_feature_needs_no_mixed_rows(rng):
         (
             np.array([[0.0, -np.inf]]),
             np.zeros((2, 2)),
-            r"X must not be infinite \(NaN marks a missing value\); found -inf at row 0",
+            r"X must be finite or NaN \(missing\); found -inf at row 0",
         ),
-        (np.zeros((2, 2)), np.array([[np.inf, 0.0]]), "background must not be infinite"),
+        (np.zeros((2, 2)), np.array([[np.inf, 0.0]]), "background must be finite or NaN"),
         (np.zeros((1, 17)), np.zeros((2, 17)), "X has 17 features; exact_shapley enumerates"),
         ([["a", "b"]], np.zeros((2, 2)), "X must be a numeric 2-D array"),
     ],

@@ -190,12 +190,12 @@ def test_infinity_is_refused_naming_the_argument():
     model = DecisionTreeRegressor(max_depth=3, random_state=0).fit(X, y)
     rows = X[:2].copy()
     rows[1, 2] = np.inf
-    with pytest.raises(InvalidArgumentError, match="X must not be infinite") as caught:
+    with pytest.raises(InvalidArgumentError, match="X must be finite or NaN") as caught:
         tree_shapley(model, rows, X[10:20])
     assert caught.value.argument == "X"
     background = X[10:20].copy()
     background[0, 0] = -np.inf
-    with pytest.raises(InvalidArgumentError, match="background must not be infinite"):
+    with pytest.raises(InvalidArgumentError, match="background must be finite or NaN"):
         TreeBackground(model, background)
 
 
