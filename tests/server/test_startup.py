@@ -20,7 +20,8 @@ def test_the_shapley_service_is_unavailable_until_the_estimator_is_loaded():
         health = health_pb2_grpc.HealthStub(grpc.insecure_channel(target))
         request = health_pb2.HealthCheckRequest(service="shapley.v1.Shapley")
         X, p = make_task(n=200, d=4)
-        with ShapleyClient(target, timeout=30) as client:
+        # One attempt per call: the clients' retry policy would otherwise try UNAVAILABLE again.
+        with ShapleyClient(target, timeout=30, max_attempts=1) as client:
             assert health.Check(request).status == health_pb2.HealthCheckResponse.NOT_SERVING
             for call in (client.server_info, lambda: client.create_context(X, p)):
                 with pytest.raises(ShapleyError) as refused:
@@ -61,3 +62,17 @@ def test_every_metric_has_help_and_a_type():
     assert "shapley_context_evictions_total 5" in lines
     assert "shapley_context_store_bytes 0" in lines  # not reported by the store: zero
     assert {f"shapley_{name}" for name in STORE_METRICS} <= families
+
+
+def test_the_client_retries_unavailable_by_its_service_config():
+    running = start_server(LOOPBACK, load_estimator=False)
+    try:
+        with ShapleyClient(f"127.0.0.1:{running.port}", timeout=30) as client:
+            with pytest.raises(ShapleyError) as refused:
+                client.server_info()
+        assert refused.value.code == grpc.StatusCode.UNAVAILABLE
+        # The server saw every attempt of gRPC's retry policy: five, the default.
+        rendered = running.metrics.render()
+        assert 'shapley_requests_total{method="GetServerInfo",code="UNAVAILABLE"} 5' in rendered
+    finally:
+        running.stop(0)
