@@ -19,6 +19,7 @@ from shapley_svc.estimator import ZeroShotExplainer
 # jobs over a few contexts loads each once.
 MAX_LOADED_CONTEXTS = 4
 _LOADED: collections.OrderedDict[str, ZeroShotExplainer] = collections.OrderedDict()
+_LOADS: collections.Counter[str] = collections.Counter()  # loads done, by checksum
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ def loaded_explainer(shipped: ShippedContext) -> ZeroShotExplainer:
             for name, data in shipped.files().items():
                 (Path(directory) / name).write_bytes(data)
             explainer = ZeroShotExplainer.load(directory, shipped.artifact)
+        _LOADS[shipped.checksum] += 1
         _LOADED[shipped.checksum] = explainer
         while len(_LOADED) > MAX_LOADED_CONTEXTS:
             _LOADED.popitem(last=False)
@@ -53,9 +55,9 @@ def loaded_explainer(shipped: ShippedContext) -> ZeroShotExplainer:
     return explainer
 
 
-def loads_so_far() -> list[str]:
-    """The checksums this process holds loaded (for tests)."""
-    return list(_LOADED)
+def loads_so_far() -> dict[str, int]:
+    """How often this process has loaded each context, by checksum (for tests)."""
+    return dict(_LOADS)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@ saved context once, and add the attributions with ``mapInPandas``."""
 
 import hashlib
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from shapley_svc.errors import InvalidArgumentError
@@ -159,7 +159,7 @@ def _context(context) -> tuple[ZeroShotExplainer, dict[str, bytes]]:
 
 
 def _columns(argument: str, columns, fields: dict) -> list[str]:
-    if isinstance(columns, str) or not isinstance(columns, Sequence):
+    if isinstance(columns, str | bytes) or not isinstance(columns, Iterable):
         raise InvalidArgumentError(
             argument, f"must be a sequence of column names; got {type(columns).__name__}"
         )

@@ -187,6 +187,52 @@ def test_several_outputs_and_groups_in_both_layouts_with_a_missing_prediction(sp
         assert np.array_equal(columns[f"shap_base_value_out{k}"].to_numpy(), base[:, k])
 
 
+def test_each_python_worker_loads_the_context_once(spark, table):
+    import json
+    import os as worker_os
+
+    import pandas as pd
+
+    from shapley_svc.spark import explain_dataframe
+
+    X, _, explainer = table
+    df = _frame(spark, X)
+    for _ in range(2):  # two calls, two broadcasts of the same bytes, 4 tasks each
+        explain_dataframe(df, explainer, FEATURES).write.format("noop").mode("overwrite").save()
+
+    def probe(batches):  # pickled by value: runs in the workers, reports their loads
+        from shapley_svc.spark import _worker
+
+        for _ in batches:
+            pass
+        loads = json.dumps(_worker.loads_so_far())
+        yield pd.DataFrame({"pid": [worker_os.getpid()], "loads": [loads]})
+
+    reports = df.mapInPandas(probe, "pid long, loads string").toPandas()
+    loads = {row.pid: json.loads(row.loads) for row in reports.itertuples()}
+    counts = [count for per_process in loads.values() for count in per_process.values()]
+    assert counts and max(counts) == 1, loads
+
+
+def test_a_string_column_for_a_context_coded_from_labels(spark):
+    import pandas as pd
+
+    from shapley_svc.spark import explain_dataframe
+
+    rng = np.random.default_rng(3)
+    colour = rng.choice(["red", "green", "blue"], size=300).astype(object)
+    x = rng.normal(size=300)
+    y = x + np.select([colour == "red", colour == "green"], [1.0, -1.0], 0.2)
+    explainer = ZeroShotExplainer().fit(pd.DataFrame({"x": x, "colour": colour}), y)
+    colour[:3] = [None, "purple", "red"]  # missing, unseen, seen
+    query = pd.DataFrame({"amount": x, "paint": colour, "row_id": np.arange(300)})
+    df = spark.createDataFrame(query).repartition(2)
+    assert df.schema["paint"].dataType.simpleString() == "string"
+    out = _collect(explain_dataframe(df, explainer, ["amount", "paint"], layout="arrays"))
+    expected = explainer.explain(pd.DataFrame({"x": x, "colour": colour}))
+    assert np.allclose(np.stack(out["shap_values"]), expected.values, rtol=0, atol=1e-12)
+
+
 def test_refusals_name_the_argument_before_any_job(spark, table, tmp_path):
     import pyspark.sql.functions as F
 
@@ -203,6 +249,8 @@ def test_refusals_name_the_argument_before_any_job(spark, table, tmp_path):
         (dict(prediction_columns="label"), "prediction_columns", "string"),
         (dict(df=df.withColumn("shap_base_value", F.lit(0.0))), "prefix", "taken"),
         (dict(layout="rows"), "layout", "rows"),
+        (dict(shipping="by post"), "shipping", "by post"),
+        (dict(prefix=None), "prefix", "string"),
         (dict(batch_rows=0), "batch_rows", "positive"),
         (dict(context=str(tmp_path / "absent")), "context", "missing"),
         (dict(context=ZeroShotExplainer()), "context", "not fitted"),

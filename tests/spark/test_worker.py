@@ -45,11 +45,12 @@ def fitted():
 def test_a_context_is_loaded_once_per_process_and_checksum(fitted, tmp_path, monkeypatch):
     _, _, explainer = fitted
     monkeypatch.setattr(_worker, "_LOADED", type(_worker._LOADED)())
+    monkeypatch.setattr(_worker, "_LOADS", type(_worker._LOADS)())
     shipped = _shipped(explainer, tmp_path, broadcast=True)
     first = _worker.loaded_explainer(shipped)
     assert _worker.loaded_explainer(shipped) is first
     assert shipped.payload.reads == 1, shipped.payload.reads
-    assert _worker.loads_so_far() == [shipped.checksum]
+    assert _worker.loads_so_far() == {shipped.checksum: 1}
 
 
 def test_batches_equal_the_in_process_answers(fitted, tmp_path):
@@ -80,3 +81,30 @@ def test_batches_equal_the_in_process_answers(fitted, tmp_path):
     assert np.allclose(uncertainty[given], with_predictions.uncertainty, rtol=0, atol=1e-12)
     gap = values[given].sum(axis=1) - (y[given] - out["base"].to_numpy()[given])
     assert np.abs(gap).max() <= 1e-9, np.abs(gap).max()
+
+
+def test_a_context_coded_from_labels_takes_string_columns(tmp_path):
+    rng = np.random.default_rng(11)
+    colour = rng.choice(["red", "green", "blue"], size=300)
+    x = rng.normal(size=300)
+    y = x + np.select([colour == "red", colour == "green"], [1.0, -1.0], 0.2)
+    frame = pd.DataFrame({"x": x, "colour": pd.Categorical(colour)})
+    explainer = ZeroShotExplainer(random_state=4).fit(frame, y)
+    # The caller's columns have other names and arrive as Spark sends strings: object dtype.
+    query = pd.DataFrame({"amount": x[:50], "paint": colour[:50].astype(object)})
+    query.loc[3, "paint"] = None  # a missing label
+    query.loc[4, "paint"] = "purple"  # a label the context never showed
+    plan = BatchPlan(
+        feature_columns=("amount", "paint"),
+        prediction_columns=None,
+        layout="arrays",
+        value_columns=(("values",),),
+        uncertainty_columns=(("uncertainty",),),
+        base_columns=("base",),
+        batch_rows=None,
+        threads=1,
+    )
+    out = next(explain_batches(iter([query]), plan, _shipped(explainer, tmp_path)))
+    expected = explainer.explain(pd.DataFrame({"x": query["amount"], "colour": query["paint"]}))
+    assert np.allclose(np.stack(out["values"]), expected.values, rtol=0, atol=1e-12)
+    assert np.isnan(expected.data[3, 1]) and expected.data[4, 1] == -1.0
