@@ -1,7 +1,8 @@
 """The one-way arrows of the layout, checked by walking every import of the package.
 
-server -> contexts -> estimator -> reference -> kernels; training -> estimator; codecs know no
-estimator; nothing below the server imports grpc; kernels import only numpy and numba.
+server -> contexts -> estimator -> reference -> kernels; training -> estimator; spark ->
+estimator; codecs know no estimator; nothing below the server imports grpc; only spark imports
+pyspark; kernels import only numpy and numba.
 """
 
 import ast
@@ -25,12 +26,15 @@ ALLOWED_ROOMS = {
     # API, never the layers below.
     "server": {"contexts", "estimator", "codecs", "_proto"},
     "_proto": set(),
+    # Spark sits above the estimator as the server does: its public API and saved contexts.
+    "spark": {"estimator"},
 }
 # Top-level modules (the CLI, the package's __init__) wire rooms together and may import any.
 TOP_LEVEL = "<top>"
 # Leaf modules at the top of the package that every room may import: the domain errors.
 SHARED_MODULES = {"errors"}
 GRPC_ROOMS = {"server", "_proto", TOP_LEVEL}
+SPARK_ROOMS = {"spark"}
 KERNEL_THIRD_PARTY = {"numpy", "numba", "math"}
 
 
@@ -73,6 +77,8 @@ def _violations(root: Path = ROOT) -> list[str]:
                     problems.append(f"{where}:{line} ({room}) imports {module}")
             elif top in {"grpc", "grpc_health", "grpc_reflection"} and room not in GRPC_ROOMS:
                 problems.append(f"{where}:{line} ({room}) imports {module}: grpc is server-only")
+            elif top == "pyspark" and room not in SPARK_ROOMS:
+                problems.append(f"{where}:{line} ({room}) imports {module}: pyspark is spark-only")
             elif room == "kernels" and top not in KERNEL_THIRD_PARTY and top != "__future__":
                 problems.append(f"{where}:{line} (kernels) imports {module}: kernels are numba")
     return problems
@@ -99,6 +105,10 @@ def test_imports_point_one_way():
         ("contexts", "import grpc", "grpc is server-only"),
         ("contexts", "from shapley_svc.server import status", "imports shapley_svc.server"),
         ("contexts", "from shapley_svc.codecs import decode_tensor", "imports shapley_svc.codecs"),
+        ("estimator", "import pyspark.sql", "pyspark is spark-only"),
+        ("server", "from pyspark.sql import DataFrame", "pyspark is spark-only"),
+        ("spark", "from shapley_svc.server import app", "imports shapley_svc.server"),
+        ("spark", "from shapley_svc.contexts import store", "imports shapley_svc.contexts"),
     ],
 )
 def test_the_checker_catches_violations(tmp_path, room, source, expected):

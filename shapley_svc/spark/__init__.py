@@ -1,0 +1,12 @@
+"""Spark: explain a whole table with a saved context (``pip install 'shapley-svc[spark]'``).
+
+``explain_dataframe(df, context, feature_columns, prediction_columns)`` adds the attributions,
+their uncertainty and the base value to a Spark DataFrame with ``mapInPandas``. The context's
+saved bytes are broadcast once and loaded once per Python worker; no model is shipped or
+called. pyspark is imported only here (``dataframe.py``, when called); ``_worker.py`` is what
+the workers run and needs pandas alone.
+"""
+
+from shapley_svc.spark.dataframe import LAYOUTS, explain_dataframe
+
+__all__ = ["LAYOUTS", "explain_dataframe"]

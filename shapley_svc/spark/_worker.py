@@ -1,0 +1,201 @@
+"""What runs in Spark's Python workers: the shipped context loaded once per process, and the
+Arrow batches explained. No pyspark import: the batch function sees pandas frames alone, so it
+runs (and is tested) without Spark too.
+"""
+
+import collections
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numba
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from shapley_svc.estimator import ZeroShotExplainer
+
+# Contexts a worker process keeps loaded, most recently used last: a reused worker that serves
+# jobs over a few contexts loads each once.
+MAX_LOADED_CONTEXTS = 4
+_LOADED: collections.OrderedDict[str, ZeroShotExplainer] = collections.OrderedDict()
+_LOADS: collections.Counter[str] = collections.Counter()  # loads done, by checksum
+
+
+@dataclass(frozen=True)
+class ShippedContext:
+    """A saved context on its way to the workers.
+
+    ``payload`` is the saved directory's files (name -> bytes), or a Spark broadcast of that
+    mapping (anything with ``.value``). ``checksum`` is the sha256 of the manifest, which holds
+    the arrays' sha256: equal checksums, equal contexts.
+    """
+
+    checksum: str
+    artifact: str | None
+    payload: object
+
+    def files(self) -> dict[str, bytes]:
+        return self.payload if isinstance(self.payload, dict) else self.payload.value
+
+
+def loaded_explainer(shipped: ShippedContext) -> ZeroShotExplainer:
+    """The shipped context as an explainer, loaded at most once per process and checksum."""
+    explainer = _LOADED.get(shipped.checksum)
+    if explainer is None:
+        with tempfile.TemporaryDirectory(prefix="shapley-svc-context-") as directory:
+            for name, data in shipped.files().items():
+                (Path(directory) / name).write_bytes(data)
+            explainer = ZeroShotExplainer.load(directory, shipped.artifact)
+        _LOADS[shipped.checksum] += 1
+        _LOADED[shipped.checksum] = explainer
+        while len(_LOADED) > MAX_LOADED_CONTEXTS:
+            _LOADED.popitem(last=False)
+    _LOADED.move_to_end(shipped.checksum)
+    return explainer
+
+
+def loads_so_far() -> dict[str, int]:
+    """How often this process has loaded each context, by checksum (for tests)."""
+    return dict(_LOADS)
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """Everything the batch function needs besides the context: the caller's column names and
+    the output columns' names, in schema order.
+
+    ``value_columns`` and ``uncertainty_columns`` are (K, P) names (K = 1 for a single-output
+    context) and ``base_columns`` K names in the ``"columns"`` layout; in the ``"arrays"``
+    layout each holds one name (``[[name]]``, ``[[name]]``, ``[name]``).
+    """
+
+    feature_columns: tuple[str, ...]
+    prediction_columns: tuple[str, ...] | None
+    layout: str
+    value_columns: tuple[tuple[str, ...], ...]
+    uncertainty_columns: tuple[tuple[str, ...], ...]
+    base_columns: tuple[str, ...]
+    batch_rows: int | None
+    threads: int
+
+    def new_columns(self) -> list[str]:
+        """The added columns in schema order: per output, its values, uncertainties, base."""
+        names = []
+        for values, uncertainty, base in zip(
+            self.value_columns, self.uncertainty_columns, self.base_columns, strict=True
+        ):
+            names += [*values, *uncertainty, base]
+        return names
+
+
+def _float_column(frame, column: str) -> np.ndarray:
+    return frame[column].to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _query(frame, plan: BatchPlan, explainer: ZeroShotExplainer):
+    """The feature columns as the explainer's input: float64 rows, or a frame under the fitted
+    names when the context coded some columns' labels (they may arrive as strings)."""
+    if explainer.categories_:
+        import pandas as pd
+
+        return pd.DataFrame(
+            {
+                name: frame[column].to_numpy()
+                for name, column in zip(explainer.feature_names_, plan.feature_columns, strict=True)
+            }
+        )
+    return np.column_stack([_float_column(frame, column) for column in plan.feature_columns])
+
+
+def _explain(explainer: ZeroShotExplainer, query, outputs):
+    """(values, uncertainty) as (m, P, K) and base values as (m, K). Rows whose logged
+    prediction is missing (null or NaN) are explained without predictions."""
+    m = len(query)
+    missing = None if outputs is None else np.isnan(outputs).any(axis=1)
+    if missing is not None and missing.all():
+        outputs, missing = None, None
+    if missing is None or not missing.any():
+        return _shaped(explainer, explainer.explain(query, _as_fitted(explainer, outputs)), m)
+    values = np.empty((m, len(explainer.attribution_names_), explainer.n_outputs_))
+    uncertainty = np.empty_like(values)
+    base_values = np.empty((m, explainer.n_outputs_))
+    for rows, given in ((~missing, outputs), (missing, None)):
+        if not rows.any():
+            continue
+        part = query[rows] if isinstance(query, np.ndarray) else query.loc[rows]
+        given = None if given is None else _as_fitted(explainer, given[rows])
+        shaped = _shaped(explainer, explainer.explain(part, given), int(rows.sum()))
+        values[rows], uncertainty[rows], base_values[rows] = shaped
+    return values, uncertainty, base_values
+
+
+def _as_fitted(explainer: ZeroShotExplainer, outputs):
+    """(m, K) outputs shaped as the context's predictions were: (m,) for a single output."""
+    if outputs is None or not explainer.single_output_:
+        return outputs
+    return outputs[:, 0]
+
+
+def _shaped(explainer: ZeroShotExplainer, explanation, m: int):
+    k = explainer.n_outputs_
+    p = len(explainer.attribution_names_)
+    return (
+        explanation.values.reshape(m, p, k),
+        explanation.uncertainty.reshape(m, p, k),
+        explanation.base_values.reshape(m, k),
+    )
+
+
+def _added(plan: BatchPlan, explainer: ZeroShotExplainer, values, uncertainty, base_values):
+    """The added columns, name -> column, in schema order."""
+    columns = {}
+    if plan.layout == "columns":
+        for k in range(len(plan.base_columns)):
+            for p, name in enumerate(plan.value_columns[k]):
+                columns[name] = values[:, p, k]
+            for p, name in enumerate(plan.uncertainty_columns[k]):
+                columns[name] = uncertainty[:, p, k]
+            columns[plan.base_columns[k]] = base_values[:, k]
+        return columns
+    # Arrays: each row's slice of the explanation, shaped as Explanation's per row:
+    # (P,) for a single output, (P, K) as P lists of K for several (and base values (K,)).
+    if explainer.single_output_:
+        rows = (
+            list(np.ascontiguousarray(values[:, :, 0])),
+            list(np.ascontiguousarray(uncertainty[:, :, 0])),
+            base_values[:, 0],
+        )
+    else:
+        rows = (
+            [list(matrix) for matrix in values],
+            [list(matrix) for matrix in uncertainty],
+            list(base_values),
+        )
+    names = (plan.value_columns[0][0], plan.uncertainty_columns[0][0], plan.base_columns[0])
+    return dict(zip(names, rows, strict=True))
+
+
+def explain_batches(batches: Iterator, plan: BatchPlan, shipped: ShippedContext) -> Iterator:
+    """``mapInPandas``' function: each batch's columns as they came, plus the attributions."""
+    import pandas as pd
+
+    numba.set_num_threads(min(plan.threads, numba.config.NUMBA_NUM_THREADS))
+    explainer = None
+    for frame in batches:
+        if len(frame) == 0:
+            continue
+        if explainer is None:  # partitions without rows never load the context
+            explainer = loaded_explainer(shipped)
+        step = plan.batch_rows or len(frame)
+        for first in range(0, len(frame), step):
+            part = frame.iloc[first : first + step].reset_index(drop=True)
+            outputs = None
+            if plan.prediction_columns is not None:
+                outputs = np.column_stack(
+                    [_float_column(part, column) for column in plan.prediction_columns]
+                )
+            with threadpool_limits(plan.threads):
+                answers = _explain(explainer, _query(part, plan, explainer), outputs)
+            added = _added(plan, explainer, *answers)
+            yield pd.concat([part, pd.DataFrame(added)], axis=1)

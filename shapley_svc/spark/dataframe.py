@@ -1,0 +1,243 @@
+"""The driver's side: check the call against the context and the DataFrame's schema, ship the
+saved context once, and add the attributions with ``mapInPandas``."""
+
+import hashlib
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from shapley_svc.errors import InvalidArgumentError
+from shapley_svc.estimator import ZeroShotExplainer
+from shapley_svc.spark._worker import BatchPlan, ShippedContext, explain_batches
+
+LAYOUTS = ("columns", "arrays")
+# The saved directory's files, as ``ZeroShotExplainer.save`` writes them.
+CONTEXT_FILES = ("manifest.json", "arrays.npz")
+# How the saved context reaches the workers: "broadcast" (once per executor, then once per
+# Python worker process) or "closure" (inside the pickled function: with every task).
+SHIPPING = ("broadcast", "closure")
+
+
+def _pyspark():
+    try:
+        import pyspark.sql.types as types
+    except ImportError as error:
+        raise ImportError(
+            "shapley_svc.spark needs pyspark, pyarrow and pandas: pip install 'shapley-svc[spark]'"
+        ) from error
+    return types
+
+
+def explain_dataframe(
+    df,
+    context,
+    feature_columns: Sequence[str],
+    prediction_columns: str | Sequence[str] | None = None,
+    *,
+    layout: str = "columns",
+    prefix: str = "shap_",
+    batch_rows: int | None = None,
+    shipping: str = "broadcast",
+):
+    """Explain every row of a Spark DataFrame with a fitted context; no model calls.
+
+    Lazy, like any transformation: the rows are explained when an action runs, by
+    ``mapInPandas`` over Arrow batches in Spark's Python workers. The saved context (its
+    ``manifest.json`` and ``arrays.npz`` as bytes) is broadcast: it reaches each executor once
+    and each Python worker process once, which loads it once (cached by its checksum).
+
+    Parameters
+    ----------
+    df : pyspark.sql.DataFrame holding the rows to explain (and any other columns).
+    context : a fitted ``ZeroShotExplainer``, or the directory it was saved into.
+    feature_columns : the d columns of ``df`` that are the context's features, in the context's
+        order. Numeric (nulls and NaN are missing values); a column the context coded from
+        labels may also be string or boolean.
+    prediction_columns : None, or the model's logged outputs: one column name for a
+        single-output context, K names for K outputs. Given, each row's attributions add up
+        exactly to its prediction minus the base value; a row whose prediction is null or NaN
+        is explained without it.
+    layout : ``"columns"``: one double column per attribution, ``prefix + name``, its
+        uncertainty ``prefix + "uncertainty_" + name`` and ``prefix + "base_value"``; with K > 1
+        outputs every name ends in ``_out{k}``. ``"arrays"``: ``prefix + "values"`` and
+        ``prefix + "uncertainty"`` (array<double> of P; with K outputs array<array<double>>,
+        P arrays of K) and ``prefix + "base_value"`` (double; array<double> of K).
+    prefix : what the added columns' names start with.
+    batch_rows : None to explain each Arrow batch at once (``spark.sql.execution.arrow.
+        maxRecordsPerBatch`` rows, 10,000 by default), or at most this many rows at a time.
+    shipping : ``"broadcast"`` (default) or ``"closure"``, which pickles the bytes into the
+        function, so they travel with every task (measured in ``benchmarks/bench_spark.py``).
+
+    Returns
+    -------
+    pyspark.sql.DataFrame : ``df``'s columns followed by the added ones.
+
+    Raises ``InvalidArgumentError`` naming the argument, before any job runs, when a column is
+    missing, of a type the context cannot take, the counts differ from the context's, or an
+    added column's name is taken.
+    """
+    types = _pyspark()
+    if not all(hasattr(df, name) for name in ("schema", "mapInPandas", "sparkSession")):
+        raise InvalidArgumentError("df", f"must be a pyspark.sql.DataFrame; got {type(df)}")
+    explainer, files = _context(context)
+    if layout not in LAYOUTS:
+        raise InvalidArgumentError("layout", f"must be one of {LAYOUTS}; got {layout!r}")
+    if shipping not in SHIPPING:
+        raise InvalidArgumentError("shipping", f"must be one of {SHIPPING}; got {shipping!r}")
+    if not isinstance(prefix, str):
+        raise InvalidArgumentError("prefix", f"must be a string; got {prefix!r}")
+    if batch_rows is not None and (
+        not isinstance(batch_rows, int) or isinstance(batch_rows, bool) or batch_rows < 1
+    ):
+        raise InvalidArgumentError(
+            "batch_rows", f"must be None or a positive int; got {batch_rows!r}"
+        )
+    fields = {field.name: field for field in df.schema.fields}
+    features = _columns("feature_columns", feature_columns, fields)
+    if len(features) != explainer.n_features_in_:
+        raise InvalidArgumentError(
+            "feature_columns",
+            f"names {len(features)} columns; the context was fitted on "
+            f"{explainer.n_features_in_} features ({explainer.feature_names_})",
+        )
+    for column, name in zip(features, explainer.feature_names_, strict=True):
+        labelled = name in explainer.categories_
+        _check_type(types, "feature_columns", fields[column], labelled)
+    predictions = None
+    if prediction_columns is not None:
+        if isinstance(prediction_columns, str):
+            prediction_columns = [prediction_columns]
+        predictions = _columns("prediction_columns", prediction_columns, fields)
+        if len(predictions) != explainer.n_outputs_:
+            raise InvalidArgumentError(
+                "prediction_columns",
+                f"names {len(predictions)} columns; the context has {explainer.n_outputs_} "
+                "outputs (one column per output)",
+            )
+        for column in predictions:
+            _check_type(types, "prediction_columns", fields[column], False)
+    plan = _plan(explainer, features, predictions, layout, prefix, batch_rows, df.sparkSession)
+    taken = sorted(set(plan.new_columns()) & set(fields))
+    if len(set(plan.new_columns())) != len(plan.new_columns()) or taken:
+        raise InvalidArgumentError(
+            "prefix",
+            f"{prefix!r} gives added columns whose names are taken ({taken or 'by each other'}): "
+            "choose another prefix or layout",
+        )
+    schema = types.StructType([*df.schema.fields, *_added_fields(types, plan, explainer)])
+    shipped = _ship(df.sparkSession, explainer, files, shipping)
+
+    def explain(batches):
+        return explain_batches(batches, plan, shipped)
+
+    return df.mapInPandas(explain, schema)
+
+
+def _context(context) -> tuple[ZeroShotExplainer, dict[str, bytes]]:
+    """The explainer (for the schema and the checks) and its saved files' bytes."""
+    if isinstance(context, ZeroShotExplainer):
+        if not hasattr(context, "context_"):
+            raise InvalidArgumentError("context", "is not fitted: call fit (or load) first")
+        with tempfile.TemporaryDirectory(prefix="shapley-svc-context-") as directory:
+            context.save(directory)
+            files = {name: (Path(directory) / name).read_bytes() for name in CONTEXT_FILES}
+        return context, files
+    if not isinstance(context, str | Path):
+        raise InvalidArgumentError(
+            "context",
+            f"must be a fitted ZeroShotExplainer or the directory one was saved into; "
+            f"got {type(context)}",
+        )
+    try:
+        explainer = ZeroShotExplainer.load(context)
+    except InvalidArgumentError as error:
+        raise InvalidArgumentError("context", error.problem) from None
+    # Loading checked the arrays against the manifest; the bytes shipped are the bytes checked
+    # unless the directory changes in between, and then the workers' load refuses them.
+    files = {name: (Path(context) / name).read_bytes() for name in CONTEXT_FILES}
+    return explainer, files
+
+
+def _columns(argument: str, columns, fields: dict) -> list[str]:
+    if isinstance(columns, str | bytes) or not isinstance(columns, Iterable):
+        raise InvalidArgumentError(
+            argument, f"must be a sequence of column names; got {type(columns).__name__}"
+        )
+    columns = list(columns)
+    if not all(isinstance(column, str) for column in columns):
+        raise InvalidArgumentError(argument, f"must hold column names (strings); got {columns}")
+    if len(set(columns)) != len(columns):
+        raise InvalidArgumentError(argument, f"names a column twice: {columns}")
+    missing = [column for column in columns if column not in fields]
+    if missing:
+        raise InvalidArgumentError(
+            argument, f"names columns df lacks: {missing}; df has {list(fields)}"
+        )
+    return columns
+
+
+def _check_type(types, argument: str, field, labelled: bool) -> None:
+    numeric = isinstance(field.dataType, types.NumericType) and not isinstance(
+        field.dataType, types.DecimalType
+    )
+    if numeric or (labelled and isinstance(field.dataType, types.StringType | types.BooleanType)):
+        return
+    accepted = "numeric (cast decimals to double)"
+    if labelled:
+        accepted += ", string or boolean (a column the context coded from labels)"
+    raise InvalidArgumentError(
+        argument,
+        f"names column {field.name!r} of type {field.dataType.simpleString()}; it must be "
+        f"{accepted}",
+    )
+
+
+def _plan(explainer, features, predictions, layout, prefix, batch_rows, session) -> BatchPlan:
+    k = explainer.n_outputs_
+    if layout == "arrays":
+        values = ((f"{prefix}values",),)
+        uncertainty = ((f"{prefix}uncertainty",),)
+        base = (f"{prefix}base_value",)
+    else:
+        suffixes = [""] if explainer.single_output_ else [f"_out{j}" for j in range(k)]
+        names = explainer.attribution_names_
+        values = tuple(tuple(f"{prefix}{name}{end}" for name in names) for end in suffixes)
+        uncertainty = tuple(
+            tuple(f"{prefix}uncertainty_{name}{end}" for name in names) for end in suffixes
+        )
+        base = tuple(f"{prefix}base_value{end}" for end in suffixes)
+    # Each task gets spark.task.cpus cores: the kernels and BLAS use that many threads, so
+    # that concurrent tasks do not oversubscribe the executor's cores.
+    threads = int(session.conf.get("spark.task.cpus", "1") or 1)
+    return BatchPlan(
+        tuple(features),
+        None if predictions is None else tuple(predictions),
+        layout,
+        values,
+        uncertainty,
+        base,
+        batch_rows,
+        max(1, threads),
+    )
+
+
+def _added_fields(types, plan: BatchPlan, explainer) -> list:
+    double = types.DoubleType()
+    if plan.layout == "columns":
+        return [types.StructField(name, double, False) for name in plan.new_columns()]
+    vector = types.ArrayType(double, False)
+    if explainer.single_output_:
+        shapes = (vector, vector, double)
+    else:
+        matrix = types.ArrayType(vector, False)
+        shapes = (matrix, matrix, vector)
+    return [
+        types.StructField(name, shape, False)
+        for name, shape in zip(plan.new_columns(), shapes, strict=True)
+    ]
+
+
+def _ship(session, explainer, files: dict[str, bytes], shipping: str) -> ShippedContext:
+    checksum = hashlib.sha256(files["manifest.json"]).hexdigest()
+    payload = files if shipping == "closure" else session.sparkContext.broadcast(files)
+    return ShippedContext(checksum, explainer.artifact, payload)

@@ -1,0 +1,271 @@
+"""``shapley_svc.spark.explain_dataframe`` on a real local Spark session (``local[2]``): Spark's
+answers equal the in-process ``explain`` on the same rows, in both layouts, with missing values
+and logged predictions; refusals happen on the driver before any job.
+
+Needs pyspark and Java; CI installs both and sets ``SHAPLEY_SVC_REQUIRE_SPARK=1`` so that their
+absence fails instead of skipping.
+"""
+
+import os
+import shutil
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+from shapley_svc.errors import InvalidArgumentError
+from shapley_svc.estimator import ZeroShotExplainer
+
+pytestmark = [
+    pytest.mark.slow,  # a JVM and two Python workers start: about a minute on 2 busy cores
+    # pyspark 4 warns on every conversion that it does not yet fully support pandas 3.
+    pytest.mark.filterwarnings("ignore:PySpark does not yet fully support:FutureWarning"),
+    pytest.mark.filterwarnings("ignore:The copy keyword is deprecated"),
+]
+REQUIRED = os.environ.get("SHAPLEY_SVC_REQUIRE_SPARK") == "1"
+
+
+def _need(reason: str):
+    if REQUIRED:
+        pytest.fail(f"{reason} (SHAPLEY_SVC_REQUIRE_SPARK=1)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def spark():
+    if REQUIRED:
+        try:
+            import pyspark  # noqa: F401
+        except ImportError:
+            _need("pyspark is not installed")
+    else:
+        pytest.importorskip("pyspark")
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        _need("Java is not installed (Spark runs on the JVM)")
+    from pyspark.sql import SparkSession
+
+    with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        # The workers run this interpreter, so they import this checkout's package (pyspark
+        # reads PYSPARK_PYTHON when the context starts).
+        patch.setenv("PYSPARK_PYTHON", sys.executable)
+        session = (
+            SparkSession.builder.master("local[2]")
+            .appName("shapley-svc-tests")
+            .config("spark.ui.enabled", "false")
+            .config("spark.ui.showConsoleProgress", "false")
+            .config("spark.sql.shuffle.partitions", "2")
+            .getOrCreate()
+        )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="module")
+def table():
+    """A context with missing values, and 240 query rows: NaN features, logged predictions."""
+    rng = np.random.default_rng(20261130)
+    X = rng.normal(size=(700, 4))
+    X[rng.random(700) < 0.15, 1] = np.nan
+    X[rng.random(700) < 0.15, 3] = np.nan
+    y = np.tanh(X[:, 0]) + np.nan_to_num(X[:, 1], nan=0.7) * X[:, 2] + 0.3 * np.nan_to_num(X[:, 3])
+    explainer = ZeroShotExplainer(random_state=1).fit(X[:400], y[:400])
+    return X[400:640], y[400:640], explainer
+
+
+@pytest.fixture(scope="module")
+def multi():
+    """A 3-class context with two feature groups."""
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(500, 4))
+    scores = np.stack([X[:, 0] * X[:, 1], -X[:, 2], 0.5 * X[:, 3] + X[:, 0]], axis=1)
+    probabilities = np.exp(scores) / np.exp(scores).sum(axis=1, keepdims=True)
+    explainer = ZeroShotExplainer(random_state=2).fit(
+        X[:300], probabilities[:300], groups={"ab": [0, 1], "c": [2], "d": [3]}
+    )
+    return X[300:360], probabilities[300:360], explainer
+
+
+def _frame(spark, X, predictions=None, names=("f_a", "f_b", "f_c", "f_d")):
+    import pandas as pd
+
+    frame = pd.DataFrame(X, columns=list(names)).assign(row_id=np.arange(len(X)))
+    if predictions is not None:
+        predictions = np.asarray(predictions).reshape(len(X), -1)
+        for k in range(predictions.shape[1]):
+            frame[f"pred_{k}"] = predictions[:, k]
+    # Four partitions: both workers see several batches.
+    return spark.createDataFrame(frame).repartition(4)
+
+
+def _collect(df):
+    return df.toPandas().sort_values("row_id").reset_index(drop=True)
+
+
+FEATURES = ["f_a", "f_b", "f_c", "f_d"]
+
+
+def test_columns_equal_the_in_process_answers_with_missing_values_and_predictions(spark, table):
+    X, y, explainer = table
+    assert np.isnan(X).any()
+    from shapley_svc.spark import explain_dataframe
+
+    out = _collect(explain_dataframe(_frame(spark, X, y), explainer, FEATURES, "pred_0"))
+    expected = explainer.explain(X, y)
+    names = explainer.attribution_names_
+    values = out[[f"shap_{name}" for name in names]].to_numpy()
+    uncertainty = out[[f"shap_uncertainty_{name}" for name in names]].to_numpy()
+    assert np.allclose(values, expected.values, rtol=0, atol=1e-12), np.abs(
+        values - expected.values
+    ).max()
+    assert np.allclose(uncertainty, expected.uncertainty, rtol=0, atol=1e-12)
+    assert np.array_equal(out["shap_base_value"].to_numpy(), expected.base_values)
+    gap = values.sum(axis=1) - (y - out["shap_base_value"].to_numpy())
+    assert np.abs(gap).max() <= 1e-9, f"efficiency gap {np.abs(gap).max():.2e}"
+    # The input's columns come through as they were, NaN included.
+    assert np.array_equal(out[FEATURES].to_numpy(), X, equal_nan=True)
+    assert np.array_equal(out["pred_0"].to_numpy(), y)
+
+
+def test_arrays_from_a_saved_context_shipped_in_the_closure_in_small_batches(
+    spark, table, tmp_path
+):
+    X, _, explainer = table
+    from shapley_svc.spark import explain_dataframe
+
+    directory = explainer.save(tmp_path / "context")
+    df = explain_dataframe(
+        _frame(spark, X),
+        str(directory),
+        FEATURES,
+        layout="arrays",
+        prefix="attr_",
+        batch_rows=17,
+        shipping="closure",
+    )
+    assert [field.simpleString() for field in df.schema.fields[-3:]] == [
+        "attr_values:array<double>",
+        "attr_uncertainty:array<double>",
+        "attr_base_value:double",
+    ]
+    out = _collect(df)
+    expected = explainer.explain(X)
+    values = np.stack(out["attr_values"].to_numpy())
+    assert values.shape == expected.values.shape
+    assert np.allclose(values, expected.values, rtol=0, atol=1e-12)
+    assert np.allclose(np.stack(out["attr_uncertainty"]), expected.uncertainty, rtol=0, atol=1e-12)
+
+
+def test_several_outputs_and_groups_in_both_layouts_with_a_missing_prediction(spark, multi):
+    X, probabilities, explainer = multi
+    from shapley_svc.spark import explain_dataframe
+
+    logged = probabilities.copy()
+    logged[5, 1] = np.nan  # a row logged without its prediction: explained without any
+    df = _frame(spark, X, logged)
+    predictions = ["pred_0", "pred_1", "pred_2"]
+    given = np.ones(len(X), dtype=bool)
+    given[5] = False
+    expected = explainer.explain(X[given], probabilities[given])
+    alone = explainer.explain(X[~given])
+
+    out = _collect(explain_dataframe(df, explainer, FEATURES, predictions, layout="arrays"))
+    values = np.stack([np.stack(row) for row in out["shap_values"]])  # (m, P, K)
+    assert values.shape == (len(X), 3, 3)
+    assert np.allclose(values[given], expected.values, rtol=0, atol=1e-12)
+    assert np.allclose(values[~given], alone.values, rtol=0, atol=1e-12)
+    base = np.stack(out["shap_base_value"])
+    gap = values[given].sum(axis=1) - (probabilities[given] - base[given])
+    assert np.abs(gap).max() <= 1e-9, np.abs(gap).max()
+
+    columns = _collect(explain_dataframe(df, explainer, FEATURES, predictions))
+    for k in range(3):
+        names = [f"shap_{group}_out{k}" for group in ("ab", "c", "d")]
+        assert np.allclose(columns[names].to_numpy(), values[:, :, k], rtol=0, atol=1e-12)
+        assert np.array_equal(columns[f"shap_base_value_out{k}"].to_numpy(), base[:, k])
+
+
+def test_each_python_worker_loads_the_context_once(spark, table):
+    import json
+    import os as worker_os
+
+    import pandas as pd
+
+    from shapley_svc.spark import explain_dataframe
+
+    X, _, explainer = table
+    df = _frame(spark, X)
+    for _ in range(2):  # two calls, two broadcasts of the same bytes, 4 tasks each
+        explain_dataframe(df, explainer, FEATURES).write.format("noop").mode("overwrite").save()
+
+    def probe(batches):  # pickled by value: runs in the workers, reports their loads
+        from shapley_svc.spark import _worker
+
+        for _ in batches:
+            pass
+        loads = json.dumps(_worker.loads_so_far())
+        yield pd.DataFrame({"pid": [worker_os.getpid()], "loads": [loads]})
+
+    reports = df.mapInPandas(probe, "pid long, loads string").toPandas()
+    loads = {row.pid: json.loads(row.loads) for row in reports.itertuples()}
+    counts = [count for per_process in loads.values() for count in per_process.values()]
+    assert counts and max(counts) == 1, loads
+
+
+def test_a_string_column_for_a_context_coded_from_labels(spark):
+    import pandas as pd
+
+    from shapley_svc.spark import explain_dataframe
+
+    rng = np.random.default_rng(3)
+    colour = rng.choice(["red", "green", "blue"], size=300).astype(object)
+    x = rng.normal(size=300)
+    y = x + np.select([colour == "red", colour == "green"], [1.0, -1.0], 0.2)
+    explainer = ZeroShotExplainer().fit(pd.DataFrame({"x": x, "colour": colour}), y)
+    colour[:3] = [None, "purple", "red"]  # missing, unseen, seen
+    query = pd.DataFrame({"amount": x, "paint": colour, "row_id": np.arange(300)})
+    df = spark.createDataFrame(query).repartition(2)
+    assert df.schema["paint"].dataType.simpleString() == "string"
+    out = _collect(explain_dataframe(df, explainer, ["amount", "paint"], layout="arrays"))
+    expected = explainer.explain(pd.DataFrame({"x": x, "colour": colour}))
+    assert np.allclose(np.stack(out["shap_values"]), expected.values, rtol=0, atol=1e-12)
+
+
+def test_refusals_name_the_argument_before_any_job(spark, table, tmp_path):
+    import pyspark.sql.functions as F
+
+    from shapley_svc.spark import explain_dataframe
+
+    X, _, explainer = table
+    df = _frame(spark, X[:20], np.arange(20.0)).withColumn("label", F.lit("a"))
+    cases = [
+        (dict(feature_columns=["f_a", "f_b", "f_c", "nope"]), "feature_columns", "nope"),
+        (dict(feature_columns=FEATURES[:3]), "feature_columns", "fitted on 4 features"),
+        (dict(feature_columns=["f_a", "f_b", "f_c", "label"]), "feature_columns", "string"),
+        (dict(feature_columns="f_a"), "feature_columns", "sequence"),
+        (dict(prediction_columns=["pred_0", "row_id"]), "prediction_columns", "1 outputs"),
+        (dict(prediction_columns="label"), "prediction_columns", "string"),
+        (dict(df=df.withColumn("shap_base_value", F.lit(0.0))), "prefix", "taken"),
+        (dict(layout="rows"), "layout", "rows"),
+        (dict(shipping="by post"), "shipping", "by post"),
+        (dict(prefix=None), "prefix", "string"),
+        (dict(batch_rows=0), "batch_rows", "positive"),
+        (dict(context=str(tmp_path / "absent")), "context", "missing"),
+        (dict(context=ZeroShotExplainer()), "context", "not fitted"),
+    ]
+    spark.sparkContext.setJobGroup("refusals", "calls that must be refused")
+    try:
+        for change, argument, words in cases:
+            call = dict(df=df, context=explainer, feature_columns=FEATURES) | change
+            with pytest.raises(InvalidArgumentError) as caught:
+                explain_dataframe(**call)
+            assert caught.value.argument == argument, (change, str(caught.value))
+            assert words in caught.value.problem, (change, str(caught.value))
+        assert spark.sparkContext.statusTracker().getJobIdsForGroup("refusals") == []
+    finally:
+        spark.sparkContext.setJobGroup(None, None)
+    with pytest.raises(InvalidArgumentError) as caught:
+        explain_dataframe(X, explainer, FEATURES)
+    assert caught.value.argument == "df"

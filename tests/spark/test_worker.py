@@ -1,0 +1,110 @@
+"""The workers' side without Spark: the batch function on pandas frames, and the per-process
+cache of loaded contexts."""
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from shapley_svc.estimator import ZeroShotExplainer
+from shapley_svc.spark import _worker
+from shapley_svc.spark._worker import BatchPlan, ShippedContext, explain_batches
+
+pd = pytest.importorskip("pandas")
+
+
+class _Broadcast:
+    """Stands in for a Spark broadcast: counts how often its value is read."""
+
+    def __init__(self, value):
+        self._value = value
+        self.reads = 0
+
+    @property
+    def value(self):
+        self.reads += 1
+        return self._value
+
+
+def _shipped(explainer, tmp_path, broadcast=False):
+    directory = explainer.save(tmp_path / "ctx")
+    files = {name: (directory / name).read_bytes() for name in ("manifest.json", "arrays.npz")}
+    checksum = hashlib.sha256(files["manifest.json"]).hexdigest()
+    return ShippedContext(checksum, None, _Broadcast(files) if broadcast else files)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(300, 3))
+    X[rng.random(300) < 0.15, 1] = np.nan
+    y = np.sin(X[:, 0]) + np.nan_to_num(X[:, 1]) * X[:, 2]
+    return X, y, ZeroShotExplainer(random_state=3).fit(X, y)
+
+
+def test_a_context_is_loaded_once_per_process_and_checksum(fitted, tmp_path, monkeypatch):
+    _, _, explainer = fitted
+    monkeypatch.setattr(_worker, "_LOADED", type(_worker._LOADED)())
+    monkeypatch.setattr(_worker, "_LOADS", type(_worker._LOADS)())
+    shipped = _shipped(explainer, tmp_path, broadcast=True)
+    first = _worker.loaded_explainer(shipped)
+    assert _worker.loaded_explainer(shipped) is first
+    assert shipped.payload.reads == 1, shipped.payload.reads
+    assert _worker.loads_so_far() == {shipped.checksum: 1}
+
+
+def test_batches_equal_the_in_process_answers(fitted, tmp_path):
+    X, y, explainer = fitted
+    frame = pd.DataFrame(X, columns=["a", "b", "c"]).assign(p=y, tag="row")
+    frame.loc[[4, 9], "p"] = np.nan  # rows logged without a prediction
+    plan = BatchPlan(
+        feature_columns=("a", "b", "c"),
+        prediction_columns=("p",),
+        layout="columns",
+        value_columns=(("v0", "v1", "v2"),),
+        uncertainty_columns=(("u0", "u1", "u2"),),
+        base_columns=("base",),
+        batch_rows=64,
+        threads=1,
+    )
+    batches = [frame.iloc[:100], frame.iloc[100:100], frame.iloc[100:]]
+    out = pd.concat(explain_batches(iter(batches), plan, _shipped(explainer, tmp_path)))
+    assert list(out.columns) == [*frame.columns, *plan.new_columns()]
+    pd.testing.assert_frame_equal(out[list(frame.columns)].reset_index(drop=True), frame)
+    given = ~np.isnan(frame["p"].to_numpy())
+    with_predictions = explainer.explain(X[given], y[given])
+    without = explainer.explain(X[~given])
+    values = out[["v0", "v1", "v2"]].to_numpy()
+    assert np.allclose(values[given], with_predictions.values, rtol=0, atol=1e-12)
+    assert np.allclose(values[~given], without.values, rtol=0, atol=1e-12)
+    uncertainty = out[["u0", "u1", "u2"]].to_numpy()
+    assert np.allclose(uncertainty[given], with_predictions.uncertainty, rtol=0, atol=1e-12)
+    gap = values[given].sum(axis=1) - (y[given] - out["base"].to_numpy()[given])
+    assert np.abs(gap).max() <= 1e-9, np.abs(gap).max()
+
+
+def test_a_context_coded_from_labels_takes_string_columns(tmp_path):
+    rng = np.random.default_rng(11)
+    colour = rng.choice(["red", "green", "blue"], size=300)
+    x = rng.normal(size=300)
+    y = x + np.select([colour == "red", colour == "green"], [1.0, -1.0], 0.2)
+    frame = pd.DataFrame({"x": x, "colour": pd.Categorical(colour)})
+    explainer = ZeroShotExplainer(random_state=4).fit(frame, y)
+    # The caller's columns have other names and arrive as Spark sends strings: object dtype.
+    query = pd.DataFrame({"amount": x[:50], "paint": colour[:50].astype(object)})
+    query.loc[3, "paint"] = None  # a missing label
+    query.loc[4, "paint"] = "purple"  # a label the context never showed
+    plan = BatchPlan(
+        feature_columns=("amount", "paint"),
+        prediction_columns=None,
+        layout="arrays",
+        value_columns=(("values",),),
+        uncertainty_columns=(("uncertainty",),),
+        base_columns=("base",),
+        batch_rows=None,
+        threads=1,
+    )
+    out = next(explain_batches(iter([query]), plan, _shipped(explainer, tmp_path)))
+    expected = explainer.explain(pd.DataFrame({"x": query["amount"], "colour": query["paint"]}))
+    assert np.allclose(np.stack(out["values"]), expected.values, rtol=0, atol=1e-12)
+    assert np.isnan(expected.data[3, 1]) and expected.data[4, 1] == -1.0
