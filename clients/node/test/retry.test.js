@@ -1,0 +1,51 @@
+'use strict';
+
+const { test } = require('node:test');
+const assert = require('node:assert/strict');
+const grpc = require('@grpc/grpc-js');
+
+const { ShapleyClient, ShapleyError, retryServiceConfig, DEFAULT_MAX_ATTEMPTS } = require('..');
+
+test('the retry policy retries UNAVAILABLE on every Shapley call, up to maxAttempts', () => {
+  const config = retryServiceConfig();
+  const [method] = config.methodConfig;
+  assert.deepEqual(method.name, [{ service: 'shapley.v1.Shapley' }]);
+  assert.equal(method.retryPolicy.maxAttempts, DEFAULT_MAX_ATTEMPTS);
+  assert.deepEqual(method.retryPolicy.retryableStatusCodes, ['UNAVAILABLE']);
+  assert.deepEqual(retryServiceConfig(1), {});
+  for (const bad of [0, 6, 2.5]) {
+    assert.throws(() => new ShapleyClient('127.0.0.1:1', { maxAttempts: bad }), RangeError);
+  }
+});
+
+test('a call answered UNAVAILABLE is tried maxAttempts times, then fails UNAVAILABLE', async () => {
+  // A gRPC server whose GetServerInfo always answers UNAVAILABLE, counting the attempts.
+  const server = new grpc.Server();
+  let attempts = 0;
+  server.register(
+    '/shapley.v1.Shapley/GetServerInfo',
+    (/** @type {any} */ _call, /** @type {any} */ callback) => {
+      attempts += 1;
+      callback({ code: grpc.status.UNAVAILABLE, details: 'starting' });
+    },
+    (/** @type {Buffer} */ value) => value,
+    (/** @type {Buffer} */ value) => value,
+    'unary',
+  );
+  const port = await new Promise((ready, fail) => server.bindAsync(
+    '127.0.0.1:0', grpc.ServerCredentials.createInsecure(),
+    (/** @type {Error | null} */ error, /** @type {number} */ bound) => (error ? fail(error) : ready(bound)),
+  ));
+  const client = new ShapleyClient(`127.0.0.1:${port}`, { timeout: 20, maxAttempts: 3 });
+  try {
+    await assert.rejects(client.serverInfo(), (/** @type {any} */ error) => {
+      assert.ok(error instanceof ShapleyError);
+      assert.equal(error.code, 'UNAVAILABLE');
+      return true;
+    });
+    assert.equal(attempts, 3);
+  } finally {
+    client.close();
+    server.forceShutdown();
+  }
+});
