@@ -399,6 +399,14 @@ class ZeroShotExplainer:
         within_memory = self.working_memory_bytes_ // 2 // per_row
         return max(1, min(within_memory, EXPLAIN_SLICE_CELLS // width))
 
+    @staticmethod
+    def _display(rows, coded, categories: dict[int, list]) -> np.ndarray | None:
+        """What ``Explanation.display_data`` shows: None without coded columns; a query frame's
+        own values; array rows' codes as their labels."""
+        if not categories:
+            return None
+        return coded.display if coded is not None else display_rows(rows, categories)
+
     def _categories_by_column(self) -> dict[int, list]:
         position = {name: j for j, name in enumerate(self.feature_names_)}
         return {position[name]: labels for name, labels in self.categories_.items()}
@@ -472,13 +480,7 @@ class ZeroShotExplainer:
             attribution_names=list(self.attribution_names_),
             diagnostics=self.diagnostics_,
             data=rows,
-            display_data=(
-                coded.display
-                if coded is not None and categories
-                else display_rows(rows, categories)
-                if categories
-                else None
-            ),
+            display_data=self._display(rows, coded, categories),
             grouped=self.groups_ is not None,
             predictions=outputs,
         )

@@ -91,10 +91,9 @@ class LinearCoefficients:
         return design @ self.coef_ + self.intercept_
 
 
-class _TreeState:
-    """What a prepared tree surrogate's ``TreeBackground`` needs to answer ``trusted_values``."""
-
-    ATTRIBUTES = ("ensemble", "paths", "tables", "n_features", "n_outputs", "n_players")
+# What a prepared tree surrogate's ``TreeBackground`` needs to answer ``trusted_values`` (its
+# model, output function and background rows stay behind).
+_TREE_BACKGROUND_STATE = ("ensemble", "paths", "tables", "n_features", "n_outputs", "n_players")
 
 
 _SURROGATES_WITH_COEFFICIENTS = (
@@ -172,7 +171,7 @@ class _Writer:
 
     def _fields(self, obj) -> dict:
         if isinstance(obj, TreeBackground):
-            attributes = {name: getattr(obj, name) for name in _TreeState.ATTRIBUTES}
+            attributes = {name: getattr(obj, name) for name in _TREE_BACKGROUND_STATE}
         elif dataclasses.is_dataclass(obj):
             attributes = {field.name: getattr(obj, field.name) for field in dataclasses.fields(obj)}
         else:

@@ -4,20 +4,12 @@ them instead of refitting or answering not found."""
 import numpy as np
 import pytest
 
-from shapley_svc.contexts import ContextLimits, ContextService, ContextSpec
+from shapley_svc.contexts import ContextService, ContextSpec
 from shapley_svc.errors import NotFoundError
 from shapley_svc.estimator.persistence import ARRAYS
+from tests.contexts.test_context_service import LIMITS
 from tests.server.conftest import make_task
 
-LIMITS = ContextLimits(
-    max_context_rows=1_000,
-    max_features=8,
-    max_outputs=3,
-    max_explain_rows=500,
-    max_answer_bytes=1 << 20,
-    max_contexts=8,
-    max_store_bytes=1 << 30,
-)
 X, P = make_task(n=150, d=4, seed=5)
 X[::7, 1] = np.nan
 
