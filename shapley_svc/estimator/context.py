@@ -150,6 +150,20 @@ class FittedContext:
             for context in self.outputs
         ]
 
+    def member_proxy_outputs(self, rows: np.ndarray) -> list[np.ndarray]:
+        """Per output, the (m, len(ZOO)) outputs of each member on the (m, d) rows as given
+        (standardised here), each up to a constant of its own; zeros where a member is absent."""
+        Z = self.standardiser.transform(rows)
+        shared: dict = {}
+        found = []
+        for context in self.outputs:
+            outputs = np.zeros((Z.shape[0], len(ZOO)))
+            for s, fitted in enumerate(context.surrogates):
+                if fitted is not None:
+                    outputs[:, s] = fitted.model.proxy_outputs(Z, shared)
+            found.append(outputs)
+        return found
+
 
 def _statistics_sample(Z: np.ndarray, seed: int) -> np.ndarray:
     """The rows the context statistics look at: all, or a seeded sample of them."""

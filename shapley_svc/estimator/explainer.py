@@ -22,6 +22,13 @@ from shapley_svc.estimator.context import fit_context
 from shapley_svc.estimator.encoding import TableEncoder, categorical_columns, check_codes
 from shapley_svc.estimator.groups import Players, parse_groups
 from shapley_svc.estimator.persistence import load_state, save_explainer
+from shapley_svc.estimator.refinement import (
+    Proposal,
+    draw_proposal,
+    merged_with_prior,
+    minimum_budget,
+    refined_values,
+)
 from shapley_svc.estimator.result import (
     Diagnostics,
     Explanation,
@@ -145,6 +152,8 @@ class ZeroShotExplainer:
     random_state_, working_memory_bytes_ : the seed and budget the fit ran with (``explain``
         slices within the latter).
     background_ : (n_background,) int64 indices of the background rows in X.
+    background_rows_ : (n_background, d) those rows as given (coded): what absent features take
+        in the rows ``propose`` asks the caller to score.
     feature_names_ : the d input columns' names.
     categorical_ : (n_categorical,) int64 indices of the categorical columns (declared, or coded
         from a DataFrame).
@@ -281,6 +290,7 @@ class ZeroShotExplainer:
         self.random_state_ = seed
         self.working_memory_bytes_ = memory_bytes
         self.background_ = background_indices
+        self.background_rows_ = np.ascontiguousarray(rows[background_indices])
         self.feature_names_ = names
         self.categorical_ = categorical_indices
         self.categories_ = {names[j]: labels for j, labels in categories.items()}
@@ -428,23 +438,7 @@ class ZeroShotExplainer:
         should_stop : optional; polled before each slice of ``rows_per_slice()`` rows. When it
             returns True, ``explain`` raises ``CancelledError``.
         """
-        if not hasattr(self, "context_"):
-            raise NotFittedError()
-        categories = self._categories_by_column()
-        coded = code_frame("X_query", X_query, categories) if is_data_frame(X_query) else None
-        rows = _row_matrix("X_query", X_query if coded is None else coded.rows, self.n_features_in_)
-        check_codes("X_query", rows, self.categorical_, self.feature_names_)
-        columns = _column_names(X_query)  # None for arrays: nothing more to check
-        if (
-            columns is not None
-            and columns != self.feature_names_
-            and self.feature_names_ != _default_names(self.n_features_in_)
-        ):
-            raise InvalidArgumentError(
-                "X_query",
-                f"has columns {columns}; the explainer was fitted on {self.feature_names_} "
-                "(same names, same order)",
-            )
+        rows, coded, categories = self._query_rows(X_query)
         m = rows.shape[0]
         outputs = None
         if predictions_query is not None:
@@ -484,6 +478,194 @@ class ZeroShotExplainer:
             grouped=self.groups_ is not None,
             predictions=outputs,
         )
+
+    def _query_rows(self, X_query) -> tuple[np.ndarray, object, dict[int, list]]:
+        """Canonical (m, d) query rows, the coded frame (None for arrays) and the coded columns'
+        labels by position."""
+        if not hasattr(self, "context_"):
+            raise NotFittedError()
+        categories = self._categories_by_column()
+        coded = code_frame("X_query", X_query, categories) if is_data_frame(X_query) else None
+        rows = _row_matrix("X_query", X_query if coded is None else coded.rows, self.n_features_in_)
+        check_codes("X_query", rows, self.categorical_, self.feature_names_)
+        columns = _column_names(X_query)  # None for arrays: nothing more to check
+        if (
+            columns is not None
+            and columns != self.feature_names_
+            and self.feature_names_ != _default_names(self.n_features_in_)
+        ):
+            raise InvalidArgumentError(
+                "X_query",
+                f"has columns {columns}; the explainer was fitted on {self.feature_names_} "
+                "(same names, same order)",
+            )
+        return rows, coded, categories
+
+    def _player_of_column(self) -> np.ndarray:
+        """(d,) int64: the player (attribution) each raw column belongs to."""
+        player = np.arange(self.n_features_in_, dtype=np.int64)
+        for g, (_, columns) in enumerate(self.groups_ or []):
+            player[columns] = g
+        return player
+
+    def propose(
+        self,
+        X_query,
+        budget: int,
+        predictions_query=None,
+        *,
+        random_state: int | None = None,
+    ) -> Proposal:
+        """The rows your model should score to refine the explanation of ``X_query``.
+
+        Parameters
+        ----------
+        X_query : (m, d) rows to explain, as for ``explain``.
+        budget : the most rows your model scores per explained row (background rows included:
+            each proposed row mixes the explained row with one background row). At least 4, or
+            5 without ``predictions_query`` (the explained row itself is then one of them).
+        predictions_query : None, or the model's outputs on X_query, shaped like
+            ``predictions``.
+        random_state : seeds the coalitions (default: the fit's); a row draws the same ones in
+            any batch.
+
+        Returns
+        -------
+        Proposal
+            ``proposal.rows`` (m * proposal.rows_per_query, d) to score with the model, in order;
+            pass the outputs to ``refine``. The same arguments give the same proposal.
+        """
+        rows, _, _ = self._query_rows(X_query)
+        outputs = None
+        if predictions_query is not None:
+            outputs = _outputs(
+                "predictions_query", predictions_query, rows.shape[0], self.n_outputs_
+            )
+        lowest = minimum_budget(outputs is not None)
+        if not isinstance(budget, int | np.integer) or isinstance(budget, bool) or budget < lowest:
+            raise InvalidArgumentError(
+                "budget",
+                f"must be an int of at least {lowest} rows per explained row "
+                f"({'with' if outputs is not None else 'without'} predictions_query); "
+                f"got {budget!r}",
+            )
+        seed = self.random_state_ if random_state is None else random_state
+        if not isinstance(seed, int | np.integer) or not 0 <= seed < MAX_RANDOM_STATE:
+            raise InvalidArgumentError(
+                "random_state", f"must be an int in [0, 2**32); got {random_state!r}"
+            )
+        return draw_proposal(
+            rows,
+            outputs,
+            self.background_rows_,
+            self._player_of_column(),
+            len(self.attribution_names_),
+            int(budget),
+            int(seed),
+        )
+
+    def refine(self, proposal: Proposal, outputs) -> Explanation:
+        """Refined SHAP values from your model's outputs on ``proposal.rows``.
+
+        The zero-shot estimate's proxy is explained exactly and the model's outputs correct it
+        (see ``shapley_svc.estimator.refinement``): unbiased, exactly efficient, converging to
+        the exact values as the budget grows. ``uncertainty`` is the sampling error.
+
+        Parameters
+        ----------
+        proposal : from ``propose`` on this explainer.
+        outputs : (len(proposal.rows),) or (len(proposal.rows), K): the model's outputs on the
+            proposed rows, on the scale of the context's predictions.
+        """
+        if not hasattr(self, "context_"):
+            raise NotFittedError()
+        if not isinstance(proposal, Proposal):
+            raise InvalidArgumentError(
+                "proposal", f"must be a Proposal from propose(); got {type(proposal).__name__}"
+            )
+        n_players = len(self.attribution_names_)
+        if (
+            proposal.query.shape[1] != self.n_features_in_
+            or proposal.masks.shape[2] != n_players
+            or int(proposal.background.max(initial=0)) >= self.background_rows_.shape[0]
+        ):
+            raise InvalidArgumentError("proposal", "was made by another explainer")
+        scored = _outputs("outputs", outputs, proposal.rows.shape[0], self.n_outputs_)
+        m, block = proposal.query.shape[0], proposal.rows_per_query
+        by_query = scored.reshape(m, block, self.n_outputs_)
+        lead = proposal.lead
+        predictions = proposal.predictions if lead == 0 else by_query[:, 0, :]
+        values = np.empty((m, n_players, self.n_outputs_))
+        uncertainty = np.empty((m, n_players, self.n_outputs_))
+        base_values = np.empty((m, self.n_outputs_))
+        step = self._refine_rows_per_slice(block)
+        with _kernel_threads(m * block):
+            for first in range(0, m, step):
+                part = slice(first, min(m, first + step))
+                self._refine_slice(
+                    proposal,
+                    part,
+                    by_query[part, lead:, :],
+                    predictions[part],
+                    values[part],
+                    uncertainty[part],
+                    base_values[part],
+                )
+        if self.single_output_:
+            values, uncertainty = values[:, :, 0], uncertainty[:, :, 0]
+            base_values, predictions = base_values[:, 0], predictions[:, 0]
+        return Explanation(
+            values=values,
+            base_values=base_values,
+            uncertainty=uncertainty,
+            attribution_names=list(self.attribution_names_),
+            diagnostics=self.diagnostics_,
+            data=proposal.query,
+            display_data=self._display(proposal.query, None, self._categories_by_column()),
+            grouped=self.groups_ is not None,
+            predictions=np.array(predictions),
+            model_rows=block,
+        )
+
+    def _refine_rows_per_slice(self, block: int) -> int:
+        """Explained rows refined at once: their ``block`` proposed rows each, expanded into the
+        widest basis a member uses, within half the working memory."""
+        per_query = 8 * block * (16 * self.encoder_.width + 4 * len(ZOO))
+        return max(1, min(self.working_memory_bytes_ // 2 // per_query, self.rows_per_slice()))
+
+    def _refine_slice(
+        self, proposal, part, pair_outputs, predictions, values, uncertainty, base_values
+    ) -> None:
+        """Fill ``values``, ``uncertainty`` (m, P, K) and ``base_values`` (m, K) of the explained
+        rows ``part`` of ``proposal``; ``pair_outputs`` (m, 2 * n_pairs, K) are the model's
+        outputs on their pairs' rows, ``predictions`` (m, K) on the rows themselves."""
+        query = proposal.query[part]
+        masks = proposal.masks[part]
+        n_pairs = masks.shape[1]
+        member_values = self.context_.member_values(self.encoder_.transform(query))
+        pair_rows = proposal.rows.reshape(proposal.query.shape[0], proposal.rows_per_query, -1)[
+            part, proposal.lead :
+        ].reshape(-1, query.shape[1])
+        proxy_outputs = self.context_.member_proxy_outputs(self.encoder_.transform(pair_rows))
+        for k, context in enumerate(self.context_.outputs):
+            base_values[:, k] = context.base_value
+            weights = self.weights_[k]
+            proxy_values = np.einsum("s,smp->mp", weights, member_values[k])
+            gaps = (proxy_outputs[k] @ weights).reshape(-1, n_pairs, 2)
+            model = pair_outputs[:, :, k].reshape(-1, n_pairs, 2)
+            total = predictions[:, k] - context.base_value
+            refined, refined_std = refined_values(
+                proxy_values,
+                gaps[:, :, 0] - gaps[:, :, 1],
+                model[:, :, 0] - model[:, :, 1],
+                masks,
+                total,
+            )
+            spread_scale, floor = self.uncertainty_terms_[k]
+            prior, prior_std = combine(member_values[k], weights, spread_scale, floor, total)
+            values[:, :, k], uncertainty[:, :, k] = merged_with_prior(
+                prior, prior_std, refined, refined_std, total
+            )
 
     def _explain_slice(self, rows, outputs, values, uncertainty, base_values) -> None:
         """Fill ``values``, ``uncertainty`` (m, P, K) and ``base_values`` (m, K) for ``rows``."""

@@ -50,7 +50,7 @@ from shapley_svc.estimator.surrogates import (
 from shapley_svc.reference.trees import FlatEnsemble, LeafPaths, TreeBackground
 
 FORMAT = "shapley-svc/fitted-explainer"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 ARRAYS = "arrays.npz"
 
@@ -62,6 +62,7 @@ EXPLAINER_STATE = (
     "random_state_",
     "working_memory_bytes_",
     "background_",
+    "background_rows_",
     "feature_names_",
     "categorical_",
     "categories_",

@@ -55,6 +55,9 @@ class Explanation:
     display_data : None, or (m, d) objects when the explainer coded DataFrame columns: the
         query frame's own values (labels, unseen ones included; None for a missing label), or
         for array rows the labels behind the codes (None for missing or unseen codes).
+    model_rows : rows of the caller's model this explanation used per explained row: 0 for a
+        zero-shot one, the proposal's rows for a refined one (whose predictions are then the
+        given or scored ones, and whose uncertainty is the sampling error).
     """
 
     values: np.ndarray
@@ -66,6 +69,7 @@ class Explanation:
     grouped: bool = False
     predictions: np.ndarray | None = None
     display_data: np.ndarray | None = None
+    model_rows: int = 0
 
     def to_shap(self):
         """The values as a ``shap.Explanation`` (needs shap installed), for shap's plots.

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
+from scipy.special import expit, softmax
 from sklearn.ensemble import ExtraTreesRegressor, HistGradientBoostingRegressor
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import KFold
@@ -83,6 +84,12 @@ class Surrogate:
         """``attributions``, for surrogates that share work across outputs through ``shared``
         (one dict per call and rows)."""
         return self.attributions(Z)
+
+    def proxy_outputs(self, Z: np.ndarray, shared: dict) -> np.ndarray:
+        """(m,) the surrogate's output on the (m, d) standardised rows ``Z`` up to a constant,
+        from what ``prepare`` leaves (all a loaded explainer holds): refinement needs only
+        differences between rows. ``shared`` as in ``attributions_shared``."""
+        return self.predict(Z)
 
 
 class UniformCubicSplines:
@@ -345,6 +352,11 @@ class SoftLogisticSurrogate(Surrogate):
     def predict(self, Z):
         return self.model_.predict_proba(self._basis(Z))[:, 1]
 
+    def proxy_outputs(self, Z, shared):
+        # From the coefficients: a loaded explainer keeps them, not the scikit-learn model.
+        logit = self._basis(Z) @ self.model_.coef_[0] + float(self.model_.intercept_[0])
+        return expit(logit)
+
     def prepare(self, background, players=None):
         # A group's term is the sum of its members': the surrogate is additive in groups too,
         # so the same closed forms give the group game's values.
@@ -394,6 +406,10 @@ class SoftMultinomialSurrogate(Surrogate):
     def predict(self, Z: np.ndarray) -> np.ndarray:
         """(m, K) class probabilities."""
         return self.model_.predict_proba(self._basis(Z))
+
+    def class_probabilities(self, Z: np.ndarray) -> np.ndarray:
+        """(m, K) class probabilities from the coefficients (all a loaded explainer keeps)."""
+        return softmax(self._basis(Z) @ self.model_.coef_.T + self.model_.intercept_, axis=1)
 
     def _terms(self, Z):
         coef = self.model_.coef_
@@ -446,6 +462,12 @@ class ClassView(Surrogate):
             shared[key] = self.parent.attributions(Z)
         return shared[key][:, :, self.output]
 
+    def proxy_outputs(self, Z, shared):
+        key = ("outputs", id(self.parent))
+        if key not in shared:
+            shared[key] = self.parent.class_probabilities(Z)
+        return shared[key][:, self.output]
+
 
 class _TreeSurrogate(Surrogate):
     """A scikit-learn tree ensemble in ``model_``, explained by interventional TreeSHAP.
@@ -467,6 +489,9 @@ class _TreeSurrogate(Surrogate):
 
     def attributions(self, Z):
         return self.tree_background_.trusted_values(Z)[:, :, 0]
+
+    def proxy_outputs(self, Z, shared):
+        return self.tree_background_.trusted_outputs(Z)[:, 0]
 
 
 class BoostedTreesSurrogate(_TreeSurrogate):

@@ -11,6 +11,7 @@ from shapley_svc.kernels.leaf_tables import (
     leaf_players,
     tabled_tree_shap,
 )
+from shapley_svc.kernels.tree_outputs import ensemble_outputs
 from shapley_svc.kernels.treeshap import interventional_tree_shap, leaf_weight_tables
 from shapley_svc.reference._boosters import NodeArrays, lightgbm_trees, xgboost_trees
 from shapley_svc.reference._result import ShapleyValues, package
@@ -230,6 +231,24 @@ class TreeBackground:
         return self.trusted_values(
             as_float_matrix("X", X, n_features=self.n_features, allow_nan=True)
         )
+
+    def trusted_outputs(self, rows: np.ndarray) -> np.ndarray:
+        """(m, K) the trees' summed leaf values for C-contiguous float64 rows, unchecked: the
+        model's output up to its constant intercept (and before any link)."""
+        ensemble = self.ensemble
+        outputs = np.empty((rows.shape[0], self.n_outputs))
+        ensemble_outputs(
+            self._as_seen(rows),
+            ensemble.left,
+            ensemble.right,
+            ensemble.feature,
+            ensemble.threshold,
+            ensemble.missing_left,
+            ensemble.node_values,
+            ensemble.roots,
+            outputs,
+        )
+        return outputs
 
     def trusted_values(self, rows: np.ndarray) -> np.ndarray:
         """``values`` with no checks: ``rows`` must be C-contiguous float64 (m, d), as the

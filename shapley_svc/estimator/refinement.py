@@ -1,0 +1,188 @@
+"""Refinement: the zero-shot estimate as a control variate for a few of the caller's model rows.
+
+Let g be the proxy, the gate's weighted mix of the zoo, whose interventional Shapley values are
+known exactly, and f the caller's model. The residual game r = v_f - v_g has Shapley values
+phi(f) - phi(g), and r(N) - r(empty) = (f(x) - base) - sum phi(g) is known without a model call.
+Its Shapley values are estimated from paired coalitions (S and its complement, with one
+background row b) drawn from the Shapley kernel: the kernel-weighted least-squares solution
+under efficiency, with the exact Gram matrix of that distribution, is
+
+    phi_j(r) = (r(N) - r(empty)) / P + mean over pairs of w_j / a,
+    w_j = (z_j - |S| / P) * (r_b(S) - r_b(complement)) / 2,
+
+with z the pair's coalition indicator and a = 1/2 - E[|S| (|S| - 1)] / (P (P - 1)). Given S
+and b, the pair costs two of the caller's rows, and r_b(S) - r_b(complement) needs the proxy on
+the same two rows, which costs no model call. The estimate is unbiased for every budget,
+efficient exactly, and converges to the exact values as pairs accumulate; its error is the
+residual's, so a better zero-shot proxy needs fewer rows (RegressionMSR, ControlSHAP).
+The standard error comes from the pairs' spread, widened by Student's t for few pairs.
+"""
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from shapley_svc.kernels.coalitions import fill_paired_rows, sample_paired_coalitions
+
+# Two pairs at least: one pair has no spread to estimate the error from.
+MIN_PAIRS = 2
+# The uncertainty is a standard deviation whose normal 80 % interval is the t interval.
+_INTERVAL = 0.8
+
+
+def size_distribution(n_players: int) -> tuple[np.ndarray, float]:
+    """The Shapley kernel's distribution of coalition sizes 1 .. P - 1 as a (P - 1,) cumulative
+    array, and the constant ``a`` of the estimator (see the module docstring)."""
+    sizes = np.arange(1, n_players, dtype=np.float64)
+    weights = 1.0 / (sizes * (n_players - sizes))
+    probability = weights / weights.sum()
+    pairs_inside = probability @ (sizes * (sizes - 1)) / (n_players * (n_players - 1))
+    return np.cumsum(probability), 0.5 - float(pairs_inside)
+
+
+def row_seeds(rows: np.ndarray, seed: int) -> np.ndarray:
+    """(m,) uint64: one seed per row from its values and ``seed``, so that a row draws the same
+    coalitions in whichever batch it comes (-0.0 and NaN payloads are made canonical)."""
+    canonical = np.where(np.isnan(rows), np.nan, rows + 0.0)
+    prefix = int(seed).to_bytes(8, "little")
+    digests = [hashlib.blake2b(prefix + row.tobytes(), digest_size=8).digest() for row in canonical]
+    return np.array([int.from_bytes(digest, "little") for digest in digests], dtype=np.uint64)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """The rows the caller's model scores, and how refinement reads their outputs back.
+
+    Rebuilt bit for bit from (the fitted explainer, the query rows, ``budget``, whether the
+    predictions were given, ``random_state``): a server keeps nothing between the two calls.
+
+    Attributes
+    ----------
+    rows : (m * rows_per_query, d) float64 rows to score, in blocks of ``rows_per_query`` per
+        explained row (NaN where a background row has a missing value).
+    rows_per_query : R <= budget: the explained row itself when its prediction was not given,
+        then two rows per coalition pair.
+    query : (m, d) the explained rows.
+    predictions : (m, K) their predictions as given, or None (then read from the scored rows).
+    budget : the most rows per explained row the caller allowed.
+    random_state : the seed the coalitions were drawn with.
+    masks : (m, n_pairs, P) bool, each pair's coalition (its first row's players from the query).
+    background : (m, n_pairs) int64, each pair's background row (position in the explainer's
+        background rows).
+    """
+
+    rows: np.ndarray
+    rows_per_query: int
+    query: np.ndarray
+    predictions: np.ndarray | None
+    budget: int
+    random_state: int
+    masks: np.ndarray
+    background: np.ndarray
+
+    @property
+    def n_pairs(self) -> int:
+        return self.masks.shape[1]
+
+    @property
+    def lead(self) -> int:
+        """Rows at the head of each block that are the explained row itself (0 or 1)."""
+        return self.rows_per_query - 2 * self.n_pairs
+
+
+def pairs_within(budget: int, predictions_given: bool) -> int:
+    """How many coalition pairs ``budget`` rows per explained row pay for."""
+    return (budget - (0 if predictions_given else 1)) // 2
+
+
+def minimum_budget(predictions_given: bool) -> int:
+    return 2 * MIN_PAIRS + (0 if predictions_given else 1)
+
+
+def draw_proposal(
+    query: np.ndarray,
+    predictions: np.ndarray | None,
+    background_rows: np.ndarray,
+    player_of_column: np.ndarray,
+    n_players: int,
+    budget: int,
+    seed: int,
+) -> Proposal:
+    """The coalitions and rows for canonical ``query`` (m, d); the caller checked ``budget``."""
+    m = query.shape[0]
+    lead = 0 if predictions is not None else 1
+    n_pairs = pairs_within(budget, predictions is not None) if n_players > 1 else 0
+    masks = np.zeros((m, n_pairs, n_players), dtype=np.bool_)
+    picks = np.zeros((m, n_pairs), dtype=np.int64)
+    if n_pairs:
+        size_cdf, _ = size_distribution(n_players)
+        sample_paired_coalitions(
+            row_seeds(query, seed), size_cdf, background_rows.shape[0], masks, picks
+        )
+    rows_per_query = lead + 2 * n_pairs
+    rows = np.empty((m * rows_per_query, query.shape[1]))
+    fill_paired_rows(query, background_rows, player_of_column, masks, picks, lead, rows)
+    return Proposal(rows, rows_per_query, query, predictions, budget, seed, masks, picks)
+
+
+def refined_values(
+    proxy_values: np.ndarray,
+    proxy_pair_gaps: np.ndarray,
+    model_pair_gaps: np.ndarray,
+    masks: np.ndarray,
+    total: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Refined values and their standard deviations for one output.
+
+    Parameters
+    ----------
+    proxy_values : (m, P) the proxy's exact Shapley values.
+    proxy_pair_gaps, model_pair_gaps : (m, n_pairs) g(first row) - g(second row), and f's.
+    masks : (m, n_pairs, P) the pairs' coalitions.
+    total : (m,) prediction - base value: what the refined values sum to.
+
+    Returns
+    -------
+    (m, P) values and (m, P) standard deviations.
+    """
+    n_players = proxy_values.shape[1]
+    residual_total = total - proxy_values.sum(axis=1)
+    values = proxy_values + (residual_total / n_players)[:, None]
+    n_pairs = masks.shape[1]
+    if n_pairs == 0:
+        return values, np.zeros_like(values)
+    _, a = size_distribution(n_players)
+    gaps = model_pair_gaps - proxy_pair_gaps
+    centred = masks - masks.sum(axis=2, keepdims=True) / n_players
+    terms_mean = 0.5 * np.einsum("mpj,mp->mj", centred, gaps) / n_pairs
+    terms_square = 0.25 * np.einsum("mpj,mp->mj", centred**2, gaps**2) / n_pairs
+    variance = np.maximum(terms_square - terms_mean**2, 0.0) * n_pairs / (n_pairs - 1)
+    widen = stats.t.ppf(0.5 + _INTERVAL / 2, n_pairs - 1) / stats.norm.ppf(0.5 + _INTERVAL / 2)
+    std = widen * np.sqrt(variance / n_pairs) / a
+    return values + terms_mean / a, std
+
+
+def merged_with_prior(
+    prior_values: np.ndarray,
+    prior_std: np.ndarray,
+    values: np.ndarray,
+    std: np.ndarray,
+    total: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Precision-weighted mean of the zero-shot estimate (the prior) and the refined one, whose
+    errors are independent (the refined one's is the pairs' sampling error alone), projected
+    back onto efficiency like the zero-shot combination: each row's gap to ``total`` moves onto
+    its values in proportion to their variances. All arrays (m, P) but ``total`` (m,)."""
+    prior_precision = 1.0 / np.maximum(prior_std, 1e-300) ** 2
+    precision = np.where(std > 0, 1.0 / np.maximum(std, 1e-300) ** 2, np.inf)
+    share = np.where(np.isinf(precision), 1.0, precision / (precision + prior_precision))
+    share = np.nan_to_num(share, nan=1.0)
+    merged = share * values + (1.0 - share) * prior_values
+    variance = np.where(np.isinf(precision), 0.0, 1.0 / (precision + prior_precision))
+    total_variance = variance.sum(axis=1, keepdims=True)
+    safe = np.where(total_variance > 0, total_variance, 1.0)
+    proportion = np.where(total_variance > 0, variance / safe, 1.0 / values.shape[1])
+    merged += proportion * (total - merged.sum(axis=1))[:, None]
+    return merged, np.sqrt(variance * (1.0 - proportion))
