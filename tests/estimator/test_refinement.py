@@ -1,0 +1,314 @@
+"""Refinement: proposals the caller scores, and refined values that are exactly efficient,
+deterministic, and converge to the exact interventional values as the budget grows."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from sklearn.ensemble import RandomForestRegressor
+
+from shapley_svc.errors import InvalidArgumentError
+from shapley_svc.estimator import ZeroShotExplainer
+from shapley_svc.estimator.refinement import (
+    minimum_budget,
+    refined_values,
+    size_distribution,
+)
+from shapley_svc.estimator.surrogates import ZOO, Pairs
+from shapley_svc.kernels.coalitions import fill_paired_rows, sample_paired_coalitions
+from shapley_svc.reference import exact_shapley
+
+
+def _interacting(X):
+    """A model the zoo cannot represent exactly: interactions and a kink."""
+    return np.sin(2 * X[:, 0]) * X[:, 1] + np.abs(X[:, 2]) - 0.5 * X[:, 3] * X[:, 4]
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(600, 5))
+    explainer = ZeroShotExplainer(random_state=3).fit(X, _interacting(X))
+    query = rng.normal(size=(12, 5))
+    truth = exact_shapley(_interacting, query, explainer.background_rows_).values
+    return explainer, query, truth
+
+
+def _refine(explainer, query, budget, predictions=True, random_state=None):
+    given = _interacting(query) if predictions else None
+    proposal = explainer.propose(query, budget, given, random_state=random_state)
+    return proposal, explainer.refine(proposal, _interacting(proposal.rows))
+
+
+def _error(values, truth):
+    return float(np.sqrt(np.mean((values - truth) ** 2)))
+
+
+def test_the_estimator_is_the_shapley_value_in_expectation():
+    """The paired estimator's mean over the Shapley-kernel distribution of coalitions, computed
+    by enumeration, is exactly the Shapley value of a random game."""
+    rng = np.random.default_rng(0)
+    n_players = 5
+    game = {mask: rng.normal() for mask in range(1 << n_players)}
+    cdf, a = size_distribution(n_players)
+    size_probability = np.diff(np.r_[0.0, cdf])
+    expected = np.zeros(n_players)
+    for mask in range(1, (1 << n_players) - 1):
+        inside = np.array([(mask >> j) & 1 for j in range(n_players)], dtype=float)
+        size = int(inside.sum())
+        probability = size_probability[size - 1] / math.comb(n_players, size)
+        gap = game[mask] - game[((1 << n_players) - 1) ^ mask]
+        expected += probability * 0.5 * (inside - size / n_players) * gap
+    total = game[(1 << n_players) - 1] - game[0]
+    estimate = total / n_players + expected / a
+    shapley = np.zeros(n_players)
+    for j in range(n_players):
+        others = [k for k in range(n_players) if k != j]
+        for size in range(n_players):
+            for subset in itertools.combinations(others, size):
+                mask = sum(1 << k for k in subset)
+                weight = 1 / (n_players * math.comb(n_players - 1, size))
+                shapley[j] += weight * (game[mask | (1 << j)] - game[mask])
+    np.testing.assert_allclose(estimate, shapley, atol=1e-12)
+
+
+def test_coalitions_follow_the_kernel_and_rows_mix_as_drawn():
+    n_players, n_pairs = 6, 20_000
+    cdf, _ = size_distribution(n_players)
+    masks = np.empty((1, n_pairs, n_players), dtype=np.bool_)
+    picks = np.empty((1, n_pairs), dtype=np.int64)
+    sample_paired_coalitions(np.array([11], dtype=np.uint64), cdf, 7, masks, picks)
+    sizes = masks[0].sum(axis=1)
+    observed = np.bincount(sizes, minlength=n_players)[1:] / n_pairs
+    np.testing.assert_allclose(observed, np.diff(np.r_[0.0, cdf]), atol=0.01)
+    assert picks.min() == 0 and picks.max() == 6
+    rng = np.random.default_rng(1)
+    query, background = rng.normal(size=(1, n_players)), rng.normal(size=(7, n_players))
+    rows = np.empty((1 + 2 * 5, n_players))
+    fill_paired_rows(
+        query, background, np.arange(n_players), masks[:, :5].copy(), picks[:, :5].copy(), 1, rows
+    )
+    assert np.array_equal(rows[0], query[0])
+    for p in range(5):
+        inside = masks[0, p]
+        source = background[picks[0, p]]
+        assert np.array_equal(rows[1 + 2 * p], np.where(inside, query[0], source))
+        assert np.array_equal(rows[2 + 2 * p], np.where(inside, source, query[0]))
+
+
+def test_refined_values_are_exactly_efficient(fitted):
+    explainer, query, _ = fitted
+    _, refined = _refine(explainer, query, 20)
+    gaps = refined.values.sum(axis=1) - (_interacting(query) - refined.base_values)
+    assert np.abs(gaps).max() < 1e-10, np.abs(gaps).max()
+    assert refined.model_rows == 20
+    assert np.all(refined.uncertainty >= 0)
+
+
+def test_error_shrinks_as_the_budget_grows(fitted):
+    explainer, query, truth = fitted
+    zero_shot = _error(explainer.explain(query, _interacting(query)).values, truth)
+    errors = [_error(_refine(explainer, query, budget)[1].values, truth) for budget in (20, 400)]
+    assert errors[0] <= zero_shot * 1.05, (zero_shot, errors)
+    assert errors[1] < errors[0] * 0.6, errors
+    large = _error(_refine(explainer, query, 20_000)[1].values, truth)
+    assert large < 0.1 * zero_shot, (zero_shot, large)
+
+
+def test_intervals_cover_about_eighty_percent(fitted):
+    explainer, query, truth = fitted
+    covered = []
+    for seed in range(6):
+        refined = _refine(explainer, query, 100, random_state=seed)[1]
+        covered.append(np.abs(refined.values - truth) <= 1.2816 * refined.uncertainty)
+    assert 0.65 <= np.mean(covered) <= 0.95, np.mean(covered)
+
+
+def test_proposals_are_deterministic_and_independent_of_the_batch(fitted):
+    explainer, query, _ = fitted
+    first, refined = _refine(explainer, query, 20)
+    again, refined_again = _refine(explainer, query, 20)
+    assert np.array_equal(first.rows, again.rows)
+    assert np.array_equal(refined.values, refined_again.values)
+    alone = explainer.propose(query[3:4], 20, _interacting(query[3:4]))
+    assert np.array_equal(alone.rows, first.rows[3 * 20 : 4 * 20])
+    other_seed = explainer.propose(query, 20, _interacting(query), random_state=1)
+    assert not np.array_equal(other_seed.rows, first.rows)
+
+
+def test_without_predictions_the_row_itself_is_scored(fitted):
+    explainer, query, _ = fitted
+    proposal, refined = _refine(explainer, query, 21, predictions=False)
+    assert proposal.rows_per_query == 21
+    assert np.array_equal(proposal.rows[::21], query)
+    np.testing.assert_allclose(refined.predictions, _interacting(query))
+    gaps = refined.values.sum(axis=1) - (_interacting(query) - refined.base_values)
+    assert np.abs(gaps).max() < 1e-10
+
+
+def test_pair_gaps_in_closed_form_equal_the_members_outputs_on_built_rows(fitted):
+    """Every member's fast pair gaps (no mixed rows built) equal its outputs on the mixed rows."""
+    explainer, query, _ = fitted
+    design = explainer.context_.standardiser.transform(explainer.encoder_.transform(query))
+    background = explainer.context_.standardiser.transform(
+        explainer.encoder_.transform(explainer.background_rows_)
+    )
+    proposal = explainer.propose(query, 30, _interacting(query))
+    pairs = Pairs(
+        background,
+        explainer.context_.design_players(design.shape[1]),
+        proposal.masks,
+        proposal.background,
+    )
+    checked = 0
+    for kind, fitted_member in zip(ZOO, explainer.context_.outputs[0].surrogates, strict=True):
+        if fitted_member is None:
+            continue
+        fast = fitted_member.model.pair_gaps(design, pairs, {})
+        m, n_pairs, _ = proposal.masks.shape
+        rows = np.empty((m * 2 * n_pairs, design.shape[1]))
+        fill_paired_rows(
+            design, background, pairs.player_of_column, pairs.masks, pairs.picks, 0, rows
+        )
+        outputs = fitted_member.model.proxy_outputs(rows, {}).reshape(m, n_pairs, 2)
+        np.testing.assert_allclose(
+            fast, outputs[:, :, 0] - outputs[:, :, 1], atol=1e-9, err_msg=kind.name
+        )
+        checked += 1
+    assert checked >= 5
+
+
+def test_classes_groups_missing_and_categories_refine_toward_the_truth():
+    rng = np.random.default_rng(5)
+    n = 500
+    X = rng.normal(size=(n, 4))
+    X[:, 3] = rng.integers(0, 4, size=n)
+    X[rng.random(n) < 0.15, 0] = np.nan
+    target = np.nan_to_num(X[:, 0]) * X[:, 1] + np.array([0.0, 1.0, -1.0, 2.0])[X[:, 3].astype(int)]
+    model = RandomForestRegressor(60, max_depth=6, random_state=0).fit(X, target)
+
+    def predict(rows):
+        score = model.predict(rows)
+        logits = np.column_stack([score, -score, 0.5 * score + rows[:, 2]])
+        logits = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return logits / logits.sum(axis=1, keepdims=True)
+
+    groups = {"first": [0, 1], "second": [2], "code": [3]}
+    explainer = ZeroShotExplainer().fit(X, predict(X), categorical=[3], groups=groups)
+    query = X[:6]
+    proposal = explainer.propose(query, 2000, predict(query))
+    refined = explainer.refine(proposal, predict(proposal.rows))
+    assert refined.values.shape == (6, 3, 3)
+    # Exact grouped truth: enumerate the 3 groups' coalitions over the background rows.
+    background = explainer.background_rows_
+    columns = list(groups.values())
+
+    truth = np.zeros((6, 3, 3))
+    for i, row in enumerate(query):
+        values = {}
+        for mask in range(8):
+            mixed = background.copy()
+            for g, members in enumerate(columns):
+                if (mask >> g) & 1:
+                    mixed[:, members] = row[members]
+            values[mask] = predict(mixed).mean(axis=0)
+        for g in range(3):
+            others = [h for h in range(3) if h != g]
+            for size in range(3):
+                for subset in itertools.combinations(others, size):
+                    mask = sum(1 << h for h in subset)
+                    weight = 1 / (3 * math.comb(2, size))
+                    truth[i, g] += weight * (values[mask | (1 << g)] - values[mask])
+    zero_shot = explainer.explain(query, predict(query)).values
+    assert _error(refined.values, truth) < 0.5 * _error(zero_shot, truth)
+    np.testing.assert_allclose(
+        refined.values.sum(axis=1), predict(query) - refined.base_values, atol=1e-10
+    )
+
+
+def test_a_loaded_explainer_refines_bit_for_bit(fitted, tmp_path):
+    explainer, query, _ = fitted
+    explainer.save(tmp_path / "saved")
+    loaded = ZeroShotExplainer.load(tmp_path / "saved")
+    proposal, refined = _refine(explainer, query, 30)
+    again = loaded.refine(
+        loaded.propose(query, 30, _interacting(query)), _interacting(proposal.rows)
+    )
+    assert np.array_equal(refined.values, again.values)
+    assert np.array_equal(refined.uncertainty, again.uncertainty)
+
+
+def test_read_only_query_rows_are_accepted(fitted):
+    explainer, query, _ = fitted
+    frozen = np.frombuffer(query.tobytes()).reshape(query.shape)
+    assert not frozen.flags.writeable
+    assert np.array_equal(
+        explainer.propose(frozen, 8, _interacting(query)).rows,
+        explainer.propose(query, 8, _interacting(query)).rows,
+    )
+
+
+def test_one_player_is_exact_without_model_rows():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(300, 3))
+    explainer = ZeroShotExplainer().fit(X, _interacting_three(X), groups={"all": [0, 1, 2]})
+    proposal = explainer.propose(X[:4], 8, _interacting_three(X[:4]))
+    assert proposal.rows.shape == (0, 3)
+    refined = explainer.refine(proposal, np.empty(0))
+    exact = _interacting_three(X[:4]) - refined.base_values
+    np.testing.assert_allclose(refined.values[:, 0], exact)
+    assert np.all(refined.uncertainty == 0)
+
+
+def _interacting_three(X):
+    return X[:, 0] * X[:, 1] + X[:, 2]
+
+
+@pytest.mark.parametrize(
+    ("budget", "predictions", "field"),
+    [(3, True, "budget"), (4, False, "budget"), (2.5, True, "budget"), (True, True, "budget")],
+)
+def test_bad_budgets_are_refused_naming_the_field(fitted, budget, predictions, field):
+    explainer, query, _ = fitted
+    given = _interacting(query) if predictions else None
+    with pytest.raises(InvalidArgumentError) as raised:
+        explainer.propose(query, budget, given)
+    assert raised.value.argument == field
+    assert str(minimum_budget(predictions)) in str(raised.value)
+
+
+def test_bad_outputs_and_proposals_are_refused(fitted):
+    explainer, query, _ = fitted
+    proposal = explainer.propose(query, 8, _interacting(query))
+    with pytest.raises(InvalidArgumentError) as raised:
+        explainer.refine(proposal, np.zeros(len(proposal.rows) - 1))
+    assert raised.value.argument == "outputs"
+    bad = _interacting(proposal.rows)
+    bad[3] = np.inf
+    with pytest.raises(InvalidArgumentError) as raised:
+        explainer.refine(proposal, bad)
+    assert raised.value.argument == "outputs"
+    with pytest.raises(InvalidArgumentError) as raised:
+        explainer.refine("rows", bad)
+    assert raised.value.argument == "proposal"
+    rng = np.random.default_rng(0)
+    other = ZeroShotExplainer().fit(rng.normal(size=(100, 3)), rng.normal(size=100))
+    with pytest.raises(InvalidArgumentError) as raised:
+        other.refine(proposal, _interacting(proposal.rows))
+    assert raised.value.argument == "proposal"
+    with pytest.raises(InvalidArgumentError) as raised:
+        explainer.propose(query, 8, _interacting(query), random_state=-1)
+    assert raised.value.argument == "random_state"
+
+
+def test_refined_values_without_pairs_spread_the_residual_evenly():
+    values, std = refined_values(
+        np.array([[1.0, 2.0]]),
+        np.zeros((1, 0)),
+        np.zeros((1, 0)),
+        np.zeros((1, 0, 2), dtype=bool),
+        np.array([5.0]),
+    )
+    np.testing.assert_allclose(values, [[2.0, 3.0]])
+    assert np.all(std == 0)
