@@ -220,9 +220,15 @@ class ContextService:
             )
         if budget < minimum_budget(predictions_given):
             return 0  # the estimator says what the least budget is
-        n_players = len(entry.explainer.attribution_names_)
-        pairs = pairs_within(budget, predictions_given) if n_players > 1 else 0
-        per_query = (0 if predictions_given else 1) + 2 * pairs
+        if len(entry.explainer.attribution_names_) == 1:
+            # One player's value is the prediction minus the base value: Explain with the
+            # predictions is already exact, and there are no coalitions to propose.
+            raise InvalidArgumentError(
+                "budget",
+                "the context has a single attribution, whose value Explain gives exactly with "
+                "the rows' predictions; there is nothing to refine",
+            )
+        per_query = (0 if predictions_given else 1) + 2 * pairs_within(budget, predictions_given)
         m, d = rows.shape
         row_bytes = per_query * d * 8
         if m * row_bytes > limit.max_answer_bytes:

@@ -168,6 +168,16 @@ def test_budget_limits(make_server):
     assert (code, named) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "rows")
 
 
+def test_a_single_attribution_has_nothing_to_refine(task, stub, client):
+    _, _, X, p = task
+    one = client.create_context(X, p, groups={"all": [0, 1, 2, 3, 4]})
+    for predictions in (p[:2], None):
+        request, _ = _requests(one.context_id, X[:2], predictions)
+        code, message, named = refusal(stub.Propose, request)
+        assert (code, named) == (grpc.StatusCode.INVALID_ARGUMENT, "budget"), message
+        assert "single attribution" in message
+
+
 def test_a_context_saved_by_another_replica_is_loaded(make_server, tmp_path):
     X, p = make_task(n=120, seed=21)
     first = make_server(warm=False, context_dir=str(tmp_path))
@@ -251,6 +261,8 @@ def test_client_model_and_budget_go_together(task, client):
         client.explain(context, X[:2], p[:2], model=model)
     with pytest.raises(ValueError, match="model"):
         client.explain(context, X[:2], p[:2], budget=BUDGET)
+    with pytest.raises(ValueError, match="random_state"):
+        client.explain(context, X[:2], p[:2], random_state=3)
     with pytest.raises(ShapleyError) as caught:
         client.explain(context, X[:2], p[:2], model=lambda rows: model(rows)[:-1], budget=BUDGET)
     assert caught.value.field == "outputs"
