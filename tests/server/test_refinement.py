@@ -213,6 +213,9 @@ def test_client_model_path_equals_the_estimator_in_process(task, client):
         assert answer.model_rows == proposal.rows_per_query <= BUDGET
         assert scored[-1] == 8 * proposal.rows_per_query
         np.testing.assert_array_equal(answer.data, X[:8])
+    by_id = client.explain(context.context_id, X[:8], p[:8], model=model, budget=BUDGET)
+    first = client.explain(context, X[:8], p[:8], model=model, budget=BUDGET)
+    np.testing.assert_array_equal(by_id.values, first.values)
     seeded = client.explain(context, X[:8], p[:8], model=model, budget=BUDGET, random_state=5)
     proposal = local.propose(X[:8], BUDGET, p[:8], random_state=5)
     np.testing.assert_array_equal(
