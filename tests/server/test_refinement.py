@@ -269,3 +269,19 @@ def test_client_model_and_budget_go_together(task, client):
     with pytest.raises(ShapleyError) as caught:
         client.explain(context, X[:2], p[:2], model=lambda rows: model(rows)[:-1], budget=BUDGET)
     assert caught.value.field == "outputs"
+
+
+def test_multi_output_refinement_equals_the_estimator_in_process(client):
+    X, P = make_task(n=150, seed=23, outputs=3)
+    context = client.create_context(X, P)
+    local = ZeroShotExplainer(random_state=0).fit(X, P)
+
+    def scores(rows):  # any model with K = 3 outputs
+        return np.stack([model(rows), 1 - model(rows), np.tanh(rows[:, 4])], axis=1)
+
+    answer = client.explain(context, X[:4], scores(X[:4]), model=scores, budget=12)
+    proposal = local.propose(X[:4], 12, scores(X[:4]))
+    expected = local.refine(proposal, scores(proposal.rows))
+    assert answer.values.shape == (4, 5, 3) and answer.model_rows == 12
+    np.testing.assert_array_equal(answer.values, expected.values)
+    np.testing.assert_array_equal(answer.uncertainty, expected.uncertainty)
