@@ -136,7 +136,7 @@ class ExplainRequest(_message.Message):
     def __init__(self, context_id: _Optional[str] = ..., context: _Optional[_Union[ContextSpec, _Mapping]] = ..., rows: _Optional[_Union[Tensor, _Mapping]] = ..., predictions: _Optional[_Union[Tensor, _Mapping]] = ..., output_dtype: _Optional[_Union[DType, str]] = ..., output_values: _Optional[bool] = ...) -> None: ...
 
 class ExplainResponse(_message.Message):
-    __slots__ = ("context_id", "values", "base_values", "uncertainty", "context", "artifact_version", "first_row")
+    __slots__ = ("context_id", "values", "base_values", "uncertainty", "context", "artifact_version", "first_row", "model_rows")
     CONTEXT_ID_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
     BASE_VALUES_FIELD_NUMBER: _ClassVar[int]
@@ -144,6 +144,7 @@ class ExplainResponse(_message.Message):
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_VERSION_FIELD_NUMBER: _ClassVar[int]
     FIRST_ROW_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ROWS_FIELD_NUMBER: _ClassVar[int]
     context_id: str
     values: Tensor
     base_values: Tensor
@@ -151,7 +152,56 @@ class ExplainResponse(_message.Message):
     context: ContextInfo
     artifact_version: str
     first_row: int
-    def __init__(self, context_id: _Optional[str] = ..., values: _Optional[_Union[Tensor, _Mapping]] = ..., base_values: _Optional[_Union[Tensor, _Mapping]] = ..., uncertainty: _Optional[_Union[Tensor, _Mapping]] = ..., context: _Optional[_Union[ContextInfo, _Mapping]] = ..., artifact_version: _Optional[str] = ..., first_row: _Optional[int] = ...) -> None: ...
+    model_rows: int
+    def __init__(self, context_id: _Optional[str] = ..., values: _Optional[_Union[Tensor, _Mapping]] = ..., base_values: _Optional[_Union[Tensor, _Mapping]] = ..., uncertainty: _Optional[_Union[Tensor, _Mapping]] = ..., context: _Optional[_Union[ContextInfo, _Mapping]] = ..., artifact_version: _Optional[str] = ..., first_row: _Optional[int] = ..., model_rows: _Optional[int] = ...) -> None: ...
+
+class ProposeRequest(_message.Message):
+    __slots__ = ("context_id", "rows", "predictions", "budget", "random_state", "output_values")
+    CONTEXT_ID_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    RANDOM_STATE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_VALUES_FIELD_NUMBER: _ClassVar[int]
+    context_id: str
+    rows: Tensor
+    predictions: Tensor
+    budget: int
+    random_state: int
+    output_values: bool
+    def __init__(self, context_id: _Optional[str] = ..., rows: _Optional[_Union[Tensor, _Mapping]] = ..., predictions: _Optional[_Union[Tensor, _Mapping]] = ..., budget: _Optional[int] = ..., random_state: _Optional[int] = ..., output_values: _Optional[bool] = ...) -> None: ...
+
+class ProposeResponse(_message.Message):
+    __slots__ = ("context_id", "rows", "rows_per_query", "artifact_version")
+    CONTEXT_ID_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_PER_QUERY_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    context_id: str
+    rows: Tensor
+    rows_per_query: int
+    artifact_version: str
+    def __init__(self, context_id: _Optional[str] = ..., rows: _Optional[_Union[Tensor, _Mapping]] = ..., rows_per_query: _Optional[int] = ..., artifact_version: _Optional[str] = ...) -> None: ...
+
+class RefineRequest(_message.Message):
+    __slots__ = ("context_id", "rows", "predictions", "budget", "random_state", "outputs", "output_dtype", "output_values")
+    CONTEXT_ID_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    RANDOM_STATE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_DTYPE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_VALUES_FIELD_NUMBER: _ClassVar[int]
+    context_id: str
+    rows: Tensor
+    predictions: Tensor
+    budget: int
+    random_state: int
+    outputs: Tensor
+    output_dtype: DType
+    output_values: bool
+    def __init__(self, context_id: _Optional[str] = ..., rows: _Optional[_Union[Tensor, _Mapping]] = ..., predictions: _Optional[_Union[Tensor, _Mapping]] = ..., budget: _Optional[int] = ..., random_state: _Optional[int] = ..., outputs: _Optional[_Union[Tensor, _Mapping]] = ..., output_dtype: _Optional[_Union[DType, str]] = ..., output_values: _Optional[bool] = ...) -> None: ...
 
 class GetContextRequest(_message.Message):
     __slots__ = ("context_id",)
@@ -190,7 +240,7 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_message_bytes", "max_context_rows", "max_features", "max_outputs", "max_explain_rows", "max_contexts", "max_context_store_bytes", "max_concurrent_streams")
+    __slots__ = ("max_message_bytes", "max_context_rows", "max_features", "max_outputs", "max_explain_rows", "max_contexts", "max_context_store_bytes", "max_concurrent_streams", "max_budget")
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_CONTEXT_ROWS_FIELD_NUMBER: _ClassVar[int]
     MAX_FEATURES_FIELD_NUMBER: _ClassVar[int]
@@ -199,6 +249,7 @@ class Limits(_message.Message):
     MAX_CONTEXTS_FIELD_NUMBER: _ClassVar[int]
     MAX_CONTEXT_STORE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_CONCURRENT_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    MAX_BUDGET_FIELD_NUMBER: _ClassVar[int]
     max_message_bytes: int
     max_context_rows: int
     max_features: int
@@ -207,7 +258,8 @@ class Limits(_message.Message):
     max_contexts: int
     max_context_store_bytes: int
     max_concurrent_streams: int
-    def __init__(self, max_message_bytes: _Optional[int] = ..., max_context_rows: _Optional[int] = ..., max_features: _Optional[int] = ..., max_outputs: _Optional[int] = ..., max_explain_rows: _Optional[int] = ..., max_contexts: _Optional[int] = ..., max_context_store_bytes: _Optional[int] = ..., max_concurrent_streams: _Optional[int] = ...) -> None: ...
+    max_budget: int
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_context_rows: _Optional[int] = ..., max_features: _Optional[int] = ..., max_outputs: _Optional[int] = ..., max_explain_rows: _Optional[int] = ..., max_contexts: _Optional[int] = ..., max_context_store_bytes: _Optional[int] = ..., max_concurrent_streams: _Optional[int] = ..., max_budget: _Optional[int] = ...) -> None: ...
 
 class ServerInfo(_message.Message):
     __slots__ = ("version", "artifact_version", "artifact_sha256", "limits", "contexts_held", "context_store_bytes")

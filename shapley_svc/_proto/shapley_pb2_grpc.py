@@ -59,6 +59,16 @@ class ShapleyStub:
                 request_serializer=shapley_dot_v1_dot_shapley__pb2.ExplainRequest.SerializeToString,
                 response_deserializer=shapley_dot_v1_dot_shapley__pb2.ExplainResponse.FromString,
                 _registered_method=True)
+        self.Propose = channel.unary_unary(
+                '/shapley.v1.Shapley/Propose',
+                request_serializer=shapley_dot_v1_dot_shapley__pb2.ProposeRequest.SerializeToString,
+                response_deserializer=shapley_dot_v1_dot_shapley__pb2.ProposeResponse.FromString,
+                _registered_method=True)
+        self.Refine = channel.unary_unary(
+                '/shapley.v1.Shapley/Refine',
+                request_serializer=shapley_dot_v1_dot_shapley__pb2.RefineRequest.SerializeToString,
+                response_deserializer=shapley_dot_v1_dot_shapley__pb2.ExplainResponse.FromString,
+                _registered_method=True)
         self.GetContext = channel.unary_unary(
                 '/shapley.v1.Shapley/GetContext',
                 request_serializer=shapley_dot_v1_dot_shapley__pb2.GetContextRequest.SerializeToString,
@@ -119,6 +129,23 @@ class ShapleyServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Propose(self, request, context):
+        """Refinement past the zero-shot ceiling, step 1: the rows for the caller's model to score (at
+        most `budget` per explained row). Same row limits and errors as Explain.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Refine(self, request, context):
+        """Refinement, step 2: attributions from the model's outputs on the proposed rows. Unbiased,
+        exactly efficient, and as the budget grows they converge to the model's exact values;
+        `uncertainty` is the sampling error. The same answer as Explain otherwise (model_rows > 0).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetContext(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -164,6 +191,16 @@ def add_ShapleyServicer_to_server(servicer, server):
             'ExplainStream': grpc.stream_stream_rpc_method_handler(
                     servicer.ExplainStream,
                     request_deserializer=shapley_dot_v1_dot_shapley__pb2.ExplainRequest.FromString,
+                    response_serializer=shapley_dot_v1_dot_shapley__pb2.ExplainResponse.SerializeToString,
+            ),
+            'Propose': grpc.unary_unary_rpc_method_handler(
+                    servicer.Propose,
+                    request_deserializer=shapley_dot_v1_dot_shapley__pb2.ProposeRequest.FromString,
+                    response_serializer=shapley_dot_v1_dot_shapley__pb2.ProposeResponse.SerializeToString,
+            ),
+            'Refine': grpc.unary_unary_rpc_method_handler(
+                    servicer.Refine,
+                    request_deserializer=shapley_dot_v1_dot_shapley__pb2.RefineRequest.FromString,
                     response_serializer=shapley_dot_v1_dot_shapley__pb2.ExplainResponse.SerializeToString,
             ),
             'GetContext': grpc.unary_unary_rpc_method_handler(
@@ -298,6 +335,60 @@ class Shapley:
             target,
             '/shapley.v1.Shapley/ExplainStream',
             shapley_dot_v1_dot_shapley__pb2.ExplainRequest.SerializeToString,
+            shapley_dot_v1_dot_shapley__pb2.ExplainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Propose(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shapley.v1.Shapley/Propose',
+            shapley_dot_v1_dot_shapley__pb2.ProposeRequest.SerializeToString,
+            shapley_dot_v1_dot_shapley__pb2.ProposeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Refine(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shapley.v1.Shapley/Refine',
+            shapley_dot_v1_dot_shapley__pb2.RefineRequest.SerializeToString,
             shapley_dot_v1_dot_shapley__pb2.ExplainResponse.FromString,
             options,
             channel_credentials,

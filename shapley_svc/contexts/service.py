@@ -15,7 +15,8 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,6 +32,7 @@ from shapley_svc.errors import (
 )
 from shapley_svc.estimator import ZeroShotExplainer, load_artifact
 from shapley_svc.estimator.explainer import SERIAL_MAX_ROWS, Explanation
+from shapley_svc.estimator.refinement import Proposal, minimum_budget, pairs_within
 
 Result = TypeVar("Result")
 logger = logging.getLogger(__name__)
@@ -181,6 +183,15 @@ class ContextService:
         encoding's business): the whole answer must fit in ``limits.max_answer_bytes``.
         """
         m = rows.shape[0]
+        self._check_query_size(m, answer_bytes_per_row)
+        with _naming_context(entry):
+            if m <= SERIAL_MAX_ROWS:
+                # A few milliseconds on one core: cheaper here than a hand-off to a compute thread.
+                return _explain(entry.explainer, rows, predictions, caller.should_stop)
+            return self._on_compute_thread(_explain, caller, entry.explainer, rows, predictions)
+
+    def _check_query_size(self, m: int, answer_bytes_per_row: int) -> None:
+        """Refuse more query rows than one request may carry, or than one answer holds."""
         limit = self.limits
         if m > limit.max_explain_rows:
             raise LimitExceededError(
@@ -194,17 +205,84 @@ class ContextService:
                 f"{max(1, limit.max_answer_bytes // answer_bytes_per_row)} rows per message "
                 "(ExplainStream chunks a large batch)",
             )
-        try:
-            if m <= SERIAL_MAX_ROWS:
-                # A few milliseconds on one core: cheaper here than a hand-off to a compute thread.
-                return _explain(entry.explainer, rows, predictions, caller.should_stop)
-            return self._on_compute_thread(_explain, caller, entry.explainer, rows, predictions)
-        except InvalidArgumentError as error:
-            # The estimator checks the rows against what it was fitted on; a caller holding
-            # several contexts also needs to know which one.
+
+    def _rows_per_query(
+        self, entry: StoredContext, rows: np.ndarray, predictions_given: bool, budget: int
+    ) -> int:
+        """Refuse a budget over ``limits.max_budget``, or whose proposal for ``rows`` would not
+        fit in one message; the rows proposed per query row (0 for a budget the estimator will
+        refuse as too small)."""
+        limit = self.limits
+        if budget > limit.max_budget:
             raise InvalidArgumentError(
-                error.argument, f"{error.problem} (context {entry.context_id})"
-            ) from None
+                "budget",
+                f"{budget} model rows per explained row; the limit is {limit.max_budget}",
+            )
+        if budget < minimum_budget(predictions_given):
+            return 0  # the estimator says what the least budget is
+        if len(entry.explainer.attribution_names_) == 1:
+            # One player's value is the prediction minus the base value: Explain with the
+            # predictions is already exact, and there are no coalitions to propose.
+            raise InvalidArgumentError(
+                "budget",
+                "the context has a single attribution, whose value Explain gives exactly with "
+                "the rows' predictions; there is nothing to refine",
+            )
+        per_query = (0 if predictions_given else 1) + 2 * pairs_within(budget, predictions_given)
+        m, d = rows.shape
+        row_bytes = per_query * d * 8
+        if m * row_bytes > limit.max_answer_bytes:
+            raise LimitExceededError(
+                "budget",
+                f"the proposal for {m} rows ({per_query} rows of {d} float64s each) would take "
+                f"{m * row_bytes} bytes, over the {limit.max_answer_bytes}-byte message limit; "
+                f"send at most {limit.max_answer_bytes // row_bytes} rows per call or lower the "
+                "budget",
+            )
+        return per_query
+
+    def propose(
+        self,
+        entry: StoredContext,
+        rows: np.ndarray,
+        predictions: np.ndarray | None,
+        budget: int,
+        random_state: int | None = None,
+        *,
+        caller: Caller = PATIENT,
+    ) -> Proposal:
+        """The estimator's proposal of rows for the caller's model to score, for ``rows``
+        (m, d) against a held context, refused when it would not fit in one message."""
+        self._check_query_size(rows.shape[0], 0)
+        per_query = self._rows_per_query(entry, rows, predictions is not None, budget)
+        args = (entry.explainer, rows, predictions, budget, random_state)
+        with _naming_context(entry):
+            if rows.shape[0] * per_query <= SERIAL_MAX_ROWS:
+                return _propose(*args, caller.should_stop)
+            return self._on_compute_thread(_propose, caller, *args)
+
+    def refine(
+        self,
+        entry: StoredContext,
+        rows: np.ndarray,
+        predictions: np.ndarray | None,
+        budget: int,
+        random_state: int | None,
+        outputs: np.ndarray,
+        *,
+        answer_bytes_per_row: int = 0,
+        caller: Caller = PATIENT,
+    ) -> Explanation:
+        """The refined explanation of ``rows`` from the model's ``outputs`` on the proposal the
+        same (rows, predictions, budget, random_state) give, rebuilt here: nothing is kept
+        between ``propose`` and ``refine``."""
+        self._check_query_size(rows.shape[0], answer_bytes_per_row)
+        per_query = self._rows_per_query(entry, rows, predictions is not None, budget)
+        args = (entry.explainer, rows, predictions, budget, random_state, outputs)
+        with _naming_context(entry):
+            if rows.shape[0] * per_query <= SERIAL_MAX_ROWS:
+                return _refine(*args, caller.should_stop)
+            return self._on_compute_thread(_refine, caller, *args)
 
     def _fit(
         self, spec: ContextSpec, context_id: str, should_stop: Callable[[], bool]
@@ -265,6 +343,36 @@ def _explain(
         None if predictions is None else np.asarray(predictions, dtype=np.float64),
         should_stop=should_stop,
     )
+
+
+def _propose(explainer, rows, predictions, budget, random_state, should_stop) -> Proposal:
+    # A copy: the rows may be a read-only view of the request's bytes, which the estimator's
+    # numba kernels that fill the proposal do not accept.
+    return explainer.propose(
+        np.array(rows, dtype=np.float64),
+        int(budget),
+        None if predictions is None else np.asarray(predictions, dtype=np.float64),
+        random_state=random_state,
+    )
+
+
+def _refine(
+    explainer, rows, predictions, budget, random_state, outputs, should_stop
+) -> Explanation:
+    proposal = _propose(explainer, rows, predictions, budget, random_state, should_stop)
+    return explainer.refine(proposal, np.asarray(outputs, dtype=np.float64))
+
+
+@contextmanager
+def _naming_context(entry: StoredContext) -> Iterator[None]:
+    """The estimator checks the rows against what it was fitted on; a caller holding several
+    contexts also needs to know which one."""
+    try:
+        yield
+    except InvalidArgumentError as error:
+        raise InvalidArgumentError(
+            error.argument, f"{error.problem} (context {entry.context_id})"
+        ) from None
 
 
 def _not_held(context_id: str) -> NotFoundError:

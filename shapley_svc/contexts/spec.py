@@ -43,6 +43,8 @@ class ContextLimits:
     max_answer_bytes: int
     max_contexts: int
     max_store_bytes: int
+    # Most rows of the caller's model per explained row in a refinement's budget.
+    max_budget: int = 65_536
 
 
 def _never() -> bool:

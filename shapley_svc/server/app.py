@@ -294,6 +294,10 @@ def warm_up(running: RunningServer) -> float:
         probabilities = 1.0 / (1.0 + np.exp(-(X[:, 0] + X[:, 1] * X[:, 2])))
         explainer = ZeroShotExplainer(artifact=running.service.contexts.artifact_path)
         explainer.fit(X, probabilities).explain(X[:3], probabilities[:3])
+        # Refinement's kernels (Propose, Refine), with and without the rows' predictions.
+        for given in (probabilities[:3], None):
+            proposal = explainer.propose(X[:3], 9, given)
+            explainer.refine(proposal, rng.random(proposal.rows.shape[0]))
     running.set_serving(True)
     return time.perf_counter() - start
 

@@ -165,17 +165,65 @@ def query(
     request: pb.ExplainRequest, max_elements: int
 ) -> tuple[np.ndarray, np.ndarray | None, AnswerFormat]:
     """An ExplainRequest's rows, predictions (or None) and answer format."""
-    _required(request, ("rows",), "")
-    rows = tensor("rows", request.rows, (2,), max_elements, allow_nan=True)
-    predictions = None
-    if request.HasField("predictions"):
-        predictions = tensor("predictions", request.predictions, (1, 2), max_elements)
+    rows, predictions = _rows_and_predictions(request, max_elements)
+    return rows, predictions, answer_format(request)
+
+
+def answer_format(request: pb.ExplainRequest | pb.RefineRequest) -> AnswerFormat:
     dtype = request.output_dtype or DTYPE_FLOAT64
     if dtype not in (pb.DTYPE_FLOAT32, pb.DTYPE_FLOAT64):
         raise InvalidArgumentError(
             "output_dtype", f"must be DTYPE_FLOAT32 or DTYPE_FLOAT64; got {dtype_name(dtype)}"
         )
-    return rows, predictions, AnswerFormat(dtype, request.output_values)
+    return AnswerFormat(dtype, request.output_values)
+
+
+def _rows_and_predictions(request, max_elements: int) -> tuple[np.ndarray, np.ndarray | None]:
+    _required(request, ("rows",), "")
+    rows = tensor("rows", request.rows, (2,), max_elements, allow_nan=True)
+    predictions = None
+    if request.HasField("predictions"):
+        predictions = tensor("predictions", request.predictions, (1, 2), max_elements)
+    return rows, predictions
+
+
+@dataclass(frozen=True)
+class Refinement:
+    """What a ProposeRequest or RefineRequest asks of the context service (the proposal is
+    rebuilt from these fields alone); ``random_state`` None means the context's seed."""
+
+    context_id: str
+    rows: np.ndarray
+    predictions: np.ndarray | None
+    budget: int
+    random_state: int | None
+
+
+def refinement(request: pb.ProposeRequest | pb.RefineRequest, max_elements: int) -> Refinement:
+    """The fields a proposal is made from; the budget and seed are the estimator's to check."""
+    if not request.context_id:
+        raise InvalidArgumentError("context_id", "is required")
+    rows, predictions = _rows_and_predictions(request, max_elements)
+    seed = request.random_state if request.HasField("random_state") else None
+    return Refinement(request.context_id, rows, predictions, int(request.budget), seed)
+
+
+def outputs(request: pb.RefineRequest, max_elements: int) -> np.ndarray:
+    """The model's outputs on the proposed rows; their count and values are the estimator's to
+    check."""
+    _required(request, ("outputs",), "")
+    return tensor("outputs", request.outputs, (1, 2), max_elements)
+
+
+def propose_response(
+    context_id: str, rows: np.ndarray, rows_per_query: int, as_values: bool, artifact_version: str
+) -> pb.ProposeResponse:
+    return pb.ProposeResponse(
+        context_id=context_id,
+        rows=AnswerFormat(DTYPE_FLOAT64, as_values).tensor(rows),
+        rows_per_query=rows_per_query,
+        artifact_version=artifact_version,
+    )
 
 
 def answer_bytes_per_row(info: pb.ContextInfo, answer: AnswerFormat) -> int:
@@ -197,6 +245,7 @@ def explain_response(
         uncertainty=answer.tensor(explanation.uncertainty),
         artifact_version=artifact_version,
         first_row=first_row,
+        model_rows=explanation.model_rows,
     )
 
 

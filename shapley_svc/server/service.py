@@ -167,6 +167,51 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
             self._streams.release()
 
     @handled
+    def Propose(self, request, context):
+        asked = messages.refinement(request, self._max_elements)
+        entry = self.contexts.get(asked.context_id, self._caller(context))
+        with naming_request_fields(QUERY_FIELDS):
+            proposal = self.contexts.propose(
+                entry,
+                asked.rows,
+                asked.predictions,
+                asked.budget,
+                asked.random_state,
+                caller=self._caller(context),
+            )
+        return messages.propose_response(
+            entry.context_id,
+            proposal.rows,
+            proposal.rows_per_query,
+            request.output_values,
+            self.contexts.artifact_version,
+        )
+
+    @handled
+    def Refine(self, request, context):
+        asked = messages.refinement(request, self._max_elements)
+        answer = messages.answer_format(request)
+        outputs = messages.outputs(request, self._max_elements)
+        entry = self.contexts.get(asked.context_id, self._caller(context))
+        with naming_request_fields(QUERY_FIELDS):
+            explanation = self.contexts.refine(
+                entry,
+                asked.rows,
+                asked.predictions,
+                asked.budget,
+                asked.random_state,
+                outputs,
+                answer_bytes_per_row=messages.answer_bytes_per_row(entry.description, answer),
+                caller=self._caller(context),
+            )
+        self.metrics.add_rows_explained(asked.rows.shape[0])
+        response = messages.explain_response(
+            entry.context_id, explanation, answer, self.contexts.artifact_version, 0
+        )
+        response.context.CopyFrom(entry.description)
+        return response
+
+    @handled
     def GetContext(self, request, context):
         return self.contexts.get(request.context_id, self._caller(context)).description
 

@@ -40,6 +40,10 @@ class Settings:
     max_explain_rows: int = field(
         default=100_000, metadata={"help": "most rows in one Explain message or stream chunk"}
     )
+    max_budget: int = field(
+        default=65_536,
+        metadata={"help": "most model rows per explained row a Propose or Refine budget asks for"},
+    )
     max_contexts: int = field(
         default=256, metadata={"help": "contexts held at once; least recently used evicted"}
     )
@@ -89,6 +93,7 @@ class Settings:
             "max_features",
             "max_outputs",
             "max_explain_rows",
+            "max_budget",
             "max_contexts",
             "max_context_store_bytes",
             "max_concurrent_streams",
@@ -119,6 +124,7 @@ class Settings:
             max_answer_bytes=self.max_message_bytes,
             max_contexts=self.max_contexts,
             max_store_bytes=self.max_context_store_bytes,
+            max_budget=self.max_budget,
         )
 
     def tokens(self) -> tuple[bytes, ...]:

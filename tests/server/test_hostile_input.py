@@ -90,6 +90,8 @@ def hostile_calls(draw, context_id: str):
             [
                 "explain",
                 "explain_inline",
+                "propose",
+                "refine",
                 "create",
                 "create_stream",
                 "get",
@@ -108,6 +110,22 @@ def hostile_calls(draw, context_id: str):
         if draw(st.booleans()):
             request.predictions.CopyFrom(draw(tensors()))
         return "Explain", request.SerializeToString()
+    if kind in ("propose", "refine"):
+        fields = {
+            "context_id": draw(st.sampled_from([context_id, "", "ctx-" + "0" * 40])),
+            "rows": draw(tensors()),
+            "budget": draw(st.sampled_from([-(1 << 63), -1, 0, 4, 5, 9, 1 << 20, (1 << 63) - 1])),
+        }
+        if draw(st.booleans()):
+            fields["predictions"] = draw(tensors())
+        if draw(st.booleans()):
+            fields["random_state"] = draw(st.sampled_from([0, 7, 1 << 32, (1 << 64) - 1]))
+        if kind == "propose":
+            return "Propose", pb.ProposeRequest(**fields).SerializeToString()
+        request = pb.RefineRequest(**fields, output_dtype=draw(st.sampled_from([0, 1, 2, 3])))
+        if draw(st.booleans()):
+            request.outputs.CopyFrom(draw(tensors()))
+        return "Refine", request.SerializeToString()
     if kind == "explain_inline":
         request = pb.ExplainRequest(context=draw(specs()), rows=draw(tensors()))
         return "Explain", request.SerializeToString()
@@ -124,7 +142,11 @@ def hostile_calls(draw, context_id: str):
         method = "GetContext" if kind == "get" else "DeleteContext"
         return method, message(context_id=identifier).SerializeToString()
     if kind == "garbage":
-        method = draw(st.sampled_from(["Explain", "CreateContext", "GetContext", "ListContexts"]))
+        method = draw(
+            st.sampled_from(
+                ["Explain", "CreateContext", "GetContext", "ListContexts", "Propose", "Refine"]
+            )
+        )
         return method, draw(st.binary(min_size=1, max_size=200))
     blob = pb.Tensor(dtype=2, shape=[MESSAGE_LIMIT // 8 + 64], data=b"\0" * (MESSAGE_LIMIT + 512))
     return "Explain", pb.ExplainRequest(context_id=context_id, rows=blob).SerializeToString()
@@ -145,7 +167,15 @@ def _run_hostile(make_server, n_requests: int) -> collections.Counter:
             request_serializer=lambda raw: raw,
             response_deserializer=lambda raw: raw,
         )
-        for method in ("Explain", "CreateContext", "GetContext", "DeleteContext", "ListContexts")
+        for method in (
+            "Explain",
+            "CreateContext",
+            "GetContext",
+            "DeleteContext",
+            "ListContexts",
+            "Propose",
+            "Refine",
+        )
     }
     calls["CreateContextStream"] = lambda blocks, timeout: channel.stream_unary(
         "/shapley.v1.Shapley/CreateContextStream",

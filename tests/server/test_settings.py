@@ -37,3 +37,12 @@ def test_help_names_both_streaming_rpcs_under_the_stream_limit(capsys):
     text = " ".join(capsys.readouterr().out.split())
     stream_limit = text[text.rindex("--max-concurrent-streams") :]  # past the usage line
     assert "ExplainStream and CreateContextStream" in stream_limit.split("(env")[0]
+
+
+def test_max_budget_is_a_flag_an_environment_variable_and_a_context_limit():
+    assert Settings().max_budget == 65_536
+    settings = settings_from([], {"SHAPLEY_SVC_MAX_BUDGET": "128"})
+    assert settings.max_budget == 128 and settings.context_limits().max_budget == 128
+    assert settings_from(["--max-budget", "64"], {"SHAPLEY_SVC_MAX_BUDGET": "128"}).max_budget == 64
+    with pytest.raises(ValueError, match="max_budget must be >= 1"):
+        settings_from(["--max-budget", "0"], {})

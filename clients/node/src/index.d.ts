@@ -97,6 +97,27 @@ export interface ExplainOptions extends CallOptions {
   outputDtype?: 'float64' | 'float32';
 }
 
+/**
+ * Your model, scoring the rows the server proposes: `rows` (n, d) as nested arrays (columns in
+ * the context's order, NaN where a background row has a missing value) and the same numbers flat
+ * in `flat`. Returns its outputs on them, (n,) or (n, K) like the context's predictions, on the
+ * same scale; may be async. The server never calls your model: the client does.
+ */
+export type Model = (rows: number[][], flat: { data: Float64Array; shape: number[] }) =>
+  ArrayInput | Promise<ArrayInput>;
+
+export interface RefineOptions extends ExplainOptions {
+  /** Refinement: called on the proposed rows of each chunk. Give it together with budget. */
+  model?: Model;
+  /**
+   * The most rows `model` scores per explained row (at least 4 with predictions, 5 without;
+   * at most the server's limits.maxBudget).
+   */
+  budget?: number;
+  /** Seeds the proposed rows (default: the context's randomState); needs model and budget. */
+  randomState?: number | bigint | string;
+}
+
 export interface StreamOptions extends ExplainOptions {
   /** Rows per ExplainStream message (default 1000). */
   chunkRows?: number;
@@ -158,6 +179,8 @@ export interface Limits {
   maxContexts: number;
   maxContextStoreBytes: number;
   maxConcurrentStreams: number;
+  /** Most model rows per explained row a refinement budget may ask for. */
+  maxBudget: number;
 }
 
 export interface ServerInfo {
@@ -202,6 +225,8 @@ export class Explanation<S extends boolean = boolean> {
   /** The context's info and diagnostics (null only if the server sent none). */
   readonly context: ContextInfo | null;
   readonly artifactVersion: string;
+  /** Rows of your model used per explained row: 0 for a zero-shot answer, > 0 refined. */
+  readonly modelRows: number;
   readonly nRows: number;
   readonly nFeatures: number;
   readonly singleOutput: S;
@@ -262,9 +287,12 @@ export class ShapleyClient {
    * Explain rows (m, d). A spec is created on first use and re-created (once) when the server
    * answers NOT_FOUND. With predictions, every row is exactly efficient:
    * sum_j values[i, j] == predictions[i] - baseValues[i].
+   * With options.model and options.budget, the answer is refined past the zero-shot estimate:
+   * in chunks that fit a message, the server proposes rows (Propose), the client scores them
+   * with `model` and the server refines the attributions from the outputs (Refine).
    */
   explain(context: ContextRef, rows: ArrayInput, predictions?: ArrayInput | null,
-    options?: ExplainOptions): Promise<AnyExplanation>;
+    options?: RefineOptions): Promise<AnyExplanation>;
   /** explain() for any number of rows, over ExplainStream in chunks of options.chunkRows. */
   explainStream(context: ContextRef, rows: ArrayInput, predictions?: ArrayInput | null,
     options?: StreamOptions): Promise<AnyExplanation>;

@@ -60,7 +60,10 @@ const serviceCache = new Map();
  * @typedef {{tls?: boolean | TlsFiles, token?: string | (() => string | Promise<string>),
  *   timeout?: number, proto?: string, channelOptions?: Record<string, any>,
  *   maxMessageBytes?: number, maxAttempts?: number}} ClientOptions
- * @typedef {{timeout?: number, outputDtype?: 'float64' | 'float32'}} CallOptions
+ * @typedef {(rows: number[][], flat: {data: Float64Array, shape: number[]}) =>
+ *   ArrayInput | Promise<ArrayInput>} Model
+ * @typedef {{timeout?: number, outputDtype?: 'float64' | 'float32', model?: Model,
+ *   budget?: number, randomState?: number | bigint | string}} CallOptions
  * @typedef {CallOptions & {chunkRows?: number}} StreamOptions
  * @typedef {{id: string | null, message: any, blockRows: number | null,
  *   pending: Promise<any> | null}} ContextEntry
@@ -324,7 +327,7 @@ class Explanation {
   /**
    * @param {{contextId: string, values: FloatArray, shape: number[], baseValues: FloatArray,
    *   baseShape: number[], uncertainty: FloatArray, attributionNames: string[],
-   *   featureNames: string[], context: any, artifactVersion: string}} parts
+   *   featureNames: string[], context: any, artifactVersion: string, modelRows?: number}} parts
    */
   constructor(parts) {
     this.contextId = parts.contextId;
@@ -340,6 +343,8 @@ class Explanation {
     /** The context's info (diagnostics), as returned by getContext. */
     this.context = parts.context;
     this.artifactVersion = parts.artifactVersion;
+    /** Rows of the caller's model used per explained row: 0 zero-shot, > 0 refined. */
+    this.modelRows = parts.modelRows ?? 0;
   }
 
   /** Number of explained rows (m). */
@@ -464,6 +469,7 @@ function explanation(first, values, shape, baseValues, baseShape, uncertainty) {
     featureNames: context ? context.featureNames : [],
     context,
     artifactVersion: first.artifactVersion,
+    modelRows: Number(first.modelRows || 0),
   });
 }
 
@@ -544,6 +550,20 @@ function isSpec(contextOrId) {
 }
 
 /**
+ * A seed as the decimal text of a uint64, or a local refusal naming `field`.
+ * @param {number | bigint | string} seed
+ * @param {string} field
+ */
+function uint64Text(seed, field) {
+  const text = typeof seed === 'bigint' || typeof seed === 'number' ? String(seed) : seed;
+  if (typeof text !== 'string' || !/^\d+$/.test(text) || BigInt(text) >= UINT64_LIMIT
+    || (typeof seed === 'number' && !Number.isSafeInteger(seed))) {
+    throw localError(field, `must be a non-negative integer below 2^64; got ${String(seed)}`);
+  }
+  return text;
+}
+
+/**
  * @param {ContextSpec} spec
  */
 function encodeSpec(spec) {
@@ -567,14 +587,7 @@ function encodeSpec(spec) {
     // The field is a uint64: protobufjs would encode anything else silently (-1, 'abc' and NaN
     // as 0, 2^64 + 1 as 1), so a bad seed would fit a context nobody asked for. The server's own
     // range, [0, 2^32), is the server's to check.
-    const seed = spec.randomState;
-    const text = typeof seed === 'bigint' || typeof seed === 'number' ? String(seed) : seed;
-    if (typeof text !== 'string' || !/^\d+$/.test(text) || BigInt(text) >= UINT64_LIMIT
-      || (typeof seed === 'number' && !Number.isSafeInteger(seed))) {
-      throw localError('context.random_state',
-        `must be a non-negative integer below 2^64; got ${String(seed)}`);
-    }
-    message.randomState = text;
+    message.randomState = uint64Text(spec.randomState, 'context.random_state');
   }
   if (spec.groups != null) {
     if (typeof spec.groups !== 'object') {
@@ -949,6 +962,8 @@ class ShapleyClient {
    */
   async explain(contextOrId, rows, predictions, options) {
     const x = toArray(rows, 'rows', [2]);
+    const refining = ShapleyClient._refinement(options);
+    if (refining) return this._refined(contextOrId, x, predictions, refining, options || {});
     /** @type {any} */
     const request = {
       rows: encodeTensor(x.data, x.shape),
@@ -961,6 +976,89 @@ class ShapleyClient {
     return this._withContext(contextOrId, options || {}, async (id) => {
       const response = await this._unary('Explain', { ...request, contextId: id }, options);
       return assemble([response], x.shape[0]);
+    });
+  }
+
+  /**
+   * The refinement options (model and budget, given together), or null for a zero-shot call.
+   * @param {CallOptions | undefined} options
+   * @returns {{model: Model, budget: number, randomState: string | null} | null}
+   */
+  static _refinement(options) {
+    const { model, budget, randomState } = options || {};
+    if (model == null && budget == null) {
+      if (randomState != null) {
+        throw localError('random_state', 'seeds a refinement: it needs model and budget');
+      }
+      return null;
+    }
+    if (model == null) throw localError('model', 'is required with budget');
+    if (budget == null) throw localError('budget', 'is required with model');
+    if (typeof model !== 'function') throw localError('model', 'must be a function of the rows');
+    if (!Number.isSafeInteger(budget) || budget < 1) {
+      throw localError('budget', `must be a positive integer; got ${String(budget)}`);
+    }
+    const seed = randomState == null ? null : uint64Text(randomState, 'random_state');
+    return { model, budget, randomState: seed };
+  }
+
+  /**
+   * Refined attributions: per chunk of rows that fits a message, Propose, the model on the
+   * proposed rows, Refine; answers reassembled in order.
+   * @param {any} contextOrId
+   * @param {{data: FloatArray, shape: number[]}} x
+   * @param {ArrayInput | null | undefined} predictions
+   * @param {{model: Model, budget: number, randomState: string | null}} refining
+   * @param {CallOptions} options
+   * @returns {Promise<Explanation>}
+   */
+  async _refined(contextOrId, x, predictions, refining, options) {
+    const p = predictions != null ? toArray(predictions, 'predictions', [1, 2]) : null;
+    const [m, d] = x.shape;
+    if (p && p.shape[0] !== m) {
+      throw localError('predictions', `has ${p.shape[0]} rows; rows has ${m}`);
+    }
+    const outputDtype = ShapleyClient._outputDtype(options);
+    return this._withContext(contextOrId, options, async (id) => {
+      const info = await this.getContext(id, options);
+      const k = Math.max(1, Number(info.nOutputs));
+      const players = (info.attributionNames || []).length || d;
+      // The proposal (m * R, d), the outputs sent back (m * R, K) and the answer each fit in a
+      // message, R <= budget: the Python client's rule.
+      const perRow = Math.max(refining.budget * d * 8, refining.budget * k * 8 + (d + k) * 8,
+        (2 * players + 1) * k * 8);
+      const chunkRows = Math.max(1, Math.floor((MESSAGE_FILL * this._maxMessageBytes) / perRow));
+      /** @type {any[]} */
+      const responses = [];
+      for (let start = 0; start < m; start += chunkRows) {
+        const stop = Math.min(m, start + chunkRows);
+        /** @type {any} */
+        const request = {
+          contextId: id,
+          rows: encodeTensor(x.data.subarray(start * d, stop * d), [stop - start, d]),
+          budget: refining.budget,
+        };
+        if (p) {
+          const pk = p.shape.length === 2 ? p.shape[1] : 1;
+          request.predictions = encodeTensor(p.data.subarray(start * pk, stop * pk),
+            [stop - start, ...p.shape.slice(1)]);
+        }
+        if (refining.randomState != null) request.randomState = refining.randomState;
+        const proposal = await this._unary('Propose', request, options);
+        const proposed = /** @type {{data: Float64Array, shape: number[]}} */ (
+          decodeTensor(proposal.rows, 'rows'));
+        const scored = toArray(
+          await refining.model(nest(proposed.data, proposed.shape), proposed),
+          'outputs', [1, 2],
+        );
+        const response = await this._unary('Refine', {
+          ...request,
+          outputs: encodeTensor(scored.data, scored.shape),
+          outputDtype,
+        }, options);
+        responses.push({ ...response, firstRow: start });
+      }
+      return assemble(responses, m);
     });
   }
 

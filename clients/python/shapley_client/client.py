@@ -178,6 +178,8 @@ class Explanation:
     display_data : None, or (m, d) objects for a context with coded columns: a query
         DataFrame's own values (labels, None for a missing label), or the labels of the codes
         sent in an array (None for a missing or unknown code).
+    model_rows : rows of your model the answer used per explained row: 0 for a zero-shot
+        answer, the proposal's ``rows_per_query`` for a refined one (``explain(model=...)``).
     """
 
     values: np.ndarray
@@ -191,6 +193,7 @@ class Explanation:
     context_id: str
     artifact_version: str
     display_data: np.ndarray | None = None
+    model_rows: int = 0
 
     def to_shap(self):
         """A ``shap.Explanation`` for shap's plots (needs shap: ``pip install shap``).
@@ -236,6 +239,24 @@ class Explanation:
         columns["value"] = self.values.ravel()
         columns["uncertainty"] = self.uncertainty.ravel()
         return pd.DataFrame(columns)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """The rows the server proposes for your model to score (:meth:`ShapleyClient.propose`).
+
+    rows : (m * rows_per_query, d) float64, a block of ``rows_per_query`` rows per explained
+        row, in order (NaN where a background row has a missing value); score them all and pass
+        the outputs to :meth:`ShapleyClient.refine` with the same rows, predictions, budget and
+        random_state.
+    rows_per_query : R <= budget.
+    context_id, artifact_version : what proposed them.
+    """
+
+    rows: np.ndarray
+    rows_per_query: int
+    context_id: str
+    artifact_version: str
 
 
 def _column_names(table) -> list[str] | None:
@@ -530,7 +551,15 @@ class ShapleyClient:
     # --- explanations ------------------------------------------------------------------------
 
     def explain(
-        self, context: Context | str, rows, predictions=None, *, output_dtype: str = "float64"
+        self,
+        context: Context | str,
+        rows,
+        predictions=None,
+        *,
+        model=None,
+        budget: int | None = None,
+        random_state: int | None = None,
+        output_dtype: str = "float64",
     ) -> Explanation:
         """Attributions of ``rows`` (m, d) in one message; exactly efficient when the model's
         ``predictions`` on them are given. A :class:`Context` the server no longer holds (another
@@ -538,20 +567,34 @@ class ShapleyClient:
 
         ``rows`` may be a DataFrame: its columns coded at create time are coded with the
         context's labels (a label the context never showed is an unseen category, not an error)
-        and ``display_data`` carries its values."""
+        and ``display_data`` carries its values.
+
+        Refinement: with ``model`` and ``budget`` (given together), the answer goes past the
+        zero-shot estimate. ``model`` is called on the (rows, d) float64 numpy array of rows the
+        server proposes (columns in the context's order; coded columns as their codes, NaN for
+        a missing value) and returns the outputs on them, (rows,) or (rows, K) like the
+        context's predictions, on the same scale. ``budget`` is the most rows ``model`` scores
+        per explained row (at least 4 with ``predictions``, 5 without). The rows go in chunks
+        that fit in a message (Propose, your model, Refine per chunk); ``random_state`` seeds
+        the proposal (default: the context's). ``model_rows`` on the answer says how many rows
+        each explained row used.
+        """
+        if (model is None) != (budget is None):
+            missing = "budget" if budget is None else "model"
+            raise ValueError(
+                f"{missing} is required with {'model' if model is not None else 'budget'}"
+            )
+        if model is not None:
+            return self._refined(
+                context, rows, predictions, model, budget, random_state, output_dtype
+            )
+        if random_state is not None:
+            raise ValueError("random_state seeds a refinement: it needs model and budget")
         data, display = _query_rows(context, rows)
         request = pb.ExplainRequest(rows=_tensor(data, "rows"), output_dtype=_dtype(output_dtype))
         if predictions is not None:
             request.predictions.CopyFrom(_tensor(predictions, "predictions"))
-        request.context_id = _context_id(context)
-        try:
-            response = self._stub.Explain(request, timeout=self.timeout, metadata=self._metadata)
-        except grpc.RpcError as error:
-            if error.code() != grpc.StatusCode.NOT_FOUND or not isinstance(context, Context):
-                raise ShapleyError.from_rpc(error) from None
-            self._recreate(context)
-            request.context_id = context.context_id
-            response = self._call(self._stub.Explain, request)
+        response = self._call_with_context(context, self._stub.Explain, request)
         return _explanation(
             response,
             data,
@@ -560,6 +603,131 @@ class ShapleyClient:
             _array(response.uncertainty),
             display,
         )
+
+    def _call_with_context(self, context: Context | str, method, request):
+        """``method(request)`` against the context; a :class:`Context` the server no longer
+        holds is recreated from its data and the call retried once."""
+        request.context_id = _context_id(context)
+        try:
+            return method(request, timeout=self.timeout, metadata=self._metadata)
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.NOT_FOUND or not isinstance(context, Context):
+                raise ShapleyError.from_rpc(error) from None
+            self._recreate(context)
+            request.context_id = context.context_id
+            return self._call(method, request)
+
+    # --- refinement --------------------------------------------------------------------------
+
+    def propose(
+        self,
+        context: Context | str,
+        rows,
+        predictions=None,
+        *,
+        budget: int,
+        random_state: int | None = None,
+    ) -> Proposal:
+        """The rows your model should score to refine the explanation of ``rows`` (m, d) in
+        one message (:meth:`explain` with ``model=`` does the whole round trip, in chunks).
+        The same arguments always give the same proposal."""
+        data, _ = _query_rows(context, rows)
+        request = pb.ProposeRequest(rows=_tensor(data, "rows"), budget=_budget(budget))
+        _set_refinement(request, predictions, random_state)
+        response = self._call_with_context(context, self._stub.Propose, request)
+        return Proposal(
+            _array(response.rows),
+            response.rows_per_query,
+            response.context_id,
+            response.artifact_version,
+        )
+
+    def refine(
+        self,
+        context: Context | str,
+        rows,
+        outputs,
+        predictions=None,
+        *,
+        budget: int,
+        random_state: int | None = None,
+        output_dtype: str = "float64",
+    ) -> Explanation:
+        """Refined attributions of ``rows`` from your model's ``outputs`` on the rows that
+        :meth:`propose` returned for the same rows, predictions, budget and random_state."""
+        data, display = _query_rows(context, rows)
+        request = pb.RefineRequest(
+            rows=_tensor(data, "rows"),
+            budget=_budget(budget),
+            outputs=_tensor(outputs, "outputs"),
+            output_dtype=_dtype(output_dtype),
+        )
+        _set_refinement(request, predictions, random_state)
+        response = self._call_with_context(context, self._stub.Refine, request)
+        return _explanation(
+            response,
+            data,
+            _array(response.values),
+            _array(response.base_values),
+            _array(response.uncertainty),
+            display,
+        )
+
+    def _refined(
+        self, context, rows, predictions, model, budget, random_state, output_dtype
+    ) -> Explanation:
+        if not callable(model):
+            raise TypeError(f"model must be callable; got {type(model).__name__}")
+        data, display = _query_rows(context, rows)
+        if data.ndim != 2 or data.shape[0] == 0:
+            raise ValueError(f"rows must be a non-empty (m, d) array; got shape {data.shape}")
+        predictions = None if predictions is None else _as_sent(predictions, "predictions")
+        if predictions is not None and predictions.shape[:1] != data.shape[:1]:
+            raise ValueError(
+                f"predictions must have shape ({data.shape[0]},) or ({data.shape[0]}, K); got "
+                f"{predictions.shape}"
+            )
+        info = context.info if isinstance(context, Context) else self.get_context(context)
+        chunk = self._refined_rows_per_message(
+            data.shape[1], len(_attribution_names(info)), max(1, info.n_outputs), _budget(budget)
+        )
+        answers = []
+        for start in range(0, data.shape[0], chunk):
+            part = data[start : start + chunk]
+            given = None if predictions is None else predictions[start : start + chunk]
+            proposal = self.propose(context, part, given, budget=budget, random_state=random_state)
+            outputs = np.asarray(model(np.array(proposal.rows)))
+            answers.append(
+                self.refine(
+                    context,
+                    part,
+                    outputs,
+                    given,
+                    budget=budget,
+                    random_state=random_state,
+                    output_dtype=output_dtype,
+                )
+            )
+        first = answers[0]
+        return replace(
+            first,
+            values=np.concatenate([a.values for a in answers]),
+            base_values=np.concatenate([a.base_values for a in answers]),
+            uncertainty=np.concatenate([a.uncertainty for a in answers]),
+            data=data,
+            display_data=display,
+        )
+
+    def _refined_rows_per_message(self, d: int, players: int, outputs: int, budget: int) -> int:
+        """Explained rows per Propose/Refine pair: the proposal ((m * R, d) float64, R <=
+        budget), the outputs sent back ((m * R, K)) and the answer each fit in a tenth less
+        than the message limit."""
+        per_row = max(
+            budget * d * 8,
+            budget * outputs * 8 + (d + outputs) * 8,
+            (2 * players + 1) * outputs * 8,
+        )
+        return max(1, int(0.9 * self.max_message_bytes) // per_row)
 
     def explain_stream(
         self,
@@ -638,6 +806,20 @@ class ShapleyClient:
         context.context_id, context.info = fresh.context_id, fresh.info
 
 
+def _budget(budget) -> int:
+    if not isinstance(budget, int | np.integer) or isinstance(budget, bool):
+        raise TypeError(f"budget must be an int; got {budget!r}")
+    return int(budget)
+
+
+def _set_refinement(request, predictions, random_state) -> None:
+    """The optional fields a ProposeRequest and a RefineRequest share."""
+    if predictions is not None:
+        request.predictions.CopyFrom(_tensor(predictions, "predictions"))
+    if random_state is not None:
+        request.random_state = int(random_state)
+
+
 def _explanation(
     first: pb.ExplainResponse,
     data: np.ndarray,
@@ -660,6 +842,7 @@ def _explanation(
         first.context_id,
         first.artifact_version,
         display_data,
+        first.model_rows,
     )
 
 
