@@ -60,6 +60,11 @@ EXAMPLES = {
         (sys.executable, "examples/real_table.py"),
         ROOT / "examples" / "real_table.py",
     ),
+    "refinement": Example(
+        README,
+        (sys.executable, "examples/refinement.py"),
+        ROOT / "examples" / "refinement.py",
+    ),
     "python-client": Example(
         README,
         (sys.executable, "clients/python/examples/quickstart.py"),
