@@ -62,6 +62,7 @@ TARGET_EMBEDDING_R = 0.95
 TARGET_TIME_RATIO = 2.0
 HEADLINE_MULTIPLE = 4
 EMBEDDING_FAMILIES = ("random_forest", "mlp")
+TRUTH_PAIRS_PER_CALL = 32
 
 FULL_TABLES = (
     "wells",
@@ -349,9 +350,16 @@ def embedding_cases(plan: Plan, progress, after_case, rows: list[dict]) -> list[
                 truth = TreeBackground(model, background_rows).values(query)[:, :, 1]
                 truth_se, method = None, "TreeSHAP (exact)"
             else:
-                budget = 2 * plan.truth_pairs * (d - 1)
-                sampled = sampled_shapley(output, query, background_rows, budget, EMBEDDING_SEED)
-                truth, truth_se = sampled.values, sampled.uncertainty
+                # In calls of TRUTH_PAIRS_PER_CALL pairs, each seeded apart (independent): the
+                # sampler holds one row's permutation rows at once, 4 GB for 256 pairs at 1,024.
+                calls = max(1, plan.truth_pairs // TRUTH_PAIRS_PER_CALL)
+                budget = 2 * (plan.truth_pairs // calls) * (d - 1)
+                parts = [
+                    sampled_shapley(output, query, background_rows, budget, EMBEDDING_SEED + c)
+                    for c in range(calls)
+                ]
+                truth = np.mean([part.values for part in parts], axis=0)
+                truth_se = np.sqrt(np.mean([part.uncertainty**2 for part in parts], axis=0) / calls)
                 method = f"permutation sampling, {plan.truth_pairs} antithetic pairs per row"
             truth_seconds = time.perf_counter() - truth_start
             setup = time.perf_counter() - start
