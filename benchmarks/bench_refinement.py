@@ -586,6 +586,20 @@ def headline_lines(payload: dict) -> list[str]:
         f"{m}d {_num(v, 2)}x ({_verdict(t['meets_time_ratio_by_budget'][m])})"
         for m, v in t["mean_time_ratio_by_budget"].items()
     )
+    losses, below_zero_shot = [], []
+    for name, group in payload["summary"]["groups"].items():
+        if name.startswith("real_tables/"):
+            continue
+        by_budget = group["by_budget"]
+        zero = by_budget["0"]["ours_pearson"]
+        for multiple in MULTIPLES[1:]:
+            b = by_budget[str(multiple)]
+            if b["ours_pearson"] is None:
+                continue
+            if b["kernelshap_pearson"] is not None and b["ours_pearson"] <= b["kernelshap_pearson"]:
+                losses.append(f"{name} at {multiple}d")
+            if zero is not None and b["ours_pearson"] <= zero:
+                below_zero_shot.append(f"{name} at {multiple}d")
     return [
         f"- At 4d rows per explained row, mean r on the real tables **"
         f"{_num(t['real_tables_r_at_4d'])}** (target >= {TARGET_REAL_R}: "
@@ -595,7 +609,9 @@ def headline_lines(payload: dict) -> list[str]:
         f"- Better than KernelSHAP (best k per case) at every budget, in every section and "
         f"embedding task: {_verdict(t['beats_kernelshap_every_budget'])}; better than zero-shot "
         f"alone at every budget: {_verdict(t['beats_zero_shot_every_budget'])}; refined error "
-        f"shrinking with the budget: {_verdict(t['error_shrinks'])}.",
+        f"shrinking with the budget: {_verdict(t['error_shrinks'])}."
+        + (f" KernelSHAP ahead: {', '.join(losses)}." if losses else "")
+        + (f" Not above zero-shot: {', '.join(below_zero_shot)}." if below_zero_shot else ""),
         f"- Propose + refine time per explained row over zero-shot explain's, mean over cases "
         f"(target <= {TARGET_TIME_RATIO}x): {ratios}.",
     ]
@@ -686,6 +702,12 @@ def markdown(payload: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _short_case(case: str) -> str:
+    """'embedding d=384/random_forest' -> 'd = 384 forest'."""
+    d, family = case.removeprefix("embedding d=").split("/")
+    return f"d = {d} {'forest' if family == 'random_forest' else family.upper()}"
+
+
 def readme_block(payload: dict, json_path: str) -> str:
     """What goes between the README's refinement markers: generated from the JSON."""
     info, settings, s = payload["machine"], payload["settings"], payload["summary"]
@@ -699,7 +721,7 @@ def readme_block(payload: dict, json_path: str) -> str:
     lines += [
         "",
         f"Measured {info['date'][:10]} on {info['cpus_available']} CPUs (shap {info['shap']}) "
-        f"with `{settings['command']}` in {payload['seconds'] / 60:.0f} minutes"
+        f"with `{settings['command']}` in {payload['seconds'] / 60:.0f} min"
         + (
             f" while other processes used {100 * others:.0f} % of the CPUs (times inflated)"
             if others and others > 0.1
@@ -712,7 +734,7 @@ def readme_block(payload: dict, json_path: str) -> str:
         "",
         "| rows per explained row | real tables: ours | real tables: KernelSHAP | "
         + " | ".join(
-            f"{row['case'].replace('embedding ', '')}: ours | KernelSHAP"
+            f"{_short_case(row['case'])}: ours | {_short_case(row['case'])}: KernelSHAP"
             for row in payload["cases"]
             if row["section"] == "embeddings"
         )
@@ -783,8 +805,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-tables", action="store_true", help="embedding tasks only")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="where results go")
     parser.add_argument("--command", help=argparse.SUPPRESS)  # how the CLI names itself
+    parser.add_argument(
+        "--from-json", type=Path, help="only rewrite a report's .md and .png from its JSON"
+    )
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
+    if args.from_json:
+        payload = json.loads(args.from_json.read_text())
+        args.from_json.with_suffix(".md").write_text(markdown(payload))
+        plot(payload, args.from_json.with_suffix(".png"))
+        print("\n".join(headline_lines(payload)))
+        return 0
     plan = QUICK if args.quick else FULL
     if args.tables:
         plan = Plan(**{**plan.__dict__, "tables": tuple(args.tables)})
