@@ -14,6 +14,7 @@ from shapley_svc.estimator.surrogates import (
     DEFAULT_FIT_MEMORY_BYTES,
     ZOO,
     FittedSurrogate,
+    Pairs,
     Role,
     fit_multinomial,
     fit_surrogate,
@@ -150,18 +151,25 @@ class FittedContext:
             for context in self.outputs
         ]
 
-    def member_proxy_outputs(self, rows: np.ndarray) -> list[np.ndarray]:
-        """Per output, the (m, len(ZOO)) outputs of each member on the (m, d) rows as given
-        (standardised here), each up to a constant of its own; zeros where a member is absent."""
+    def design_players(self, width: int) -> np.ndarray:
+        """(width,) int64: the player of each design column."""
+        if self.players is None:
+            return np.arange(width, dtype=np.int64)
+        return np.ascontiguousarray(self.players.of_feature, dtype=np.int64)
+
+    def member_pair_gaps(self, rows: np.ndarray, pairs: Pairs) -> list[np.ndarray]:
+        """Per output, the (len(ZOO), m, n_pairs) pair gaps of each member (zeros where absent)
+        for the (m, d) rows as given (standardised here); ``pairs.background`` is already
+        standardised."""
         Z = self.standardiser.transform(rows)
         shared: dict = {}
         found = []
         for context in self.outputs:
-            outputs = np.zeros((Z.shape[0], len(ZOO)))
+            gaps = np.zeros((len(ZOO), *pairs.picks.shape))
             for s, fitted in enumerate(context.surrogates):
                 if fitted is not None:
-                    outputs[:, s] = fitted.model.proxy_outputs(Z, shared)
-            found.append(outputs)
+                    gaps[s] = fitted.model.pair_gaps(Z, pairs, shared)
+            found.append(gaps)
         return found
 
 

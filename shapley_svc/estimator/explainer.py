@@ -35,7 +35,7 @@ from shapley_svc.estimator.result import (
     OutputDiagnostics,
     SurrogateDiagnostics,
 )
-from shapley_svc.estimator.surrogates import OUT_OF_FOLD_SPLITS, ZOO
+from shapley_svc.estimator.surrogates import OUT_OF_FOLD_SPLITS, ZOO, Pairs
 from shapley_svc.estimator.tables import code_frame, display_rows, is_data_frame
 from shapley_svc.reference._validation import as_float_matrix
 
@@ -590,8 +590,11 @@ class ZeroShotExplainer:
             or int(proposal.background.max(initial=0)) >= self.background_rows_.shape[0]
         ):
             raise InvalidArgumentError("proposal", "was made by another explainer")
-        scored = _outputs("outputs", outputs, proposal.rows.shape[0], self.n_outputs_)
         m, block = proposal.query.shape[0], proposal.rows_per_query
+        if block == 0:  # one player with its prediction given: its value is exact already
+            scored = np.empty((0, self.n_outputs_))
+        else:
+            scored = _outputs("outputs", outputs, proposal.rows.shape[0], self.n_outputs_)
         by_query = scored.reshape(m, block, self.n_outputs_)
         lead = proposal.lead
         predictions = proposal.predictions if lead == 0 else by_query[:, 0, :]
@@ -628,9 +631,10 @@ class ZeroShotExplainer:
         )
 
     def _refine_rows_per_slice(self, block: int) -> int:
-        """Explained rows refined at once: their ``block`` proposed rows each, expanded into the
-        widest basis a member uses, within half the working memory."""
-        per_query = 8 * block * (16 * self.encoder_.width + 4 * len(ZOO))
+        """Explained rows refined at once: per proposed row, a coalition's players and every
+        member's gap per output, within half the working memory (and explain's slices)."""
+        n_players = len(self.attribution_names_)
+        per_query = max(1, block) * (n_players + 8 * (len(ZOO) + 2) * self.n_outputs_)
         return max(1, min(self.working_memory_bytes_ // 2 // per_query, self.rows_per_slice()))
 
     def _refine_slice(
@@ -641,22 +645,25 @@ class ZeroShotExplainer:
         outputs on their pairs' rows, ``predictions`` (m, K) on the rows themselves."""
         query = proposal.query[part]
         masks = proposal.masks[part]
-        n_pairs = masks.shape[1]
-        member_values = self.context_.member_values(self.encoder_.transform(query))
-        pair_rows = proposal.rows.reshape(proposal.query.shape[0], proposal.rows_per_query, -1)[
-            part, proposal.lead :
-        ].reshape(-1, query.shape[1])
-        proxy_outputs = self.context_.member_proxy_outputs(self.encoder_.transform(pair_rows))
+        design = self.encoder_.transform(query)
+        member_values = self.context_.member_values(design)
+        pairs = Pairs(
+            self.context_.standardiser.transform(self.encoder_.transform(self.background_rows_)),
+            self.context_.design_players(design.shape[1]),
+            masks,
+            proposal.background[part],
+        )
+        member_gaps = self.context_.member_pair_gaps(design, pairs)
         for k, context in enumerate(self.context_.outputs):
             base_values[:, k] = context.base_value
             weights = self.weights_[k]
             proxy_values = np.einsum("s,smp->mp", weights, member_values[k])
-            gaps = (proxy_outputs[k] @ weights).reshape(-1, n_pairs, 2)
-            model = pair_outputs[:, :, k].reshape(-1, n_pairs, 2)
+            proxy_gaps = np.einsum("s,smp->mp", weights, member_gaps[k])
+            model = pair_outputs[:, :, k].reshape(len(query), masks.shape[1], 2)
             total = predictions[:, k] - context.base_value
             refined, refined_std = refined_values(
                 proxy_values,
-                gaps[:, :, 0] - gaps[:, :, 1],
+                proxy_gaps,
                 model[:, :, 0] - model[:, :, 1],
                 masks,
                 total,

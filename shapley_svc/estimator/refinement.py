@@ -16,6 +16,11 @@ the same two rows, which costs no model call. The estimate is unbiased for every
 efficient exactly, and converges to the exact values as pairs accumulate; its error is the
 residual's, so a better zero-shot proxy needs fewer rows (RegressionMSR, ControlSHAP).
 The standard error comes from the pairs' spread, widened by Student's t for few pairs.
+
+The answer is then the precision-weighted mean of that unbiased estimate and the zero-shot one
+(the prior), whose stated uncertainty is first rescaled per row to the error the pairs measure
+(empirical Bayes), and projected back onto efficiency. With few pairs this keeps the answer at
+least as good as the zero-shot one; with many, the refined estimate dominates.
 """
 
 import hashlib
@@ -30,6 +35,11 @@ from shapley_svc.kernels.coalitions import fill_paired_rows, sample_paired_coali
 MIN_PAIRS = 2
 # The uncertainty is a standard deviation whose normal 80 % interval is the t interval.
 _INTERVAL = 0.8
+POOLED_SHARE = 0.5
+# The zero-shot uncertainty is rescaled per row to the error the pairs measure, but by no less
+# than this: at budget d on four development cases (diabetes MLP and forest, Friedman-1 SVR and
+# boosting) a floor of 0.1 kept the merged answer at or above the zero-shot one, 0.01 did not.
+MIN_PRIOR_VARIANCE_RATIO = 0.1
 
 
 def size_distribution(n_players: int) -> tuple[np.ndarray, float]:
@@ -111,6 +121,9 @@ def draw_proposal(
     seed: int,
 ) -> Proposal:
     """The coalitions and rows for canonical ``query`` (m, d); the caller checked ``budget``."""
+    # A private writable copy: the kernels take mutable arrays, and a caller's view may be
+    # read-only (np.frombuffer over a message).
+    query = np.array(query, dtype=np.float64, order="C")
     m = query.shape[0]
     lead = 0 if predictions is not None else 1
     n_pairs = pairs_within(budget, predictions is not None) if n_players > 1 else 0
@@ -159,9 +172,25 @@ def refined_values(
     terms_mean = 0.5 * np.einsum("mpj,mp->mj", centred, gaps) / n_pairs
     terms_square = 0.25 * np.einsum("mpj,mp->mj", centred**2, gaps**2) / n_pairs
     variance = np.maximum(terms_square - terms_mean**2, 0.0) * n_pairs / (n_pairs - 1)
+    # Half of each value's variance is the row's mean: with few pairs a value's own spread is
+    # too noisy to weigh it by (diabetes forest at budget d: r 0.978 per value, 0.981 half-pooled).
+    variance = (1 - POOLED_SHARE) * variance + POOLED_SHARE * variance.mean(axis=1, keepdims=True)
     widen = stats.t.ppf(0.5 + _INTERVAL / 2, n_pairs - 1) / stats.norm.ppf(0.5 + _INTERVAL / 2)
     std = widen * np.sqrt(variance / n_pairs) / a
     return values + terms_mean / a, std
+
+
+def prior_variance_ratio(
+    prior_values: np.ndarray, prior_std: np.ndarray, values: np.ndarray, std: np.ndarray
+) -> np.ndarray:
+    """(m, 1) how much larger each row's zero-shot error is than its stated uncertainty says,
+    measured against the unbiased refined values: E (refined - prior)^2 = prior's squared error
+    + the refined variance (empirical Bayes over the row's P values). At least
+    ``MIN_PRIOR_VARIANCE_RATIO``, so that a few lucky pairs cannot make the prior certain."""
+    excess = np.mean((values - prior_values) ** 2 - std**2, axis=1, keepdims=True)
+    stated = np.mean(prior_std**2, axis=1, keepdims=True)
+    ratio = np.maximum(excess, 0.0) / np.maximum(stated, 1e-300)
+    return np.maximum(ratio, MIN_PRIOR_VARIANCE_RATIO)
 
 
 def merged_with_prior(
@@ -175,14 +204,24 @@ def merged_with_prior(
     errors are independent (the refined one's is the pairs' sampling error alone), projected
     back onto efficiency like the zero-shot combination: each row's gap to ``total`` moves onto
     its values in proportion to their variances. All arrays (m, P) but ``total`` (m,)."""
-    prior_precision = 1.0 / np.maximum(prior_std, 1e-300) ** 2
-    precision = np.where(std > 0, 1.0 / np.maximum(std, 1e-300) ** 2, np.inf)
-    share = np.where(np.isinf(precision), 1.0, precision / (precision + prior_precision))
-    share = np.nan_to_num(share, nan=1.0)
+    prior_variance = prior_std**2 * prior_variance_ratio(prior_values, prior_std, values, std)
+    variance = std**2
+    # The refined value's share is the prior's variance over both (1 when both are zero).
+    both = prior_variance + variance
+    share = np.divide(prior_variance, both, out=np.ones_like(both), where=both > 0)
     merged = share * values + (1.0 - share) * prior_values
-    variance = np.where(np.isinf(precision), 0.0, 1.0 / (precision + prior_precision))
-    total_variance = variance.sum(axis=1, keepdims=True)
-    safe = np.where(total_variance > 0, total_variance, 1.0)
-    proportion = np.where(total_variance > 0, variance / safe, 1.0 / values.shape[1])
+    combined = share * variance  # = 1 / (1 / prior_variance + 1 / variance)
+    total_combined = combined.sum(axis=1, keepdims=True)
+    proportion = np.divide(
+        combined,
+        total_combined,
+        out=np.full_like(combined, 1.0 / values.shape[1]),
+        where=total_combined > 0,
+    )
     merged += proportion * (total - merged.sum(axis=1))[:, None]
-    return merged, np.sqrt(variance * (1.0 - proportion))
+    # The merged error is share * refined error + (1 - share) * prior error, the prior's taken
+    # per value as the larger of its rescaled variance and that value's squared gap to the
+    # unbiased refined value (a row-level scale alone covered 50-69 % on a forest at budget d).
+    prior_error = np.maximum((values - prior_values) ** 2, prior_variance)
+    error = share**2 * std**2 + (1.0 - share) ** 2 * prior_error
+    return merged, np.sqrt(error * (1.0 - proportion))

@@ -23,6 +23,11 @@ from sklearn.model_selection import KFold
 
 from shapley_svc.errors import CancelledError
 from shapley_svc.estimator.groups import Players
+from shapley_svc.kernels.coalitions import (
+    additive_pair_gaps,
+    fill_paired_rows,
+    softmax_pair_gaps,
+)
 from shapley_svc.kernels.enumeration import shapley_from_coalition_values
 from shapley_svc.kernels.link_additive import (
     sigmoid_additive_rescaled,
@@ -90,6 +95,46 @@ class Surrogate:
         from what ``prepare`` leaves (all a loaded explainer holds): refinement needs only
         differences between rows. ``shared`` as in ``attributions_shared``."""
         return self.predict(Z)
+
+    def pair_gaps(self, Z: np.ndarray, pairs: "Pairs", shared: dict) -> np.ndarray:
+        """(m, n_pairs) the surrogate's output on each pair's first mixed row minus its second
+        (see ``shapley_svc.kernels.coalitions``), for the (m, d) standardised rows ``Z``. This
+        general way builds the mixed rows; members override it with closed forms that do not."""
+        m, n_pairs, _ = pairs.masks.shape
+        mixed = np.empty((m * 2 * n_pairs, Z.shape[1]))
+        fill_paired_rows(
+            Z, pairs.background, pairs.player_of_column, pairs.masks, pairs.picks, 0, mixed
+        )
+        outputs = self.proxy_outputs(mixed, shared).reshape(m, n_pairs, 2)
+        return outputs[:, :, 0] - outputs[:, :, 1]
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """Refinement's coalition pairs in the design space the surrogates see.
+
+    background : (n_background, d) standardised background rows (the ones ``prepare`` saw).
+    player_of_column : (d,) int64 player of each design column.
+    masks : (m, n_pairs, P) bool coalitions; picks : (m, n_pairs) int64 background rows.
+    """
+
+    background: np.ndarray
+    player_of_column: np.ndarray
+    masks: np.ndarray
+    picks: np.ndarray
+
+
+def _additive_pair_gaps(surrogate: "Surrogate", Z: np.ndarray, pairs: Pairs) -> np.ndarray:
+    """Pair gaps of a surrogate additive over the players: from its attributions alone."""
+    out = np.empty(pairs.picks.shape)
+    additive_pair_gaps(
+        np.ascontiguousarray(surrogate.attributions(Z)),
+        np.ascontiguousarray(surrogate.attributions(pairs.background)),
+        pairs.masks,
+        pairs.picks,
+        out,
+    )
+    return out
 
 
 class UniformCubicSplines:
@@ -293,6 +338,9 @@ class RidgeSurrogate(Surrogate):
         values = linear_values(coef, Z, self.background_mean_)[:, :, 0]
         return _sum_players(values, self.players_)
 
+    def pair_gaps(self, Z, pairs, shared):
+        return _additive_pair_gaps(self, Z, pairs)
+
 
 class SplineSurrogate(Surrogate):
     """A sum of one cubic spline per feature (see ``AdditiveBasis`` for wide inputs):
@@ -316,6 +364,9 @@ class SplineSurrogate(Surrogate):
 
     def attributions(self, Z):
         return self._terms(Z) - self.background_mean_
+
+    def pair_gaps(self, Z, pairs, shared):
+        return _additive_pair_gaps(self, Z, pairs)
 
 
 class SoftLogisticSurrogate(Surrogate):
@@ -356,6 +407,18 @@ class SoftLogisticSurrogate(Surrogate):
         # From the coefficients: a loaded explainer keeps them, not the scikit-learn model.
         logit = self._basis(Z) @ self.model_.coef_[0] + float(self.model_.intercept_[0])
         return expit(logit)
+
+    def pair_gaps(self, Z, pairs, shared):
+        out = np.empty((*pairs.picks.shape, 1))
+        softmax_pair_gaps(
+            np.ascontiguousarray(self._terms(Z)[:, :, None]),
+            np.ascontiguousarray(self.background_terms_[:, :, None]),
+            np.array([float(self.model_.intercept_[0])]),
+            pairs.masks,
+            pairs.picks,
+            out,
+        )
+        return out[:, :, 0]
 
     def prepare(self, background, players=None):
         # A group's term is the sum of its members': the surrogate is additive in groups too,
@@ -406,6 +469,19 @@ class SoftMultinomialSurrogate(Surrogate):
     def predict(self, Z: np.ndarray) -> np.ndarray:
         """(m, K) class probabilities."""
         return self.model_.predict_proba(self._basis(Z))
+
+    def class_pair_gaps(self, Z: np.ndarray, pairs: Pairs) -> np.ndarray:
+        """(m, n_pairs, K) every class's pair gaps (see ``Surrogate.pair_gaps``)."""
+        out = np.empty((*pairs.picks.shape, self.background_terms_.shape[2]))
+        softmax_pair_gaps(
+            self._terms(Z),
+            self.background_terms_,
+            np.ascontiguousarray(self.model_.intercept_, dtype=np.float64),
+            pairs.masks,
+            pairs.picks,
+            out,
+        )
+        return out
 
     def class_probabilities(self, Z: np.ndarray) -> np.ndarray:
         """(m, K) class probabilities from the coefficients (all a loaded explainer keeps)."""
@@ -468,6 +544,12 @@ class ClassView(Surrogate):
             shared[key] = self.parent.class_probabilities(Z)
         return shared[key][:, self.output]
 
+    def pair_gaps(self, Z, pairs, shared):
+        key = ("pair gaps", id(self.parent))
+        if key not in shared:
+            shared[key] = self.parent.class_pair_gaps(Z, pairs)
+        return shared[key][:, :, self.output]
+
 
 class _TreeSurrogate(Surrogate):
     """A scikit-learn tree ensemble in ``model_``, explained by interventional TreeSHAP.
@@ -492,6 +574,11 @@ class _TreeSurrogate(Surrogate):
 
     def proxy_outputs(self, Z, shared):
         return self.tree_background_.trusted_outputs(Z)[:, 0]
+
+    def pair_gaps(self, Z, pairs, shared):
+        return self.tree_background_.trusted_pair_gaps(
+            Z, pairs.background, pairs.player_of_column, pairs.masks, pairs.picks
+        )[:, :, 0]
 
 
 class BoostedTreesSurrogate(_TreeSurrogate):

@@ -110,3 +110,139 @@ def fill_paired_rows(query, background, player_of_column, masks, picks, lead, ou
                 else:
                     out[first, j] = source[j]
                     out[first + 1, j] = query[i, j]
+
+
+@njit(
+    "void(float64[:, ::1], float64[:, ::1], boolean[:, :, ::1], int64[:, ::1], float64[:, ::1])",
+    parallel=True,
+    **_FLAGS,
+)
+def additive_pair_gaps(row_terms, background_terms, masks, picks, out):
+    """g(first row) - g(second row) of each pair, for g additive over the players.
+
+    Parameters
+    ----------
+    row_terms : (m, P) each explained row's per-player terms (up to a constant per player).
+    background_terms : (n_background, P) the background rows' terms.
+    masks, picks : the pairs (see ``sample_paired_coalitions``).
+    out : (m, n_pairs), overwritten.
+    """
+    m, n_pairs, n_players = masks.shape
+    for i in prange(m):
+        for p in range(n_pairs):
+            source = background_terms[picks[i, p]]
+            gap = 0.0
+            for j in range(n_players):
+                difference = row_terms[i, j] - source[j]
+                gap += difference if masks[i, p, j] else -difference
+            out[i, p] = gap
+
+
+@njit(
+    "void(float64[:, :, ::1], float64[:, :, ::1], float64[::1], boolean[:, :, ::1], int64[:, ::1],"
+    " float64[:, :, ::1])",
+    parallel=True,
+    **_FLAGS,
+)
+def softmax_pair_gaps(row_terms, background_terms, offset, masks, picks, out):
+    """Per class, g(first row) - g(second row) of each pair, for g = softmax(offset + additive
+    logits); with one class, g = sigmoid(offset + additive logit).
+
+    Parameters
+    ----------
+    row_terms : (m, P, K) each explained row's per-player logit terms.
+    background_terms : (n_background, P, K) the background rows' terms.
+    offset : (K,) the logits' intercepts.
+    masks, picks : the pairs.
+    out : (m, n_pairs, K), overwritten.
+    """
+    m, n_pairs, n_players = masks.shape
+    n_classes = offset.size
+    for i in prange(m):
+        first = np.empty(n_classes)
+        second = np.empty(n_classes)
+        for p in range(n_pairs):
+            source = background_terms[picks[i, p]]
+            for k in range(n_classes):
+                first[k] = offset[k]
+                second[k] = offset[k]
+            for j in range(n_players):
+                for k in range(n_classes):
+                    if masks[i, p, j]:
+                        first[k] += row_terms[i, j, k]
+                        second[k] += source[j, k]
+                    else:
+                        first[k] += source[j, k]
+                        second[k] += row_terms[i, j, k]
+            if n_classes == 1:
+                out[i, p, 0] = 1.0 / (1.0 + np.exp(-first[0])) - 1.0 / (1.0 + np.exp(-second[0]))
+                continue
+            top_first = first.max()
+            top_second = second.max()
+            total_first = 0.0
+            total_second = 0.0
+            for k in range(n_classes):
+                first[k] = np.exp(first[k] - top_first)
+                second[k] = np.exp(second[k] - top_second)
+                total_first += first[k]
+                total_second += second[k]
+            for k in range(n_classes):
+                out[i, p, k] = first[k] / total_first - second[k] / total_second
+
+
+@njit(
+    "void(float64[:, ::1], float64[:, ::1], int64[::1], boolean[:, :, ::1], int64[:, ::1],"
+    " int64[::1], int64[::1], int64[::1], float64[::1], boolean[::1], float64[:, ::1], int64[::1],"
+    " float64[:, :, ::1])",
+    parallel=True,
+    **_FLAGS,
+)
+def tree_pair_gaps(
+    rows,
+    background,
+    player_of_column,
+    masks,
+    picks,
+    left,
+    right,
+    feature,
+    threshold,
+    missing_left,
+    node_values,
+    roots,
+    out,
+):
+    """Per output, f(first row) - f(second row) of each pair for a tree ensemble f, walking
+    the mixed rows without building them: a node reads the explained row's value when its
+    feature's player is in the pair's coalition (first row) or out of it (second row).
+
+    Parameters
+    ----------
+    rows : (m, d) explained rows, background : (n_background, d): as the trees compare them.
+    player_of_column : (d,) the player of each column.
+    masks, picks : the pairs.
+    left, right, feature, threshold, missing_left, node_values, roots : a flat ensemble.
+    out : (m, n_pairs, K), overwritten.
+    """
+    m, n_pairs, _ = masks.shape
+    n_outputs = node_values.shape[1]
+    for i in prange(m):
+        for p in range(n_pairs):
+            source = background[picks[i, p]]
+            for k in range(n_outputs):
+                out[i, p, k] = 0.0
+            for side in range(2):
+                sign = 1.0 if side == 0 else -1.0
+                for t in range(roots.size):
+                    node = roots[t]
+                    while left[node] >= 0:
+                        column = feature[node]
+                        from_row = masks[i, p, player_of_column[column]] == (side == 0)
+                        value = rows[i, column] if from_row else source[column]
+                        if value != value:
+                            goes_left = missing_left[node]
+                        else:
+                            goes_left = value <= threshold[node]
+                        node = left[node] if goes_left else right[node]
+                    for k in range(n_outputs):
+                        out[i, p, k] += sign * node_values[node, k]

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from shapley_svc.errors import InvalidArgumentError
+from shapley_svc.kernels.coalitions import tree_pair_gaps
 from shapley_svc.kernels.leaf_tables import (
     background_leaf_tables,
     leaf_paths,
@@ -249,6 +250,36 @@ class TreeBackground:
             outputs,
         )
         return outputs
+
+    def trusted_pair_gaps(
+        self,
+        rows: np.ndarray,
+        background: np.ndarray,
+        player_of_feature: np.ndarray,
+        masks: np.ndarray,
+        picks: np.ndarray,
+    ) -> np.ndarray:
+        """(m, n_pairs, K) the trees' output on each pair's first mixed row minus its second
+        (see ``shapley_svc.kernels.coalitions``), unchecked: rows (m, d) and background
+        (n_background, d) C-contiguous float64, player_of_feature (d,) int64."""
+        ensemble = self.ensemble
+        out = np.empty((*picks.shape, self.n_outputs))
+        tree_pair_gaps(
+            self._as_seen(rows),
+            self._as_seen(background),
+            player_of_feature,
+            masks,
+            picks,
+            ensemble.left,
+            ensemble.right,
+            ensemble.feature,
+            ensemble.threshold,
+            ensemble.missing_left,
+            ensemble.node_values,
+            ensemble.roots,
+            out,
+        )
+        return out
 
     def trusted_values(self, rows: np.ndarray) -> np.ndarray:
         """``values`` with no checks: ``rows`` must be C-contiguous float64 (m, d), as the
