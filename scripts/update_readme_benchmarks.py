@@ -4,8 +4,10 @@ The blocks between ``<!-- bench:kernelshap:start -->`` and ``<!-- bench:kernelsh
 (``shapley-svc bench accuracy``), between ``<!-- bench:service:start -->`` and
 ``<!-- bench:service:end -->`` (``shapley-svc bench service``), between
 ``<!-- bench:embeddings:start -->`` and ``<!-- bench:embeddings:end -->``
-(``shapley-svc bench embeddings``) and between ``<!-- bench:real_tables:start -->`` and
-``<!-- bench:real_tables:end -->`` (``shapley-svc bench real-tables``) are generated: tables,
+(``shapley-svc bench embeddings``), between ``<!-- bench:real_tables:start -->`` and
+``<!-- bench:real_tables:end -->`` (``shapley-svc bench real-tables``) and between
+``<!-- bench:refinement:start -->`` and ``<!-- bench:refinement:end -->``
+(``shapley-svc bench refinement``) are generated: tables,
 plot link, machine, date and command all come from the JSON the benchmark wrote, so no number
 in them is typed by hand.
 
@@ -22,7 +24,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # benchmarks/ is a folder of the checkout, not an installed package
 
-from benchmarks import bench_embeddings, bench_real_tables, bench_service  # noqa: E402
+from benchmarks import (  # noqa: E402
+    bench_embeddings,
+    bench_real_tables,
+    bench_refinement,
+    bench_service,
+)
 from benchmarks import kernelshap_report as kernelshap  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -31,6 +38,7 @@ DEFAULT_JSON = (
     RESULTS / "service.json",
     RESULTS / "embeddings.json",
     RESULTS / "real_tables.json",
+    RESULTS / "refinement.json",
 )
 README = ROOT / "README.md"
 BLOCKS = {
@@ -38,6 +46,7 @@ BLOCKS = {
     "service": bench_service.readme_block,
     "embeddings": bench_embeddings.readme_block,
     "real_tables": bench_real_tables.readme_block,
+    "refinement": bench_refinement.readme_block,
 }
 
 

