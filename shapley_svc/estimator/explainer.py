@@ -602,6 +602,10 @@ class ZeroShotExplainer:
         uncertainty = np.empty((m, n_players, self.n_outputs_))
         base_values = np.empty((m, self.n_outputs_))
         step = self._refine_rows_per_slice(block)
+        # The background rows as the members see them: once per call, not per slice.
+        background_design = self.context_.standardiser.transform(
+            self.encoder_.transform(self.background_rows_)
+        )
         with _kernel_threads(m * block):
             for first in range(0, m, step):
                 part = slice(first, min(m, first + step))
@@ -610,6 +614,7 @@ class ZeroShotExplainer:
                     part,
                     by_query[part, lead:, :],
                     predictions[part],
+                    background_design,
                     values[part],
                     uncertainty[part],
                     base_values[part],
@@ -638,17 +643,26 @@ class ZeroShotExplainer:
         return max(1, min(self.working_memory_bytes_ // 2 // per_query, self.rows_per_slice()))
 
     def _refine_slice(
-        self, proposal, part, pair_outputs, predictions, values, uncertainty, base_values
+        self,
+        proposal,
+        part,
+        pair_outputs,
+        predictions,
+        background_design,
+        values,
+        uncertainty,
+        base_values,
     ) -> None:
         """Fill ``values``, ``uncertainty`` (m, P, K) and ``base_values`` (m, K) of the explained
         rows ``part`` of ``proposal``; ``pair_outputs`` (m, 2 * n_pairs, K) are the model's
-        outputs on their pairs' rows, ``predictions`` (m, K) on the rows themselves."""
+        outputs on their pairs' rows, ``predictions`` (m, K) on the rows themselves,
+        ``background_design`` the standardised design of the background rows."""
         query = proposal.query[part]
         masks = proposal.masks[part]
         design = self.encoder_.transform(query)
         member_values = self.context_.member_values(design)
         pairs = Pairs(
-            self.context_.standardiser.transform(self.encoder_.transform(self.background_rows_)),
+            background_design,
             self.context_.design_players(design.shape[1]),
             masks,
             proposal.background[part],
