@@ -33,19 +33,17 @@ from benchmarks.accuracy_cases import pearson, r_squared, top_k_jaccard
 from benchmarks.real_tables import (
     ENCODINGS,
     FAMILIES,
+    FITTERS,
     MAX_ENUMERATED_FEATURES,
-    MAX_ROWS,
     N_BACKGROUND,
     N_EXPLAINED,
     N_TREES,
     build_case,
-    load_table,
     one_thread,
-    table_specs,
-    tables_path,
 )
 from shapley_svc import ZeroShotExplainer
 from shapley_svc.reference import tree_shapley
+from shapley_svc.training.tables import MAX_ROWS, load_table, table_specs, tables_path
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 QUICK_TABLES = ("wells", "smarket", "penguins")
@@ -550,7 +548,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 small tables, 2 families")
     parser.add_argument("--tables", nargs="+", help="table ids of dev_tables.json")
-    parser.add_argument("--families", nargs="+", choices=FAMILIES)
+    parser.add_argument("--families", nargs="+", choices=tuple(FITTERS))
     parser.add_argument("--encodings", nargs="+", choices=ENCODINGS, default=list(ENCODINGS))
     parser.add_argument("--speed", action="store_true", help="only the speed check")
     parser.add_argument("--no-speed", action="store_true", help="skip the speed check")

@@ -262,8 +262,9 @@ def kernel_shap(predict, query, background_rows, truth) -> dict:
 
 
 def real_table_cases(plan: Plan, progress, after_case) -> tuple[list[dict], list[dict]]:
-    from benchmarks.real_tables import MAX_ENUMERATED_FEATURES, build_case, load_table, table_specs
+    from benchmarks.real_tables import MAX_ENUMERATED_FEATURES, build_case
     from shapley_svc import ZeroShotExplainer
+    from shapley_svc.training.tables import load_table, table_specs
 
     rows, skipped = [], []
     specs = {s["id"]: s for s in table_specs()}

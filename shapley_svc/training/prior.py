@@ -33,10 +33,11 @@ from sklearn.ensemble import (
     RandomForestRegressor,
 )
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.neural_network import MLPClassifier, MLPRegressor
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, SVR
 
@@ -84,6 +85,10 @@ class PriorConfig:
     embedding_max_features: int = 384
     embedding_max_rows: int = 1000
     embedding_evaluations_per_feature: int = 40
+    # Real-table tasks: their share, and the development tables they draw from (ids of
+    # ``dev_tables.json``; see ``shapley_svc.training.real_tasks``).
+    real_share: float = 0.0
+    real_tables: tuple[str, ...] = ()
 
 
 @dataclass
@@ -92,9 +97,11 @@ class Task:
 
     Attributes
     ----------
-    X : (n, d) context rows; predictions : (n,) or (n, K) the target model's outputs.
+    X : (n, d) context rows (NaN: missing); predictions : (n,) or (n, K) the target model's
+        outputs.
     background, explained : indices into X.
     truth, truth_error : (m, d) or (m, d, K) labels and their standard errors.
+    categorical : indices of the columns of X that hold category codes.
     """
 
     X: np.ndarray
@@ -107,6 +114,7 @@ class Task:
     task: str
     label_method: str
     info: dict = field(default_factory=dict)
+    categorical: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 def _activation(name: str, z: np.ndarray, rng: np.random.Generator, other: np.ndarray):
@@ -198,7 +206,7 @@ def sample_embedding_data(
     return X, nodes
 
 
-def _target(rng, nodes, task):
+def draw_target(rng, nodes, task):
     n_nodes = nodes.shape[1]
     picks = rng.choice(n_nodes, size=min(n_nodes, int(rng.integers(2, 6))), replace=False)
     signal = nodes[:, picks] @ rng.normal(size=picks.size)
@@ -266,26 +274,30 @@ def _output(model, task):
 def _labels(model, family, task, rows, background, config, seed):
     """(values, standard errors, method) from the cheapest exact route the model allows."""
     d = rows.shape[1]
+    # Every preprocessing step (imputation, scaling) maps each column on its own, so the game
+    # of the final estimator on preprocessed rows is the model's game on the raw columns.
+    final = model
+    if isinstance(model, Pipeline):
+        final = model[-1]
+        rows, background = model[:-1].transform(rows), model[:-1].transform(background)
     if family in ("random_forest", "extra_trees"):
-        result = tree_shapley(model, rows, background)
+        result = tree_shapley(final, rows, background)
         values = result.values[:, :, 1] if task == "binary" else result.values
         return values, np.zeros_like(values), "tree_shapley"
     if family == "linear" and task != "multiclass":
-        scaler, linear = model[0], model[-1]
-        coef = np.ravel(linear.coef_)
-        rows_std, background_std = scaler.transform(rows), scaler.transform(background)
+        coef = np.ravel(final.coef_)
         if task == "regression":
-            result = linear_shapley(coef, float(linear.intercept_), rows_std, background_std)
+            result = linear_shapley(coef, float(final.intercept_), rows, background)
         else:
             result = logistic_additive_shapley(
-                rows_std * coef,
-                background_std * coef,
-                float(linear.intercept_[0]),
+                rows * coef,
+                background * coef,
+                float(final.intercept_[0]),
                 n_permutations=256,
                 random_state=seed,
             )
         return result.values, result.uncertainty, result.method
-    predict = _output(model, task)
+    predict = _output(final, task)
     if d <= config.max_enumerated_features:
         result = exact_shapley(predict, rows, background)
     else:
@@ -296,13 +308,18 @@ def _labels(model, family, task, rows, background, config, seed):
 
 def sample_task(seed: int, config: PriorConfig = PriorConfig()) -> Task:
     """Draw one task of the prior; the same seed gives the same task."""
+    # From their own streams, so that adding real-table or embedding tasks leaves every other
+    # task as it was.
+    if config.real_share > 0 and np.random.default_rng([seed, 2]).random() < config.real_share:
+        from shapley_svc.training.real_tasks import sample_real_task
+
+        return sample_real_task(seed, config)
     rng = np.random.default_rng(seed)
     d = int(np.exp(rng.uniform(np.log(config.min_features), np.log(config.max_features + 1))))
     d = min(max(d, config.min_features), config.max_features)
     n = int(np.exp(rng.uniform(np.log(config.min_rows), np.log(config.max_rows + 1))))
     task = TASKS[rng.choice(3, p=np.array(config.task_weights) / sum(config.task_weights))]
     family = config.families[rng.integers(len(config.families))]
-    # From its own stream, so that adding embedding tasks leaves every tabular task as it was.
     embedding = np.random.default_rng([seed, 1]).random() < config.embedding_share
     if embedding:
         low, high = config.embedding_min_features, config.embedding_max_features
@@ -313,12 +330,39 @@ def sample_task(seed: int, config: PriorConfig = PriorConfig()) -> Task:
         X, nodes = sample_embedding_data(rng, n, d)
     else:
         X, nodes = sample_scm_data(rng, n, d)
-    y = _target(rng, nodes, task)
+    y = draw_target(rng, nodes, task)
+    return labelled_task(
+        rng, X, y, nodes, task, family, config, seed, {"embedding": bool(embedding)}
+    )
+
+
+def labelled_task(
+    rng: np.random.Generator,
+    X: np.ndarray,
+    y: np.ndarray,
+    nodes: np.ndarray,
+    task: str,
+    family: str,
+    config: PriorConfig,
+    seed: int,
+    info: dict,
+    categorical: np.ndarray | None = None,
+) -> Task:
+    """Train the family's model on 70 % of (X, y), draw background and explained rows, label.
+
+    A classification target whose training rows miss a class is redrawn as a regression target
+    from ``nodes``. When X has missing cells, the model imputes column medians first.
+    """
+    n, d = X.shape
     order = rng.permutation(n)
     train = order[: int(0.7 * n)]
     if task != "regression" and np.unique(y[train]).size < (3 if task == "multiclass" else 2):
-        task, y = "regression", _target(rng, nodes, "regression")
+        task, y = "regression", draw_target(rng, nodes, "regression")
     model = make_target_model(family, task, rng)
+    if np.isnan(X).any():
+        steps = model.steps if isinstance(model, Pipeline) else [("model", model)]
+        imputer = SimpleImputer(strategy="median", keep_empty_features=True)
+        model = Pipeline([("impute", imputer), *steps])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(X[train], y[train])
@@ -342,5 +386,6 @@ def sample_task(seed: int, config: PriorConfig = PriorConfig()) -> Task:
         family,
         task,
         method,
-        {"seed": seed, "n": n, "d": d, "embedding": bool(embedding)},
+        {"seed": seed, "n": n, "d": d, **info},
+        np.zeros(0, dtype=np.int64) if categorical is None else categorical,
     )
