@@ -14,7 +14,7 @@ from shapley_svc.estimator._memory import held_bytes
 from shapley_svc.estimator.artifact import DEFAULT_ARTIFACT, Artifact, load_artifact
 from shapley_svc.estimator.combiner import (
     combine,
-    gate_weights,
+    member_weights,
     predicted_fidelity,
     uncertainty_terms,
 )
@@ -285,7 +285,7 @@ class ZeroShotExplainer:
         params = artifact.parameters
         n_players = d if players is None else players.count
         features = [output.features for output in context.outputs]
-        weights = [gate_weights(output, params) for output in features]
+        weights = [member_weights(output, params) for output in features]
         # Attributes are set only now, so a refused or cancelled fit leaves the previous state.
         self.random_state_ = seed
         self.working_memory_bytes_ = memory_bytes

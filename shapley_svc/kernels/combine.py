@@ -2,8 +2,8 @@
 
 The uncertainty of a value is the weighted spread of the surrogates around the combination,
 scaled, plus a floor; efficiency is restored by moving each row's residual onto its values in
-proportion to their variances, the least-squares projection under that uncertainty, which also
-shrinks each variance by the information the constraint carries.
+shares that follow their variances, pooled part way towards the row's mean variance (the
+least-squares projection when the pooling is 0), which also shrinks each variance by its share.
 """
 
 import numpy as np
@@ -13,13 +13,21 @@ _FLAGS = {"cache": True, "nogil": True}
 
 
 @njit(
-    "void(float64[:, :, ::1], float64[::1], float64, float64, float64[::1], boolean,"
+    "void(float64[:, :, ::1], float64[::1], float64, float64, float64, float64[::1], boolean,"
     " float64[:, ::1], float64[:, ::1])",
     parallel=True,
     **_FLAGS,
 )
 def combine_attributions(
-    values, weights, spread_scale, variance_floor, target_sums, project, out_values, out_std
+    values,
+    weights,
+    spread_scale,
+    variance_floor,
+    pooling,
+    target_sums,
+    project,
+    out_values,
+    out_std,
 ):
     """Combined attributions and their standard deviations.
 
@@ -29,6 +37,8 @@ def combine_attributions(
     weights : (S,) non-negative, summing to one.
     spread_scale : multiplies the weighted variance of the surrogates around the combination.
     variance_floor : added to every value's variance.
+    pooling : in [0, 1]: the residual's shares follow (1 - pooling) * variance + pooling * the
+        row's mean variance.
     target_sums : (m,) what each row's values must sum to (``prediction - base``).
     project : whether to enforce ``target_sums`` (False when predictions are unknown).
     out_values, out_std : (m, d), overwritten.
@@ -52,8 +62,10 @@ def combine_attributions(
             out_values[i, j] = combined
         if project and total_variance > 0.0:
             residual = target_sums[i] - total
+            mean_variance = total_variance / d
             for j in range(d):
-                share = variance[j] / total_variance
+                pooled = (1.0 - pooling) * variance[j] + pooling * mean_variance
+                share = pooled / total_variance
                 out_values[i, j] += residual * share
                 variance[j] = variance[j] * (1.0 - share)
         for j in range(d):

@@ -81,6 +81,31 @@ def test_recovers_a_logistic_model_on_the_probability_scale(rng):
     assert explanation.attribution_names == list("abcde")
 
 
+def test_a_linear_model_on_collinear_columns_gets_the_linear_members_values(rng):
+    # Nearly collinear columns (income and its square, say): splines and trees fit the outputs
+    # about as well as ridge does, with other attributions. The member that reproduces the
+    # outputs out of fold is the model's class, and is taken alone.
+    income = rng.lognormal(size=600)
+    X = np.column_stack(
+        [income, income**2 / 10, rng.normal(size=600), income + rng.normal(size=600)]
+    )
+    coef = np.array([2.0, -1.0, 0.5, 0.3])
+    predictions = X @ coef + 1.0
+    explainer = ZeroShotExplainer(random_state=0).fit(X, predictions, background=np.arange(60))
+    weights = {s.name: s.weight for s in explainer.diagnostics_.outputs[0].surrogates}
+    assert max(weights, key=weights.get) in ("ridge", "ridge_strong") and max(weights.values()) == 1
+    rows = X[100:130]
+    truth = linear_shapley(coef, 1.0, rows, X[:60]).values
+    assert _pearson(explainer.explain(rows, predictions[100:130]).values, truth) > 0.999
+
+
+def test_a_nonlinear_model_keeps_the_gates_mix(regression_context):
+    X, model = regression_context
+    explainer = ZeroShotExplainer(random_state=0).fit(X, model.predict(X))
+    weights = [s.weight for s in explainer.diagnostics_.outputs[0].surrogates]
+    assert max(weights) < 1.0 and sum(w > 0 for w in weights) >= 2
+
+
 def test_same_seed_same_answer_and_diagnostics(regression_context):
     X, model = regression_context
     predictions = model.predict(X)

@@ -62,16 +62,18 @@ def _shapley_from_table(table):
 
 
 @pytest.mark.parametrize("project", [False, True])
-def test_combine_attributions(rng, project):
+@pytest.mark.parametrize("pooling", [0.0, 0.5, 1.0])
+def test_combine_attributions(rng, project, pooling):
     values = rng.normal(size=(4, 3, 5))
     weights = rng.dirichlet(np.ones(4))
     targets = rng.normal(size=3)
     out_values, out_std = np.empty((3, 5)), np.empty((3, 5))
-    combine_attributions(values, weights, 1.7, 0.01, targets, project, out_values, out_std)
+    combine_attributions(values, weights, 1.7, 0.01, pooling, targets, project, out_values, out_std)
     combined = np.einsum("s,smd->md", weights, values)
     variance = 1.7 * np.einsum("s,smd->md", weights, (values - combined) ** 2) + 0.01
     if project:
-        share = variance / variance.sum(axis=1, keepdims=True)
+        pooled = (1 - pooling) * variance + pooling * variance.mean(axis=1, keepdims=True)
+        share = pooled / variance.sum(axis=1, keepdims=True)
         combined = combined + (targets - combined.sum(axis=1))[:, None] * share
         variance = variance * (1 - share)
     np.testing.assert_allclose(out_values, combined, rtol=0, atol=1e-12)
