@@ -7,7 +7,8 @@ The blocks between ``<!-- bench:kernelshap:start -->`` and ``<!-- bench:kernelsh
 (``shapley-svc bench embeddings``), between ``<!-- bench:real_tables:start -->`` and
 ``<!-- bench:real_tables:end -->`` (``shapley-svc bench real-tables``) and between
 ``<!-- bench:refinement:start -->`` and ``<!-- bench:refinement:end -->``
-(``shapley-svc bench refinement``) are generated: tables,
+(``shapley-svc bench refinement``) and between ``<!-- bench:combiner:start -->`` and
+``<!-- bench:combiner:end -->`` (``shapley-svc bench combiner``) are generated: tables,
 plot link, machine, date and command all come from the JSON the benchmark wrote, so no number
 in them is typed by hand.
 
@@ -25,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # benchmarks/ is a folder of the checkout, not an installed package
 
 from benchmarks import (  # noqa: E402
+    bench_combiner,
     bench_embeddings,
     bench_real_tables,
     bench_refinement,
@@ -39,6 +41,7 @@ DEFAULT_JSON = (
     RESULTS / "embeddings.json",
     RESULTS / "real_tables.json",
     RESULTS / "refinement.json",
+    RESULTS / "combiner.json",
 )
 README = ROOT / "README.md"
 BLOCKS = {
@@ -47,6 +50,7 @@ BLOCKS = {
     "embeddings": bench_embeddings.readme_block,
     "real_tables": bench_real_tables.readme_block,
     "refinement": bench_refinement.readme_block,
+    "combiner": bench_combiner.readme_block,
 }
 
 
