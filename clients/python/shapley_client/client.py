@@ -595,14 +595,7 @@ class ShapleyClient:
         if predictions is not None:
             request.predictions.CopyFrom(_tensor(predictions, "predictions"))
         response = self._call_with_context(context, self._stub.Explain, request)
-        return _explanation(
-            response,
-            data,
-            _array(response.values),
-            _array(response.base_values),
-            _array(response.uncertainty),
-            display,
-        )
+        return _single_explanation(response, data, display)
 
     def _call_with_context(self, context: Context | str, method, request):
         """``method(request)`` against the context; a :class:`Context` the server no longer
@@ -664,14 +657,7 @@ class ShapleyClient:
         )
         _set_refinement(request, predictions, random_state)
         response = self._call_with_context(context, self._stub.Refine, request)
-        return _explanation(
-            response,
-            data,
-            _array(response.values),
-            _array(response.base_values),
-            _array(response.uncertainty),
-            display,
-        )
+        return _single_explanation(response, data, display)
 
     def _refined(
         self, context, rows, predictions, model, budget, random_state, output_dtype
@@ -818,6 +804,20 @@ def _set_refinement(request, predictions, random_state) -> None:
         request.predictions.CopyFrom(_tensor(predictions, "predictions"))
     if random_state is not None:
         request.random_state = int(random_state)
+
+
+def _single_explanation(
+    response: pb.ExplainResponse, data: np.ndarray, display_data: np.ndarray | None
+) -> Explanation:
+    """The Explanation of ``data`` that one unary response carries whole."""
+    return _explanation(
+        response,
+        data,
+        _array(response.values),
+        _array(response.base_values),
+        _array(response.uncertainty),
+        display_data,
+    )
 
 
 def _explanation(
