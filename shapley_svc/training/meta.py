@@ -18,7 +18,7 @@ from shapley_svc.estimator.combiner import (
     CombinerParameters,
     combine,
     fidelity_features,
-    gate_weights,
+    member_weights,
     normalised_features,
     uncertainty_terms,
 )
@@ -89,7 +89,7 @@ def fit_gate(
 
 
 def _combined(example: Example, params: CombinerParameters):
-    weights = gate_weights(example.features, params)
+    weights = member_weights(example.features, params)
     combined = np.einsum("s,smd->md", weights, example.surrogate_values)
     spread = np.einsum("s,smd->md", weights, (example.surrogate_values - combined) ** 2)
     return weights, combined, spread
@@ -135,7 +135,7 @@ def fit_uncertainty(examples: list[Example], params: CombinerParameters) -> Comb
 
 def evaluate(example: Example, params: CombinerParameters) -> dict:
     """The estimator's final output on an example (projected), and its accuracy."""
-    weights = gate_weights(example.features, params)
+    weights = member_weights(example.features, params)
     spread_scale, floor = uncertainty_terms(example.features, params, example.truth.shape[1])
     values, std = combine(
         example.surrogate_values, weights, spread_scale, floor, example.target_sums
@@ -181,7 +181,7 @@ def fit_fidelity(
     """Ridge regression of measured Pearson r on the fidelity features."""
     rows, targets = [], []
     for example in examples:
-        weights = gate_weights(example.features, params)
+        weights = member_weights(example.features, params)
         rows.append(fidelity_features(example.features, params, weights))
         targets.append(evaluate(example, params)["pearson"])
     A, y = np.array(rows), np.array(targets)
