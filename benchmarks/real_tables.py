@@ -23,6 +23,12 @@ explained rows are drawn from it with a fixed seed. Truth is exact interventiona
 enumerating all 2**d coalitions of the model's own ``predict`` (``exact_shapley``, NaN passed to
 the model as it is; d <=
 ``MAX_ENUMERATED_FEATURES``), cached under ``benchmarks/.cache/``.
+
+Above that, ``build_case(..., tree_truth=True)`` gives tree families exact interventional
+TreeSHAP truth instead (``tree_truth``), where it is the Shapley value of the very ``predict``
+explained: forests on tables without missing cells (their imputer is then the identity, and
+they average class probabilities), and boosted regressors without categorical splits (identity
+link: ``predict`` is the trees' sum). Other cases above d = 12 have no truth here.
 """
 
 import hashlib
@@ -41,6 +47,14 @@ CASES_VERSION = 1
 N_BACKGROUND = 50
 N_EXPLAINED = 20
 MAX_ENUMERATED_FEATURES = 12
+# Families whose truth above MAX_ENUMERATED_FEATURES can come from TreeSHAP (``tree_truth``).
+TREE_TRUTH_FAMILIES = (
+    "random_forest",
+    "extra_trees",
+    "hist_gradient_boosting",
+    "xgboost",
+    "lightgbm",
+)
 
 FAMILIES = ("xgboost", "lightgbm", "catboost", "hist_gradient_boosting", "mlp_onehot")
 ENCODINGS = ("as_is", "complete_numeric")
@@ -282,6 +296,36 @@ def output_function(model, task: str) -> Callable[[np.ndarray], np.ndarray]:
 # --- truth -----------------------------------------------------------------------------------
 
 
+def tree_truth(
+    model, family: str, task: str, categorical: np.ndarray, X: np.ndarray, background: np.ndarray
+) -> np.ndarray | None:
+    """Exact interventional TreeSHAP values of ``output_function(model, task)`` for the rows
+    ``X``, or None where TreeSHAP does not explain that very function.
+
+    Forests come as (imputer, forest) pipelines: with no missing cell in ``X``, ``background``
+    or the training rows (no indicator columns), the imputer is the identity and the forest's
+    ``predict_proba`` averages its trees, so TreeSHAP on the forest is exact on the probability
+    scale. Boosted models are exact on their raw scale, which is ``predict`` for regressors
+    only; the reference refuses categorical splits, so those cases have no truth either.
+    """
+    from shapley_svc.reference import tree_shapley
+
+    if family not in TREE_TRUTH_FAMILIES:
+        return None
+    if family in ("random_forest", "extra_trees"):
+        imputer, forest = model[0], model[-1]
+        indicators = imputer.indicator_
+        if indicators is not None and indicators.features_.size:
+            return None
+        if np.isnan(X).any() or np.isnan(background).any():
+            return None
+        values = tree_shapley(forest, X, background).values
+        return values[:, :, 1] if task == "binary" else values
+    if task != "regression" or categorical.size:
+        return None
+    return tree_shapley(model, X, background).values
+
+
 # --- cases -----------------------------------------------------------------------------------
 
 
@@ -344,6 +388,29 @@ def split_rows(
     return train, background, explained
 
 
+def _enumerated_truth(
+    predict, X, predictions, explained, background, key: list, use_cache: bool
+) -> tuple[np.ndarray, float]:
+    """Truth by enumeration and its seconds, from ``benchmarks/.cache`` when stored for ``key``
+    and the model's outputs still match."""
+    import time
+
+    name = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
+    cache = CACHE_DIR / f"real_{name}.npz"
+    if use_cache and cache.exists():
+        stored = np.load(cache)
+        if not np.allclose(stored["predictions"], predictions, rtol=0, atol=1e-12):
+            raise RuntimeError(f"cached truth {cache} no longer matches the model's outputs")
+        return stored["truth"], float(stored["seconds"])
+    start = time.perf_counter()
+    truth = exact_shapley(predict, X[explained], X[background]).values
+    seconds = time.perf_counter() - start
+    if use_cache:
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, truth=truth, predictions=predictions, seconds=seconds)
+    return truth, seconds
+
+
 def build_case(
     table: Table,
     encoding: str,
@@ -352,48 +419,48 @@ def build_case(
     n_background: int = N_BACKGROUND,
     n_explained: int = N_EXPLAINED,
     use_cache: bool = True,
+    tree_truth_above: bool = False,
 ) -> Case | None:
     """Train, predict and compute (or load cached) truth; None when the encoding does not apply
-    or d exceeds ``MAX_ENUMERATED_FEATURES``."""
+    or d exceeds ``MAX_ENUMERATED_FEATURES`` and no TreeSHAP truth applies (``tree_truth``,
+    tried only when ``tree_truth_above``)."""
     import time
 
     encoded = encode(table, encoding)
     if encoded is None:
         return None
     X, categorical, names = encoded
-    if X.shape[1] > MAX_ENUMERATED_FEATURES:
+    wide = X.shape[1] > MAX_ENUMERATED_FEATURES
+    if wide and not (tree_truth_above and family in TREE_TRUTH_FAMILIES):
         return None
     train, background, explained = split_rows(len(X), seed, n_background, n_explained)
     model = fit_model(family, X[train], table.y[train], table.task, categorical, seed)
     predict = output_function(model, table.task)
     predictions = predict(X)
-    key = json.dumps(
-        [
-            CASES_VERSION,
-            table.id,
-            encoding,
-            family,
-            seed,
-            len(X),
-            N_TREES,
-            n_background,
-            n_explained,
-        ]
-    )
-    cache = CACHE_DIR / f"real_{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
-    method = "enumeration (all 2**d coalitions)"
-    if use_cache and cache.exists():
-        stored = np.load(cache)
-        if not np.allclose(stored["predictions"], predictions, rtol=0, atol=1e-12):
-            raise RuntimeError(f"cached truth {cache} no longer matches the model's outputs")
-        truth, seconds = stored["truth"], float(stored["seconds"])
-    else:
-        start = time.perf_counter()
-        truth = exact_shapley(predict, X[explained], X[background]).values
+    start = time.perf_counter()
+    if wide:
+        method = "interventional TreeSHAP"
+        truth = tree_truth(model, family, table.task, categorical, X[explained], X[background])
+        if truth is None:
+            return None
         seconds = time.perf_counter() - start
-        if use_cache:
-            CACHE_DIR.mkdir(parents=True, exist_ok=True)
-            np.savez(cache, truth=truth, predictions=predictions, seconds=seconds)
+        explained_sum = truth.sum(axis=1) + predictions[background].mean(axis=0)
+        # XGBoost predicts in float32: its sums agree to float32 rounding of the outputs' scale.
+        tolerance = 1e-5 * max(1.0, float(np.abs(predictions).max()))
+        if not np.allclose(explained_sum, predictions[explained], rtol=0, atol=tolerance):
+            raise RuntimeError(f"TreeSHAP truth of {table.id}/{family} does not add up to predict")
+    else:
+        method = "enumeration (all 2**d coalitions)"
+        key = [CASES_VERSION, table.id, encoding, family, seed, len(X), N_TREES]
+        truth, seconds = _enumerated_truth(
+            predict,
+            X,
+            predictions,
+            explained,
+            background,
+            [*key, n_background, n_explained],
+            use_cache,
+        )
     return Case(
         table.id,
         encoding,

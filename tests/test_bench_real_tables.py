@@ -93,3 +93,50 @@ def test_readme_has_the_real_table_block():
     readme = (ROOT / "README.md").read_text()
     for marker in (bench_real_tables.README_START, bench_real_tables.README_END):
         assert readme.count(marker) == 1, marker
+
+
+def _wide_case(table_id: str, family: str):
+    """A case of a d = 13 table on 400 rows (6 background rows, 2 explained), truth above d = 12
+    from TreeSHAP where it applies; None where it does not."""
+    from benchmarks.real_tables import build_case
+
+    spec = next(s for s in tables.table_specs() if s["id"] == table_id)
+    table = tables.load_table(spec, max_rows=400)
+    return build_case(
+        table,
+        "as_is",
+        family,
+        n_background=6,
+        n_explained=2,
+        use_cache=False,
+        tree_truth_above=True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("table_id", "family"),
+    [("crime1", "hist_gradient_boosting"), ("crime1", "xgboost"), ("hmda", "extra_trees")],
+)
+def test_tree_truth_above_twelve_features_equals_enumeration(table_id, family):
+    """Above d = 12 the benchmarks' truth is TreeSHAP: it must be the Shapley value of the very
+    ``predict`` explained (the forest's imputer, the boosted model's raw scale), which
+    enumerating all 2^13 coalitions of ``predict`` checks."""
+    _needs_tables()
+    if family == "xgboost":
+        pytest.importorskip("xgboost")
+    from shapley_svc.reference import exact_shapley
+
+    case = _wide_case(table_id, family)
+    assert case is not None and case.X.shape[1] == 13
+    assert case.truth_method == "interventional TreeSHAP"
+    enumerated = exact_shapley(case.predict, case.X[case.explained], case.X[case.background])
+    scale = float(np.abs(case.truth).max())
+    np.testing.assert_allclose(case.truth, enumerated.values, rtol=0, atol=1e-5 * scale)
+
+
+def test_tree_truth_is_refused_where_treeshap_is_not_the_explained_function():
+    """Boosted classifiers (TreeSHAP's scale is the log-odds, ``predict`` the probability) and
+    categorical splits have no truth above d = 12; nor does a family without trees."""
+    _needs_tables()
+    for family in ("hist_gradient_boosting", "mlp_onehot"):
+        assert _wide_case("hmda", family) is None, family
