@@ -13,9 +13,9 @@ efficiency projection as ours:
 * best mix: the convex mix of surrogates closest to the truth (least squares on the simplex),
   or the best member when that scores higher after the projection;
 * gap closed: (ours - best member) / (best mix - best member), pooled over cases;
-* KernelSHAP at 4d coalitions on the same background and rows (it calls the model; shap refuses
-  rows with missing cells, so tables with them have no KernelSHAP figure), with ours on the same
-  cases beside it.
+* KernelSHAP at 4d coalitions on the same background and rows (it calls the model; missing
+  cells reach the model as they are, whose imputer handles them), scored on the cases where it
+  returns finite values, with ours on the same cases beside it.
 
 Tables that the shipped artifact's meta-training drew tasks from (``real_tables`` of its prior,
 in its manifest) are reported apart from the others, on which the combiner has seen neither the
