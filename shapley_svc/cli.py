@@ -103,6 +103,11 @@ def _train(args: argparse.Namespace) -> int:
                 f"(set {TABLES_ENV}, or pass --real-share 0)"
             )
         tables = tuple(spec["id"] for spec in table_specs(path))
+        if len(tables) < 2:
+            raise SystemExit(
+                f"--real-share {real_share} needs at least 2 development tables, so that "
+                f"validation holds some out whole: {path} lists {len(tables)}"
+            )
         config = replace(config, real_share=real_share, real_tables=tables)
     n_tasks = args.tasks if args.tasks is not None else (16 if args.smoke else 600)
     out = args.out or default_out()

@@ -69,11 +69,16 @@ def split_tables(config: PriorConfig, seed: int) -> tuple[PriorConfig, PriorConf
     out whole, so validation measures the combiner on tables it never trained on."""
     if not config.real_tables:
         return config, config
+    if len(config.real_tables) < 2:
+        raise ValueError(
+            f"real_tables: holding tables out whole for validation needs at least 2, got "
+            f"{list(config.real_tables)}"
+        )
     tables = np.array(sorted(config.real_tables))
     order = np.random.default_rng([seed, 4]).permutation(tables.size)
-    n_validation = max(1, round(VALIDATION_SHARE * tables.size))
+    n_validation = min(max(1, round(VALIDATION_SHARE * tables.size)), tables.size - 1)
     held_out = tuple(tables[order[:n_validation]].tolist())
-    kept = tuple(tables[order[n_validation:]].tolist()) or held_out
+    kept = tuple(tables[order[n_validation:]].tolist())
     return replace(config, real_tables=kept), replace(config, real_tables=held_out)
 
 

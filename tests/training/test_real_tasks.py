@@ -1,6 +1,7 @@
 """Real-table tasks in the prior: drawn only from the given tables, labelled exactly (missing
 cells included), fed to the combiner through the explainer's own encoding."""
 
+import json
 import re
 from dataclasses import replace
 
@@ -108,6 +109,10 @@ def test_validation_holds_whole_tables_out():
     assert split_tables(config, 0) == (train, validation)
     assert split_tables(config, 1) != (train, validation)
     assert split_tables(PriorConfig(), 0) == (PriorConfig(), PriorConfig())
+    two = replace(config, real_tables=("a", "b"))
+    assert set(split_tables(two, 0)[0].real_tables).isdisjoint(split_tables(two, 0)[1].real_tables)
+    with pytest.raises(ValueError, match=r"real_tables: .* at least 2, got \['a'\]"):
+        split_tables(replace(config, real_tables=("a",)), 0)
 
 
 @pytest.mark.parametrize(
@@ -131,3 +136,17 @@ def test_train_refuses_a_bad_real_share_or_missing_tables(
     with pytest.raises(SystemExit, match=re.escape(message)):
         main(["train", "--tasks", "2", "--out", str(tmp_path / "combiner.json"), *argv])
     assert not (tmp_path / "combiner.json").exists()
+
+
+def test_train_refuses_tables_too_few_to_hold_one_out(tmp_path, monkeypatch):
+    _needs_tables()
+    from shapley_svc.cli import main
+    from shapley_svc.training import tables
+
+    listed = json.loads(tables.tables_path().read_text())
+    one = tmp_path / "one_table.json"
+    one.write_text(json.dumps({**listed, "tables": listed["tables"][:1]}))
+    monkeypatch.setenv(tables.TABLES_ENV, str(one))
+    with pytest.raises(SystemExit, match=re.escape(f"{one} lists 1")):
+        main(["train", "--tasks", "2", "--real-share", "0.5", "--out", str(tmp_path / "c.json")])
+    assert not (tmp_path / "c.json").exists()
