@@ -24,7 +24,7 @@ enumerating all 2**d coalitions of the model's own ``predict`` (``exact_shapley`
 the model as it is; d <=
 ``MAX_ENUMERATED_FEATURES``), cached under ``benchmarks/.cache/``.
 
-Above that, ``build_case(..., tree_truth=True)`` gives tree families exact interventional
+Above that, ``build_case(..., tree_truth_above=True)`` gives tree families exact interventional
 TreeSHAP truth instead (``tree_truth``), where it is the Shapley value of the very ``predict``
 explained: forests on tables without missing cells (their imputer is then the identity, and
 they average class probabilities), and boosted regressors without categorical splits (identity
