@@ -437,9 +437,9 @@ def build_case(
     model = fit_model(family, X[train], table.y[train], table.task, categorical, seed)
     predict = output_function(model, table.task)
     predictions = predict(X)
-    start = time.perf_counter()
     if wide:
         method = "interventional TreeSHAP"
+        start = time.perf_counter()
         truth = tree_truth(model, family, table.task, categorical, X[explained], X[background])
         if truth is None:
             return None
