@@ -388,6 +388,26 @@ def split_rows(
     return train, background, explained
 
 
+def cache_path(kind: str, key: list):
+    """Where ``benchmarks/.cache`` keeps a result of ``kind`` for ``key`` (JSON-serialisable)."""
+    name = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
+    return CACHE_DIR / f"{kind}_{name}.npz"
+
+
+def case_key(case: "Case") -> list:
+    """What decides a case's rows and model: the cache key of results computed on it."""
+    return [
+        CASES_VERSION,
+        case.table,
+        case.encoding,
+        case.family,
+        len(case.X),
+        N_TREES,
+        case.background.tolist(),
+        case.explained.tolist(),
+    ]
+
+
 def _enumerated_truth(
     predict, X, predictions, explained, background, key: list, use_cache: bool
 ) -> tuple[np.ndarray, float]:
@@ -395,8 +415,7 @@ def _enumerated_truth(
     and the model's outputs still match."""
     import time
 
-    name = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
-    cache = CACHE_DIR / f"real_{name}.npz"
+    cache = cache_path("real", key)
     if use_cache and cache.exists():
         stored = np.load(cache)
         if not np.allclose(stored["predictions"], predictions, rtol=0, atol=1e-12):

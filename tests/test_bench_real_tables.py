@@ -140,3 +140,27 @@ def test_tree_truth_is_refused_where_treeshap_is_not_the_explained_function():
     _needs_tables()
     for family in ("hist_gradient_boosting", "mlp_onehot"):
         assert _wide_case("hmda", family) is None, family
+
+
+def test_kernel_shap_is_cached_per_case_and_checked_against_the_model(tmp_path, monkeypatch):
+    """bench combiner reads KernelSHAP's values back instead of re-running shap: the cached
+    values score as the fresh ones did, and a model whose outputs changed is refused."""
+    _needs_tables()
+    shap = pytest.importorskip("shap")
+    from benchmarks import bench_real_tables, real_tables
+
+    monkeypatch.setattr(real_tables, "CACHE_DIR", tmp_path)
+    case = _wide_case("crime1", "hist_gradient_boosting")
+    fresh = bench_real_tables.kernel_shap(case, use_cache=True)
+    assert "pearson" in fresh and len(list(tmp_path.glob("kernelshap4d_*.npz"))) == 1
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("shap ran although its values were cached")
+
+    monkeypatch.setattr(shap, "KernelExplainer", refuse)
+    assert bench_real_tables.kernel_shap(case, use_cache=True) == fresh
+    changed = real_tables.Case(
+        **{**case.__dict__, "predictions": case.predictions + 1.0},
+    )
+    with pytest.raises(RuntimeError, match="no longer matches"):
+        bench_real_tables.kernel_shap(changed, use_cache=True)
