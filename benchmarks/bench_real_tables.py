@@ -212,19 +212,7 @@ def run_cases(
                 )
                 setup = time.perf_counter() - start
                 row = {
-                    "table": table.id,
-                    "encoding": encoding,
-                    "family": family,
-                    "task": table.task,
-                    "n": int(case.X.shape[0]),
-                    "d": int(case.X.shape[1]),
-                    "k": 1 if case.predictions.ndim == 1 else int(case.predictions.shape[1]),
-                    "categorical": int(case.categorical.size),
-                    "missing_fraction": float(np.isnan(case.X).mean()),
-                    "n_background": int(case.background.size),
-                    "n_explained": int(case.explained.size),
-                    "truth": case.truth_method,
-                    "truth_seconds": case.truth_seconds,
+                    **case.describe(),
                     "ours": ours(case),
                     "boosted_baseline": boosted_baseline(case),
                     "kernelshap_4d": kernel_shap(case, use_cache),

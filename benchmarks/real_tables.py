@@ -361,6 +361,24 @@ class Case:
     def name(self) -> str:
         return f"{self.table}/{self.encoding}/{self.family}"
 
+    def describe(self) -> dict:
+        """What a benchmark's row records of the case: its shape, its data and its truth."""
+        return {
+            "table": self.table,
+            "encoding": self.encoding,
+            "family": self.family,
+            "task": self.task,
+            "n": int(self.X.shape[0]),
+            "d": int(self.X.shape[1]),
+            "k": 1 if self.predictions.ndim == 1 else int(self.predictions.shape[1]),
+            "categorical": int(self.categorical.size),
+            "missing_fraction": float(np.isnan(self.X).mean()),
+            "n_background": int(self.background.size),
+            "n_explained": int(self.explained.size),
+            "truth": self.truth_method,
+            "truth_seconds": self.truth_seconds,
+        }
+
 
 def encode(table: Table, encoding: str) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
     """(X, categorical indices, names) of the encoding, or None when it does not apply."""
