@@ -226,23 +226,27 @@ def tree_pair_gaps(
     """
     m, n_pairs, _ = masks.shape
     n_outputs = node_values.shape[1]
-    for i in prange(m):
-        for p in range(n_pairs):
-            source = background[picks[i, p]]
-            for k in range(n_outputs):
-                out[i, p, k] = 0.0
-            for side in range(2):
-                sign = 1.0 if side == 0 else -1.0
-                for t in range(roots.size):
-                    node = roots[t]
-                    while left[node] >= 0:
-                        column = feature[node]
-                        from_row = masks[i, p, player_of_column[column]] == (side == 0)
-                        value = rows[i, column] if from_row else source[column]
-                        if value != value:
-                            goes_left = missing_left[node]
-                        else:
-                            goes_left = value <= threshold[node]
-                        node = left[node] if goes_left else right[node]
-                    for k in range(n_outputs):
-                        out[i, p, k] += sign * node_values[node, k]
+    # Over pairs, not explained rows: one row's pairs then spread over the cores (a single row
+    # with more rows to score than the explainer's serial limit ran on one core, the others
+    # waiting). Each pair's sum is its own, in a fixed order: the same answer on any cores.
+    for q in prange(m * n_pairs):
+        i = q // n_pairs
+        p = q - i * n_pairs
+        source = background[picks[i, p]]
+        for k in range(n_outputs):
+            out[i, p, k] = 0.0
+        for side in range(2):
+            sign = 1.0 if side == 0 else -1.0
+            for t in range(roots.size):
+                node = roots[t]
+                while left[node] >= 0:
+                    column = feature[node]
+                    from_row = masks[i, p, player_of_column[column]] == (side == 0)
+                    value = rows[i, column] if from_row else source[column]
+                    if value != value:
+                        goes_left = missing_left[node]
+                    else:
+                        goes_left = value <= threshold[node]
+                    node = left[node] if goes_left else right[node]
+                for k in range(n_outputs):
+                    out[i, p, k] += sign * node_values[node, k]
