@@ -155,15 +155,21 @@ def budgets_of(d: int) -> list[int]:
 # --- the methods ------------------------------------------------------------------------------
 
 
-def _fastest(call, repeats: int = TIMING_REPEATS):
-    """``call()``'s result and its fastest time over ``repeats`` runs (the same answer each time:
-    deterministic), so that a burst of other work on the shared cores does not decide a time."""
+def _fastest(call, answer, repeats: int = TIMING_REPEATS):
+    """``call()``'s result and its fastest time over ``repeats`` runs, so that a burst of other
+    work on the shared cores does not decide a time; ``answer(result)``, an array, must be the
+    same every run (the estimator is deterministic)."""
     times = []
+    first = None
     for _ in range(repeats):
         start = time.perf_counter()
         result = call()
         times.append(time.perf_counter() - start)
-    return result, min(times)
+        if first is None:
+            first = result
+        elif not np.array_equal(answer(result), answer(first), equal_nan=True):
+            raise AssertionError("the same call gave another answer: not deterministic")
+    return first, min(times)
 
 
 def ours(explainer, predict, query, predictions, truth, truth_se=None) -> dict:
@@ -173,7 +179,9 @@ def ours(explainer, predict, query, predictions, truth, truth_se=None) -> dict:
     d = query.shape[1]
     m = query.shape[0]
     explainer.explain(query[:1], predictions[:1])  # warm-up: the timings below are warm
-    explanation, seconds = _fastest(lambda: explainer.explain(query, predictions))
+    explanation, seconds = _fastest(
+        lambda: explainer.explain(query, predictions), lambda found: found.values
+    )
     explain_seconds = seconds / m
     results = {
         "0": {
@@ -191,13 +199,15 @@ def ours(explainer, predict, query, predictions, truth, truth_se=None) -> dict:
             results[str(multiple)] = {"infeasible": f"budget {budget} < {lowest}"}
             continue
         proposal, propose_seconds = _fastest(
-            lambda budget=budget: explainer.propose(query, budget, predictions, random_state=SEED)
+            lambda budget=budget: explainer.propose(query, budget, predictions, random_state=SEED),
+            lambda found: found.rows,
         )
         start = time.perf_counter()
         outputs = predict(proposal.rows)
         model_seconds = time.perf_counter() - start
         refined, refine_seconds = _fastest(
-            lambda proposal=proposal, outputs=outputs: explainer.refine(proposal, outputs)
+            lambda proposal=proposal, outputs=outputs: explainer.refine(proposal, outputs),
+            lambda found: found.values,
         )
         seconds = (propose_seconds + refine_seconds) / m
         results[str(multiple)] = {

@@ -413,7 +413,8 @@ def cache_path(kind: str, key: list):
 
 
 def case_key(case: "Case") -> list:
-    """What decides a case's rows and model: the cache key of results computed on it."""
+    """What decides a case's rows: the cache key of results computed on it. The model's seed is
+    not in the case; whoever reads a cached result checks it against the model's outputs."""
     return [
         CASES_VERSION,
         case.table,
