@@ -27,6 +27,10 @@ README = ROOT / "README.md"
 NODE_CLIENT = ROOT / "clients" / "node"
 BIN = Path(sys.executable).parent
 DURATION = re.compile(r"\b\d[\d,]*(?:\.\d+)? ?(?:ms|s)\b")
+# Full-precision floats (grpcurl prints the JSON's doubles whole) are compared to 12 significant
+# digits: the same request gave 0.4332727065881969 on one machine and ...968 on another (another
+# CPU, another summation order in the vectorised kernels), which is no stale example.
+FULL_PRECISION = re.compile(r"-?\d+\.\d{13,}(?:[eE][-+]?\d+)?")
 
 
 @dataclass(frozen=True)
@@ -173,7 +177,9 @@ def replace_block(text: str, name: str, new_block: str, path: Path) -> str:
 
 
 def masked(text: str) -> str:
-    return DURATION.sub("<duration>", text)
+    """``text`` as the staleness check compares it: durations masked, long floats rounded."""
+    rounded = FULL_PRECISION.sub(lambda found: f"{float(found.group()):.12g}", text)
+    return DURATION.sub("<duration>", rounded)
 
 
 def _serve():
