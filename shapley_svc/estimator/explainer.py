@@ -1,5 +1,6 @@
 """``ZeroShotExplainer``: interventional SHAP values of a model from its outputs alone."""
 
+import copy
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +13,15 @@ from threadpoolctl import threadpool_limits
 from shapley_svc.errors import CancelledError, InvalidArgumentError, NotFittedError
 from shapley_svc.estimator._memory import held_bytes
 from shapley_svc.estimator.artifact import DEFAULT_ARTIFACT, Artifact, load_artifact
+from shapley_svc.estimator.calibration import (
+    DEFAULT_ROWS_PER_BACKGROUND,
+    Calibration,
+    CalibrationProposal,
+    calibrated_output,
+    draw_calibration,
+    outputs_fingerprint,
+)
+from shapley_svc.estimator.calibration import minimum_budget as minimum_calibration_budget
 from shapley_svc.estimator.combiner import (
     combine,
     member_weights,
@@ -30,6 +40,7 @@ from shapley_svc.estimator.refinement import (
     refined_values,
 )
 from shapley_svc.estimator.result import (
+    CalibrationDiagnostics,
     Diagnostics,
     Explanation,
     OutputDiagnostics,
@@ -169,8 +180,11 @@ class ZeroShotExplainer:
         fidelity and each applicable member's out-of-fold R^2 and weight.
     artifact_ : the loaded meta-learned artifact.
     context_ : the fitted ``FittedContext`` (standardiser, per-output zoo, players).
-    weights_, uncertainty_terms_ : per output, the combiner's member weights (S,) and its
-        (spread scale, variance floor).
+    weights_, uncertainty_terms_ : per output, the combiner's member weights (S,), summing to
+        one, and its (spread scale, variance floor).
+    scales_ : per output, what the weighted mix is multiplied by: 1, or calibration's scale.
+    calibration_ : None, or the ``Calibration`` that refitted ``weights_`` and ``scales_``
+        (see ``calibrate``).
     """
 
     def __init__(
@@ -304,11 +318,26 @@ class ZeroShotExplainer:
         self.n_outputs_ = outputs.shape[1]
         self.context_ = context
         self.weights_ = weights
+        self.scales_ = [1.0] * outputs.shape[1]
+        self.calibration_ = None
         self.uncertainty_terms_ = [
             uncertainty_terms(output, params, n_players) for output in features
         ]
-        self.diagnostics_ = Diagnostics(
-            artifact.version,
+        self.diagnostics_ = self._diagnostics(weights)
+        return self
+
+    def _diagnostics(
+        self,
+        weights: list[np.ndarray],
+        calibration: list[CalibrationDiagnostics] | None = None,
+        calibration_rows: int = 0,
+    ) -> Diagnostics:
+        """The diagnostics of this fit with ``weights`` per output (and calibration's)."""
+        params = self.artifact_.parameters
+        features = [output.features for output in self.context_.outputs]
+        calibration = calibration or [None] * len(features)
+        return Diagnostics(
+            self.artifact_.version,
             [
                 OutputDiagnostics(
                     predicted_fidelity(output, params, output_weights),
@@ -323,11 +352,14 @@ class ZeroShotExplainer:
                         )
                         if ok
                     ],
+                    output_calibration,
                 )
-                for output, output_weights in zip(features, weights, strict=True)
+                for output, output_weights, output_calibration in zip(
+                    features, weights, calibration, strict=True
+                )
             ],
+            calibration_rows,
         )
-        return self
 
     def save(self, path: str | Path) -> Path:
         """Write the fitted state into the directory ``path``: ``arrays.npz`` and a JSON
@@ -549,11 +581,7 @@ class ZeroShotExplainer:
                 f"({'with' if outputs is not None else 'without'} predictions_query); "
                 f"got {budget!r}",
             )
-        seed = self.random_state_ if random_state is None else random_state
-        if not isinstance(seed, int | np.integer) or not 0 <= seed < MAX_RANDOM_STATE:
-            raise InvalidArgumentError(
-                "random_state", f"must be an int in [0, 2**32); got {random_state!r}"
-            )
+        seed = self._seed(random_state)
         return draw_proposal(
             rows,
             outputs,
@@ -561,8 +589,17 @@ class ZeroShotExplainer:
             self._player_of_column(),
             len(self.attribution_names_),
             int(budget),
-            int(seed),
+            seed,
         )
+
+    def _seed(self, random_state: int | None) -> int:
+        """The seed of a proposal: ``random_state``, checked, or the fit's."""
+        seed = self.random_state_ if random_state is None else random_state
+        if not isinstance(seed, int | np.integer) or not 0 <= seed < MAX_RANDOM_STATE:
+            raise InvalidArgumentError(
+                "random_state", f"must be an int in [0, 2**32); got {random_state!r}"
+            )
+        return int(seed)
 
     def refine(self, proposal: Proposal, outputs) -> Explanation:
         """Refined SHAP values from your model's outputs on ``proposal.rows``.
@@ -635,6 +672,120 @@ class ZeroShotExplainer:
             model_rows=block,
         )
 
+    def propose_calibration(
+        self, budget: int | None = None, *, random_state: int | None = None
+    ) -> CalibrationProposal:
+        """The rows your model should score, once, to calibrate this context (see
+        ``calibrate``).
+
+        Parameters
+        ----------
+        budget : the most rows your model scores in all (default: 10 per background row, 1,000
+            for the default 100). Every background row gets ``budget // (2 * n_background)``
+            paired coalitions; at least one pair per background row and 16 pairs in all.
+        random_state : seeds the coalitions (default: the fit's).
+
+        Returns
+        -------
+        CalibrationProposal
+            ``proposal.rows`` to score with the model, in order; pass the outputs to
+            ``calibrate``. The same arguments give the same proposal.
+        """
+        if not hasattr(self, "context_"):
+            raise NotFittedError()
+        n_background = self.background_rows_.shape[0]
+        if budget is None:
+            budget = max(
+                DEFAULT_ROWS_PER_BACKGROUND * n_background,
+                minimum_calibration_budget(n_background),
+            )
+        lowest = minimum_calibration_budget(n_background)
+        if not isinstance(budget, int | np.integer) or isinstance(budget, bool) or budget < lowest:
+            raise InvalidArgumentError(
+                "budget",
+                f"must be an int of at least {lowest} rows (one pair per background row, "
+                f"{n_background} background rows, 16 pairs in all); got {budget!r}",
+            )
+        if len(self.attribution_names_) < 2:
+            raise InvalidArgumentError(
+                "budget",
+                "a context with a single attribution has nothing to calibrate: its value is "
+                "prediction - base value, exactly, when explain is given the prediction",
+            )
+        seed = self._seed(random_state)
+        return draw_calibration(
+            self.background_rows_,
+            self._player_of_column(),
+            len(self.attribution_names_),
+            int(budget),
+            seed,
+        )
+
+    def calibrate(self, proposal: CalibrationProposal, outputs) -> "ZeroShotExplainer":
+        """A calibrated copy of this explainer: each output's member weights refitted to your
+        model's outputs on ``proposal.rows`` (see ``shapley_svc.estimator.calibration``).
+
+        The copy explains and refines like this one, from the calibrated weights, with no
+        further model rows; this explainer is left as it was. ``diagnostics_`` of the copy
+        report the new weights, each output's scale and how well the pair gaps were followed
+        before and after.
+
+        Parameters
+        ----------
+        proposal : from ``propose_calibration`` on this explainer.
+        outputs : (len(proposal.rows),) or (len(proposal.rows), K): the model's outputs on the
+            proposed rows, on the scale of the context's predictions. Finite.
+        """
+        if not hasattr(self, "context_"):
+            raise NotFittedError()
+        if not isinstance(proposal, CalibrationProposal):
+            raise InvalidArgumentError(
+                "proposal",
+                "must be a CalibrationProposal from propose_calibration(); "
+                f"got {type(proposal).__name__}",
+            )
+        n_background = self.background_rows_.shape[0]
+        if (
+            proposal.masks.shape[0] != n_background
+            or proposal.masks.shape[2] != len(self.attribution_names_)
+            or proposal.rows.shape[1] != self.n_features_in_
+        ):
+            raise InvalidArgumentError("proposal", "was made by another explainer")
+        scored = _outputs("outputs", outputs, proposal.rows.shape[0], self.n_outputs_)
+        n_pairs = proposal.pairs_per_row
+        by_pair = scored.reshape(n_background, n_pairs, 2, self.n_outputs_)
+        model_gaps = by_pair[:, :, 0, :] - by_pair[:, :, 1, :]
+        design = self.encoder_.transform(self.background_rows_)
+        pairs = Pairs(
+            self.context_.standardiser.transform(design),
+            self.context_.design_players(design.shape[1]),
+            proposal.masks,
+            proposal.background,
+        )
+        member_gaps = self.context_.member_pair_gaps(design, pairs)
+        fitted = [
+            calibrated_output(member_gaps[k], model_gaps[:, :, k], self.weights_[k], scale)
+            for k, scale in enumerate(self.scales_)
+        ]
+        calibrated = copy.copy(self)
+        calibrated.weights_ = [output.shares for output in fitted]
+        calibrated.scales_ = [output.scale for output in fitted]
+        calibrated.calibration_ = Calibration(
+            int(proposal.budget),
+            int(proposal.random_state),
+            int(proposal.rows.shape[0]),
+            outputs_fingerprint(scored),
+        )
+        calibrated.diagnostics_ = self._diagnostics(
+            calibrated.weights_,
+            [
+                CalibrationDiagnostics(output.scale, output.gap_r2_before, output.gap_r2_after)
+                for output in fitted
+            ],
+            int(proposal.rows.shape[0]),
+        )
+        return calibrated
+
     def _refine_rows_per_slice(self, block: int) -> int:
         """Explained rows refined at once: per proposed row, a coalition's players and every
         member's gap per output, within half the working memory (and explain's slices)."""
@@ -670,7 +821,7 @@ class ZeroShotExplainer:
         member_gaps = self.context_.member_pair_gaps(design, pairs)
         for k, context in enumerate(self.context_.outputs):
             base_values[:, k] = context.base_value
-            weights = self.weights_[k]
+            weights = self.scales_[k] * self.weights_[k]
             proxy_values = np.einsum("s,smp->mp", weights, member_values[k])
             proxy_gaps = np.einsum("s,smp->mp", weights, member_gaps[k])
             model = pair_outputs[:, :, k].reshape(len(query), masks.shape[1], 2)
@@ -683,10 +834,17 @@ class ZeroShotExplainer:
                 total,
             )
             spread_scale, floor = self.uncertainty_terms_[k]
-            prior, prior_std = combine(member_values[k], weights, spread_scale, floor, total)
+            prior, prior_std = combine(
+                self._scaled(member_values[k], k), self.weights_[k], spread_scale, floor, total
+            )
             values[:, :, k], uncertainty[:, :, k] = merged_with_prior(
                 prior, prior_std, refined, refined_std, total
             )
+
+    def _scaled(self, member_values: np.ndarray, k: int) -> np.ndarray:
+        """Output ``k``'s (S, m, P) member values times its scale (the same array at scale 1)."""
+        scale = self.scales_[k]
+        return member_values if scale == 1.0 else scale * member_values
 
     def _explain_slice(self, rows, outputs, values, uncertainty, base_values) -> None:
         """Fill ``values``, ``uncertainty`` (m, P, K) and ``base_values`` (m, K) for ``rows``."""
@@ -695,6 +853,6 @@ class ZeroShotExplainer:
             spread_scale, floor = self.uncertainty_terms_[k]
             targets = None if outputs is None else outputs[:, k] - context.base_value
             values[:, :, k], uncertainty[:, :, k] = combine(
-                member_values[k], self.weights_[k], spread_scale, floor, targets
+                self._scaled(member_values[k], k), self.weights_[k], spread_scale, floor, targets
             )
             base_values[:, k] = context.base_value

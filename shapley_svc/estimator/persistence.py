@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from shapley_svc.errors import InvalidArgumentError
+from shapley_svc.estimator.calibration import Calibration
 from shapley_svc.estimator.context import (
     ContextFeatures,
     FittedContext,
@@ -33,7 +34,12 @@ from shapley_svc.estimator.context import (
 )
 from shapley_svc.estimator.encoding import ColumnCoding, TableEncoder
 from shapley_svc.estimator.groups import Players
-from shapley_svc.estimator.result import Diagnostics, OutputDiagnostics, SurrogateDiagnostics
+from shapley_svc.estimator.result import (
+    CalibrationDiagnostics,
+    Diagnostics,
+    OutputDiagnostics,
+    SurrogateDiagnostics,
+)
 from shapley_svc.estimator.surrogates import (
     ZOO,
     AdditiveBasis,
@@ -50,7 +56,13 @@ from shapley_svc.estimator.surrogates import (
 from shapley_svc.reference.trees import FlatEnsemble, LeafPaths, TreeBackground
 
 FORMAT = "shapley-svc/fitted-explainer"
-FORMAT_VERSION = 2
+# Version 3 adds calibration (``scales_``, ``calibration_``) and is written for calibrated
+# explainers alone: an uncalibrated one is still written as version 2, which every server since
+# that format reads, and an older server refuses a calibrated one instead of explaining it with
+# its weights but without its scales.
+FORMAT_VERSION = 3
+UNCALIBRATED_FORMAT_VERSION = 2
+READABLE_VERSIONS = (UNCALIBRATED_FORMAT_VERSION, FORMAT_VERSION)
 MANIFEST = "manifest.json"
 ARRAYS = "arrays.npz"
 
@@ -78,6 +90,7 @@ EXPLAINER_STATE = (
     "uncertainty_terms_",
     "diagnostics_",
 )
+CALIBRATION_STATE = ("scales_", "calibration_")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +129,8 @@ _CLASSES = {
         Diagnostics,
         OutputDiagnostics,
         SurrogateDiagnostics,
+        Calibration,
+        CalibrationDiagnostics,
         LinearCoefficients,
         AdditiveBasis,
         UniformCubicSplines,
@@ -236,14 +251,16 @@ def save_explainer(explainer, path: str | Path) -> Path:
     """Write ``explainer``'s fitted state into the directory ``path`` (created if needed):
     ``manifest.json`` and ``arrays.npz``. Returns the directory."""
     writer = _Writer()
-    state = {name: writer.value(getattr(explainer, name)) for name in EXPLAINER_STATE}
+    calibrated = explainer.calibration_ is not None
+    names = EXPLAINER_STATE + (CALIBRATION_STATE if calibrated else ())
+    state = {name: writer.value(getattr(explainer, name)) for name in names}
     buffer = io.BytesIO()
     np.savez(buffer, **writer.arrays)
     arrays = buffer.getvalue()
     artifact = explainer.artifact_
     manifest = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": FORMAT_VERSION if calibrated else UNCALIBRATED_FORMAT_VERSION,
         "artifact_version": artifact.version,
         "artifact_sha256": artifact.manifest["sha256"],
         "arrays": ARRAYS,
@@ -284,11 +301,11 @@ def load_state(path: str | Path, artifact) -> dict:
         _refuse(directory, f"is damaged: its manifest does not parse ({error})")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         _refuse(directory, f"is not a saved explainer (format {manifest.get('format')!r})")
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format_version") not in READABLE_VERSIONS:
         _refuse(
             directory,
             f"was saved in format version {manifest.get('format_version')!r}; this code reads "
-            f"{FORMAT_VERSION}: fit the context again",
+            f"{' and '.join(map(str, READABLE_VERSIONS))}: fit the context again",
         )
     if manifest.get("artifact_sha256") != artifact.manifest["sha256"]:
         _refuse(
@@ -301,6 +318,15 @@ def load_state(path: str | Path, artifact) -> dict:
     try:
         with np.load(io.BytesIO(arrays), allow_pickle=False) as stored:
             reader = _Reader({name: stored[name] for name in stored.files})
-            return {name: reader.value(value) for name, value in manifest["state"].items()}
+            state = {name: reader.value(value) for name, value in manifest["state"].items()}
     except (KeyError, TypeError, ValueError, zipfile.BadZipFile) as error:
         _refuse(directory, f"is damaged: its state does not read back ({error!r})")
+    expected = EXPLAINER_STATE + (
+        CALIBRATION_STATE if manifest["format_version"] == FORMAT_VERSION else ()
+    )
+    if sorted(state) != sorted(expected):
+        _refuse(directory, "is damaged: its state does not hold the fields of its format")
+    if manifest["format_version"] == UNCALIBRATED_FORMAT_VERSION:
+        state["scales_"] = [1.0] * len(state["weights_"])
+        state["calibration_"] = None
+    return state

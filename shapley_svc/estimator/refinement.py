@@ -111,6 +111,34 @@ def minimum_budget(predictions_given: bool) -> int:
     return 2 * MIN_PAIRS + (0 if predictions_given else 1)
 
 
+def draw_pairs(
+    query: np.ndarray,
+    background_rows: np.ndarray,
+    player_of_column: np.ndarray,
+    n_players: int,
+    n_pairs: int,
+    lead: int,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n_pairs`` paired coalitions per row of canonical ``query`` (m, d), each with a background
+    row, drawn from the row's own seed: the (m * (lead + 2 * n_pairs), d) rows to score, the
+    (m, n_pairs, P) masks and the (m, n_pairs) background picks (see ``Proposal``)."""
+    # A private writable copy: the kernels take mutable arrays, and a caller's view may be
+    # read-only (np.frombuffer over a message).
+    query = np.array(query, dtype=np.float64, order="C")
+    m = query.shape[0]
+    masks = np.zeros((m, n_pairs, n_players), dtype=np.bool_)
+    picks = np.zeros((m, n_pairs), dtype=np.int64)
+    if n_pairs:
+        size_cdf, _ = size_distribution(n_players)
+        sample_paired_coalitions(
+            row_seeds(query, seed), size_cdf, background_rows.shape[0], masks, picks
+        )
+    rows = np.empty((m * (lead + 2 * n_pairs), query.shape[1]))
+    fill_paired_rows(query, background_rows, player_of_column, masks, picks, lead, rows)
+    return rows, masks, picks
+
+
 def draw_proposal(
     query: np.ndarray,
     predictions: np.ndarray | None,
@@ -121,23 +149,13 @@ def draw_proposal(
     seed: int,
 ) -> Proposal:
     """The coalitions and rows for canonical ``query`` (m, d); the caller checked ``budget``."""
-    # A private writable copy: the kernels take mutable arrays, and a caller's view may be
-    # read-only (np.frombuffer over a message).
-    query = np.array(query, dtype=np.float64, order="C")
-    m = query.shape[0]
     lead = 0 if predictions is not None else 1
     n_pairs = pairs_within(budget, predictions is not None) if n_players > 1 else 0
-    masks = np.zeros((m, n_pairs, n_players), dtype=np.bool_)
-    picks = np.zeros((m, n_pairs), dtype=np.int64)
-    if n_pairs:
-        size_cdf, _ = size_distribution(n_players)
-        sample_paired_coalitions(
-            row_seeds(query, seed), size_cdf, background_rows.shape[0], masks, picks
-        )
-    rows_per_query = lead + 2 * n_pairs
-    rows = np.empty((m * rows_per_query, query.shape[1]))
-    fill_paired_rows(query, background_rows, player_of_column, masks, picks, lead, rows)
-    return Proposal(rows, rows_per_query, query, predictions, budget, seed, masks, picks)
+    rows, masks, picks = draw_pairs(
+        query, background_rows, player_of_column, n_players, n_pairs, lead, seed
+    )
+    query = np.array(query, dtype=np.float64, order="C")
+    return Proposal(rows, lead + 2 * n_pairs, query, predictions, budget, seed, masks, picks)
 
 
 def refined_values(

@@ -19,20 +19,35 @@ class SurrogateDiagnostics:
 
 
 @dataclass(frozen=True)
+class CalibrationDiagnostics:
+    """One output of a calibrated context: the scale of the weighted mix, and R^2 of the
+    proxy's pair gaps against the model's over the calibration pairs, with the gate's weights
+    (zero-shot) and with the calibrated ones (in-sample)."""
+
+    scale: float
+    gap_r2_zero_shot: float
+    gap_r2_calibrated: float
+
+
+@dataclass(frozen=True)
 class OutputDiagnostics:
-    """One output: the predicted fidelity (expected Pearson r against the true values) and the
-    members that applied, in zoo order."""
+    """One output: the predicted fidelity (expected Pearson r against the true values), the
+    members that applied, in zoo order, and how calibration changed them (None when not
+    calibrated)."""
 
     predicted_fidelity: float
     surrogates: list[SurrogateDiagnostics]
+    calibration: CalibrationDiagnostics | None = None
 
 
 @dataclass(frozen=True)
 class Diagnostics:
-    """The fit's diagnostics: the artifact that weighed the members, and one entry per output."""
+    """The fit's diagnostics: the artifact that weighed the members, one entry per output, and
+    the model rows the caller scored to calibrate the context (0 when not calibrated)."""
 
     artifact_version: str
     outputs: list[OutputDiagnostics]
+    calibration_rows: int = 0
 
 
 @dataclass(frozen=True)

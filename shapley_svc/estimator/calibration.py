@@ -1,0 +1,140 @@
+"""Calibration: the member weights of a context refitted, once, on a few of the caller's rows.
+
+The gate weighs the zoo from context statistics learned on a prior; what decides a member's
+worth is how the model behaves on rows that mix one row's features with another's, which the
+context's outputs do not show. Calibration asks the caller to score such rows once per context:
+paired coalitions (S and its complement, one background row) drawn for each background row, as
+refinement draws them for an explained row. Shapley values depend only on the game's odd part,
+and a pair's gap f(first row) - f(second row) is exactly that part's value at S, so the weights
+are the non-negative least-squares fit of the members' pair gaps to the model's:
+
+    w = argmin_{w >= 0} sum over pairs (sum_s w_s gap_s - gap_f)^2,
+
+kept as shares (w / sum w) and a scale (sum w): the proxy is scale * sum_s share_s member_s, its
+values exactly the same mix of the members' exact values. The weights are the context's, not a
+row's: every explained row, in any batch, gets the same proxy, and refinement then starts from
+it. On the refinement benchmark's 50 real-table cases (10 tables x 5 families, 50 background
+rows) 5 pairs per background row (500 model rows, once) lifted zero-shot r from 0.926 to 0.939,
+and refined r at 4d from 0.942 to 0.951; 2 pairs gave 0.937, 20 pairs 0.940. Shares normalised
+to sum to one (no scale) gave 0.936.
+"""
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import nnls
+
+from shapley_svc.estimator.refinement import draw_pairs
+
+# 10 rows (5 pairs) per background row: see the module docstring.
+DEFAULT_ROWS_PER_BACKGROUND = 10
+# Fewer pairs than this leave the fit of up to 8 weights to noise.
+MIN_PAIRS = 16
+
+
+@dataclass(frozen=True)
+class CalibrationProposal:
+    """The rows the caller's model scores to calibrate a context.
+
+    Rebuilt bit for bit from (the fitted explainer, ``budget``, ``random_state``).
+
+    Attributes
+    ----------
+    rows : (n_background * 2 * pairs_per_row, d) float64 rows to score, in blocks of
+        ``2 * pairs_per_row`` per background row: each pair's row, then its complement.
+    budget : the most rows the caller allowed in all.
+    random_state : the seed the coalitions were drawn with.
+    masks : (n_background, pairs_per_row, P) bool, each pair's coalition.
+    background : (n_background, pairs_per_row) int64, each pair's other background row.
+    """
+
+    rows: np.ndarray
+    budget: int
+    random_state: int
+    masks: np.ndarray
+    background: np.ndarray
+
+    @property
+    def pairs_per_row(self) -> int:
+        return self.masks.shape[1]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How a context was calibrated: the proposal's arguments, the model rows scored, and a
+    fingerprint of the model's outputs on them (sha256 of their float64 bytes)."""
+
+    budget: int
+    random_state: int
+    model_rows: int
+    outputs_sha256: str
+
+
+@dataclass(frozen=True)
+class CalibratedOutput:
+    """One output's calibrated weights and how well the proxy's pair gaps follow the model's
+    before and after (R^2 over the calibration pairs; after is in-sample, at most len(ZOO)
+    weights fitted to at least ``MIN_PAIRS`` pairs)."""
+
+    shares: np.ndarray
+    scale: float
+    gap_r2_before: float
+    gap_r2_after: float
+
+
+def minimum_budget(n_background: int) -> int:
+    """The fewest calibration rows: one pair per background row, and ``MIN_PAIRS`` in all."""
+    pairs_per_row = max(1, -(-MIN_PAIRS // n_background))
+    return 2 * pairs_per_row * n_background
+
+
+def draw_calibration(
+    background_rows: np.ndarray,
+    player_of_column: np.ndarray,
+    n_players: int,
+    budget: int,
+    seed: int,
+) -> CalibrationProposal:
+    """Pairs for every background row within ``budget`` rows; the caller checked ``budget``
+    against ``minimum_budget`` and ``n_players`` >= 2."""
+    pairs_per_row = budget // (2 * background_rows.shape[0])
+    rows, masks, picks = draw_pairs(
+        background_rows, background_rows, player_of_column, n_players, pairs_per_row, 0, seed
+    )
+    return CalibrationProposal(rows, budget, seed, masks, picks)
+
+
+def outputs_fingerprint(outputs: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(outputs, dtype="<f8").tobytes()).hexdigest()
+
+
+def _r2(fitted: np.ndarray, target: np.ndarray) -> float:
+    total = float(np.sum((target - target.mean()) ** 2))
+    if total <= 0.0:
+        return 1.0 if np.allclose(fitted, target) else 0.0
+    return 1.0 - float(np.sum((target - fitted) ** 2)) / total
+
+
+def calibrated_output(
+    member_gaps: np.ndarray, model_gaps: np.ndarray, weights: np.ndarray, scale: float
+) -> CalibratedOutput:
+    """Refit one output's member weights.
+
+    Parameters
+    ----------
+    member_gaps : (S, m, n_pairs) each member's pair gaps (zeros for absent members).
+    model_gaps : (m, n_pairs) the model's.
+    weights, scale : the output's current shares (S,) and scale, for ``gap_r2_before``.
+    """
+    design = member_gaps.reshape(member_gaps.shape[0], -1).T
+    target = model_gaps.ravel()
+    before = _r2(design @ (scale * weights), target)
+    fitted, _ = nnls(design, target)
+    total = float(fitted.sum())
+    if total <= 0.0:
+        # No non-negative mix follows the model's gaps better than none: the proxy is zero and
+        # each row's prediction is spread by the variance floor alone.
+        none = _r2(np.zeros_like(target), target)
+        return CalibratedOutput(np.asarray(weights, dtype=np.float64), 0.0, before, none)
+    return CalibratedOutput(fitted / total, total, before, _r2(design @ fitted, target))

@@ -1,0 +1,225 @@
+"""Calibration: member weights refitted once per context to the caller's model on paired rows;
+a calibrated copy that explains and refines from them, and saves and loads bit for bit."""
+
+import json
+
+import numpy as np
+import pytest
+
+from shapley_svc.errors import InvalidArgumentError
+from shapley_svc.estimator import ZeroShotExplainer
+from shapley_svc.estimator.calibration import calibrated_output
+from shapley_svc.estimator.surrogates import ZOO
+from shapley_svc.reference import exact_shapley
+
+COEF = np.array([1.0, -2.0, 0.5, 0.0, 3.0])
+
+
+def _linear(X):
+    return X @ COEF
+
+
+def _interacting(X):
+    return np.sin(2 * X[:, 0]) * X[:, 1] + np.abs(X[:, 2]) - 0.5 * X[:, 3] * X[:, 4]
+
+
+@pytest.fixture(scope="module")
+def rows():
+    rng = np.random.default_rng(11)
+    return rng.normal(size=(500, 5)), rng.normal(size=(8, 5))
+
+
+@pytest.fixture(scope="module")
+def interacting(rows):
+    X, _ = rows
+    return ZeroShotExplainer(random_state=2).fit(X, _interacting(X), background=np.arange(40))
+
+
+def test_the_proposal_pairs_each_background_row_within_the_budget(interacting):
+    proposal = interacting.propose_calibration(400)
+    background = interacting.background_rows_
+    assert proposal.pairs_per_row == 5
+    assert proposal.rows.shape == (40 * 10, 5)
+    blocks = proposal.rows.reshape(40, 5, 2, 5)
+    for i in range(40):
+        for p in range(5):
+            inside = proposal.masks[i, p]
+            other = background[proposal.background[i, p]]
+            first, second = blocks[i, p]
+            np.testing.assert_array_equal(first, np.where(inside, background[i], other))
+            np.testing.assert_array_equal(second, np.where(inside, other, background[i]))
+
+
+def test_the_same_arguments_give_the_same_proposal_and_another_seed_another(interacting):
+    a = interacting.propose_calibration(200, random_state=5)
+    b = interacting.propose_calibration(200, random_state=5)
+    c = interacting.propose_calibration(200, random_state=6)
+    np.testing.assert_array_equal(a.rows, b.rows)
+    assert not np.array_equal(a.rows, c.rows)
+    # The default budget is 10 rows per background row.
+    assert interacting.propose_calibration().rows.shape[0] == 400
+
+
+def test_calibration_recovers_a_model_that_the_context_outputs_did_not_show(rows):
+    """The context's outputs are a linear model; the caller's model is three times it (shifted
+    to the same mean over the background rows). The calibrated weights scale the exact linear
+    member by 3, so zero-shot values become exact for the caller's model, and refinement has no
+    residual left."""
+    X, query = rows
+    explainer = ZeroShotExplainer(random_state=0).fit(X, _linear(X))
+    base = _linear(explainer.background_rows_).mean()
+
+    def model(Z):
+        return 3 * _linear(Z) - 2 * base
+
+    proposal = explainer.propose_calibration()
+    calibrated = explainer.calibrate(proposal, model(proposal.rows))
+    truth = exact_shapley(model, query, explainer.background_rows_).values
+    assert calibrated.scales_[0] == pytest.approx(3.0, rel=1e-6)
+    np.testing.assert_allclose(calibrated.explain(query).values, truth, atol=1e-6)
+    refine = calibrated.propose(query, 8, model(query))
+    refined = calibrated.refine(refine, model(refine.rows))
+    np.testing.assert_allclose(refined.values, truth, atol=1e-6)
+    # The copy is calibrated; the explainer it came from is as it was.
+    assert explainer.scales_ == [1.0] and explainer.calibration_ is None
+    np.testing.assert_allclose(explainer.explain(query).values, truth / 3, atol=1e-6)
+
+
+def test_calibration_follows_the_pair_gaps_at_least_as_well_and_stays_efficient(interacting, rows):
+    _, query = rows
+    proposal = interacting.propose_calibration(400)
+    calibrated = interacting.calibrate(proposal, _interacting(proposal.rows))
+    output = calibrated.diagnostics_.outputs[0]
+    assert calibrated.diagnostics_.calibration_rows == 400
+    assert output.calibration.gap_r2_calibrated >= output.calibration.gap_r2_zero_shot
+    assert output.calibration.scale == pytest.approx(calibrated.scales_[0])
+    shares = calibrated.weights_[0]
+    assert np.all(shares >= 0) and shares.sum() == pytest.approx(1.0)
+    reported = {s.name: s.weight for s in output.surrogates}
+    available = calibrated.context_.outputs[0].features.available
+    for kind, share, ok in zip(ZOO, shares, available, strict=True):
+        if ok:
+            assert reported[kind.name] == pytest.approx(share)
+    explained = calibrated.explain(query, _interacting(query))
+    np.testing.assert_allclose(
+        explained.values.sum(axis=1), _interacting(query) - explained.base_values, atol=1e-9
+    )
+    assert interacting.diagnostics_.outputs[0].calibration is None
+
+
+def test_each_output_is_calibrated_on_its_own(rows):
+    X, query = rows
+    outputs = np.column_stack([_linear(X), _interacting(X)])
+    explainer = ZeroShotExplainer(random_state=0).fit(X, outputs)
+
+    def model(Z):
+        return np.column_stack([2 * _linear(Z), _interacting(Z)])
+
+    proposal = explainer.propose_calibration()
+    calibrated = explainer.calibrate(proposal, model(proposal.rows))
+    assert calibrated.scales_[0] == pytest.approx(2.0, rel=1e-6)
+    truth = exact_shapley(lambda Z: model(Z)[:, 0], query, explainer.background_rows_).values
+    np.testing.assert_allclose(calibrated.explain(query).values[:, :, 0], truth, atol=1e-6)
+
+
+def test_groups_are_calibrated_as_players(rows):
+    X, query = rows
+    groups = {"a": [0, 1], "b": [2], "c": [3, 4]}
+    explainer = ZeroShotExplainer(random_state=0).fit(X, _interacting(X), groups=groups)
+    proposal = explainer.propose_calibration(300)
+    assert proposal.masks.shape[2] == 3
+    calibrated = explainer.calibrate(proposal, _interacting(proposal.rows))
+    explained = calibrated.explain(query, _interacting(query))
+    assert explained.values.shape == (8, 3)
+    np.testing.assert_allclose(
+        explained.values.sum(axis=1), _interacting(query) - explained.base_values, atol=1e-9
+    )
+
+
+def test_a_calibrated_explainer_saves_and_loads_bit_for_bit(interacting, rows, tmp_path):
+    _, query = rows
+    proposal = interacting.propose_calibration(400)
+    calibrated = interacting.calibrate(proposal, _interacting(proposal.rows))
+    calibrated.save(tmp_path / "calibrated")
+    interacting.save(tmp_path / "plain")
+    loaded = ZeroShotExplainer.load(tmp_path / "calibrated")
+    np.testing.assert_array_equal(loaded.explain(query).values, calibrated.explain(query).values)
+    assert loaded.calibration_ == calibrated.calibration_
+    assert loaded.diagnostics_ == calibrated.diagnostics_
+    # Uncalibrated contexts keep the format older servers read; calibrated ones are refused
+    # by them instead of explained without their scales.
+    manifest = json.loads((tmp_path / "plain" / "manifest.json").read_text())
+    assert manifest["format_version"] == 2
+    assert (
+        json.loads((tmp_path / "calibrated" / "manifest.json").read_text())["format_version"] == 3
+    )
+    plain = ZeroShotExplainer.load(tmp_path / "plain")
+    assert plain.scales_ == [1.0] and plain.calibration_ is None
+
+
+def test_a_manifest_whose_fields_do_not_match_its_format_is_refused(interacting, tmp_path):
+    interacting.save(tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest["format_version"] = 3  # claims calibration it does not hold
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(InvalidArgumentError, match="does not hold the fields"):
+        ZeroShotExplainer.load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("budget", "match"),
+    [(79, "at least 80 rows"), (True, "at least 80 rows"), (100.0, "at least 80 rows")],
+)
+def test_a_budget_below_one_pair_per_background_row_is_refused(interacting, budget, match):
+    with pytest.raises(InvalidArgumentError, match=match) as caught:
+        interacting.propose_calibration(budget)
+    assert caught.value.argument == "budget"
+
+
+def test_few_background_rows_need_16_pairs_in_all(rows):
+    X, _ = rows
+    explainer = ZeroShotExplainer(random_state=0).fit(X, _interacting(X), background=[0, 1, 2])
+    with pytest.raises(InvalidArgumentError, match="at least 36 rows"):
+        explainer.propose_calibration(35)
+    assert explainer.propose_calibration(36).pairs_per_row == 6
+
+
+def test_outputs_of_the_wrong_shape_or_not_finite_are_refused(interacting):
+    proposal = interacting.propose_calibration(80)
+    outputs = _interacting(proposal.rows)
+    with pytest.raises(InvalidArgumentError) as caught:
+        interacting.calibrate(proposal, outputs[:-1])
+    assert caught.value.argument == "outputs"
+    outputs[3] = np.nan
+    with pytest.raises(InvalidArgumentError) as caught:
+        interacting.calibrate(proposal, outputs)
+    assert caught.value.argument == "outputs"
+
+
+def test_a_proposal_from_elsewhere_is_refused(interacting, rows):
+    X, _ = rows
+    other = ZeroShotExplainer(random_state=0).fit(X, _interacting(X), background=np.arange(30))
+    proposal = other.propose_calibration(60)
+    with pytest.raises(InvalidArgumentError, match="another explainer"):
+        interacting.calibrate(proposal, _interacting(proposal.rows))
+    refine = interacting.propose(X[:2], 8)
+    with pytest.raises(InvalidArgumentError, match="CalibrationProposal") as caught:
+        interacting.calibrate(refine, _interacting(refine.rows))
+    assert caught.value.argument == "proposal"
+
+
+def test_a_single_attribution_has_nothing_to_calibrate(rows):
+    X, _ = rows
+    explainer = ZeroShotExplainer(random_state=0).fit(X, _interacting(X), groups={"all": range(5)})
+    with pytest.raises(InvalidArgumentError, match="single attribution"):
+        explainer.propose_calibration()
+
+
+def test_gaps_no_mix_follows_keep_the_weights_and_a_zero_scale():
+    member_gaps = np.ones((3, 4, 5))
+    model_gaps = -np.ones((4, 5))
+    weights = np.array([0.5, 0.5, 0.0])
+    output = calibrated_output(member_gaps, model_gaps, weights, 1.0)
+    assert output.scale == 0.0
+    np.testing.assert_array_equal(output.shares, weights)
+    assert output.gap_r2_after >= output.gap_r2_before
