@@ -65,16 +65,28 @@ class SurrogateDiagnostics(_message.Message):
     weight: float
     def __init__(self, name: _Optional[str] = ..., oof_r2: _Optional[float] = ..., weight: _Optional[float] = ...) -> None: ...
 
+class CalibrationDiagnostics(_message.Message):
+    __slots__ = ("scale", "gap_r2_zero_shot", "gap_r2_calibrated")
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    GAP_R2_ZERO_SHOT_FIELD_NUMBER: _ClassVar[int]
+    GAP_R2_CALIBRATED_FIELD_NUMBER: _ClassVar[int]
+    scale: float
+    gap_r2_zero_shot: float
+    gap_r2_calibrated: float
+    def __init__(self, scale: _Optional[float] = ..., gap_r2_zero_shot: _Optional[float] = ..., gap_r2_calibrated: _Optional[float] = ...) -> None: ...
+
 class OutputDiagnostics(_message.Message):
-    __slots__ = ("predicted_fidelity", "surrogates")
+    __slots__ = ("predicted_fidelity", "surrogates", "calibration")
     PREDICTED_FIDELITY_FIELD_NUMBER: _ClassVar[int]
     SURROGATES_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_FIELD_NUMBER: _ClassVar[int]
     predicted_fidelity: float
     surrogates: _containers.RepeatedCompositeFieldContainer[SurrogateDiagnostics]
-    def __init__(self, predicted_fidelity: _Optional[float] = ..., surrogates: _Optional[_Iterable[_Union[SurrogateDiagnostics, _Mapping]]] = ...) -> None: ...
+    calibration: CalibrationDiagnostics
+    def __init__(self, predicted_fidelity: _Optional[float] = ..., surrogates: _Optional[_Iterable[_Union[SurrogateDiagnostics, _Mapping]]] = ..., calibration: _Optional[_Union[CalibrationDiagnostics, _Mapping]] = ...) -> None: ...
 
 class ContextInfo(_message.Message):
-    __slots__ = ("context_id", "n_rows", "n_features", "n_outputs", "single_output", "feature_names", "n_background", "outputs", "artifact_version", "memory_bytes", "fit_seconds", "groups", "attribution_names", "categorical_columns")
+    __slots__ = ("context_id", "n_rows", "n_features", "n_outputs", "single_output", "feature_names", "n_background", "outputs", "artifact_version", "memory_bytes", "fit_seconds", "groups", "attribution_names", "categorical_columns", "calibration_rows")
     CONTEXT_ID_FIELD_NUMBER: _ClassVar[int]
     N_ROWS_FIELD_NUMBER: _ClassVar[int]
     N_FEATURES_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +101,7 @@ class ContextInfo(_message.Message):
     GROUPS_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTION_NAMES_FIELD_NUMBER: _ClassVar[int]
     CATEGORICAL_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_ROWS_FIELD_NUMBER: _ClassVar[int]
     context_id: str
     n_rows: int
     n_features: int
@@ -103,7 +116,8 @@ class ContextInfo(_message.Message):
     groups: _containers.RepeatedCompositeFieldContainer[FeatureGroup]
     attribution_names: _containers.RepeatedScalarFieldContainer[str]
     categorical_columns: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, context_id: _Optional[str] = ..., n_rows: _Optional[int] = ..., n_features: _Optional[int] = ..., n_outputs: _Optional[int] = ..., single_output: _Optional[bool] = ..., feature_names: _Optional[_Iterable[str]] = ..., n_background: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[OutputDiagnostics, _Mapping]]] = ..., artifact_version: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., fit_seconds: _Optional[float] = ..., groups: _Optional[_Iterable[_Union[FeatureGroup, _Mapping]]] = ..., attribution_names: _Optional[_Iterable[str]] = ..., categorical_columns: _Optional[_Iterable[int]] = ...) -> None: ...
+    calibration_rows: int
+    def __init__(self, context_id: _Optional[str] = ..., n_rows: _Optional[int] = ..., n_features: _Optional[int] = ..., n_outputs: _Optional[int] = ..., single_output: _Optional[bool] = ..., feature_names: _Optional[_Iterable[str]] = ..., n_background: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[OutputDiagnostics, _Mapping]]] = ..., artifact_version: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., fit_seconds: _Optional[float] = ..., groups: _Optional[_Iterable[_Union[FeatureGroup, _Mapping]]] = ..., attribution_names: _Optional[_Iterable[str]] = ..., categorical_columns: _Optional[_Iterable[int]] = ..., calibration_rows: _Optional[int] = ...) -> None: ...
 
 class CreateContextRequest(_message.Message):
     __slots__ = ("context",)
@@ -202,6 +216,42 @@ class RefineRequest(_message.Message):
     output_dtype: DType
     output_values: bool
     def __init__(self, context_id: _Optional[str] = ..., rows: _Optional[_Union[Tensor, _Mapping]] = ..., predictions: _Optional[_Union[Tensor, _Mapping]] = ..., budget: _Optional[int] = ..., random_state: _Optional[int] = ..., outputs: _Optional[_Union[Tensor, _Mapping]] = ..., output_dtype: _Optional[_Union[DType, str]] = ..., output_values: _Optional[bool] = ...) -> None: ...
+
+class ProposeCalibrationRequest(_message.Message):
+    __slots__ = ("context_id", "budget", "random_state", "output_values")
+    CONTEXT_ID_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    RANDOM_STATE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_VALUES_FIELD_NUMBER: _ClassVar[int]
+    context_id: str
+    budget: int
+    random_state: int
+    output_values: bool
+    def __init__(self, context_id: _Optional[str] = ..., budget: _Optional[int] = ..., random_state: _Optional[int] = ..., output_values: _Optional[bool] = ...) -> None: ...
+
+class ProposeCalibrationResponse(_message.Message):
+    __slots__ = ("context_id", "rows", "budget", "artifact_version")
+    CONTEXT_ID_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    context_id: str
+    rows: Tensor
+    budget: int
+    artifact_version: str
+    def __init__(self, context_id: _Optional[str] = ..., rows: _Optional[_Union[Tensor, _Mapping]] = ..., budget: _Optional[int] = ..., artifact_version: _Optional[str] = ...) -> None: ...
+
+class CalibrateRequest(_message.Message):
+    __slots__ = ("context_id", "budget", "random_state", "outputs")
+    CONTEXT_ID_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    RANDOM_STATE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    context_id: str
+    budget: int
+    random_state: int
+    outputs: Tensor
+    def __init__(self, context_id: _Optional[str] = ..., budget: _Optional[int] = ..., random_state: _Optional[int] = ..., outputs: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class GetContextRequest(_message.Message):
     __slots__ = ("context_id",)

@@ -69,6 +69,16 @@ class ShapleyStub:
                 request_serializer=shapley_dot_v1_dot_shapley__pb2.RefineRequest.SerializeToString,
                 response_deserializer=shapley_dot_v1_dot_shapley__pb2.ExplainResponse.FromString,
                 _registered_method=True)
+        self.ProposeCalibration = channel.unary_unary(
+                '/shapley.v1.Shapley/ProposeCalibration',
+                request_serializer=shapley_dot_v1_dot_shapley__pb2.ProposeCalibrationRequest.SerializeToString,
+                response_deserializer=shapley_dot_v1_dot_shapley__pb2.ProposeCalibrationResponse.FromString,
+                _registered_method=True)
+        self.Calibrate = channel.unary_unary(
+                '/shapley.v1.Shapley/Calibrate',
+                request_serializer=shapley_dot_v1_dot_shapley__pb2.CalibrateRequest.SerializeToString,
+                response_deserializer=shapley_dot_v1_dot_shapley__pb2.CreateContextResponse.FromString,
+                _registered_method=True)
         self.GetContext = channel.unary_unary(
                 '/shapley.v1.Shapley/GetContext',
                 request_serializer=shapley_dot_v1_dot_shapley__pb2.GetContextRequest.SerializeToString,
@@ -146,6 +156,21 @@ class ShapleyServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ProposeCalibration(self, request, context):
+        """Calibration, step 1: rows for the caller's model to score once per context.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Calibrate(self, request, context):
+        """Calibration, step 2: the context calibrated on the model's outputs on those rows, held
+        under a new id (created is false when the server already held it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetContext(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -202,6 +227,16 @@ def add_ShapleyServicer_to_server(servicer, server):
                     servicer.Refine,
                     request_deserializer=shapley_dot_v1_dot_shapley__pb2.RefineRequest.FromString,
                     response_serializer=shapley_dot_v1_dot_shapley__pb2.ExplainResponse.SerializeToString,
+            ),
+            'ProposeCalibration': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProposeCalibration,
+                    request_deserializer=shapley_dot_v1_dot_shapley__pb2.ProposeCalibrationRequest.FromString,
+                    response_serializer=shapley_dot_v1_dot_shapley__pb2.ProposeCalibrationResponse.SerializeToString,
+            ),
+            'Calibrate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Calibrate,
+                    request_deserializer=shapley_dot_v1_dot_shapley__pb2.CalibrateRequest.FromString,
+                    response_serializer=shapley_dot_v1_dot_shapley__pb2.CreateContextResponse.SerializeToString,
             ),
             'GetContext': grpc.unary_unary_rpc_method_handler(
                     servicer.GetContext,
@@ -390,6 +425,60 @@ class Shapley:
             '/shapley.v1.Shapley/Refine',
             shapley_dot_v1_dot_shapley__pb2.RefineRequest.SerializeToString,
             shapley_dot_v1_dot_shapley__pb2.ExplainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProposeCalibration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shapley.v1.Shapley/ProposeCalibration',
+            shapley_dot_v1_dot_shapley__pb2.ProposeCalibrationRequest.SerializeToString,
+            shapley_dot_v1_dot_shapley__pb2.ProposeCalibrationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Calibrate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shapley.v1.Shapley/Calibrate',
+            shapley_dot_v1_dot_shapley__pb2.CalibrateRequest.SerializeToString,
+            shapley_dot_v1_dot_shapley__pb2.CreateContextResponse.FromString,
             options,
             channel_credentials,
             insecure,

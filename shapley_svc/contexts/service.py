@@ -22,7 +22,14 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from shapley_svc.contexts.spec import PATIENT, Caller, ContextLimits, ContextSpec, content_id
+from shapley_svc.contexts.spec import (
+    PATIENT,
+    Caller,
+    ContextLimits,
+    ContextSpec,
+    calibrated_id,
+    content_id,
+)
 from shapley_svc.contexts.store import ContextStore, StoredContext
 from shapley_svc.errors import (
     DeadlineExceededError,
@@ -31,6 +38,8 @@ from shapley_svc.errors import (
     NotFoundError,
 )
 from shapley_svc.estimator import ZeroShotExplainer, load_artifact
+from shapley_svc.estimator.calibration import CalibrationProposal, outputs_fingerprint
+from shapley_svc.estimator.calibration import default_budget as default_calibration_budget
 from shapley_svc.estimator.explainer import SERIAL_MAX_ROWS, Explanation
 from shapley_svc.estimator.refinement import Proposal, minimum_budget, pairs_within
 
@@ -69,6 +78,7 @@ class ContextService:
             self.context_dir.mkdir(parents=True, exist_ok=True)
         self.contexts_loaded = 0  # contexts read back from context_dir, not fitted
         self.contexts_fitted = 0
+        self.contexts_calibrated = 0
         self.artifact_path = artifact
         loaded = load_artifact(artifact) if artifact else load_artifact()
         self.artifact_version: str = loaded.version
@@ -284,6 +294,89 @@ class ContextService:
                 return _refine(*args, caller.should_stop)
             return self._on_compute_thread(_refine, caller, *args)
 
+    def _check_calibration_size(self, entry: StoredContext, budget: int | None) -> int:
+        """The calibration budget (``budget``, or the estimator's default), refused when its
+        proposal would not fit in one message."""
+        explainer = entry.explainer
+        if budget is None:
+            budget = default_calibration_budget(explainer.background_rows_.shape[0])
+        d = explainer.n_features_in_
+        if budget * d * 8 > self.limits.max_answer_bytes:
+            raise LimitExceededError(
+                "budget",
+                f"{budget} calibration rows of {d} float64s would take {budget * d * 8} bytes, "
+                f"over the {self.limits.max_answer_bytes}-byte message limit; the most is "
+                f"{self.limits.max_answer_bytes // (d * 8)}",
+            )
+        return budget
+
+    def propose_calibration(
+        self,
+        entry: StoredContext,
+        budget: int | None,
+        random_state: int | None = None,
+        *,
+        caller: Caller = PATIENT,
+    ) -> CalibrationProposal:
+        """The rows the caller's model scores, once, to calibrate a held context."""
+        with _naming_context(entry):
+            budget = self._check_calibration_size(entry, budget)
+            return self._on_compute_thread(
+                _propose_calibration, caller, entry.explainer, budget, random_state
+            )
+
+    def calibrate(
+        self,
+        entry: StoredContext,
+        budget: int | None,
+        random_state: int | None,
+        outputs: np.ndarray,
+        *,
+        caller: Caller = PATIENT,
+    ) -> tuple[StoredContext, bool]:
+        """The context ``entry`` calibrated on the model's ``outputs`` on the proposal the same
+        (budget, random_state) give, rebuilt here; held (and saved) under its own content
+        address, built once however many callers ask; and whether this call built it."""
+        with _naming_context(entry):
+            budget = self._check_calibration_size(entry, budget)
+            explainer = entry.explainer
+            # An out-of-range seed is the estimator's to refuse, when the context is built.
+            seed = explainer.random_state_ if random_state is None else int(random_state)
+            outputs = np.asarray(outputs, dtype=np.float64)
+            context_id = calibrated_id(entry.context_id, budget, seed, outputs_fingerprint(outputs))
+
+            def build() -> StoredContext:
+                if self._saved(context_id) is not None:
+                    loaded = self._on_compute_thread(self._load, caller, context_id)
+                    if loaded is not None:
+                        return loaded
+                return self._on_compute_thread(
+                    self._calibrate, caller, explainer, budget, seed, outputs, context_id
+                )
+
+            return self.store.get_or_build(context_id, build)
+
+    def _calibrate(
+        self,
+        explainer: ZeroShotExplainer,
+        budget: int,
+        seed: int,
+        outputs: np.ndarray,
+        context_id: str,
+        should_stop: Callable[[], bool],
+    ) -> StoredContext:
+        start = time.perf_counter()
+        proposal = explainer.propose_calibration(budget, random_state=seed)
+        calibrated = explainer.calibrate(proposal, outputs)
+        entry = StoredContext(
+            context_id, calibrated, time.perf_counter() - start, calibrated.memory_bytes()
+        )
+        entry.description = self._describe(entry)
+        if self.context_dir is not None:
+            calibrated.save(self.context_dir / context_id)
+        self.contexts_calibrated += 1
+        return entry
+
     def _fit(
         self, spec: ContextSpec, context_id: str, should_stop: Callable[[], bool]
     ) -> StoredContext:
@@ -354,6 +447,10 @@ def _propose(explainer, rows, predictions, budget, random_state, should_stop) ->
         None if predictions is None else np.asarray(predictions, dtype=np.float64),
         random_state=random_state,
     )
+
+
+def _propose_calibration(explainer, budget, random_state, should_stop) -> CalibrationProposal:
+    return explainer.propose_calibration(budget, random_state=random_state)
 
 
 def _refine(

@@ -89,3 +89,13 @@ def content_id(spec: ContextSpec, artifact_sha256: str) -> str:
         digest.update(b"categorical\0")
         digest.update(np.ascontiguousarray(spec.categorical_columns, "<i8").tobytes())
     return "ctx-" + digest.hexdigest()[:40]
+
+
+def calibrated_id(context_id: str, budget: int, random_state: int, outputs_sha256: str) -> str:
+    """The content address of ``context_id`` calibrated on the model's outputs (their sha256)
+    on the proposal (``budget``, ``random_state``): the same on any replica."""
+    digest = hashlib.sha256(b"shapley.v1/calibrated\0")
+    digest.update(context_id.encode() + b"\0")
+    digest.update(int(budget).to_bytes(8, "little") + int(random_state).to_bytes(8, "little"))
+    digest.update(outputs_sha256.encode())
+    return "ctx-" + digest.hexdigest()[:40]

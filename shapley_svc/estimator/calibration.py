@@ -89,6 +89,11 @@ def minimum_budget(n_background: int) -> int:
     return 2 * pairs_per_row * n_background
 
 
+def default_budget(n_background: int) -> int:
+    """``DEFAULT_ROWS_PER_BACKGROUND`` rows per background row, at least ``minimum_budget``."""
+    return max(DEFAULT_ROWS_PER_BACKGROUND * n_background, minimum_budget(n_background))
+
+
 def draw_calibration(
     background_rows: np.ndarray,
     player_of_column: np.ndarray,

@@ -14,13 +14,13 @@ from shapley_svc.errors import CancelledError, InvalidArgumentError, NotFittedEr
 from shapley_svc.estimator._memory import held_bytes
 from shapley_svc.estimator.artifact import DEFAULT_ARTIFACT, Artifact, load_artifact
 from shapley_svc.estimator.calibration import (
-    DEFAULT_ROWS_PER_BACKGROUND,
     Calibration,
     CalibrationProposal,
     calibrated_output,
     draw_calibration,
     outputs_fingerprint,
 )
+from shapley_svc.estimator.calibration import default_budget as default_calibration_budget
 from shapley_svc.estimator.calibration import minimum_budget as minimum_calibration_budget
 from shapley_svc.estimator.combiner import (
     combine,
@@ -695,10 +695,7 @@ class ZeroShotExplainer:
             raise NotFittedError()
         n_background = self.background_rows_.shape[0]
         if budget is None:
-            budget = max(
-                DEFAULT_ROWS_PER_BACKGROUND * n_background,
-                minimum_calibration_budget(n_background),
-            )
+            budget = default_calibration_budget(n_background)
         lowest = minimum_calibration_budget(n_background)
         if not isinstance(budget, int | np.integer) or isinstance(budget, bool) or budget < lowest:
             raise InvalidArgumentError(

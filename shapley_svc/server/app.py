@@ -271,6 +271,7 @@ def load_service(running: RunningServer) -> float:
         "context_evictions_total": service.contexts.store.evictions,
         "context_fits_total": service.contexts.contexts_fitted,
         "context_loads_total": service.contexts.contexts_loaded,
+        "context_calibrations_total": service.contexts.contexts_calibrated,
     }
     add_to_server(service, running.gate)
     running.service = service

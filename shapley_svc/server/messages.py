@@ -208,7 +208,43 @@ def refinement(request: pb.ProposeRequest | pb.RefineRequest, max_elements: int)
     return Refinement(request.context_id, rows, predictions, int(request.budget), seed)
 
 
-def outputs(request: pb.RefineRequest, max_elements: int) -> np.ndarray:
+@dataclass(frozen=True)
+class CalibrationAsked:
+    """What a ProposeCalibrationRequest or CalibrateRequest asks: ``budget`` None for the
+    default, ``random_state`` None for the context's seed."""
+
+    context_id: str
+    budget: int | None
+    random_state: int | None
+
+
+def calibration(
+    request: pb.ProposeCalibrationRequest | pb.CalibrateRequest,
+) -> CalibrationAsked:
+    """The fields a calibration proposal is made from; the estimator checks the budget's
+    least value and the seed's range."""
+    if not request.context_id:
+        raise InvalidArgumentError("context_id", "is required")
+    if request.budget < 0:
+        raise InvalidArgumentError(
+            "budget", f"must be 0 (the default) or a number of rows; got {request.budget}"
+        )
+    seed = request.random_state if request.HasField("random_state") else None
+    return CalibrationAsked(request.context_id, int(request.budget) or None, seed)
+
+
+def propose_calibration_response(
+    context_id: str, rows: np.ndarray, budget: int, as_values: bool, artifact_version: str
+) -> pb.ProposeCalibrationResponse:
+    return pb.ProposeCalibrationResponse(
+        context_id=context_id,
+        rows=AnswerFormat(DTYPE_FLOAT64, as_values).tensor(rows),
+        budget=budget,
+        artifact_version=artifact_version,
+    )
+
+
+def outputs(request: pb.RefineRequest | pb.CalibrateRequest, max_elements: int) -> np.ndarray:
     """The model's outputs on the proposed rows; their count and values are the estimator's to
     check."""
     _required(request, ("outputs",), "")
@@ -269,9 +305,17 @@ def context_info(entry: StoredContext) -> pb.ContextInfo:
                     pb.SurrogateDiagnostics(name=s.name, oof_r2=s.oof_r2, weight=s.weight)
                     for s in output.surrogates
                 ],
+                calibration=None
+                if output.calibration is None
+                else pb.CalibrationDiagnostics(
+                    scale=output.calibration.scale,
+                    gap_r2_zero_shot=output.calibration.gap_r2_zero_shot,
+                    gap_r2_calibrated=output.calibration.gap_r2_calibrated,
+                ),
             )
             for output in diagnostics.outputs
         ],
+        calibration_rows=diagnostics.calibration_rows,
         artifact_version=diagnostics.artifact_version,
         memory_bytes=entry.memory_bytes,
         fit_seconds=entry.fit_seconds,

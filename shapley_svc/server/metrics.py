@@ -22,6 +22,7 @@ STORE_METRICS = {
     ),
     "context_fits_total": ("counter", "Contexts fitted from their data."),
     "context_loads_total": ("counter", "Contexts loaded from --context-dir instead of fitted."),
+    "context_calibrations_total": ("counter", "Contexts calibrated on the caller's model rows."),
 }
 
 

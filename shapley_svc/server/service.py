@@ -212,6 +212,31 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
         return response
 
     @handled
+    def ProposeCalibration(self, request, context):
+        asked = messages.calibration(request)
+        entry = self.contexts.get(asked.context_id, self._caller(context))
+        proposal = self.contexts.propose_calibration(
+            entry, asked.budget, asked.random_state, caller=self._caller(context)
+        )
+        return messages.propose_calibration_response(
+            entry.context_id,
+            proposal.rows,
+            proposal.budget,
+            request.output_values,
+            self.contexts.artifact_version,
+        )
+
+    @handled
+    def Calibrate(self, request, context):
+        asked = messages.calibration(request)
+        outputs = messages.outputs(request, self._max_elements)
+        entry = self.contexts.get(asked.context_id, self._caller(context))
+        calibrated, created = self.contexts.calibrate(
+            entry, asked.budget, asked.random_state, outputs, caller=self._caller(context)
+        )
+        return pb.CreateContextResponse(context=calibrated.description, created=created)
+
+    @handled
     def GetContext(self, request, context):
         return self.contexts.get(request.context_id, self._caller(context)).description
 

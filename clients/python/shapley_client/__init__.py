@@ -1,6 +1,8 @@
 """Thin client of the shapley-svc gRPC service: numpy in, attributions out."""
 
 from shapley_client.client import (
+    CalibrationDiagnostics,
+    CalibrationProposal,
     Context,
     Explanation,
     FieldViolation,
@@ -14,6 +16,8 @@ from shapley_client.client import (
 )
 
 __all__ = [
+    "CalibrationDiagnostics",
+    "CalibrationProposal",
     "Context",
     "Explanation",
     "FieldViolation",

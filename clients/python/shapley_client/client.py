@@ -91,13 +91,23 @@ class SurrogateDiagnostics(_ReadableByKey):
 
 
 @dataclass(frozen=True)
+class CalibrationDiagnostics(_ReadableByKey):
+    """How calibration changed one output (proto ``CalibrationDiagnostics``)."""
+
+    scale: float  # what the weighted mix of the surrogates is multiplied by
+    gap_r2_zero_shot: float  # R^2 of the proxy's pair gaps against the model's, gate weights
+    gap_r2_calibrated: float  # the same with the calibrated weights (fitted to those rows)
+
+
+@dataclass(frozen=True)
 class OutputDiagnostics(_ReadableByKey):
     """Diagnostics of one model output (proto ``OutputDiagnostics``): the predicted fidelity
-    (expected Pearson r between the attributions and the true SHAP values) and the surrogates
-    that applied, in the server's order."""
+    (expected Pearson r between the attributions and the true SHAP values), the surrogates
+    that applied, in the server's order, and for a calibrated context what calibration did."""
 
     predicted_fidelity: float
     surrogates: list[SurrogateDiagnostics]
+    calibration: CalibrationDiagnostics | None = None
 
     def __getitem__(self, key: str):
         if key == "surrogates":  # the dict this replaced held them by name
@@ -110,6 +120,13 @@ def _diagnostics(info: pb.ContextInfo) -> list[OutputDiagnostics]:
         OutputDiagnostics(
             output.predicted_fidelity,
             [SurrogateDiagnostics(s.name, s.oof_r2, s.weight) for s in output.surrogates],
+            CalibrationDiagnostics(
+                output.calibration.scale,
+                output.calibration.gap_r2_zero_shot,
+                output.calibration.gap_r2_calibrated,
+            )
+            if output.HasField("calibration")
+            else None,
         )
         for output in info.outputs
     ]
@@ -125,12 +142,20 @@ class Context:
 
     ``categories`` maps each column coded from a DataFrame (by feature name) to its labels: code
     c stands for ``labels[c]``. Query DataFrames passed to ``explain`` are coded with them.
+    ``calibration``: for a context from :meth:`ShapleyClient.calibrate`, the request that
+    calibrated it (with the model's outputs), so that it too is recreated anywhere.
     """
 
     context_id: str
     info: pb.ContextInfo
     spec: pb.ContextSpec = field(repr=False)
     categories: dict[str, list] = field(default_factory=dict)
+    calibration: pb.CalibrateRequest | None = field(default=None, repr=False)
+
+    @property
+    def calibration_rows(self) -> int:
+        """Rows of your model scored to calibrate this context; 0 when not calibrated."""
+        return int(self.info.calibration_rows)
 
     @property
     def feature_names(self) -> list[str]:
@@ -255,6 +280,22 @@ class Proposal:
 
     rows: np.ndarray
     rows_per_query: int
+    context_id: str
+    artifact_version: str
+
+
+@dataclass(frozen=True)
+class CalibrationProposal:
+    """The rows the server proposes for your model to score, once, to calibrate a context
+    (:meth:`ShapleyClient.propose_calibration`).
+
+    rows : (rows, d) float64 (NaN where a background row has a missing value).
+    budget : the budget they were drawn for; send it back with the outputs.
+    context_id, artifact_version : what proposed them.
+    """
+
+    rows: np.ndarray
+    budget: int
     context_id: str
     artifact_version: str
 
@@ -604,7 +645,7 @@ class ShapleyClient:
         try:
             return method(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as error:
-            if error.code() != grpc.StatusCode.NOT_FOUND or not isinstance(context, Context):
+            if error.code() != grpc.StatusCode.NOT_FOUND or not _recreatable(context):
                 raise ShapleyError.from_rpc(error) from None
             self._recreate(context)
             request.context_id = context.context_id
@@ -787,8 +828,69 @@ class ShapleyClient:
             responses[0], rows, *(np.concatenate(p) for p in zip(*parts, strict=True))
         )
 
+    # --- calibration -------------------------------------------------------------------------
+
+    def propose_calibration(
+        self, context: Context | str, *, budget: int | None = None, random_state: int | None = None
+    ) -> CalibrationProposal:
+        """The rows your model should score, once, to calibrate ``context``
+        (:meth:`calibrate` does the whole round trip). The same arguments always give the same
+        rows."""
+        request = pb.ProposeCalibrationRequest(budget=0 if budget is None else _budget(budget))
+        if random_state is not None:
+            request.random_state = int(random_state)
+        response = self._call_with_context(context, self._stub.ProposeCalibration, request)
+        return CalibrationProposal(
+            _array(response.rows), response.budget, response.context_id, response.artifact_version
+        )
+
+    def calibrate(
+        self,
+        context: Context | str,
+        model,
+        *,
+        budget: int | None = None,
+        random_state: int | None = None,
+    ) -> Context:
+        """``context`` calibrated on your ``model``: a new context (the one given is left as
+        it was) whose surrogate weights are refitted, once, to the model's outputs on rows the
+        server proposes; explain, refine and stream against it as against any context.
+
+        ``model`` is called once on a (rows, d) float64 numpy array (as in :meth:`explain`)
+        and returns the outputs, (rows,) or (rows, K) like the context's predictions.
+        ``budget`` is the most rows it scores in all (default: 10 per background row, 1,000
+        for the default background). A :class:`Context` the server no longer holds is
+        recreated; so is the calibrated one, from the outputs it keeps, without calling
+        ``model`` again (when ``context`` is an id alone, neither can be).
+        """
+        if not callable(model):
+            raise TypeError(f"model must be callable; got {type(model).__name__}")
+        proposal = self.propose_calibration(context, budget=budget, random_state=random_state)
+        outputs = np.asarray(model(np.array(proposal.rows)))
+        request = pb.CalibrateRequest(budget=proposal.budget, outputs=_tensor(outputs, "outputs"))
+        if random_state is not None:
+            request.random_state = int(random_state)
+        response = self._call_with_context(context, self._stub.Calibrate, request)
+        calibrated_request = pb.CalibrateRequest()
+        calibrated_request.CopyFrom(request)
+        base = context if isinstance(context, Context) else None
+        return Context(
+            response.context.context_id,
+            response.context,
+            pb.ContextSpec() if base is None else base.spec,
+            {} if base is None else dict(base.categories),
+            None if base is None else calibrated_request,
+        )
+
     def _recreate(self, context: Context) -> None:
         fresh = self._create(context.spec)
+        if context.calibration is not None:
+            request = pb.CalibrateRequest()
+            request.CopyFrom(context.calibration)
+            request.context_id = fresh.context_id
+            response = self._call(self._stub.Calibrate, request)
+            context.context_id, context.info = response.context.context_id, response.context
+            return
         context.context_id, context.info = fresh.context_id, fresh.info
 
 
@@ -844,6 +946,12 @@ def _explanation(
         display_data,
         first.model_rows,
     )
+
+
+def _recreatable(context: Context | str) -> bool:
+    """Whether the client holds the data to create ``context`` again (not an id alone, nor a
+    context calibrated from an id alone)."""
+    return isinstance(context, Context) and context.spec.HasField("rows")
 
 
 def _context_id(context: Context | str) -> str:

@@ -1,0 +1,196 @@
+"""ProposeCalibration and Calibrate over gRPC, and the Python client's ``calibrate``: the same
+rows and calibrated answers as the estimator in process, a content-addressed calibrated context
+that every replica agrees on, and every bad field named."""
+
+import grpc
+import numpy as np
+import pytest
+from shapley_client import ShapleyError
+
+from shapley_svc._proto import shapley_pb2 as pb
+from shapley_svc._proto import shapley_pb2_grpc
+from shapley_svc.estimator import ZeroShotExplainer
+from tests.server.conftest import make_task, refusal
+from tests.server.test_refinement import _array, _tensor, model
+
+
+@pytest.fixture(scope="module")
+def task(client):
+    X, p = make_task(seed=31)
+    context = client.create_context(X, p)
+    local = ZeroShotExplainer(random_state=0).fit(X, p)
+    return context, local, X, p
+
+
+@pytest.fixture(scope="module")
+def stub(server):
+    return shapley_pb2_grpc.ShapleyStub(server.channel())
+
+
+def _calibrate_request(context_id, outputs, budget=0, random_state=None) -> pb.CalibrateRequest:
+    request = pb.CalibrateRequest(context_id=context_id, budget=budget)
+    if outputs is not None:
+        request.outputs.CopyFrom(_tensor(outputs))
+    if random_state is not None:
+        request.random_state = random_state
+    return request
+
+
+def test_calibration_over_grpc_equals_the_estimator_in_process(task, stub):
+    context, local, X, p = task
+    proposed = stub.ProposeCalibration(pb.ProposeCalibrationRequest(context_id=context.context_id))
+    expected = local.propose_calibration()
+    assert proposed.budget == expected.budget == 1_000  # 10 per background row
+    np.testing.assert_array_equal(_array(proposed.rows), expected.rows)  # bit for bit
+    outputs = model(expected.rows)
+    answer = stub.Calibrate(_calibrate_request(context.context_id, outputs))
+    calibrated = local.calibrate(expected, outputs)
+    info = answer.context
+    assert answer.created and info.context_id != context.context_id
+    assert info.calibration_rows == 1_000 and info.fit_seconds > 0
+    diagnostics = info.outputs[0]
+    assert diagnostics.calibration.scale == calibrated.scales_[0]
+    assert diagnostics.calibration.gap_r2_calibrated >= diagnostics.calibration.gap_r2_zero_shot
+    weights = [s.weight for s in diagnostics.surrogates]
+    available = calibrated.context_.outputs[0].features.available
+    np.testing.assert_array_equal(weights, calibrated.weights_[0][available])
+    explained = stub.Explain(
+        pb.ExplainRequest(
+            context_id=info.context_id, rows=_tensor(X[:5]), predictions=_tensor(p[:5])
+        )
+    )
+    np.testing.assert_array_equal(_array(explained.values), calibrated.explain(X[:5], p[:5]).values)
+    # The same outputs again: the same id, nothing rebuilt; the context it came from unchanged.
+    again = stub.Calibrate(_calibrate_request(context.context_id, outputs, budget=1_000))
+    assert again.context.context_id == info.context_id and not again.created
+    base = stub.GetContext(pb.GetContextRequest(context_id=context.context_id))
+    assert base.calibration_rows == 0 and not base.outputs[0].HasField("calibration")
+    other = stub.Calibrate(_calibrate_request(context.context_id, outputs * 0.5 + 0.25))
+    assert other.context.context_id not in (info.context_id, context.context_id)
+
+
+def test_calibration_fields_are_checked_and_named(task, stub):
+    context, local, _, _ = task
+    cid = context.context_id
+    good = model(local.propose_calibration(200).rows)
+    cases = {
+        "budget": [
+            (stub.ProposeCalibration, pb.ProposeCalibrationRequest(context_id=cid, budget=199)),
+            (stub.ProposeCalibration, pb.ProposeCalibrationRequest(context_id=cid, budget=-5)),
+            (stub.Calibrate, _calibrate_request(cid, good, budget=150)),
+        ],
+        "random_state": [
+            (
+                stub.ProposeCalibration,
+                pb.ProposeCalibrationRequest(context_id=cid, random_state=2**32),
+            ),
+            (stub.Calibrate, _calibrate_request(cid, good, budget=200, random_state=2**32)),
+        ],
+        "outputs": [
+            (stub.Calibrate, _calibrate_request(cid, good[:-1], budget=200)),
+            (stub.Calibrate, _calibrate_request(cid, np.full(200, np.nan), budget=200)),
+            (stub.Calibrate, _calibrate_request(cid, None, budget=200)),
+        ],
+        "context_id": [
+            (stub.ProposeCalibration, pb.ProposeCalibrationRequest()),
+            (stub.Calibrate, _calibrate_request("", good, budget=200)),
+        ],
+    }
+    for field, calls in cases.items():
+        for call, request in calls:
+            code, message, named = refusal(call, request)
+            assert (code, named) == (grpc.StatusCode.INVALID_ARGUMENT, field), message
+    unknown = "ctx-" + "0" * 40
+    for call, request in [
+        (stub.ProposeCalibration, pb.ProposeCalibrationRequest(context_id=unknown)),
+        (stub.Calibrate, _calibrate_request(unknown, good, budget=200)),
+    ]:
+        code, _, named = refusal(call, request)
+        assert (code, named) == (grpc.StatusCode.NOT_FOUND, "context_id")
+
+
+def test_a_calibration_too_large_for_a_message_is_refused(make_server):
+    limit = 64 << 10
+    target = make_server(warm=False, max_message_bytes=limit)
+    stub = shapley_pb2_grpc.ShapleyStub(target.channel())
+    X, p = make_task(n=100, seed=32)
+    with target.client(timeout=60, max_message_bytes=limit) as client:
+        cid = client.create_context(X, p).context_id
+    # 1,000 default rows x 5 features x 8 bytes = 40,000 bytes fit; 2,000 rows do not.
+    assert stub.ProposeCalibration(pb.ProposeCalibrationRequest(context_id=cid)).budget == 1_000
+    code, message, named = refusal(
+        stub.ProposeCalibration, pb.ProposeCalibrationRequest(context_id=cid, budget=2_000)
+    )
+    assert (code, named) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "budget"), message
+    assert "the most is 1638" in message
+
+
+def test_a_calibrated_context_saved_by_one_replica_is_loaded_by_another(make_server, tmp_path):
+    X, p = make_task(n=120, seed=33)
+    first = make_server(warm=False, context_dir=str(tmp_path))
+    with first.client(timeout=60) as client:
+        calibrated = client.calibrate(client.create_context(X, p), model)
+        answer = client.explain(calibrated, X[:3], p[:3])
+    second = make_server(warm=False, context_dir=str(tmp_path))
+    with second.client(timeout=60) as client:
+        again = client.explain(calibrated.context_id, X[:3], p[:3])
+    np.testing.assert_array_equal(again.values, answer.values)
+    assert again.diagnostics[0].calibration is not None
+
+
+# --- the Python client -----------------------------------------------------------------------
+
+
+def test_client_calibrates_in_one_call_and_explains_refines_against_it(task, client):
+    context, local, X, p = task
+    calls = []
+
+    def counting(rows):
+        calls.append(rows.shape[0])
+        return model(rows)
+
+    calibrated = client.calibrate(context, counting, budget=400, random_state=5)
+    assert calls == [400] and calibrated.calibration_rows == 400
+    proposal = local.propose_calibration(400, random_state=5)
+    expected = local.calibrate(proposal, model(proposal.rows))
+    np.testing.assert_array_equal(
+        client.explain(calibrated, X[:4], p[:4]).values, expected.explain(X[:4], p[:4]).values
+    )
+    refined = client.explain(calibrated, X[:4], p[:4], model=model, budget=20)
+    refine = expected.propose(X[:4], 20, p[:4])
+    np.testing.assert_array_equal(
+        refined.values, expected.refine(refine, model(refine.rows)).values
+    )
+    diagnostics = calibrated.diagnostics[0]
+    assert diagnostics.calibration.scale == pytest.approx(expected.scales_[0])
+    assert context.calibration_rows == 0 and context.diagnostics[0].calibration is None
+
+
+def test_client_recreates_a_lost_calibrated_context_without_calling_the_model(task, client):
+    context, _, X, p = task
+    calls = []
+
+    def counting(rows):
+        calls.append(rows.shape[0])
+        return model(rows)
+
+    calibrated = client.calibrate(context, counting)
+    before = client.explain(calibrated, X[:3], p[:3]).values
+    calibrated_id = calibrated.context_id
+    client.delete_context(calibrated)
+    client.delete_context(context)
+    after = client.explain(calibrated, X[:3], p[:3]).values
+    assert calls == [1_000] and calibrated.context_id == calibrated_id
+    np.testing.assert_array_equal(after, before)
+
+
+def test_client_calibration_errors(task, client):
+    context, _, _, _ = task
+    with pytest.raises(TypeError, match="callable"):
+        client.calibrate(context, "not a model")
+    with pytest.raises(ShapleyError) as caught:
+        client.calibrate(context, lambda rows: model(rows)[:-1])
+    assert caught.value.field == "outputs"
+    with pytest.raises(ShapleyError) as caught:
+        client.calibrate(context, model, budget=10)
+    assert caught.value.field == "budget" and "at least 200" in str(caught.value)
