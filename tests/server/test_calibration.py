@@ -72,10 +72,10 @@ def test_calibration_over_grpc_equals_the_estimator_in_process(task, stub):
 def test_calibration_fields_are_checked_and_named(task, stub):
     context, local, _, _ = task
     cid = context.context_id
-    good = model(local.propose_calibration(200).rows)
+    good = model(local.propose_calibration(400).rows)
     cases = {
         "budget": [
-            (stub.ProposeCalibration, pb.ProposeCalibrationRequest(context_id=cid, budget=199)),
+            (stub.ProposeCalibration, pb.ProposeCalibrationRequest(context_id=cid, budget=399)),
             (stub.ProposeCalibration, pb.ProposeCalibrationRequest(context_id=cid, budget=-5)),
             (stub.Calibrate, _calibrate_request(cid, good, budget=150)),
         ],
@@ -84,16 +84,16 @@ def test_calibration_fields_are_checked_and_named(task, stub):
                 stub.ProposeCalibration,
                 pb.ProposeCalibrationRequest(context_id=cid, random_state=2**32),
             ),
-            (stub.Calibrate, _calibrate_request(cid, good, budget=200, random_state=2**32)),
+            (stub.Calibrate, _calibrate_request(cid, good, budget=400, random_state=2**32)),
         ],
         "outputs": [
-            (stub.Calibrate, _calibrate_request(cid, good[:-1], budget=200)),
-            (stub.Calibrate, _calibrate_request(cid, np.full(200, np.nan), budget=200)),
-            (stub.Calibrate, _calibrate_request(cid, None, budget=200)),
+            (stub.Calibrate, _calibrate_request(cid, good[:-1], budget=400)),
+            (stub.Calibrate, _calibrate_request(cid, np.full(400, np.nan), budget=400)),
+            (stub.Calibrate, _calibrate_request(cid, None, budget=400)),
         ],
         "context_id": [
             (stub.ProposeCalibration, pb.ProposeCalibrationRequest()),
-            (stub.Calibrate, _calibrate_request("", good, budget=200)),
+            (stub.Calibrate, _calibrate_request("", good, budget=400)),
         ],
     }
     for field, calls in cases.items():
@@ -103,7 +103,7 @@ def test_calibration_fields_are_checked_and_named(task, stub):
     unknown = "ctx-" + "0" * 40
     for call, request in [
         (stub.ProposeCalibration, pb.ProposeCalibrationRequest(context_id=unknown)),
-        (stub.Calibrate, _calibrate_request(unknown, good, budget=200)),
+        (stub.Calibrate, _calibrate_request(unknown, good, budget=400)),
     ]:
         code, _, named = refusal(call, request)
         assert (code, named) == (grpc.StatusCode.NOT_FOUND, "context_id")
@@ -193,4 +193,4 @@ def test_client_calibration_errors(task, client):
     assert caught.value.field == "outputs"
     with pytest.raises(ShapleyError) as caught:
         client.calibrate(context, model, budget=10)
-    assert caught.value.field == "budget" and "at least 200" in str(caught.value)
+    assert caught.value.field == "budget" and "at least 400" in str(caught.value)
