@@ -123,15 +123,54 @@ export interface StreamOptions extends ExplainOptions {
   chunkRows?: number;
 }
 
+export interface CalibrationOptions extends CallOptions {
+  /**
+   * The most rows your model scores in all. Absent or 0: the server's default, 10 per
+   * background row (1,000 for the default 100 background rows). The server refuses (field
+   * 'budget') too few rows per background row (its message says the least it takes), and
+   * RESOURCE_EXHAUSTED when the rows would not fit in one message; the client refuses, before
+   * sending, what is not a non-negative integer.
+   */
+  budget?: number | null;
+  /** Seeds the proposed rows, in [0, 2^32) (default: the context's randomState). */
+  randomState?: number | bigint | string | null;
+}
+
+/** What proposeCalibration() resolves to: the rows for your model to score, once. */
+export interface CalibrationProposal {
+  /** (rows, d) float64, flat row-major (NaN where a background row has a missing value). */
+  rows: Float64Array;
+  /** [rows, d], rows <= budget. */
+  shape: number[];
+  /** The budget the rows were drawn for: the one asked for, or the server's default. */
+  budget: number;
+  contextId: string;
+  artifactVersion: string;
+}
+
 export interface SurrogateDiagnostics {
   name: string;
   oofR2: number;
   weight: number;
 }
 
+/** How calibration changed one output of a calibrated context (see ShapleyClient.calibrate). */
+export interface CalibrationDiagnostics {
+  /** What the weighted mix of the surrogates is multiplied by (their weights sum to one). */
+  scale: number;
+  /**
+   * R^2 of the surrogates' pair gaps f(row) - f(complement row) against your model's, over the
+   * calibration rows: with the zero-shot weights, and with the calibrated ones (fitted to them).
+   */
+  gapR2ZeroShot: number;
+  gapR2Calibrated: number;
+}
+
 export interface OutputDiagnostics {
   predictedFidelity: number;
   surrogates: SurrogateDiagnostics[];
+  /** Set for a calibrated context only; null otherwise. */
+  calibration: CalibrationDiagnostics | null;
 }
 
 export interface ContextInfo {
@@ -152,12 +191,26 @@ export interface ContextInfo {
   attributionNames: string[];
   /** The categorical columns' indices, as sent; empty without. */
   categoricalColumns: number[];
+  /**
+   * Rows of your model scored to calibrate this context (calibrate()); 0 when not calibrated.
+   * fitSeconds is then the time calibration took.
+   */
+  calibrationRows: number;
 }
 
 export interface CreatedContext extends ContextInfo {
   /** False when the server already held this context: nothing was refitted. */
   created: boolean;
 }
+
+/**
+ * What calibrate() resolves to: the calibrated context's info (calibrationRows > 0, each
+ * output's `calibration` set) and `created`. Pass this object itself wherever a context goes:
+ * the client keeps, with it, what re-creates it when the server has lost it (the context it came
+ * from and your model's outputs), so keep passing the same object. Its fields are updated when
+ * it is re-created.
+ */
+export interface CalibratedContext extends CreatedContext {}
 
 export interface DeleteContextResult {
   contextId: string;
@@ -296,6 +349,24 @@ export class ShapleyClient {
   /** explain() for any number of rows, over ExplainStream in chunks of options.chunkRows. */
   explainStream(context: ContextRef, rows: ArrayInput, predictions?: ArrayInput | null,
     options?: StreamOptions): Promise<AnyExplanation>;
+  /**
+   * The rows your model should score, once, to calibrate a context (calibrate() does the whole
+   * round trip). The same arguments always give the same rows. Same context rules as explain().
+   */
+  proposeCalibration(context: ContextRef, options?: CalibrationOptions): Promise<CalibrationProposal>;
+  /**
+   * The context calibrated on your model: ProposeCalibration, `score` called once on the
+   * proposed rows, Calibrate. Resolves to a new context (the one given is left as it was; the
+   * same outputs give the same id, `created` false) whose surrogate weights follow your model on
+   * rows that mix background rows; explain, explainStream and refine against it like any
+   * context. When the server no longer holds it, the client re-creates it, without calling
+   * `score` again: Calibrate with the outputs it kept, against the context it came from (itself
+   * re-created first when that is a spec, or a calibrated context, the server lost too; an id
+   * alone cannot be).
+   * @param score your model, called as in explain(..., {model}); its outputs are (rows,) or
+   *   (rows, K) like the context's predictions
+   */
+  calibrate(context: ContextRef, score: Model, options?: CalibrationOptions): Promise<CalibratedContext>;
   getContext(contextId: string | { contextId: string }, options?: CallOptions): Promise<ContextInfo>;
   deleteContext(contextId: string | { contextId: string }, options?: CallOptions): Promise<DeleteContextResult>;
   listContexts(options?: CallOptions): Promise<ListContextsResult>;

@@ -50,6 +50,15 @@ const DATA_FRAMING_BYTES = 5 * 9;
 const serviceCache = new Map();
 
 /**
+ * What re-creates a context that calibrate() returned: the context it was calibrated from (a
+ * spec, another calibrated context, or an id) and its Calibrate request less the context id
+ * (budget, seed and the model's outputs), keyed by the object calibrate() resolved to. Held here
+ * rather than per client, like the data a Python Context carries: any client can re-create it.
+ * @type {WeakMap<object, Calibration>}
+ */
+const calibrations = new WeakMap();
+
+/**
  * @typedef {Float64Array | Float32Array} FloatArray
  * @typedef {{data: ArrayLike<number>, shape: number[]}} FlatArray
  * @typedef {number[] | number[][] | FloatArray | FlatArray} ArrayInput
@@ -65,6 +74,11 @@ const serviceCache = new Map();
  * @typedef {{timeout?: number, outputDtype?: 'float64' | 'float32', model?: Model,
  *   budget?: number, randomState?: number | bigint | string}} CallOptions
  * @typedef {CallOptions & {chunkRows?: number}} StreamOptions
+ * @typedef {{timeout?: number, budget?: number | null,
+ *   randomState?: number | bigint | string | null}} CalibrationOptions
+ * @typedef {{rows: Float64Array, shape: number[], budget: number, contextId: string,
+ *   artifactVersion: string}} CalibrationProposal
+ * @typedef {{base: string | object, request: any}} Calibration
  * @typedef {{id: string | null, message: any, blockRows: number | null,
  *   pending: Promise<any> | null}} ContextEntry
  * @typedef {{field: string, description: string}} FieldViolation
@@ -722,6 +736,11 @@ class ShapleyClient {
     this._serializeCreateRequest = Service.service.CreateContext.requestSerialize;
     /** @type {WeakMap<object, ContextEntry>} */
     this._contexts = new WeakMap();
+    /**
+     * Re-creations of calibrated contexts in flight (see _recreate).
+     * @type {WeakMap<object, Promise<string>>}
+     */
+    this._recalibrating = new WeakMap();
     this._stub = new Service(target, credentials, {
       // The server enforces its own message limit (serverInfo().limits.maxMessageBytes) and
       // names the field; do not refuse large answers on this side first.
@@ -889,28 +908,31 @@ class ShapleyClient {
   }
 
   /**
-   * Resolve a context argument to an id, creating the context of a spec not yet created.
+   * Resolve a context argument to an id, creating the context of a spec not yet created;
+   * `recreatable` when the client holds what re-creates it (a spec, or a context calibrate()
+   * returned).
    * @param {any} contextOrId
    * @param {{timeout?: number}} [options]
-   * @returns {Promise<{id: string, spec: ContextSpec | null}>}
+   * @returns {Promise<{id: string, recreatable: boolean}>}
    */
   async _contextId(contextOrId, options) {
-    if (typeof contextOrId === 'string') return { id: contextOrId, spec: null };
+    if (typeof contextOrId === 'string') return { id: contextOrId, recreatable: false };
     if (isSpec(contextOrId)) {
       const entry = this._entry(contextOrId);
       const id = entry.id ?? (await this._create(contextOrId, options)).context.contextId;
-      return { id, spec: contextOrId };
+      return { id, recreatable: true };
     }
     if (contextOrId && typeof contextOrId.contextId === 'string') {
-      return { id: contextOrId.contextId, spec: null };
+      return { id: contextOrId.contextId, recreatable: calibrations.has(contextOrId) };
     }
     throw localError('context_id', 'pass a context id, a context spec {rows, predictions, ...} ' +
       'or an object with contextId');
   }
 
   /**
-   * Run `call(id)`; when the context was given as a spec and the server answers NOT_FOUND (it
-   * was deleted or evicted, or this replica never held it), re-create it and retry once.
+   * Run `call(id)`; when the context was given as a spec or a calibrated context and the server
+   * answers NOT_FOUND (it was deleted or evicted, or this replica never held it), re-create it
+   * and retry once.
    * @template T
    * @param {any} contextOrId
    * @param {{timeout?: number}} options
@@ -918,14 +940,40 @@ class ShapleyClient {
    * @returns {Promise<T>}
    */
   async _withContext(contextOrId, options, call) {
-    const { id, spec } = await this._contextId(contextOrId, options);
+    const { id, recreatable } = await this._contextId(contextOrId, options);
     try {
       return await call(id);
     } catch (error) {
-      if (!spec || !(error instanceof ShapleyError) || error.code !== 'NOT_FOUND') throw error;
-      const response = await this._create(spec, options);
-      return call(response.context.contextId);
+      if (!recreatable || !(error instanceof ShapleyError) || error.code !== 'NOT_FOUND') throw error;
+      return call(await this._recreate(contextOrId, options));
     }
+  }
+
+  /**
+   * Create a recreatable context again and resolve to its id: a spec with CreateContext (or
+   * CreateContextStream); a calibrated context with the Calibrate request it came from, sent
+   * against its base context (itself re-created first if the server lost it too). The model is
+   * not called again: the request carries its outputs. The calibrated context object takes the
+   * answer's info (the same id: it is a content address). Concurrent callers share one call.
+   * @param {any} context a spec or an object calibrate() returned
+   * @param {{timeout?: number}} options
+   * @returns {Promise<string>}
+   */
+  _recreate(context, options) {
+    if (isSpec(context)) return this._create(context, options).then((r) => r.context.contextId);
+    let pending = this._recalibrating.get(context);
+    if (!pending) {
+      const { base, request } = /** @type {Calibration} */ (calibrations.get(context));
+      pending = this._withContext(base, options,
+        (baseId) => this._unary('Calibrate', { ...request, contextId: baseId }, options))
+        .then((response) => {
+          Object.assign(context, response.context);
+          return /** @type {string} */ (response.context.contextId);
+        })
+        .finally(() => this._recalibrating.delete(context));
+      this._recalibrating.set(context, pending);
+    }
+    return pending;
   }
 
   /** @param {CallOptions | undefined} options */
@@ -1161,6 +1209,90 @@ class ShapleyClient {
         }
       });
     });
+  }
+
+  // --- calibration ---------------------------------------------------------------------------
+
+  /**
+   * The ProposeCalibration fields that calibrate() sends again with Calibrate: budget (0, the
+   * server's default, when not given) and the seed when given.
+   * @param {CalibrationOptions | undefined} options
+   * @returns {{budget: number, randomState?: string}}
+   */
+  static _calibration(options) {
+    const { budget, randomState } = options || {};
+    if (budget != null && (!Number.isSafeInteger(budget) || budget < 0)) {
+      const got = typeof budget === 'string' ? JSON.stringify(budget) : String(budget);
+      throw localError('budget', 'must be a non-negative integer (0 or absent: the server\'s ' +
+        `default, 10 rows per background row); got ${got}`);
+    }
+    /** @type {{budget: number, randomState?: string}} */
+    const fields = { budget: budget ?? 0 };
+    if (randomState != null) fields.randomState = uint64Text(randomState, 'random_state');
+    return fields;
+  }
+
+  /**
+   * The rows your model should score, once, to calibrate a context (calibrate() does the whole
+   * round trip). The same arguments always give the same rows. Same context rules as explain().
+   * @param {string | ContextSpec | {contextId: string}} contextOrId
+   * @param {CalibrationOptions} [options] budget: the most rows in all (default: 10 per
+   *   background row); randomState: seeds the rows (default: the context's)
+   * @returns {Promise<CalibrationProposal>}
+   */
+  async proposeCalibration(contextOrId, options = {}) {
+    const fields = ShapleyClient._calibration(options);
+    const response = await this._withContext(contextOrId, options,
+      (id) => this._unary('ProposeCalibration', { ...fields, contextId: id }, options));
+    const rows = /** @type {{data: Float64Array, shape: number[]}} */ (
+      decodeTensor(response.rows, 'rows'));
+    return {
+      rows: rows.data,
+      shape: rows.shape,
+      budget: Number(response.budget),
+      contextId: response.contextId,
+      artifactVersion: response.artifactVersion,
+    };
+  }
+
+  /**
+   * The context calibrated on your model: a new context (the one given is left as it was) whose
+   * surrogate weights are refitted, once, to the model's outputs on rows the server proposes
+   * (ProposeCalibration, `score` called once on them, Calibrate). Resolves to its info, with
+   * `created` (false when the server already held it: the same outputs give the same id); pass
+   * that object anywhere a context goes (explain, explainStream, refinement). When the server
+   * no longer holds it, the client re-creates it from the outputs it keeps, without calling
+   * `score` again: Calibrate against the context it came from, itself re-created first when
+   * that is a spec (or a calibrated context) the server lost too.
+   * @param {string | ContextSpec | {contextId: string}} contextOrId
+   * @param {Model} score called once with the proposed rows, nested and flat; returns the
+   *   outputs, (rows,) or (rows, K) like the context's predictions; may be async
+   * @param {CalibrationOptions} [options]
+   * @returns {Promise<any>}
+   */
+  async calibrate(contextOrId, score, options = {}) {
+    if (typeof score !== 'function') {
+      throw localError('score', 'must be a function of the rows (your model)');
+    }
+    const fields = ShapleyClient._calibration(options);
+    const proposal = await this.proposeCalibration(contextOrId, options);
+    const flat = { data: proposal.rows, shape: proposal.shape };
+    const outputs = toArray(await score(nest(flat.data, flat.shape), flat), 'outputs', [1, 2]);
+    const tensor = encodeTensor(outputs.data, outputs.shape);
+    // A copy: the scorer's own array may change after this call; re-creation sends these bytes.
+    const request = {
+      ...fields,
+      budget: proposal.budget,
+      outputs: { ...tensor, data: Buffer.from(tensor.data) },
+    };
+    const response = await this._withContext(contextOrId, options,
+      (id) => this._unary('Calibrate', { ...request, contextId: id }, options));
+    const calibrated = { ...response.context, created: response.created };
+    // An id or a plain object with contextId (an info, an Explanation): only its id is kept.
+    const base = typeof contextOrId === 'object'
+      && (isSpec(contextOrId) || calibrations.has(contextOrId)) ? contextOrId : idOf(contextOrId);
+    calibrations.set(calibrated, { base, request });
+    return calibrated;
   }
 
   /**
