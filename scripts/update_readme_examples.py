@@ -69,6 +69,11 @@ EXAMPLES = {
         (sys.executable, "examples/refinement.py"),
         ROOT / "examples" / "refinement.py",
     ),
+    "calibration": Example(
+        README,
+        (sys.executable, "examples/calibration.py"),
+        ROOT / "examples" / "calibration.py",
+    ),
     "python-client": Example(
         README,
         (sys.executable, "clients/python/examples/quickstart.py"),
