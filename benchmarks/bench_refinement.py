@@ -10,6 +10,9 @@ k = 1 row (the weighted centre) or k = 10 rows and it gets ``nsamples = budget /
 coalitions (infeasible, "-", below 2). Both k are run; the headline KernelSHAP figure is the
 better of the two per case (an oracle choice that favours KernelSHAP).
 
+Ours, calibrated: the same after ``calibrate`` on ``propose_calibration``'s default budget (10
+model rows per background row, once per context, not per explained row; reported beside).
+
 Cases:
 
 * real tables (``benchmarks/real_tables.py``): a subset of the development tables of
@@ -220,6 +223,27 @@ def ours(explainer, predict, query, predictions, truth, truth_se=None) -> dict:
     return results
 
 
+def calibrated(explainer, predict, query, predictions, truth, truth_se=None) -> dict:
+    """Calibrate the context once (``propose_calibration``'s default budget, 10 rows per
+    background row), then zero-shot explain and refine as in ``ours``, from the calibrated
+    weights."""
+    proposal = explainer.propose_calibration(random_state=SEED)
+    start = time.perf_counter()
+    outputs = predict(proposal.rows)
+    model_seconds = time.perf_counter() - start
+    fitted, seconds = _fastest(
+        lambda: explainer.calibrate(proposal, outputs),
+        lambda found: np.concatenate([*found.weights_, found.scales_]),
+    )
+    return {
+        "model_rows": int(proposal.rows.shape[0]),
+        "calibrate_seconds": seconds,
+        "model_seconds": model_seconds,
+        "scales": [float(scale) for scale in fitted.scales_],
+        "by_budget": ours(fitted, predict, query, predictions, truth, truth_se),
+    }
+
+
 def kernel_shap(predict, query, background_rows, truth) -> dict:
     """shap's KernelExplainer per budget and summary size k: nsamples = budget // k."""
     import shap
@@ -319,6 +343,7 @@ def real_table_cases(plan: Plan, progress, after_case) -> tuple[list[dict], list
                 **case.describe(),
                 "fit_seconds": fit_seconds,
                 "ours": ours(explainer, case.predict, query, predictions, case.truth),
+                "calibrated": calibrated(explainer, case.predict, query, predictions, case.truth),
                 "kernelshap": kernel_shap(case.predict, query, case.X[case.background], case.truth),
             }
             rows.append(row)
@@ -393,6 +418,9 @@ def embedding_cases(plan: Plan, progress, after_case, rows: list[dict]) -> list[
                 "truth_r_ceiling": float(1 / np.sqrt(1 + share**2)),
                 "fit_seconds": fit_seconds,
                 "ours": ours(explainer, output, query, predictions[explained], truth, truth_se),
+                "calibrated": calibrated(
+                    explainer, output, query, predictions[explained], truth, truth_se
+                ),
                 "kernelshap": kernel_shap(output, query, background_rows, truth),
             }
             rows.append(row)
@@ -411,6 +439,11 @@ def _mean(values) -> float | None:
 
 def _ours_at(row, multiple, key="pearson"):
     return row["ours"].get(str(multiple), {}).get(key)
+
+
+def _calibrated_at(row, multiple, key="pearson"):
+    """The calibrated explainer's figure (None for a run from before calibration existed)."""
+    return row.get("calibrated", {}).get("by_budget", {}).get(str(multiple), {}).get(key)
 
 
 def _kernel_at(row, multiple, k=None, key="pearson"):
@@ -447,6 +480,11 @@ def group_summary(rows: list[dict]) -> dict:
             ),
             "wins_over_kernelshap": sum(wins) if multiple else None,
             "compared": len(wins) if multiple else None,
+            "calibrated_pearson": _mean(_calibrated_at(r, multiple) for r in rows),
+            "calibrated_coverage_80": _mean(
+                _calibrated_at(r, multiple, "coverage_80") for r in rows
+            ),
+            "calibrated_time_ratio": _mean(_calibrated_at(r, multiple, "time_ratio") for r in rows),
         }
         if multiple:
             entry["ours_model_seconds_per_row"] = _mean(
@@ -468,6 +506,8 @@ def group_summary(rows: list[dict]) -> dict:
     ]
     return {
         "cases": len(rows),
+        "calibration_rows": _mean(r.get("calibrated", {}).get("model_rows") for r in rows),
+        "calibrate_seconds": _mean(r.get("calibrated", {}).get("calibrate_seconds") for r in rows),
         "by_budget": by_budget,
         "beats_kernelshap_every_budget": bool(all(beats_kernel)) if beats_kernel else None,
         "beats_zero_shot_every_budget": (
@@ -565,8 +605,9 @@ def budget_table(group: dict) -> list[str]:
     lines = [
         "| rows per explained row | ours r | KernelSHAP r (best k) | KernelSHAP k = 1 | "
         "KernelSHAP k = 10 | ours wins | ours RMSE / sd | KernelSHAP RMSE / sd | ours 80 % "
-        "coverage | ours s per row (model apart) | x zero-shot explain |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "coverage | ours s per row (model apart) | x zero-shot explain | calibrated r | "
+        "calibrated 80 % coverage |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for multiple in MULTIPLES:
         b = group["by_budget"][str(multiple)]
@@ -581,7 +622,8 @@ def budget_table(group: dict) -> list[str]:
             f"{wins} | {_num(b['ours_relative_rmse'])} | {_num(b['kernelshap_relative_rmse'])} | "
             f"{_num(b['ours_coverage_80'], 2)} | "
             f"{'-' if seconds is None else f'{1000 * seconds:.2f} ms'} | "
-            f"{_num(b.get('ours_time_ratio'), 2) if multiple else '1'} |"
+            f"{_num(b.get('ours_time_ratio'), 2) if multiple else '1'} | "
+            f"{_num(b.get('calibrated_pearson'))} | {_num(b.get('calibrated_coverage_80'), 2)} |"
         )
     return lines
 
@@ -621,7 +663,29 @@ def headline_lines(payload: dict) -> list[str]:
         + (f" Not above zero-shot: {', '.join(below_zero_shot)}." if below_zero_shot else ""),
         f"- Propose + refine time per explained row over zero-shot explain's, mean over cases "
         f"(target <= {TARGET_TIME_RATIO}x): {ratios}.",
+        *calibration_lines(payload),
     ]
+
+
+def calibration_lines(payload: dict) -> list[str]:
+    """The calibrated explainer's r by budget per section (empty for a run without it)."""
+    groups = payload["summary"]["groups"]
+    lines = []
+    for name in ("real_tables", "embeddings"):
+        group = groups.get(name)
+        if group is None or group.get("calibration_rows") is None:
+            continue
+        by_budget = group["by_budget"]
+        figures = ", ".join(
+            f"{_budget_label(m).split()[0]} {_num(by_budget[str(m)]['calibrated_pearson'])}"
+            for m in MULTIPLES
+        )
+        lines.append(
+            f"- Calibrated first ({group['calibration_rows']:,.0f} model rows once per context, "
+            f"{1000 * group['calibrate_seconds']:.0f} ms to calibrate), "
+            f"{name.replace('_', ' ')}: r at {figures}."
+        )
+    return lines
 
 
 def markdown(payload: dict) -> str:
@@ -757,6 +821,28 @@ def readme_block(payload: dict, json_path: str) -> str:
             b = s["groups"].get(name, {}).get("by_budget", {}).get(str(multiple), {})
             cells += [_num(b.get("ours_pearson")), _num(b.get("kernelshap_pearson"))]
         lines.append(f"| {_budget_label(multiple)} | " + " | ".join(cells) + " |")
+    names = ["real_tables", *embedding_names]
+    if any(s["groups"].get(n, {}).get("calibration_rows") for n in names):
+        lines += [
+            "",
+            "Calibrated first (`calibrate`: 10 model rows per background row, once per context; "
+            "model rows per context in brackets), mean r:",
+            "",
+            "| rows per explained row | "
+            + " | ".join(
+                ("real tables" if n == "real_tables" else _short_case(n))
+                + f" ({s['groups'][n]['calibration_rows']:,.0f})"
+                for n in names
+            )
+            + " |",
+            "| --- |" + "".join(" --- |" for _ in names),
+        ]
+        for multiple in MULTIPLES:
+            cells = [
+                _num(s["groups"][n]["by_budget"][str(multiple)]["calibrated_pearson"])
+                for n in names
+            ]
+            lines.append(f"| {_budget_label(multiple)} | " + " | ".join(cells) + " |")
     report = Path(json_path).with_suffix(".md").as_posix()
     lines += [
         "",
@@ -788,6 +874,9 @@ def plot(payload: dict, path: Path) -> None:
         kernel_r = [by_budget[str(m)]["kernelshap_pearson"] for m in multiples]
         axis.plot(multiples, ours_r, "o-", label="ours (refined)", color="C0")
         axis.plot(multiples, kernel_r, "s--", label="KernelSHAP (best k)", color="C3")
+        calibrated_r = [by_budget[str(m)].get("calibrated_pearson") for m in multiples]
+        if all(r is not None for r in calibrated_r):
+            axis.plot(multiples, calibrated_r, "^-", label="ours, calibrated", color="C2")
         zero = by_budget["0"]["ours_pearson"]
         if zero is not None:
             axis.axhline(zero, color="C0", linestyle=":", label="ours, zero-shot (0 rows)")
