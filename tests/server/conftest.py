@@ -10,6 +10,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from shapley_client import ShapleyClient
 
+from shapley_svc._proto import shapley_pb2_grpc
 from shapley_svc.server import Settings, start_server, warm_up
 
 LOOPBACK = Settings(address="127.0.0.1:0", metrics_address="127.0.0.1:0", grace_seconds=5.0)
@@ -77,6 +78,12 @@ def server():
 def client(server):
     with server.client(timeout=120) as connected:
         yield connected
+
+
+@pytest.fixture(scope="session")
+def stub(server):
+    """A raw stub on the shared server, for requests the client would refuse or fill in."""
+    return shapley_pb2_grpc.ShapleyStub(server.channel())
 
 
 @pytest.fixture

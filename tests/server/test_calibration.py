@@ -22,11 +22,6 @@ def task(client):
     return context, local, X, p
 
 
-@pytest.fixture(scope="module")
-def stub(server):
-    return shapley_pb2_grpc.ShapleyStub(server.channel())
-
-
 def _calibrate_request(context_id, outputs, budget=0, random_state=None) -> pb.CalibrateRequest:
     request = pb.CalibrateRequest(context_id=context_id, budget=budget)
     if outputs is not None:
@@ -141,14 +136,20 @@ def test_a_calibrated_context_saved_by_one_replica_is_loaded_by_another(make_ser
 # --- the Python client -----------------------------------------------------------------------
 
 
-def test_client_calibrates_in_one_call_and_explains_refines_against_it(task, client):
-    context, local, X, p = task
+def _counting():
+    """A list of the row counts ``model`` was called with, and the model that fills it."""
     calls = []
 
     def counting(rows):
         calls.append(rows.shape[0])
         return model(rows)
 
+    return calls, counting
+
+
+def test_client_calibrates_in_one_call_and_explains_refines_against_it(task, client):
+    context, local, X, p = task
+    calls, counting = _counting()
     calibrated = client.calibrate(context, counting, budget=400, random_state=5)
     assert calls == [400] and calibrated.calibration_rows == 400
     proposal = local.propose_calibration(400, random_state=5)
@@ -168,12 +169,7 @@ def test_client_calibrates_in_one_call_and_explains_refines_against_it(task, cli
 
 def test_client_recreates_a_lost_calibrated_context_without_calling_the_model(task, client):
     context, _, X, p = task
-    calls = []
-
-    def counting(rows):
-        calls.append(rows.shape[0])
-        return model(rows)
-
+    calls, counting = _counting()
     calibrated = client.calibrate(context, counting)
     before = client.explain(calibrated, X[:3], p[:3]).values
     calibrated_id = calibrated.context_id

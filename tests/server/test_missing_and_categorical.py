@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from shapley_svc._proto import shapley_pb2 as pb
-from shapley_svc._proto import shapley_pb2_grpc
 from shapley_svc.estimator import ZeroShotExplainer
 from tests.server.conftest import refusal
 
@@ -23,11 +22,6 @@ def _table(n=300, seed=0):
     effect = np.array([0.0, 1.0, -1.0, 0.5, 2.0])
     y = X[:, 0] + np.where(np.isnan(X[:, 1]), 1.0, X[:, 1]) + effect[X[:, 3].astype(int)]
     return X, y
-
-
-@pytest.fixture
-def stub(server):
-    return shapley_pb2_grpc.ShapleyStub(server.channel())
 
 
 def test_missing_cells_and_categorical_columns_are_explained_as_in_process(stub):

@@ -38,11 +38,6 @@ def task(client):
     return context, local, X, p
 
 
-@pytest.fixture(scope="module")
-def stub(server):
-    return shapley_pb2_grpc.ShapleyStub(server.channel())
-
-
 def _requests(context_id, rows, predictions=None, budget=BUDGET, random_state=None):
     """A ProposeRequest and the RefineRequest (outputs still unset) with the same fields."""
     fields = {"context_id": context_id, "rows": _tensor(rows), "budget": budget}
