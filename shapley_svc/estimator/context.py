@@ -104,23 +104,29 @@ class OutputContext:
     base_value: float
     n_players: int
 
-    def member_values(self, Z: np.ndarray, shared: dict | None = None) -> np.ndarray:
+    def member_values(
+        self, Z: np.ndarray, shared: dict | None = None, needed: np.ndarray | None = None
+    ) -> np.ndarray:
         """(len(ZOO), m, P) attributions of each member for the (m, d) standardised rows ``Z``
-        (zeros where absent).
+        (zeros where absent, and where ``needed``, (len(ZOO),) bool, is False).
 
         Pass the same ``shared`` dict for every output of one context and the same rows: members
         fitted to all outputs at once (multinomial) then compute their values once.
         """
-        return _member_values(self.surrogates, self.n_players, Z, shared)
+        return _member_values(self.surrogates, self.n_players, Z, shared, needed)
 
 
 def _member_values(
-    surrogates: list[FittedSurrogate | None], n_players: int, Z: np.ndarray, shared: dict | None
+    surrogates: list[FittedSurrogate | None],
+    n_players: int,
+    Z: np.ndarray,
+    shared: dict | None,
+    needed: np.ndarray | None = None,
 ) -> np.ndarray:
     shared = {} if shared is None else shared
     values = np.zeros((len(ZOO), Z.shape[0], n_players))
     for s, fitted in enumerate(surrogates):
-        if fitted is not None:
+        if fitted is not None and (needed is None or needed[s]):
             values[s] = fitted.model.attributions_shared(Z, shared)
     return values
 
@@ -141,14 +147,17 @@ class FittedContext:
     outputs: list[OutputContext | None]
     players: Players | None
 
-    def member_values(self, rows: np.ndarray) -> list[np.ndarray | None]:
+    def member_values(
+        self, rows: np.ndarray, needed: list[np.ndarray] | None = None
+    ) -> list[np.ndarray | None]:
         """Per output, the (len(ZOO), m, P) attributions of each member for the (m, d) rows as
-        given (standardised here); None for a constant output."""
+        given (standardised here); None for a constant output. ``needed``: per output, the
+        (len(ZOO),) members to compute (the others are left zero); None for all."""
         Z = self.standardiser.transform(rows)
         shared: dict = {}
         return [
-            None if context is None else context.member_values(Z, shared)
-            for context in self.outputs
+            None if context is None else context.member_values(Z, shared, _of(needed, k))
+            for k, context in enumerate(self.outputs)
         ]
 
     def design_players(self, width: int) -> np.ndarray:
@@ -157,20 +166,27 @@ class FittedContext:
             return np.arange(width, dtype=np.int64)
         return np.ascontiguousarray(self.players.of_feature, dtype=np.int64)
 
-    def member_pair_gaps(self, rows: np.ndarray, pairs: Pairs) -> list[np.ndarray]:
-        """Per output, the (len(ZOO), m, n_pairs) pair gaps of each member (zeros where absent)
-        for the (m, d) rows as given (standardised here); ``pairs.background`` is already
-        standardised."""
+    def member_pair_gaps(
+        self, rows: np.ndarray, pairs: Pairs, needed: list[np.ndarray] | None = None
+    ) -> list[np.ndarray]:
+        """Per output, the (len(ZOO), m, n_pairs) pair gaps of each member (zeros where absent,
+        or not ``needed`` as in ``member_values``) for the (m, d) rows as given (standardised
+        here); ``pairs.background`` is already standardised."""
         Z = self.standardiser.transform(rows)
         shared: dict = {}
         found = []
-        for context in self.outputs:
+        for k, context in enumerate(self.outputs):
             gaps = np.zeros((len(ZOO), *pairs.picks.shape))
+            wanted = _of(needed, k)
             for s, fitted in enumerate(context.surrogates):
-                if fitted is not None:
+                if fitted is not None and (wanted is None or wanted[s]):
                     gaps[s] = fitted.model.pair_gaps(Z, pairs, shared)
             found.append(gaps)
         return found
+
+
+def _of(needed: list[np.ndarray] | None, k: int) -> np.ndarray | None:
+    return None if needed is None else needed[k]
 
 
 def _statistics_sample(Z: np.ndarray, seed: int) -> np.ndarray:

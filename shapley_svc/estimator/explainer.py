@@ -832,14 +832,15 @@ class ZeroShotExplainer:
         query = proposal.query[part]
         masks = proposal.masks[part]
         design = self.encoder_.transform(query)
-        member_values = self.context_.member_values(design)
+        needed = self._needed_members()
+        member_values = self.context_.member_values(design, needed)
         pairs = Pairs(
             background_design,
             self.context_.design_players(design.shape[1]),
             masks,
             proposal.background[part],
         )
-        member_gaps = self.context_.member_pair_gaps(design, pairs)
+        member_gaps = self.context_.member_pair_gaps(design, pairs, needed)
         for k, context in enumerate(self.context_.outputs):
             base_values[:, k] = context.base_value
             weights = self.scales_[k] * self.weights_[k]
@@ -862,6 +863,14 @@ class ZeroShotExplainer:
                 prior, prior_std, refined, refined_std, total
             )
 
+    def _needed_members(self) -> list[np.ndarray]:
+        """Per output, the members whose weight is not zero: a member of weight zero adds
+        exactly nothing to the values, their spread or the proxy, so it is not computed (a
+        calibrated context keeps 2-4 of the zoo)."""
+        return [
+            scale * weights > 0 for weights, scale in zip(self.weights_, self.scales_, strict=True)
+        ]
+
     def _scaled(self, member_values: np.ndarray, k: int) -> np.ndarray:
         """Output ``k``'s (S, m, P) member values times its scale (the same array at scale 1)."""
         scale = self.scales_[k]
@@ -869,7 +878,9 @@ class ZeroShotExplainer:
 
     def _explain_slice(self, rows, outputs, values, uncertainty, base_values) -> None:
         """Fill ``values``, ``uncertainty`` (m, P, K) and ``base_values`` (m, K) for ``rows``."""
-        member_values = self.context_.member_values(self.encoder_.transform(rows))
+        member_values = self.context_.member_values(
+            self.encoder_.transform(rows), self._needed_members()
+        )
         for k, context in enumerate(self.context_.outputs):
             spread_scale, floor = self.uncertainty_terms_[k]
             targets = None if outputs is None else outputs[:, k] - context.base_value

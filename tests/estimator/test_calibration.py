@@ -242,3 +242,20 @@ def test_the_residual_bound_is_the_mean_square_of_the_residual_values_plus_its_e
     truth = np.mean((c - c.mean(axis=1, keepdims=True)) ** 2)
     bound = residual_square(gaps, masks)
     assert truth < bound < 1.15 * truth
+
+
+def test_members_of_weight_zero_are_skipped_without_changing_a_bit(interacting, rows):
+    _, query = rows
+    proposal = interacting.propose_calibration(400)
+    calibrated = interacting.calibrate(proposal, _interacting(proposal.rows))
+    skipped = ~calibrated._needed_members()[0]
+    available = calibrated.context_.outputs[0].features.available
+    assert np.any(skipped & available)  # NNLS left some member out: the case tests something
+    refine = calibrated.propose(query, 12, _interacting(query))
+    outputs = _interacting(refine.rows)
+    lean = calibrated.explain(query, _interacting(query)), calibrated.refine(refine, outputs)
+    calibrated._needed_members = lambda: [np.ones(len(ZOO), dtype=bool)]
+    full = calibrated.explain(query, _interacting(query)), calibrated.refine(refine, outputs)
+    for a, b in zip(lean, full, strict=True):
+        np.testing.assert_array_equal(a.values, b.values)
+        np.testing.assert_array_equal(a.uncertainty, b.uncertainty)
