@@ -259,3 +259,16 @@ def test_members_of_weight_zero_are_skipped_without_changing_a_bit(interacting, 
     for a, b in zip(lean, full, strict=True):
         np.testing.assert_array_equal(a.values, b.values)
         np.testing.assert_array_equal(a.uncertainty, b.uncertainty)
+
+
+def test_a_loaded_explainer_calibrates_like_the_one_saved(interacting, rows, tmp_path):
+    _, query = rows
+    interacting.save(tmp_path)
+    loaded = ZeroShotExplainer.load(tmp_path)
+    proposal = loaded.propose_calibration(400)
+    np.testing.assert_array_equal(proposal.rows, interacting.propose_calibration(400).rows)
+    outputs = _interacting(proposal.rows)
+    np.testing.assert_array_equal(
+        loaded.calibrate(proposal, outputs).explain(query).values,
+        interacting.calibrate(proposal, outputs).explain(query).values,
+    )
