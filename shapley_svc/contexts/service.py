@@ -331,19 +331,28 @@ class ContextService:
         budget: int | None,
         random_state: int | None,
         outputs: np.ndarray,
+        spec: ContextSpec | None = None,
         *,
         caller: Caller = PATIENT,
     ) -> tuple[StoredContext, bool]:
         """The context ``entry`` calibrated on the model's ``outputs`` on the proposal the same
         (budget, random_state) give, rebuilt here; held (and saved) under its own content
-        address, built once however many callers ask; and whether this call built it."""
+        address, built once however many callers ask; and whether this call built it. With
+        ``spec`` (the context's own, checked by its content address) the zoo is refitted on the
+        context's rows and the scored rows; without, only its weights."""
+        if spec is not None and self.content_id(spec) != entry.context_id:
+            raise InvalidArgumentError(
+                "context", f"is not the context {entry.context_id} (its content address differs)"
+            )
         with _naming_context(entry):
             budget = self._check_calibration_size(entry, budget)
             explainer = entry.explainer
             # An out-of-range seed is the estimator's to refuse, when the context is built.
             seed = explainer.random_state_ if random_state is None else int(random_state)
             outputs = np.asarray(outputs, dtype=np.float64)
-            context_id = calibrated_id(entry.context_id, budget, seed, outputs_fingerprint(outputs))
+            context_id = calibrated_id(
+                entry.context_id, budget, seed, outputs_fingerprint(outputs), spec is not None
+            )
 
             def build() -> StoredContext:
                 if self._saved(context_id) is not None:
@@ -351,7 +360,7 @@ class ContextService:
                     if loaded is not None:
                         return loaded
                 return self._on_compute_thread(
-                    self._calibrate, caller, explainer, budget, seed, outputs, context_id
+                    self._calibrate, caller, explainer, budget, seed, outputs, spec, context_id
                 )
 
             return self.store.get_or_build(context_id, build)
@@ -362,12 +371,14 @@ class ContextService:
         budget: int,
         seed: int,
         outputs: np.ndarray,
+        spec: ContextSpec | None,
         context_id: str,
         should_stop: Callable[[], bool],
     ) -> StoredContext:
         start = time.perf_counter()
         proposal = explainer.propose_calibration(budget, random_state=seed)
-        calibrated = explainer.calibrate(proposal, outputs)
+        context = () if spec is None else (_as_fitted(spec.rows), _as_fitted(spec.predictions))
+        calibrated = explainer.calibrate(proposal, outputs, *context)
         entry = StoredContext(
             context_id, calibrated, time.perf_counter() - start, calibrated.memory_bytes()
         )
@@ -383,8 +394,8 @@ class ContextService:
         start = time.perf_counter()
         explainer = ZeroShotExplainer(random_state=spec.random_state, artifact=self.artifact_path)
         explainer.fit(
-            np.asarray(spec.rows, dtype=np.float64),
-            np.asarray(spec.predictions, dtype=np.float64),
+            _as_fitted(spec.rows),
+            _as_fitted(spec.predictions),
             background=spec.background if spec.background.size else None,
             feature_names=list(spec.feature_names) or None,
             groups=list(spec.groups) or None,
@@ -447,6 +458,12 @@ def _propose(explainer, rows, predictions, budget, random_state, should_stop) ->
         None if predictions is None else np.asarray(predictions, dtype=np.float64),
         random_state=random_state,
     )
+
+
+def _as_fitted(array: np.ndarray) -> np.ndarray:
+    """A spec's rows or predictions as the estimator is given them: fit and calibrate alike, so
+    that calibrate recognises the context by its fingerprint."""
+    return np.asarray(array, dtype=np.float64)
 
 
 def _propose_calibration(explainer, budget, random_state, should_stop) -> CalibrationProposal:

@@ -91,11 +91,16 @@ def content_id(spec: ContextSpec, artifact_sha256: str) -> str:
     return "ctx-" + digest.hexdigest()[:40]
 
 
-def calibrated_id(context_id: str, budget: int, random_state: int, outputs_sha256: str) -> str:
+def calibrated_id(
+    context_id: str, budget: int, random_state: int, outputs_sha256: str, refitted: bool = False
+) -> str:
     """The content address of ``context_id`` calibrated on the model's outputs (their sha256)
-    on the proposal (``budget``, ``random_state``): the same on any replica."""
+    on the proposal (``budget``, ``random_state``), its zoo ``refitted`` or its weights only:
+    the same on any replica."""
     digest = hashlib.sha256(b"shapley.v1/calibrated\0")
     digest.update(context_id.encode() + b"\0")
     digest.update(int(budget).to_bytes(8, "little") + int(random_state).to_bytes(8, "little"))
     digest.update(outputs_sha256.encode())
+    if refitted:  # only refitted calibrations hash it, so weight-only ids are unchanged
+        digest.update(b"\0refitted")
     return "ctx-" + digest.hexdigest()[:40]

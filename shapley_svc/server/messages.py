@@ -316,6 +316,9 @@ def context_info(entry: StoredContext) -> pb.ContextInfo:
             for output in diagnostics.outputs
         ],
         calibration_rows=diagnostics.calibration_rows,
+        calibration_refitted=bool(
+            explainer.calibration_ is not None and explainer.calibration_.refitted
+        ),
         artifact_version=diagnostics.artifact_version,
         memory_bytes=entry.memory_bytes,
         fit_seconds=entry.fit_seconds,

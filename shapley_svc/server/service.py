@@ -24,6 +24,8 @@ from shapley_svc.server.status import CONTEXT_FIELDS, QUERY_FIELDS, naming_reque
 
 __all__ = ["SERVICE_NAME", "ShapleyService", "add_to_server"]
 
+# What Calibrate's refit of the zoo is given, as CalibrateRequest fields.
+REFIT_FIELDS = {"X": "context.rows", "predictions": "context.predictions"}
 # gRPC reports "no deadline" as one in the far future.
 _NO_DEADLINE = 10.0 * 365 * 24 * 3600
 
@@ -230,10 +232,17 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
     def Calibrate(self, request, context):
         asked = messages.calibration(request)
         outputs = messages.outputs(request, self._max_elements)
+        spec = None
+        if request.HasField("context"):
+            spec = messages.context_spec(request.context, self._max_elements)
+            self.contexts.check_size(spec.rows, spec.predictions)
         entry = self.contexts.get(asked.context_id, self._caller(context))
-        calibrated, created = self.contexts.calibrate(
-            entry, asked.budget, asked.random_state, outputs, caller=self._caller(context)
-        )
+        # The refit's own arguments are the spec's fields; the budget, seed and outputs keep
+        # their names.
+        with naming_request_fields(REFIT_FIELDS):
+            calibrated, created = self.contexts.calibrate(
+                entry, asked.budget, asked.random_state, outputs, spec, caller=self._caller(context)
+            )
         return pb.CreateContextResponse(context=calibrated.description, created=created)
 
     @handled

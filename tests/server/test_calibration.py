@@ -152,8 +152,9 @@ def test_client_calibrates_in_one_call_and_explains_refines_against_it(task, cli
     calls, counting = _counting()
     calibrated = client.calibrate(context, counting, budget=400, random_state=5)
     assert calls == [400] and calibrated.calibration_rows == 400
+    assert calibrated.calibration_refitted  # the client held the context's data: sent along
     proposal = local.propose_calibration(400, random_state=5)
-    expected = local.calibrate(proposal, model(proposal.rows))
+    expected = local.calibrate(proposal, model(proposal.rows), X, p)
     np.testing.assert_array_equal(
         client.explain(calibrated, X[:4], p[:4]).values, expected.explain(X[:4], p[:4]).values
     )
@@ -190,3 +191,37 @@ def test_client_calibration_errors(task, client):
     with pytest.raises(ShapleyError) as caught:
         client.calibrate(context, model, budget=10)
     assert caught.value.field == "budget" and "at least 400" in str(caught.value)
+
+
+def test_calibrate_with_the_context_refits_the_zoo_as_in_process(task, stub):
+    context, local, X, p = task
+    proposal = local.propose_calibration()
+    outputs = model(proposal.rows)
+    request = _calibrate_request(context.context_id, outputs)
+    request.context.CopyFrom(context.spec)
+    answer = stub.Calibrate(request)
+    assert answer.context.calibration_refitted and answer.context.calibration_rows == 1_000
+    weights_only = stub.Calibrate(_calibrate_request(context.context_id, outputs)).context
+    assert not weights_only.calibration_refitted
+    assert weights_only.context_id != answer.context.context_id
+    expected = local.calibrate(proposal, outputs, X, p)
+    explained = stub.Explain(
+        pb.ExplainRequest(
+            context_id=answer.context.context_id, rows=_tensor(X[:5]), predictions=_tensor(p[:5])
+        )
+    )
+    np.testing.assert_array_equal(_array(explained.values), expected.explain(X[:5], p[:5]).values)
+    other = pb.ContextSpec()
+    other.CopyFrom(context.spec)
+    other.random_state = 9  # another context's spec
+    request.context.CopyFrom(other)
+    code, message, named = refusal(stub.Calibrate, request)
+    assert (code, named) == (grpc.StatusCode.INVALID_ARGUMENT, "context"), message
+
+
+def test_client_refits_when_it_holds_the_data_and_is_told_otherwise(task, client):
+    context, _, _, _ = task
+    assert not client.calibrate(context.context_id, model).calibration_refitted
+    assert not client.calibrate(context, model, refit=False).calibration_refitted
+    with pytest.raises(ValueError, match="not an id"):
+        client.calibrate(context.context_id, model, refit=True)

@@ -158,6 +158,12 @@ class Context:
         return int(self.info.calibration_rows)
 
     @property
+    def calibration_refitted(self) -> bool:
+        """True when calibration refitted the surrogates on the context and the scored rows,
+        False when it refitted their weights only (or the context is not calibrated)."""
+        return bool(self.info.calibration_refitted)
+
+    @property
     def feature_names(self) -> list[str]:
         return list(self.info.feature_names)
 
@@ -851,10 +857,17 @@ class ShapleyClient:
         *,
         budget: int | None = None,
         random_state: int | None = None,
+        refit: bool | None = None,
     ) -> Context:
         """``context`` calibrated on your ``model``: a new context (the one given is left as
-        it was) whose surrogate weights are refitted, once, to the model's outputs on rows the
-        server proposes; explain, refine and stream against it as against any context.
+        it was) fitted, once, to the model's outputs on rows the server proposes; explain,
+        refine and stream against it as against any context.
+
+        ``refit``: True sends the context's data along, and the server refits the surrogates
+        on the context's rows and the scored rows (the more accurate; a fit's time); False
+        refits their weights only. None (default): True when this client holds the context's
+        data (a :class:`Context` from :meth:`create_context`) and it fits in one message with
+        the outputs, else False. ``calibration_refitted`` on the answer says which ran.
 
         ``model`` is called once on a (rows, d) float64 numpy array (as in :meth:`explain`)
         and returns the outputs, (rows,) or (rows, K) like the context's predictions.
@@ -870,6 +883,20 @@ class ShapleyClient:
         request = pb.CalibrateRequest(budget=proposal.budget, outputs=_tensor(outputs, "outputs"))
         if random_state is not None:
             request.random_state = int(random_state)
+        if refit is None or refit:
+            fits = _recreatable(context) and (
+                request.ByteSize() + context.spec.ByteSize() <= int(0.9 * self.max_message_bytes)
+            )
+            if refit and not fits:
+                raise ValueError(
+                    "refit=True needs the context's data in one message with the outputs: pass "
+                    "the Context from create_context (not an id), or refit=False"
+                    if not _recreatable(context)
+                    else f"the context and the outputs do not fit in one {self.max_message_bytes}"
+                    "-byte message: pass refit=False (weights only)"
+                )
+            if fits:
+                request.context.CopyFrom(context.spec)
         response = self._call_with_context(context, self._stub.Calibrate, request)
         calibrated_request = pb.CalibrateRequest()
         calibrated_request.CopyFrom(request)

@@ -86,7 +86,7 @@ class OutputDiagnostics(_message.Message):
     def __init__(self, predicted_fidelity: _Optional[float] = ..., surrogates: _Optional[_Iterable[_Union[SurrogateDiagnostics, _Mapping]]] = ..., calibration: _Optional[_Union[CalibrationDiagnostics, _Mapping]] = ...) -> None: ...
 
 class ContextInfo(_message.Message):
-    __slots__ = ("context_id", "n_rows", "n_features", "n_outputs", "single_output", "feature_names", "n_background", "outputs", "artifact_version", "memory_bytes", "fit_seconds", "groups", "attribution_names", "categorical_columns", "calibration_rows")
+    __slots__ = ("context_id", "n_rows", "n_features", "n_outputs", "single_output", "feature_names", "n_background", "outputs", "artifact_version", "memory_bytes", "fit_seconds", "groups", "attribution_names", "categorical_columns", "calibration_rows", "calibration_refitted")
     CONTEXT_ID_FIELD_NUMBER: _ClassVar[int]
     N_ROWS_FIELD_NUMBER: _ClassVar[int]
     N_FEATURES_FIELD_NUMBER: _ClassVar[int]
@@ -102,6 +102,7 @@ class ContextInfo(_message.Message):
     ATTRIBUTION_NAMES_FIELD_NUMBER: _ClassVar[int]
     CATEGORICAL_COLUMNS_FIELD_NUMBER: _ClassVar[int]
     CALIBRATION_ROWS_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_REFITTED_FIELD_NUMBER: _ClassVar[int]
     context_id: str
     n_rows: int
     n_features: int
@@ -117,7 +118,8 @@ class ContextInfo(_message.Message):
     attribution_names: _containers.RepeatedScalarFieldContainer[str]
     categorical_columns: _containers.RepeatedScalarFieldContainer[int]
     calibration_rows: int
-    def __init__(self, context_id: _Optional[str] = ..., n_rows: _Optional[int] = ..., n_features: _Optional[int] = ..., n_outputs: _Optional[int] = ..., single_output: _Optional[bool] = ..., feature_names: _Optional[_Iterable[str]] = ..., n_background: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[OutputDiagnostics, _Mapping]]] = ..., artifact_version: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., fit_seconds: _Optional[float] = ..., groups: _Optional[_Iterable[_Union[FeatureGroup, _Mapping]]] = ..., attribution_names: _Optional[_Iterable[str]] = ..., categorical_columns: _Optional[_Iterable[int]] = ..., calibration_rows: _Optional[int] = ...) -> None: ...
+    calibration_refitted: bool
+    def __init__(self, context_id: _Optional[str] = ..., n_rows: _Optional[int] = ..., n_features: _Optional[int] = ..., n_outputs: _Optional[int] = ..., single_output: _Optional[bool] = ..., feature_names: _Optional[_Iterable[str]] = ..., n_background: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[OutputDiagnostics, _Mapping]]] = ..., artifact_version: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., fit_seconds: _Optional[float] = ..., groups: _Optional[_Iterable[_Union[FeatureGroup, _Mapping]]] = ..., attribution_names: _Optional[_Iterable[str]] = ..., categorical_columns: _Optional[_Iterable[int]] = ..., calibration_rows: _Optional[int] = ..., calibration_refitted: _Optional[bool] = ...) -> None: ...
 
 class CreateContextRequest(_message.Message):
     __slots__ = ("context",)
@@ -242,16 +244,18 @@ class ProposeCalibrationResponse(_message.Message):
     def __init__(self, context_id: _Optional[str] = ..., rows: _Optional[_Union[Tensor, _Mapping]] = ..., budget: _Optional[int] = ..., artifact_version: _Optional[str] = ...) -> None: ...
 
 class CalibrateRequest(_message.Message):
-    __slots__ = ("context_id", "budget", "random_state", "outputs")
+    __slots__ = ("context_id", "budget", "random_state", "outputs", "context")
     CONTEXT_ID_FIELD_NUMBER: _ClassVar[int]
     BUDGET_FIELD_NUMBER: _ClassVar[int]
     RANDOM_STATE_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
     context_id: str
     budget: int
     random_state: int
     outputs: Tensor
-    def __init__(self, context_id: _Optional[str] = ..., budget: _Optional[int] = ..., random_state: _Optional[int] = ..., outputs: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    context: ContextSpec
+    def __init__(self, context_id: _Optional[str] = ..., budget: _Optional[int] = ..., random_state: _Optional[int] = ..., outputs: _Optional[_Union[Tensor, _Mapping]] = ..., context: _Optional[_Union[ContextSpec, _Mapping]] = ...) -> None: ...
 
 class GetContextRequest(_message.Message):
     __slots__ = ("context_id",)
