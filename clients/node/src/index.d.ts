@@ -134,6 +134,14 @@ export interface CalibrationOptions extends CallOptions {
   budget?: number | null;
   /** Seeds the proposed rows, in [0, 2^32) (default: the context's randomState). */
   randomState?: number | bigint | string | null;
+  /**
+   * calibrate() only. true: the context's spec is sent along and the server refits the
+   * surrogates on its rows and the scored rows (the more accurate; a fit's time); refused
+   * before sending (field 'refit') unless the context is given as a spec that fits in one
+   * message with the outputs. false: only the surrogates' weights are refitted. Absent or null
+   * (default): true when it can be, else false. The answer's `calibrationRefitted` says which ran.
+   */
+  refit?: boolean | null;
 }
 
 /** What proposeCalibration() resolves to: the rows for your model to score, once. */
@@ -196,6 +204,11 @@ export interface ContextInfo {
    * fitSeconds is then the time calibration took.
    */
   calibrationRows: number;
+  /**
+   * True when calibration refitted the surrogates on the context's rows and the scored rows
+   * (calibrate() with `refit`); false when it refitted their weights only, or not calibrated.
+   */
+  calibrationRefitted: boolean;
 }
 
 export interface CreatedContext extends ContextInfo {
@@ -357,8 +370,8 @@ export class ShapleyClient {
   /**
    * The context calibrated on your model: ProposeCalibration, `score` called once on the
    * proposed rows, Calibrate. Resolves to a new context (the one given is left as it was; the
-   * same outputs give the same id, `created` false) whose surrogate weights follow your model on
-   * rows that mix background rows; explain, explainStream and refine against it like any
+   * same outputs give the same id, `created` false) whose surrogates (refitted, or only their
+   * weights: see options.refit) follow your model on rows that mix background rows; explain, explainStream and refine against it like any
    * context. When the server no longer holds it, the client re-creates it, without calling
    * `score` again: Calibrate with the outputs it kept, against the context it came from (itself
    * re-created first when that is a spec, or a calibrated context, the server lost too; an id

@@ -52,8 +52,10 @@ const serviceCache = new Map();
 /**
  * What re-creates a context that calibrate() returned: the context it was calibrated from (a
  * spec, another calibrated context, or an id) and its Calibrate request less the context id
- * (budget, seed and the model's outputs), keyed by the object calibrate() resolved to. Held here
- * rather than per client, like the data a Python Context carries: any client can re-create it.
+ * (budget, seed, the model's outputs and, when the surrogates were refitted, the encoded spec,
+ * so that re-creation refits again: the same id), keyed by the object calibrate() resolved to.
+ * Held here rather than per client, like the data a Python Context carries: any client can
+ * re-create it.
  * @type {WeakMap<object, Calibration>}
  */
 const calibrations = new WeakMap();
@@ -75,7 +77,7 @@ const calibrations = new WeakMap();
  *   budget?: number, randomState?: number | bigint | string}} CallOptions
  * @typedef {CallOptions & {chunkRows?: number}} StreamOptions
  * @typedef {{timeout?: number, budget?: number | null,
- *   randomState?: number | bigint | string | null}} CalibrationOptions
+ *   randomState?: number | bigint | string | null, refit?: boolean | null}} CalibrationOptions
  * @typedef {{rows: Float64Array, shape: number[], budget: number, contextId: string,
  *   artifactVersion: string}} CalibrationProposal
  * @typedef {{base: string | object, request: any}} Calibration
@@ -734,6 +736,8 @@ class ShapleyClient {
     this._maxMessageBytes = maxMessageBytes;
     /** @type {(request: any) => Buffer} */
     this._serializeCreateRequest = Service.service.CreateContext.requestSerialize;
+    /** @type {(request: any) => Buffer} */
+    this._serializeCalibrateRequest = Service.service.Calibrate.requestSerialize;
     /** @type {WeakMap<object, ContextEntry>} */
     this._contexts = new WeakMap();
     /**
@@ -1233,6 +1237,26 @@ class ShapleyClient {
   }
 
   /**
+   * Whether a Calibrate request carrying the encoded spec `message` as its context fits in one
+   * message (MESSAGE_FILL of maxMessageBytes), sized as in _blockRows: with the tensors' data
+   * left out, then added.
+   * @param {any} request the Calibrate request, outputs included
+   * @param {string} id the context's id
+   * @param {any} message the encoded ContextSpec
+   */
+  _fitsWithOutputs(request, id, message) {
+    const { rows, predictions } = message;
+    const empty = Buffer.alloc(0);
+    const overhead = DATA_FRAMING_BYTES + this._serializeCalibrateRequest({
+      ...request,
+      contextId: id,
+      context: { ...message, rows: { ...rows, data: empty }, predictions: { ...predictions, data: empty } },
+    }).length;
+    return overhead + rows.data.length + predictions.data.length
+      <= Math.floor(MESSAGE_FILL * this._maxMessageBytes);
+  }
+
+  /**
    * The rows your model should score, once, to calibrate a context (calibrate() does the whole
    * round trip). The same arguments always give the same rows. Same context rules as explain().
    * @param {string | ContextSpec | {contextId: string}} contextOrId
@@ -1257,8 +1281,13 @@ class ShapleyClient {
 
   /**
    * The context calibrated on your model: a new context (the one given is left as it was) whose
-   * surrogate weights are refitted, once, to the model's outputs on rows the server proposes
-   * (ProposeCalibration, `score` called once on them, Calibrate). Resolves to its info, with
+   * surrogates are refitted, once, to the model's outputs on rows the server proposes
+   * (ProposeCalibration, `score` called once on them, Calibrate). `refit`: true sends the
+   * context's spec along and the server refits the surrogates on its rows and the scored rows
+   * (the more accurate; a fit's time); false refits their weights only; absent, true when the
+   * context is given as a spec and it fits in one message with the outputs, else false (an id
+   * or a calibrated context carries no data: refit true is then refused before sending).
+   * `calibrationRefitted` on the answer says which ran. Resolves to its info, with
    * `created` (false when the server already held it: the same outputs give the same id); pass
    * that object anywhere a context goes (explain, explainStream, refinement). When the server
    * no longer holds it, the client re-creates it from the outputs it keeps, without calling
@@ -1275,16 +1304,37 @@ class ShapleyClient {
       throw localError('score', 'must be a function of the rows (your model)');
     }
     const fields = ShapleyClient._calibration(options);
+    const { refit } = options;
+    if (refit != null && typeof refit !== 'boolean') {
+      throw localError('refit', `must be true, false or absent (automatic); got ${JSON.stringify(refit)}`);
+    }
+    // Only a spec carries the context's data (its rows and predictions): a calibrated context's
+    // id is not a spec's content address, and an id alone carries nothing.
+    if (refit === true && !isSpec(contextOrId)) {
+      throw localError('refit', 'refitting the surrogates needs the context\'s data: pass the ' +
+        'context as its spec {rows, predictions, ...} (not an id or a calibrated context), or ' +
+        'refit: false (weights only)');
+    }
     const proposal = await this.proposeCalibration(contextOrId, options);
     const flat = { data: proposal.rows, shape: proposal.shape };
     const outputs = toArray(await score(nest(flat.data, flat.shape), flat), 'outputs', [1, 2]);
     const tensor = encodeTensor(outputs.data, outputs.shape);
     // A copy: the scorer's own array may change after this call; re-creation sends these bytes.
+    /** @type {any} */
     const request = {
       ...fields,
       budget: proposal.budget,
       outputs: { ...tensor, data: Buffer.from(tensor.data) },
     };
+    if (refit !== false && isSpec(contextOrId)) {
+      const { message } = this._entry(/** @type {ContextSpec} */ (contextOrId));
+      if (this._fitsWithOutputs(request, proposal.contextId, message)) {
+        request.context = message;
+      } else if (refit === true) {
+        throw localError('refit', `the context and the outputs do not fit in one ${this._maxMessageBytes}` +
+          '-byte message (maxMessageBytes): pass refit: false (weights only)');
+      }
+    }
     const response = await this._withContext(contextOrId, options,
       (id) => this._unary('Calibrate', { ...request, contextId: id }, options));
     const calibrated = { ...response.context, created: response.created };

@@ -1,7 +1,8 @@
 'use strict';
 // Calibration from Node: proposeCalibration and calibrate() with a scoring callback, against a
 // real server; the calibrated context explains, streams and refines like any context and is
-// re-created from the outputs the client keeps.
+// re-created from the outputs the client keeps. Calibrating a spec refits the surrogates (the spec
+// sent along); an id, a calibrated context or refit: false refits their weights only.
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 
@@ -89,6 +90,7 @@ test('calibrate scores the proposed rows once and answers a new, efficient conte
   assert.match(calibrated.contextId, /^ctx-/);
   assert.equal(calibrated.created, true);
   assert.equal(calibrated.calibrationRows, BUDGET);
+  assert.equal(calibrated.calibrationRefitted, true); // a spec: sent along, the surrogates refitted
   const diagnostics = calibrated.outputs[0].calibration;
   assert.ok(diagnostics, 'calibration diagnostics of a calibrated context');
   assert.ok(diagnostics.scale > 0, `${diagnostics.scale}`);
@@ -97,8 +99,11 @@ test('calibrate scores the proposed rows once and answers a new, efficient conte
   // The context it came from is unchanged.
   const held = await client.getContext(base.contextId);
   assert.equal(held.calibrationRows, 0);
+  assert.equal(held.calibrationRefitted, false);
   assert.equal(held.outputs[0].calibration, null);
-  assert.equal((await client.getContext(calibrated)).calibrationRows, BUDGET);
+  const info = await client.getContext(calibrated);
+  assert.equal(info.calibrationRows, BUDGET);
+  assert.equal(info.calibrationRefitted, true);
 
   const explained = await client.explain(calibrated, query, queryPredictions);
   const zeroShot = await client.explain(spec, query, queryPredictions);
@@ -120,23 +125,85 @@ test('calibrate scores the proposed rows once and answers a new, efficient conte
 
 test('calibrating twice with the same outputs gives the same id', async () => {
   const first = await client.calibrate(spec, (/** @type {number[][]} */ r) => model(r),
-    { budget: 240, randomState: 7 });
+    { budget: 240, randomState: 7, refit: false });
+  assert.equal(first.calibrationRefitted, false);
   const base = await client.createContext(spec);
-  // From the id this time, with a sync scorer returning a typed array: the same request.
+  // From the id this time (weights only: an id carries no data), with a sync scorer returning
+  // a typed array: the same request.
   const second = await client.calibrate(base.contextId,
     (/** @type {number[][]} */ r) => Float64Array.from(model(r)), { budget: 240, randomState: 7 });
   assert.equal(second.contextId, first.contextId);
   assert.equal(second.created, false);
+  assert.equal(second.calibrationRefitted, false);
   const other = await client.calibrate(spec,
     (/** @type {number[][]} */ r) => model(r).map((p) => 0.5 * p + 0.25),
-    { budget: 240, randomState: 7 });
+    { budget: 240, randomState: 7, refit: false });
   assert.notEqual(other.contextId, first.contextId);
+  // Refitted (the spec's default): another context, the same again for the same outputs.
+  const refitted = await client.calibrate(spec, (/** @type {number[][]} */ r) => model(r),
+    { budget: 240, randomState: 7 });
+  assert.equal(refitted.calibrationRefitted, true);
+  assert.notEqual(refitted.contextId, first.contextId);
+  const again = await client.calibrate(spec, (/** @type {number[][]} */ r) => model(r),
+    { budget: 240, randomState: 7, refit: true });
+  assert.equal(again.contextId, refitted.contextId);
+  assert.equal(again.created, false);
+});
+
+test('refit: by default when the context is a spec that fits in one message, else weights only', async () => {
+  const score = (/** @type {number[][]} */ r) => model(r);
+  const options = { budget: BUDGET, randomState: 13 };
+  const refitted = await client.calibrate(spec, score, options);
+  assert.equal(refitted.calibrationRefitted, true);
+  const weightsOnly = await client.calibrate(spec, score, { ...options, refit: false });
+  assert.equal(weightsOnly.calibrationRefitted, false);
+  assert.equal(weightsOnly.calibrationRows, BUDGET);
+  assert.notEqual(weightsOnly.contextId, refitted.contextId);
+  const byId = await client.calibrate((await client.createContext(spec)).contextId, score, options);
+  assert.equal(byId.calibrationRefitted, false);
+  assert.equal(byId.contextId, weightsOnly.contextId);
+  // Differently refitted, differently explained; both exactly efficient.
+  const a = await client.explain(refitted, query, queryPredictions);
+  const b = await client.explain(weightsOnly, query, queryPredictions);
+  assert.notDeepEqual(Array.from(a.values), Array.from(b.values));
+  for (const gap of efficiencyGaps(a, queryPredictions)) assert.ok(gap < 1e-9, `${gap}`);
+
+  // A calibrated context carries no spec of its own: weights only.
+  const twice = await client.calibrate(refitted, score, { budget: BUDGET });
+  assert.equal(twice.calibrationRefitted, false);
+
+  // The spec and the outputs past one message (60 x 5 rows fit alone, not with 240 outputs):
+  // weights only, or refused when refit is asked for.
+  const small = new ShapleyClient(server.target, { timeout: 120, maxMessageBytes: 4500 });
+  try {
+    const auto = await small.calibrate(spec, score, options);
+    assert.equal(auto.calibrationRefitted, false);
+    assert.equal(auto.contextId, weightsOnly.contextId);
+    await assert.rejects(small.calibrate(spec, score, { ...options, refit: true }),
+      (/** @type {any} */ error) => isError('INVALID_ARGUMENT', 'refit')(error)
+        && /refit: false/.test(error.message));
+  } finally {
+    small.close();
+  }
+
+  // refit: true without the data, and a refit that is not a boolean: refused before sending,
+  // the model not called.
+  const { calls, score: counting } = countingScorer();
+  await assert.rejects(client.calibrate(refitted.contextId, counting, { refit: true }),
+    (/** @type {any} */ error) => isError('INVALID_ARGUMENT', 'refit')(error)
+      && /spec/.test(error.message));
+  await assert.rejects(client.calibrate(refitted, counting, { refit: true }),
+    isError('INVALID_ARGUMENT', 'refit'));
+  await assert.rejects(client.calibrate(spec, counting, { refit: /** @type {any} */ ('yes') }),
+    isError('INVALID_ARGUMENT', 'refit'));
+  assert.deepEqual(calls, []);
 });
 
 test('a lost calibrated context is re-created with the same id without calling the scorer', async () => {
   const base = await client.createContext(spec);
   const { calls, score } = countingScorer();
   const calibrated = await client.calibrate(spec, score, { budget: 360, randomState: 11 });
+  assert.equal(calibrated.calibrationRefitted, true);
   const id = calibrated.contextId;
   const before = await client.explain(calibrated, query, queryPredictions);
   await client.deleteContext(calibrated);
@@ -149,6 +216,9 @@ test('a lost calibrated context is re-created with the same id without calling t
   assert.equal(after.contextId, id);
   assert.deepEqual(Array.from(after.values), Array.from(before.values));
   assert.equal((await client.getContext(base.contextId)).calibrationRows, 0);
+  // Refitted again: the spec was kept with the outputs.
+  assert.equal((await client.getContext(id)).calibrationRefitted, true);
+  assert.equal(calibrated.calibrationRefitted, true);
 
   // Only the calibrated context lost: Calibrate against the base the server still holds.
   await client.deleteContext(calibrated);
@@ -160,6 +230,7 @@ test('a lost calibrated context is re-created with the same id without calling t
   // A calibrated context of a calibrated one: both re-created, the outer one from the inner.
   const twice = await client.calibrate(calibrated, (/** @type {number[][]} */ r) => model(r),
     { budget: 360 });
+  assert.equal(twice.calibrationRefitted, false);
   const answer = await client.explain(twice, query, queryPredictions);
   await client.deleteContext(twice);
   await client.deleteContext(calibrated);
