@@ -378,7 +378,7 @@ class ContextService:
         start = time.perf_counter()
         proposal = explainer.propose_calibration(budget, random_state=seed)
         context = () if spec is None else (_as_fitted(spec.rows), _as_fitted(spec.predictions))
-        calibrated = explainer.calibrate(proposal, outputs, *context)
+        calibrated = explainer.calibrate(proposal, outputs, *context, should_stop=should_stop)
         entry = StoredContext(
             context_id, calibrated, time.perf_counter() - start, calibrated.memory_bytes()
         )

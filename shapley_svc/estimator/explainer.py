@@ -724,7 +724,13 @@ class ZeroShotExplainer:
         )
 
     def calibrate(
-        self, proposal: CalibrationProposal, outputs, X=None, predictions=None
+        self,
+        proposal: CalibrationProposal,
+        outputs,
+        X=None,
+        predictions=None,
+        *,
+        should_stop: Callable[[], bool] | None = None,
     ) -> "ZeroShotExplainer":
         """A calibrated copy of this explainer, from your model's outputs on ``proposal.rows``
         (see ``shapley_svc.estimator.calibration``); this explainer is left as it was.
@@ -748,6 +754,8 @@ class ZeroShotExplainer:
         outputs : (len(proposal.rows),) or (len(proposal.rows), K): the model's outputs on the
             proposed rows, on the scale of the context's predictions. Finite.
         X, predictions : None, or the context's rows and predictions as given to ``fit``.
+        should_stop : optional; polled as ``fit`` polls it while the zoo is refitted (True:
+            ``CancelledError``, this explainer unchanged).
         """
         if not hasattr(self, "context_"):
             raise NotFittedError()
@@ -766,7 +774,7 @@ class ZeroShotExplainer:
             raise InvalidArgumentError("proposal", "was made by another explainer")
         scored = _outputs("outputs", outputs, proposal.rows.shape[0], self.n_outputs_)
         if X is not None or predictions is not None:
-            return self._refitted(proposal, scored, X, predictions)
+            return self._refitted(proposal, scored, X, predictions, should_stop)
         n_pairs = proposal.pairs_per_row
         by_pair = scored.reshape(n_background, n_pairs, 2, self.n_outputs_)
         model_gaps = by_pair[:, :, 0, :] - by_pair[:, :, 1, :]
@@ -823,7 +831,12 @@ class ZeroShotExplainer:
         return calibrated
 
     def _refitted(
-        self, proposal: CalibrationProposal, scored: np.ndarray, X, predictions
+        self,
+        proposal: CalibrationProposal,
+        scored: np.ndarray,
+        X,
+        predictions,
+        should_stop: Callable[[], bool] | None,
     ) -> "ZeroShotExplainer":
         """``calibrate`` with the context: the zoo refitted on it and the scored rows."""
         if X is None or predictions is None:
@@ -856,6 +869,7 @@ class ZeroShotExplainer:
             feature_names=self.feature_names_,
             categorical=self.categorical_.tolist() or None,
             groups=self.groups_,
+            should_stop=should_stop,
         )
         refitted.categories_ = self.categories_
         refitted.single_output_ = self.single_output_

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from shapley_svc.errors import InvalidArgumentError
+from shapley_svc.errors import CancelledError, InvalidArgumentError
 from shapley_svc.estimator import ZeroShotExplainer
 from shapley_svc.estimator.calibration import calibrated_output, residual_square
 from shapley_svc.estimator.refinement import size_distribution
@@ -361,3 +361,13 @@ def test_a_data_frame_context_refits_with_its_labels():
     assert calibrated.categories_ == explainer.categories_
     answer = calibrated.explain(frame.iloc[:4], model(coded[:4]))
     assert list(answer.display_data[:, 1]) == list(frame["colour"].iloc[:4])
+
+
+def test_a_refit_polls_should_stop_and_can_be_cancelled(interacting, rows):
+    X, _ = rows
+    proposal = interacting.propose_calibration(160)
+    with pytest.raises(CancelledError):
+        interacting.calibrate(
+            proposal, _interacting(proposal.rows), X, _interacting(X), should_stop=lambda: True
+        )
+    assert interacting.calibration_ is None
