@@ -775,17 +775,7 @@ class ZeroShotExplainer:
         scored = _outputs("outputs", outputs, proposal.rows.shape[0], self.n_outputs_)
         if X is not None or predictions is not None:
             return self._refitted(proposal, scored, X, predictions, should_stop)
-        n_pairs = proposal.pairs_per_row
-        by_pair = scored.reshape(n_background, n_pairs, 2, self.n_outputs_)
-        model_gaps = by_pair[:, :, 0, :] - by_pair[:, :, 1, :]
-        design = self.encoder_.transform(self.background_rows_)
-        pairs = Pairs(
-            self.context_.standardiser.transform(design),
-            self.context_.design_players(design.shape[1]),
-            proposal.masks,
-            proposal.background,
-        )
-        member_gaps = self.context_.member_pair_gaps(design, pairs)
+        design, member_gaps, model_gaps = self._calibration_gaps(proposal, scored)
         fitted = [
             calibrated_output(member_gaps[k], model_gaps[:, :, k], self.weights_[k], scale)
             for k, scale in enumerate(self.scales_)
@@ -889,9 +879,11 @@ class ZeroShotExplainer:
         )
         return refitted
 
-    def _pair_gap_r2(self, proposal: CalibrationProposal, scored: np.ndarray) -> list[float]:
-        """Per output, R^2 of this explainer's proxy pair gaps against the model's over the
-        calibration pairs."""
+    def _calibration_gaps(
+        self, proposal: CalibrationProposal, scored: np.ndarray
+    ) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+        """The background rows' design, each output's (S, n_background, n_pairs) member pair
+        gaps (every member's), and the model's (n_background, n_pairs, K) pair gaps."""
         n_background, n_pairs = proposal.masks.shape[:2]
         by_pair = scored.reshape(n_background, n_pairs, 2, self.n_outputs_)
         design = self.encoder_.transform(self.background_rows_)
@@ -902,12 +894,19 @@ class ZeroShotExplainer:
             proposal.background,
         )
         member_gaps = self.context_.member_pair_gaps(design, pairs)
-        found = []
-        for k, (weights, scale) in enumerate(zip(self.weights_, self.scales_, strict=True)):
-            proxy = np.einsum("s,smp->mp", scale * weights, member_gaps[k]).ravel()
-            model = (by_pair[:, :, 0, k] - by_pair[:, :, 1, k]).ravel()
-            found.append(r_squared(proxy, model))
-        return found
+        return design, member_gaps, by_pair[:, :, 0, :] - by_pair[:, :, 1, :]
+
+    def _pair_gap_r2(self, proposal: CalibrationProposal, scored: np.ndarray) -> list[float]:
+        """Per output, R^2 of this explainer's proxy pair gaps against the model's over the
+        calibration pairs."""
+        _, member_gaps, model_gaps = self._calibration_gaps(proposal, scored)
+        return [
+            r_squared(
+                np.einsum("s,smp->mp", scale * weights, member_gaps[k]).ravel(),
+                model_gaps[:, :, k].ravel(),
+            )
+            for k, (weights, scale) in enumerate(zip(self.weights_, self.scales_, strict=True))
+        ]
 
     def _refine_rows_per_slice(self, block: int) -> int:
         """Explained rows refined at once: per proposed row, a coalition's players and every

@@ -123,9 +123,9 @@ def draw_pairs(
     """``n_pairs`` paired coalitions per row of canonical ``query`` (m, d), each with a background
     row, drawn from the row's own seed: the (m * (lead + 2 * n_pairs), d) rows to score, the
     (m, n_pairs, P) masks and the (m, n_pairs) background picks (see ``Proposal``)."""
-    # A private writable copy: the kernels take mutable arrays, and a caller's view may be
-    # read-only (np.frombuffer over a message).
-    query = np.array(query, dtype=np.float64, order="C")
+    # Writable and contiguous (copied only when not): the kernels take mutable arrays, and a
+    # caller's view may be read-only (np.frombuffer over a message).
+    query = np.require(query, dtype=np.float64, requirements=["C", "W"])
     m = query.shape[0]
     masks = np.zeros((m, n_pairs, n_players), dtype=np.bool_)
     picks = np.zeros((m, n_pairs), dtype=np.int64)
@@ -151,10 +151,11 @@ def draw_proposal(
     """The coalitions and rows for canonical ``query`` (m, d); the caller checked ``budget``."""
     lead = 0 if predictions is not None else 1
     n_pairs = pairs_within(budget, predictions is not None) if n_players > 1 else 0
+    # A private copy, kept by the proposal: the caller's array may change after this call.
+    query = np.array(query, dtype=np.float64, order="C")
     rows, masks, picks = draw_pairs(
         query, background_rows, player_of_column, n_players, n_pairs, lead, seed
     )
-    query = np.array(query, dtype=np.float64, order="C")
     return Proposal(rows, lead + 2 * n_pairs, query, predictions, budget, seed, masks, picks)
 
 
