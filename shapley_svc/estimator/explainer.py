@@ -22,6 +22,7 @@ from shapley_svc.estimator.calibration import (
     outputs_fingerprint,
     r_squared,
     residual_square,
+    transferred_square,
     uncertainty_ratio,
 )
 from shapley_svc.estimator.calibration import default_budget as default_calibration_budget
@@ -790,18 +791,25 @@ class ZeroShotExplainer:
         terms = []
         for k, output in enumerate(fitted):
             spread_scale, floor = self.uncertainty_terms_[k]
+            gaps = model_gaps[:, :, k]
             proxy_gaps = np.einsum("s,smp->mp", output.scale * output.shares, member_gaps[k])
-            residual = residual_square(model_gaps[:, :, k] - proxy_gaps, proposal.masks)
+            before_gaps = np.einsum("s,smp->mp", self.scales_[k] * self.weights_[k], member_gaps[k])
+            residual = residual_square(gaps - proxy_gaps, proposal.masks)
             # Projected (the uncertainty explain states with predictions); any target sums
             # give the same variances.
-            _, stated = combine(
-                output.scale * member_values[k],
-                output.shares,
-                spread_scale,
-                floor,
-                np.zeros(n_background),
+            targets = np.zeros(n_background)
+            _, stated_before = combine(
+                self._scaled(member_values[k], k), self.weights_[k], spread_scale, floor, targets
             )
-            ratio = uncertainty_ratio(residual, stated)
+            transferred = transferred_square(
+                stated_before,
+                float(np.mean((gaps - before_gaps) ** 2)),
+                float(np.mean((gaps - proxy_gaps) ** 2)),
+            )
+            _, stated = combine(
+                output.scale * member_values[k], output.shares, spread_scale, floor, targets
+            )
+            ratio = uncertainty_ratio(residual, transferred, stated)
             terms.append((spread_scale * ratio, floor * ratio))
         calibrated.uncertainty_terms_ = terms
         calibrated.calibration_ = Calibration(

@@ -8,8 +8,13 @@ import pytest
 
 from shapley_svc.errors import CancelledError, InvalidArgumentError
 from shapley_svc.estimator import ZeroShotExplainer
-from shapley_svc.estimator.calibration import calibrated_output, residual_square
-from shapley_svc.estimator.refinement import size_distribution
+from shapley_svc.estimator.calibration import (
+    calibrated_output,
+    residual_square,
+    transferred_square,
+    uncertainty_ratio,
+)
+from shapley_svc.estimator.refinement import MIN_PRIOR_VARIANCE_RATIO, size_distribution
 from shapley_svc.estimator.surrogates import ZOO
 from shapley_svc.reference import exact_shapley
 
@@ -242,6 +247,28 @@ def test_the_residual_bound_is_the_mean_square_of_the_residual_values_plus_its_e
     truth = np.mean((c - c.mean(axis=1, keepdims=True)) ** 2)
     bound = residual_square(gaps, masks)
     assert truth < bound < 1.15 * truth
+
+
+def test_the_carried_over_estimate_shrinks_the_stated_variance_as_the_gaps_shrink():
+    stated = np.array([[1.0, 3.0], [1.0, 1.0]])  # mean square 3
+    assert transferred_square(stated, 8.0, 2.0) == pytest.approx(0.75)
+    # Gaps the zero-shot proxy already followed exactly: nothing to scale by.
+    assert transferred_square(stated, 0.0, 0.0) == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize(
+    ("residual", "transferred", "expected"),
+    [
+        (2.0, 0.5, 1.0),  # the pairs' direct estimate is the larger
+        (-0.3, 0.5, 0.25),  # a direct estimate that noise drove below zero
+        (-0.3, 0.01, MIN_PRIOR_VARIANCE_RATIO),  # both tiny: the floor
+    ],
+)
+def test_the_stated_uncertainty_follows_the_larger_estimate_of_the_residual(
+    residual, transferred, expected
+):
+    stated_std = np.full((3, 4), np.sqrt(2.0))
+    assert uncertainty_ratio(residual, transferred, stated_std) == pytest.approx(expected)
 
 
 def test_members_of_weight_zero_are_skipped_without_changing_a_bit(interacting, rows):
