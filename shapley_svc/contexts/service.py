@@ -40,6 +40,7 @@ from shapley_svc.errors import (
 from shapley_svc.estimator import ZeroShotExplainer, load_artifact
 from shapley_svc.estimator.calibration import CalibrationProposal, outputs_fingerprint
 from shapley_svc.estimator.calibration import default_budget as default_calibration_budget
+from shapley_svc.estimator.calibration import minimum_budget as minimum_calibration_budget
 from shapley_svc.estimator.explainer import SERIAL_MAX_ROWS, Explanation
 from shapley_svc.estimator.refinement import Proposal, minimum_budget, pairs_within
 
@@ -310,6 +311,24 @@ class ContextService:
             )
         return budget
 
+    def _check_refit_size(self, spec: ContextSpec, budget: int, n_background: int) -> None:
+        """Refuse a refit larger than the largest context: it fits the context's rows and the
+        ``budget`` scored rows together."""
+        n = spec.rows.shape[0]
+        limit = self.limits.max_context_rows
+        if n + budget > limit:
+            room = (
+                f"a budget of at most {limit - n}"
+                if limit - n >= minimum_calibration_budget(n_background)
+                else "no budget"
+            )
+            raise LimitExceededError(
+                "budget",
+                f"a refit fits the context's {n} rows and the {budget} scored rows, "
+                f"{n + budget} in all; the limit is {limit} ({room} leaves room for a refit): "
+                "calibrate without the context to refit the weights only",
+            )
+
     def propose_calibration(
         self,
         entry: StoredContext,
@@ -346,6 +365,8 @@ class ContextService:
             )
         with _naming_context(entry):
             budget = self._check_calibration_size(entry, budget)
+            if spec is not None:
+                self._check_refit_size(spec, budget, entry.explainer.background_rows_.shape[0])
             explainer = entry.explainer
             # An out-of-range seed is the estimator's to refuse, when the context is built.
             seed = explainer.random_state_ if random_state is None else int(random_state)

@@ -225,3 +225,26 @@ def test_client_refits_when_it_holds_the_data_and_is_told_otherwise(task, client
     assert not client.calibrate(context, model, refit=False).calibration_refitted
     with pytest.raises(ValueError, match="not an id"):
         client.calibrate(context.context_id, model, refit=True)
+
+
+def test_a_refit_beyond_the_largest_context_is_refused_and_the_client_reweighs(make_server):
+    target = make_server(warm=False, max_context_rows=1_000)
+    stub = shapley_pb2_grpc.ShapleyStub(target.channel())
+    X, p = make_task(n=300, seed=34)
+    with target.client(timeout=120) as client:
+        context = client.create_context(X, p)
+        proposal = client.propose_calibration(context)  # the default: 1,000 rows
+        request = _calibrate_request(context.context_id, model(proposal.rows))
+        request.context.CopyFrom(context.spec)
+        code, message, named = refusal(stub.Calibrate, request)
+        assert (code, named) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "budget"), message
+        assert "1300 in all; the limit is 1000 (a budget of at most 700" in message
+        # Without the context the weights alone are refitted; the client chooses that itself.
+        assert not stub.Calibrate(
+            _calibrate_request(context.context_id, model(proposal.rows))
+        ).context.calibration_refitted
+        assert not client.calibrate(context, model).calibration_refitted
+        with pytest.raises(ShapleyError) as caught:
+            client.calibrate(context, model, refit=True)
+        assert caught.value.field == "budget"
+        assert client.calibrate(context, model, budget=700).calibration_refitted

@@ -1285,7 +1285,8 @@ class ShapleyClient {
    * (ProposeCalibration, `score` called once on them, Calibrate). `refit`: true sends the
    * context's spec along and the server refits the surrogates on its rows and the scored rows
    * (the more accurate; a fit's time); false refits their weights only; absent, true when the
-   * context is given as a spec and it fits in one message with the outputs, else false (an id
+   * context is given as a spec, it fits in one message with the outputs, and its rows and the
+   * scored ones together are within the server's limits.maxContextRows, else false (an id
    * or a calibrated context carries no data: refit true is then refused before sending).
    * `calibrationRefitted` on the answer says which ran. Resolves to its info, with
    * `created` (false when the server already held it: the same outputs give the same id); pass
@@ -1328,7 +1329,12 @@ class ShapleyClient {
     };
     if (refit !== false && isSpec(contextOrId)) {
       const { message } = this._entry(/** @type {ContextSpec} */ (contextOrId));
-      if (this._fitsWithOutputs(request, proposal.contextId, message)) {
+      // A refit fits the context's rows and the scored rows together, and the server refuses
+      // more than its largest context: by default only the weights then.
+      const fits = this._fitsWithOutputs(request, proposal.contextId, message) && (refit === true
+        || Number(message.rows.shape[0]) + proposal.shape[0]
+          <= Number((await this.serverInfo(options)).limits.maxContextRows));
+      if (fits) {
         request.context = message;
       } else if (refit === true) {
         throw localError('refit', `the context and the outputs do not fit in one ${this._maxMessageBytes}` +

@@ -199,6 +199,23 @@ test('refit: by default when the context is a spec that fits in one message, els
   assert.deepEqual(calls, []);
 });
 
+test('refit: by default only within the server\'s largest context, refused past it', async () => {
+  // 60 context rows and 240 scored rows: 300 rows to refit, over a limit of 200.
+  const limited = await startServer({ args: ['--max-context-rows', '200'] });
+  const small = new ShapleyClient(limited.target, { timeout: 120 });
+  try {
+    const score = (/** @type {number[][]} */ r) => model(r);
+    const auto = await small.calibrate(spec, score, { budget: BUDGET });
+    assert.equal(auto.calibrationRefitted, false);
+    await assert.rejects(small.calibrate(spec, score, { budget: BUDGET, refit: true }),
+      (/** @type {any} */ error) => isError('RESOURCE_EXHAUSTED', 'budget')(error)
+        && /300 in all; the limit is 200/.test(error.message));
+  } finally {
+    small.close();
+    await limited.stop();
+  }
+});
+
 test('a lost calibrated context is re-created with the same id without calling the scorer', async () => {
   const base = await client.createContext(spec);
   const { calls, score } = countingScorer();

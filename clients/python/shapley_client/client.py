@@ -866,8 +866,9 @@ class ShapleyClient:
         ``refit``: True sends the context's data along, and the server refits the surrogates
         on the context's rows and the scored rows (the more accurate; a fit's time); False
         refits their weights only. None (default): True when this client holds the context's
-        data (a :class:`Context` from :meth:`create_context`) and it fits in one message with
-        the outputs, else False. ``calibration_refitted`` on the answer says which ran.
+        data (a :class:`Context` from :meth:`create_context`), it fits in one message with
+        the outputs, and its rows and the scored ones together are within the server's
+        ``max_context_rows``, else False. ``calibration_refitted`` on the answer says which ran.
 
         ``model`` is called once on a (rows, d) float64 numpy array (as in :meth:`explain`)
         and returns the outputs, (rows,) or (rows, K) like the context's predictions.
@@ -887,6 +888,11 @@ class ShapleyClient:
             fits = _recreatable(context) and (
                 request.ByteSize() + context.spec.ByteSize() <= int(0.9 * self.max_message_bytes)
             )
+            if refit is None and fits:
+                # A refit fits the context's rows and the scored rows together: the server
+                # refuses more than its largest context, so by default only the weights.
+                rows = context.spec.rows.shape[0] + proposal.rows.shape[0]
+                fits = rows <= self.server_info().limits.max_context_rows
             if refit and not fits:
                 raise ValueError(
                     "refit=True needs the context's data in one message with the outputs: pass "
