@@ -368,18 +368,18 @@ export class ShapleyClient {
    */
   proposeCalibration(context: ContextRef, options?: CalibrationOptions): Promise<CalibrationProposal>;
   /**
-   * The context calibrated on your model: ProposeCalibration, `score` called once on the
+   * The context calibrated on your model: ProposeCalibration, `model` called once on the
    * proposed rows, Calibrate. Resolves to a new context (the one given is left as it was; the
    * same outputs give the same id, `created` false) whose surrogates (refitted, or only their
    * weights: see options.refit) follow your model on rows that mix background rows; explain, explainStream and refine against it like any
    * context. When the server no longer holds it, the client re-creates it, without calling
-   * `score` again: Calibrate with the outputs it kept, against the context it came from (itself
+   * `model` again: Calibrate with the outputs it kept, against the context it came from (itself
    * re-created first when that is a spec, or a calibrated context, the server lost too; an id
    * alone cannot be).
-   * @param score your model, called as in explain(..., {model}); its outputs are (rows,) or
+   * @param model your model, called as in explain(..., {model}); its outputs are (rows,) or
    *   (rows, K) like the context's predictions
    */
-  calibrate(context: ContextRef, score: Model, options?: CalibrationOptions): Promise<CalibratedContext>;
+  calibrate(context: ContextRef, model: Model, options?: CalibrationOptions): Promise<CalibratedContext>;
   getContext(contextId: string | { contextId: string }, options?: CallOptions): Promise<ContextInfo>;
   deleteContext(contextId: string | { contextId: string }, options?: CallOptions): Promise<DeleteContextResult>;
   listContexts(options?: CallOptions): Promise<ListContextsResult>;

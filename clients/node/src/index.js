@@ -1282,7 +1282,7 @@ class ShapleyClient {
   /**
    * The context calibrated on your model: a new context (the one given is left as it was) whose
    * surrogates are refitted, once, to the model's outputs on rows the server proposes
-   * (ProposeCalibration, `score` called once on them, Calibrate). `refit`: true sends the
+   * (ProposeCalibration, `model` called once on them, Calibrate). `refit`: true sends the
    * context's spec along and the server refits the surrogates on its rows and the scored rows
    * (the more accurate; a fit's time); false refits their weights only; absent, true when the
    * context is given as a spec, it fits in one message with the outputs, and its rows and the
@@ -1292,17 +1292,17 @@ class ShapleyClient {
    * `created` (false when the server already held it: the same outputs give the same id); pass
    * that object anywhere a context goes (explain, explainStream, refinement). When the server
    * no longer holds it, the client re-creates it from the outputs it keeps, without calling
-   * `score` again: Calibrate against the context it came from, itself re-created first when
+   * `model` again: Calibrate against the context it came from, itself re-created first when
    * that is a spec (or a calibrated context) the server lost too.
    * @param {string | ContextSpec | {contextId: string}} contextOrId
-   * @param {Model} score called once with the proposed rows, nested and flat; returns the
+   * @param {Model} model called once with the proposed rows, nested and flat; returns the
    *   outputs, (rows,) or (rows, K) like the context's predictions; may be async
    * @param {CalibrationOptions} [options]
    * @returns {Promise<any>}
    */
-  async calibrate(contextOrId, score, options = {}) {
-    if (typeof score !== 'function') {
-      throw localError('score', 'must be a function of the rows (your model)');
+  async calibrate(contextOrId, model, options = {}) {
+    if (typeof model !== 'function') {
+      throw localError('model', 'must be a function of the rows (your model)');
     }
     const fields = ShapleyClient._calibration(options);
     const { refit } = options;
@@ -1318,9 +1318,9 @@ class ShapleyClient {
     }
     const proposal = await this.proposeCalibration(contextOrId, options);
     const flat = { data: proposal.rows, shape: proposal.shape };
-    const outputs = toArray(await score(nest(flat.data, flat.shape), flat), 'outputs', [1, 2]);
+    const outputs = toArray(await model(nest(flat.data, flat.shape), flat), 'outputs', [1, 2]);
     const tensor = encodeTensor(outputs.data, outputs.shape);
-    // A copy: the scorer's own array may change after this call; re-creation sends these bytes.
+    // A copy: the model's own array may change after this call; re-creation sends these bytes.
     /** @type {any} */
     const request = {
       ...fields,

@@ -261,7 +261,7 @@ test('bad calibration arguments and outputs are refused naming the field', async
   const score = (/** @type {number[][]} */ r) => model(r);
   // Refused before sending.
   await assert.rejects(client.calibrate(spec, /** @type {any} */ ('not a model')),
-    isError('INVALID_ARGUMENT', 'score'));
+    isError('INVALID_ARGUMENT', 'model'));
   await assert.rejects(client.calibrate(spec, score, { budget: /** @type {any} */ ('200') }),
     isError('INVALID_ARGUMENT', 'budget'));
   await assert.rejects(client.calibrate(spec, score, { budget: 150.5 }),
