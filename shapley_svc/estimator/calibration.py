@@ -186,17 +186,19 @@ def residual_square(residual_gaps: np.ndarray, masks: np.ndarray) -> float:
 
 
 def transferred_square(
-    stated_std_before: np.ndarray, gap_square_before: float, gap_square_after: float
+    stated_std_before: np.ndarray, gap_r2_before: float, gap_r2_after: float
 ) -> float:
     """A second estimate of the calibrated proxy's mean squared Shapley error: the zero-shot
     context's stated mean variance, scaled by how much calibration shrank the mean squared pair
-    gap between model and proxy. It averages squares of whole gaps, so it stays steady where
-    ``residual_square`` is noise: with 5 pairs per row over 384 players that estimate fell to
-    the floor and the calibrated 80 % intervals covered 0.49 (embedding forest)."""
+    gap between model and proxy, (1 - R^2 after) / (1 - R^2 before) of the pair gaps. It
+    averages squares of whole gaps, so it stays steady where ``residual_square`` is noise: with
+    5 pairs per row over 384 players that estimate fell to the floor and the calibrated 80 %
+    intervals covered 0.49 (embedding forest)."""
     stated = float(np.mean(stated_std_before**2))
-    if gap_square_before <= 0.0:
+    unexplained_before = 1.0 - gap_r2_before
+    if unexplained_before <= 0.0:
         return stated
-    return stated * gap_square_after / gap_square_before
+    return stated * max(1.0 - gap_r2_after, 0.0) / unexplained_before
 
 
 def uncertainty_ratio(residual: float, transferred: float, stated_std: np.ndarray) -> float:

@@ -791,10 +791,8 @@ class ZeroShotExplainer:
         terms = []
         for k, output in enumerate(fitted):
             spread_scale, floor = self.uncertainty_terms_[k]
-            gaps = model_gaps[:, :, k]
             proxy_gaps = np.einsum("s,smp->mp", output.scale * output.shares, member_gaps[k])
-            before_gaps = np.einsum("s,smp->mp", self.scales_[k] * self.weights_[k], member_gaps[k])
-            residual = residual_square(gaps - proxy_gaps, proposal.masks)
+            residual = residual_square(model_gaps[:, :, k] - proxy_gaps, proposal.masks)
             # Projected (the uncertainty explain states with predictions); any target sums
             # give the same variances.
             targets = np.zeros(n_background)
@@ -802,9 +800,7 @@ class ZeroShotExplainer:
                 self._scaled(member_values[k], k), self.weights_[k], spread_scale, floor, targets
             )
             transferred = transferred_square(
-                stated_before,
-                float(np.mean((gaps - before_gaps) ** 2)),
-                float(np.mean((gaps - proxy_gaps) ** 2)),
+                stated_before, output.gap_r2_before, output.gap_r2_after
             )
             _, stated = combine(
                 output.scale * member_values[k], output.shares, spread_scale, floor, targets

@@ -251,9 +251,10 @@ def test_the_residual_bound_is_the_mean_square_of_the_residual_values_plus_its_e
 
 def test_the_carried_over_estimate_shrinks_the_stated_variance_as_the_gaps_shrink():
     stated = np.array([[1.0, 3.0], [1.0, 1.0]])  # mean square 3
-    assert transferred_square(stated, 8.0, 2.0) == pytest.approx(0.75)
+    # Pair-gap R^2 0.2 -> 0.8: the mean squared gap left shrank from 0.8 to 0.2 of the total.
+    assert transferred_square(stated, 0.2, 0.8) == pytest.approx(0.75)
     # Gaps the zero-shot proxy already followed exactly: nothing to scale by.
-    assert transferred_square(stated, 0.0, 0.0) == pytest.approx(3.0)
+    assert transferred_square(stated, 1.0, 1.0) == pytest.approx(3.0)
 
 
 @pytest.mark.parametrize(
