@@ -737,7 +737,8 @@ class ZeroShotExplainer:
         (see ``shapley_svc.estimator.calibration``); this explainer is left as it was.
 
         Without ``X``: each output's member weights are refitted to the outputs' pair gaps, and
-        the stated uncertainty rescaled to the residual the pairs still measure. With ``X`` and
+        the stated uncertainty rescaled to the residual the pairs still measure (the larger of
+        two estimates: see ``calibration.uncertainty_ratio``). With ``X`` and
         ``predictions`` (the context this explainer was fitted on, checked): the zoo is refitted
         on the context and the scored rows together, so that the members learn what the model
         does on rows that mix background rows, and the gate weighs them as in ``fit`` (a fit's
