@@ -33,6 +33,9 @@ DEFAULT_ROWS_PER_BACKGROUND = 10
 MIN_PAIRS = 16
 # Two pairs per background row at least: the uncertainty's scale needs each row's spread.
 MIN_PAIRS_PER_ROW = 2
+# A refit's residual is measured on the pairs of half the background rows, by a second refit
+# that did not learn from them: each half needs two rows at least.
+MIN_HELD_OUT_ROWS = 2
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,25 @@ def draw_calibration(
         background_rows, background_rows, player_of_column, n_players, pairs_per_row, 0, seed
     )
     return CalibrationProposal(rows, budget, seed, masks, picks)
+
+
+def held_out_split(n_background: int, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The background rows whose calibration rows a second refit learns from, and the others,
+    on whose pairs that refit's residual is measured: a seeded half each, sorted; None below
+    ``MIN_HELD_OUT_ROWS`` rows a half (``residual_square`` needs the spread over rows)."""
+    if n_background < 2 * MIN_HELD_OUT_ROWS:
+        return None
+    order = np.random.default_rng(seed).permutation(n_background)
+    half = n_background // 2
+    return np.sort(order[:half]), np.sort(order[half:])
+
+
+def rows_of(proposal: CalibrationProposal, background_rows: np.ndarray, rows: np.ndarray):
+    """The part of ``rows`` (``proposal.rows``, or the outputs on them) that the pairs of
+    ``background_rows`` (indices) mix."""
+    per_row = 2 * proposal.pairs_per_row
+    blocks = rows.reshape(proposal.masks.shape[0], per_row, *rows.shape[1:])
+    return blocks[background_rows].reshape(-1, *rows.shape[1:])
 
 
 def outputs_fingerprint(outputs: np.ndarray) -> str:

@@ -10,7 +10,9 @@ from shapley_svc.errors import CancelledError, InvalidArgumentError
 from shapley_svc.estimator import ZeroShotExplainer
 from shapley_svc.estimator.calibration import (
     calibrated_output,
+    held_out_split,
     residual_square,
+    rows_of,
     transferred_square,
     uncertainty_ratio,
 )
@@ -364,6 +366,78 @@ def test_a_refitted_explainer_saves_and_loads_and_a_loaded_one_refits(
     del again.context_sha256_  # as saved by a version that did not keep it
     with pytest.raises(InvalidArgumentError, match="fit it again"):
         again.calibrate(again.propose_calibration(160), np.zeros(160), X, _interacting(X))
+
+
+def test_a_refits_uncertainty_is_rescaled_by_a_residual_it_did_not_learn(
+    interacting, refitted, rows
+):
+    X, _ = rows
+    calibrated, proposal = refitted
+    # The refit is a fit on the context and the scored rows; only its stated uncertainty moves.
+    plain = ZeroShotExplainer(random_state=2).fit(
+        np.concatenate([X, proposal.rows]),
+        np.concatenate([_interacting(X), _interacting(proposal.rows)]),
+        background=np.arange(40),
+    )
+    (spread, floor), (plain_spread, plain_floor) = (
+        calibrated.uncertainty_terms_[0],
+        plain.uncertainty_terms_[0],
+    )
+    assert spread / plain_spread == pytest.approx(floor / plain_floor, rel=1e-12)
+    query = np.random.default_rng(3).normal(size=(60, 5))
+    truth = exact_shapley(_interacting, query, interacting.background_rows_).values
+
+    def coverage(explainer):
+        answer = explainer.explain(query, _interacting(query))
+        return float(np.mean(np.abs(answer.values - truth) <= 1.2816 * answer.uncertainty))
+
+    # Efficiency moves each row's gap in proportion to the variances: a common factor leaves
+    # the values as they were, up to rounding.
+    np.testing.assert_allclose(
+        calibrated.explain(query, _interacting(query)).values,
+        plain.explain(query, _interacting(query)).values,
+        rtol=0,
+        atol=1e-12,
+    )
+    # The gate's terms state too little for this refit (0.71 of the 80 % intervals hold the
+    # true value); the held-out residual widens them (0.92).
+    assert coverage(plain) < 0.75 <= coverage(calibrated)
+
+
+def test_the_held_out_half_is_seeded_and_needs_two_rows_a_side():
+    assert held_out_split(3, 0) is None
+    learned, held = held_out_split(9, 4)
+    assert len(learned) == 4 and len(held) == 5
+    np.testing.assert_array_equal(np.sort(np.concatenate([learned, held])), np.arange(9))
+    again = held_out_split(9, 4)
+    np.testing.assert_array_equal(again[0], learned)
+    assert any(not np.array_equal(held_out_split(9, seed)[0], learned) for seed in range(5, 9))
+
+
+def test_rows_of_picks_the_blocks_of_the_given_background_rows(interacting):
+    proposal = interacting.propose_calibration(400)
+    blocks = proposal.rows.reshape(40, 10, 5)
+    np.testing.assert_array_equal(
+        rows_of(proposal, np.array([3, 7]), proposal.rows),
+        np.concatenate([blocks[3], blocks[7]]),
+    )
+    outputs = np.arange(400.0)[:, None]
+    np.testing.assert_array_equal(
+        rows_of(proposal, np.array([1]), outputs)[:, 0], np.arange(10.0, 20.0)
+    )
+
+
+def test_a_refit_over_three_background_rows_keeps_the_gates_uncertainty(rows):
+    X, _ = rows
+    explainer = ZeroShotExplainer(random_state=2).fit(X, _interacting(X), background=np.arange(3))
+    proposal = explainer.propose_calibration()
+    calibrated = explainer.calibrate(proposal, _interacting(proposal.rows), X, _interacting(X))
+    plain = ZeroShotExplainer(random_state=2).fit(
+        np.concatenate([X, proposal.rows]),
+        np.concatenate([_interacting(X), _interacting(proposal.rows)]),
+        background=np.arange(3),
+    )
+    assert calibrated.uncertainty_terms_ == plain.uncertainty_terms_
 
 
 def test_a_data_frame_context_refits_with_its_labels():
