@@ -23,6 +23,7 @@ The answer is then the precision-weighted mean of that unbiased estimate and the
 least as good as the zero-shot one; with many, the refined estimate dominates.
 """
 
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -159,6 +160,16 @@ def draw_proposal(
     return Proposal(rows, lead + 2 * n_pairs, query, predictions, budget, seed, masks, picks)
 
 
+@functools.lru_cache(maxsize=256)
+def t_widening(n_pairs: int) -> float:
+    """How much wider Student's t interval of ``n_pairs`` pairs' mean is than the normal one at
+    the stated level. Cached: scipy's two ppf calls took 0.6 ms, 6 % of a 10-row refine at 4d
+    (k401k boosting)."""
+    return float(
+        stats.t.ppf(0.5 + _INTERVAL / 2, n_pairs - 1) / stats.norm.ppf(0.5 + _INTERVAL / 2)
+    )
+
+
 def refined_values(
     proxy_values: np.ndarray,
     proxy_pair_gaps: np.ndarray,
@@ -194,8 +205,7 @@ def refined_values(
     # Half of each value's variance is the row's mean: with few pairs a value's own spread is
     # too noisy to weigh it by (diabetes forest at budget d: r 0.978 per value, 0.981 half-pooled).
     variance = (1 - POOLED_SHARE) * variance + POOLED_SHARE * variance.mean(axis=1, keepdims=True)
-    widen = stats.t.ppf(0.5 + _INTERVAL / 2, n_pairs - 1) / stats.norm.ppf(0.5 + _INTERVAL / 2)
-    std = widen * np.sqrt(variance / n_pairs) / a
+    std = t_widening(n_pairs) * np.sqrt(variance / n_pairs) / a
     return values + terms_mean / a, std
 
 
