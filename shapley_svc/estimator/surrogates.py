@@ -359,14 +359,25 @@ class SplineSurrogate(Surrogate):
 
     def prepare(self, background, players=None):
         self.players_ = players
-        self.background_mean_ = self._terms(background).mean(axis=0)
+        # Kept for refinement's pair gaps, which recomputed the background rows' spline terms
+        # on every call: 0.74 ms -> 0.34 ms for this member in a 10-row refine at 4d (k401k
+        # boosting).
+        self.background_terms_ = np.ascontiguousarray(self._terms(background))
+        self.background_mean_ = self.background_terms_.mean(axis=0)
         return self
 
     def attributions(self, Z):
         return self._terms(Z) - self.background_mean_
 
     def pair_gaps(self, Z, pairs, shared):
-        return _additive_pair_gaps(self, Z, pairs)
+        background_terms = getattr(self, "background_terms_", None)
+        if background_terms is None:  # saved by a version that did not keep them
+            background_terms = np.ascontiguousarray(self._terms(pairs.background))
+        out = np.empty(pairs.picks.shape)
+        additive_pair_gaps(
+            np.ascontiguousarray(self._terms(Z)), background_terms, pairs.masks, pairs.picks, out
+        )
+        return out
 
 
 class SoftLogisticSurrogate(Surrogate):

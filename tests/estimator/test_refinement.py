@@ -15,7 +15,7 @@ from shapley_svc.estimator.refinement import (
     refined_values,
     size_distribution,
 )
-from shapley_svc.estimator.surrogates import ZOO, Pairs
+from shapley_svc.estimator.surrogates import ZOO, Pairs, SplineSurrogate
 from shapley_svc.kernels.coalitions import fill_paired_rows, sample_paired_coalitions
 from shapley_svc.reference import exact_shapley
 
@@ -237,6 +237,27 @@ def test_a_loaded_explainer_refines_bit_for_bit(fitted, tmp_path):
     )
     assert np.array_equal(refined.values, again.values)
     assert np.array_equal(refined.uncertainty, again.uncertainty)
+
+
+def test_an_explainer_saved_without_the_splines_background_terms_refines_the_same(fitted, tmp_path):
+    explainer, query, _ = fitted
+    explainer.save(tmp_path / "saved")
+    loaded = ZeroShotExplainer.load(tmp_path / "saved")
+    splines = [
+        fitted_member.model
+        for fitted_member in loaded.context_.outputs[0].surrogates
+        if isinstance(getattr(fitted_member, "model", None), SplineSurrogate)
+    ]
+    weighted = [s for s, kind in enumerate(ZOO) if kind.name == "spline"]
+    assert splines and loaded.weights_[0][weighted].max() > 0  # its pair gaps are computed
+    for spline in splines:
+        del spline.background_terms_  # as an earlier version saved it
+    proposal, refined = _refine(explainer, query, 30)
+    again = loaded.refine(
+        loaded.propose(query, 30, _interacting(query)), _interacting(proposal.rows)
+    )
+    np.testing.assert_allclose(again.values, refined.values, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(again.uncertainty, refined.uncertainty, rtol=0, atol=1e-12)
 
 
 def test_read_only_query_rows_are_accepted(fitted):
