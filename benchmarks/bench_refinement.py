@@ -690,9 +690,25 @@ def headline_lines(payload: dict) -> list[str]:
         + (f" KernelSHAP ahead: {', '.join(losses)}." if losses else "")
         + (f" Not above zero-shot: {', '.join(below_zero_shot)}." if below_zero_shot else ""),
         f"- Propose + refine time per explained row over zero-shot explain's, mean over cases "
-        f"(target <= {TARGET_TIME_RATIO}x): {ratios}.",
+        f"(target <= {TARGET_TIME_RATIO}x): {ratios}." + _section_ratios(payload),
         *calibration_lines(payload),
     ]
+
+
+def _section_ratios(payload: dict) -> str:
+    """The time ratios of the two sections apart: the embedding tasks' thousands of mixed rows
+    per explained row dwarf the real tables' tens."""
+    groups = payload["summary"]["groups"]
+    parts = []
+    for name, label in (("real_tables", "real tables"), ("embeddings", "embeddings")):
+        if name not in groups:
+            continue
+        by_budget = groups[name]["by_budget"]
+        ratios = ", ".join(
+            f"{m}d {_num(by_budget[str(m)].get('ours_time_ratio'), 2)}x" for m in MULTIPLES[1:]
+        )
+        parts.append(f"{label} {ratios}")
+    return f" By section: {'; '.join(parts)}." if parts else ""
 
 
 def calibration_lines(payload: dict) -> list[str]:
