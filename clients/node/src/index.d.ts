@@ -136,7 +136,7 @@ export interface CalibrationOptions extends CallOptions {
   randomState?: number | bigint | string | null;
   /**
    * calibrate() only. true: the context's spec is sent along and the server refits the
-   * surrogates on its rows and the scored rows (the more accurate; a fit's time); refused
+   * surrogates on its rows and the scored rows (the more accurate; two fits' time); refused
    * before sending (field 'refit') unless the context is given as a spec that fits in one
    * message with the outputs. false: only the surrogates' weights are refitted. Absent or null
    * (default): true when it can be, else false. The answer's `calibrationRefitted` says which ran.

@@ -1284,7 +1284,7 @@ class ShapleyClient {
    * surrogates are refitted, once, to the model's outputs on rows the server proposes
    * (ProposeCalibration, `model` called once on them, Calibrate). `refit`: true sends the
    * context's spec along and the server refits the surrogates on its rows and the scored rows
-   * (the more accurate; a fit's time); false refits their weights only; absent, true when the
+   * (the more accurate; two fits' time); false refits their weights only; absent, true when the
    * context is given as a spec, it fits in one message with the outputs, and its rows and the
    * scored ones together are within the server's limits.maxContextRows, else false (an id
    * or a calibrated context carries no data: refit true is then refused before sending).

@@ -864,7 +864,7 @@ class ShapleyClient:
         refine and stream against it as against any context.
 
         ``refit``: True sends the context's data along, and the server refits the surrogates
-        on the context's rows and the scored rows (the more accurate; a fit's time); False
+        on the context's rows and the scored rows (the more accurate; two fits' time); False
         refits their weights only. None (default): True when this client holds the context's
         data (a :class:`Context` from :meth:`create_context`), it fits in one message with
         the outputs, and its rows and the scored ones together are within the server's
