@@ -556,5 +556,11 @@ test('categoricalColumns travel in the first block of a streamed context: same i
 });
 
 test('a per-call timeout becomes a gRPC deadline', async () => {
-  await assert.rejects(client.serverInfo({ timeout: 1e-6 }), isError('DEADLINE_EXCEEDED', null));
+  // A call the server needs about a second for (a fit of 10,000 new rows). A microsecond timeout on
+  // serverInfo raced a local answer that could come back within the same millisecond.
+  const big = makeRows(10000, 5, 29);
+  await assert.rejects(
+    client.createContext({ rows: big, predictions: model(big) }, { timeout: 0.05 }),
+    isError('DEADLINE_EXCEEDED', null),
+  );
 });
