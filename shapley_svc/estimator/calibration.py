@@ -129,7 +129,9 @@ def held_out_split(n_background: int, seed: int) -> tuple[np.ndarray, np.ndarray
     return np.sort(order[:half]), np.sort(order[half:])
 
 
-def rows_of(proposal: CalibrationProposal, background_rows: np.ndarray, rows: np.ndarray):
+def rows_of(
+    proposal: CalibrationProposal, background_rows: np.ndarray, rows: np.ndarray
+) -> np.ndarray:
     """The part of ``rows`` (``proposal.rows``, or the outputs on them) that the pairs of
     ``background_rows`` (indices) mix."""
     per_row = 2 * proposal.pairs_per_row
