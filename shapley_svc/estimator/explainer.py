@@ -862,11 +862,19 @@ class ZeroShotExplainer:
         )
         refitted.categories_ = self.categories_
         refitted.single_output_ = self.single_output_
+        _, zero_shot_gaps, model_gaps = self._calibration_gaps(proposal, scored)
         refitted.uncertainty_terms_ = self._held_out_terms(
-            refitted, proposal, scored, rows, context_outputs, should_stop
+            refitted,
+            proposal,
+            scored,
+            zero_shot_gaps,
+            model_gaps,
+            rows,
+            context_outputs,
+            should_stop,
         )
-        before = self._pair_gap_r2(proposal, scored)
-        after = refitted._pair_gap_r2(proposal, scored)
+        before = self._pair_gap_r2(zero_shot_gaps, model_gaps)
+        after = refitted._pair_gap_r2(refitted._calibration_gaps(proposal, scored)[1], model_gaps)
         refitted.calibration_ = Calibration(
             int(proposal.budget),
             int(proposal.random_state),
@@ -906,6 +914,8 @@ class ZeroShotExplainer:
         refitted: "ZeroShotExplainer",
         proposal: CalibrationProposal,
         scored: np.ndarray,
+        zero_shot_gaps: list[np.ndarray],
+        model_gaps: np.ndarray,
         rows: np.ndarray,
         context_outputs: np.ndarray,
         should_stop: Callable[[], bool] | None,
@@ -918,7 +928,8 @@ class ZeroShotExplainer:
         states them, and 0.82 rescaled held out; rescaled from the refit's own, in-sample
         residual they covered 0.62 (a prototype run over the same cases' outputs): the refit
         has learned those rows. Below ``MIN_HELD_OUT_ROWS`` background rows a half, the gate's
-        terms are kept."""
+        terms are kept. ``zero_shot_gaps`` and ``model_gaps``: this explainer's member pair
+        gaps and the model's, as ``_calibration_gaps`` gives them."""
         split = held_out_split(proposal.masks.shape[0], proposal.random_state)
         if split is None:
             return refitted.uncertainty_terms_
@@ -928,7 +939,6 @@ class ZeroShotExplainer:
             np.concatenate([context_outputs, rows_of(proposal, learned, scored)]),
             should_stop,
         )
-        _, zero_shot_gaps, model_gaps = self._calibration_gaps(proposal, scored)
         held_out_design, held_out_gaps, _ = held_out._calibration_gaps(proposal, scored)
         zero_shot_values = self.context_.member_values(
             self.encoder_.transform(self.background_rows_[held])
@@ -981,10 +991,9 @@ class ZeroShotExplainer:
         member_gaps = self.context_.member_pair_gaps(design, pairs)
         return design, member_gaps, by_pair[:, :, 0, :] - by_pair[:, :, 1, :]
 
-    def _pair_gap_r2(self, proposal: CalibrationProposal, scored: np.ndarray) -> list[float]:
+    def _pair_gap_r2(self, member_gaps: list[np.ndarray], model_gaps: np.ndarray) -> list[float]:
         """Per output, R^2 of this explainer's proxy pair gaps against the model's over the
-        calibration pairs."""
-        _, member_gaps, model_gaps = self._calibration_gaps(proposal, scored)
+        calibration pairs, from its member pair gaps and the model's (``_calibration_gaps``)."""
         return [
             r_squared(self._proxy_gaps(member_gaps, k).ravel(), model_gaps[:, :, k].ravel())
             for k in range(self.n_outputs_)
