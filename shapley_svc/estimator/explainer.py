@@ -31,6 +31,7 @@ from shapley_svc.estimator.calibration import default_budget as default_calibrat
 from shapley_svc.estimator.calibration import minimum_budget as minimum_calibration_budget
 from shapley_svc.estimator.combiner import (
     combine,
+    fidelity_floor,
     member_weights,
     predicted_fidelity,
     uncertainty_terms,
@@ -189,6 +190,8 @@ class ZeroShotExplainer:
     context_ : the fitted ``FittedContext`` (standardiser, per-output zoo, players).
     weights_, uncertainty_terms_ : per output, the combiner's member weights (S,), summing to
         one, and its (spread scale, variance floor).
+    fidelity_floor_ : per output, what explain and refine multiply those terms by (at least 1;
+        see ``combiner.fidelity_floor``); 1 once calibrated.
     scales_ : per output, what the weighted mix is multiplied by: 1, or calibration's scale.
     calibration_ : None, or the ``Calibration`` that refitted ``weights_`` and ``scales_``
         (see ``calibrate``).
@@ -332,7 +335,36 @@ class ZeroShotExplainer:
             uncertainty_terms(output, params, n_players) for output in features
         ]
         self.diagnostics_ = self._diagnostics(weights)
+        self.fidelity_floor_ = [1.0] * outputs.shape[1]
+        self.fidelity_floor_ = self._fidelity_floors(outputs[background_indices])
         return self
+
+    def _fidelity_floors(self, background_outputs: np.ndarray) -> list[float]:
+        """Per output, ``combiner.fidelity_floor`` of this fit: from what ``explain`` states
+        (without a floor) for a seeded sample of at most ``DEFAULT_BACKGROUND_ROWS`` background
+        rows, with their predictions (``background_outputs``, (n_background, K))."""
+        n_background = self.background_rows_.shape[0]
+        rng = np.random.default_rng(self.random_state_)
+        sample = np.sort(
+            rng.choice(n_background, size=min(n_background, DEFAULT_BACKGROUND_ROWS), replace=False)
+        )
+        explanation = self.explain(self.background_rows_[sample], background_outputs[sample])
+        shape = (sample.size, len(self.attribution_names_), self.n_outputs_)
+        values = explanation.values.reshape(shape)
+        std = explanation.uncertainty.reshape(shape)
+        return [
+            fidelity_floor(values[:, :, k], std[:, :, k], output.predicted_fidelity)
+            for k, output in enumerate(self.diagnostics_.outputs)
+        ]
+
+    def _stated_terms(self, k: int) -> tuple[float, float]:
+        """Output ``k``'s (spread scale, variance floor) as explain and refine state them: the
+        combiner's, times the fidelity floor (1 once calibrated, and for explainers saved before
+        the floor existed)."""
+        spread_scale, floor = self.uncertainty_terms_[k]
+        factor = getattr(self, "fidelity_floor_", None)
+        factor = 1.0 if factor is None else factor[k]
+        return spread_scale * factor, floor * factor
 
     def _diagnostics(
         self,
@@ -811,6 +843,7 @@ class ZeroShotExplainer:
             ratio = uncertainty_ratio(residual, transferred, stated)
             terms.append((spread_scale * ratio, floor * ratio))
         calibrated.uncertainty_terms_ = terms
+        calibrated.fidelity_floor_ = [1.0] * len(terms)
         calibrated.calibration_ = Calibration(
             int(proposal.budget),
             int(proposal.random_state),
@@ -873,6 +906,7 @@ class ZeroShotExplainer:
             context_outputs,
             should_stop,
         )
+        refitted.fidelity_floor_ = [1.0] * len(refitted.uncertainty_terms_)
         before = self._pair_gap_r2(zero_shot_gaps, model_gaps)
         after = refitted._pair_gap_r2(refitted._calibration_gaps(proposal, scored)[1], model_gaps)
         refitted.calibration_ = Calibration(
@@ -965,8 +999,9 @@ class ZeroShotExplainer:
         return np.einsum("s,smp->mp", self.scales_[k] * self.weights_[k], member_gaps[k])
 
     def _stated_std(self, member_values: list[np.ndarray], k: int) -> np.ndarray:
-        """(m, P) the uncertainty output ``k``'s explain states for the rows of
-        ``member_values``, projected (as with predictions given: any sums give the same)."""
+        """(m, P) the uncertainty output ``k``'s combiner states for the rows of
+        ``member_values``, projected (as with predictions given: any sums give the same), before
+        the fidelity floor: calibration rescales the combiner's own terms."""
         spread_scale, floor = self.uncertainty_terms_[k]
         targets = np.zeros(member_values[k].shape[1])
         _, std = combine(
@@ -1047,7 +1082,7 @@ class ZeroShotExplainer:
                 masks,
                 total,
             )
-            spread_scale, floor = self.uncertainty_terms_[k]
+            spread_scale, floor = self._stated_terms(k)
             prior, prior_std = combine(
                 self._scaled(member_values[k], k), self.weights_[k], spread_scale, floor, total
             )
@@ -1074,7 +1109,7 @@ class ZeroShotExplainer:
             self.encoder_.transform(rows), self._needed_members()
         )
         for k, context in enumerate(self.context_.outputs):
-            spread_scale, floor = self.uncertainty_terms_[k]
+            spread_scale, floor = self._stated_terms(k)
             targets = None if outputs is None else outputs[:, k] - context.base_value
             values[:, :, k], uncertainty[:, :, k] = combine(
                 self._scaled(member_values[k], k), self.weights_[k], spread_scale, floor, targets

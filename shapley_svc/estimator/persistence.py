@@ -91,9 +91,10 @@ EXPLAINER_STATE = (
     "diagnostics_",
 )
 CALIBRATION_STATE = ("scales_", "calibration_")
-# Read when present, in either format: explainers saved before it existed lack it (and then
-# calibrate only by re-weighting; see ``ZeroShotExplainer.calibrate``).
-OPTIONAL_STATE = ("context_sha256_",)
+# Read when present, in either format: explainers saved before they existed lack them (and
+# then calibrate only by re-weighting, see ``ZeroShotExplainer.calibrate``; and state the
+# combiner's uncertainty without the fidelity floor).
+OPTIONAL_STATE = ("context_sha256_", "fidelity_floor_")
 
 
 @dataclasses.dataclass(frozen=True)
