@@ -335,6 +335,7 @@ class ZeroShotExplainer:
             uncertainty_terms(output, params, n_players) for output in features
         ]
         self.diagnostics_ = self._diagnostics(weights)
+        # The floor is measured on what explain states without one (factor 1 meanwhile).
         self.fidelity_floor_ = [1.0] * outputs.shape[1]
         self.fidelity_floor_ = self._fidelity_floors(outputs[background_indices])
         return self
