@@ -57,9 +57,9 @@ from shapley_svc.reference.trees import FlatEnsemble, LeafPaths, TreeBackground
 
 FORMAT = "shapley-svc/fitted-explainer"
 # Version 3 adds calibration (``scales_``, ``calibration_``) and is written for calibrated
-# explainers alone: an uncalibrated one is still written as version 2, which every server since
-# that format reads, and an older server refuses a calibrated one instead of explaining it with
-# its weights but without its scales.
+# explainers alone: an uncalibrated one is still written as version 2, and an older server
+# refuses a calibrated one instead of explaining it with its weights but without its scales.
+# (Version 2 saves also carry the optional fields below, which servers older than them refuse.)
 FORMAT_VERSION = 3
 UNCALIBRATED_FORMAT_VERSION = 2
 READABLE_VERSIONS = (UNCALIBRATED_FORMAT_VERSION, FORMAT_VERSION)
@@ -93,8 +93,12 @@ EXPLAINER_STATE = (
 CALIBRATION_STATE = ("scales_", "calibration_")
 # Read when present, in either format: explainers saved before they existed lack them (and
 # then calibrate only by re-weighting, see ``ZeroShotExplainer.calibrate``; and state the
-# combiner's uncertainty without the fidelity floor).
+# combiner's uncertainty without the fidelity floor). Fields a later version adds are skipped
+# (``load_state``), so such additions must be safe to ignore; state that changes the answers
+# when absent comes with a new format version instead. Servers from before that rule refuse a
+# save holding an optional field they do not know, and fit the context again.
 OPTIONAL_STATE = ("context_sha256_", "fidelity_floor_")
+_KNOWN_STATE = frozenset(EXPLAINER_STATE + CALIBRATION_STATE + OPTIONAL_STATE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -323,7 +327,11 @@ def load_state(path: str | Path, artifact) -> dict:
     try:
         with np.load(io.BytesIO(arrays), allow_pickle=False) as stored:
             reader = _Reader({name: stored[name] for name in stored.files})
-            state = {name: reader.value(value) for name, value in manifest["state"].items()}
+            state = {
+                name: reader.value(value)
+                for name, value in manifest["state"].items()
+                if name in _KNOWN_STATE
+            }
     except (KeyError, TypeError, ValueError, zipfile.BadZipFile) as error:
         _refuse(directory, f"is damaged: its state does not read back ({error!r})")
     expected = EXPLAINER_STATE + (

@@ -121,3 +121,18 @@ def test_only_a_fitted_explainer_saves(tmp_path):
     with pytest.raises(NotFittedError):
         ZeroShotExplainer().save(tmp_path / "ctx")
     assert not (tmp_path / "ctx").exists()
+
+
+def test_a_field_a_later_version_adds_is_skipped(rng, tmp_path):
+    """Optional state a later version adds (here one holding an object of a class this version
+    does not know) leaves a save readable; the fields of its format must still all be there
+    (``test_a_manifest_whose_fields_do_not_match_its_format_is_refused``)."""
+    X, y = _table(rng)
+    explainer = ZeroShotExplainer(random_state=7).fit(X, y, categorical=[4])
+    directory = explainer.save(tmp_path / "ctx")
+    manifest = json.loads((directory / MANIFEST).read_text())
+    manifest["state"]["a_later_field_"] = {"class": "ALaterClass", "id": 10**9, "fields": {}}
+    (directory / MANIFEST).write_text(json.dumps(manifest))
+    loaded = ZeroShotExplainer.load(directory)
+    assert not hasattr(loaded, "a_later_field_")
+    _assert_same_answers(explainer, loaded, X[:20], y[:20])
