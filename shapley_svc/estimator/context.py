@@ -279,6 +279,9 @@ def fit_context(
                 )
                 for k, fitted in enumerate(fits):
                     shared_fits[k][kind.name] = fitted
+    # Every output probes the same rows, so members fitted to all outputs at once (multinomial)
+    # attribute them once: with 4 classes this took a softmax member's probe from 4 runs to 1.
+    probe_shared: dict = {}
     contexts = [
         fit_output_context(
             X,
@@ -291,6 +294,7 @@ def fit_context(
             should_stop,
             players,
             memory_bytes,
+            probe_shared,
         )
         if varying[k]
         else None
@@ -310,12 +314,15 @@ def fit_output_context(
     should_stop: Callable[[], bool] | None = None,
     players: Players | None = None,
     memory_bytes: int = DEFAULT_FIT_MEMORY_BYTES,
+    probe_shared: dict | None = None,
 ) -> OutputContext:
     """Fit the zoo to one output column and compute the combiner's features.
 
     ``fitted`` holds members already fitted for this column (by name); the rest are fitted here.
-    ``class_probabilities`` says the column is one class of a softmax's outputs. Other
-    parameters as in ``fit_context``; ``output`` is (n,) and ``Z`` the standardised rows.
+    ``class_probabilities`` says the column is one class of a softmax's outputs.
+    ``probe_shared``: the same dict for every output of one context (see
+    ``OutputContext.member_values``). Other parameters as in ``fit_context``; ``output`` is (n,)
+    and ``Z`` the standardised rows.
     """
     fitted = fitted or {}
     background_rows = Z[background]
@@ -339,7 +346,7 @@ def fit_output_context(
     rng = np.random.default_rng(seed)
     probe = rng.choice(background, size=min(PROBE_ROWS, background.size), replace=False)
     n_players = Z.shape[1] if players is None else players.count
-    probe_values = _member_values(surrogates, n_players, Z[probe], None)
+    probe_values = _member_values(surrogates, n_players, Z[probe], probe_shared)
     agreement = _agreement(probe_values, available)
 
     smooth = [s for s in members_with_role(Role.SMOOTH) if available[s]]
