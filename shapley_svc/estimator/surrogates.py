@@ -52,8 +52,9 @@ TREE_MAX_DEPTH = 6
 # Above this many features a logistic surrogate is attributed by the per-reference rescale rule
 # (r >= 0.996 against its exact values on breast cancer) instead of 2^d coalitions.
 LOGISTIC_EXACT_FEATURES = 6
-# A link member that reproduces the outputs to within this share of their variance out of fold is
-# in the model's class (see ``SurrogateKind.make_in_class``); the combiner then takes it alone.
+# A linear or link member that reproduces the outputs to within this share of their variance out
+# of fold is in the model's class; the combiner then takes it alone (``member_weights``), and a
+# link member's in-class refit must pass the same test (``SurrogateKind.make_in_class``).
 EXACT_FIT_UNEXPLAINED = 1e-3
 # The in-class refit's L2 penalty per row: only enough to keep the solver finite on saturated
 # outputs. At the zoo's 0.002 a logistic model's own member kept R^2 0.981 out of fold on k401k
