@@ -691,7 +691,7 @@ class BoostedTreesSurrogate(_TreeSurrogate):
     31 leaves at 150 rounds lifted it only to 0.925 (LightGBM 0.902 -> 0.899), for about 1.15x
     the fit. The 200-round variant gained nothing on `bench_estimator_accuracy` (public set
     0.929 -> 0.929, held-out prior tasks 0.925 -> 0.923), and all features per split won on
-    boosted targets but lost 0.01-0.02 on forests, SVMs and kNN in a 9-table screen.
+    boosted targets but lost 0.01-0.02 on forests, SVMs and kNN in a 6-table screen.
     """
 
     def fit(self, Z, target, seed):
