@@ -250,7 +250,7 @@ def merged_with_prior(
     std: np.ndarray,
     total: np.ndarray,
     n_pairs: int,
-    prior_pairs_per_player: float = PRIOR_PAIRS_PER_PLAYER,
+    prior_pairs_per_player: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Precision-weighted mean of the zero-shot estimate (the prior) and the refined one, whose
     errors are independent (the refined one's is the pairs' sampling error alone), projected
