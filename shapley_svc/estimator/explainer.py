@@ -43,6 +43,7 @@ from shapley_svc.estimator.persistence import load_state, save_explainer
 from shapley_svc.estimator.refinement import (
     PRIOR_PAIRS_PER_PLAYER,
     Proposal,
+    RefinementParts,
     draw_proposal,
     merged_with_prior,
     minimum_budget,
@@ -656,6 +657,40 @@ class ZeroShotExplainer:
         outputs : (len(proposal.rows),) or (len(proposal.rows), K): the model's outputs on the
             proposed rows, on the scale of the context's predictions.
         """
+        parts = self._refinement_parts(proposal, outputs)
+        values = np.empty_like(parts.prior)
+        uncertainty = np.empty_like(parts.prior)
+        for k in range(self.n_outputs_):
+            values[:, :, k], uncertainty[:, :, k] = merged_with_prior(
+                parts.prior[:, :, k],
+                parts.prior_std[:, :, k],
+                parts.refined[:, :, k],
+                parts.refined_std[:, :, k],
+                parts.total[:, k],
+                proposal.n_pairs,
+                self._prior_pairs_per_player(),
+            )
+        base_values, predictions = parts.base_values, parts.predictions
+        if self.single_output_:
+            values, uncertainty = values[:, :, 0], uncertainty[:, :, 0]
+            base_values, predictions = base_values[:, 0], predictions[:, 0]
+        return Explanation(
+            values=values,
+            base_values=base_values,
+            uncertainty=uncertainty,
+            attribution_names=list(self.attribution_names_),
+            diagnostics=self.diagnostics_,
+            data=proposal.query,
+            display_data=self._display(proposal.query, None, self._categories_by_column()),
+            grouped=self.groups_ is not None,
+            predictions=np.array(predictions),
+            model_rows=proposal.rows_per_query,
+        )
+
+    def _refinement_parts(self, proposal: Proposal, outputs) -> RefinementParts:
+        """What ``refine`` merges: per explained row and output, the zero-shot values (the
+        prior) and the pairs' unbiased estimate, each with its standard deviation (checks the
+        arguments as ``refine`` documents)."""
         if not hasattr(self, "context_"):
             raise NotFittedError()
         if not isinstance(proposal, Proposal):
@@ -677,9 +712,7 @@ class ZeroShotExplainer:
         by_query = scored.reshape(m, block, self.n_outputs_)
         lead = proposal.lead
         predictions = proposal.predictions if lead == 0 else by_query[:, 0, :]
-        values = np.empty((m, n_players, self.n_outputs_))
-        uncertainty = np.empty((m, n_players, self.n_outputs_))
-        base_values = np.empty((m, self.n_outputs_))
+        parts = RefinementParts.empty(m, n_players, self.n_outputs_, predictions)
         step = self._refine_rows_per_slice(block)
         # The background rows as the members see them: once per call, not per slice.
         background_design = self.context_.standardiser.transform(
@@ -694,25 +727,9 @@ class ZeroShotExplainer:
                     by_query[part, lead:, :],
                     predictions[part],
                     background_design,
-                    values[part],
-                    uncertainty[part],
-                    base_values[part],
+                    parts.rows(part),
                 )
-        if self.single_output_:
-            values, uncertainty = values[:, :, 0], uncertainty[:, :, 0]
-            base_values, predictions = base_values[:, 0], predictions[:, 0]
-        return Explanation(
-            values=values,
-            base_values=base_values,
-            uncertainty=uncertainty,
-            attribution_names=list(self.attribution_names_),
-            diagnostics=self.diagnostics_,
-            data=proposal.query,
-            display_data=self._display(proposal.query, None, self._categories_by_column()),
-            grouped=self.groups_ is not None,
-            predictions=np.array(predictions),
-            model_rows=block,
-        )
+        return parts
 
     def propose_calibration(
         self, budget: int | None = None, *, random_state: int | None = None
@@ -1044,20 +1061,12 @@ class ZeroShotExplainer:
         return max(1, min(self.working_memory_bytes_ // 2 // per_query, self.rows_per_slice()))
 
     def _refine_slice(
-        self,
-        proposal,
-        part,
-        pair_outputs,
-        predictions,
-        background_design,
-        values,
-        uncertainty,
-        base_values,
+        self, proposal, part, pair_outputs, predictions, background_design, parts
     ) -> None:
-        """Fill ``values``, ``uncertainty`` (m, P, K) and ``base_values`` (m, K) of the explained
-        rows ``part`` of ``proposal``; ``pair_outputs`` (m, 2 * n_pairs, K) are the model's
-        outputs on their pairs' rows, ``predictions`` (m, K) on the rows themselves,
-        ``background_design`` the standardised design of the background rows."""
+        """Fill ``parts`` (``RefinementParts`` of the explained rows ``part`` of ``proposal``);
+        ``pair_outputs`` (m, 2 * n_pairs, K) are the model's outputs on their pairs' rows,
+        ``predictions`` (m, K) on the rows themselves, ``background_design`` the standardised
+        design of the background rows."""
         query = proposal.query[part]
         masks = proposal.masks[part]
         design = self.encoder_.transform(query)
@@ -1071,13 +1080,14 @@ class ZeroShotExplainer:
         )
         member_gaps = self.context_.member_pair_gaps(design, pairs, needed)
         for k, context in enumerate(self.context_.outputs):
-            base_values[:, k] = context.base_value
+            parts.base_values[:, k] = context.base_value
             weights = self.scales_[k] * self.weights_[k]
             proxy_values = np.einsum("s,smp->mp", weights, member_values[k])
             proxy_gaps = np.einsum("s,smp->mp", weights, member_gaps[k])
             model = pair_outputs[:, :, k].reshape(len(query), masks.shape[1], 2)
             total = predictions[:, k] - context.base_value
-            refined, refined_std = refined_values(
+            parts.total[:, k] = total
+            parts.refined[:, :, k], parts.refined_std[:, :, k] = refined_values(
                 proxy_values,
                 proxy_gaps,
                 model[:, :, 0] - model[:, :, 1],
@@ -1085,17 +1095,8 @@ class ZeroShotExplainer:
                 total,
             )
             spread_scale, floor = self._stated_terms(k)
-            prior, prior_std = combine(
+            parts.prior[:, :, k], parts.prior_std[:, :, k] = combine(
                 self._scaled(member_values[k], k), self.weights_[k], spread_scale, floor, total
-            )
-            values[:, :, k], uncertainty[:, :, k] = merged_with_prior(
-                prior,
-                prior_std,
-                refined,
-                refined_std,
-                total,
-                masks.shape[1],
-                self._prior_pairs_per_player(),
             )
 
     def _prior_pairs_per_player(self) -> float:

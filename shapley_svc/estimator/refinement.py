@@ -113,6 +113,56 @@ class Proposal:
         return self.rows_per_query - 2 * self.n_pairs
 
 
+@dataclass(frozen=True)
+class RefinementParts:
+    """What refinement merges, per explained row and output: the zero-shot values (the prior)
+    and the pairs' unbiased estimate (``refined_values``), each with its standard deviation.
+
+    Attributes
+    ----------
+    prior, prior_std, refined, refined_std : (m, P, K).
+    total : (m, K) prediction - base value: what the values sum to.
+    base_values : (m, K).
+    predictions : (m, K) the explained rows' predictions.
+    """
+
+    prior: np.ndarray
+    prior_std: np.ndarray
+    refined: np.ndarray
+    refined_std: np.ndarray
+    total: np.ndarray
+    base_values: np.ndarray
+    predictions: np.ndarray
+
+    @classmethod
+    def empty(
+        cls, m: int, n_players: int, n_outputs: int, predictions: np.ndarray
+    ) -> "RefinementParts":
+        """Unfilled parts for ``m`` explained rows with these (m, K) ``predictions``."""
+        shape = (m, n_players, n_outputs)
+        return cls(
+            np.empty(shape),
+            np.empty(shape),
+            np.empty(shape),
+            np.empty(shape),
+            np.empty((m, n_outputs)),
+            np.empty((m, n_outputs)),
+            predictions,
+        )
+
+    def rows(self, part: slice) -> "RefinementParts":
+        """The parts of the explained rows ``part``: views, filled in place."""
+        return RefinementParts(
+            self.prior[part],
+            self.prior_std[part],
+            self.refined[part],
+            self.refined_std[part],
+            self.total[part],
+            self.base_values[part],
+            self.predictions[part],
+        )
+
+
 def pairs_within(budget: int, predictions_given: bool) -> int:
     """How many coalition pairs ``budget`` rows per explained row pay for."""
     return (budget - (0 if predictions_given else 1)) // 2

@@ -128,6 +128,24 @@ def test_intervals_cover_about_eighty_percent(fitted):
     assert 0.65 <= np.mean(covered) <= 0.95, np.mean(covered)
 
 
+def test_refine_starts_from_the_zero_shot_answer_and_merges_it_with_the_pairs(fitted):
+    """The prior refine weighs is what explain answers with the same predictions; the answer
+    is neither it nor the pairs' unbiased estimate alone, and adds up to the same total."""
+    explainer, query, _ = fitted
+    proposal = explainer.propose(query, 20, _interacting(query), random_state=4)
+    outputs = _interacting(proposal.rows)
+    parts = explainer._refinement_parts(proposal, outputs)
+    zero_shot = explainer.explain(query, _interacting(query))
+    np.testing.assert_allclose(parts.prior[:, :, 0], zero_shot.values, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(parts.prior_std[:, :, 0], zero_shot.uncertainty, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(parts.total[:, 0], _interacting(query) - zero_shot.base_values)
+    np.testing.assert_allclose(parts.refined[:, :, 0].sum(axis=1), parts.total[:, 0])
+    refined = explainer.refine(proposal, outputs)
+    np.testing.assert_allclose(refined.values.sum(axis=1), parts.total[:, 0])
+    assert not np.allclose(refined.values, parts.prior[:, :, 0])
+    assert not np.allclose(refined.values, parts.refined[:, :, 0])
+
+
 def test_proposals_are_deterministic_and_independent_of_the_batch(fitted):
     explainer, query, _ = fitted
     first, refined = _refine(explainer, query, 20)
