@@ -306,9 +306,33 @@ def kernel_shap(predict, query, background_rows, truth) -> dict:
 # --- real tables ------------------------------------------------------------------------------
 
 
-def real_table_cases(plan: Plan, progress, after_case) -> tuple[list[dict], list[dict]]:
-    from benchmarks.real_tables import MAX_ENUMERATED_FEATURES, build_case
+def real_table_case(plan: Plan, table, family: str):
+    """The benchmark's case of ``family`` on ``table``: model, rows and exact truth."""
+    from benchmarks.real_tables import build_case
+
+    return build_case(
+        table,
+        "as_is",
+        family,
+        seed=SEED,
+        n_background=plan.n_background,
+        n_explained=plan.n_explained,
+        use_cache=plan.use_cache,
+    )
+
+
+def fitted_explainer(case):
+    """``ZeroShotExplainer`` fitted on ``case``'s context, as the benchmark fits it."""
     from shapley_svc import ZeroShotExplainer
+
+    kwargs = {"background": case.background, "feature_names": case.feature_names}
+    if case.categorical.size:
+        kwargs["categorical"] = case.categorical.tolist()
+    return ZeroShotExplainer(random_state=SEED).fit(case.X, case.predictions, **kwargs)
+
+
+def real_table_cases(plan: Plan, progress, after_case) -> tuple[list[dict], list[dict]]:
+    from benchmarks.real_tables import MAX_ENUMERATED_FEATURES
     from shapley_svc.training.tables import load_table, table_specs
 
     rows, skipped = [], []
@@ -323,21 +347,10 @@ def real_table_cases(plan: Plan, progress, after_case) -> tuple[list[dict], list
             continue
         for family in plan.families:
             start = time.perf_counter()
-            case = build_case(
-                table,
-                "as_is",
-                family,
-                seed=SEED,
-                n_background=plan.n_background,
-                n_explained=plan.n_explained,
-                use_cache=plan.use_cache,
-            )
+            case = real_table_case(plan, table, family)
             setup = time.perf_counter() - start
-            kwargs = {"background": case.background, "feature_names": case.feature_names}
-            if case.categorical.size:
-                kwargs["categorical"] = case.categorical.tolist()
             start = time.perf_counter()
-            explainer = ZeroShotExplainer(random_state=SEED).fit(case.X, case.predictions, **kwargs)
+            explainer = fitted_explainer(case)
             fit_seconds = time.perf_counter() - start
             query = case.X[case.explained]
             predictions = case.predictions[case.explained]

@@ -34,7 +34,13 @@ import numpy as np
 
 from benchmarks._machine import machine_info
 from benchmarks.accuracy_cases import pearson
-from benchmarks.bench_refinement import FULL, QUICK, SEED
+from benchmarks.bench_refinement import (
+    FULL,
+    QUICK,
+    SEED,
+    fitted_explainer,
+    real_table_case,
+)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MULTIPLES = (1, 2, 4, 10)
@@ -108,8 +114,7 @@ def diagnose_case(explainer, predict, query, predictions, truth) -> dict:
 
 
 def cases(plan, progress) -> list[dict]:
-    from benchmarks.real_tables import MAX_ENUMERATED_FEATURES, build_case
-    from shapley_svc import ZeroShotExplainer
+    from benchmarks.real_tables import MAX_ENUMERATED_FEATURES
     from shapley_svc.training.tables import load_table, table_specs
 
     specs = {spec["id"]: spec for spec in table_specs()}
@@ -119,22 +124,13 @@ def cases(plan, progress) -> list[dict]:
         if table.d > MAX_ENUMERATED_FEATURES:
             continue
         for family in plan.families:
-            case = build_case(
-                table,
-                "as_is",
-                family,
-                seed=SEED,
-                n_background=plan.n_background,
-                n_explained=plan.n_explained,
-                use_cache=plan.use_cache,
-            )
-            kwargs = {"background": case.background, "feature_names": case.feature_names}
-            if case.categorical.size:
-                kwargs["categorical"] = case.categorical.tolist()
-            explainer = ZeroShotExplainer(random_state=SEED).fit(case.X, case.predictions, **kwargs)
-            query = case.X[case.explained]
+            case = real_table_case(plan, table, family)
             found = diagnose_case(
-                explainer, case.predict, query, case.predictions[case.explained], case.truth
+                fitted_explainer(case),
+                case.predict,
+                case.X[case.explained],
+                case.predictions[case.explained],
+                case.truth,
             )
             rows.append({"case": case.name, "family": family, "d": int(table.d), "r": found})
             progress(f"{case.name}: " + ", ".join(_cells(found["4"])) + " at 4d")
