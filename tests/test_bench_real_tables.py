@@ -2,14 +2,13 @@
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from shapley_svc.training import tables
+from tests.quick_runs import run_quick
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,22 +41,7 @@ def test_quick_mode_writes_finite_metrics(tmp_path):
     _needs_tables()
     for module in ("shap", "xgboost", "lightgbm", "catboost"):
         pytest.importorskip(module)
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.bench_real_tables",
-            "--quick",
-            "--out-dir",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr[-2000:]
+    run_quick("benchmarks.bench_real_tables", tmp_path)
     payload = json.loads((tmp_path / "real_tables_quick.json").read_text())
     assert (tmp_path / "real_tables_quick.md").read_text().startswith("# ZeroShotExplainer")
     assert payload["benchmark"] == "real_tables"

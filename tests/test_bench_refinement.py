@@ -2,8 +2,6 @@
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +9,7 @@ import pytest
 
 from benchmarks import bench_refinement
 from shapley_svc.training import tables
+from tests.quick_runs import run_quick
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,22 +43,7 @@ def test_quick_mode_writes_sane_results(tmp_path):
         pytest.importorskip(module)
     if not tables.tables_path().is_file():
         pytest.skip(f"{tables.tables_path()} not found (set {tables.TABLES_ENV})")
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.bench_refinement",
-            "--quick",
-            "--out-dir",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr[-2000:]
+    run_quick("benchmarks.bench_refinement", tmp_path, timeout=900)
     payload = json.loads((tmp_path / "refinement_quick.json").read_text())
     assert (tmp_path / "refinement_quick.md").read_text().startswith("# Refinement")
     assert (tmp_path / "refinement_quick.png").stat().st_size > 0

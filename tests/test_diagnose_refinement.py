@@ -1,9 +1,6 @@
 """The refinement diagnostic: its hindsight merge and its every-background-row estimate."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +10,7 @@ from shapley_svc.estimator import ZeroShotExplainer
 from shapley_svc.estimator.refinement import refined_values
 from shapley_svc.reference import exact_shapley
 from shapley_svc.training import tables
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.quick_runs import run_quick
 
 
 def _interacting(X):
@@ -77,22 +73,7 @@ def test_quick_mode_writes_its_report(tmp_path):
         pytest.importorskip(module)
     if not tables.tables_path().is_file():
         pytest.skip(f"{tables.tables_path()} not found (set {tables.TABLES_ENV})")
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.diagnose_refinement",
-            "--quick",
-            "--out-dir",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr[-2000:]
+    run_quick("benchmarks.diagnose_refinement", tmp_path)
     payload = json.loads((tmp_path / "refinement_noise_quick.json").read_text())
     assert (tmp_path / "refinement_noise_quick.md").read_text().startswith("# Where refinement")
     assert len(payload["cases"]) == 4

@@ -1,0 +1,19 @@
+"""Running a benchmark script's quick mode from a test, in its own process."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_quick(module: str, out_dir: Path | None = None, timeout: int = 600) -> None:
+    """``python -m module --quick [--out-dir out_dir]`` from the checkout; fails the test with
+    the end of its stderr when it does not exit 0."""
+    command = [sys.executable, "-m", module, "--quick"]
+    if out_dir is not None:
+        command += ["--out-dir", str(out_dir)]
+    completed = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
