@@ -98,8 +98,9 @@ def diagnose_case(explainer, predict, query, predictions, truth) -> dict:
     results = {}
     for multiple in MULTIPLES:
         proposal = explainer.propose(query, multiple * d, predictions, random_state=SEED)
-        parts = explainer._refinement_parts(proposal, predict(proposal.rows))
-        refined = explainer.refine(proposal, predict(proposal.rows)).values
+        outputs = predict(proposal.rows)
+        parts = explainer._refinement_parts(proposal, outputs)
+        refined = explainer.refine(proposal, outputs).values
         estimates = {
             "zero_shot": parts.prior,
             "pairs": parts.refined,
