@@ -98,13 +98,11 @@ def diagnose_case(explainer, predict, query, predictions, truth) -> dict:
     results = {}
     for multiple in MULTIPLES:
         proposal = explainer.propose(query, multiple * d, predictions, random_state=SEED)
-        outputs = predict(proposal.rows)
-        parts = explainer._refinement_parts(proposal, outputs)
-        refined = explainer.refine(proposal, outputs).values
+        parts = explainer._refinement_parts(proposal, predict(proposal.rows))
         estimates = {
             "zero_shot": parts.prior,
             "pairs": parts.refined,
-            "refined": np.reshape(refined, shaped.shape),
+            "refined": explainer._merged(parts, proposal.n_pairs)[0],
             "best_share": best_share_in_hindsight(parts.prior, parts.refined, shaped),
             "pairs_every_background": pairs_over_every_background(explainer, predict, proposal),
         }

@@ -658,18 +658,7 @@ class ZeroShotExplainer:
             proposed rows, on the scale of the context's predictions.
         """
         parts = self._refinement_parts(proposal, outputs)
-        values = np.empty_like(parts.prior)
-        uncertainty = np.empty_like(parts.prior)
-        for k in range(self.n_outputs_):
-            values[:, :, k], uncertainty[:, :, k] = merged_with_prior(
-                parts.prior[:, :, k],
-                parts.prior_std[:, :, k],
-                parts.refined[:, :, k],
-                parts.refined_std[:, :, k],
-                parts.total[:, k],
-                proposal.n_pairs,
-                self._prior_pairs_per_player(),
-            )
+        values, uncertainty = self._merged(parts, proposal.n_pairs)
         base_values, predictions = parts.base_values, parts.predictions
         if self.single_output_:
             values, uncertainty = values[:, :, 0], uncertainty[:, :, 0]
@@ -686,6 +675,23 @@ class ZeroShotExplainer:
             predictions=np.array(predictions),
             model_rows=proposal.rows_per_query,
         )
+
+    def _merged(self, parts: RefinementParts, n_pairs: int) -> tuple[np.ndarray, np.ndarray]:
+        """(m, P, K) values and uncertainty: ``parts`` merged per output, as ``refine`` answers
+        (``merged_with_prior``); ``n_pairs`` pairs per explained row measured the pairs' part."""
+        values = np.empty_like(parts.prior)
+        uncertainty = np.empty_like(parts.prior)
+        for k in range(self.n_outputs_):
+            values[:, :, k], uncertainty[:, :, k] = merged_with_prior(
+                parts.prior[:, :, k],
+                parts.prior_std[:, :, k],
+                parts.refined[:, :, k],
+                parts.refined_std[:, :, k],
+                parts.total[:, k],
+                n_pairs,
+                self._prior_pairs_per_player(),
+            )
+        return values, uncertainty
 
     def _refinement_parts(self, proposal: Proposal, outputs) -> RefinementParts:
         """What ``refine`` merges: per explained row and output, the zero-shot values (the
