@@ -20,6 +20,7 @@ from shapley_svc.estimator.calibration import (
     context_fingerprint,
     draw_calibration,
     held_out_split,
+    lower_estimate_share,
     outputs_fingerprint,
     r_squared,
     residual_square,
@@ -682,6 +683,7 @@ class ZeroShotExplainer:
         values = np.empty_like(parts.prior)
         uncertainty = np.empty_like(parts.prior)
         for k in range(self.n_outputs_):
+            share, pairs_per_player = self._prior_belief(k)
             values[:, :, k], uncertainty[:, :, k] = merged_with_prior(
                 parts.prior[:, :, k],
                 parts.prior_std[:, :, k],
@@ -689,7 +691,8 @@ class ZeroShotExplainer:
                 parts.refined_std[:, :, k],
                 parts.total[:, k],
                 n_pairs,
-                self._prior_pairs_per_player(),
+                pairs_per_player,
+                share,
             )
         return values, uncertainty
 
@@ -850,7 +853,7 @@ class ZeroShotExplainer:
         # the members' spread alone shrinks as the weights settle on fewer members (80 %
         # coverage 0.48 on the refinement benchmark's real tables without this, 0.78 with).
         member_values = self.context_.member_values(design)
-        terms = []
+        terms, shares = [], []
         for k, output in enumerate(fitted):
             spread_scale, floor = self.uncertainty_terms_[k]
             proxy_gaps = np.einsum("s,smp->mp", output.scale * output.shares, member_gaps[k])
@@ -867,6 +870,7 @@ class ZeroShotExplainer:
             )
             ratio = uncertainty_ratio(residual, transferred, stated)
             terms.append((spread_scale * ratio, floor * ratio))
+            shares.append(lower_estimate_share(residual, transferred, stated))
         calibrated.uncertainty_terms_ = terms
         calibrated.fidelity_floor_ = [1.0] * len(terms)
         calibrated.calibration_ = Calibration(
@@ -874,6 +878,7 @@ class ZeroShotExplainer:
             int(proposal.random_state),
             int(proposal.rows.shape[0]),
             outputs_fingerprint(scored),
+            lower_estimate_shares=tuple(shares),
         )
         calibrated.diagnostics_ = self._diagnostics(
             calibrated.weights_,
@@ -921,7 +926,7 @@ class ZeroShotExplainer:
         refitted.categories_ = self.categories_
         refitted.single_output_ = self.single_output_
         _, zero_shot_gaps, model_gaps = self._calibration_gaps(proposal, scored)
-        refitted.uncertainty_terms_ = self._held_out_terms(
+        refitted.uncertainty_terms_, shares = self._held_out_terms(
             refitted,
             proposal,
             scored,
@@ -940,6 +945,7 @@ class ZeroShotExplainer:
             int(proposal.rows.shape[0]),
             outputs_fingerprint(scored),
             refitted=True,
+            lower_estimate_shares=tuple(shares),
         )
         refitted.diagnostics_ = refitted._diagnostics(
             refitted.weights_,
@@ -978,20 +984,21 @@ class ZeroShotExplainer:
         rows: np.ndarray,
         context_outputs: np.ndarray,
         should_stop: Callable[[], bool] | None,
-    ) -> list[tuple[float, float]]:
+    ) -> tuple[list[tuple[float, float]], list[float]]:
         """``refitted``'s uncertainty terms, rescaled as a weights-only calibration rescales
-        them (``calibration.uncertainty_ratio``), but from a residual the refit did not learn:
-        a second refit learns from the context and the calibration rows of half the background
-        rows, and its residual is measured on the other half's pairs. On the refinement
-        benchmark's 50 real-table cases the refit's 80 % intervals covered 0.71 as the gate
-        states them, and 0.82 rescaled held out; rescaled from the refit's own, in-sample
-        residual they covered 0.62 (a prototype run over the same cases' outputs): the refit
-        has learned those rows. Below ``MIN_HELD_OUT_ROWS`` background rows a half, the gate's
-        terms are kept. ``zero_shot_gaps`` and ``model_gaps``: this explainer's member pair
-        gaps and the model's, as ``_calibration_gaps`` gives them."""
+        them (``calibration.uncertainty_ratio``) but from a residual the refit did not learn,
+        and each output's ``calibration.lower_estimate_share`` of that residual. A second refit
+        learns from the context and the calibration rows of half the background rows, and its
+        residual is measured on the other half's pairs. On the refinement benchmark's 50
+        real-table cases the refit's 80 % intervals covered 0.71 as the gate states them, and
+        0.82 rescaled held out; rescaled from the refit's own, in-sample residual they covered
+        0.62 (a prototype run over the same cases' outputs): the refit has learned those rows.
+        Below ``MIN_HELD_OUT_ROWS`` background rows a half, the gate's terms are kept, and
+        believed as ``fit`` states them (share 1). ``zero_shot_gaps`` and ``model_gaps``: this
+        explainer's member pair gaps and the model's, as ``_calibration_gaps`` gives them."""
         split = held_out_split(proposal.masks.shape[0], proposal.random_state)
         if split is None:
-            return refitted.uncertainty_terms_
+            return refitted.uncertainty_terms_, [1.0] * len(refitted.uncertainty_terms_)
         learned, held = split
         held_out = self._fitted_like(
             np.concatenate([rows, rows_of(proposal, learned, proposal.rows)]),
@@ -1003,7 +1010,7 @@ class ZeroShotExplainer:
             self.encoder_.transform(self.background_rows_[held])
         )
         held_out_values = held_out.context_.member_values(held_out_design[held])
-        terms = []
+        terms, shares = [], []
         for k, (spread_scale, floor) in enumerate(refitted.uncertainty_terms_):
             model = model_gaps[held, :, k]
             proxy = held_out._proxy_gaps(held_out_gaps, k)[held]
@@ -1013,11 +1020,11 @@ class ZeroShotExplainer:
                 r_squared(self._proxy_gaps(zero_shot_gaps, k)[held].ravel(), model.ravel()),
                 r_squared(proxy.ravel(), model.ravel()),
             )
-            ratio = uncertainty_ratio(
-                residual, transferred, held_out._stated_std(held_out_values, k)
-            )
+            stated = held_out._stated_std(held_out_values, k)
+            ratio = uncertainty_ratio(residual, transferred, stated)
             terms.append((spread_scale * ratio, floor * ratio))
-        return terms
+            shares.append(lower_estimate_share(residual, transferred, stated))
+        return terms, shares
 
     def _proxy_gaps(self, member_gaps: list[np.ndarray], k: int) -> np.ndarray:
         """Output ``k``'s proxy pair gaps from every member's (S, m, n_pairs)."""
@@ -1105,14 +1112,20 @@ class ZeroShotExplainer:
                 self._scaled(member_values[k], k), self.weights_[k], spread_scale, floor, total
             )
 
-    def _prior_pairs_per_player(self) -> float:
-        """How much the stated uncertainty counts when refine weighs the zero-shot values
-        (``shrunk_variance_ratio``). The combiner's was trained to be right on average, so it
-        counts; a calibrated context's is the larger of two estimates of its error, an upper
-        bound, so it does not: shrunk toward it, refine at d on `bench refinement`'s embedding
-        tasks fell from 0.600 to 0.542 (weights refitted) and from 0.515 to 0.472 (zoo
-        refitted)."""
-        return 0.0 if self.calibration_ is not None else PRIOR_PAIRS_PER_PLAYER
+    def _prior_belief(self, k: int) -> tuple[float, float]:
+        """What refine believes of output ``k``'s zero-shot error before a row's pairs measure
+        it (``shrunk_variance_ratio``): as a share of the stated variance, and how many pairs
+        per player that belief counts as. The combiner's stated uncertainty was trained to be
+        right on average: share 1. A calibrated context states the larger of two estimates of
+        its error, so that its intervals cover: the belief is the smaller one's share
+        (``calibration.lower_estimate_share``). A calibrated explainer saved before it kept
+        that share takes each row's measurement whole, as it did then."""
+        calibration = self.calibration_
+        if calibration is None:
+            return 1.0, PRIOR_PAIRS_PER_PLAYER
+        if calibration.lower_estimate_shares is None:
+            return 1.0, 0.0
+        return calibration.lower_estimate_shares[k], PRIOR_PAIRS_PER_PLAYER
 
     def _needed_members(self) -> list[np.ndarray]:
         """Per output, the members whose weight is not zero: a member of weight zero adds

@@ -60,14 +60,24 @@ FORMAT = "shapley-svc/fitted-explainer"
 # explainers alone: an uncalibrated one is still written as version 2, and an older server
 # refuses a calibrated one instead of explaining it with its weights but without its scales.
 # (Version 2 saves also carry the optional fields below, which servers older than them refuse.)
-# Version 4 is written for explainers holding an in-class link member (``in_class``; calibrated
-# or not, with the calibration fields always present). Older servers would read it, but explain
-# that member by the rescale rule instead of enumerating: on a logistic model at d = 9 their
-# answers moved by up to 0.66 (r 0.962 against the newer ones), so they must refuse it instead.
-FORMAT_VERSION = 3
+# Version 4 is written for explainers holding an in-class link member (``in_class``, with the
+# calibration fields always present). Older servers would read it, but explain that member by
+# the rescale rule instead of enumerating: on a logistic model at d = 9 their answers moved by
+# up to 0.66 (r 0.962 against the newer ones), so they must refuse it instead.
+# Version 5 is written for every calibrated explainer (in-class member or not): its
+# ``Calibration`` holds ``lower_estimate_shares``, which refine's weights read. A server reading
+# versions 2-4 alone would take that field for damage; it refuses the version instead. Calibrated
+# saves of versions 3 and 4 are still read, and refine as they did when saved.
 UNCALIBRATED_FORMAT_VERSION = 2
+SHARELESS_CALIBRATED_FORMAT_VERSION = 3
 IN_CLASS_FORMAT_VERSION = 4
-READABLE_VERSIONS = (UNCALIBRATED_FORMAT_VERSION, FORMAT_VERSION, IN_CLASS_FORMAT_VERSION)
+CALIBRATED_FORMAT_VERSION = 5
+READABLE_VERSIONS = (
+    UNCALIBRATED_FORMAT_VERSION,
+    SHARELESS_CALIBRATED_FORMAT_VERSION,
+    IN_CLASS_FORMAT_VERSION,
+    CALIBRATED_FORMAT_VERSION,
+)
 MANIFEST = "manifest.json"
 ARRAYS = "arrays.npz"
 
@@ -271,16 +281,23 @@ def _holds_in_class_member(explainer) -> bool:
     return False
 
 
+def _holds_shares(state: dict) -> bool:
+    """Whether a version-5 state's calibration holds one ``lower_estimate_shares`` per output."""
+    calibration = state["calibration_"]
+    shares = getattr(calibration, "lower_estimate_shares", None)
+    return isinstance(shares, tuple) and len(shares) == len(state["weights_"])
+
+
 def save_explainer(explainer, path: str | Path) -> Path:
     """Write ``explainer``'s fitted state into the directory ``path`` (created if needed):
     ``manifest.json`` and ``arrays.npz``. Returns the directory."""
     writer = _Writer()
     calibrated = explainer.calibration_ is not None
     in_class = _holds_in_class_member(explainer)
-    if in_class:
-        version = IN_CLASS_FORMAT_VERSION
+    if calibrated:
+        version = CALIBRATED_FORMAT_VERSION
     else:
-        version = FORMAT_VERSION if calibrated else UNCALIBRATED_FORMAT_VERSION
+        version = IN_CLASS_FORMAT_VERSION if in_class else UNCALIBRATED_FORMAT_VERSION
     names = EXPLAINER_STATE + (CALIBRATION_STATE if calibrated or in_class else ())
     names += tuple(name for name in OPTIONAL_STATE if hasattr(explainer, name))
     state = {name: writer.value(getattr(explainer, name)) for name in names}
@@ -360,6 +377,8 @@ def load_state(path: str | Path, artifact) -> dict:
     )
     if sorted(name for name in state if name not in OPTIONAL_STATE) != sorted(expected):
         _refuse(directory, "is damaged: its state does not hold the fields of its format")
+    if manifest["format_version"] == CALIBRATED_FORMAT_VERSION and not _holds_shares(state):
+        _refuse(directory, "is damaged: its calibration does not hold a share per output")
     if manifest["format_version"] == UNCALIBRATED_FORMAT_VERSION:
         state["scales_"] = [1.0] * len(state["weights_"])
         state["calibration_"] = None

@@ -283,14 +283,20 @@ def prior_variance_ratio(
 
 
 def shrunk_variance_ratio(
-    measured: np.ndarray, n_pairs: int, n_players: int, prior_pairs_per_player: float
+    measured: np.ndarray,
+    n_pairs: int,
+    n_players: int,
+    prior_pairs_per_player: float,
+    prior_share: float,
 ) -> np.ndarray:
-    """``prior_variance_ratio``'s measurement from ``n_pairs`` pairs, shrunk toward 1 (the stated
-    uncertainty taken as right) by weighing it as ``n_pairs`` against ``prior_pairs_per_player``
-    * ``n_players`` pairs: a few pairs measure the ratio with much noise."""
+    """``prior_variance_ratio``'s measurement from ``n_pairs`` pairs, shrunk toward
+    ``prior_share`` (1: the stated uncertainty taken as right) by weighing it as ``n_pairs``
+    against ``prior_pairs_per_player`` * ``n_players`` pairs: a few pairs measure the ratio with
+    much noise."""
     against = n_pairs + prior_pairs_per_player * n_players
     evidence = n_pairs / against if against > 0 else 1.0
-    return np.maximum((1.0 - evidence) + evidence * measured, MIN_PRIOR_VARIANCE_RATIO)
+    shrunk = (1.0 - evidence) * prior_share + evidence * measured
+    return np.maximum(shrunk, MIN_PRIOR_VARIANCE_RATIO)
 
 
 def merged_with_prior(
@@ -301,13 +307,15 @@ def merged_with_prior(
     total: np.ndarray,
     n_pairs: int,
     prior_pairs_per_player: float,
+    prior_share: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Precision-weighted mean of the zero-shot estimate (the prior) and the refined one, whose
     errors are independent (the refined one's is the pairs' sampling error alone), projected
     back onto efficiency like the zero-shot combination: each row's gap to ``total`` moves onto
     its values in proportion to their variances. All arrays (m, P) but ``total`` (m,);
     ``std`` is ``refined_values``'s, from ``n_pairs`` pairs; ``prior_pairs_per_player`` is how
-    much the stated uncertainty counts (``shrunk_variance_ratio``; 0: not at all).
+    much the belief that the prior's error is ``prior_share`` of its stated variance counts
+    (``shrunk_variance_ratio``; 0: not at all).
 
     The weights take the prior's rescaled variance shrunk toward the stated one
     (``shrunk_variance_ratio``); the stated error takes it as measured. Intervals from the
@@ -319,7 +327,7 @@ def merged_with_prior(
     measured = prior_variance_ratio(prior_values, prior_std, values, std)
     prior_variance = prior_std**2 * measured
     weighed = prior_std**2 * shrunk_variance_ratio(
-        measured, n_pairs, values.shape[1], prior_pairs_per_player
+        measured, n_pairs, values.shape[1], prior_pairs_per_player, prior_share
     )
     variance = std**2
     # The refined value's share is the prior's variance over both (1 when both are zero).

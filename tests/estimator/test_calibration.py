@@ -11,12 +11,18 @@ from shapley_svc.estimator import ZeroShotExplainer
 from shapley_svc.estimator.calibration import (
     calibrated_output,
     held_out_split,
+    lower_estimate_share,
     residual_square,
     rows_of,
     transferred_square,
     uncertainty_ratio,
 )
-from shapley_svc.estimator.refinement import MIN_PRIOR_VARIANCE_RATIO, size_distribution
+from shapley_svc.estimator.refinement import (
+    MIN_PRIOR_VARIANCE_RATIO,
+    PRIOR_PAIRS_PER_PLAYER,
+    merged_with_prior,
+    size_distribution,
+)
 from shapley_svc.estimator.surrogates import ZOO
 from shapley_svc.reference import exact_shapley
 
@@ -155,11 +161,11 @@ def test_a_calibrated_explainer_saves_and_loads_bit_for_bit(interacting, rows, t
     assert loaded.calibration_ == calibrated.calibration_
     assert loaded.diagnostics_ == calibrated.diagnostics_
     # Uncalibrated contexts keep the format older servers read; calibrated ones are refused
-    # by them instead of explained without their scales.
+    # by them instead of explained without their scales or refined without their shares.
     manifest = json.loads((tmp_path / "plain" / "manifest.json").read_text())
     assert manifest["format_version"] == 2
     assert (
-        json.loads((tmp_path / "calibrated" / "manifest.json").read_text())["format_version"] == 3
+        json.loads((tmp_path / "calibrated" / "manifest.json").read_text())["format_version"] == 5
     )
     plain = ZeroShotExplainer.load(tmp_path / "plain")
     assert plain.scales_ == [1.0] and plain.calibration_ is None
@@ -172,6 +178,76 @@ def test_a_manifest_whose_fields_do_not_match_its_format_is_refused(interacting,
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(InvalidArgumentError, match="does not hold the fields"):
         ZeroShotExplainer.load(tmp_path)
+
+
+def _without_shares(directory, version=3):
+    """``directory``'s calibrated save as a version that did not keep the shares wrote it."""
+    manifest = json.loads((directory / "manifest.json").read_text())
+    del manifest["state"]["calibration_"]["fields"]["lower_estimate_shares"]
+    manifest["format_version"] = version
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_refine_shrinks_toward_the_lower_estimate_and_older_saves_refine_as_before(
+    interacting, rows, tmp_path
+):
+    _, query = rows
+    calibration = interacting.propose_calibration(400)
+    calibrated = interacting.calibrate(calibration, _interacting(calibration.rows))
+    (share,) = calibrated.calibration_.lower_estimate_shares
+    assert 0.0 <= share < 1.0  # the two estimates differ here: the share says something
+    proposal = calibrated.propose(query, 20, _interacting(query))
+    outputs = _interacting(proposal.rows)
+    parts = calibrated._refinement_parts(proposal, outputs)
+
+    def merged(pairs_per_player, prior_share):
+        return merged_with_prior(
+            parts.prior[:, :, 0],
+            parts.prior_std[:, :, 0],
+            parts.refined[:, :, 0],
+            parts.refined_std[:, :, 0],
+            parts.total[:, 0],
+            proposal.n_pairs,
+            pairs_per_player,
+            prior_share,
+        )[0]
+
+    refined = calibrated.refine(proposal, outputs).values
+    np.testing.assert_array_equal(refined, merged(PRIOR_PAIRS_PER_PLAYER, share))
+    whole = merged(0.0, 1.0)
+    assert np.abs(refined - whole).max() > 1e-6
+    # A calibrated save from before the shares (format 3) loads and refines as it did then:
+    # each row's measurement taken whole.
+    calibrated.save(tmp_path)
+    _without_shares(tmp_path)
+    old = ZeroShotExplainer.load(tmp_path)
+    assert old.calibration_.lower_estimate_shares is None
+    np.testing.assert_array_equal(old.refine(proposal, outputs).values, whole)
+
+
+def test_a_calibrated_save_of_format_5_without_its_shares_is_refused(interacting, tmp_path):
+    proposal = interacting.propose_calibration(400)
+    interacting.calibrate(proposal, _interacting(proposal.rows)).save(tmp_path)
+    _without_shares(tmp_path, version=5)
+    with pytest.raises(InvalidArgumentError, match="does not hold a share per output"):
+        ZeroShotExplainer.load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("residual", "transferred", "expected"),
+    [
+        (1.0, 1.0, 1.0),  # the two estimates agree: the stated variance is the likely one
+        (2.0, 0.5, 0.25),  # the stated variance is the larger estimate's
+        (-0.3, 0.5, 0.0),  # a direct estimate that noise drove below zero
+        (0.1, 0.01, 0.05),  # the stated variance is the floor's (0.2), above both estimates
+        (0.0, 0.0, 0.0),
+    ],
+)
+def test_the_lower_estimate_share_is_the_smaller_estimate_over_the_stated_variance(
+    residual, transferred, expected
+):
+    stated_std = np.full((3, 4), np.sqrt(2.0))  # mean square 2: the floor states 0.2
+    assert lower_estimate_share(residual, transferred, stated_std) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(
@@ -358,6 +434,8 @@ def test_a_refitted_explainer_saves_and_loads_and_a_loaded_one_refits(
     loaded = ZeroShotExplainer.load(tmp_path / "refitted")
     np.testing.assert_array_equal(loaded.explain(query).values, calibrated.explain(query).values)
     assert loaded.calibration_ == calibrated.calibration_
+    (share,) = calibrated.calibration_.lower_estimate_shares
+    assert 0.0 <= share <= 1.0
     interacting.save(tmp_path / "plain")
     again = ZeroShotExplainer.load(tmp_path / "plain").calibrate(
         proposal, _interacting(proposal.rows), X, _interacting(X)
@@ -438,6 +516,7 @@ def test_a_refit_over_three_background_rows_keeps_the_gates_uncertainty(rows):
         background=np.arange(3),
     )
     assert calibrated.uncertainty_terms_ == plain.uncertainty_terms_
+    assert calibrated.calibration_.lower_estimate_shares == (1.0,)  # believed as fit states them
 
 
 def test_a_data_frame_context_refits_with_its_labels():

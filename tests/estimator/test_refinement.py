@@ -356,20 +356,25 @@ def test_refined_values_without_pairs_spread_the_residual_evenly():
     assert np.all(std == 0)
 
 
-def test_the_prior_variance_ratio_is_shrunk_toward_one_by_how_few_pairs_measured_it():
+def test_the_prior_variance_ratio_is_shrunk_toward_the_prior_share_by_how_few_pairs_measured_it():
     measured = np.array([[5.0], [0.0]])  # (m, 1): a row whose prior is worse, one better
     players = 10
 
-    def shrunk(n_pairs, prior_pairs=PRIOR_PAIRS_PER_PLAYER):
-        return shrunk_variance_ratio(measured, n_pairs, players, prior_pairs).ravel()
+    def shrunk(n_pairs, prior_pairs=PRIOR_PAIRS_PER_PLAYER, share=1.0):
+        return shrunk_variance_ratio(measured, n_pairs, players, prior_pairs, share).ravel()
 
     # No pairs: the stated uncertainty stands.
     assert shrunk(0) == pytest.approx([1.0, 1.0])
     # PRIOR_PAIRS_PER_PLAYER pairs per player: the measurement counts half.
     assert shrunk(int(PRIOR_PAIRS_PER_PLAYER * players)) == pytest.approx([3.0, 0.5])
-    # Many pairs, or a stated uncertainty that does not count (a calibrated context's): the
-    # measurement, down to the floor that keeps a few lucky pairs from making the prior certain.
+    # A calibrated context believes a share of its stated variance: shrunk toward that share.
+    assert shrunk(0, share=0.4) == pytest.approx([0.4, 0.4])
+    assert shrunk(int(PRIOR_PAIRS_PER_PLAYER * players), share=0.4) == pytest.approx([2.7, 0.2])
+    # Many pairs, or a belief that does not count (a calibrated context saved before it kept
+    # its share): the measurement, down to the floor that keeps a few lucky pairs from making
+    # the prior certain; no share goes below that floor either.
     floor = MIN_PRIOR_VARIANCE_RATIO
     assert shrunk(10**9) == pytest.approx([5.0, floor], rel=1e-6)
     assert shrunk(4, prior_pairs=0.0) == pytest.approx([5.0, floor])
     assert shrunk(0, prior_pairs=0.0) == pytest.approx([5.0, floor])
+    assert shrunk(0, share=0.0) == pytest.approx([floor, floor])
