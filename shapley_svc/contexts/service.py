@@ -130,15 +130,17 @@ class ContextService:
 
         return self.store.get_or_build(context_id, load)[0]
 
-    def delete(self, context_id: str) -> StoredContext:
-        """Forget the context here and in ``context_dir``."""
-        entry = self.store.delete(context_id)
+    def delete(self, context_id: str) -> tuple[StoredContext, int]:
+        """Forget the context here and in ``context_dir``: the context, and the bytes that freed
+        here (none while a held calibration of it, or the context it calibrates, shares its
+        members)."""
+        entry, freed = self.store.delete(context_id)
         saved = self._saved(context_id)
         if saved is not None:
             shutil.rmtree(saved, ignore_errors=True)
         if entry is None:
             raise _not_held(context_id)
-        return entry
+        return entry, freed
 
     def _saved(self, context_id: str) -> Path | None:
         """The directory ``context_id`` would be saved in, when there is one."""
@@ -155,10 +157,7 @@ class ContextService:
         except InvalidArgumentError as error:
             logger.warning("saved context not loaded: %s", error.problem)
             return None
-        entry = StoredContext(
-            context_id, explainer, time.perf_counter() - start, explainer.memory_bytes()
-        )
-        entry.description = self._describe(entry)
+        entry = self._stored(context_id, explainer, time.perf_counter() - start)
         self.contexts_loaded += 1
         return entry
 
@@ -400,13 +399,22 @@ class ContextService:
         proposal = explainer.propose_calibration(budget, random_state=seed)
         context = () if spec is None else (_as_fitted(spec.rows), _as_fitted(spec.predictions))
         calibrated = explainer.calibrate(proposal, outputs, *context, should_stop=should_stop)
-        entry = StoredContext(
-            context_id, calibrated, time.perf_counter() - start, calibrated.memory_bytes()
-        )
-        entry.description = self._describe(entry)
+        entry = self._stored(context_id, calibrated, time.perf_counter() - start)
         if self.context_dir is not None:
             calibrated.save(self.context_dir / context_id)
         self.contexts_calibrated += 1
+        return entry
+
+    def _stored(
+        self, context_id: str, explainer: ZeroShotExplainer, seconds: float
+    ) -> StoredContext:
+        """The store's entry for a fitted ``explainer``, described. Its bytes are those of its
+        fitted members (``explainer.context_``), which a weights-only calibration shares with
+        the context it came from: the store counts them once."""
+        entry = StoredContext(
+            context_id, explainer, seconds, explainer.memory_bytes(), holds=explainer.context_
+        )
+        entry.description = self._describe(entry)
         return entry
 
     def _fit(
@@ -423,10 +431,7 @@ class ContextService:
             categorical=spec.categorical_columns.tolist() or None,
             should_stop=should_stop,
         )
-        entry = StoredContext(
-            context_id, explainer, time.perf_counter() - start, explainer.memory_bytes()
-        )
-        entry.description = self._describe(entry)
+        entry = self._stored(context_id, explainer, time.perf_counter() - start)
         if self.context_dir is not None:
             explainer.save(self.context_dir / context_id)
         self.contexts_fitted += 1

@@ -1,7 +1,9 @@
 """Fitted contexts held in memory, bounded in count and bytes, least recently used evicted.
 
 Concurrent requests for the same content address share one fit: the first builds, the others
-wait for it. A context larger than the whole byte budget is refused rather than stored.
+wait for it. A context larger than the whole byte budget is refused rather than stored. Contexts
+that hold the same fitted members (a context and its weights-only calibration) count those bytes
+once: they are freed when the last of them goes.
 """
 
 import threading
@@ -16,14 +18,17 @@ from shapley_svc.errors import LimitExceededError
 @dataclass(eq=False)
 class StoredContext:
     """A fitted context: its content address, the fitted ``ZeroShotExplainer``, what the fit
-    took, and ``description``: whatever the service's ``describe`` made of it once, after the fit
-    (the server's ContextInfo message), so that it is not rebuilt on every request."""
+    took, ``memory_bytes`` what it holds, ``description``: whatever the service's ``describe``
+    made of it once, after the fit (the server's ContextInfo message), so that it is not rebuilt
+    on every request, and ``holds``: the object ``memory_bytes`` measures, when other entries
+    may hold the same one (None: this entry's alone)."""
 
     context_id: str
     explainer: Any
     fit_seconds: float
     memory_bytes: int
     description: Any = None
+    holds: Any = None
 
 
 class ContextStore:
@@ -32,6 +37,9 @@ class ContextStore:
         self.max_bytes = max_bytes
         self._entries: OrderedDict[str, StoredContext] = OrderedDict()
         self._bytes = 0
+        # id of what entries hold -> [its bytes, how many entries hold it]; an entry keeps what
+        # it holds alive, so the id is not reused while it is listed here.
+        self._held: dict[int, list[int]] = {}
         self._lock = threading.Lock()
         self._building: dict[str, threading.Event] = {}
         self.evictions = 0
@@ -80,18 +88,34 @@ class ContextStore:
         with self._lock:
             self._entries[entry.context_id] = entry
             self._entries.move_to_end(entry.context_id, last=False)
-            self._bytes += entry.memory_bytes
+            self._hold(entry)
             while len(self._entries) > self.max_contexts or self._bytes > self.max_bytes:
                 _, evicted = self._entries.popitem(last=True)
-                self._bytes -= evicted.memory_bytes
+                self._release(evicted)
                 self.evictions += 1
 
-    def delete(self, context_id: str) -> StoredContext | None:
+    def delete(self, context_id: str) -> tuple[StoredContext | None, int]:
+        """The context removed (None if not held) and the bytes that freed: none while another
+        held context shares its members."""
         with self._lock:
             entry = self._entries.pop(context_id, None)
-            if entry is not None:
-                self._bytes -= entry.memory_bytes
-            return entry
+            return entry, 0 if entry is None else self._release(entry)
+
+    def _hold(self, entry: StoredContext) -> None:
+        held = self._held.setdefault(id(_holding(entry)), [entry.memory_bytes, 0])
+        if held[1] == 0:
+            self._bytes += held[0]
+        held[1] += 1
+
+    def _release(self, entry: StoredContext) -> int:
+        key = id(_holding(entry))
+        held = self._held[key]
+        held[1] -= 1
+        if held[1] > 0:
+            return 0
+        del self._held[key]
+        self._bytes -= held[0]
+        return held[0]
 
     def snapshot(self) -> tuple[list[StoredContext], int]:
         """Held contexts, most recently used first, and their total bytes."""
@@ -106,3 +130,7 @@ class ContextStore:
     def total_bytes(self) -> int:
         with self._lock:
             return self._bytes
+
+
+def _holding(entry: StoredContext) -> object:
+    return entry if entry.holds is None else entry.holds

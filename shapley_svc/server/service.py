@@ -251,8 +251,8 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
 
     @handled
     def DeleteContext(self, request, context):
-        entry = self.contexts.delete(request.context_id)
-        return pb.DeleteContextResponse(context_id=entry.context_id, freed_bytes=entry.memory_bytes)
+        entry, freed = self.contexts.delete(request.context_id)
+        return pb.DeleteContextResponse(context_id=entry.context_id, freed_bytes=freed)
 
     @handled
     def ListContexts(self, request, context):

@@ -84,6 +84,24 @@ def test_a_context_is_fitted_once_described_once_and_explained_like_the_estimato
         np.testing.assert_allclose(remote.values, local.explain(rows, P[: len(rows)]).values)
 
 
+def test_a_weights_only_calibration_shares_the_members_and_their_bytes():
+    service = _service()
+    try:
+        entry, _ = service.get_or_create(ContextSpec(X, P))
+        proposal = entry.explainer.propose_calibration()
+        outputs = np.sin(proposal.rows[:, 0]) + proposal.rows[:, 1]
+        calibrated, built = service.calibrate(entry, None, None, outputs)
+        assert built and calibrated.explainer.context_ is entry.explainer.context_
+        assert calibrated.memory_bytes == entry.memory_bytes > 0
+        assert service.store.total_bytes == entry.memory_bytes
+        assert service.delete(entry.context_id)[1] == 0
+        assert service.store.total_bytes == entry.memory_bytes
+        assert service.delete(calibrated.context_id)[1] == entry.memory_bytes
+        assert service.store.total_bytes == 0
+    finally:
+        service.shutdown()
+
+
 def test_unknown_contexts_are_not_found(service):
     for call in (service.get, service.delete):
         with pytest.raises(NotFoundError) as missing:

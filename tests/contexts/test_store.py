@@ -8,8 +8,10 @@ from shapley_svc.contexts import ContextStore, StoredContext
 from shapley_svc.errors import LimitExceededError
 
 
-def _entry(context_id: str, memory_bytes: int = 10) -> StoredContext:
-    return StoredContext(context_id, explainer=None, fit_seconds=0.0, memory_bytes=memory_bytes)
+def _entry(context_id: str, memory_bytes: int = 10, holds: object = None) -> StoredContext:
+    return StoredContext(
+        context_id, explainer=None, fit_seconds=0.0, memory_bytes=memory_bytes, holds=holds
+    )
 
 
 def test_concurrent_callers_for_one_id_share_one_build():
@@ -78,5 +80,30 @@ def test_a_context_larger_than_the_store_is_refused_and_not_held():
 def test_delete_frees_the_bytes():
     store = ContextStore(max_contexts=2, max_bytes=100)
     store.get_or_build("a", lambda: _entry("a", 40))
-    assert store.delete("a").memory_bytes == 40
-    assert store.delete("a") is None and store.total_bytes == 0
+    entry, freed = store.delete("a")
+    assert entry.context_id == "a" and freed == 40
+    assert store.delete("a") == (None, 0) and store.total_bytes == 0
+
+
+def test_contexts_holding_the_same_members_count_them_once_until_the_last_goes():
+    store = ContextStore(max_contexts=4, max_bytes=100)
+    members = object()  # what a context and its weights-only calibration both hold
+    store.get_or_build("a", lambda: _entry("a", 60, holds=members))
+    store.get_or_build("a-calibrated", lambda: _entry("a-calibrated", 60, holds=members))
+    assert store.total_bytes == 60  # counted twice, 120 bytes would have evicted "a"
+    assert len(store) == 2 and store.evictions == 0
+    # Another context of 50 bytes: 110 in all, so the least recently used goes, but that frees
+    # nothing while the calibration still holds the members; then the calibration goes too.
+    store.get_or_build("b", lambda: _entry("b", 50))
+    entries, total = store.snapshot()
+    assert [e.context_id for e in entries] == ["b"] and total == 50
+    assert store.evictions == 2
+
+
+def test_deleting_one_of_two_contexts_sharing_members_frees_nothing():
+    store = ContextStore(max_contexts=4, max_bytes=100)
+    members = object()
+    store.get_or_build("a", lambda: _entry("a", 60, holds=members))
+    store.get_or_build("a-calibrated", lambda: _entry("a-calibrated", 60, holds=members))
+    assert store.delete("a")[1] == 0 and store.total_bytes == 60
+    assert store.delete("a-calibrated")[1] == 60 and store.total_bytes == 0

@@ -583,7 +583,9 @@ class ShapleyClient:
         )
 
     def delete_context(self, context: Context | str) -> int:
-        """Drop a context from the server; returns the bytes it freed."""
+        """Drop a context from the server; returns the bytes it freed (0 while the server holds
+        a context sharing its members: a weights-only calibration of it, or the context it
+        calibrates)."""
         response = self._call(
             self._stub.DeleteContext, pb.DeleteContextRequest(context_id=_context_id(context))
         )
