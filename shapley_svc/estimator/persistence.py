@@ -282,10 +282,18 @@ def _holds_in_class_member(explainer) -> bool:
 
 
 def _holds_shares(state: dict) -> bool:
-    """Whether a version-5 state's calibration holds one ``lower_estimate_shares`` per output."""
+    """Whether a version-5 state's calibration holds one ``lower_estimate_shares`` per output,
+    each a number in [0, 1]."""
     calibration = state["calibration_"]
     shares = getattr(calibration, "lower_estimate_shares", None)
-    return isinstance(shares, tuple) and len(shares) == len(state["weights_"])
+    return (
+        isinstance(shares, tuple)
+        and len(shares) == len(state["weights_"])
+        and all(
+            isinstance(share, int | float) and not isinstance(share, bool) and 0 <= share <= 1
+            for share in shares
+        )
+    )
 
 
 def save_explainer(explainer, path: str | Path) -> Path:
@@ -378,7 +386,7 @@ def load_state(path: str | Path, artifact) -> dict:
     if sorted(name for name in state if name not in OPTIONAL_STATE) != sorted(expected):
         _refuse(directory, "is damaged: its state does not hold the fields of its format")
     if manifest["format_version"] == CALIBRATED_FORMAT_VERSION and not _holds_shares(state):
-        _refuse(directory, "is damaged: its calibration does not hold a share per output")
+        _refuse(directory, "is damaged: its calibration does not hold a share in [0, 1] per output")
     if manifest["format_version"] == UNCALIBRATED_FORMAT_VERSION:
         state["scales_"] = [1.0] * len(state["weights_"])
         state["calibration_"] = None

@@ -180,10 +180,14 @@ def test_a_manifest_whose_fields_do_not_match_its_format_is_refused(interacting,
         ZeroShotExplainer.load(tmp_path)
 
 
-def _without_shares(directory, version=3):
-    """``directory``'s calibrated save as a version that did not keep the shares wrote it."""
+def _without_shares(directory, version=3, shares=None):
+    """``directory``'s calibrated save as a version that did not keep the shares wrote it (or,
+    with ``shares``, holding those instead)."""
     manifest = json.loads((directory / "manifest.json").read_text())
-    del manifest["state"]["calibration_"]["fields"]["lower_estimate_shares"]
+    fields = manifest["state"]["calibration_"]["fields"]
+    del fields["lower_estimate_shares"]
+    if shares is not None:
+        fields["lower_estimate_shares"] = {"tuple": shares}
     manifest["format_version"] = version
     (directory / "manifest.json").write_text(json.dumps(manifest))
 
@@ -225,12 +229,17 @@ def test_refine_shrinks_toward_the_lower_estimate_and_older_saves_refine_as_befo
     np.testing.assert_array_equal(old.refine(proposal, outputs).values, whole)
 
 
-def test_a_calibrated_save_of_format_5_without_its_shares_is_refused(interacting, tmp_path):
+@pytest.mark.parametrize("shares", [None, [], [0.5, 0.5], [1.5], [-0.1], ["0.5"], [True]])
+def test_a_calibrated_save_of_format_5_without_a_share_per_output_is_refused(
+    interacting, tmp_path, shares
+):
     proposal = interacting.propose_calibration(400)
     interacting.calibrate(proposal, _interacting(proposal.rows)).save(tmp_path)
-    _without_shares(tmp_path, version=5)
-    with pytest.raises(InvalidArgumentError, match="does not hold a share per output"):
+    _without_shares(tmp_path, version=5, shares=shares)
+    problem = r"does not hold a share in \[0, 1\] per output"
+    with pytest.raises(InvalidArgumentError, match=problem) as refused:
         ZeroShotExplainer.load(tmp_path)
+    assert refused.value.argument == "path"
 
 
 @pytest.mark.parametrize(
