@@ -25,6 +25,7 @@ from shapley_svc.estimator.calibration import (
     r_squared,
     residual_square,
     rows_of,
+    stacked_output,
     transferred_square,
     uncertainty_ratio,
 )
@@ -803,12 +804,13 @@ class ZeroShotExplainer:
         two estimates: see ``calibration.uncertainty_ratio``). With ``X`` and
         ``predictions`` (the context this explainer was fitted on, checked): the zoo is refitted
         on the context and the scored rows together, so that the members learn what the model
-        does on rows that mix background rows, and the gate weighs them as in ``fit``; its
-        stated uncertainty is rescaled from a residual measured held out (see
-        ``_held_out_terms``). Two fits' time, on n + len(proposal.rows) rows and on n + half of
-        them. On the refinement benchmark's 50 real-table cases,
-        zero-shot r 0.926 -> 0.953 refitted, 0.939 re-weighted (10 rows per background row;
-        refitted at 20: 0.958).
+        does on rows that mix background rows; they are weighed by the gate's mix, the pairs'
+        or a blend of the two, whichever follows the pairs best held out
+        (``calibration.stacked_output``), and the stated uncertainty is rescaled from a
+        residual measured held out (see ``_weigh_held_out``). Two fits' time, on
+        n + len(proposal.rows) rows and on n + half of them. On the refinement benchmark's 50
+        real-table cases, zero-shot r 0.926 -> 0.953 refitted, 0.939 re-weighted (10 rows per
+        background row; refitted at 20: 0.958).
 
         The copy explains, proposes, refines and saves like any explainer, with no further
         model rows. ``diagnostics_`` of the copy report the weights, each output's scale and
@@ -926,14 +928,14 @@ class ZeroShotExplainer:
         refitted.categories_ = self.categories_
         refitted.single_output_ = self.single_output_
         _, zero_shot_gaps, model_gaps = self._calibration_gaps(proposal, scored)
-        refitted.uncertainty_terms_, shares = self._held_out_terms(
+        shares = self._weigh_held_out(
             refitted,
             proposal,
             scored,
-            zero_shot_gaps,
-            model_gaps,
             rows,
             context_outputs,
+            zero_shot_gaps,
+            model_gaps,
             should_stop,
         )
         refitted.fidelity_floor_ = [1.0] * len(refitted.uncertainty_terms_)
@@ -949,7 +951,10 @@ class ZeroShotExplainer:
         )
         refitted.diagnostics_ = refitted._diagnostics(
             refitted.weights_,
-            [CalibrationDiagnostics(1.0, b, a) for b, a in zip(before, after, strict=True)],
+            [
+                CalibrationDiagnostics(scale, b, a)
+                for scale, b, a in zip(refitted.scales_, before, after, strict=True)
+            ],
             int(proposal.rows.shape[0]),
         )
         return refitted
@@ -974,31 +979,26 @@ class ZeroShotExplainer:
             should_stop=should_stop,
         )
 
-    def _held_out_terms(
+    def _weigh_held_out(
         self,
         refitted: "ZeroShotExplainer",
         proposal: CalibrationProposal,
         scored: np.ndarray,
-        zero_shot_gaps: list[np.ndarray],
-        model_gaps: np.ndarray,
         rows: np.ndarray,
         context_outputs: np.ndarray,
+        zero_shot_gaps: list[np.ndarray],
+        model_gaps: np.ndarray,
         should_stop: Callable[[], bool] | None,
-    ) -> tuple[list[tuple[float, float]], list[float]]:
-        """``refitted``'s uncertainty terms, rescaled as a weights-only calibration rescales
-        them (``calibration.uncertainty_ratio``) but from a residual the refit did not learn,
-        and each output's ``calibration.lower_estimate_share`` of that residual. A second refit
-        learns from the context and the calibration rows of half the background rows, and its
-        residual is measured on the other half's pairs. On the refinement benchmark's 50
-        real-table cases the refit's 80 % intervals covered 0.71 as the gate states them, and
-        0.82 rescaled held out; rescaled from the refit's own, in-sample residual they covered
-        0.62 (a prototype run over the same cases' outputs): the refit has learned those rows.
-        Below ``MIN_HELD_OUT_ROWS`` background rows a half, the gate's terms are kept, and
-        believed as ``fit`` states them (share 1). ``zero_shot_gaps`` and ``model_gaps``: this
-        explainer's member pair gaps and the model's, as ``_calibration_gaps`` gives them."""
+    ) -> list[float]:
+        """Sets ``refitted``'s weights (``calibration.stacked_output``) and rescales its
+        uncertainty terms (``_held_out_terms``) from pairs it did not learn: a second refit
+        learns from the context and the calibration rows of half the background rows, and the
+        other half's pairs judge it. Returns each output's ``lower_estimate_share``. Below
+        ``MIN_HELD_OUT_ROWS`` background rows a half, the gate's weights and terms are kept, and
+        believed as ``fit`` states them (share 1)."""
         split = held_out_split(proposal.masks.shape[0], proposal.random_state)
         if split is None:
-            return refitted.uncertainty_terms_, [1.0] * len(refitted.uncertainty_terms_)
+            return [1.0] * len(refitted.uncertainty_terms_)
         learned, held = split
         held_out = self._fitted_like(
             np.concatenate([rows, rows_of(proposal, learned, proposal.rows)]),
@@ -1006,12 +1006,62 @@ class ZeroShotExplainer:
             should_stop,
         )
         held_out_design, held_out_gaps, _ = held_out._calibration_gaps(proposal, scored)
+        stacked = [
+            stacked_output(
+                held_out_gaps[k][:, held],
+                model_gaps[held, :, k],
+                refitted.weights_[k],
+                refitted.scales_[k],
+                proposal.random_state,
+            )
+            for k in range(self.n_outputs_)
+        ]
+        # The refit and the held-out fit weigh their members alike, so that the residual
+        # measured on the held-out fit is that of the refit's proxy.
+        for explainer in (refitted, held_out):
+            explainer.weights_ = [output.shares for output in stacked]
+            explainer.scales_ = [output.scale for output in stacked]
+        refitted.uncertainty_terms_, shares = self._held_out_terms(
+            refitted.uncertainty_terms_,
+            held_out,
+            held_out_design[held],
+            held_out_gaps,
+            held,
+            proposal,
+            zero_shot_gaps,
+            model_gaps,
+        )
+        return shares
+
+    def _held_out_terms(
+        self,
+        terms: list[tuple[float, float]],
+        held_out: "ZeroShotExplainer",
+        held_out_background: np.ndarray,
+        held_out_gaps: list[np.ndarray],
+        held: np.ndarray,
+        proposal: CalibrationProposal,
+        zero_shot_gaps: list[np.ndarray],
+        model_gaps: np.ndarray,
+    ) -> tuple[list[tuple[float, float]], list[float]]:
+        """A refit's uncertainty ``terms`` (its gate's), rescaled as a weights-only calibration
+        rescales them (``calibration.uncertainty_ratio``) but from a residual the refit did not
+        learn, and each output's ``calibration.lower_estimate_share`` of that residual.
+        ``held_out``, a second refit, learned from the context and the calibration rows of
+        half the background rows and weighs its members as the refit does; its residual is
+        measured on the pairs of the other half, ``held``. On the refinement benchmark's 50
+        real-table cases the refit's 80 % intervals covered 0.71 as the gate states them, and
+        0.82 rescaled held out; rescaled from the refit's own, in-sample residual they covered
+        0.62 (a prototype run over the same cases' outputs): the refit has learned those rows.
+        ``held_out_background``: the held rows as ``held_out``'s members see them;
+        ``held_out_gaps``, ``zero_shot_gaps`` and ``model_gaps``: its member pair gaps, this
+        explainer's and the model's, as ``_calibration_gaps`` gives them."""
         zero_shot_values = self.context_.member_values(
             self.encoder_.transform(self.background_rows_[held])
         )
-        held_out_values = held_out.context_.member_values(held_out_design[held])
-        terms, shares = [], []
-        for k, (spread_scale, floor) in enumerate(refitted.uncertainty_terms_):
+        held_out_values = held_out.context_.member_values(held_out_background)
+        rescaled, shares = [], []
+        for k, (spread_scale, floor) in enumerate(terms):
             model = model_gaps[held, :, k]
             proxy = held_out._proxy_gaps(held_out_gaps, k)[held]
             residual = residual_square(model - proxy, proposal.masks[held])
@@ -1022,9 +1072,9 @@ class ZeroShotExplainer:
             )
             stated = held_out._stated_std(held_out_values, k)
             ratio = uncertainty_ratio(residual, transferred, stated)
-            terms.append((spread_scale * ratio, floor * ratio))
+            rescaled.append((spread_scale * ratio, floor * ratio))
             shares.append(lower_estimate_share(residual, transferred, stated))
-        return terms, shares
+        return rescaled, shares
 
     def _proxy_gaps(self, member_gaps: list[np.ndarray], k: int) -> np.ndarray:
         """Output ``k``'s proxy pair gaps from every member's (S, m, n_pairs)."""
