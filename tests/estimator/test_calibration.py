@@ -533,9 +533,9 @@ def test_a_refits_uncertainty_is_rescaled_by_a_residual_it_did_not_learn(
 
 
 def test_a_refit_weighs_its_members_as_held_out_pairs_show():
-    """On a softplus of a linear index over correlated columns, the gate that fit uses keeps
-    the boosted trees (0.74); the held-out pairs favour the smooth and linear members and the
-    refit's error falls (0.134 with the gate's weights, 0.104 here)."""
+    """On a softplus of a linear index over correlated columns, the gate that fit uses gives
+    the boosted trees 0.72 of the weight; the held-out pairs move weight to the splines (0.11 ->
+    0.27) and the refit's RMSE falls from 0.128 with the gate's weights to 0.098."""
     rng = np.random.default_rng(11)
     cov = 0.6 * np.ones((8, 8)) + 0.4 * np.eye(8)
     X = rng.multivariate_normal(np.zeros(8), cov, size=400)
