@@ -220,16 +220,18 @@ class RefineRequest(_message.Message):
     def __init__(self, context_id: _Optional[str] = ..., rows: _Optional[_Union[Tensor, _Mapping]] = ..., predictions: _Optional[_Union[Tensor, _Mapping]] = ..., budget: _Optional[int] = ..., random_state: _Optional[int] = ..., outputs: _Optional[_Union[Tensor, _Mapping]] = ..., output_dtype: _Optional[_Union[DType, str]] = ..., output_values: _Optional[bool] = ...) -> None: ...
 
 class ProposeCalibrationRequest(_message.Message):
-    __slots__ = ("context_id", "budget", "random_state", "output_values")
+    __slots__ = ("context_id", "budget", "random_state", "output_values", "refit")
     CONTEXT_ID_FIELD_NUMBER: _ClassVar[int]
     BUDGET_FIELD_NUMBER: _ClassVar[int]
     RANDOM_STATE_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_VALUES_FIELD_NUMBER: _ClassVar[int]
+    REFIT_FIELD_NUMBER: _ClassVar[int]
     context_id: str
     budget: int
     random_state: int
     output_values: bool
-    def __init__(self, context_id: _Optional[str] = ..., budget: _Optional[int] = ..., random_state: _Optional[int] = ..., output_values: _Optional[bool] = ...) -> None: ...
+    refit: bool
+    def __init__(self, context_id: _Optional[str] = ..., budget: _Optional[int] = ..., random_state: _Optional[int] = ..., output_values: _Optional[bool] = ..., refit: _Optional[bool] = ...) -> None: ...
 
 class ProposeCalibrationResponse(_message.Message):
     __slots__ = ("context_id", "rows", "budget", "artifact_version")

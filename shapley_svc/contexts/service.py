@@ -294,12 +294,12 @@ class ContextService:
                 return _refine(*args, caller.should_stop)
             return self._on_compute_thread(_refine, caller, *args)
 
-    def _check_calibration_size(self, entry: StoredContext, budget: int | None) -> int:
-        """The calibration budget (``budget``, or the estimator's default), refused when its
-        proposal would not fit in one message."""
+    def _check_calibration_size(self, entry: StoredContext, budget: int | None, refit: bool) -> int:
+        """The calibration budget (``budget``, or the estimator's default for a refit or for
+        the weights alone), refused when its proposal would not fit in one message."""
         explainer = entry.explainer
         if budget is None:
-            budget = default_calibration_budget(explainer.background_rows_.shape[0])
+            budget = default_calibration_budget(explainer.background_rows_.shape[0], refit)
         d = explainer.n_features_in_
         if budget * d * 8 > self.limits.max_answer_bytes:
             raise LimitExceededError(
@@ -334,11 +334,14 @@ class ContextService:
         budget: int | None,
         random_state: int | None = None,
         *,
+        refit: bool = False,
         caller: Caller = PATIENT,
     ) -> CalibrationProposal:
-        """The rows the caller's model scores, once, to calibrate a held context."""
+        """The rows the caller's model scores, once, to calibrate a held context; ``refit``
+        sizes the default budget for a calibration with the context's data (``calibrate``
+        with ``spec``)."""
         with _naming_context(entry):
-            budget = self._check_calibration_size(entry, budget)
+            budget = self._check_calibration_size(entry, budget, refit)
             return self._on_compute_thread(
                 _propose_calibration, caller, entry.explainer, budget, random_state
             )
@@ -357,13 +360,15 @@ class ContextService:
         (budget, random_state) give, rebuilt here; held (and saved) under its own content
         address, built once however many callers ask; and whether this call built it. With
         ``spec`` (the context's own, checked by its content address) the zoo is refitted on the
-        context's rows and the scored rows; without, only its weights."""
+        context's rows and the scored rows; without, only its weights. ``budget`` None: the
+        default of ``propose_calibration`` for the same kind (``refit`` when ``spec`` is
+        given)."""
         if spec is not None and self.content_id(spec) != entry.context_id:
             raise InvalidArgumentError(
                 "context", f"is not the context {entry.context_id} (its content address differs)"
             )
         with _naming_context(entry):
-            budget = self._check_calibration_size(entry, budget)
+            budget = self._check_calibration_size(entry, budget, spec is not None)
             if spec is not None:
                 self._check_refit_size(spec, budget, entry.explainer.background_rows_.shape[0])
             explainer = entry.explainer

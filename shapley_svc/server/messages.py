@@ -211,11 +211,13 @@ def refinement(request: pb.ProposeRequest | pb.RefineRequest, max_elements: int)
 @dataclass(frozen=True)
 class CalibrationAsked:
     """What a ProposeCalibrationRequest or CalibrateRequest asks: ``budget`` None for the
-    default, ``random_state`` None for the context's seed."""
+    default, ``random_state`` None for the context's seed, ``refit`` whether the default budget
+    is a refit's (a ProposeCalibrationRequest's ``refit``; a CalibrateRequest with a context)."""
 
     context_id: str
     budget: int | None
     random_state: int | None
+    refit: bool
 
 
 def calibration(
@@ -230,7 +232,11 @@ def calibration(
             "budget", f"must be 0 (the default) or a number of rows; got {request.budget}"
         )
     seed = request.random_state if request.HasField("random_state") else None
-    return CalibrationAsked(request.context_id, int(request.budget) or None, seed)
+    if isinstance(request, pb.CalibrateRequest):
+        refit = request.HasField("context")
+    else:
+        refit = request.refit
+    return CalibrationAsked(request.context_id, int(request.budget) or None, seed, refit)
 
 
 def propose_calibration_response(

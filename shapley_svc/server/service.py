@@ -218,7 +218,7 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
         asked = messages.calibration(request)
         entry = self.contexts.get(asked.context_id, self._caller(context))
         proposal = self.contexts.propose_calibration(
-            entry, asked.budget, asked.random_state, caller=self._caller(context)
+            entry, asked.budget, asked.random_state, refit=asked.refit, caller=self._caller(context)
         )
         return messages.propose_calibration_response(
             entry.context_id,

@@ -71,8 +71,14 @@ def test_the_same_arguments_give_the_same_proposal_and_another_seed_another(inte
     c = interacting.propose_calibration(200, random_state=6)
     np.testing.assert_array_equal(a.rows, b.rows)
     assert not np.array_equal(a.rows, c.rows)
-    # The default budget is 10 rows per background row.
+    # The default budget is 10 rows per background row; sized for a refit, 20, and the same
+    # pairs as that budget given.
     assert interacting.propose_calibration().rows.shape[0] == 400
+    for_refit = interacting.propose_calibration(refit=True)
+    assert for_refit.budget == 800 and for_refit.pairs_per_row == 10
+    np.testing.assert_array_equal(for_refit.rows, interacting.propose_calibration(800).rows)
+    # A budget given is the budget, whatever the refit flag says.
+    assert interacting.propose_calibration(200, refit=True).budget == 200
 
 
 def test_calibration_recovers_a_model_that_the_context_outputs_did_not_show(rows):

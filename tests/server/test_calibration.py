@@ -37,6 +37,14 @@ def test_calibration_over_grpc_equals_the_estimator_in_process(task, stub):
     expected = local.propose_calibration()
     assert proposed.budget == expected.budget == 1_000  # 10 per background row
     np.testing.assert_array_equal(_array(proposed.rows), expected.rows)  # bit for bit
+    # Sized for a refit: 20 per background row, the estimator's rows again.
+    for_refit = stub.ProposeCalibration(
+        pb.ProposeCalibrationRequest(context_id=context.context_id, refit=True)
+    )
+    assert for_refit.budget == local.propose_calibration(refit=True).budget == 2_000
+    np.testing.assert_array_equal(
+        _array(for_refit.rows), local.propose_calibration(refit=True).rows
+    )
     outputs = model(expected.rows)
     answer = stub.Calibrate(_calibrate_request(context.context_id, outputs))
     calibrated = local.calibrate(expected, outputs)
@@ -177,7 +185,9 @@ def test_client_recreates_a_lost_calibrated_context_without_calling_the_model(ta
     client.delete_context(calibrated)
     client.delete_context(context)
     after = client.explain(calibrated, X[:3], p[:3]).values
-    assert calls == [1_000] and calibrated.context_id == calibrated_id
+    # The client held the data: a refit, on its default budget (20 per background row).
+    assert calibrated.calibration_refitted
+    assert calls == [2_000] and calibrated.context_id == calibrated_id
     np.testing.assert_array_equal(after, before)
 
 
@@ -195,13 +205,19 @@ def test_client_calibration_errors(task, client):
 
 def test_calibrate_with_the_context_refits_the_zoo_as_in_process(task, stub):
     context, local, X, p = task
-    proposal = local.propose_calibration()
+    proposal = local.propose_calibration(refit=True)
     outputs = model(proposal.rows)
+    # Budget 0 with the context: the refit's default, 20 rows per background row.
     request = _calibrate_request(context.context_id, outputs)
     request.context.CopyFrom(context.spec)
     answer = stub.Calibrate(request)
-    assert answer.context.calibration_refitted and answer.context.calibration_rows == 1_000
-    weights_only = stub.Calibrate(_calibrate_request(context.context_id, outputs)).context
+    assert answer.context.calibration_refitted and answer.context.calibration_rows == 2_000
+    # Without it, budget 0 is the weights' default (1,000): these outputs are another budget's.
+    code, message, named = refusal(stub.Calibrate, _calibrate_request(context.context_id, outputs))
+    assert (code, named) == (grpc.StatusCode.INVALID_ARGUMENT, "outputs"), message
+    weights_only = stub.Calibrate(
+        _calibrate_request(context.context_id, outputs, budget=2_000)
+    ).context
     assert not weights_only.calibration_refitted
     assert weights_only.context_id != answer.context.context_id
     expected = local.calibrate(proposal, outputs, X, p)
@@ -238,7 +254,8 @@ def test_a_refit_beyond_the_largest_context_is_refused_and_the_client_reweighs(m
         request.context.CopyFrom(context.spec)
         code, message, named = refusal(stub.Calibrate, request)
         assert (code, named) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "budget"), message
-        assert "1300 in all; the limit is 1000 (a budget of at most 700" in message
+        # Budget 0 with the context is the refit's default (2,000 rows).
+        assert "2300 in all; the limit is 1000 (a budget of at most 700" in message
         # Without the context the weights alone are refitted; the client chooses that itself.
         assert not stub.Calibrate(
             _calibrate_request(context.context_id, model(proposal.rows))
@@ -248,3 +265,15 @@ def test_a_refit_beyond_the_largest_context_is_refused_and_the_client_reweighs(m
             client.calibrate(context, model, refit=True)
         assert caught.value.field == "budget"
         assert client.calibrate(context, model, budget=700).calibration_refitted
+
+
+def test_the_client_refits_on_the_weights_budget_where_the_refits_does_not_fit(make_server):
+    target = make_server(warm=False, max_context_rows=1_500)
+    X, p = make_task(n=300, seed=35)
+    calls, counting = _counting()
+    with target.client(timeout=120) as client:
+        context = client.create_context(X, p)
+        # 300 + 2,000 rows would pass the limit, 300 + 1,000 do not.
+        calibrated = client.calibrate(context, counting)
+    assert calls == [1_000]
+    assert calibrated.calibration_refitted and calibrated.calibration_rows == 1_000

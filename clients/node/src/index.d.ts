@@ -126,7 +126,8 @@ export interface StreamOptions extends ExplainOptions {
 export interface CalibrationOptions extends CallOptions {
   /**
    * The most rows your model scores in all. Absent or 0: the server's default, 10 per
-   * background row (1,000 for the default 100 background rows). The server refuses (field
+   * background row (1,000 for the default 100 background rows), 20 when sized for a refit
+   * (`refit`). The server refuses (field
    * 'budget') too few rows per background row (its message says the least it takes), and
    * RESOURCE_EXHAUSTED when the rows would not fit in one message; the client refuses, before
    * sending, what is not a non-negative integer.
@@ -135,11 +136,13 @@ export interface CalibrationOptions extends CallOptions {
   /** Seeds the proposed rows, in [0, 2^32) (default: the context's randomState). */
   randomState?: number | bigint | string | null;
   /**
-   * calibrate() only. true: the context's spec is sent along and the server refits the
+   * calibrate(): true: the context's spec is sent along and the server refits the
    * surrogates on its rows and the scored rows (the more accurate; two fits' time); refused
    * before sending (field 'refit') unless the context is given as a spec that fits in one
    * message with the outputs. false: only the surrogates' weights are refitted. Absent or null
    * (default): true when it can be, else false. The answer's `calibrationRefitted` says which ran.
+   * A refit's default budget is 20 rows per background row (it keeps gaining from more rows).
+   * proposeCalibration(): true sizes the default budget for such a refit.
    */
   refit?: boolean | null;
 }

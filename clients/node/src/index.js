@@ -1261,13 +1261,17 @@ class ShapleyClient {
    * round trip). The same arguments always give the same rows. Same context rules as explain().
    * @param {string | ContextSpec | {contextId: string}} contextOrId
    * @param {CalibrationOptions} [options] budget: the most rows in all (default: 10 per
-   *   background row); randomState: seeds the rows (default: the context's)
+   *   background row, 20 with `refit: true`); randomState: seeds the rows (default: the
+   *   context's); refit: true sizes the default budget for a calibration that sends the
+   *   context's spec along (a refit of the surrogates keeps gaining from more rows, the weights
+   *   alone do not)
    * @returns {Promise<CalibrationProposal>}
    */
   async proposeCalibration(contextOrId, options = {}) {
     const fields = ShapleyClient._calibration(options);
+    const refit = options.refit === true;
     const response = await this._withContext(contextOrId, options,
-      (id) => this._unary('ProposeCalibration', { ...fields, contextId: id }, options));
+      (id) => this._unary('ProposeCalibration', { ...fields, refit, contextId: id }, options));
     const rows = /** @type {{data: Float64Array, shape: number[]}} */ (
       decodeTensor(response.rows, 'rows'));
     return {
@@ -1316,7 +1320,20 @@ class ShapleyClient {
         'context as its spec {rows, predictions, ...} (not an id or a calibrated context), or ' +
         'refit: false (weights only)');
     }
-    const proposal = await this.proposeCalibration(contextOrId, options);
+    // Sized for a refit whenever one may run: a refit keeps gaining from more scored rows.
+    const sizedForRefit = refit !== false && isSpec(contextOrId);
+    let proposal = await this.proposeCalibration(contextOrId, { ...options, refit: sizedForRefit });
+    // A refit fits the context's rows and the scored rows together, and the server refuses
+    // more than its largest context: by default only the weights then.
+    let maxRows = null;
+    if (refit == null && sizedForRefit) {
+      maxRows = Number((await this.serverInfo(options)).limits.maxContextRows);
+      const { message } = this._entry(/** @type {ContextSpec} */ (contextOrId));
+      if (options.budget == null && Number(message.rows.shape[0]) + proposal.shape[0] > maxRows) {
+        // The weights alone, on their own default budget.
+        proposal = await this.proposeCalibration(contextOrId, { ...options, refit: false });
+      }
+    }
     const flat = { data: proposal.rows, shape: proposal.shape };
     const outputs = toArray(await model(nest(flat.data, flat.shape), flat), 'outputs', [1, 2]);
     const tensor = encodeTensor(outputs.data, outputs.shape);
@@ -1329,11 +1346,8 @@ class ShapleyClient {
     };
     if (refit !== false && isSpec(contextOrId)) {
       const { message } = this._entry(/** @type {ContextSpec} */ (contextOrId));
-      // A refit fits the context's rows and the scored rows together, and the server refuses
-      // more than its largest context: by default only the weights then.
       const fits = this._fitsWithOutputs(request, proposal.contextId, message) && (refit === true
-        || Number(message.rows.shape[0]) + proposal.shape[0]
-          <= Number((await this.serverInfo(options)).limits.maxContextRows));
+        || Number(message.rows.shape[0]) + proposal.shape[0] <= Number(maxRows));
       if (fits) {
         request.context = message;
       } else if (refit === true) {

@@ -76,9 +76,24 @@ test('proposeCalibration: the budget rows, the same for the same arguments', asy
   assert.deepEqual(Array.from(again.rows), Array.from(proposal.rows));
   const seeded = await client.proposeCalibration(spec, { budget: BUDGET, randomState: 3 });
   assert.notDeepEqual(Array.from(seeded.rows), Array.from(proposal.rows));
-  // No budget: the server's default, 10 rows per background row.
+  // No budget: the server's default, 10 rows per background row; 20 sized for a refit.
   const byDefault = await client.proposeCalibration(spec);
   assert.equal(byDefault.budget, 600);
+  const forRefit = await client.proposeCalibration(spec, { refit: true });
+  assert.equal(forRefit.budget, 1200);
+  assert.ok(forRefit.shape[0] > byDefault.shape[0] && forRefit.shape[0] <= 1200, `${forRefit.shape}`);
+});
+
+test('calibrate: a refit scores the refit\'s default budget, the weights alone their own', async () => {
+  const refitted = countingScorer();
+  const byRefit = await client.calibrate(spec, refitted.score);
+  assert.deepEqual(refitted.calls, [1200]);
+  assert.equal(byRefit.calibrationRefitted, true);
+  assert.equal(byRefit.calibrationRows, 1200);
+  const weighed = countingScorer();
+  const byWeights = await client.calibrate(spec, weighed.score, { refit: false });
+  assert.deepEqual(weighed.calls, [600]);
+  assert.equal(byWeights.calibrationRefitted, false);
 });
 
 test('calibrate scores the proposed rows once and answers a new, efficient context', async () => {

@@ -839,12 +839,21 @@ class ShapleyClient:
     # --- calibration -------------------------------------------------------------------------
 
     def propose_calibration(
-        self, context: Context | str, *, budget: int | None = None, random_state: int | None = None
+        self,
+        context: Context | str,
+        *,
+        budget: int | None = None,
+        random_state: int | None = None,
+        refit: bool = False,
     ) -> CalibrationProposal:
         """The rows your model should score, once, to calibrate ``context``
         (:meth:`calibrate` does the whole round trip). The same arguments always give the same
-        rows."""
-        request = pb.ProposeCalibrationRequest(budget=0 if budget is None else _budget(budget))
+        rows. ``budget`` defaults to 10 rows per background row, or 20 with ``refit`` (for a
+        calibration that sends the context's data along: a refit of the surrogates keeps
+        gaining from more rows, the weights alone do not)."""
+        request = pb.ProposeCalibrationRequest(
+            budget=0 if budget is None else _budget(budget), refit=bool(refit)
+        )
         if random_state is not None:
             request.random_state = int(random_state)
         response = self._call_with_context(context, self._stub.ProposeCalibration, request)
@@ -875,13 +884,27 @@ class ShapleyClient:
         ``model`` is called once on a (rows, d) float64 numpy array (as in :meth:`explain`)
         and returns the outputs, (rows,) or (rows, K) like the context's predictions.
         ``budget`` is the most rows it scores in all (default: 10 per background row, 1,000
-        for the default background). A :class:`Context` the server no longer holds is
+        for the default background; 20 per background row when the context's data can go
+        along for a refit). A :class:`Context` the server no longer holds is
         recreated; so is the calibrated one, from the outputs it keeps, without calling
         ``model`` again (when ``context`` is an id alone, neither can be).
         """
         if not callable(model):
             raise TypeError(f"model must be callable; got {type(model).__name__}")
-        proposal = self.propose_calibration(context, budget=budget, random_state=random_state)
+        # Sized for a refit whenever one may run: a refit keeps gaining from more scored rows.
+        sized_for_refit = refit is not False and _recreatable(context)
+        proposal = self.propose_calibration(
+            context, budget=budget, random_state=random_state, refit=sized_for_refit
+        )
+        # A refit fits the context's rows and the scored rows together: the server refuses
+        # more than its largest context, so by default only the weights then.
+        max_rows = None
+        if refit is None and sized_for_refit:
+            max_rows = self.server_info().limits.max_context_rows
+            rows = context.spec.rows.shape[0] + proposal.rows.shape[0]
+            if budget is None and rows > max_rows:
+                # The weights alone, on their own default budget.
+                proposal = self.propose_calibration(context, random_state=random_state)
         outputs = np.asarray(model(np.array(proposal.rows)))
         request = pb.CalibrateRequest(budget=proposal.budget, outputs=_tensor(outputs, "outputs"))
         if random_state is not None:
@@ -891,10 +914,7 @@ class ShapleyClient:
                 request.ByteSize() + context.spec.ByteSize() <= int(0.9 * self.max_message_bytes)
             )
             if refit is None and fits:
-                # A refit fits the context's rows and the scored rows together: the server
-                # refuses more than its largest context, so by default only the weights.
-                rows = context.spec.rows.shape[0] + proposal.rows.shape[0]
-                fits = rows <= self.server_info().limits.max_context_rows
+                fits = context.spec.rows.shape[0] + proposal.rows.shape[0] <= max_rows
             if refit and not fits:
                 raise ValueError(
                     "refit=True needs the context's data in one message with the outputs: pass "
