@@ -10,10 +10,11 @@ k = 1 row (the weighted centre) or k = 10 rows and it gets ``nsamples = budget /
 coalitions (infeasible, "-", below 2). Both k are run; the headline KernelSHAP figure is the
 better of the two per case (an oracle choice that favours KernelSHAP).
 
-Ours, calibrated: the same after ``calibrate`` on ``propose_calibration``'s default budget (10
-model rows per background row, once per context, not per explained row; reported beside), with
-the weights refitted (what the service's Calibrate does) and with the zoo refitted on the context
-and the scored rows (``calibrate`` given X and predictions).
+Ours, calibrated: the same after ``calibrate`` on ``propose_calibration``'s default budget
+(model rows once per context, not per explained row; reported beside), with the weights refitted
+(10 rows per background row; the service's Calibrate without the context) and with the zoo
+refitted on the context and the scored rows (``calibrate`` given X and predictions; the default
+sized for a refit, ``propose_calibration(refit=True)``: 20 rows per background row).
 
 Cases:
 
@@ -264,11 +265,11 @@ def calibrated(
     context=None,
     timing_seconds: float = TIMING_SECONDS,
 ) -> dict:
-    """Calibrate the context once (``propose_calibration``'s default budget, 10 rows per
-    background row), then zero-shot explain and refine as in ``ours``, from the calibrated
-    explainer: its weights refitted, or with ``context`` (the fit's X and predictions) its zoo
-    refitted on the context and the scored rows."""
-    proposal = explainer.propose_calibration(random_state=SEED)
+    """Calibrate the context once (``propose_calibration``'s default budget: 10 rows per
+    background row, 20 for a refit), then zero-shot explain and refine as in ``ours``, from the
+    calibrated explainer: its weights refitted, or with ``context`` (the fit's X and
+    predictions) its zoo refitted on the context and the scored rows."""
+    proposal = explainer.propose_calibration(random_state=SEED, refit=context is not None)
     start = time.perf_counter()
     outputs = predict(proposal.rows)
     model_seconds = time.perf_counter() - start
@@ -596,6 +597,7 @@ def group_summary(rows: list[dict]) -> dict:
     return {
         "cases": len(rows),
         "calibration_rows": _mean(r.get("calibrated", {}).get("model_rows") for r in rows),
+        "refit_rows": _mean(r.get("refitted", {}).get("model_rows") for r in rows),
         "calibrate_seconds": _mean(r.get("calibrated", {}).get("calibrate_seconds") for r in rows),
         "refit_seconds": _mean(r.get("refitted", {}).get("calibrate_seconds") for r in rows),
         "by_budget": by_budget,
@@ -787,12 +789,19 @@ def calibration_lines(payload: dict) -> list[str]:
         if group is None or group.get("calibration_rows") is None:
             continue
         by_budget = group["by_budget"]
-        for key, how, seconds in (
-            ("calibrated", "weights refitted", group["calibrate_seconds"]),
+        for key, how, seconds, model_rows in (
+            (
+                "calibrated",
+                "weights refitted",
+                group["calibrate_seconds"],
+                group["calibration_rows"],
+            ),
             (
                 "refitted",
                 "zoo refitted on the context and the scored rows",
                 group.get("refit_seconds"),
+                # Runs saved before a refit had its own default budget used the weights'.
+                group.get("refit_rows") or group["calibration_rows"],
             ),
         ):
             if by_budget["0"].get(f"{key}_pearson") is None:
@@ -802,7 +811,7 @@ def calibration_lines(payload: dict) -> list[str]:
                 for m in MULTIPLES
             )
             lines.append(
-                f"- Calibrated first, {how} ({group['calibration_rows']:,.0f} model rows once per "
+                f"- Calibrated first, {how} ({model_rows:,.0f} model rows once per "
                 f"context, {seconds:.2f} s), {name.replace('_', ' ')}: r at {figures}."
             )
     return lines
@@ -946,14 +955,15 @@ def readme_block(payload: dict, json_path: str) -> str:
     if any(s["groups"].get(n, {}).get("calibration_rows") for n in names):
         lines += [
             "",
-            "Calibrated first (`calibrate`: 10 model rows per background row, once per context; "
-            "model rows per context in brackets), mean r with the weights refitted / with the "
-            "zoo refitted on the context and the scored rows:",
+            "Calibrated first (`calibrate`, once per context: 10 model rows per background row "
+            "for the weights, 20 for a refit; model rows per context in brackets), mean r with "
+            "the weights refitted / with the zoo refitted on the context and the scored rows:",
             "",
             "| rows per explained row | "
             + " | ".join(
                 ("real tables" if n == "real_tables" else _short_case(n))
-                + f" ({s['groups'][n]['calibration_rows']:,.0f})"
+                + f" ({s['groups'][n]['calibration_rows']:,.0f} / "
+                + f"{s['groups'][n].get('refit_rows') or s['groups'][n]['calibration_rows']:,.0f})"
                 for n in names
             )
             + " |",

@@ -82,6 +82,8 @@ def test_quick_mode_writes_sane_results(tmp_path):
         assert set(by_budget) == set(multiples)
         assert by_budget["0"]["kernelshap_pearson"] is None
         assert -1 <= by_budget["4"]["ours_pearson"] <= 1
+        # A refit scores its own default budget: 20 rows per background row to the weights' 10.
+        assert group["refit_rows"] == 2 * group["calibration_rows"] > 0
     block = bench_refinement.readme_block(payload, "benchmarks/results/refinement_quick.json")
     assert block.startswith(bench_refinement.README_START)
     assert block.endswith(bench_refinement.README_END)
