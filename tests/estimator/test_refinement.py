@@ -17,6 +17,8 @@ from shapley_svc.estimator.refinement import (
     refined_values,
     shrunk_variance_ratio,
     size_distribution,
+    t_widening,
+    weighing_inflation,
 )
 from shapley_svc.estimator.surrogates import ZOO, Pairs, SplineSurrogate
 from shapley_svc.kernels.coalitions import fill_paired_rows, sample_paired_coalitions
@@ -378,3 +380,32 @@ def test_the_prior_variance_ratio_is_shrunk_toward_the_prior_share_by_how_few_pa
     assert shrunk(4, prior_pairs=0.0) == pytest.approx([5.0, floor])
     assert shrunk(0, prior_pairs=0.0) == pytest.approx([5.0, floor])
     assert shrunk(0, share=0.0) == pytest.approx([floor, floor])
+
+
+def test_the_pairs_weigh_by_students_t_variance_and_not_at_all_from_three_pairs_down():
+    # The t predictive variance, (n - 1) / (n - 3) of the estimated one, over the t interval's.
+    for n_pairs in (4, 5, 10, 40):
+        expected = (n_pairs - 1) / (n_pairs - 3) / t_widening(n_pairs) ** 2
+        assert weighing_inflation(n_pairs) == pytest.approx(expected)
+    assert weighing_inflation(4) > weighing_inflation(10) > weighing_inflation(1000) > 1.0
+    assert weighing_inflation(1000) == pytest.approx(1.0, abs=0.01)
+    assert all(math.isinf(weighing_inflation(n)) for n in (2, 3))
+
+
+def test_with_three_pairs_or_fewer_refine_keeps_the_zero_shot_values_and_states_their_error(
+    fitted,
+):
+    """Three pairs (budget 6 with the predictions, d = 5) cannot weigh themselves: the values
+    are explain's; the uncertainty is still the pairs' measurement of the prior's error. Four
+    pairs move the values."""
+    explainer, query, _ = fitted
+    zero_shot = explainer.explain(query, _interacting(query))
+    proposal, few = _refine(explainer, query, 6, random_state=4)
+    assert proposal.n_pairs == 3
+    np.testing.assert_allclose(few.values, zero_shot.values, rtol=0, atol=1e-12)
+    assert np.all(np.isfinite(few.uncertainty)) and np.all(few.uncertainty >= 0)
+    assert not np.allclose(few.uncertainty, zero_shot.uncertainty)
+    proposal, enough = _refine(explainer, query, 8, random_state=4)
+    assert proposal.n_pairs == 4
+    assert not np.allclose(enough.values, zero_shot.values)
+    np.testing.assert_allclose(enough.values.sum(axis=1), zero_shot.values.sum(axis=1))
