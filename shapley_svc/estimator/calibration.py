@@ -30,11 +30,11 @@ from shapley_svc.estimator.refinement import MIN_PRIOR_VARIANCE_RATIO, draw_pair
 # 10 rows (5 pairs) per background row: see the module docstring.
 DEFAULT_ROWS_PER_BACKGROUND = 10
 # A refit learns the members themselves from the scored rows, and keeps gaining from more of
-# them where the weights alone do not: on `bench refinement`'s 50 real-table cases (2026-12-02,
-# prototype), 20 rows per background row against 10 lifted the refitted context's zero-shot r
-# from 0.953 to 0.960 and refined r at 4d from 0.962 to 0.966, in the same refit time (2.6 s);
-# on the d = 384 embedding MLP 10 / 20 / 40 gave 0.608 / 0.704 / 0.743 (weights only: 0.576 /
-# 0.568 / 0.572).
+# them where the weights alone do not: on `bench refinement` (2026-12-02), 20 rows per background
+# row against 10 lifted the refitted contexts' zero-shot r from 0.953 to 0.959 on the 50
+# real-table cases (refined at 4d: 0.962 to 0.966) in the same refit time (2.7 s against 2.9 s),
+# and from 0.595 to 0.619 on the embedding tasks; on the d = 384 embedding MLP 10 / 20 / 40 gave
+# 0.608 / 0.704 / 0.743 (weights only: 0.576 / 0.568 / 0.572).
 REFIT_ROWS_PER_BACKGROUND = 20
 # Fewer pairs than this leave the fit of up to 8 weights to noise.
 MIN_PAIRS = 16

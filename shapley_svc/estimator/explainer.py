@@ -820,7 +820,7 @@ class ZeroShotExplainer:
         n + len(proposal.rows) rows and on n + half of them. On the refinement benchmark's 50
         real-table cases, zero-shot r 0.926 -> 0.953 refitted, 0.939 re-weighted (10 rows per
         background row); refitted at 20, the default of ``propose_calibration(refit=True)``:
-        0.960.
+        0.959.
 
         The copy explains, proposes, refines and saves like any explainer, with no further
         model rows. ``diagnostics_`` of the copy report the weights, each output's scale and

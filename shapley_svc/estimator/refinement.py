@@ -278,7 +278,7 @@ def weighing_inflation(n_pairs: int) -> float:
     variance of Student's t predictive distribution, (n - 1) / (n - 3) times the estimated one,
     unbounded (the pairs weigh nothing) from three pairs down. An interval wants the t quantile;
     a precision weight wants the variance, and a spread estimated from 1-2 degrees of freedom is
-    often far too small (half the time below 0.45 of the true one at one): it handed a few noisy
+    often far too small (half the time below 0.455 of the true one at one): it handed a few noisy
     pairs most of the weight. On `bench refinement`'s 50 real-table cases (2026-12-02, the
     merge recomputed from refine's parts), refine at d fell more than 0.005 below its own
     zero-shot answer in 5 / 2 / 6 cases (uncalibrated / weights / zoo refitted) before, 2 / 1 / 1

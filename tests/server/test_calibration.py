@@ -270,10 +270,12 @@ def test_a_refit_beyond_the_largest_context_is_refused_and_the_client_reweighs(m
 def test_the_client_refits_on_the_weights_budget_where_the_refits_does_not_fit(make_server):
     target = make_server(warm=False, max_context_rows=1_500)
     X, p = make_task(n=300, seed=35)
-    calls, counting = _counting()
     with target.client(timeout=120) as client:
         context = client.create_context(X, p)
-        # 300 + 2,000 rows would pass the limit, 300 + 1,000 do not.
-        calibrated = client.calibrate(context, counting)
-    assert calls == [1_000]
-    assert calibrated.calibration_refitted and calibrated.calibration_rows == 1_000
+        # 300 + 2,000 rows would pass the limit, 300 + 1,000 do not: by default and when told
+        # to refit.
+        for refit in (None, True):
+            calls, counting = _counting()
+            calibrated = client.calibrate(context, counting, refit=refit)
+            assert calls == [1_000]
+            assert calibrated.calibration_refitted and calibrated.calibration_rows == 1_000

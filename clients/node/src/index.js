@@ -1324,13 +1324,13 @@ class ShapleyClient {
     const sizedForRefit = refit !== false && isSpec(contextOrId);
     let proposal = await this.proposeCalibration(contextOrId, { ...options, refit: sizedForRefit });
     // A refit fits the context's rows and the scored rows together, and the server refuses
-    // more than its largest context: by default only the weights then.
+    // more than its largest context: past it, the weights' default budget (a refit on it when
+    // that fits; by default only the weights otherwise).
     let maxRows = null;
-    if (refit == null && sizedForRefit) {
+    if (sizedForRefit && (refit == null || options.budget == null)) {
       maxRows = Number((await this.serverInfo(options)).limits.maxContextRows);
       const { message } = this._entry(/** @type {ContextSpec} */ (contextOrId));
       if (options.budget == null && Number(message.rows.shape[0]) + proposal.shape[0] > maxRows) {
-        // The weights alone, on their own default budget.
         proposal = await this.proposeCalibration(contextOrId, { ...options, refit: false });
       }
     }

@@ -231,6 +231,23 @@ test('refit: by default only within the server\'s largest context, refused past 
   }
 });
 
+test('refit: past the largest context on the refit\'s default budget, on the weights\' default', async () => {
+  // 60 context rows: 60 + 1,200 rows over a limit of 1,000, 60 + 600 within it.
+  const limited = await startServer({ args: ['--max-context-rows', '1000'] });
+  const small = new ShapleyClient(limited.target, { timeout: 120 });
+  try {
+    for (const options of [{}, { refit: true }]) {
+      const { calls, score } = countingScorer();
+      const calibrated = await small.calibrate(spec, score, options);
+      assert.deepEqual(calls, [600]);
+      assert.equal(calibrated.calibrationRefitted, true);
+    }
+  } finally {
+    small.close();
+    await limited.stop();
+  }
+});
+
 test('a lost calibrated context is re-created with the same id without calling the scorer', async () => {
   const base = await client.createContext(spec);
   const { calls, score } = countingScorer();

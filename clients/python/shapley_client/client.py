@@ -896,14 +896,14 @@ class ShapleyClient:
         proposal = self.propose_calibration(
             context, budget=budget, random_state=random_state, refit=sized_for_refit
         )
-        # A refit fits the context's rows and the scored rows together: the server refuses
-        # more than its largest context, so by default only the weights then.
+        # A refit fits the context's rows and the scored rows together, and the server refuses
+        # more than its largest context: past it, the weights' default budget (a refit on it
+        # when that fits; by default only the weights otherwise).
         max_rows = None
-        if refit is None and sized_for_refit:
+        if sized_for_refit and (refit is None or budget is None):
             max_rows = self.server_info().limits.max_context_rows
             rows = context.spec.rows.shape[0] + proposal.rows.shape[0]
             if budget is None and rows > max_rows:
-                # The weights alone, on their own default budget.
                 proposal = self.propose_calibration(context, random_state=random_state)
         outputs = np.asarray(model(np.array(proposal.rows)))
         request = pb.CalibrateRequest(budget=proposal.budget, outputs=_tensor(outputs, "outputs"))
