@@ -6,7 +6,8 @@ and one background row. Per budget (d, 2d, 4d, 10d model rows per explained row)
 mean Pearson r against the exact values of:
 
 * zero-shot: the prior alone;
-* pairs alone: the unbiased estimate from the proposal's pairs;
+* pairs alone: the estimate from the proposal's pairs (mixed with one background row each, or
+  with the background's centre where refine chooses it: ``Proposal.centre``);
 * refined: what ``refine`` returns (the merge);
 * best share in hindsight: per row and output, the point between the prior and the pairs' estimate
   closest to the truth, an oracle that bounds any merge weighing the two per row;
@@ -85,7 +86,7 @@ def pairs_over_every_background(explainer, predict, proposal) -> np.ndarray:
             proposal.lead,
             rows,
         )
-        moved = dataclasses.replace(proposal, rows=rows, background=picks)
+        moved = dataclasses.replace(proposal, rows=rows, background=picks, centre=False)
         refined = explainer._refinement_parts(moved, predict(rows)).refined
         total = refined if total is None else total + refined
     return total / n_background

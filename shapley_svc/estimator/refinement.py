@@ -17,6 +17,15 @@ efficient exactly, and converges to the exact values as pairs accumulate; its er
 residual's, so a better zero-shot proxy needs fewer rows (RegressionMSR, ControlSHAP).
 The standard error comes from the pairs' spread, widened by Student's t for few pairs.
 
+Drawing b is most of that error at a few pairs per player. Where the proxy says it pays, the
+pairs mix with one row instead, the background's centre c (``reference_centre``): the residual
+game against c has no background noise, and a bias, phi(r against c) - phi(r against the
+background), which is small where the residual is smooth across the background. The choice is
+the proxy's: ``CentreTrial`` measures, once per explainer, its game's centre bias and both
+designs' noise per pair, and ``prefers_centre`` compares their errors at the proposal's number
+of pairs (the bias, which does not shrink, loses to the noise, which does, as the budget grows:
+refine still converges). The bias measured is added to the pairs' variance.
+
 The answer is then the precision-weighted mean of that unbiased estimate and the zero-shot one
 (the prior), whose stated uncertainty is first rescaled per row to the error the pairs measure
 (empirical Bayes; for the weights, that measurement is shrunk toward the stated uncertainty in
@@ -94,7 +103,9 @@ class Proposal:
     random_state : the seed the coalitions were drawn with.
     masks : (m, n_pairs, P) bool, each pair's coalition (its first row's players from the query).
     background : (m, n_pairs) int64, each pair's background row (position in the explainer's
-        background rows).
+        background rows); zeros when ``centre``.
+    centre : the pairs mix the explained rows with the background's centre
+        (``reference_centre``) instead of a background row each (``CentreTrial``).
     """
 
     rows: np.ndarray
@@ -105,6 +116,7 @@ class Proposal:
     random_state: int
     masks: np.ndarray
     background: np.ndarray
+    centre: bool = False
 
     @property
     def n_pairs(self) -> int:
@@ -206,21 +218,130 @@ def draw_pairs(
 def draw_proposal(
     query: np.ndarray,
     predictions: np.ndarray | None,
-    background_rows: np.ndarray,
+    reference_rows: np.ndarray,
     player_of_column: np.ndarray,
     n_players: int,
+    n_pairs: int,
     budget: int,
     seed: int,
+    centre: bool,
 ) -> Proposal:
-    """The coalitions and rows for canonical ``query`` (m, d); the caller checked ``budget``."""
+    """The coalitions and rows for canonical ``query`` (m, d), ``n_pairs`` pairs each (the
+    caller checked ``budget``), mixed with ``reference_rows``: the background rows, or the
+    (1, d) centre when ``centre``. The coalitions are the same either way."""
     lead = 0 if predictions is not None else 1
-    n_pairs = pairs_within(budget, predictions is not None) if n_players > 1 else 0
     # A private copy, kept by the proposal: the caller's array may change after this call.
     query = np.array(query, dtype=np.float64, order="C")
     rows, masks, picks = draw_pairs(
-        query, background_rows, player_of_column, n_players, n_pairs, lead, seed
+        query, reference_rows, player_of_column, n_players, n_pairs, lead, seed
     )
-    return Proposal(rows, lead + 2 * n_pairs, query, predictions, budget, seed, masks, picks)
+    return Proposal(
+        rows, lead + 2 * n_pairs, query, predictions, budget, seed, masks, picks, centre
+    )
+
+
+def reference_centre(background: np.ndarray, categorical: np.ndarray) -> np.ndarray:
+    """(1, d) the background's centre as a row the caller's model can score: each column's mean
+    over its observed values, the most frequent code of a categorical column, then rounded to
+    the nearest value the column takes in the background (as ``shap.kmeans`` rounds its
+    centres), so that a coded or discrete column keeps a value it has; NaN where a column has
+    none observed."""
+    centre = np.full((1, background.shape[1]), np.nan)
+    is_categorical = np.zeros(background.shape[1], dtype=bool)
+    is_categorical[np.asarray(categorical, dtype=np.int64)] = True
+    for j in range(background.shape[1]):
+        column = background[:, j]
+        seen, counts = np.unique(column[~np.isnan(column)], return_counts=True)
+        if seen.size == 0:
+            continue
+        if is_categorical[j]:
+            centre[0, j] = seen[np.argmax(counts)]
+        else:
+            mean = np.average(seen, weights=counts)
+            centre[0, j] = seen[np.argmin(np.abs(seen - mean))]
+    return centre
+
+
+# How much the proxy's centre bias counts against the background rows' noise when refine
+# chooses where its pairs mix (``prefers_centre``): the proxy sees only part of the model's bias
+# off the data. On `bench refinement`'s cases (2026-12-02, uncalibrated, refine forced to each
+# design and the choice recomputed), mean r at d / 2d / 4d / 10d: the 50 real tables with the
+# background rows alone 0.931 / 0.936 / 0.947 / 0.962; weight 1 0.933 / 0.934 / 0.944 / 0.962;
+# 2 0.933 / 0.935 / 0.948 / 0.962; 4 0.931 / 0.936 / 0.947 / 0.962. The 4 embedding tasks:
+# background rows 0.530 / 0.582 / 0.636 / 0.734; weights 1, 2 and 4 all choose the centre up to
+# 4d (0.612 / 0.654 / 0.709) and, at 10d, 4 / 3 / 1 of the tasks (0.772 / 0.752 / 0.729).
+CENTRE_BIAS_WEIGHT = 2.0
+# The trial's explained rows (background rows, seeded), coalitions per row, and background rows
+# each coalition is mixed with (all, up to this many, seeded).
+CENTRE_TRIAL_ROWS = 16
+CENTRE_TRIAL_COALITIONS = 32
+CENTRE_TRIAL_BACKGROUND = 100
+MIN_CENTRE_TRIAL_BACKGROUND = 8
+
+
+@dataclass(frozen=True)
+class CentreTrial:
+    """What refine's pairs would measure of the proxy's game (one output) when they mix with
+    the background's centre instead of one random background row each: the centre removes the
+    background rows' sampling noise and adds a bias (the game against one row is not the game
+    against the background), measured on the proxy, whose games are known without a model call.
+
+    Attributes, per value and squared, on the scale of the values: ``bias_variance`` the mean
+    squared bias of the centre's game, ``background_variance`` and ``centre_variance`` one
+    pair's sampling variance with a background row and with the centre.
+    """
+
+    bias_variance: float
+    background_variance: float
+    centre_variance: float
+
+    def centre_error(self, n_pairs: int) -> float:
+        return CENTRE_BIAS_WEIGHT * self.bias_variance + self.centre_variance / n_pairs
+
+    def background_error(self, n_pairs: int) -> float:
+        return self.background_variance / n_pairs
+
+
+def prefers_centre(trials: list[CentreTrial], n_pairs: int) -> bool:
+    """Whether ``n_pairs`` pairs per explained row err less at the centre, summed over the
+    outputs' ``trials``."""
+    if n_pairs < MIN_PAIRS or not trials:
+        return False
+    centre = sum(trial.centre_error(n_pairs) for trial in trials)
+    return centre < sum(trial.background_error(n_pairs) for trial in trials)
+
+
+def centre_trial(
+    background_gaps: np.ndarray, centre_gaps: np.ndarray, masks: np.ndarray
+) -> CentreTrial:
+    """``CentreTrial`` of one output from the proxy's pair gaps on the coalitions ``masks``
+    (m, T, P): (m, T, n) mixed with each of n background rows, (m, T) with the centre.
+
+    A pair's term of ``refined_values`` estimates its game's values. On one coalition, the
+    centre's term less the mean of the background rows' has the two games' difference for its
+    mean and only the coalitions' noise (no background row drawn), so the squared mean over the
+    coalitions, less its sampling variance, measures the bias, centred per row (refine's
+    projection onto efficiency moves a row's constant gap onto its values). Its standard error
+    is added: a bias too small to measure here still makes the background rows the better
+    choice at a budget large enough, where refine must converge to the exact values."""
+    _, n_coalitions, n_players = masks.shape
+    _, a = size_distribution(n_players)
+    half_centred = 0.5 * (masks - masks.sum(axis=2, keepdims=True) / n_players) / a
+    mean_gap = background_gaps.mean(axis=2)
+    # Over all (coalition, background row) pairs: E[term^2] - E[term]^2 per value.
+    background_square = np.mean(half_centred**2 * (background_gaps**2).mean(axis=2)[..., None], 1)
+    background_mean = np.mean(half_centred * mean_gap[..., None], axis=1)
+    with_centre = half_centred * centre_gaps[..., None]
+    difference = half_centred * (centre_gaps - mean_gap)[..., None]
+    bias = difference.mean(axis=1)
+    bias -= bias.mean(axis=1, keepdims=True)
+    excess = bias**2 - difference.var(axis=1, ddof=1) / n_coalitions
+    standard_error = excess.std() / np.sqrt(excess.size)
+    return CentreTrial(
+        bias_variance=float(max(excess.mean(), 0.0) + standard_error),
+        background_variance=float(np.mean(background_square - background_mean**2)),
+        centre_variance=float(np.mean(with_centre.var(axis=1, ddof=1))),
+    )
 
 
 @functools.lru_cache(maxsize=256)
@@ -239,6 +360,7 @@ def refined_values(
     model_pair_gaps: np.ndarray,
     masks: np.ndarray,
     total: np.ndarray,
+    bias_variance: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Refined values and their standard deviations for one output.
 
@@ -248,6 +370,8 @@ def refined_values(
     proxy_pair_gaps, model_pair_gaps : (m, n_pairs) g(first row) - g(second row), and f's.
     masks : (m, n_pairs, P) the pairs' coalitions.
     total : (m,) prediction - base value: what the refined values sum to.
+    bias_variance : the mean squared bias of the pairs' game against the one asked for, added
+        to each value's variance (``CentreTrial.bias_variance`` for pairs at the centre).
 
     Returns
     -------
@@ -268,7 +392,7 @@ def refined_values(
     # Half of each value's variance is the row's mean: with few pairs a value's own spread is
     # too noisy to weigh it by (diabetes forest at budget d: r 0.978 per value, 0.981 half-pooled).
     variance = (1 - POOLED_SHARE) * variance + POOLED_SHARE * variance.mean(axis=1, keepdims=True)
-    std = t_widening(n_pairs) * np.sqrt(variance / n_pairs) / a
+    std = np.sqrt((t_widening(n_pairs) / a) ** 2 * variance / n_pairs + bias_variance)
     return values + terms_mean / a, std
 
 

@@ -136,15 +136,18 @@ class Surrogate:
 class Pairs:
     """Refinement's coalition pairs in the design space the surrogates see.
 
-    background : (n_background, d) standardised background rows (the ones ``prepare`` saw).
+    background : (n_background, d) standardised rows the pairs mix the explained rows with.
     player_of_column : (d,) int64 player of each design column.
-    masks : (m, n_pairs, P) bool coalitions; picks : (m, n_pairs) int64 background rows.
+    masks : (m, n_pairs, P) bool coalitions; picks : (m, n_pairs) int64 rows of ``background``.
+    prepared : ``background`` is the one ``prepare`` saw, whose terms members may have kept;
+        False for other rows (refinement's centre of the background).
     """
 
     background: np.ndarray
     player_of_column: np.ndarray
     masks: np.ndarray
     picks: np.ndarray
+    prepared: bool = True
 
 
 def _additive_pair_gaps(surrogate: "Surrogate", Z: np.ndarray, pairs: Pairs) -> np.ndarray:
@@ -393,8 +396,8 @@ class SplineSurrogate(Surrogate):
         return self._terms(Z) - self.background_mean_
 
     def pair_gaps(self, Z, pairs, shared):
-        background_terms = getattr(self, "background_terms_", None)
-        if background_terms is None:  # saved by a version that did not keep them
+        background_terms = getattr(self, "background_terms_", None) if pairs.prepared else None
+        if background_terms is None:  # other rows, or saved by a version that did not keep them
             background_terms = np.ascontiguousarray(self._terms(pairs.background))
         out = np.empty(pairs.picks.shape)
         additive_pair_gaps(
@@ -480,9 +483,12 @@ class SoftLogisticSurrogate(Surrogate):
 
     def pair_gaps(self, Z, pairs, shared):
         out = np.empty((*pairs.picks.shape, 1))
+        background_terms = (
+            self.background_terms_ if pairs.prepared else self._terms(pairs.background)
+        )
         softmax_pair_gaps(
             np.ascontiguousarray(self._terms(Z)[:, :, None]),
-            np.ascontiguousarray(self.background_terms_[:, :, None]),
+            np.ascontiguousarray(background_terms[:, :, None]),
             np.array([float(self.model_.intercept_[0])]),
             pairs.masks,
             pairs.picks,
@@ -552,9 +558,12 @@ class SoftMultinomialSurrogate(Surrogate):
     def class_pair_gaps(self, Z: np.ndarray, pairs: Pairs) -> np.ndarray:
         """(m, n_pairs, K) every class's pair gaps (see ``Surrogate.pair_gaps``)."""
         out = np.empty((*pairs.picks.shape, self.background_terms_.shape[2]))
+        background_terms = (
+            self.background_terms_ if pairs.prepared else self._terms(pairs.background)
+        )
         softmax_pair_gaps(
             self._terms(Z),
-            self.background_terms_,
+            background_terms,
             np.ascontiguousarray(self.model_.intercept_, dtype=np.float64),
             pairs.masks,
             pairs.picks,

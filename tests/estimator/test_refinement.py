@@ -13,7 +13,11 @@ from shapley_svc.estimator import ZeroShotExplainer
 from shapley_svc.estimator.refinement import (
     MIN_PRIOR_VARIANCE_RATIO,
     PRIOR_PAIRS_PER_PLAYER,
+    CentreTrial,
+    centre_trial,
     minimum_budget,
+    prefers_centre,
+    reference_centre,
     refined_values,
     shrunk_variance_ratio,
     size_distribution,
@@ -170,19 +174,25 @@ def test_without_predictions_the_row_itself_is_scored(fitted):
     assert np.abs(gaps).max() < 1e-10
 
 
-def test_pair_gaps_in_closed_form_equal_the_members_outputs_on_built_rows(fitted):
-    """Every member's fast pair gaps (no mixed rows built) equal its outputs on the mixed rows."""
+@pytest.mark.parametrize("reference", ["background", "centre"])
+def test_pair_gaps_in_closed_form_equal_the_members_outputs_on_built_rows(fitted, reference):
+    """Every member's fast pair gaps (no mixed rows built) equal its outputs on the mixed rows,
+    mixed with the background rows the members were prepared for or with other rows."""
     explainer, query, _ = fitted
     design = explainer.context_.standardiser.transform(explainer.encoder_.transform(query))
+    centre = reference == "centre"
     background = explainer.context_.standardiser.transform(
-        explainer.encoder_.transform(explainer.background_rows_)
+        explainer.encoder_.transform(
+            explainer._centre_row() if centre else explainer.background_rows_
+        )
     )
     proposal = explainer.propose(query, 30, _interacting(query))
     pairs = Pairs(
         background,
         explainer.context_.design_players(design.shape[1]),
         proposal.masks,
-        proposal.background,
+        np.zeros_like(proposal.background) if centre else proposal.background,
+        prepared=not centre,
     )
     checked = 0
     for kind, fitted_member in zip(ZOO, explainer.context_.outputs[0].surrogates, strict=True):
@@ -200,6 +210,131 @@ def test_pair_gaps_in_closed_form_equal_the_members_outputs_on_built_rows(fitted
         )
         checked += 1
     assert checked >= 5
+
+
+def test_the_centre_is_each_columns_mean_or_mode_rounded_to_a_value_the_column_takes():
+    background = np.array(
+        [
+            [0.0, 0.0, np.nan, 5.0],
+            [1.0, 1.0, np.nan, np.nan],
+            [2.0, 1.0, np.nan, 6.0],
+            [10.0, 2.0, np.nan, 9.0],
+        ]
+    )
+    centre = reference_centre(background, np.array([1]))
+    # Means 3.25 and 20 / 3 round to 2 and 6; the code column takes its mode; no value: NaN.
+    np.testing.assert_array_equal(centre, [[2.0, 1.0, np.nan, 6.0]])
+
+
+def _trial_games(curvature):
+    """Pair gaps of g(x) = sum_j beta_j x_j + curvature * x_j^2 on coalitions of 6 players,
+    mixed with each of 40 background rows and with their exact column means."""
+    rng = np.random.default_rng(2)
+    n_players, n_coalitions = 6, 32
+    beta = rng.normal(size=n_players)
+    query = rng.normal(size=(4, n_players))
+    background = rng.normal(size=(40, n_players))
+    centre = background.mean(axis=0)
+
+    def game(values):
+        return values @ beta + curvature * (values**2).sum(axis=-1)
+
+    masks = rng.random((4, n_coalitions, n_players)) < 0.5
+    masks[:, :, 0] = True  # never the empty coalition
+    masks[:, :, 1] = False  # nor the whole one
+
+    def gaps(reference):
+        first = np.where(masks, query[:, None, :], reference)
+        second = np.where(masks, reference, query[:, None, :])
+        return game(first) - game(second)
+
+    every = np.stack([gaps(row) for row in background], axis=2)
+    return every, gaps(centre), masks
+
+
+def test_the_trial_finds_no_bias_where_the_proxy_is_linear_and_the_centre_exact():
+    every, centre, masks = _trial_games(0.0)
+    trial = centre_trial(every, centre, masks)
+    # A linear game against the background's mean is the background's game exactly.
+    assert trial.bias_variance == pytest.approx(0.0, abs=1e-12)
+    assert trial.centre_variance < trial.background_variance
+    assert prefers_centre([trial], 2) and prefers_centre([trial], 10**9)
+
+
+def test_the_trial_measures_a_curved_proxys_bias_and_leaves_the_centre_at_a_large_budget():
+    every, centre, masks = _trial_games(1.0)
+    trial = centre_trial(every, centre, masks)
+    # The exact bias of the centre's values: the mean over coalitions of the terms' gap.
+    _, a = size_distribution(masks.shape[2])
+    half_centred = 0.5 * (masks - masks.mean(axis=2, keepdims=True)) / a
+    bias = (half_centred * (centre - every.mean(axis=2))[..., None]).mean(axis=1)
+    bias -= bias.mean(axis=1, keepdims=True)
+    assert trial.bias_variance > 0.2 * np.mean(bias**2)
+    assert not prefers_centre([trial], 10**6)
+    assert prefers_centre([trial], 2) == (trial.centre_error(2) < trial.background_error(2))
+
+
+def test_prefers_centre_sums_the_outputs_errors_and_needs_two_pairs():
+    cheap = CentreTrial(bias_variance=0.0, background_variance=1.0, centre_variance=0.5)
+    biased = CentreTrial(bias_variance=1.0, background_variance=1.0, centre_variance=0.5)
+    assert prefers_centre([cheap], 10)
+    assert not prefers_centre([cheap, biased], 10)
+    assert not prefers_centre([cheap], 1)
+    assert not prefers_centre([], 10)
+
+
+def test_a_smooth_context_mixes_its_pairs_with_the_centre_refines_efficiently_and_rebuilds(
+    fitted,
+):
+    """Where the proxy's centre bias is small against the background rows' noise, the pairs mix
+    the explained rows with the background's centre; the answer stays exactly efficient, the
+    proposal is rebuilt bit for bit, and the stated uncertainty counts the centre's bias."""
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(800, 8))
+    beta = rng.normal(size=8)
+
+    def smooth(rows):
+        return np.tanh(rows @ beta / 3.0)
+
+    explainer = ZeroShotExplainer(random_state=1).fit(X, smooth(X))
+    query = X[:6]
+    proposal = explainer.propose(query, 16, smooth(query))
+    assert proposal.centre
+    centre = explainer._centre_row()[0]
+    first, second = proposal.rows[0::2], proposal.rows[1::2]
+    masks = proposal.masks.reshape(-1, 8)
+    expected_query = np.repeat(query, proposal.n_pairs, axis=0)
+    np.testing.assert_array_equal(first, np.where(masks, expected_query, centre))
+    np.testing.assert_array_equal(second, np.where(masks, centre, expected_query))
+    refined = explainer.refine(proposal, smooth(proposal.rows))
+    gaps = refined.values.sum(axis=1) - (smooth(query) - refined.base_values)
+    assert np.abs(gaps).max() < 1e-10
+    again = explainer.propose(query, 16, smooth(query))
+    np.testing.assert_array_equal(again.rows, proposal.rows)
+    np.testing.assert_array_equal(
+        explainer.refine(again, smooth(again.rows)).values, refined.values
+    )
+    (trial,) = explainer._centre_trials()
+    parts = explainer._refinement_parts(proposal, smooth(proposal.rows))
+    assert parts.refined_std.min() ** 2 >= trial.bias_variance > 0
+    # Far past the centre's bias, the pairs mix with the background rows again.
+    assert not prefers_centre([trial], 10**7)
+    # A context refitted on the model's outputs mixes with background rows, whose residual the
+    # refit measured.
+    asked = explainer.propose_calibration(random_state=0, refit=True)
+    refitted = explainer.calibrate(asked, smooth(asked.rows), X, smooth(X))
+    assert not refitted.propose(query, 16, smooth(query)).centre
+
+
+def test_a_calibrated_copy_measures_its_own_trial(fitted):
+    explainer, _, _ = fitted
+    original = explainer._centre_trials()
+    proposal = explainer.propose_calibration(random_state=0)
+    calibrated = explainer.calibrate(proposal, _interacting(proposal.rows))
+    trials = calibrated._centre_trials()
+    assert trials is not original
+    fresh = explainer.calibrate(proposal, _interacting(proposal.rows))._centre_trials()
+    assert trials == fresh
 
 
 def test_classes_groups_missing_and_categories_refine_toward_the_truth():
@@ -409,3 +544,18 @@ def test_with_three_pairs_or_fewer_refine_keeps_the_zero_shot_values_and_states_
     assert proposal.n_pairs == 4
     assert not np.allclose(enough.values, zero_shot.values)
     np.testing.assert_allclose(enough.values.sum(axis=1), zero_shot.values.sum(axis=1))
+
+
+def test_a_background_larger_than_the_trials_is_sampled_for_it_deterministically():
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(400, 6))
+    target = np.sin(X[:, 0]) + X[:, 1] * X[:, 2]
+    background = np.arange(0, 300, 2)  # 150 rows: the trial mixes with a seeded 100 of them
+    first = ZeroShotExplainer(random_state=2).fit(X, target, background=background)
+    second = ZeroShotExplainer(random_state=2).fit(X, target, background=background)
+    (trial,) = first._centre_trials()
+    assert second._centre_trials() == [trial]
+    assert np.isfinite(
+        [trial.bias_variance, trial.background_variance, trial.centre_variance]
+    ).all()
+    assert trial.background_variance > 0 and trial.centre_variance > 0
