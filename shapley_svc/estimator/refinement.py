@@ -189,16 +189,18 @@ def minimum_budget(predictions_given: bool) -> int:
 
 def draw_pairs(
     query: np.ndarray,
-    background_rows: np.ndarray,
+    reference_rows: np.ndarray,
     player_of_column: np.ndarray,
     n_players: int,
     n_pairs: int,
     lead: int,
     seed: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``n_pairs`` paired coalitions per row of canonical ``query`` (m, d), each with a background
-    row, drawn from the row's own seed: the (m * (lead + 2 * n_pairs), d) rows to score, the
-    (m, n_pairs, P) masks and the (m, n_pairs) background picks (see ``Proposal``)."""
+    """``n_pairs`` paired coalitions per row of canonical ``query`` (m, d), each with one of the
+    ``reference_rows`` (background rows, or the centre alone), drawn from the row's own seed:
+    the (m * (lead + 2 * n_pairs), d) rows to score, the (m, n_pairs, P) masks and the
+    (m, n_pairs) picks of reference rows (see ``Proposal``). The coalitions do not depend on the
+    reference rows."""
     # Writable and contiguous (copied only when not): the kernels take mutable arrays, and a
     # caller's view may be read-only (np.frombuffer over a message).
     query = np.require(query, dtype=np.float64, requirements=["C", "W"])
@@ -208,10 +210,10 @@ def draw_pairs(
     if n_pairs:
         size_cdf, _ = size_distribution(n_players)
         sample_paired_coalitions(
-            row_seeds(query, seed), size_cdf, background_rows.shape[0], masks, picks
+            row_seeds(query, seed), size_cdf, reference_rows.shape[0], masks, picks
         )
     rows = np.empty((m * (lead + 2 * n_pairs), query.shape[1]))
-    fill_paired_rows(query, background_rows, player_of_column, masks, picks, lead, rows)
+    fill_paired_rows(query, reference_rows, player_of_column, masks, picks, lead, rows)
     return rows, masks, picks
 
 

@@ -323,7 +323,11 @@ def test_a_smooth_context_mixes_its_pairs_with_the_centre_refines_efficiently_an
     # refit measured.
     asked = explainer.propose_calibration(random_state=0, refit=True)
     refitted = explainer.calibrate(asked, smooth(asked.rows), X, smooth(X))
-    assert not refitted.propose(query, 16, smooth(query)).centre
+    with_background = refitted.propose(query, 16, smooth(query))
+    assert not with_background.centre
+    # The same coalitions either way: only the rows they mix with differ.
+    np.testing.assert_array_equal(with_background.masks, proposal.masks)
+    assert not np.array_equal(with_background.rows, proposal.rows)
 
 
 def test_a_calibrated_copy_measures_its_own_trial(fitted):
