@@ -270,6 +270,10 @@ def test_the_trial_measures_a_curved_proxys_bias_and_leaves_the_centre_at_a_larg
     bias = (half_centred * (centre - every.mean(axis=2))[..., None]).mean(axis=1)
     bias -= bias.mean(axis=1, keepdims=True)
     assert trial.bias_variance > 0.2 * np.mean(bias**2)
+    # The same quantity less the coalitions' noise plus its standard error: close to it.
+    assert 0.8 * np.mean(bias**2) < trial.bias_variance < 1.5 * np.mean(bias**2)
+    # At two pairs the background rows' noise outweighs the bias; far past it, the bias wins.
+    assert prefers_centre([trial], 2)
     assert not prefers_centre([trial], 10**6)
     assert prefers_centre([trial], 2) == (trial.centre_error(2) < trial.background_error(2))
 
