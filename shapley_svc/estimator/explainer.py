@@ -731,6 +731,7 @@ class ZeroShotExplainer:
         )
         with_background = self.context_.member_pair_gaps(design, every_background, needed)
         with_centre = self.context_.member_pair_gaps(design, centre, needed)
+        member_values = self.context_.member_values(design, needed)
         self._trials = [
             centre_trial(
                 self._proxy_gaps(with_background, k).reshape(
@@ -738,6 +739,7 @@ class ZeroShotExplainer:
                 ),
                 self._proxy_gaps(with_centre, k),
                 masks,
+                self._proxy_gaps(member_values, k),
             )
             for k in range(self.n_outputs_)
         ]
@@ -756,8 +758,9 @@ class ZeroShotExplainer:
         """Refined SHAP values from your model's outputs on ``proposal.rows``.
 
         The zero-shot estimate's proxy is explained exactly and the model's outputs correct it
-        (see ``shapley_svc.estimator.refinement``): unbiased, exactly efficient, converging to
-        the exact values as the budget grows. ``uncertainty`` is the sampling error.
+        (see ``shapley_svc.estimator.refinement``): a regression of the residual on the scored
+        pairs, exactly efficient, converging to the exact values as the budget grows.
+        ``uncertainty`` is the remaining error.
 
         Parameters
         ----------
@@ -805,7 +808,7 @@ class ZeroShotExplainer:
 
     def _refinement_parts(self, proposal: Proposal, outputs) -> RefinementParts:
         """What ``refine`` merges: per explained row and output, the zero-shot values (the
-        prior) and the pairs' unbiased estimate, each with its standard deviation (checks the
+        prior) and the pairs' estimate, each with its standard deviation (checks the
         arguments as ``refine`` documents)."""
         if not hasattr(self, "context_"):
             raise NotFittedError()
@@ -1234,10 +1237,13 @@ class ZeroShotExplainer:
         ]
 
     def _refine_rows_per_slice(self, block: int) -> int:
-        """Explained rows refined at once: per proposed row, a coalition's players and every
-        member's gap per output, within half the working memory (and explain's slices)."""
+        """Explained rows refined at once: per proposed row, a coalition's players (as flags,
+        then half a pair's centred coalition and its influence on the values) and every member's
+        gap per output, and per explained row the regression's four P x P matrices
+        (``refined_values``), within half the working memory (and explain's slices)."""
         n_players = len(self.attribution_names_)
-        per_query = max(1, block) * (n_players + 8 * (len(ZOO) + 2) * self.n_outputs_)
+        per_row = 9 * n_players + 8 * (len(ZOO) + 2) * self.n_outputs_
+        per_query = max(1, block) * per_row + 4 * 8 * n_players**2
         return max(1, min(self.working_memory_bytes_ // 2 // per_query, self.rows_per_slice()))
 
     def _refine_slice(

@@ -4,18 +4,27 @@ Let g be the proxy, the gate's weighted mix of the zoo, whose interventional Sha
 known exactly, and f the caller's model. The residual game r = v_f - v_g has Shapley values
 phi(f) - phi(g), and r(N) - r(empty) = (f(x) - base) - sum phi(g) is known without a model call.
 Its Shapley values are estimated from paired coalitions (S and its complement, with one
-background row b) drawn from the Shapley kernel: the kernel-weighted least-squares solution
-under efficiency, with the exact Gram matrix of that distribution, is
+background row b) drawn from the Shapley kernel. For an additive game with values phi, a
+pair's gap r_b(S) - r_b(complement) less (2 |S| / P - 1) (r(N) - r(empty)) is 2 c . phi, with
+c = z - |S| / P the pair's centred coalition indicator. The values are the kernel-weighted
+least-squares fit of those gaps under efficiency:
 
-    phi_j(r) = (r(N) - r(empty)) / P + mean over pairs of w_j / a,
-    w_j = (z_j - |S| / P) * (r_b(S) - r_b(complement)) / 2,
+    phi(r) = (r(N) - r(empty)) / P + H^-1 mean over pairs of c y,
+    y = (r_b(S) - r_b(complement) - (2 |S| / P - 1) (r(N) - r(empty))) / 2,
 
-with z the pair's coalition indicator and a = 1/2 - E[|S| (|S| - 1)] / (P (P - 1)). Given S
-and b, the pair costs two of the caller's rows, and r_b(S) - r_b(complement) needs the proxy on
-the same two rows, which costs no model call. The estimate is unbiased for every budget,
-efficient exactly, and converges to the exact values as pairs accumulate; its error is the
-residual's, so a better zero-shot proxy needs fewer rows (RegressionMSR, ControlSHAP).
-The standard error comes from the pairs' spread, widened by Student's t for few pairs.
+where H is a Gram matrix of c. With H the expectation of c c^T under the kernel, a (I - 11^T
+/ P), a = 1/2 - E[|S| (|S| - 1)] / (P (P - 1)), the estimate is unbiased for every budget;
+with the pairs' own mean of c c^T it is least squares (KernelSHAP's regression), which fits
+the additive part of the residual exactly and leaves only its interactions as noise, but is
+singular below P pairs. H is half of each (``GRAM_SAMPLED_SHARE``): both converge to the same
+exact values as pairs accumulate, and the mix errs far less than the unbiased estimate at a
+few pairs per player (embedding tasks at 4d, pairs alone: r 0.57 -> 0.68). Given S and b, the
+pair costs two of the caller's rows, and r_b(S) - r_b(complement) needs the proxy on the same
+two rows, which costs no model call. Efficiency is exact; the error is the residual's, so a
+better zero-shot proxy needs fewer rows (RegressionMSR, ControlSHAP). The standard error is the
+delta method's: the spread over the pairs of each pair's move of the estimate, H^-1 c (y -
+share c . phi), corrected for the degrees of freedom the fit spent and widened by Student's t
+for few pairs (on a game with interactions, 0.98 of the values' spread over draws of pairs).
 
 Drawing b is most of that error at a few pairs per player. Where the proxy says it pays, the
 pairs mix with one row instead, the background's centre c (``reference_centre``): the residual
@@ -26,7 +35,7 @@ designs' noise per pair, and ``prefers_centre`` compares their errors at the pro
 of pairs (the bias, which does not shrink, loses to the noise, which does, as the budget grows:
 refine still converges). The bias measured is added to the pairs' variance.
 
-The answer is then the precision-weighted mean of that unbiased estimate and the zero-shot one
+The answer is then the precision-weighted mean of that estimate and the zero-shot one
 (the prior), whose stated uncertainty is first rescaled per row to the error the pairs measure
 (empirical Bayes; for the weights, that measurement is shrunk toward the stated uncertainty in
 proportion to how few pairs made it, or in a calibrated context toward the smaller of its two
@@ -63,6 +72,19 @@ MIN_PRIOR_VARIANCE_RATIO = 0.1
 # 0.574, 0.633, 0.734 -> 0.530, 0.582, 0.636, 0.734. One pair per player gave 0.930, 0.933,
 # 0.946, 0.961 on the real tables (a prototype of the same cases).
 PRIOR_PAIRS_PER_PLAYER = 2.0
+# The Gram matrix the pairs are regressed with is this share of their own (sampled) one and the
+# rest its expectation under the Shapley kernel (``refined_values``). Measured on `bench
+# refinement`'s cases (2026-12-03, offline on the benchmark's own proposals and outputs), mean r
+# at d / 2d / 4d / 10d for shares 0 (the unbiased estimate) / 0.3 / 0.5 / 0.7, pairs alone: the
+# 50 real tables with background rows 0.703 / 0.808 / 0.882 / 0.943, 0.782 / 0.841 / 0.898 /
+# 0.949, 0.803 / 0.845 / 0.900 / 0.950, 0.812 / 0.836 / 0.896 / 0.949; the 4 embedding tasks
+# at the centre 0.359 / 0.460 / 0.569 / 0.690, 0.468 / 0.559 / 0.654 / 0.749, 0.485 / 0.582 /
+# 0.682 / 0.774, 0.476 / 0.581 / 0.692 / 0.789. Refined (merged with the zero-shot values),
+# shares 0.3 / 0.5 / 0.7: real tables 0.934 / 0.940 / 0.952 / 0.965 at 0.3 and 0.5 alike (to
+# 0.001), 0.933 / 0.939 / 0.951 / 0.965 at 0.7; embeddings 0.637 / 0.705 / 0.758 / 0.809, 0.645 /
+# 0.717 / 0.773 / 0.824, 0.640 / 0.716 / 0.779 / 0.833. (Share 1, least squares alone, is
+# singular below P pairs.)
+GRAM_SAMPLED_SHARE = 0.5
 
 
 def size_distribution(n_players: int) -> tuple[np.ndarray, float]:
@@ -131,7 +153,7 @@ class Proposal:
 @dataclass(frozen=True)
 class RefinementParts:
     """What refinement merges, per explained row and output: the zero-shot values (the prior)
-    and the pairs' unbiased estimate (``refined_values``), each with its standard deviation.
+    and the pairs' estimate (``refined_values``), each with its standard deviation.
 
     Attributes
     ----------
@@ -314,27 +336,43 @@ def prefers_centre(trials: list[CentreTrial], n_pairs: int) -> bool:
 
 
 def centre_trial(
-    background_gaps: np.ndarray, centre_gaps: np.ndarray, masks: np.ndarray
+    background_gaps: np.ndarray,
+    centre_gaps: np.ndarray,
+    masks: np.ndarray,
+    proxy_values: np.ndarray,
 ) -> CentreTrial:
     """``CentreTrial`` of one output from the proxy's pair gaps on the coalitions ``masks``
-    (m, T, P): (m, T, n) mixed with each of n background rows, (m, T) with the centre.
+    (m, T, P): (m, T, n) mixed with each of n background rows, (m, T) with the centre; and the
+    proxy's exact values (m, P) at the trial's rows.
 
-    A pair's term of ``refined_values`` estimates its game's values. On one coalition, the
-    centre's term less the mean of the background rows' has the two games' difference for its
-    mean and only the coalitions' noise (no background row drawn), so the squared mean over the
-    coalitions, less its sampling variance, measures the bias, centred per row (refine's
-    projection onto efficiency moves a row's constant gap onto its values). Its standard error
-    is added: a bias too small to measure here still makes the background rows the better
-    choice at a budget large enough, where refine must converge to the exact values."""
+    A pair moves ``refined_values``' estimate by c (y - share c . phi) / a to first order (its
+    delta method): the gap less what efficiency fixes, less the share of the additive part the
+    regression fits. The trial's phi is the proxy's exact values (the additive part of the game
+    against the background; against the centre, that part of the centre's game, so that its
+    additive bias counts as noise). The spread of those moves is each design's noise per pair.
+    On one coalition, the centre's move less the mean of the background rows' has the two
+    games' difference for its mean and only the coalitions' noise (no background row drawn), so
+    the squared mean over the coalitions, less its sampling variance, measures the bias, centred
+    per row (refine's projection onto efficiency moves a row's constant gap onto its values).
+    Its standard error is added: a bias too small to measure here still makes the background
+    rows the better choice at a budget large enough, where refine must converge to the exact
+    values."""
     _, n_coalitions, n_players = masks.shape
     _, a = size_distribution(n_players)
-    half_centred = 0.5 * (masks - masks.sum(axis=2, keepdims=True) / n_players) / a
-    mean_gap = background_gaps.mean(axis=2)
-    # Over all (coalition, background row) pairs: E[term^2] - E[term]^2 per value.
-    background_square = np.mean(half_centred**2 * (background_gaps**2).mean(axis=2)[..., None], 1)
-    background_mean = np.mean(half_centred * mean_gap[..., None], axis=1)
-    with_centre = half_centred * centre_gaps[..., None]
-    difference = half_centred * (centre_gaps - mean_gap)[..., None]
+    sizes = masks.sum(axis=2)
+    centred = masks - sizes[..., None] / n_players
+    # What a pair's gap leaves once efficiency and the fitted additive part are taken out.
+    fixed = (2 * sizes / n_players - 1) * proxy_values.sum(axis=1)[:, None]
+    fixed += 2 * GRAM_SAMPLED_SHARE * np.einsum("mtj,mj->mt", centred, proxy_values)
+    half_centred = 0.5 * centred / a
+    background_left = background_gaps - fixed[..., None]
+    centre_left = centre_gaps - fixed
+    mean_left = background_left.mean(axis=2)
+    # Over all (coalition, background row) pairs: E[move^2] - E[move]^2 per value.
+    background_square = np.mean(half_centred**2 * (background_left**2).mean(axis=2)[..., None], 1)
+    background_mean = np.mean(half_centred * mean_left[..., None], axis=1)
+    with_centre = half_centred * centre_left[..., None]
+    difference = half_centred * (centre_left - mean_left)[..., None]
     bias = difference.mean(axis=1)
     bias -= bias.mean(axis=1, keepdims=True)
     excess = bias**2 - difference.var(axis=1, ddof=1) / n_coalitions
@@ -364,7 +402,8 @@ def refined_values(
     total: np.ndarray,
     bias_variance: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Refined values and their standard deviations for one output.
+    """Refined values and their standard deviations for one output: the residual game's values
+    regressed on the pairs (see the module docstring), added to the proxy's.
 
     Parameters
     ----------
@@ -386,16 +425,36 @@ def refined_values(
     if n_pairs == 0:
         return values, np.zeros_like(values)
     _, a = size_distribution(n_players)
-    gaps = model_pair_gaps - proxy_pair_gaps
-    centred = masks - masks.sum(axis=2, keepdims=True) / n_players
-    terms_mean = 0.5 * np.einsum("mpj,mp->mj", centred, gaps) / n_pairs
-    terms_square = 0.25 * np.einsum("mpj,mp->mj", centred**2, gaps**2) / n_pairs
-    variance = np.maximum(terms_square - terms_mean**2, 0.0) * n_pairs / (n_pairs - 1)
+    sizes = masks.sum(axis=2)
+    centred = masks - sizes[..., None] / n_players
+    # A pair's residual gap less what efficiency fixes is centred . phi for an additive game.
+    targets = 0.5 * (
+        model_pair_gaps - proxy_pair_gaps - (2 * sizes / n_players - 1) * residual_total[:, None]
+    )
+    sampled = np.matmul(centred.transpose(0, 2, 1), centred) / n_pairs
+    flat = np.full((n_players, n_players), 1.0 / n_players)
+    gram = GRAM_SAMPLED_SHARE * sampled + (1 - GRAM_SAMPLED_SHARE) * a * (np.eye(n_players) - flat)
+    # The all-ones direction, which no pair sees, is efficiency's: inverted as itself.
+    inverse = np.linalg.inv(gram + flat)
+    moments = np.einsum("mpj,mp->mj", centred, targets) / n_pairs
+    estimate = np.einsum("mij,mj->mi", inverse, moments)
+    estimate -= estimate.mean(axis=1, keepdims=True)
+    # The delta method: pair p moves the estimate by H^-1 c_p (y_p - share c_p . phi), less
+    # its mean; the spread of those moves is the estimate's variance. With the exact Gram alone
+    # that is the unbiased estimate's own spread; with the sampled one alone, the fit's
+    # residuals (a sandwich). The residuals are short of the noise by the degrees of freedom
+    # the fit spent.
+    influence = np.matmul(centred, inverse.transpose(0, 2, 1))
+    leverage = targets - GRAM_SAMPLED_SHARE * np.einsum("mpj,mj->mp", centred, estimate)
+    moves = influence * leverage[..., None]
+    variance = moves.var(axis=1, ddof=1) / n_pairs
+    spent = GRAM_SAMPLED_SHARE * np.sum(inverse * sampled, axis=(1, 2))  # both symmetric
+    variance *= (n_pairs / np.maximum(n_pairs - spent, 1.0))[:, None]
     # Half of each value's variance is the row's mean: with few pairs a value's own spread is
     # too noisy to weigh it by (diabetes forest at budget d: r 0.978 per value, 0.981 half-pooled).
     variance = (1 - POOLED_SHARE) * variance + POOLED_SHARE * variance.mean(axis=1, keepdims=True)
-    std = np.sqrt((t_widening(n_pairs) / a) ** 2 * variance / n_pairs + bias_variance)
-    return values + terms_mean / a, std
+    std = np.sqrt(t_widening(n_pairs) ** 2 * variance + bias_variance)
+    return values + estimate, std
 
 
 def weighing_inflation(n_pairs: int) -> float:
