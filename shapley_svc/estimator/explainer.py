@@ -55,6 +55,7 @@ from shapley_svc.estimator.refinement import (
     draw_proposal,
     merged_with_prior,
     minimum_budget,
+    pair_chunk,
     pairs_within,
     prefers_centre,
     reference_centre,
@@ -1237,13 +1238,17 @@ class ZeroShotExplainer:
         ]
 
     def _refine_rows_per_slice(self, block: int) -> int:
-        """Explained rows refined at once: per proposed row, a coalition's players (as flags,
-        then half a pair's centred coalition and its influence on the values) and every member's
-        gap per output, and per explained row the regression's four P x P matrices
-        (``refined_values``), within half the working memory (and explain's slices)."""
+        """Explained rows refined at once: per proposed row, a coalition's players and every
+        member's gap per output; per explained row, the regression's chunk of centred coalitions,
+        their influences and its square, and four P x P arrays (its Gram, and inverting it:
+        ``refined_values``); within half the working memory (and explain's slices)."""
         n_players = len(self.attribution_names_)
-        per_row = 9 * n_players + 8 * (len(ZOO) + 2) * self.n_outputs_
-        per_query = max(1, block) * per_row + 4 * 8 * n_players**2
+        chunk = min(max(1, block // 2), pair_chunk(n_players))
+        per_query = (
+            max(1, block) * (n_players + 8 * (len(ZOO) + 2) * self.n_outputs_)
+            + 3 * 8 * chunk * n_players
+            + 4 * 8 * n_players**2
+        )
         return max(1, min(self.working_memory_bytes_ // 2 // per_query, self.rows_per_slice()))
 
     def _refine_slice(

@@ -394,6 +394,16 @@ def t_widening(n_pairs: int) -> float:
     )
 
 
+# Pairs per chunk in ``refined_values``: a chunk's centred coalitions and influences are two
+# float arrays of this many cells per explained row at most (32 MB each).
+PAIR_CHUNK_CELLS = 1 << 22
+
+
+def pair_chunk(n_players: int) -> int:
+    """How many pairs ``refined_values`` takes at a time for ``n_players`` players."""
+    return max(1, PAIR_CHUNK_CELLS // n_players)
+
+
 def refined_values(
     proxy_values: np.ndarray,
     proxy_pair_gaps: np.ndarray,
@@ -426,17 +436,35 @@ def refined_values(
         return values, np.zeros_like(values)
     _, a = size_distribution(n_players)
     sizes = masks.sum(axis=2)
-    centred = masks - sizes[..., None] / n_players
     # A pair's residual gap less what efficiency fixes is centred . phi for an additive game.
     targets = 0.5 * (
         model_pair_gaps - proxy_pair_gaps - (2 * sizes / n_players - 1) * residual_total[:, None]
     )
-    sampled = np.matmul(centred.transpose(0, 2, 1), centred) / n_pairs
-    flat = np.full((n_players, n_players), 1.0 / n_players)
-    gram = GRAM_SAMPLED_SHARE * sampled + (1 - GRAM_SAMPLED_SHARE) * a * (np.eye(n_players) - flat)
-    # The all-ones direction, which no pair sees, is efficiency's: inverted as itself.
-    inverse = np.linalg.inv(gram + flat)
-    moments = np.einsum("mpj,mp->mj", centred, targets) / n_pairs
+    # The pairs' centred coalitions, a chunk of pairs at a time: at d = 4,096 and budget 10d
+    # they would take 2.7 GB a row at once.
+    step = pair_chunk(n_players)
+
+    def centred(part: slice) -> np.ndarray:
+        return masks[:, part] - sizes[:, part, None] / n_players
+
+    chunks = [slice(first, first + step) for first in range(0, n_pairs, step)]
+    sampled = np.zeros((len(masks), n_players, n_players))
+    moments = np.zeros_like(values)
+    for part in chunks:
+        chunk = centred(part)
+        sampled += np.matmul(chunk.transpose(0, 2, 1), chunk)
+        moments += np.einsum("mpj,mp->mj", chunk, targets[:, part])
+    moments /= n_pairs
+    # H = share * sampled + (1 - share) * a * (I - J) + J, J = 11^T / P: the all-ones direction,
+    # which no pair sees, is efficiency's and is inverted as itself (H 1 = 1). Built in place:
+    # two P x P arrays a row (0.54 GB at d = 4,096).
+    gram = sampled
+    gram *= GRAM_SAMPLED_SHARE / n_pairs
+    diagonal = np.arange(n_players)
+    gram[:, diagonal, diagonal] += (1 - GRAM_SAMPLED_SHARE) * a
+    gram += (1 - (1 - GRAM_SAMPLED_SHARE) * a) / n_players
+    inverse = np.linalg.inv(gram)
+    del gram, sampled
     estimate = np.einsum("mij,mj->mi", inverse, moments)
     estimate -= estimate.mean(axis=1, keepdims=True)
     # The delta method: pair p moves the estimate by H^-1 c_p (y_p - share c_p . phi), less
@@ -444,11 +472,19 @@ def refined_values(
     # that is the unbiased estimate's own spread; with the sampled one alone, the fit's
     # residuals (a sandwich). The residuals are short of the noise by the degrees of freedom
     # the fit spent.
-    influence = np.matmul(centred, inverse.transpose(0, 2, 1))
-    leverage = targets - GRAM_SAMPLED_SHARE * np.einsum("mpj,mj->mp", centred, estimate)
-    moves = influence * leverage[..., None]
-    variance = moves.var(axis=1, ddof=1) / n_pairs
-    spent = GRAM_SAMPLED_SHARE * np.sum(inverse * sampled, axis=(1, 2))  # both symmetric
+    moved = np.zeros_like(values)
+    moved_square = np.zeros_like(values)
+    for part in chunks:
+        chunk = centred(part)
+        influence = np.matmul(chunk, inverse.transpose(0, 2, 1))
+        leverage = targets[:, part] - GRAM_SAMPLED_SHARE * np.einsum("mpj,mj->mp", chunk, estimate)
+        moved += np.einsum("mpj,mp->mj", influence, leverage)
+        moved_square += np.einsum("mpj,mp->mj", influence**2, leverage**2)
+    variance = np.maximum(moved_square - moved**2 / n_pairs, 0.0) / (n_pairs - 1) / n_pairs
+    # The fit's degrees of freedom, trace(H^-1 share * sampled) = P - trace(H^-1 ((1 - share) a
+    # (I - J) + J)), where H^-1 J = J.
+    inverse_trace = np.trace(inverse, axis1=1, axis2=2)
+    spent = n_players - (1 - GRAM_SAMPLED_SHARE) * a * (inverse_trace - 1) - 1
     variance *= (n_pairs / np.maximum(n_pairs - spent, 1.0))[:, None]
     # Half of each value's variance is the row's mean: with few pairs a value's own spread is
     # too noisy to weigh it by (diabetes forest at budget d: r 0.978 per value, 0.981 half-pooled).

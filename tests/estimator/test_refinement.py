@@ -183,6 +183,28 @@ def test_the_stated_error_matches_the_spread_over_draws_of_pairs_and_the_bias_va
     assert np.abs(values.mean(axis=0) - shapley).max() < 0.25 * few_bias
 
 
+def test_pairs_taken_a_chunk_at_a_time_give_the_same_values_and_errors(monkeypatch):
+    """``refined_values`` bounds its memory by taking the pairs a chunk at a time (at d =
+    4,096 and budget 10d they would take 2.7 GB a row at once): 3 pairs a chunk, 40 pairs."""
+    rng = np.random.default_rng(4)
+    m, n_pairs, n_players = 3, 40, 7
+    masks = rng.random((m, n_pairs, n_players)) < 0.5
+    arguments = (
+        rng.normal(size=(m, n_players)),
+        rng.normal(size=(m, n_pairs)),
+        rng.normal(size=(m, n_pairs)),
+        masks,
+        rng.normal(size=m),
+        0.01,
+    )
+    whole = refined_values(*arguments)
+    monkeypatch.setattr(refinement, "PAIR_CHUNK_CELLS", 3 * n_players)
+    assert refinement.pair_chunk(n_players) == 3
+    chunked = refined_values(*arguments)
+    for one, other in zip(whole, chunked, strict=True):
+        np.testing.assert_allclose(one, other, rtol=1e-12, atol=1e-14)
+
+
 def test_coalitions_follow_the_kernel_and_rows_mix_as_drawn():
     n_players, n_pairs = 6, 20_000
     cdf, _ = size_distribution(n_players)
