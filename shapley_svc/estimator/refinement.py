@@ -335,6 +335,13 @@ def prefers_centre(trials: list[CentreTrial], n_pairs: int) -> bool:
     return centre < sum(trial.background_error(n_pairs) for trial in trials)
 
 
+def efficiency_part(sizes: np.ndarray, total: np.ndarray, n_players: int) -> np.ndarray:
+    """(m, n) the part of each pair's gap that efficiency fixes, (2 |S| / P - 1) * total, for
+    coalition sizes (m, n) and the rows' (m,) totals: for an additive game the gap less it is
+    2 c . phi (see the module docstring)."""
+    return (2 * sizes / n_players - 1) * total[:, None]
+
+
 def centre_trial(
     background_gaps: np.ndarray,
     centre_gaps: np.ndarray,
@@ -362,7 +369,7 @@ def centre_trial(
     sizes = masks.sum(axis=2)
     centred = masks - sizes[..., None] / n_players
     # What a pair's gap leaves once efficiency and the fitted additive part are taken out.
-    fixed = (2 * sizes / n_players - 1) * proxy_values.sum(axis=1)[:, None]
+    fixed = efficiency_part(sizes, proxy_values.sum(axis=1), n_players)
     fixed += 2 * GRAM_SAMPLED_SHARE * np.einsum("mtj,mj->mt", centred, proxy_values)
     half_centred = 0.5 * centred / a
     background_left = background_gaps - fixed[..., None]
@@ -394,8 +401,8 @@ def t_widening(n_pairs: int) -> float:
     )
 
 
-# Pairs per chunk in ``refined_values``: a chunk's centred coalitions and influences are two
-# float arrays of this many cells per explained row at most (32 MB each).
+# Pairs per chunk in ``refined_values``: a chunk's centred coalitions, their influences and
+# its square are float arrays of this many cells per explained row at most (32 MB each).
 PAIR_CHUNK_CELLS = 1 << 22
 
 
@@ -438,10 +445,11 @@ def refined_values(
     sizes = masks.sum(axis=2)
     # A pair's residual gap less what efficiency fixes is centred . phi for an additive game.
     targets = 0.5 * (
-        model_pair_gaps - proxy_pair_gaps - (2 * sizes / n_players - 1) * residual_total[:, None]
+        model_pair_gaps - proxy_pair_gaps - efficiency_part(sizes, residual_total, n_players)
     )
-    # The pairs' centred coalitions, a chunk of pairs at a time: at d = 4,096 and budget 10d
-    # they would take 2.7 GB a row at once.
+    # The pairs' centred coalitions, a chunk of pairs at a time: taken at once, they, their
+    # influences and its square are three float arrays of n_pairs x P a row (0.8 GB at d =
+    # 4,096 and budget 4d).
     step = pair_chunk(n_players)
 
     def centred(part: slice) -> np.ndarray:
@@ -457,7 +465,7 @@ def refined_values(
     moments /= n_pairs
     # H = share * sampled + (1 - share) * a * (I - J) + J, J = 11^T / P: the all-ones direction,
     # which no pair sees, is efficiency's and is inverted as itself (H 1 = 1). Built in place:
-    # two P x P arrays a row (0.54 GB at d = 4,096).
+    # two P x P arrays a row (0.27 GB at d = 4,096), and inverting it.
     gram = sampled
     gram *= GRAM_SAMPLED_SHARE / n_pairs
     diagonal = np.arange(n_players)
