@@ -43,6 +43,7 @@ from shapley_svc.estimator.encoding import TableEncoder, categorical_columns, ch
 from shapley_svc.estimator.groups import Players, parse_groups
 from shapley_svc.estimator.persistence import load_state, save_explainer
 from shapley_svc.estimator.refinement import (
+    CENTRE_GRAM_SAMPLED_SHARE,
     CENTRE_TRIAL_BACKGROUND,
     CENTRE_TRIAL_COALITIONS,
     CENTRE_TRIAL_ROWS,
@@ -1287,6 +1288,7 @@ class ZeroShotExplainer:
                 masks,
                 total,
                 0.0 if trials is None else trials[k].bias_variance,
+                CENTRE_GRAM_SAMPLED_SHARE if proposal.centre else None,
             )
             spread_scale, floor = self._stated_terms(k)
             parts.prior[:, :, k], parts.prior_std[:, :, k] = combine(

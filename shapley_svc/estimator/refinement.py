@@ -4,27 +4,32 @@ Let g be the proxy, the gate's weighted mix of the zoo, whose interventional Sha
 known exactly, and f the caller's model. The residual game r = v_f - v_g has Shapley values
 phi(f) - phi(g), and r(N) - r(empty) = (f(x) - base) - sum phi(g) is known without a model call.
 Its Shapley values are estimated from paired coalitions (S and its complement, with one
-background row b) drawn from the Shapley kernel. For an additive game with values phi, a
-pair's gap r_b(S) - r_b(complement) less (2 |S| / P - 1) (r(N) - r(empty)) is 2 c . phi, with
-c = z - |S| / P the pair's centred coalition indicator. The values are the kernel-weighted
-least-squares fit of those gaps under efficiency:
+background row b) drawn from the Shapley kernel. For an additive game with values phi, a pair's
+gap r_b(S) - r_b(complement) less (2 |S| / P - 1) (r(N) - r(empty)) is 2 c . phi, with c = z -
+|S| / P the pair's centred coalition indicator. The values are the kernel-weighted least-squares
+fit of those gaps under efficiency:
 
     phi(r) = (r(N) - r(empty)) / P + H^-1 mean over pairs of c y,
     y = (r_b(S) - r_b(complement) - (2 |S| / P - 1) (r(N) - r(empty))) / 2,
 
-where H is a Gram matrix of c. With H the expectation of c c^T under the kernel, a (I - 11^T
-/ P), a = 1/2 - E[|S| (|S| - 1)] / (P (P - 1)), the estimate is unbiased for every budget;
-with the pairs' own mean of c c^T it is least squares (KernelSHAP's regression), which fits
-the additive part of the residual exactly and leaves only its interactions as noise, but is
-singular below P pairs. H is half of each (``GRAM_SAMPLED_SHARE``): both converge to the same
-exact values as pairs accumulate, and the mix errs far less than the unbiased estimate at a
-few pairs per player (embedding tasks at 4d, pairs alone: r 0.57 -> 0.68). Given S and b, the
-pair costs two of the caller's rows, and r_b(S) - r_b(complement) needs the proxy on the same
-two rows, which costs no model call. Efficiency is exact; the error is the residual's, so a
-better zero-shot proxy needs fewer rows (RegressionMSR, ControlSHAP). The standard error is the
-delta method's: the spread over the pairs of each pair's move of the estimate, H^-1 c (y -
-share c . phi), corrected for the degrees of freedom the fit spent and widened by Student's t
-for few pairs (on a game with interactions, 0.98 of the values' spread over draws of pairs).
+where H is a Gram matrix of c. With H the expectation of c c^T under the kernel, a (I - 11^T /
+P), a = 1/2 - E[|S| (|S| - 1)] / (P (P - 1)), the estimate is unbiased for every budget; with
+the pairs' own mean of c c^T it is least squares (KernelSHAP's regression), which fits the
+additive part of the residual exactly and leaves only its interactions as noise, but is singular
+below P pairs. H is half of each (``GRAM_SAMPLED_SHARE``; 0.85 the pairs' own at the centre
+below, whose pairs carry less noise: ``CENTRE_GRAM_SAMPLED_SHARE``): both converge to the same
+exact values as pairs accumulate, and the mix errs far less than the unbiased estimate at a few
+pairs per player (embedding tasks at 4d, pairs alone: r 0.57 -> 0.68). A pair's game need not
+have the total the values sum to (against b its total is r(x) - r(b); against the centre below,
+r(x) - r(centre)), so the pairs' mean total is fitted as well, one more column whose regressor
+is the target's slope on it, (|S| / P - 1/2), uncorrelated with c under the kernel: the values
+then take the total asked for through efficiency alone. Given S and b, the pair costs two of the
+caller's rows, and r_b(S) - r_b(complement) needs the proxy on the same two rows, which costs no
+model call. Efficiency is exact; the error is the residual's, so a better zero-shot proxy needs
+fewer rows (RegressionMSR, ControlSHAP). The standard error is the delta method's: the spread
+over the pairs of each pair's move of the estimate, H^-1 c (y - share c . phi), corrected for
+the degrees of freedom the fit spent and widened by Student's t for few pairs (on a game with
+interactions, 0.98 of the values' spread over draws of pairs).
 
 Drawing b is most of that error at a few pairs per player. Where the proxy says it pays, the
 pairs mix with one row instead, the background's centre c (``reference_centre``): the residual
@@ -85,6 +90,17 @@ PRIOR_PAIRS_PER_PLAYER = 2.0
 # 0.717 / 0.773 / 0.824, 0.640 / 0.716 / 0.779 / 0.833. (Share 1, least squares alone, is
 # singular below P pairs.)
 GRAM_SAMPLED_SHARE = 0.5
+# Pairs at the background's centre (``prefers_centre``) carry no background row's noise: what
+# the regression leaves is the residual's interactions alone, and more of the pairs' own Gram
+# (least squares' fit of the additive part) pays. Measured offline on `bench refinement`'s
+# proposals and outputs forced to the centre (2026-12-03, the pairs' total fitted), mean r
+# merged at d / 2d / 4d / 10d for shares 0.5 / 0.7 / 0.85 / 0.95: the 4 embedding tasks 0.667 /
+# 0.736 / 0.787 / 0.830, 0.682 / 0.753 / 0.805 / 0.843, 0.692 / 0.764 / 0.815 / 0.848, 0.698 /
+# 0.768 / 0.813 / 0.847; the 50 real-table cases 0.936 / 0.943 / 0.945 / 0.943, 0.936 / 0.944
+# / 0.945 / 0.943, 0.935 / 0.942 / 0.943 / 0.942, 0.932 / 0.937 / 0.940 / 0.941. With background
+# rows the real tables lose from 0.5 up (0.931 / 0.936 / 0.952 / 0.965 at 0.5, 0.913 / 0.924
+# / 0.947 / 0.965 at 0.85): a noisy Gram inverted amplifies the background rows' noise.
+CENTRE_GRAM_SAMPLED_SHARE = 0.85
 
 
 def size_distribution(n_players: int) -> tuple[np.ndarray, float]:
@@ -95,6 +111,14 @@ def size_distribution(n_players: int) -> tuple[np.ndarray, float]:
     probability = weights / weights.sum()
     pairs_inside = probability @ (sizes * (sizes - 1)) / (n_players * (n_players - 1))
     return np.cumsum(probability), 0.5 - float(pairs_inside)
+
+
+def expected_total_slope_square(n_players: int) -> float:
+    """E (2 |S| / P - 1)^2 under the Shapley kernel's sizes: the mean square of a pair gap's
+    slope on its game's total (``efficiency_part``); 0 for two players (every size is 1)."""
+    sizes = np.arange(1, n_players, dtype=np.float64)
+    weights = 1.0 / (sizes * (n_players - sizes))
+    return float(weights @ (2 * sizes / n_players - 1) ** 2 / weights.sum())
 
 
 def row_seeds(rows: np.ndarray, seed: int) -> np.ndarray:
@@ -294,6 +318,11 @@ def reference_centre(background: np.ndarray, categorical: np.ndarray) -> np.ndar
 # 2 0.933 / 0.935 / 0.948 / 0.962; 4 0.931 / 0.936 / 0.947 / 0.962. The 4 embedding tasks:
 # background rows 0.530 / 0.582 / 0.636 / 0.734; weights 1, 2 and 4 all choose the centre up to
 # 4d (0.612 / 0.654 / 0.709) and, at 10d, 4 / 3 / 1 of the tasks (0.772 / 0.752 / 0.729).
+# Re-measured 2026-12-03 with the pairs' total fitted and the centre's share 0.85 (offline,
+# trials recomputed): real tables weight 1 0.935 / 0.940 / 0.945 / 0.964, 2 0.934 / 0.939 /
+# 0.952 / 0.965, 4 0.933 / 0.939 / 0.952 / 0.965, 8 0.933 / 0.936 / 0.952 / 0.965 (the better
+# design per case in hindsight 0.936 / 0.945 / 0.954 / 0.965); the embedding tasks choose the
+# centre at d to 4d at every weight.
 CENTRE_BIAS_WEIGHT = 2.0
 # The trial's explained rows (background rows, seeded), coalitions per row, and background rows
 # each coalition is mixed with (all, up to this many, seeded).
@@ -354,32 +383,48 @@ def centre_trial(
 
     A pair moves ``refined_values``' estimate by c (y - share c . phi) / a to first order (its
     delta method): the gap less what efficiency fixes, less the share of the additive part the
-    regression fits. The trial's phi is the proxy's exact values (the additive part of the game
-    against the background; against the centre, that part of the centre's game, so that its
-    additive bias counts as noise). The spread of those moves is each design's noise per pair.
-    On one coalition, the centre's move less the mean of the background rows' has the two
-    games' difference for its mean and only the coalitions' noise (no background row drawn), so
-    the squared mean over the coalitions, less its sampling variance, measures the bias, centred
-    per row (refine's projection onto efficiency moves a row's constant gap onto its values).
-    Its standard error is added: a bias too small to measure here still makes the background
-    rows the better choice at a budget large enough, where refine must converge to the exact
-    values."""
+    regression fits (each design's: ``GRAM_SAMPLED_SHARE``, ``CENTRE_GRAM_SAMPLED_SHARE``). The
+    trial's phi is the proxy's exact values (the additive part of the game against the
+    background; against the centre, that part of the centre's game, so that its additive bias
+    counts as noise). The spread of those moves is each design's noise per pair. On one
+    coalition, the centre's move less the mean of the background rows' has the two games'
+    difference for its mean and only the coalitions' noise (no background row drawn), so the
+    squared mean over the coalitions, less its sampling variance, measures the bias, centred per
+    row (refine's projection onto efficiency moves a row's constant gap onto its values). Its
+    standard error is added: a bias too small to measure here still makes the background rows
+    the better choice at a budget large enough, where refine must converge to the exact values."""
     _, n_coalitions, n_players = masks.shape
     _, a = size_distribution(n_players)
     sizes = masks.sum(axis=2)
     centred = masks - sizes[..., None] / n_players
-    # What a pair's gap leaves once efficiency and the fitted additive part are taken out.
+    # What a pair's gap leaves once efficiency and each design's share of the additive part
+    # are taken out ...
     fixed = efficiency_part(sizes, proxy_values.sum(axis=1), n_players)
-    fixed += 2 * GRAM_SAMPLED_SHARE * np.einsum("mtj,mj->mt", centred, proxy_values)
+    additive = 2 * np.einsum("mtj,mj->mt", centred, proxy_values)
     half_centred = 0.5 * centred / a
-    background_left = background_gaps - fixed[..., None]
-    centre_left = centre_gaps - fixed
+    background_left = background_gaps - (fixed + GRAM_SAMPLED_SHARE * additive)[..., None]
+    centre_left = centre_gaps - (fixed + CENTRE_GRAM_SAMPLED_SHARE * additive)
+    # The bias: the two games' difference on the same coalitions.
+    difference = centre_gaps - background_gaps.mean(axis=2)
+    # ... and the pairs' game total, which refine fits (a shift along each pair's slope on it):
+    # that takes out the centre's total r(x) - r(centre) where it differs from the
+    # background's. So does the trial, per row, for each design and for the bias.
+    slopes = 2 * sizes / n_players - 1
+    slope_square = np.sum(slopes**2, axis=1)
+    if np.all(slope_square > 0):
+
+        def shift(left: np.ndarray) -> np.ndarray:
+            return slopes * (np.sum(slopes * left, axis=1) / slope_square)[:, None]
+
+        centre_left -= shift(centre_left)
+        background_left -= shift(background_left.mean(axis=2))[..., None]
+        difference -= shift(difference)
+    difference = half_centred * difference[..., None]
     mean_left = background_left.mean(axis=2)
     # Over all (coalition, background row) pairs: E[move^2] - E[move]^2 per value.
     background_square = np.mean(half_centred**2 * (background_left**2).mean(axis=2)[..., None], 1)
     background_mean = np.mean(half_centred * mean_left[..., None], axis=1)
     with_centre = half_centred * centre_left[..., None]
-    difference = half_centred * (centre_left - mean_left)[..., None]
     bias = difference.mean(axis=1)
     bias -= bias.mean(axis=1, keepdims=True)
     excess = bias**2 - difference.var(axis=1, ddof=1) / n_coalitions
@@ -418,6 +463,7 @@ def refined_values(
     masks: np.ndarray,
     total: np.ndarray,
     bias_variance: float = 0.0,
+    sampled_share: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Refined values and their standard deviations for one output: the residual game's values
     regressed on the pairs (see the module docstring), added to the proxy's.
@@ -430,6 +476,9 @@ def refined_values(
     total : (m,) prediction - base value: what the refined values sum to.
     bias_variance : the mean squared bias of the pairs' game against the one asked for, added
         to each value's variance (``CentreTrial.bias_variance`` for pairs at the centre).
+    sampled_share : the share of the pairs' own Gram in the regression's (None:
+        ``GRAM_SAMPLED_SHARE``, pairs with background rows; ``CENTRE_GRAM_SAMPLED_SHARE`` at the
+        centre).
 
     Returns
     -------
@@ -441,12 +490,29 @@ def refined_values(
     n_pairs = masks.shape[1]
     if n_pairs == 0:
         return values, np.zeros_like(values)
+    share = GRAM_SAMPLED_SHARE if sampled_share is None else sampled_share
     _, a = size_distribution(n_players)
     sizes = masks.sum(axis=2)
     # A pair's residual gap less what efficiency fixes is centred . phi for an additive game.
     targets = 0.5 * (
         model_pair_gaps - proxy_pair_gaps - efficiency_part(sizes, residual_total, n_players)
     )
+    # ... when the pairs' game has the total asked for. It need not: a pair's game against its
+    # background row b has total r(x) - r(b), and the centre's r(x) - r(centre), which no row
+    # of the context gives. So the pairs' mean total is fitted too, as a shift whose regressor
+    # is the target's slope on the total; E[c slope] = 0 under the kernel, so it costs one
+    # degree of freedom and no bias. Measured on `bench refinement`'s proposals and outputs
+    # (2026-12-03, offline), mean r of the pairs alone at d / 2d / 4d / 10d: the 4 embedding
+    # tasks at the centre 0.485 / 0.582 / 0.682 / 0.774 -> 0.533 / 0.624 / 0.713 / 0.791, and
+    # merged with the zero-shot values 0.645 / 0.717 / 0.773 / 0.824 -> 0.667 / 0.736 / 0.787
+    # / 0.830; the 50 real tables with background rows 0.803 / 0.845 / 0.900 / 0.950 -> 0.816 /
+    # 0.850 / 0.902 / 0.951 (merged the same to 0.001). The shift's column takes the same mix
+    # of sampled and expected Gram as the values': its sampled part alone (least squares for
+    # the shift) gave the embeddings 0.679 / 0.743 / 0.791 / 0.831 merged, but is singular
+    # where every pair halves the players.
+    slopes = 0.5 * (2 * sizes / n_players - 1)
+    slope_square = expected_total_slope_square(n_players) / 4
+    fits_shift = slope_square > 0
     # The pairs' centred coalitions, a chunk of pairs at a time: taken at once, they, their
     # influences and its square are three float arrays of n_pairs x P a row (0.8 GB at d =
     # 4,096 and budget 4d).
@@ -458,25 +524,41 @@ def refined_values(
     chunks = [slice(first, first + step) for first in range(0, n_pairs, step)]
     sampled = np.zeros((len(masks), n_players, n_players))
     moments = np.zeros_like(values)
+    cross = np.zeros_like(values)
     for part in chunks:
         chunk = centred(part)
         sampled += np.matmul(chunk.transpose(0, 2, 1), chunk)
         moments += np.einsum("mpj,mp->mj", chunk, targets[:, part])
+        cross += np.einsum("mpj,mp->mj", chunk, slopes[:, part])
     moments /= n_pairs
     # H = share * sampled + (1 - share) * a * (I - J) + J, J = 11^T / P: the all-ones direction,
     # which no pair sees, is efficiency's and is inverted as itself (H 1 = 1). Built in place:
     # two P x P arrays a row (0.27 GB at d = 4,096), and inverting it.
     gram = sampled
-    gram *= GRAM_SAMPLED_SHARE / n_pairs
+    gram *= share / n_pairs
     diagonal = np.arange(n_players)
-    gram[:, diagonal, diagonal] += (1 - GRAM_SAMPLED_SHARE) * a
-    gram += (1 - (1 - GRAM_SAMPLED_SHARE) * a) / n_players
+    gram[:, diagonal, diagonal] += (1 - share) * a
+    gram += (1 - (1 - share) * a) / n_players
     inverse = np.linalg.inv(gram)
     del gram, sampled
     estimate = np.einsum("mij,mj->mi", inverse, moments)
+    # The shift joins the regression as one more column: its Gram row is h = share * mean of
+    # c slope (its expectation is 0) and its own entry eta = share * mean slope^2 + (1 - share)
+    # * E slope^2. By the block inverse, with u = H^-1 h and schur = eta - h . u, the shift is
+    # (mean slope y - h . H^-1 mean c y) / schur and the values H^-1 mean c y - u shift.
+    if fits_shift:
+        cross *= share / n_pairs
+        across = np.einsum("mij,mj->mi", inverse, cross)
+        eta = share * np.mean(slopes**2, axis=1) + (1 - share) * slope_square
+        schur = eta - np.sum(cross * across, axis=1)
+        shift = (np.mean(slopes * targets, axis=1) - np.sum(cross * estimate, axis=1)) / schur
+        estimate -= across * shift[:, None]
+    else:
+        across, schur, shift = np.zeros_like(values), np.ones(len(masks)), np.zeros(len(masks))
     estimate -= estimate.mean(axis=1, keepdims=True)
-    # The delta method: pair p moves the estimate by H^-1 c_p (y_p - share c_p . phi), less
-    # its mean; the spread of those moves is the estimate's variance. With the exact Gram alone
+    # The delta method: pair p moves the estimate by its row of the block inverse, H^-1 c_p +
+    # u (u . c_p - slope_p) / schur, times y_p - share (c_p . phi + slope_p shift), less its
+    # mean; the spread of those moves is the estimate's variance. With the exact Gram alone
     # that is the unbiased estimate's own spread; with the sampled one alone, the fit's
     # residuals (a sandwich). The residuals are short of the noise by the degrees of freedom
     # the fit spent.
@@ -485,14 +567,21 @@ def refined_values(
     for part in chunks:
         chunk = centred(part)
         influence = np.matmul(chunk, inverse.transpose(0, 2, 1))
-        leverage = targets[:, part] - GRAM_SAMPLED_SHARE * np.einsum("mpj,mj->mp", chunk, estimate)
+        along = (np.einsum("mpj,mj->mp", chunk, across) - slopes[:, part]) / schur[:, None]
+        influence += along[..., None] * across[:, None, :]
+        leverage = targets[:, part] - share * (
+            np.einsum("mpj,mj->mp", chunk, estimate) + slopes[:, part] * shift[:, None]
+        )
         moved += np.einsum("mpj,mp->mj", influence, leverage)
         moved_square += np.einsum("mpj,mp->mj", influence**2, leverage**2)
     variance = np.maximum(moved_square - moved**2 / n_pairs, 0.0) / (n_pairs - 1) / n_pairs
-    # The fit's degrees of freedom, trace(H^-1 share * sampled) = P - trace(H^-1 ((1 - share) a
-    # (I - J) + J)), where H^-1 J = J.
+    # The fit's degrees of freedom, the trace of H_aug^-1 times its sampled part: P + 1 less
+    # the trace against the expected part, (1 - share) a (trace H^-1 - 1 + |u|^2 / schur) + 1
+    # (the all-ones direction, H^-1 J = J) + (1 - share) E slope^2 / schur (the shift's).
     inverse_trace = np.trace(inverse, axis1=1, axis2=2)
-    spent = n_players - (1 - GRAM_SAMPLED_SHARE) * a * (inverse_trace - 1) - 1
+    spent = n_players - (1 - share) * a * (inverse_trace - 1) - 1
+    if fits_shift:
+        spent += 1 - (1 - share) * (a * np.sum(across**2, axis=1) + slope_square) / schur
     variance *= (n_pairs / np.maximum(n_pairs - spent, 1.0))[:, None]
     # Half of each value's variance is the row's mean: with few pairs a value's own spread is
     # too noisy to weigh it by (diabetes forest at budget d: r 0.978 per value, 0.981 half-pooled).
