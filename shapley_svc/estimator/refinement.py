@@ -106,19 +106,29 @@ CENTRE_GRAM_SAMPLED_SHARE = 0.85
 def size_distribution(n_players: int) -> tuple[np.ndarray, float]:
     """The Shapley kernel's distribution of coalition sizes 1 .. P - 1 as a (P - 1,) cumulative
     array, and the constant ``a`` of the estimator (see the module docstring)."""
-    sizes = np.arange(1, n_players, dtype=np.float64)
-    weights = 1.0 / (sizes * (n_players - sizes))
-    probability = weights / weights.sum()
+    sizes, probability = _size_probability(n_players)
     pairs_inside = probability @ (sizes * (sizes - 1)) / (n_players * (n_players - 1))
     return np.cumsum(probability), 0.5 - float(pairs_inside)
 
 
-def expected_total_slope_square(n_players: int) -> float:
-    """E (2 |S| / P - 1)^2 under the Shapley kernel's sizes: the mean square of a pair gap's
-    slope on its game's total (``efficiency_part``); 0 for two players (every size is 1)."""
+def _size_probability(n_players: int) -> tuple[np.ndarray, np.ndarray]:
+    """The coalition sizes 1 .. P - 1 and their probabilities under the Shapley kernel."""
     sizes = np.arange(1, n_players, dtype=np.float64)
     weights = 1.0 / (sizes * (n_players - sizes))
-    return float(weights @ (2 * sizes / n_players - 1) ** 2 / weights.sum())
+    return sizes, weights / weights.sum()
+
+
+def total_slopes(sizes: np.ndarray, n_players: int) -> np.ndarray:
+    """2 |S| / P - 1 for coalition sizes ``sizes``: how a pair's gap moves with its game's total
+    (for an additive game the gap is this times the total plus 2 c . phi)."""
+    return 2 * sizes / n_players - 1
+
+
+def expected_total_slope_square(n_players: int) -> float:
+    """E (2 |S| / P - 1)^2 under the Shapley kernel's sizes: the mean square of a pair gap's
+    slope on its game's total (``total_slopes``); 0 for two players (every size is 1)."""
+    sizes, probability = _size_probability(n_players)
+    return float(probability @ total_slopes(sizes, n_players) ** 2)
 
 
 def row_seeds(rows: np.ndarray, seed: int) -> np.ndarray:
@@ -368,7 +378,7 @@ def efficiency_part(sizes: np.ndarray, total: np.ndarray, n_players: int) -> np.
     """(m, n) the part of each pair's gap that efficiency fixes, (2 |S| / P - 1) * total, for
     coalition sizes (m, n) and the rows' (m,) totals: for an additive game the gap less it is
     2 c . phi (see the module docstring)."""
-    return (2 * sizes / n_players - 1) * total[:, None]
+    return total_slopes(sizes, n_players) * total[:, None]
 
 
 def centre_trial(
@@ -409,7 +419,7 @@ def centre_trial(
     # ... and the pairs' game total, which refine fits (a shift along each pair's slope on it):
     # that takes out the centre's total r(x) - r(centre) where it differs from the
     # background's. So does the trial, per row, for each design and for the bias.
-    slopes = 2 * sizes / n_players - 1
+    slopes = total_slopes(sizes, n_players)
     slope_square = np.sum(slopes**2, axis=1)
     if np.all(slope_square > 0):
 
@@ -510,7 +520,7 @@ def refined_values(
     # of sampled and expected Gram as the values': its sampled part alone (least squares for
     # the shift) gave the embeddings 0.679 / 0.743 / 0.791 / 0.831 merged, but is singular
     # where every pair halves the players.
-    slopes = 0.5 * (2 * sizes / n_players - 1)
+    slopes = 0.5 * total_slopes(sizes, n_players)
     slope_square = expected_total_slope_square(n_players) / 4
     fits_shift = slope_square > 0
     # The pairs' centred coalitions, a chunk of pairs at a time: taken at once, they, their
