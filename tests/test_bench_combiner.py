@@ -34,11 +34,17 @@ def test_ceilings_bound_the_combiner_on_a_case_a_member_gets_exactly(rng):
     background, rows = np.arange(40), X[300:310]
     truth = linear_shapley(coef, 0.0, rows, X[background]).values
     explainer = ZeroShotExplainer(random_state=0).fit(X, predictions, background=background)
-    ceilings = bench_combiner.zoo_ceilings(explainer, rows, predictions[300:310], truth)
+    candidates = bench_combiner.candidate_values(explainer, X, predictions, rows)
+    ceilings = bench_combiner.zoo_ceilings(explainer, rows, predictions[300:310], truth, candidates)
     ours = bench_combiner.pearson(explainer.explain(rows, predictions[300:310]).values, truth)
     assert ceilings["best_member"] > 0.9999
     assert ceilings["best_mix"] >= ceilings["best_member"]
     assert ours <= ceilings["best_mix"] + 1e-9
+    # A candidate beside the zoo can only raise the ceilings; a smooth kernel machine on a
+    # hyperplane is close to it, not exact.
+    assert ceilings["best_member_candidates"] >= ceilings["best_member"]
+    assert ceilings["best_mix_candidates"] >= ceilings["best_mix"] - 1e-9
+    assert 0.95 < ceilings["candidate_kernel_machine"] < ceilings["best_member"]
 
 
 def test_groups_pool_the_gap_closed():

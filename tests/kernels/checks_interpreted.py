@@ -19,6 +19,7 @@ from shapley_svc.kernels.link_additive import (
     softmax_additive_coalition_values,
     softmax_additive_path,
 )
+from shapley_svc.kernels.product_games import product_kernel_values, quadrature
 from shapley_svc.kernels.sampling import fill_permutation_rows, permutation_marginals
 from shapley_svc.reference.trees import TreeBackground
 from tests.oracles import brute_force_shapley
@@ -230,3 +231,30 @@ def test_grouped_leaf_tables_against_enumeration(rng):
     groups = [[0, 2], [1, 4], [3]]
     truth = brute_force_shapley(model.predict, X[40:43], X[:10], groups)
     np.testing.assert_allclose(prepared.values(X[40:43]), truth, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("n_players", [1, 2, 5, 8])
+def test_product_kernel_values(rng, n_players):
+    # Each centre's term is a product over players: the game's value on a coalition takes the
+    # row's factors inside it and the background row's outside.
+    n_centres, n_background = 3, 4
+    row_factors = rng.uniform(0.05, 1.0, size=(2, n_centres, n_players))
+    background_factors = rng.uniform(0.05, 1.0, size=(n_background, n_centres, n_players))
+    coefficients = rng.normal(size=n_centres)
+
+    out = np.empty((2, n_players))
+    product_kernel_values(
+        row_factors, background_factors, coefficients, *quadrature(n_players), out
+    )
+    for i in range(2):
+        # The oracle mixes a row of ones (the explained row) into background rows of zeros, one
+        # per background row in order: a one at player p takes the row's factor, a zero the
+        # background row's.
+        def predict(mixed, row=row_factors[i]):
+            factors = np.where(mixed[:, None, :] == 1.0, row[None], background_factors)
+            return np.prod(factors, axis=2) @ coefficients
+
+        truth = brute_force_shapley(
+            predict, np.ones((1, n_players)), np.zeros((n_background, n_players))
+        )
+        np.testing.assert_allclose(out[i], truth[0, :, 0], rtol=0, atol=1e-12)
