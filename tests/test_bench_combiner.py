@@ -44,7 +44,9 @@ def test_ceilings_bound_the_combiner_on_a_case_a_member_gets_exactly(rng):
     # hyperplane is close to it, not exact.
     assert ceilings["best_member_candidates"] >= ceilings["best_member"]
     assert ceilings["best_mix_candidates"] >= ceilings["best_mix"] - 1e-9
-    assert 0.95 < ceilings["candidate_kernel_machine"] < ceilings["best_member"]
+    for name in bench_combiner.CANDIDATES:
+        assert ceilings[f"best_mix_with_{name}"] >= ceilings["best_mix"] - 1e-9
+        assert 0.95 < ceilings[f"candidate_{name}"] < ceilings["best_member"]
 
 
 def test_groups_pool_the_gap_closed():
