@@ -763,13 +763,7 @@ class KernelMachineSurrogate(Surrogate):
     """
 
     def fit(self, Z, target, seed):
-        rng = np.random.default_rng(seed)
-        n = Z.shape[0]
-        self.centres_ = np.ascontiguousarray(
-            Z[np.sort(rng.choice(n, min(n, KERNEL_CENTRES), replace=False))]
-        )
-        held_out = np.zeros(n, dtype=bool)
-        held_out[rng.choice(n, max(1, n // 5), replace=False)] = True
+        self.centres_, held_out = _centres_and_held_out(Z, KERNEL_CENTRES, seed)
         best = (np.inf, KERNEL_GAMMAS[0] / Z.shape[1], KERNEL_PENALTIES[0])
         for scale in KERNEL_GAMMAS:
             gamma = scale / Z.shape[1]
@@ -846,13 +840,7 @@ class AnovaKernelSurrogate(Surrogate):
     """
 
     def fit(self, Z, target, seed):
-        rng = np.random.default_rng(seed)
-        n = Z.shape[0]
-        self.centres_ = np.ascontiguousarray(
-            Z[np.sort(rng.choice(n, min(n, ANOVA_CENTRES), replace=False))]
-        )
-        held_out = np.zeros(n, dtype=bool)
-        held_out[rng.choice(n, max(1, n // 5), replace=False)] = True
+        self.centres_, held_out = _centres_and_held_out(Z, ANOVA_CENTRES, seed)
         best = (np.inf, ANOVA_GAMMAS[0], ANOVA_STRENGTHS[0], KERNEL_PENALTIES[0])
         for gamma in ANOVA_GAMMAS:
             for strength in ANOVA_STRENGTHS:
@@ -921,6 +909,19 @@ class AnovaKernelSurrogate(Surrogate):
         pair_weight = 2 * self.strength_ / (d * (d - 1)) if d > 1 else 0.0
         per_centre = (u - mean) / d + pair_weight * pairs
         return _sum_players(np.einsum("mcj,c->mj", per_centre, self.alpha_), self.players_)
+
+
+def _centres_and_held_out(
+    Z: np.ndarray, n_centres: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A kernel machine's seeded centres among the rows ``Z`` (all of them when fewer) and the
+    (n,) bool mask of the fifth held out to choose its settings."""
+    rng = np.random.default_rng(seed)
+    n = Z.shape[0]
+    centres = np.ascontiguousarray(Z[np.sort(rng.choice(n, min(n, n_centres), replace=False))])
+    held_out = np.zeros(n, dtype=bool)
+    held_out[rng.choice(n, max(1, n // 5), replace=False)] = True
+    return centres, held_out
 
 
 def _kernel_ridge(
