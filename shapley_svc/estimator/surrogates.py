@@ -829,14 +829,18 @@ class KernelMachineSurrogate(Surrogate):
 
 
 class AnovaKernelSurrogate(Surrogate):
-    """A kernel machine on a second-order ANOVA kernel of per-player Gaussians: with a_p(z, c) =
-    exp(-gamma (z_p - c_p)^2) per column, k(z, c) = sum_p a_p / d + strength * sum_{p != q}
-    a_p a_q / (d (d - 1)). Smooth, with every pairwise interaction and none of
-    higher order, so its exact values cost O(centres x P) a row: a pair term a_p a_q against
-    background row b gives p half of (a_p(x) - a_p(b)) (a_q(x) + a_q(b)), and averaged over the
-    background that needs only each centre's background means of a_p and of a_p a_q, held by
-    ``prepare``. gamma (per standardised column, ``ANOVA_GAMMAS``), ``strength``
-    (``ANOVA_STRENGTHS``) and the penalty (``KERNEL_PENALTIES``) are chosen on a held-out fifth.
+    """A kernel machine on a second-order ANOVA kernel of per-column Gaussians: with a_j(z, c) =
+    exp(-gamma (z_j - c_j)^2), k(z, c) = sum_j a_j / d + strength * sum_{j != k} a_j a_k / (d
+    (d - 1)). Smooth, with every pairwise interaction and none of higher order, so its exact
+    values cost O(centres x d) a row (0.2 ms at d = 20 against 100 background rows, where the
+    RBF machine takes 14.6 ms): a pair term a_j a_k against background row b gives j half of
+    (a_j(x) - a_j(b)) (a_k(x) + a_k(b)), and averaged over the background that needs only each
+    centre's background means of a_j and of a_j (sum_k a_k - a_j), held by ``prepare``; a
+    group's value is the sum of its columns'. gamma (per standardised column,
+    ``ANOVA_GAMMAS``), ``strength`` (``ANOVA_STRENGTHS``) and the penalty
+    (``KERNEL_PENALTIES``) are chosen on a held-out fifth. On `bench combiner` (2026-12-03) it
+    raised the best mix in hindsight less than the RBF machine (all cases 0.935 -> 0.938
+    against 0.941; MLP 0.882 -> 0.891 against 0.909): smooth models need the higher orders.
     """
 
     def fit(self, Z, target, seed):
