@@ -764,25 +764,12 @@ class KernelMachineSurrogate(Surrogate):
 
     def fit(self, Z, target, seed):
         self.centres_, held_out = _centres_and_held_out(Z, KERNEL_CENTRES, seed)
-        best = (np.inf, KERNEL_GAMMAS[0] / Z.shape[1], KERNEL_PENALTIES[0])
-        for scale in KERNEL_GAMMAS:
-            gamma = scale / Z.shape[1]
-            features, centre_gram = self._kernel(Z, gamma), self._kernel(self.centres_, gamma)
-            for penalty in KERNEL_PENALTIES:
-                intercept, alpha = _kernel_ridge(
-                    features[~held_out], target[~held_out], centre_gram, penalty
-                )
-                error = float(
-                    np.mean((features[held_out] @ alpha + intercept - target[held_out]) ** 2)
-                )
-                if error < best[0]:
-                    best = (error, gamma, penalty)
-        _, self.gamma_, self.penalty_ = best
-        self.intercept_, self.alpha_ = _kernel_ridge(
-            self._kernel(Z, self.gamma_),
-            target,
-            self._kernel(self.centres_, self.gamma_),
-            self.penalty_,
+        grid = (
+            (gamma, self._kernel(Z, gamma), self._kernel(self.centres_, gamma))
+            for gamma in np.array(KERNEL_GAMMAS) / Z.shape[1]
+        )
+        self.gamma_, self.penalty_, (self.intercept_, self.alpha_) = _grid_fitted(
+            grid, target, held_out
         )
         return self
 
@@ -845,25 +832,17 @@ class AnovaKernelSurrogate(Surrogate):
 
     def fit(self, Z, target, seed):
         self.centres_, held_out = _centres_and_held_out(Z, ANOVA_CENTRES, seed)
-        best = (np.inf, ANOVA_GAMMAS[0], ANOVA_STRENGTHS[0], KERNEL_PENALTIES[0])
-        for gamma in ANOVA_GAMMAS:
-            for strength in ANOVA_STRENGTHS:
-                features = self._kernel(Z, gamma, strength)
-                centre_gram = self._kernel(self.centres_, gamma, strength)
-                for penalty in KERNEL_PENALTIES:
-                    intercept, alpha = _kernel_ridge(
-                        features[~held_out], target[~held_out], centre_gram, penalty
-                    )
-                    fitted = features[held_out] @ alpha + intercept
-                    error = float(np.mean((fitted - target[held_out]) ** 2))
-                    if error < best[0]:
-                        best = (error, gamma, strength, penalty)
-        _, self.gamma_, self.strength_, self.penalty_ = best
-        self.intercept_, self.alpha_ = _kernel_ridge(
-            self._kernel(Z, self.gamma_, self.strength_),
-            target,
-            self._kernel(self.centres_, self.gamma_, self.strength_),
-            self.penalty_,
+        grid = (
+            (
+                (gamma, strength),
+                self._kernel(Z, gamma, strength),
+                self._kernel(self.centres_, gamma, strength),
+            )
+            for gamma in ANOVA_GAMMAS
+            for strength in ANOVA_STRENGTHS
+        )
+        (self.gamma_, self.strength_), self.penalty_, (self.intercept_, self.alpha_) = _grid_fitted(
+            grid, target, held_out
         )
         return self
 
@@ -926,6 +905,25 @@ def _centres_and_held_out(
     held_out = np.zeros(n, dtype=bool)
     held_out[rng.choice(n, max(1, n // 5), replace=False)] = True
     return centres, held_out
+
+
+def _grid_fitted(grid, target: np.ndarray, held_out: np.ndarray):
+    """A kernel machine's settings chosen on the ``held_out`` rows and its fit on all rows:
+    ``grid`` yields (settings, features (n, centres), centre Gram) per setting of the kernel,
+    each tried with every penalty of ``KERNEL_PENALTIES``; the chosen setting's matrices are
+    kept for the final fit, not rebuilt. Returns (settings, penalty, (intercept, alpha))."""
+    best = None
+    for settings, features, centre_gram in grid:
+        for penalty in KERNEL_PENALTIES:
+            intercept, alpha = _kernel_ridge(
+                features[~held_out], target[~held_out], centre_gram, penalty
+            )
+            fitted = features[held_out] @ alpha + intercept
+            error = float(np.mean((fitted - target[held_out]) ** 2))
+            if best is None or error < best[0]:
+                best = (error, settings, penalty, features, centre_gram)
+    _, settings, penalty, features, centre_gram = best
+    return settings, penalty, _kernel_ridge(features, target, centre_gram, penalty)
 
 
 def _kernel_ridge(
