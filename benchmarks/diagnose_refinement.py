@@ -73,10 +73,12 @@ def pairs_over_every_background(explainer, predict, proposal) -> np.ndarray:
     from shapley_svc.kernels.coalitions import fill_paired_rows
 
     n_background = explainer.background_rows_.shape[0]
+    m = proposal.query.shape[0]
+    block = proposal.lead + 2 * proposal.n_pairs
     total = None
     for row in range(n_background):
         picks = np.full_like(proposal.background, row)
-        rows = np.empty_like(proposal.rows)
+        rows = np.empty((m * block, proposal.rows.shape[1]))
         fill_paired_rows(
             proposal.query,
             explainer.background_rows_,
@@ -86,7 +88,16 @@ def pairs_over_every_background(explainer, predict, proposal) -> np.ndarray:
             proposal.lead,
             rows,
         )
-        moved = dataclasses.replace(proposal, rows=rows, background=picks, centre=False)
+        # The values' pairs alone (no scale pairs: those measure the centre's game).
+        moved = dataclasses.replace(
+            proposal,
+            rows=rows,
+            rows_per_query=block,
+            background=picks,
+            centre=False,
+            scale_masks=None,
+            scale_background=None,
+        )
         refined = explainer._refinement_parts(moved, predict(rows)).refined
         total = refined if total is None else total + refined
     return total / n_background

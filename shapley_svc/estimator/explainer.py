@@ -1,6 +1,7 @@
 """``ZeroShotExplainer``: interventional SHAP values of a model from its outputs alone."""
 
 import copy
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,6 +53,7 @@ from shapley_svc.estimator.refinement import (
     CentreTrial,
     Proposal,
     RefinementParts,
+    centre_scaled,
     centre_trial,
     draw_proposal,
     merged_with_prior,
@@ -615,8 +617,10 @@ class ZeroShotExplainer:
         budget : the most rows your model scores per explained row (background rows included:
             each proposed row mixes the explained row with one background row, or with the
             background's centre where this explainer's trial of its proxy says that errs less
-            at this budget: ``proposal.centre``). At least 4, or 5 without
-            ``predictions_query`` (the explained row itself is then one of them).
+            at this budget: ``proposal.centre``; from two pairs per player on, an eighth of the
+            centre's pairs mix with background rows to measure its game's scale:
+            ``proposal.n_scale_pairs``). At least 4, or 5 without ``predictions_query`` (the
+            explained row itself is then one of them).
         predictions_query : None, or the model's outputs on X_query, shaped like
             ``predictions``.
         random_state : seeds the coalitions (default: the fit's); a row draws the same ones in
@@ -645,17 +649,19 @@ class ZeroShotExplainer:
         seed = self._seed(random_state)
         n_players = len(self.attribution_names_)
         n_pairs = pairs_within(int(budget), outputs is not None) if n_players > 1 else 0
-        centre = self._may_mix_with_centre() and prefers_centre(self._centre_trials(), n_pairs)
+        centre = self._may_mix_with_centre() and prefers_centre(
+            self._centre_trials(), n_pairs, n_players
+        )
         return draw_proposal(
             rows,
             outputs,
-            self._centre_row() if centre else self.background_rows_,
+            self.background_rows_,
             self._player_of_column(),
             n_players,
             n_pairs,
             int(budget),
             seed,
-            centre,
+            self._centre_row() if centre else None,
         )
 
     def _may_mix_with_centre(self) -> bool:
@@ -806,6 +812,14 @@ class ZeroShotExplainer:
                 pairs_per_player,
                 share,
             )
+            if parts.scale_masks is not None:
+                values[:, :, k], uncertainty[:, :, k] = centre_scaled(
+                    values[:, :, k],
+                    uncertainty[:, :, k],
+                    parts.scale_masks,
+                    parts.scale_centre_gaps[:, :, k],
+                    parts.scale_background_gaps[:, :, k],
+                )
         return values, uncertainty
 
     def _refinement_parts(self, proposal: Proposal, outputs) -> RefinementParts:
@@ -823,6 +837,10 @@ class ZeroShotExplainer:
             proposal.query.shape[1] != self.n_features_in_
             or proposal.masks.shape[2] != n_players
             or int(proposal.background.max(initial=0)) >= self.background_rows_.shape[0]
+            or (
+                proposal.scale_background is not None
+                and int(proposal.scale_background.max(initial=0)) >= self.background_rows_.shape[0]
+            )
         ):
             raise InvalidArgumentError("proposal", "was made by another explainer")
         m, block = proposal.query.shape[0], proposal.rows_per_query
@@ -834,6 +852,19 @@ class ZeroShotExplainer:
         lead = proposal.lead
         predictions = proposal.predictions if lead == 0 else by_query[:, 0, :]
         parts = RefinementParts.empty(m, n_players, self.n_outputs_, predictions)
+        pairs_end = lead + 2 * proposal.n_pairs
+        if proposal.n_scale_pairs:
+            # The scale pairs' coalitions are the first pairs' again: their gaps at the centre
+            # and with background rows, side by side.
+            n_scale = proposal.n_scale_pairs
+            paired = by_query[:, lead:, :].reshape(m, -1, 2, self.n_outputs_)
+            gaps = paired[:, :, 0, :] - paired[:, :, 1, :]
+            parts = dataclasses.replace(
+                parts,
+                scale_masks=proposal.scale_masks,
+                scale_centre_gaps=gaps[:, :n_scale],
+                scale_background_gaps=gaps[:, proposal.n_pairs :],
+            )
         step = self._refine_rows_per_slice(block)
         # The rows the pairs mix with as the members see them: once per call, not per slice.
         reference = self._centre_row() if proposal.centre else self.background_rows_
@@ -844,7 +875,7 @@ class ZeroShotExplainer:
                 self._refine_slice(
                     proposal,
                     part,
-                    by_query[part, lead:, :],
+                    by_query[part, lead:pairs_end, :],
                     predictions[part],
                     reference_design,
                     parts.rows(part),

@@ -1,6 +1,7 @@
 """Refinement: proposals the caller scores, and refined values that are exactly efficient,
 deterministic, and converge to the exact interventional values as the budget grows."""
 
+import dataclasses
 import itertools
 import math
 
@@ -11,9 +12,12 @@ from sklearn.ensemble import RandomForestRegressor
 from shapley_svc.errors import InvalidArgumentError
 from shapley_svc.estimator import ZeroShotExplainer, refinement
 from shapley_svc.estimator.refinement import (
+    CENTRE_SCALE_PRIOR_STD,
     MIN_PRIOR_VARIANCE_RATIO,
     PRIOR_PAIRS_PER_PLAYER,
     CentreTrial,
+    centre_scaled,
+    centre_split,
     centre_trial,
     minimum_budget,
     prefers_centre,
@@ -413,7 +417,7 @@ def test_the_trial_finds_no_bias_where_the_proxy_is_linear_and_the_centre_exact(
     # A linear game against the background's mean is the background's game exactly.
     assert trial.bias_variance == pytest.approx(0.0, abs=1e-12)
     assert trial.centre_variance < trial.background_variance
-    assert prefers_centre([trial], 2) and prefers_centre([trial], 10**9)
+    assert prefers_centre([trial], 2, 6) and prefers_centre([trial], 10**9, 6)
 
 
 def test_the_trial_measures_a_curved_proxys_bias_and_leaves_the_centre_at_a_large_budget():
@@ -428,9 +432,9 @@ def test_the_trial_measures_a_curved_proxys_bias_and_leaves_the_centre_at_a_larg
     # little above it (0.026 stated: 0.020 measured + 0.006, for 0.017 exact).
     assert np.mean(bias**2) < trial.bias_variance < 2.0 * np.mean(bias**2)
     # At two pairs the background rows' noise outweighs the bias; far past it, the bias wins.
-    assert prefers_centre([trial], 2)
-    assert not prefers_centre([trial], 10**6)
-    assert prefers_centre([trial], 2) == (trial.centre_error(2) < trial.background_error(2))
+    assert prefers_centre([trial], 2, 6)
+    assert not prefers_centre([trial], 10**6, 6)
+    assert prefers_centre([trial], 2, 6) == (trial.centre_error(2) < trial.background_error(2))
 
 
 def test_the_trial_states_the_noise_the_regression_leaves(monkeypatch):
@@ -456,10 +460,15 @@ def test_the_trial_states_the_noise_the_regression_leaves(monkeypatch):
 def test_prefers_centre_sums_the_outputs_errors_and_needs_two_pairs():
     cheap = CentreTrial(bias_variance=0.0, background_variance=1.0, centre_variance=0.5)
     biased = CentreTrial(bias_variance=1.0, background_variance=1.0, centre_variance=0.5)
-    assert prefers_centre([cheap], 10)
-    assert not prefers_centre([cheap, biased], 10)
-    assert not prefers_centre([cheap], 1)
-    assert not prefers_centre([], 10)
+    assert prefers_centre([cheap], 10, 8)
+    assert not prefers_centre([cheap, biased], 10, 8)
+    assert not prefers_centre([cheap], 1, 8)
+    assert not prefers_centre([], 10, 8)
+    # With scale pairs, the centre's error counts the pairs left at the centre.
+    assert (centre_split(400, 8)) == (350, 50)
+    edge = CentreTrial(bias_variance=0.0, background_variance=1.0, centre_variance=0.9)
+    assert edge.centre_error(400) < edge.background_error(400) < edge.centre_error(350)
+    assert not prefers_centre([edge], 400, 8)
 
 
 def test_a_smooth_context_mixes_its_pairs_with_the_centre_refines_efficiently_and_rebuilds(
@@ -497,7 +506,7 @@ def test_a_smooth_context_mixes_its_pairs_with_the_centre_refines_efficiently_an
     parts = explainer._refinement_parts(proposal, smooth(proposal.rows))
     assert parts.refined_std.min() ** 2 >= trial.bias_variance > 0
     # Far past the centre's bias, the pairs mix with the background rows again.
-    assert not prefers_centre([trial], 10**7)
+    assert not prefers_centre([trial], 10**7, 8)
     # A context refitted on the model's outputs mixes with background rows, whose residual the
     # refit measured.
     asked = explainer.propose_calibration(random_state=0, refit=True)
@@ -507,6 +516,136 @@ def test_a_smooth_context_mixes_its_pairs_with_the_centre_refines_efficiently_an
     # The same coalitions either way: only the rows they mix with differ.
     np.testing.assert_array_equal(with_background.masks, proposal.masks)
     assert not np.array_equal(with_background.rows, proposal.rows)
+
+
+def test_the_centres_design_keeps_an_eighth_of_its_pairs_for_the_scale_from_two_per_player():
+    assert centre_split(15, 8) == (15, 0)  # fewer than two pairs per player
+    assert centre_split(120, 64) == (120, 0)
+    assert centre_split(127, 8) == (127, 0)  # 15 scale pairs: fewer than 16
+    assert centre_split(128, 8) == (112, 16)
+    assert centre_split(1536, 384) == (1344, 192)
+
+
+def _scale_pairs(values, scale, n_pairs, seed):
+    """Masks and the pair gaps of two additive games on the same coalitions: the centre's, with
+    values ``values``, and the background's, those values rescaled about each row's mean by
+    ``scale``; each game with a total of the row's own (not the values' sum)."""
+    rng = np.random.default_rng(seed)
+    m, n_players = values.shape
+    sizes = rng.integers(1, n_players, size=(m, n_pairs))
+    order = np.argsort(rng.random((m, n_pairs, n_players)), axis=2)
+    masks = order < sizes[..., None]
+    deviation = values - values.mean(axis=1, keepdims=True)
+    centred = masks - sizes[..., None] / n_players
+    slopes = 2 * sizes / n_players - 1
+    additive = 2 * np.einsum("mnj,mj->mn", centred, deviation)
+    centre_gaps = additive + slopes * rng.normal(size=(m, 1))
+    return masks, centre_gaps, scale * additive + slopes * rng.normal(size=(m, 1))
+
+
+def test_the_centre_scale_is_the_background_gaps_against_the_centres_shrunk_toward_one():
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=(4, 10))
+    std = rng.uniform(0.1, 0.3, size=(4, 10))
+    masks, centre_gaps, background_gaps = _scale_pairs(values, 0.6, 30, seed=4)
+    # Noise-free gaps: the scale is measured without error and taken whole.
+    scaled, scaled_std = centre_scaled(values, std, masks, centre_gaps, background_gaps)
+    mean = values.mean(axis=1, keepdims=True)
+    np.testing.assert_allclose(scaled, mean + 0.6 * (values - mean), atol=1e-10)
+    np.testing.assert_allclose(scaled_std, std, atol=1e-10)
+    # Noisy background gaps: each row's least-squares scale (with the pairs' totals, a slope
+    # per row) moves toward 1 by the belief's share, and its variance joins the stated error.
+    noisy = background_gaps + rng.normal(scale=2.0, size=background_gaps.shape)
+    scaled, scaled_std = centre_scaled(values, std, masks, centre_gaps, noisy)
+    slopes = 2 * masks.sum(axis=2) / 10 - 1
+    for row in range(4):
+        design = np.column_stack([slopes[row], centre_gaps[row]])
+        coef, residual, _, _ = np.linalg.lstsq(design, noisy[row], rcond=None)
+        partial = design[:, 1] - design[:, 0] * (design[:, 0] @ design[:, 1]) / (
+            design[:, 0] @ design[:, 0]
+        )
+        # Least squares' error variance (28 degrees of freedom), times 28 / 26: its mean over
+        # what the estimate of it may be.
+        error_variance = residual[0] / (30 - 2) / (partial @ partial) * 28 / 26
+        weight = CENTRE_SCALE_PRIOR_STD**2 / (CENTRE_SCALE_PRIOR_STD**2 + error_variance)
+        scale = 1 + weight * (coef[1] - 1)
+        deviation = values[row] - mean[row]
+        np.testing.assert_allclose(scaled[row], mean[row] + scale * deviation, atol=1e-10)
+        np.testing.assert_allclose(
+            scaled_std[row] ** 2,
+            std[row] ** 2 + weight * error_variance * deviation**2,
+            atol=1e-12,
+        )
+    np.testing.assert_allclose(scaled.sum(axis=1), values.sum(axis=1), atol=1e-10)
+    # A centre game without gaps says nothing of a scale: the values are left as they are.
+    kept, kept_std = centre_scaled(values, std, masks, 0 * centre_gaps, noisy)
+    np.testing.assert_allclose(kept, values, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(kept_std, std, rtol=0, atol=1e-15)
+
+
+def test_at_the_centre_scale_pairs_with_background_rows_end_each_block_and_rescale_the_values(
+    monkeypatch,
+):
+    """The centre's design spends an eighth of its pairs on its first coalitions again, mixed
+    with background rows (here from 3 scale pairs, where the default waits for 16), at the end
+    of each row's block; refine rescales the merged values by them, exactly efficient and
+    rebuilt bit for bit."""
+    monkeypatch.setattr(refinement, "MIN_SCALE_PAIRS", 3)
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(800, 8))
+    beta = rng.normal(size=8)
+
+    def saturating(rows):
+        return np.tanh(rows @ beta)
+
+    explainer = ZeroShotExplainer(random_state=1).fit(X, saturating(X))
+    query = X[:6]
+    budget = 80
+    proposal = explainer.propose(query, budget, saturating(query))
+    assert proposal.centre
+    assert (proposal.n_pairs, proposal.n_scale_pairs) == centre_split(budget // 2, 8) == (35, 5)
+    assert proposal.rows_per_query == budget and proposal.lead == 0
+    blocks = proposal.rows.reshape(6, budget, 8)
+    centre = explainer._centre_row()[0]
+    inside = proposal.masks
+    np.testing.assert_array_equal(blocks[:, 0:70:2], np.where(inside, query[:, None], centre))
+    np.testing.assert_array_equal(blocks[:, 1:70:2], np.where(inside, centre, query[:, None]))
+    expected = np.empty((6 * 10, 8))
+    fill_paired_rows(
+        proposal.query,
+        explainer.background_rows_,
+        explainer._player_of_column(),
+        proposal.scale_masks,
+        proposal.scale_background,
+        0,
+        expected,
+    )
+    np.testing.assert_array_equal(blocks[:, 70:].reshape(-1, 8), expected)
+    # The scale pairs' coalitions are the first pairs', mixed with background rows.
+    np.testing.assert_array_equal(proposal.scale_masks, proposal.masks[:, :5])
+    outputs = saturating(proposal.rows)
+    refined = explainer.refine(proposal, outputs)
+    gaps = refined.values.sum(axis=1) - (saturating(query) - refined.base_values)
+    assert np.abs(gaps).max() < 1e-10
+    again = explainer.propose(query, budget, saturating(query))
+    np.testing.assert_array_equal(again.rows, proposal.rows)
+    np.testing.assert_array_equal(explainer.refine(again, outputs).values, refined.values)
+    parts = explainer._refinement_parts(proposal, outputs)
+    unscaled, unscaled_std = explainer._merged(
+        dataclasses.replace(parts, scale_masks=None), proposal.n_pairs
+    )
+    by_pair = outputs.reshape(6, budget // 2, 2)
+    gaps = by_pair[:, :, 0] - by_pair[:, :, 1]
+    expected_values, expected_std = centre_scaled(
+        unscaled[:, :, 0], unscaled_std[:, :, 0], proposal.scale_masks, gaps[:, :5], gaps[:, 35:]
+    )
+    np.testing.assert_array_equal(refined.values, expected_values)
+    np.testing.assert_array_equal(refined.uncertainty, expected_std)
+    assert not np.allclose(refined.values, unscaled[:, :, 0])
+    # A proposal whose scale pairs name rows past the background was made elsewhere.
+    forged = dataclasses.replace(proposal, scale_background=proposal.scale_background + 1000)
+    with pytest.raises(InvalidArgumentError, match="another explainer"):
+        explainer.refine(forged, outputs)
 
 
 def test_a_calibrated_copy_measures_its_own_trial(fitted):
