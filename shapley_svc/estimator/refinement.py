@@ -40,9 +40,9 @@ designs' noise per pair, and ``prefers_centre`` compares their errors at the pro
 of pairs (the bias, which does not shrink, loses to the noise, which does, as the budget grows:
 refine still converges). The bias measured is added to the pairs' variance. The centre's game
 is also steeper than the background's (a response averaged over background rows is flatter), so
-from two pairs per player an eighth of them mix with background rows instead, and each row's
-values are rescaled about their mean by how the model's gaps there scale against them
-(``centre_scaled``).
+from two pairs per player (and 16 at least) an eighth of them score their first coalitions again
+with background rows, and each row's values are rescaled about their mean by how the model's
+gaps there scale against its gaps at the centre (``centre_scaled``).
 
 The answer is then the precision-weighted mean of that estimate and the zero-shot one
 (the prior), whose stated uncertainty is first rescaled per row to the error the pairs measure
@@ -320,18 +320,15 @@ def draw_proposal(
     lead = 0 if predictions is not None else 1
     # A private copy, kept by the proposal: the caller's array may change after this call.
     query = np.array(query, dtype=np.float64, order="C")
-    if centre_row is None:
-        rows, masks, picks = draw_pairs(
-            query, background_rows, player_of_column, n_players, n_pairs, lead, seed
-        )
-        return Proposal(rows, lead + 2 * n_pairs, query, predictions, budget, seed, masks, picks)
-    at_centre, n_scale = centre_split(n_pairs, n_players)
+    centre = centre_row is not None
+    at_centre, n_scale = centre_split(n_pairs, n_players) if centre else (n_pairs, 0)
     if n_scale == 0:
+        reference = centre_row if centre else background_rows
         rows, masks, picks = draw_pairs(
-            query, centre_row, player_of_column, n_players, n_pairs, lead, seed
+            query, reference, player_of_column, n_players, n_pairs, lead, seed
         )
         return Proposal(
-            rows, lead + 2 * n_pairs, query, predictions, budget, seed, masks, picks, True
+            rows, lead + 2 * n_pairs, query, predictions, budget, seed, masks, picks, centre
         )
     masks, picks = _coalitions(query, 1, n_players, at_centre, seed)
     # The scale pairs are the first coalitions again (the same seed draws them), each with a
