@@ -617,10 +617,10 @@ class ZeroShotExplainer:
         budget : the most rows your model scores per explained row (background rows included:
             each proposed row mixes the explained row with one background row, or with the
             background's centre where this explainer's trial of its proxy says that errs less
-            at this budget: ``proposal.centre``; from two pairs per player on, an eighth of the
-            centre's pairs mix with background rows to measure its game's scale:
-            ``proposal.n_scale_pairs``). At least 4, or 5 without ``predictions_query`` (the
-            explained row itself is then one of them).
+            at this budget: ``proposal.centre``; from two pairs per player on, and 16 at
+            least, an eighth of the centre's pairs mix with background rows to measure its
+            game's scale: ``proposal.n_scale_pairs``). At least 4, or 5 without
+            ``predictions_query`` (the explained row itself is then one of them).
         predictions_query : None, or the model's outputs on X_query, shaped like
             ``predictions``.
         random_state : seeds the coalitions (default: the fit's); a row draws the same ones in
