@@ -86,7 +86,7 @@ def pairs_over_every_background(explainer, predict, proposal) -> np.ndarray:
             proposal.masks,
             picks,
             proposal.lead,
-            rows,
+            rows.reshape(m, block, -1),
         )
         # The values' pairs alone (no scale pairs: those measure the centre's game).
         moved = dataclasses.replace(

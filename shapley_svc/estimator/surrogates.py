@@ -138,7 +138,13 @@ class Surrogate:
         m, n_pairs, _ = pairs.masks.shape
         mixed = np.empty((m * 2 * n_pairs, Z.shape[1]))
         fill_paired_rows(
-            Z, pairs.background, pairs.player_of_column, pairs.masks, pairs.picks, 0, mixed
+            Z,
+            pairs.background,
+            pairs.player_of_column,
+            pairs.masks,
+            pairs.picks,
+            0,
+            mixed.reshape(m, 2 * n_pairs, Z.shape[1]),
         )
         outputs = self.proxy_outputs(mixed, shared).reshape(m, n_pairs, 2)
         return outputs[:, :, 0] - outputs[:, :, 1]

@@ -72,16 +72,17 @@ def sample_paired_coalitions(row_seeds, size_cdf, n_background, out_masks, out_b
 
 @njit(
     "void(float64[:, ::1], float64[:, ::1], int64[::1], boolean[:, :, ::1], int64[:, ::1], int64,"
-    " float64[:, ::1])",
+    " float64[:, :, :])",
     parallel=True,
     **_FLAGS,
 )
 def fill_paired_rows(query, background, player_of_column, masks, picks, lead, out):
     """Write the rows the caller's model scores, explained row by explained row.
 
-    Row ``i``'s block holds ``lead`` copies of the explained row itself (0 or 1: its own
-    prediction, when the caller did not give it), then per pair the row with the coalition's
-    players from the explained row and the rest from the background row, then its complement.
+    Row ``i``'s block, ``out[i]``, holds ``lead`` copies of the explained row itself (0 or 1:
+    its own prediction, when the caller did not give it), then per pair the row with the
+    coalition's players from the explained row and the rest from the background row, then its
+    complement.
 
     Parameters
     ----------
@@ -90,26 +91,29 @@ def fill_paired_rows(query, background, player_of_column, masks, picks, lead, ou
     player_of_column : (d,) the player of each column.
     masks, picks : from ``sample_paired_coalitions``.
     lead : 0 or 1.
-    out : (m * (lead + 2 * n_pairs), d), overwritten.
+    out : (m, lead + 2 * n_pairs, d), overwritten; each row contiguous, the blocks may be
+        strided (a slice of each explained row's longer block).
     """
     m, n_pairs, _ = masks.shape
     d = query.shape[1]
-    block = lead + 2 * n_pairs
     for i in prange(m):
-        start = i * block
-        for j in range(d):
-            for r in range(lead):
-                out[start + r, j] = query[i, j]
-        for p in range(n_pairs):
-            first = start + lead + 2 * p
-            source = background[picks[i, p]]
+        for r in range(lead):
             for j in range(d):
-                if masks[i, p, player_of_column[j]]:
-                    out[first, j] = query[i, j]
-                    out[first + 1, j] = source[j]
-                else:
-                    out[first, j] = source[j]
-                    out[first + 1, j] = query[i, j]
+                out[i, r, j] = query[i, j]
+    # Over pairs, not explained rows: one explained row's pairs (the proposal that refine
+    # mixes with the centre writes a row at a time) then spread over the cores too.
+    for q in prange(m * n_pairs):
+        i = q // n_pairs
+        p = q - i * n_pairs
+        first = lead + 2 * p
+        source = background[picks[i, p]]
+        for j in range(d):
+            if masks[i, p, player_of_column[j]]:
+                out[i, first, j] = query[i, j]
+                out[i, first + 1, j] = source[j]
+            else:
+                out[i, first, j] = source[j]
+                out[i, first + 1, j] = query[i, j]
 
 
 @njit(

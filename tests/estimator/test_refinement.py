@@ -248,7 +248,13 @@ def test_coalitions_follow_the_kernel_and_rows_mix_as_drawn():
     query, background = rng.normal(size=(1, n_players)), rng.normal(size=(7, n_players))
     rows = np.empty((1 + 2 * 5, n_players))
     fill_paired_rows(
-        query, background, np.arange(n_players), masks[:, :5].copy(), picks[:, :5].copy(), 1, rows
+        query,
+        background,
+        np.arange(n_players),
+        masks[:, :5].copy(),
+        picks[:, :5].copy(),
+        1,
+        rows.reshape(1, 11, n_players),
     )
     assert np.array_equal(rows[0], query[0])
     for p in range(5):
@@ -256,6 +262,36 @@ def test_coalitions_follow_the_kernel_and_rows_mix_as_drawn():
         source = background[picks[0, p]]
         assert np.array_equal(rows[1 + 2 * p], np.where(inside, query[0], source))
         assert np.array_equal(rows[2 + 2 * p], np.where(inside, source, query[0]))
+
+
+def test_rows_are_written_into_a_slice_of_each_explained_rows_longer_block():
+    # The centre's proposal writes its two sets of pairs into slices of one block per row.
+    m, n_players, n_pairs, block = 3, 5, 4, 12
+    cdf, _ = size_distribution(n_players)
+    masks = np.empty((m, n_pairs, n_players), dtype=np.bool_)
+    picks = np.empty((m, n_pairs), dtype=np.int64)
+    sample_paired_coalitions(np.array([5, 6, 7], dtype=np.uint64), cdf, 9, masks, picks)
+    rng = np.random.default_rng(2)
+    query, background = rng.normal(size=(m, n_players)), rng.normal(size=(9, n_players))
+    blocks = np.full((m, block, n_players), np.inf)
+    fill_paired_rows(query, background, np.arange(n_players), masks, picks, 1, blocks[:, 2:11])
+    assert np.all(np.isinf(blocks[:, :2])) and np.all(np.isinf(blocks[:, 11:]))
+    for i in range(m):
+        whole = np.empty((1 + 2 * n_pairs, n_players))
+        fill_paired_rows(
+            query[i : i + 1],
+            background,
+            np.arange(n_players),
+            masks[i : i + 1],
+            picks[i : i + 1],
+            1,
+            whole.reshape(1, -1, n_players),
+        )
+        np.testing.assert_array_equal(blocks[i, 2:11], whole)
+        assert np.array_equal(whole[0], query[i])
+        for p in range(n_pairs):
+            source = background[picks[i, p]]
+            np.testing.assert_array_equal(whole[1 + 2 * p], np.where(masks[i, p], query[i], source))
 
 
 def test_refined_values_are_exactly_efficient(fitted):
@@ -354,7 +390,13 @@ def test_pair_gaps_in_closed_form_equal_the_members_outputs_on_built_rows(fitted
         m, n_pairs, _ = proposal.masks.shape
         rows = np.empty((m * 2 * n_pairs, design.shape[1]))
         fill_paired_rows(
-            design, background, pairs.player_of_column, pairs.masks, pairs.picks, 0, rows
+            design,
+            background,
+            pairs.player_of_column,
+            pairs.masks,
+            pairs.picks,
+            0,
+            rows.reshape(m, 2 * n_pairs, -1),
         )
         outputs = fitted_member.model.proxy_outputs(rows, {}).reshape(m, n_pairs, 2)
         np.testing.assert_allclose(
@@ -618,7 +660,7 @@ def test_at_the_centre_scale_pairs_with_background_rows_end_each_block_and_resca
         proposal.scale_masks,
         proposal.scale_background,
         0,
-        expected,
+        expected.reshape(6, 10, 8),
     )
     np.testing.assert_array_equal(blocks[:, 70:].reshape(-1, 8), expected)
     # The scale pairs' coalitions are the first pairs', mixed with background rows.
