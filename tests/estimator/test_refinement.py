@@ -479,6 +479,34 @@ def test_the_trial_measures_a_curved_proxys_bias_and_leaves_the_centre_at_a_larg
     assert prefers_centre([trial], 2, 6) == (trial.centre_error(2) < trial.background_error(2))
 
 
+def test_the_trial_measures_the_bias_a_rows_scale_leaves():
+    # A centre game steeper than the background's by a factor leaves no bias once each row's
+    # values take their scale (as ``centre_scaled`` gives them); a curved game's bias is more
+    # than a scale, and the scale takes part of it.
+    every, _, masks, exact, _ = _trial_games(0.0)
+    steeper = centre_trial(every, 1.7 * every.mean(axis=2), masks, exact)
+    assert steeper.bias_variance > 0
+    assert steeper.scaled_bias_variance == pytest.approx(0.0, abs=1e-12 * steeper.bias_variance)
+    every, centre, masks, exact, _ = _trial_games(1.0)
+    curved = centre_trial(every, centre, masks, exact)
+    assert 0 < curved.scaled_bias_variance <= curved.bias_variance
+    assert curved.bias(scaled=False) == curved.bias_variance
+    assert curved.bias(scaled=True) == curved.scaled_bias_variance
+
+
+def test_a_centre_design_with_scale_pairs_counts_the_bias_its_scale_leaves():
+    trial = CentreTrial(
+        bias_variance=1.0, background_variance=1.0, centre_variance=0.5, scaled_bias_variance=0.0
+    )
+    # 15 pairs for 8 players: no scale pairs, so the whole bias counts and the background rows
+    # err less; 400: 50 scale pairs, and the bias they leave is none.
+    assert centre_split(15, 8) == (15, 0) and not prefers_centre([trial], 15, 8)
+    assert centre_split(400, 8) == (350, 50) and prefers_centre([trial], 400, 8)
+    # Without a scaled measurement the bias counts whole either way.
+    whole = dataclasses.replace(trial, scaled_bias_variance=None)
+    assert whole.bias(scaled=True) == 1.0 and not prefers_centre([whole], 400, 8)
+
+
 def test_the_trial_states_the_noise_the_regression_leaves(monkeypatch):
     """On an additive game against its exact centre, a pair's gap is its additive part alone:
     the centre's regression fits CENTRE_GRAM_SAMPLED_SHARE of it, so the noise the trial states
