@@ -419,20 +419,17 @@ class CentreTrial:
     squared bias of the centre's game, ``background_variance`` and ``centre_variance`` one
     pair's sampling variance with a background row and with the centre, and
     ``scaled_bias_variance`` the bias the centre's game leaves once each row's values are
-    rescaled as ``centre_scaled`` rescales them (what a design with scale pairs keeps; the
-    bias alone where not given).
+    rescaled as ``centre_scaled`` rescales them (what a design with scale pairs keeps).
     """
 
     bias_variance: float
     background_variance: float
     centre_variance: float
-    scaled_bias_variance: float | None = None
+    scaled_bias_variance: float
 
     def bias(self, scaled: bool) -> float:
         """The centre's bias variance, as left by a design with scale pairs or without."""
-        if scaled and self.scaled_bias_variance is not None:
-            return self.scaled_bias_variance
-        return self.bias_variance
+        return self.scaled_bias_variance if scaled else self.bias_variance
 
     def centre_error(self, n_pairs: int, scaled: bool = False) -> float:
         return CENTRE_BIAS_WEIGHT * self.bias(scaled) + self.centre_variance / n_pairs

@@ -502,9 +502,9 @@ def test_a_centre_design_with_scale_pairs_counts_the_bias_its_scale_leaves():
     # err less; 400: 50 scale pairs, and the bias they leave is none.
     assert centre_split(15, 8) == (15, 0) and not prefers_centre([trial], 15, 8)
     assert centre_split(400, 8) == (350, 50) and prefers_centre([trial], 400, 8)
-    # Without a scaled measurement the bias counts whole either way.
-    whole = dataclasses.replace(trial, scaled_bias_variance=None)
-    assert whole.bias(scaled=True) == 1.0 and not prefers_centre([whole], 400, 8)
+    # Where the scale leaves the whole bias, the background rows still err less.
+    whole = dataclasses.replace(trial, scaled_bias_variance=1.0)
+    assert not prefers_centre([whole], 400, 8)
 
 
 def test_the_trial_states_the_noise_the_regression_leaves(monkeypatch):
@@ -528,15 +528,18 @@ def test_the_trial_states_the_noise_the_regression_leaves(monkeypatch):
 
 
 def test_prefers_centre_sums_the_outputs_errors_and_needs_two_pairs():
-    cheap = CentreTrial(bias_variance=0.0, background_variance=1.0, centre_variance=0.5)
-    biased = CentreTrial(bias_variance=1.0, background_variance=1.0, centre_variance=0.5)
+    def trial(bias, centre_variance=0.5):
+        # A scale that takes none of the bias.
+        return CentreTrial(bias, 1.0, centre_variance, scaled_bias_variance=bias)
+
+    cheap, biased = trial(0.0), trial(1.0)
     assert prefers_centre([cheap], 10, 8)
     assert not prefers_centre([cheap, biased], 10, 8)
     assert not prefers_centre([cheap], 1, 8)
     assert not prefers_centre([], 10, 8)
     # With scale pairs, the centre's error counts the pairs left at the centre.
     assert (centre_split(400, 8)) == (350, 50)
-    edge = CentreTrial(bias_variance=0.0, background_variance=1.0, centre_variance=0.9)
+    edge = trial(0.0, centre_variance=0.9)
     assert edge.centre_error(400) < edge.background_error(400) < edge.centre_error(350)
     assert not prefers_centre([edge], 400, 8)
 
