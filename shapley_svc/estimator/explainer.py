@@ -802,24 +802,30 @@ class ZeroShotExplainer:
         uncertainty = np.empty_like(parts.prior)
         for k in range(self.n_outputs_):
             share, pairs_per_player = self._prior_belief(k)
-            values[:, :, k], uncertainty[:, :, k] = merged_with_prior(
-                parts.prior[:, :, k],
-                parts.prior_std[:, :, k],
-                parts.refined[:, :, k],
-                parts.refined_std[:, :, k],
-                parts.total[:, k],
-                n_pairs,
-                pairs_per_player,
-                share,
-            )
+            refined, refined_std = parts.refined[:, :, k], parts.refined_std[:, :, k]
+            scale_pairs = None
+            reference = None
             if parts.scale_masks is not None:
-                values[:, :, k], uncertainty[:, :, k] = centre_scaled(
-                    values[:, :, k],
-                    uncertainty[:, :, k],
+                scale_pairs = (
                     parts.scale_masks,
                     parts.scale_centre_gaps[:, :, k],
                     parts.scale_background_gaps[:, :, k],
                 )
+                reference, _ = centre_scaled(refined, refined_std, *scale_pairs)
+            merged = merged_with_prior(
+                parts.prior[:, :, k],
+                parts.prior_std[:, :, k],
+                refined,
+                refined_std,
+                parts.total[:, k],
+                n_pairs,
+                pairs_per_player,
+                share,
+                reference,
+            )
+            if scale_pairs is not None:
+                merged = centre_scaled(*merged, *scale_pairs)
+            values[:, :, k], uncertainty[:, :, k] = merged
         return values, uncertainty
 
     def _refinement_parts(self, proposal: Proposal, outputs) -> RefinementParts:

@@ -863,6 +863,7 @@ def merged_with_prior(
     n_pairs: int,
     prior_pairs_per_player: float,
     prior_share: float,
+    error_reference: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Precision-weighted mean of the zero-shot estimate (the prior) and the refined one, whose
     errors are independent (the refined one's is the pairs' sampling error alone), projected
@@ -878,7 +879,13 @@ def merged_with_prior(
     sampling variance) covered 0.79 on the real tables, but where the zero-shot intervals were
     overconfident, 0.61-0.63 at budgets 2d and 4d on the tests' synthetic interaction (zero-shot
     0.40) and 0.67-0.75 at d and 2d on the embedding MLPs (zero-shot 0.45-0.53); as measured,
-    0.77-0.81 and 0.93-0.96 there, and 0.82-0.84 at d to 4d on the real tables."""
+    0.77-0.81 and 0.93-0.96 there, and 0.82-0.84 at d to 4d on the real tables.
+
+    ``error_reference`` (m, P), default ``values``: the estimate of the truth each prior value's
+    squared gap to which bounds its error in the stated one. With scale pairs it is the refined
+    values rescaled (``centre_scaled``): the centre's own are off by its game's scale, and their
+    gaps to the prior overstated its error (embedding tasks' 80 % coverage at 4d / 10d 0.89 /
+    0.90, see ``centre_scaled``)."""
     measured = prior_variance_ratio(prior_values, prior_std, values, std)
     prior_variance = prior_std**2 * measured
     weighed = prior_std**2 * shrunk_variance_ratio(
@@ -907,6 +914,7 @@ def merged_with_prior(
     # The merged error is share * refined error + (1 - share) * prior error, the prior's taken
     # per value as the larger of its rescaled variance and that value's squared gap to the
     # unbiased refined value (a row-level scale alone covered 50-69 % on a forest at budget d).
-    prior_error = np.maximum((values - prior_values) ** 2, prior_variance)
+    reference = values if error_reference is None else error_reference
+    prior_error = np.maximum((reference - prior_values) ** 2, prior_variance)
     error = share**2 * std**2 + (1.0 - share) ** 2 * prior_error
     return merged, np.sqrt(error * (1.0 - proportion))

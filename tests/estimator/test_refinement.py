@@ -19,6 +19,7 @@ from shapley_svc.estimator.refinement import (
     centre_scaled,
     centre_split,
     centre_trial,
+    merged_with_prior,
     minimum_budget,
     prefers_centre,
     reference_centre,
@@ -709,12 +710,21 @@ def test_at_the_centre_scale_pairs_with_background_rows_end_each_block_and_resca
     )
     by_pair = outputs.reshape(6, budget // 2, 2)
     gaps = by_pair[:, :, 0] - by_pair[:, :, 1]
-    expected_values, expected_std = centre_scaled(
-        unscaled[:, :, 0], unscaled_std[:, :, 0], proposal.scale_masks, gaps[:, :5], gaps[:, 35:]
-    )
+    scale_pairs = (proposal.scale_masks, gaps[:, :5], gaps[:, 35:])
+    expected_values, _ = centre_scaled(unscaled[:, :, 0], unscaled_std[:, :, 0], *scale_pairs)
     np.testing.assert_array_equal(refined.values, expected_values)
-    np.testing.assert_array_equal(refined.uncertainty, expected_std)
     assert not np.allclose(refined.values, unscaled[:, :, 0])
+    # The stated error bounds the prior's by its gap to the pairs' values rescaled, not to the
+    # centre's own.
+    pairs, pairs_std = parts.refined[:, :, 0], parts.refined_std[:, :, 0]
+    share, per_player = explainer._prior_belief(0)
+    arguments = (parts.prior[:, :, 0], parts.prior_std[:, :, 0], pairs, pairs_std)
+    arguments += (parts.total[:, 0], proposal.n_pairs, per_player, share)
+    reference, _ = centre_scaled(pairs, pairs_std, *scale_pairs)
+    _, expected_std = centre_scaled(*merged_with_prior(*arguments, reference), *scale_pairs)
+    np.testing.assert_array_equal(refined.uncertainty, expected_std)
+    _, centre_referred = centre_scaled(*merged_with_prior(*arguments), *scale_pairs)
+    assert not np.allclose(refined.uncertainty, centre_referred)
     # A proposal whose scale pairs name rows past the background was made elsewhere.
     forged = dataclasses.replace(proposal, scale_background=proposal.scale_background + 1000)
     with pytest.raises(InvalidArgumentError, match="another explainer"):
