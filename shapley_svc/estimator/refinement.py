@@ -884,8 +884,8 @@ def merged_with_prior(
     ``error_reference`` (m, P), default ``values``: the estimate of the truth each prior value's
     squared gap to which bounds its error in the stated one. With scale pairs it is the refined
     values rescaled (``centre_scaled``): the centre's own are off by its game's scale, and their
-    gaps to the prior overstated its error (embedding tasks' 80 % coverage at 4d / 10d 0.89 /
-    0.90, see ``centre_scaled``)."""
+    gaps to the prior overstated its error: on `bench refinement`'s embedding tasks (2026-12-03)
+    the 80 % coverage at 4d / 10d went from 0.89 / 0.90 to 0.86 / 0.87, every value the same."""
     measured = prior_variance_ratio(prior_values, prior_std, values, std)
     prior_variance = prior_std**2 * measured
     weighed = prior_std**2 * shrunk_variance_ratio(
