@@ -53,7 +53,6 @@ from shapley_svc.estimator.refinement import (
     CentreTrial,
     Proposal,
     RefinementParts,
-    centre_scaled,
     centre_trial,
     draw_proposal,
     merged_with_prior,
@@ -63,6 +62,8 @@ from shapley_svc.estimator.refinement import (
     prefers_centre,
     reference_centre,
     refined_values,
+    rescaled,
+    row_scales,
     row_seeds,
     size_distribution,
 )
@@ -803,15 +804,15 @@ class ZeroShotExplainer:
         for k in range(self.n_outputs_):
             share, pairs_per_player = self._prior_belief(k)
             refined, refined_std = parts.refined[:, :, k], parts.refined_std[:, :, k]
-            scale_pairs = None
+            scales = None
             reference = None
             if parts.scale_masks is not None:
-                scale_pairs = (
+                scales = row_scales(
                     parts.scale_masks,
                     parts.scale_centre_gaps[:, :, k],
                     parts.scale_background_gaps[:, :, k],
                 )
-                reference, _ = centre_scaled(refined, refined_std, *scale_pairs)
+                reference, _ = rescaled(refined, refined_std, *scales)
             merged = merged_with_prior(
                 parts.prior[:, :, k],
                 parts.prior_std[:, :, k],
@@ -823,8 +824,8 @@ class ZeroShotExplainer:
                 share,
                 reference,
             )
-            if scale_pairs is not None:
-                merged = centre_scaled(*merged, *scale_pairs)
+            if scales is not None:
+                merged = rescaled(*merged, *scales)
             values[:, :, k], uncertainty[:, :, k] = merged
         return values, uncertainty
 

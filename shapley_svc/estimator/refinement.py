@@ -503,17 +503,22 @@ def centre_scaled(
     centre_gaps: np.ndarray,
     background_gaps: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(m, P) ``values`` and ``std`` of one output rescaled per row about the row's mean by s,
-    the model's gaps on the scale pairs (``masks`` (m, n, P) mixed with background rows,
-    ``background_gaps`` (m, n)) regressed on its gaps on the same coalitions at the centre
-    (``centre_gaps`` (m, n): scored, so without error), each pair's game total fitted as in
-    ``refined_values`` (a per-row slope on 2 |S| / P - 1). The estimate is shrunk toward 1 by a
-    normal belief of standard deviation ``CENTRE_SCALE_PRIOR_STD`` and its standard error; the
-    posterior variance of s joins the stated variance, which is otherwise kept. Row sums are
-    unchanged."""
-    n_players = values.shape[1]
+    """(m, P) ``values`` and ``std`` of one output rescaled per row about the row's mean by the
+    scale ``row_scales`` fits on the scale pairs (``rescaled``). Row sums are unchanged."""
+    return rescaled(values, std, *row_scales(masks, centre_gaps, background_gaps))
+
+
+def row_scales(
+    masks: np.ndarray, centre_gaps: np.ndarray, background_gaps: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(m,) each row's scale s and its posterior variance: the model's gaps on the scale pairs
+    (``masks`` (m, n, P) mixed with background rows, ``background_gaps`` (m, n)) regressed on
+    its gaps on the same coalitions at the centre (``centre_gaps`` (m, n): scored, so without
+    error), each pair's game total fitted as in ``refined_values`` (a per-row slope on 2 |S| / P
+    - 1). The estimate is shrunk toward 1 by a normal belief of standard deviation
+    ``CENTRE_SCALE_PRIOR_STD`` and its standard error."""
+    n_players = masks.shape[2]
     sizes = masks.sum(axis=2)
-    deviation = values - values.mean(axis=1, keepdims=True)
     predicted = np.array(centre_gaps, dtype=np.float64)
     gaps = np.array(background_gaps, dtype=np.float64)
     slopes = total_slopes(sizes, n_players)
@@ -535,8 +540,15 @@ def centre_scaled(
     error_variance = np.sum(residual**2, axis=1) / max(freedom - 2, 1) / safe_square
     belief = CENTRE_SCALE_PRIOR_STD**2
     weight = np.where(measured, belief / (belief + error_variance), 0.0)
-    scale = 1.0 + weight * (estimate - 1.0)
-    scale_variance = weight * error_variance
+    return 1.0 + weight * (estimate - 1.0), weight * error_variance
+
+
+def rescaled(
+    values: np.ndarray, std: np.ndarray, scale: np.ndarray, scale_variance: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(m, P) ``values`` rescaled per row about the row's mean by ``scale`` (m,), and ``std``
+    with the scale's posterior variance (m,) joined; the stated variance is otherwise kept."""
+    deviation = values - values.mean(axis=1, keepdims=True)
     scaled = values + (scale - 1.0)[:, None] * deviation
     # The stated error stays the centre estimate's (not rescaled with it) plus the scale's: on
     # the embedding MLPs at 4d and 10d (5 rows each) the 80 % intervals covered 0.61-0.72 with
