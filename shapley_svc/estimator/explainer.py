@@ -823,6 +823,7 @@ class ZeroShotExplainer:
                 pairs_per_player,
                 share,
                 reference,
+                parts.interval_std[:, :, k],
             )
             if scales is not None:
                 merged = rescaled(*merged, *scales)
@@ -1319,15 +1320,28 @@ class ZeroShotExplainer:
             model = pair_outputs[:, :, k].reshape(len(query), masks.shape[1], 2)
             total = predictions[:, k] - context.base_value
             parts.total[:, k] = total
+            bias_variance = 0.0 if trials is None else trials[k].bias_variance
             parts.refined[:, :, k], parts.refined_std[:, :, k] = refined_values(
                 proxy_values,
                 proxy_gaps,
                 model[:, :, 0] - model[:, :, 1],
                 masks,
                 total,
-                0.0 if trials is None else trials[k].bias_variance,
+                bias_variance,
                 CENTRE_GRAM_SAMPLED_SHARE if proposal.centre else None,
             )
+            parts.interval_std[:, :, k] = parts.refined_std[:, :, k]
+            if proposal.n_scale_pairs:
+                # The answer is rescaled per row (``centre_scaled``): its interval counts the
+                # bias the scales leave, where the weights keep the whole (``merged_with_prior``).
+                parts.interval_std[:, :, k] = np.sqrt(
+                    np.maximum(
+                        parts.refined_std[:, :, k] ** 2
+                        - bias_variance
+                        + trials[k].bias(scaled=True),
+                        0.0,
+                    )
+                )
             spread_scale, floor = self._stated_terms(k)
             parts.prior[:, :, k], parts.prior_std[:, :, k] = combine(
                 self._scaled(member_values[k], k), self.weights_[k], spread_scale, floor, total

@@ -208,6 +208,9 @@ class RefinementParts:
     Attributes
     ----------
     prior, prior_std, refined, refined_std : (m, P, K).
+    interval_std : (m, P, K) ``refined_std`` as the stated error counts it: where the centre's
+        design has scale pairs, with the centre's bias that the rows' scales leave in place of
+        its whole bias (``CentreTrial.bias``); elsewhere ``refined_std`` itself.
     total : (m, K) prediction - base value: what the values sum to.
     base_values : (m, K).
     predictions : (m, K) the explained rows' predictions.
@@ -220,6 +223,7 @@ class RefinementParts:
     prior_std: np.ndarray
     refined: np.ndarray
     refined_std: np.ndarray
+    interval_std: np.ndarray
     total: np.ndarray
     base_values: np.ndarray
     predictions: np.ndarray
@@ -238,6 +242,7 @@ class RefinementParts:
             np.empty(shape),
             np.empty(shape),
             np.empty(shape),
+            np.empty(shape),
             np.empty((m, n_outputs)),
             np.empty((m, n_outputs)),
             predictions,
@@ -250,6 +255,7 @@ class RefinementParts:
             self.prior_std[part],
             self.refined[part],
             self.refined_std[part],
+            self.interval_std[part],
             self.total[part],
             self.base_values[part],
             self.predictions[part],
@@ -628,9 +634,10 @@ def centre_trial(
     # scale took 48-80 % of the bias variance. ``prefers_centre`` counts this bias for a design
     # with scale pairs: the calibrated d = 384 / 1,024 MLP contexts then keep the centre at 10d,
     # r 0.826 / 0.737 -> 0.924 / 0.826 (with background rows there they fell below 4d's 0.870 /
-    # 0.777; the other contexts' designs are unchanged). The stated error keeps the bias as it
+    # 0.777; the other contexts' designs are unchanged). The pairs' weights keep the bias as it
     # is: the proxy sees only part of the model's (``CENTRE_BIAS_WEIGHT``), and with the scaled
-    # one the pairs weighed more and the uncalibrated forests' r fell 0.008 / 0.014 at 4d.
+    # one the pairs weighed more and the uncalibrated forests' r fell 0.008 / 0.014 at 4d. The
+    # stated interval counts the scaled one (``RefinementParts.interval_std``).
     centre_square = np.sum(centre_shifted**2, axis=1)
     row_scale = np.divide(
         np.sum(centre_shifted * background_shifted, axis=1),
@@ -876,6 +883,7 @@ def merged_with_prior(
     prior_pairs_per_player: float,
     prior_share: float,
     error_reference: np.ndarray | None = None,
+    interval_std: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Precision-weighted mean of the zero-shot estimate (the prior) and the refined one, whose
     errors are independent (the refined one's is the pairs' sampling error alone), projected
@@ -897,7 +905,16 @@ def merged_with_prior(
     squared gap to which bounds its error in the stated one. With scale pairs it is the refined
     values rescaled (``centre_scaled``): the centre's own are off by its game's scale, and their
     gaps to the prior overstated its error: on `bench refinement`'s embedding tasks (2026-12-03)
-    the 80 % coverage at 4d / 10d went from 0.89 / 0.90 to 0.86 / 0.87, every value the same."""
+    the 80 % coverage at 4d / 10d went from 0.89 / 0.90 to 0.86 / 0.87, every value the same.
+
+    ``interval_std`` (m, P), default ``std``: the refined values' standard deviation as the
+    stated error counts it (``RefinementParts.interval_std``). With scale pairs it holds the
+    centre's bias that the rows' scales leave, while the weights keep the whole bias: the proxy
+    sees only part of the model's (``CENTRE_BIAS_WEIGHT``), and with the scaled bias in the
+    weights too the uncalibrated embedding forests lost r 0.008 / 0.014 at 4d. Offline on `bench
+    refinement`'s 4 embedding tasks (2026-12-03, their proposals and outputs), the 80 % coverage
+    at 4d / 10d went from 0.86 / 0.87 to 0.84 / 0.85 (weights-calibrated 0.87 / 0.87 to 0.86 /
+    0.85), every value the same."""
     measured = prior_variance_ratio(prior_values, prior_std, values, std)
     prior_variance = prior_std**2 * measured
     weighed = prior_std**2 * shrunk_variance_ratio(
@@ -928,5 +945,6 @@ def merged_with_prior(
     # unbiased refined value (a row-level scale alone covered 50-69 % on a forest at budget d).
     reference = values if error_reference is None else error_reference
     prior_error = np.maximum((reference - prior_values) ** 2, prior_variance)
-    error = share**2 * std**2 + (1.0 - share) ** 2 * prior_error
+    pairs_error = std if interval_std is None else interval_std
+    error = share**2 * pairs_error**2 + (1.0 - share) ** 2 * prior_error
     return merged, np.sqrt(error * (1.0 - proportion))

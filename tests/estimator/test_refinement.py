@@ -579,6 +579,9 @@ def test_a_smooth_context_mixes_its_pairs_with_the_centre_refines_efficiently_an
     (trial,) = explainer._centre_trials()
     parts = explainer._refinement_parts(proposal, smooth(proposal.rows))
     assert parts.refined_std.min() ** 2 >= trial.bias_variance > 0
+    # Without scale pairs the values are not rescaled: the interval counts the whole bias.
+    assert proposal.n_scale_pairs == 0
+    np.testing.assert_array_equal(parts.interval_std, parts.refined_std)
     # Far past the centre's bias, the pairs mix with the background rows again.
     assert not prefers_centre([trial], 10**7, 8)
     # A context refitted on the model's outputs mixes with background rows, whose residual the
@@ -715,16 +718,35 @@ def test_at_the_centre_scale_pairs_with_background_rows_end_each_block_and_resca
     np.testing.assert_array_equal(refined.values, expected_values)
     assert not np.allclose(refined.values, unscaled[:, :, 0])
     # The stated error bounds the prior's by its gap to the pairs' values rescaled, not to the
-    # centre's own.
+    # centre's own, and counts the centre's bias that the scales leave, not its whole bias
+    # (which the weights keep).
     pairs, pairs_std = parts.refined[:, :, 0], parts.refined_std[:, :, 0]
+    (trial,) = explainer._centre_trials()
+    assert 0 < trial.bias(scaled=True) < trial.bias(scaled=False)
+    np.testing.assert_allclose(
+        parts.interval_std[:, :, 0] ** 2,
+        pairs_std**2 - trial.bias(scaled=False) + trial.bias(scaled=True),
+        rtol=1e-12,
+    )
     share, per_player = explainer._prior_belief(0)
     arguments = (parts.prior[:, :, 0], parts.prior_std[:, :, 0], pairs, pairs_std)
     arguments += (parts.total[:, 0], proposal.n_pairs, per_player, share)
     reference, _ = centre_scaled(pairs, pairs_std, *scale_pairs)
-    _, expected_std = centre_scaled(*merged_with_prior(*arguments, reference), *scale_pairs)
+    interval_std = parts.interval_std[:, :, 0]
+    _, expected_std = centre_scaled(
+        *merged_with_prior(*arguments, reference, interval_std), *scale_pairs
+    )
     np.testing.assert_array_equal(refined.uncertainty, expected_std)
-    _, centre_referred = centre_scaled(*merged_with_prior(*arguments), *scale_pairs)
+    _, centre_referred = centre_scaled(
+        *merged_with_prior(*arguments, None, interval_std), *scale_pairs
+    )
     assert not np.allclose(refined.uncertainty, centre_referred)
+    whole_bias_values, whole_bias_std = centre_scaled(
+        *merged_with_prior(*arguments, reference), *scale_pairs
+    )
+    np.testing.assert_array_equal(refined.values, whole_bias_values)
+    assert np.all(refined.uncertainty <= whole_bias_std)
+    assert np.any(refined.uncertainty < whole_bias_std)
     # A proposal whose scale pairs name rows past the background was made elsewhere.
     forged = dataclasses.replace(proposal, scale_background=proposal.scale_background + 1000)
     with pytest.raises(InvalidArgumentError, match="another explainer"):
