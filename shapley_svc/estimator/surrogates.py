@@ -40,6 +40,7 @@ from shapley_svc.kernels.link_additive import (
     softmax_additive_path,
 )
 from shapley_svc.kernels.product_games import product_kernel_values, quadrature
+from shapley_svc.kernels.splines import uniform_cubic_spline_terms
 from shapley_svc.reference import TreeBackground
 from shapley_svc.reference.closed_form import (
     LOGISTIC_ROWS_PER_TABLE,
@@ -237,6 +238,21 @@ class UniformCubicSplines:
         basis[:, ~varying, :] = 0.0
         return basis.reshape(m, d * n_splines)
 
+    def terms(self, Z: np.ndarray, coef: np.ndarray) -> np.ndarray:
+        """(m, d, K) each column's term, ``transform(Z)`` times ``coef`` (K, d, n_splines)
+        column block by column block, without building the basis."""
+        out = np.empty((Z.shape[0], Z.shape[1], coef.shape[0]))
+        uniform_cubic_spline_terms(
+            np.ascontiguousarray(Z, dtype=np.float64),
+            *(
+                np.ascontiguousarray(a, dtype=np.float64)
+                for a in (self.low_, self.high_, self.step_)
+            ),
+            np.ascontiguousarray(coef, dtype=np.float64),
+            out,
+        )
+        return out
+
 
 class AdditiveBasis:
     """Cubic splines on up to ``SPLINE_MAX_FEATURES`` columns, a linear term on each other one.
@@ -284,10 +300,8 @@ class AdditiveBasis:
         n_spline_coef = n_spline_columns * self.splines_.n_splines
         terms = np.empty((m, d, n_classes))
         if n_spline_columns:
-            spline_basis = self.splines_.transform(Z[:, self.spline_columns_])
-            terms[:, self.spline_columns_] = np.einsum(
-                "mdb,kdb->mdk",
-                spline_basis.reshape(m, n_spline_columns, -1),
+            terms[:, self.spline_columns_] = self.splines_.terms(
+                Z[:, self.spline_columns_],
                 coef[:, :n_spline_coef].reshape(n_classes, n_spline_columns, -1),
             )
         terms[:, self.linear_columns_] = (

@@ -37,6 +37,21 @@ def test_spline_basis_is_scikit_learns(rng):
     np.testing.assert_allclose(ours, theirs.fit(Z).transform(queries), rtol=0, atol=1e-12)
 
 
+def test_spline_terms_are_the_basis_times_the_coefficients(rng):
+    """The kernel that evaluates the terms directly equals the basis contracted with the
+    coefficients, inside the fit range, beyond it on both sides and on a constant column."""
+    Z = rng.normal(size=(400, 6))
+    Z[:, 3] = 0.0
+    Z[:, 4] = rng.integers(0, 3, size=400)
+    queries = np.vstack([Z, 3.0 * rng.normal(size=(200, 6)), Z.min(axis=0), Z.max(axis=0)])
+    splines = UniformCubicSplines(6).fit(Z)
+    coef = rng.normal(size=(3, 6, splines.n_splines))
+    basis = splines.transform(queries).reshape(len(queries), 6, splines.n_splines)
+    terms = splines.terms(queries, coef)
+    np.testing.assert_allclose(terms, np.einsum("mdb,kdb->mdk", basis, coef), atol=1e-12)
+    assert np.all(terms[:, 3] == 0.0)
+
+
 @pytest.mark.parametrize("splines", [False, True])
 def test_multinomial_surrogate_is_exact_at_low_dimension(softmax_task, splines):
     Z, probabilities = softmax_task(d=5)

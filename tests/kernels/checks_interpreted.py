@@ -21,6 +21,7 @@ from shapley_svc.kernels.link_additive import (
 )
 from shapley_svc.kernels.product_games import product_kernel_values, quadrature
 from shapley_svc.kernels.sampling import fill_permutation_rows, permutation_marginals
+from shapley_svc.kernels.splines import uniform_cubic_spline_terms
 from shapley_svc.reference.trees import TreeBackground
 from tests.oracles import brute_force_shapley
 
@@ -258,3 +259,19 @@ def test_product_kernel_values(rng, n_players):
             predict, np.ones((1, n_players)), np.zeros((n_background, n_players))
         )
         np.testing.assert_allclose(out[i], truth[0, :, 0], rtol=0, atol=1e-12)
+
+
+def test_uniform_cubic_spline_terms(rng):
+    """Against scikit-learn's basis (its linear extrapolation too) times the coefficients."""
+    from sklearn.preprocessing import SplineTransformer
+
+    Z = rng.normal(size=(200, 4))
+    Z[:, 2] = 1.5  # constant: an all-zero basis
+    queries = np.vstack([Z[:20], 3.0 * rng.normal(size=(30, 4))])
+    transformer = SplineTransformer(n_knots=6, degree=3, knots="uniform", extrapolation="linear")
+    basis = transformer.fit(Z).transform(queries).reshape(len(queries), 4, 8)
+    coef = rng.normal(size=(2, 4, 8))
+    low, high = Z.min(axis=0), Z.max(axis=0)
+    out = np.empty((len(queries), 4, 2))
+    uniform_cubic_spline_terms(queries, low, high, (high - low) / 5, coef, out)
+    np.testing.assert_allclose(out, np.einsum("mdb,kdb->mdk", basis, coef), atol=1e-12)
