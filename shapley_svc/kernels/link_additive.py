@@ -128,11 +128,19 @@ def sigmoid_additive_rescaled(row_terms, background_terms, offset, out):
     """
     m, d = row_terms.shape
     n_background = background_terms.shape[0]
+    # Sums as loops: an array expression (np.sum) outside the prange loop becomes a parallel
+    # region of its own, launched once per background row (108 -> 6 us for one explained row
+    # against 100 background rows at d = 20).
     background_logit = np.empty(n_background)
     for b in range(n_background):
-        background_logit[b] = offset + np.sum(background_terms[b])
+        total = offset
+        for j in range(d):
+            total += background_terms[b, j]
+        background_logit[b] = total
     for i in prange(m):
-        row_logit = offset + np.sum(row_terms[i])
+        row_logit = offset
+        for j in range(d):
+            row_logit += row_terms[i, j]
         row_output = _sigmoid(row_logit)
         phi = out[i]
         phi[:] = 0.0
@@ -233,14 +241,19 @@ def softmax_additive_path(row_terms, background_terms, offset, out):
     """
     m, d, n_classes = row_terms.shape
     n_background = background_terms.shape[0]
+    # Sums as loops, as in ``sigmoid_additive_rescaled``.
     background_logits = np.empty((n_background, n_classes))
     for b in range(n_background):
         for c in range(n_classes):
-            background_logits[b, c] = offset[c] + np.sum(background_terms[b, :, c])
+            total = offset[c]
+            for j in range(d):
+                total += background_terms[b, j, c]
+            background_logits[b, c] = total
     for i in prange(m):
         row_logits = offset.copy()
         for c in range(n_classes):
-            row_logits[c] += np.sum(row_terms[i, :, c])
+            for j in range(d):
+                row_logits[c] += row_terms[i, j, c]
         shift = np.empty(n_classes)
         logits = np.empty(n_classes)
         probabilities = np.empty(n_classes)
