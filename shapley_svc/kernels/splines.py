@@ -2,8 +2,9 @@
 
 A row's term for one column is the sum of its four non-zero splines times their coefficients
 (plus the boundary splines' slopes beyond the fit range). Building the (m, d * n_splines) basis
-first and contracting it with numpy took 0.12 ms for 10 rows, most of a spline member's share
-of a small explain; this kernel walks each (row, column) once.
+first and contracting it with numpy took 0.066 ms for 10 rows of 7 columns and 3 outputs, most
+of a spline member's share of a small explain; this kernel walks each (row, column) once, in
+0.003 ms.
 """
 
 import numpy as np
