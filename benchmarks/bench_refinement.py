@@ -361,6 +361,21 @@ def real_table_case(plan: Plan, table, family: str):
     )
 
 
+def enumerated_real_table_cases(plan: Plan):
+    """The plan's real-table cases whose truth is enumerated (d <= MAX_ENUMERATED_FEATURES),
+    table by table and family by family, as the diagnostics read them."""
+    from benchmarks.real_tables import MAX_ENUMERATED_FEATURES
+    from shapley_svc.training.tables import load_table, table_specs
+
+    specs = {spec["id"]: spec for spec in table_specs()}
+    for table_id in plan.tables:
+        table = load_table(specs[table_id], max_rows=plan.max_rows)
+        if table.d > MAX_ENUMERATED_FEATURES:
+            continue
+        for family in plan.families:
+            yield real_table_case(plan, table, family)
+
+
 def fitted_explainer(case):
     """``ZeroShotExplainer`` fitted on ``case``'s context, as the benchmark fits it."""
     from shapley_svc import ZeroShotExplainer

@@ -39,8 +39,8 @@ from benchmarks.bench_refinement import (
     FULL,
     QUICK,
     SEED,
+    enumerated_real_table_cases,
     fitted_explainer,
-    real_table_case,
 )
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -125,26 +125,18 @@ def diagnose_case(explainer, predict, query, predictions, truth) -> dict:
 
 
 def cases(plan, progress) -> list[dict]:
-    from benchmarks.real_tables import MAX_ENUMERATED_FEATURES
-    from shapley_svc.training.tables import load_table, table_specs
-
-    specs = {spec["id"]: spec for spec in table_specs()}
     rows = []
-    for table_id in plan.tables:
-        table = load_table(specs[table_id], max_rows=plan.max_rows)
-        if table.d > MAX_ENUMERATED_FEATURES:
-            continue
-        for family in plan.families:
-            case = real_table_case(plan, table, family)
-            found = diagnose_case(
-                fitted_explainer(case),
-                case.predict,
-                case.X[case.explained],
-                case.predictions[case.explained],
-                case.truth,
-            )
-            rows.append({"case": case.name, "family": family, "d": int(table.d), "r": found})
-            progress(f"{case.name}: " + ", ".join(_cells(found["4"])) + " at 4d")
+    for case in enumerated_real_table_cases(plan):
+        found = diagnose_case(
+            fitted_explainer(case),
+            case.predict,
+            case.X[case.explained],
+            case.predictions[case.explained],
+            case.truth,
+        )
+        d = int(case.X.shape[1])
+        rows.append({"case": case.name, "family": case.family, "d": d, "r": found})
+        progress(f"{case.name}: " + ", ".join(_cells(found["4"])) + " at 4d")
     return rows
 
 

@@ -64,14 +64,14 @@ N_TREES = 100
 # --- model families -------------------------------------------------------------------------
 
 
-def _fit_xgboost(X, y, task, categorical, seed):
+def _fit_xgboost(X, y, task, categorical, seed, rounds=N_TREES):
     import xgboost
 
     # Native categorical splits from the coded float matrix: feature_types marks the
     # categorical columns ("c"), so no pandas frame is needed at predict time.
     types = ["c" if j in set(categorical.tolist()) else "q" for j in range(X.shape[1])]
     params = dict(
-        n_estimators=N_TREES,
+        n_estimators=rounds,
         max_depth=6,
         learning_rate=0.1,
         tree_method="hist",
@@ -85,11 +85,11 @@ def _fit_xgboost(X, y, task, categorical, seed):
     return xgboost.XGBClassifier(**params).fit(X, y)
 
 
-def _fit_lightgbm(X, y, task, categorical, seed):
+def _fit_lightgbm(X, y, task, categorical, seed, rounds=N_TREES):
     import lightgbm
 
     params = dict(
-        n_estimators=N_TREES,
+        n_estimators=rounds,
         learning_rate=0.1,
         random_state=seed,
         deterministic=True,
@@ -145,14 +145,14 @@ def _fit_catboost(X, y, task, categorical, seed):
     return _CatBoostModel(X, y, task, categorical, seed)
 
 
-def _fit_hist_gradient_boosting(X, y, task, categorical, seed):
+def _fit_hist_gradient_boosting(X, y, task, categorical, seed, rounds=N_TREES):
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
     mask = np.zeros(X.shape[1], dtype=bool)
     mask[categorical] = True
     cls = HistGradientBoostingRegressor if task == "regression" else HistGradientBoostingClassifier
     return cls(
-        max_iter=N_TREES, categorical_features=mask if mask.any() else None, random_state=seed
+        max_iter=rounds, categorical_features=mask if mask.any() else None, random_state=seed
     ).fit(X, y)
 
 
@@ -178,13 +178,13 @@ def _onehot_pipeline(model, categorical: np.ndarray, n_features: int):
     return make_pipeline(ColumnTransformer(parts, sparse_threshold=0.0), model)
 
 
-def _fit_mlp_onehot(X, y, task, categorical, seed):
+def _fit_mlp_onehot(X, y, task, categorical, seed, max_iter=300):
     from sklearn.compose import TransformedTargetRegressor
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier, MLPRegressor
     from sklearn.preprocessing import StandardScaler
 
-    hidden = dict(hidden_layer_sizes=(64, 32), max_iter=300, random_state=seed)
+    hidden = dict(hidden_layer_sizes=(64, 32), max_iter=max_iter, random_state=seed)
     if task == "regression":
         model = TransformedTargetRegressor(MLPRegressor(**hidden), transformer=StandardScaler())
     else:
