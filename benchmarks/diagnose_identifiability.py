@@ -128,9 +128,7 @@ def diagnose_case(case) -> dict:
         "alternates": alternates,
         "n_agreeing": len(agreeing),
         "ours_r": pearson(ours, case.truth),
-        "ours_mean_r_over_set": float(
-            np.mean([pearson(ours, t) for t in truths]) if agreeing else pearson(ours, case.truth)
-        ),
+        "ours_mean_r_over_set": float(np.mean([pearson(ours, t) for t in truths])),
         "ceiling": identifiability_ceiling(truths) if agreeing else None,
         "mean_r_with_target": float(np.mean([a["r_with_target"] for a in agreeing]))
         if agreeing
