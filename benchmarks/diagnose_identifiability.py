@@ -18,9 +18,18 @@ are computed as M's were. Reported per case and averaged:
   each set member's values centred and scaled to unit length (u_j), an answer's mean Pearson r
   over the set is its cosine with the mean of the u_j, so the ceiling is the length of that mean.
   No estimator that gives agreeing models the same answer has a higher mean r over them;
+* the mutual r: the mean Pearson r over the set's distinct pairs (target and alternates), and
+  the same among the alternates alone: do they agree with one another as they do with M?
+* the limit: the ceiling as agreeing models are added, were the set exchangeable (every pair
+  correlated at the mutual r, rho): the mean of N unit vectors with pairwise cosine rho has
+  length sqrt(rho + (1 - rho) / N), which falls to sqrt(rho);
 * our zero-shot estimator's r (fitted on M's outputs) against M and against the alternates.
 
-    python -m benchmarks.diagnose_identifiability            # the 50 cases: about 27 minutes
+One alternate is an exact interpolator: extremely randomised trees with a leaf per row and no
+bootstrap reproduce the outputs on every context row (R^2 1 unless two rows share their
+features). It is the plainest case of a model the context cannot tell from M.
+
+    python -m benchmarks.diagnose_identifiability            # the 50 cases: about 30 minutes
     python -m benchmarks.diagnose_identifiability --quick    # 2 tables, 2 families
 
 Writes ``identifiability.{md,json}`` to ``benchmarks/results/`` (``identifiability_quick.*``).
@@ -62,6 +71,8 @@ DISTILLERS = {
         real_tables.FITTERS["hist_gradient_boosting"], rounds=DISTILL_ROUNDS
     ),
     "mlp_onehot": partial(real_tables.FITTERS["mlp_onehot"], max_iter=500),
+    # A leaf per row, no bootstrap: an exact interpolator of the context's outputs.
+    "extra_trees": partial(real_tables.FITTERS["extra_trees"], min_samples_leaf=1),
 }
 
 
@@ -98,6 +109,20 @@ def identifiability_ceiling(truths: list[np.ndarray]) -> float:
     return float(np.linalg.norm(np.mean(units, axis=0)))
 
 
+def mutual_r(truths: list[np.ndarray]) -> float | None:
+    """The mean Pearson r over the distinct pairs of ``truths``; None for fewer than two."""
+    pairs = [
+        pearson(truths[i], truths[j]) for i in range(len(truths)) for j in range(i + 1, len(truths))
+    ]
+    return float(np.mean(pairs)) if pairs else None
+
+
+def exchangeable_limit(mutual: float | None) -> float | None:
+    """The identifiability ceiling of an exchangeable set whose pairs all correlate at
+    ``mutual``, as it grows: sqrt(rho + (1 - rho) / N) tends to sqrt(rho)."""
+    return None if mutual is None else float(np.sqrt(max(mutual, 0.0)))
+
+
 def diagnose_case(case) -> dict:
     from shapley_svc.reference import exact_shapley
 
@@ -120,6 +145,7 @@ def diagnose_case(case) -> dict:
             entry.update(r_with_target=pearson(truth, case.truth), ours_r=pearson(ours, truth))
         alternates[name] = entry
     agreeing = [a for a in alternates.values() if "r_with_target" in a]
+    mutual = mutual_r(truths)
     return {
         "case": case.name,
         "family": case.family,
@@ -133,6 +159,9 @@ def diagnose_case(case) -> dict:
         "mean_r_with_target": float(np.mean([a["r_with_target"] for a in agreeing]))
         if agreeing
         else None,
+        "mutual_r": mutual,
+        "alternates_mutual_r": mutual_r(truths[1:]),
+        "limit": exchangeable_limit(mutual),
     }
 
 
@@ -154,6 +183,9 @@ def summary(rows: list[dict]) -> dict:
             "alternates": int(sum(row["n_agreeing"] for row in members)),
             "mean_r_with_target": _mean(row["mean_r_with_target"] for row in with_set),
             "ceiling": _mean(row["ceiling"] for row in with_set),
+            "alternates_mutual_r": _mean(row["alternates_mutual_r"] for row in with_set),
+            "mutual_r": _mean(row["mutual_r"] for row in with_set),
+            "limit": _mean(row["limit"] for row in with_set),
             "ours_mean_r_over_set": _mean(row["ours_mean_r_over_set"] for row in with_set),
             "ours_r": _mean(row["ours_r"] for row in with_set),
         }
@@ -172,30 +204,39 @@ def markdown(payload: dict) -> str:
         "",
         f"Command: `{payload['command']}`; {payload['minutes']:.1f} minutes. Cases: "
         f"`bench refinement`'s real tables ({payload['plan']}). Alternates: {', '.join(DISTILLERS)}"
-        f" regressors ({DISTILL_ROUNDS} rounds for the boosters; the MLP one-hot (64, 32)) fitted "
+        f" regressors ({DISTILL_ROUNDS} rounds for the boosters; the MLP one-hot (64, 32); extra "
+        "trees with a leaf per row, an exact interpolator) fitted "
         f"to the target's outputs on the context rows; kept where their outputs on the context "
         f"agree with the target's to R^2 >= {AGREEMENT_R2}. Ceiling: the highest mean Pearson r "
         "over the target and its agreeing alternates that one answer reaches (see the module "
         "docstring of `benchmarks/diagnose_identifiability.py`).",
         "",
-        "| set | cases | with alternates | alternates | r(target, alternate) | ceiling "
+        "| set | cases | with alternates | alternates | r(target, alternate) "
+        "| r among alternates | mutual r | ceiling | limit "
         "| ours: mean r over the set | ours: r on the target |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, group in payload["summary"].items():
         lines.append(
             f"| {name} | {group['cases']} | {group['cases_with_alternates']} | "
             f"{group['alternates']} | {_num(group['mean_r_with_target'])} | "
-            f"{_num(group['ceiling'])} | {_num(group['ours_mean_r_over_set'])} | "
-            f"{_num(group['ours_r'])} |"
+            f"{_num(group['alternates_mutual_r'])} | {_num(group['mutual_r'])} | "
+            f"{_num(group['ceiling'])} | {_num(group['limit'])} | "
+            f"{_num(group['ours_mean_r_over_set'])} | {_num(group['ours_r'])} |"
         )
+    lines += [
+        "",
+        "r among alternates: over the cases with two or more. Mutual r: over every pair of the "
+        "set, the target's included. Limit: sqrt(mutual r), the ceiling of an exchangeable set "
+        "as it grows.",
+    ]
     lines += [
         "",
         "Per case (each alternate: R^2 of its outputs against the target's on the context, "
         "then r of its values with the target's; * below the agreement threshold):",
         "",
-        "| case | d | " + " | ".join(DISTILLERS) + " | ceiling | ours r |",
-        "| --- | --- | " + " | ".join("---" for _ in DISTILLERS) + " | --- | --- |",
+        "| case | d | " + " | ".join(DISTILLERS) + " | ceiling | limit | ours r |",
+        "| --- | --- | " + " | ".join("---" for _ in DISTILLERS) + " | --- | --- | --- |",
     ]
     for row in payload["cases"]:
         cells = []
@@ -207,7 +248,7 @@ def markdown(payload: dict) -> str:
                 cells.append(f"{entry['agreement_r2']:.3f}*")
         lines.append(
             f"| {row['case']} | {row['d']} | " + " | ".join(cells) + f" | {_num(row['ceiling'])} | "
-            f"{_num(row['ours_r'])} |"
+            f"{_num(row['limit'])} | {_num(row['ours_r'])} |"
         )
     return "\n".join(lines) + "\n"
 

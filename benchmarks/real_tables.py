@@ -222,27 +222,33 @@ def _fit_svm(X, y, task, categorical, seed):
     return _onehot_pipeline(model, categorical, X.shape[1]).fit(X, y)
 
 
-def _fit_forest(cls_regression, cls_classification, X, y, task, seed):
+def _fit_forest(cls_regression, cls_classification, X, y, task, seed, min_samples_leaf=3):
     """A scikit-learn forest on the coded matrix (codes as ordered numbers, missing cells
-    mean-imputed with indicators), 100 trees."""
+    mean-imputed with indicators), 100 trees of ``min_samples_leaf`` rows a leaf or more."""
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import make_pipeline
 
     cls = cls_regression if task == "regression" else cls_classification
-    model = cls(n_estimators=N_TREES, min_samples_leaf=3, random_state=seed, n_jobs=1)
+    model = cls(
+        n_estimators=N_TREES, min_samples_leaf=min_samples_leaf, random_state=seed, n_jobs=1
+    )
     return make_pipeline(SimpleImputer(add_indicator=True), model).fit(X, y)
 
 
-def _fit_random_forest(X, y, task, categorical, seed):
+def _fit_random_forest(X, y, task, categorical, seed, min_samples_leaf=3):
     from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
-    return _fit_forest(RandomForestRegressor, RandomForestClassifier, X, y, task, seed)
+    return _fit_forest(
+        RandomForestRegressor, RandomForestClassifier, X, y, task, seed, min_samples_leaf
+    )
 
 
-def _fit_extra_trees(X, y, task, categorical, seed):
+def _fit_extra_trees(X, y, task, categorical, seed, min_samples_leaf=3):
     from sklearn.ensemble import ExtraTreesClassifier, ExtraTreesRegressor
 
-    return _fit_forest(ExtraTreesRegressor, ExtraTreesClassifier, X, y, task, seed)
+    return _fit_forest(
+        ExtraTreesRegressor, ExtraTreesClassifier, X, y, task, seed, min_samples_leaf
+    )
 
 
 FITTERS = {

@@ -80,3 +80,44 @@ def test_quick_mode_writes_its_report(tmp_path):
             # One answer's mean r over the set never passes the ceiling: ours included.
             assert case["ours_mean_r_over_set"] <= case["ceiling"] + 1e-12
             assert case["ceiling"] <= 1 + 1e-12
+
+
+def _equicorrelated(n: int, rho: float) -> list[np.ndarray]:
+    """n centred unit vectors whose every pair has cosine (and Pearson r) ``rho``."""
+    rng = np.random.default_rng(3)
+    raw = rng.normal(size=(n + 10, n + 1))  # centred vectors span one fewer dimensions
+    raw -= raw.mean(axis=0)
+    basis, _ = np.linalg.qr(raw)  # orthonormal columns, each still centred
+    common, own = basis[:, 0], basis[:, 1:]
+    return [np.sqrt(rho) * common + np.sqrt(1 - rho) * own[:, i] for i in range(n)]
+
+
+def test_an_exchangeable_sets_ceiling_falls_to_its_limit_as_models_are_added():
+    rho = 0.81
+    for n in (2, 5, 50):
+        truths = _equicorrelated(n, rho)
+        assert diagnose.mutual_r(truths) == pytest.approx(rho)
+        ceiling = diagnose.identifiability_ceiling(truths)
+        assert ceiling == pytest.approx(np.sqrt(rho + (1 - rho) / n))
+        assert diagnose.exchangeable_limit(diagnose.mutual_r(truths)) == pytest.approx(0.9)
+        assert ceiling > 0.9
+    assert diagnose.mutual_r(_equicorrelated(1, rho)) is None
+    assert diagnose.exchangeable_limit(None) is None
+
+
+def test_mutual_r_averages_every_distinct_pair():
+    first = np.array([1.0, -1.0, 0.0, 0.0])
+    second = np.array([0.0, 0.0, 1.0, -1.0])
+    # Pairs: (first, first copy) r 1, and twice (first, second) r 0.
+    assert diagnose.mutual_r([first, 2 * first, second]) == pytest.approx(1 / 3)
+    # A negative mutual r has no real square root: the limit is 0.
+    assert diagnose.exchangeable_limit(-0.2) == 0.0
+
+
+def test_the_interpolating_alternate_reproduces_every_context_output():
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(300, 4))
+    X[::7, 1] = np.nan  # missing cells as the tables have them
+    outputs = np.column_stack([np.tanh(X[:, 0]) * np.nan_to_num(X[:, 1]) + X[:, 2]])
+    predict = diagnose.distilled("extra_trees", X, outputs, np.array([], dtype=int))
+    assert diagnose.agreement_r2(predict(X), outputs) == pytest.approx(1.0, abs=1e-12)
