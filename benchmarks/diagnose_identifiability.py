@@ -29,7 +29,7 @@ One alternate is an exact interpolator: extremely randomised trees with a leaf p
 bootstrap reproduce the outputs on every context row (R^2 1 unless two rows share their
 features). It is the plainest case of a model the context cannot tell from M.
 
-    python -m benchmarks.diagnose_identifiability            # the 50 cases: about 30 minutes
+    python -m benchmarks.diagnose_identifiability            # the 50 cases: about 26 minutes
     python -m benchmarks.diagnose_identifiability --quick    # 2 tables, 2 families
 
 Writes ``identifiability.{md,json}`` to ``benchmarks/results/`` (``identifiability_quick.*``).
