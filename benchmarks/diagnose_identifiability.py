@@ -44,6 +44,7 @@ import sys
 import time
 from dataclasses import replace
 from functools import partial
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
@@ -117,9 +118,7 @@ def identifiability_ceiling(truths: list[np.ndarray]) -> float:
 
 def mutual_r(truths: list[np.ndarray]) -> float | None:
     """The mean Pearson r over the distinct pairs of ``truths``; None for fewer than two."""
-    pairs = [
-        pearson(truths[i], truths[j]) for i in range(len(truths)) for j in range(i + 1, len(truths))
-    ]
+    pairs = [pearson(first, second) for first, second in combinations(truths, 2)]
     return float(np.mean(pairs)) if pairs else None
 
 
