@@ -701,6 +701,11 @@ class _TreeSurrogate(Surrogate):
         self.tree_background_ = TreeBackground(
             self.model_, background, player_of_feature=of_feature
         )
+        # The leaf each background row reaches: refinement's pair gaps skip the trees where the
+        # explained row reaches the same one (``kernels.coalitions.tree_pair_gaps``).
+        self.background_leaves_ = self.tree_background_.trusted_leaves(
+            np.ascontiguousarray(background, dtype=np.float64)
+        )
         return self
 
     def attributions(self, Z):
@@ -710,8 +715,10 @@ class _TreeSurrogate(Surrogate):
         return self.tree_background_.trusted_outputs(Z)[:, 0]
 
     def pair_gaps(self, Z, pairs, shared):
+        # Explainers saved before the leaves were kept find them per call.
+        leaves = getattr(self, "background_leaves_", None) if pairs.prepared else None
         return self.tree_background_.trusted_pair_gaps(
-            Z, pairs.background, pairs.player_of_column, pairs.masks, pairs.picks
+            Z, pairs.background, pairs.player_of_column, pairs.masks, pairs.picks, leaves
         )[:, :, 0]
 
 

@@ -13,6 +13,8 @@ depend on the row and the seed alone, not on the batch it arrives in or the thre
 import numpy as np
 from numba import njit, prange
 
+from shapley_svc.kernels.tree_outputs import leaf_reached
+
 _FLAGS = {"cache": True, "nogil": True}
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -197,7 +199,7 @@ def softmax_pair_gaps(row_terms, background_terms, offset, masks, picks, out):
 @njit(
     "void(float64[:, ::1], float64[:, ::1], int64[::1], boolean[:, :, ::1], int64[:, ::1],"
     " int64[::1], int64[::1], int64[::1], float64[::1], boolean[::1], float64[:, ::1], int64[::1],"
-    " float64[:, :, ::1])",
+    " int64[:, ::1], int64[:, ::1], float64[:, :, ::1])",
     parallel=True,
     **_FLAGS,
 )
@@ -214,6 +216,8 @@ def tree_pair_gaps(
     missing_left,
     node_values,
     roots,
+    row_leaves,
+    background_leaves,
     out,
 ):
     """Per output, f(first row) - f(second row) of each pair for a tree ensemble f. Each pair's
@@ -222,12 +226,21 @@ def tree_pair_gaps(
     two source rows. Same answers bit for bit, 1.5-1.9x faster on the tree members of three
     real-table cases (k401k boosting member, 150 trees, 10 rows at 4d: 2.3 ms -> 1.5 ms).
 
+    A tree where the explained row and the pair's background row reach the same leaf is
+    skipped: they then go the same way at every node of that path, so both mixed rows do too
+    and the tree adds nothing to the gap. Boosted members put 34-46 % of (row, background row)
+    pairs in the same leaf on six `bench refinement` cases, forests 5-27 %; the members' gaps
+    took 20-35 % and 3-25 % less time (2026-12-04; same values to 1e-15: the sum skips terms
+    that cancel).
+
     Parameters
     ----------
     rows : (m, d) explained rows, background : (n_background, d): as the trees compare them.
     player_of_column : (d,) the player of each column.
     masks, picks : the pairs.
     left, right, feature, threshold, missing_left, node_values, roots : a flat ensemble.
+    row_leaves, background_leaves : (m, n_trees) and (n_background, n_trees), the leaf each
+        explained row and each background row reaches (``tree_outputs.ensemble_leaves``).
     out : (m, n_pairs, K), overwritten.
     """
     m, n_pairs, _ = masks.shape
@@ -250,16 +263,17 @@ def tree_pair_gaps(
                 mixed[1, column] = rows[i, column]
         for k in range(n_outputs):
             out[i, p, k] = 0.0
-        for side in range(2):
-            sign = 1.0 if side == 0 else -1.0
-            for t in range(roots.size):
-                node = roots[t]
-                while left[node] >= 0:
-                    value = mixed[side, feature[node]]
-                    if value != value:
-                        goes_left = missing_left[node]
-                    else:
-                        goes_left = value <= threshold[node]
-                    node = left[node] if goes_left else right[node]
-                for k in range(n_outputs):
-                    out[i, p, k] += sign * node_values[node, k]
+        pick = picks[i, p]
+        for t in range(roots.size):
+            if row_leaves[i, t] == background_leaves[pick, t]:
+                continue
+            for side in range(2):
+                node = leaf_reached(
+                    mixed[side], roots[t], left, right, feature, threshold, missing_left
+                )
+                if side == 0:
+                    for k in range(n_outputs):
+                        out[i, p, k] += node_values[node, k]
+                else:
+                    for k in range(n_outputs):
+                        out[i, p, k] -= node_values[node, k]

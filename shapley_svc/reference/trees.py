@@ -12,7 +12,7 @@ from shapley_svc.kernels.leaf_tables import (
     leaf_players,
     tabled_tree_shap,
 )
-from shapley_svc.kernels.tree_outputs import ensemble_outputs
+from shapley_svc.kernels.tree_outputs import ensemble_leaves, ensemble_outputs
 from shapley_svc.kernels.treeshap import interventional_tree_shap, leaf_weight_tables
 from shapley_svc.reference._boosters import NodeArrays, lightgbm_trees, xgboost_trees
 from shapley_svc.reference._result import ShapleyValues, package
@@ -51,6 +51,11 @@ class FlatEnsemble:
     float32_inputs: bool
     zero_threshold: float = 0.0
     zero_is_missing: np.ndarray | None = None
+
+    @property
+    def splits(self) -> tuple[np.ndarray, ...]:
+        """(left, right, feature, threshold, missing_left): what a walk down a tree reads."""
+        return self.left, self.right, self.feature, self.threshold, self.missing_left
 
 
 MAX_TABLE_ENTRIES = 4_000_000  # 32 MiB of per-leaf tables; deeper ensembles walk pairwise
@@ -240,11 +245,7 @@ class TreeBackground:
         outputs = np.empty((rows.shape[0], self.n_outputs))
         ensemble_outputs(
             self._as_seen(rows),
-            ensemble.left,
-            ensemble.right,
-            ensemble.feature,
-            ensemble.threshold,
-            ensemble.missing_left,
+            *ensemble.splits,
             ensemble.node_values,
             ensemble.roots,
             outputs,
@@ -258,27 +259,43 @@ class TreeBackground:
         player_of_feature: np.ndarray,
         masks: np.ndarray,
         picks: np.ndarray,
+        background_leaves: np.ndarray | None = None,
     ) -> np.ndarray:
         """(m, n_pairs, K) the trees' output on each pair's first mixed row minus its second
         (see ``shapley_svc.kernels.coalitions``), unchecked: rows (m, d) and background
-        (n_background, d) C-contiguous float64, player_of_feature (d,) int64."""
+        (n_background, d) C-contiguous float64, player_of_feature (d,) int64;
+        ``background_leaves``: ``trusted_leaves(background)`` if the caller kept it (else it is
+        found here)."""
         ensemble = self.ensemble
+        background_seen = self._as_seen(background)
+        if background_leaves is None:
+            background_leaves = self._leaves_seen(background_seen)
+        rows_seen = self._as_seen(rows)
         out = np.empty((*picks.shape, self.n_outputs))
         tree_pair_gaps(
-            self._as_seen(rows),
-            self._as_seen(background),
+            rows_seen,
+            background_seen,
             player_of_feature,
             masks,
             picks,
-            ensemble.left,
-            ensemble.right,
-            ensemble.feature,
-            ensemble.threshold,
-            ensemble.missing_left,
+            *ensemble.splits,
             ensemble.node_values,
             ensemble.roots,
+            self._leaves_seen(rows_seen),
+            background_leaves,
             out,
         )
+        return out
+
+    def trusted_leaves(self, rows: np.ndarray) -> np.ndarray:
+        """(m, n_trees) int64: the leaf each of the (m, d) C-contiguous float64 ``rows``
+        reaches in each tree, unchecked."""
+        return self._leaves_seen(self._as_seen(rows))
+
+    def _leaves_seen(self, rows_seen: np.ndarray) -> np.ndarray:
+        ensemble = self.ensemble
+        out = np.empty((rows_seen.shape[0], ensemble.roots.size), dtype=np.int64)
+        ensemble_leaves(rows_seen, *ensemble.splits, ensemble.roots, out)
         return out
 
     def trusted_values(self, rows: np.ndarray) -> np.ndarray:
@@ -308,11 +325,7 @@ class TreeBackground:
             interventional_tree_shap(
                 rows_seen,
                 self._background_seen,
-                ensemble.left,
-                ensemble.right,
-                ensemble.feature,
-                ensemble.threshold,
-                ensemble.missing_left,
+                *ensemble.splits,
                 ensemble.node_values,
                 ensemble.roots,
                 ensemble.max_depth,
@@ -356,11 +369,7 @@ def _leaf_paths(
     upper = np.empty(capacity)
     nan_passes = np.empty(capacity, dtype=np.bool_)
     n_tests = leaf_paths(
-        ensemble.left,
-        ensemble.right,
-        ensemble.feature,
-        ensemble.threshold,
-        ensemble.missing_left,
+        *ensemble.splits,
         ensemble.roots,
         ensemble.max_depth,
         n_features,

@@ -29,7 +29,7 @@ from shapley_svc.estimator.refinement import (
     t_widening,
     weighing_inflation,
 )
-from shapley_svc.estimator.surrogates import ZOO, Pairs, SplineSurrogate
+from shapley_svc.estimator.surrogates import ZOO, Pairs
 from shapley_svc.kernels.coalitions import fill_paired_rows, sample_paired_coalitions
 from shapley_svc.reference import exact_shapley
 
@@ -824,19 +824,32 @@ def test_a_loaded_explainer_refines_bit_for_bit(fitted, tmp_path):
     assert np.array_equal(refined.uncertainty, again.uncertainty)
 
 
-def test_an_explainer_saved_without_the_splines_background_terms_refines_the_same(fitted, tmp_path):
+@pytest.mark.parametrize(
+    ("kinds", "kept"),
+    [
+        # The splines' terms of the background rows.
+        (("spline",), "background_terms_"),
+        # The leaf each background row reaches, for the pair gaps to skip the trees a pair
+        # cannot change.
+        (("boosted_trees", "forest"), "background_leaves_"),
+    ],
+)
+def test_an_explainer_saved_without_what_members_keep_of_the_background_refines_the_same(
+    fitted, tmp_path, kinds, kept
+):
+    """An explainer saved before its members kept ``kept`` finds it per call."""
     explainer, query, _ = fitted
     explainer.save(tmp_path / "saved")
     loaded = ZeroShotExplainer.load(tmp_path / "saved")
-    splines = [
+    members = [
         fitted_member.model
-        for fitted_member in loaded.context_.outputs[0].surrogates
-        if isinstance(getattr(fitted_member, "model", None), SplineSurrogate)
+        for kind, fitted_member in zip(ZOO, loaded.context_.outputs[0].surrogates, strict=True)
+        if kind.name in kinds and fitted_member is not None
     ]
-    weighted = [s for s, kind in enumerate(ZOO) if kind.name == "spline"]
-    assert splines and loaded.weights_[0][weighted].max() > 0  # its pair gaps are computed
-    for spline in splines:
-        del spline.background_terms_  # as an earlier version saved it
+    weighted = [s for s, kind in enumerate(ZOO) if kind.name in kinds]
+    assert members and loaded.weights_[0][weighted].max() > 0  # their pair gaps are computed
+    for member in members:
+        delattr(member, kept)  # as an earlier version saved it
     proposal, refined = _refine(explainer, query, 30)
     again = loaded.refine(
         loaded.propose(query, 30, _interacting(query)), _interacting(proposal.rows)

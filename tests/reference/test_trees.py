@@ -227,3 +227,38 @@ def test_grouped_values_need_the_tables():
     model = DecisionTreeRegressor(random_state=0).fit(X, y)  # deep: no tables
     with pytest.raises(ValueError, match="grouped TreeSHAP needs per-leaf tables"):
         TreeBackground(model, X[:20], max_table_entries=10, player_of_feature=np.zeros(5, int))
+
+
+@pytest.mark.parametrize(("name", "make", "n_classes"), MODELS, ids=[m[0] for m in MODELS])
+def test_pair_gaps_equal_the_model_on_the_mixed_rows(name, make, n_classes):
+    """Refinement's pair gaps skip the trees where the explained row and the background row
+    reach the same leaf; the gaps must still be the model's own outputs on the two mixed rows,
+    with missing cells too (histogram boosting routes them), and whether the background's
+    leaves are passed in or found per call."""
+    from shapley_svc.kernels.coalitions import fill_paired_rows
+
+    X, y = _task(6, n_classes=n_classes)
+    X[::7, 2] = np.nan
+    model = make().fit(np.nan_to_num(X) if "histogram" not in name else X, y)
+    rows = X[[0, 1, 2, 3, 100, 101]]  # two of them background rows: every tree is skipped
+    background = X[100:140]
+    if "histogram" not in name:
+        rows, background = np.nan_to_num(rows), np.nan_to_num(background)
+    prepared = TreeBackground(model, background)
+    rng = np.random.default_rng(0)
+    n_pairs = 25
+    masks = rng.random((len(rows), n_pairs, X.shape[1])) < 0.5
+    picks = rng.integers(0, len(background), size=(len(rows), n_pairs))
+    players = np.arange(X.shape[1], dtype=np.int64)
+    mixed = np.empty((len(rows), 2 * n_pairs, X.shape[1]))
+    fill_paired_rows(rows, background, players, masks, picks, 0, mixed)
+    outputs = as_3d(np.asarray(_output_method(model)(mixed.reshape(-1, X.shape[1]))))
+    if n_classes == 2 and outputs.shape[-1] == 2:
+        outputs = outputs[..., 1:]
+    outputs = outputs.reshape(len(rows), n_pairs, 2, -1)
+    expected = outputs[:, :, 0] - outputs[:, :, 1]
+    kept = prepared.trusted_leaves(background)
+    assert (prepared.trusted_leaves(rows)[4:] == kept[:2]).all()
+    for leaves in (kept, None):
+        gaps = prepared.trusted_pair_gaps(rows, background, players, masks, picks, leaves)
+        np.testing.assert_allclose(gaps, expected.reshape(gaps.shape), rtol=0, atol=1e-9)
