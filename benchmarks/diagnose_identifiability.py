@@ -201,6 +201,18 @@ def _num(value) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def plan_line(
+    mode: str, rows: list[dict], n_background: int, n_explained: int, max_rows: int
+) -> str:
+    """The report's description of its cases: how many, of which target families, and the rows
+    each case explains and mixes with."""
+    families = ", ".join(dict.fromkeys(row["family"] for row in rows))
+    return (
+        f"{mode}: {len(rows)} cases, target families {families}; {n_background} background and "
+        f"{n_explained} explained rows, at most {max_rows} context rows"
+    )
+
+
 def markdown(payload: dict) -> str:
     lines = [
         "# Identifiability: models that agree on the context, and their exact SHAP values",
@@ -290,8 +302,7 @@ def main(argv: list[str] | None = None) -> int:
             + ["--prior-families"] * args.prior_families
         ),
         "minutes": (time.perf_counter() - start) / 60,
-        "plan": f"{plan.mode}: {len(rows)} cases, {plan.n_background} background and "
-        f"{plan.n_explained} explained rows, at most {plan.max_rows} context rows",
+        "plan": plan_line(plan.mode, rows, plan.n_background, plan.n_explained, plan.max_rows),
         "agreement_r2": AGREEMENT_R2,
         "summary": summary(rows),
         "cases": rows,

@@ -77,6 +77,7 @@ def test_quick_mode_writes_its_report(tmp_path, extra, stem, families):
     assert (tmp_path / f"{stem}.md").read_text().startswith("# Identifiability")
     assert len(payload["cases"]) == 4
     assert {case["family"] for case in payload["cases"]} == families
+    assert all(family in payload["plan"] for family in families)
     for case in payload["cases"]:
         assert set(case["alternates"]) == set(diagnose.DISTILLERS)
         agreeing = [a for a in case["alternates"].values() if "r_with_target" in a]
@@ -129,3 +130,9 @@ def test_the_interpolating_alternate_reproduces_every_context_output():
     outputs = np.column_stack([np.tanh(X[:, 0]) * np.nan_to_num(X[:, 1]) + X[:, 2]])
     predict = diagnose.distilled("extra_trees", X, outputs, np.array([], dtype=int))
     assert diagnose.agreement_r2(predict(X), outputs) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_the_plan_line_names_each_target_family_once_in_order():
+    rows = [{"family": f} for f in ("svm", "knn", "svm", "linear")]
+    line = diagnose.plan_line("full", rows, 50, 10, 2000)
+    assert line.startswith("full: 4 cases, target families svm, knn, linear; 50 background")
