@@ -13,6 +13,7 @@ from sklearn.ensemble import (
 from sklearn.linear_model import LinearRegression
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
+from shapley_svc.kernels.coalitions import fill_paired_rows
 from shapley_svc.reference import TreeBackground, tree_shapley
 from shapley_svc.reference.trees import MAX_TABLE_ENTRIES, flatten_ensemble
 from tests.oracles import as_3d, brute_force_shapley
@@ -235,8 +236,6 @@ def test_pair_gaps_equal_the_model_on_the_mixed_rows(name, make, n_classes):
     reach the same leaf; the gaps must still be the model's own outputs on the two mixed rows,
     with missing cells too (histogram boosting routes them), and whether the background's
     leaves are passed in or found per call."""
-    from shapley_svc.kernels.coalitions import fill_paired_rows
-
     X, y = _task(6, n_classes=n_classes)
     X[::7, 2] = np.nan
     model = make().fit(np.nan_to_num(X) if "histogram" not in name else X, y)
