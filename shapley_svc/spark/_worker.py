@@ -5,7 +5,7 @@ runs (and is tested) without Spark too.
 
 import collections
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,10 +60,31 @@ def loads_so_far() -> dict[str, int]:
     return dict(_LOADS)
 
 
+# Refinement's proposed rows per call of the caller's model: at most this many cells (32 MB of
+# float64) per slice of a batch, however large the batch and budget.
+REFINE_SLICE_CELLS = 1 << 22
+
+
+@dataclass(frozen=True)
+class Refinement:
+    """The caller's model and how many of its rows each explained row may use
+    (``ZeroShotExplainer.propose``' ``budget``), and the proposals' seed."""
+
+    model: Callable[[np.ndarray], object]
+    budget: int
+    random_state: int | None
+
+    def rows_per_call(self, n_features: int) -> int:
+        """Explained rows per model call: their proposed rows hold ``REFINE_SLICE_CELLS``
+        cells at most (one row at least)."""
+        return max(1, REFINE_SLICE_CELLS // (self.budget * n_features))
+
+
 @dataclass(frozen=True)
 class BatchPlan:
     """Everything the batch function needs besides the context: the caller's column names and
-    the output columns' names, in schema order.
+    the output columns' names, in schema order; with ``refinement``, the attributions are refined
+    with the caller's model.
 
     ``value_columns`` and ``uncertainty_columns`` are (K, P) names (K = 1 for a single-output
     context) and ``base_columns`` K names in the ``"columns"`` layout; in the ``"arrays"``
@@ -78,6 +99,7 @@ class BatchPlan:
     base_columns: tuple[str, ...]
     batch_rows: int | None
     threads: int
+    refinement: Refinement | None = None
 
     def new_columns(self) -> list[str]:
         """The added columns in schema order: per output, its values, uncertainties, base."""
@@ -108,15 +130,15 @@ def _query(frame, plan: BatchPlan, explainer: ZeroShotExplainer):
     return np.column_stack([_float_column(frame, column) for column in plan.feature_columns])
 
 
-def _explain(explainer: ZeroShotExplainer, query, outputs):
-    """(values, uncertainty) as (m, P, K) and base values as (m, K). Rows whose logged
-    prediction is missing (null or NaN) are explained without predictions."""
+def _explain(explainer: ZeroShotExplainer, query, outputs, refinement: Refinement | None = None):
+    """(values, uncertainty) as (m, P, K) and base values as (m, K), zero-shot or refined. Rows
+    whose logged prediction is missing (null or NaN) are explained without predictions."""
     m = len(query)
     missing = None if outputs is None else np.isnan(outputs).any(axis=1)
     if missing is not None and missing.all():
         outputs, missing = None, None
     if missing is None or not missing.any():
-        return _shaped(explainer, explainer.explain(query, _as_fitted(explainer, outputs)), m)
+        return _answer(explainer, query, _as_fitted(explainer, outputs), refinement)
     values = np.empty((m, len(explainer.attribution_names_), explainer.n_outputs_))
     uncertainty = np.empty_like(values)
     base_values = np.empty((m, explainer.n_outputs_))
@@ -125,8 +147,36 @@ def _explain(explainer: ZeroShotExplainer, query, outputs):
             continue
         part = query[rows] if isinstance(query, np.ndarray) else query.loc[rows]
         given = None if given is None else _as_fitted(explainer, given[rows])
-        shaped = _shaped(explainer, explainer.explain(part, given), int(rows.sum()))
+        shaped = _answer(explainer, part, given, refinement)
         values[rows], uncertainty[rows], base_values[rows] = shaped
+    return values, uncertainty, base_values
+
+
+def _answer(explainer: ZeroShotExplainer, query, predictions, refinement: Refinement | None):
+    """``_shaped`` answers for rows that all have predictions or all lack them: ``explain``'s,
+    or refined in slices (``Refinement.rows_per_call``), each slice proposed, scored by the
+    caller's model and refined; a row's answer does not depend on the slice it is in."""
+    m = len(query)
+    if refinement is None:
+        return _shaped(explainer, explainer.explain(query, predictions), m)
+    values = np.empty((m, len(explainer.attribution_names_), explainer.n_outputs_))
+    uncertainty = np.empty_like(values)
+    base_values = np.empty((m, explainer.n_outputs_))
+    step = refinement.rows_per_call(explainer.n_features_in_)
+    for first in range(0, m, step):
+        rows = slice(first, min(m, first + step))
+        part = query[rows] if isinstance(query, np.ndarray) else query.iloc[rows]
+        proposal = explainer.propose(
+            part,
+            refinement.budget,
+            None if predictions is None else predictions[rows],
+            random_state=refinement.random_state,
+        )
+        scored = refinement.model(np.array(proposal.rows))
+        answer = explainer.refine(proposal, scored)
+        values[rows], uncertainty[rows], base_values[rows] = _shaped(
+            explainer, answer, rows.stop - first
+        )
     return values, uncertainty, base_values
 
 
@@ -196,6 +246,7 @@ def explain_batches(batches: Iterator, plan: BatchPlan, shipped: ShippedContext)
                     [_float_column(part, column) for column in plan.prediction_columns]
                 )
             with threadpool_limits(plan.threads):
-                answers = _explain(explainer, _query(part, plan, explainer), outputs)
+                query = _query(part, plan, explainer)
+                answers = _explain(explainer, query, outputs, plan.refinement)
             added = _added(plan, explainer, *answers)
             yield pd.concat([part, pd.DataFrame(added)], axis=1)

@@ -3,12 +3,15 @@ saved context once, and add the attributions with ``mapInPandas``."""
 
 import hashlib
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 from shapley_svc.errors import InvalidArgumentError
 from shapley_svc.estimator import ZeroShotExplainer
-from shapley_svc.spark._worker import BatchPlan, ShippedContext, explain_batches
+from shapley_svc.spark._worker import BatchPlan, Refinement, ShippedContext, explain_batches
 
 LAYOUTS = ("columns", "arrays")
 # The saved directory's files, as ``ZeroShotExplainer.save`` writes them.
@@ -34,12 +37,16 @@ def explain_dataframe(
     feature_columns: Sequence[str],
     prediction_columns: str | Sequence[str] | None = None,
     *,
+    model: Callable[[np.ndarray], object] | None = None,
+    budget: int | None = None,
+    random_state: int | None = None,
     layout: str = "columns",
     prefix: str = "shap_",
     batch_rows: int | None = None,
     shipping: str = "broadcast",
 ):
-    """Explain every row of a Spark DataFrame with a fitted context; no model calls.
+    """Explain every row of a Spark DataFrame with a fitted context: zero-shot (no model calls)
+    or, with ``model`` and ``budget``, refined with a few of your model's calls per row.
 
     Lazy, like any transformation: the rows are explained when an action runs, by
     ``mapInPandas`` over Arrow batches in Spark's Python workers. The saved context (its
@@ -57,6 +64,17 @@ def explain_dataframe(
         single-output context, K names for K outputs. Given, each row's attributions add up
         exactly to its prediction minus the base value; a row whose prediction is null or NaN
         is explained without it.
+    model : None, or your model as a function, called in the workers on the (rows, d) float64
+        array of rows that ``ZeroShotExplainer.propose`` returns for a slice of a batch
+        (columns in the context's order, coded columns as their codes, NaN for a missing
+        value) and returning the outputs on them, (rows,) or (rows, K) on the scale of the
+        context's predictions. Spark pickles it into the function (cloudpickle): a fitted
+        scikit-learn model's ``predict`` or a function closing over one travels as it is.
+    budget : with ``model``, the most rows it scores per explained row (``propose``' budget:
+        at least 4 with ``prediction_columns``, 5 without; a row whose prediction is null
+        needs 5, and a budget of 4 fails the job at that row).
+    random_state : seeds the proposals (default: the context's); a row draws the same rows in
+        whichever batch or slice it comes.
     layout : ``"columns"``: one double column per attribution, ``prefix + name``, its
         uncertainty ``prefix + "uncertainty_" + name`` and ``prefix + "base_value"``; with K > 1
         outputs every name ends in ``_out{k}``. ``"arrays"``: ``prefix + "values"`` and
@@ -73,8 +91,8 @@ def explain_dataframe(
     pyspark.sql.DataFrame : ``df``'s columns followed by the added ones.
 
     Raises ``InvalidArgumentError`` naming the argument, before any job runs, when a column is
-    missing, of a type the context cannot take, the counts differ from the context's, or an
-    added column's name is taken.
+    missing, of a type the context cannot take, the counts differ from the context's, an added
+    column's name is taken, or ``model``, ``budget`` or ``random_state`` cannot refine.
     """
     types = _pyspark()
     if not all(hasattr(df, name) for name in ("schema", "mapInPandas", "sparkSession")):
@@ -116,7 +134,9 @@ def explain_dataframe(
             )
         for column in predictions:
             _check_type(types, "prediction_columns", fields[column], False)
+    refinement = _refinement(explainer, model, budget, random_state, predictions is not None)
     plan = _plan(explainer, features, predictions, layout, prefix, batch_rows, df.sparkSession)
+    plan = replace(plan, refinement=refinement)
     taken = sorted(set(plan.new_columns()) & set(fields))
     if len(set(plan.new_columns())) != len(plan.new_columns()) or taken:
         raise InvalidArgumentError(
@@ -131,6 +151,31 @@ def explain_dataframe(
         return explain_batches(batches, plan, shipped)
 
     return df.mapInPandas(explain, schema)
+
+
+def _refinement(
+    explainer: ZeroShotExplainer, model, budget, random_state, predictions_given: bool
+) -> Refinement | None:
+    """The refinement asked for, checked here; None for zero-shot answers."""
+    if model is None and budget is None:
+        if random_state is not None:
+            raise InvalidArgumentError(
+                "random_state", "seeds a refinement: it needs model and budget"
+            )
+        return None
+    if model is None or budget is None:
+        missing, given = ("budget", "model") if budget is None else ("model", "budget")
+        raise InvalidArgumentError(missing, f"is required with {given}")
+    if not callable(model):
+        raise InvalidArgumentError("model", f"must be callable; got {type(model).__name__}")
+    # The estimator's own checks of budget and random_state, on one of its background rows.
+    explainer.propose(
+        explainer.background_rows_[:1],
+        budget,
+        np.zeros((1, explainer.n_outputs_)) if predictions_given else None,
+        random_state=random_state,
+    )
+    return Refinement(model, int(budget), random_state)
 
 
 def _context(context) -> tuple[ZeroShotExplainer, dict[str, bytes]]:

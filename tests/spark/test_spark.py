@@ -187,6 +187,38 @@ def test_several_outputs_and_groups_in_both_layouts_with_a_missing_prediction(sp
         assert np.array_equal(columns[f"shap_base_value_out{k}"].to_numpy(), base[:, k])
 
 
+def test_refined_with_the_callers_model_equal_the_in_process_refinement(spark, table):
+    X, y, explainer = table
+    from shapley_svc.spark import explain_dataframe
+
+    def model(rows):  # the table's function: Spark pickles it into the job by value
+        return (
+            np.tanh(rows[:, 0])
+            + np.nan_to_num(rows[:, 1], nan=0.7) * rows[:, 2]
+            + 0.3 * np.nan_to_num(rows[:, 3])
+        )
+
+    logged = y.copy()
+    logged[[5, 50]] = np.nan  # two rows whose prediction was not logged
+    df = _frame(spark, X, logged)
+    out = _collect(
+        explain_dataframe(df, explainer, FEATURES, "pred_0", model=model, budget=16, random_state=5)
+    )
+    names = explainer.attribution_names_
+    values = out[[f"shap_{name}" for name in names]].to_numpy()
+    uncertainty = out[[f"shap_uncertainty_{name}" for name in names]].to_numpy()
+    given = ~np.isnan(logged)
+    for rows, predictions in ((given, y[given]), (~given, None)):
+        proposal = explainer.propose(X[rows], 16, predictions, random_state=5)
+        expected = explainer.refine(proposal, model(proposal.rows))
+        assert np.allclose(values[rows], expected.values, rtol=0, atol=1e-12)
+        assert np.allclose(uncertainty[rows], expected.uncertainty, rtol=0, atol=1e-12)
+    # Refined, not the zero-shot answer; efficient against the logged predictions.
+    assert np.abs(values[given] - explainer.explain(X[given], y[given]).values).max() > 1e-6
+    gap = values.sum(axis=1) - (y - out["shap_base_value"].to_numpy())
+    assert np.abs(gap[given]).max() <= 1e-9, np.abs(gap[given]).max()
+
+
 def test_each_python_worker_loads_the_context_once(spark, table):
     import json
     import os as worker_os
@@ -232,6 +264,16 @@ def test_a_string_column_for_a_context_coded_from_labels(spark):
     expected = explainer.explain(pd.DataFrame({"x": x, "colour": colour}))
     assert np.allclose(np.stack(out["shap_values"]), expected.values, rtol=0, atol=1e-12)
 
+    # Refined: the model sees the coded columns as their codes (NaN missing, -1 unseen).
+    def model(rows):
+        return rows[:, 0] + 0.5 * np.nan_to_num(rows[:, 1], nan=3.0)
+
+    refined = _collect(explain_dataframe(df, explainer, ["amount", "paint"], model=model, budget=6))
+    proposal = explainer.propose(pd.DataFrame({"x": x, "colour": colour}), 6)
+    expected = explainer.refine(proposal, model(proposal.rows))
+    names = [f"shap_{name}" for name in explainer.attribution_names_]
+    assert np.allclose(refined[names].to_numpy(), expected.values, rtol=0, atol=1e-12)
+
 
 def test_refusals_name_the_argument_before_any_job(spark, table, tmp_path):
     import pyspark.sql.functions as F
@@ -254,6 +296,13 @@ def test_refusals_name_the_argument_before_any_job(spark, table, tmp_path):
         (dict(batch_rows=0), "batch_rows", "positive"),
         (dict(context=str(tmp_path / "absent")), "context", "missing"),
         (dict(context=ZeroShotExplainer()), "context", "not fitted"),
+        (dict(model=np.sum), "budget", "required with model"),
+        (dict(budget=8), "model", "required with budget"),
+        (dict(model="predict", budget=8), "model", "callable"),
+        (dict(model=np.sum, budget=4), "budget", "at least 5"),
+        (dict(model=np.sum, budget=8.0), "budget", "int"),
+        (dict(model=np.sum, budget=8, random_state=-1), "random_state", "[0, 2**32)"),
+        (dict(random_state=3), "random_state", "needs model and budget"),
     ]
     spark.sparkContext.setJobGroup("refusals", "calls that must be refused")
     try:

@@ -42,6 +42,22 @@ def fitted():
     return X, y, ZeroShotExplainer(random_state=3).fit(X, y)
 
 
+def _columns_plan(**changes) -> BatchPlan:
+    """The plan of the ``fitted`` frames: columns a, b, c, prediction p, the columns layout,
+    batches of 64 rows."""
+    return BatchPlan(
+        feature_columns=("a", "b", "c"),
+        prediction_columns=("p",),
+        layout="columns",
+        value_columns=(("v0", "v1", "v2"),),
+        uncertainty_columns=(("u0", "u1", "u2"),),
+        base_columns=("base",),
+        batch_rows=64,
+        threads=1,
+        **changes,
+    )
+
+
 def test_a_context_is_loaded_once_per_process_and_checksum(fitted, tmp_path, monkeypatch):
     _, _, explainer = fitted
     monkeypatch.setattr(_worker, "_LOADED", type(_worker._LOADED)())
@@ -57,16 +73,7 @@ def test_batches_equal_the_in_process_answers(fitted, tmp_path):
     X, y, explainer = fitted
     frame = pd.DataFrame(X, columns=["a", "b", "c"]).assign(p=y, tag="row")
     frame.loc[[4, 9], "p"] = np.nan  # rows logged without a prediction
-    plan = BatchPlan(
-        feature_columns=("a", "b", "c"),
-        prediction_columns=("p",),
-        layout="columns",
-        value_columns=(("v0", "v1", "v2"),),
-        uncertainty_columns=(("u0", "u1", "u2"),),
-        base_columns=("base",),
-        batch_rows=64,
-        threads=1,
-    )
+    plan = _columns_plan()
     batches = [frame.iloc[:100], frame.iloc[100:100], frame.iloc[100:]]
     out = pd.concat(explain_batches(iter(batches), plan, _shipped(explainer, tmp_path)))
     assert list(out.columns) == [*frame.columns, *plan.new_columns()]
@@ -108,3 +115,40 @@ def test_a_context_coded_from_labels_takes_string_columns(tmp_path):
     expected = explainer.explain(pd.DataFrame({"x": query["amount"], "colour": query["paint"]}))
     assert np.allclose(np.stack(out["values"]), expected.values, rtol=0, atol=1e-12)
     assert np.isnan(expected.data[3, 1]) and expected.data[4, 1] == -1.0
+
+
+def test_refined_batches_equal_the_in_process_refinement_slice_by_slice(
+    fitted, tmp_path, monkeypatch
+):
+    X, y, explainer = fitted
+
+    def model(rows):
+        return np.sin(rows[:, 0]) + np.nan_to_num(rows[:, 1]) * rows[:, 2]
+
+    calls = []
+
+    def counted(rows):
+        calls.append(len(rows))
+        return model(rows)
+
+    frame = pd.DataFrame(X, columns=["a", "b", "c"]).assign(p=y)
+    frame.loc[[4, 9], "p"] = np.nan  # rows logged without a prediction: their own row is scored
+    budget = 12
+    # Seven explained rows per model call: batches of 64 rows are refined in slices.
+    monkeypatch.setattr(_worker, "REFINE_SLICE_CELLS", 7 * budget * 3)
+    plan = _columns_plan(refinement=_worker.Refinement(counted, budget, 17))
+    out = pd.concat(explain_batches(iter([frame]), plan, _shipped(explainer, tmp_path)))
+    assert calls and max(calls) <= 7 * budget, calls
+    given = ~np.isnan(frame["p"].to_numpy())
+    values = out[["v0", "v1", "v2"]].to_numpy()
+    uncertainty = out[["u0", "u1", "u2"]].to_numpy()
+    for rows, predictions in ((given, y[given]), (~given, None)):
+        proposal = explainer.propose(X[rows], budget, predictions, random_state=17)
+        expected = explainer.refine(proposal, model(proposal.rows))
+        assert expected.model_rows > 0
+        assert np.allclose(values[rows], expected.values, rtol=0, atol=1e-12)
+        assert np.allclose(uncertainty[rows], expected.uncertainty, rtol=0, atol=1e-12)
+    zero_shot = explainer.explain(X[given], y[given]).values
+    assert not np.allclose(values[given], zero_shot, rtol=0, atol=1e-6)
+    gap = values[given].sum(axis=1) - (y[given] - out["base"].to_numpy()[given])
+    assert np.abs(gap).max() <= 1e-9, np.abs(gap).max()
