@@ -13,6 +13,10 @@ nothing. While Spark works, a thread samples the resident memory of the Python w
     python -m benchmarks.bench_spark --rows 10000000 --long-only   # only the long run
     python -m benchmarks.bench_spark --quick              # 20,000 rows, a smoke run
 
+It also refines a twentieth as many rows (2,000 at least) with the same model at a budget of
+4d = 80 model rows per explained row, in process and with ``explain_dataframe(...,
+model=model, budget=80)``.
+
 Writes ``spark.{md,json}`` to ``benchmarks/results/`` (``spark_quick.*`` in quick mode,
 ``spark_long.*`` with ``--long-only``). Needs
 pyspark, pyarrow, pandas and Java (``pip install -e '.[spark]'``).
@@ -33,6 +37,7 @@ import numpy as np
 from benchmarks._machine import machine_info, package_version, system_busy_seconds
 from shapley_svc.estimator import ZeroShotExplainer
 from shapley_svc.spark import explain_dataframe
+from shapley_svc.spark._worker import Refinement
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 N_CONTEXT, D = 2_000, 20
@@ -156,6 +161,27 @@ def in_process_rate(explainer, rows: int) -> dict:
     return {"rows": rows, "seconds": seconds, "rows_per_s": rows / seconds, "others_cores": others}
 
 
+# Refinement: the model rows each explained row may use (4d, issue 19's budget of reference).
+REFINE_BUDGET = 4 * D
+
+
+def in_process_refine_rate(explainer, rows: int) -> dict:
+    """Propose, score with ``model``, refine: the whole round trip on ``rows`` rows, in the
+    slices ``explain_dataframe(..., model=model, budget=REFINE_BUDGET)`` takes."""
+    X = context_rows(rows, seed=1)
+    predictions = model(X)
+    proposal = explainer.propose(X[:100], REFINE_BUDGET, predictions[:100])
+    explainer.refine(proposal, model(proposal.rows))  # the kernels are loaded
+    step = Refinement(model, REFINE_BUDGET, None).rows_per_call(D)
+    start = time.perf_counter()
+    for first in range(0, rows, step):
+        part = slice(first, first + step)
+        proposal = explainer.propose(X[part], REFINE_BUDGET, predictions[part])
+        explainer.refine(proposal, model(proposal.rows))
+    seconds = time.perf_counter() - start
+    return {"rows": rows, "seconds": seconds, "rows_per_s": rows / seconds}
+
+
 def summarise_memory(samples: list[dict], seconds: float) -> dict:
     """Peak worker RSS, and the median over the run's second quarter against its last."""
     active = [sample for sample in samples if sample["workers"]]
@@ -261,6 +287,26 @@ def main() -> None:
         result["spark_over_in_process"] = rate["rows_per_s"] / result["in_process"]["rows_per_s"]
         print(f"spark local[2]: {rate['rows_per_s']:,.0f} rows/s", flush=True)
 
+        refine_rows = max(2_000, rate_rows // 20)
+        inside = in_process_refine_rate(explainer, refine_rows)
+        partitions = max(2, -(-refine_rows // (args.rows_per_partition // 20)))
+        refined = explain_dataframe(
+            spark_rows(spark, refine_rows, partitions),
+            str(directory),
+            features,
+            "pred",
+            model=model,
+            budget=REFINE_BUDGET,
+        )
+        run = timed_noop(refined) | {"rows": refine_rows, "partitions": partitions}
+        run["rows_per_s"] = refine_rows / run["seconds"]
+        result["refine"] = {"budget": REFINE_BUDGET, "in_process": inside, "spark": run}
+        print(
+            f"refined at budget {REFINE_BUDGET}: in process {inside['rows_per_s']:,.0f} rows/s, "
+            f"spark local[2] {run['rows_per_s']:,.0f} rows/s",
+            flush=True,
+        )
+
         if args.rows:
             result["long_run"] = long_run(spark, directory, features, args)
     finally:
@@ -344,6 +390,16 @@ def write_reports(result: dict, quick: bool) -> None:
         f"| Spark local[2], {spark['partitions']} partitions (1 thread a task) | "
         f"{spark['rows']:,} | {spark['seconds']:.1f} | {spark['rows_per_s']:,.0f} |",
     ]
+    refine = result.get("refine")
+    if refine:
+        lines += [
+            f"| in-process propose + model + refine, budget {refine['budget']} (2 numba threads) "
+            f"| {refine['in_process']['rows']:,} | {refine['in_process']['seconds']:.1f} | "
+            f"{refine['in_process']['rows_per_s']:,.0f} |",
+            f"| Spark local[2] refined, budget {refine['budget']}, "
+            f"{refine['spark']['partitions']} partitions | {refine['spark']['rows']:,} | "
+            f"{refine['spark']['seconds']:.1f} | {refine['spark']['rows_per_s']:,.0f} |",
+        ]
     long_run = result.get("long_run")
     if long_run:
         lines.append(
