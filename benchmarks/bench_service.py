@@ -6,7 +6,11 @@ with the same data. Then, at concurrency 1, 8 and 32 (one client and channel per
 
 - unary ``Explain`` of a single row;
 - unary ``Explain`` of 1,000-row batches;
-- ``ExplainStream`` of 100,000 rows in 10,000-row messages (``ShapleyClient.explain_stream``).
+- ``ExplainStream`` of 100,000 rows in 10,000-row messages (``ShapleyClient.explain_stream``);
+- refinement of 10 rows at a budget of 4d = 80 model rows each: ``ShapleyClient.explain`` with
+  ``model=`` (``Propose``, the model on the proposed rows in the client, ``Refine``), against
+  ``propose``, the model and ``refine`` in process. The model is the benchmark's classifier, so
+  its time on the 800 rows counts on both sides, on the same cores as the server.
 
 Every scenario is bounded in calls and in time (no call starts after the time bound). Reported:
 p50/p95/p99 latency, rows/s, errors (must be zero: the exit status is 1 otherwise), the server's
@@ -19,7 +23,7 @@ taken in turns with the same batch in process. The server runs with
 ``--max-concurrent-streams 32 --worker-threads 48``: the defaults (16 streams, 16 handler
 threads) would refuse half the streams at concurrency 32, by design.
 
-    python -m benchmarks.bench_service [--quick] [--out-dir DIR]   # full: about 10 minutes
+    python -m benchmarks.bench_service [--quick] [--out-dir DIR]   # full: 7-10 minutes
     shapley-svc bench service [--quick]                             # the same, from a checkout
 """
 
@@ -69,10 +73,15 @@ class Plan:
     legacy_single_calls: int
     legacy_batch_rows: int
     legacy_batch_repeats: int
+    refine_rows: int
+    refine_calls: int
+    refine_seconds: float
 
 
-FULL = Plan(2000, 20.0, 1000, 400, 20.0, 100_000, 10_000, 1, 60.0, 1000, 10_000, 7)
-QUICK = Plan(100, 1.0, 1000, 20, 1.0, 2_000, 500, 1, 10.0, 50, 2_000, 1)
+FULL = Plan(2000, 20.0, 1000, 400, 20.0, 100_000, 10_000, 1, 60.0, 1000, 10_000, 7, 10, 400, 20.0)
+QUICK = Plan(100, 1.0, 1000, 20, 1.0, 2_000, 500, 1, 10.0, 50, 2_000, 1, 10, 20, 1.0)
+# Refinement's budget in model rows per explained row, as a multiple of d (issue 19's 4d).
+REFINE_BUDGET_PER_FEATURE = 4
 
 
 class ServerProcess:
@@ -201,8 +210,9 @@ def run_load(
     }
 
 
-def make_task(rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The context (n = 2,000, d = 20) and ``rows`` query rows with the model's probabilities."""
+def make_task(rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Callable]:
+    """The context (n = 2,000, d = 20) and ``rows`` query rows with the model's probabilities,
+    and the model as a function of rows (its probability of class 1)."""
     rng = np.random.default_rng(0)
     n, d = 2000, 20
     X = rng.normal(size=(n, d))
@@ -210,7 +220,11 @@ def make_task(rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
     y = (logits + rng.normal(size=n) > 0).astype(int)
     model = GradientBoostingClassifier(random_state=0).fit(X, y)
     query = rng.normal(size=(rows, d))
-    return X, model.predict_proba(X)[:, 1], query, model.predict_proba(query)[:, 1]
+
+    def probability(rows: np.ndarray) -> np.ndarray:
+        return model.predict_proba(rows)[:, 1]
+
+    return X, probability(X), query, probability(query), probability
 
 
 def _explain_in_chunks(local, rows: np.ndarray, predictions: np.ndarray, chunk: int) -> int:
@@ -225,28 +239,37 @@ class Scenario:
     rows: int
     max_calls: int | None  # None: one call per worker (streams)
     max_seconds: float
+    budget: int | None = None  # model rows per explained row: a refinement
 
 
-def scenarios(plan: Plan) -> list[Scenario]:
+def scenarios(plan: Plan, d: int) -> list[Scenario]:
     return [
         Scenario("unary_single_row", 1, plan.single_calls, plan.single_seconds),
         Scenario("unary_batch", plan.batch_rows, plan.batch_calls, plan.batch_seconds),
         Scenario("stream", plan.stream_rows, None, plan.stream_seconds),
+        Scenario(
+            "refine",
+            plan.refine_rows,
+            plan.refine_calls,
+            plan.refine_seconds,
+            REFINE_BUDGET_PER_FEATURE * d,
+        ),
     ]
 
 
 def _call(explain: Callable, scenario: Scenario, query, predictions, seed: int, chunk: int):
     """A callable making one call of the scenario through ``explain(rows, predictions)``
-    (unary: a random slice of the query rows) or, for streams, ``explain(rows, predictions,
-    chunk)``; it returns the rows explained."""
+    (unary: a random slice of the query rows; refinement with ``budget=``) or, for streams,
+    ``explain(rows, predictions, chunk)``; it returns the rows explained."""
     m = scenario.rows
     if scenario.name == "stream":
         return lambda: explain(query[:m], predictions[:m], chunk)
     rng = np.random.default_rng(seed)
+    refine = {} if scenario.budget is None else {"budget": scenario.budget}
 
     def call() -> int:
         first = int(rng.integers(0, len(query) - m + 1))
-        return explain(query[first : first + m], predictions[first : first + m])
+        return explain(query[first : first + m], predictions[first : first + m], **refine)
 
     return call
 
@@ -256,35 +279,47 @@ def run_scenarios(server: ServerProcess, plan: Plan, concurrency: Sequence[int])
 
     from shapley_svc import ZeroShotExplainer
 
-    X, predictions, query, query_predictions = make_task(max(plan.stream_rows, plan.batch_rows))
+    X, predictions, query, query_predictions, model = make_task(
+        max(plan.stream_rows, plan.batch_rows)
+    )
     with ShapleyClient(server.target, timeout=CALL_TIMEOUT_SECONDS) as setup:
         context = setup.create_context(X, predictions)
     local = ZeroShotExplainer(random_state=0).fit(X, predictions)
     local.explain(query[: plan.batch_rows], query_predictions[: plan.batch_rows])  # warm, untimed
 
     def remote_explain(client):
-        def explain(rows, p, chunk=None) -> int:
+        def explain(rows, p, chunk=None, budget=None) -> int:
+            if budget is not None:
+                return len(client.explain(context, rows, p, model=model, budget=budget).values)
             if chunk is None:
                 return len(client.explain(context, rows, p).values)
             return len(client.explain_stream(context, rows, p, chunk_rows=chunk).values)
 
         return explain
 
-    def local_explain(rows, p, chunk=None) -> int:
+    def local_explain(rows, p, chunk=None, budget=None) -> int:
+        if budget is not None:
+            proposal = local.propose(rows, budget, p)
+            return len(local.refine(proposal, model(proposal.rows)).values)
         if chunk is None:
             return len(local.explain(rows, p).values)
         return _explain_in_chunks(local, rows, p, chunk)
 
     results = []
     stream_local = None
-    for scenario in scenarios(plan):
+    for scenario in scenarios(plan, X.shape[1]):
         for c in concurrency:
             # Streams: one per worker, and at least 3 so that one slow stream is not the p50.
             max_calls = scenario.max_calls or max(3, c * plan.stream_calls_per_worker)
             clients = [ShapleyClient(server.target, timeout=CALL_TIMEOUT_SECONDS) for _ in range(c)]
-            # Warm the channels: connection set-up is not a call's latency.
+            # Warm the channels (and, once, the refinement's kernels on both sides): connection
+            # set-up and compiling are not a call's latency.
             for client in clients:
                 client.explain(context, query[:1], query_predictions[:1])
+            if scenario.budget is not None:
+                warm = _call(remote_explain(clients[0]), scenario, query, query_predictions, 0, 0)
+                warm()
+                _call(local_explain, scenario, query, query_predictions, 0, 0)()
             chunk = plan.stream_chunk_rows
             remote_calls = [
                 _call(
@@ -315,6 +350,7 @@ def run_scenarios(server: ServerProcess, plan: Plan, concurrency: Sequence[int])
                 {
                     "scenario": scenario.name,
                     "rows_per_call": scenario.rows,
+                    "budget": scenario.budget,
                     "concurrency": c,
                     "max_calls": max_calls,
                     "max_seconds": scenario.max_seconds,
@@ -420,7 +456,7 @@ def legacy_figures(server: ServerProcess, plan: Plan) -> dict:
 
     from shapley_svc import ZeroShotExplainer
 
-    X, predictions, query, query_predictions = make_task(
+    X, predictions, query, query_predictions, _ = make_task(
         max(plan.legacy_batch_rows, plan.legacy_single_calls)
     )
     client = ShapleyClient(server.target, timeout=CALL_TIMEOUT_SECONDS)
@@ -462,6 +498,13 @@ def legacy_figures(server: ServerProcess, plan: Plan) -> dict:
 
 def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
+
+
+def _label(result: dict) -> str:
+    """The scenario as the tables name it: a refinement with its budget."""
+    name = result["scenario"].replace("_", " ")
+    budget = result.get("budget")
+    return name if budget is None else f"{name} at budget {budget}"
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -512,7 +555,7 @@ def markdown(payload: dict) -> str:
     for r in payload["scenarios"]:
         g, p = r["grpc"], r["in_process"]
         lines.append(
-            f"| {r['scenario']} | {r['rows_per_call']:,} | {r['concurrency']} | {g['calls']} | "
+            f"| {_label(r)} | {r['rows_per_call']:,} | {r['concurrency']} | {g['calls']} | "
             f"{g['errors']} | {_fmt(g['p50_ms'])} | {_fmt(g['p95_ms'])} | {_fmt(g['p99_ms'])} | "
             f"{_fmt(g['rows_per_second'], 0)} | {_fmt(p['p50_ms'])} | "
             f"{_fmt(p['rows_per_second'], 0)} | {_fmt(r['p50_overhead_ratio'], 2)} | "
@@ -522,7 +565,8 @@ def markdown(payload: dict) -> str:
     lines += [
         "",
         "p50 ratio: gRPC median latency over the in-process median at the same concurrency "
-        "(streams: only at concurrency 1); "
+        "(streams: only at concurrency 1); refine: propose, the model on the proposed rows and "
+        "refine, the model called by the client (over gRPC) or in the same thread (in process); "
         "rows/s share: gRPC rows/s over in-process rows/s. In process, the same explainer is "
         "called from the same number of threads; a stream in process is the same rows explained "
         "in the same chunks, one stream at a time (more threads add no cores). Latency is per "
@@ -562,7 +606,7 @@ def readme_block(payload: dict, json_path: str) -> str:
     for r in payload["scenarios"]:
         g = r["grpc"]
         lines.append(
-            f"| {r['scenario'].replace('_', ' ')}, {r['rows_per_call']:,} "
+            f"| {_label(r)}, {r['rows_per_call']:,} "
             f"row{'s' if r['rows_per_call'] > 1 else ''} | "
             f"{r['concurrency']} | {_fmt(g['p50_ms'])} | {_fmt(g['p95_ms'])} | "
             f"{_fmt(g['p99_ms'])} | {_fmt(g['rows_per_second'], 0)} | "

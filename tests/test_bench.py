@@ -359,7 +359,7 @@ def test_service_quick_mode(tmp_path):
     payload = json.loads((tmp_path / "service_quick.json").read_text())
     assert payload["total_errors"] == 0 and payload["server_exit_code"] == 0
     assert [(r["scenario"], r["concurrency"]) for r in payload["scenarios"]] == [
-        (s, c) for s in ("unary_single_row", "unary_batch", "stream") for c in (1, 8, 32)
+        (s, c) for s in ("unary_single_row", "unary_batch", "stream", "refine") for c in (1, 8, 32)
     ]
     for row in payload["scenarios"]:
         assert row["grpc"]["calls"] >= 1 and row["grpc"]["errors"] == 0, row
@@ -367,6 +367,8 @@ def test_service_quick_mode(tmp_path):
         assert row["server_peak_rss_bytes"] > 50 * 2**20, row
     streams = [r for r in payload["scenarios"] if r["scenario"] == "stream"]
     assert all(r["grpc"]["rows"] == max(3, r["concurrency"]) * r["rows_per_call"] for r in streams)
+    refines = [r for r in payload["scenarios"] if r["scenario"] == "refine"]
+    assert all(r["budget"] == 80 and r["in_process"]["calls"] >= 1 for r in refines), refines
     assert payload["server_peak_rss_bytes"] >= payload["server_rss_after_warm_up_bytes"]
     # The earlier keys still answer.
     for key in ("single_row_grpc", "batch_grpc_rows_per_second", "batch_max_abs_difference"):
