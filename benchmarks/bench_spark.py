@@ -37,7 +37,7 @@ import numpy as np
 from benchmarks._machine import machine_info, package_version, system_busy_seconds
 from shapley_svc.estimator import ZeroShotExplainer
 from shapley_svc.spark import explain_dataframe
-from shapley_svc.spark._worker import Refinement
+from shapley_svc.spark._worker import rows_per_model_call
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 N_CONTEXT, D = 2_000, 20
@@ -172,7 +172,7 @@ def in_process_refine_rate(explainer, rows: int) -> dict:
     predictions = model(X)
     proposal = explainer.propose(X[:100], REFINE_BUDGET, predictions[:100])
     explainer.refine(proposal, model(proposal.rows))  # the kernels are loaded
-    step = Refinement(model, REFINE_BUDGET, None).rows_per_call(D)
+    step = rows_per_model_call(REFINE_BUDGET, D)
     start = time.perf_counter()
     for first in range(0, rows, step):
         part = slice(first, first + step)

@@ -1,9 +1,10 @@
-"""What runs in Spark's Python workers: the shipped context loaded once per process, and the
-Arrow batches explained. No pyspark import: the batch function sees pandas frames alone, so it
-runs (and is tested) without Spark too.
+"""What runs in Spark's Python workers: the shipped context (and the caller's model, to refine
+with) loaded once per process, and the Arrow batches explained. No pyspark import: the batch
+function sees pandas frames alone, so it runs (and is tested) without Spark too.
 """
 
 import collections
+import pickle
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -60,24 +61,58 @@ def loads_so_far() -> dict[str, int]:
     return dict(_LOADS)
 
 
+def model_loads_so_far() -> dict[str, int]:
+    """How often this process has unpickled each model, by checksum (for tests)."""
+    return dict(_MODEL_LOADS)
+
+
 # Refinement's proposed rows per call of the caller's model: at most this many cells (32 MB of
 # float64) per slice of a batch, however large the batch and budget.
 REFINE_SLICE_CELLS = 1 << 22
 
 
 @dataclass(frozen=True)
+class ShippedModel:
+    """The caller's model on its way to the workers, pickled (by cloudpickle, on the driver).
+
+    ``payload`` is the pickled bytes, or a Spark broadcast of them (anything with ``.value``);
+    ``checksum`` is their sha256: a worker process unpickles each model once."""
+
+    checksum: str
+    payload: object
+
+    def load(self) -> Callable[[np.ndarray], object]:
+        """The model, unpickled at most once per process and checksum."""
+        model = _MODELS.get(self.checksum)
+        if model is None:
+            data = self.payload if isinstance(self.payload, bytes) else self.payload.value
+            model = pickle.loads(data)
+            _MODEL_LOADS[self.checksum] += 1
+            _MODELS[self.checksum] = model
+            while len(_MODELS) > MAX_LOADED_CONTEXTS:
+                _MODELS.popitem(last=False)
+        _MODELS.move_to_end(self.checksum)
+        return model
+
+
+_MODELS: collections.OrderedDict[str, Callable] = collections.OrderedDict()
+_MODEL_LOADS: collections.Counter[str] = collections.Counter()  # unpicklings, by checksum
+
+
+@dataclass(frozen=True)
 class Refinement:
-    """The caller's model and how many of its rows each explained row may use
+    """The caller's model, how many of its rows each explained row may use
     (``ZeroShotExplainer.propose``' ``budget``), and the proposals' seed."""
 
-    model: Callable[[np.ndarray], object]
+    model: ShippedModel
     budget: int
     random_state: int | None
 
-    def rows_per_call(self, n_features: int) -> int:
-        """Explained rows per model call: their proposed rows hold ``REFINE_SLICE_CELLS``
-        cells at most (one row at least)."""
-        return max(1, REFINE_SLICE_CELLS // (self.budget * n_features))
+
+def rows_per_model_call(budget: int, n_features: int) -> int:
+    """Explained rows per call of the caller's model at ``budget``: their proposed rows hold
+    ``REFINE_SLICE_CELLS`` cells at most (one row at least)."""
+    return max(1, REFINE_SLICE_CELLS // (budget * n_features))
 
 
 @dataclass(frozen=True)
@@ -154,7 +189,7 @@ def _explain(explainer: ZeroShotExplainer, query, outputs, refinement: Refinemen
 
 def _answer(explainer: ZeroShotExplainer, query, predictions, refinement: Refinement | None):
     """``_shaped`` answers for rows that all have predictions or all lack them: ``explain``'s,
-    or refined in slices (``Refinement.rows_per_call``), each slice proposed, scored by the
+    or refined in slices (``rows_per_model_call``), each slice proposed, scored by the
     caller's model and refined; a row's answer does not depend on the slice it is in."""
     m = len(query)
     if refinement is None:
@@ -162,7 +197,8 @@ def _answer(explainer: ZeroShotExplainer, query, predictions, refinement: Refine
     values = np.empty((m, len(explainer.attribution_names_), explainer.n_outputs_))
     uncertainty = np.empty_like(values)
     base_values = np.empty((m, explainer.n_outputs_))
-    step = refinement.rows_per_call(explainer.n_features_in_)
+    step = rows_per_model_call(refinement.budget, explainer.n_features_in_)
+    model = refinement.model.load()
     for first in range(0, m, step):
         rows = slice(first, min(m, first + step))
         part = query[rows] if isinstance(query, np.ndarray) else query.iloc[rows]
@@ -172,7 +208,7 @@ def _answer(explainer: ZeroShotExplainer, query, predictions, refinement: Refine
             None if predictions is None else predictions[rows],
             random_state=refinement.random_state,
         )
-        scored = refinement.model(np.array(proposal.rows))
+        scored = model(np.array(proposal.rows))
         answer = explainer.refine(proposal, scored)
         values[rows], uncertainty[rows], base_values[rows] = _shaped(
             explainer, answer, rows.stop - first

@@ -11,7 +11,13 @@ import numpy as np
 
 from shapley_svc.errors import InvalidArgumentError
 from shapley_svc.estimator import ZeroShotExplainer
-from shapley_svc.spark._worker import BatchPlan, Refinement, ShippedContext, explain_batches
+from shapley_svc.spark._worker import (
+    BatchPlan,
+    Refinement,
+    ShippedContext,
+    ShippedModel,
+    explain_batches,
+)
 
 LAYOUTS = ("columns", "arrays")
 # The saved directory's files, as ``ZeroShotExplainer.save`` writes them.
@@ -68,8 +74,9 @@ def explain_dataframe(
         array of rows that ``ZeroShotExplainer.propose`` returns for a slice of a batch
         (columns in the context's order, coded columns as their codes, NaN for a missing
         value) and returning the outputs on them, (rows,) or (rows, K) on the scale of the
-        context's predictions. Spark pickles it into the function (cloudpickle): a fitted
-        scikit-learn model's ``predict`` or a function closing over one travels as it is.
+        context's predictions. It is pickled by cloudpickle (a fitted scikit-learn model's
+        ``predict`` or a function closing over one travels as it is) and shipped as the
+        context is (``shipping``), then unpickled once per Python worker process.
     budget : with ``model``, the most rows it scores per explained row (``propose``' budget:
         at least 4 with ``prediction_columns``, 5 without; a row whose prediction is null
         needs 5, and a budget of 4 fails the job at that row).
@@ -83,8 +90,9 @@ def explain_dataframe(
     prefix : what the added columns' names start with.
     batch_rows : None to explain each Arrow batch at once (``spark.sql.execution.arrow.
         maxRecordsPerBatch`` rows, 10,000 by default), or at most this many rows at a time.
-    shipping : ``"broadcast"`` (default) or ``"closure"``, which pickles the bytes into the
-        function, so they travel with every task (measured in ``benchmarks/bench_spark.py``).
+    shipping : ``"broadcast"`` (default) or ``"closure"``, which pickles the bytes (the
+        context's, and the model's) into the function, so they travel with every task
+        (measured in ``benchmarks/bench_spark.py``).
 
     Returns
     -------
@@ -134,9 +142,8 @@ def explain_dataframe(
             )
         for column in predictions:
             _check_type(types, "prediction_columns", fields[column], False)
-    refinement = _refinement(explainer, model, budget, random_state, predictions is not None)
+    _check_refinement(explainer, model, budget, random_state, predictions is not None)
     plan = _plan(explainer, features, predictions, layout, prefix, batch_rows, df.sparkSession)
-    plan = replace(plan, refinement=refinement)
     taken = sorted(set(plan.new_columns()) & set(fields))
     if len(set(plan.new_columns())) != len(plan.new_columns()) or taken:
         raise InvalidArgumentError(
@@ -145,6 +152,11 @@ def explain_dataframe(
             "choose another prefix or layout",
         )
     schema = types.StructType([*df.schema.fields, *_added_fields(types, plan, explainer)])
+    if model is not None:
+        refinement = Refinement(
+            _ship_model(df.sparkSession, model, shipping), int(budget), random_state
+        )
+        plan = replace(plan, refinement=refinement)
     shipped = _ship(df.sparkSession, explainer, files, shipping)
 
     def explain(batches):
@@ -153,16 +165,16 @@ def explain_dataframe(
     return df.mapInPandas(explain, schema)
 
 
-def _refinement(
+def _check_refinement(
     explainer: ZeroShotExplainer, model, budget, random_state, predictions_given: bool
-) -> Refinement | None:
-    """The refinement asked for, checked here; None for zero-shot answers."""
+) -> None:
+    """Refuse a refinement that cannot run (or a seed without one), naming the argument."""
     if model is None and budget is None:
         if random_state is not None:
             raise InvalidArgumentError(
                 "random_state", "seeds a refinement: it needs model and budget"
             )
-        return None
+        return
     if model is None or budget is None:
         missing, given = ("budget", "model") if budget is None else ("model", "budget")
         raise InvalidArgumentError(missing, f"is required with {given}")
@@ -175,7 +187,6 @@ def _refinement(
         np.zeros((1, explainer.n_outputs_)) if predictions_given else None,
         random_state=random_state,
     )
-    return Refinement(model, int(budget), random_state)
 
 
 def _context(context) -> tuple[ZeroShotExplainer, dict[str, bytes]]:
@@ -280,6 +291,23 @@ def _added_fields(types, plan: BatchPlan, explainer) -> list:
         types.StructField(name, shape, False)
         for name, shape in zip(plan.new_columns(), shapes, strict=True)
     ]
+
+
+def _ship_model(session, model, shipping: str) -> ShippedModel:
+    """The model pickled by cloudpickle (a closure or a lambda travels by value), shipped as the
+    context is: broadcast, so that a large model reaches each executor once, or in the
+    function. A model that cannot be pickled is refused here, naming ``model``."""
+    from pyspark import cloudpickle
+
+    try:
+        data = cloudpickle.dumps(model)
+    except Exception as error:  # whatever pickling raises, the caller needs the reason
+        raise InvalidArgumentError(
+            "model", f"cannot be pickled to the workers: {type(error).__name__}: {error}"
+        ) from None
+    checksum = hashlib.sha256(data).hexdigest()
+    payload = data if shipping == "closure" else session.sparkContext.broadcast(data)
+    return ShippedModel(checksum, payload)
 
 
 def _ship(session, explainer, files: dict[str, bytes], shipping: str) -> ShippedContext:

@@ -219,7 +219,7 @@ def test_refined_with_the_callers_model_equal_the_in_process_refinement(spark, t
     assert np.abs(gap[given]).max() <= 1e-9, np.abs(gap[given]).max()
 
 
-def test_each_python_worker_loads_the_context_once(spark, table):
+def test_each_python_worker_loads_the_context_and_the_model_once(spark, table):
     import json
     import os as worker_os
 
@@ -229,21 +229,28 @@ def test_each_python_worker_loads_the_context_once(spark, table):
 
     X, _, explainer = table
     df = _frame(spark, X)
+    scale = 2.0
+
+    def model(rows):  # a closure: pickled by value, shipped with the context
+        return scale * np.tanh(rows[:, 0])
+
     for _ in range(2):  # two calls, two broadcasts of the same bytes, 4 tasks each
-        explain_dataframe(df, explainer, FEATURES).write.format("noop").mode("overwrite").save()
+        refined = explain_dataframe(df, explainer, FEATURES, model=model, budget=8)
+        refined.write.format("noop").mode("overwrite").save()
 
     def probe(batches):  # pickled by value: runs in the workers, reports their loads
         from shapley_svc.spark import _worker
 
         for _ in batches:
             pass
-        loads = json.dumps(_worker.loads_so_far())
+        loads = json.dumps([_worker.loads_so_far(), _worker.model_loads_so_far()])
         yield pd.DataFrame({"pid": [worker_os.getpid()], "loads": [loads]})
 
     reports = df.mapInPandas(probe, "pid long, loads string").toPandas()
     loads = {row.pid: json.loads(row.loads) for row in reports.itertuples()}
-    counts = [count for per_process in loads.values() for count in per_process.values()]
-    assert counts and max(counts) == 1, loads
+    for kind in (0, 1):  # the contexts, the models
+        counts = [count for both in loads.values() for count in both[kind].values()]
+        assert counts and max(counts) == 1, loads
 
 
 def test_a_string_column_for_a_context_coded_from_labels(spark):
@@ -275,6 +282,18 @@ def test_a_string_column_for_a_context_coded_from_labels(spark):
     assert np.allclose(refined[names].to_numpy(), expected.values, rtol=0, atol=1e-12)
 
 
+def _unpicklable_model():
+    import threading
+
+    lock = threading.Lock()  # no pickler takes a lock
+
+    def model(rows):
+        with lock:
+            return rows[:, 0]
+
+    return model
+
+
 def test_refusals_name_the_argument_before_any_job(spark, table, tmp_path):
     import pyspark.sql.functions as F
 
@@ -303,6 +322,7 @@ def test_refusals_name_the_argument_before_any_job(spark, table, tmp_path):
         (dict(model=np.sum, budget=8.0), "budget", "int"),
         (dict(model=np.sum, budget=8, random_state=-1), "random_state", "[0, 2**32)"),
         (dict(random_state=3), "random_state", "needs model and budget"),
+        (dict(model=_unpicklable_model(), budget=8), "model", "cannot be pickled"),
     ]
     spark.sparkContext.setJobGroup("refusals", "calls that must be refused")
     try:

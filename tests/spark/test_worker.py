@@ -2,6 +2,7 @@
 cache of loaded contexts."""
 
 import hashlib
+import pickle
 
 import numpy as np
 import pytest
@@ -117,34 +118,47 @@ def test_a_context_coded_from_labels_takes_string_columns(tmp_path):
     assert np.isnan(expected.data[3, 1]) and expected.data[4, 1] == -1.0
 
 
+_MODEL_CALLS: list[int] = []
+
+
+def _model(rows):
+    """The ``fitted`` context's function; pickled by reference, so the worker's copy is it."""
+    _MODEL_CALLS.append(len(rows))
+    return np.sin(rows[:, 0]) + np.nan_to_num(rows[:, 1]) * rows[:, 2]
+
+
+def _shipped_model(broadcast=False):
+    data = pickle.dumps(_model)
+    return _worker.ShippedModel(
+        hashlib.sha256(data).hexdigest(), _Broadcast(data) if broadcast else data
+    )
+
+
 def test_refined_batches_equal_the_in_process_refinement_slice_by_slice(
     fitted, tmp_path, monkeypatch
 ):
     X, y, explainer = fitted
-
-    def model(rows):
-        return np.sin(rows[:, 0]) + np.nan_to_num(rows[:, 1]) * rows[:, 2]
-
-    calls = []
-
-    def counted(rows):
-        calls.append(len(rows))
-        return model(rows)
-
+    monkeypatch.setattr(_worker, "_MODELS", type(_worker._MODELS)())
+    monkeypatch.setattr(_worker, "_MODEL_LOADS", type(_worker._MODEL_LOADS)())
+    _MODEL_CALLS.clear()
     frame = pd.DataFrame(X, columns=["a", "b", "c"]).assign(p=y)
     frame.loc[[4, 9], "p"] = np.nan  # rows logged without a prediction: their own row is scored
     budget = 12
     # Seven explained rows per model call: batches of 64 rows are refined in slices.
     monkeypatch.setattr(_worker, "REFINE_SLICE_CELLS", 7 * budget * 3)
-    plan = _columns_plan(refinement=_worker.Refinement(counted, budget, 17))
+    shipped_model = _shipped_model(broadcast=True)
+    plan = _columns_plan(refinement=_worker.Refinement(shipped_model, budget, 17))
     out = pd.concat(explain_batches(iter([frame]), plan, _shipped(explainer, tmp_path)))
-    assert calls and max(calls) <= 7 * budget, calls
+    assert len(_MODEL_CALLS) > 5 and max(_MODEL_CALLS) <= 7 * budget, _MODEL_CALLS
+    # The model was unpickled once for every slice of every batch.
+    assert shipped_model.payload.reads == 1
+    assert _worker.model_loads_so_far() == {shipped_model.checksum: 1}
     given = ~np.isnan(frame["p"].to_numpy())
     values = out[["v0", "v1", "v2"]].to_numpy()
     uncertainty = out[["u0", "u1", "u2"]].to_numpy()
     for rows, predictions in ((given, y[given]), (~given, None)):
         proposal = explainer.propose(X[rows], budget, predictions, random_state=17)
-        expected = explainer.refine(proposal, model(proposal.rows))
+        expected = explainer.refine(proposal, _model(proposal.rows))
         assert expected.model_rows > 0
         assert np.allclose(values[rows], expected.values, rtol=0, atol=1e-12)
         assert np.allclose(uncertainty[rows], expected.uncertainty, rtol=0, atol=1e-12)
