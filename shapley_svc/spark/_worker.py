@@ -40,20 +40,30 @@ class ShippedContext:
         return self.payload if isinstance(self.payload, dict) else self.payload.value
 
 
+def _kept(kept: collections.OrderedDict, loads: collections.Counter, checksum: str, load):
+    """``kept[checksum]``, made by ``load()`` (counted in ``loads``) when this process does not
+    keep it; the ``MAX_LOADED_CONTEXTS`` most recently used are kept."""
+    value = kept.get(checksum)
+    if value is None:
+        value = load()
+        loads[checksum] += 1
+        kept[checksum] = value
+        while len(kept) > MAX_LOADED_CONTEXTS:
+            kept.popitem(last=False)
+    kept.move_to_end(checksum)
+    return value
+
+
 def loaded_explainer(shipped: ShippedContext) -> ZeroShotExplainer:
     """The shipped context as an explainer, loaded at most once per process and checksum."""
-    explainer = _LOADED.get(shipped.checksum)
-    if explainer is None:
+
+    def load() -> ZeroShotExplainer:
         with tempfile.TemporaryDirectory(prefix="shapley-svc-context-") as directory:
             for name, data in shipped.files().items():
                 (Path(directory) / name).write_bytes(data)
-            explainer = ZeroShotExplainer.load(directory, shipped.artifact)
-        _LOADS[shipped.checksum] += 1
-        _LOADED[shipped.checksum] = explainer
-        while len(_LOADED) > MAX_LOADED_CONTEXTS:
-            _LOADED.popitem(last=False)
-    _LOADED.move_to_end(shipped.checksum)
-    return explainer
+            return ZeroShotExplainer.load(directory, shipped.artifact)
+
+    return _kept(_LOADED, _LOADS, shipped.checksum, load)
 
 
 def loads_so_far() -> dict[str, int]:
@@ -82,17 +92,14 @@ class ShippedModel:
     payload: object
 
     def load(self) -> Callable[[np.ndarray], object]:
-        """The model, unpickled at most once per process and checksum."""
-        model = _MODELS.get(self.checksum)
-        if model is None:
+        """The model, unpickled at most once per process and checksum (the
+        ``MAX_LOADED_CONTEXTS`` most recently used are kept)."""
+
+        def unpickled() -> Callable[[np.ndarray], object]:
             data = self.payload if isinstance(self.payload, bytes) else self.payload.value
-            model = pickle.loads(data)
-            _MODEL_LOADS[self.checksum] += 1
-            _MODELS[self.checksum] = model
-            while len(_MODELS) > MAX_LOADED_CONTEXTS:
-                _MODELS.popitem(last=False)
-        _MODELS.move_to_end(self.checksum)
-        return model
+            return pickle.loads(data)
+
+        return _kept(_MODELS, _MODEL_LOADS, self.checksum, unpickled)
 
 
 _MODELS: collections.OrderedDict[str, Callable] = collections.OrderedDict()
