@@ -11,6 +11,7 @@ import numpy as np
 
 from shapley_svc.errors import InvalidArgumentError
 from shapley_svc.estimator import ZeroShotExplainer
+from shapley_svc.estimator.refinement import minimum_budget
 from shapley_svc.spark._worker import (
     BatchPlan,
     Refinement,
@@ -22,6 +23,10 @@ from shapley_svc.spark._worker import (
 LAYOUTS = ("columns", "arrays")
 # The saved directory's files, as ``ZeroShotExplainer.save`` writes them.
 CONTEXT_FILES = ("manifest.json", "arrays.npz")
+# The most model rows per explained row a refinement asks for, as the server's default
+# --max-budget: each model call takes at least one explained row's proposal, budget x d float64
+# values (0.5 GB at d = 1,024).
+MAX_BUDGET = 65_536
 # How the saved context reaches the workers: "broadcast" (once per executor, then once per
 # Python worker process) or "closure" (inside the pickled function: with every task).
 SHIPPING = ("broadcast", "closure")
@@ -78,8 +83,8 @@ def explain_dataframe(
         ``predict`` or a function closing over one travels as it is) and shipped as the
         context is (``shipping``), then unpickled once per Python worker process.
     budget : with ``model``, the most rows it scores per explained row (``propose``' budget:
-        at least 4 with ``prediction_columns``, 5 without; a row whose prediction is null
-        needs 5, and a budget of 4 fails the job at that row).
+        at least 4 with ``prediction_columns``, 5 without, at most ``MAX_BUDGET``; a row whose
+        prediction is null needs 5, and a budget of 4 fails the job at that row).
     random_state : seeds the proposals (default: the context's); a row draws the same rows in
         whichever batch or slice it comes.
     layout : ``"columns"``: one double column per attribution, ``prefix + name``, its
@@ -180,10 +185,20 @@ def _check_refinement(
         raise InvalidArgumentError(missing, f"is required with {given}")
     if not callable(model):
         raise InvalidArgumentError("model", f"must be callable; got {type(model).__name__}")
-    # The estimator's own checks of budget and random_state, on one of its background rows.
+    lowest = minimum_budget(predictions_given)
+    if not isinstance(budget, int | np.integer) or isinstance(budget, bool):
+        raise InvalidArgumentError("budget", f"must be an int; got {budget!r}")
+    if not lowest <= budget <= MAX_BUDGET:
+        raise InvalidArgumentError(
+            "budget",
+            f"must be {lowest} to {MAX_BUDGET:,} model rows per explained row "
+            f"({'with' if predictions_given else 'without'} prediction_columns); got {budget}",
+        )
+    # The estimator's own check of random_state, on one of its background rows at the least
+    # budget (a proposal at the caller's could take a large share of the driver's memory).
     explainer.propose(
         explainer.background_rows_[:1],
-        budget,
+        lowest,
         np.zeros((1, explainer.n_outputs_)) if predictions_given else None,
         random_state=random_state,
     )
