@@ -47,6 +47,7 @@ ENVIRONMENTS = {
     "NUMBA_NUM_THREADS=1": {"NUMBA_NUM_THREADS": "1"},
 }
 CALLERS = ("main thread", "another thread")
+CHILD_COMMAND = (sys.executable, "-m", "benchmarks.diagnose_contention", "--child")
 
 
 def timed_calls(calls: int) -> dict:
@@ -101,16 +102,17 @@ def measure(calls: int) -> list[dict]:
             spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
         try:
             for name, settings in ENVIRONMENTS.items():
-                command = [sys.executable, "-m", "benchmarks.diagnose_contention", "--child"]
                 completed = subprocess.run(
-                    [*command, "--calls", str(calls)],
+                    [*CHILD_COMMAND, "--calls", str(calls)],
                     cwd=Path(__file__).resolve().parents[1],
                     env=child_environment(settings),
                     capture_output=True,
                     text=True,
                     timeout=900,
-                    check=True,
+                    check=False,
                 )
+                if completed.returncode != 0:
+                    raise SystemExit(f"the child under {name} failed:\n{completed.stderr[-3000:]}")
                 found = json.loads(completed.stdout.strip().splitlines()[-1])
                 rows.append({"busy_process": busy, "environment": name, **found})
                 print(f"{'busy' if busy else 'quiet'} {name}: {found}", file=sys.stderr)
