@@ -368,6 +368,7 @@ class ContextService:
                 "context", f"is not the context {entry.context_id} (its content address differs)"
             )
         with _naming_context(entry):
+            by_default = budget is None
             budget = self._check_calibration_size(entry, budget, spec is not None)
             if spec is not None:
                 self._check_refit_size(spec, budget, entry.explainer.background_rows_.shape[0])
@@ -385,7 +386,15 @@ class ContextService:
                     if loaded is not None:
                         return loaded
                 return self._on_compute_thread(
-                    self._calibrate, caller, explainer, budget, seed, outputs, spec, context_id
+                    self._calibrate,
+                    caller,
+                    explainer,
+                    budget,
+                    seed,
+                    outputs,
+                    spec,
+                    context_id,
+                    by_default,
                 )
 
             return self.store.get_or_build(context_id, build)
@@ -398,10 +407,14 @@ class ContextService:
         outputs: np.ndarray,
         spec: ContextSpec | None,
         context_id: str,
+        by_default: bool,
         should_stop: Callable[[], bool],
     ) -> StoredContext:
         start = time.perf_counter()
         proposal = explainer.propose_calibration(budget, random_state=seed)
+        _check_calibration_outputs(
+            outputs, budget, proposal, by_default, spec is not None, explainer
+        )
         context = () if spec is None else (_as_fitted(spec.rows), _as_fitted(spec.predictions))
         calibrated = explainer.calibrate(proposal, outputs, *context, should_stop=should_stop)
         entry = self._stored(context_id, calibrated, time.perf_counter() - start)
@@ -495,6 +508,40 @@ def _as_fitted(array: np.ndarray) -> np.ndarray:
     """A spec's rows or predictions as the estimator is given them: fit and calibrate alike, so
     that calibrate recognises the context by its fingerprint."""
     return np.asarray(array, dtype=np.float64)
+
+
+def _check_calibration_outputs(
+    outputs: np.ndarray,
+    budget: int,
+    proposal: CalibrationProposal,
+    by_default: bool,
+    refit: bool,
+    explainer: ZeroShotExplainer,
+) -> None:
+    """Refuse ``outputs`` that cannot be the scores of ``proposal`` (rebuilt for the request),
+    saying why it has as many rows as it has: a caller who left the budget to its default
+    (``by_default``) gets the refit's with the context and the weights' without, and may have
+    proposed with the other. The estimator checks the rest."""
+    rows = proposal.rows.shape[0]
+    if outputs.ndim not in (1, 2) or outputs.shape[0] == rows:
+        return
+    problem = (
+        f"has {outputs.shape[0]} rows; the calibration proposal for budget {budget} has {rows}"
+    )
+    if by_default:
+        other = default_calibration_budget(explainer.background_rows_.shape[0], not refit)
+        given, default, flag = (
+            ("with", "a refit's", "without") if refit else ("without", "the weights'", "with")
+        )
+        problem += (
+            f" ({given} the context, budget 0 is {default} default; ProposeCalibration {flag} "
+            f"refit proposes {other} rows)"
+        )
+    raise InvalidArgumentError(
+        "outputs",
+        f"{problem}: send the model's outputs on the rows that ProposeCalibration returned for "
+        "the same budget, random_state and refit",
+    )
 
 
 def _propose_calibration(explainer, budget, random_state, should_stop) -> CalibrationProposal:

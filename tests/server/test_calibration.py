@@ -215,6 +215,21 @@ def test_calibrate_with_the_context_refits_the_zoo_as_in_process(task, stub):
     # Without it, budget 0 is the weights' default (1,000): these outputs are another budget's.
     code, message, named = refusal(stub.Calibrate, _calibrate_request(context.context_id, outputs))
     assert (code, named) == (grpc.StatusCode.INVALID_ARGUMENT, "outputs"), message
+    assert "has 2000 rows; the calibration proposal for budget 1000 has 1000" in message
+    assert "budget 0 is the weights' default" in message and "refit proposes 2000" in message
+    # The other way round: a weights-only proposal's outputs sent with the context.
+    weights_outputs = model(local.propose_calibration().rows)
+    mixed = _calibrate_request(context.context_id, weights_outputs)
+    mixed.context.CopyFrom(context.spec)
+    code, message, named = refusal(stub.Calibrate, mixed)
+    assert (code, named) == (grpc.StatusCode.INVALID_ARGUMENT, "outputs"), message
+    assert "budget 0 is a refit's default" in message and "refit proposes 1000" in message
+    # A budget the caller chose is named as such, without the defaults.
+    explicit = _calibrate_request(context.context_id, weights_outputs, budget=1_500)
+    code, message, named = refusal(stub.Calibrate, explicit)
+    assert (code, named) == (grpc.StatusCode.INVALID_ARGUMENT, "outputs"), message
+    assert "has 1000 rows; the calibration proposal for budget 1500 has 1400" in message
+    assert "default" not in message
     weights_only = stub.Calibrate(
         _calibrate_request(context.context_id, outputs, budget=2_000)
     ).context
