@@ -41,7 +41,7 @@ class Settings:
         default=100_000, metadata={"help": "most rows in one Explain message or stream chunk"}
     )
     max_budget: int = field(
-        default=65_536,
+        default=ContextLimits.max_budget,
         metadata={"help": "most model rows per explained row a Propose or Refine budget asks for"},
     )
     max_contexts: int = field(

@@ -24,7 +24,8 @@ LAYOUTS = ("columns", "arrays")
 # The saved directory's files, as ``ZeroShotExplainer.save`` writes them.
 CONTEXT_FILES = ("manifest.json", "arrays.npz")
 # The most model rows per explained row a refinement asks for, as the server's default
-# --max-budget: each model call takes at least one explained row's proposal, budget x d float64
+# --max-budget (``ContextLimits.max_budget``, which spark may not import; a test keeps the two
+# equal): each model call takes at least one explained row's proposal, budget x d float64
 # values (0.5 GB at d = 1,024).
 MAX_BUDGET = 65_536
 # How the saved context reaches the workers: "broadcast" (once per executor, then once per

@@ -2,7 +2,9 @@
 
 import pytest
 
+from shapley_svc.contexts import ContextLimits
 from shapley_svc.server import Settings, settings_from
+from shapley_svc.spark import dataframe as spark_dataframe
 
 
 def test_a_flag_beats_the_environment_which_beats_the_default():
@@ -41,6 +43,8 @@ def test_help_names_both_streaming_rpcs_under_the_stream_limit(capsys):
 
 def test_max_budget_is_a_flag_an_environment_variable_and_a_context_limit():
     assert Settings().max_budget == 65_536
+    # One default: the contexts' limit, which the server's flag and Spark's bound repeat.
+    assert Settings().max_budget == ContextLimits.max_budget == spark_dataframe.MAX_BUDGET
     settings = settings_from([], {"SHAPLEY_SVC_MAX_BUDGET": "128"})
     assert settings.max_budget == 128 and settings.context_limits().max_budget == 128
     assert settings_from(["--max-budget", "64"], {"SHAPLEY_SVC_MAX_BUDGET": "128"}).max_budget == 64
