@@ -135,11 +135,11 @@ def prepare(example: Example) -> None:
 
 
 def run(example: Example, target: str | None) -> str:
-    """What the example prints (stdout, then stderr if any), as a user would see it."""
+    """What the example prints (stdout, then stderr if any), as a user would see it (after
+    ``prepare``)."""
     env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     if target is not None:
         env["SHAPLEY_TARGET"] = target
-    prepare(example)
     result = subprocess.run(
         example.command, cwd=example.cwd, env=env, capture_output=True, text=True, timeout=900
     )
@@ -198,8 +198,8 @@ def masked(text: str) -> str:
 def outputs(chosen: dict[str, Example], target: str | None) -> dict[str, str]:
     """Each chosen example's output. Examples that run the same command share one run, and
     ``RUNS_AT_ONCE`` run side by side: each is a process of its own, mostly single-threaded
-    (imports, fits, the model's own predict), so on 2 cores the check took 153 s one at a time
-    (the calibration example alone 83 s) and about half that two at a time."""
+    (imports, fits, the model's own predict): on 2 cores the check took 153 s one at a time and
+    110 s two at a time, the calibration example (83 s alone) then the long pole."""
     runs: dict[tuple, list[str]] = {}
     for name, example in chosen.items():
         runs.setdefault((example.command, example.cwd, example.server), []).append(name)
