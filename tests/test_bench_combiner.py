@@ -1,17 +1,13 @@
 """The combiner benchmark: its ceilings are real ceilings, and its quick mode runs (slow)."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from benchmarks import bench_combiner
 from shapley_svc.training import tables
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.quick_runs import run_quick
 
 
 def test_the_simplex_fit_finds_the_mix_that_made_the_truth(rng):
@@ -76,8 +72,7 @@ def test_quick_mode_writes_a_report(tmp_path):
         pytest.skip(f"{tables.tables_path()} not found (set {tables.TABLES_ENV})")
     # One of the quick mode's tables: the report is what is checked, and penguins has the
     # missing cells (the three took 108 s on 2 cores).
-    command = [sys.executable, "-m", "benchmarks.bench_combiner", "--quick", "--tables", "penguins"]
-    subprocess.run([*command, "--out-dir", str(tmp_path)], cwd=ROOT, check=True, timeout=900)
+    run_quick("benchmarks.bench_combiner", tmp_path, timeout=900, extra=("--tables", "penguins"))
     payload = json.loads((tmp_path / "combiner_quick.json").read_text())
     assert payload["complete"] and payload["benchmark"] == "combiner"
     assert {r["context"] for r in payload["cases"]} == {"full", "300"}
