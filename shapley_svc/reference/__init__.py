@@ -9,6 +9,8 @@ Every function takes the rows to explain and a background set, and returns a
   :class:`TreeBackground` prepares a model and background once for many batches.
 - :func:`linear_shapley`, :func:`additive_shapley`: closed forms for linear models and sums of
   one- and two-feature (up to 16-feature) terms.
+- :func:`kernel_machine_shapley`: RBF and Laplacian kernel machines (SVMs, kernel ridge), any d,
+  as sums of product games.
 - :func:`logistic_additive_shapley`: additive models inside a sigmoid, on the probability scale.
 - :func:`sampled_shapley`: any model, any d, unbiased estimates with standard errors.
 """
@@ -20,6 +22,7 @@ from shapley_svc.reference.closed_form import (
     logistic_additive_shapley,
 )
 from shapley_svc.reference.enumeration import MAX_EXACT_FEATURES, exact_shapley
+from shapley_svc.reference.kernel_machines import kernel_machine_shapley
 from shapley_svc.reference.sampling import sampled_shapley
 from shapley_svc.reference.trees import TreeBackground, tree_shapley
 
@@ -29,6 +32,7 @@ __all__ = [
     "TreeBackground",
     "additive_shapley",
     "exact_shapley",
+    "kernel_machine_shapley",
     "linear_shapley",
     "logistic_additive_shapley",
     "sampled_shapley",
