@@ -17,7 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "localhost/shapley-svc:test"
 BASE = "localhost/pybase:bookworm"
-DEBIAN_MIRROR = os.environ.get("SHAPLEY_SVC_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+SUITE = "bookworm"  # the base image's Debian release
+APT_CONFIGURATION = Path("/etc/apt")
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 BUILD_LOG = "build.log"
 
@@ -45,6 +46,48 @@ def missing_tools() -> str | None:
     if missing or os.geteuid() != 0:
         tools = ", ".join(missing) or "podman"
         return f"needs root and {tools} (the build uses buildah, podman, runc and debootstrap)"
+    if debian_mirror() is None:
+        return (
+            f"no Debian archive for {SUITE} in {APT_CONFIGURATION}/sources.list*; "
+            "set SHAPLEY_SVC_DEBIAN_MIRROR to one"
+        )
+    return None
+
+
+def debian_mirror(apt: Path = APT_CONFIGURATION) -> str | None:
+    """The archive this machine's apt installs ``SUITE`` from (``SHAPLEY_SVC_DEBIAN_MIRROR``
+    overrides it): debootstrap fetches the base image's packages where apt would, so no host is
+    written here. Reads one-line ``deb URI SUITE ...`` entries and deb822 ``.sources`` files."""
+    override = os.environ.get("SHAPLEY_SVC_DEBIAN_MIRROR")
+    if override:
+        return override
+    one_line = [apt / "sources.list", *sorted((apt / "sources.list.d").glob("*.list"))]
+    for path in filter(Path.is_file, one_line):
+        for line in path.read_text().splitlines():
+            words = line.split("#")[0].split()
+            if words[:1] != ["deb"]:
+                continue
+            words = words[1:]
+            if words and words[0].startswith("["):  # options: [arch=amd64 signed-by=...]
+                while words and not words[0].endswith("]"):
+                    words = words[1:]
+                words = words[1:]
+            if len(words) >= 2 and words[1] == SUITE:
+                return words[0]
+    for path in sorted((apt / "sources.list.d").glob("*.sources")):
+        for paragraph in path.read_text().split("\n\n"):
+            fields = {}
+            for line in paragraph.splitlines():
+                key, colon, value = line.partition(":")
+                if colon and not line.startswith((" ", "#")):
+                    fields[key.strip().lower()] = value.strip()
+            if (
+                "deb" in fields.get("types", "").split()
+                and SUITE in fields.get("suites", "").split()
+                and fields.get("enabled", "yes").lower() != "no"
+                and fields.get("uris")
+            ):
+                return fields["uris"].split()[0]
     return None
 
 
@@ -61,7 +104,7 @@ def build_image(folder: Path) -> Podman:
     tools = Podman(folder)
     rootfs = folder / "rootfs"
     include = "--include=python3,python3-venv,python3-pip,ca-certificates"
-    tools.run("debootstrap", "--variant=minbase", include, "bookworm", str(rootfs), DEBIAN_MIRROR)
+    tools.run("debootstrap", "--variant=minbase", include, SUITE, str(rootfs), debian_mirror())
     tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
     subprocess.run(["podman", "import", "-", BASE], env=tools.env, stdin=tar.stdout, check=True,
                    capture_output=True)  # fmt: skip
