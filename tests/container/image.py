@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,6 +22,11 @@ SUITE = "bookworm"  # the base image's Debian release
 APT_CONFIGURATION = Path("/etc/apt")
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 BUILD_LOG = "build.log"
+BUILD_PID = "build.pid"
+BUILD_STATUS = "build.status"
+# The folder the session's image builds in: set by the process that starts the build, before any
+# xdist worker starts, so the worker that runs the container test inherits it.
+BUILD_FOLDER = "SHAPLEY_SVC_CONTAINER_BUILD"
 
 
 class Podman:
@@ -119,12 +125,52 @@ def build_image(folder: Path) -> Podman:
 
 
 def main(folder: str) -> int:
+    """Build into ``folder``; write the exit status to ``BUILD_STATUS`` there when done, for a
+    test in another process (an xdist worker) to wait on."""
+    status = 1
     try:
         build_image(Path(folder))
+        status = 0
     except subprocess.CalledProcessError as error:
         print(f"{error}\n{error.stdout}\n{error.stderr}", file=sys.stderr)
-        return 1
-    return 0
+    finally:
+        (Path(folder) / BUILD_STATUS).write_text(str(status))
+    return status
+
+
+def start_build(folder: Path) -> subprocess.Popen:
+    """Run :func:`main` in a child process of its own group, its output in ``BUILD_LOG``."""
+    with open(folder / BUILD_LOG, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.container.image", str(folder)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,  # its own process group: stopped as a whole if unused
+        )
+    (folder / BUILD_PID).write_text(str(process.pid))
+    return process
+
+
+def wait_for_build(folder: Path, poll: float = 2.0) -> int:
+    """The build's exit status, once it has ended; 1 if it died without writing one (or was
+    never started)."""
+    status, pid = folder / BUILD_STATUS, folder / BUILD_PID
+    while not status.exists():
+        if not pid.exists() or not _running(int(pid.read_text())):
+            return int(status.read_text()) if status.exists() else 1
+        time.sleep(poll)
+    return int(status.read_text())
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie: the build is another process's child (xdist's controller), so
+    it stays a zombie until that process reaps it."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
 
 
 if __name__ == "__main__":

@@ -7,28 +7,39 @@ their absence fails instead of skipping.
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from shapley_client import ShapleyClient
 
-from tests.container.image import BUILD_LOG, IMAGE, Podman, missing_tools
+from tests.container.image import (
+    BUILD_FOLDER,
+    BUILD_LOG,
+    IMAGE,
+    Podman,
+    missing_tools,
+    wait_for_build,
+)
 from tests.server.conftest import make_task
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def podman(request):
+def podman():
     reason = missing_tools()
     if reason is not None:
         if os.environ.get("SHAPLEY_SVC_REQUIRE_CONTAINER") == "1":
             pytest.fail(reason)
         pytest.skip(reason)
-    # tests/conftest.py started the build when the session started (the tools are here).
-    process, folder = request.config.container_build
-    if process.wait() != 0:
-        pytest.fail("building the image failed:\n" + (folder / BUILD_LOG).read_text()[-4000:])
+    # tests/conftest.py started the build when the session started (the tools are here), in
+    # this process or in xdist's controller.
+    folder = Path(os.environ[BUILD_FOLDER])
+    if wait_for_build(folder) != 0:
+        log = folder / BUILD_LOG
+        tail = log.read_text()[-4000:] if log.exists() else "(the build never started)"
+        pytest.fail("building the image failed:\n" + tail)
     tools = Podman(folder)
     yield tools
     tools.remove_images()

@@ -19,6 +19,8 @@ def test_kernels_match_numpy_references_without_jit():
             "-q",
             "-p",
             "no:cacheprovider",
+            "-n",
+            "0",  # one module: xdist's workers would cost more than they save
             str(Path(__file__).with_name("checks_interpreted.py")),
         ],
         cwd=ROOT,
