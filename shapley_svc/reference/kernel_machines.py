@@ -186,6 +186,10 @@ def _machine_parameters(
             f"{kind} is not a supported kernel machine (SVR, NuSVR, binary SVC or NuSVC, "
             "OneClassSVM, KernelRidge; alone or after column-wise scalers in a Pipeline)",
         )
+    # A machine fitted on a sparse matrix keeps its support vectors and coefficients sparse.
+    centres, coefficients = (
+        array.toarray() if hasattr(array, "toarray") else array for array in (centres, coefficients)
+    )
     centres = np.ascontiguousarray(centres, dtype=np.float64)
     if centres.shape[1] != n_features:
         raise InvalidArgumentError(

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from scipy.sparse import csr_matrix
 from sklearn.decomposition import PCA
 from sklearn.kernel_ridge import KernelRidge
 from sklearn.pipeline import make_pipeline
@@ -45,6 +46,16 @@ def test_every_supported_machine_matches_enumerating_its_own_output(table):
         np.testing.assert_allclose(ours.predictions, method(rows), rtol=0, atol=1e-10)
         assert ours.exact and ours.efficiency_gap < 1e-10
         assert ours.model_evaluations == len(rows)  # the rebuilt outputs' check
+
+
+def test_a_machine_fitted_on_a_sparse_matrix_gets_the_same_values(table):
+    X, y = table
+    dense = SVR(gamma=0.2).fit(X, y)
+    sparse = SVR(gamma=0.2).fit(csr_matrix(X), y)
+    expected = kernel_machine_shapley(dense, X[:3], X[100:120]).values
+    np.testing.assert_allclose(
+        kernel_machine_shapley(sparse, X[:3], X[100:120]).values, expected, rtol=0, atol=1e-10
+    )
 
 
 def test_wide_rows_keep_efficiency_and_a_constant_feature_gets_nothing(rng):
