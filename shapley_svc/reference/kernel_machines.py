@@ -23,6 +23,8 @@ from shapley_svc.reference._validation import (
 COLUMNWISE_STEPS = ("StandardScaler", "MinMaxScaler", "MaxAbsScaler", "RobustScaler")
 # The machine rebuilt from its fitted attributes must give the model's own outputs; rows checked.
 CHECKED_ROWS = 64
+# The machines whose explained output is ``predict``; the others' is ``decision_function``.
+PREDICT_KINDS = ("SVR", "NuSVR", "KernelRidge")
 
 
 def kernel_machine_shapley(
@@ -103,7 +105,7 @@ def kernel_machine_shapley(
                 part = out[: row_factors.shape[0]]
                 product_kernel_values(row_factors, background_factors, scaled, nodes, weights, part)
                 values[chunk, :, k] += part
-    _check_rebuilt(model, rows, predictions)
+    _check_rebuilt(model, type(machine).__name__ in PREDICT_KINDS, rows, predictions)
     single_output = n_outputs == 1 and not _has_output_axis(machine)
     return package(
         values,
@@ -209,11 +211,13 @@ def _has_output_axis(machine: object) -> bool:
     return type(machine).__name__ == "KernelRidge" and np.ndim(machine.dual_coef_) == 2
 
 
-def _check_rebuilt(model: object, rows: np.ndarray, predictions: np.ndarray) -> None:
+def _check_rebuilt(
+    model: object, explains_predict: bool, rows: np.ndarray, predictions: np.ndarray
+) -> None:
     """Refuse a machine whose rebuilt outputs are not the model's own (an attribute layout this
     module does not know)."""
     checked = rows[:CHECKED_ROWS]
-    method = model.predict if _explains_predict(model) else model.decision_function
+    method = model.predict if explains_predict else model.decision_function
     own = np.asarray(method(checked), dtype=np.float64).reshape(checked.shape[0], -1)
     rebuilt = predictions[: checked.shape[0]]
     tolerance = 1e-7 * (1.0 + np.abs(own).max())
@@ -223,8 +227,3 @@ def _check_rebuilt(model: object, rows: np.ndarray, predictions: np.ndarray) -> 
             "the kernel machine rebuilt from its fitted attributes does not reproduce its own "
             "outputs; this model's layout is not supported",
         )
-
-
-def _explains_predict(model: object) -> bool:
-    machine = model.steps[-1][1] if hasattr(model, "steps") else model
-    return type(machine).__name__ in ("SVR", "NuSVR", "KernelRidge")
