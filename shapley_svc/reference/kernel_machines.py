@@ -80,6 +80,9 @@ def kernel_machine_shapley(
         gaps *= -gamma
         return np.exp(gaps, out=gaps)
 
+    # Refuse an unknown attribute layout before the work, not after it.
+    checked = factors(scaled_rows[:CHECKED_ROWS]).prod(axis=2) @ coefficients + intercept
+    _check_rebuilt(model, type(machine).__name__ in PREDICT_KINDS, rows, checked)
     n_centres, d = centres.shape
     n_outputs = coefficients.shape[1]
     # Half the budget for explained rows' factors, half for the background's.
@@ -105,7 +108,6 @@ def kernel_machine_shapley(
                 part = out[: row_factors.shape[0]]
                 product_kernel_values(row_factors, background_factors, scaled, nodes, weights, part)
                 values[chunk, :, k] += part
-    _check_rebuilt(model, type(machine).__name__ in PREDICT_KINDS, rows, predictions)
     single_output = n_outputs == 1 and not _has_output_axis(machine)
     return package(
         values,
@@ -219,7 +221,7 @@ def _check_rebuilt(
     checked = rows[:CHECKED_ROWS]
     method = model.predict if explains_predict else model.decision_function
     own = np.asarray(method(checked), dtype=np.float64).reshape(checked.shape[0], -1)
-    rebuilt = predictions[: checked.shape[0]]
+    rebuilt = predictions[: checked.shape[0]]  # the machine's outputs at those rows
     tolerance = 1e-7 * (1.0 + np.abs(own).max())
     if own.shape != rebuilt.shape or np.abs(own - rebuilt).max() > tolerance:
         raise InvalidArgumentError(
