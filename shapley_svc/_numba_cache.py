@@ -9,8 +9,11 @@ A cache outside every install also survives reinstalls: a cold compile of the ke
 on 2 idle cores (issue 16), 183 s on 2 busy ones.
 """
 
+import hashlib
 import os
+import subprocess
 import sys
+import time
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 
@@ -37,3 +40,106 @@ def use_user_cache(environ: MutableMapping[str, str] = os.environ) -> None:
     numba = sys.modules.get("numba")
     if numba is not None:  # imported before this package: its configuration is already read
         numba.config.CACHE_DIR = environ["NUMBA_CACHE_DIR"]
+
+
+# --- a cold cache, filled by parallel processes --------------------------------------------------
+# numba compiles one kernel at a time (a cold start took 76 s in one process on 2 idle cores,
+# 2026-12-05), but the kernel modules are independent: processes that each import some of them
+# fill the cache side by side, and the server then loads every kernel from it.
+
+# Each kernel module's cold compile in one process (2 idle cores, 2026-12-05), seconds: what the
+# processes' shares are balanced on. A module missing here is compiled by the server itself.
+KERNEL_COMPILE_SECONDS = {
+    "link_additive": 22.3,
+    "coalitions": 16.3,
+    "leaf_tables": 12.8,
+    "treeshap": 7.2,
+    "sampling": 3.6,
+    "product_games": 3.4,
+    "tree_outputs": 3.3,
+    "enumeration": 2.7,
+    "combine": 2.3,
+    "splines": 1.4,
+}
+# Modules a kernel module imports: compiled in the same process, never twice.
+KERNEL_IMPORTS = {"coalitions": ("tree_outputs",)}
+KERNELS_FOLDER = Path(__file__).resolve().parent / "kernels"
+
+
+def kernels_cache_folder(environ: Mapping[str, str] = os.environ) -> Path:
+    """Where numba keeps the kernels of this install: numba's user-cache layout, a folder per
+    source folder named by its name and the SHA-1 of its absolute path (numba 0.5x-0.6x)."""
+    source = os.path.abspath(KERNELS_FOLDER)
+    digest = hashlib.sha1(source.encode()).hexdigest()
+    return Path(numba_cache_dir(environ)) / f"{Path(source).name}_{digest}"
+
+
+def cold_kernel_groups(processes: int, environ: Mapping[str, str] = os.environ) -> list[list[str]]:
+    """The kernel modules without an index in numba's cache, shared among at most
+    ``processes`` processes by their compile times (longest first, each to the least loaded);
+    [] when fewer than two processes would have work."""
+    try:
+        cached = {name.split(".")[0] for name in os.listdir(kernels_cache_folder(environ))}
+    except OSError:  # no cache yet: every module is cold
+        cached = set()
+    cold = {name for name in KERNEL_COMPILE_SECONDS if name not in cached}
+    units = [
+        [name, *(m for m in KERNEL_IMPORTS.get(name, ()) if m in cold)]
+        for name in sorted(cold, key=lambda name: -KERNEL_COMPILE_SECONDS[name])
+        if not any(name in KERNEL_IMPORTS.get(other, ()) for other in cold)
+    ]
+    loads = [[0.0, []] for _ in range(max(1, min(processes, len(units))))]
+    for unit in units:
+        lightest = min(loads, key=lambda load: load[0])
+        lightest[0] += sum(KERNEL_COMPILE_SECONDS[name] for name in unit)
+        lightest[1].extend(unit)
+    groups = [names for _, names in loads if names]
+    return groups if len(groups) > 1 else []
+
+
+def compile_in_processes(
+    groups: list[list[str]], timeout: float = 900.0, environ: Mapping[str, str] = os.environ
+) -> list[str]:
+    """Import each group of kernel modules in its own Python process (numba compiles them and
+    writes its cache), and wait for all; returns a line per process that failed or timed out.
+    A module a process did not cache is compiled later by whoever imports it, so a failure here
+    costs time, not correctness."""
+    env = dict(environ)
+    # The processes import this very package, from wherever this process found it.
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (package_root, env.get("PYTHONPATH"))))
+    env["NUMBA_CACHE_DIR"] = numba_cache_dir(environ)
+    started = []
+    try:
+        for names in groups:
+            code = "import " + ", ".join(f"shapley_svc.kernels.{name}" for name in names)
+            started.append(
+                (
+                    names,
+                    subprocess.Popen(
+                        [sys.executable, "-c", code],
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.PIPE,
+                        text=True,
+                    ),
+                )
+            )
+        deadline = time.monotonic() + timeout
+        failures = []
+        for names, process in started:
+            try:
+                _, error = process.communicate(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                failures.append(f"{', '.join(names)}: not compiled within {timeout:.0f} s")
+                continue
+            if process.returncode != 0:
+                last = (error or "").strip().splitlines()[-1:] or ["no output"]
+                failures.append(f"{', '.join(names)}: exit {process.returncode}: {last[0]}")
+        return failures
+    finally:
+        for _, process in started:  # a timeout, or an interrupt while waiting
+            if process.poll() is None:
+                process.kill()
+                process.wait()

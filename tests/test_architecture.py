@@ -31,8 +31,9 @@ ALLOWED_ROOMS = {
 }
 # Top-level modules (the CLI, the package's __init__) wire rooms together and may import any.
 TOP_LEVEL = "<top>"
-# Leaf modules at the top of the package that every room may import: the domain errors.
-SHARED_MODULES = {"errors"}
+# Leaf modules at the top of the package that every room may import: the domain errors, and
+# where numba keeps the kernels' compiled code (which the server fills in parallel when cold).
+SHARED_MODULES = {"errors", "_numba_cache"}
 GRPC_ROOMS = {"server", "_proto", TOP_LEVEL}
 SPARK_ROOMS = {"spark"}
 KERNEL_THIRD_PARTY = {"numpy", "numba", "math"}

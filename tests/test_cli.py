@@ -16,6 +16,7 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 import shapley_svc
+from shapley_svc import _numba_cache
 from shapley_svc._proto import shapley_pb2 as pb
 from shapley_svc._proto import shapley_pb2_grpc
 from shapley_svc.cli import health_target, main
@@ -184,6 +185,14 @@ def test_a_first_serve_answers_health_while_compiling_and_caches_outside_the_pac
         assert server.stop() == 0, "".join(line for _, line in server.lines)
     cached = list((tmp_path / "shapley-svc" / "numba").rglob("*.nbi"))
     assert cached, f"no numba index under {tmp_path}"
+    # Cold, the kernel modules were compiled by processes side by side, one per core, into the
+    # folder the server's import then read them from.
+    log = "".join(line for _, line in server.lines)
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert re.search(r"compiling them in \d+ processes side by side", log), log
+    folder = _numba_cache.kernels_cache_folder(env)
+    indexed = {path.name.split(".")[0] for path in folder.glob("*.nbi")}
+    assert indexed == set(_numba_cache.KERNEL_COMPILE_SECONDS), (folder, indexed)
     written = [
         path
         for path in package.rglob("*.nb[ic]")

@@ -1,5 +1,6 @@
 """numba's cache stays out of the installed package (issue 16): where it goes, and who decides."""
 
+import ast
 import os
 import subprocess
 import sys
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from shapley_svc import _numba_cache
 from shapley_svc._numba_cache import numba_cache_dir
 
 
@@ -38,3 +40,75 @@ def test_numba_caches_where_the_package_says(tmp_path, numba_first, own):
     )
     expected = tmp_path / (own or "shapley-svc/numba")
     assert result.stdout.strip() == str(expected), result.stderr
+
+
+# --- a cold cache, filled by processes side by side ---------------------------------------------
+
+KERNEL_MODULES = sorted(
+    path.stem for path in _numba_cache.KERNELS_FOLDER.glob("*.py") if path.stem != "__init__"
+)
+
+
+def _kernel_imports() -> dict[str, set[str]]:
+    """Per kernel module, the kernel modules it imports (read from the sources)."""
+    found = {}
+    for name in KERNEL_MODULES:
+        tree = ast.parse((_numba_cache.KERNELS_FOLDER / f"{name}.py").read_text())
+        modules = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        found[name] = {m.rsplit(".", 1)[1] for m in modules if m and m.startswith("shapley_svc.k")}
+    return found
+
+
+def test_every_kernel_module_has_a_compile_time_and_its_imports():
+    assert sorted(_numba_cache.KERNEL_COMPILE_SECONDS) == KERNEL_MODULES
+    imports = {name: set(_numba_cache.KERNEL_IMPORTS.get(name, ())) for name in KERNEL_MODULES}
+    assert imports == _kernel_imports()
+
+
+def _modules(groups: list[list[str]]) -> list[str]:
+    return sorted(name for group in groups for name in group)
+
+
+def _cache_holding(tmp_path: Path, modules: list[str]) -> dict[str, str]:
+    environ = {"NUMBA_CACHE_DIR": str(tmp_path)}
+    folder = _numba_cache.kernels_cache_folder(environ)
+    folder.mkdir(parents=True)
+    for name in modules:
+        (folder / f"{name}.some_kernel-12.py311.nbi").touch()
+    return environ
+
+
+def test_a_cold_cache_is_shared_by_compile_time_with_imports_kept_together(tmp_path):
+    groups = _numba_cache.cold_kernel_groups(2, _cache_holding(tmp_path, []))
+    assert len(groups) == 2 and _modules(groups) == KERNEL_MODULES
+    for importer, imported in _numba_cache.KERNEL_IMPORTS.items():
+        assert any(importer in group and set(imported) <= set(group) for group in groups)
+    seconds = [sum(_numba_cache.KERNEL_COMPILE_SECONDS[name] for name in g) for g in groups]
+    assert max(seconds) <= 0.55 * sum(seconds), seconds  # the halves take about as long
+    # With a process for each, every module is alone but for the ones it imports.
+    imported = {name for names in _numba_cache.KERNEL_IMPORTS.values() for name in names}
+    many = _numba_cache.cold_kernel_groups(16, _cache_holding(tmp_path / "b", []))
+    assert len(many) == len(KERNEL_MODULES) - len(imported)
+
+
+def test_only_the_modules_numba_has_not_cached_are_compiled(tmp_path):
+    cached = [m for m in KERNEL_MODULES if m not in ("link_additive", "treeshap", "tree_outputs")]
+    groups = _numba_cache.cold_kernel_groups(2, _cache_holding(tmp_path, cached))
+    assert _modules(groups) == ["link_additive", "tree_outputs", "treeshap"]
+    # Nothing to share: one cold module, one core, or a warm cache leave it to the import.
+    one_cold = _cache_holding(tmp_path / "b", [m for m in KERNEL_MODULES if m != "splines"])
+    assert _numba_cache.cold_kernel_groups(2, one_cold) == []
+    assert _numba_cache.cold_kernel_groups(1, _cache_holding(tmp_path / "c", [])) == []
+    assert _numba_cache.cold_kernel_groups(2, _cache_holding(tmp_path / "d", KERNEL_MODULES)) == []
+
+
+def test_processes_fill_the_cache_and_a_failed_one_is_reported_not_raised(tmp_path):
+    environ = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    failures = _numba_cache.compile_in_processes([["splines"], ["combine"]], environ=environ)
+    assert failures == []
+    # numba's own locator wrote them where the cold check looks: only the others are cold.
+    cold = _modules(_numba_cache.cold_kernel_groups(2, environ))
+    assert cold == [m for m in KERNEL_MODULES if m not in ("splines", "combine")]
+    failures = _numba_cache.compile_in_processes([["no_such_kernel"]], environ=environ)
+    assert len(failures) == 1 and failures[0].startswith("no_such_kernel: exit 1:")
+    assert "ModuleNotFoundError" in failures[0]
