@@ -77,11 +77,16 @@ def kernels_cache_folder(environ: Mapping[str, str] = os.environ) -> Path:
 def cold_kernel_groups(processes: int, environ: Mapping[str, str] = os.environ) -> list[list[str]]:
     """The kernel modules without an index in numba's cache, shared among at most
     ``processes`` processes by their compile times (longest first, each to the least loaded);
-    [] when fewer than two processes would have work."""
+    [] when fewer than two processes would have work, or where numba cannot write its cache
+    (it then falls back to other places, which processes started here would fill in vain)."""
+    folder = kernels_cache_folder(environ)
     try:
-        cached = {name.split(".")[0] for name in os.listdir(kernels_cache_folder(environ))}
-    except OSError:  # no cache yet: every module is cold
-        cached = set()
+        folder.mkdir(parents=True, exist_ok=True)
+        cached = {name.split(".")[0] for name in os.listdir(folder)}
+    except OSError:
+        return []
+    if not os.access(folder, os.W_OK):
+        return []
     cold = {name for name in KERNEL_COMPILE_SECONDS if name not in cached}
     units = [
         [name, *(m for m in KERNEL_IMPORTS.get(name, ()) if m in cold)]

@@ -100,6 +100,10 @@ def test_only_the_modules_numba_has_not_cached_are_compiled(tmp_path):
     assert _numba_cache.cold_kernel_groups(2, one_cold) == []
     assert _numba_cache.cold_kernel_groups(1, _cache_holding(tmp_path / "c", [])) == []
     assert _numba_cache.cold_kernel_groups(2, _cache_holding(tmp_path / "d", KERNEL_MODULES)) == []
+    # A cache numba cannot write to (here: under a file) is left to numba's own fallback.
+    (tmp_path / "a-file").touch()
+    unusable = {"NUMBA_CACHE_DIR": str(tmp_path / "a-file" / "numba")}
+    assert _numba_cache.cold_kernel_groups(2, unusable) == []
 
 
 def test_processes_fill_the_cache_and_a_failed_one_is_reported_not_raised(tmp_path):
