@@ -110,7 +110,9 @@ def compile_in_processes(
     A module a process did not cache is compiled later by whoever imports it, so a failure here
     costs time, not correctness."""
     env = dict(environ)
-    # The processes import this very package, from wherever this process found it.
+    # The processes must import this very package, not another copy of it: numba caches per
+    # source folder. `python -c` puts its working directory first on sys.path, and a user who
+    # ran `pip install .` in a checkout starts the server there, beside the checkout's copy.
     package_root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, (package_root, env.get("PYTHONPATH"))))
     env["NUMBA_CACHE_DIR"] = numba_cache_dir(environ)
@@ -123,6 +125,7 @@ def compile_in_processes(
                     names,
                     subprocess.Popen(
                         [sys.executable, "-c", code],
+                        cwd=package_root,
                         env=env,
                         stdin=subprocess.DEVNULL,
                         stdout=subprocess.DEVNULL,

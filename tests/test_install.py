@@ -1,7 +1,9 @@
 """numba's cache stays out of the installed package (issue 16): where it goes, and who decides."""
 
 import ast
+import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -116,3 +118,33 @@ def test_processes_fill_the_cache_and_a_failed_one_is_reported_not_raised(tmp_pa
     failures = _numba_cache.compile_in_processes([["no_such_kernel"]], environ=environ)
     assert len(failures) == 1 and failures[0].startswith("no_such_kernel: exit 1:")
     assert "ModuleNotFoundError" in failures[0]
+
+
+def test_processes_compile_the_copy_the_server_imported_not_the_one_in_its_folder(tmp_path):
+    """As after `pip install .` in a checkout: the server runs from the checkout, whose own
+    copy of the package lies in the working directory, and imports the installed copy."""
+    installed = tmp_path / "site-packages"
+    shutil.copytree(
+        _numba_cache.KERNELS_FOLDER.parent,
+        installed / "shapley_svc",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    # A console script's sys.path starts with its bin folder, not with the working directory.
+    code = (
+        "import sys; sys.path.pop(0); from shapley_svc import _numba_cache as c; "
+        f"assert c.__file__.startswith({str(installed)!r}), c.__file__; "
+        "print(c.compile_in_processes([['splines'], ['combine']]))"
+    )
+    environ = {**os.environ, "PYTHONPATH": str(installed), "NUMBA_CACHE_DIR": str(tmp_path / "nc")}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=_numba_cache.KERNELS_FOLDER.parents[1],  # the checkout, its own shapley_svc beside
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr[-2000:]
+    source = os.path.abspath(installed / "shapley_svc" / "kernels")
+    folders = [path.name for path in (tmp_path / "nc").iterdir()]
+    assert folders == [f"kernels_{hashlib.sha1(source.encode()).hexdigest()}"], folders
