@@ -109,13 +109,12 @@ def compile_in_processes(
     writes its cache), and wait for all; returns a line per process that failed or timed out.
     A module a process did not cache is compiled later by whoever imports it, so a failure here
     costs time, not correctness."""
-    env = dict(environ)
+    env = {**environ, "NUMBA_CACHE_DIR": numba_cache_dir(environ)}
     # The processes must import this very package, not another copy of it: numba caches per
-    # source folder. `python -c` puts its working directory first on sys.path, and a user who
-    # ran `pip install .` in a checkout starts the server there, beside the checkout's copy.
+    # source folder. `python -c` puts its working directory first on sys.path, so they start in
+    # the folder that holds this package (a user who ran `pip install .` in a checkout starts
+    # the server there, beside the checkout's copy).
     package_root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, (package_root, env.get("PYTHONPATH"))))
-    env["NUMBA_CACHE_DIR"] = numba_cache_dir(environ)
     started = []
     try:
         for names in groups:

@@ -260,8 +260,8 @@ def start_server(settings: Settings, *, load_estimator: bool = True) -> RunningS
 
 def compile_cold_kernels() -> None:
     """Before the estimator's import: the kernel modules numba has not cached yet are compiled
-    in parallel processes, one per core (at most one per module group), so that the import
-    reads them all from the cache."""
+    in processes side by side, at most one per core, so that the import reads them all from the
+    cache."""
     from shapley_svc._numba_cache import cold_kernel_groups, compile_in_processes
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
