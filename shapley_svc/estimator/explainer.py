@@ -54,6 +54,7 @@ from shapley_svc.estimator.refinement import (
     Proposal,
     RefinementParts,
     centre_trial,
+    control_weights,
     draw_proposal,
     merged_with_prior,
     minimum_budget,
@@ -74,7 +75,7 @@ from shapley_svc.estimator.result import (
     OutputDiagnostics,
     SurrogateDiagnostics,
 )
-from shapley_svc.estimator.surrogates import OUT_OF_FOLD_SPLITS, ZOO, Pairs
+from shapley_svc.estimator.surrogates import OUT_OF_FOLD_SPLITS, ZOO, Pairs, Role
 from shapley_svc.estimator.tables import code_frame, display_rows, is_data_frame
 from shapley_svc.kernels.coalitions import sample_paired_coalitions
 from shapley_svc.reference._validation import as_float_matrix
@@ -96,6 +97,8 @@ MAX_RANDOM_STATE = 2**32
 DEFAULT_MEMORY_BYTES = 1 << 30
 MIN_MEMORY_BYTES = 16 << 20
 _ARTIFACTS: dict[str, Artifact] = {}
+# The costly members whose pair gaps refine skips where they weigh little (``_control_weights``).
+_TREE_MEMBERS = np.array([kind.role is Role.TREE for kind in ZOO])
 
 
 def _artifact(path) -> Artifact:
@@ -722,7 +725,7 @@ class ZeroShotExplainer:
         )
         design = self.encoder_.transform(query)
         players = self.context_.design_players(design.shape[1])
-        needed = self._needed_members()
+        needed = self._control_members()
         standardise = self.context_.standardiser.transform
         every_background = Pairs(
             standardise(self.encoder_.transform(background)),
@@ -743,12 +746,12 @@ class ZeroShotExplainer:
         member_values = self.context_.member_values(design, needed)
         self._trials = [
             centre_trial(
-                self._proxy_gaps(with_background, k).reshape(
+                self._control(with_background, k).reshape(
                     rows, CENTRE_TRIAL_COALITIONS, n_background
                 ),
-                self._proxy_gaps(with_centre, k),
+                self._control(with_centre, k),
                 masks,
-                self._proxy_gaps(member_values, k),
+                self._control(member_values, k),
             )
             for k in range(self.n_outputs_)
         ]
@@ -1311,12 +1314,11 @@ class ZeroShotExplainer:
             prepared=not proposal.centre,
         )
         trials = self._centre_trials() if proposal.centre else None
-        member_gaps = self.context_.member_pair_gaps(design, pairs, needed)
+        member_gaps = self.context_.member_pair_gaps(design, pairs, self._control_members())
         for k, context in enumerate(self.context_.outputs):
             parts.base_values[:, k] = context.base_value
-            weights = self.scales_[k] * self.weights_[k]
-            proxy_values = np.einsum("s,smp->mp", weights, member_values[k])
-            proxy_gaps = np.einsum("s,smp->mp", weights, member_gaps[k])
+            proxy_values = self._control(member_values, k)
+            proxy_gaps = self._control(member_gaps, k)
             model = pair_outputs[:, :, k].reshape(len(query), masks.shape[1], 2)
             total = predictions[:, k] - context.base_value
             parts.total[:, k] = total
@@ -1369,6 +1371,20 @@ class ZeroShotExplainer:
         return [
             scale * weights > 0 for weights, scale in zip(self.weights_, self.scales_, strict=True)
         ]
+
+    def _control_weights(self, k: int) -> np.ndarray:
+        """(len(ZOO),) output ``k``'s weights of the proxy refine corrects: the mix's, less its
+        light tree members (``refinement.control_weights``)."""
+        return control_weights(self.scales_[k] * self.weights_[k], _TREE_MEMBERS)
+
+    def _control_members(self) -> list[np.ndarray]:
+        """Per output, the members in refine's proxy: the only ones whose pair gaps it needs."""
+        return [self._control_weights(k) > 0 for k in range(self.n_outputs_)]
+
+    def _control(self, member_arrays: list[np.ndarray], k: int) -> np.ndarray:
+        """Output ``k``'s proxy from every member's (S, m, n) values or pair gaps, as refine
+        corrects it (``_proxy_gaps`` is the whole mix's, which calibration measures)."""
+        return np.einsum("s,smp->mp", self._control_weights(k), member_arrays[k])
 
     def _scaled(self, member_values: np.ndarray, k: int) -> np.ndarray:
         """Output ``k``'s (S, m, P) member values times its scale (the same array at scale 1)."""

@@ -1,6 +1,7 @@
 """Refinement: proposals the caller scores, and refined values that are exactly efficient,
 deterministic, and converge to the exact interventional values as the budget grows."""
 
+import copy
 import dataclasses
 import itertools
 import math
@@ -405,6 +406,54 @@ def test_pair_gaps_in_closed_form_equal_the_members_outputs_on_built_rows(fitted
         )
         checked += 1
     assert checked >= 5
+
+
+def test_the_proxy_leaves_out_costly_members_that_weigh_little_and_keeps_the_mixs_total():
+    share = refinement.PROXY_MIN_COSTLY_SHARE
+    costly = np.array([False, False, True, True])
+    light = 0.5 * share
+    weights = np.array([0.1, 0.05, 0.85 - light, light])
+    kept = refinement.control_weights(weights, costly)
+    np.testing.assert_allclose(kept, np.array([0.1, 0.05, 0.85 - light, 0.0]) / (1 - light))
+    assert kept.sum() == pytest.approx(weights.sum())
+    # The share is of the mix's total, whatever its scale.
+    np.testing.assert_allclose(refinement.control_weights(3.0 * weights, costly), 3.0 * kept)
+    # A cheap member stays however light; a costly one at the share or above stays.
+    heavy = np.array([0.01, 0.0, 0.99 - share, share])
+    np.testing.assert_array_equal(refinement.control_weights(heavy, costly), heavy)
+    # Where only light costly members weigh, the proxy is the mix itself.
+    n_light = int(1 / share) + 1
+    spread = np.full(n_light, 1 / n_light)
+    all_costly = np.ones(n_light, dtype=bool)
+    np.testing.assert_array_equal(refinement.control_weights(spread, all_costly), spread)
+
+
+def test_refine_computes_no_pair_gaps_for_a_tree_member_that_weighs_little(fitted, monkeypatch):
+    """The forest weighs under ``PROXY_MIN_COSTLY_SHARE`` of this context's mix: neither the
+    centre trial nor refine walks its trees, its weight goes to the others in the proxy, and the
+    zero-shot prior still counts it."""
+    explainer, query, truth = fitted
+    forest = next(s for s, kind in enumerate(ZOO) if kind.name == "forest")
+    weights = explainer.weights_[0]
+    assert 0 < weights[forest] < refinement.PROXY_MIN_COSTLY_SHARE * weights.sum()
+    light = copy.deepcopy(explainer)
+    light.__dict__.pop("_trials", None)
+
+    def refused(*args, **kwargs):
+        raise AssertionError("the light forest's pair gaps were computed")
+
+    monkeypatch.setattr(light.context_.outputs[0].surrogates[forest].model, "pair_gaps", refused)
+    light._centre_trials()
+    proposal = light.propose(query, 20, _interacting(query))
+    refined = light.refine(proposal, _interacting(proposal.rows))
+    control = light._control_weights(0)
+    assert control[forest] == 0 and control.sum() == pytest.approx(weights.sum())
+    parts = light._refinement_parts(proposal, _interacting(proposal.rows))
+    zero_shot = light.explain(query, _interacting(query))
+    np.testing.assert_allclose(parts.prior[:, :, 0], zero_shot.values, rtol=0, atol=1e-12)
+    gaps = refined.values.sum(axis=1) - (_interacting(query) - refined.base_values)
+    assert np.abs(gaps).max() < 1e-10, np.abs(gaps).max()
+    assert _error(refined.values, truth) < _error(zero_shot.values, truth)
 
 
 def test_the_centre_is_each_columns_mean_or_mode_rounded_to_a_value_the_column_takes():
@@ -847,7 +896,7 @@ def test_an_explainer_saved_without_what_members_keep_of_the_background_refines_
         if kind.name in kinds and fitted_member is not None
     ]
     weighted = [s for s, kind in enumerate(ZOO) if kind.name in kinds]
-    assert members and loaded.weights_[0][weighted].max() > 0  # their pair gaps are computed
+    assert members and loaded._control_weights(0)[weighted].max() > 0  # their gaps are computed
     for member in members:
         delattr(member, kept)  # as an earlier version saved it
     proposal, refined = _refine(explainer, query, 30)
