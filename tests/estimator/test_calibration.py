@@ -415,6 +415,7 @@ def test_members_of_weight_zero_are_skipped_without_changing_a_bit(interacting, 
     outputs = _interacting(refine.rows)
     lean = calibrated.explain(query, _interacting(query)), calibrated.refine(refine, outputs)
     calibrated._needed_members = lambda: [np.ones(len(ZOO), dtype=bool)]
+    calibrated._control_members = lambda: [np.ones(len(ZOO), dtype=bool)]
     full = calibrated.explain(query, _interacting(query)), calibrated.refine(refine, outputs)
     for a, b in zip(lean, full, strict=True):
         np.testing.assert_array_equal(a.values, b.values)
