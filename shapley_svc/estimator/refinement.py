@@ -116,7 +116,8 @@ CENTRE_GRAM_SAMPLED_SHARE = 0.85
 # 0.9342 / 0.9388 / 0.9519 / 0.9654, without the trees under 0.1 / 0.2 / 0.3 of the mix 0.9341
 # / 0.9391 / 0.9520 / 0.9656, 0.9343 / 0.9393 / 0.9521 / 0.9656 and the same as 0.2 to 1e-4;
 # the members' pair gaps took 27 % / 39 % / 39 % less time. There the forest member is 0-0.12
-# of the mix (median 0.075; under 0.1 in 73 of 95 outputs) and as costly as the boosted one.
+# of the mix (median 0.075; under 0.1 in 73 of 95 outputs), and its pair gaps cost 70 % of the
+# boosted member's (k401k and gss7402, 10 rows at 4d: 0.70 against 0.99 ms, 0.85 against 1.23).
 # At 0.2 the benchmark's d = 1,024 forest task lost its boosted member (0.18 of the mix) and r
 # 0.647 / 0.695 / 0.713 / 0.730 -> 0.609 / 0.671 / 0.693 / 0.714: a tree member at a fifth of
 # the mix can still follow the model off the context's rows. Leaving out every member under
