@@ -236,6 +236,67 @@ def test_pairs_taken_a_chunk_at_a_time_give_the_same_values_and_errors(monkeypat
         np.testing.assert_allclose(one, other, rtol=1e-12, atol=1e-14)
 
 
+def _augmented_regression(proxy, proxy_gaps, model_gaps, masks, total, bias, share):
+    """One row of ``refined_values`` written as its textbook form: the values and the pairs'
+    total as one (P + 1)-column regression solved at once, the delta method's variance from
+    the augmented inverse, and the degrees of freedom as trace(H_aug^-1 sampled part)."""
+    n_pairs, n_players = masks.shape
+    _, a = size_distribution(n_players)
+    slope_square = refinement.expected_total_slope_square(n_players) / 4
+    sizes = masks.sum(axis=1)
+    residual_total = total - proxy.sum()
+    targets = 0.5 * (model_gaps - proxy_gaps - (2 * sizes / n_players - 1) * residual_total)
+    regressors = np.column_stack([masks - sizes[:, None] / n_players, sizes / n_players - 0.5])
+    sampled = share * regressors.T @ regressors / n_pairs
+    expected = np.zeros((n_players + 1, n_players + 1))
+    expected[:n_players, :n_players] = (1 - share) * a * np.eye(n_players) + (
+        1 - (1 - share) * a
+    ) / n_players
+    expected[n_players, n_players] = (1 - share) * slope_square
+    inverse = np.linalg.inv(sampled + expected)
+    solution = inverse @ (regressors.T @ targets / n_pairs)
+    leverage = targets - share * regressors @ solution
+    moves = (regressors @ inverse.T)[:, :n_players] * leverage[:, None]
+    variance = moves.var(axis=0, ddof=1) / n_pairs
+    spent = np.trace(inverse @ sampled)
+    variance *= n_pairs / max(n_pairs - spent, 1.0)
+    variance = 0.5 * variance + 0.5 * variance.mean()
+    estimate = solution[:n_players] - solution[:n_players].mean()
+    values = proxy + residual_total / n_players + estimate
+    return values, np.sqrt(t_widening(n_pairs) ** 2 * variance + bias)
+
+
+@pytest.mark.parametrize(
+    ("n_players", "n_pairs", "share"), [(5, 4, 0.5), (9, 45, 0.5), (12, 30, 0.85)]
+)
+def test_the_compiled_regression_is_the_augmented_least_squares_with_its_delta_method(
+    n_players, n_pairs, share
+):
+    """The kernel solves the values and the pairs' total by the block inverse and sums the
+    pairs' moves one at a time; written as one augmented regression (numpy, per row) it gives
+    the same values and standard deviations."""
+    rng = np.random.default_rng(n_players)
+    m = 3
+    masks = rng.random((m, n_pairs, n_players)) < 0.5
+    masks[:, :, 0], masks[:, :, 1] = True, False
+    arguments = (
+        rng.normal(size=(m, n_players)),
+        rng.normal(size=(m, n_pairs)),
+        rng.normal(size=(m, n_pairs)),
+        masks,
+        rng.normal(size=m),
+        0.02,
+        share,
+    )
+    values, std = refined_values(*arguments)
+    for i in range(m):
+        expected_values, expected_std = _augmented_regression(
+            *(argument[i] for argument in arguments[:5]), 0.02, share
+        )
+        np.testing.assert_allclose(values[i], expected_values, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(std[i], expected_std, rtol=1e-10, atol=1e-12)
+
+
 def test_coalitions_follow_the_kernel_and_rows_mix_as_drawn():
     n_players, n_pairs = 6, 20_000
     cdf, _ = size_distribution(n_players)
