@@ -214,20 +214,28 @@ def test_the_stated_error_matches_the_spread_over_draws_of_pairs_and_the_bias_va
     assert np.abs(values.mean(axis=0) - shapley).max() < 0.25 * few_bias
 
 
-def test_pairs_taken_a_chunk_at_a_time_give_the_same_values_and_errors(monkeypatch):
-    """``refined_values`` bounds its memory by taking the pairs a chunk at a time (at d =
-    4,096 and budget 10d they would take 2.7 GB a row at once): 3 pairs a chunk, 40 pairs."""
-    rng = np.random.default_rng(4)
-    m, n_pairs, n_players = 3, 40, 7
+def _random_refinement(seed: int, m: int, n_pairs: int, n_players: int, bias: float) -> tuple:
+    """``refined_values``' arguments, random: proxy values, proxy and model gaps, coalitions
+    (never empty or full), totals and a bias variance."""
+    rng = np.random.default_rng(seed)
     masks = rng.random((m, n_pairs, n_players)) < 0.5
-    arguments = (
+    masks[:, :, 0], masks[:, :, 1] = True, False
+    return (
         rng.normal(size=(m, n_players)),
         rng.normal(size=(m, n_pairs)),
         rng.normal(size=(m, n_pairs)),
         masks,
         rng.normal(size=m),
-        0.01,
+        bias,
     )
+
+
+def test_pairs_taken_a_chunk_at_a_time_give_the_same_values_and_errors(monkeypatch):
+    """``refined_values`` bounds its memory by taking a row's pairs a chunk at a time (at d =
+    4,096 and budget 10d its centred coalitions alone would take 0.67 GB at once): 3 pairs a
+    chunk, 40 pairs."""
+    n_players = 7
+    arguments = _random_refinement(4, 3, 40, n_players, 0.01)
     whole = refined_values(*arguments)
     monkeypatch.setattr(refinement, "PAIR_CHUNK_CELLS", 3 * n_players)
     assert refinement.pair_chunk(n_players) == 3
@@ -275,20 +283,9 @@ def test_the_compiled_regression_is_the_augmented_least_squares_with_its_delta_m
     """The kernel solves the values and the pairs' total by the block inverse and sums the
     pairs' moves one at a time; written as one augmented regression (numpy, per row) it gives
     the same values and standard deviations."""
-    rng = np.random.default_rng(n_players)
     m = 3
-    masks = rng.random((m, n_pairs, n_players)) < 0.5
-    masks[:, :, 0], masks[:, :, 1] = True, False
-    arguments = (
-        rng.normal(size=(m, n_players)),
-        rng.normal(size=(m, n_pairs)),
-        rng.normal(size=(m, n_pairs)),
-        masks,
-        rng.normal(size=m),
-        0.02,
-        share,
-    )
-    values, std = refined_values(*arguments)
+    arguments = _random_refinement(n_players, m, n_pairs, n_players, 0.02)
+    values, std = refined_values(*arguments, share)
     for i in range(m):
         expected_values, expected_std = _augmented_regression(
             *(argument[i] for argument in arguments[:5]), 0.02, share
