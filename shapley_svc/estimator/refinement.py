@@ -750,7 +750,8 @@ def refined_values(
     ----------
     proxy_values : (m, P) the proxy's exact Shapley values.
     proxy_pair_gaps, model_pair_gaps : (m, n_pairs) g(first row) - g(second row), and f's.
-    masks : (m, n_pairs, P) the pairs' coalitions.
+    masks : (m, n_pairs, P) the pairs' coalitions: no pairs, or ``MIN_PAIRS`` at least (one
+        pair has no spread to state).
     total : (m,) prediction - base value: what the refined values sum to.
     bias_variance : the mean squared bias of the pairs' game against the one asked for, added
         to each value's variance (``CentreTrial.bias_variance`` for pairs at the centre).
