@@ -785,15 +785,10 @@ def refined_values(
     # the shift) gave the embeddings 0.679 / 0.743 / 0.791 / 0.831 merged, but is singular
     # where every pair halves the players.
     #
-    # The regression's Gram is H = share * sampled + (1 - share) * a * (I - J) + J, J = 11^T /
-    # P: the all-ones direction, which no pair sees, is efficiency's and is inverted as itself
-    # (H 1 = 1). The shift joins it as one more column, solved by the block inverse. The
-    # variance is the delta method's: pair p moves the estimate by its row of the block inverse
-    # times its residual, less their mean; the spread of those moves is the estimate's
-    # variance. With the exact Gram alone that is the unbiased estimate's own spread; with the
-    # sampled one alone, the fit's residuals (a sandwich). The residuals are short of the noise
-    # by the degrees of freedom the fit spent: P + 1 less the trace of H_aug^-1 against the
-    # expected part.
+    # The kernel solves the values and that shift by the block inverse, and states the delta
+    # method's spread of the pairs' moves (``kernels.pair_regression`` gives the formulas). With
+    # the exact Gram alone that is the unbiased estimate's own spread; with the sampled one
+    # alone, the fit's residuals (a sandwich).
     #
     # A row's pairs are taken a chunk at a time (``pair_chunk``): at once, their centred
     # coalitions and influences would be two float arrays of n_pairs x P (268 MB each at d =

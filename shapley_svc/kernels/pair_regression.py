@@ -67,8 +67,9 @@ def regress_pairs(
     std,
 ):
     """Per explained row, the residual game's values regressed on its pairs, added to the
-    proxy's, with the delta method's variance of each value and the degrees of freedom the fit
-    spent.
+    proxy's, and each value's standard deviation: the delta method's, corrected for the degrees
+    of freedom the fit spent, pooled in part over the row, widened to Student's t, plus the
+    bias.
 
     Parameters
     ----------
@@ -102,6 +103,8 @@ def regress_pairs(
             slope = 2.0 * sizes[p] / n_players - 1.0
             targets[p] = 0.5 * (model_gaps[i, p] - proxy_gaps[i, p] - slope * residual_total)
             slopes[p] = 0.5 * slope
+        # H = share * sampled + (1 - share) * a * (I - J) + J, J = 11^T / P: the all-ones
+        # direction, which no pair sees, is efficiency's and is inverted as itself (H 1 = 1).
         gram = np.zeros((n_players, n_players))
         moments = np.zeros(n_players)
         cross = np.zeros(n_players)
@@ -117,6 +120,11 @@ def regress_pairs(
         gram += (1.0 - (1.0 - share) * a) / n_players
         inverse = np.linalg.inv(gram)
         estimate = np.dot(inverse, moments)
+        # The shift joins the regression as one more column: its Gram row is h = share * mean of
+        # c slope (its expectation is 0) and its own entry eta = share * mean slope^2 + (1 -
+        # share) * E slope^2. By the block inverse, with u = H^-1 h (``across``) and schur = eta
+        # - h . u, the shift is (mean slope y - h . H^-1 mean c y) / schur and the values H^-1
+        # mean c y - u shift.
         across = np.zeros(n_players)
         schur = 1.0
         shift = 0.0
@@ -128,6 +136,9 @@ def regress_pairs(
             shift = (np.mean(slopes * targets) - np.dot(cross, estimate)) / schur
             estimate -= across * shift
         estimate -= np.mean(estimate)
+        # The delta method: pair p moves the estimate by its row of the block inverse, H^-1 c_p
+        # + u (u . c_p - slope_p) / schur, times y_p - share (c_p . phi + slope_p shift), less
+        # its mean; the spread of those moves is the estimate's variance.
         moved = np.zeros(n_players)
         moved_square = np.zeros(n_players)
         for first in range(0, n_pairs, step):
@@ -145,6 +156,10 @@ def regress_pairs(
                     move = (influence[p, j] + along * across[j]) * leverage
                     moved[j] += move
                     moved_square[j] += move * move
+        # The fit's degrees of freedom, the trace of H_aug^-1 times its sampled part: P + 1 less
+        # the trace against the expected part, (1 - share) a (trace H^-1 - 1 + |u|^2 / schur)
+        # + 1 (the all-ones direction, H^-1 J = J) + (1 - share) E slope^2 / schur (the
+        # shift's). The residuals are short of the noise by as many.
         inverse_trace = 0.0
         for j in range(n_players):
             inverse_trace += inverse[j, j]
