@@ -268,7 +268,8 @@ def _augmented_regression(proxy, proxy_gaps, model_gaps, masks, total, bias, sha
     variance = moves.var(axis=0, ddof=1) / n_pairs
     spent = np.trace(inverse @ sampled)
     variance *= n_pairs / max(n_pairs - spent, 1.0)
-    variance = 0.5 * variance + 0.5 * variance.mean()
+    pooled = refinement.POOLED_SHARE
+    variance = (1 - pooled) * variance + pooled * variance.mean()
     estimate = solution[:n_players] - solution[:n_players].mean()
     values = proxy + residual_total / n_players + estimate
     return values, np.sqrt(t_widening(n_pairs) ** 2 * variance + bias)
