@@ -268,8 +268,11 @@ class ContextService:
         args = (entry.explainer, rows, predictions, budget, random_state)
         with _naming_context(entry):
             if rows.shape[0] * per_query <= SERIAL_MAX_ROWS:
-                return _propose(*args, caller.should_stop)
-            return self._on_compute_thread(_propose, caller, *args)
+                proposal = _propose(*args, caller.should_stop)
+            else:
+                proposal = self._on_compute_thread(_propose, caller, *args)
+        self._count_growth(entry)
+        return proposal
 
     def refine(
         self,
@@ -291,8 +294,16 @@ class ContextService:
         args = (entry.explainer, rows, predictions, budget, random_state, outputs)
         with _naming_context(entry):
             if rows.shape[0] * per_query <= SERIAL_MAX_ROWS:
-                return _refine(*args, caller.should_stop)
-            return self._on_compute_thread(_refine, caller, *args)
+                refined = _refine(*args, caller.should_stop)
+            else:
+                refined = self._on_compute_thread(_refine, caller, *args)
+        self._count_growth(entry)
+        return refined
+
+    def _count_growth(self, entry: StoredContext) -> None:
+        """Count in the store what refinement made of ``entry``'s background and keeps (the
+        tree members' leaf masks, made on the first call that needs them)."""
+        self.store.count_growth(entry, entry.explainer.pair_cache_bytes())
 
     def _check_calibration_size(self, entry: StoredContext, budget: int | None, refit: bool) -> int:
         """The calibration budget (``budget``, or the estimator's default for a refit or for
@@ -397,7 +408,9 @@ class ContextService:
                     by_default,
                 )
 
-            return self.store.get_or_build(context_id, build)
+            calibrated = self.store.get_or_build(context_id, build)
+        self._count_growth(entry)
+        return calibrated
 
     def _calibrate(
         self,
@@ -430,7 +443,12 @@ class ContextService:
         fitted members (``explainer.context_``), which a weights-only calibration shares with
         the context it came from: the store counts them once."""
         entry = StoredContext(
-            context_id, explainer, seconds, explainer.memory_bytes(), holds=explainer.context_
+            context_id,
+            explainer,
+            seconds,
+            explainer.memory_bytes(),
+            holds=explainer.context_,
+            grown_bytes=explainer.pair_cache_bytes(),
         )
         entry.description = self._describe(entry)
         return entry

@@ -20,8 +20,9 @@ class StoredContext:
     """A fitted context: its content address, the fitted ``ZeroShotExplainer``, what the fit
     took, ``memory_bytes`` what it holds, ``description``: whatever the service's ``describe``
     made of it once, after the fit (the server's ContextInfo message), so that it is not rebuilt
-    on every request, and ``holds``: the object ``memory_bytes`` measures, when other entries
-    may hold the same one (None: this entry's alone)."""
+    on every request, ``holds``: the object ``memory_bytes`` measures, when other entries
+    may hold the same one (None: this entry's alone), and ``grown_bytes``: what of
+    ``memory_bytes`` the object built after its fit (see ``ContextStore.count_growth``)."""
 
     context_id: str
     explainer: Any
@@ -29,6 +30,7 @@ class StoredContext:
     memory_bytes: int
     description: Any = None
     holds: Any = None
+    grown_bytes: int = 0
 
 
 class ContextStore:
@@ -37,8 +39,9 @@ class ContextStore:
         self.max_bytes = max_bytes
         self._entries: OrderedDict[str, StoredContext] = OrderedDict()
         self._bytes = 0
-        # id of what entries hold -> [its bytes, how many entries hold it]; an entry keeps what
-        # it holds alive, so the id is not reused while it is listed here.
+        # id of what entries hold -> [its bytes, how many entries hold it, the bytes it has
+        # grown by, counted in the first]; an entry keeps what it holds alive, so the id is not
+        # reused while it is listed here.
         self._held: dict[int, list[int]] = {}
         self._lock = threading.Lock()
         self._building: dict[str, threading.Event] = {}
@@ -101,8 +104,28 @@ class ContextStore:
             entry = self._entries.pop(context_id, None)
             return entry, 0 if entry is None else self._release(entry)
 
+    def count_growth(self, entry: StoredContext, grown_bytes: int) -> None:
+        """Count what ``entry``'s context has built since it was measured, ``grown_bytes`` in
+        all (refinement's kept masks: made on first use, so that contexts never refined do not
+        hold them): once per held object, however many entries hold it and however often this
+        is called; then evict least recently used contexts, never the last, while over the
+        byte budget. A context no longer held is not counted."""
+        with self._lock:
+            held = self._held.get(id(_holding(entry)))
+            if held is None or grown_bytes <= held[2]:
+                return
+            self._bytes += grown_bytes - held[2]
+            held[0] += grown_bytes - held[2]
+            held[2] = grown_bytes
+            while self._bytes > self.max_bytes and len(self._entries) > 1:
+                _, evicted = self._entries.popitem(last=True)
+                self._release(evicted)
+                self.evictions += 1
+
     def _hold(self, entry: StoredContext) -> None:
-        held = self._held.setdefault(id(_holding(entry)), [entry.memory_bytes, 0])
+        held = self._held.setdefault(
+            id(_holding(entry)), [entry.memory_bytes, 0, entry.grown_bytes]
+        )
         if held[1] == 0:
             self._bytes += held[0]
         held[1] += 1

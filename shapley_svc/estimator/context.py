@@ -184,6 +184,16 @@ class FittedContext:
             found.append(gaps)
         return found
 
+    def pair_cache_bytes(self) -> int:
+        """Bytes the members' pair gaps have made of the background and keep (see
+        ``Surrogate.pair_cache_bytes``)."""
+        return sum(
+            fitted.model.pair_cache_bytes()
+            for context in self.outputs
+            for fitted in context.surrogates
+            if fitted is not None
+        )
+
 
 def _of(needed: list[np.ndarray] | None, k: int) -> np.ndarray | None:
     return None if needed is None else needed[k]

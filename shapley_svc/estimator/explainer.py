@@ -459,6 +459,14 @@ class ZeroShotExplainer:
             raise NotFittedError()
         return held_bytes(self.context_)
 
+    def pair_cache_bytes(self) -> int:
+        """Bytes of what refinement made of the background rows and keeps for later calls (the
+        tree members' leaf masks, made by the first ``propose``, ``refine`` or ``calibrate``
+        that needs them), counted in ``memory_bytes`` too: 0 for an explainer never refined."""
+        if not hasattr(self, "context_"):
+            raise NotFittedError()
+        return self.context_.pair_cache_bytes()
+
     def _background_indices(self, background, n: int) -> np.ndarray:
         if background is None:
             rng = np.random.default_rng(self.random_state)

@@ -5,7 +5,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from shapley_svc.errors import InvalidArgumentError
-from shapley_svc.kernels.coalitions import tree_pair_gaps
+from shapley_svc.kernels.coalitions import (
+    masked_tree_pair_gaps,
+    off_path_players,
+    tree_pair_gaps,
+)
 from shapley_svc.kernels.leaf_tables import (
     background_leaf_tables,
     leaf_paths,
@@ -59,6 +63,10 @@ class FlatEnsemble:
 
 
 MAX_TABLE_ENTRIES = 4_000_000  # 32 MiB of per-leaf tables; deeper ensembles walk pairwise
+# Pair gaps from per-leaf masks (``kernels.coalitions.masked_tree_pair_gaps``) take a 64-bit
+# mask per (row, leaf slot): a background's masks are made only up to this size (past it the
+# trees are walked), and explained rows' in chunks of it.
+MAX_PAIR_MASK_BYTES = 32 * 2**20
 
 
 def tree_shapley(model: object, X: np.ndarray, background: np.ndarray) -> ShapleyValues:
@@ -260,12 +268,23 @@ class TreeBackground:
         masks: np.ndarray,
         picks: np.ndarray,
         background_leaves: np.ndarray | None = None,
+        keep_background: bool = False,
     ) -> np.ndarray:
         """(m, n_pairs, K) the trees' output on each pair's first mixed row minus its second
         (see ``shapley_svc.kernels.coalitions``), unchecked: rows (m, d) and background
-        (n_background, d) C-contiguous float64, player_of_feature (d,) int64;
-        ``background_leaves``: ``trusted_leaves(background)`` if the caller kept it (else it is
-        found here)."""
+        (n_background, d) C-contiguous float64, player_of_feature (d,) int64.
+
+        Up to 64 players each tree's leaves are tested with bit masks
+        (``kernels.coalitions.masked_tree_pair_gaps``); past that, or where the background's
+        masks would take more than ``MAX_PAIR_MASK_BYTES``, both mixed rows of every pair walk
+        the trees (``background_leaves``, ``trusted_leaves(background)``, if the caller kept
+        it). The answers are the same up to the order of additions. ``keep_background``: the
+        caller pairs with this background on every call, so its masks are made once and kept
+        here (``pair_cache_bytes``)."""
+        if masks.shape[2] <= 64:
+            background_off = self._background_off(background, player_of_feature, keep_background)
+            if background_off is not None:
+                return self._masked_pair_gaps(rows, player_of_feature, masks, picks, background_off)
         ensemble = self.ensemble
         background_seen = self._as_seen(background)
         if background_leaves is None:
@@ -286,6 +305,96 @@ class TreeBackground:
             out,
         )
         return out
+
+    def pair_cache_bytes(self) -> int:
+        """Bytes of the arrays ``trusted_pair_gaps`` made and keeps for later calls (the kept
+        background's masks, the ensemble's ``PairLayout``): 0 before its first call."""
+        kept = getattr(self, "_kept_background_off", None) or ()
+        layout = getattr(self, "_layout", None)
+        arrays = [*kept, *(() if layout is None else vars(layout).values())]
+        return int(sum(array.nbytes for array in arrays))
+
+    def _background_off(
+        self, background: np.ndarray, player_of_feature: np.ndarray, keep: bool
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The background's off-path masks and leaf slots (``off_path_players``), kept ones if
+        they are for the same rows' count and players; None past ``MAX_PAIR_MASK_BYTES``."""
+        if background.shape[0] * self._slot_bytes() > MAX_PAIR_MASK_BYTES:
+            return None
+        kept = getattr(self, "_kept_background_off", None)
+        if (
+            keep
+            and kept is not None
+            and kept[0].shape[0] == background.shape[0]
+            and np.array_equal(kept[2], player_of_feature)
+        ):
+            return kept[0], kept[1]
+        off, slots = self._off_path(background, player_of_feature)
+        if keep:
+            # One assignment: a concurrent call sees the old masks or the new, never half.
+            self._kept_background_off = (off, slots, player_of_feature.copy())
+        return off, slots
+
+    def _slot_bytes(self) -> int:
+        """Bytes of one row's masks: one 64-bit mask per leaf slot of every tree."""
+        return 8 * self._pair_layout().leaf_slots.size
+
+    def _masked_pair_gaps(self, rows, player_of_feature, masks, picks, background_off):
+        background_masks, background_slots = background_off
+        layout = self._pair_layout()
+        out = np.empty((*picks.shape, self.n_outputs))
+        chunk = max(1, MAX_PAIR_MASK_BYTES // self._slot_bytes())
+        for start in range(0, rows.shape[0], chunk):
+            part = slice(start, start + chunk)
+            row_masks, row_slots = self._off_path(rows[part], player_of_feature)
+            masked_tree_pair_gaps(
+                row_masks,
+                background_masks,
+                row_slots,
+                background_slots,
+                masks[part],
+                picks[part],
+                layout.slot_values,
+                out[part],
+            )
+        return out
+
+    def _off_path(
+        self, rows: np.ndarray, player_of_feature: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``kernels.coalitions.off_path_players`` of C-contiguous float64 rows."""
+        ensemble = self.ensemble
+        layout = self._pair_layout()
+        n_trees, width = layout.leaf_slots.shape
+        node_player_bit = np.zeros(ensemble.feature.size, dtype=np.uint64)
+        node_player_bit[layout.inner] = np.left_shift(
+            np.uint64(1), player_of_feature[ensemble.feature[layout.inner]].astype(np.uint64)
+        )
+        off = np.empty((rows.shape[0], n_trees, width), dtype=np.uint64)
+        slot = np.empty((rows.shape[0], n_trees), dtype=np.int64)
+        off_path_players(
+            np.ascontiguousarray(self._as_seen(rows)),
+            layout.parent,
+            layout.is_left,
+            ensemble.feature,
+            ensemble.threshold,
+            ensemble.missing_left,
+            layout.inner,
+            layout.top_down,
+            node_player_bit,
+            layout.leaf_slots,
+            off,
+            slot,
+        )
+        return off, slot
+
+    def _pair_layout(self) -> "PairLayout":
+        """The ensemble's shape as ``masked_tree_pair_gaps`` reads it, made once (not saved:
+        a loaded explainer rebuilds it from its ensemble)."""
+        layout = getattr(self, "_layout", None)
+        if layout is None:
+            layout = self._layout = pair_layout(self.ensemble)
+        return layout
 
     def trusted_leaves(self, rows: np.ndarray) -> np.ndarray:
         """(m, n_trees) int64: the leaf each of the (m, d) C-contiguous float64 ``rows``
@@ -334,6 +443,60 @@ class TreeBackground:
                 values,
             )
         return values
+
+
+@dataclass(frozen=True)
+class PairLayout:
+    """A flat ensemble's nodes as ``kernels.coalitions.off_path_players`` visits them.
+
+    parent, is_left : (n_nodes,) each node's parent (-1 at roots) and side.
+    inner : (n_splits,) the nodes that split; top_down : every non-root node, after its parent.
+    leaf_slots : (n_trees, width) each tree's leaves, -1 past its last.
+    slot_values : (n_trees, width, K) their values, 0 past the last.
+    """
+
+    parent: np.ndarray
+    is_left: np.ndarray
+    inner: np.ndarray
+    top_down: np.ndarray
+    leaf_slots: np.ndarray
+    slot_values: np.ndarray
+
+
+def pair_layout(ensemble: FlatEnsemble) -> PairLayout:
+    """``PairLayout`` of a flat ensemble, trees in ``roots`` order."""
+    left, right = ensemble.left, ensemble.right
+    inner = np.flatnonzero(left >= 0)
+    parent = np.full(left.size, -1, dtype=np.int64)
+    parent[left[inner]] = inner
+    parent[right[inner]] = inner
+    is_left = np.zeros(left.size, dtype=np.bool_)
+    is_left[left[inner]] = True
+    top_down: list[np.ndarray] = []
+    tree_leaves: list[np.ndarray] = []
+    for root in ensemble.roots:
+        level = np.array([root])
+        leaves = []
+        while level.size:
+            leaves.append(level[left[level] < 0])
+            splits = level[left[level] >= 0]
+            level = np.concatenate([left[splits], right[splits]])
+            top_down.append(level)
+        tree_leaves.append(np.concatenate(leaves))
+    width = max(leaves.size for leaves in tree_leaves)
+    leaf_slots = np.full((ensemble.roots.size, width), -1, dtype=np.int64)
+    slot_values = np.zeros((ensemble.roots.size, width, ensemble.node_values.shape[1]))
+    for t, leaves in enumerate(tree_leaves):
+        leaf_slots[t, : leaves.size] = leaves
+        slot_values[t, : leaves.size] = ensemble.node_values[leaves]
+    return PairLayout(
+        parent=parent,
+        is_left=is_left,
+        inner=inner.astype(np.int64),
+        top_down=np.concatenate(top_down).astype(np.int64),
+        leaf_slots=leaf_slots,
+        slot_values=slot_values,
+    )
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,7 @@ def test_a_context_is_fitted_once_described_once_and_explained_like_the_estimato
 
 
 def test_a_weights_only_calibration_shares_the_members_and_their_bytes():
+    """Counted once, with the background masks the calibration's pair gaps made and keep."""
     service = _service()
     try:
         entry, _ = service.get_or_create(ContextSpec(X, P))
@@ -92,12 +93,39 @@ def test_a_weights_only_calibration_shares_the_members_and_their_bytes():
         outputs = np.sin(proposal.rows[:, 0]) + proposal.rows[:, 1]
         calibrated, built = service.calibrate(entry, None, None, outputs)
         assert built and calibrated.explainer.context_ is entry.explainer.context_
-        assert calibrated.memory_bytes == entry.memory_bytes > 0
-        assert service.store.total_bytes == entry.memory_bytes
+        grown = entry.explainer.pair_cache_bytes()
+        assert grown > 0 and calibrated.grown_bytes == grown
+        held = entry.memory_bytes + grown
+        # Measured after the calibration grew the members, up to the objects around the arrays.
+        assert abs(calibrated.memory_bytes - held) < 4096
+        held = service.store.total_bytes
+        assert held == entry.memory_bytes + grown
         assert service.delete(entry.context_id)[1] == 0
-        assert service.store.total_bytes == entry.memory_bytes
-        assert service.delete(calibrated.context_id)[1] == entry.memory_bytes
+        assert service.store.total_bytes == held
+        assert service.delete(calibrated.context_id)[1] == held
         assert service.store.total_bytes == 0
+    finally:
+        service.shutdown()
+
+
+def test_what_refinement_keeps_of_a_context_is_counted_in_the_store_once():
+    """The tree members' background masks are made by the first propose or refine that needs
+    them: the store counts them then, once, and a context never refined holds none."""
+    service = _service()
+    try:
+        entry, _ = service.get_or_create(ContextSpec(X, P))
+        assert entry.explainer.pair_cache_bytes() == 0
+        assert service.store.total_bytes == entry.memory_bytes
+        rows = X[:5]
+        proposal = service.propose(entry, rows, P[:5], 12)
+        outputs = np.sin(proposal.rows[:, 0]) + proposal.rows[:, 1]
+        for _ in range(2):
+            service.refine(entry, rows, P[:5], 12, None, outputs)
+        grown = entry.explainer.pair_cache_bytes()
+        assert grown > 0
+        assert service.store.total_bytes == entry.memory_bytes + grown
+        # What a new measure finds, up to the Python objects around the arrays.
+        assert abs(service.store.total_bytes - entry.explainer.memory_bytes()) < 4096
     finally:
         service.shutdown()
 

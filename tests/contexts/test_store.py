@@ -107,3 +107,44 @@ def test_deleting_one_of_two_contexts_sharing_members_frees_nothing():
     store.get_or_build("a-calibrated", lambda: _entry("a-calibrated", 60, holds=members))
     assert store.delete("a")[1] == 0 and store.total_bytes == 60
     assert store.delete("a-calibrated")[1] == 60 and store.total_bytes == 0
+
+
+def test_what_a_context_grows_by_is_counted_once_per_holding_and_evicts_the_oldest():
+    """Refinement's kept masks grow a held context after it was measured: the growth is
+    counted once however many entries hold the same members and however often it is reported,
+    and least recently used contexts go while the store is over its bytes, never the last."""
+    store = ContextStore(max_contexts=10, max_bytes=250)
+    members = object()
+    store.get_or_build("old", lambda: _entry("old", 50))
+    store.get_or_build("a", lambda: _entry("a", 60, holds=members))
+    calibrated, _ = store.get_or_build("a-cal", lambda: _entry("a-cal", 60, holds=members))
+    assert store.total_bytes == 110
+    store.count_growth(calibrated, 30)
+    store.count_growth(store.get("a"), 30)  # the same members: already counted
+    assert store.total_bytes == 140
+    store.count_growth(calibrated, 20)  # less than counted: nothing
+    assert store.total_bytes == 140
+    store.count_growth(calibrated, 100)
+    assert store.total_bytes == 210
+    store.count_growth(calibrated, 150)  # 260 is over the budget: "old" goes
+    assert store.total_bytes == 210 and store.evictions == 1 and store.get("old") is None
+    _, freed = store.delete("a")
+    assert freed == 0  # the calibration still holds the members
+    _, freed = store.delete("a-cal")
+    assert freed == 210 and store.total_bytes == 0
+    store.count_growth(calibrated, 500)  # no longer held: not counted
+    assert store.total_bytes == 0
+
+
+def test_a_context_measured_after_it_grew_is_not_counted_twice():
+    store = ContextStore(max_contexts=10, max_bytes=1000)
+    entry, _ = store.get_or_build("a", lambda: _entry("a", 90))
+    entry.grown_bytes = 30  # of its 90 bytes, 30 grew after the fit
+    store.delete("a")
+    entry, _ = store.get_or_build("a", lambda: entry)
+    store.count_growth(entry, 30)
+    assert store.total_bytes == 90
+    store.count_growth(entry, 40)
+    assert store.total_bytes == 100
+    store.count_growth(entry, 2000)  # over the whole budget, but the last context stays
+    assert store.get("a") is entry and store.total_bytes == 2060

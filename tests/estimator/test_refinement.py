@@ -966,6 +966,32 @@ def test_an_explainer_saved_without_what_members_keep_of_the_background_refines_
     np.testing.assert_allclose(again.uncertainty, refined.uncertainty, rtol=0, atol=1e-12)
 
 
+def test_refinement_keeps_the_tree_members_background_masks_and_counts_them(fitted, tmp_path):
+    """The tree members' background masks are made by the first call that needs them, kept for
+    the next and counted in ``memory_bytes``; an explainer never refined holds none, and saves
+    do not carry them."""
+    explainer = copy.deepcopy(fitted[0])
+    query = fitted[1]
+    for fitted_member in explainer.context_.outputs[0].surrogates:
+        if fitted_member is not None and hasattr(fitted_member.model, "tree_background_"):
+            for made in ("_kept_background_off", "_layout"):
+                fitted_member.model.tree_background_.__dict__.pop(made, None)
+    assert explainer.pair_cache_bytes() == 0
+    before = explainer.memory_bytes()
+    proposal, refined = _refine(explainer, query, 30)
+    kept = explainer.pair_cache_bytes()
+    n_background = explainer.background_rows_.shape[0]
+    assert kept >= 8 * n_background * 150  # at least one mask per background row and tree
+    # What memory_bytes finds, up to the Python objects around the arrays.
+    assert abs(explainer.memory_bytes() - before - kept) < 4096
+    again = explainer.refine(proposal, _interacting(proposal.rows))
+    assert explainer.pair_cache_bytes() == kept
+    assert np.array_equal(again.values, refined.values)
+    explainer.save(tmp_path / "saved")
+    loaded = ZeroShotExplainer.load(tmp_path / "saved")
+    assert loaded.pair_cache_bytes() == 0
+
+
 def test_read_only_query_rows_are_accepted(fitted):
     explainer, query, _ = fitted
     frozen = np.frombuffer(query.tobytes()).reshape(query.shape)

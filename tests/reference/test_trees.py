@@ -14,7 +14,7 @@ from sklearn.linear_model import LinearRegression
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 from shapley_svc.kernels.coalitions import fill_paired_rows
-from shapley_svc.reference import TreeBackground, tree_shapley
+from shapley_svc.reference import TreeBackground, tree_shapley, trees
 from shapley_svc.reference.trees import MAX_TABLE_ENTRIES, flatten_ensemble
 from tests.oracles import as_3d, brute_force_shapley
 
@@ -230,12 +230,28 @@ def test_grouped_values_need_the_tables():
         TreeBackground(model, X[:20], max_table_entries=10, player_of_feature=np.zeros(5, int))
 
 
+def _model_pair_gaps(model, rows, background, players, masks, picks, n_classes):
+    """The model's own outputs on each pair's first mixed row minus its second."""
+    m, n_pairs, _ = masks.shape
+    mixed = np.empty((m, 2 * n_pairs, rows.shape[1]))
+    fill_paired_rows(rows, background, players, masks, picks, 0, mixed)
+    outputs = as_3d(np.asarray(_output_method(model)(mixed.reshape(-1, rows.shape[1]))))
+    if n_classes == 2 and outputs.shape[-1] == 2:
+        outputs = outputs[..., 1:]
+    outputs = outputs.reshape(m, n_pairs, 2, -1)
+    return outputs[:, :, 0] - outputs[:, :, 1]
+
+
+@pytest.mark.parametrize("route", ["masks", "walk"])
 @pytest.mark.parametrize(("name", "make", "n_classes"), MODELS, ids=[m[0] for m in MODELS])
-def test_pair_gaps_equal_the_model_on_the_mixed_rows(name, make, n_classes):
+def test_pair_gaps_equal_the_model_on_the_mixed_rows(name, make, n_classes, route, monkeypatch):
     """Refinement's pair gaps skip the trees where the explained row and the background row
     reach the same leaf; the gaps must still be the model's own outputs on the two mixed rows,
-    with missing cells too (histogram boosting routes them), and whether the background's
-    leaves are passed in or found per call."""
+    with missing cells too (histogram boosting routes them), whether the leaves are tested with
+    masks or the trees walked (no room for masks), and whether the background's leaves or masks
+    are passed in, kept from the last call or found per call."""
+    if route == "walk":
+        monkeypatch.setattr(trees, "MAX_PAIR_MASK_BYTES", 0)
     X, y = _task(6, n_classes=n_classes)
     X[::7, 2] = np.nan
     model = make().fit(np.nan_to_num(X) if "histogram" not in name else X, y)
@@ -249,15 +265,63 @@ def test_pair_gaps_equal_the_model_on_the_mixed_rows(name, make, n_classes):
     masks = rng.random((len(rows), n_pairs, X.shape[1])) < 0.5
     picks = rng.integers(0, len(background), size=(len(rows), n_pairs))
     players = np.arange(X.shape[1], dtype=np.int64)
-    mixed = np.empty((len(rows), 2 * n_pairs, X.shape[1]))
-    fill_paired_rows(rows, background, players, masks, picks, 0, mixed)
-    outputs = as_3d(np.asarray(_output_method(model)(mixed.reshape(-1, X.shape[1]))))
-    if n_classes == 2 and outputs.shape[-1] == 2:
-        outputs = outputs[..., 1:]
-    outputs = outputs.reshape(len(rows), n_pairs, 2, -1)
-    expected = outputs[:, :, 0] - outputs[:, :, 1]
+    expected = _model_pair_gaps(model, rows, background, players, masks, picks, n_classes)
     kept = prepared.trusted_leaves(background)
     assert (prepared.trusted_leaves(rows)[4:] == kept[:2]).all()
-    for leaves in (kept, None):
-        gaps = prepared.trusted_pair_gaps(rows, background, players, masks, picks, leaves)
+    for leaves, keep in ((kept, False), (kept, True), (None, True), (None, False)):
+        gaps = prepared.trusted_pair_gaps(
+            rows, background, players, masks, picks, leaves, keep_background=keep
+        )
         np.testing.assert_allclose(gaps, expected.reshape(gaps.shape), rtol=0, atol=1e-9)
+    kept_masks = getattr(prepared, "_kept_background_off", None)
+    assert (kept_masks is not None) == (route == "masks")
+
+
+def test_masked_pair_gaps_follow_groups_chunks_and_a_changed_grouping(monkeypatch):
+    """With players that are groups of columns and explained rows taken in chunks, the masked
+    gaps are still the model's outputs on the mixed rows; the kept background masks are made
+    again for another grouping, and a background one row past the bound is walked."""
+    X, y = _task(7, d=8)
+    X[::5, 3] = np.nan
+    model = HistGradientBoostingRegressor(max_iter=30, max_leaf_nodes=15, random_state=0)
+    model.fit(X, y)
+    background = X[200:204]
+    rows = X[:11]
+    prepared = TreeBackground(model, background)
+    # Room for the background's masks and four explained rows' at a time: three chunks.
+    monkeypatch.setattr(trees, "MAX_PAIR_MASK_BYTES", 4 * prepared._slot_bytes())
+    rng = np.random.default_rng(1)
+    for player_of_feature in ([0, 1, 2, 0, 2, 3, 1, 3], [0, 0, 1, 1, 2, 2, 0, 1]):
+        players = np.array(player_of_feature, dtype=np.int64)
+        masks = rng.random((len(rows), 9, players.max() + 1)) < 0.5
+        picks = rng.integers(0, len(background), size=(len(rows), 9))
+        expected = _model_pair_gaps(model, rows, background, players, masks, picks, None)
+        gaps = prepared.trusted_pair_gaps(
+            rows, background, players, masks, picks, keep_background=True
+        )
+        np.testing.assert_allclose(gaps, expected.reshape(gaps.shape), rtol=0, atol=1e-9)
+        kept_masks, kept_slots, kept_players = prepared._kept_background_off
+        assert kept_masks.nbytes == 4 * prepared._slot_bytes() and kept_slots.shape == (4, 30)
+        np.testing.assert_array_equal(kept_players, players)
+    wider = X[200:205]
+    fresh = TreeBackground(model, wider)
+    expected = _model_pair_gaps(model, rows, wider, players, masks, picks, None)
+    gaps = fresh.trusted_pair_gaps(rows, wider, players, masks, picks, keep_background=True)
+    np.testing.assert_allclose(gaps, expected.reshape(gaps.shape), rtol=0, atol=1e-9)
+    assert getattr(fresh, "_kept_background_off", None) is None
+
+
+def test_pair_gaps_over_more_than_64_players_walk_the_trees():
+    """A 64-bit mask holds 64 players; past that the trees are walked, with the same answers."""
+    X, y = _task(8, n=300, d=70)
+    model = HistGradientBoostingRegressor(max_iter=20, random_state=0).fit(X, y)
+    background, rows = X[200:230], X[:5]
+    prepared = TreeBackground(model, background)
+    rng = np.random.default_rng(2)
+    players = np.arange(70, dtype=np.int64)
+    masks = rng.random((len(rows), 12, 70)) < 0.5
+    picks = rng.integers(0, len(background), size=(len(rows), 12))
+    expected = _model_pair_gaps(model, rows, background, players, masks, picks, None)
+    gaps = prepared.trusted_pair_gaps(rows, background, players, masks, picks, keep_background=True)
+    np.testing.assert_allclose(gaps, expected.reshape(gaps.shape), rtol=0, atol=1e-9)
+    assert prepared.pair_cache_bytes() == 0
