@@ -266,13 +266,13 @@ class ContextService:
         self._check_query_size(rows.shape[0], 0)
         per_query = self._rows_per_query(entry, rows, predictions is not None, budget)
         args = (entry.explainer, rows, predictions, budget, random_state)
-        with _naming_context(entry):
-            if rows.shape[0] * per_query <= SERIAL_MAX_ROWS:
-                proposal = _propose(*args, caller.should_stop)
-            else:
-                proposal = self._on_compute_thread(_propose, caller, *args)
-        self._count_growth(entry)
-        return proposal
+        try:
+            with _naming_context(entry):
+                if rows.shape[0] * per_query <= SERIAL_MAX_ROWS:
+                    return _propose(*args, caller.should_stop)
+                return self._on_compute_thread(_propose, caller, *args)
+        finally:
+            self._count_growth(entry)
 
     def refine(
         self,
@@ -292,17 +292,18 @@ class ContextService:
         self._check_query_size(rows.shape[0], answer_bytes_per_row)
         per_query = self._rows_per_query(entry, rows, predictions is not None, budget)
         args = (entry.explainer, rows, predictions, budget, random_state, outputs)
-        with _naming_context(entry):
-            if rows.shape[0] * per_query <= SERIAL_MAX_ROWS:
-                refined = _refine(*args, caller.should_stop)
-            else:
-                refined = self._on_compute_thread(_refine, caller, *args)
-        self._count_growth(entry)
-        return refined
+        try:
+            with _naming_context(entry):
+                if rows.shape[0] * per_query <= SERIAL_MAX_ROWS:
+                    return _refine(*args, caller.should_stop)
+                return self._on_compute_thread(_refine, caller, *args)
+        finally:
+            self._count_growth(entry)
 
     def _count_growth(self, entry: StoredContext) -> None:
         """Count in the store what refinement made of ``entry``'s background and keeps (the
-        tree members' leaf masks, made on the first call that needs them)."""
+        tree members' leaf masks, made on the first call that needs them), whether or not the
+        call that made them went on to succeed."""
         self.store.count_growth(entry, entry.explainer.pair_cache_bytes())
 
     def _check_calibration_size(self, entry: StoredContext, budget: int | None, refit: bool) -> int:
@@ -408,9 +409,10 @@ class ContextService:
                     by_default,
                 )
 
-            calibrated = self.store.get_or_build(context_id, build)
-        self._count_growth(entry)
-        return calibrated
+            try:
+                return self.store.get_or_build(context_id, build)
+            finally:
+                self._count_growth(entry)
 
     def _calibrate(
         self,
