@@ -266,13 +266,7 @@ class ContextService:
         self._check_query_size(rows.shape[0], 0)
         per_query = self._rows_per_query(entry, rows, predictions is not None, budget)
         args = (entry.explainer, rows, predictions, budget, random_state)
-        try:
-            with _naming_context(entry):
-                if rows.shape[0] * per_query <= SERIAL_MAX_ROWS:
-                    return _propose(*args, caller.should_stop)
-                return self._on_compute_thread(_propose, caller, *args)
-        finally:
-            self._count_growth(entry)
+        return self._refinement_call(entry, rows.shape[0] * per_query, _propose, caller, *args)
 
     def refine(
         self,
@@ -292,11 +286,24 @@ class ContextService:
         self._check_query_size(rows.shape[0], answer_bytes_per_row)
         per_query = self._rows_per_query(entry, rows, predictions is not None, budget)
         args = (entry.explainer, rows, predictions, budget, random_state, outputs)
+        return self._refinement_call(entry, rows.shape[0] * per_query, _refine, caller, *args)
+
+    def _refinement_call(
+        self,
+        entry: StoredContext,
+        n_rows: int,
+        work: Callable[..., Result],
+        caller: Caller,
+        *args: Any,
+    ) -> Result:
+        """``work(*args, should_stop)`` on ``entry``'s explainer: here for up to
+        ``SERIAL_MAX_ROWS`` proposed rows, else on a compute thread; then the store counts
+        what it kept of the context (``_count_growth``)."""
         try:
             with _naming_context(entry):
-                if rows.shape[0] * per_query <= SERIAL_MAX_ROWS:
-                    return _refine(*args, caller.should_stop)
-                return self._on_compute_thread(_refine, caller, *args)
+                if n_rows <= SERIAL_MAX_ROWS:
+                    return work(*args, caller.should_stop)
+                return self._on_compute_thread(work, caller, *args)
         finally:
             self._count_growth(entry)
 
