@@ -308,10 +308,12 @@ class TreeBackground:
 
     def pair_cache_bytes(self) -> int:
         """Bytes of the arrays ``trusted_pair_gaps`` made and keeps for later calls (the kept
-        background's masks, the ensemble's ``PairLayout``): 0 before its first call."""
+        background's masks, each node's player bit, the ensemble's ``PairLayout``): 0 before
+        its first call."""
         kept = getattr(self, "_kept_background_off", None) or ()
+        bits = getattr(self, "_kept_node_player_bit", None) or ()
         layout = getattr(self, "_layout", None)
-        arrays = [*kept, *(() if layout is None else vars(layout).values())]
+        arrays = [*kept, *bits, *(() if layout is None else vars(layout).values())]
         return int(sum(array.nbytes for array in arrays))
 
     def _background_off(
@@ -366,10 +368,7 @@ class TreeBackground:
         ensemble = self.ensemble
         layout = self._pair_layout()
         n_trees, width = layout.leaf_slots.shape
-        node_player_bit = np.zeros(ensemble.feature.size, dtype=np.uint64)
-        node_player_bit[layout.inner] = np.left_shift(
-            np.uint64(1), player_of_feature[ensemble.feature[layout.inner]].astype(np.uint64)
-        )
+        node_player_bit = self._node_player_bit(player_of_feature)
         off = np.empty((rows.shape[0], n_trees, width), dtype=np.uint64)
         slot = np.empty((rows.shape[0], n_trees), dtype=np.int64)
         off_path_players(
@@ -387,6 +386,20 @@ class TreeBackground:
             slot,
         )
         return off, slot
+
+    def _node_player_bit(self, player_of_feature: np.ndarray) -> np.ndarray:
+        """(n_nodes,) ``1 << player`` of each split's feature (0 at leaves), kept for the last
+        grouping asked: every call of ``trusted_pair_gaps`` needs it for its explained rows."""
+        kept = getattr(self, "_kept_node_player_bit", None)
+        if kept is not None and np.array_equal(kept[0], player_of_feature):
+            return kept[1]
+        ensemble, layout = self.ensemble, self._pair_layout()
+        node_player_bit = np.zeros(ensemble.feature.size, dtype=np.uint64)
+        node_player_bit[layout.inner] = np.left_shift(
+            np.uint64(1), player_of_feature[ensemble.feature[layout.inner]].astype(np.uint64)
+        )
+        self._kept_node_player_bit = (player_of_feature.copy(), node_player_bit)
+        return node_player_bit
 
     def _pair_layout(self) -> "PairLayout":
         """The ensemble's shape as ``masked_tree_pair_gaps`` reads it, made once (not saved:

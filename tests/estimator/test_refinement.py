@@ -974,7 +974,7 @@ def test_refinement_keeps_the_tree_members_background_masks_and_counts_them(fitt
     query = fitted[1]
     for fitted_member in explainer.context_.outputs[0].surrogates:
         if fitted_member is not None and hasattr(fitted_member.model, "tree_background_"):
-            for made in ("_kept_background_off", "_layout"):
+            for made in ("_kept_background_off", "_kept_node_player_bit", "_layout"):
                 fitted_member.model.tree_background_.__dict__.pop(made, None)
     assert explainer.pair_cache_bytes() == 0
     before = explainer.memory_bytes()
