@@ -67,7 +67,9 @@ def shapley_from_coalition_values(coalition_values, out):
     for i in prange(m):
         values = coalition_values[i]
         phi = out[i]
-        phi[:, :] = 0.0
+        for j in range(d):
+            for k in range(n_outputs):
+                phi[j, k] = 0.0
         for mask in range(n_masks):
             size = 0
             rest = mask

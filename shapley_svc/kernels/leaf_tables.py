@@ -205,6 +205,77 @@ def leaf_players(path_start, path_feature, player_of_feature, test_bit, player_s
 
 
 @njit(
+    "void(int64, float64[:, ::1], int64[::1], int64[::1], float64[::1], float64[::1], boolean[::1],"
+    " int64[::1], int64[::1], int64[::1], float64[:, ::1], float64[:, ::1], float64[::1])",
+    **_FLAGS,
+)
+def _leaf_table(
+    leaf,
+    background,
+    path_start,
+    path_feature,
+    path_lower,
+    path_upper,
+    path_nan_passes,
+    test_bit,
+    player_start,
+    table_start,
+    weight_a,
+    weight_b,
+    tables,
+):
+    """``background_leaf_tables`` for one leaf."""
+    n_background = background.shape[0]
+    start = path_start[leaf]
+    k = player_start[leaf + 1] - player_start[leaf]
+    if k == 0:
+        return
+    n_masks = 1 << k
+    full = n_masks - 1
+    # by_size[s, c]: share of background rows whose pass-mask contains s and has c bits.
+    by_size = np.zeros((n_masks, k + 1))
+    for b in range(n_background):
+        mask = full
+        for t in range(start, path_start[leaf + 1]):
+            value = background[b, path_feature[t]]
+            if value != value:
+                if not path_nan_passes[t]:
+                    mask &= ~(1 << test_bit[t])
+            elif not path_lower[t] < value <= path_upper[t]:
+                mask &= ~(1 << test_bit[t])
+        by_size[mask, _popcount(mask)] += 1.0 / n_background
+    for i in range(k):
+        bit = 1 << i
+        for mask in range(n_masks):
+            if mask & bit == 0:
+                for c in range(k + 1):
+                    by_size[mask, c] += by_size[mask | bit, c]
+    base = table_start[leaf]
+    for sx in range(n_masks):
+        must = full ^ sx  # players x fails: z must pass them
+        n_b_fixed = k - _popcount(sx)
+        n_sx = k - n_b_fixed
+        # Players x fails are on B's side whatever z does elsewhere.
+        b_credit = 0.0
+        if n_b_fixed > 0:
+            for c in range(n_b_fixed, k + 1):
+                n_a = n_sx - (c - n_b_fixed)
+                b_credit -= by_size[must, c] * weight_b[n_a, n_b_fixed]
+        for i in range(k):
+            bit = 1 << i
+            if sx & bit == 0:
+                tables[base + sx * k + i] = b_credit
+                continue
+            # Player i is on A's side when z fails it: rows containing `must` but not i.
+            a_credit = 0.0
+            for c in range(n_b_fixed, k):
+                n_a = n_sx - (c - n_b_fixed)
+                share = by_size[must, c] - by_size[must | bit, c]
+                a_credit += share * weight_a[n_a, n_b_fixed]
+            tables[base + sx * k + i] = a_credit
+
+
+@njit(
     "void(float64[:, ::1], int64[::1], int64[::1], float64[::1], float64[::1], boolean[::1],"
     " int64[::1], int64[::1], int64[::1], float64[:, ::1], float64[:, ::1], float64[::1])",
     parallel=True,
@@ -240,56 +311,85 @@ def background_leaf_tables(
     weight_a, weight_b : ``leaf_weight_tables`` covering the largest k.
     tables : (table_start[-1],) output.
     """
-    n_background = background.shape[0]
+    for leaf in prange(path_start.shape[0] - 1):
+        _leaf_table(
+            leaf,
+            background,
+            path_start,
+            path_feature,
+            path_lower,
+            path_upper,
+            path_nan_passes,
+            test_bit,
+            player_start,
+            table_start,
+            weight_a,
+            weight_b,
+            tables,
+        )
+
+
+@njit(
+    "void(int64, float64[:, ::1], int64[::1], int64[::1], float64[::1], float64[::1], boolean[::1],"
+    " int64[::1], int64[::1], int64[::1], float64[:, ::1], int64[::1], float64[::1],"
+    " float64[:, :, ::1])",
+    **_FLAGS,
+)
+def _tabled_block(
+    first,
+    rows,
+    path_start,
+    path_feature,
+    path_lower,
+    path_upper,
+    path_nan_passes,
+    test_bit,
+    player_start,
+    player_id,
+    leaf_values,
+    table_start,
+    tables,
+    out,
+):
+    """``tabled_tree_shap`` for the block of rows from ``first`` (``_ROWS_PER_BLOCK`` at most)."""
+    m = rows.shape[0]
+    n_players = out.shape[1]
     n_leaves = path_start.shape[0] - 1
-    for leaf in prange(n_leaves):
-        start = path_start[leaf]
-        k = player_start[leaf + 1] - player_start[leaf]
+    n_outputs = leaf_values.shape[1]
+    size = min(m, first + _ROWS_PER_BLOCK) - first
+    totals = np.zeros((n_players, n_outputs, _ROWS_PER_BLOCK))
+    masks = np.empty(_ROWS_PER_BLOCK, dtype=np.int64)
+    for leaf in range(n_leaves):
+        players = player_start[leaf]
+        k = player_start[leaf + 1] - players
         if k == 0:
             continue
-        n_masks = 1 << k
-        full = n_masks - 1
-        # by_size[s, c]: share of background rows whose pass-mask contains s and has c bits.
-        by_size = np.zeros((n_masks, k + 1))
-        for b in range(n_background):
-            mask = full
-            for t in range(start, path_start[leaf + 1]):
-                value = background[b, path_feature[t]]
+        for r in range(size):
+            masks[r] = (1 << k) - 1
+        for t in range(path_start[leaf], path_start[leaf + 1]):
+            f = path_feature[t]
+            lower = path_lower[t]
+            upper = path_upper[t]
+            nan_passes = path_nan_passes[t]
+            clear = ~(1 << test_bit[t])
+            for r in range(size):
+                value = rows[first + r, f]
                 if value != value:
-                    if not path_nan_passes[t]:
-                        mask &= ~(1 << test_bit[t])
-                elif not path_lower[t] < value <= path_upper[t]:
-                    mask &= ~(1 << test_bit[t])
-            by_size[mask, _popcount(mask)] += 1.0 / n_background
-        for i in range(k):
-            bit = 1 << i
-            for mask in range(n_masks):
-                if mask & bit == 0:
-                    for c in range(k + 1):
-                        by_size[mask, c] += by_size[mask | bit, c]
+                    if not nan_passes:
+                        masks[r] &= clear
+                elif not lower < value <= upper:
+                    masks[r] &= clear
         base = table_start[leaf]
-        for sx in range(n_masks):
-            must = full ^ sx  # players x fails: z must pass them
-            n_b_fixed = k - _popcount(sx)
-            n_sx = k - n_b_fixed
-            # Players x fails are on B's side whatever z does elsewhere.
-            b_credit = 0.0
-            if n_b_fixed > 0:
-                for c in range(n_b_fixed, k + 1):
-                    n_a = n_sx - (c - n_b_fixed)
-                    b_credit -= by_size[must, c] * weight_b[n_a, n_b_fixed]
-            for i in range(k):
-                bit = 1 << i
-                if sx & bit == 0:
-                    tables[base + sx * k + i] = b_credit
-                    continue
-                # Player i is on A's side when z fails it: rows containing `must` but not i.
-                a_credit = 0.0
-                for c in range(n_b_fixed, k):
-                    n_a = n_sx - (c - n_b_fixed)
-                    share = by_size[must, c] - by_size[must | bit, c]
-                    a_credit += share * weight_a[n_a, n_b_fixed]
-                tables[base + sx * k + i] = a_credit
+        for i in range(k):
+            p = player_id[players + i]
+            for o in range(n_outputs):
+                leaf_value = leaf_values[leaf, o]
+                for r in range(size):
+                    totals[p, o, r] += tables[base + masks[r] * k + i] * leaf_value
+    for r in range(size):
+        for j in range(n_players):
+            for o in range(n_outputs):
+                out[first + r, j, o] = totals[j, o, r]
 
 
 @njit(
@@ -325,45 +425,23 @@ def tabled_tree_shap(
     table_start, tables : from :func:`background_leaf_tables`.
     out : (m, P, K), overwritten; P players.
     """
-    m = rows.shape[0]
-    n_players = out.shape[1]
-    n_leaves = path_start.shape[0] - 1
-    n_outputs = leaf_values.shape[1]
-    n_blocks = (m + _ROWS_PER_BLOCK - 1) // _ROWS_PER_BLOCK
+    n_blocks = (rows.shape[0] + _ROWS_PER_BLOCK - 1) // _ROWS_PER_BLOCK
     # Leaves outside, a block of rows inside: a leaf's table stays in cache while the block reads
     # it, and the block's accumulators (player, output, row) are written with unit stride.
     for block in prange(n_blocks):
-        first = block * _ROWS_PER_BLOCK
-        size = min(m, first + _ROWS_PER_BLOCK) - first
-        totals = np.zeros((n_players, n_outputs, _ROWS_PER_BLOCK))
-        masks = np.empty(_ROWS_PER_BLOCK, dtype=np.int64)
-        for leaf in range(n_leaves):
-            players = player_start[leaf]
-            k = player_start[leaf + 1] - players
-            if k == 0:
-                continue
-            masks[:size] = (1 << k) - 1
-            for t in range(path_start[leaf], path_start[leaf + 1]):
-                f = path_feature[t]
-                lower = path_lower[t]
-                upper = path_upper[t]
-                nan_passes = path_nan_passes[t]
-                clear = ~(1 << test_bit[t])
-                for r in range(size):
-                    value = rows[first + r, f]
-                    if value != value:
-                        if not nan_passes:
-                            masks[r] &= clear
-                    elif not lower < value <= upper:
-                        masks[r] &= clear
-            base = table_start[leaf]
-            for i in range(k):
-                p = player_id[players + i]
-                for o in range(n_outputs):
-                    leaf_value = leaf_values[leaf, o]
-                    for r in range(size):
-                        totals[p, o, r] += tables[base + masks[r] * k + i] * leaf_value
-        for r in range(size):
-            for j in range(n_players):
-                for o in range(n_outputs):
-                    out[first + r, j, o] = totals[j, o, r]
+        _tabled_block(
+            block * _ROWS_PER_BLOCK,
+            rows,
+            path_start,
+            path_feature,
+            path_lower,
+            path_upper,
+            path_nan_passes,
+            test_bit,
+            player_start,
+            player_id,
+            leaf_values,
+            table_start,
+            tables,
+            out,
+        )

@@ -44,7 +44,9 @@ def product_kernel_values(row_factors, background_factors, coefficients, nodes, 
     n_background = background_factors.shape[0]
     for i in prange(m):
         prefix = np.empty(n_players + 1)
-        values = np.zeros(n_players)
+        values = out[i]
+        for p in range(n_players):
+            values[p] = 0.0
         for c in range(n_centres):
             u = row_factors[i, c]
             scale = coefficients[c] / n_background
@@ -59,4 +61,3 @@ def product_kernel_values(row_factors, background_factors, coefficients, nodes, 
                     for p in range(n_players - 1, -1, -1):
                         values[p] += (u[p] - w[p]) * prefix[p] * suffix
                         suffix *= (1.0 - t) * w[p] + t * u[p]
-        out[i] = values

@@ -35,11 +35,13 @@ def fill_permutation_rows(rows, background, row_index, background_index, permuta
         z = background[background_index[t]]
         start = t * (d - 1)
         if d > 1:
-            out[start, :] = z
+            for j in range(d):
+                out[start, j] = z[j]
         for k in range(d - 1):
             target = out[start + k]
             if k > 0:
-                target[:] = out[start + k - 1]
+                for j in range(d):
+                    target[j] = out[start + k - 1, j]
             f = permutations[t, k]
             target[f] = x[f]
 

@@ -57,6 +57,123 @@ def _child(value, threshold, missing_left, left, right):
 
 
 @njit(
+    "void(float64[::1], float64[:, ::1], int64[::1], int64[::1], int64[::1], float64[::1],"
+    " boolean[::1], float64[:, ::1], int64[::1], int64, float64[:, ::1], float64[:, ::1],"
+    " float64[:, ::1])",
+    **_FLAGS,
+)
+def _row_tree_shap(
+    x,
+    background,
+    left,
+    right,
+    feature,
+    threshold,
+    missing_left,
+    node_values,
+    roots,
+    max_depth,
+    weight_a,
+    weight_b,
+    phi,
+):
+    """``interventional_tree_shap`` for one explained row ``x``: overwrites ``phi`` (d, K)."""
+    d = x.shape[0]
+    n_background = background.shape[0]
+    n_outputs = node_values.shape[1]
+    stack_size = max_depth + 2
+    path_size = min(max_depth, d) + 1
+    phi[:, :] = 0.0
+    # Per-row scratch: the walk's pending nodes and the features assigned on the current path.
+    stack_node = np.empty(stack_size, dtype=np.int64)
+    stack_path_len = np.empty(stack_size, dtype=np.int64)
+    stack_new_feature = np.empty(stack_size, dtype=np.int64)
+    stack_new_side = np.empty(stack_size, dtype=np.int64)
+    path_feature = np.empty(path_size, dtype=np.int64)
+    path_side = np.empty(path_size, dtype=np.int64)
+    side_of = np.zeros(d, dtype=np.int64)
+    for zi in range(n_background):
+        z = background[zi]
+        for root in roots:
+            top = 0
+            stack_node[0] = root
+            stack_path_len[0] = 0
+            stack_new_feature[0] = -1
+            stack_new_side[0] = _UNASSIGNED
+            path_len = 0
+            n_a = 0
+            n_b = 0
+            while top >= 0:
+                node = stack_node[top]
+                keep = stack_path_len[top]
+                new_feature = stack_new_feature[top]
+                new_side = stack_new_side[top]
+                top -= 1
+                while path_len > keep:
+                    path_len -= 1
+                    if path_side[path_len] == _IN_A:
+                        n_a -= 1
+                    else:
+                        n_b -= 1
+                    side_of[path_feature[path_len]] = _UNASSIGNED
+                if new_feature >= 0:
+                    path_feature[path_len] = new_feature
+                    path_side[path_len] = new_side
+                    path_len += 1
+                    side_of[new_feature] = new_side
+                    if new_side == _IN_A:
+                        n_a += 1
+                    else:
+                        n_b += 1
+                # Follow the walk down while x and z agree or the feature is already assigned.
+                while left[node] >= 0:
+                    f = feature[node]
+                    t = threshold[node]
+                    x_child = _child(x[f], t, missing_left[node], left[node], right[node])
+                    z_child = _child(z[f], t, missing_left[node], left[node], right[node])
+                    if x_child == z_child:
+                        node = x_child
+                    elif side_of[f] == _IN_A:
+                        node = x_child
+                    elif side_of[f] == _IN_B:
+                        node = z_child
+                    else:
+                        # Fork: continue with z's side, leave x's side on the stack.
+                        top += 1
+                        stack_node[top] = x_child
+                        stack_path_len[top] = path_len
+                        stack_new_feature[top] = f
+                        stack_new_side[top] = _IN_A
+                        path_feature[path_len] = f
+                        path_side[path_len] = _IN_B
+                        path_len += 1
+                        side_of[f] = _IN_B
+                        n_b += 1
+                        node = z_child
+                if n_a + n_b == 0:
+                    continue
+                w_a = weight_a[n_a, n_b]
+                w_b = weight_b[n_a, n_b]
+                leaf = node_values[node]
+                for p in range(path_len):
+                    f = path_feature[p]
+                    if path_side[p] == _IN_A:
+                        for k in range(n_outputs):
+                            phi[f, k] += w_a * leaf[k]
+                    else:
+                        for k in range(n_outputs):
+                            phi[f, k] -= w_b * leaf[k]
+            # Leave the per-feature marks clean for the next tree.
+            while path_len > 0:
+                path_len -= 1
+                side_of[path_feature[path_len]] = _UNASSIGNED
+    scale = 1.0 / n_background
+    for j in range(d):
+        for k in range(n_outputs):
+            phi[j, k] *= scale
+
+
+@njit(
     "void(float64[:, ::1], float64[:, ::1], int64[::1], int64[::1], int64[::1], float64[::1],"
     " boolean[::1], float64[:, ::1], int64[::1], int64, float64[:, ::1], float64[:, ::1],"
     " float64[:, :, ::1])",
@@ -93,99 +210,19 @@ def interventional_tree_shap(
     weight_a, weight_b : tables from :func:`leaf_weight_tables` covering min(d, max_depth).
     out : (m, d, K), overwritten with the Shapley values.
     """
-    m, d = rows.shape
-    n_background = background.shape[0]
-    n_outputs = node_values.shape[1]
-    stack_size = max_depth + 2
-    path_size = min(max_depth, d) + 1
-    for i in prange(m):
-        x = rows[i]
-        phi = out[i]
-        phi[:, :] = 0.0
-        # Per-row scratch: the walk's pending nodes and the features assigned on the current path.
-        stack_node = np.empty(stack_size, dtype=np.int64)
-        stack_path_len = np.empty(stack_size, dtype=np.int64)
-        stack_new_feature = np.empty(stack_size, dtype=np.int64)
-        stack_new_side = np.empty(stack_size, dtype=np.int64)
-        path_feature = np.empty(path_size, dtype=np.int64)
-        path_side = np.empty(path_size, dtype=np.int64)
-        side_of = np.zeros(d, dtype=np.int64)
-        for zi in range(n_background):
-            z = background[zi]
-            for root in roots:
-                top = 0
-                stack_node[0] = root
-                stack_path_len[0] = 0
-                stack_new_feature[0] = -1
-                stack_new_side[0] = _UNASSIGNED
-                path_len = 0
-                n_a = 0
-                n_b = 0
-                while top >= 0:
-                    node = stack_node[top]
-                    keep = stack_path_len[top]
-                    new_feature = stack_new_feature[top]
-                    new_side = stack_new_side[top]
-                    top -= 1
-                    while path_len > keep:
-                        path_len -= 1
-                        if path_side[path_len] == _IN_A:
-                            n_a -= 1
-                        else:
-                            n_b -= 1
-                        side_of[path_feature[path_len]] = _UNASSIGNED
-                    if new_feature >= 0:
-                        path_feature[path_len] = new_feature
-                        path_side[path_len] = new_side
-                        path_len += 1
-                        side_of[new_feature] = new_side
-                        if new_side == _IN_A:
-                            n_a += 1
-                        else:
-                            n_b += 1
-                    # Follow the walk down while x and z agree or the feature is already assigned.
-                    while left[node] >= 0:
-                        f = feature[node]
-                        t = threshold[node]
-                        x_child = _child(x[f], t, missing_left[node], left[node], right[node])
-                        z_child = _child(z[f], t, missing_left[node], left[node], right[node])
-                        if x_child == z_child:
-                            node = x_child
-                        elif side_of[f] == _IN_A:
-                            node = x_child
-                        elif side_of[f] == _IN_B:
-                            node = z_child
-                        else:
-                            # Fork: continue with z's side, leave x's side on the stack.
-                            top += 1
-                            stack_node[top] = x_child
-                            stack_path_len[top] = path_len
-                            stack_new_feature[top] = f
-                            stack_new_side[top] = _IN_A
-                            path_feature[path_len] = f
-                            path_side[path_len] = _IN_B
-                            path_len += 1
-                            side_of[f] = _IN_B
-                            n_b += 1
-                            node = z_child
-                    if n_a + n_b == 0:
-                        continue
-                    w_a = weight_a[n_a, n_b]
-                    w_b = weight_b[n_a, n_b]
-                    leaf = node_values[node]
-                    for p in range(path_len):
-                        f = path_feature[p]
-                        if path_side[p] == _IN_A:
-                            for k in range(n_outputs):
-                                phi[f, k] += w_a * leaf[k]
-                        else:
-                            for k in range(n_outputs):
-                                phi[f, k] -= w_b * leaf[k]
-                # Leave the per-feature marks clean for the next tree.
-                while path_len > 0:
-                    path_len -= 1
-                    side_of[path_feature[path_len]] = _UNASSIGNED
-        scale = 1.0 / n_background
-        for j in range(d):
-            for k in range(n_outputs):
-                phi[j, k] *= scale
+    for i in prange(rows.shape[0]):
+        _row_tree_shap(
+            rows[i],
+            background,
+            left,
+            right,
+            feature,
+            threshold,
+            missing_left,
+            node_values,
+            roots,
+            max_depth,
+            weight_a,
+            weight_b,
+            out[i],
+        )
