@@ -58,8 +58,9 @@ class ContextService:
     limits : the sizes refused.
     compute_threads : threads running fits and large explanations.
     artifact : the meta-learned artifact's manifest path; None for the shipped one.
-    describe : called once per fitted context, on the compute thread; its result is kept as
-        ``StoredContext.description`` (the server keeps its ContextInfo message there).
+    describe : called once per fitted context, on the compute thread, and again when its bytes
+        grow (``_count_growth``); its result is kept as ``StoredContext.description`` (the
+        server keeps its ContextInfo message there).
     context_dir : None, or a directory (e.g. a volume replicas share) where every fitted context
         is saved under its content address; a context not held in memory is loaded from there
         before it is refitted or reported not found.
@@ -310,8 +311,10 @@ class ContextService:
     def _count_growth(self, entry: StoredContext) -> None:
         """Count in the store what refinement made of ``entry``'s background and keeps (the
         tree members' leaf masks, made on the first call that needs them), whether or not the
-        call that made them went on to succeed."""
-        self.store.count_growth(entry, entry.explainer.pair_cache_bytes())
+        call that made them went on to succeed; the contexts that hold them are described again
+        with the bytes they now hold (once per context: the masks are made once)."""
+        for grown in self.store.count_growth(entry, entry.explainer.pair_cache_bytes()):
+            grown.description = self._describe(grown)
 
     def _check_calibration_size(self, entry: StoredContext, budget: int | None, refit: bool) -> int:
         """The calibration budget (``budget``, or the estimator's default for a refit or for

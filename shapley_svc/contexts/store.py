@@ -19,10 +19,11 @@ from shapley_svc.errors import LimitExceededError
 class StoredContext:
     """A fitted context: its content address, the fitted ``ZeroShotExplainer``, what the fit
     took, ``memory_bytes`` what it holds, ``description``: whatever the service's ``describe``
-    made of it once, after the fit (the server's ContextInfo message), so that it is not rebuilt
-    on every request, ``holds``: the object ``memory_bytes`` measures, when other entries
-    may hold the same one (None: this entry's alone), and ``grown_bytes``: what of
-    ``memory_bytes`` the object built after its fit (see ``ContextStore.count_growth``)."""
+    made of it after the fit, and again when what it holds grew (the server's ContextInfo
+    message), so that it is not rebuilt on every request, ``holds``: the object
+    ``memory_bytes`` measures, when other entries may hold the same one (None: this entry's
+    alone), and ``grown_bytes``: what of ``memory_bytes`` the object built after its fit (see
+    ``ContextStore.count_growth``)."""
 
     context_id: str
     explainer: Any
@@ -104,23 +105,30 @@ class ContextStore:
             entry = self._entries.pop(context_id, None)
             return entry, 0 if entry is None else self._release(entry)
 
-    def count_growth(self, entry: StoredContext, grown_bytes: int) -> None:
+    def count_growth(self, entry: StoredContext, grown_bytes: int) -> list[StoredContext]:
         """Count what ``entry``'s context has built since it was measured, ``grown_bytes`` in
         all (refinement's kept masks: made on first use, so that contexts never refined do not
         hold them): once per held object, however many entries hold it and however often this
         is called; then evict least recently used contexts, never the last, while over the
-        byte budget. A context no longer held is not counted."""
+        byte budget. A context no longer held is not counted. Returns the entries whose
+        ``memory_bytes`` (and ``grown_bytes``) this changed: every held one that holds the same
+        object, so that what they say they hold is what the store counts."""
         with self._lock:
-            held = self._held.get(id(_holding(entry)))
+            holding = _holding(entry)
+            held = self._held.get(id(holding))
             if held is None or grown_bytes <= held[2]:
-                return
+                return []
             self._bytes += grown_bytes - held[2]
             held[0] += grown_bytes - held[2]
             held[2] = grown_bytes
+            grown = [other for other in self._entries.values() if _holding(other) is holding]
+            for other in grown:
+                other.memory_bytes, other.grown_bytes = held[0], held[2]
             while self._bytes > self.max_bytes and len(self._entries) > 1:
                 _, evicted = self._entries.popitem(last=True)
                 self._release(evicted)
                 self.evictions += 1
+            return grown
 
     def _hold(self, entry: StoredContext) -> None:
         held = self._held.setdefault(

@@ -89,17 +89,18 @@ def test_a_weights_only_calibration_shares_the_members_and_their_bytes():
     service = _service()
     try:
         entry, _ = service.get_or_create(ContextSpec(X, P))
+        fitted = entry.memory_bytes
         proposal = entry.explainer.propose_calibration()
         outputs = np.sin(proposal.rows[:, 0]) + proposal.rows[:, 1]
         calibrated, built = service.calibrate(entry, None, None, outputs)
         assert built and calibrated.explainer.context_ is entry.explainer.context_
         grown = entry.explainer.pair_cache_bytes()
         assert grown > 0 and calibrated.grown_bytes == grown
-        held = entry.memory_bytes + grown
-        # Measured after the calibration grew the members, up to the objects around the arrays.
-        assert abs(calibrated.memory_bytes - held) < 4096
         held = service.store.total_bytes
-        assert held == entry.memory_bytes + grown
+        # Both say what the store counts once for the members they share.
+        assert held == fitted + grown == entry.memory_bytes == calibrated.memory_bytes
+        # A new measure of the calibration finds as much, up to the objects around the arrays.
+        assert abs(calibrated.explainer.memory_bytes() - held) < 4096
         assert service.delete(entry.context_id)[1] == 0
         assert service.store.total_bytes == held
         assert service.delete(calibrated.context_id)[1] == held
@@ -110,12 +111,20 @@ def test_a_weights_only_calibration_shares_the_members_and_their_bytes():
 
 def test_what_refinement_keeps_of_a_context_is_counted_in_the_store_once():
     """The tree members' background masks are made by the first propose or refine that needs
-    them: the store counts them then, once, and a context never refined holds none."""
-    service = _service()
+    them: the store counts them then, once, a context never refined holds none, and the
+    context is described again with what it now holds."""
+    described = []
+
+    def describe(entry):
+        described.append(entry.memory_bytes)
+        return ("described", entry.memory_bytes)
+
+    service = ContextService(LIMITS, compute_threads=1, describe=describe)
     try:
         entry, _ = service.get_or_create(ContextSpec(X, P))
         assert entry.explainer.pair_cache_bytes() == 0
-        assert service.store.total_bytes == entry.memory_bytes
+        fitted = entry.memory_bytes
+        assert service.store.total_bytes == fitted and described == [fitted]
         rows = X[:5]
         proposal = service.propose(entry, rows, P[:5], 12)
         outputs = np.sin(proposal.rows[:, 0]) + proposal.rows[:, 1]
@@ -123,7 +132,11 @@ def test_what_refinement_keeps_of_a_context_is_counted_in_the_store_once():
             service.refine(entry, rows, P[:5], 12, None, outputs)
         grown = entry.explainer.pair_cache_bytes()
         assert grown > 0
-        assert service.store.total_bytes == entry.memory_bytes + grown
+        assert service.store.total_bytes == fitted + grown == entry.memory_bytes
+        assert entry.grown_bytes == grown
+        assert entry.description == ("described", fitted + grown)
+        # Described again once: the propose made the masks, the refines found them made.
+        assert described == [fitted, fitted + grown]
         # What a new measure finds, up to the Python objects around the arrays.
         assert abs(service.store.total_bytes - entry.explainer.memory_bytes()) < 4096
     finally:

@@ -119,9 +119,13 @@ def test_what_a_context_grows_by_is_counted_once_per_holding_and_evicts_the_olde
     store.get_or_build("a", lambda: _entry("a", 60, holds=members))
     calibrated, _ = store.get_or_build("a-cal", lambda: _entry("a-cal", 60, holds=members))
     assert store.total_bytes == 110
-    store.count_growth(calibrated, 30)
-    store.count_growth(store.get("a"), 30)  # the same members: already counted
-    assert store.total_bytes == 140
+    grown = store.count_growth(calibrated, 30)
+    # Both entries that hold the members now say what the store counts for them.
+    assert {entry.context_id for entry in grown} == {"a", "a-cal"}
+    assert all((entry.memory_bytes, entry.grown_bytes) == (90, 30) for entry in grown)
+    assert store.count_growth(store.get("a"), 30) == []  # the same members: already counted
+    untouched = {entry.context_id: entry.memory_bytes for entry in store.snapshot()[0]}
+    assert store.total_bytes == 140 and untouched["old"] == 50  # (snapshot: no use recorded)
     store.count_growth(calibrated, 20)  # less than counted: nothing
     assert store.total_bytes == 140
     store.count_growth(calibrated, 100)
@@ -132,7 +136,7 @@ def test_what_a_context_grows_by_is_counted_once_per_holding_and_evicts_the_olde
     assert freed == 0  # the calibration still holds the members
     _, freed = store.delete("a-cal")
     assert freed == 210 and store.total_bytes == 0
-    store.count_growth(calibrated, 500)  # no longer held: not counted
+    assert store.count_growth(calibrated, 500) == []  # no longer held: not counted
     assert store.total_bytes == 0
 
 

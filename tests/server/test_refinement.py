@@ -163,6 +163,24 @@ def test_budget_limits(make_server):
     assert (code, named) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "rows")
 
 
+def test_a_context_says_what_it_holds_after_refinement_grew_it(make_server):
+    """Refine keeps the tree members' background masks it made: GetContext and ListContexts
+    then say the bytes the store counts, not the fit's."""
+    target = make_server(warm=False)
+    stub = shapley_pb2_grpc.ShapleyStub(target.channel())
+    X, p = make_task(n=300, seed=22)
+    with target.client(timeout=60) as client:
+        created = client.create_context(X, p)
+    cid = created.context_id
+    propose, refine = _requests(cid, X[:4], p[:4])
+    refine.outputs.CopyFrom(_tensor(model(_array(stub.Propose(propose).rows))))
+    stub.Refine(refine)
+    described = stub.GetContext(pb.GetContextRequest(context_id=cid))
+    listed = stub.ListContexts(pb.ListContextsRequest())
+    assert described.memory_bytes > created.info.memory_bytes
+    assert described.memory_bytes == listed.total_bytes == listed.contexts[0].memory_bytes
+
+
 def test_a_single_attribution_has_nothing_to_refine(task, stub, client):
     _, _, X, p = task
     one = client.create_context(X, p, groups={"all": [0, 1, 2, 3, 4]})
