@@ -58,9 +58,9 @@ class ContextService:
     limits : the sizes refused.
     compute_threads : threads running fits and large explanations.
     artifact : the meta-learned artifact's manifest path; None for the shipped one.
-    describe : called once per fitted context, on the compute thread, and again when its bytes
-        grow (``_count_growth``); its result is kept as ``StoredContext.description`` (the
-        server keeps its ContextInfo message there).
+    describe : called once per fitted context, on the compute thread, and again on the calling
+        thread when its bytes grow (``_count_growth``); its result is kept as
+        ``StoredContext.description`` (the server keeps its ContextInfo message there).
     context_dir : None, or a directory (e.g. a volume replicas share) where every fitted context
         is saved under its content address; a context not held in memory is loaded from there
         before it is refitted or reported not found.
