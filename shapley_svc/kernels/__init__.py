@@ -16,5 +16,5 @@ module once, then reads numba's cache), so the kernels are written for it as wel
 On 2 idle cores (2026-12-05) the kernel modules compiled in 87.9 s one after another against
 114.0 s before this layout (the RBF kernel machines' module 9.3 -> 3.7 s, ``link_additive``
 23.4 -> 14.9 s, ``coalitions`` 31.3 -> 24.7 s), with the same answers bit for bit and no loss of
-speed; the server's first start went from 56.4-62.0 s to 47.0-48.8 s.
+speed; the server's first start went from 56.4-62.0 s to 47.0-49.4 s.
 """
