@@ -61,6 +61,8 @@ class CalibrationProposal:
     random_state : the seed the coalitions were drawn with.
     masks : (n_background, pairs_per_row, P) bool, each pair's coalition.
     background : (n_background, pairs_per_row) int64, each pair's other background row.
+    background_sha256 : the fingerprint of the background rows (the explainer's
+        ``_background_sha256``): calibrate refuses it elsewhere.
     """
 
     rows: np.ndarray
@@ -68,6 +70,7 @@ class CalibrationProposal:
     random_state: int
     masks: np.ndarray
     background: np.ndarray
+    background_sha256: str | None = None
 
     @property
     def pairs_per_row(self) -> int:

@@ -2,6 +2,7 @@
 
 import copy
 import dataclasses
+import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -128,6 +129,16 @@ def _groups(players: Players | None) -> list[tuple[str, np.ndarray]] | None:
         (name, np.flatnonzero(players.of_feature == g).astype(np.int64))
         for g, name in enumerate(players.names)
     ]
+
+
+# Derived from the fitted background on first use and kept: a fit discards them.
+_DERIVED_STATE = ("_centre", "_trials", "_background_sha")
+
+
+def _differs(rows: np.ndarray, row: np.ndarray) -> np.ndarray:
+    """(n,) whether each of ``rows`` differs from ``row`` (NaN equals NaN: missing)."""
+    same = (rows == row) | (np.isnan(rows) & np.isnan(row))
+    return ~np.all(same, axis=1)
 
 
 def _default_names(d: int) -> list[str]:
@@ -353,6 +364,10 @@ class ZeroShotExplainer:
         self.context_ = context
         self.weights_ = weights
         self.context_sha256_ = context_fingerprint(rows, outputs)
+        # What the previous fit's first propose derived from its background (a fit of the same
+        # object on another context kept them: its refined values erred up to 5x more).
+        for derived in _DERIVED_STATE:
+            self.__dict__.pop(derived, None)
         self.scales_ = [1.0] * outputs.shape[1]
         self.calibration_ = None
         self.uncertainty_terms_ = [
@@ -664,7 +679,7 @@ class ZeroShotExplainer:
         centre = self._may_mix_with_centre() and prefers_centre(
             self._centre_trials(), n_pairs, n_players
         )
-        return draw_proposal(
+        proposal = draw_proposal(
             rows,
             outputs,
             self.background_rows_,
@@ -675,6 +690,7 @@ class ZeroShotExplainer:
             seed,
             self._centre_row() if centre else None,
         )
+        return dataclasses.replace(proposal, background_sha256=self._background_sha256())
 
     def _may_mix_with_centre(self) -> bool:
         """Whether refine's pairs may mix with the background's centre (``prefers_centre``).
@@ -687,6 +703,22 @@ class ZeroShotExplainer:
         0.697 / 0.708 on the embedding tasks (the d = 1,024 forest 0.635 -> 0.513 at 4d)."""
         calibration = self.calibration_
         return calibration is None or not calibration.refitted
+
+    def _background_sha256(self) -> str:
+        """The fingerprint of the rows that stand in for absent features, as proposals mix
+        them: the background rows (NaN canonical), the categorical columns (which the centre
+        reads) and each column's player. A proposal carries it, and refine and calibrate
+        refuse one made against another background."""
+        fingerprint = self.__dict__.get("_background_sha")
+        if fingerprint is None:
+            rows = self.background_rows_
+            digest = hashlib.sha256(np.asarray(rows.shape, dtype=np.int64).tobytes())
+            digest.update(np.where(np.isnan(rows), np.nan, rows + 0.0).tobytes())
+            digest.update(self.categorical_.astype(np.int64).tobytes())
+            digest.update(self._player_of_column().tobytes())
+            fingerprint = digest.hexdigest()
+            self._background_sha = fingerprint
+        return fingerprint
 
     def _centre_row(self) -> np.ndarray:
         """(1, d) the background's centre (``reference_centre``), derived from the fitted state
@@ -853,7 +885,8 @@ class ZeroShotExplainer:
             )
         n_players = len(self.attribution_names_)
         if (
-            proposal.query.shape[1] != self.n_features_in_
+            proposal.background_sha256 != self._background_sha256()
+            or proposal.query.shape[1] != self.n_features_in_
             or proposal.masks.shape[2] != n_players
             or int(proposal.background.max(initial=0)) >= self.background_rows_.shape[0]
             or (
@@ -947,14 +980,24 @@ class ZeroShotExplainer:
                 "a context with a single attribution has nothing to calibrate: its value is "
                 "prediction - base value, exactly, when explain is given the prediction",
             )
+        if n_background < 2 or not np.any(
+            _differs(self.background_rows_[1:], self.background_rows_[0])
+        ):
+            raise InvalidArgumentError(
+                "background",
+                ("has one row" if n_background == 1 else f"has {n_background} rows, all the same")
+                + ": calibration scores rows mixed from two background rows, and rows mixed from "
+                "copies of one row are that row: the model's outputs on them measure nothing",
+            )
         seed = self._seed(random_state)
-        return draw_calibration(
+        proposal = draw_calibration(
             self.background_rows_,
             self._player_of_column(),
             len(self.attribution_names_),
             int(budget),
             seed,
         )
+        return dataclasses.replace(proposal, background_sha256=self._background_sha256())
 
     def calibrate(
         self,
@@ -1005,7 +1048,8 @@ class ZeroShotExplainer:
             )
         n_background = self.background_rows_.shape[0]
         if (
-            proposal.masks.shape[0] != n_background
+            proposal.background_sha256 != self._background_sha256()
+            or proposal.masks.shape[0] != n_background
             or proposal.masks.shape[2] != len(self.attribution_names_)
             or proposal.rows.shape[1] != self.n_features_in_
         ):

@@ -199,6 +199,8 @@ class Proposal:
     scale_masks, scale_background : with ``centre``, (m, n_scale_pairs, P) and (m,
         n_scale_pairs) the coalitions (the first of ``masks``) and background rows of the scale
         pairs (``centre_split``), whose rows end each block; None otherwise.
+    background_sha256 : the fingerprint of the background the rows were mixed with (the
+        explainer's ``_background_sha256``): refine refuses it elsewhere.
     """
 
     rows: np.ndarray
@@ -212,6 +214,7 @@ class Proposal:
     centre: bool = False
     scale_masks: np.ndarray | None = None
     scale_background: np.ndarray | None = None
+    background_sha256: str | None = None
 
     @property
     def n_pairs(self) -> int:

@@ -284,6 +284,20 @@ def test_few_background_rows_need_16_pairs_in_all(rows):
     assert explainer.propose_calibration(36).pairs_per_row == 6
 
 
+@pytest.mark.parametrize("background", [[7], [0, 1, 2]], ids=["one row", "copies of one row"])
+def test_a_background_of_one_distinct_row_cannot_be_calibrated(rows, background):
+    """Mixed from copies of one row, every proposed row is that row: the pairs' gaps are all
+    zero, and calibrating on them set the scale to 0 (explain then answered zeros, NaN
+    uncertainty and values that missed prediction - base value)."""
+    X, _ = rows
+    X = X.copy()
+    X[[0, 1, 2]] = X[0]
+    explainer = ZeroShotExplainer(random_state=0).fit(X, _interacting(X), background=background)
+    with pytest.raises(InvalidArgumentError, match="measure nothing") as caught:
+        explainer.propose_calibration(64)
+    assert caught.value.argument == "background"
+
+
 def test_outputs_of_the_wrong_shape_or_not_finite_are_refused(interacting):
     proposal = interacting.propose_calibration(160)
     outputs = _interacting(proposal.rows)

@@ -1055,6 +1055,55 @@ def test_bad_outputs_and_proposals_are_refused(fitted):
     assert raised.value.argument == "random_state"
 
 
+def test_a_proposal_against_other_background_rows_of_the_same_shape_is_refused(fitted):
+    """Same d, players and number of background rows: only the rows differ. Refining it mixed
+    the outputs with this explainer's background and erred up to 30x more (QA, 2026-12-05)."""
+    explainer, query, _ = fitted
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(600, 5)) + 3.0
+    other = ZeroShotExplainer(random_state=3).fit(X, _interacting(X))
+    assert other.background_rows_.shape == explainer.background_rows_.shape
+    proposal = other.propose(query, 10, _interacting(query))
+    with pytest.raises(InvalidArgumentError, match="another explainer") as raised:
+        explainer.refine(proposal, _interacting(proposal.rows))
+    assert raised.value.argument == "proposal"
+    # A calibrated copy keeps the background: the proposal of the explainer it came from holds.
+    calibration = explainer.propose_calibration(400)
+    calibrated = explainer.calibrate(calibration, _interacting(calibration.rows))
+    mine = explainer.propose(query, 10, _interacting(query))
+    assert calibrated.refine(mine, _interacting(mine.rows)).values.shape == query.shape
+
+
+def _smooth(X):
+    """A smooth model: refine mixes its pairs with the background's centre."""
+    return np.tanh(X[:, :6]).sum(axis=1) + X[:, 0] * X[:, 1]
+
+
+def test_a_refit_forgets_what_the_previous_context_derived_from_its_background():
+    """The centre and its trial, kept from the first propose, are the old background's: a fit
+    of the same object to another context refines as a fresh explainer does (it mixed the new
+    rows with the old centre, and erred 7x more, QA 2026-12-05)."""
+    rng = np.random.default_rng(5)
+    first, second = rng.normal(size=(400, 12)), rng.normal(size=(400, 12)) + 5.0
+    query = second[:4]
+    reused = ZeroShotExplainer(random_state=0).fit(first, _smooth(first))
+    reused.propose(first[:2], 48, _smooth(first[:2]))  # derives the first context's centre
+    reused.fit(second, _smooth(second))
+    fresh = ZeroShotExplainer(random_state=0).fit(second, _smooth(second))
+    proposals = [e.propose(query, 48, _smooth(query)) for e in (reused, fresh)]
+    assert proposals[1].centre  # what the stale centre would have changed
+    np.testing.assert_array_equal(proposals[0].rows, proposals[1].rows)
+    found = [
+        e.refine(p, _smooth(p.rows)).values for e, p in zip((reused, fresh), proposals, strict=True)
+    ]
+    np.testing.assert_array_equal(*found)
+    wider = rng.normal(size=(400, 14))
+    reused.fit(wider, _smooth(wider))  # another d: the old centre's row no longer fits
+    proposal = reused.propose(wider[:3], 56, _smooth(wider[:3]))
+    assert proposal.rows.shape[1] == 14
+    assert np.isfinite(reused.refine(proposal, _smooth(proposal.rows)).values).all()
+
+
 def test_refined_values_without_pairs_spread_the_residual_evenly():
     values, std = refined_values(
         np.array([[1.0, 2.0]]),
