@@ -174,6 +174,8 @@ def _outputs(name: str, value, n_rows: int, n_outputs: int | None = None) -> np.
             name, f"must have shape ({n_rows},) or ({n_rows}, K); got {array.shape}"
         )
     array = array.reshape(n_rows, -1)
+    if array.shape[1] == 0:
+        raise InvalidArgumentError(name, f"must hold at least one output; got {array.shape}")
     if n_outputs is not None and array.shape[1] != n_outputs:
         raise InvalidArgumentError(
             name, f"has {array.shape[1]} outputs; the explainer was fitted on {n_outputs}"
@@ -307,11 +309,15 @@ class ZeroShotExplainer:
                 f"over {OUT_OF_FOLD_SPLITS} folds); got {n}",
             )
         outputs = _outputs("predictions", predictions, n)
-        constant = np.flatnonzero(outputs.std(axis=0) <= 1e-12 * (1 + np.abs(outputs).max()))
+        # The surrogates treat a spread this small as none (``context.fit_context``).
+        tolerance = 1e-12 * (1 + np.abs(outputs).max())
+        constant = np.flatnonzero(outputs.std(axis=0) <= tolerance)
         if constant.size:
             raise InvalidArgumentError(
                 "predictions",
-                f"are constant (output {constant[0]}): there is nothing to attribute",
+                f"are constant or too nearly so (output {constant[0]} has standard deviation "
+                f"{outputs[:, constant[0]].std():.3g}, at most {tolerance:.3g}): there is nothing "
+                "to attribute (outputs on so small a scale must be rescaled)",
             )
         background_indices = self._background_indices(background, n)
         names = self._feature_names(_column_names(X) if feature_names is None else feature_names, d)
@@ -593,7 +599,8 @@ class ZeroShotExplainer:
             uncertainty=uncertainty,
             attribution_names=list(self.attribution_names_),
             diagnostics=self.diagnostics_,
-            data=rows,
+            # Its own copy: the rows may be the caller's array, which the caller may reuse.
+            data=rows.copy(),
             display_data=self._display(rows, coded, categories),
             grouped=self.groups_ is not None,
             predictions=outputs,
@@ -609,10 +616,15 @@ class ZeroShotExplainer:
         rows = _row_matrix("X_query", X_query if coded is None else coded.rows, self.n_features_in_)
         check_codes("X_query", rows, self.categorical_, self.feature_names_)
         columns = _column_names(X_query)  # None for arrays: nothing more to check
+        # Fitted on an array, the names are x0, x1, ...: a frame may name its columns as it
+        # likes, but not those names in another order (nor may one fitted on such a frame).
         if (
             columns is not None
             and columns != self.feature_names_
-            and self.feature_names_ != _default_names(self.n_features_in_)
+            and (
+                self.feature_names_ != _default_names(self.n_features_in_)
+                or sorted(columns) == sorted(self.feature_names_)
+            )
         ):
             raise InvalidArgumentError(
                 "X_query",

@@ -354,7 +354,11 @@ def load_state(path: str | Path, artifact) -> dict:
         _refuse(directory, f"is not a saved explainer ({Path(error.filename).name} is missing)")
     except (OSError, ValueError) as error:
         _refuse(directory, f"is damaged: its manifest does not parse ({error})")
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    if not isinstance(manifest, dict):
+        kinds = {list: "an array", str: "a string", type(None): "null"}
+        kind = kinds.get(type(manifest), "a number")
+        _refuse(directory, f"is damaged: its manifest is {kind}, not a JSON object")
+    if manifest.get("format") != FORMAT:
         _refuse(directory, f"is not a saved explainer (format {manifest.get('format')!r})")
     if manifest.get("format_version") not in READABLE_VERSIONS:
         _refuse(
@@ -378,7 +382,7 @@ def load_state(path: str | Path, artifact) -> dict:
                 for name, value in manifest["state"].items()
                 if name in _KNOWN_STATE
             }
-    except (KeyError, TypeError, ValueError, zipfile.BadZipFile) as error:
+    except (AttributeError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as error:
         _refuse(directory, f"is damaged: its state does not read back ({error!r})")
     expected = EXPLAINER_STATE + (
         CALIBRATION_STATE if manifest["format_version"] != UNCALIBRATED_FORMAT_VERSION else ()

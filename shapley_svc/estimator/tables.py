@@ -17,7 +17,11 @@ UNSEEN_CODE = -1.0  # a label the context never showed: no level of the column h
 
 def is_data_frame(table: object) -> bool:
     """Duck-typed, so that arrays never import pandas."""
-    return type(table).__module__.startswith("pandas") and hasattr(table, "dtypes")
+    return (
+        type(table).__module__.startswith("pandas")
+        and hasattr(table, "dtypes")
+        and hasattr(table, "columns")  # a Series has dtypes too: it is one row, or one column
+    )
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,9 @@ def code_frame(name: str, frame, categories: dict[int, list] | None = None) -> C
     from pandas.api import types
 
     names = [str(column) for column in frame.columns]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise InvalidArgumentError(name, f"has repeated column names: {repeated}")
     rows = np.empty(frame.shape, dtype=np.float64)
     display = np.empty(frame.shape, dtype=object)
     found: dict[int, list] = {}

@@ -195,6 +195,7 @@ def test_linear_truth_without_query_predictions(rng):
         ((np.ones((4, 2)), np.ones(3)), "predictions", r"predictions must have shape \(4,\)"),
         ((np.ones((4, 2)), np.array([0.0, 1, np.inf, 2])), "predictions", "must be finite"),
         ((np.arange(8.0).reshape(4, 2), np.full(4, 0.3)), "predictions", "are constant"),
+        ((np.arange(8.0).reshape(4, 2), np.ones((4, 0))), "predictions", "at least one output"),
     ],
 )
 def test_fit_rejects_bad_input(fit_args, argument, message):
@@ -295,6 +296,28 @@ def test_dataframe_columns_name_the_features_and_are_checked_at_explain():
     with pytest.raises(InvalidArgumentError, match="has columns") as caught:
         explainer.explain(X[["income", "age", "debt"]].iloc[:2])
     assert caught.value.argument == "X_query"
-    # Fitted without names: any columns are accepted.
+    # Fitted without names: any columns are accepted, but not x0, x1, ... in another order.
     unnamed = ZeroShotExplainer().fit(X.to_numpy(), p)
     assert unnamed.explain(X[["income", "age", "debt"]].iloc[:2]).values.shape == (2, 3)
+    positional = X.set_axis(["x0", "x1", "x2"], axis=1)
+    for fitted in (unnamed, ZeroShotExplainer().fit(positional, p)):
+        with pytest.raises(InvalidArgumentError, match="has columns") as caught:
+            fitted.explain(positional[["x2", "x1", "x0"]].iloc[:2])
+        assert caught.value.argument == "X_query"
+    # A row as a Series, and repeated column names, are refused as such (not AttributeError).
+    with pytest.raises(InvalidArgumentError, match="must be 2-D") as caught:
+        explainer.explain(X.iloc[0])
+    assert caught.value.argument == "X_query"
+    with pytest.raises(InvalidArgumentError, match=r"repeated column names: \['age'\]") as caught:
+        ZeroShotExplainer().fit(X.set_axis(["age", "age", "debt"], axis=1), p)
+    assert caught.value.argument == "X"
+
+
+def test_an_explanation_keeps_its_own_copy_of_the_rows():
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(60, 3))
+    p = X[:, 0] - X[:, 1] * X[:, 2]
+    query = X[:4].copy()
+    explanation = ZeroShotExplainer().fit(X, p).explain(query, p[:4])
+    query[:] = 0.0  # the caller reuses its buffer
+    np.testing.assert_array_equal(explanation.data, X[:4])

@@ -107,6 +107,9 @@ def _edit_manifest(path, change):
             "does not read back",
         ),
         (lambda p: _edit_manifest(p, lambda m: m.update(format="other")), "format 'other'"),
+        (lambda p: (p / MANIFEST).write_text("[]"), "manifest is an array, not a JSON object"),
+        (lambda p: (p / MANIFEST).write_text("null"), "manifest is null"),
+        (lambda p: _edit_manifest(p, lambda m: m.update(state=[])), "does not read back"),
     ],
 )
 def test_a_damaged_or_foreign_directory_is_refused(rng, tmp_path, damage, message):
