@@ -25,6 +25,11 @@ class InvalidArgumentError(ShapleyError, ValueError):
     """An argument is malformed or inconsistent with the others (gRPC: INVALID_ARGUMENT)."""
 
 
+class UnsupportedModelError(InvalidArgumentError, TypeError):
+    """A model of a kind the function cannot read (INVALID_ARGUMENT); also a ``TypeError``,
+    which such a refusal was before it was a ``ShapleyError``."""
+
+
 class LimitExceededError(ShapleyError, ValueError):
     """An argument is well formed but larger than a configured limit (RESOURCE_EXHAUSTED)."""
 
@@ -74,4 +79,5 @@ __all__ = [
     "NotFittedError",
     "NotFoundError",
     "ShapleyError",
+    "UnsupportedModelError",
 ]

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from shapley_svc.errors import InvalidArgumentError
+from shapley_svc.errors import InvalidArgumentError, UnsupportedModelError
 
 # LightGBM's kZeroThreshold (a C++ float): inputs this close to 0 are read as 0.
 LIGHTGBM_ZERO_THRESHOLD = float(np.float32(1e-35))
@@ -81,9 +81,10 @@ def xgboost_trees(model: object) -> BoosterTrees:
             return booster.predict(xgboost.DMatrix(X), output_margin=True)
 
     else:
-        raise TypeError(
-            f"model: {type(model).__name__} is not a supported XGBoost model; expected "
-            "XGBRegressor, XGBClassifier or Booster"
+        raise UnsupportedModelError(
+            "model",
+            f"{type(model).__name__} is not a supported XGBoost model; expected "
+            "XGBRegressor, XGBClassifier or Booster",
         )
     learner = json.loads(booster.save_raw(raw_format="json"))["learner"]
     gradient_booster = learner["gradient_booster"]
@@ -170,9 +171,10 @@ def lightgbm_trees(model: object) -> BoosterTrees:
         booster = model
         predict = model.predict
     else:
-        raise TypeError(
-            f"model: {type(model).__name__} is not a supported LightGBM model; expected "
-            "LGBMRegressor, LGBMClassifier or Booster"
+        raise UnsupportedModelError(
+            "model",
+            f"{type(model).__name__} is not a supported LightGBM model; expected "
+            "LGBMRegressor, LGBMClassifier or Booster",
         )
     # Without num_iteration the dump holds the trees predict uses (the best iteration, if any).
     dump = booster.dump_model()

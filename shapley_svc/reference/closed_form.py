@@ -126,6 +126,12 @@ def additive_shapley(
     rows, background = check_rows_and_background(X, background)
     max_memory = check_max_memory(max_memory)
     m, d = rows.shape
+    try:
+        terms = list(terms)
+    except TypeError:
+        raise InvalidArgumentError(
+            "terms", f"must be a sequence of (features, function) pairs; got {terms!r}"
+        ) from None
     if len(terms) == 0:
         raise InvalidArgumentError("terms", "must hold at least one (features, function) pair")
     values = None
@@ -139,11 +145,16 @@ def additive_shapley(
             raise InvalidArgumentError(
                 "terms", f"item {index} must be a (features, function) pair"
             ) from None
-        columns = np.asarray(features, dtype=np.int64).reshape(-1)
+        columns = np.asarray(features).reshape(-1)
         if not 1 <= columns.size <= MAX_EXACT_FEATURES:
             raise InvalidArgumentError(
                 "terms",
                 f"item {index} must name 1 to {MAX_EXACT_FEATURES} features; got {columns.size}",
+            )
+        if columns.dtype == bool or not np.issubdtype(columns.dtype, np.integer):
+            # A cast would take 1.7 for column 1 and True for column 1.
+            raise InvalidArgumentError(
+                "terms", f"item {index} features must be integer column indices; got {features!r}"
             )
         if columns.min() < 0 or columns.max() >= d or np.unique(columns).size != columns.size:
             raise InvalidArgumentError(
@@ -209,8 +220,30 @@ def logistic_additive_shapley(
     """
     rows = as_float_matrix("row_terms", row_terms)
     background = as_float_matrix("background_terms", background_terms, n_features=rows.shape[1])
-    if not np.isfinite(offset):
+    given = np.asarray(offset)
+    if given.ndim != 0 or not (
+        np.issubdtype(given.dtype, np.integer) or np.issubdtype(given.dtype, np.floating)
+    ):
+        raise InvalidArgumentError("offset", f"must be a real number; got {offset!r}")
+    if not np.isfinite(given):
         raise InvalidArgumentError("offset", f"must be finite; got {offset}")
+    offset = float(given)
+    if (
+        not isinstance(n_permutations, int | np.integer)
+        or isinstance(n_permutations, bool)
+        or n_permutations < 1
+    ):
+        raise InvalidArgumentError(
+            "n_permutations", f"must be a positive int; got {n_permutations!r}"
+        )
+    if (
+        not isinstance(random_state, int | np.integer)
+        or isinstance(random_state, bool)
+        or random_state < 0
+    ):
+        raise InvalidArgumentError(
+            "random_state", f"must be a non-negative int; got {random_state!r}"
+        )
     m, d = rows.shape
     predictions = sigmoid(offset + rows.sum(axis=1))[:, None]
     base_value = np.array([sigmoid(offset + background.sum(axis=1)).mean()])

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shapley_svc.errors import InvalidArgumentError
+from shapley_svc.errors import InvalidArgumentError, UnsupportedModelError
 from shapley_svc.kernels.coalitions import (
     masked_tree_pair_gaps,
     off_path_players,
@@ -683,10 +683,11 @@ def _flatten_sklearn(model: object):
             for k, predictor in enumerate(iteration)
         ]
         return _concatenate(trees, float32_inputs=False), _output_method(model)
-    raise TypeError(
-        f"model: {type(model).__name__} is not a supported tree model; expected a fitted "
+    raise UnsupportedModelError(
+        "model",
+        f"{type(model).__name__} is not a supported tree model; expected a fitted "
         "scikit-learn DecisionTree*, RandomForest*, ExtraTrees*, GradientBoosting* or "
-        "HistGradientBoosting* estimator, or an XGBoost or LightGBM model"
+        "HistGradientBoosting* estimator, or an XGBoost or LightGBM model",
     )
 
 

@@ -32,6 +32,7 @@ from shapley_svc.errors import (
     NotFittedError,
     NotFoundError,
     ShapleyError,
+    UnsupportedModelError,
 )
 
 log = logging.getLogger("shapley_svc.server")
@@ -40,6 +41,7 @@ log = logging.getLogger("shapley_svc.server")
 # that is not a ShapleyError) is a bug: INTERNAL, behind a correlation id.
 STATUS_CODES: dict[type[ShapleyError], grpc.StatusCode] = {
     InvalidArgumentError: grpc.StatusCode.INVALID_ARGUMENT,
+    UnsupportedModelError: grpc.StatusCode.INVALID_ARGUMENT,
     LimitExceededError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     NotFoundError: grpc.StatusCode.NOT_FOUND,
     NotFittedError: grpc.StatusCode.FAILED_PRECONDITION,

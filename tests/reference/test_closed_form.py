@@ -83,11 +83,35 @@ def test_one_feature_terms_cost_no_mixed_rows(rng):
         (lambda X, B: additive_shapley([([3], np.sum)], X, B), r"terms item 0 features must"),
         (lambda X, B: additive_shapley([([0], "f")], X, B), r"terms item 0 function"),
         (lambda X, B: additive_shapley([[0]], X, B), r"terms item 0 must be a"),
+        # Casts took 1.7 and True for column 1.
+        (lambda X, B: additive_shapley([([1.7], np.sum)], X, B), "integer column indices"),
+        (lambda X, B: additive_shapley([([True], np.sum)], X, B), "integer column indices"),
+        (lambda X, B: additive_shapley([(["a"], np.sum)], X, B), "integer column indices"),
+        (lambda X, B: additive_shapley(None, X, B), "terms must be a sequence"),
+        (lambda X, B: logistic_additive_shapley(X, B, None), "offset must be a real number"),
+        (lambda X, B: logistic_additive_shapley(X, B, "0.3"), "offset must be a real number"),
+        (lambda X, B: logistic_additive_shapley(X, B, [0.1, 0.2]), "offset must be a real"),
+        (
+            lambda X, B: logistic_additive_shapley(X, B, 0.1, random_state=-1),
+            "random_state must be a non-negative int",
+        ),
+        (
+            lambda X, B: logistic_additive_shapley(X, B, 0.1, n_permutations="a"),
+            "n_permutations must be a positive int",
+        ),
     ],
 )
 def test_rejects_bad_arguments(rng, call, message):
     with pytest.raises(InvalidArgumentError, match=message):
         call(rng.normal(size=(2, 3)), rng.normal(size=(4, 3)))
+
+
+def test_additive_terms_may_come_from_a_generator(rng):
+    X, B = rng.normal(size=(3, 3)), rng.normal(size=(5, 3))
+    terms = [([0], lambda z: z[:, 0] ** 2), ([1, 2], lambda z: z[:, 0] * z[:, 1])]
+    listed = additive_shapley(terms, X, B)
+    generated = additive_shapley((term for term in terms), X, B)
+    np.testing.assert_array_equal(listed.values, generated.values)
 
 
 def _sigmoid(t):

@@ -13,6 +13,7 @@ from sklearn.ensemble import (
 from sklearn.linear_model import LinearRegression
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
+from shapley_svc.errors import UnsupportedModelError
 from shapley_svc.kernels.coalitions import fill_paired_rows
 from shapley_svc.reference import TreeBackground, tree_shapley, trees
 from shapley_svc.reference.trees import MAX_TABLE_ENTRIES, flatten_ensemble
@@ -185,8 +186,11 @@ def test_repeated_calls_are_bit_identical():
 
 def test_rejects_unsupported_and_unfitted_models():
     X, y = _task(6, n=100, d=4)
-    with pytest.raises(TypeError, match="LinearRegression is not a supported tree model"):
+    # A ShapleyError naming the argument, and still the TypeError it was.
+    with pytest.raises(TypeError, match="LinearRegression is not a supported tree model") as caught:
         tree_shapley(LinearRegression().fit(X, y), X[:2], X[:5])
+    assert isinstance(caught.value, UnsupportedModelError)
+    assert caught.value.argument == "model"
     with pytest.raises(ValueError, match="RandomForestRegressor that is not fitted"):
         tree_shapley(RandomForestRegressor(), X[:2], X[:5])
     poisson = HistGradientBoostingRegressor(loss="poisson", max_iter=5).fit(X, np.exp(y))
