@@ -160,7 +160,27 @@ def _row_matrix(name: str, value, n_features: int | None = None) -> np.ndarray:
         raise InvalidArgumentError(
             name, f"has {array.shape[1]} features; the explainer was fitted on {n_features}"
         )
+    _check_magnitude(name, array)
     return array
+
+
+# The surrogates square the values they are given (variances, least squares): past about 1e154
+# the squares overflow float64. Columns scaled by 1e154 got the same value for every feature,
+# predictions scaled by 1e155 NaN uncertainty; at 1e150 both answer as at scale 1.
+MAX_MAGNITUDE = 1e150
+
+
+def _check_magnitude(name: str, array: np.ndarray) -> None:
+    """Refuse finite values too large for the estimator's float64 arithmetic (NaN passes)."""
+    too_large = np.abs(array) > MAX_MAGNITUDE
+    if too_large.any():
+        at = np.argwhere(too_large)[0]
+        where = f"at row {at[0]}, column {at[1]}" if array.ndim == 2 else f"at {at[0]}"
+        raise InvalidArgumentError(
+            name,
+            f"must lie within +-{MAX_MAGNITUDE:g} (the estimator squares them); found "
+            f"{array[tuple(at)]:g} {where}",
+        )
 
 
 def _outputs(name: str, value, n_rows: int, n_outputs: int | None = None) -> np.ndarray:
@@ -182,6 +202,7 @@ def _outputs(name: str, value, n_rows: int, n_outputs: int | None = None) -> np.
         )
     if not np.isfinite(array).all():
         raise InvalidArgumentError(name, "must be finite")
+    _check_magnitude(name, array)
     return np.ascontiguousarray(array)
 
 

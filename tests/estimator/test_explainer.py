@@ -196,6 +196,13 @@ def test_linear_truth_without_query_predictions(rng):
         ((np.ones((4, 2)), np.array([0.0, 1, np.inf, 2])), "predictions", "must be finite"),
         ((np.arange(8.0).reshape(4, 2), np.full(4, 0.3)), "predictions", "are constant"),
         ((np.arange(8.0).reshape(4, 2), np.ones((4, 0))), "predictions", "at least one output"),
+        # Squares past 1e308 overflow: NaN or equal values for every feature, status quo ante.
+        (
+            (np.arange(8.0).reshape(4, 2), np.array([0.0, 1, 2, 3e154])),
+            "predictions",
+            r"must lie within \+-1e\+150 .* found 3e\+154 at row 3, column 0",
+        ),
+        ((np.arange(8.0).reshape(4, 2) * 1e152, np.arange(4.0)), "X", r"found 1e\+152 at row 0"),
     ],
 )
 def test_fit_rejects_bad_input(fit_args, argument, message):
@@ -311,6 +318,25 @@ def test_dataframe_columns_name_the_features_and_are_checked_at_explain():
     with pytest.raises(InvalidArgumentError, match=r"repeated column names: \['age'\]") as caught:
         ZeroShotExplainer().fit(X.set_axis(["age", "age", "debt"], axis=1), p)
     assert caught.value.argument == "X"
+
+
+def test_values_too_large_to_square_are_refused_where_they_come_in():
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(60, 3))
+    p = X[:, 0] - X[:, 1] * X[:, 2]
+    explainer = ZeroShotExplainer().fit(X * 1e149, p * 1e149)  # the largest scale taken
+    assert np.isfinite(explainer.explain(X[:2] * 1e149, p[:2] * 1e149).uncertainty).all()
+    query = X[:2] * 1e149
+    query[1, 2] = 1e160
+    with pytest.raises(InvalidArgumentError, match="within") as caught:
+        explainer.explain(query)
+    assert caught.value.argument == "X_query"
+    proposal = explainer.propose(X[:2] * 1e149, 8)
+    outputs = np.zeros(len(proposal.rows))
+    outputs[3] = -1e155
+    with pytest.raises(InvalidArgumentError, match="within") as caught:
+        explainer.refine(proposal, outputs)
+    assert caught.value.argument == "outputs"
 
 
 def test_an_explanation_keeps_its_own_copy_of_the_rows():
