@@ -5,7 +5,7 @@ that every replica agrees on, and every bad field named."""
 import grpc
 import numpy as np
 import pytest
-from shapley_client import ShapleyError
+from shapley_client import Context, ShapleyError
 
 from shapley_svc._proto import shapley_pb2 as pb
 from shapley_svc._proto import shapley_pb2_grpc
@@ -294,3 +294,88 @@ def test_the_client_refits_on_the_weights_budget_where_the_refits_does_not_fit(m
             calibrated = client.calibrate(context, counting, refit=refit)
             assert calls == [1_000]
             assert calibrated.calibration_refitted and calibrated.calibration_rows == 1_000
+
+
+def test_client_calibrates_a_calibrated_context_with_the_defaults(task, client, stub):
+    context, _, _, _ = task
+    once = client.calibrate(context, model, budget=400)
+    assert once.calibration_refitted
+    calls, counting = _counting()
+    twice = client.calibrate(once, counting)
+    # The server refits only the context whose content address its spec is, and a calibrated
+    # context's id is no spec's: by default the weights are calibrated again, on their budget.
+    assert calls == [1_000]
+    assert not twice.calibration_refitted and twice.calibration_rows == 1_000
+    proposal = stub.ProposeCalibration(pb.ProposeCalibrationRequest(context_id=once.context_id))
+    by_hand = stub.Calibrate(_calibrate_request(once.context_id, model(_array(proposal.rows))))
+    assert twice.context_id == by_hand.context.context_id
+    assert [kept.context_id for kept in twice.calibrations] == [
+        context.context_id,
+        once.context_id,
+    ]
+    calls.clear()
+    with pytest.raises(ValueError, match="refit=True") as refused:
+        client.calibrate(once, counting, refit=True)
+    assert f"{once.context_id} is a calibrated context" in str(refused.value)
+    assert calls == []  # refused before the model is called
+
+
+def test_client_recreates_a_context_calibrated_twice_as_it_was(task, client):
+    context, _, X, p = task
+    calls, counting = _counting()
+    once = client.calibrate(context, counting, budget=400)
+    twice = client.calibrate(once, counting, budget=400)
+    twice_id = twice.context_id
+    before = client.explain(twice, X[:3], p[:3])
+    for lost in (twice, once, context):  # a restart, or another replica
+        client.delete_context(lost)
+    after = client.explain(twice, X[:3], p[:3])  # every calibration replayed, in order
+    assert twice.context_id == after.context_id == before.context_id == twice_id
+    np.testing.assert_array_equal(after.values, before.values)
+    assert after.diagnostics == before.diagnostics
+    client.delete_context(twice)
+    streamed = client.explain_stream(twice, X[:3], p[:3], chunk_rows=2)
+    assert streamed.context_id == twice_id
+    np.testing.assert_array_equal(streamed.values, before.values)
+    assert calls == [400, 400]  # from the outputs the Context keeps
+
+
+def test_client_refuses_a_context_that_comes_back_under_another_id(client):
+    X, p = make_task(n=120, seed=36)
+    context = client.create_context(X, p)
+    calibrated = client.calibrate(context, model, budget=400, refit=False)
+    # What a server with another artifact does: other contexts from the same data. Here the
+    # data the Context keeps is changed instead.
+    other_spec = pb.ContextSpec()
+    other_spec.CopyFrom(context.spec)
+    other_spec.random_state = 5
+    other_outputs = pb.CalibrateRequest()
+    other_outputs.CopyFrom(calibrated.calibration)
+    other_outputs.outputs.CopyFrom(_tensor(_array(other_outputs.outputs) * 0.5))
+    cases = [
+        ("its spec", context.context_id, other_spec, ()),
+        ("calibration 1 of 1", calibrated.context_id, context.spec, (other_outputs,)),
+    ]
+    for step, context_id, spec, calibrations in cases:
+        kept = Context(context_id, pb.ContextInfo(context_id=context_id), spec, {}, calibrations)
+        client.delete_context(context_id)
+        with pytest.raises(ShapleyError) as caught:
+            client.explain(kept, X[:3], p[:3])
+        error = caught.value
+        assert (error.code, error.field) == (grpc.StatusCode.NOT_FOUND, "context_id")
+        assert f"{step} gave ctx-" in error.details and f"not {context_id}" in error.details
+        assert kept.context_id == context_id  # never another context in its place
+
+
+def test_a_replica_that_cannot_replay_a_calibration_says_which(client, make_server):
+    X, p = make_task(n=120, seed=37)
+    calibrated = client.calibrate(client.create_context(X, p), model, budget=400, refit=True)
+    # Another replica takes the context's 120 rows, but not a refit of them with 400 more.
+    replica = make_server(warm=False, max_context_rows=500)
+    with replica.client(timeout=60) as other:
+        with pytest.raises(ShapleyError) as caught:
+            other.explain(calibrated, X[:3], p[:3])
+    error = caught.value
+    assert (error.code, error.field) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "context_id")
+    assert calibrated.context_id in error.details
+    assert "calibration 1 of 1 was refused (RESOURCE_EXHAUSTED: budget: " in error.details

@@ -258,6 +258,29 @@ def test_client_refines_in_chunks_that_fit_a_message(make_server):
     np.testing.assert_allclose(answer.values.sum(axis=1), p - answer.base_values, atol=1e-12)
 
 
+def test_client_refines_in_chunks_within_the_servers_row_limit(make_server):
+    target = make_server(warm=False, max_explain_rows=30)
+    X, p = make_task(n=100, seed=24)
+    calls = []
+
+    def counting(rows):
+        calls.append(rows.shape[0])
+        return model(rows)
+
+    # The client's message limit (64 MiB) would take all 100 rows at once: the server's limit
+    # on rows per request, which it states in its ServerInfo, sizes the chunks.
+    with target.client(timeout=60) as client:
+        context = client.create_context(X, p)
+        answer = client.explain(context, X, p, model=counting, budget=BUDGET)
+    whole = ZeroShotExplainer(random_state=0).fit(X, p)
+    proposal = whole.propose(X, BUDGET, p)
+    expected = whole.refine(proposal, model(proposal.rows))
+    per_row = proposal.rows_per_query
+    assert calls == [30 * per_row, 30 * per_row, 30 * per_row, 10 * per_row]
+    np.testing.assert_array_equal(answer.values, expected.values)
+    np.testing.assert_array_equal(answer.uncertainty, expected.uncertainty)
+
+
 def test_client_recreates_a_context_the_server_lost(task, client):
     context, local, X, p = task
     client.delete_context(context)

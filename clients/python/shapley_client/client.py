@@ -1,7 +1,9 @@
 """``ShapleyClient``: the shapley.v1 service from Python, with numpy arrays in and out."""
 
 import json
+import sys
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 
 import grpc
@@ -61,6 +63,19 @@ class ShapleyError(Exception):
                     FieldViolation(v.field, v.description) for v in bad_request.field_violations
                 )
         return cls(error.code(), error.details() or "", violations)
+
+
+class InvalidArgumentError(ShapleyError, ValueError):
+    """An argument the client refuses before sending, as the server refuses it in a call that
+    carries it whole: code INVALID_ARGUMENT, the request field named (``field``) and the server's
+    words. Also a ``ValueError``, like the client's other checks of its arguments."""
+
+    def __init__(self, argument: str, problem: str):
+        super().__init__(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"{argument}: {problem}",
+            [FieldViolation(argument, problem)],
+        )
 
 
 @dataclass(frozen=True)
@@ -142,15 +157,23 @@ class Context:
 
     ``categories`` maps each column coded from a DataFrame (by feature name) to its labels: code
     c stands for ``labels[c]``. Query DataFrames passed to ``explain`` are coded with them.
-    ``calibration``: for a context from :meth:`ShapleyClient.calibrate`, the request that
-    calibrated it (with the model's outputs), so that it too is recreated anywhere.
+    ``calibrations``: for a context from :meth:`ShapleyClient.calibrate`, the Calibrate requests
+    (with the model's outputs) that lead from the context ``spec`` creates to this one, in order,
+    each naming the context it calibrated: a context calibrated again is recreated anywhere by
+    replaying them all. ``spec`` is then the first context's, not this one's.
     """
 
     context_id: str
     info: pb.ContextInfo
     spec: pb.ContextSpec = field(repr=False)
     categories: dict[str, list] = field(default_factory=dict)
-    calibration: pb.CalibrateRequest | None = field(default=None, repr=False)
+    calibrations: tuple[pb.CalibrateRequest, ...] = field(default=(), repr=False)
+
+    @property
+    def calibration(self) -> pb.CalibrateRequest | None:
+        """The request that calibrated this context (the last of ``calibrations``); None for a
+        context that is not calibrated."""
+        return self.calibrations[-1] if self.calibrations else None
 
     @property
     def calibration_rows(self) -> int:
@@ -716,16 +739,19 @@ class ShapleyClient:
         data, display = _query_rows(context, rows)
         if data.ndim != 2 or data.shape[0] == 0:
             raise ValueError(f"rows must be a non-empty (m, d) array; got shape {data.shape}")
-        predictions = None if predictions is None else _as_sent(predictions, "predictions")
-        if predictions is not None and predictions.shape[:1] != data.shape[:1]:
-            raise ValueError(
-                f"predictions must have shape ({data.shape[0]},) or ({data.shape[0]}, K); got "
-                f"{predictions.shape}"
-            )
+        predictions = _checked_predictions(context, data, predictions)
         info = context.info if isinstance(context, Context) else self.get_context(context)
+        message_bytes, max_rows = self._chunk_limits()
         chunk = self._refined_rows_per_message(
-            data.shape[1], len(_attribution_names(info)), max(1, info.n_outputs), _budget(budget)
+            data.shape[1],
+            len(_attribution_names(info)),
+            max(1, info.n_outputs),
+            _budget(budget),
+            message_bytes,
         )
+        # Propose and Refine take at most max_explain_rows explained rows each, like Explain;
+        # the model rows they carry are bounded by the message size alone.
+        chunk = min(chunk, max_rows)
         answers = []
         for start in range(0, data.shape[0], chunk):
             part = data[start : start + chunk]
@@ -753,16 +779,27 @@ class ShapleyClient:
             display_data=display,
         )
 
-    def _refined_rows_per_message(self, d: int, players: int, outputs: int, budget: int) -> int:
+    @staticmethod
+    def _refined_rows_per_message(
+        d: int, players: int, outputs: int, budget: int, message_bytes: int
+    ) -> int:
         """Explained rows per Propose/Refine pair: the proposal ((m * R, d) float64, R <=
         budget), the outputs sent back ((m * R, K)) and the answer each fit in a tenth less
-        than the message limit."""
+        than ``message_bytes``."""
         per_row = max(
             budget * d * 8,
             budget * outputs * 8 + (d + outputs) * 8,
             (2 * players + 1) * outputs * 8,
         )
-        return max(1, int(0.9 * self.max_message_bytes) // per_row)
+        return max(1, int(0.9 * message_bytes) // per_row)
+
+    def _chunk_limits(self) -> tuple[int, int]:
+        """What bounds a chunk of rows: the largest message both this client and the server take,
+        and the most rows the server explains per request (its ``max_explain_rows``). A limit
+        the server leaves at 0 (one older than the field) is one it does not state."""
+        limits = self.server_info().limits
+        message_bytes = min(self.max_message_bytes, limits.max_message_bytes or sys.maxsize)
+        return message_bytes, limits.max_explain_rows or sys.maxsize
 
     def explain_stream(
         self,
@@ -773,31 +810,44 @@ class ShapleyClient:
         chunk_rows: int | None = None,
         output_dtype: str = "float64",
     ) -> Explanation:
-        """Like :meth:`explain` for batches of any size: sent in chunks over ``ExplainStream``
-        (default chunk: what fits in a message both ways), reassembled in order."""
+        """Like :meth:`explain` for batches of any size: sent in chunks over ``ExplainStream``,
+        reassembled in order. The default chunk is the most rows the server explains per request
+        (``server_info().limits.max_explain_rows``) whose answer fits in a message both ways.
+        The whole call's rows and predictions are checked before the first chunk goes, and
+        refused as :meth:`explain` refuses them."""
         rows, display = _query_rows(context, rows)
         if rows.ndim != 2 or rows.shape[0] == 0:
             raise ValueError(f"rows must be a non-empty (m, d) array; got shape {rows.shape}")
-        predictions = None if predictions is None else np.asarray(predictions)
+        predictions = _checked_predictions(context, rows, predictions)
         if chunk_rows is None:
-            outputs = 1 if predictions is None or predictions.ndim == 1 else predictions.shape[1]
-            chunk_rows = self._rows_per_message(rows.shape[1], outputs)
+            chunk_rows = self._stream_rows_per_message(context, rows.shape[1])
+        if not isinstance(chunk_rows, int | np.integer) or isinstance(chunk_rows, bool):
+            raise TypeError(f"chunk_rows must be an int; got {chunk_rows!r}")
         if chunk_rows < 1:
             raise ValueError(f"chunk_rows must be >= 1; got {chunk_rows}")
+        chunk_rows = int(chunk_rows)
         try:
             answer = self._stream(context, rows, predictions, chunk_rows, output_dtype)
         except ShapleyError as error:
-            if error.code != grpc.StatusCode.NOT_FOUND or not isinstance(context, Context):
+            if error.code != grpc.StatusCode.NOT_FOUND or not _recreatable(context):
                 raise
             self._recreate(context)
             answer = self._stream(context, rows, predictions, chunk_rows, output_dtype)
         return replace(answer, display_data=display)
 
-    def _rows_per_message(self, d: int, outputs: int) -> int:
+    def _stream_rows_per_message(self, context: Context | str, d: int) -> int:
+        # The context's outputs, not the predictions': a K-output context explained without
+        # predictions still answers (m, d, K).
+        info = context.info if isinstance(context, Context) else self.get_context(context)
+        message_bytes, max_rows = self._chunk_limits()
+        return min(self._rows_per_message(d, max(1, info.n_outputs), message_bytes), max_rows)
+
+    @staticmethod
+    def _rows_per_message(d: int, outputs: int, message_bytes: int) -> int:
         # The answer (values and uncertainty, (m, d, K), plus base values) is the larger message;
         # keep a tenth of the limit for framing and the context's diagnostics.
         per_row = (2 * d + 1) * outputs * 8 + d * 8
-        return max(1, int(0.9 * self.max_message_bytes) // per_row)
+        return max(1, int(0.9 * message_bytes) // per_row)
 
     def _stream(self, context, rows, predictions, chunk_rows, output_dtype) -> Explanation:
         context_id = _context_id(context)
@@ -880,19 +930,25 @@ class ShapleyClient:
         data (a :class:`Context` from :meth:`create_context`), it fits in one message with
         the outputs, and its rows and the scored ones together are within the server's
         ``max_context_rows``, else False. ``calibration_refitted`` on the answer says which ran.
+        A context that is itself calibrated has no data of its own to send (the server takes
+        only the spec whose content address is the context's id): calibrating it again refits
+        the weights only, and ``refit=True`` is refused before anything is sent.
 
         ``model`` is called once on a (rows, d) float64 numpy array (as in :meth:`explain`)
         and returns the outputs, (rows,) or (rows, K) like the context's predictions.
         ``budget`` is the most rows it scores in all (default: 10 per background row, 1,000
         for the default background; 20 per background row when the context's data can go
         along for a refit). A :class:`Context` the server no longer holds is
-        recreated; so is the calibrated one, from the outputs it keeps, without calling
-        ``model`` again (when ``context`` is an id alone, neither can be).
+        recreated; so is the calibrated one, from the outputs it keeps (every calibration
+        that led to it, in order), without calling ``model`` again (when ``context`` is an id
+        alone, neither can be).
         """
         if not callable(model):
             raise TypeError(f"model must be callable; got {type(model).__name__}")
+        if refit and not _refittable(context):
+            raise ValueError(_no_refit(context))
         # Sized for a refit whenever one may run: a refit keeps gaining from more scored rows.
-        sized_for_refit = refit is not False and _recreatable(context)
+        sized_for_refit = refit is not False and _refittable(context)
         proposal = self.propose_calibration(
             context, budget=budget, random_state=random_state, refit=sized_for_refit
         )
@@ -910,43 +966,49 @@ class ShapleyClient:
         if random_state is not None:
             request.random_state = int(random_state)
         if refit is None or refit:
-            fits = _recreatable(context) and (
+            fits = _refittable(context) and (
                 request.ByteSize() + context.spec.ByteSize() <= int(0.9 * self.max_message_bytes)
             )
             if refit is None and fits:
                 fits = context.spec.rows.shape[0] + proposal.rows.shape[0] <= max_rows
             if refit and not fits:
                 raise ValueError(
-                    "refit=True needs the context's data in one message with the outputs: pass "
-                    "the Context from create_context (not an id), or refit=False"
-                    if not _recreatable(context)
-                    else f"the context and the outputs do not fit in one {self.max_message_bytes}"
+                    f"the context and the outputs do not fit in one {self.max_message_bytes}"
                     "-byte message: pass refit=False (weights only)"
                 )
             if fits:
                 request.context.CopyFrom(context.spec)
         response = self._call_with_context(context, self._stub.Calibrate, request)
         calibrated_request = pb.CalibrateRequest()
-        calibrated_request.CopyFrom(request)
+        calibrated_request.CopyFrom(request)  # context_id: the context it calibrated
         base = context if isinstance(context, Context) else None
         return Context(
             response.context.context_id,
             response.context,
             pb.ContextSpec() if base is None else base.spec,
             {} if base is None else dict(base.categories),
-            None if base is None else calibrated_request,
+            () if base is None else (*base.calibrations, calibrated_request),
         )
 
     def _recreate(self, context: Context) -> None:
-        fresh = self._create(context.spec)
-        if context.calibration is not None:
+        """Create ``context`` again from the data it keeps: its spec, then every calibration
+        that led to it, in order, each checked to give the id the client recorded. A context
+        that comes back under another id is another context (a server with another artifact,
+        or data changed since): it is refused, never explained against in the lost one's place.
+        """
+        # The id after each step: the created context, each calibrated one, this one.
+        expected = [request.context_id for request in context.calibrations] + [context.context_id]
+        with _recreating(context, "its spec"):
+            info = self._create(context.spec).info
+        _check_recreated(context, "its spec", info.context_id, expected[0])
+        for step, kept in enumerate(context.calibrations, 1):
             request = pb.CalibrateRequest()
-            request.CopyFrom(context.calibration)
-            request.context_id = fresh.context_id
-            response = self._call(self._stub.Calibrate, request)
-            context.context_id, context.info = response.context.context_id, response.context
-            return
-        context.context_id, context.info = fresh.context_id, fresh.info
+            request.CopyFrom(kept)  # names the context the previous step recreated
+            what = f"calibration {step} of {len(context.calibrations)}"
+            with _recreating(context, what):
+                info = self._call(self._stub.Calibrate, request).context
+            _check_recreated(context, what, info.context_id, expected[step])
+        context.info = info
 
 
 def _budget(budget) -> int:
@@ -1009,8 +1071,94 @@ def _recreatable(context: Context | str) -> bool:
     return isinstance(context, Context) and context.spec.HasField("rows")
 
 
+def _refittable(context: Context | str) -> bool:
+    """Whether Calibrate can refit ``context``: the server takes only the spec whose content
+    address is the context's id, and a calibrated context's id is no spec's."""
+    return _recreatable(context) and not context.calibrations
+
+
+def _no_refit(context: Context | str) -> str:
+    """Why ``refit=True`` cannot calibrate ``context``."""
+    if _recreatable(context):
+        return (
+            f"refit=True refits a context created from data, and {context.context_id} is a "
+            "calibrated context (the server refits only the spec whose content address is the "
+            "context's id): pass refit=False or leave it None to calibrate its weights, or "
+            "calibrate the Context from create_context with refit=True"
+        )
+    return (
+        "refit=True needs the context's data in one message with the outputs: pass "
+        "the Context from create_context (not an id), or refit=False"
+    )
+
+
+@contextmanager
+def _recreating(context: Context, what: str) -> Iterator[None]:
+    """One step of recreating ``context``. A refusal of it (by a replica with lower limits, say)
+    says which context could not be recreated and at which step, and names ``context_id``, the
+    argument the caller gave: the replayed request's own fields are not ones the caller sent.
+    Failures that name no field (unavailable, past the deadline) are left as they are, for the
+    caller's retries."""
+    try:
+        yield
+    except ShapleyError as error:
+        if not error.violations:
+            raise
+        problem = (
+            f"{context.context_id!r} is not held by this server and could not be created again: "
+            f"{what} was refused ({error.code.name}: {error.details})"
+        )
+        raise ShapleyError(
+            error.code, f"context_id: {problem}", [FieldViolation("context_id", problem)]
+        ) from error
+
+
+def _check_recreated(context: Context, what: str, got: str, expected: str) -> None:
+    """Refuse a recreated context whose id is not the one the client recorded for that step."""
+    if got != expected:
+        problem = (
+            f"{context.context_id!r} is not held by this server, and the data the Context keeps "
+            f"makes another context here: {what} gave {got}, not {expected} (a server with "
+            "another artifact or version than the one that built it, or a Context changed "
+            "since); create or calibrate it again to explain against this server"
+        )
+        raise ShapleyError(
+            grpc.StatusCode.NOT_FOUND,
+            f"context_id: {problem}",
+            [FieldViolation("context_id", problem)],
+        )
+
+
 def _context_id(context: Context | str) -> str:
     return context.context_id if isinstance(context, Context) else str(context)
+
+
+def _checked_predictions(
+    context: Context | str, rows: np.ndarray, predictions
+) -> np.ndarray | None:
+    """``predictions`` as sent, refused unless there is one per row of ``rows``: a call that goes
+    in chunks would otherwise cut them chunk by chunk (or drop the extra ones unseen). Refused
+    in the words the server uses for the same call in one message."""
+    if predictions is None:
+        return None
+    sent = _as_sent(predictions, "predictions")
+    m = rows.shape[0]
+    # The server's checks, in its order: the tensor's axes, then its rows against the query's.
+    if sent.ndim not in (1, 2):
+        raise InvalidArgumentError(
+            "predictions", f"expected 1 or 2 axes; got shape {list(sent.shape)}"
+        )
+    if 0 in sent.shape:
+        raise InvalidArgumentError(
+            "predictions", f"every axis must have length >= 1; got shape {list(sent.shape)}"
+        )
+    if sent.shape[0] != m:
+        raise InvalidArgumentError(
+            "predictions",
+            f"must have shape ({m},) or ({m}, K); got {sent.shape} "
+            f"(context {_context_id(context)})",
+        )
+    return sent
 
 
 def _dtype(name: str) -> int:
