@@ -119,7 +119,11 @@ export interface RefineOptions extends ExplainOptions {
 }
 
 export interface StreamOptions extends ExplainOptions {
-  /** Rows per ExplainStream message (default 1000). */
+  /**
+   * Rows per ExplainStream message, sent as given. Default: DEFAULT_CHUNK_ROWS (1000), fewer when
+   * the server explains fewer per request (limits.maxExplainRows) or when their answer would not
+   * fit in a message (the smaller of ClientOptions.maxMessageBytes and limits.maxMessageBytes).
+   */
   chunkRows?: number;
 }
 
@@ -224,7 +228,7 @@ export interface CreatedContext extends ContextInfo {
  * output's `calibration` set) and `created`. Pass this object itself wherever a context goes:
  * the client keeps, with it, what re-creates it when the server has lost it (the context it came
  * from and your model's outputs), so keep passing the same object. Its fields are updated when
- * it is re-created.
+ * it is re-created, its contextId excepted: one that would come back under another id is refused.
  */
 export interface CalibratedContext extends CreatedContext {}
 
@@ -357,12 +361,18 @@ export class ShapleyClient {
    * answers NOT_FOUND. With predictions, every row is exactly efficient:
    * sum_j values[i, j] == predictions[i] - baseValues[i].
    * With options.model and options.budget, the answer is refined past the zero-shot estimate:
-   * in chunks that fit a message, the server proposes rows (Propose), the client scores them
-   * with `model` and the server refines the attributions from the outputs (Refine).
+   * in chunks, the server proposes rows (Propose), the client scores them with `model` and the
+   * server refines the attributions from the outputs (Refine). A chunk is at most the server's
+   * limits.maxExplainRows rows, its messages within the smaller of maxMessageBytes and the
+   * server's limits.maxMessageBytes; the whole call's predictions are checked first.
    */
   explain(context: ContextRef, rows: ArrayInput, predictions?: ArrayInput | null,
     options?: RefineOptions): Promise<AnyExplanation>;
-  /** explain() for any number of rows, over ExplainStream in chunks of options.chunkRows. */
+  /**
+   * explain() for any number of rows, over ExplainStream in chunks of options.chunkRows (default:
+   * within the server's limits, see StreamOptions.chunkRows). The whole call's predictions are
+   * checked against the rows before the first chunk goes, refused as explain() refuses them.
+   */
   explainStream(context: ContextRef, rows: ArrayInput, predictions?: ArrayInput | null,
     options?: StreamOptions): Promise<AnyExplanation>;
   /**
@@ -377,8 +387,10 @@ export class ShapleyClient {
    * weights: see options.refit) follow your model on rows that mix background rows; explain, explainStream and refine against it like any
    * context. When the server no longer holds it, the client re-creates it, without calling
    * `model` again: Calibrate with the outputs it kept, against the context it came from (itself
-   * re-created first when that is a spec, or a calibrated context, the server lost too; an id
-   * alone cannot be).
+   * re-created first when that is a spec, or a calibrated context, the server lost too: every
+   * calibration that led to it is replayed, in order; an id alone cannot be). Each step must give
+   * the id recorded for it; a context that comes back under another id is refused (NOT_FOUND,
+   * field context_id) and never explained against.
    * @param model your model, called as in explain(..., {model}); its outputs are (rows,) or
    *   (rows, K) like the context's predictions
    */
@@ -395,6 +407,7 @@ export class ShapleyClient {
 }
 
 export const DEFAULT_PROTO_PATHS: string[];
+/** 1000: explainStream's most rows per chunk when options.chunkRows is not given. */
 export const DEFAULT_CHUNK_ROWS: number;
 /** 67108864 (64 MiB): the default of ClientOptions.maxMessageBytes, the server's default limit. */
 export const DEFAULT_MAX_MESSAGE_BYTES: number;

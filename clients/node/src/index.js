@@ -53,12 +53,22 @@ const serviceCache = new Map();
  * What re-creates a context that calibrate() returned: the context it was calibrated from (a
  * spec, another calibrated context, or an id) and its Calibrate request less the context id
  * (budget, seed, the model's outputs and, when the surrogates were refitted, the encoded spec,
- * so that re-creation refits again: the same id), keyed by the object calibrate() resolved to.
+ * so that re-creation refits again: the same id), keyed by the object calibrate() resolved to;
+ * with the ids re-creation must give again: `baseId`, the context it was calibrated from, and
+ * `id`, its own. `step`: how many calibrations lead to it (1 when it was calibrated from a spec
+ * or an id; one more than its base's when calibrated from a calibrated context).
  * Held here rather than per client, like the data a Python Context carries: any client can
  * re-create it.
  * @type {WeakMap<object, Calibration>}
  */
 const calibrations = new WeakMap();
+
+/**
+ * The errors that refuse a re-created context coming back under another id, and where it did
+ * (see recreationError). Such an error is never answered by re-creating again.
+ * @type {WeakMap<ShapleyError, Mismatch>}
+ */
+const mismatches = new WeakMap();
 
 /**
  * @typedef {Float64Array | Float32Array} FloatArray
@@ -80,7 +90,8 @@ const calibrations = new WeakMap();
  *   randomState?: number | bigint | string | null, refit?: boolean | null}} CalibrationOptions
  * @typedef {{rows: Float64Array, shape: number[], budget: number, contextId: string,
  *   artifactVersion: string}} CalibrationProposal
- * @typedef {{base: string | object, request: any}} Calibration
+ * @typedef {{base: string | object, request: any, baseId: string, id: string, step: number}} Calibration
+ * @typedef {{label: string | null, step: number, got: string, expected: string}} Mismatch
  * @typedef {{id: string | null, message: any, blockRows: number | null,
  *   pending: Promise<any> | null}} ContextEntry
  * @typedef {{field: string, description: string}} FieldViolation
@@ -183,6 +194,28 @@ function errorFromStatus(status) {
  */
 function localError(field, problem) {
   return new ShapleyError('INVALID_ARGUMENT', `${field}: ${problem}`, [{ field, description: problem }]);
+}
+
+/**
+ * The refusal of a calibrated context that re-creation made again under another id than the one
+ * the client recorded: another context, never explained against in its place (a server with
+ * another artifact or version than the one that built it, or a spec changed since). NOT_FOUND,
+ * field context_id, like the context it stands for: the server does not hold that one.
+ * @param {string} contextId the calibrated context being re-created
+ * @param {number} steps the calibrations that lead to it
+ * @param {Mismatch} mismatch the step that gave another id: `label` (its spec, the context it
+ *   was calibrated from) or else calibration `step` of `steps`
+ */
+function recreationError(contextId, steps, mismatch) {
+  const what = mismatch.label ?? `calibration ${mismatch.step} of ${steps}`;
+  const problem = `${contextId} is not held by this server, and what the client keeps to create ` +
+    `it again makes another context here: ${what} gave ${mismatch.got}, not ${mismatch.expected} ` +
+    '(a server with another artifact or version than the one that built it, or a spec changed ' +
+    'since); create or calibrate it again to explain against this server';
+  const error = new ShapleyError('NOT_FOUND', `context_id: ${problem}`,
+    [{ field: 'context_id', description: problem }]);
+  mismatches.set(error, mismatch);
+  return error;
 }
 
 // --- arrays --------------------------------------------------------------------------------
@@ -948,17 +981,16 @@ class ShapleyClient {
     try {
       return await call(id);
     } catch (error) {
-      if (!recreatable || !(error instanceof ShapleyError) || error.code !== 'NOT_FOUND') throw error;
+      if (!recreatable || !(error instanceof ShapleyError) || error.code !== 'NOT_FOUND'
+        || mismatches.has(error)) throw error;
       return call(await this._recreate(contextOrId, options));
     }
   }
 
   /**
    * Create a recreatable context again and resolve to its id: a spec with CreateContext (or
-   * CreateContextStream); a calibrated context with the Calibrate request it came from, sent
-   * against its base context (itself re-created first if the server lost it too). The model is
-   * not called again: the request carries its outputs. The calibrated context object takes the
-   * answer's info (the same id: it is a content address). Concurrent callers share one call.
+   * CreateContextStream); a calibrated context with _recalibrate. Concurrent callers share one
+   * call.
    * @param {any} context a spec or an object calibrate() returned
    * @param {{timeout?: number}} options
    * @returns {Promise<string>}
@@ -967,17 +999,52 @@ class ShapleyClient {
     if (isSpec(context)) return this._create(context, options).then((r) => r.context.contextId);
     let pending = this._recalibrating.get(context);
     if (!pending) {
-      const { base, request } = /** @type {Calibration} */ (calibrations.get(context));
-      pending = this._withContext(base, options,
-        (baseId) => this._unary('Calibrate', { ...request, contextId: baseId }, options))
-        .then((response) => {
-          Object.assign(context, response.context);
-          return /** @type {string} */ (response.context.contextId);
-        })
+      pending = this._recalibrate(context, options)
         .finally(() => this._recalibrating.delete(context));
       this._recalibrating.set(context, pending);
     }
     return pending;
+  }
+
+  /**
+   * Create a calibrated context again, as itself or not at all: the Calibrate request it came
+   * from, sent against the context it was calibrated from, which is re-created first when the
+   * server lost it too (a spec, or a calibrated context: every calibration that led to it is
+   * replayed, in order). The model is not called again: the request carries its outputs. Each
+   * step must give the id the client recorded for it (the context it was calibrated from, then
+   * its own: a content address); one that gives another is refused with NOT_FOUND on
+   * context_id (recreationError), and the context object keeps its id. Otherwise the object
+   * takes the answer's info.
+   * @param {any} context an object calibrate() returned
+   * @param {{timeout?: number}} options
+   * @returns {Promise<string>}
+   */
+  async _recalibrate(context, options) {
+    const { base, request, baseId, id, step } = /** @type {Calibration} */ (calibrations.get(context));
+    /** @param {string} onId the id the context it was calibrated from has here */
+    const calibrate = (onId) => {
+      if (onId !== baseId) {
+        // Only a spec makes its context anew here; a calibrated base is checked by its own
+        // re-creation, an id is itself.
+        const label = step > 1 ? null : isSpec(base) ? 'its spec' : 'the context it was calibrated from';
+        throw recreationError(id, step, { label, step: step - 1, got: onId, expected: baseId });
+      }
+      return this._unary('Calibrate', { ...request, contextId: onId }, options);
+    };
+    let response;
+    try {
+      response = await this._withContext(base, options, calibrate);
+    } catch (error) {
+      // A step further back (re-creating the context it was calibrated from) gave another
+      // context: refused as this one's.
+      const mismatch = error instanceof ShapleyError ? mismatches.get(error) : undefined;
+      if (mismatch) throw recreationError(id, step, mismatch);
+      throw error;
+    }
+    const got = response.context.contextId;
+    if (got !== id) throw recreationError(id, step, { label: null, step, got, expected: id });
+    Object.assign(context, response.context);
+    return /** @type {string} */ (got);
   }
 
   /** @param {CallOptions | undefined} options */
@@ -1055,8 +1122,10 @@ class ShapleyClient {
   }
 
   /**
-   * Refined attributions: per chunk of rows that fits a message, Propose, the model on the
-   * proposed rows, Refine; answers reassembled in order.
+   * Refined attributions: per chunk of rows, Propose, the model on the proposed rows, Refine;
+   * answers reassembled in order. A chunk is at most the server's limits.maxExplainRows rows,
+   * and its messages fit within the smaller of maxMessageBytes and the server's limit. The
+   * whole call's predictions are checked before the first chunk goes.
    * @param {any} contextOrId
    * @param {{data: FloatArray, shape: number[]}} x
    * @param {ArrayInput | null | undefined} predictions
@@ -1065,21 +1134,22 @@ class ShapleyClient {
    * @returns {Promise<Explanation>}
    */
   async _refined(contextOrId, x, predictions, refining, options) {
-    const p = predictions != null ? toArray(predictions, 'predictions', [1, 2]) : null;
     const [m, d] = x.shape;
-    if (p && p.shape[0] !== m) {
-      throw localError('predictions', `has ${p.shape[0]} rows; rows has ${m}`);
-    }
+    const p = this._checkedPredictions(contextOrId, predictions, m);
     const outputDtype = ShapleyClient._outputDtype(options);
     return this._withContext(contextOrId, options, async (id) => {
-      const info = await this.getContext(id, options);
+      const [info, { messageBytes, maxRows }] = await Promise.all([
+        this.getContext(id, options), this._chunkLimits(options)]);
       const k = Math.max(1, Number(info.nOutputs));
       const players = (info.attributionNames || []).length || d;
       // The proposal (m * R, d), the outputs sent back (m * R, K) and the answer each fit in a
-      // message, R <= budget: the Python client's rule.
+      // message, R <= budget: the Python client's rule. Propose and Refine take at most
+      // maxExplainRows explained rows each, like Explain; the model rows they carry are bounded
+      // by the message size alone.
       const perRow = Math.max(refining.budget * d * 8, refining.budget * k * 8 + (d + k) * 8,
         (2 * players + 1) * k * 8);
-      const chunkRows = Math.max(1, Math.floor((MESSAGE_FILL * this._maxMessageBytes) / perRow));
+      const chunkRows = Math.max(1,
+        Math.min(Math.floor((MESSAGE_FILL * messageBytes) / perRow), maxRows));
       /** @type {any[]} */
       const responses = [];
       for (let start = 0; start < m; start += chunkRows) {
@@ -1115,8 +1185,12 @@ class ShapleyClient {
   }
 
   /**
-   * Explain a batch of any size over ExplainStream: sent in chunks of `chunkRows` rows (default
-   * 1000), answers reassembled in order into one Explanation. Same context rules as explain().
+   * Explain a batch of any size over ExplainStream: sent in chunks of `chunkRows` rows, answers
+   * reassembled in order into one Explanation. Same context rules as explain(). The default chunk
+   * is DEFAULT_CHUNK_ROWS rows, fewer when the server explains fewer per request
+   * (limits.maxExplainRows) or when their answer would not fit in a message (the smaller of
+   * maxMessageBytes and the server's limit). The whole call's predictions are checked before the
+   * first chunk goes.
    * @param {string | ContextSpec | {contextId: string}} contextOrId
    * @param {ArrayInput} rows
    * @param {ArrayInput | null} [predictions]
@@ -1125,20 +1199,18 @@ class ShapleyClient {
    */
   async explainStream(contextOrId, rows, predictions, options = {}) {
     const x = toArray(rows, 'rows', [2]);
-    const p = predictions != null ? toArray(predictions, 'predictions', [1, 2]) : null;
-    const m = x.shape[0];
-    if (p && p.shape[0] !== m) {
-      throw localError('predictions', `has ${p.shape[0]} rows; rows has ${m}`);
-    }
-    const chunkRows = options.chunkRows ?? DEFAULT_CHUNK_ROWS;
-    if (!Number.isInteger(chunkRows) || chunkRows < 1) {
+    const [m, d] = x.shape;
+    const p = this._checkedPredictions(contextOrId, predictions, m);
+    const { chunkRows } = options;
+    if (chunkRows != null && (!Number.isInteger(chunkRows) || chunkRows < 1)) {
       throw new RangeError(`chunkRows must be a positive integer; got ${chunkRows}`);
     }
     const outputDtype = ShapleyClient._outputDtype(options);
-    /** @param {number} start */
-    const chunk = (start) => {
-      const stop = Math.min(m, start + chunkRows);
-      const d = x.shape[1];
+    /**
+     * @param {number} start
+     * @param {number} stop
+     */
+    const chunk = (start, stop) => {
       /** @type {any} */
       const message = {
         rows: encodeTensor(x.data.subarray(start * d, stop * d), [stop - start, d]),
@@ -1153,14 +1225,95 @@ class ShapleyClient {
       }
       return message;
     };
-    return this._withContext(contextOrId, options, (id) => this._stream(id, m, chunkRows, chunk, options));
+    return this._withContext(contextOrId, options, async (id) => {
+      const rowsPerChunk = chunkRows ?? await this._streamChunkRows(id, d, options);
+      return this._stream(id, m, rowsPerChunk, chunk, options);
+    });
+  }
+
+  /**
+   * The default chunk of explainStream: DEFAULT_CHUNK_ROWS rows, at most the server's
+   * maxExplainRows, and no more than whose answer fits in a message.
+   * @param {string} id the context's id
+   * @param {number} d the rows' features
+   * @param {{timeout?: number}} options
+   * @returns {Promise<number>}
+   */
+  async _streamChunkRows(id, d, options) {
+    const [info, { messageBytes, maxRows }] = await Promise.all([
+      this.getContext(id, options), this._chunkLimits(options)]);
+    // The context's outputs, not the predictions': a K-output context explained without
+    // predictions still answers (m, d, K). The answer (values and uncertainty, (m, d, K), plus
+    // base values) is the larger message; a tenth of the limit is kept for framing and the
+    // context's diagnostics (MESSAGE_FILL).
+    const k = Math.max(1, Number(info.nOutputs));
+    const perRow = (2 * d + 1) * k * 8 + d * 8;
+    return Math.max(1, Math.min(DEFAULT_CHUNK_ROWS,
+      Math.floor((MESSAGE_FILL * messageBytes) / perRow), maxRows));
+  }
+
+  /**
+   * What bounds a chunk of explained rows: the largest message both this client
+   * (maxMessageBytes) and the server take, and the most rows the server explains per request
+   * (limits.maxExplainRows). A limit the server leaves at 0 (one older than the field) is one it
+   * does not state.
+   * @param {{timeout?: number}} options
+   * @returns {Promise<{messageBytes: number, maxRows: number}>}
+   */
+  async _chunkLimits(options) {
+    const { limits } = await this.serverInfo(options);
+    return {
+      messageBytes: Math.min(this._maxMessageBytes, Number(limits && limits.maxMessageBytes) || Infinity),
+      maxRows: Number(limits && limits.maxExplainRows) || Infinity,
+    };
+  }
+
+  /**
+   * The predictions of a call sent in chunks, refused before sending unless there is one per row
+   * (a chunk pairs rows with their own predictions: extra ones would go unseen, and fewer be
+   * refused for one chunk), in the words the server uses for the same call in one message.
+   * @param {any} contextOrId
+   * @param {ArrayInput | null | undefined} predictions
+   * @param {number} m the rows
+   * @returns {{data: FloatArray, shape: number[]} | null}
+   */
+  _checkedPredictions(contextOrId, predictions, m) {
+    if (predictions == null) return null;
+    const p = toArray(predictions, 'predictions', [1, 2]);
+    // The server's checks, in its order: the tensor's axes, then its rows against the query's.
+    if (p.shape.includes(0)) {
+      throw localError('predictions', `every axis must have length >= 1; got shape [${p.shape.join(', ')}]`);
+    }
+    if (p.shape[0] !== m) {
+      const got = p.shape.length === 1 ? `${p.shape[0]},` : p.shape.join(', ');
+      const id = this._knownId(contextOrId);
+      throw localError('predictions',
+        `must have shape (${m},) or (${m}, K); got (${got})${id ? ` (context ${id})` : ''}`);
+    }
+    return p;
+  }
+
+  /**
+   * The id of a context argument when the client knows it without a call (a spec not yet
+   * created has none), else null.
+   * @param {any} contextOrId
+   * @returns {string | null}
+   */
+  _knownId(contextOrId) {
+    if (typeof contextOrId === 'string') return contextOrId;
+    if (isSpec(contextOrId)) {
+      const entry = this._contexts.get(contextOrId);
+      return entry ? entry.id : null;
+    }
+    if (contextOrId && typeof contextOrId.contextId === 'string') return contextOrId.contextId;
+    return null;
   }
 
   /**
    * @param {string} id
    * @param {number} m
    * @param {number} chunkRows
-   * @param {(start: number) => any} chunk
+   * @param {(start: number, stop: number) => any} chunk
    * @param {{timeout?: number}} options
    * @returns {Promise<Explanation>}
    */
@@ -1200,7 +1353,7 @@ class ShapleyClient {
       (async () => {
         for (let start = 0; start < m; start += chunkRows) {
           if (status) return; // the call is over (an error): stop sending
-          const message = chunk(start);
+          const message = chunk(start, Math.min(m, start + chunkRows));
           if (start === 0) message.contextId = id;
           if (!call.write(message)) await drained(call);
         }
@@ -1297,7 +1450,8 @@ class ShapleyClient {
    * that object anywhere a context goes (explain, explainStream, refinement). When the server
    * no longer holds it, the client re-creates it from the outputs it keeps, without calling
    * `model` again: Calibrate against the context it came from, itself re-created first when
-   * that is a spec (or a calibrated context) the server lost too.
+   * that is a spec (or a calibrated context) the server lost too, each step checked to give the
+   * id it gave here (see _recalibrate).
    * @param {string | ContextSpec | {contextId: string}} contextOrId
    * @param {Model} model called once with the proposed rows, nested and flat; returns the
    *   outputs, (rows,) or (rows, K) like the context's predictions; may be async
@@ -1355,13 +1509,19 @@ class ShapleyClient {
           '-byte message (maxMessageBytes): pass refit: false (weights only)');
       }
     }
-    const response = await this._withContext(contextOrId, options,
-      (id) => this._unary('Calibrate', { ...request, contextId: id }, options));
+    let baseId = '';
+    const response = await this._withContext(contextOrId, options, (id) => {
+      baseId = id;
+      return this._unary('Calibrate', { ...request, contextId: id }, options);
+    });
     const calibrated = { ...response.context, created: response.created };
     // An id or a plain object with contextId (an info, an Explanation): only its id is kept.
     const base = typeof contextOrId === 'object'
       && (isSpec(contextOrId) || calibrations.has(contextOrId)) ? contextOrId : idOf(contextOrId);
-    calibrations.set(calibrated, { base, request });
+    const from = typeof base === 'object' ? calibrations.get(base) : undefined;
+    calibrations.set(calibrated, {
+      base, request, baseId, id: response.context.contextId, step: from ? from.step + 1 : 1,
+    });
     return calibrated;
   }
 

@@ -322,3 +322,108 @@ test('bad calibration arguments and outputs are refused naming the field', async
   await assert.rejects(client.calibrate(`ctx-${'0'.repeat(40)}`, score),
     isError('NOT_FOUND', 'context_id'));
 });
+
+/**
+ * A client of the test server whose Calibrate calls are recorded ([the context id sent, the
+ * calibrated id or the error code]); `alter` may change a request before it is sent.
+ * @param {(request: any) => any} [alter]
+ */
+function recordingClient(alter = (request) => request) {
+  const other = new ShapleyClient(server.target, { timeout: 120 });
+  /** @type {string[][]} */ const calibrations = [];
+  const unary = /** @type {any} */ (other)._unary.bind(other);
+  /** @type {any} */ (other)._unary = async (/** @type {string} */ method, /** @type {any} */ request,
+    /** @type {any[]} */ ...rest) => {
+    if (method !== 'Calibrate') return unary(method, request, ...rest);
+    try {
+      const response = await unary(method, alter(request), ...rest);
+      calibrations.push([request.contextId, response.context.contextId]);
+      return response;
+    } catch (error) {
+      calibrations.push([request.contextId, /** @type {any} */ (error).code]);
+      throw error;
+    }
+  };
+  return { other, calibrations };
+}
+
+test('a context calibrated twice comes back on another client by replaying both calibrations in order', async () => {
+  const own = { rows: makeRows(60, 5, 15), predictions: model(makeRows(60, 5, 15)) };
+  const base = await client.createContext(own);
+  const once = await client.calibrate(own, (/** @type {number[][]} */ r) => model(r), { budget: BUDGET });
+  const twice = await client.calibrate(once, (/** @type {number[][]} */ r) => model(r), { budget: BUDGET });
+  const before = await client.explain(twice, query, queryPredictions);
+  for (const lost of [twice, once, base]) await client.deleteContext(lost);
+  // Another client: the spec is encoded and created anew there, then both calibrations replayed.
+  const { other, calibrations } = recordingClient();
+  try {
+    const after = await other.explain(twice, query, queryPredictions);
+    assert.equal(after.contextId, before.contextId);
+    assert.deepEqual(Array.from(after.values), Array.from(before.values));
+    assert.deepEqual(calibrations, [
+      [once.contextId, 'NOT_FOUND'], // the calibration twice came from: lost too
+      [base.contextId, once.contextId], // calibration 1 of 2, on the spec created again
+      [once.contextId, twice.contextId], // calibration 2 of 2
+    ]);
+  } finally {
+    other.close();
+  }
+});
+
+test('a lost calibrated context that comes back under another id is refused, never explained against', async () => {
+  const own = { rows: makeRows(60, 5, 16), predictions: model(makeRows(60, 5, 16)) };
+  const base = await client.createContext(own);
+  const score = (/** @type {number[][]} */ r) => model(r);
+  const once = await client.calibrate(own, score, { budget: BUDGET, refit: false });
+  const twice = await client.calibrate(once, score, { budget: BUDGET });
+  const ids = [base.contextId, once.contextId, twice.contextId];
+  const before = await client.explain(twice, query, queryPredictions);
+  // The calibrated contexts lost; the one they came from is still held (the spec changed since
+  // is another context all the same).
+  const loseCalibrated = async () => {
+    for (const lost of [twice, once]) await client.deleteContext(lost).catch(() => {});
+  };
+  /**
+   * @param {any} context @param {string} step @param {string} expected
+   * @param {(request: any) => any} [alter]
+   */
+  const refused = async (context, step, expected, alter) => {
+    await loseCalibrated();
+    const { other, calibrations } = recordingClient(alter);
+    try {
+      const error = await other.explain(context, query, queryPredictions)
+        .then(() => assert.fail('explained against another context'), (/** @type {any} */ e) => e);
+      assert.ok(error instanceof ShapleyError, String(error));
+      assert.equal(error.code, 'NOT_FOUND', error.message);
+      assert.equal(error.field, 'context_id', error.message);
+      assert.ok(error.details.startsWith(`context_id: ${context.contextId} is not held by this server`),
+        error.details);
+      assert.match(error.details, new RegExp(`: ${step} gave ctx-\\w+, not ${expected} `));
+      return calibrations;
+    } finally {
+      other.close();
+    }
+  };
+
+  // The spec changed since (what a server with another artifact does too: other contexts from
+  // the same data): refused before Calibrate is sent.
+  /** @type {any} */ (own).randomState = 5;
+  assert.deepEqual(await refused(twice, 'its spec', base.contextId), [[once.contextId, 'NOT_FOUND']]);
+  assert.deepEqual(await refused(once, 'its spec', base.contextId), []);
+  delete (/** @type {any} */ (own).randomState);
+
+  // A calibration that gives another context (here its seed changed on the way).
+  /** @param {string} on the context id whose Calibrate request is changed */
+  const reseeded = (on) => (/** @type {any} */ request) =>
+    (request.contextId === on ? { ...request, randomState: '99' } : request);
+  await refused(twice, 'calibration 1 of 2', once.contextId, reseeded(base.contextId));
+  await refused(twice, 'calibration 2 of 2', twice.contextId, reseeded(once.contextId));
+  await refused(once, 'calibration 1 of 1', once.contextId, reseeded(base.contextId));
+
+  // The objects kept their ids throughout, and come back as themselves where nothing differs.
+  assert.deepEqual([once.contextId, twice.contextId], ids.slice(1));
+  await loseCalibrated();
+  const again = await client.explain(twice, query, queryPredictions);
+  assert.equal(again.contextId, twice.contextId);
+  assert.deepEqual(Array.from(again.values), Array.from(before.values));
+});
