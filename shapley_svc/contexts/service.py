@@ -186,43 +186,64 @@ class ContextService:
         predictions: np.ndarray | None = None,
         *,
         answer_bytes_per_row: int = 0,
+        answer_fixed_bytes: int = 0,
         caller: Caller = PATIENT,
     ) -> Explanation:
         """The estimator's explanation of ``rows`` (m, d) against a held context.
 
-        ``answer_bytes_per_row`` is what one row's answer takes as the caller will send it (its
-        encoding's business): the whole answer must fit in ``limits.max_answer_bytes``.
+        ``answer_bytes_per_row`` is what one row's answer takes as the caller will send it, and
+        ``answer_fixed_bytes`` what the rest of the answer takes (its framing, ids, a
+        description of the context), at most (both its encoding's business): the whole answer
+        must fit in ``limits.max_answer_bytes``.
         """
         m = rows.shape[0]
-        self._check_query_size(m, answer_bytes_per_row)
+        self._check_query_size(m, answer_bytes_per_row, answer_fixed_bytes)
         with _naming_context(entry):
             if m <= SERIAL_MAX_ROWS:
                 # A few milliseconds on one core: cheaper here than a hand-off to a compute thread.
                 return _explain(entry.explainer, rows, predictions, caller.should_stop)
             return self._on_compute_thread(_explain, caller, entry.explainer, rows, predictions)
 
-    def _check_query_size(self, m: int, answer_bytes_per_row: int) -> None:
+    def _check_query_size(
+        self, m: int, answer_bytes_per_row: int, answer_fixed_bytes: int = 0
+    ) -> None:
         """Refuse more query rows than one request may carry, or than one answer holds."""
         limit = self.limits
         if m > limit.max_explain_rows:
             raise LimitExceededError(
                 "X_query", f"{m} rows in one request; the limit is {limit.max_explain_rows}"
             )
-        if m * answer_bytes_per_row > limit.max_answer_bytes:
+        total = answer_fixed_bytes + m * answer_bytes_per_row
+        if total > limit.max_answer_bytes:
+            most = self._most_rows(answer_bytes_per_row, answer_fixed_bytes)
             raise LimitExceededError(
                 "X_query",
-                f"the answer for {m} rows would take {m * answer_bytes_per_row} bytes, over the "
-                f"{limit.max_answer_bytes}-byte message limit; send at most "
-                f"{max(1, limit.max_answer_bytes // answer_bytes_per_row)} rows per message "
-                "(ExplainStream chunks a large batch)",
+                f"the answer for {m} rows would take up to {total} bytes, over the "
+                f"{limit.max_answer_bytes}-byte message limit; "
+                + (
+                    f"send at most {most} rows per message (ExplainStream chunks a large batch)"
+                    if most
+                    else f"no row fits beside the rest of the answer ({answer_fixed_bytes} "
+                    "bytes: the context's description, ids and framing)"
+                ),
             )
 
+    def _most_rows(self, row_bytes: int, fixed_bytes: int) -> int:
+        """The most rows of ``row_bytes`` each that fit in a message beside ``fixed_bytes``: what
+        a refusal advertises is what the check lets through."""
+        return max(0, self.limits.max_answer_bytes - fixed_bytes) // row_bytes
+
     def _rows_per_query(
-        self, entry: StoredContext, rows: np.ndarray, predictions_given: bool, budget: int
+        self,
+        entry: StoredContext,
+        rows: np.ndarray,
+        predictions_given: bool,
+        budget: int,
+        answer_fixed_bytes: int,
     ) -> int:
         """Refuse a budget over ``limits.max_budget``, or whose proposal for ``rows`` would not
-        fit in one message; the rows proposed per query row (0 for a budget the estimator will
-        refuse as too small)."""
+        fit in one message beside ``answer_fixed_bytes``; the rows proposed per query row (0 for
+        a budget the estimator will refuse as too small)."""
         limit = self.limits
         if budget > limit.max_budget:
             raise InvalidArgumentError(
@@ -242,13 +263,14 @@ class ContextService:
         per_query = (0 if predictions_given else 1) + 2 * pairs_within(budget, predictions_given)
         m, d = rows.shape
         row_bytes = per_query * d * 8
-        if m * row_bytes > limit.max_answer_bytes:
+        total = answer_fixed_bytes + m * row_bytes
+        if total > limit.max_answer_bytes:
             raise LimitExceededError(
                 "budget",
                 f"the proposal for {m} rows ({per_query} rows of {d} float64s each) would take "
-                f"{m * row_bytes} bytes, over the {limit.max_answer_bytes}-byte message limit; "
-                f"send at most {limit.max_answer_bytes // row_bytes} rows per call or lower the "
-                "budget",
+                f"up to {total} bytes, over the {limit.max_answer_bytes}-byte message limit; "
+                f"send at most {self._most_rows(row_bytes, answer_fixed_bytes)} rows per call "
+                "or lower the budget",
             )
         return per_query
 
@@ -260,12 +282,16 @@ class ContextService:
         budget: int,
         random_state: int | None = None,
         *,
+        answer_fixed_bytes: int = 0,
         caller: Caller = PATIENT,
     ) -> Proposal:
         """The estimator's proposal of rows for the caller's model to score, for ``rows``
-        (m, d) against a held context, refused when it would not fit in one message."""
+        (m, d) against a held context, refused when it would not fit in one message beside
+        ``answer_fixed_bytes`` (what the answer takes besides the rows' float64s, at most)."""
         self._check_query_size(rows.shape[0], 0)
-        per_query = self._rows_per_query(entry, rows, predictions is not None, budget)
+        per_query = self._rows_per_query(
+            entry, rows, predictions is not None, budget, answer_fixed_bytes
+        )
         args = (entry.explainer, rows, predictions, budget, random_state)
         return self._refinement_call(entry, rows.shape[0] * per_query, _propose, caller, *args)
 
@@ -279,13 +305,16 @@ class ContextService:
         outputs: np.ndarray,
         *,
         answer_bytes_per_row: int = 0,
+        answer_fixed_bytes: int = 0,
         caller: Caller = PATIENT,
     ) -> Explanation:
         """The refined explanation of ``rows`` from the model's ``outputs`` on the proposal the
         same (rows, predictions, budget, random_state) give, rebuilt here: nothing is kept
-        between ``propose`` and ``refine``."""
-        self._check_query_size(rows.shape[0], answer_bytes_per_row)
-        per_query = self._rows_per_query(entry, rows, predictions is not None, budget)
+        between ``propose`` and ``refine``. The answer's size as in ``explain``."""
+        self._check_query_size(rows.shape[0], answer_bytes_per_row, answer_fixed_bytes)
+        # The proposal is rebuilt, not sent: counting its rows alone lets through whatever
+        # ``propose`` did.
+        per_query = self._rows_per_query(entry, rows, predictions is not None, budget, 0)
         args = (entry.explainer, rows, predictions, budget, random_state, outputs)
         return self._refinement_call(entry, rows.shape[0] * per_query, _refine, caller, *args)
 
@@ -316,19 +345,23 @@ class ContextService:
         for grown in self.store.count_growth(entry, entry.explainer.pair_cache_bytes()):
             grown.description = self._describe(grown)
 
-    def _check_calibration_size(self, entry: StoredContext, budget: int | None, refit: bool) -> int:
+    def _check_calibration_size(
+        self, entry: StoredContext, budget: int | None, refit: bool, answer_fixed_bytes: int
+    ) -> int:
         """The calibration budget (``budget``, or the estimator's default for a refit or for
-        the weights alone), refused when its proposal would not fit in one message."""
+        the weights alone), refused when its proposal would not fit in one message beside
+        ``answer_fixed_bytes``."""
         explainer = entry.explainer
         if budget is None:
             budget = default_calibration_budget(explainer.background_rows_.shape[0], refit)
         d = explainer.n_features_in_
-        if budget * d * 8 > self.limits.max_answer_bytes:
+        total = answer_fixed_bytes + budget * d * 8
+        if total > self.limits.max_answer_bytes:
             raise LimitExceededError(
                 "budget",
-                f"{budget} calibration rows of {d} float64s would take {budget * d * 8} bytes, "
+                f"{budget} calibration rows of {d} float64s would take up to {total} bytes, "
                 f"over the {self.limits.max_answer_bytes}-byte message limit; the most is "
-                f"{self.limits.max_answer_bytes // (d * 8)}",
+                f"{self._most_rows(d * 8, answer_fixed_bytes)}",
             )
         return budget
 
@@ -357,13 +390,15 @@ class ContextService:
         random_state: int | None = None,
         *,
         refit: bool = False,
+        answer_fixed_bytes: int = 0,
         caller: Caller = PATIENT,
     ) -> CalibrationProposal:
         """The rows the caller's model scores, once, to calibrate a held context; ``refit``
         sizes the default budget for a calibration with the context's data (``calibrate``
-        with ``spec``)."""
+        with ``spec``). Refused when the rows would not fit in one message beside
+        ``answer_fixed_bytes`` (what the answer takes besides their float64s, at most)."""
         with _naming_context(entry):
-            budget = self._check_calibration_size(entry, budget, refit)
+            budget = self._check_calibration_size(entry, budget, refit, answer_fixed_bytes)
             return self._on_compute_thread(
                 _propose_calibration, caller, entry.explainer, budget, random_state
             )
@@ -391,7 +426,9 @@ class ContextService:
             )
         with _naming_context(entry):
             by_default = budget is None
-            budget = self._check_calibration_size(entry, budget, spec is not None)
+            # The proposal is rebuilt, not sent: counting its rows alone lets through whatever
+            # ``propose_calibration`` did.
+            budget = self._check_calibration_size(entry, budget, spec is not None, 0)
             if spec is not None:
                 self._check_refit_size(spec, budget, entry.explainer.background_rows_.shape[0])
             explainer = entry.explainer

@@ -78,17 +78,25 @@ def content_id(spec: ContextSpec, artifact_sha256: str) -> str:
         digest.update(canonical.tobytes())
     digest.update(np.ascontiguousarray(spec.background, dtype="<i8").tobytes())
     names = spec.feature_names
-    digest.update(b"\0".join(name.encode() for name in names) + b"\0" + repr(len(names)).encode())
+    digest.update(b"\0".join(map(_name_bytes, names)) + b"\0" + repr(len(names)).encode())
     digest.update(spec.random_state.to_bytes(8, "little"))
     # Only contexts with groups hash them, so ids of contexts without groups are unchanged.
     for name, columns in spec.groups:
-        digest.update(b"group\0" + name.encode() + b"\0")
+        digest.update(b"group\0" + _name_bytes(name) + b"\0")
         digest.update(repr(columns.size).encode() + np.ascontiguousarray(columns, "<i8").tobytes())
     # Likewise only contexts with categorical columns hash them.
     if spec.categorical_columns.size:
         digest.update(b"categorical\0")
         digest.update(np.ascontiguousarray(spec.categorical_columns, "<i8").tobytes())
     return "ctx-" + digest.hexdigest()[:40]
+
+
+def _name_bytes(name: str) -> bytes:
+    """A feature or group name as ``content_id`` hashes it: its UTF-8 bytes, each NUL written as
+    NUL 0xFF. NUL separates the names, and UTF-8 never holds the byte 0xFF, so a NUL not followed
+    by 0xFF is always a separator: ["a\\0", "b"] and ["a", "\\0b"] hash apart. Names without NUL
+    hash as they always did, so their contexts keep their ids (and their saved copies)."""
+    return name.encode().replace(b"\0", b"\0\xff")
 
 
 def calibrated_id(

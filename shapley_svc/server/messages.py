@@ -89,7 +89,9 @@ def _spec(spec: pb.ContextSpec, rows: np.ndarray, predictions: np.ndarray) -> Co
         feature_names=tuple(spec.feature_names),
         random_state=int(spec.random_state),
         groups=tuple((g.name, np.asarray(g.columns, dtype=np.int64)) for g in spec.groups),
-        categorical_columns=np.asarray(spec.categorical_columns, dtype=np.int64),
+        # A set of columns: sorted, so that one context has one content address however the
+        # caller ordered them (a spec already in order keeps the id it had).
+        categorical_columns=np.sort(np.asarray(spec.categorical_columns, dtype=np.int64)),
     )
 
 
@@ -268,9 +270,51 @@ def propose_response(
     )
 
 
+# Upper bounds on what protobuf adds around an answer's numbers. Every field number here is
+# below 16, so a tag is one byte; a varint takes at most 10 bytes, and a length prefix at most 5
+# (a message is under 4 GiB).
+_VARINT = 10
+_LENGTH = 5
+
+
+def _delimited(payload: int) -> int:
+    """A length-delimited field of ``payload`` bytes: its tag, length prefix and payload."""
+    return 1 + _LENGTH + payload
+
+
+def _string(text: str) -> int:
+    return _delimited(len(text.encode()))
+
+
+# A Tensor field besides its numbers: its tag and length, the dtype, up to 3 axes of shape, and
+# the tag and length of ``data`` (or of the packed ``values``).
+_TENSOR_FRAMING = _delimited(2 + _delimited(3 * _VARINT) + 1 + _LENGTH)
+
+
 def answer_bytes_per_row(info: pb.ContextInfo, answer: AnswerFormat) -> int:
     """The bytes of one row's answer: values and uncertainty per attribution, a base value."""
     return (2 * len(info.attribution_names) + 1) * info.n_outputs * answer.itemsize
+
+
+def answer_fixed_bytes(
+    context_id: str, artifact_version: str, described: pb.ContextInfo | None
+) -> int:
+    """At most what an ExplainResponse takes besides its rows' numbers (``answer_bytes_per_row``
+    each): the ids, ``first_row`` and ``model_rows``, the three tensors' framing, and the
+    ``described`` context when the answer carries it."""
+    fixed = _string(context_id) + _string(artifact_version) + 2 * (1 + _VARINT)
+    fixed += 3 * _TENSOR_FRAMING
+    if described is not None:
+        # Refinement may grow the context before the answer describes it: its memory_bytes, a
+        # varint, may then take more bytes than now.
+        fixed += _delimited(described.ByteSize() + _VARINT)
+    return fixed
+
+
+def proposal_fixed_bytes(context_id: str, artifact_version: str) -> int:
+    """At most what a ProposeResponse or ProposeCalibrationResponse takes besides its rows'
+    float64s: the ids, ``rows_per_query`` or ``budget``, and the rows' tensor framing."""
+    return _string(context_id) + _string(artifact_version) + 1 + _VARINT + _TENSOR_FRAMING
 
 
 def explain_response(

@@ -7,6 +7,7 @@ the servicer.
 """
 
 import functools
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,8 +16,10 @@ import grpc
 from google.protobuf import message_factory
 
 from shapley_svc._proto import shapley_pb2 as pb
-from shapley_svc.errors import InvalidArgumentError
+from shapley_svc.errors import InvalidArgumentError, ShapleyError
 from shapley_svc.server.status import abort, status_code
+
+log = logging.getLogger("shapley_svc.server")
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Shapley"]
 SERVICE_NAME = SERVICE.full_name
@@ -125,9 +128,9 @@ def handled(method: Callable) -> Callable:
             try:
                 yield from method(self, parsed(request_or_iterator), context)
             except Exception as error:
-                # A caller that went away is not told why: there is nobody to tell.
-                code = status_code(error).name if context.is_active() else "CANCELLED"
-                if code != "CANCELLED":
+                gone = _gone(context, error, name)
+                code = gone or status_code(error).name
+                if gone is None:
                     abort(context, error, name)
             finally:
                 self.metrics.observe(name, code, time.perf_counter() - start)
@@ -140,9 +143,49 @@ def handled(method: Callable) -> Callable:
         try:
             return method(self, parsed(request_or_iterator), context)
         except Exception as error:
-            code = status_code(error).name
-            abort(context, error, name)
+            gone = _gone(context, error, name)
+            code = gone or status_code(error).name
+            if gone is None:
+                abort(context, error, name)
+            # Nobody receives this status; without it grpc would try to serialize no response
+            # and log that as an error.
+            context.abort(grpc.StatusCode[gone], "the caller has gone")
         finally:
             self.metrics.observe(name, code, time.perf_counter() - start)
 
     return unary
+
+
+# A caller's deadline ends its call from both sides at about the same moment: the caller's grpc
+# cancels at its deadline, and the server's at the same deadline shifted by the request's trip
+# (the timeout travels as a duration). Whichever comes first, a call that ends this close to its
+# deadline ended because of it.
+_DEADLINE_SLACK_SECONDS = 0.1
+
+
+def _gone(context: grpc.ServicerContext, error: Exception, method: str) -> str | None:
+    """None while the caller is there to be told why its call failed; else the status code its
+    call ended with, CANCELLED or DEADLINE_EXCEEDED.
+
+    A caller that went away is not told why: there is nobody to tell. What its going away raises
+    in the handler (grpc's RpcError from a client stream's request iterator, the work's
+    CancelledError) is no bug of the server's and is logged as what it was; anything else keeps
+    its traceback in the log, as a bug would, but the call is still counted as what ended it.
+    """
+    if context.is_active():
+        return None
+    remaining = context.time_remaining()
+    deadline_passed = remaining is not None and remaining <= _DEADLINE_SLACK_SECONDS
+    code = "DEADLINE_EXCEEDED" if deadline_passed else "CANCELLED"
+    expected = isinstance(error, grpc.RpcError) or (
+        isinstance(error, ShapleyError) and status_code(error) != grpc.StatusCode.INTERNAL
+    )
+    log.log(
+        logging.INFO if expected else logging.WARNING,
+        "%s ended %s: the caller has gone (%s)",
+        method,
+        code,
+        type(error).__name__,
+        exc_info=None if expected else error,
+    )
+    return code

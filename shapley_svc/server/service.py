@@ -25,7 +25,12 @@ from shapley_svc.server.status import CONTEXT_FIELDS, QUERY_FIELDS, naming_reque
 __all__ = ["SERVICE_NAME", "ShapleyService", "add_to_server"]
 
 # What Calibrate's refit of the zoo is given, as CalibrateRequest fields.
-REFIT_FIELDS = {"X": "context.rows", "predictions": "context.predictions"}
+REFIT_FIELDS = {
+    "X": "context.rows",
+    "predictions": "context.predictions",
+    # A context whose background cannot be calibrated is the one the request names.
+    "background": "context_id",
+}
 # gRPC reports "no deadline" as one in the far future.
 _NO_DEADLINE = 10.0 * 365 * 24 * 3600
 
@@ -75,8 +80,10 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
         raise InvalidArgumentError("context_id", "set context_id or an inline context")
 
     def _explain(
-        self, entry: StoredContext, request, context, first_row: int
+        self, entry: StoredContext, request, context, first_row: int, described: bool
     ) -> pb.ExplainResponse:
+        """The answer to one ExplainRequest, carrying the context's description if
+        ``described``."""
         rows, predictions, answer = messages.query(request, self._max_elements)
         with naming_request_fields(QUERY_FIELDS):
             explanation = self.contexts.explain(
@@ -84,12 +91,26 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
                 rows,
                 predictions,
                 answer_bytes_per_row=messages.answer_bytes_per_row(entry.description, answer),
+                answer_fixed_bytes=self._answer_fixed_bytes(entry, described),
                 caller=self._caller(context),
             )
         self.metrics.add_rows_explained(rows.shape[0])
-        return messages.explain_response(
+        response = messages.explain_response(
             entry.context_id, explanation, answer, self.contexts.artifact_version, first_row
         )
+        if described:
+            response.context.CopyFrom(entry.description)
+        return response
+
+    def _answer_fixed_bytes(self, entry: StoredContext, described: bool) -> int:
+        return messages.answer_fixed_bytes(
+            entry.context_id,
+            self.contexts.artifact_version,
+            entry.description if described else None,
+        )
+
+    def _proposal_fixed_bytes(self, entry: StoredContext) -> int:
+        return messages.proposal_fixed_bytes(entry.context_id, self.contexts.artifact_version)
 
     def _take_stream_slot(self) -> None:
         """One of the concurrent stream slots (release it when the stream ends), or refuse."""
@@ -149,9 +170,7 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
     @handled
     def Explain(self, request, context):
         entry = self._resolve(request, context)
-        response = self._explain(entry, request, context, 0)
-        response.context.CopyFrom(entry.description)
-        return response
+        return self._explain(entry, request, context, 0, described=True)
 
     @handled
     def ExplainStream(self, request_iterator, context) -> Iterator[pb.ExplainResponse]:
@@ -160,9 +179,7 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
             entry, first_row = None, 0
             for index, request in enumerate(request_iterator):
                 entry = self._stream_context(entry, index, request, context)
-                response = self._explain(entry, request, context, first_row)
-                if index == 0:
-                    response.context.CopyFrom(entry.description)
+                response = self._explain(entry, request, context, first_row, index == 0)
                 first_row += response.values.shape[0]
                 yield response
         finally:
@@ -179,6 +196,7 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
                 asked.predictions,
                 asked.budget,
                 asked.random_state,
+                answer_fixed_bytes=self._proposal_fixed_bytes(entry),
                 caller=self._caller(context),
             )
         return messages.propose_response(
@@ -204,6 +222,7 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
                 asked.random_state,
                 outputs,
                 answer_bytes_per_row=messages.answer_bytes_per_row(entry.description, answer),
+                answer_fixed_bytes=self._answer_fixed_bytes(entry, described=True),
                 caller=self._caller(context),
             )
         self.metrics.add_rows_explained(asked.rows.shape[0])
@@ -217,9 +236,15 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
     def ProposeCalibration(self, request, context):
         asked = messages.calibration(request)
         entry = self.contexts.get(asked.context_id, self._caller(context))
-        proposal = self.contexts.propose_calibration(
-            entry, asked.budget, asked.random_state, refit=asked.refit, caller=self._caller(context)
-        )
+        with naming_request_fields(REFIT_FIELDS):
+            proposal = self.contexts.propose_calibration(
+                entry,
+                asked.budget,
+                asked.random_state,
+                refit=asked.refit,
+                answer_fixed_bytes=self._proposal_fixed_bytes(entry),
+                caller=self._caller(context),
+            )
         return messages.propose_calibration_response(
             entry.context_id,
             proposal.rows,
@@ -235,7 +260,8 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
         spec = None
         if request.HasField("context"):
             spec = messages.context_spec(request.context, self._max_elements)
-            self.contexts.check_size(spec.rows, spec.predictions)
+            with naming_request_fields(CONTEXT_FIELDS):
+                self.contexts.check_size(spec.rows, spec.predictions)
         entry = self.contexts.get(asked.context_id, self._caller(context))
         # The refit's own arguments are the spec's fields; the budget, seed and outputs keep
         # their names.

@@ -72,6 +72,27 @@ def test_content_ids_are_the_server_s_sha256_addresses():
     assert content_id(plain, "cd" * 32) != content_id(plain, sha)
 
 
+def test_names_holding_nul_hash_apart_and_other_names_keep_their_ids():
+    """NUL separates the names in what is hashed: a NUL inside a name is escaped, so names that
+    would join alike get ids of their own, and every name without NUL hashes as before."""
+    rows = np.arange(12, dtype=np.float64).reshape(4, 3) / 7
+    predictions = np.array([0.1, 0.7, 0.3, 0.9])
+    sha = "ab" * 32
+
+    def named(names, groups=()) -> str:
+        return content_id(ContextSpec(rows, predictions, feature_names=names, groups=groups), sha)
+
+    assert named(("a\0", "b", "c")) != named(("a", "\0b", "c"))
+    assert named(("a\0\0", "b", "c")) != named(("a\0", "\0b", "c")) != named(("a", "\0\0b", "c"))
+    # Ids computed before the escape, for names (and group names) without NUL: unchanged.
+    unusual = (("g h", np.array([0, 1])), ("\u00fc", np.array([2])))
+    assert (
+        named(("alpha", "\u03b2", "c d"), unusual) == "ctx-5d189cf3002efec1a39203dfa6f40a961a9cfd63"
+    )
+    categorical = ContextSpec(rows, predictions, categorical_columns=np.array([0, 2]))
+    assert content_id(categorical, sha) == "ctx-c0aabe389d885822d28569f73b555ec3cf346d10"
+
+
 def test_a_context_is_fitted_once_described_once_and_explained_like_the_estimator(service, held):
     again, created = service.get_or_create(ContextSpec(X.copy(), P.copy()))
     assert again is held and not created
@@ -182,6 +203,15 @@ def test_explanations_over_the_limits_are_refused(service, held):
         service.explain(held, X[:11], answer_bytes_per_row=bytes_per_row)
     assert too_large.value.argument == "X_query"
     assert "send at most 10 rows" in too_large.value.problem
+    # What the answer holds besides its rows counts too, and the most rows advertised pass.
+    beside = {"answer_bytes_per_row": bytes_per_row, "answer_fixed_bytes": bytes_per_row // 2}
+    with pytest.raises(LimitExceededError) as crowded:
+        service.explain(held, X[:10], **beside)
+    assert "send at most 9 rows" in crowded.value.problem
+    service.explain(held, X[:9], **beside)
+    with pytest.raises(LimitExceededError) as no_room:
+        service.explain(held, X[:1], answer_bytes_per_row=8, answer_fixed_bytes=(1 << 20) - 7)
+    assert "no row fits" in no_room.value.problem
 
 
 def test_refusals_name_the_estimator_s_argument(service, held):

@@ -112,6 +112,20 @@ def test_calibration_fields_are_checked_and_named(task, stub):
         assert (code, named) == (grpc.StatusCode.NOT_FOUND, "context_id")
 
 
+def test_a_context_whose_background_is_one_row_is_refused_calibration(client, stub):
+    """Rows mixed from one background row are that row: calibrating on them set the scale to 0,
+    and explain then answered zeros with NaN uncertainty and status OK (QA, 2026-12-05)."""
+    X, p = make_task(n=60, seed=33)
+    cid = client.create_context(X, p, background=[7]).context_id
+    for call, request in [
+        (stub.ProposeCalibration, pb.ProposeCalibrationRequest(context_id=cid)),
+        (stub.Calibrate, _calibrate_request(cid, np.zeros(32), budget=32)),
+    ]:
+        code, message, named = refusal(call, request)
+        assert (code, named) == (grpc.StatusCode.INVALID_ARGUMENT, "context_id"), message
+        assert "measure nothing" in message
+
+
 def test_a_calibration_too_large_for_a_message_is_refused(make_server):
     limit = 64 << 10
     target = make_server(warm=False, max_message_bytes=limit)
@@ -125,7 +139,40 @@ def test_a_calibration_too_large_for_a_message_is_refused(make_server):
         stub.ProposeCalibration, pb.ProposeCalibrationRequest(context_id=cid, budget=2_000)
     )
     assert (code, named) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "budget"), message
-    assert "the most is 1638" in message
+    # 65,536 // 40 = 1,638 rows, less the few the answer's framing and ids take.
+    most = int(message.rsplit("the most is ", 1)[1])
+    assert 1_630 <= most < 1_638
+    proposed = stub.ProposeCalibration(pb.ProposeCalibrationRequest(context_id=cid, budget=most))
+    assert proposed.budget == most
+    code, message, named = refusal(
+        stub.ProposeCalibration, pb.ProposeCalibrationRequest(context_id=cid, budget=most + 1)
+    )
+    assert (code, named) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "budget"), message
+
+
+def test_calibrate_names_an_oversize_context_as_create_context_does(make_server):
+    tight = make_server(warm=False, max_context_rows=250, max_features=8, max_outputs=2)
+    stub = shapley_pb2_grpc.ShapleyStub(tight.channel())
+    X, p = make_task(n=200, seed=34)
+    spec = pb.ContextSpec(rows=_tensor(X), predictions=_tensor(p))
+    cid = stub.CreateContext(pb.CreateContextRequest(context=spec)).context.context_id
+    rng = np.random.default_rng(34)
+    oversize = {
+        "context.rows": [
+            (rng.normal(size=(300, 5)), rng.random(300)),  # n over 250
+            (rng.normal(size=(50, 9)), rng.random(50)),  # d over 8
+        ],
+        "context.predictions": [(X, rng.random((200, 3)))],  # K over 2
+    }
+    for field, specs in oversize.items():
+        for rows, predictions in specs:
+            spec = pb.ContextSpec(rows=_tensor(rows), predictions=_tensor(predictions))
+            created = refusal(stub.CreateContext, pb.CreateContextRequest(context=spec))
+            request = _calibrate_request(cid, np.zeros(400), budget=400)
+            request.context.CopyFrom(spec)
+            calibrated = refusal(stub.Calibrate, request)
+            assert created == calibrated, (created, calibrated)
+            assert calibrated[::2] == (grpc.StatusCode.RESOURCE_EXHAUSTED, field)
 
 
 def test_a_calibrated_context_saved_by_one_replica_is_loaded_by_another(make_server, tmp_path):

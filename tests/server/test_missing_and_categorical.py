@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from shapley_svc._proto import shapley_pb2 as pb
+from shapley_svc.contexts import ContextSpec, content_id
 from shapley_svc.estimator import ZeroShotExplainer
 from tests.server.conftest import refusal
 
@@ -42,6 +43,28 @@ def test_missing_cells_and_categorical_columns_are_explained_as_in_process(stub)
     )
     assert plain.context.context_id != info.context_id
     assert list(plain.context.categorical_columns) == []
+
+
+def test_categorical_columns_in_any_order_are_one_context(stub):
+    """A set of columns: the same id, one fit, and the columns reported in order, however the
+    spec lists them; a spec that lists them in order keeps the id it always had."""
+    X, y = _table(seed=4)
+    codes = np.random.default_rng(4).integers(0, 3, size=len(X)).astype(float)
+    X = np.column_stack([codes, X])  # categorical columns 0 and 4
+
+    def spec(columns: list[int]) -> pb.ContextSpec:
+        return pb.ContextSpec(rows=_tensor(X), predictions=_tensor(y), categorical_columns=columns)
+
+    first = stub.CreateContext(pb.CreateContextRequest(context=spec([4, 0])))
+    again = stub.CreateContext(pb.CreateContextRequest(context=spec([0, 4])))
+    streamed = stub.CreateContextStream(iter([pb.CreateContextRequest(context=spec([4, 0]))]))
+    assert first.created and not again.created and not streamed.created
+    for answer in (first, again, streamed):
+        assert answer.context.context_id == first.context.context_id
+        assert list(answer.context.categorical_columns) == [0, 4]
+    sha = stub.GetServerInfo(pb.GetServerInfoRequest()).artifact_sha256
+    in_order = ContextSpec(X, y, categorical_columns=np.array([0, 4]))
+    assert first.context.context_id == content_id(in_order, sha)
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,8 @@
 """Each RPC and each error class, end to end over loopback sockets."""
 
+import logging
+import queue
+import re
 import threading
 import time
 import urllib.request
@@ -96,6 +99,140 @@ def test_stream_carries_a_batch_larger_than_the_message_limit(make_server):
         np.testing.assert_allclose(streamed.values.sum(axis=1), p - streamed.base_values, atol=1e-9)
         again = client.explain(context, X[:100], p[:100])
         np.testing.assert_array_equal(streamed.values[:100], again.values)
+
+
+def _most_advertised(message: str) -> int:
+    """The most rows (or calibration budget) a size refusal says would fit."""
+    return int(re.search(r"(?:at most|the most is) (\d+)", message).group(1))
+
+
+def test_a_request_at_the_most_a_refusal_advertises_gets_its_answer(make_server):
+    """The size checks count what is sent (the protobuf framing, the ids, and the context's
+    description that Explain's answer carries: long feature names here), so the most rows a
+    refusal names get their answer and one more row is refused, naming the field."""
+    limit = 100_000
+    small = make_server(max_message_bytes=limit, warm=False)
+    stub = shapley_pb2_grpc.ShapleyStub(small.channel())
+    X, p = make_task(n=200, d=5, seed=21)
+    names = [f"feature {j} " + "n" * 200 for j in range(5)]
+    spec = pb.ContextSpec(rows=_raw_tensor(X), predictions=_raw_tensor(p), feature_names=names)
+    cid = stub.CreateContext(pb.CreateContextRequest(context=spec)).context.context_id
+    # 1,200 rows, whose answer of (2 x 5 + 1) float64s each is over the limit.
+    many, predictions = np.repeat(X, 6, axis=0), np.repeat(p, 6)
+    exhausted = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def explain(m: int, **fields) -> pb.ExplainRequest:
+        return pb.ExplainRequest(context_id=cid, rows=_raw_tensor(many[:m]), **fields)
+
+    def stream(first: int, *later: int) -> list[pb.ExplainResponse]:
+        chunks = [explain(first)] + [pb.ExplainRequest(rows=_raw_tensor(many[:m])) for m in later]
+        return list(stub.ExplainStream(iter(chunks)))
+
+    code, message, named = refusal(stub.Explain, explain(len(many)))
+    assert (code, named) == (exhausted, "rows"), message
+    most = _most_advertised(message)
+    for fields in ({}, {"output_values": True}):
+        assert stub.Explain(explain(most, **fields)).values.shape[0] == most
+        code, message, named = refusal(stub.Explain, explain(most + 1, **fields))
+        assert (code, named, _most_advertised(message)) == (exhausted, "rows", most), message
+    # In a stream only the first answer describes the context: later chunks may hold more rows.
+    code, message, named = refusal(stream, most, len(many))
+    assert (code, named) == (exhausted, "rows"), message
+    later = _most_advertised(message)
+    assert later > most
+    assert [answer.values.shape[0] for answer in stream(most, later)] == [most, later]
+    code, message, named = refusal(stream, most + 1)
+    assert (code, named, _most_advertised(message)) == (exhausted, "rows", most), message
+
+    def propose(m: int) -> pb.ProposeRequest:
+        rows, outputs = _raw_tensor(many[:m]), _raw_tensor(predictions[:m])
+        return pb.ProposeRequest(context_id=cid, rows=rows, predictions=outputs, budget=20)
+
+    code, message, named = refusal(stub.Propose, propose(200))
+    assert (code, named) == (exhausted, "budget"), message
+    most = _most_advertised(message)
+    proposal = stub.Propose(propose(most))
+    assert proposal.rows.shape[0] == most * proposal.rows_per_query
+    code, message, named = refusal(stub.Propose, propose(most + 1))
+    assert (code, named, _most_advertised(message)) == (exhausted, "budget", most), message
+
+    def propose_calibration(budget: int) -> pb.ProposeCalibrationRequest:
+        return pb.ProposeCalibrationRequest(context_id=cid, budget=budget)
+
+    code, message, named = refusal(stub.ProposeCalibration, propose_calibration(4_000))
+    assert (code, named) == (exhausted, "budget"), message
+    most = _most_advertised(message)
+    assert stub.ProposeCalibration(propose_calibration(most)).budget == most
+    code, message, named = refusal(stub.ProposeCalibration, propose_calibration(most + 1))
+    assert (code, named, _most_advertised(message)) == (exhausted, "budget", most), message
+
+
+def test_contexts_whose_feature_names_join_alike_are_two_contexts(stub):
+    """A NUL inside a name is not taken for the separator between names."""
+    X, p = make_task(n=120, d=3, seed=22)
+    ids = []
+    for names in (["a\0", "b", "c"], ["a", "\0b", "c"]):
+        spec = pb.ContextSpec(rows=_raw_tensor(X), predictions=_raw_tensor(p), feature_names=names)
+        answer = stub.CreateContext(pb.CreateContextRequest(context=spec))
+        assert answer.created and list(answer.context.feature_names) == names
+        ids.append(answer.context.context_id)
+    assert ids[0] != ids[1]
+
+
+def test_a_caller_leaving_a_context_stream_is_counted_as_gone_not_internal(
+    make_server, monkeypatch, caplog
+):
+    """Cancelled, or past its deadline, while the server waits for its next block: counted and
+    logged as CANCELLED or DEADLINE_EXCEEDED, never as an internal error."""
+    server = make_server(warm=False)
+    stub = shapley_pb2_grpc.ShapleyStub(server.channel())
+    caplog.set_level(logging.INFO, logger="shapley_svc.server")
+    ended: queue.Queue[str] = queue.Queue()
+    observe = server.running.metrics.observe
+
+    def observed(method: str, code: str, seconds: float) -> None:
+        observe(method, code, seconds)
+        if method == "CreateContextStream":
+            ended.put(code)
+
+    monkeypatch.setattr(server.running.metrics, "observe", observed)
+    received = threading.Event()
+    contexts = server.running.service.contexts
+    check_size = contexts.check_size
+
+    def check_and_tell(*args) -> None:
+        check_size(*args)
+        received.set()
+
+    monkeypatch.setattr(contexts, "check_size", check_and_tell)
+    X, p = make_task(n=100, seed=23)
+    leave = threading.Event()
+
+    def blocks():
+        yield pb.CreateContextRequest(
+            context=pb.ContextSpec(rows=_raw_tensor(X), predictions=_raw_tensor(p))
+        )
+        leave.wait(120)  # the next block never comes: the caller goes away first
+
+    try:
+        cancelled = stub.CreateContextStream.future(blocks())
+        assert received.wait(60), "the server never received the first block"
+        cancelled.cancel()
+        assert ended.get(timeout=60) == "CANCELLED"
+        late = stub.CreateContextStream.future(blocks(), timeout=1.0)
+        assert ended.get(timeout=60) == "DEADLINE_EXCEEDED"
+        assert late.exception().code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    finally:
+        leave.set()
+    assert "internal error" not in caplog.text
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
+    assert "CreateContextStream ended CANCELLED" in caplog.text
+    assert "CreateContextStream ended DEADLINE_EXCEEDED" in caplog.text
+    port = server.running.metrics_port
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert 'shapley_requests_total{method="CreateContextStream",code="CANCELLED"} 1' in text
+    assert 'shapley_requests_total{method="CreateContextStream",code="DEADLINE_EXCEEDED"} 1' in text
+    assert 'code="INTERNAL"' not in text
 
 
 def test_context_lifecycle_list_delete_and_transparent_recreate(server, client):

@@ -2,6 +2,7 @@
 and the rich status a refusal carries."""
 
 import inspect
+import logging
 
 import grpc
 import pytest
@@ -9,7 +10,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from shapley_svc import errors
 from shapley_svc._proto import shapley_pb2 as pb
-from shapley_svc.server.rpcs import RPCS
+from shapley_svc.server.rpcs import RPCS, handled
 from shapley_svc.server.service import ShapleyService
 from shapley_svc.server.status import (
     CONTEXT_FIELDS,
@@ -119,3 +120,103 @@ def test_the_handler_table_is_the_proto_s():
         assert inspect.isgeneratorfunction(getattr(ShapleyService, method.name)) == (
             method.server_streaming
         )
+
+
+class _Aborted(Exception):
+    """What grpc's ``ServicerContext.abort`` raises."""
+
+
+class _CallerContext:
+    """A ServicerContext whose caller is there (``remaining``: None) or has gone, leaving that
+    many seconds before its deadline (0: the deadline passed)."""
+
+    def __init__(self, remaining: float | None):
+        self.remaining = remaining
+        self.aborted = None
+
+    def is_active(self) -> bool:
+        return self.remaining is None
+
+    def time_remaining(self) -> float:
+        # grpc's time left to a call without a deadline: a very long time.
+        return 1e9 if self.remaining is None else self.remaining
+
+    def abort(self, code, details):
+        self.aborted = code
+        raise _Aborted
+
+    def abort_with_status(self, status):
+        self.aborted = status.code
+        raise _Aborted
+
+
+class _Observed:
+    def __init__(self):
+        self.calls = []
+
+    def observe(self, method: str, code: str, seconds: float) -> None:
+        self.calls.append((method, code))
+
+
+def _left():
+    """A client stream whose caller went away: grpc's request iterator raises an RpcError."""
+    raise grpc.RpcError()
+    yield  # pragma: no cover - a generator that raises when first asked
+
+
+class _Servicer:
+    """Two RPCs whose requests come from a stream: one answers once, one streams answers."""
+
+    def __init__(self):
+        self.metrics = _Observed()
+
+    @handled
+    def CreateContextStream(self, request_iterator, context):
+        list(request_iterator)
+
+    @handled
+    def ExplainStream(self, request_iterator, context):
+        for _ in request_iterator:
+            yield pb.ExplainResponse()
+
+
+@pytest.mark.parametrize("method", ["CreateContextStream", "ExplainStream"])
+@pytest.mark.parametrize(
+    ("remaining", "code"),
+    [
+        (0.0, "DEADLINE_EXCEEDED"),
+        (0.05, "DEADLINE_EXCEEDED"),
+        (30.0, "CANCELLED"),
+        (1e9, "CANCELLED"),
+    ],
+)
+def test_a_caller_that_went_away_is_counted_as_gone_not_as_a_bug(method, remaining, code, caplog):
+    servicer, context = _Servicer(), _CallerContext(remaining)
+    call = getattr(servicer, method)
+    if RPCS[method].response_streaming:
+        list(call(_left(), context))  # the stream just ends: there is nobody to send to
+    else:
+        with pytest.raises(_Aborted):  # grpc drops the status quietly: the caller has gone
+            call(_left(), context)
+        assert context.aborted == getattr(grpc.StatusCode, code)
+    assert servicer.metrics.calls == [(method, code)]
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
+
+
+def test_a_caller_still_there_is_told_and_a_bug_while_it_left_keeps_its_traceback(caplog):
+    servicer, there = _Servicer(), _CallerContext(None)
+    with pytest.raises(_Aborted):
+        servicer.CreateContextStream(_left(), there)
+    assert there.aborted == grpc.StatusCode.INTERNAL  # an RpcError while the caller is there
+    assert servicer.metrics.calls == [("CreateContextStream", "INTERNAL")]
+
+    def broken():
+        raise KeyError("a bug")
+        yield  # pragma: no cover
+
+    gone = _CallerContext(30.0)
+    with pytest.raises(_Aborted):
+        servicer.CreateContextStream(broken(), gone)
+    assert servicer.metrics.calls[-1] == ("CreateContextStream", "CANCELLED")
+    (warning,) = [record for record in caplog.records if record.levelno == logging.WARNING]
+    assert warning.exc_info[0] is KeyError and "ended CANCELLED" in warning.getMessage()
