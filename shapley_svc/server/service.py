@@ -179,7 +179,18 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
             entry, first_row = None, 0
             for index, request in enumerate(request_iterator):
                 entry = self._stream_context(entry, index, request, context)
-                response = self._explain(entry, request, context, first_row, index == 0)
+                try:
+                    response = self._explain(entry, request, context, first_row, index == 0)
+                except (InvalidArgumentError, LimitExceededError) as error:
+                    if index == 0:
+                        raise
+                    # Positions in a message are its own rows': say where its rows start, as
+                    # CreateContextStream does for its blocks.
+                    raise type(error)(
+                        error.argument,
+                        f"{error.problem} (in message {index}, whose first row is row "
+                        f"{first_row} of the stream)",
+                    ) from None
                 first_row += response.values.shape[0]
                 yield response
         finally:

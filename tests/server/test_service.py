@@ -101,6 +101,24 @@ def test_stream_carries_a_batch_larger_than_the_message_limit(make_server):
         np.testing.assert_array_equal(streamed.values[:100], again.values)
 
 
+def test_a_stream_refusal_says_where_its_message_starts_in_the_stream(client, stub):
+    """A position in a later message is that message's own: the refusal says where its rows
+    start in the stream (row 2 of message 1 is the stream's row 7), as CreateContextStream's
+    refusals do for its blocks."""
+    X, p = make_task(n=60, seed=34)
+    cid = client.create_context(X, p).context_id
+    bad = X[:4].copy()
+    bad[2, 1] = np.inf
+    chunks = [
+        pb.ExplainRequest(context_id=cid, rows=_raw_tensor(X[:5])),
+        pb.ExplainRequest(rows=_raw_tensor(bad)),
+    ]
+    code, message, named = refusal(lambda: list(stub.ExplainStream(iter(chunks))))
+    assert (code, named) == (grpc.StatusCode.INVALID_ARGUMENT, "rows"), message
+    assert "found inf at [2, 1]" in message, message
+    assert "in message 1, whose first row is row 5 of the stream" in message, message
+
+
 def _most_advertised(message: str) -> int:
     """The most rows (or calibration budget) a size refusal says would fit."""
     return int(re.search(r"(?:at most|the most is) (\d+)", message).group(1))
