@@ -22,6 +22,7 @@ from shapley_svc.codecs import (
 from shapley_svc.contexts import ContextSpec, StoredContext
 from shapley_svc.errors import InvalidArgumentError, LimitExceededError
 from shapley_svc.estimator.explainer import Explanation
+from shapley_svc.estimator.surrogates import ZOO
 
 
 @dataclass(frozen=True)
@@ -294,6 +295,45 @@ _TENSOR_FRAMING = _delimited(2 + _delimited(3 * _VARINT) + 1 + _LENGTH)
 def answer_bytes_per_row(info: pb.ContextInfo, answer: AnswerFormat) -> int:
     """The bytes of one row's answer: values and uncertainty per attribution, a base value."""
     return (2 * len(info.attribution_names) + 1) * info.n_outputs * answer.itemsize
+
+
+def description_bound(spec: ContextSpec, artifact_version: str) -> int:
+    """At most what the answer to CreateContext takes for the context ``spec`` describes, known
+    before it is fitted: its ContextInfo with the spec's names, groups and categorical columns,
+    every zoo member's diagnostics and a calibration's per output, and each number at its
+    widest (what Explain's answers carry besides their rows' numbers, too)."""
+    d = spec.rows.shape[1]
+    n_outputs = 1 if spec.predictions.ndim == 1 else spec.predictions.shape[1]
+    names = list(spec.feature_names) or [f"x{j}" for j in range(d)]
+    widest = 2**63 - 1
+    output = pb.OutputDiagnostics(
+        predicted_fidelity=1.0,
+        surrogates=[
+            pb.SurrogateDiagnostics(name=kind.name, oof_r2=1.0, weight=1.0) for kind in ZOO
+        ],
+        calibration=pb.CalibrationDiagnostics(
+            scale=1.0, gap_r2_zero_shot=1.0, gap_r2_calibrated=1.0
+        ),
+    )
+    info = pb.ContextInfo(
+        context_id="ctx-" + "f" * 40,
+        n_rows=widest,
+        n_features=widest,
+        n_outputs=widest,
+        single_output=True,
+        feature_names=names,
+        n_background=widest,
+        outputs=[output] * n_outputs,
+        artifact_version=artifact_version,
+        memory_bytes=widest,
+        fit_seconds=1.0,
+        groups=[pb.FeatureGroup(name=name, columns=cols.tolist()) for name, cols in spec.groups],
+        attribution_names=[name for name, _ in spec.groups] or names,
+        categorical_columns=spec.categorical_columns.tolist(),
+        calibration_rows=widest,
+        calibration_refitted=True,
+    )
+    return _delimited(info.ByteSize()) + 2  # and ``created``
 
 
 def answer_fixed_bytes(

@@ -66,8 +66,26 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
         )
 
     def _create(self, spec: ContextSpec, context) -> tuple[StoredContext, bool]:
+        self._check_description(spec)
         with naming_request_fields(CONTEXT_FIELDS):
             return self.contexts.get_or_create(spec, self._caller(context))
+
+    def _check_description(self, spec: ContextSpec) -> None:
+        """Refuse, before the fit, a context whose description would not fit in a message: the
+        server fitted and kept it, then could answer neither CreateContext nor Explain (a
+        60 KB request of five 10,100-character names at a 100,000-byte limit)."""
+        bound = messages.description_bound(spec, self.contexts.artifact_version)
+        limit = self.settings.max_message_bytes
+        if bound <= limit:
+            return
+        group_bytes = sum(len(name.encode()) for name, _ in spec.groups)
+        name_bytes = sum(len(name.encode()) for name in spec.feature_names)
+        raise LimitExceededError(
+            "context.groups" if group_bytes > name_bytes else "context.feature_names",
+            f"make the context's description (its names, groups and diagnostics) up to {bound} "
+            f"bytes, more than a message's {limit}: shorter names, or a larger "
+            "--max-message-bytes",
+        )
 
     def _resolve(self, request: pb.ExplainRequest, context) -> StoredContext:
         source = request.WhichOneof("source")

@@ -18,6 +18,7 @@ from shapley_client import ShapleyError, TlsConfig
 from shapley_svc._proto import shapley_pb2 as pb
 from shapley_svc._proto import shapley_pb2_grpc
 from shapley_svc.estimator import ZeroShotExplainer
+from shapley_svc.server import messages
 from tests.server.conftest import make_task, refusal
 
 
@@ -117,6 +118,45 @@ def test_a_stream_refusal_says_where_its_message_starts_in_the_stream(client, st
     assert (code, named) == (grpc.StatusCode.INVALID_ARGUMENT, "rows"), message
     assert "found inf at [2, 1]" in message, message
     assert "in message 1, whose first row is row 5 of the stream" in message, message
+
+
+def test_a_context_too_long_to_describe_in_a_message_is_refused_before_its_fit(make_server):
+    """Five names of 10,100 characters fit a 100,000-byte request (about 60 KB with the rows),
+    but not the ContextInfo that names them twice: the server fitted and kept such a context,
+    then could answer neither CreateContext nor Explain ('Sent message larger than max', no
+    field). The bound is computed from the spec, before the fit; a description it lets through
+    is within it."""
+    limit = 100_000
+    small = make_server(max_message_bytes=limit, warm=False)
+    stub = shapley_pb2_grpc.ShapleyStub(small.channel())
+    X, p = make_task(n=200, d=5, seed=22)
+
+    def spec(name_length: int, **groups) -> pb.ContextSpec:
+        names = [f"{j} " + "n" * name_length for j in range(5)]
+        return pb.ContextSpec(
+            rows=_raw_tensor(X), predictions=_raw_tensor(p), feature_names=names, **groups
+        )
+
+    request = pb.CreateContextRequest(context=spec(10_100))
+    code, message, named = refusal(stub.CreateContext, request)
+    assert (code, named) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "context.feature_names"), message
+    assert "more than a message's 100000" in message
+    assert not stub.ListContexts(pb.ListContextsRequest()).contexts  # nothing fitted or kept
+    # Group names come twice too (the groups, and the attributions they name).
+    long_groups = [pb.FeatureGroup(name=f"{g} " + "g" * 12_000, columns=[g]) for g in range(5)]
+    request = pb.CreateContextRequest(context=spec(10, groups=long_groups))
+    code, message, named = refusal(stub.CreateContext, request)
+    assert (code, named) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "context.groups"), message
+    two_groups = [
+        pb.FeatureGroup(name="ab", columns=[0, 1]),
+        pb.FeatureGroup(name="rest", columns=[2, 3, 4]),
+    ]
+    for fitting in (spec(4_000), spec(10, groups=two_groups)):
+        answer = stub.CreateContext(pb.CreateContextRequest(context=fitting))
+        bound = messages.description_bound(
+            messages.context_spec(fitting, 10**9), answer.context.artifact_version
+        )
+        assert answer.ByteSize() <= bound <= limit
 
 
 def _most_advertised(message: str) -> int:
