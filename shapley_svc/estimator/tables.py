@@ -84,6 +84,7 @@ def code_frame(name: str, frame, categories: dict[int, list] | None = None) -> C
         dtype = series.dtype
         if categories is not None and j in categories:
             labels = categories[j]
+            _check_like_labels(name, names[j], dtype, labels)
         elif categories is not None and not (
             types.is_numeric_dtype(dtype) and not types.is_bool_dtype(dtype)
         ):
@@ -113,6 +114,35 @@ def code_frame(name: str, frame, categories: dict[int, list] | None = None) -> C
         rows[:, j] = _coded(values, labels)
         display[:, j] = [None if _missing(value) else value for value in values]
     return CodedTable(rows, names, found, display)
+
+
+def label_kind(labels: list) -> str | None:
+    """ "string" or "bool" when every label is one (what a column coded from them must hold),
+    else None (numbers, or a mix: any column may hold them)."""
+    if labels and all(isinstance(label, str) for label in labels):
+        return "string"
+    if labels and all(isinstance(label, bool | np.bool_) for label in labels):
+        return "bool"
+    return None
+
+
+def _check_like_labels(name: str, column: str, dtype, labels: list) -> None:
+    """Refuse a column that cannot hold the labels it was coded from at fit: numbers in a
+    column of string labels are all unseen categories, so every row got the unseen-label
+    answer with no error (off by up to 0.51, QA 2026-12-05)."""
+    from pandas.api import types
+
+    kind = label_kind(labels)
+    if kind is None or isinstance(dtype, types.CategoricalDtype):
+        return
+    text = types.is_object_dtype(dtype) or types.is_string_dtype(dtype)
+    if text or (kind == "bool" and types.is_bool_dtype(dtype)):
+        return
+    raise InvalidArgumentError(
+        name,
+        f"column {column!r} has dtype {dtype}; the explainer coded it from {kind} labels "
+        f"({labels[:5]}{', ...' if len(labels) > 5 else ''}) at fit: pass the labels",
+    )
 
 
 def display_rows(rows: np.ndarray, categories: dict[int, list]) -> np.ndarray:

@@ -12,6 +12,7 @@ import numpy as np
 from shapley_svc.errors import InvalidArgumentError
 from shapley_svc.estimator import ZeroShotExplainer
 from shapley_svc.estimator.refinement import minimum_budget
+from shapley_svc.estimator.tables import label_kind
 from shapley_svc.spark._worker import (
     BatchPlan,
     Refinement,
@@ -132,9 +133,19 @@ def explain_dataframe(
             f"names {len(features)} columns; the context was fitted on "
             f"{explainer.n_features_in_} features ({explainer.feature_names_})",
         )
+    for position, column in enumerate(features):
+        # Columns named after the context's features must stand where those features stand
+        # (other names are the caller's mapping): a reordered table was explained by position.
+        if column in explainer.feature_names_ and explainer.feature_names_[position] != column:
+            raise InvalidArgumentError(
+                "feature_columns",
+                f"names {column!r} at position {position}, where the context has "
+                f"{explainer.feature_names_[position]!r}; the context's features are "
+                f"{explainer.feature_names_} (same order)",
+            )
     for column, name in zip(features, explainer.feature_names_, strict=True):
-        labelled = name in explainer.categories_
-        _check_type(types, "feature_columns", fields[column], labelled)
+        labels = explainer.categories_.get(name)
+        _check_type(types, "feature_columns", fields[column], labels)
     predictions = None
     if prediction_columns is not None:
         if isinstance(prediction_columns, str):
@@ -147,11 +158,20 @@ def explain_dataframe(
                 "outputs (one column per output)",
             )
         for column in predictions:
-            _check_type(types, "prediction_columns", fields[column], False)
+            _check_type(types, "prediction_columns", fields[column], None)
     _check_refinement(explainer, model, budget, random_state, predictions is not None)
     plan = _plan(explainer, features, predictions, layout, prefix, batch_rows, df.sparkSession)
-    taken = sorted(set(plan.new_columns()) & set(fields))
-    if len(set(plan.new_columns())) != len(plan.new_columns()) or taken:
+    # Spark resolves names without regard to case unless told otherwise: an added 'shap_a'
+    # beside a column 'SHAP_a' made every later reference to either ambiguous.
+    case_sensitive = df.sparkSession.conf.get("spark.sql.caseSensitive", "false") == "true"
+
+    def key(name: str) -> str:
+        return name if case_sensitive else name.lower()
+
+    added = [key(name) for name in plan.new_columns()]
+    existing = {key(name): name for name in fields}
+    taken = sorted(existing[name] for name in set(added) & set(existing))
+    if len(set(added)) != len(added) or taken:
         raise InvalidArgumentError(
             "prefix",
             f"{prefix!r} gives added columns whose names are taken ({taken or 'by each other'}): "
@@ -248,14 +268,27 @@ def _columns(argument: str, columns, fields: dict) -> list[str]:
     return columns
 
 
-def _check_type(types, argument: str, field, labelled: bool) -> None:
+def _check_type(types, argument: str, field, labels: list | None) -> None:
+    """Refuse a column of a type its feature cannot take: numbers, or for a column the context
+    coded from labels (``labels``), the labels' type (numbers in a column of string labels
+    were all unseen categories)."""
     numeric = isinstance(field.dataType, types.NumericType) and not isinstance(
         field.dataType, types.DecimalType
     )
-    if numeric or (labelled and isinstance(field.dataType, types.StringType | types.BooleanType)):
+    kind = None if labels is None else label_kind(labels)
+    labelled_types = {
+        None: types.StringType | types.BooleanType,
+        "string": types.StringType,
+        "bool": types.BooleanType,
+    }
+    if labels is not None and isinstance(field.dataType, labelled_types[kind]):
+        return
+    if numeric and kind is None:
         return
     accepted = "numeric (cast decimals to double)"
-    if labelled:
+    if kind is not None:
+        accepted = f"{kind} (the context coded it from {kind} labels)"
+    elif labels is not None:
         accepted += ", string or boolean (a column the context coded from labels)"
     raise InvalidArgumentError(
         argument,

@@ -339,6 +339,25 @@ def test_values_too_large_to_square_are_refused_where_they_come_in():
     assert caught.value.argument == "outputs"
 
 
+def test_numbers_where_the_context_took_labels_are_refused():
+    """Codes in a column the explainer coded from string labels were all unseen categories:
+    every row got the unseen-label answer, off by up to 0.51, with no error (QA 2026-12-05)."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(8)
+    frame = pd.DataFrame(
+        {"x": rng.normal(size=120), "region": rng.choice(["east", "west"], size=120)}
+    )
+    p = frame["x"].to_numpy() + (frame["region"] == "east").to_numpy()
+    explainer = ZeroShotExplainer().fit(frame, p)
+    for coded in (np.arange(4) % 2, np.arange(4) % 2 == 0):
+        query = frame.iloc[:4].assign(region=coded)
+        with pytest.raises(InvalidArgumentError, match="coded it from string labels") as caught:
+            explainer.explain(query)
+        assert caught.value.argument == "X_query"
+    as_category = frame.iloc[:4].astype({"region": "category"})
+    assert explainer.explain(as_category).values.shape == (4, 2)
+
+
 def test_an_explanation_keeps_its_own_copy_of_the_rows():
     rng = np.random.default_rng(6)
     X = rng.normal(size=(60, 3))

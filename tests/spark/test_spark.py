@@ -271,6 +271,12 @@ def test_a_string_column_for_a_context_coded_from_labels(spark):
     expected = explainer.explain(pd.DataFrame({"x": x, "colour": colour}))
     assert np.allclose(np.stack(out["shap_values"]), expected.values, rtol=0, atol=1e-12)
 
+    # Codes where the context took labels would all be unseen labels: refused, naming it.
+    coded = spark.createDataFrame(query.assign(paint=np.arange(300) % 3))
+    with pytest.raises(InvalidArgumentError, match="must be string") as caught:
+        explain_dataframe(coded, explainer, ["amount", "paint"])
+    assert caught.value.argument == "feature_columns"
+
     # Refined: the model sees the coded columns as their codes (NaN missing, -1 unseen).
     def model(rows):
         return rows[:, 0] + 0.5 * np.nan_to_num(rows[:, 1], nan=3.0)
@@ -309,6 +315,17 @@ def test_refusals_name_the_argument_before_any_job(spark, table, tmp_path):
         (dict(prediction_columns=["pred_0", "row_id"]), "prediction_columns", "1 outputs"),
         (dict(prediction_columns="label"), "prediction_columns", "string"),
         (dict(df=df.withColumn("shap_base_value", F.lit(0.0))), "prefix", "taken"),
+        # Spark resolves names without regard to case: 'SHAP_BASE_VALUE' is taken too.
+        (dict(df=df.withColumn("SHAP_BASE_VALUE", F.lit(0.0))), "prefix", "taken"),
+        # The context's own names in another order (it was explained by position).
+        (
+            dict(
+                df=_frame(spark, X[:20], np.arange(20.0), names=("x0", "x1", "x2", "x3")),
+                feature_columns=["x1", "x0", "x2", "x3"],
+            ),
+            "feature_columns",
+            "names 'x1' at position 0, where the context has 'x0'",
+        ),
         (dict(layout="rows"), "layout", "rows"),
         (dict(shipping="by post"), "shipping", "by post"),
         (dict(prefix=None), "prefix", "string"),
