@@ -38,7 +38,7 @@ from scipy.optimize import minimize
 
 from benchmarks._machine import machine_info
 from benchmarks.accuracy_cases import pearson, r_squared, top_k_jaccard
-from benchmarks.bench_real_tables import kernel_shap
+from benchmarks.bench_real_tables import check_arguments, kernel_shap
 from benchmarks.real_tables import MAX_ENUMERATED_FEATURES, build_case
 from shapley_svc import ZeroShotExplainer
 from shapley_svc.estimator.combiner import combine
@@ -540,6 +540,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="results folder")
     parser.add_argument("--command", help="the command to record (shapley-svc bench passes it)")
     args = parser.parse_args(argv)
+    check_arguments(parser, args)
     warnings.filterwarnings("ignore")
     if args.quick:
         tables = tuple(args.tables or QUICK_TABLES)

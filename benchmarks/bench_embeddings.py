@@ -501,6 +501,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="where results go")
     parser.add_argument("--command", help=argparse.SUPPRESS)  # how the CLI names itself
     args = parser.parse_args(argv)
+    from shapley_svc.cli import unwritable_dir
+
+    if (problem := unwritable_dir(args.out_dir)) is not None:
+        parser.error(f"argument --out-dir: {problem}")
     default_command = "python -m benchmarks.bench_embeddings" + (" --quick" if args.quick else "")
     plan = QUICK if args.quick else FULL
     started = time.perf_counter()

@@ -407,6 +407,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--command", help=argparse.SUPPRESS)  # how the CLI names itself
     args = parser.parse_args(argv)
+    from shapley_svc.cli import unwritable_dir
+
+    if (problem := unwritable_dir(args.out_dir)) is not None:
+        parser.error(f"argument --out-dir: {problem}")
     if args.kernel_rows is not None and not 1 <= args.kernel_rows <= N_EXPLAINED:
         parser.error(f"--kernel-rows must be between 1 and {N_EXPLAINED}; got {args.kernel_rows}")
     argv = list(sys.argv[1:] if argv is None else argv)

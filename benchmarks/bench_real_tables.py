@@ -554,18 +554,41 @@ def _verdict(flag) -> str:
     return "-" if flag is None else ("met" if flag else "**not met**")
 
 
+def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse, before any work, an --out-dir that cannot be written and --tables that
+    dev_tables.json does not list (shared by the benchmarks over the real tables)."""
+    from shapley_svc.cli import unwritable_dir
+
+    problem = unwritable_dir(args.out_dir)
+    if problem is not None:
+        parser.error(f"argument --out-dir: {problem}")
+    if getattr(args, "tables", None):
+        path = tables_path()
+        try:
+            known = [spec["id"] for spec in table_specs(path)]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            parser.error(f"argument --tables: cannot read the development tables {path}: {error}")
+        unknown = [name for name in args.tables if name not in known]
+        if unknown:
+            parser.error(
+                f"argument --tables: unknown {', '.join(unknown)} (choose from {', '.join(known)})"
+            )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 small tables, 2 families")
     parser.add_argument("--tables", nargs="+", help="table ids of dev_tables.json")
     parser.add_argument("--families", nargs="+", choices=tuple(FITTERS))
     parser.add_argument("--encodings", nargs="+", choices=ENCODINGS, default=list(ENCODINGS))
-    parser.add_argument("--speed", action="store_true", help="only the speed check")
-    parser.add_argument("--no-speed", action="store_true", help="skip the speed check")
+    speed = parser.add_mutually_exclusive_group()
+    speed.add_argument("--speed", action="store_true", help="only the speed check")
+    speed.add_argument("--no-speed", action="store_true", help="skip the speed check")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="results folder")
     parser.add_argument("--command", help="the command to record (shapley-svc bench passes it)")
     parser.add_argument("--name", help="results file stem (default real_tables[_quick])")
     args = parser.parse_args(argv)
+    check_arguments(parser, args)
     warnings.filterwarnings("ignore")
     if args.quick:
         tables = tuple(args.tables or QUICK_TABLES)

@@ -1058,6 +1058,21 @@ def main(argv: list[str] | None = None) -> int:
         "--from-json", type=Path, help="only rewrite a report's .md and .png from its JSON"
     )
     args = parser.parse_args(argv)
+    if args.no_embeddings and args.no_tables:
+        parser.error("argument --no-tables: with --no-embeddings too, nothing is left to run")
+    if args.families:
+        from benchmarks.real_tables import FITTERS
+
+        unknown = [name for name in args.families if name not in FITTERS]
+        if unknown:
+            parser.error(
+                f"argument --families: unknown {', '.join(unknown)} (choose from "
+                f"{', '.join(FITTERS)})"
+            )
+    if not args.from_json:
+        from benchmarks.bench_real_tables import check_arguments
+
+        check_arguments(parser, args)
     warnings.filterwarnings("ignore")
     if args.from_json:
         payload = json.loads(args.from_json.read_text())

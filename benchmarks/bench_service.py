@@ -634,6 +634,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="where results go")
     parser.add_argument("--command", help=argparse.SUPPRESS)  # how the CLI names itself
     args = parser.parse_args(argv)
+    from shapley_svc.cli import unwritable_dir
+
+    if (problem := unwritable_dir(args.out_dir)) is not None:
+        parser.error(f"argument --out-dir: {problem}")
     argv = list(sys.argv[1:] if argv is None else argv)
     command = args.command or f"python -m benchmarks.bench_service {shlex.join(argv)}".strip()
     try:

@@ -1,10 +1,62 @@
 """The ``shapley-svc`` command line."""
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+
+def unwritable_dir(path: Path) -> str | None:
+    """Why files cannot be written into folder ``path`` (created if missing), else None: checked
+    before a long run, so that a bad output path fails up front, not after all the work."""
+    path = Path(path)
+    if path.exists():
+        if not path.is_dir():
+            return f"{path} exists and is not a directory"
+        if not os.access(path, os.W_OK | os.X_OK):
+            return f"{path} is not writable"
+        return None
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"cannot create {path}: {ancestor} is not a directory"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"cannot create {path}: {ancestor} is not writable"
+    return None
+
+
+def unwritable_file(path: Path) -> str | None:
+    """Why file ``path`` (and ``.npz`` beside it, for an artifact) cannot be written, else None."""
+    path = Path(path)
+    for target in (path, path.with_suffix(".npz")):
+        if target.is_dir():
+            return f"{target} is a directory"
+        if target.exists() and not os.access(target, os.W_OK):
+            return f"{target} is not writable"
+    return unwritable_dir(path.parent)
+
+
+# The demo's split of the diabetes data: 300 training rows, 100 background, the rest explained.
+DEMO_EXPLAINED_START = 400
+DEMO_ROWS = 442  # rows of scikit-learn's diabetes data
+
+
+def at_least(minimum: int):
+    """An argparse ``type``: an integer of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -19,7 +71,11 @@ def _demo(args: argparse.Namespace) -> int:
     X, y, names = data.data, data.target, data.feature_names
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(len(X))
-    train, background, explained = order[:300], order[300:400], order[400 : 400 + args.rows]
+    train, background, explained = (
+        order[:300],
+        order[300:400],
+        order[DEMO_EXPLAINED_START:][: args.rows],
+    )
     model = HistGradientBoostingRegressor(max_iter=100, random_state=args.seed)
     model.fit(X[train], y[train])
 
@@ -91,26 +147,30 @@ def _train(args: argparse.Namespace) -> int:
     real_share = args.real_share
     if real_share is None:
         real_share = 0.0 if args.smoke else DEFAULT_REAL_SHARE
-    if not 0.0 <= real_share <= 1.0:
-        raise SystemExit(f"--real-share must be in [0, 1], got {real_share}")
     if real_share > 0:
         from shapley_svc.training.tables import TABLES_ENV, table_specs, tables_path
 
         path = tables_path()
         if not path.is_file():
-            raise SystemExit(
-                f"--real-share {real_share} needs the development tables: {path} not found "
-                f"(set {TABLES_ENV}, or pass --real-share 0)"
+            args.error(
+                f"argument --real-share: {real_share} needs the development tables: {path} not "
+                f"found (set {TABLES_ENV}, or pass --real-share 0)"
             )
-        tables = tuple(spec["id"] for spec in table_specs(path))
+        try:
+            tables = tuple(spec["id"] for spec in table_specs(path))
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            args.error(f"argument --real-share: cannot read the development tables {path}: {error}")
         if len(tables) < 2:
-            raise SystemExit(
-                f"--real-share {real_share} needs at least 2 development tables, so that "
-                f"validation holds some out whole: {path} lists {len(tables)}"
+            args.error(
+                f"argument --real-share: {real_share} needs at least 2 development tables, so "
+                f"that validation holds some out whole: {path} lists {len(tables)}"
             )
         config = replace(config, real_share=real_share, real_tables=tables)
     n_tasks = args.tasks if args.tasks is not None else (16 if args.smoke else 600)
     out = args.out or default_out()
+    problem = unwritable_file(out)
+    if problem is not None:
+        args.error(f"argument --out: cannot write {out}: {problem}")
     metrics = train(n_tasks, args.seed, out, config, args.workers)
     print(json.dumps({"artifact": str(out), **metrics}, indent=2))
     return 0
@@ -155,9 +215,19 @@ def _health(args: argparse.Namespace) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from shapley_svc.server.settings import settings_from
+    from shapley_svc.server.settings import pem_problem, port_problem, settings_from
 
     address = args.address
+    if address is not None:
+        problem = port_problem(address, require_port=False)
+        if problem:
+            print(f"shapley-svc health: --address: {problem}", file=sys.stderr)
+            return 2
+    if args.ca:
+        problem = pem_problem(args.ca, "CERTIFICATE")
+        if problem:
+            print(f"shapley-svc health: --ca: {problem}", file=sys.stderr)
+            return 2
     if address is None:  # the server's own setting: SHAPLEY_SVC_ADDRESS, else its default
         try:
             address = health_target(settings_from([]).address)
@@ -248,33 +318,73 @@ def _bench(args: argparse.Namespace, extra: list[str]) -> int:
     return subprocess.call(command, cwd=root)
 
 
+# `train`'s least sane arguments: it holds out max(1, 20%) of the tasks for validation and trains
+# on the rest, so 2 tasks; and the prior draws d from [min_features = 2, max_features].
+MIN_TASKS = 2
+MIN_MAX_FEATURES = 2
+
+
+def _check_arguments(args: argparse.Namespace, subparsers: dict) -> None:
+    """Refuse `demo`, `train` and `bench` arguments that would fail only after the work."""
+    if args.command == "demo" and args.rows > DEMO_ROWS - DEMO_EXPLAINED_START:
+        subparsers["demo"].error(
+            f"argument --rows: at most {DEMO_ROWS - DEMO_EXPLAINED_START} (the diabetes rows "
+            f"left after the training and background rows), got {args.rows}"
+        )
+    if args.command == "train":
+        if args.real_share is not None and not 0.0 <= args.real_share <= 1.0:
+            args.error(f"argument --real-share: must be in [0, 1], got {args.real_share}")
+        if args.out is not None:
+            problem = unwritable_file(args.out)
+            if problem is not None:
+                args.error(f"argument --out: cannot write {args.out}: {problem}")
+    if args.command == "bench" and args.out_dir is not None:
+        problem = unwritable_dir(args.out_dir)
+        if problem is not None:
+            subparsers[args.which].error(f"argument --out-dir: {problem}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="shapley-svc", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="explain a model on bundled data, print attributions")
-    demo.add_argument("--rows", type=int, default=5, help="rows to explain (default 5)")
+    demo.add_argument(
+        "--rows",
+        type=at_least(1),
+        default=5,
+        help=f"rows to explain (default 5, at most {DEMO_ROWS - DEMO_EXPLAINED_START})",
+    )
     demo.add_argument("--seed", type=int, default=0, help="seed for the split and the model")
     demo.set_defaults(handler=_demo)
     train = commands.add_parser("train", help="rebuild the meta-learned artifact")
-    train.add_argument("--tasks", type=int, help="prior tasks to draw (default 600; smoke 16)")
+    train.add_argument(
+        "--tasks",
+        type=at_least(MIN_TASKS),
+        help=f"prior tasks to draw (default 600; smoke 16; at least {MIN_TASKS}: one to train "
+        "on, one to validate on)",
+    )
     train.add_argument("--seed", type=int, default=0, help="seed of the prior (default 0)")
     train.add_argument(
         "--smoke", action="store_true", help="small tasks: a complete run in about a minute, for CI"
     )
-    train.add_argument("--max-features", type=int, help="cap on d in the prior")
+    train.add_argument(
+        "--max-features",
+        type=at_least(MIN_MAX_FEATURES),
+        help=f"cap on d in the prior (at least {MIN_MAX_FEATURES}, the prior's least d)",
+    )
     train.add_argument(
         "--real-share",
         type=float,
         help="share of tasks drawn on the development tables (default 0.4; smoke 0): they "
         "need the training extra and ../shared/data/dev_tables.json ($SHAPLEY_SVC_DEV_TABLES)",
     )
-    train.add_argument("--workers", type=int, help="processes (default: one per core)")
+    train.add_argument("--workers", type=at_least(1), help="processes (default: one per core)")
     train.add_argument(
         "--out",
         type=Path,
         help="manifest path (default: ./combiner.json; the shipped artifact only when named here)",
     )
-    train.set_defaults(handler=_train)
+    train.set_defaults(handler=_train, error=train.error)
     commands.add_parser(
         "serve",
         help="serve attributions over gRPC (see `shapley-svc serve --help`)",
@@ -297,6 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "these are passed on (see python -m benchmarks.bench_kernelshap --help).",
     )
     which = bench.add_subparsers(dest="which", required=True)
+    subparsers = {"demo": demo, "train": train}
     for name, text in (
         ("accuracy", "accuracy and cost against shap's KernelExplainer; report and plots"),
         ("service", "load over loopback: latency, rows/s, server memory, against in process"),
@@ -310,10 +421,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub.add_argument(
             "--out-dir", type=Path, help="where results go (default: benchmarks/results)"
         )
+        subparsers[name] = sub
     bench.set_defaults(handler=_bench)
     args, rest = parser.parse_known_args(argv)
     if args.command not in ("serve", "bench") and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    _check_arguments(args, subparsers)
     if args.command == "serve":
         return args.handler(rest)
     if args.command == "bench":

@@ -16,6 +16,7 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 import shapley_svc
+import shapley_svc.server
 from shapley_svc import _numba_cache
 from shapley_svc._proto import shapley_pb2 as pb
 from shapley_svc._proto import shapley_pb2_grpc
@@ -199,3 +200,100 @@ def test_a_first_serve_answers_health_while_compiling_and_caches_outside_the_pac
         if path.stat().st_mtime >= began  # older ones: caches of the checkout before the fix
     ]
     assert not written, f"numba cached into the package: {written[:3]}"
+
+
+@pytest.fixture
+def clean_environment(monkeypatch):
+    for name in list(os.environ):
+        if name.startswith("SHAPLEY_SVC_"):
+            monkeypatch.delenv(name)
+
+
+def _must_not_serve(settings):
+    raise AssertionError(f"refused settings reached serve: {settings}")
+
+
+@pytest.fixture
+def bad_files(tmp_path):
+    (tmp_path / "empty.txt").write_bytes(b"")
+    (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00bad\n")
+    (tmp_path / "notpem.txt").write_text("not pem\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--address", "127.0.0.1:99999"], "--address: port must be in 0-65535; got 99999"),
+        (["--address", "127.0.0.1:-5"], "--address: port must be in 0-65535; got -5"),
+        (["--drain-notice-seconds", "inf"], "--drain-notice-seconds must be in [0, 86400]"),
+        (["--drain-notice-seconds", "nan"], "--drain-notice-seconds must be in [0, 86400]"),
+        (["--grace-seconds", "1e300"], "--grace-seconds must be in [0, 86400]"),
+        (["--grace-seconds", "nan"], "--grace-seconds must be in [0, 86400]"),
+        (["--max-message-bytes", "99999999999"], "--max-message-bytes must be <= 2147483647"),
+        (["--metrics-address", "garbage"], "--metrics-address: must be host:port"),
+        (["--metrics-address", "127.0.0.1:99999"], "--metrics-address: port must be in 0-65535"),
+        (["--tokens-file", "{tmp}/empty.txt"], "--tokens-file: {tmp}/empty.txt holds no token"),
+        (["--tokens-file", "{tmp}/binary.txt"], "--tokens-file: {tmp}/binary.txt is not UTF-8"),
+        (
+            ["--tls-cert", "{tmp}/notpem.txt", "--tls-key", "{tmp}/notpem.txt"],
+            "--tls-cert: {tmp}/notpem.txt is not a valid PEM file",
+        ),
+        (["--worker-threads", "0"], "--worker-threads must be >= 1; got 0"),
+    ],
+)
+def test_serve_refuses_bad_flags_in_one_line_naming_the_flag(
+    flags, message, bad_files, clean_environment, monkeypatch, capsys
+):
+    monkeypatch.setattr(shapley_svc.server, "serve", _must_not_serve)
+    argv = ["serve", "--address", "127.0.0.1:0", "--metrics-address", ""]
+    argv += [flag.format(tmp=bad_files) for flag in flags]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == f"shapley-svc serve: {err.split(': ', 1)[1]}" and err.count("\n") == 1, err
+    assert message.format(tmp=bad_files) in err
+
+
+def test_serve_names_the_variable_a_bad_value_came_from(clean_environment, monkeypatch, capsys):
+    monkeypatch.setattr(shapley_svc.server, "serve", _must_not_serve)
+    monkeypatch.setenv("SHAPLEY_SVC_WORKER_THREADS", "0")
+    monkeypatch.setenv("SHAPLEY_SVC_GRACE_SECONDS", "inf")
+    assert main(["serve", "--grace-seconds", "1", "--metrics-address", ""]) == 2
+    assert "SHAPLEY_SVC_WORKER_THREADS must be >= 1; got 0" in capsys.readouterr().err
+    monkeypatch.delenv("SHAPLEY_SVC_WORKER_THREADS")
+    assert main(["serve", "--metrics-address", ""]) == 2
+    assert "SHAPLEY_SVC_GRACE_SECONDS must be in [0, 86400]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--address", "127.0.0.1:99999"], "--address: port must be in 0-65535; got 99999"),
+        (["--ca", "{tmp}/missing.pem"], "--ca: no such file: {tmp}/missing.pem"),
+        (["--ca", "{tmp}"], "--ca: not a regular file: {tmp}"),
+        (["--ca", "{tmp}/notpem.txt"], "--ca: {tmp}/notpem.txt is not a valid PEM file"),
+    ],
+)
+def test_health_refuses_bad_flags_in_one_line_naming_the_flag(
+    argv, message, bad_files, clean_environment, capsys
+):
+    argv = ["health", "--timeout", "0.5", *(arg.format(tmp=bad_files) for arg in argv)]
+    if "--address" not in argv:
+        argv += ["--address", f"127.0.0.1:{_free_port()}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"shapley-svc health: {message.format(tmp=bad_files)}"), err
+    assert err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("rows", ["0", "-3", "1000", "43"])
+def test_demo_refuses_rows_it_cannot_explain(rows, monkeypatch, capsys):
+    def refuse(args):
+        raise AssertionError("ran the demo before refusing --rows")
+
+    monkeypatch.setattr("shapley_svc.cli._demo", refuse)
+    with pytest.raises(SystemExit) as raised:
+        main(["demo", "--rows", rows])
+    assert raised.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("shapley-svc demo: error: argument --rows:"), error

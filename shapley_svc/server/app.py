@@ -229,9 +229,14 @@ def start_server(settings: Settings, *, load_estimator: bool = True) -> RunningS
     except RuntimeError:  # grpc's "Failed to bind": in use, or not an address of this host
         port = 0
     if port == 0:
+        tls = (
+            ", or --tls-cert and --tls-key are not a valid certificate chain and its private key"
+            if credentials is not None
+            else ""
+        )
         raise OSError(
             f"cannot listen on {settings.address} (--address): the port is in use or the "
-            "address is not one of this host's"
+            f"address is not one of this host's{tls}"
         )
     metrics_server, metrics_port = None, None
     if settings.metrics_address:

@@ -4,6 +4,7 @@ Read once at start-up; the running server never looks at the environment again.
 """
 
 import argparse
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -13,6 +14,79 @@ from shapley_svc.contexts import ContextLimits
 
 MIB = 1 << 20
 ENV_PREFIX = "SHAPLEY_SVC_"
+MAX_MESSAGE_BYTES = 2**31 - 1  # gRPC's channel options are C ints
+MAX_SECONDS = 86_400.0  # a day: a longer notice or grace period is a typo
+# Addresses grpc binds that are not host:port; their form is grpc's to check.
+_SCHEMES = ("unix:", "unix-abstract:", "vsock:", "dns:", "ipv4:", "ipv6:")
+
+
+class SettingError(ValueError):
+    """A setting's value refused: ``template`` names the settings as ``{0}``, ``{1}``...
+
+    ``str()`` names them as fields; :func:`settings_from` names them as the user typed them
+    (``--flag`` or ``SHAPLEY_SVC_VARIABLE``)."""
+
+    def __init__(self, template: str, *names: str):
+        self.template = template
+        self.names = names
+        super().__init__(template.format(*names))
+
+    def render(self, label) -> str:
+        return self.template.format(*(label(name) for name in self.names))
+
+
+def port_problem(address: str, *, require_port: bool = True) -> str | None:
+    """Why ``address`` (host:port) cannot be listened on or dialled, or None. Ports outside
+    0-65535 are refused (grpc would silently wrap them); with ``require_port=False`` an address
+    without a numeric port (a grpc target such as dns:///host) is left to grpc."""
+    if address.startswith(_SCHEMES):
+        return None
+    _, colon, port = address.rpartition(":")
+    try:
+        number = int(port) if colon else None
+    except ValueError:
+        number = None
+    if number is None:
+        if not require_port:
+            return None
+        return f"must be host:port with a numeric port; got {address!r}"
+    if not 0 <= number <= 65535:
+        return f"port must be in 0-65535; got {number} in {address!r}"
+    return None
+
+
+def pem_problem(path: str, kind: str) -> str | None:
+    """Why the file at ``path`` is not a readable PEM file holding ``kind`` ("CERTIFICATE",
+    "PRIVATE KEY"), or None. A marker check only: grpc parses it at start-up."""
+    file = Path(path)
+    if not file.is_file():
+        return f"no such file: {path}" if not file.exists() else f"not a regular file: {path}"
+    try:
+        data = file.read_bytes()
+    except OSError as error:
+        return f"cannot read {path}: {error.strerror or error}"
+    if b"-----BEGIN " not in data or f"{kind}-----".encode() not in data:
+        return f"{path} is not a valid PEM file (no '-----BEGIN ... {kind}-----' block)"
+    return None
+
+
+def read_tokens(path: str) -> tuple[bytes, ...]:
+    """The bearer tokens of ``path``, one per line; raises :class:`SettingError`."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except OSError as error:
+        raise SettingError(
+            f"{{0}}: cannot read {path}: {error.strerror or error}", "tokens_file"
+        ) from None
+    except UnicodeDecodeError as error:
+        raise SettingError(
+            f"{{0}}: {path} is not UTF-8 text ({error.reason} at byte {error.start})",
+            "tokens_file",
+        ) from None
+    tokens = tuple(line.strip().encode() for line in text.splitlines() if line.strip())
+    if not tokens:
+        raise SettingError(f"{{0}}: {path} holds no token (one per line)", "tokens_file")
+    return tokens
 
 
 @dataclass(frozen=True)
@@ -100,19 +174,42 @@ class Settings:
         )
         for name in positive:
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
-        if self.grace_seconds < 0:
-            raise ValueError(f"grace_seconds must be >= 0; got {self.grace_seconds}")
-        if self.drain_notice_seconds < 0:
-            raise ValueError(f"drain_notice_seconds must be >= 0; got {self.drain_notice_seconds}")
+                raise SettingError(f"{{0}} must be >= 1; got {getattr(self, name)}", name)
+        if self.max_message_bytes > MAX_MESSAGE_BYTES:
+            raise SettingError(
+                f"{{0}} must be <= {MAX_MESSAGE_BYTES} (2**31 - 1); got {self.max_message_bytes}",
+                "max_message_bytes",
+            )
+        for name in ("grace_seconds", "drain_notice_seconds"):
+            seconds = getattr(self, name)
+            if not (math.isfinite(seconds) and 0 <= seconds <= MAX_SECONDS):
+                raise SettingError(f"{{0}} must be in [0, {MAX_SECONDS:.0f}]; got {seconds}", name)
+        problem = port_problem(self.address)
+        if problem:
+            raise SettingError(f"{{0}}: {problem}", "address")
+        if self.metrics_address:
+            problem = port_problem(self.metrics_address)
+            if problem:
+                raise SettingError(f"{{0}}: {problem}", "metrics_address")
         if bool(self.tls_cert) != bool(self.tls_key):
-            raise ValueError("tls_cert and tls_key must be given together")
+            raise SettingError("{0} and {1} must be given together", "tls_cert", "tls_key")
         if self.tls_client_ca and not self.tls_cert:
-            raise ValueError("tls_client_ca (mTLS) needs tls_cert and tls_key")
-        for name in ("tls_cert", "tls_key", "tls_client_ca", "tokens_file"):
+            raise SettingError(
+                "{0} (mTLS) needs {1} and {2}", "tls_client_ca", "tls_cert", "tls_key"
+            )
+        for name, kind in (
+            ("tls_cert", "CERTIFICATE"),
+            ("tls_key", "PRIVATE KEY"),
+            ("tls_client_ca", "CERTIFICATE"),
+        ):
             path = getattr(self, name)
-            if path and not Path(path).is_file():
-                raise ValueError(f"{name}: no such file: {path}")
+            problem = pem_problem(path, kind) if path else None
+            if problem:
+                raise SettingError(f"{{0}}: {problem}", name)
+        if self.tokens_file:
+            if not Path(self.tokens_file).is_file():
+                raise SettingError(f"{{0}}: no such file: {self.tokens_file}", "tokens_file")
+            read_tokens(self.tokens_file)
 
     def context_limits(self) -> ContextLimits:
         """The limits the context service enforces; an answer must fit in one message."""
@@ -131,22 +228,24 @@ class Settings:
         """The accepted bearer tokens (empty: no token auth)."""
         if not self.tokens_file:
             return ()
-        lines = Path(self.tokens_file).read_text().splitlines()
-        tokens = tuple(line.strip().encode() for line in lines if line.strip())
-        if not tokens:
-            raise ValueError(f"tokens_file {self.tokens_file} holds no token")
-        return tokens
+        return read_tokens(self.tokens_file)
 
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+_UNSET = object()
+
+
 def settings_from(
     argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> Settings:
-    """Settings from flags, falling back to ``SHAPLEY_SVC_*`` variables, then defaults."""
+    """Settings from flags, falling back to ``SHAPLEY_SVC_*`` variables, then defaults.
+
+    A refused value raises ValueError naming the flag, or the variable it came from."""
     environ = os.environ if environ is None else environ
+    values = {}
     parser = argparse.ArgumentParser(
         prog="shapley-svc serve",
         description="Serve zero-shot Shapley attributions over gRPC.",
@@ -159,7 +258,7 @@ def settings_from(
         "--grace-seconds, and the orchestrator's own limit above notice + grace (docker stop "
         "waits 10 s by default, then kills; Kubernetes 30 s).",
     )
-    values = {}
+    from_env = {}
     for spec in fields(Settings):
         env_name = ENV_PREFIX + spec.name.upper()
         default = spec.default
@@ -169,14 +268,31 @@ def settings_from(
                 default = type(spec.default)(raw)
             except ValueError:
                 raise ValueError(f"{env_name}={raw!r} is not a valid {spec.name}") from None
+            from_env[spec.name] = env_name
         parser.add_argument(
             _flag(spec.name),
             type=type(spec.default),
-            default=default,
+            default=_UNSET,
             dest=spec.name,
             help=f"{spec.metadata['help']} (env {env_name}; default {spec.default!r})",
         )
+        from_env.setdefault(spec.name, None)
+        values[spec.name] = default
     parsed = parser.parse_args(argv)
+    typed = set()
     for spec in fields(Settings):
-        values[spec.name] = getattr(parsed, spec.name)
-    return Settings(**values)
+        value = getattr(parsed, spec.name)
+        if value is not _UNSET:
+            values[spec.name] = value
+            typed.add(spec.name)
+
+    def label(name: str) -> str:
+        """The setting as the user gave it: the flag, else its variable, else the flag."""
+        if name not in typed and from_env.get(name):
+            return from_env[name]
+        return _flag(name)
+
+    try:
+        return Settings(**values)
+    except SettingError as error:
+        raise ValueError(error.render(label)) from None

@@ -21,7 +21,7 @@ def test_environment_values_are_typed_and_checked():
     assert settings.grace_seconds == 2.5 and settings.address == ":0"
     with pytest.raises(ValueError, match="SHAPLEY_SVC_MAX_CONTEXTS='many'"):
         settings_from([], {"SHAPLEY_SVC_MAX_CONTEXTS": "many"})
-    with pytest.raises(ValueError, match="max_contexts must be >= 1"):
+    with pytest.raises(ValueError, match="SHAPLEY_SVC_MAX_CONTEXTS must be >= 1"):
         settings_from([], {"SHAPLEY_SVC_MAX_CONTEXTS": "0"})
 
 
@@ -48,5 +48,16 @@ def test_max_budget_is_a_flag_an_environment_variable_and_a_context_limit():
     settings = settings_from([], {"SHAPLEY_SVC_MAX_BUDGET": "128"})
     assert settings.max_budget == 128 and settings.context_limits().max_budget == 128
     assert settings_from(["--max-budget", "64"], {"SHAPLEY_SVC_MAX_BUDGET": "128"}).max_budget == 64
-    with pytest.raises(ValueError, match="max_budget must be >= 1"):
+    with pytest.raises(ValueError, match="--max-budget must be >= 1"):
         settings_from(["--max-budget", "0"], {})
+
+
+def test_settings_built_in_code_name_the_field_and_the_command_line_names_the_flag():
+    with pytest.raises(ValueError, match="worker_threads must be >= 1; got 0"):
+        Settings(worker_threads=0)
+    with pytest.raises(ValueError, match=r"^--worker-threads must be >= 1; got 0$"):
+        settings_from(["--worker-threads", "0"], {"SHAPLEY_SVC_WORKER_THREADS": "4"})
+    with pytest.raises(ValueError, match=r"^SHAPLEY_SVC_WORKER_THREADS must be >= 1; got 0$"):
+        settings_from([], {"SHAPLEY_SVC_WORKER_THREADS": "0"})
+    with pytest.raises(ValueError, match=r"^--tls-cert and --tls-key must be given together$"):
+        settings_from(["--tls-key", __file__], {})
