@@ -73,7 +73,7 @@ def _demo(args: argparse.Namespace) -> int:
     order = rng.permutation(len(X))
     train, background, explained = (
         order[:300],
-        order[300:400],
+        order[300:DEMO_EXPLAINED_START],
         order[DEMO_EXPLAINED_START:][: args.rows],
     )
     model = HistGradientBoostingRegressor(max_iter=100, random_state=args.seed)
@@ -325,7 +325,8 @@ MIN_MAX_FEATURES = 2
 
 
 def _check_arguments(args: argparse.Namespace, subparsers: dict) -> None:
-    """Refuse `demo`, `train` and `bench` arguments that would fail only after the work."""
+    """Refuse `demo`, `train` and `bench` arguments that would fail only after the work
+    (`train --out`, default included, is checked in ``_train`` before training)."""
     if args.command == "demo" and args.rows > DEMO_ROWS - DEMO_EXPLAINED_START:
         subparsers["demo"].error(
             f"argument --rows: at most {DEMO_ROWS - DEMO_EXPLAINED_START} (the diabetes rows "
@@ -334,10 +335,6 @@ def _check_arguments(args: argparse.Namespace, subparsers: dict) -> None:
     if args.command == "train":
         if args.real_share is not None and not 0.0 <= args.real_share <= 1.0:
             args.error(f"argument --real-share: must be in [0, 1], got {args.real_share}")
-        if args.out is not None:
-            problem = unwritable_file(args.out)
-            if problem is not None:
-                args.error(f"argument --out: cannot write {args.out}: {problem}")
     if args.command == "bench" and args.out_dir is not None:
         problem = unwritable_dir(args.out_dir)
         if problem is not None:

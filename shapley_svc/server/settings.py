@@ -276,7 +276,6 @@ def settings_from(
             dest=spec.name,
             help=f"{spec.metadata['help']} (env {env_name}; default {spec.default!r})",
         )
-        from_env.setdefault(spec.name, None)
         values[spec.name] = default
     parsed = parser.parse_args(argv)
     typed = set()
