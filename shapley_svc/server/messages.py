@@ -418,3 +418,69 @@ def context_info(entry: StoredContext) -> pb.ContextInfo:
         attribution_names=explainer.attribution_names_,
         categorical_columns=explainer.categorical_.tolist(),
     )
+
+
+# A page token is the last context id its page listed; the prefix tells a token from an id
+# pasted by mistake, and lets a later format be told apart.
+_PAGE_TOKEN_PREFIX = "after:"
+
+
+def contexts_page(
+    entries: list[StoredContext], page_size: int, page_token: str, total_bytes: int, limit: int
+) -> pb.ListContextsResponse:
+    """The ListContexts answer for ``entries`` (most recently used first) within ``limit``
+    bytes: all of them in that order when neither ``page_size`` nor ``page_token`` is set (or
+    RESOURCE_EXHAUSTED on ``page_size`` when they do not fit), else the page after
+    ``page_token`` in context_id order, at most ``page_size`` long and as long as fits."""
+    if page_size < 0:
+        raise InvalidArgumentError("page_size", f"must be 0 or more, got {page_size}")
+    fixed = _delimited(_VARINT) + _delimited(len(_PAGE_TOKEN_PREFIX) + _CONTEXT_ID_BYTES)
+    if page_size == 0 and not page_token:
+        sizes = [_delimited(entry.description.ByteSize()) for entry in entries]
+        if fixed + sum(sizes) > limit:
+            raise LimitExceededError(
+                "page_size",
+                f"the {len(entries)} held contexts' descriptions take {sum(sizes)} bytes, more "
+                f"than fit in one {limit}-byte message; list them in pages (page_size > 0)",
+            )
+        return pb.ListContextsResponse(
+            contexts=[entry.description for entry in entries], total_bytes=total_bytes
+        )
+    after = _page_start(page_token)
+    remaining = sorted(
+        (entry for entry in entries if entry.context_id > after), key=lambda e: e.context_id
+    )
+    page: list[pb.ContextInfo] = []
+    used = fixed
+    for entry in remaining[: page_size or len(remaining)]:
+        size = _delimited(entry.description.ByteSize())
+        # The first context of a page always goes in: the server refuses, before its fit, a
+        # context whose description would not fit in a message alone.
+        if page and used + size > limit:
+            break
+        page.append(entry.description)
+        used += size
+    more = len(page) < len(remaining)
+    return pb.ListContextsResponse(
+        contexts=page,
+        total_bytes=total_bytes,
+        next_page_token=_PAGE_TOKEN_PREFIX + page[-1].context_id if more else "",
+    )
+
+
+# "ctx-" and 40 hex digits (contexts.spec.content_id).
+_CONTEXT_ID_BYTES = 44
+
+
+def _page_start(page_token: str) -> str:
+    """The context id a page starts after ("" for the first page)."""
+    if not page_token:
+        return ""
+    after = page_token.removeprefix(_PAGE_TOKEN_PREFIX)
+    if after == page_token or not after:
+        raise InvalidArgumentError(
+            "page_token",
+            f"{page_token[:80]!r} is not a next_page_token of ListContexts; "
+            "leave it empty for the first page",
+        )
+    return after

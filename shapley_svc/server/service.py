@@ -312,8 +312,8 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
     @handled
     def ListContexts(self, request, context):
         entries, total = self.contexts.store.snapshot()
-        return pb.ListContextsResponse(
-            contexts=[entry.description for entry in entries], total_bytes=total
+        return messages.contexts_page(
+            entries, request.page_size, request.page_token, total, self.settings.max_message_bytes
         )
 
     @handled

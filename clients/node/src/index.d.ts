@@ -238,9 +238,15 @@ export interface DeleteContextResult {
 }
 
 export interface ListContextsResult {
-  /** Most recently used first. */
+  /** Most recently used first when listed in one call; in context_id order when paged. */
   contexts: ContextInfo[];
+  /** Bytes every held context takes. */
   totalBytes: number;
+}
+
+export interface ListContextsOptions extends CallOptions {
+  /** List in calls of at most this many contexts (an integer >= 1). */
+  pageSize?: number;
 }
 
 export interface Limits {
@@ -397,7 +403,7 @@ export class ShapleyClient {
   calibrate(context: ContextRef, model: Model, options?: CalibrationOptions): Promise<CalibratedContext>;
   getContext(contextId: string | { contextId: string }, options?: CallOptions): Promise<ContextInfo>;
   deleteContext(contextId: string | { contextId: string }, options?: CallOptions): Promise<DeleteContextResult>;
-  listContexts(options?: CallOptions): Promise<ListContextsResult>;
+  listContexts(options?: ListContextsOptions): Promise<ListContextsResult>;
   serverInfo(options?: CallOptions): Promise<ServerInfo>;
   /** grpc.health.v1 status: 'SERVING', 'NOT_SERVING', 'SERVICE_UNKNOWN' or 'UNKNOWN'. */
   health(service?: string, options?: CallOptions): Promise<string>;

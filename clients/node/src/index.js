@@ -20,6 +20,8 @@ const protoLoader = require('@grpc/proto-loader');
 const protobuf = require('protobufjs');
 
 const PACKAGE_ROOT = path.resolve(__dirname, '..');
+// ListContexts' page_size is an int32; the server caps each page by its message limit.
+const AS_MANY_AS_FIT = 2 ** 31 - 1;
 const PROTO_RELATIVE = path.join('shapley', 'v1', 'shapley.proto');
 /** Where the .proto is looked for when no `proto` option is given, first match wins. */
 const DEFAULT_PROTO_PATHS = [
@@ -1544,11 +1546,37 @@ class ShapleyClient {
   }
 
   /**
-   * The contexts the server holds, most recently used first: {contexts, totalBytes}.
-   * @param {{timeout?: number}} [options]
+   * Every context the server holds: {contexts, totalBytes}. In one call, most recently used
+   * first, when their descriptions fit in one message; else, or with `pageSize`, in calls of at
+   * most `pageSize` contexts each (as many as fit in a message when omitted), in context_id
+   * order, so that none is listed twice or skipped.
+   * @param {{timeout?: number, pageSize?: number}} [options]
    */
-  async listContexts(options) {
-    return this._unary('ListContexts', {}, options);
+  async listContexts(options = {}) {
+    let pageSize = options.pageSize;
+    if (pageSize === undefined) {
+      try {
+        const whole = await this._unary('ListContexts', {}, options);
+        return { contexts: whole.contexts, totalBytes: whole.totalBytes };
+      } catch (error) {
+        if (!(error instanceof ShapleyError)
+          || error.code !== 'RESOURCE_EXHAUSTED' || error.field !== 'page_size') throw error;
+      }
+      pageSize = AS_MANY_AS_FIT;
+    } else if (!Number.isSafeInteger(pageSize) || pageSize < 1) {
+      throw localError('page_size', `must be an integer >= 1, got ${String(pageSize)}`);
+    }
+    pageSize = Math.min(pageSize, AS_MANY_AS_FIT);
+    const contexts = [];
+    let pageToken = '';
+    let totalBytes = 0;
+    do {
+      const page = await this._unary('ListContexts', { pageSize, pageToken }, options);
+      contexts.push(...page.contexts);
+      totalBytes = page.totalBytes;
+      pageToken = page.nextPageToken;
+    } while (pageToken);
+    return { contexts, totalBytes };
   }
 
   /**

@@ -172,3 +172,34 @@ test('the whole call\'s predictions are checked before the first chunk, as expla
     }
   }
 });
+
+test('listContexts lists every held context, in pages when one message cannot hold them', async () => {
+  // Five features named by 1,000 characters each: a description takes about 5.3 kB, so three
+  // of these contexts do not fit in one of the server's 16 kB messages.
+  const names = ['a', 'b', 'c', 'd', 'e'].map((letter) => letter.repeat(1000));
+  const ids = [];
+  for (let seed = 0; seed < 3; seed += 1) {
+    const named = makeRows(40, 5, 100 + seed);
+    const info = await client.createContext({ rows: named, predictions: model(named), featureNames: names });
+    ids.push(info.contextId);
+  }
+  const held = (await client.serverInfo()).contextsHeld;
+  clearSent();
+  const whole = await client.listContexts();
+  // One refused call (RESOURCE_EXHAUSTED on page_size), then pages.
+  assert.ok(sent.unary.length >= 3, `calls: ${sent.unary}`);
+  assert.equal(whole.contexts.length, held);
+  const listed = whole.contexts.map((/** @type {any} */ c) => c.contextId);
+  assert.deepEqual(listed, [...listed].sort());
+  assert.equal(new Set(listed).size, held);
+  for (const id of ids) assert.ok(listed.includes(id), id);
+  assert.ok(whole.totalBytes > 0);
+  const byOne = await client.listContexts({ pageSize: 1 });
+  assert.deepEqual(byOne.contexts.map((/** @type {any} */ c) => c.contextId), listed);
+  for (const pageSize of [0, -1, 1.5, '2', Number.NaN]) {
+    const refused = await client.listContexts({ pageSize: /** @type {any} */ (pageSize) })
+      .then(() => assert.fail(`pageSize ${String(pageSize)}: taken`), (/** @type {any} */ e) => e);
+    assert.equal(refused.code, 'INVALID_ARGUMENT');
+    assert.equal(refused.field, 'page_size');
+  }
+});

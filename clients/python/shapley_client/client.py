@@ -5,6 +5,7 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
+from numbers import Integral
 
 import grpc
 import numpy as np
@@ -19,6 +20,8 @@ from shapley_client.tables import code_frame, coded_columns, display_rows, is_da
 DEFAULT_MAX_MESSAGE_BYTES = 64 << 20
 _DTYPES = {"float32": (pb.DTYPE_FLOAT32, "<f4"), "float64": (pb.DTYPE_FLOAT64, "<f8")}
 _NUMPY_OF = {pb.DTYPE_FLOAT32: "<f4", pb.DTYPE_FLOAT64: "<f8"}
+# ListContexts' page_size is an int32; the server caps each page by its message limit.
+_AS_MANY_AS_FIT = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -614,8 +617,33 @@ class ShapleyClient:
         )
         return response.freed_bytes
 
-    def list_contexts(self) -> list[pb.ContextInfo]:
-        return list(self._call(self._stub.ListContexts, pb.ListContextsRequest()).contexts)
+    def list_contexts(self, page_size: int | None = None) -> list[pb.ContextInfo]:
+        """Every context the server holds. In one call, most recently used first, when their
+        descriptions fit in one message; else, or with ``page_size``, in calls of at most
+        ``page_size`` contexts each (as many as fit in a message when None), in context_id
+        order, so that none is listed twice or skipped."""
+        if page_size is None:
+            try:
+                return list(self._call(self._stub.ListContexts, pb.ListContextsRequest()).contexts)
+            except ShapleyError as error:
+                if error.code != grpc.StatusCode.RESOURCE_EXHAUSTED or error.field != "page_size":
+                    raise
+            page_size = _AS_MANY_AS_FIT
+        elif isinstance(page_size, bool) or not isinstance(page_size, Integral) or page_size < 1:
+            raise InvalidArgumentError("page_size", f"must be an integer >= 1, got {page_size!r}")
+        listed: list[pb.ContextInfo] = []
+        token = ""
+        while True:
+            page = self._call(
+                self._stub.ListContexts,
+                pb.ListContextsRequest(
+                    page_size=min(int(page_size), _AS_MANY_AS_FIT), page_token=token
+                ),
+            )
+            listed.extend(page.contexts)
+            token = page.next_page_token
+            if not token:
+                return listed
 
     def server_info(self) -> pb.ServerInfo:
         return self._call(self._stub.GetServerInfo, pb.GetServerInfoRequest())

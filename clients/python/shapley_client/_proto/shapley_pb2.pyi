@@ -280,16 +280,22 @@ class DeleteContextResponse(_message.Message):
     def __init__(self, context_id: _Optional[str] = ..., freed_bytes: _Optional[int] = ...) -> None: ...
 
 class ListContextsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListContextsResponse(_message.Message):
-    __slots__ = ("contexts", "total_bytes")
+    __slots__ = ("contexts", "total_bytes", "next_page_token")
     CONTEXTS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     contexts: _containers.RepeatedCompositeFieldContainer[ContextInfo]
     total_bytes: int
-    def __init__(self, contexts: _Optional[_Iterable[_Union[ContextInfo, _Mapping]]] = ..., total_bytes: _Optional[int] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, contexts: _Optional[_Iterable[_Union[ContextInfo, _Mapping]]] = ..., total_bytes: _Optional[int] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetServerInfoRequest(_message.Message):
     __slots__ = ()
