@@ -10,6 +10,7 @@ from pathlib import Path
 import numba
 import numpy as np
 from joblib import parallel_config
+from sklearn.base import BaseEstimator
 from threadpoolctl import threadpool_limits
 
 from shapley_svc.errors import CancelledError, InvalidArgumentError, NotFittedError
@@ -206,7 +207,7 @@ def _outputs(name: str, value, n_rows: int, n_outputs: int | None = None) -> np.
     return np.ascontiguousarray(array)
 
 
-class ZeroShotExplainer:
+class ZeroShotExplainer(BaseEstimator):
     """Estimate a model's interventional SHAP values from rows and the model's outputs alone.
 
     Per output, a zoo of surrogates (linear, logistic, additive splines, boosted trees, a forest)
@@ -223,6 +224,9 @@ class ZeroShotExplainer:
     working_memory_bytes : working memory of one call beyond the caller's arrays (at least 16 MiB;
         default 1 GiB). A surrogate whose design matrix would not fit is fitted on a seeded
         subsample of the rows; ``explain`` works through the query rows in slices that fit.
+
+    A scikit-learn estimator: ``get_params``, ``set_params`` and ``sklearn.base.clone`` (an
+    unfitted copy with the same parameters) work on it.
 
     Attributes
     ----------

@@ -366,3 +366,21 @@ def test_an_explanation_keeps_its_own_copy_of_the_rows():
     explanation = ZeroShotExplainer().fit(X, p).explain(query, p[:4])
     query[:] = 0.0  # the caller reuses its buffer
     np.testing.assert_array_equal(explanation.data, X[:4])
+
+
+def test_scikit_learn_clones_an_explainer_unfitted_with_its_parameters(rng):
+    from sklearn.base import clone
+
+    X = rng.normal(size=(80, 3))
+    predictions = X[:, 0] + X[:, 1] * X[:, 2]
+    fitted = ZeroShotExplainer(random_state=7, working_memory_bytes=64 << 20).fit(X, predictions)
+    copy = clone(fitted)
+    assert copy.get_params() == fitted.get_params()
+    assert not hasattr(copy, "context_")
+    with pytest.raises(NotFittedError):
+        copy.explain(X[:2])
+    again = copy.fit(X, predictions).explain(X[:5], predictions[:5])
+    np.testing.assert_array_equal(again.values, fitted.explain(X[:5], predictions[:5]).values)
+    assert fitted.set_params(random_state=9).get_params()["random_state"] == 9
+    with pytest.raises(ValueError, match="Invalid parameter 'seed'"):
+        fitted.set_params(seed=1)
