@@ -6,6 +6,7 @@ Read once at start-up; the running server never looks at the environment again.
 import argparse
 import math
 import os
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -68,6 +69,31 @@ def pem_problem(path: str, kind: str) -> str | None:
     if b"-----BEGIN " not in data or f"{kind}-----".encode() not in data:
         return f"{path} is not a valid PEM file (no '-----BEGIN ... {kind}-----' block)"
     return None
+
+
+def _check_tls_files(cert: str, key: str, client_ca: str) -> None:
+    """Load the TLS files as grpc will at bind, so that a key that does not match its
+    certificate, an encrypted key or a damaged block is refused naming its flag, not found at
+    bind as a failure to listen. OpenSSL parses them as grpc's BoringSSL does."""
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        # A password is given so that an encrypted key fails here instead of prompting on the
+        # terminal: grpc takes no password either.
+        tls.load_cert_chain(cert, key, password=b"")
+    except ssl.SSLError as error:
+        raise SettingError(
+            f"{{0}} and {{1}} are not a certificate and its private key ({error.reason or error})",
+            "tls_cert",
+            "tls_key",
+        ) from None
+    if client_ca:
+        try:
+            tls.load_verify_locations(cafile=client_ca)
+        except ssl.SSLError as error:
+            raise SettingError(
+                f"{{0}}: {client_ca} holds no readable certificate ({error.reason or error})",
+                "tls_client_ca",
+            ) from None
 
 
 def read_tokens(path: str) -> tuple[bytes, ...]:
@@ -206,6 +232,8 @@ class Settings:
             problem = pem_problem(path, kind) if path else None
             if problem:
                 raise SettingError(f"{{0}}: {problem}", name)
+        if self.tls_cert:
+            _check_tls_files(self.tls_cert, self.tls_key, self.tls_client_ca)
         if self.tokens_file:
             if not Path(self.tokens_file).is_file():
                 raise SettingError(f"{{0}}: no such file: {self.tokens_file}", "tokens_file")

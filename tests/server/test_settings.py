@@ -1,5 +1,7 @@
 """Settings enter in one place: a flag over a SHAPLEY_SVC_* variable over the default."""
 
+import subprocess
+
 import pytest
 
 from shapley_svc.contexts import ContextLimits
@@ -61,3 +63,42 @@ def test_settings_built_in_code_name_the_field_and_the_command_line_names_the_fl
         settings_from([], {"SHAPLEY_SVC_WORKER_THREADS": "0"})
     with pytest.raises(ValueError, match=r"^--tls-cert and --tls-key must be given together$"):
         settings_from(["--tls-key", __file__], {})
+
+
+def test_tls_files_that_grpc_could_not_bind_with_are_refused_naming_their_flags(
+    certificates, tmp_path
+):
+    """A key that is not the certificate's, or an encrypted key, failed only at bind, reported
+    as a failure to listen; each PEM file alone passed the marker check."""
+    pki = certificates
+    ok = settings_from(
+        ["--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key")], {}
+    )
+    assert ok.tls_cert.endswith("server.pem")
+    with pytest.raises(ValueError, match=r"^--tls-cert and --tls-key are not a certificate and"):
+        settings_from(
+            ["--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "client.key")], {}
+        )
+    encrypted = tmp_path / "encrypted.key"
+    subprocess.run(
+        ["openssl", "pkey", "-in", str(pki / "server.key"), "-aes256", "-passout", "pass:secret",
+         "-out", str(encrypted)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"^SHAPLEY_SVC_TLS_CERT and SHAPLEY_SVC_TLS_KEY are not"):
+        settings_from(
+            [],
+            {
+                "SHAPLEY_SVC_TLS_CERT": str(pki / "server.pem"),
+                "SHAPLEY_SVC_TLS_KEY": str(encrypted),
+            },
+        )
+    # A CA file with a certificate block that does not parse.
+    damaged = tmp_path / "damaged-ca.pem"
+    damaged.write_text("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n")
+    with pytest.raises(ValueError, match=r"^--tls-client-ca: .* holds no readable certificate"):
+        settings_from(
+            ["--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"),
+             "--tls-client-ca", str(damaged)],
+            {},
+        )  # fmt: skip
