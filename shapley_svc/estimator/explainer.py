@@ -207,6 +207,16 @@ def _outputs(name: str, value, n_rows: int, n_outputs: int | None = None) -> np.
     return np.ascontiguousarray(array)
 
 
+def _is_seed(value) -> bool:
+    """An int in scikit-learn's seed range; a bool is refused, as for budgets: True as seed 1 is
+    more likely a flag passed in the wrong place than a choice."""
+    return (
+        isinstance(value, int | np.integer)
+        and not isinstance(value, bool | np.bool_)
+        and 0 <= value < MAX_RANDOM_STATE
+    )
+
+
 class ZeroShotExplainer(BaseEstimator):
     """Estimate a model's interventional SHAP values from rows and the model's outputs alone.
 
@@ -315,10 +325,7 @@ class ZeroShotExplainer(BaseEstimator):
                 f"must be an int of at least {MIN_MEMORY_BYTES} (16 MiB); "
                 f"got {self.working_memory_bytes!r}",
             )
-        if (
-            not isinstance(self.random_state, int | np.integer)
-            or not 0 <= self.random_state < MAX_RANDOM_STATE
-        ):
+        if not _is_seed(self.random_state):
             raise InvalidArgumentError(
                 "random_state",
                 f"must be an int in [0, 2**32) (scikit-learn's seed range); "
@@ -837,7 +844,7 @@ class ZeroShotExplainer(BaseEstimator):
     def _seed(self, random_state: int | None) -> int:
         """The seed of a proposal: ``random_state``, checked, or the fit's."""
         seed = self.random_state_ if random_state is None else random_state
-        if not isinstance(seed, int | np.integer) or not 0 <= seed < MAX_RANDOM_STATE:
+        if not _is_seed(seed):
             raise InvalidArgumentError(
                 "random_state", f"must be an int in [0, 2**32); got {random_state!r}"
             )

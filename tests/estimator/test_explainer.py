@@ -211,7 +211,7 @@ def test_fit_rejects_bad_input(fit_args, argument, message):
     assert caught.value.argument == argument
 
 
-@pytest.mark.parametrize("seed", [-1, 2**32, 2**40, 1.5])
+@pytest.mark.parametrize("seed", [-1, 2**32, 2**40, 1.5, True, np.bool_(False)])
 def test_fit_rejects_seeds_outside_scikit_learns_range(seed):
     X = np.arange(20.0).reshape(10, 2)
     with pytest.raises(

@@ -1050,9 +1050,10 @@ def test_bad_outputs_and_proposals_are_refused(fitted):
     with pytest.raises(InvalidArgumentError) as raised:
         other.refine(proposal, _interacting(proposal.rows))
     assert raised.value.argument == "proposal"
-    with pytest.raises(InvalidArgumentError) as raised:
-        explainer.propose(query, 8, _interacting(query), random_state=-1)
-    assert raised.value.argument == "random_state"
+    for seed in (-1, True):
+        with pytest.raises(InvalidArgumentError) as raised:
+            explainer.propose(query, 8, _interacting(query), random_state=seed)
+        assert raised.value.argument == "random_state"
 
 
 def test_a_proposal_against_other_background_rows_of_the_same_shape_is_refused(fitted):

@@ -339,6 +339,7 @@ def test_refusals_name_the_argument_before_any_job(spark, table, tmp_path):
         (dict(model=np.sum, budget=65_537), "budget", "5 to 65,536"),
         (dict(model=np.sum, budget=8.0), "budget", "int"),
         (dict(model=np.sum, budget=8, random_state=-1), "random_state", "[0, 2**32)"),
+        (dict(model=np.sum, budget=8, random_state=True), "random_state", "[0, 2**32)"),
         (dict(random_state=3), "random_state", "needs model and budget"),
         (dict(model=_unpicklable_model(), budget=8), "model", "cannot be pickled"),
     ]
