@@ -362,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     train.add_argument("--seed", type=int, default=0, help="seed of the prior (default 0)")
     train.add_argument(
-        "--smoke", action="store_true", help="small tasks: a complete run in about a minute, for CI"
+        "--smoke", action="store_true", help="16 small tasks: a complete run in about 30 s, for CI"
     )
     train.add_argument(
         "--max-features",

@@ -282,9 +282,9 @@ def settings_from(
         "--drain-notice-seconds, then new calls are refused and calls in flight get "
         "--grace-seconds to finish; after that they are cancelled (clients see UNAVAILABLE and "
         "may retry on another replica: context ids are content addresses). A fit can take "
-        "minutes (d = 4,096, n = 20,000: 5 minutes on 2 cores): to let such fits finish, raise "
-        "--grace-seconds, and the orchestrator's own limit above notice + grace (docker stop "
-        "waits 10 s by default, then kills; Kubernetes 30 s).",
+        "minutes (d = 4,096, n = 20,000: about 6.5 minutes on 2 cores): to let such fits "
+        "finish, raise --grace-seconds, and the orchestrator's own limit above notice + grace "
+        "(docker stop waits 10 s by default, then kills; Kubernetes 30 s).",
     )
     from_env = {}
     for spec in fields(Settings):
