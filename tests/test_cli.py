@@ -218,6 +218,7 @@ def bad_files(tmp_path):
     (tmp_path / "empty.txt").write_bytes(b"")
     (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00bad\n")
     (tmp_path / "notpem.txt").write_text("not pem\n")
+    (tmp_path / "accented.txt").write_text("tok-first\nt\u00f6k\n", encoding="utf-8")
     return tmp_path
 
 
@@ -235,6 +236,10 @@ def bad_files(tmp_path):
         (["--metrics-address", "127.0.0.1:99999"], "--metrics-address: port must be in 0-65535"),
         (["--tokens-file", "{tmp}/empty.txt"], "--tokens-file: {tmp}/empty.txt holds no token"),
         (["--tokens-file", "{tmp}/binary.txt"], "--tokens-file: {tmp}/binary.txt is not UTF-8"),
+        (
+            ["--tokens-file", "{tmp}/accented.txt"],
+            "--tokens-file: {tmp}/accented.txt: token 2 holds '\u00f6', which no gRPC client",
+        ),
         (
             ["--tls-cert", "{tmp}/notpem.txt", "--tls-key", "{tmp}/notpem.txt"],
             "--tls-cert: {tmp}/notpem.txt is not a valid PEM file",

@@ -99,7 +99,9 @@ def _check_tls_files(cert: str, key: str, client_ca: str) -> None:
 def read_tokens(path: str) -> tuple[bytes, ...]:
     """The bearer tokens of ``path``, one per line; raises :class:`SettingError`."""
     try:
-        text = Path(path).read_bytes().decode("utf-8")
+        # utf-8-sig: editors on Windows start a UTF-8 file with a byte-order mark, which
+        # would otherwise be part of the first token and make it unusable.
+        text = Path(path).read_bytes().decode("utf-8-sig")
     except OSError as error:
         raise SettingError(
             f"{{0}}: cannot read {path}: {error.strerror or error}", "tokens_file"
@@ -109,10 +111,19 @@ def read_tokens(path: str) -> tuple[bytes, ...]:
             f"{{0}}: {path} is not UTF-8 text ({error.reason} at byte {error.start})",
             "tokens_file",
         ) from None
-    tokens = tuple(line.strip().encode() for line in text.splitlines() if line.strip())
+    tokens = tuple(line.strip() for line in text.splitlines() if line.strip())
     if not tokens:
         raise SettingError(f"{{0}}: {path} holds no token (one per line)", "tokens_file")
-    return tokens
+    for number, token in enumerate(tokens, 1):
+        # A gRPC metadata value is printable ASCII: no client can send any other token.
+        unsendable = next((c for c in token if not " " <= c <= "~"), None)
+        if unsendable is not None:
+            raise SettingError(
+                f"{{0}}: {path}: token {number} holds {unsendable!r}, which no gRPC client can "
+                "send (a token is printable ASCII)",
+                "tokens_file",
+            )
+    return tuple(token.encode() for token in tokens)
 
 
 @dataclass(frozen=True)

@@ -102,3 +102,13 @@ def test_tls_files_that_grpc_could_not_bind_with_are_refused_naming_their_flags(
              "--tls-client-ca", str(damaged)],
             {},
         )  # fmt: skip
+
+
+def test_a_tokens_file_saved_with_a_byte_order_mark_gives_its_first_token_whole(tmp_path):
+    """Editors on Windows start UTF-8 files with a byte-order mark: it made the first token
+    unusable (every call with it UNAUTHENTICATED) while the server started normally."""
+    from shapley_svc.server.settings import read_tokens
+
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_bytes(b"\xef\xbb\xbftok-first\r\ntok-second\n")
+    assert read_tokens(str(tokens)) == (b"tok-first", b"tok-second")
