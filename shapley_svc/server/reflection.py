@@ -35,7 +35,21 @@ class ReflectionService:
     def __init__(self, service_names: Iterable[str]):
         self._service_names = tuple(sorted({*service_names, *SERVICE_NAMES}))
         self._pool = descriptor_pool.Default()
+        _add_reflection_v1(self._pool)
         self._commented = _commented_files()
+
+    def _file_containing(self, symbol: str):
+        """The file defining ``symbol``: a type, or a service's method, which the protocol
+        allows and grpcurl asks for (``describe shapley.v1.Shapley.Explain``) but the pool
+        does not index."""
+        try:
+            return self._pool.FindFileContainingSymbol(symbol)
+        except KeyError:
+            service_name, _, method = symbol.rpartition(".")
+            service = self._pool.FindServiceByName(service_name)  # KeyError: not found
+            if method not in service.methods_by_name:
+                raise
+            return service.file
 
     def _serialised(self, file) -> bytes:
         commented = self._commented.get(file.name)
@@ -69,7 +83,7 @@ class ReflectionService:
             if kind == "file_by_filename":
                 file = self._pool.FindFileByName(request.file_by_filename)
             elif kind == "file_containing_symbol":
-                file = self._pool.FindFileContainingSymbol(request.file_containing_symbol)
+                file = self._file_containing(request.file_containing_symbol)
             elif kind == "file_containing_extension":
                 extension = request.file_containing_extension
                 message = self._pool.FindMessageTypeByName(extension.containing_type)
@@ -97,6 +111,33 @@ class ReflectionService:
     def ServerReflectionInfo(self, request_iterator, context) -> Iterator:
         for request in request_iterator:
             yield self._answer(request)
+
+
+def _add_reflection_v1(pool: descriptor_pool.DescriptorPool) -> None:
+    """Put ``grpc.reflection.v1``'s file in ``pool``, so that reflection describes the service
+    it lists. grpcio-reflection ships only v1alpha's; v1 is the same file under another package
+    (grpc/reflection/v1/reflection.proto upstream)."""
+    name = "grpc/reflection/v1/reflection.proto"
+    try:
+        pool.FindFileByName(name)
+        return
+    except KeyError:
+        pass
+    proto = descriptor_pb2.FileDescriptorProto()
+    messages.DESCRIPTOR.CopyToProto(proto)
+    alpha = ".grpc.reflection.v1alpha."
+    for message in proto.message_type:
+        for field in message.field:
+            if field.HasField("type_name"):
+                field.type_name = field.type_name.replace(alpha, ".grpc.reflection.v1.")
+    for service in proto.service:
+        for method in service.method:
+            method.input_type = method.input_type.replace(alpha, ".grpc.reflection.v1.")
+            method.output_type = method.output_type.replace(alpha, ".grpc.reflection.v1.")
+    proto.name = name
+    proto.package = "grpc.reflection.v1"
+    proto.options.Clear()  # v1alpha's java_package and friends
+    pool.AddSerializedFile(proto.SerializeToString())
 
 
 def _error(request, code: grpc.StatusCode, message: str):
