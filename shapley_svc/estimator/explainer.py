@@ -161,26 +161,30 @@ def _row_matrix(name: str, value, n_features: int | None = None) -> np.ndarray:
         raise InvalidArgumentError(
             name, f"has {array.shape[1]} features; the explainer was fitted on {n_features}"
         )
-    _check_magnitude(name, array)
+    _check_magnitude(name, array, MAX_ROW_MAGNITUDE, "the estimator squares them")
     return array
 
 
 # The surrogates square the values they are given (variances, least squares): past about 1e154
-# the squares overflow float64. Columns scaled by 1e154 got the same value for every feature,
-# predictions scaled by 1e155 NaN uncertainty; at 1e150 both answer as at scale 1.
-MAX_MAGNITUDE = 1e150
+# the squares overflow float64. Columns scaled by 1e154 got the same value for every feature;
+# at 1e149 rows answer as at scale 1 (to 4e-15).
+MAX_ROW_MAGNITUDE = 1e150
+# Model outputs have a lower bound: the boosted member's fit sums gradients in float32 (scikit-
+# learn's histogram boosting), which overflows past 3.4e38. Predictions scaled by 1e40 changed
+# the member weights and the values by up to 0.25 of their size, and a calibration past 1e77
+# answered NaN; at 1e30 explain, refine and both calibrations answer as at scale 1 (to 1e-6 of
+# the values), and sums over up to 3e8 rows stay within float32.
+MAX_OUTPUT_MAGNITUDE = 1e30
 
 
-def _check_magnitude(name: str, array: np.ndarray) -> None:
-    """Refuse finite values too large for the estimator's float64 arithmetic (NaN passes)."""
-    too_large = np.abs(array) > MAX_MAGNITUDE
+def _check_magnitude(name: str, array: np.ndarray, bound: float, why: str) -> None:
+    """Refuse finite values too large for the estimator's arithmetic (NaN passes)."""
+    too_large = np.abs(array) > bound
     if too_large.any():
         at = np.argwhere(too_large)[0]
         where = f"at row {at[0]}, column {at[1]}" if array.ndim == 2 else f"at {at[0]}"
         raise InvalidArgumentError(
-            name,
-            f"must lie within +-{MAX_MAGNITUDE:g} (the estimator squares them); found "
-            f"{array[tuple(at)]:g} {where}",
+            name, f"must lie within +-{bound:g} ({why}); found {array[tuple(at)]:g} {where}"
         )
 
 
@@ -203,7 +207,9 @@ def _outputs(name: str, value, n_rows: int, n_outputs: int | None = None) -> np.
         )
     if not np.isfinite(array).all():
         raise InvalidArgumentError(name, "must be finite")
-    _check_magnitude(name, array)
+    _check_magnitude(
+        name, array, MAX_OUTPUT_MAGNITUDE, "a surrogate's fit sums them in float32; rescale them"
+    )
     return np.ascontiguousarray(array)
 
 
