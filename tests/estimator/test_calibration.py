@@ -655,3 +655,28 @@ def test_a_refit_polls_should_stop_and_can_be_cancelled(interacting, rows):
             proposal, _interacting(proposal.rows), X, _interacting(X), should_stop=lambda: True
         )
     assert interacting.calibration_ is None
+
+
+@pytest.mark.parametrize("refit", [False, True], ids=["weights", "refit"])
+def test_calibration_answers_on_any_accepted_scale_as_at_scale_one(refit):
+    """Up to the outputs' bound (1e30) a calibration answers as at scale 1: past 1e77 it
+    answered NaN values and uncertainty with no error (the spread of squared gaps overflowed)."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(300, 5))
+
+    def model(rows):
+        return np.tanh(rows[:, 0] * rows[:, 1]) + rows[:, 2] ** 2 + rows[:, 3]
+
+    query = X[:3]
+    answers = {}
+    for scale in (1.0, 1e-6, 9e28):  # outputs up to 9.8e29
+        explainer = ZeroShotExplainer(random_state=0).fit(X, scale * model(X))
+        proposal = explainer.propose_calibration(refit=refit)
+        outputs = scale * model(proposal.rows)
+        extra = (X, scale * model(X)) if refit else ()
+        calibrated = explainer.calibrate(proposal, outputs, *extra)
+        explanation = calibrated.explain(query, scale * model(query))
+        answers[scale] = (explanation.values / scale, explanation.uncertainty / scale)
+    for scale in (1e-6, 9e28):
+        np.testing.assert_allclose(answers[scale][0], answers[1.0][0], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(answers[scale][1], answers[1.0][1], rtol=1e-4, atol=1e-6)
