@@ -945,6 +945,14 @@ class ZeroShotExplainer(BaseEstimator):
             )
         ):
             raise InvalidArgumentError("proposal", "was made by another explainer")
+        if proposal.predictions is not None and proposal.predictions.shape[1] != self.n_outputs_:
+            # Another explainer on the same background (the fingerprint's scope, so that a
+            # calibrated copy refines its parent's proposals) for a model with other outputs.
+            raise InvalidArgumentError(
+                "proposal",
+                f"carries predictions of {proposal.predictions.shape[1]} outputs; this "
+                f"explainer was fitted on {self.n_outputs_}: it was made by another explainer",
+            )
         m, block = proposal.query.shape[0], proposal.rows_per_query
         if block == 0:  # one player with its prediction given: its value is exact already
             scored = np.empty((0, self.n_outputs_))

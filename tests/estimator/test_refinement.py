@@ -1075,6 +1075,27 @@ def test_a_proposal_against_other_background_rows_of_the_same_shape_is_refused(f
     assert calibrated.refine(mine, _interacting(mine.rows)).values.shape == query.shape
 
 
+def test_a_proposal_for_a_model_with_other_outputs_on_the_same_background_is_refused():
+    """Two explainers fitted on the same rows share the background's fingerprint. A regressor's
+    proposal refined by a 3-class explainer failed with an IndexError from inside; the other way
+    round it answered against the other model's class-0 probabilities (QA, 2026-12-05)."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(300, 5))
+    logits = np.column_stack([X[:, 0], X[:, 1] * X[:, 2], X[:, 3]])
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    regressor = ZeroShotExplainer(random_state=0).fit(X, _interacting(X))
+    classifier = ZeroShotExplainer(random_state=0).fit(X, probabilities)
+    query = X[:3]
+    for proposer, refiner, predictions, outputs in [
+        (regressor, classifier, _interacting(query), probabilities),
+        (classifier, regressor, probabilities[:3], _interacting(X)),
+    ]:
+        proposal = proposer.propose(query, 10, predictions)
+        with pytest.raises(InvalidArgumentError, match="another explainer") as raised:
+            refiner.refine(proposal, outputs[: len(proposal.rows)])
+        assert raised.value.argument == "proposal"
+
+
 def _smooth(X):
     """A smooth model: refine mixes its pairs with the background's centre."""
     return np.tanh(X[:, :6]).sum(axis=1) + X[:, 0] * X[:, 1]
