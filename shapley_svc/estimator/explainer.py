@@ -13,7 +13,12 @@ from joblib import parallel_config
 from sklearn.base import BaseEstimator
 from threadpoolctl import threadpool_limits
 
-from shapley_svc.errors import CancelledError, InvalidArgumentError, NotFittedError
+from shapley_svc.errors import (
+    CancelledError,
+    InvalidArgumentError,
+    LimitExceededError,
+    NotFittedError,
+)
 from shapley_svc.estimator._memory import held_bytes
 from shapley_svc.estimator.artifact import DEFAULT_ARTIFACT, Artifact, load_artifact
 from shapley_svc.estimator.calibration import (
@@ -723,6 +728,7 @@ class ZeroShotExplainer(BaseEstimator):
                 f"({'with' if outputs is not None else 'without'} predictions_query); "
                 f"got {budget!r}",
             )
+        self._check_proposal_size(rows.shape[0] * int(budget))
         seed = self._seed(random_state)
         n_players = len(self.attribution_names_)
         n_pairs = pairs_within(int(budget), outputs is not None) if n_players > 1 else 0
@@ -741,6 +747,19 @@ class ZeroShotExplainer(BaseEstimator):
             self._centre_row() if centre else None,
         )
         return dataclasses.replace(proposal, background_sha256=self._background_sha256())
+
+    def _check_proposal_size(self, most_rows: int) -> None:
+        """Refuse a proposal whose rows could exceed the working memory, before drawing it: a
+        budget of 10**9 ran out of memory inside numpy, 10**30 failed there naming nothing."""
+        most_bytes = most_rows * self.n_features_in_ * 8
+        if most_bytes > self.working_memory_bytes_:
+            raise LimitExceededError(
+                "budget",
+                f"the proposal's up to {most_rows:,} rows of {self.n_features_in_} features "
+                f"would take {most_bytes:,} bytes, more than working_memory_bytes "
+                f"({self.working_memory_bytes_:,}); lower the budget or propose for fewer rows "
+                "at a time",
+            )
 
     def _may_mix_with_centre(self) -> bool:
         """Whether refine's pairs may mix with the background's centre (``prefers_centre``).
@@ -1032,6 +1051,7 @@ class ZeroShotExplainer(BaseEstimator):
                 f"must be an int of at least {lowest} rows (two pairs per background row, "
                 f"{n_background} background rows, 16 pairs in all); got {budget!r}",
             )
+        self._check_proposal_size(int(budget))
         if len(self.attribution_names_) < 2:
             raise InvalidArgumentError(
                 "budget",

@@ -1096,6 +1096,27 @@ def test_a_proposal_for_a_model_with_other_outputs_on_the_same_background_is_ref
         assert raised.value.argument == "proposal"
 
 
+def test_a_budget_whose_rows_would_not_fit_in_the_working_memory_is_refused_naming_it():
+    """propose at 10**9 ran out of memory inside numpy and at 10**30 failed there naming
+    nothing; propose_calibration at 10**12 the same (QA, 2026-12-05)."""
+    from shapley_svc.errors import LimitExceededError
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(300, 5))
+    explainer = ZeroShotExplainer(working_memory_bytes=16 << 20).fit(X, _interacting(X))
+    query = X[:3]
+    # 16 MiB holds 419,430 rows of 5 float64s: 3 explained rows x 139,810 rows each fit.
+    assert explainer.propose(query, 139_810, _interacting(query)).rows.shape[1] == 5
+    for call in (
+        lambda: explainer.propose(query, 139_811, _interacting(query)),
+        lambda: explainer.propose(query, 10**30),
+        lambda: explainer.propose_calibration(419_431),
+    ):
+        with pytest.raises(LimitExceededError, match="working_memory_bytes") as raised:
+            call()
+        assert raised.value.argument == "budget"
+
+
 def _smooth(X):
     """A smooth model: refine mixes its pairs with the background's centre."""
     return np.tanh(X[:, :6]).sum(axis=1) + X[:, 0] * X[:, 1]
