@@ -714,7 +714,7 @@ class ZeroShotExplainer(BaseEstimator):
             ``proposal.rows`` (m * proposal.rows_per_query, d) to score with the model, in order;
             pass the outputs to ``refine``. The same arguments give the same proposal.
         """
-        rows, _, _ = self._query_rows(X_query)
+        rows, coded, categories = self._query_rows(X_query)
         outputs = None
         if predictions_query is not None:
             outputs = _outputs(
@@ -746,7 +746,12 @@ class ZeroShotExplainer(BaseEstimator):
             seed,
             self._centre_row() if centre else None,
         )
-        return dataclasses.replace(proposal, background_sha256=self._background_sha256())
+        # A query frame's own values, so that refine shows them as explain does (an unseen
+        # label has no code to show it by).
+        display = self._display(rows, coded, categories) if coded is not None else None
+        return dataclasses.replace(
+            proposal, background_sha256=self._background_sha256(), display=display
+        )
 
     def _check_proposal_size(self, most_rows: int) -> None:
         """Refuse a proposal whose rows could exceed the working memory, before drawing it: a
@@ -902,7 +907,9 @@ class ZeroShotExplainer(BaseEstimator):
             attribution_names=list(self.attribution_names_),
             diagnostics=self.diagnostics_,
             data=proposal.query,
-            display_data=self._display(proposal.query, None, self._categories_by_column()),
+            display_data=proposal.display
+            if proposal.display is not None
+            else self._display(proposal.query, None, self._categories_by_column()),
             grouped=self.groups_ is not None,
             predictions=np.array(predictions),
             model_rows=proposal.rows_per_query,

@@ -201,6 +201,8 @@ class Proposal:
         pairs (``centre_split``), whose rows end each block; None otherwise.
     background_sha256 : the fingerprint of the background the rows were mixed with (the
         explainer's ``_background_sha256``): refine refuses it elsewhere.
+    display : (m, d) objects, a query frame's own values, for the refined
+        ``Explanation.display_data`` (None for array rows: then shown from their codes).
     """
 
     rows: np.ndarray
@@ -215,6 +217,7 @@ class Proposal:
     scale_masks: np.ndarray | None = None
     scale_background: np.ndarray | None = None
     background_sha256: str | None = None
+    display: np.ndarray | None = None
 
     @property
     def n_pairs(self) -> int:

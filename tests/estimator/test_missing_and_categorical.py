@@ -234,6 +234,11 @@ def test_data_frames_in_keep_their_labels(rng):
     assert explanation.display_data[1, 1] == query["colour"].iloc[1]
     assert explanation.display_data[1, 2] == query["grade"].iloc[1]
     assert np.isnan(explanation.data[0, 1]) is np.False_ and explanation.data[0, 1] == -1
+    # Refined from the same frame, the display is the frame's too: from the codes, the unseen
+    # "purple" showed as None (QA, 2026-12-05).
+    proposal = explainer.propose(query, 12, _frame_model(query))
+    refined = explainer.refine(proposal, proposal.rows[:, 0])  # any model: the display is asked
+    np.testing.assert_array_equal(refined.display_data, explanation.display_data)
     tidy = explanation.to_pandas()
     assert list(tidy["attribution"].cat.categories) == ["size", "colour", "grade", "member"]
 
