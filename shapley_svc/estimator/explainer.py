@@ -1176,11 +1176,16 @@ class ZeroShotExplainer(BaseEstimator):
             shares.append(lower_estimate_share(residual, transferred, stated))
         calibrated.uncertainty_terms_ = terms
         calibrated.fidelity_floor_ = [1.0] * len(terms)
+        # The members are this context's: refitted on scored rows when this context was, so a
+        # weights calibration of a refitted context is still refitted (it keeps refine's pairs
+        # on background rows), and the rows scored for it are both calibrations'.
+        members_refitted = self.calibration_ is not None and self.calibration_.refitted
         calibrated.calibration_ = Calibration(
             int(proposal.budget),
             int(proposal.random_state),
             int(proposal.rows.shape[0]),
             outputs_fingerprint(scored),
+            refitted=members_refitted,
             lower_estimate_shares=tuple(shares),
         )
         calibrated.diagnostics_ = self._diagnostics(
@@ -1189,7 +1194,7 @@ class ZeroShotExplainer(BaseEstimator):
                 CalibrationDiagnostics(output.scale, output.gap_r2_before, output.gap_r2_after)
                 for output in fitted
             ],
-            int(proposal.rows.shape[0]),
+            int(proposal.rows.shape[0]) + self.diagnostics_.calibration_rows,
         )
         return calibrated
 

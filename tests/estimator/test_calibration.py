@@ -680,3 +680,23 @@ def test_calibration_answers_on_any_accepted_scale_as_at_scale_one(refit):
     for scale in (1e-6, 9e28):
         np.testing.assert_allclose(answers[scale][0], answers[1.0][0], rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(answers[scale][1], answers[1.0][1], rtol=1e-4, atol=1e-6)
+
+
+def test_a_weights_calibration_of_a_refitted_context_keeps_its_refitted_members(
+    interacting, refitted, rows
+):
+    """It said refitted False and counted only its own rows, and its refine went back to the
+    background's centre, which a refitted context's members never learned (QA, 2026-12-05)."""
+    _, query = rows
+    calibrated, _ = refitted
+    proposal = calibrated.propose_calibration(200)
+    again = calibrated.calibrate(proposal, _interacting(proposal.rows))
+    assert again.context_ is calibrated.context_
+    scored = proposal.rows.shape[0]
+    assert again.calibration_.refitted and again.calibration_.model_rows == scored
+    assert again.diagnostics_.calibration_rows == 400 + scored
+    assert not again._may_mix_with_centre()
+    # Weights on weights count both batches too, and stay weights-only.
+    weights = interacting.calibrate(proposal, _interacting(proposal.rows))
+    twice = weights.calibrate(proposal, _interacting(proposal.rows))
+    assert not twice.calibration_.refitted and twice.diagnostics_.calibration_rows == 2 * scored
