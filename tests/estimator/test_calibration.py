@@ -683,11 +683,10 @@ def test_calibration_answers_on_any_accepted_scale_as_at_scale_one(refit):
 
 
 def test_a_weights_calibration_of_a_refitted_context_keeps_its_refitted_members(
-    interacting, refitted, rows
+    interacting, refitted
 ):
     """It said refitted False and counted only its own rows, and its refine went back to the
     background's centre, which a refitted context's members never learned (QA, 2026-12-05)."""
-    _, query = rows
     calibrated, _ = refitted
     proposal = calibrated.propose_calibration(200)
     again = calibrated.calibrate(proposal, _interacting(proposal.rows))

@@ -351,8 +351,9 @@ def test_client_calibrates_a_calibrated_context_with_the_defaults(task, client, 
     twice = client.calibrate(once, counting)
     # The server refits only the context whose content address its spec is, and a calibrated
     # context's id is no spec's: by default the weights are calibrated again, on their budget.
+    # Their members are still the refit's, and the rows of both calibrations are counted.
     assert calls == [1_000]
-    assert not twice.calibration_refitted and twice.calibration_rows == 1_000
+    assert twice.calibration_refitted and twice.calibration_rows == once.calibration_rows + 1_000
     proposal = stub.ProposeCalibration(pb.ProposeCalibrationRequest(context_id=once.context_id))
     by_hand = stub.Calibrate(_calibrate_request(once.context_id, model(_array(proposal.rows))))
     assert twice.context_id == by_hand.context.context_id

@@ -14,13 +14,15 @@ import shap
 from google.rpc import status_pb2
 from shapley_client import (
     Explanation,
+    InvalidArgumentError,
     OutputDiagnostics,
     ShapleyClient,
     ShapleyError,
     SurrogateDiagnostics,
 )
 
-from tests.server.conftest import make_task
+from shapley_svc._proto import shapley_pb2 as pb
+from tests.server.conftest import make_task, refusal
 
 plt.switch_backend("Agg")
 
@@ -233,3 +235,115 @@ def test_a_dataframe_names_the_context_and_its_columns_are_checked(client):
         client.explain(context, frame[NAMES[::-1]].iloc[:3])
     with pytest.raises(ValueError, match="rows has columns"):
         client.explain_stream(context, frame[NAMES[::-1]])
+
+
+def _tensor(array) -> pb.Tensor:
+    array = np.ascontiguousarray(array, dtype="<f8")
+    return pb.Tensor(dtype=pb.DTYPE_FLOAT64, shape=list(array.shape), data=array.tobytes())
+
+
+def _counting():
+    calls = []
+
+    def counting(rows):
+        calls.append(len(rows))
+        return rows[:, 0] - 0.5 * rows[:, 1] * rows[:, 2]
+
+    return calls, counting
+
+
+BACKGROUND = list(range(20))  # ProposeCalibration's defaults: 200 rows, 400 for a refit
+
+
+def test_calibrate_decides_a_streamed_context_is_weights_only_before_proposing(server):
+    X, p = make_task(n=500, seed=13)
+    with server.client(timeout=120, max_message_bytes=20_000) as small:
+        context = small.create_context(X, p, background=BACKGROUND)
+        assert context.spec.ByteSize() > 20_000  # streamed: it cannot go along with outputs
+        calls, counting = _counting()
+        calibrated = small.calibrate(context, counting)
+        # The weights alone, on their default budget: the model scores 200 rows, not 400.
+        assert calls == [200]
+        assert not calibrated.calibration_refitted and calibrated.calibration_rows == 200
+        explicit = small.calibrate(context, counting, refit=False)
+        assert explicit.context_id == calibrated.context_id and calls == [200, 200]
+        with pytest.raises(ValueError, match="do not fit in one 20000-byte message"):
+            small.calibrate(context, counting, refit=True)
+        assert calls == [200, 200]  # refused before the model ran
+
+
+def test_calibrate_sizes_a_refit_by_the_message_its_outputs_go_in(client, server):
+    X, p = make_task(n=300, seed=14)
+    context = client.create_context(X, p, background=BACKGROUND)
+    # The context fits in a message with 200 outputs (1.6 kB), not with 400 (3.2 kB).
+    limit = int((context.spec.ByteSize() + 2_400) / 0.9)
+    with server.client(timeout=120, max_message_bytes=limit) as small:
+        for refit in (None, True):
+            calls, counting = _counting()
+            calibrated = small.calibrate(context, counting, refit=refit)
+            assert calls == [200], refit  # the refit's default would not fit: the weights'
+            assert calibrated.calibration_refitted and calibrated.calibration_rows == 200
+        calls, counting = _counting()
+        weights = small.calibrate(context, counting, budget=400)
+        assert calls == [400] and not weights.calibration_refitted
+        assert (
+            weights.context_id
+            == small.calibrate(context, counting, budget=400, refit=False).context_id
+        )
+        with pytest.raises(ValueError, match=f"do not fit in one {limit}-byte message"):
+            small.calibrate(context, counting, budget=400, refit=True)
+        assert calls == [400, 400]  # refused before the model ran
+
+
+def test_groups_as_pairs_make_the_context_a_mapping_makes(client):
+    X, p = make_task(seed=11)
+    mapping = client.create_context(X, p, feature_names=NAMES, groups=GROUPS)
+    for groups in (list(GROUPS.items()), [(name, np.array(cols)) for name, cols in GROUPS.items()]):
+        pairs = client.create_context(X, p, feature_names=NAMES, groups=groups)
+        assert pairs.context_id == mapping.context_id
+        assert pairs.attribution_names == list(GROUPS)
+
+
+def test_the_clients_group_refusals_are_the_servers(client, stub):
+    X, p = make_task(seed=11)
+    groups = {"person": [0, 3, 7], "money": [1, 2], "other": [4]}  # column 7 of 5
+    with pytest.raises(InvalidArgumentError) as caught:
+        client.create_context(X, p, groups=groups)
+    spec = pb.ContextSpec(
+        rows=_tensor(X),
+        predictions=_tensor(p),
+        groups=[pb.FeatureGroup(name=name, columns=columns) for name, columns in groups.items()],
+    )
+    code, message, field = refusal(stub.CreateContext, pb.CreateContextRequest(context=spec))
+    refused = caught.value
+    assert (refused.code, refused.field, refused.details) == (code, field, message)
+
+
+def test_the_clients_seed_refusals_are_the_servers(client, stub):
+    X, p = make_task(seed=11)
+    context = client.create_context(X, p)
+    with pytest.raises(InvalidArgumentError) as caught:
+        client.create_context(X, p, random_state=2**32)
+    spec = pb.ContextSpec(rows=_tensor(X), predictions=_tensor(p), random_state=2**32)
+    expected = refusal(stub.CreateContext, pb.CreateContextRequest(context=spec))
+    assert (caught.value.code, caught.value.details, caught.value.field) == expected
+    with pytest.raises(InvalidArgumentError) as caught:
+        client.propose_calibration(context, random_state=2**32)
+    request = pb.ProposeCalibrationRequest(context_id=context.context_id, random_state=2**32)
+    expected = refusal(stub.ProposeCalibration, request)
+    assert (caught.value.code, caught.value.details, caught.value.field) == expected
+
+
+def test_a_model_that_returns_none_is_named_not_a_nan(client):
+    X, p = make_task(seed=11)
+    context = client.create_context(X, p)
+    for call in (
+        lambda model: client.calibrate(context, model, budget=400),
+        lambda model: client.explain(context, X[:2], model=model, budget=8),
+    ):
+        with pytest.raises(InvalidArgumentError) as caught:
+            call(lambda rows: None)
+        assert caught.value.field == "outputs"
+        assert caught.value.details == (
+            "outputs: must be an array of numbers, (rows,) or (rows, K); the model returned None"
+        )

@@ -5,7 +5,7 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
-from numbers import Integral
+from numbers import Integral, Real
 
 import grpc
 import numpy as np
@@ -22,6 +22,8 @@ _DTYPES = {"float32": (pb.DTYPE_FLOAT32, "<f4"), "float64": (pb.DTYPE_FLOAT64, "
 _NUMPY_OF = {pb.DTYPE_FLOAT32: "<f4", pb.DTYPE_FLOAT64: "<f8"}
 # ListContexts' page_size is an int32; the server caps each page by its message limit.
 _AS_MANY_AS_FIT = 2**31 - 1
+# Seeds are ints in [0, 2**32): scikit-learn's range, which the estimator and the server keep.
+_SEEDS = 2**32
 
 
 @dataclass(frozen=True)
@@ -397,6 +399,79 @@ def _categorical_indices(categorical_columns, names: list[str]) -> list[int]:
     return indices
 
 
+def _feature_groups(groups, d: int | None) -> list[pb.FeatureGroup]:
+    """The groups as sent, taken as the estimator's ``groups=`` takes them: a mapping of group
+    name to column indices, or a sequence of (name, indices) pairs; integer indices only (not
+    floats, bools or names, which the estimator refuses too). What the wire cannot carry (the
+    shapes, non-integer indices, indices past int64) is refused here in the estimator's words,
+    naming ``context.groups`` as the server names its refusals of groups; so are columns
+    outside [0, d), as the server refuses them. Overlaps, uncovered columns and the names are
+    left to the server."""
+    if groups is None:
+        return []
+    if isinstance(groups, Mapping):
+        items = list(groups.items())
+    elif isinstance(groups, Sequence) and not isinstance(groups, str | bytes):
+        items = list(groups)
+        for position, item in enumerate(items):
+            if not (isinstance(item, Sequence) and not isinstance(item, str) and len(item) == 2):
+                raise InvalidArgumentError(
+                    "context.groups",
+                    f"item {position} must be a (name, column indices) pair; got {item!r}",
+                )
+    else:
+        raise InvalidArgumentError(
+            "context.groups",
+            "must map group names to column indices (or be a list of (name, indices) pairs); "
+            f"got {type(groups).__name__}",
+        )
+    if not items:
+        raise InvalidArgumentError("context.groups", "must hold at least one group")
+    sent = []
+    for name, members in items:
+        name = str(name)
+        try:
+            indices = np.asarray(members)
+        except ValueError:  # ragged
+            raise InvalidArgumentError(
+                "context.groups",
+                f"must list non-empty integer column indices; group {name!r} has {members!r}",
+            ) from None
+        if indices.ndim != 1 or indices.size == 0 or not np.issubdtype(indices.dtype, np.integer):
+            raise InvalidArgumentError(
+                "context.groups",
+                f"must list non-empty integer column indices; group {name!r} has dtype "
+                f"{indices.dtype}, shape {indices.shape}",
+            )
+        bound = 2**63 if d is None else d  # d unknown: the server refuses the rows first
+        outside = indices[(indices < 0) | (indices >= bound)]
+        if outside.size:
+            raise InvalidArgumentError(
+                "context.groups",
+                f"must hold columns of X; group {name!r} holds column {int(outside[0])}, "
+                f"outside [0, {bound})",
+            )
+        sent.append(pb.FeatureGroup(name=name, columns=indices.tolist()))
+    return sent
+
+
+def _background_indices(background) -> list[int]:
+    """The background's row indices as sent: integers only, refused naming
+    ``context.background`` otherwise (0.5 went as row 0, True as row 1, unseen)."""
+    if background is None:
+        return []
+    try:
+        indices = np.asarray(background)
+    except ValueError:  # ragged
+        indices = np.asarray([None])
+    if indices.ndim != 1 or (indices.size and not np.issubdtype(indices.dtype, np.integer)):
+        raise InvalidArgumentError(
+            "context.background",
+            f"must be 1-D integer row indices; got dtype {indices.dtype}, shape {indices.shape}",
+        )
+    return indices.tolist()
+
+
 def _as_sent(array, name: str) -> np.ndarray:
     """The array as it goes on the wire: float32 stays float32, anything else becomes float64;
     contiguous and little-endian."""
@@ -516,7 +591,7 @@ class ShapleyClient:
         background: Sequence[int] | None = None,
         feature_names: Sequence[str] | None = None,
         random_state: int = 0,
-        groups: Mapping[str, Sequence[int]] | None = None,
+        groups: Mapping[str, Sequence[int]] | Sequence[tuple[str, Sequence[int]]] | None = None,
         categorical_columns: Sequence[int | str] | None = None,
     ) -> Context:
         """Fit a context on the server (or find it held: ids are content addresses).
@@ -524,9 +599,12 @@ class ShapleyClient:
         rows : (n, d) numbers (NaN: a missing value), or a pandas DataFrame; predictions : (n,)
         or (n, K), the model's outputs on rows; background : row indices (default: a seeded
         sample of min(n, 100)); feature_names : d names (default: a DataFrame's columns);
-        groups : optional ``{name: column indices}`` partitioning the d columns, to get one
-        attribution per group; categorical_columns : indices or feature names of the columns
-        whose values are category codes (integers, NaN for missing).
+        random_state : an int in [0, 2**32); groups : optional ``{name: column indices}`` (or
+        a list of (name, column indices) pairs) partitioning the d columns, to get one
+        attribution per group: integer indices, as the estimator's ``groups=`` takes them
+        (anything else is refused naming ``context.groups``); categorical_columns : indices or
+        feature names of the columns whose values are category codes (integers, NaN for
+        missing).
 
         A DataFrame's ``category``, ``object``/string and ``bool`` columns are sent as codes
         (category order, sorted distinct labels, False < True; missing: NaN) and declared
@@ -549,13 +627,10 @@ class ShapleyClient:
         spec = pb.ContextSpec(
             rows=_tensor(data, "rows"),
             predictions=_tensor(predictions, "predictions"),
-            background=[int(i) for i in background] if background is not None else [],
+            background=_background_indices(background),
             feature_names=names if feature_names is not None else [],
-            random_state=int(random_state),
-            groups=[
-                pb.FeatureGroup(name=str(name), columns=[int(c) for c in columns])
-                for name, columns in (groups or {}).items()
-            ],
+            random_state=_seed(random_state, "context.random_state"),
+            groups=_feature_groups(groups, data.shape[1] if data.ndim == 2 else None),
             # Sorted, so that the order they were listed in does not change the context id.
             categorical_columns=sorted(declared + [j for j in found if j not in declared]),
         )
@@ -726,7 +801,7 @@ class ShapleyClient:
         The same arguments always give the same proposal."""
         data, _ = _query_rows(context, rows)
         request = pb.ProposeRequest(rows=_tensor(data, "rows"), budget=_budget(budget))
-        _set_refinement(request, predictions, random_state)
+        _set_refinement(request, context, predictions, random_state)
         response = self._call_with_context(context, self._stub.Propose, request)
         return Proposal(
             _array(response.rows),
@@ -752,10 +827,10 @@ class ShapleyClient:
         request = pb.RefineRequest(
             rows=_tensor(data, "rows"),
             budget=_budget(budget),
-            outputs=_tensor(outputs, "outputs"),
+            outputs=_tensor(_outputs(outputs, "got"), "outputs"),
             output_dtype=_dtype(output_dtype),
         )
-        _set_refinement(request, predictions, random_state)
+        _set_refinement(request, context, predictions, random_state)
         response = self._call_with_context(context, self._stub.Refine, request)
         return _single_explanation(response, data, display)
 
@@ -764,6 +839,8 @@ class ShapleyClient:
     ) -> Explanation:
         if not callable(model):
             raise TypeError(f"model must be callable; got {type(model).__name__}")
+        if random_state is not None:  # refused before the first chunk goes
+            _seed(random_state, context=context)
         data, display = _query_rows(context, rows)
         if data.ndim != 2 or data.shape[0] == 0:
             raise ValueError(f"rows must be a non-empty (m, d) array; got shape {data.shape}")
@@ -785,7 +862,7 @@ class ShapleyClient:
             part = data[start : start + chunk]
             given = None if predictions is None else predictions[start : start + chunk]
             proposal = self.propose(context, part, given, budget=budget, random_state=random_state)
-            outputs = np.asarray(model(np.array(proposal.rows)))
+            outputs = _model_outputs(model, proposal.rows)
             answers.append(
                 self.refine(
                     context,
@@ -933,7 +1010,7 @@ class ShapleyClient:
             budget=0 if budget is None else _budget(budget), refit=bool(refit)
         )
         if random_state is not None:
-            request.random_state = int(random_state)
+            request.random_state = _seed(random_state, context=context)
         response = self._call_with_context(context, self._stub.ProposeCalibration, request)
         return CalibrationProposal(
             _array(response.rows), response.budget, response.context_id, response.artifact_version
@@ -957,7 +1034,11 @@ class ShapleyClient:
         refits their weights only. None (default): True when this client holds the context's
         data (a :class:`Context` from :meth:`create_context`), it fits in one message with
         the outputs, and its rows and the scored ones together are within the server's
-        ``max_context_rows``, else False. ``calibration_refitted`` on the answer says which ran.
+        ``max_context_rows``, else False: decided before ``model`` runs, so that it scores the
+        default budget of what runs (where the refit's default does not fit, the weights'
+        default, refitted on when that fits). ``calibration_refitted`` on the answer says which
+        ran; ``refit=True`` on a context that does not fit in one message with the outputs is
+        refused before ``model`` runs.
         A context that is itself calibrated has no data of its own to send (the server takes
         only the spec whose content address is the context's id): calibrating it again refits
         the weights only, and ``refit=True`` is refused before anything is sent.
@@ -973,39 +1054,20 @@ class ShapleyClient:
         """
         if not callable(model):
             raise TypeError(f"model must be callable; got {type(model).__name__}")
+        if budget is not None:
+            _budget(budget)
+        seed = None if random_state is None else _seed(random_state, context=context)
         if refit and not _refittable(context):
             raise ValueError(_no_refit(context))
-        # Sized for a refit whenever one may run: a refit keeps gaining from more scored rows.
-        sized_for_refit = refit is not False and _refittable(context)
-        proposal = self.propose_calibration(
-            context, budget=budget, random_state=random_state, refit=sized_for_refit
-        )
-        # A refit fits the context's rows and the scored rows together, and the server refuses
-        # more than its largest context: past it, the weights' default budget (a refit on it
-        # when that fits; by default only the weights otherwise).
-        max_rows = None
-        if sized_for_refit and (refit is None or budget is None):
-            max_rows = self.server_info().limits.max_context_rows
-            rows = context.spec.rows.shape[0] + proposal.rows.shape[0]
-            if budget is None and rows > max_rows:
-                proposal = self.propose_calibration(context, random_state=random_state)
-        outputs = np.asarray(model(np.array(proposal.rows)))
+        proposal, refit_bytes = self._calibration_proposal(context, budget, random_state, refit)
+        outputs = _model_outputs(model, proposal.rows)
         request = pb.CalibrateRequest(budget=proposal.budget, outputs=_tensor(outputs, "outputs"))
-        if random_state is not None:
-            request.random_state = int(random_state)
-        if refit is None or refit:
-            fits = _refittable(context) and (
-                request.ByteSize() + context.spec.ByteSize() <= int(0.9 * self.max_message_bytes)
-            )
-            if refit is None and fits:
-                fits = context.spec.rows.shape[0] + proposal.rows.shape[0] <= max_rows
-            if refit and not fits:
-                raise ValueError(
-                    f"the context and the outputs do not fit in one {self.max_message_bytes}"
-                    "-byte message: pass refit=False (weights only)"
-                )
-            if fits:
-                request.context.CopyFrom(context.spec)
+        if seed is not None:
+            request.random_state = seed
+        # The outputs were sized before the model ran, as float64 shaped like the predictions:
+        # more than that is a shape the server refuses (naming outputs), context or not.
+        if refit_bytes and _calibration_bytes(context.spec, request) <= refit_bytes:
+            request.context.CopyFrom(context.spec)
         response = self._call_with_context(context, self._stub.Calibrate, request)
         calibrated_request = pb.CalibrateRequest()
         calibrated_request.CopyFrom(request)  # context_id: the context it calibrated
@@ -1017,6 +1079,68 @@ class ShapleyClient:
             {} if base is None else dict(base.categories),
             () if base is None else (*base.calibrations, calibrated_request),
         )
+
+    def _calibration_proposal(
+        self, context: Context | str, budget: int | None, random_state, refit: bool | None
+    ) -> tuple[CalibrationProposal, int]:
+        """The rows ``calibrate`` has the model score and, when the context's data goes along
+        (a refit), the most bytes that request may take (0: the weights only). Decided before
+        the model runs, so that the default budget is the one for what runs (20 rows per
+        background row for a refit, 10 for the weights alone) and the model scores no rows
+        that only a refit needed.
+
+        A refit needs the context's data and the outputs in one message (the smaller of this
+        client's and the server's limit) and the context's rows and the scored ones within the
+        server's ``max_context_rows``. Past either, the weights' default budget (a refit on it
+        when that fits; by default only the weights otherwise). With ``refit=True``, a refit
+        the message cannot hold is refused here, one past ``max_context_rows`` by the server
+        (naming ``budget``).
+        """
+        if refit is False or not _refittable(context):
+            return self.propose_calibration(context, budget=budget, random_state=random_state), 0
+        limits = self.server_info().limits
+        message_bytes = min(self.max_message_bytes, limits.max_message_bytes or sys.maxsize)
+        bound = int(0.9 * message_bytes)
+        max_rows = limits.max_context_rows or sys.maxsize
+        spec = context.spec
+
+        def fits(proposal: CalibrationProposal | None) -> tuple[bool, bool]:
+            """Whether a refit on ``proposal`` (None: on no rows) fits the message, and the
+            server's largest context; its outputs as float64, shaped like the predictions."""
+            rows = 0 if proposal is None else proposal.rows.shape[0]
+            shape = [rows, *spec.predictions.shape[1:]]
+            request = pb.CalibrateRequest(
+                context_id=context.context_id,
+                budget=0 if proposal is None else proposal.budget,
+                outputs=pb.Tensor(
+                    dtype=pb.DTYPE_FLOAT64, shape=shape, data=bytes(8 * int(np.prod(shape)))
+                ),
+            )
+            if random_state is not None:
+                request.random_state = int(random_state)
+            in_rows = spec.rows.shape[0] + rows <= max_rows
+            return _calibration_bytes(spec, request) <= bound, in_rows
+
+        too_large = ValueError(
+            f"the context and the outputs do not fit in one {message_bytes}-byte message: pass "
+            "refit=False (weights only)"
+        )
+        if not fits(None)[0]:  # the context alone fills a message (it was streamed)
+            if refit:
+                raise too_large
+            return self.propose_calibration(context, budget=budget, random_state=random_state), 0
+        proposal = self.propose_calibration(
+            context, budget=budget, random_state=random_state, refit=True
+        )
+        in_message, in_rows = fits(proposal)
+        if not (in_message and in_rows) and budget is None:  # the weights' default
+            proposal = self.propose_calibration(context, random_state=random_state)
+            in_message, in_rows = fits(proposal)
+        if in_message and (in_rows or refit):
+            return proposal, bound
+        if refit:
+            raise too_large
+        return proposal, 0
 
     def _recreate(self, context: Context) -> None:
         """Create ``context`` again from the data it keeps: its spec, then every calibration
@@ -1039,18 +1163,71 @@ class ShapleyClient:
         context.info = info
 
 
+def _calibration_bytes(spec: pb.ContextSpec, request: pb.CalibrateRequest) -> int:
+    """The size of ``request`` with ``spec`` as its context."""
+    return request.ByteSize() + spec.ByteSize()
+
+
 def _budget(budget) -> int:
     if not isinstance(budget, int | np.integer) or isinstance(budget, bool):
         raise TypeError(f"budget must be an int; got {budget!r}")
     return int(budget)
 
 
-def _set_refinement(request, predictions, random_state) -> None:
+def _set_refinement(request, context, predictions, random_state) -> None:
     """The optional fields a ProposeRequest and a RefineRequest share."""
+    if random_state is not None:
+        request.random_state = _seed(random_state, context=context)
     if predictions is not None:
         request.predictions.CopyFrom(_tensor(predictions, "predictions"))
-    if random_state is not None:
-        request.random_state = int(random_state)
+
+
+def _seed(random_state, field: str = "random_state", context: "Context | str | None" = None) -> int:
+    """``random_state`` as sent, refused unless an int in [0, 2**32), in the server's words (the
+    estimator's range): protobuf would refuse a negative one naming no field, and a bool or a
+    float would go as the int it truncates to."""
+    if (
+        isinstance(random_state, int | np.integer)
+        and not isinstance(random_state, bool | np.bool_)
+        and 0 <= random_state < _SEEDS
+    ):
+        return int(random_state)
+    whole = isinstance(random_state, Integral) and not isinstance(random_state, bool | np.bool_)
+    shown = int(random_state) if whole else repr(random_state)
+    if context is None:  # a spec's, as the server words it
+        problem = f"must be an int in [0, 2**32) (scikit-learn's seed range); got {shown}"
+    else:
+        problem = f"must be an int in [0, 2**32); got {shown} (context {_context_id(context)})"
+    raise InvalidArgumentError(field, problem)
+
+
+def _outputs(outputs, given: str) -> np.ndarray:
+    """``outputs`` (``given``: "got", or "the model returned") as an array of numbers, refused
+    naming ``outputs`` otherwise: None (a model that returns nothing) would go as a NaN, which
+    the server refuses as not finite, and text as whatever number it parses as."""
+    try:
+        array = None if outputs is None else np.asarray(outputs)
+    except (TypeError, ValueError):  # ragged
+        array = None
+    if array is not None and (
+        array.dtype.kind in "biuf"
+        or (array.dtype == object and array.size and all(isinstance(v, Real) for v in array.flat))
+    ):
+        return array
+    if outputs is None:
+        shown = "None"
+    elif array is None:
+        shown = f"{type(outputs).__name__} (not an array)"
+    else:
+        shown = f"{type(outputs).__name__} (dtype {array.dtype})"
+    raise InvalidArgumentError(
+        "outputs", f"must be an array of numbers, (rows,) or (rows, K); {given} {shown}"
+    )
+
+
+def _model_outputs(model, rows: np.ndarray) -> np.ndarray:
+    """``model``'s outputs on proposed ``rows`` (a copy: the model may write to it)."""
+    return _outputs(model(np.array(rows)), "the model returned")
 
 
 def _single_explanation(
