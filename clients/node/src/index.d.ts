@@ -5,7 +5,11 @@ import type { Metadata } from '@grpc/grpc-js';
 
 export type FloatArray = Float64Array | Float32Array;
 
-/** A flat row-major array and its shape, e.g. {data: Float64Array(n * d), shape: [n, d]}. */
+/**
+ * A flat row-major array and its shape, e.g. {data: Float64Array(n * d), shape: [n, d]}. A
+ * number[] `data` is checked entry by entry: null, a string or a bigint is refused before
+ * sending (INVALID_ARGUMENT naming the field and `data[i]`), never coerced.
+ */
 export interface FlatArray {
   data: FloatArray | ArrayLike<number>;
   shape: number[];
@@ -63,7 +67,11 @@ export interface TlsFiles {
 export interface ClientOptions {
   /** false (default): plaintext; true: TLS with the system roots; or the PEM files. */
   tls?: boolean | TlsFiles;
-  /** Bearer token sent as `authorization: Bearer <token>`; a function is called per request. */
+  /**
+   * Bearer token sent as `authorization: Bearer <token>`; a function is called per request.
+   * Printable ASCII only (what gRPC metadata carries): another character, e.g. a trailing newline
+   * left by reading it from a file, is refused before sending (INVALID_ARGUMENT, field 'token').
+   */
   token?: string | (() => string | Promise<string>);
   /** Deadline of every call, in seconds (default: none). Each method's options can override. */
   timeout?: number;
@@ -73,9 +81,12 @@ export interface ClientOptions {
   channelOptions?: Record<string, unknown>;
   /**
    * The server's message limit in bytes (default 67108864 = 64 MiB, the server's default; the
-   * server reports its own as serverInfo().limits.maxMessageBytes). Only decides how contexts are
-   * sent: one whose CreateContext message would exceed 90 % of it goes over CreateContextStream,
-   * in blocks of as many rows as fit in 90 % of it. The client caps no message size itself.
+   * server reports its own as serverInfo().limits.maxMessageBytes): set it to that. The largest
+   * request the client sends: a larger one is refused before sending, RESOURCE_EXHAUSTED naming
+   * the field that makes it too large (the server's own limit is enforced by gRPC before the
+   * service reads the request, and names no field). A context whose CreateContext message would
+   * exceed 90 % of it goes over CreateContextStream, in blocks of as many rows as fit in 90 % of
+   * it.
    */
   maxMessageBytes?: number;
   /**
@@ -120,9 +131,12 @@ export interface RefineOptions extends ExplainOptions {
 
 export interface StreamOptions extends ExplainOptions {
   /**
-   * Rows per ExplainStream message, sent as given. Default: DEFAULT_CHUNK_ROWS (1000), fewer when
-   * the server explains fewer per request (limits.maxExplainRows) or when their answer would not
-   * fit in a message (the smaller of ClientOptions.maxMessageBytes and limits.maxMessageBytes).
+   * Rows per ExplainStream message, sent as given: a positive integer (else INVALID_ARGUMENT,
+   * field 'chunk_rows'), refused before sending when its messages would exceed
+   * ClientOptions.maxMessageBytes (RESOURCE_EXHAUSTED, field 'chunk_rows'). Default:
+   * DEFAULT_CHUNK_ROWS (1000), fewer when the server explains fewer per request
+   * (limits.maxExplainRows) or when their answer would not fit in a message (the smaller of
+   * ClientOptions.maxMessageBytes and limits.maxMessageBytes).
    */
   chunkRows?: number;
 }
@@ -144,7 +158,8 @@ export interface CalibrationOptions extends CallOptions {
    * surrogates on its rows and the scored rows (the more accurate; two fits' time); refused
    * before sending (field 'refit') unless the context is given as a spec that fits in one
    * message with the outputs. false: only the surrogates' weights are refitted. Absent or null
-   * (default): true when it can be, else false. The answer's `calibrationRefitted` says which ran.
+   * (default): true when it can be, else false. The answer's `calibrationRefitted` says whether
+   * the surrogates were refitted (by this calibration, or by the one it follows).
    * A refit's default budget is 20 rows per background row (it keeps gaining from more rows).
    * proposeCalibration(): true sizes the default budget for such a refit.
    */
@@ -207,13 +222,15 @@ export interface ContextInfo {
   /** The categorical columns' indices, as sent; empty without. */
   categoricalColumns: number[];
   /**
-   * Rows of your model scored to calibrate this context (calibrate()); 0 when not calibrated.
-   * fitSeconds is then the time calibration took.
+   * Rows of your model scored to calibrate this context (calibrate()), over every calibration
+   * that led to it; 0 when not calibrated. fitSeconds is then the time the last calibration took.
    */
   calibrationRows: number;
   /**
-   * True when calibration refitted the surrogates on the context's rows and the scored rows
-   * (calibrate() with `refit`); false when it refitted their weights only, or not calibrated.
+   * True when the surrogates were refitted on the context's rows and the scored rows: by this
+   * calibration (calibrate() with `refit`) or by the one that made the context it calibrates
+   * (weights only, again: the refitted members are kept); false when only their weights were,
+   * or not calibrated.
    */
   calibrationRefitted: boolean;
 }
@@ -401,7 +418,12 @@ export class ShapleyClient {
    *   (rows, K) like the context's predictions
    */
   calibrate(context: ContextRef, model: Model, options?: CalibrationOptions): Promise<CalibratedContext>;
-  getContext(contextId: string | { contextId: string }, options?: CallOptions): Promise<ContextInfo>;
+  /**
+   * The info and diagnostics of a context. Same context rules as explain(): a spec is created on
+   * first use, and a spec or a calibrated context is re-created (once) when the server answers
+   * NOT_FOUND; an id (or another object with contextId) is looked up as it is.
+   */
+  getContext(context: ContextRef, options?: CallOptions): Promise<ContextInfo>;
   deleteContext(contextId: string | { contextId: string }, options?: CallOptions): Promise<DeleteContextResult>;
   listContexts(options?: ListContextsOptions): Promise<ListContextsResult>;
   serverInfo(options?: CallOptions): Promise<ServerInfo>;

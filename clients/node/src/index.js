@@ -47,6 +47,15 @@ const MESSAGE_FILL = 0.9;
 // and lengthens five length prefixes (the request's context, the two tensors, their two data
 // fields) by at most 9 bytes each (a varint takes at most 10).
 const DATA_FRAMING_BYTES = 5 * 9;
+/** The request fields that carry tensors, as the server names them (see _checkSize). */
+const TENSOR_FIELDS = ['rows', 'predictions', 'outputs'];
+const CONTEXT_TENSOR_FIELDS = ['rows', 'predictions'];
+/** What to do about a request over maxMessageBytes, by method and field (see _checkSize). */
+const OVERSIZE_HINTS = /** @type {Record<string, string>} */ ({
+  'Explain rows': ': explainStream sends any number of rows, in chunks that fit',
+  'Explain predictions': ': explainStream sends any number of rows, in chunks that fit',
+  'Calibrate outputs': ': a smaller budget',
+});
 
 /** @type {Map<string, any>} */
 const serviceCache = new Map();
@@ -223,6 +232,35 @@ function recreationError(contextId, steps, mismatch) {
 // --- arrays --------------------------------------------------------------------------------
 
 /**
+ * The refusal of an array entry that is not a number, at `where` (e.g. `[0][1]`, `data[4]`).
+ * @param {string} field
+ * @param {string} where
+ * @param {unknown} value
+ */
+function notANumber(field, where, value) {
+  return localError(field, `${where} is ${value === null ? 'null' : typeof value}, ` +
+    'not a number (a missing value is NaN)');
+}
+
+/**
+ * A plain array's entries as a Float64Array, each checked to be a number: `null`, a string or
+ * a bigint is refused naming its index (`${prefix}[i]`), never coerced.
+ * @param {unknown[]} values
+ * @param {string} field
+ * @param {string} prefix
+ * @returns {Float64Array}
+ */
+function numbers(values, field, prefix) {
+  const data = new Float64Array(values.length);
+  for (let i = 0; i < values.length; i++) {
+    const value = values[i];
+    if (typeof value !== 'number') throw notANumber(field, `${prefix}[${i}]`, value);
+    data[i] = value;
+  }
+  return data;
+}
+
+/**
  * Normalize an array argument to a flat typed array and its shape.
  * @param {any} input
  * @param {string} field
@@ -249,29 +287,27 @@ function toArray(input, field, ndims) {
         }
         for (let j = 0; j < d; j++) {
           const value = row[j];
-          if (typeof value !== 'number') {
-            throw localError(field, `[${i}][${j}] is ${value === null ? 'null' : typeof value}, ` +
-              'not a number (a missing value is NaN)');
-          }
+          if (typeof value !== 'number') throw notANumber(field, `[${i}][${j}]`, value);
           data[i * d + j] = value;
         }
       }
       shape = [n, d];
     } else {
-      data = new Float64Array(input.length);
-      for (let i = 0; i < input.length; i++) {
-        if (typeof input[i] !== 'number') {
-          throw localError(field, `[${i}] is ${typeof input[i]}, not a number`);
-        }
-        data[i] = input[i];
-      }
+      data = numbers(input, field, '');
       shape = [input.length];
     }
   } else if (typeof input === 'object' && input.data != null && Array.isArray(input.shape)) {
     shape = input.shape.map(Number);
     if (input.data instanceof Float64Array || input.data instanceof Float32Array) {
       data = input.data;
-    } else if (Array.isArray(input.data) || ArrayBuffer.isView(input.data)) {
+    } else if (input.data instanceof BigInt64Array || input.data instanceof BigUint64Array) {
+      throw localError(field, `data is a ${input.data.constructor.name}, whose entries are ` +
+        'bigints, not numbers: pass a Float64Array, Float32Array or number[]');
+    } else if (Array.isArray(input.data)) {
+      // Checked entry by entry, as nested arrays are: Float64Array.from would take null as 0
+      // and a string as NaN (a missing value), and throw a TypeError on a bigint.
+      data = numbers(input.data, field, 'data');
+    } else if (ArrayBuffer.isView(input.data)) {
       data = Float64Array.from(/** @type {ArrayLike<number>} */ (input.data));
     } else {
       throw localError(field, 'data must be a Float64Array, Float32Array or number[]');
@@ -595,6 +631,16 @@ function decodeHealthResponse(bytes) {
 
 // --- the client ----------------------------------------------------------------------------
 
+/**
+ * A value as a refusal quotes it: a string quoted, a bigint with its `n`.
+ * @param {unknown} value
+ */
+function shown(value) {
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'bigint') return `${value}n`;
+  return String(value);
+}
+
 /** @param {any} contextOrId */
 function isSpec(contextOrId) {
   return contextOrId != null && typeof contextOrId === 'object' && 'rows' in contextOrId;
@@ -773,6 +819,8 @@ class ShapleyClient {
     this._serializeCreateRequest = Service.service.CreateContext.requestSerialize;
     /** @type {(request: any) => Buffer} */
     this._serializeCalibrateRequest = Service.service.Calibrate.requestSerialize;
+    /** @type {Record<string, {requestSerialize: (request: any) => Buffer}>} */
+    this._methods = Service.service;
     /** @type {WeakMap<object, ContextEntry>} */
     this._contexts = new WeakMap();
     /**
@@ -781,8 +829,9 @@ class ShapleyClient {
      */
     this._recalibrating = new WeakMap();
     this._stub = new Service(target, credentials, {
-      // The server enforces its own message limit (serverInfo().limits.maxMessageBytes) and
-      // names the field; do not refuse large answers on this side first.
+      // Requests over maxMessageBytes are refused before sending, naming the field (_checkSize):
+      // gRPC's own refusal, on either side, names none. Answers are not capped on this side: the
+      // server keeps its answers within its own limit.
       'grpc.max_receive_message_length': -1,
       'grpc.max_send_message_length': -1,
       'grpc.enable_retries': maxAttempts > 1 ? 1 : 0,
@@ -793,11 +842,27 @@ class ShapleyClient {
 
   // --- plumbing ----------------------------------------------------------------------------
 
-  /** @returns {Promise<grpc.Metadata>} */
+  /**
+   * A call's metadata: the token, when there is one, as `authorization: Bearer <token>`. A token
+   * gRPC metadata cannot carry (printable ASCII only) is refused naming the option, `token`,
+   * without quoting it: gRPC's own error would be a plain Error quoting the secret.
+   * @returns {Promise<grpc.Metadata>}
+   */
   async _metadata() {
     const metadata = new grpc.Metadata();
     const token = typeof this._token === 'function' ? await this._token() : this._token;
-    if (token) metadata.set('authorization', `Bearer ${token}`);
+    if (!token) return metadata;
+    if (typeof token !== 'string') {
+      throw localError('token', `must be a string (or a function returning one); got a ${typeof token}`);
+    }
+    const illegal = /[^ -~]/.exec(token);
+    if (illegal) {
+      const code = /** @type {number} */ (illegal[0].codePointAt(0));
+      const where = `U+${code.toString(16).toUpperCase().padStart(4, '0')} at index ${illegal.index} of ${token.length}`;
+      const hint = /[\r\n]/.test(illegal[0]) ? ' (a token read from a file keeps its line break: trim it)' : '';
+      throw localError('token', `has a character gRPC metadata cannot carry (printable ASCII only): ${where}${hint}`);
+    }
+    metadata.set('authorization', `Bearer ${token}`);
     return metadata;
   }
 
@@ -814,6 +879,7 @@ class ShapleyClient {
    * @returns {Promise<any>}
    */
   async _unary(method, request, options) {
+    this._checkSize(method, request);
     const metadata = await this._metadata();
     return new Promise((resolve, reject) => {
       this._stub[method](request, metadata, this._callOptions(options),
@@ -822,6 +888,62 @@ class ShapleyClient {
           else resolve(response);
         });
     });
+  }
+
+  /**
+   * Refuse, before sending, a request of `method` over maxMessageBytes: RESOURCE_EXHAUSTED naming
+   * the field that carries the most bytes (`blame.field` instead when given), as the server
+   * names a field over its own limits. A request over the server's limit would be refused by
+   * gRPC before the service sees it, naming no field. Sized as in _blockRows, with the tensors'
+   * data left out and then added (their length prefixes at their longest); serialized whole only
+   * when that bound is over the limit, so that a request within it is never refused.
+   * @param {string} method
+   * @param {any} request
+   * @param {{field: string, what: string, hint: string}} [blame] the field named instead (e.g.
+   *   chunk_rows), what of it makes the message (e.g. "2000 rows") and what to do
+   */
+  _checkSize(method, request, blame) {
+    const empty = Buffer.alloc(0);
+    /** @type {{field: string, bytes: number}[]} */
+    const tensors = [];
+    let prefixes = 0;
+    /**
+     * @param {any} message
+     * @param {string[]} keys
+     * @param {string} prefix
+     */
+    const strip = (message, keys, prefix) => {
+      const stripped = { ...message };
+      for (const key of keys) {
+        const tensor = message[key];
+        if (!tensor || !ArrayBuffer.isView(tensor.data)) continue;
+        tensors.push({ field: `${prefix}${key}`, bytes: tensor.data.byteLength });
+        stripped[key] = { ...tensor, data: empty };
+        prefixes += 2; // the tensor's and its data's
+      }
+      return stripped;
+    };
+    const stripped = strip(request, TENSOR_FIELDS, '');
+    if (request.context && typeof request.context === 'object') {
+      const found = tensors.length;
+      stripped.context = strip(request.context, CONTEXT_TENSOR_FIELDS, 'context.');
+      if (tensors.length > found) prefixes += 1;
+    }
+    if (tensors.length === 0) return; // ids, names and options only: far below any limit
+    const limit = this._maxMessageBytes;
+    const { requestSerialize } = this._methods[method];
+    const data = tensors.reduce((sum, t) => sum + t.bytes, 0);
+    if (requestSerialize(stripped).length + data + 9 * prefixes <= limit) return;
+    const size = requestSerialize(request).length;
+    if (size <= limit) return;
+    const largest = tensors.reduce((a, b) => (b.bytes > a.bytes ? b : a));
+    const field = blame ? blame.field : largest.field;
+    const what = blame ? blame.what : `${largest.bytes} bytes`;
+    const hint = blame ? blame.hint : OVERSIZE_HINTS[`${method} ${field}`] ?? '';
+    const problem = `${what} make the ${method} message ${size} bytes, over maxMessageBytes ` +
+      `(${limit}, the largest message this client sends; the server's own limit is ` +
+      `serverInfo().limits.maxMessageBytes)${hint}`;
+    throw new ShapleyError('RESOURCE_EXHAUSTED', `${field}: ${problem}`, [{ field, description: problem }]);
   }
 
   /**
@@ -1204,8 +1326,8 @@ class ShapleyClient {
     const [m, d] = x.shape;
     const p = this._checkedPredictions(contextOrId, predictions, m);
     const { chunkRows } = options;
-    if (chunkRows != null && (!Number.isInteger(chunkRows) || chunkRows < 1)) {
-      throw new RangeError(`chunkRows must be a positive integer; got ${chunkRows}`);
+    if (chunkRows != null && (!Number.isSafeInteger(chunkRows) || chunkRows < 1)) {
+      throw localError('chunk_rows', `must be a positive integer; got ${shown(chunkRows)}`);
     }
     const outputDtype = ShapleyClient._outputDtype(options);
     /**
@@ -1229,6 +1351,14 @@ class ShapleyClient {
     };
     return this._withContext(contextOrId, options, async (id) => {
       const rowsPerChunk = chunkRows ?? await this._streamChunkRows(id, d, options);
+      // The first message is the largest: as many rows as any, and the context id. The default
+      // chunks fit; a chunkRows given may not.
+      this._checkSize('ExplainStream', { ...chunk(0, Math.min(m, rowsPerChunk)), contextId: id },
+        chunkRows != null && rowsPerChunk > 1 ? {
+          field: 'chunk_rows',
+          what: `${rowsPerChunk} rows`,
+          hint: ': a smaller chunkRows, or none (chunks sized to fit)',
+        } : undefined);
       return this._stream(id, m, rowsPerChunk, chunk, options);
     });
   }
@@ -1447,9 +1577,12 @@ class ShapleyClient {
    * context is given as a spec, it fits in one message with the outputs, and its rows and the
    * scored ones together are within the server's limits.maxContextRows, else false (an id
    * or a calibrated context carries no data: refit true is then refused before sending).
-   * `calibrationRefitted` on the answer says which ran. Resolves to its info, with
+   * `calibrationRefitted` on the answer says whether the surrogates were refitted (by this
+   * calibration or, for a calibrated context calibrated again, the one it follows). Resolves to
+   * its info, with
    * `created` (false when the server already held it: the same outputs give the same id); pass
-   * that object anywhere a context goes (explain, explainStream, refinement). When the server
+   * that object anywhere a context goes (explain, explainStream, refinement, getContext,
+   * proposeCalibration, calibrate). When the server
    * no longer holds it, the client re-creates it from the outputs it keeps, without calling
    * `model` again: Calibrate against the context it came from, itself re-created first when
    * that is a spec (or a calibrated context) the server lost too, each step checked to give the
@@ -1528,12 +1661,15 @@ class ShapleyClient {
   }
 
   /**
-   * The info and diagnostics of a context the server holds.
-   * @param {string | {contextId: string}} contextId
+   * The info and diagnostics of a context. Same context rules as explain(): a spec is created
+   * on first use, and a spec or a calibrated context is re-created (once) when the server
+   * answers NOT_FOUND; an id, or another object with contextId, is looked up as it is.
+   * @param {string | ContextSpec | {contextId: string}} contextOrId
    * @param {{timeout?: number}} [options]
    */
-  async getContext(contextId, options) {
-    return this._unary('GetContext', { contextId: idOf(contextId) }, options);
+  async getContext(contextOrId, options = {}) {
+    return this._withContext(contextOrId, options,
+      (id) => this._unary('GetContext', { contextId: id }, options));
   }
 
   /**
@@ -1626,6 +1762,8 @@ class ShapleyClient {
         last = await this.health(SERVICE_NAME, { timeout: Math.max(0.5, interval * 4) });
         if (last === 'SERVING') return;
       } catch (error) {
+        // Refused before sending (a token gRPC cannot carry): waiting does not change that.
+        if (error instanceof ShapleyError && error.code === 'INVALID_ARGUMENT') throw error;
         last = error instanceof Error ? error.message : String(error);
       }
       if (Date.now() >= deadline) {

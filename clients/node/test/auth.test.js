@@ -91,6 +91,50 @@ test('the right token is accepted', async () => {
   assert.equal(calls, 2);
 });
 
+test('a token gRPC metadata cannot carry is refused naming token, before sending, without quoting it', async () => {
+  // gRPC's own refusal was a plain Error quoting the whole header, secret included.
+  const bad = {
+    'a trailing newline (read from a file)': `${TOKENS[0]}\n`,
+    'a trailing CRLF': `${TOKENS[0]}\r\n`,
+    'a tab': `${TOKENS[0]}\tx`,
+    'a non-ASCII letter': `${TOKENS[0]}\u00e9`,
+  };
+  for (const [name, token] of Object.entries(bad)) {
+    for (const [how, supplied] of Object.entries({
+      string: token, function: () => token, 'async function': async () => token,
+    })) {
+      const client = connect({ token: supplied });
+      const calls = {
+        serverInfo: () => client.serverInfo(),
+        getContext: () => client.getContext('ctx-whatever'),
+        explainStream: () => client.explainStream('ctx-whatever', [[1, 2]], null, { chunkRows: 1 }),
+        health: () => client.health(),
+      };
+      for (const [method, call] of Object.entries(calls)) {
+        const refused = await call().then(() => assert.fail(`${name}, ${how}, ${method}: taken`),
+          (/** @type {any} */ e) => e);
+        assert.ok(refused instanceof ShapleyError, `${name}, ${how}, ${method}: ${refused}`);
+        assert.equal(refused.code, 'INVALID_ARGUMENT', `${name}, ${how}, ${method}`);
+        assert.equal(refused.field, 'token', `${name}, ${how}, ${method}`);
+        assert.match(refused.details, /^token: has a character gRPC metadata cannot carry/);
+        assert.ok(!refused.message.includes(TOKENS[0]), `${name}, ${how}, ${method}: quotes the token`);
+        assert.equal(refused.metadata, null, `${name}, ${how}, ${method}: sent`);
+      }
+    }
+  }
+  const trailing = await connect({ token: `${TOKENS[0]}\n` }).serverInfo().catch((/** @type {any} */ e) => e);
+  assert.match(trailing.details, /U\+000A at index 14 of 15 \(a token read from a file keeps its line break: trim it\)$/);
+  const notText = await connect({ token: /** @type {any} */ (() => 42) }).serverInfo().catch((/** @type {any} */ e) => e);
+  assert.equal(notText.field, 'token');
+  // Waiting for the server cannot mend it: refused at once, not after the timeout.
+  const started = Date.now();
+  await assert.rejects(connect({ token: `${TOKENS[0]}\n` }).waitForServing({ timeout: 60 }),
+    (/** @type {any} */ e) => e instanceof ShapleyError && e.field === 'token');
+  assert.ok(Date.now() - started < 10_000, `${Date.now() - started} ms`);
+  // The same token, trimmed, is accepted.
+  await connect({ token: `${TOKENS[0]}\n`.trim() }).serverInfo();
+});
+
 test('a context streamed in blocks (CreateContextStream) carries the token', async () => {
   const rows = makeRows(400, 4, 21);
   const spec = { rows, predictions: model(rows) };

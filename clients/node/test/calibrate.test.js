@@ -183,9 +183,25 @@ test('refit: by default when the context is a spec that fits in one message, els
   assert.notDeepEqual(Array.from(a.values), Array.from(b.values));
   for (const gap of efficiencyGaps(a, queryPredictions)) assert.ok(gap < 1e-9, `${gap}`);
 
-  // A calibrated context carries no spec of its own: weights only.
-  const twice = await client.calibrate(refitted, score, { budget: BUDGET });
-  assert.equal(twice.calibrationRefitted, false);
+  // A calibrated context carries no spec of its own: weights only, sent without the spec. The
+  // members it keeps were refitted: calibrationRefitted stays true, and calibrationRows counts
+  // both calibrations.
+  let sentSpec = null;
+  const unary = /** @type {any} */ (client)._unary.bind(client);
+  /** @type {any} */ (client)._unary = (/** @type {string} */ method, /** @type {any} */ request,
+    /** @type {any[]} */ ...rest) => {
+    if (method === 'Calibrate') sentSpec = request.context ?? null;
+    return unary(method, request, ...rest);
+  };
+  let twice;
+  try {
+    twice = await client.calibrate(refitted, score, { budget: BUDGET });
+  } finally {
+    delete (/** @type {any} */ (client))._unary;
+  }
+  assert.equal(sentSpec, null);
+  assert.equal(twice.calibrationRefitted, true);
+  assert.equal(twice.calibrationRows, refitted.calibrationRows + BUDGET);
 
   // The spec and the outputs past one message (60 x 5 rows fit alone, not with 240 outputs):
   // weights only, or refused when refit is asked for.
@@ -279,7 +295,9 @@ test('a lost calibrated context is re-created with the same id without calling t
   // A calibrated context of a calibrated one: both re-created, the outer one from the inner.
   const twice = await client.calibrate(calibrated, (/** @type {number[][]} */ r) => model(r),
     { budget: 360 });
-  assert.equal(twice.calibrationRefitted, false);
+  // Weights only, of a refitted context: its refitted members are kept, and so is the flag.
+  assert.equal(twice.calibrationRefitted, true);
+  assert.equal(twice.calibrationRows, 720);
   const answer = await client.explain(twice, query, queryPredictions);
   await client.deleteContext(twice);
   await client.deleteContext(calibrated);
@@ -287,6 +305,40 @@ test('a lost calibrated context is re-created with the same id without calling t
   const recreated = await client.explain(twice, query, queryPredictions);
   assert.equal(recreated.contextId, twice.contextId);
   assert.deepEqual(Array.from(recreated.values), Array.from(answer.values));
+});
+
+test('getContext re-creates a lost calibrated context or spec, as explain does; an id stays NOT_FOUND', async () => {
+  const own = { rows: makeRows(60, 5, 17), predictions: model(makeRows(60, 5, 17)) };
+  const { calls, score } = countingScorer();
+  const calibrated = await client.calibrate(own, score, { budget: BUDGET, refit: false });
+  const id = calibrated.contextId;
+  await client.deleteContext(calibrated);
+  // By id, or by an object that carries only an id: nothing to re-create from.
+  await assert.rejects(client.getContext(id), isError('NOT_FOUND', 'context_id'));
+  await assert.rejects(client.getContext({ contextId: id }), isError('NOT_FOUND', 'context_id'));
+  // The calibrated context itself: Calibrate sent again with the outputs kept, the model not called.
+  const info = await client.getContext(calibrated);
+  assert.equal(info.contextId, id);
+  assert.equal(info.calibrationRows, BUDGET);
+  assert.equal(info.calibrationRefitted, false);
+  assert.equal('created' in info, false);
+  assert.deepEqual(calls, [BUDGET]);
+  assert.equal((await client.getContext(id)).contextId, id);
+
+  // The context it came from lost too: created again from its spec first, then calibrated.
+  const baseId = (await client.getContext(own)).contextId;
+  for (const lost of [id, baseId]) await client.deleteContext(lost);
+  await assert.rejects(client.getContext(baseId), isError('NOT_FOUND', 'context_id'));
+  assert.equal((await client.getContext(calibrated)).contextId, id);
+  assert.equal((await client.getContext(baseId)).contextId, baseId);
+  assert.deepEqual(calls, [BUDGET]);
+
+  // A spec alone: created on first use, re-created when lost.
+  const fresh = { rows: makeRows(50, 5, 18), predictions: model(makeRows(50, 5, 18)) };
+  const created = await client.getContext(fresh);
+  assert.equal(created.nRows, 50);
+  await client.deleteContext(created.contextId);
+  assert.equal((await client.getContext(fresh)).contextId, created.contextId);
 });
 
 test('bad calibration arguments and outputs are refused naming the field', async () => {

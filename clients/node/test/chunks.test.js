@@ -173,6 +173,49 @@ test('the whole call\'s predictions are checked before the first chunk, as expla
   }
 });
 
+test('a request over the server\'s message limit names no field from gRPC; the client names it with maxMessageBytes set to that limit', async () => {
+  const { contextId } = await client.createContext(spec);
+  // 500 rows of 5 float64s: 20 kB, over the server's 16 kB.
+  const many = makeRows(500, 5, 45);
+  // With the client's default 64 MiB it is sent, and gRPC refuses it before the service sees it.
+  const unnamed = await client.explain(contextId, many).then(() => assert.fail('taken'), (/** @type {any} */ e) => e);
+  assert.ok(unnamed instanceof ShapleyError, String(unnamed));
+  assert.equal(unnamed.code, 'RESOURCE_EXHAUSTED', unnamed.message);
+  assert.equal(unnamed.field, null);
+  // Set to the server's limit, the client refuses it before sending, naming the field.
+  const { limits } = await client.serverInfo();
+  const matched = new ShapleyClient(server.target, { timeout: 120, maxMessageBytes: limits.maxMessageBytes });
+  try {
+    /**
+     * @param {Promise<any>} call @param {string} field @param {RegExp} details
+     */
+    const named = async (call, field, details) => {
+      const error = await call.then(() => assert.fail(`${field}: taken`), (/** @type {any} */ e) => e);
+      assert.ok(error instanceof ShapleyError, String(error));
+      assert.equal(error.code, 'RESOURCE_EXHAUSTED', error.message);
+      assert.equal(error.field, field, error.message);
+      assert.deepEqual(error.violations.map((/** @type {any} */ v) => v.field), [field]);
+      assert.match(error.details, details);
+      assert.equal(error.metadata, null, `${field}: refused by the server, not before sending`);
+    };
+    await named(matched.explain(contextId, many), 'rows',
+      /^rows: 20000 bytes make the Explain message \d+ bytes, over maxMessageBytes \(16384\b.*explainStream/);
+    // (10, 300) predictions: 24 kB, the larger field.
+    const wide = { data: new Float64Array(3000).fill(0.5), shape: [10, 300] };
+    await named(matched.explain(contextId, many.slice(0, 10), wide), 'predictions', /^predictions: 24000 bytes/);
+    // explainStream: a chunkRows given that makes messages too large is named; the default chunks fit.
+    await named(matched.explainStream(contextId, many, null, { chunkRows: 500 }), 'chunk_rows',
+      /^chunk_rows: 500 rows make the ExplainStream message \d+ bytes, over maxMessageBytes \(16384\b/);
+    const streamed = await matched.explainStream(contextId, many);
+    assert.deepEqual(streamed.shape, [500, 5]);
+    // Within the limit, as before.
+    const one = await matched.explain(contextId, many.slice(0, 30));
+    assert.deepEqual(one.shape, [30, 5]);
+  } finally {
+    matched.close();
+  }
+});
+
 test('listContexts lists every held context, in pages when one message cannot hold them', async () => {
   // Five features named by 1,000 characters each: a description takes about 5.3 kB, so three
   // of these contexts do not fit in one of the server's 16 kB messages.

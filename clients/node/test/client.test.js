@@ -206,6 +206,59 @@ test('arrays are checked before anything is sent', async () => {
     isError('INVALID_ARGUMENT', 'context.random_state'));
 });
 
+test('{data: number[], shape} is checked entry by entry, as nested arrays are: nothing coerced', async () => {
+  // Float64Array.from took null as 0 and a string as NaN (a missing value): an answer for
+  // other rows than the caller's, with no error. A bigint threw a bare TypeError.
+  /** @type {[string, any[], string][]} */
+  const cases = [
+    ['null', [0.5, null, 0.1, 0, 0], 'data[1] is null'],
+    ['a string', [0.5, 0, 'oops', 0, 0], 'data[2] is string'],
+    ['a numeric string', [0.5, 0, 0, '1', 0], 'data[3] is string'],
+    ['undefined', [0.5, 0, 0, 0, undefined], 'data[4] is undefined'],
+    ['a bigint', [1n, 2n, 3n, 4n, 5n], 'data[0] is bigint'],
+    ['a boolean', [0, true, 0, 0, 0], 'data[1] is boolean'],
+  ];
+  for (const [name, data, problem] of cases) {
+    const refused = await client.explain(info.contextId, { data, shape: [1, 5] })
+      .then(() => assert.fail(`${name}: taken`), (/** @type {any} */ e) => e);
+    isError('INVALID_ARGUMENT', 'rows')(refused);
+    assert.equal(refused.details, `rows: ${problem}, not a number (a missing value is NaN)`, name);
+    assert.equal(refused.metadata, null, `${name}: refused by the server, not before sending`);
+  }
+  await assert.rejects(client.explain(info.contextId, query.slice(0, 1), { data: [null], shape: [1] }),
+    isError('INVALID_ARGUMENT', 'predictions', /^predictions: data\[0\] is null, not a number/));
+  await assert.rejects(client.explain(info.contextId, query.slice(0, 2), [0.5, null]),
+    isError('INVALID_ARGUMENT', 'predictions', /^predictions: \[1\] is null, not a number/));
+  const holed = rows.flat().map((value, i) => (i === 7 ? null : value));
+  await assert.rejects(client.createContext({ rows: { data: holed, shape: [300, 5] }, predictions }),
+    isError('INVALID_ARGUMENT', 'context.rows', /^context\.rows: data\[7\] is null, not a number/));
+  await assert.rejects(client.explain(info.contextId, { data: new BigInt64Array(5), shape: [1, 5] }),
+    isError('INVALID_ARGUMENT', 'rows', /BigInt64Array/));
+  // Numbers are taken as they are, NaN included: the same answer as nested arrays.
+  const withNaN = [query[0], [NaN, ...query[1].slice(1)]];
+  const fromList = await client.explain(info.contextId, { data: withNaN.flat(), shape: [2, 5] },
+    { data: queryPredictions.slice(0, 2), shape: [2] });
+  const nested = await client.explain(info.contextId, withNaN, queryPredictions.slice(0, 2));
+  assert.deepEqual(fromList.values, nested.values);
+});
+
+test('explainStream refuses a chunkRows that is not a positive integer, naming chunk_rows, before sending', async () => {
+  // A client of no server: anything sent would fail UNAVAILABLE.
+  const nowhere = new ShapleyClient('127.0.0.1:1', { timeout: 5, maxAttempts: 1 });
+  try {
+    for (const chunkRows of [0, -1, 1.5, Number.NaN, Infinity, '10', 10n]) {
+      const refused = await nowhere.explainStream(spec, query, null, { chunkRows: /** @type {any} */ (chunkRows) })
+        .then(() => assert.fail(`chunkRows ${String(chunkRows)}: taken`), (/** @type {any} */ e) => e);
+      isError('INVALID_ARGUMENT', 'chunk_rows', /^chunk_rows: must be a positive integer; got /)(refused);
+    }
+    const refused = await nowhere.explainStream(spec, query, null, { chunkRows: /** @type {any} */ ('10') })
+      .catch((/** @type {any} */ e) => e);
+    assert.equal(refused.details, 'chunk_rows: must be a positive integer; got "10"');
+  } finally {
+    nowhere.close();
+  }
+});
+
 test('groups: one exactly efficient value per group, named by the groups', async () => {
   const groups = { person: [0, 3], money: [1, 2], other: [4] };
   const grouped = await client.createContext({ rows, predictions, featureNames: NAMES, groups });
