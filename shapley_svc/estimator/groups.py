@@ -100,7 +100,13 @@ def parse_groups(groups: object, n_features: int) -> Players:
             raise InvalidArgumentError(
                 "groups", f"must have distinct names: the name {name!r} is used twice"
             )
-        indices = np.asarray(members)
+        try:
+            indices = np.asarray(members)
+        except ValueError:  # ragged, e.g. [[0, 1], [2]]: numpy's message names nothing
+            raise InvalidArgumentError(
+                "groups",
+                f"must list non-empty integer column indices; group {name!r} has {members!r}",
+            ) from None
         if indices.ndim != 1 or indices.size == 0 or not np.issubdtype(indices.dtype, np.integer):
             raise InvalidArgumentError(
                 "groups",

@@ -117,6 +117,7 @@ def test_a_small_working_memory_subsamples_fits_and_slices_explains(rng):
         ({"a": [0, 1, 2, 3, -1]}, "column -1, outside [0, 4)"),
         ([("a",)], "groups item 0 must be a (name, column indices) pair"),
         ({"": [0, 1, 2, 3]}, "group 0 has an empty name"),
+        ({"a": [[0, 1], [2]], "b": [3]}, "group 'a' has [[0, 1], [2]]"),  # was numpy's own
     ],
 )
 def test_bad_groups_are_refused_with_the_problem(rng, groups, message):
