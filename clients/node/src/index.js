@@ -281,9 +281,13 @@ function toArray(input, field, ndims) {
       const d = /** @type {ArrayLike<number>} */ (input[0]).length;
       data = new Float64Array(n * d);
       for (let i = 0; i < n; i++) {
-        const row = input[i];
-        if (!row || row.length !== d) {
-          throw localError(field, `row ${i} has ${row ? row.length : 0} entries; row 0 has ${d}`);
+        const row = /** @type {ArrayLike<number>} */ (input[i]);
+        if (!Array.isArray(row) && !ArrayBuffer.isView(row)) {
+          const kind = row === null ? 'null' : typeof row;
+          throw localError(field, `row ${i} is ${kind}, not an array of ${d} numbers like row 0`);
+        }
+        if (row.length !== d) {
+          throw localError(field, `row ${i} has ${row.length} entries; row 0 has ${d}`);
         }
         for (let j = 0; j < d; j++) {
           const value = row[j];

@@ -191,6 +191,11 @@ test('the fields at fault come from the rich status: google.rpc.BadRequest field
 test('arrays are checked before anything is sent', async () => {
   await assert.rejects(client.explain(info.contextId, [[1, 2, 3, 4, 5], [1, 2]]),
     isError('INVALID_ARGUMENT', 'rows', /row 1 has 2 entries/));
+  // A later row that is no array at all said "row 1 has undefined entries".
+  await assert.rejects(client.explain(info.contextId, [[1, 2, 3, 4, 5], 7]),
+    isError('INVALID_ARGUMENT', 'rows', /^rows: row 1 is number, not an array of 5 numbers like row 0$/));
+  await assert.rejects(client.explain(info.contextId, [[1, 2, 3, 4, 5], null]),
+    isError('INVALID_ARGUMENT', 'rows', /^rows: row 1 is null, not an array/));
   await assert.rejects(client.explain(info.contextId, { data: new Float64Array(7), shape: [2, 5] }),
     isError('INVALID_ARGUMENT', 'rows', /needs 10 values/));
   await assert.rejects(client.explain(info.contextId, [1, 2, 3, 4, 5]),
