@@ -492,9 +492,11 @@ class ZeroShotExplainer(BaseEstimator):
 
     def save(self, path: str | Path) -> Path:
         """Write the fitted state into the directory ``path``: ``arrays.npz`` and a JSON
-        ``manifest.json`` (format, artifact version and checksum, the arrays' sha256), never
-        pickle. ``ZeroShotExplainer.load(path)`` answers bit for bit like this explainer; it
-        explains, but cannot refit its members (their scikit-learn models are not saved)."""
+        ``manifest.json`` (format, artifact version and checksum, the arrays' sha256, dtypes
+        and shapes, and its own sha256), never pickle. ``ZeroShotExplainer.load(path)``
+        answers bit for bit like this explainer; it explains, but cannot refit its members
+        (their scikit-learn models are not saved). A path that cannot hold the save raises
+        ``InvalidArgumentError`` naming ``path``, and leaves nothing half written."""
         if not hasattr(self, "context_"):
             raise NotFittedError()
         return save_explainer(self, path)

@@ -9,10 +9,19 @@ therefore explains bit for bit like the one saved, but cannot refit or predict w
 Objects are written as ``{"class": name, "fields": {...}}`` for the classes listed in
 ``_CLASSES`` alone, and read back only for those: a manifest cannot make ``load`` build anything
 else. Arrays go by name into the ``.npz`` (read with ``allow_pickle=False``); the manifest holds
-their sha256, the format, and the artifact's version and checksum, and ``load`` refuses a file
-that fails any of them.
+their sha256, each one's dtype and shape (``array_layout``), the format, the artifact's version
+and checksum, and a sha256 of its own content (``manifest_sha256``, see ``manifest_sha256``).
+``load`` refuses a directory that fails any of them, and any other damage it finds, with an
+``InvalidArgumentError`` naming ``path``. Saves from before the manifest's checksum and layout
+(no such fields) load as they did: their manifest is not checked against a checksum, and their
+arrays only for the dtypes the readers take (and each TreeSHAP table for its length).
+
+These checks catch damage (a flipped bit, a bad copy, a file rewritten by hand), not an
+adversary, who can recompute the checksums: what keeps a manifest from running code is that it
+can only name the classes below and arrays are never unpickled.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -21,6 +30,7 @@ import os
 import threading
 import zipfile
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -80,6 +90,15 @@ READABLE_VERSIONS = (
 )
 MANIFEST = "manifest.json"
 ARRAYS = "arrays.npz"
+# Top-level fields of the manifest since 2026-12: readers before them ignore both (they read
+# the fields they know by name), so saves carrying them keep their format version and still load
+# on older servers; and saves without them still load here (``load_state``).
+MANIFEST_SHA256 = "manifest_sha256"
+ARRAY_LAYOUT = "array_layout"
+# The dtypes the readers take (the numba kernels compile for these alone: a float32 or int32
+# table made them raise TypeError at explain), and the only ones ``save`` has written. Checked for
+# every array the state reads, with or without a recorded layout; the byte order is made native.
+_ARRAY_DTYPES = frozenset({np.dtype(np.bool_), np.dtype(np.int64), np.dtype(np.float64)})
 
 # The explainer's state that ``explain`` and callers read, as set by ``fit``.
 EXPLAINER_STATE = (
@@ -225,10 +244,24 @@ class _Writer:
         return {name: self.value(value) for name, value in attributes.items()}
 
 
+class _Damage(Exception):
+    """What makes a saved state unreadable, found while reading it (``load_state`` refuses it)."""
+
+
 class _Reader:
     def __init__(self, arrays):
         self.arrays = arrays
         self._objects: dict[int, object] = {}
+
+    def array(self, name) -> np.ndarray:
+        array = self.arrays[name]
+        native = array.dtype.newbyteorder("=")
+        if native not in _ARRAY_DTYPES:
+            raise _Damage(
+                f"{ARRAYS} holds {name} as {array.dtype}; saved explainers hold "
+                f"{', '.join(sorted(map(str, _ARRAY_DTYPES)))} arrays alone"
+            )
+        return np.array(array, dtype=native)
 
     def value(self, value):
         if not isinstance(value, dict):
@@ -236,7 +269,7 @@ class _Reader:
                 return [self.value(item) for item in value]
             return value
         if "array" in value:
-            return np.array(self.arrays[value["array"]])
+            return self.array(value["array"])
         if "tuple" in value:
             return tuple(self.value(item) for item in value["tuple"])
         if "dict" in value:
@@ -259,7 +292,25 @@ class _Reader:
         self._objects[value["id"]] = obj
         for name, field_value in value["fields"].items():
             setattr(obj, name, self.value(field_value))
+        if isinstance(obj, TreeBackground):
+            _check_tables(obj)
         return obj
+
+
+def _check_tables(background: TreeBackground) -> None:
+    """A TreeSHAP table holds exactly the entries its leaf paths index (``TreeBackground``
+    makes it so): the kernel reads it unchecked, and read past its end it answered NaN (or
+    other memory) with no error. A cheap check that saves without a recorded layout get too."""
+    tables, paths = getattr(background, "tables", None), getattr(background, "paths", None)
+    if tables is None or paths is None:
+        return
+    table_start = paths.table_start
+    entries = None if table_start is None or table_start.size == 0 else int(table_start[-1])
+    if tables.shape != (entries,):
+        raise _Damage(
+            f"a TreeSHAP table has shape {tables.shape} where its leaf paths index "
+            f"{'no table' if entries is None else f'{entries} entries'}"
+        )
 
 
 def _hashable(key):
@@ -268,6 +319,44 @@ def _hashable(key):
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def manifest_sha256(manifest: dict) -> str:
+    """The sha256 stored in a manifest's ``manifest_sha256``: of its canonical JSON (keys
+    sorted, no spaces, ASCII) without that field. Any change a JSON reader sees changes it (a
+    digit, an array's name, a field added or removed); re-indenting the file does not."""
+    content = {key: value for key, value in manifest.items() if key != MANIFEST_SHA256}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return _sha256(canonical.encode())
+
+
+def _array_layout(arrays: dict[str, np.ndarray]) -> dict:
+    """Each array's dtype and shape, as ``array_layout`` records them."""
+    return {
+        name: {"dtype": array.dtype.str, "shape": list(array.shape)}
+        for name, array in arrays.items()
+    }
+
+
+def _layout_problem(held: dict[str, np.ndarray], layout) -> str | None:
+    """How the arrays read from the ``.npz`` differ from the manifest's ``layout``; None when
+    they do not."""
+    actual = _array_layout(held)
+    if actual == layout:
+        return None
+    if not isinstance(layout, dict) or sorted(actual) != sorted(layout):
+        return f"{ARRAYS} does not hold the arrays its manifest lists"
+    name = next(name for name in sorted(actual) if actual[name] != layout[name])
+    return (
+        f"{ARRAYS} holds {name} as {_described(actual[name])}; its manifest records "
+        f"{_described(layout[name])}"
+    )
+
+
+def _described(entry) -> str:
+    if isinstance(entry, dict) and isinstance(entry.get("shape"), list):
+        return f"{entry.get('dtype')} of shape {tuple(entry['shape'])}"
+    return repr(entry)
 
 
 def _holds_in_class_member(explainer) -> bool:
@@ -320,27 +409,89 @@ def save_explainer(explainer, path: str | Path) -> Path:
         "artifact_sha256": artifact.manifest["sha256"],
         "arrays": ARRAYS,
         "arrays_sha256": _sha256(arrays),
+        ARRAY_LAYOUT: _array_layout(writer.arrays),
         "state": state,
     }
+    # Summed over the manifest as ``load`` will parse it, whatever types the state held.
+    manifest[MANIFEST_SHA256] = manifest_sha256(json.loads(json.dumps(manifest)))
     directory = Path(path)
-    directory.mkdir(parents=True, exist_ok=True)
-    # The arrays first, the manifest last: a reader never sees a manifest whose arrays are not
-    # all written, and a crash leaves a directory that fails its checksum instead of a half one.
-    _write_atomically(directory / ARRAYS, arrays)
-    _write_atomically(directory / MANIFEST, json.dumps(manifest).encode())
+    try:
+        _write_directory(directory, arrays, json.dumps(manifest).encode())
+    except OSError as error:
+        # As ``load`` refuses a path it cannot read: a bare OSError is no ShapleyError, and the
+        # server answered INTERNAL for it.
+        _refuse(directory, f"cannot hold a saved explainer: {_os_problem(directory, error)}")
     return directory
+
+
+def _os_problem(directory: Path, error: OSError) -> str:
+    if isinstance(error, FileExistsError) and not directory.is_dir():
+        return "it exists and is not a directory"
+    return str(error)
+
+
+def _write_directory(directory: Path, arrays: bytes, manifest: bytes) -> None:
+    """``arrays`` and ``manifest`` into ``directory`` (made if needed). On failure a directory
+    this call made is removed again: no half-saved directory is left behind."""
+    made = [
+        candidate
+        for candidate in (directory, *directory.parents)
+        if not candidate.exists() and not candidate.is_symlink()
+    ]
+    written: list[Path] = []
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        # The arrays first, the manifest last: a reader never sees a manifest whose arrays are
+        # not all written, and a crash leaves a directory that fails its checksum instead of a
+        # half one.
+        for name, data in ((ARRAYS, arrays), (MANIFEST, manifest)):
+            _write_atomically(directory / name, data)
+            written.append(directory / name)
+    except OSError:
+        if made:
+            # The directory is this save's: what it wrote there goes too (its partial files
+            # already have). ``rmdir`` removes a directory only when empty, so one that a
+            # replica saving the same context is writing into at the same time stays.
+            for path in written:
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
+            for made_directory in made:  # deepest first
+                with contextlib.suppress(OSError):
+                    made_directory.rmdir()
+        raise
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
     # Replicas sharing a directory may save the same context at once: each writes its own file
     # and renames it into place (the same content either way).
     partial = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
-    partial.write_bytes(data)
-    partial.replace(path)
+    try:
+        partial.write_bytes(data)
+        partial.replace(path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        raise
 
 
-def _refuse(path: Path, problem: str):
+def _refuse(path: Path, problem: str) -> NoReturn:
     raise InvalidArgumentError("path", f"{path}: {problem}")
+
+
+# What reading a damaged state raises on the way (a missing key, a field of the wrong type, an
+# unknown class name, nesting past the recursion limit, an array numpy will not read back): each
+# is refused as damage naming ``path``, never passed on bare.
+_READ_ERRORS = (
+    ArithmeticError,
+    AttributeError,
+    LookupError,
+    TypeError,
+    ValueError,
+    RecursionError,
+    EOFError,
+    OSError,
+    zipfile.BadZipFile,
+)
 
 
 def load_state(path: str | Path, artifact) -> dict:
@@ -348,16 +499,22 @@ def load_state(path: str | Path, artifact) -> dict:
     loaded ``Artifact`` the explainer will use); refused with the reason otherwise."""
     directory = Path(path)
     try:
-        manifest = json.loads((directory / MANIFEST).read_bytes())
+        manifest_bytes = (directory / MANIFEST).read_bytes()
         arrays = (directory / ARRAYS).read_bytes()
     except FileNotFoundError as error:
         _refuse(directory, f"is not a saved explainer ({Path(error.filename).name} is missing)")
-    except (OSError, ValueError) as error:
+    except OSError as error:
+        _refuse(directory, f"cannot be read ({error})")
+    try:
+        manifest = json.loads(manifest_bytes)
+    except (ValueError, RecursionError) as error:  # RecursionError: nesting too deep to parse
         _refuse(directory, f"is damaged: its manifest does not parse ({error})")
     if not isinstance(manifest, dict):
         kinds = {list: "an array", str: "a string", type(None): "null"}
         kind = kinds.get(type(manifest), "a number")
         _refuse(directory, f"is damaged: its manifest is {kind}, not a JSON object")
+    # Format and artifact before the checksum: a later format (which may sum its manifest
+    # otherwise) or another artifact is refused as such, and fitted again.
     if manifest.get("format") != FORMAT:
         _refuse(directory, f"is not a saved explainer (format {manifest.get('format')!r})")
     if manifest.get("format_version") not in READABLE_VERSIONS:
@@ -372,26 +529,50 @@ def load_state(path: str | Path, artifact) -> dict:
             f"was fitted with artifact {manifest.get('artifact_version')!r}; this explainer "
             f"uses {artifact.version!r}: fit the context again",
         )
+    # Saves from before the checksum have none and are read as before.
+    if MANIFEST_SHA256 in manifest:
+        try:
+            intact = manifest[MANIFEST_SHA256] == manifest_sha256(manifest)
+        except RecursionError:  # parsed, but nested too deep to write again
+            _refuse(directory, "is damaged: its manifest is nested too deeply to read")
+        if not intact:
+            _refuse(directory, f"is damaged: {MANIFEST} fails its sha256 check")
     if _sha256(arrays) != manifest.get("arrays_sha256"):
         _refuse(directory, f"is damaged: {ARRAYS} fails its sha256 check")
     try:
-        with np.load(io.BytesIO(arrays), allow_pickle=False) as stored:
-            reader = _Reader({name: stored[name] for name in stored.files})
-            state = {
-                name: reader.value(value)
-                for name, value in manifest["state"].items()
-                if name in _KNOWN_STATE
-            }
-    except (AttributeError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as error:
+        return _read_state(manifest, arrays)
+    except _Damage as damage:
+        _refuse(directory, f"is damaged: {damage}")
+    except _READ_ERRORS as error:
         _refuse(directory, f"is damaged: its state does not read back ({error!r})")
+
+
+def _read_state(manifest: dict, arrays: bytes) -> dict:
+    """The state a checked manifest and its arrays hold; ``_Damage`` (or any of
+    ``_READ_ERRORS``) when they cannot be an explainer's."""
+    with np.load(io.BytesIO(arrays), allow_pickle=False) as stored:
+        held = {name: stored[name] for name in stored.files}
+    # Saves from before the layout have none: their arrays are checked for dtype alone (by
+    # ``_Reader.array``), and tree tables for their length (``_check_tables``).
+    if ARRAY_LAYOUT in manifest:
+        problem = _layout_problem(held, manifest[ARRAY_LAYOUT])
+        if problem is not None:
+            raise _Damage(problem)
+    reader = _Reader(held)
+    state = {
+        name: reader.value(value)
+        for name, value in manifest["state"].items()
+        if name in _KNOWN_STATE
+    }
+    version = manifest["format_version"]
     expected = EXPLAINER_STATE + (
-        CALIBRATION_STATE if manifest["format_version"] != UNCALIBRATED_FORMAT_VERSION else ()
+        CALIBRATION_STATE if version != UNCALIBRATED_FORMAT_VERSION else ()
     )
     if sorted(name for name in state if name not in OPTIONAL_STATE) != sorted(expected):
-        _refuse(directory, "is damaged: its state does not hold the fields of its format")
-    if manifest["format_version"] == CALIBRATED_FORMAT_VERSION and not _holds_shares(state):
-        _refuse(directory, "is damaged: its calibration does not hold a share in [0, 1] per output")
-    if manifest["format_version"] == UNCALIBRATED_FORMAT_VERSION:
+        raise _Damage("its state does not hold the fields of its format")
+    if version == CALIBRATED_FORMAT_VERSION and not _holds_shares(state):
+        raise _Damage("its calibration does not hold a share in [0, 1] per output")
+    if version == UNCALIBRATED_FORMAT_VERSION:
         state["scales_"] = [1.0] * len(state["weights_"])
         state["calibration_"] = None
     return state

@@ -1,14 +1,27 @@
 """Saved explainers: arrays in .npz and a JSON manifest, read back bit for bit, refused when
 damaged or made for another format or artifact."""
 
+import errno
+import hashlib
+import io
 import json
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from shapley_svc.errors import InvalidArgumentError, NotFittedError
 from shapley_svc.estimator import ZeroShotExplainer
-from shapley_svc.estimator.persistence import ARRAYS, MANIFEST
+from shapley_svc.estimator.persistence import (
+    ARRAY_LAYOUT,
+    ARRAYS,
+    MANIFEST,
+    MANIFEST_SHA256,
+    manifest_sha256,
+)
 from shapley_svc.estimator.surrogates import ZOO, ClassView
 
 
@@ -83,10 +96,27 @@ def _saved(rng, tmp_path):
     return tmp_path / "ctx"
 
 
-def _edit_manifest(path, change):
+def _edit_manifest(path: Path, change: Callable[[dict], object]) -> None:
+    """``change`` ``path``'s manifest and sum it again, as a writer that knows the checksum
+    would: what is tested is the check behind the checksum (``_edit_text`` does not sum)."""
     manifest = json.loads((path / MANIFEST).read_text())
     change(manifest)
+    if MANIFEST_SHA256 in manifest:
+        manifest[MANIFEST_SHA256] = manifest_sha256(manifest)
     (path / MANIFEST).write_text(json.dumps(manifest))
+
+
+def _as_saved_before_the_checksum(manifest: dict) -> None:
+    """The manifest as the code before its checksum and array layout wrote it."""
+    manifest.pop(MANIFEST_SHA256, None)
+    manifest.pop(ARRAY_LAYOUT, None)
+
+
+def _assert_refused(path: Path, message: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=message) as caught:
+        ZeroShotExplainer.load(path)
+    assert caught.value.argument == "path"
+    assert str(path) in caught.value.problem
 
 
 @pytest.mark.parametrize(
@@ -133,9 +163,237 @@ def test_a_field_a_later_version_adds_is_skipped(rng, tmp_path):
     X, y = _table(rng)
     explainer = ZeroShotExplainer(random_state=7).fit(X, y, categorical=[4])
     directory = explainer.save(tmp_path / "ctx")
-    manifest = json.loads((directory / MANIFEST).read_text())
-    manifest["state"]["a_later_field_"] = {"class": "ALaterClass", "id": 10**9, "fields": {}}
-    (directory / MANIFEST).write_text(json.dumps(manifest))
+    # A later version sums the fields it adds into the manifest's checksum.
+    _edit_manifest(
+        directory,
+        lambda m: m["state"].update(
+            a_later_field_={"class": "ALaterClass", "id": 10**9, "fields": {}}
+        ),
+    )
     loaded = ZeroShotExplainer.load(directory)
     assert not hasattr(loaded, "a_later_field_")
     _assert_same_answers(explainer, loaded, X[:20], y[:20])
+
+
+# Bug: a manifest nested deeper than the recursion limit raised RecursionError from
+# ``json.loads`` (a server with --context-dir answered INTERNAL to GetContext and to the
+# CreateContext that should have refitted it); damage a check after reading it did not expect
+# (a number where a list was) raised a bare TypeError.
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (
+            lambda p: (p / MANIFEST).write_text("[" * 100_000 + "]" * 100_000),
+            "manifest does not parse",
+        ),
+        # Parses, but nests past what reading it back can follow.
+        (
+            lambda p: _edit_manifest(
+                p,
+                lambda m: m["state"].update(weights_=json.loads("[" * 600 + "]" * 600)),
+            ),
+            "is damaged",
+        ),
+        (lambda p: _edit_manifest(p, lambda m: m["state"].update(weights_=3)), "does not read"),
+        # The same in saves from before the checksum, which nothing else catches.
+        (
+            lambda p: _edit_manifest(
+                p,
+                lambda m: (
+                    _as_saved_before_the_checksum(m),
+                    m["state"].update(weights_=json.loads("[" * 600 + "]" * 600)),
+                ),
+            ),
+            "is damaged",
+        ),
+        (
+            lambda p: _edit_manifest(
+                p, lambda m: (_as_saved_before_the_checksum(m), m["state"].update(weights_=3))
+            ),
+            "does not read back",
+        ),
+    ],
+    ids=["deep JSON", "deep state", "a number for a list", "old: deep state", "old: a number"],
+)
+def test_any_damage_to_the_manifest_is_a_refusal_naming_the_path(rng, tmp_path, damage, message):
+    path = _saved(rng, tmp_path)
+    damage(path)
+    _assert_refused(path, message)
+
+
+def _edit_text(path: Path, change: Callable[[str], str]) -> None:
+    text = (path / MANIFEST).read_text()
+    changed = change(text)
+    assert changed != text
+    (path / MANIFEST).write_text(changed)
+
+
+def _next_digit(match: re.Match) -> str:
+    return match.group(1) + str((int(match.group(2)) + 1) % 10)
+
+
+# Bug: nothing summed the manifest: one digit changed in a stored number loaded and answered
+# differently with no error; an array's name changed moved values; valid JSON that no save
+# writes loaded, and explain raised a bare ValueError.
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda text: re.sub(r'("base_value": -?\d\.)(\d)', _next_digit, text, count=1),
+        lambda text: re.sub(r'("array": "a)(\d)', _next_digit, text, count=1),
+        lambda text: text.replace('"single_output_": true', '"single_output_": false', 1),
+        lambda text: re.sub(r'("n_players": )(\d)', _next_digit, text, count=1),
+        # Without its fidelity floor it would load as a save from before the floor existed.
+        lambda text: re.sub(r', "fidelity_floor_": \[[^]]*\]', "", text, count=1),
+        lambda text: re.sub(r'("shape": \[)(\d)', _next_digit, text, count=1),
+    ],
+    ids=["a digit", "an array's name", "a flag", "a count", "a field removed", "the layout"],
+)
+def test_a_manifest_changed_after_its_save_fails_its_checksum(rng, tmp_path, change):
+    path = _saved(rng, tmp_path)
+    _edit_text(path, change)
+    _assert_refused(path, "manifest.json fails its sha256 check")
+
+
+def test_the_checksum_is_of_the_manifests_content_not_its_formatting(rng, tmp_path):
+    X, y = _table(rng, n=120)
+    explainer = ZeroShotExplainer().fit(X, y)
+    directory = explainer.save(tmp_path / "ctx")
+    manifest = json.loads((directory / MANIFEST).read_text())
+    reordered = dict(reversed(manifest.items()))
+    (directory / MANIFEST).write_text(json.dumps(reordered, indent=2))
+    _assert_same_answers(explainer, ZeroShotExplainer.load(directory), X[:20], y[:20])
+
+
+@pytest.mark.parametrize("keep_layout", [False, True], ids=["as saved then", "layout alone"])
+def test_a_save_from_before_the_checksum_loads_as_it_did(rng, tmp_path, keep_layout):
+    """Contexts saved before the checksum and layout (a shared --context-dir keeps them across
+    upgrades) load and answer bit for bit: they have no checksum to check."""
+    X, y = _table(rng)
+    explainer = ZeroShotExplainer(random_state=7).fit(X, y, categorical=[4])
+    directory = explainer.save(tmp_path / "ctx")
+    if keep_layout:
+        _edit_manifest(directory, lambda m: m.pop(MANIFEST_SHA256, None))
+    else:
+        _edit_manifest(directory, _as_saved_before_the_checksum)
+    _assert_same_answers(explainer, ZeroShotExplainer.load(directory), X[:20], y[:20])
+
+
+def _tables_array(manifest) -> str | None:
+    """The array name of the first TreeSHAP table in ``manifest``."""
+    if isinstance(manifest, dict):
+        tables = manifest.get("fields", {}).get("tables")
+        if manifest.get("class") == "TreeBackground" and isinstance(tables, dict):
+            return tables["array"]
+        values = manifest.values()
+    elif isinstance(manifest, list):
+        values = manifest
+    else:
+        return None
+    return next((name for value in values if (name := _tables_array(value))), None)
+
+
+def _rewrite_tables(path: Path, change: Callable[[np.ndarray], np.ndarray], before: bool):
+    """``path``'s arrays written again with the first TreeSHAP table changed, and its manifest
+    made to match: the arrays' sha256 and its own (or, ``before``, as saved before them)."""
+    name = _tables_array(json.loads((path / MANIFEST).read_text()))
+    assert name is not None
+    with np.load(path / ARRAYS, allow_pickle=False) as stored:
+        arrays = {key: stored[key] for key in stored.files}
+    arrays[name] = change(arrays[name])
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    (path / ARRAYS).write_bytes(buffer.getvalue())
+    arrays_sha256 = hashlib.sha256(buffer.getvalue()).hexdigest()
+
+    def match(manifest: dict) -> None:
+        manifest["arrays_sha256"] = arrays_sha256
+        if before:
+            _as_saved_before_the_checksum(manifest)
+
+    _edit_manifest(path, match)
+
+
+_TABLE_CHANGES = {
+    "float32": lambda tables: tables.astype(np.float32),
+    "truncated": lambda tables: tables[: tables.size // 2],
+    "2-D": lambda tables: tables.reshape(1, -1),
+}
+
+
+# Bug: arrays were checked against the manifest's sha256 alone: rewritten with it, a truncated
+# TreeSHAP table loaded and explained NaN (the kernel read past its end), and a float32 or 2-D
+# one loaded and explain raised numba's TypeError.
+@pytest.mark.parametrize("change", list(_TABLE_CHANGES), ids=list(_TABLE_CHANGES))
+def test_arrays_that_are_not_the_ones_saved_are_refused(rng, tmp_path, change):
+    path = _saved(rng, tmp_path)
+    _rewrite_tables(path, _TABLE_CHANGES[change], before=False)
+    _assert_refused(path, r"arrays.npz holds a\d+ as .*; its manifest records <f8 of shape")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("float32", "as float32; saved explainers hold bool, float64, int64 arrays alone"),
+        ("truncated", r"a TreeSHAP table has shape \(\d+,\) where its leaf paths index"),
+        ("2-D", r"a TreeSHAP table has shape \(1, \d+\)"),
+    ],
+)
+def test_saves_from_before_the_layout_have_their_arrays_checked_too(rng, tmp_path, change, message):
+    path = _saved(rng, tmp_path)
+    _rewrite_tables(path, _TABLE_CHANGES[change], before=True)
+    _assert_refused(path, message)
+
+
+def test_saves_from_before_the_layout_take_any_byte_order(rng, tmp_path):
+    """A table in the other byte order is the same numbers: read back in this one."""
+    X, y = _table(rng, n=120)
+    explainer = ZeroShotExplainer().fit(X, y)
+    path = explainer.save(tmp_path / "ctx")
+    _rewrite_tables(path, lambda tables: tables.astype(tables.dtype.newbyteorder()), before=True)
+    _assert_same_answers(explainer, ZeroShotExplainer.load(path), X[:20], y[:20])
+
+
+# Bug: a path save could not use raised bare OSErrors (FileExistsError, NotADirectoryError),
+# no ShapleyError, where load of the same path refused it naming ``path``.
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [("file", "it exists and is not a directory"), ("file/ctx", "Not a directory")],
+    ids=["an existing file", "under a file"],
+)
+def test_a_path_that_cannot_hold_a_save_is_refused_naming_it(rng, tmp_path, where, message):
+    X, y = _table(rng, n=120)
+    explainer = ZeroShotExplainer().fit(X, y)
+    (tmp_path / "file").write_text("kept")
+    with pytest.raises(InvalidArgumentError, match=message) as caught:
+        explainer.save(tmp_path / where)
+    assert caught.value.argument == "path"
+    assert str(tmp_path / where) in caught.value.problem
+    assert (tmp_path / "file").read_text() == "kept"
+    assert sorted(os.listdir(tmp_path)) == ["file"]
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new directory", "existing directory"])
+def test_a_failed_save_leaves_nothing_half_written(rng, tmp_path, monkeypatch, existing):
+    """A save that fails part way (here the disk fills as the manifest is written) is refused
+    naming the path and the OS problem, and leaves no directory it made nor a partial file."""
+    X, y = _table(rng, n=120)
+    explainer = ZeroShotExplainer().fit(X, y)
+    target = tmp_path / "contexts" / "ctx"
+    if existing:
+        target.mkdir(parents=True)
+    write_bytes = Path.write_bytes
+
+    def disk_full_on_the_manifest(self: Path, data: bytes) -> int:
+        if self.name.startswith(MANIFEST):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+        return write_bytes(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", disk_full_on_the_manifest)
+    with pytest.raises(InvalidArgumentError, match="No space left on device") as caught:
+        explainer.save(target)
+    assert caught.value.argument == "path"
+    assert str(target) in caught.value.problem
+    if existing:
+        assert target.is_dir() and not any(name.endswith(".partial") for name in os.listdir(target))
+    else:
+        assert os.listdir(tmp_path) == []
