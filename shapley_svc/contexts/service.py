@@ -10,7 +10,9 @@ free for cheap work.
 """
 
 import concurrent.futures
+import errno
 import logging
+import os
 import re
 import shutil
 import threading
@@ -36,6 +38,7 @@ from shapley_svc.errors import (
     InvalidArgumentError,
     LimitExceededError,
     NotFoundError,
+    ShapleyError,
 )
 from shapley_svc.estimator import ZeroShotExplainer, load_artifact
 from shapley_svc.estimator.calibration import CalibrationProposal, outputs_fingerprint
@@ -63,7 +66,10 @@ class ContextService:
         ``StoredContext.description`` (the server keeps its ContextInfo message there).
     context_dir : None, or a directory (e.g. a volume replicas share) where every fitted context
         is saved under its content address; a context not held in memory is loaded from there
-        before it is refitted or reported not found.
+        before it is refitted or reported not found. A save is written beside the others under a
+        hidden name and renamed into place, so that loaders see a whole saved context or none; a
+        save that fails (a read-only or full volume, the directory pruned meanwhile) is logged
+        and counted in ``contexts_unsaved``, and the context is still held and served.
     """
 
     def __init__(
@@ -81,6 +87,7 @@ class ContextService:
         self.contexts_loaded = 0  # contexts read back from context_dir, not fitted
         self.contexts_fitted = 0
         self.contexts_calibrated = 0
+        self.contexts_unsaved = 0  # fitted or calibrated contexts whose save failed
         self.artifact_path = artifact
         loaded = load_artifact(artifact) if artifact else load_artifact()
         self.artifact_version: str = loaded.version
@@ -124,24 +131,49 @@ class ContextService:
             raise _not_held(context_id)
 
         def load() -> StoredContext:
-            entry = self._on_compute_thread(self._load, caller, context_id)
+            # Asked for by id: a saved context too large to hold is refused naming the id.
+            entry = self._on_compute_thread(self._load, caller, context_id, "context_id")
             if entry is None:  # damaged, or saved by another artifact: as if never saved
                 raise _not_held(context_id)
             return entry
 
-        return self.store.get_or_build(context_id, load)[0]
+        return self.store.get_or_build(context_id, load, caller)[0]
 
     def delete(self, context_id: str) -> tuple[StoredContext, int]:
         """Forget the context here and in ``context_dir``: the context, and the bytes that freed
-        here (none while a held calibration of it, or the context it calibrates, shares its
-        members)."""
+        in memory here (none while a held calibration of it, or the context it calibrates,
+        shares its members). A context only saved (after a restart, evicted, or fitted by
+        another replica) is deleted there: its entry then holds no explainer and 0 bytes, and
+        0 bytes were freed. ``NotFoundError`` when neither had it."""
         entry, freed = self.store.delete(context_id)
-        saved = self._saved(context_id)
-        if saved is not None:
-            shutil.rmtree(saved, ignore_errors=True)
+        removed = self._remove_saved(context_id)
         if entry is None:
-            raise _not_held(context_id)
+            if not removed:
+                raise _not_held(context_id)
+            entry = StoredContext(context_id, None, 0.0, 0)
         return entry, freed
+
+    def _remove_saved(self, context_id: str) -> bool:
+        """Remove the saved copy of ``context_id``; whether there was one. It is renamed out of
+        the way first, so that a loader (another replica) sees it whole or not at all."""
+        saved = self._saved(context_id)
+        if saved is None:
+            return False
+        doomed = saved.with_name(_hidden(context_id, "deleted"))
+        try:
+            os.rename(saved, doomed)
+        except FileNotFoundError:
+            return True  # removed meanwhile (by another replica's delete): it was there
+        except OSError as error:
+            logger.warning(
+                "the saved copy %s of deleted context %s was not removed: %s",
+                saved,
+                context_id,
+                _os_problem(error),
+            )
+            return True
+        shutil.rmtree(doomed, ignore_errors=True)
+        return True
 
     def _saved(self, context_id: str) -> Path | None:
         """The directory ``context_id`` would be saved in, when there is one."""
@@ -150,7 +182,11 @@ class ContextService:
         path = self.context_dir / context_id
         return path if path.is_dir() else None
 
-    def _load(self, context_id: str, should_stop: Callable[[], bool]) -> StoredContext | None:
+    def _load(
+        self, context_id: str, argument: str, should_stop: Callable[[], bool]
+    ) -> StoredContext | None:
+        """The saved context, or None when it does not load; refused (naming ``argument``, what
+        the caller gave for it) when it is larger than the whole store."""
         start = time.perf_counter()
         path = self.context_dir / context_id
         try:
@@ -159,6 +195,7 @@ class ContextService:
             logger.warning("saved context not loaded: %s", error.problem)
             return None
         entry = self._stored(context_id, explainer, time.perf_counter() - start)
+        self.store.check_room(entry, argument)
         self.contexts_loaded += 1
         return entry
 
@@ -171,13 +208,15 @@ class ContextService:
         context_id = self.content_id(spec)
 
         def build() -> StoredContext:
-            if self._saved(context_id) is not None:
-                entry = self._on_compute_thread(self._load, caller, context_id)
+            saved = self._saved(context_id) is not None
+            if saved:
+                entry = self._on_compute_thread(self._load, caller, context_id, "context")
                 if entry is not None:
                     return entry
-            return self._on_compute_thread(self._fit, caller, spec, context_id)
+            # A saved copy that did not load is replaced by the fit's.
+            return self._on_compute_thread(self._fit, caller, spec, context_id, saved)
 
-        return self.store.get_or_build(context_id, build)
+        return self.store.get_or_build(context_id, build, caller)
 
     def explain(
         self,
@@ -440,8 +479,9 @@ class ContextService:
             )
 
             def build() -> StoredContext:
-                if self._saved(context_id) is not None:
-                    loaded = self._on_compute_thread(self._load, caller, context_id)
+                saved = self._saved(context_id) is not None
+                if saved:
+                    loaded = self._on_compute_thread(self._load, caller, context_id, "context_id")
                     if loaded is not None:
                         return loaded
                 return self._on_compute_thread(
@@ -454,10 +494,11 @@ class ContextService:
                     spec,
                     context_id,
                     by_default,
+                    saved,
                 )
 
             try:
-                return self.store.get_or_build(context_id, build)
+                return self.store.get_or_build(context_id, build, caller)
             finally:
                 self._count_growth(entry)
 
@@ -470,6 +511,7 @@ class ContextService:
         spec: ContextSpec | None,
         context_id: str,
         by_default: bool,
+        replace: bool,
         should_stop: Callable[[], bool],
     ) -> StoredContext:
         start = time.perf_counter()
@@ -480,8 +522,9 @@ class ContextService:
         context = () if spec is None else (_as_fitted(spec.rows), _as_fitted(spec.predictions))
         calibrated = explainer.calibrate(proposal, outputs, *context, should_stop=should_stop)
         entry = self._stored(context_id, calibrated, time.perf_counter() - start)
-        if self.context_dir is not None:
-            calibrated.save(self.context_dir / context_id)
+        # Too large to hold: refused before it is saved or counted (by the id it came from).
+        self.store.check_room(entry, "context_id")
+        self._save(calibrated, context_id, replace)
         self.contexts_calibrated += 1
         return entry
 
@@ -503,7 +546,7 @@ class ContextService:
         return entry
 
     def _fit(
-        self, spec: ContextSpec, context_id: str, should_stop: Callable[[], bool]
+        self, spec: ContextSpec, context_id: str, replace: bool, should_stop: Callable[[], bool]
     ) -> StoredContext:
         start = time.perf_counter()
         explainer = ZeroShotExplainer(random_state=spec.random_state, artifact=self.artifact_path)
@@ -517,10 +560,36 @@ class ContextService:
             should_stop=should_stop,
         )
         entry = self._stored(context_id, explainer, time.perf_counter() - start)
-        if self.context_dir is not None:
-            explainer.save(self.context_dir / context_id)
+        # Too large to hold: refused before it is saved or counted.
+        self.store.check_room(entry, "context")
+        self._save(explainer, context_id, replace)
         self.contexts_fitted += 1
         return entry
+
+    def _save(self, explainer: ZeroShotExplainer, context_id: str, replace: bool) -> None:
+        """Save ``explainer`` in ``context_dir`` under ``context_id``, if there is one: written
+        under a hidden name beside it, then renamed into place, so that a loader sees the whole
+        saved context or none. A copy found there is replaced if ``replace`` (the one that did
+        not load), else kept (another replica saved the same context meanwhile). A save that
+        fails is logged (once: the callers of one context share its build) and counted; the
+        context is held and served all the same."""
+        if self.context_dir is None:
+            return
+        final = self.context_dir / context_id
+        partial = self.context_dir / _hidden(context_id, "partial")
+        try:
+            explainer.save(partial)
+            replaced = self.context_dir / _hidden(context_id, "replaced") if replace else None
+            _publish(partial, final, replaced)
+        except (OSError, ShapleyError) as error:
+            self.contexts_unsaved += 1
+            problem = error.problem if isinstance(error, ShapleyError) else _os_problem(error)
+            logger.warning(
+                "context %s is held but was not saved in %s: %s", context_id, final, problem
+            )
+        finally:
+            if os.path.lexists(partial):
+                shutil.rmtree(partial, ignore_errors=True)
 
     def _on_compute_thread(self, work: Callable[..., Result], caller: Caller, *args: Any) -> Result:
         """``work(*args, should_stop)`` on a compute thread, waited for until the deadline.
@@ -632,6 +701,41 @@ def _naming_context(entry: StoredContext) -> Iterator[None]:
         raise InvalidArgumentError(
             error.argument, f"{error.problem} (context {entry.context_id})"
         ) from None
+
+
+def _hidden(context_id: str, purpose: str) -> str:
+    """A name beside ``context_id``'s in ``context_dir`` that no loader takes for a saved context
+    (only content addresses are loaded), unique to this process and thread."""
+    return f".{context_id}.{os.getpid()}.{threading.get_ident()}.{purpose}"
+
+
+def _publish(partial: Path, final: Path, replaced: Path | None) -> None:
+    """Rename the saved directory ``partial`` to ``final`` (atomic). A copy already at ``final``
+    is kept when ``replaced`` is None (it holds the same context: ``partial`` is left for the
+    caller to remove); else it is moved aside to ``replaced`` and removed, and ``partial`` takes
+    its place."""
+    for _ in range(3):
+        try:
+            os.rename(partial, final)
+            return
+        except OSError as error:
+            if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+        if replaced is None:
+            return
+        try:
+            os.rename(final, replaced)
+        except FileNotFoundError:
+            continue  # removed meanwhile: try again
+        shutil.rmtree(replaced, ignore_errors=True)
+        replaced = None  # what takes its place now is another save of the same context
+
+
+def _os_problem(error: OSError) -> str:
+    """An OSError as a log line reads it: the error and the path it concerns."""
+    if error.strerror and error.filename:
+        return f"{error.strerror}: {error.filename} (errno {error.errno})"
+    return str(error) or type(error).__name__
 
 
 def _not_held(context_id: str) -> NotFoundError:

@@ -1,9 +1,10 @@
 """Fitted contexts held in memory, bounded in count and bytes, least recently used evicted.
 
 Concurrent requests for the same content address share one fit: the first builds, the others
-wait for it. A context larger than the whole byte budget is refused rather than stored. Contexts
-that hold the same fitted members (a context and its weights-only calibration) count those bytes
-once: they are freed when the last of them goes.
+wait for it, each until its own deadline or until it goes away. A context larger than the whole
+byte budget is refused rather than stored. Contexts that hold the same fitted members (a context
+and its weights-only calibration) count those bytes once: they are freed when the last of them
+goes.
 """
 
 import threading
@@ -12,7 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from shapley_svc.errors import LimitExceededError
+from shapley_svc.contexts.spec import PATIENT, Caller
+from shapley_svc.errors import CancelledError, DeadlineExceededError, LimitExceededError
+
+# How often a caller waiting for another caller's build looks at its own ``should_stop``.
+WAIT_POLL_SECONDS = 0.1
 
 
 @dataclass(eq=False)
@@ -56,12 +61,14 @@ class ContextStore:
             return entry
 
     def get_or_build(
-        self, context_id: str, build: Callable[[], StoredContext]
+        self, context_id: str, build: Callable[[], StoredContext], caller: Caller = PATIENT
     ) -> tuple[StoredContext, bool]:
         """The held context, or the one ``build`` makes (stored); and whether it was built here.
 
-        ``build`` runs without the lock; a concurrent caller for the same id waits for it. If the
-        builder fails, a waiting caller builds in turn.
+        ``build`` runs without the lock; a concurrent caller for the same id waits for it, until
+        its own deadline (``DeadlineExceededError``) or until it goes away (``CancelledError``),
+        as the build would have stopped for it. If the builder fails, a waiting caller builds in
+        turn.
         """
         while True:
             with self._lock:
@@ -73,7 +80,7 @@ class ContextStore:
                 if pending is None:
                     done = self._building[context_id] = threading.Event()
                     break
-            pending.wait()
+            _wait_for_build(pending, caller)
         try:
             entry = build()
             self._put(entry)
@@ -83,12 +90,18 @@ class ContextStore:
                 del self._building[context_id]
             done.set()
 
-    def _put(self, entry: StoredContext) -> None:
+    def check_room(self, entry: StoredContext, argument: str = "context") -> None:
+        """Refuse a context larger than the whole byte budget: it could never be held.
+        ``argument`` names what the caller gave for it (the context itself, or its id)."""
         if entry.memory_bytes > self.max_bytes:
             raise LimitExceededError(
-                "context",
-                f"needs {entry.memory_bytes} bytes; the store holds at most {self.max_bytes}",
+                argument,
+                f"{entry.context_id} needs {entry.memory_bytes} bytes; the store holds at most "
+                f"{self.max_bytes}",
             )
+
+    def _put(self, entry: StoredContext) -> None:
+        self.check_room(entry)
         with self._lock:
             self._entries[entry.context_id] = entry
             self._entries.move_to_end(entry.context_id, last=False)
@@ -161,6 +174,23 @@ class ContextStore:
     def total_bytes(self) -> int:
         with self._lock:
             return self._bytes
+
+
+def _wait_for_build(pending: threading.Event, caller: Caller) -> None:
+    """Wait for another caller's build of the same context, for as long as ``caller`` waits:
+    in slices of at most ``WAIT_POLL_SECONDS``, so that a caller that goes away stops waiting
+    soon after (and gives its thread back) rather than when the build ends."""
+    while not pending.is_set():
+        remaining = caller.seconds_left()
+        if remaining is not None and remaining <= 0:
+            raise DeadlineExceededError(
+                "deadline expired while waiting for another call's build of the same context"
+            )
+        if caller.should_stop():
+            raise CancelledError(
+                "the caller went away while waiting for another call's build of the same context"
+            )
+        pending.wait(WAIT_POLL_SECONDS if remaining is None else min(WAIT_POLL_SECONDS, remaining))
 
 
 def _holding(entry: StoredContext) -> object:

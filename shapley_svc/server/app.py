@@ -298,6 +298,7 @@ def load_service(running: RunningServer) -> float:
         "context_fits_total": service.contexts.contexts_fitted,
         "context_loads_total": service.contexts.contexts_loaded,
         "context_calibrations_total": service.contexts.contexts_calibrated,
+        "context_saves_failed_total": service.contexts.contexts_unsaved,
     }
     add_to_server(service, running.gate)
     running.service = service
@@ -378,6 +379,26 @@ def serve(settings: Settings) -> None:
         warming,
         running.service.contexts.artifact_version,
     )
-    stopping.wait()
+    wait_for(stopping)
     running.stop(settings.grace_seconds, settings.drain_notice_seconds)
     log.info("stopped")
+
+
+# How often the main thread, waiting for a stop signal, returns to the interpreter: at most this
+# long passes between a signal's arrival and its handler's run.
+SIGNAL_CHECK_SECONDS = 0.1
+
+
+def wait_for(event: threading.Event) -> None:
+    """Wait in the main thread until ``event`` is set by a signal handler.
+
+    A process-directed signal (``kill``, an orchestrator's SIGTERM) may be delivered to any
+    thread; when it lands on one of grpc's or the compute threads, Python only notes it, and runs
+    the handler when the main thread next returns to the interpreter. An untimed ``wait()`` parks
+    the main thread in the C library (``sem_wait``), which that signal does not interrupt: the
+    handler never ran and SIGTERM was lost (about 1 in 3 while a fit ran). Short timed waits
+    bring the main thread back to the interpreter, so the handler runs within
+    ``SIGNAL_CHECK_SECONDS`` of the signal whichever thread received it.
+    """
+    while not event.wait(SIGNAL_CHECK_SECONDS):
+        pass

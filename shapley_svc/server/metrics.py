@@ -23,6 +23,11 @@ STORE_METRICS = {
     "context_fits_total": ("counter", "Contexts fitted from their data."),
     "context_loads_total": ("counter", "Contexts loaded from --context-dir instead of fitted."),
     "context_calibrations_total": ("counter", "Contexts calibrated on the caller's model rows."),
+    "context_saves_failed_total": (
+        "counter",
+        "Fitted or calibrated contexts that could not be saved to --context-dir (held all the "
+        "same; the log says why).",
+    ),
 }
 
 

@@ -127,6 +127,12 @@ def handled(method: Callable) -> Callable:
             start, code = time.perf_counter(), "OK"
             try:
                 yield from method(self, parsed(request_or_iterator), context)
+            except GeneratorExit as closed:
+                # grpc closes the generator at its ``yield`` when the call ended while an answer
+                # was being sent (the client cancelled, or its deadline passed): not an
+                # Exception, and not a success either.
+                code = _gone(context, closed, name) or "CANCELLED"
+                raise
             except Exception as error:
                 gone = _gone(context, error, name)
                 code = gone or status_code(error).name
@@ -163,21 +169,22 @@ def handled(method: Callable) -> Callable:
 _DEADLINE_SLACK_SECONDS = 0.1
 
 
-def _gone(context: grpc.ServicerContext, error: Exception, method: str) -> str | None:
+def _gone(context: grpc.ServicerContext, error: BaseException, method: str) -> str | None:
     """None while the caller is there to be told why its call failed; else the status code its
     call ended with, CANCELLED or DEADLINE_EXCEEDED.
 
     A caller that went away is not told why: there is nobody to tell. What its going away raises
     in the handler (grpc's RpcError from a client stream's request iterator, the work's
-    CancelledError) is no bug of the server's and is logged as what it was; anything else keeps
-    its traceback in the log, as a bug would, but the call is still counted as what ended it.
+    CancelledError, the GeneratorExit that closes a response stream at its ``yield``) is no bug
+    of the server's and is logged as what it was; anything else keeps its traceback in the log,
+    as a bug would, but the call is still counted as what ended it.
     """
     if context.is_active():
         return None
     remaining = context.time_remaining()
     deadline_passed = remaining is not None and remaining <= _DEADLINE_SLACK_SECONDS
     code = "DEADLINE_EXCEEDED" if deadline_passed else "CANCELLED"
-    expected = isinstance(error, grpc.RpcError) or (
+    expected = isinstance(error, grpc.RpcError | GeneratorExit) or (
         isinstance(error, ShapleyError) and status_code(error) != grpc.StatusCode.INTERNAL
     )
     log.log(

@@ -71,6 +71,28 @@ def pem_problem(path: str, kind: str) -> str | None:
     return None
 
 
+def directory_problem(path: str) -> str | None:
+    """Why files cannot be saved in the folder ``path``, or None: it is a writable directory, or
+    does not exist yet and can be created (its nearest existing ancestor is a writable
+    directory). Checked at start-up, so that a bad ``--context-dir`` stops ``serve`` before it
+    binds instead of failing every fit's save."""
+    folder = Path(path)
+    if folder.exists():
+        if not folder.is_dir():
+            return f"{path} exists and is not a directory"
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return f"{path} is not writable"
+        return None
+    ancestor = folder.absolute().parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"cannot create {path}: {ancestor} is not a directory"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"cannot create {path}: {ancestor} is not writable"
+    return None
+
+
 def _check_tls_files(cert: str, key: str, client_ca: str) -> None:
     """Load the TLS files as grpc will at bind, so that a key that does not match its
     certificate, an encrypted key or a damaged block is refused naming its flag, not found at
@@ -249,6 +271,10 @@ class Settings:
             if not Path(self.tokens_file).is_file():
                 raise SettingError(f"{{0}}: no such file: {self.tokens_file}", "tokens_file")
             read_tokens(self.tokens_file)
+        if self.context_dir:
+            problem = directory_problem(self.context_dir)
+            if problem:
+                raise SettingError(f"{{0}}: {problem}", "context_dir")
 
     def context_limits(self) -> ContextLimits:
         """The limits the context service enforces; an answer must fit in one message."""

@@ -1,11 +1,17 @@
 """Contexts saved in a shared directory: another service (a replica, a restarted server) loads
 them instead of refitting or answering not found."""
 
+import errno
+import logging
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from shapley_svc.contexts import ContextService, ContextSpec
-from shapley_svc.errors import NotFoundError
+from shapley_svc.errors import InvalidArgumentError, LimitExceededError, NotFoundError
+from shapley_svc.estimator import ZeroShotExplainer
 from shapley_svc.estimator.persistence import ARRAYS
 from tests.contexts.test_context_service import LIMITS
 from tests.server.conftest import make_task
@@ -69,3 +75,142 @@ def test_delete_forgets_the_saved_copy(replicas, tmp_path):
     assert not (tmp_path / "contexts" / entry.context_id).exists()
     with pytest.raises(NotFoundError):
         second.get(entry.context_id)
+
+
+def _hidden_entries(folder) -> list[str]:
+    return sorted(path.name for path in folder.iterdir() if path.name.startswith("."))
+
+
+def _refuse_with(error: BaseException):
+    def save(self, path):
+        raise error
+
+    return save
+
+
+@pytest.mark.parametrize(
+    "failure",
+    ["directory replaced by a file", "read-only volume", "pruned during the save", "refused"],
+)
+def test_a_context_whose_save_fails_is_held_served_counted_and_logged(
+    tmp_path, monkeypatch, caplog, failure
+):
+    """Every fit and calibration failed (INTERNAL at the server) and its context was thrown
+    away when the directory could not be written: the context is what was asked for, the save
+    only a cache for the replicas."""
+    folder = tmp_path / "contexts"
+    service = ContextService(LIMITS, 1, context_dir=folder)
+    if failure == "directory replaced by a file":
+        folder.rmdir()
+        folder.write_text("not a directory")
+    elif failure == "read-only volume":  # root writes through file modes: the OS error itself
+        error = PermissionError(errno.EACCES, "Permission denied", str(folder))
+        monkeypatch.setattr(ZeroShotExplainer, "save", _refuse_with(error))
+    elif failure == "pruned during the save":
+        error = FileNotFoundError(errno.ENOENT, "No such file or directory", str(folder))
+        monkeypatch.setattr(ZeroShotExplainer, "save", _refuse_with(error))
+    else:  # the estimator's refusal of a path it cannot use
+        error = InvalidArgumentError("path", f"{folder}: cannot hold a saved explainer")
+        monkeypatch.setattr(ZeroShotExplainer, "save", _refuse_with(error))
+    caplog.set_level(logging.WARNING, logger="shapley_svc.contexts")
+    try:
+        entry, created = service.get_or_create(ContextSpec(X, P))
+        assert created and service.get(entry.context_id) is entry
+        assert service.explain(entry, X[:3], P[:3]).values.shape == (3, 4)
+        rows = np.nan_to_num(entry.explainer.propose_calibration().rows)  # X has missing values
+        outputs = np.sin(rows[:, 0]) + rows[:, 1]
+        calibrated, built = service.calibrate(entry, None, None, outputs)
+        assert built and service.get(calibrated.context_id) is calibrated
+        assert service.contexts_fitted == service.contexts_calibrated == 1
+        assert service.contexts_unsaved == 2
+        warnings = [record.getMessage() for record in caplog.records]
+        assert len(warnings) == 2, warnings  # once per failed save
+        ids = (entry.context_id, calibrated.context_id)
+        for context_id, warning in zip(ids, warnings, strict=True):
+            assert f"{context_id} is held but was not saved in {folder / context_id}" in warning
+        problem = {
+            "directory replaced by a file": "Not a directory",
+            "read-only volume": "Permission denied",
+            "pruned during the save": "No such file or directory",
+            "refused": "cannot hold a saved explainer",
+        }[failure]
+        assert all(problem in warning for warning in warnings), warnings
+        if failure != "directory replaced by a file":
+            assert list(folder.iterdir()) == []  # no partial save left behind
+    finally:
+        service.shutdown()
+
+
+def test_a_save_is_written_aside_and_renamed_into_place_whole(replicas, tmp_path, monkeypatch):
+    """A loader (another replica) never sees a saved context's directory half written: the save
+    goes to a hidden name no loader takes, then is renamed under the context's id. A copy that
+    another replica saved meanwhile is kept."""
+    first, second = replicas
+    final = tmp_path / "contexts" / first.content_id(ContextSpec(X, P))
+    save = ZeroShotExplainer.save
+    seen = []
+
+    def save_while_looking(explainer, path):
+        seen.append((Path(path), final.exists()))
+        saved = save(explainer, path)
+        seen.append(final.exists())  # whole, but not yet under its id
+        return saved
+
+    monkeypatch.setattr(ZeroShotExplainer, "save", save_while_looking)
+    entry, _ = first.get_or_create(ContextSpec(X, P))
+    (path, before), after = seen
+    assert path.parent == final.parent and path.name.startswith(".") and path != final
+    assert not before and not after
+    assert (final / ARRAYS).exists() and _hidden_entries(final.parent) == []
+    # A second replica that fitted it too (it found no saved copy before its fit) keeps the
+    # copy saved meanwhile.
+    saved_copy = final.stat().st_ino
+    monkeypatch.setattr(second, "_saved", lambda context_id: None)
+    _, created = second.get_or_create(ContextSpec(X, P))
+    assert created and second.contexts_unsaved == 0 and len(seen) == 4
+    assert final.stat().st_ino == saved_copy and _hidden_entries(final.parent) == []
+    third = ContextService(LIMITS, 1, context_dir=final.parent)
+    try:
+        loaded = third.get(entry.context_id)
+        assert np.array_equal(
+            third.explain(loaded, X[:5], P[:5]).values, first.explain(entry, X[:5], P[:5]).values
+        )
+    finally:
+        third.shutdown()
+
+
+def test_delete_of_a_context_only_saved_answers_with_its_id(replicas, tmp_path):
+    """After a restart, an eviction, or a fit by another replica, the context is only on disk:
+    delete removed it there, then said it was not found."""
+    first, second = replicas
+    entry, _ = first.get_or_create(ContextSpec(X, P))
+    deleted, freed = second.delete(entry.context_id)
+    assert deleted.context_id == entry.context_id and freed == 0  # nothing held in memory here
+    assert not (tmp_path / "contexts" / entry.context_id).exists()
+    assert _hidden_entries(tmp_path / "contexts") == []
+    with pytest.raises(NotFoundError):
+        second.delete(entry.context_id)
+    # The replica that held it frees its memory as before; the saved copy is already gone.
+    deleted, freed = first.delete(entry.context_id)
+    assert deleted is entry and freed == entry.memory_bytes
+
+
+def test_a_context_larger_than_the_store_is_refused_before_it_is_saved_or_counted(tmp_path):
+    """It was fitted, saved and counted, then refused; and loaded again by every later request
+    for its id, each refused naming ``context`` where the caller had given an id."""
+    folder = tmp_path / "contexts"
+    small = ContextService(replace(LIMITS, max_store_bytes=1000), 1, context_dir=folder)
+    large = ContextService(LIMITS, 1, context_dir=folder)
+    try:
+        with pytest.raises(LimitExceededError, match="the store holds at most 1000") as refused:
+            small.get_or_create(ContextSpec(X, P))
+        assert refused.value.argument == "context"
+        assert list(folder.iterdir()) == [] and small.contexts_fitted == 0
+        # Saved by a replica with a larger store: asked for by id, refused naming the id.
+        entry, _ = large.get_or_create(ContextSpec(X, P))
+        with pytest.raises(LimitExceededError) as refused:
+            small.get(entry.context_id)
+        assert refused.value.argument == "context_id" and small.contexts_loaded == 0
+    finally:
+        small.shutdown()
+        large.shutdown()

@@ -1,11 +1,12 @@
 """The context store alone: single flight, least-recently-used eviction by count and bytes."""
 
 import threading
+import time
 
 import pytest
 
-from shapley_svc.contexts import ContextStore, StoredContext
-from shapley_svc.errors import LimitExceededError
+from shapley_svc.contexts import Caller, ContextStore, StoredContext
+from shapley_svc.errors import CancelledError, DeadlineExceededError, LimitExceededError
 
 
 def _entry(context_id: str, memory_bytes: int = 10, holds: object = None) -> StoredContext:
@@ -53,6 +54,55 @@ def test_a_waiting_caller_builds_in_turn_when_the_builder_fails():
         store.get_or_build("ctx-a", failing)
     entry, built = store.get_or_build("ctx-a", lambda: _entry("ctx-a"))
     assert built and store.get("ctx-a") is entry
+
+
+def test_a_caller_waiting_for_another_s_build_stops_at_its_own_deadline_or_when_it_goes():
+    """The waiter ignored both, holding its (gRPC handler) thread until the other caller's fit
+    ended: a few impatient retries of a slow CreateContext took every worker thread."""
+    store = ContextStore(max_contexts=4, max_bytes=1000)
+    building, release = threading.Event(), threading.Event()
+
+    def slow_build() -> StoredContext:
+        building.set()
+        release.wait(60)
+        return _entry("ctx-a")
+
+    builder = threading.Thread(target=store.get_or_build, args=("ctx-a", slow_build))
+    builder.start()
+    try:
+        assert building.wait(10)
+        waited = {}
+
+        def wait_as(name: str, caller: Caller) -> None:
+            start = time.monotonic()
+            try:
+                store.get_or_build("ctx-a", lambda: _entry("ctx-a"), caller)
+            except (DeadlineExceededError, CancelledError) as error:
+                waited[name] = (type(error), time.monotonic() - start)
+
+        gone = threading.Event()
+        waiters = [
+            threading.Thread(
+                target=wait_as, args=("late", Caller(deadline=time.monotonic() + 0.2))
+            ),
+            threading.Thread(target=wait_as, args=("gone", Caller(should_stop=gone.is_set))),
+        ]
+        for waiter in waiters:
+            waiter.start()
+        gone.set()
+        for waiter in waiters:
+            waiter.join(10)  # the build is still under way
+            assert not waiter.is_alive(), "a waiter outlasted its deadline or its caller"
+        assert waited["late"][0] is DeadlineExceededError
+        assert waited["gone"][0] is CancelledError
+        assert max(seconds for _, seconds in waited.values()) < 5
+        assert builder.is_alive()  # the build itself went on, for its own caller
+    finally:
+        release.set()
+        builder.join()
+    # A patient caller still gets the built context.
+    entry, built = store.get_or_build("ctx-a", lambda: _entry("ctx-a"), Caller())
+    assert not built and entry is store.get("ctx-a")
 
 
 def test_least_recently_used_contexts_are_evicted_by_count_and_by_bytes():

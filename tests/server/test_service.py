@@ -5,7 +5,9 @@ import queue
 import re
 import threading
 import time
+import types
 import urllib.request
+from dataclasses import replace
 
 import grpc
 import numpy as np
@@ -18,7 +20,7 @@ from shapley_client import ShapleyError, TlsConfig
 from shapley_svc._proto import shapley_pb2 as pb
 from shapley_svc._proto import shapley_pb2_grpc
 from shapley_svc.estimator import ZeroShotExplainer
-from shapley_svc.server import messages
+from shapley_svc.server import messages, rpcs
 from tests.server.conftest import make_task, refusal
 
 
@@ -291,6 +293,124 @@ def test_a_caller_leaving_a_context_stream_is_counted_as_gone_not_internal(
     assert 'shapley_requests_total{method="CreateContextStream",code="CANCELLED"} 1' in text
     assert 'shapley_requests_total{method="CreateContextStream",code="DEADLINE_EXCEEDED"} 1' in text
     assert 'code="INTERNAL"' not in text
+
+
+def _observed(server, monkeypatch, method: str) -> "queue.Queue[str]":
+    """The status codes ``method``'s calls are counted with, as the server counts them."""
+    ended: queue.Queue[str] = queue.Queue()
+    observe = server.running.metrics.observe
+
+    def observed(name: str, code: str, seconds: float) -> None:
+        observe(name, code, seconds)
+        if name == method:
+            ended.put(code)
+
+    monkeypatch.setattr(server.running.metrics, "observe", observed)
+    return ended
+
+
+def test_a_stream_cancelled_while_an_answer_is_sent_is_counted_cancelled(
+    make_server, monkeypatch, caplog
+):
+    """When the call ends while an answer is being sent, grpc closes the response generator
+    where it waits, at its ``yield``: GeneratorExit, no Exception, and the call was counted OK
+    (9 client cancels in 10)."""
+    contexts, answers, sending = [], [], threading.Event()
+
+    def serialize(response) -> bytes:
+        answers.append(response)
+        if len(answers) == 2:  # the second answer is sent once the server saw the cancel
+            sending.set()
+            deadline = time.monotonic() + 30
+            while contexts[0].is_active() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return response.SerializeToString()
+
+    stream = rpcs.RPCS["ExplainStream"]
+    serializer = types.SimpleNamespace(SerializeToString=serialize)
+    monkeypatch.setitem(rpcs.RPCS, "ExplainStream", replace(stream, response_class=serializer))
+    server = make_server(warm=False)  # registers its handlers with the serializer above
+    service = server.running.service
+    explain = service._explain
+
+    def explain_keeping_the_call(entry, request, context, first_row, described):
+        contexts.append(context)
+        return explain(entry, request, context, first_row, described)
+
+    monkeypatch.setattr(service, "_explain", explain_keeping_the_call)
+    ended = _observed(server, monkeypatch, "ExplainStream")
+    caplog.set_level(logging.INFO, logger="shapley_svc.server")
+    stub = shapley_pb2_grpc.ShapleyStub(server.channel())
+    X, p = make_task(n=120, d=3, seed=24)
+    spec = pb.ContextSpec(rows=_raw_tensor(X), predictions=_raw_tensor(p))
+    context_id = stub.CreateContext(pb.CreateContextRequest(context=spec)).context.context_id
+    leave = threading.Event()
+
+    def requests():
+        for _ in range(3):
+            yield pb.ExplainRequest(context_id=context_id, rows=_raw_tensor(X[:4]))
+        leave.wait(60)
+
+    try:
+        call = stub.ExplainStream(requests(), timeout=60)
+        next(call)
+        assert sending.wait(30), "the server never sent a second answer"
+        call.cancel()
+        assert ended.get(timeout=30) == "CANCELLED"
+    finally:
+        leave.set()
+    assert "ExplainStream ended CANCELLED: the caller has gone (GeneratorExit)" in caplog.text
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
+    rendered = server.running.metrics.render()
+    assert 'shapley_requests_total{method="ExplainStream",code="CANCELLED"} 1' in rendered
+    assert 'shapley_errors_total{code="CANCELLED"} 1' in rendered
+    assert 'method="ExplainStream",code="OK"' not in rendered
+
+
+def test_a_call_waiting_for_another_s_fit_keeps_its_own_deadline_and_leaves_when_cancelled(
+    make_server, monkeypatch
+):
+    """A second CreateContext of the same context waits for the first one's fit; it waited for
+    the whole fit whatever its deadline, or its client cancelling, holding a handler thread
+    (with a few of them, health checks went unanswered) and counted OK at the end."""
+    server = make_server(warm=False)
+    contexts = server.running.service.contexts
+    fit, fitting, release = contexts._fit, threading.Event(), threading.Event()
+
+    def held_fit(*args):
+        fitting.set()
+        release.wait(60)
+        return fit(*args)
+
+    get_or_build, waiting = contexts.store.get_or_build, queue.Queue()
+
+    def get_or_build_telling(*args):
+        waiting.put(True)
+        return get_or_build(*args)
+
+    monkeypatch.setattr(contexts, "_fit", held_fit)
+    monkeypatch.setattr(contexts.store, "get_or_build", get_or_build_telling)
+    ended = _observed(server, monkeypatch, "CreateContext")
+    stub = shapley_pb2_grpc.ShapleyStub(server.channel())
+    X, p = make_task(n=150, d=4, seed=25)
+    request = pb.CreateContextRequest(
+        context=pb.ContextSpec(rows=_raw_tensor(X), predictions=_raw_tensor(p))
+    )
+    try:
+        patient = stub.CreateContext.future(request, timeout=120)
+        assert fitting.wait(30) and waiting.get(timeout=5)
+        code, _, _ = refusal(lambda: stub.CreateContext(request, timeout=0.5))
+        assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+        waiting.get(timeout=5)
+        assert ended.get(timeout=10) == "DEADLINE_EXCEEDED"  # while the fit is still held
+        leaving = stub.CreateContext.future(request, timeout=120)
+        waiting.get(timeout=30)
+        leaving.cancel()
+        assert ended.get(timeout=10) == "CANCELLED"
+    finally:
+        release.set()
+    assert patient.result().created
+    assert ended.get(timeout=30) == "OK"
 
 
 def test_context_lifecycle_list_delete_and_transparent_recreate(server, client):

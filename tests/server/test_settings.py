@@ -1,6 +1,9 @@
 """Settings enter in one place: a flag over a SHAPLEY_SVC_* variable over the default."""
 
+import os
+import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -112,3 +115,57 @@ def test_a_tokens_file_saved_with_a_byte_order_mark_gives_its_first_token_whole(
     tokens = tmp_path / "tokens.txt"
     tokens.write_bytes(b"\xef\xbb\xbftok-first\r\ntok-second\n")
     assert read_tokens(str(tokens)) == (b"tok-first", b"tok-second")
+
+
+def test_a_context_dir_that_cannot_hold_contexts_is_refused_naming_its_flag(tmp_path):
+    """A file, or a path under one, stopped `serve` only after it had bound (exit 1, a bare
+    "[Errno 17] File exists"); a directory that does not exist yet is made at start-up."""
+    a_file = tmp_path / "contexts"
+    a_file.write_text("not a directory")
+    with pytest.raises(ValueError, match=r"^--context-dir: .*contexts exists and is not a direc"):
+        settings_from(["--context-dir", str(a_file)], {})
+    with pytest.raises(ValueError, match=r"^SHAPLEY_SVC_CONTEXT_DIR: cannot create .*: .*contexts"):
+        settings_from([], {"SHAPLEY_SVC_CONTEXT_DIR": str(a_file / "below")})
+    with pytest.raises(ValueError, match=r"^context_dir: "):
+        Settings(context_dir=str(a_file))
+    later = tmp_path / "volume" / "contexts"
+    assert settings_from(["--context-dir", str(later)], {}).context_dir == str(later)
+    assert not later.exists()  # checked, not made: the server makes it
+    result = subprocess.run(
+        [sys.executable, "-m", "shapley_svc", "serve", "--address", "127.0.0.1:0",
+         "--metrics-address", "", "--context-dir", str(a_file)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"shapley-svc serve: --context-dir: {a_file} exists and is not a directory"
+    ]
+
+
+def test_a_context_dir_that_cannot_be_written_is_refused(tmp_path):
+    """Every fit's save failed there. Checked as the server runs: root writes through file
+    modes, so as root the check runs without the capability that lets it."""
+    read_only = tmp_path / "read-only"
+    read_only.mkdir(mode=0o555)
+    check = """
+import sys
+from shapley_svc.server import settings_from
+try:
+    settings_from(sys.argv[1:], {})
+except ValueError as error:
+    print(error)
+"""
+    for path, problem in (
+        (read_only, f"--context-dir: {read_only} is not writable"),
+        (read_only / "contexts", f"--context-dir: cannot create {read_only / 'contexts'}: "
+         f"{read_only} is not writable"),
+    ):  # fmt: skip
+        command = [sys.executable, "-c", check, "--context-dir", str(path)]
+        if os.geteuid() == 0:
+            if shutil.which("setpriv") is None:
+                pytest.skip("as root, needs setpriv (util-linux) to drop CAP_DAC_OVERRIDE")
+            dropped = "-dac_override,-dac_read_search"
+            command = ["setpriv", f"--inh-caps={dropped}", f"--bounding-set={dropped}", "--",
+                       *command]  # fmt: skip
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert result.stdout.strip() == problem, result.stderr
