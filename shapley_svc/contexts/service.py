@@ -301,15 +301,16 @@ class ContextService:
             )
         per_query = (0 if predictions_given else 1) + 2 * pairs_within(budget, predictions_given)
         m, d = rows.shape
-        row_bytes = per_query * d * 8
+        width = _scored_row_width(entry.explainer)
+        row_bytes = per_query * width * 8
         total = answer_fixed_bytes + m * row_bytes
         if total > limit.max_answer_bytes:
             raise LimitExceededError(
                 "budget",
-                f"the proposal for {m} rows ({per_query} rows of {d} float64s each) would take "
-                f"up to {total} bytes, over the {limit.max_answer_bytes}-byte message limit; "
-                f"send at most {self._most_rows(row_bytes, answer_fixed_bytes)} rows per call "
-                "or lower the budget",
+                f"the proposal for {m} rows ({per_query} rows each, {_widths(d, width)}) would "
+                f"take up to {total} bytes, over the {limit.max_answer_bytes}-byte message "
+                f"limit; send at most {self._most_rows(row_bytes, answer_fixed_bytes)} rows per "
+                "call or lower the budget",
             )
         return per_query
 
@@ -394,13 +395,14 @@ class ContextService:
         if budget is None:
             budget = default_calibration_budget(explainer.background_rows_.shape[0], refit)
         d = explainer.n_features_in_
-        total = answer_fixed_bytes + budget * d * 8
+        width = _scored_row_width(explainer)
+        total = answer_fixed_bytes + budget * width * 8
         if total > self.limits.max_answer_bytes:
             raise LimitExceededError(
                 "budget",
-                f"{budget} calibration rows of {d} float64s would take up to {total} bytes, "
-                f"over the {self.limits.max_answer_bytes}-byte message limit; the most is "
-                f"{self._most_rows(d * 8, answer_fixed_bytes)}",
+                f"{budget} calibration rows ({_widths(d, width)}) would take up to {total} "
+                f"bytes, over the {self.limits.max_answer_bytes}-byte message limit; the most "
+                f"is {self._most_rows(width * 8, answer_fixed_bytes)}",
             )
         return budget
 
@@ -701,6 +703,18 @@ def _naming_context(entry: StoredContext) -> Iterator[None]:
         raise InvalidArgumentError(
             error.argument, f"{error.problem} (context {entry.context_id})"
         ) from None
+
+
+def _scored_row_width(explainer: ZeroShotExplainer) -> int:
+    """Float64s per proposed row in the larger of the two messages it travels in: its d values
+    in the proposal's answer, its K outputs in the Refine or Calibrate that brings them back.
+    Counting d alone let through a proposal whose outputs no message could carry (600 rows at
+    d = 3, K = 40: the model scored them all, then Calibrate was refused with no field)."""
+    return max(explainer.n_features_in_, explainer.n_outputs_)
+
+
+def _widths(d: int, width: int) -> str:
+    return f"{d} float64s each" if width == d else f"each row's {width} outputs as float64s"
 
 
 def _hidden(context_id: str, purpose: str) -> str:

@@ -427,3 +427,33 @@ def test_a_replica_that_cannot_replay_a_calibration_says_which(client, make_serv
     assert (error.code, error.field) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "context_id")
     assert calibrated.context_id in error.details
     assert "calibration 1 of 1 was refused (RESOURCE_EXHAUSTED: budget: " in error.details
+
+
+def test_a_proposal_whose_outputs_would_not_fit_in_a_message_is_refused_naming_budget(make_server):
+    """At d = 3 and K = 40 the proposal's rows fit where their outputs do not: ProposeCalibration
+    took a budget of 600, the model scored 600 rows, then Calibrate (192 KB of outputs) was
+    refused by gRPC with no field (QA, 2026-12-05). Propose for refine likewise."""
+    limit = 80_000
+    server = make_server(warm=False, max_message_bytes=limit)
+    stub = shapley_pb2_grpc.ShapleyStub(server.channel())
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    scores = X[:, :1] * np.arange(1, 41) / 10 - X[:, 1:2]
+    probabilities = np.exp(scores) / np.exp(scores).sum(axis=1, keepdims=True)
+    spec = pb.ContextSpec(rows=_tensor(X), predictions=_tensor(probabilities))
+    context_id = stub.CreateContext(pb.CreateContextRequest(context=spec)).context.context_id
+    # 600 rows of 40 outputs: 192,000 bytes; 240 (the least budget here), 76,800.
+    for budget, allowed in ((600, False), (240, True)):
+        request = pb.ProposeCalibrationRequest(context_id=context_id, budget=budget)
+        if allowed:
+            proposal = stub.ProposeCalibration(request)
+            outputs = np.full((len(_array(proposal.rows)), 40), 1 / 40)
+            assert _tensor(outputs).ByteSize() < limit  # what Calibrate carries back fits
+        else:
+            code, message, field = refusal(stub.ProposeCalibration, request)
+            assert (code, field) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "budget")
+            assert "each row's 40 outputs" in message and "the most is 24" in message
+    propose = pb.ProposeRequest(context_id=context_id, rows=_tensor(X[:20]), budget=16)
+    code, message, field = refusal(stub.Propose, propose)
+    assert (code, field) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "budget")
+    assert "each row's 40 outputs" in message
