@@ -279,10 +279,12 @@ class ContextService:
         predictions_given: bool,
         budget: int,
         answer_fixed_bytes: int,
+        refined_row_bytes: int = 0,
     ) -> int:
         """Refuse a budget over ``limits.max_budget``, or whose proposal for ``rows`` would not
-        fit in one message beside ``answer_fixed_bytes``; the rows proposed per query row (0 for
-        a budget the estimator will refuse as too small)."""
+        fit in one message beside ``answer_fixed_bytes``, nor the Refine that brings its
+        outputs back, nor that Refine's answer (``refined_row_bytes`` an explained row); the
+        rows proposed per query row (0 for a budget the estimator will refuse as too small)."""
         limit = self.limits
         if budget > limit.max_budget:
             raise InvalidArgumentError(
@@ -301,16 +303,26 @@ class ContextService:
             )
         per_query = (0 if predictions_given else 1) + 2 * pairs_within(budget, predictions_given)
         m, d = rows.shape
-        width = _scored_row_width(entry.explainer)
-        row_bytes = per_query * width * 8
+        k = entry.explainer.n_outputs_
+        # Per explained row, the larger of the two messages: the proposal's answer (its rows'
+        # d values) and the Refine that brings their K outputs back with the row itself and its
+        # predictions. Counting the answer alone let through 97 rows at d = K = 8 whose Refine
+        # (111,831 bytes at a 100,000-byte limit) gRPC refused with no field, after the model
+        # had scored all 1,552 rows.
+        row_bytes = max(
+            per_query * d * 8,
+            per_query * k * 8 + d * 8 + (k * 8 if predictions_given else 0),
+            refined_row_bytes,
+        )
         total = answer_fixed_bytes + m * row_bytes
         if total > limit.max_answer_bytes:
             raise LimitExceededError(
                 "budget",
-                f"the proposal for {m} rows ({per_query} rows each, {_widths(d, width)}) would "
-                f"take up to {total} bytes, over the {limit.max_answer_bytes}-byte message "
-                f"limit; send at most {self._most_rows(row_bytes, answer_fixed_bytes)} rows per "
-                "call or lower the budget",
+                f"the proposal for {m} rows ({per_query} rows each, {d} float64s a row out and "
+                f"{k} outputs a row back in Refine) would take up to {total} bytes, over the "
+                f"{limit.max_answer_bytes}-byte message limit; send at most "
+                f"{self._most_rows(row_bytes, answer_fixed_bytes)} rows per call or lower the "
+                "budget",
             )
         return per_query
 
@@ -323,14 +335,17 @@ class ContextService:
         random_state: int | None = None,
         *,
         answer_fixed_bytes: int = 0,
+        refined_row_bytes: int = 0,
         caller: Caller = PATIENT,
     ) -> Proposal:
         """The estimator's proposal of rows for the caller's model to score, for ``rows``
-        (m, d) against a held context, refused when it would not fit in one message beside
-        ``answer_fixed_bytes`` (what the answer takes besides the rows' float64s, at most)."""
+        (m, d) against a held context, refused when it, the Refine that brings the outputs
+        back, or that Refine's answer (``refined_row_bytes`` an explained row) would not fit in
+        one message beside ``answer_fixed_bytes`` (the most any of them takes besides its
+        numbers)."""
         self._check_query_size(rows.shape[0], 0)
         per_query = self._rows_per_query(
-            entry, rows, predictions is not None, budget, answer_fixed_bytes
+            entry, rows, predictions is not None, budget, answer_fixed_bytes, refined_row_bytes
         )
         args = (entry.explainer, rows, predictions, budget, random_state)
         return self._refinement_call(entry, rows.shape[0] * per_query, _propose, caller, *args)

@@ -357,6 +357,12 @@ def proposal_fixed_bytes(context_id: str, artifact_version: str) -> int:
     return _string(context_id) + _string(artifact_version) + 1 + _VARINT + _TENSOR_FRAMING
 
 
+def refine_request_fixed_bytes(context_id: str) -> int:
+    """At most what a RefineRequest takes besides its tensors' numbers: the id, ``budget``,
+    ``random_state``, ``output_dtype`` and ``output_values``, and three tensors' framing."""
+    return _string(context_id) + 4 * (1 + _VARINT) + 3 * _TENSOR_FRAMING
+
+
 def explain_response(
     context_id: str,
     explanation: Explanation,

@@ -14,6 +14,7 @@ import grpc
 
 from shapley_svc._proto import shapley_pb2 as pb
 from shapley_svc._proto import shapley_pb2_grpc
+from shapley_svc.codecs import DTYPE_FLOAT64
 from shapley_svc.contexts import Caller, ContextService, ContextSpec, StoredContext
 from shapley_svc.errors import InvalidArgumentError, LimitExceededError
 from shapley_svc.server import messages
@@ -225,7 +226,16 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
                 asked.predictions,
                 asked.budget,
                 asked.random_state,
-                answer_fixed_bytes=self._proposal_fixed_bytes(entry),
+                # The Refine that brings the outputs back must fit too, and its answer (in
+                # float64, the widest it may ask for).
+                answer_fixed_bytes=max(
+                    self._proposal_fixed_bytes(entry),
+                    messages.refine_request_fixed_bytes(entry.context_id),
+                    self._answer_fixed_bytes(entry, described=True),
+                ),
+                refined_row_bytes=messages.answer_bytes_per_row(
+                    entry.description, messages.AnswerFormat(DTYPE_FLOAT64, as_values=False)
+                ),
                 caller=self._caller(context),
             )
         return messages.propose_response(

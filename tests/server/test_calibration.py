@@ -456,4 +456,4 @@ def test_a_proposal_whose_outputs_would_not_fit_in_a_message_is_refused_naming_b
     propose = pb.ProposeRequest(context_id=context_id, rows=_tensor(X[:20]), budget=16)
     code, message, field = refusal(stub.Propose, propose)
     assert (code, field) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "budget")
-    assert "each row's 40 outputs" in message
+    assert "40 outputs a row back in Refine" in message

@@ -1,6 +1,8 @@
 """Propose and Refine over gRPC, and the Python client's ``explain(model=...)``: the same rows
 and answers as the estimator in process, exact efficiency, and every bad field named."""
 
+import re
+
 import grpc
 import numpy as np
 import pytest
@@ -321,3 +323,36 @@ def test_multi_output_refinement_equals_the_estimator_in_process(client):
     assert answer.values.shape == (4, 5, 3) and answer.model_rows == 12
     np.testing.assert_array_equal(answer.values, expected.values)
     np.testing.assert_array_equal(answer.uncertainty, expected.uncertainty)
+
+
+@pytest.mark.parametrize("with_predictions", [True, False], ids=["predictions", "no predictions"])
+def test_at_the_most_rows_propose_allows_the_refine_and_its_answer_fit(
+    make_server, with_predictions
+):
+    """Propose counted its own answer only: at d = K = 8 and a 100,000-byte limit it took 97
+    rows whose Refine (111,831 bytes), or whose Refine's answer (106,958 bytes), was then
+    refused, after the model had scored every proposed row (QA, 2026-12-05)."""
+    limit = 100_000
+    server = make_server(warm=False, max_message_bytes=limit)
+    stub = shapley_pb2_grpc.ShapleyStub(server.channel())
+    rng = np.random.default_rng(0)
+    d = k = 8
+    X = rng.normal(size=(60, d))
+    P = X @ rng.normal(size=(d, k))
+    spec = pb.ContextSpec(rows=_tensor(X), predictions=_tensor(P))
+    context_id = stub.CreateContext(pb.CreateContextRequest(context=spec)).context.context_id
+
+    def fields(rows):
+        given = {"predictions": _tensor(P[rows])} if with_predictions else {}
+        return dict(context_id=context_id, rows=_tensor(X[rows]), budget=16, **given)
+
+    code, message, field = refusal(stub.Propose, pb.ProposeRequest(**fields(np.arange(400) % 60)))
+    assert (code, field) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "budget")
+    most = int(re.search(r"send at most (\d+) rows", message).group(1))
+    rows = np.arange(most) % 60
+    proposal = stub.Propose(pb.ProposeRequest(**fields(rows)))
+    proposed = _array(proposal.rows)
+    request = pb.RefineRequest(outputs=_tensor(proposed @ rng.normal(size=(d, k))), **fields(rows))
+    assert request.ByteSize() <= limit
+    refined = stub.Refine(request)
+    assert refined.ByteSize() <= limit and list(refined.values.shape) == [most, d, k]
