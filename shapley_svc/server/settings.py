@@ -72,24 +72,23 @@ def pem_problem(path: str, kind: str) -> str | None:
 
 
 def directory_problem(path: str) -> str | None:
-    """Why files cannot be saved in the folder ``path``, or None: it is a writable directory, or
-    does not exist yet and can be created (its nearest existing ancestor is a writable
-    directory). Checked at start-up, so that a bad ``--context-dir`` stops ``serve`` before it
-    binds instead of failing every fit's save."""
+    """Why files cannot be saved in the folder ``path``, or None: it is a writable directory,
+    made here when it does not exist yet (as the server would make it). Checked at start-up, so
+    that a bad ``--context-dir`` stops ``serve`` before it binds instead of failing every fit's
+    save. Making it, not asking whether its parent is writable, also finds a dangling link and a
+    parent that only says it is writable (/proc, /sys): both passed, then stopped the server
+    after it had bound."""
     folder = Path(path)
-    if folder.exists():
-        if not folder.is_dir():
-            return f"{path} exists and is not a directory"
-        if not os.access(folder, os.W_OK | os.X_OK):
-            return f"{path} is not writable"
-        return None
-    ancestor = folder.absolute().parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        return f"cannot create {path}: {ancestor} is not a directory"
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        return f"cannot create {path}: {ancestor} is not writable"
+    if os.path.islink(folder) and not folder.exists():
+        return f"{path} is a symbolic link to nothing ({os.readlink(folder)})"
+    if folder.exists() and not folder.is_dir():
+        return f"{path} exists and is not a directory"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return f"cannot create {path}: {error.strerror or error}"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"{path} is not writable"
     return None
 
 
@@ -98,6 +97,9 @@ def _check_tls_files(cert: str, key: str, client_ca: str) -> None:
     certificate, an encrypted key or a damaged block is refused naming its flag, not found at
     bind as a failure to listen. OpenSSL parses them as grpc's BoringSSL does."""
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    # This check is of the files alone; grpc decides what it accepts. OpenSSL's default
+    # security level refused a matching RSA-1024 pair (EE_KEY_TOO_SMALL) that grpc serves with.
+    tls.set_ciphers("DEFAULT:@SECLEVEL=0")
     try:
         # A password is given so that an encrypted key fails here instead of prompting on the
         # terminal: grpc takes no password either.
@@ -133,7 +135,9 @@ def read_tokens(path: str) -> tuple[bytes, ...]:
             f"{{0}}: {path} is not UTF-8 text ({error.reason} at byte {error.start})",
             "tokens_file",
         ) from None
-    tokens = tuple(line.strip() for line in text.splitlines() if line.strip())
+    # Lines end at \n (\r\n too, by strip): str.splitlines also splits at form feeds,
+    # vertical tabs and U+2028, which cut 'a\x0cVeryLongSecretPart' into a live token 'a'.
+    tokens = tuple(line.strip() for line in text.split("\n") if line.strip())
     if not tokens:
         raise SettingError(f"{{0}}: {path} holds no token (one per line)", "tokens_file")
     for number, token in enumerate(tokens, 1):

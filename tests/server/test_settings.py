@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -124,13 +125,24 @@ def test_a_context_dir_that_cannot_hold_contexts_is_refused_naming_its_flag(tmp_
     a_file.write_text("not a directory")
     with pytest.raises(ValueError, match=r"^--context-dir: .*contexts exists and is not a direc"):
         settings_from(["--context-dir", str(a_file)], {})
-    with pytest.raises(ValueError, match=r"^SHAPLEY_SVC_CONTEXT_DIR: cannot create .*: .*contexts"):
+    with pytest.raises(
+        ValueError, match=r"^SHAPLEY_SVC_CONTEXT_DIR: cannot create .*below: Not a d"
+    ):
         settings_from([], {"SHAPLEY_SVC_CONTEXT_DIR": str(a_file / "below")})
     with pytest.raises(ValueError, match=r"^context_dir: "):
         Settings(context_dir=str(a_file))
     later = tmp_path / "volume" / "contexts"
     assert settings_from(["--context-dir", str(later)], {}).context_dir == str(later)
-    assert not later.exists()  # checked, not made: the server makes it
+    assert later.is_dir()  # made, as the server would make it
+    # A link to nothing, and a parent that says it is writable but makes nothing, passed the
+    # check and stopped the server after it had bound (QA, 2026-12-05).
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "gone")
+    with pytest.raises(ValueError, match=r"^--context-dir: .*dangling is a symbolic link to nothi"):
+        settings_from(["--context-dir", str(dangling)], {})
+    if Path("/proc/self").is_dir():
+        with pytest.raises(ValueError, match=r"^--context-dir: cannot create /proc/shapley-"):
+            settings_from(["--context-dir", "/proc/shapley-contexts"], {})
     result = subprocess.run(
         [sys.executable, "-m", "shapley_svc", "serve", "--address", "127.0.0.1:0",
          "--metrics-address", "", "--context-dir", str(a_file)],
@@ -158,7 +170,7 @@ except ValueError as error:
     for path, problem in (
         (read_only, f"--context-dir: {read_only} is not writable"),
         (read_only / "contexts", f"--context-dir: cannot create {read_only / 'contexts'}: "
-         f"{read_only} is not writable"),
+         "Permission denied"),
     ):  # fmt: skip
         command = [sys.executable, "-c", check, "--context-dir", str(path)]
         if os.geteuid() == 0:
@@ -169,3 +181,29 @@ except ValueError as error:
                        *command]  # fmt: skip
         result = subprocess.run(command, capture_output=True, text=True, timeout=60)
         assert result.stdout.strip() == problem, result.stderr
+
+
+def test_a_tokens_file_splits_at_line_ends_only():
+    """str.splitlines cut 'a<form feed>VeryLongSecretPart' into two live tokens, one of a
+    single letter, past the printable-ASCII check (QA, 2026-12-05)."""
+    import tempfile
+
+    from shapley_svc.server.settings import SettingError, read_tokens
+
+    with tempfile.NamedTemporaryFile("wb", suffix=".txt") as tokens:
+        tokens.write(b"first\r\na\x0cVeryLongSecretPart\n")
+        tokens.flush()
+        with pytest.raises(SettingError, match=r"token 2 holds '\\x0c'"):
+            read_tokens(tokens.name)
+
+
+def test_a_small_but_matching_tls_key_is_left_to_grpc(tmp_path):
+    """OpenSSL's default security level refused a matching RSA-1024 pair (EE_KEY_TOO_SMALL)
+    with which the server had served TLS: the check is of the files, not of policy."""
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:1024", "-nodes", "-days", "2",
+         "-subj", "/CN=small", "-keyout", "small.key", "-out", "small.pem"],
+        cwd=tmp_path, check=True, capture_output=True,
+    )  # fmt: skip
+    flags = ["--tls-cert", str(tmp_path / "small.pem"), "--tls-key", str(tmp_path / "small.key")]
+    assert settings_from(flags, {}).tls_key.endswith("small.key")
