@@ -264,3 +264,170 @@ def test_refine_refuses_outputs_that_are_not_numbers(client):
     # Numbers of any real dtype are sent (the server checks their shape).
     for outputs in (np.zeros(16, dtype=np.float32), np.arange(16), np.zeros(16, dtype=bool)):
         client.refine(CONTEXT_ID, X[:2], outputs, budget=8)
+
+
+@pytest.mark.parametrize(
+    "background",
+    [[2**63], np.array([2**63], dtype=np.uint64), [0, 2**64], [-1, 2**63], [-1, 3], [0, 40]],
+    ids=["2**63", "uint64 2**63", "2**64", "-1 and 2**63", "negative", "n"],
+)
+def test_background_indices_outside_the_rows_are_refused_in_the_servers_words(client, background):
+    """Past int64, protobuf raised a bare ValueError naming nothing; -1 and n the server
+    refuses, in these words (tests/server/test_python_client.py checks they are its own)."""
+    with pytest.raises(InvalidArgumentError) as caught:
+        client.create_context(X, P, background=background)
+    refused = caught.value
+    assert refused.field == "context.background"
+    low, high = min(int(i) for i in background), max(int(i) for i in background)
+    assert refused.violations[0].description == (
+        f"indices must lie in [0, 40); got values from {low} to {high}"
+    )
+    assert client._stub.sent == []
+
+
+# --- refit ---------------------------------------------------------------------------------
+
+
+def _calibrated(client, refit):
+    """What ``calibrate(refit=refit)`` sends for a Context from create_context: whether
+    ProposeCalibration asked for a refit's default, whether Calibrate carried the context, and
+    the rows the model scored."""
+    context = client.create_context(X, P)
+    client._stub.sent.clear()
+    scored = []
+    client.calibrate(context, lambda rows: scored.append(len(rows)) or rows[:, 0], refit=refit)
+    proposed = [r.refit for m, r in client._stub.sent if m == "ProposeCalibration"]
+    carried = [r.HasField("context") for m, r in client._stub.sent if m == "Calibrate"]
+    return proposed, carried, scored
+
+
+@pytest.mark.parametrize(
+    ("refit", "refits"),
+    [(False, False), (np.False_, False), (True, True), (np.True_, True), (None, True)],
+    ids=["False", "np.False_", "True", "np.True_", "None"],
+)
+def test_calibrate_takes_a_numpy_bool_refit_as_the_bool_it_is(client, refit, refits):
+    """np.False_ was taken as None (the automatic choice: `refit is False` failed) and
+    refitted, on the refit's default budget."""
+    proposed, carried, scored = _calibrated(client, refit)
+    assert proposed == [refits] and carried == [refits]
+    assert scored == [(20 if refits else 10) * BACKGROUND]
+
+
+NOT_REFITS = [0, 1, 0.0, "", "False", np.int64(0), np.array(False), []]
+
+
+@pytest.mark.parametrize("refit", NOT_REFITS, ids=[repr(r) for r in NOT_REFITS])
+def test_a_refit_that_is_not_a_bool_is_refused_naming_refit(client, refit):
+    """0 went as None, the automatic choice, and refitted; 1 refitted as True would."""
+    context = client.create_context(X, P)
+    client._stub.sent.clear()
+    scored = []
+    calls = {
+        "calibrate": lambda: client.calibrate(context, scored.append, refit=refit),
+        "propose_calibration": lambda: client.propose_calibration(context, refit=refit),
+    }
+    for name, call in calls.items():
+        with pytest.raises(InvalidArgumentError) as caught:
+            call()
+        refused = caught.value
+        assert isinstance(refused, TypeError), name
+        assert refused.field == "refit", name
+        assert refused.violations[0].description.startswith(
+            f"must be True, False or None; got {refit!r}"
+        ), name
+    assert client._stub.sent == [] and scored == []  # before anything was sent or scored
+
+
+# --- token ---------------------------------------------------------------------------------
+
+SECRET = "s3cr3t-t0ken"
+
+
+@pytest.mark.parametrize(
+    ("token", "where"),
+    [
+        (SECRET + "\n", "U+000A at index 12 of 13 (a token read from a file keeps its line break"),
+        (SECRET + "\r\n", "U+000D at index 12 of 14 (a token read from a file keeps its line"),
+        ("s3cr\u00e9t", "U+00E9 at index 4 of 6"),
+        ("s3cr\tt", "U+0009 at index 4 of 6"),
+    ],
+    ids=["newline", "crlf", "non-ASCII", "tab"],
+)
+def test_a_token_metadata_cannot_carry_is_refused_naming_token(token, where):
+    """It failed every call INTERNAL 'Invalid metadata' with no field, and gRPC's C core
+    logged the error; the Node client refuses it the same way, without quoting it."""
+    with pytest.raises(InvalidArgumentError) as caught:
+        ShapleyClient("127.0.0.1:1", token=token)
+    refused = caught.value
+    assert refused.field == "token"
+    assert refused.violations[0].description.startswith(
+        "has a character gRPC metadata cannot carry (printable ASCII only): " + where
+    )
+    assert token.strip() not in str(refused) and token.strip() not in repr(refused.violations)
+
+
+def test_a_token_that_is_not_a_string_is_refused_naming_token():
+    with pytest.raises(InvalidArgumentError) as caught:
+        ShapleyClient("127.0.0.1:1", token=SECRET.encode())
+    assert caught.value.field == "token" and isinstance(caught.value, TypeError)
+    assert SECRET not in str(caught.value)
+
+
+def test_a_printable_token_is_sent_as_a_bearer_token():
+    for token in (SECRET, "a b~!", None, ""):
+        with ShapleyClient("127.0.0.1:1", token=token) as client:
+            expected = (("authorization", f"Bearer {token}"),) if token else ()
+            assert client._metadata == expected
+
+
+# --- budget and other arguments ------------------------------------------------------------
+
+
+def _budgeted_calls(client, budget):
+    """Every client call that takes a budget, with it."""
+    return {
+        "explain": lambda: client.explain(
+            CONTEXT_ID, X[:2], model=lambda rows: rows[:, 0], budget=budget
+        ),
+        "propose": lambda: client.propose(CONTEXT_ID, X[:2], budget=budget),
+        "refine": lambda: client.refine(CONTEXT_ID, X[:2], np.zeros(16), budget=budget),
+        "propose_calibration": lambda: client.propose_calibration(CONTEXT_ID, budget=budget),
+        "calibrate": lambda: client.calibrate(CONTEXT_ID, lambda rows: rows[:, 0], budget=budget),
+    }
+
+
+@pytest.mark.parametrize(
+    ("budget", "kind", "problem"),
+    [
+        (2.5, TypeError, "must be an int; got 2.5"),
+        (8.0, TypeError, "must be an int; got 8.0"),
+        (True, TypeError, "must be an int; got True"),
+        (np.True_, TypeError, "must be an int; got np.True_"),
+        ("8", TypeError, "must be an int; got '8'"),
+        (2**63, ValueError, "must be an int below 2**63; got 9223372036854775808"),
+    ],
+    ids=["2.5", "8.0", "True", "np.True_", "str", "2**63"],
+)
+def test_a_budget_that_is_not_an_int64_is_refused_naming_budget(client, budget, kind, problem):
+    """Plain TypeErrors naming no field; past int64 protobuf's bare ValueError."""
+    for name, call in _budgeted_calls(client, budget).items():
+        with pytest.raises(InvalidArgumentError) as caught:
+            call()
+        refused = caught.value
+        assert isinstance(refused, kind), name
+        assert (refused.field, refused.violations[0].description) == ("budget", problem), name
+        assert _methods(client) == [], name
+
+
+def test_explain_names_the_argument_a_zero_shot_answer_does_not_take(client):
+    cases = [
+        ({"random_state": 3}, "random_state", "seeds a refinement: it needs model and budget"),
+        ({"budget": 8}, "model", "is required with budget"),
+        ({"model": lambda rows: rows[:, 0]}, "budget", "is required with model"),
+    ]
+    for arguments, field, problem in cases:
+        with pytest.raises(InvalidArgumentError) as caught:
+            client.explain(CONTEXT_ID, X[:2], **arguments)
+        assert (caught.value.field, caught.value.violations[0].description) == (field, problem)
+    assert _methods(client) == []

@@ -103,9 +103,16 @@ def test_stream_predictions_are_checked_for_the_whole_call_as_explain_does(
 
 def test_chunk_rows_must_be_a_positive_int(client, task):
     context, X, p = task
-    with pytest.raises(TypeError, match=r"chunk_rows must be an int; got 2\.5"):
-        client.explain_stream(context, X[:4], p[:4], chunk_rows=2.5)
-    with pytest.raises(ValueError, match="chunk_rows must be >= 1; got 0"):
-        client.explain_stream(context, X[:4], p[:4], chunk_rows=0)
+    # Refused naming chunk_rows; a TypeError (a non-int) or a ValueError (0) as before.
+    for chunk_rows, kind, problem in [
+        (2.5, TypeError, "must be an int; got 2.5"),
+        (True, TypeError, "must be an int; got True"),
+        (0, ValueError, "must be >= 1; got 0"),
+    ]:
+        with pytest.raises(InvalidArgumentError) as caught:
+            client.explain_stream(context, X[:4], p[:4], chunk_rows=chunk_rows)
+        refused = caught.value
+        assert isinstance(refused, kind), chunk_rows
+        assert (refused.field, refused.violations[0].description) == ("chunk_rows", problem)
     answer = client.explain_stream(context, X[:4], p[:4], chunk_rows=np.int64(3))
     assert answer.values.shape == (4, 5)

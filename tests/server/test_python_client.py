@@ -295,6 +295,113 @@ def test_calibrate_sizes_a_refit_by_the_message_its_outputs_go_in(client, server
         assert calls == [400, 400]  # refused before the model ran
 
 
+def _smooth(rows):
+    return 2 * rows[:, 0] + np.sin(rows[:, 1])
+
+
+def _smooth_task(n, seed=0):
+    """Two features: the refit's default proposal (2,000 rows) is 32 kB, the weights' 16 kB."""
+    X = np.random.default_rng(seed).uniform(-1, 1, size=(n, 2))
+    return X, _smooth(X)
+
+
+def _counting_smooth():
+    calls = []
+
+    def counting(rows):
+        calls.append(len(rows))
+        return _smooth(rows)
+
+    return calls, counting
+
+
+def test_calibrate_falls_back_to_the_weights_default_where_the_server_cannot_propose_a_refits(
+    make_server,
+):
+    """A server whose messages cannot carry the refit's default proposal (2,000 rows, 100
+    background rows) refused ProposeCalibration(refit=True) naming budget, and the default
+    calibrate failed, refit=None or True, although the weights' default (1,000) and a refit on
+    it fit (QA, 2026-12-05)."""
+    target = make_server(warm=False, max_message_bytes=20_000)
+    X, p = _smooth_task(300)
+    with target.client(timeout=120, max_message_bytes=20_000) as small:
+        context = small.create_context(X, p)
+        with pytest.raises(ShapleyError) as refused:  # what the client used to ask for
+            small.propose_calibration(context, refit=True)
+        assert (refused.value.code, refused.value.field) == (
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "budget",
+        )
+        explicit = small.calibrate(context, _smooth, budget=1_000, refit=True)
+        for refit in (None, True):
+            calls, counting = _counting_smooth()
+            calibrated = small.calibrate(context, counting, refit=refit)
+            assert calls == [1_000], refit  # the weights' default, refitted on
+            assert calibrated.calibration_refitted and calibrated.calibration_rows == 1_000
+            assert calibrated.calibration.budget == 1_000
+            assert calibrated.calibration.HasField("context")
+        weights = small.calibrate(context, counting, refit=False)
+        assert not weights.calibration_refitted and weights.calibration_rows == 1_000
+        assert explicit.calibration_refitted
+
+
+def test_calibrate_counts_the_budget_against_max_context_rows_as_the_server_does(make_server):
+    """The server's refit check counts n + the budget; the client counted n + the rows
+    proposed for it (fewer): with refit=None and budget=1050 it had the model score 1,000 rows
+    and sent the refit the server then refused (QA, 2026-12-05)."""
+    target = make_server(warm=False, max_context_rows=1_340)
+    with target.client(timeout=120) as limited:
+        X, p = _smooth_task(300)
+        context = limited.create_context(X, p)
+        calls, counting = _counting_smooth()
+        # 300 + 1,050 > 1,340 (the rows proposed for 1,050: 1,000, would fit): the weights.
+        calibrated = limited.calibrate(context, counting, budget=1_050)
+        assert calls == [1_000]
+        assert not calibrated.calibration_refitted
+        assert not calibrated.calibration.HasField("context")
+        weights = limited.calibrate(context, counting, budget=1_050, refit=False)
+        assert weights.context_id == calibrated.context_id
+        # Told to refit: refused as the server refuses it, before the model runs.
+        calls.clear()
+        with pytest.raises(ShapleyError) as caught:
+            limited.calibrate(context, counting, budget=1_050, refit=True)
+        refused = caught.value
+        assert (refused.code, refused.field) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "budget")
+        assert "the 1050 scored rows, 1350 in all; the limit is 1340" in refused.details
+        assert "a budget of at most 1040" in refused.details
+        assert calls == []
+        assert limited.calibrate(context, counting, budget=1_040, refit=True).calibration_refitted
+        # 400 + 1,000 (the weights' default) > 1,340 as well: by default the weights alone;
+        # told to refit with the default budget, refused before the model runs.
+        X, p = _smooth_task(400, seed=1)
+        larger = limited.create_context(X, p)
+        calls.clear()
+        by_default = limited.calibrate(larger, counting)
+        assert calls == [1_000] and not by_default.calibration_refitted
+        with pytest.raises(ShapleyError) as caught:
+            limited.calibrate(larger, counting, refit=True)
+        refused = caught.value
+        assert (refused.code, refused.field) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "budget")
+        assert "the 1000 scored rows, 1400 in all; the limit is 1340" in refused.details
+        assert calls == [1_000]
+
+
+def test_the_clients_background_refusals_are_the_servers(client, stub):
+    X, p = make_task(n=60, seed=11)
+    for background in ([-1, 3], [0, 60]):
+        with pytest.raises(InvalidArgumentError) as caught:
+            client.create_context(X, p, background=background)
+        spec = pb.ContextSpec(rows=_tensor(X), predictions=_tensor(p), background=background)
+        expected = refusal(stub.CreateContext, pb.CreateContextRequest(context=spec))
+        assert (caught.value.code, caught.value.details, caught.value.field) == expected
+    # Past int64 the server is never asked (the wire cannot carry it): the same words.
+    with pytest.raises(InvalidArgumentError) as caught:
+        client.create_context(X, p, background=[0, 2**63])
+    assert caught.value.details == (
+        "context.background: indices must lie in [0, 60); got values from 0 to 9223372036854775808"
+    )
+
+
 def test_groups_as_pairs_make_the_context_a_mapping_makes(client):
     X, p = make_task(seed=11)
     mapping = client.create_context(X, p, feature_names=NAMES, groups=GROUPS)

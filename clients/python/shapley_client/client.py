@@ -83,6 +83,11 @@ class InvalidArgumentError(ShapleyError, ValueError):
         )
 
 
+class InvalidArgumentTypeError(InvalidArgumentError, TypeError):
+    """An argument of the wrong type, refused before sending: an :class:`InvalidArgumentError`
+    that is still the ``TypeError`` the client raised for it before it named the field."""
+
+
 @dataclass(frozen=True)
 class TlsConfig:
     """PEM bytes: the CA to trust (None: system roots) and, for mutual TLS, a client key pair."""
@@ -455,21 +460,41 @@ def _feature_groups(groups, d: int | None) -> list[pb.FeatureGroup]:
     return sent
 
 
-def _background_indices(background) -> list[int]:
+def _background_indices(background, n: int | None) -> list[int]:
     """The background's row indices as sent: integers only, refused naming
-    ``context.background`` otherwise (0.5 went as row 0, True as row 1, unseen)."""
+    ``context.background`` otherwise (0.5 went as row 0, True as row 1, unseen). Indices
+    outside [0, n) are refused here in the server's words: past int64 the wire cannot carry
+    them (protobuf raised a bare ValueError). ``n`` None (rows that are not a matrix, which the
+    server refuses first): only indices outside int64 are."""
     if background is None:
         return []
     try:
         indices = np.asarray(background)
     except ValueError:  # ragged
         indices = np.asarray([None])
-    if indices.ndim != 1 or (indices.size and not np.issubdtype(indices.dtype, np.integer)):
+    # Python ints numpy cannot hold as one integer dtype (past int64 with negatives: float64;
+    # past uint64: objects) are taken as the ints they are.
+    given = indices if isinstance(background, np.ndarray) else background
+    if (
+        indices.ndim == 1
+        and indices.dtype.kind in "fO"
+        and all(isinstance(i, Integral) and not isinstance(i, bool | np.bool_) for i in given)
+    ):
+        values = [int(i) for i in given]
+    elif indices.ndim != 1 or (indices.size and not np.issubdtype(indices.dtype, np.integer)):
         raise InvalidArgumentError(
             "context.background",
             f"must be 1-D integer row indices; got dtype {indices.dtype}, shape {indices.shape}",
         )
-    return indices.tolist()
+    else:
+        values = indices.tolist()
+    bound = 2**63 if n is None else n
+    if values and (min(values) < 0 or max(values) >= bound):
+        raise InvalidArgumentError(
+            "context.background",
+            f"indices must lie in [0, {bound}); got values from {min(values)} to {max(values)}",
+        )
+    return values
 
 
 def _as_sent(array, name: str) -> np.ndarray:
@@ -525,7 +550,10 @@ class ShapleyClient:
     ----------
     target : "host:port".
     tls : False for plaintext, True for TLS with the system's roots, or a :class:`TlsConfig`.
-    token : bearer token sent with every call, when the server requires one.
+    token : bearer token sent with every call, when the server requires one: a string of
+        printable ASCII (what gRPC metadata carries). Anything else (a line break left by
+        reading it from a file, a non-ASCII character, bytes) is refused here, as
+        :class:`InvalidArgumentError` on ``token``, without quoting the token.
     timeout : deadline of each call in seconds (None: no deadline).
     max_message_bytes : the largest message either way; match the server's limit.
     max_attempts : tries of a call that fails UNAVAILABLE (a replica stopping or killed, a
@@ -547,6 +575,7 @@ class ShapleyClient:
     ):
         if not isinstance(max_attempts, int) or not 1 <= max_attempts <= 5:
             raise ValueError(f"max_attempts must be an int in [1, 5]; got {max_attempts!r}")
+        _check_token(token)
         options = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -627,7 +656,7 @@ class ShapleyClient:
         spec = pb.ContextSpec(
             rows=_tensor(data, "rows"),
             predictions=_tensor(predictions, "predictions"),
-            background=_background_indices(background),
+            background=_background_indices(background, data.shape[0] if data.ndim == 2 else None),
             feature_names=names if feature_names is not None else [],
             random_state=_seed(random_state, "context.random_state"),
             groups=_feature_groups(groups, data.shape[1] if data.ndim == 2 else None),
@@ -756,15 +785,17 @@ class ShapleyClient:
         """
         if (model is None) != (budget is None):
             missing = "budget" if budget is None else "model"
-            raise ValueError(
-                f"{missing} is required with {'model' if model is not None else 'budget'}"
+            raise InvalidArgumentError(
+                missing, f"is required with {'model' if model is not None else 'budget'}"
             )
         if model is not None:
             return self._refined(
                 context, rows, predictions, model, budget, random_state, output_dtype
             )
         if random_state is not None:
-            raise ValueError("random_state seeds a refinement: it needs model and budget")
+            raise InvalidArgumentError(
+                "random_state", "seeds a refinement: it needs model and budget"
+            )
         data, display = _query_rows(context, rows)
         request = pb.ExplainRequest(rows=_tensor(data, "rows"), output_dtype=_dtype(output_dtype))
         if predictions is not None:
@@ -839,6 +870,7 @@ class ShapleyClient:
     ) -> Explanation:
         if not callable(model):
             raise TypeError(f"model must be callable; got {type(model).__name__}")
+        budget = _budget(budget)  # refused before anything is asked of the server
         if random_state is not None:  # refused before the first chunk goes
             _seed(random_state, context=context)
         data, display = _query_rows(context, rows)
@@ -851,7 +883,7 @@ class ShapleyClient:
             data.shape[1],
             len(_attribution_names(info)),
             max(1, info.n_outputs),
-            _budget(budget),
+            budget,
             message_bytes,
         )
         # Propose and Refine take at most max_explain_rows explained rows each, like Explain;
@@ -926,10 +958,10 @@ class ShapleyClient:
         predictions = _checked_predictions(context, rows, predictions)
         if chunk_rows is None:
             chunk_rows = self._stream_rows_per_message(context, rows.shape[1])
-        if not isinstance(chunk_rows, int | np.integer) or isinstance(chunk_rows, bool):
-            raise TypeError(f"chunk_rows must be an int; got {chunk_rows!r}")
+        if not isinstance(chunk_rows, int | np.integer) or isinstance(chunk_rows, bool | np.bool_):
+            raise InvalidArgumentTypeError("chunk_rows", f"must be an int; got {chunk_rows!r}")
         if chunk_rows < 1:
-            raise ValueError(f"chunk_rows must be >= 1; got {chunk_rows}")
+            raise InvalidArgumentError("chunk_rows", f"must be >= 1; got {chunk_rows}")
         chunk_rows = int(chunk_rows)
         try:
             answer = self._stream(context, rows, predictions, chunk_rows, output_dtype)
@@ -1005,9 +1037,10 @@ class ShapleyClient:
         (:meth:`calibrate` does the whole round trip). The same arguments always give the same
         rows. ``budget`` defaults to 10 rows per background row, or 20 with ``refit`` (for a
         calibration that sends the context's data along: a refit of the surrogates keeps
-        gaining from more rows, the weights alone do not)."""
+        gaining from more rows, the weights alone do not). ``refit`` is a bool (a numpy bool;
+        None is False); anything else is refused naming ``refit``."""
         request = pb.ProposeCalibrationRequest(
-            budget=0 if budget is None else _budget(budget), refit=bool(refit)
+            budget=0 if budget is None else _budget(budget), refit=bool(_refit(refit))
         )
         if random_state is not None:
             request.random_state = _seed(random_state, context=context)
@@ -1033,12 +1066,18 @@ class ShapleyClient:
         on the context's rows and the scored rows (the more accurate; two fits' time); False
         refits their weights only. None (default): True when this client holds the context's
         data (a :class:`Context` from :meth:`create_context`), it fits in one message with
-        the outputs, and its rows and the scored ones together are within the server's
-        ``max_context_rows``, else False: decided before ``model`` runs, so that it scores the
-        default budget of what runs (where the refit's default does not fit, the weights'
-        default, refitted on when that fits). ``calibration_refitted`` on the answer says which
-        ran; ``refit=True`` on a context that does not fit in one message with the outputs is
-        refused before ``model`` runs.
+        the outputs, and its rows and the budget together are within the server's
+        ``max_context_rows`` (n + budget, as the server counts them), else False: decided
+        before ``model`` runs, so that it scores the default budget of what runs (where the
+        refit's default does not fit, or the server cannot propose it within its message
+        limit, the weights' default, refitted on when that fits). ``calibration_refitted`` on
+        the answer says which ran. ``refit=True`` that does not fit is refused before
+        ``model`` runs: a ValueError when the context and the outputs do not fit in one
+        message, RESOURCE_EXHAUSTED on ``budget`` (as the server refuses it) past
+        ``max_context_rows``; with no ``budget``, on the weights' default when the refit's
+        does not fit. ``refit`` is True, False or None (numpy bools are taken as the bools
+        they are); anything else (0, 1, a string) is refused, :class:`InvalidArgumentError`
+        on ``refit``.
         A context that is itself calibrated has no data of its own to send (the server takes
         only the spec whose content address is the context's id): calibrating it again refits
         the weights only, and ``refit=True`` is refused before anything is sent.
@@ -1054,10 +1093,11 @@ class ShapleyClient:
         """
         if not callable(model):
             raise TypeError(f"model must be callable; got {type(model).__name__}")
+        refit = _refit(refit)
         if budget is not None:
             _budget(budget)
         seed = None if random_state is None else _seed(random_state, context=context)
-        if refit and not _refittable(context):
+        if refit is True and not _refittable(context):
             raise ValueError(_no_refit(context))
         proposal, refit_bytes = self._calibration_proposal(context, budget, random_state, refit)
         outputs = _model_outputs(model, proposal.rows)
@@ -1087,14 +1127,17 @@ class ShapleyClient:
         (a refit), the most bytes that request may take (0: the weights only). Decided before
         the model runs, so that the default budget is the one for what runs (20 rows per
         background row for a refit, 10 for the weights alone) and the model scores no rows
-        that only a refit needed.
+        that only a refit needed. ``refit`` is True, False or None, as :func:`_refit` gives it.
 
         A refit needs the context's data and the outputs in one message (the smaller of this
-        client's and the server's limit) and the context's rows and the scored ones within the
-        server's ``max_context_rows``. Past either, the weights' default budget (a refit on it
-        when that fits; by default only the weights otherwise). With ``refit=True``, a refit
-        the message cannot hold is refused here, one past ``max_context_rows`` by the server
-        (naming ``budget``).
+        client's and the server's limit) and the context's rows and the budget within the
+        server's ``max_context_rows`` (counted as the server counts them: n + the budget).
+        With ``budget`` None, where the refit's default does not fit (or the server refuses to
+        propose it, over its message limit), the weights' default budget: a refit on it when
+        that fits, by default only the weights otherwise. With ``refit=True``, a refit that
+        does not fit is refused here, before the model runs: as a ValueError past the message,
+        as the server refuses it (RESOURCE_EXHAUSTED, field ``budget``) past
+        ``max_context_rows``.
         """
         if refit is False or not _refittable(context):
             return self.propose_calibration(context, budget=budget, random_state=random_state), 0
@@ -1103,6 +1146,7 @@ class ShapleyClient:
         bound = int(0.9 * message_bytes)
         max_rows = limits.max_context_rows or sys.maxsize
         spec = context.spec
+        n = spec.rows.shape[0]
 
         def fits(proposal: CalibrationProposal | None) -> tuple[bool, bool]:
             """Whether a refit on ``proposal`` (None: on no rows) fits the message, and the
@@ -1118,7 +1162,8 @@ class ShapleyClient:
             )
             if random_state is not None:
                 request.random_state = int(random_state)
-            in_rows = spec.rows.shape[0] + rows <= max_rows
+            # The server counts the budget, not the rows proposed for it (at most as many).
+            in_rows = n + (0 if proposal is None else proposal.budget) <= max_rows
             return _calibration_bytes(spec, request) <= bound, in_rows
 
         too_large = ValueError(
@@ -1129,18 +1174,48 @@ class ShapleyClient:
             if refit:
                 raise too_large
             return self.propose_calibration(context, budget=budget, random_state=random_state), 0
-        proposal = self.propose_calibration(
-            context, budget=budget, random_state=random_state, refit=True
-        )
-        in_message, in_rows = fits(proposal)
+        proposal = None
+        try:
+            proposal = self.propose_calibration(
+                context, budget=budget, random_state=random_state, refit=True
+            )
+        except ShapleyError as error:
+            # The refit's default budget (20 rows per background row) over the server's
+            # message limit: the weights' default below may fit.
+            if not (
+                budget is None
+                and error.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+                and error.field == "budget"
+            ):
+                raise
+        in_message = in_rows = False
+        if proposal is not None:
+            in_message, in_rows = fits(proposal)
         if not (in_message and in_rows) and budget is None:  # the weights' default
             proposal = self.propose_calibration(context, random_state=random_state)
             in_message, in_rows = fits(proposal)
-        if in_message and (in_rows or refit):
+        if in_message and in_rows:
             return proposal, bound
-        if refit:
+        if refit is None:
+            return proposal, 0
+        if not in_message:
             raise too_large
-        return proposal, 0
+        if budget is None:
+            advice = " (the weights' default budget; the refit's is larger)"
+        elif max_rows > n:
+            advice = f", or a budget of at most {max_rows - n}"
+        else:
+            advice = ""
+        problem = (
+            f"a refit fits the context's {n} rows and the {proposal.budget} scored rows, "
+            f"{n + proposal.budget} in all; the limit is {max_rows} (the server's "
+            f"max_context_rows): pass refit=False to refit the weights only{advice}"
+        )
+        raise ShapleyError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"budget: {problem}",
+            [FieldViolation("budget", problem)],
+        )
 
     def _recreate(self, context: Context) -> None:
         """Create ``context`` again from the data it keeps: its spec, then every calibration
@@ -1163,14 +1238,54 @@ class ShapleyClient:
         context.info = info
 
 
+def _refit(refit) -> bool | None:
+    """``refit`` as ``calibrate`` decides on it: None, True or False (a numpy bool as the bool
+    it is), refused naming ``refit`` otherwise: 0 or an empty string went as None, the
+    automatic choice, and refitted."""
+    if refit is None or isinstance(refit, bool):
+        return refit
+    if isinstance(refit, np.bool_):
+        return bool(refit)
+    raise InvalidArgumentTypeError(
+        "refit", f"must be True, False or None; got {refit!r} ({type(refit).__name__})"
+    )
+
+
+def _check_token(token) -> None:
+    """Refuse a token gRPC metadata cannot carry (printable ASCII only), naming ``token`` and
+    never quoting it: gRPC would fail every call INTERNAL ('Invalid metadata'), naming nothing,
+    and log the error from its C core."""
+    if token is None:
+        return
+    if not isinstance(token, str):
+        raise InvalidArgumentTypeError("token", f"must be a string; got {type(token).__name__}")
+    for index, character in enumerate(token):
+        if not " " <= character <= "~":
+            hint = (
+                " (a token read from a file keeps its line break: strip it)"
+                if character in "\r\n"
+                else ""
+            )
+            raise InvalidArgumentError(
+                "token",
+                "has a character gRPC metadata cannot carry (printable ASCII only): "
+                f"U+{ord(character):04X} at index {index} of {len(token)}{hint}",
+            )
+
+
 def _calibration_bytes(spec: pb.ContextSpec, request: pb.CalibrateRequest) -> int:
     """The size of ``request`` with ``spec`` as its context."""
     return request.ByteSize() + spec.ByteSize()
 
 
 def _budget(budget) -> int:
-    if not isinstance(budget, int | np.integer) or isinstance(budget, bool):
-        raise TypeError(f"budget must be an int; got {budget!r}")
+    """``budget`` as sent: an int (not a bool), refused naming ``budget`` otherwise (a
+    TypeError too, as it was), and past int64, which the wire cannot carry. Too small a budget
+    is the server's to refuse, in its words."""
+    if not isinstance(budget, int | np.integer) or isinstance(budget, bool | np.bool_):
+        raise InvalidArgumentTypeError("budget", f"must be an int; got {budget!r}")
+    if not -(2**63) <= budget < 2**63:
+        raise InvalidArgumentError("budget", f"must be an int below 2**63; got {int(budget)}")
     return int(budget)
 
 
