@@ -63,6 +63,11 @@ class DeadlineExceededError(ShapleyError):
         super().__init__("", problem)
 
 
+class StorageError(ShapleyError, OSError):
+    """Saved state cannot be changed as asked (FAILED_PRECONDITION): e.g. a saved context that
+    cannot be removed from a read-only volume. Nothing was changed."""
+
+
 class ArtifactError(ShapleyError, RuntimeError):
     """The meta-learned artifact is missing, corrupted or does not match this code."""
 
@@ -79,5 +84,6 @@ __all__ = [
     "NotFittedError",
     "NotFoundError",
     "ShapleyError",
+    "StorageError",
     "UnsupportedModelError",
 ]

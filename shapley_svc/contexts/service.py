@@ -39,6 +39,7 @@ from shapley_svc.errors import (
     LimitExceededError,
     NotFoundError,
     ShapleyError,
+    StorageError,
 )
 from shapley_svc.estimator import ZeroShotExplainer, load_artifact
 from shapley_svc.estimator.calibration import CalibrationProposal, outputs_fingerprint
@@ -144,9 +145,12 @@ class ContextService:
         in memory here (none while a held calibration of it, or the context it calibrates,
         shares its members). A context only saved (after a restart, evicted, or fitted by
         another replica) is deleted there: its entry then holds no explainer and 0 bytes, and
-        0 bytes were freed. ``NotFoundError`` when neither had it."""
-        entry, freed = self.store.delete(context_id)
+        0 bytes were freed. ``NotFoundError`` when neither had it; ``StorageError``, with
+        nothing deleted, when the saved copy cannot be removed (a read-only volume): it answered
+        OK and the context, loaded again from the copy, went on being served."""
+        # The saved copy first: when it cannot go, the context stays as it was, here too.
         removed = self._remove_saved(context_id)
+        entry, freed = self.store.delete(context_id)
         if entry is None:
             if not removed:
                 raise _not_held(context_id)
@@ -165,13 +169,11 @@ class ContextService:
         except FileNotFoundError:
             return True  # removed meanwhile (by another replica's delete): it was there
         except OSError as error:
-            logger.warning(
-                "the saved copy %s of deleted context %s was not removed: %s",
-                saved,
-                context_id,
-                _os_problem(error),
-            )
-            return True
+            raise StorageError(
+                "context_id",
+                f"{context_id}'s saved copy {saved} cannot be removed ({_os_problem(error)}); "
+                "nothing was deleted",
+            ) from None
         shutil.rmtree(doomed, ignore_errors=True)
         return True
 

@@ -32,6 +32,7 @@ from shapley_svc.errors import (
     NotFittedError,
     NotFoundError,
     ShapleyError,
+    StorageError,
     UnsupportedModelError,
 )
 
@@ -47,6 +48,7 @@ STATUS_CODES: dict[type[ShapleyError], grpc.StatusCode] = {
     NotFittedError: grpc.StatusCode.FAILED_PRECONDITION,
     CancelledError: grpc.StatusCode.CANCELLED,
     DeadlineExceededError: grpc.StatusCode.DEADLINE_EXCEEDED,
+    StorageError: grpc.StatusCode.FAILED_PRECONDITION,
     # The artifact was verified at start-up: failing later is the server's fault, not the call's.
     ArtifactError: grpc.StatusCode.INTERNAL,
 }

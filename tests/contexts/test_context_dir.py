@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 
 from shapley_svc.contexts import ContextService, ContextSpec
-from shapley_svc.errors import InvalidArgumentError, LimitExceededError, NotFoundError
+from shapley_svc.errors import (
+    InvalidArgumentError,
+    LimitExceededError,
+    NotFoundError,
+    StorageError,
+)
 from shapley_svc.estimator import ZeroShotExplainer
 from shapley_svc.estimator.persistence import ARRAYS
 from tests.contexts.test_context_service import LIMITS
@@ -193,6 +198,28 @@ def test_delete_of_a_context_only_saved_answers_with_its_id(replicas, tmp_path):
     # The replica that held it frees its memory as before; the saved copy is already gone.
     deleted, freed = first.delete(entry.context_id)
     assert deleted is entry and freed == entry.memory_bytes
+
+
+def test_a_saved_copy_that_cannot_be_removed_leaves_the_context_as_it_was(
+    replicas, tmp_path, monkeypatch
+):
+    """On a read-only volume DeleteContext answered OK, and the context, loaded again from its
+    copy, went on being served (QA, 2026-12-05). Now nothing is deleted, and the caller is told."""
+    first, _ = replicas
+    entry, _ = first.get_or_create(ContextSpec(X, P))
+    saved = tmp_path / "contexts" / entry.context_id
+
+    def read_only(source, target):
+        raise PermissionError(30, "Read-only file system", str(source))
+
+    monkeypatch.setattr("shapley_svc.contexts.service.os.rename", read_only)
+    with pytest.raises(StorageError, match=r"cannot be removed .*Read-only file system") as caught:
+        first.delete(entry.context_id)
+    assert caught.value.argument == "context_id"
+    assert saved.is_dir() and first.get(entry.context_id) is entry  # held, and saved, still
+    monkeypatch.undo()
+    deleted, _ = first.delete(entry.context_id)
+    assert deleted is entry and not saved.exists()
 
 
 def test_a_context_larger_than_the_store_is_refused_before_it_is_saved_or_counted(tmp_path):
