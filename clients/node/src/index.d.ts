@@ -28,7 +28,12 @@ export interface ContextSpec {
   rows: ArrayInput;
   /** (n,) or (n, K): the model's outputs on rows (probability, logit or regression value). */
   predictions: ArrayInput;
-  /** Distinct row indices standing in for absent features; default: min(n, 100) seeded rows. */
+  /**
+   * Distinct row indices standing in for absent features; default: min(n, 100) seeded rows.
+   * Integer numbers only (an array or a typed array): anything else (true, '5', [7], 1n, 1.5)
+   * is refused before sending (INVALID_ARGUMENT, field 'context.background'), never coerced;
+   * indices outside [0, n) by the server.
+   */
   background?: number[];
   /** d distinct names; default "x0", "x1", ... */
   featureNames?: string[];
@@ -42,7 +47,10 @@ export interface ContextSpec {
   /**
    * Optional partition of the d columns: group name -> column indices, every column in exactly
    * one group. Answers then hold one value per group ((m, G) or (m, G, K)), the Shapley values
-   * of the game whose players are the groups, exactly efficient.
+   * of the game whose players are the groups, exactly efficient. Indices are integer numbers
+   * only: anything else (true, '5', [7], 1n, 1.5), or a group that is not an array of them, is
+   * refused before sending (INVALID_ARGUMENT, field 'context.groups'), never coerced; columns
+   * outside [0, d), overlaps and uncovered columns by the server.
    */
   groups?: Record<string, number[]>;
   /**
@@ -86,7 +94,8 @@ export interface ClientOptions {
    * the field that makes it too large (the server's own limit is enforced by gRPC before the
    * service reads the request, and names no field). A context whose CreateContext message would
    * exceed 90 % of it goes over CreateContextStream, in blocks of as many rows as fit in 90 % of
-   * it.
+   * it; one whose single row (with its predictions) is over it is refused before sending
+   * (RESOURCE_EXHAUSTED, field 'context.rows').
    */
   maxMessageBytes?: number;
   /**
@@ -133,7 +142,9 @@ export interface StreamOptions extends ExplainOptions {
   /**
    * Rows per ExplainStream message, sent as given: a positive integer (else INVALID_ARGUMENT,
    * field 'chunk_rows'), refused before sending when its messages would exceed
-   * ClientOptions.maxMessageBytes (RESOURCE_EXHAUSTED, field 'chunk_rows'). Default:
+   * ClientOptions.maxMessageBytes (RESOURCE_EXHAUSTED, field 'chunk_rows', naming the rows the
+   * message holds: chunkRows or all of them, when fewer; a message of one row too large is
+   * refused naming 'rows' or 'predictions', as without chunkRows). Default:
    * DEFAULT_CHUNK_ROWS (1000), fewer when the server explains fewer per request
    * (limits.maxExplainRows) or when their answer would not fit in a message (the smaller of
    * ClientOptions.maxMessageBytes and limits.maxMessageBytes).
@@ -156,11 +167,21 @@ export interface CalibrationOptions extends CallOptions {
   /**
    * calibrate(): true: the context's spec is sent along and the server refits the
    * surrogates on its rows and the scored rows (the more accurate; two fits' time); refused
-   * before sending (field 'refit') unless the context is given as a spec that fits in one
-   * message with the outputs. false: only the surrogates' weights are refitted. Absent or null
-   * (default): true when it can be, else false. The answer's `calibrationRefitted` says whether
-   * the surrogates were refitted (by this calibration, or by the one it follows).
-   * A refit's default budget is 20 rows per background row (it keeps gaining from more rows).
+   * before the model runs (field 'refit') unless the context is given as a spec that fits in
+   * one message with the outputs (float64, shaped like its predictions; the message: 90 % of
+   * the smaller of ClientOptions.maxMessageBytes and the server's limits.maxMessageBytes); its
+   * rows and the budget past the server's limits.maxContextRows are refused before the model
+   * runs too, as the server refuses them (RESOURCE_EXHAUSTED, field 'budget'). false: only the
+   * surrogates' weights are refitted.
+   * Absent or null (default): true when the context is a spec that fits in one message with
+   * the outputs and whose rows and the budget are within limits.maxContextRows, else false.
+   * Decided before the model runs, as the Python client decides (the same call gives the same
+   * id from both): the model scores the default budget of what runs. Without a budget, where
+   * the refit's default (20 rows per background row) does not fit (the message,
+   * maxContextRows, or the server's message limit for the proposal itself), the weights'
+   * default (10 per background row), refitted on when that fits (also with `refit: true`).
+   * The answer's `calibrationRefitted` says whether the surrogates were refitted (by this
+   * calibration, or by the one it follows).
    * proposeCalibration(): true sizes the default budget for such a refit.
    */
   refit?: boolean | null;
@@ -262,7 +283,10 @@ export interface ListContextsResult {
 }
 
 export interface ListContextsOptions extends CallOptions {
-  /** List in calls of at most this many contexts (an integer >= 1). */
+  /**
+   * List in calls of at most this many contexts (an integer >= 1; anything else is refused
+   * before sending, field 'page_size').
+   */
   pageSize?: number;
 }
 

@@ -55,6 +55,8 @@ const OVERSIZE_HINTS = /** @type {Record<string, string>} */ ({
   'Explain rows': ': explainStream sends any number of rows, in chunks that fit',
   'Explain predictions': ': explainStream sends any number of rows, in chunks that fit',
   'Calibrate outputs': ': a smaller budget',
+  'ExplainStream rows': ': one row per message is the least explainStream sends',
+  'ExplainStream predictions': ': one row per message is the least explainStream sends',
 });
 
 /** @type {Map<string, any>} */
@@ -636,12 +638,20 @@ function decodeHealthResponse(bytes) {
 // --- the client ----------------------------------------------------------------------------
 
 /**
- * A value as a refusal quotes it: a string quoted, a bigint with its `n`.
+ * A value as a refusal quotes it: a string quoted, a bigint with its `n`, an array or another
+ * object as JSON (`[5]`, not the `5` it would print as).
  * @param {unknown} value
  */
 function shown(value) {
   if (typeof value === 'string') return JSON.stringify(value);
   if (typeof value === 'bigint') return `${value}n`;
+  if (value !== null && typeof value === 'object') {
+    try {
+      return JSON.stringify(value) ?? String(value);
+    } catch {
+      return String(value); // a bigint inside, or a cycle
+    }
+  }
   return String(value);
 }
 
@@ -659,7 +669,7 @@ function uint64Text(seed, field) {
   const text = typeof seed === 'bigint' || typeof seed === 'number' ? String(seed) : seed;
   if (typeof text !== 'string' || !/^\d+$/.test(text) || BigInt(text) >= UINT64_LIMIT
     || (typeof seed === 'number' && !Number.isSafeInteger(seed))) {
-    throw localError(field, `must be a non-negative integer below 2^64; got ${String(seed)}`);
+    throw localError(field, `must be a non-negative integer below 2^64; got ${shown(seed)}`);
   }
   return text;
 }
@@ -677,11 +687,7 @@ function encodeSpec(spec) {
     predictions: encodeTensor(predictions.data, predictions.shape),
   };
   if (spec.background != null) {
-    const background = Array.from(spec.background, Number);
-    background.forEach((index, i) => {
-      if (!Number.isInteger(index)) throw localError('context.background', `[${i}] is not an integer`);
-    });
-    message.background = background;
+    message.background = integerIndices(spec.background, 'context.background', '', 'row');
   }
   if (spec.featureNames != null) message.featureNames = Array.from(spec.featureNames, String);
   if (spec.randomState != null) {
@@ -694,21 +700,48 @@ function encodeSpec(spec) {
     if (typeof spec.groups !== 'object') {
       throw localError('context.groups', 'must map group names to column indices');
     }
-    message.groups = Object.entries(spec.groups).map(([name, columns]) => {
-      const indices = Array.from(columns, Number);
-      indices.forEach((index, i) => {
-        if (!Number.isInteger(index)) {
-          throw localError('context.groups', `${JSON.stringify(name)}[${i}] is not an integer`);
-        }
-      });
-      return { name, columns: indices };
-    });
+    message.groups = Object.entries(spec.groups).map(([name, columns]) => (
+      { name, columns: integerIndices(columns, 'context.groups', JSON.stringify(name), 'column') }));
   }
   if (spec.categoricalColumns != null) {
     message.categoricalColumns = categoricalIndices(spec.categoricalColumns, spec.featureNames,
       rows.shape[1]);
   }
   return message;
+}
+
+/**
+ * Row or column indices as sent, each an integer number, as categorical columns are checked:
+ * anything else (a bool, a numeric string, a nested array, a bigint, 1.5) is refused naming
+ * `field` and its position, never coerced (Number(true) is 1, Number('5') 5, Number([7]) 7).
+ * The range ([0, n) rows, [0, d) columns) is the server's to check.
+ * @param {unknown} values
+ * @param {string} field
+ * @param {string} prefix where the array is, e.g. a group's name, '' for the field itself
+ * @param {string} what 'row' or 'column'
+ * @returns {number[]}
+ */
+function integerIndices(values, field, prefix, what) {
+  /** @param {unknown} value */
+  const described = (value) => {
+    if (value === null) return 'null';
+    if (Array.isArray(value)) return `an array (${JSON.stringify(value)})`;
+    if (typeof value === 'object') {
+      return value.constructor && value.constructor !== Object ? `a ${value.constructor.name}` : 'an object';
+    }
+    return shown(value);
+  };
+  if (values == null || typeof values === 'string'
+    || typeof (/** @type {any} */ (values))[Symbol.iterator] !== 'function') {
+    throw localError(field, `${prefix ? `${prefix} ` : ''}must be an array of ${what} indices ` +
+      `(integers); got ${described(values)}`);
+  }
+  return Array.from(/** @type {Iterable<unknown>} */ (values), (index, i) => {
+    if (typeof index !== 'number' || !Number.isInteger(index)) {
+      throw localError(field, `${prefix}[${i}] must be a ${what} index (an integer); got ${described(index)}`);
+    }
+    return index;
+  });
 }
 
 /**
@@ -739,7 +772,7 @@ function categoricalIndices(columns, featureNames, d) {
       return index;
     }
     if (typeof column !== 'number' || !Number.isInteger(column) || column < 0 || column >= 2 ** 32) {
-      throw localError(field, `[${i}] must be a column index (an integer in [0, 2^32)) or a name; got ${String(column)}`);
+      throw localError(field, `[${i}] must be a column index (an integer in [0, 2^32)) or a name; got ${shown(column)}`);
     }
     return column;
   }).sort((a, b) => a - b);
@@ -821,8 +854,6 @@ class ShapleyClient {
     this._maxMessageBytes = maxMessageBytes;
     /** @type {(request: any) => Buffer} */
     this._serializeCreateRequest = Service.service.CreateContext.requestSerialize;
-    /** @type {(request: any) => Buffer} */
-    this._serializeCalibrateRequest = Service.service.Calibrate.requestSerialize;
     /** @type {Record<string, {requestSerialize: (request: any) => Buffer}>} */
     this._methods = Service.service;
     /** @type {WeakMap<object, ContextEntry>} */
@@ -907,6 +938,33 @@ class ShapleyClient {
    *   chunk_rows), what of it makes the message (e.g. "2000 rows") and what to do
    */
   _checkSize(method, request, blame) {
+    const measured = this._measure(method, request);
+    if (!measured) return; // ids, names and options only: far below any limit
+    const limit = this._maxMessageBytes;
+    if (measured.upper <= limit) return;
+    const size = this._methods[method].requestSerialize(request).length;
+    if (size <= limit) return;
+    const { tensors } = measured;
+    const largest = tensors.reduce((a, b) => (b.bytes > a.bytes ? b : a));
+    const field = blame ? blame.field : largest.field;
+    const what = blame ? blame.what : `${largest.bytes} bytes`;
+    const hint = blame ? blame.hint : OVERSIZE_HINTS[`${method} ${field}`] ?? '';
+    const problem = `${what} make the ${method} message ${size} bytes, over maxMessageBytes ` +
+      `(${limit}, the largest message this client sends; the server's own limit is ` +
+      `serverInfo().limits.maxMessageBytes)${hint}`;
+    throw new ShapleyError('RESOURCE_EXHAUSTED', `${field}: ${problem}`, [{ field, description: problem }]);
+  }
+
+  /**
+   * Bounds of the size of a request of `method`, from the request with its tensors' data left
+   * out (serialized without them) and then added: `lower` (the data's bytes added alone) and
+   * `upper` (their length prefixes at their longest too); with the tensors it carries, as the
+   * server names them. Null when it carries none (ids, names and options only).
+   * @param {string} method
+   * @param {any} request
+   * @returns {{lower: number, upper: number, tensors: {field: string, bytes: number}[]} | null}
+   */
+  _measure(method, request) {
     const empty = Buffer.alloc(0);
     /** @type {{field: string, bytes: number}[]} */
     const tensors = [];
@@ -933,21 +991,24 @@ class ShapleyClient {
       stripped.context = strip(request.context, CONTEXT_TENSOR_FIELDS, 'context.');
       if (tensors.length > found) prefixes += 1;
     }
-    if (tensors.length === 0) return; // ids, names and options only: far below any limit
-    const limit = this._maxMessageBytes;
-    const { requestSerialize } = this._methods[method];
-    const data = tensors.reduce((sum, t) => sum + t.bytes, 0);
-    if (requestSerialize(stripped).length + data + 9 * prefixes <= limit) return;
-    const size = requestSerialize(request).length;
-    if (size <= limit) return;
-    const largest = tensors.reduce((a, b) => (b.bytes > a.bytes ? b : a));
-    const field = blame ? blame.field : largest.field;
-    const what = blame ? blame.what : `${largest.bytes} bytes`;
-    const hint = blame ? blame.hint : OVERSIZE_HINTS[`${method} ${field}`] ?? '';
-    const problem = `${what} make the ${method} message ${size} bytes, over maxMessageBytes ` +
-      `(${limit}, the largest message this client sends; the server's own limit is ` +
-      `serverInfo().limits.maxMessageBytes)${hint}`;
-    throw new ShapleyError('RESOURCE_EXHAUSTED', `${field}: ${problem}`, [{ field, description: problem }]);
+    if (tensors.length === 0) return null;
+    const lower = this._methods[method].requestSerialize(stripped).length
+      + tensors.reduce((sum, t) => sum + t.bytes, 0);
+    return { lower, upper: lower + 9 * prefixes, tensors };
+  }
+
+  /**
+   * Whether a request of `method` takes at most `limit` bytes: serialized whole only when its
+   * bounds (_measure) leave it open.
+   * @param {string} method
+   * @param {any} request
+   * @param {number} limit
+   */
+  _fitsIn(method, request, limit) {
+    const measured = this._measure(method, request);
+    if (!measured || measured.upper <= limit) return true;
+    if (measured.lower > limit) return false;
+    return this._methods[method].requestSerialize(request).length <= limit;
   }
 
   /**
@@ -1041,6 +1102,33 @@ class ShapleyClient {
         data: tensor.data.subarray(start * rowBytes, stop * rowBytes),
       };
     };
+    /**
+     * The message of the block of rows [start, stop), checked against maxMessageBytes: blocks
+     * of blockRows rows fit (see _blockRows) unless one row alone is too large, refused before
+     * it is sent (field context.rows) as gRPC would refuse it naming no field.
+     * @param {number} start
+     * @param {number} stop
+     */
+    const blockMessage = (start, stop) => {
+      /** @type {any} */
+      const part = { rows: block(rows, start, stop), predictions: block(predictions, start, stop) };
+      // The server refuses background, names, seed, groups and categorical columns after the
+      // first message.
+      if (start === 0) Object.assign(part, settings);
+      const request = { context: part };
+      this._checkSize('CreateContextStream', request, stop - start === 1 ? {
+        field: 'context.rows',
+        what: `one row's ${part.rows.data.length} bytes (and its predictions' ` +
+          `${part.predictions.data.length})`,
+        hint: ': a context is streamed a block of rows per message, and this row alone is too ' +
+          'large for one (a server with a larger --max-message-bytes, and maxMessageBytes set to ' +
+          'it, takes it)',
+      } : undefined);
+      return request;
+    };
+    // The first block is the largest (as many rows as any, and the settings): checked before
+    // the call opens, so that nothing is sent.
+    blockMessage(0, Math.min(n, blockRows));
     const metadata = await this._metadata();
     return new Promise((resolve, reject) => {
       let answered = false;
@@ -1053,13 +1141,8 @@ class ShapleyClient {
       (async () => {
         for (let start = 0; start < n; start += blockRows) {
           if (answered) return; // the server refused the context early: stop sending
-          const stop = Math.min(n, start + blockRows);
-          /** @type {any} */
-          const part = { rows: block(rows, start, stop), predictions: block(predictions, start, stop) };
-          // The server refuses background, names, seed, groups and categorical columns after
-          // the first message.
-          if (start === 0) Object.assign(part, settings);
-          if (!call.write({ context: part })) await drained(call);
+          const request = blockMessage(start, Math.min(n, start + blockRows));
+          if (!call.write(request)) await drained(call);
         }
         if (!answered) call.end();
       })().catch((error) => {
@@ -1243,7 +1326,7 @@ class ShapleyClient {
     if (budget == null) throw localError('budget', 'is required with model');
     if (typeof model !== 'function') throw localError('model', 'must be a function of the rows');
     if (!Number.isSafeInteger(budget) || budget < 1) {
-      throw localError('budget', `must be a positive integer; got ${String(budget)}`);
+      throw localError('budget', `must be a positive integer; got ${shown(budget)}`);
     }
     const seed = randomState == null ? null : uint64Text(randomState, 'random_state');
     return { model, budget, randomState: seed };
@@ -1356,11 +1439,13 @@ class ShapleyClient {
     return this._withContext(contextOrId, options, async (id) => {
       const rowsPerChunk = chunkRows ?? await this._streamChunkRows(id, d, options);
       // The first message is the largest: as many rows as any, and the context id. The default
-      // chunks fit; a chunkRows given may not.
-      this._checkSize('ExplainStream', { ...chunk(0, Math.min(m, rowsPerChunk)), contextId: id },
-        chunkRows != null && rowsPerChunk > 1 ? {
+      // chunks fit; a chunkRows given may not. A message of one row is too large whatever the
+      // chunk: refused naming the rows (or predictions), as without chunkRows.
+      const sent = Math.min(m, rowsPerChunk);
+      this._checkSize('ExplainStream', { ...chunk(0, sent), contextId: id },
+        chunkRows != null && sent > 1 ? {
           field: 'chunk_rows',
-          what: `${rowsPerChunk} rows`,
+          what: `${sent} rows`,
           hint: ': a smaller chunkRows, or none (chunks sized to fit)',
         } : undefined);
       return this._stream(id, m, rowsPerChunk, chunk, options);
@@ -1515,34 +1600,13 @@ class ShapleyClient {
   static _calibration(options) {
     const { budget, randomState } = options || {};
     if (budget != null && (!Number.isSafeInteger(budget) || budget < 0)) {
-      const got = typeof budget === 'string' ? JSON.stringify(budget) : String(budget);
       throw localError('budget', 'must be a non-negative integer (0 or absent: the server\'s ' +
-        `default, 10 rows per background row); got ${got}`);
+        `default, 10 rows per background row); got ${shown(budget)}`);
     }
     /** @type {{budget: number, randomState?: string}} */
     const fields = { budget: budget ?? 0 };
     if (randomState != null) fields.randomState = uint64Text(randomState, 'random_state');
     return fields;
-  }
-
-  /**
-   * Whether a Calibrate request carrying the encoded spec `message` as its context fits in one
-   * message (MESSAGE_FILL of maxMessageBytes), sized as in _blockRows: with the tensors' data
-   * left out, then added.
-   * @param {any} request the Calibrate request, outputs included
-   * @param {string} id the context's id
-   * @param {any} message the encoded ContextSpec
-   */
-  _fitsWithOutputs(request, id, message) {
-    const { rows, predictions } = message;
-    const empty = Buffer.alloc(0);
-    const overhead = DATA_FRAMING_BYTES + this._serializeCalibrateRequest({
-      ...request,
-      contextId: id,
-      context: { ...message, rows: { ...rows, data: empty }, predictions: { ...predictions, data: empty } },
-    }).length;
-    return overhead + rows.data.length + predictions.data.length
-      <= Math.floor(MESSAGE_FILL * this._maxMessageBytes);
   }
 
   /**
@@ -1573,14 +1637,114 @@ class ShapleyClient {
   }
 
   /**
+   * The rows calibrate() has the model score and, when the context's spec goes along (a
+   * refit), the most bytes that Calibrate request may take (`refitBytes`; 0: the weights
+   * only), with the message limit that bound comes from (`messageBytes`: the smaller of
+   * maxMessageBytes and the server's limits.maxMessageBytes). Decided before the model runs,
+   * so that the default budget is the one for what runs (20 rows per background row for a
+   * refit, 10 for the weights alone) and the model scores no rows only a refit needed: the
+   * Python client's decision, so that the same call gives the same context from both.
+   *
+   * A refit needs the spec and the outputs (float64, shaped like the predictions) in one
+   * message (MESSAGE_FILL of that limit) and the spec's rows and the budget within the
+   * server's limits.maxContextRows (as the server counts them). Past either, or where the
+   * server's message limit cannot carry the refit's default proposal, the weights' default
+   * budget (a refit on it when that fits; without `refit: true`, only the weights otherwise).
+   * With `refit: true`, a refit that does not fit is refused here, before the model runs: past
+   * the message naming refit, past maxContextRows as the server refuses it (RESOURCE_EXHAUSTED,
+   * field budget).
+   * @param {any} contextOrId
+   * @param {CalibrationOptions} options
+   * @param {boolean | null | undefined} refit
+   * @returns {Promise<{proposal: CalibrationProposal, refitBytes: number, messageBytes: number}>}
+   */
+  async _calibrationProposal(contextOrId, options, refit) {
+    /** @param {boolean} forRefit @param {number | null | undefined} budget */
+    const propose = (forRefit, budget) =>
+      this.proposeCalibration(contextOrId, { ...options, budget, refit: forRefit });
+    if (refit === false || !isSpec(contextOrId)) {
+      return { proposal: await propose(false, options.budget), refitBytes: 0, messageBytes: 0 };
+    }
+    const { message } = this._entry(/** @type {ContextSpec} */ (contextOrId));
+    const { limits } = await this.serverInfo(options);
+    const messageBytes = Math.min(this._maxMessageBytes,
+      Number(limits && limits.maxMessageBytes) || Infinity);
+    const bound = Math.floor(MESSAGE_FILL * messageBytes);
+    const maxRows = Number(limits && limits.maxContextRows) || Infinity;
+    const n = Number(message.rows.shape[0]);
+    const seed = ShapleyClient._calibration(options).randomState;
+    /**
+     * Whether a refit on `proposal` (null: on no rows) fits in the message, and in the server's
+     * largest context.
+     * @param {CalibrationProposal | null} proposal
+     * @returns {[boolean, boolean]}
+     */
+    const fits = (proposal) => {
+      const shape = [proposal ? proposal.shape[0] : 0, ...message.predictions.shape.slice(1)];
+      const count = shape.reduce((a, b) => a * b, 1);
+      /** @type {any} */
+      const request = {
+        // The id is known once the context is created; its length is all that matters here.
+        contextId: proposal ? proposal.contextId : `ctx-${'0'.repeat(40)}`,
+        outputs: { dtype: 'DTYPE_FLOAT64', shape, data: Buffer.alloc(8 * count) },
+        context: message,
+      };
+      if (proposal) request.budget = proposal.budget;
+      if (seed != null) request.randomState = seed;
+      return [this._fitsIn('Calibrate', request, bound), n + (proposal ? proposal.budget : 0) <= maxRows];
+    };
+    if (!fits(null)[0]) { // the spec alone fills a message (it is streamed)
+      if (refit === true) throw refitTooLarge(messageBytes);
+      return { proposal: await propose(false, options.budget), refitBytes: 0, messageBytes };
+    }
+    // Absent or 0: the server's default budget, which differs for a refit and the weights.
+    const byDefault = !options.budget;
+    /** @type {CalibrationProposal | null} */
+    let proposal = null;
+    try {
+      proposal = await propose(true, options.budget);
+    } catch (error) {
+      // The refit's default proposal over the server's message limit: the weights' default.
+      if (!byDefault || !(error instanceof ShapleyError) || error.code !== 'RESOURCE_EXHAUSTED'
+        || error.field !== 'budget') throw error;
+    }
+    let [inMessage, inRows] = proposal ? fits(proposal) : [false, false];
+    if (!(inMessage && inRows) && byDefault) {
+      proposal = await propose(false, options.budget);
+      [inMessage, inRows] = fits(proposal);
+    }
+    const proposed = /** @type {CalibrationProposal} */ (proposal);
+    if (inMessage && inRows) return { proposal: proposed, refitBytes: bound, messageBytes };
+    if (refit !== true) return { proposal: proposed, refitBytes: 0, messageBytes };
+    if (!inMessage) throw refitTooLarge(messageBytes);
+    // Past the server's largest context: refused as the server would refuse it, before the
+    // model runs.
+    let advice = '';
+    if (byDefault) advice = ' (the weights\' default budget; the refit\'s is larger)';
+    else if (maxRows > n) advice = `, or a budget of at most ${maxRows - n}`;
+    const problem = `a refit fits the context's ${n} rows and the ${proposed.budget} scored ` +
+      `rows, ${n + proposed.budget} in all; the limit is ${maxRows} (the server's ` +
+      `limits.maxContextRows): pass refit: false to refit the weights only${advice}`;
+    throw new ShapleyError('RESOURCE_EXHAUSTED', `budget: ${problem}`,
+      [{ field: 'budget', description: problem }]);
+  }
+
+  /**
    * The context calibrated on your model: a new context (the one given is left as it was) whose
    * surrogates are refitted, once, to the model's outputs on rows the server proposes
    * (ProposeCalibration, `model` called once on them, Calibrate). `refit`: true sends the
    * context's spec along and the server refits the surrogates on its rows and the scored rows
    * (the more accurate; two fits' time); false refits their weights only; absent, true when the
-   * context is given as a spec, it fits in one message with the outputs, and its rows and the
-   * scored ones together are within the server's limits.maxContextRows, else false (an id
-   * or a calibrated context carries no data: refit true is then refused before sending).
+   * context is given as a spec, it fits in one message with the outputs (the smaller of
+   * maxMessageBytes and the server's limits.maxMessageBytes), and its rows and the budget
+   * together are within the server's limits.maxContextRows, else false (an id or a calibrated
+   * context carries no data: refit true is then refused before sending). Decided before `model`
+   * runs, so that it scores the default budget of what runs: where the refit's default (20 rows
+   * per background row) does not fit (the message, maxContextRows, or the server's limit on the
+   * proposal), the weights' default (10 per background row), refitted on when that fits
+   * (see _calibrationProposal); `refit: true` where a refit does not fit is refused before
+   * `model` runs: past the message naming refit, past maxContextRows naming budget
+   * (RESOURCE_EXHAUSTED, as the server refuses it).
    * `calibrationRefitted` on the answer says whether the surrogates were refitted (by this
    * calibration or, for a calibrated context calibrated again, the one it follows). Resolves to
    * its info, with
@@ -1604,7 +1768,7 @@ class ShapleyClient {
     const fields = ShapleyClient._calibration(options);
     const { refit } = options;
     if (refit != null && typeof refit !== 'boolean') {
-      throw localError('refit', `must be true, false or absent (automatic); got ${JSON.stringify(refit)}`);
+      throw localError('refit', `must be true, false or absent (automatic); got ${shown(refit)}`);
     }
     // Only a spec carries the context's data (its rows and predictions): a calibrated context's
     // id is not a spec's content address, and an id alone carries nothing.
@@ -1613,20 +1777,8 @@ class ShapleyClient {
         'context as its spec {rows, predictions, ...} (not an id or a calibrated context), or ' +
         'refit: false (weights only)');
     }
-    // Sized for a refit whenever one may run: a refit keeps gaining from more scored rows.
-    const sizedForRefit = refit !== false && isSpec(contextOrId);
-    let proposal = await this.proposeCalibration(contextOrId, { ...options, refit: sizedForRefit });
-    // A refit fits the context's rows and the scored rows together, and the server refuses
-    // more than its largest context: past it, the weights' default budget (a refit on it when
-    // that fits; by default only the weights otherwise).
-    let maxRows = null;
-    if (sizedForRefit && (refit == null || options.budget == null)) {
-      maxRows = Number((await this.serverInfo(options)).limits.maxContextRows);
-      const { message } = this._entry(/** @type {ContextSpec} */ (contextOrId));
-      if (options.budget == null && Number(message.rows.shape[0]) + proposal.shape[0] > maxRows) {
-        proposal = await this.proposeCalibration(contextOrId, { ...options, refit: false });
-      }
-    }
+    const { proposal, refitBytes, messageBytes } =
+      await this._calibrationProposal(contextOrId, options, refit);
     const flat = { data: proposal.rows, shape: proposal.shape };
     const outputs = toArray(await model(nest(flat.data, flat.shape), flat), 'outputs', [1, 2]);
     const tensor = encodeTensor(outputs.data, outputs.shape);
@@ -1637,15 +1789,15 @@ class ShapleyClient {
       budget: proposal.budget,
       outputs: { ...tensor, data: Buffer.from(tensor.data) },
     };
-    if (refit !== false && isSpec(contextOrId)) {
+    if (refitBytes) {
+      // The outputs were sized before the model ran, as float64 shaped like the predictions:
+      // more than that is a shape the server refuses (naming outputs), spec or not.
       const { message } = this._entry(/** @type {ContextSpec} */ (contextOrId));
-      const fits = this._fitsWithOutputs(request, proposal.contextId, message) && (refit === true
-        || Number(message.rows.shape[0]) + proposal.shape[0] <= Number(maxRows));
-      if (fits) {
+      if (this._fitsIn('Calibrate', { ...request, contextId: proposal.contextId, context: message },
+        refitBytes)) {
         request.context = message;
       } else if (refit === true) {
-        throw localError('refit', `the context and the outputs do not fit in one ${this._maxMessageBytes}` +
-          '-byte message (maxMessageBytes): pass refit: false (weights only)');
+        throw refitTooLarge(messageBytes);
       }
     }
     let baseId = '';
@@ -1704,7 +1856,7 @@ class ShapleyClient {
       }
       pageSize = AS_MANY_AS_FIT;
     } else if (!Number.isSafeInteger(pageSize) || pageSize < 1) {
-      throw localError('page_size', `must be an integer >= 1, got ${String(pageSize)}`);
+      throw localError('page_size', `must be an integer >= 1; got ${shown(pageSize)}`);
     }
     pageSize = Math.min(pageSize, AS_MANY_AS_FIT);
     const contexts = [];
@@ -1788,6 +1940,17 @@ function idOf(contextId) {
   if (typeof contextId === 'string') return contextId;
   if (contextId && typeof contextId.contextId === 'string') return contextId.contextId;
   throw localError('context_id', 'must be a string or an object with contextId');
+}
+
+/**
+ * The refusal of `refit: true` for a spec that does not fit in one Calibrate message with the
+ * outputs.
+ * @param {number} messageBytes the smaller of maxMessageBytes and the server's limit
+ */
+function refitTooLarge(messageBytes) {
+  return localError('refit', `the context and the outputs do not fit in one ${messageBytes}-byte ` +
+    'message (the smaller of maxMessageBytes and the server\'s limits.maxMessageBytes): pass ' +
+    'refit: false (weights only)');
 }
 
 module.exports = {

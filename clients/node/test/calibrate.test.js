@@ -238,9 +238,12 @@ test('refit: by default only within the server\'s largest context, refused past 
     const score = (/** @type {number[][]} */ r) => model(r);
     const auto = await small.calibrate(spec, score, { budget: BUDGET });
     assert.equal(auto.calibrationRefitted, false);
-    await assert.rejects(small.calibrate(spec, score, { budget: BUDGET, refit: true }),
+    // Refused as the server refuses it, before the model runs.
+    const refused = countingScorer();
+    await assert.rejects(small.calibrate(spec, refused.score, { budget: BUDGET, refit: true }),
       (/** @type {any} */ error) => isError('RESOURCE_EXHAUSTED', 'budget')(error)
-        && /300 in all; the limit is 200/.test(error.message));
+        && /300 in all; the limit is 200\b.*refit: false.*a budget of at most 140$/.test(error.message));
+    assert.deepEqual(refused.calls, []);
   } finally {
     small.close();
     await limited.stop();
@@ -261,6 +264,143 @@ test('refit: past the largest context on the refit\'s default budget, on the wei
   } finally {
     small.close();
     await limited.stop();
+  }
+});
+
+test('refit: decided before the model runs on a streamed spec: the weights\' default budget', async () => {
+  // 500 x 4 rows and their predictions: 20 kB, streamed by a client that sends at most 10 kB
+  // (blocks of rows). Such a spec cannot go along with the outputs: the weights only, on their
+  // default budget (10 rows per background row, 1,000), not the refit's (2,000), as the Python
+  // client decides: the same call gives the same id from both.
+  const wide = makeRows(500, 4, 21);
+  const streamedSpec = { rows: wide, predictions: model(wide) };
+  const small = new ShapleyClient(server.target, { timeout: 120, maxMessageBytes: 10_000 });
+  try {
+    const { calls, score } = countingScorer4();
+    const calibrated = await small.calibrate(streamedSpec, score);
+    assert.deepEqual(calls, [1000]);
+    assert.equal(calibrated.calibrationRows, 1000);
+    assert.equal(calibrated.calibrationRefitted, false);
+    const weights = await small.calibrate(streamedSpec, (/** @type {number[][]} */ r) => model(r),
+      { refit: false });
+    assert.equal(weights.contextId, calibrated.contextId);
+    assert.equal(weights.created, false);
+    // refit: true is refused before the model runs.
+    const refused = countingScorer4();
+    await assert.rejects(small.calibrate(streamedSpec, refused.score, { refit: true }),
+      (/** @type {any} */ error) => isError('INVALID_ARGUMENT', 'refit')(error)
+        && /do not fit in one 10000-byte message/.test(error.message));
+    assert.deepEqual(refused.calls, []);
+  } finally {
+    small.close();
+  }
+});
+
+/** A scorer of (rows, 4) arrays that counts its calls and the rows it scored. */
+function countingScorer4() {
+  /** @type {number[]} */ const calls = [];
+  const score = (/** @type {number[][]} */ proposed) => {
+    calls.push(proposed.length);
+    return model(proposed);
+  };
+  return { calls, score };
+}
+
+// A server whose messages (20,000 bytes) cannot carry the refit's default proposal of 2 x 100
+// background rows x 20 (2,000 rows of 2 features: 32 kB), and whose largest context is 1,340
+// rows; started on first use, by the tests below.
+/** @type {Promise<Awaited<ReturnType<typeof startServer>>> | null} */ let narrowServer = null;
+const narrow = () => {
+  narrowServer ??= startServer({ args: ['--max-message-bytes', '20000', '--max-context-rows', '1340'] });
+  return narrowServer;
+};
+after(async () => {
+  if (narrowServer) await (await narrowServer).stop();
+});
+
+/** An exact model of (rows, 2) arrays (the same bits from any client) that counts its calls. */
+function countingLinear() {
+  /** @type {number[]} */ const calls = [];
+  const score = (/** @type {number[][]} */ proposed) => {
+    calls.push(proposed.length);
+    return proposed.map((x) => 2 * x[0] - x[1]);
+  };
+  return { calls, score };
+}
+
+/** @param {number} n @param {number} seed */
+function linearSpec(n, seed) {
+  const xs = makeRows(n, 2, seed);
+  return { rows: xs, predictions: xs.map((x) => 2 * x[0] - x[1]) };
+}
+
+test('refit: where the server cannot carry the refit\'s default proposal, a refit on the weights\' default', async () => {
+  const limited = await narrow();
+  const small = new ShapleyClient(limited.target, { timeout: 120, maxMessageBytes: 20_000 });
+  try {
+    // 300 rows: 300 + 1,000 within 1,340 rows, and the spec with 1,000 outputs within a message.
+    const own = linearSpec(300, 22);
+    const ids = [];
+    for (const refit of [undefined, true]) {
+      const { calls, score } = countingLinear();
+      const calibrated = await small.calibrate(own, score, { refit });
+      assert.deepEqual(calls, [1000], `refit ${refit}`);
+      assert.equal(calibrated.calibrationRefitted, true, `refit ${refit}`);
+      ids.push(calibrated.contextId);
+    }
+    // The same calibration as a refit asked for on that budget.
+    const explicit = await small.calibrate(own, countingLinear().score, { refit: true, budget: 1000 });
+    assert.deepEqual(ids, [explicit.contextId, explicit.contextId]);
+    // A budget given is the caller's: the server's refusal of it stands.
+    await assert.rejects(small.calibrate(own, countingLinear().score, { budget: 2000 }),
+      isError('RESOURCE_EXHAUSTED', 'budget'));
+  } finally {
+    small.close();
+  }
+});
+
+test('refit: with a budget given, its rows are counted against maxContextRows as the server counts them', async () => {
+  const limited = await narrow();
+  const small = new ShapleyClient(limited.target, { timeout: 120, maxMessageBytes: 20_000 });
+  try {
+    // 300 context rows and a budget of 1,050: 1,350 rows to refit, over 1,340, though the
+    // proposal holds fewer rows than the budget.
+    const own = linearSpec(300, 23);
+    const proposal = await small.proposeCalibration(own, { budget: 1050 });
+    assert.ok(300 + proposal.shape[0] <= 1340, `${proposal.shape}`);
+    const { calls, score } = countingLinear();
+    const calibrated = await small.calibrate(own, score, { budget: 1050 });
+    assert.deepEqual(calls, [proposal.shape[0]]);
+    assert.equal(calibrated.calibrationRefitted, false);
+    const weights = await small.calibrate(own, countingLinear().score, { budget: 1050, refit: false });
+    assert.equal(weights.contextId, calibrated.contextId);
+  } finally {
+    small.close();
+  }
+});
+
+test('refit: sized against the server\'s message limit too, not only maxMessageBytes', async () => {
+  const limited = await narrow();
+  // maxMessageBytes left at 64 MiB: the server's 20,000 bytes is the smaller limit.
+  const roomy = new ShapleyClient(limited.target, { timeout: 120 });
+  try {
+    // 700 x 2 rows and their predictions (16.8 kB) fit one CreateContext of the server's; with
+    // 600 outputs (4.8 kB) they do not fit one Calibrate: weights only.
+    const own = linearSpec(700, 24);
+    const { calls, score } = countingLinear();
+    const calibrated = await roomy.calibrate(own, score, { budget: 600 });
+    assert.equal(calls.length, 1);
+    assert.equal(calibrated.calibrationRefitted, false);
+    const weights = await roomy.calibrate(own, countingLinear().score, { budget: 600, refit: false });
+    assert.equal(weights.contextId, calibrated.contextId);
+    // refit: true is refused before the model runs, naming the server's limit.
+    const refused = countingLinear();
+    await assert.rejects(roomy.calibrate(own, refused.score, { budget: 600, refit: true }),
+      (/** @type {any} */ error) => isError('INVALID_ARGUMENT', 'refit')(error)
+        && /do not fit in one 20000-byte message/.test(error.message));
+    assert.deepEqual(refused.calls, []);
+  } finally {
+    roomy.close();
   }
 });
 

@@ -216,6 +216,33 @@ test('a request over the server\'s message limit names no field from gRPC; the c
   }
 });
 
+test('explainStream with chunkRows names the rows, not chunk_rows, when one row alone is too large; else the rows sent', async () => {
+  const { contextId } = await client.createContext(spec);
+  const matched = new ShapleyClient(server.target, { timeout: 120, maxMessageBytes: MESSAGE_LIMIT });
+  try {
+    // One row of 2,100 float64s: 16,800 bytes, over 16 KiB whatever the chunk.
+    const one = [Array.from({ length: 2100 }, (_, j) => j % 7)];
+    for (const options of [{ chunkRows: 5 }, { chunkRows: 1 }, {}]) {
+      const error = await matched.explainStream(contextId, one, null, options)
+        .catch((/** @type {any} */ e) => e);
+      assert.ok(error instanceof ShapleyError, String(error));
+      assert.equal(error.code, 'RESOURCE_EXHAUSTED', error.message);
+      assert.equal(error.field, 'rows', `${JSON.stringify(options)}: ${error.message}`);
+      assert.match(error.details, /^rows: 16800 bytes make the ExplainStream message \d+ bytes, over maxMessageBytes \(16384\b/);
+      assert.equal(error.metadata, null);
+    }
+    // Three rows of 700 (5,600 bytes each) in chunks of 5: one message of the 3 rows sent.
+    const three = Array.from({ length: 3 }, () => Array.from({ length: 700 }, (_, j) => j % 5));
+    const error = await matched.explainStream(contextId, three, null, { chunkRows: 5 })
+      .catch((/** @type {any} */ e) => e);
+    assert.ok(error instanceof ShapleyError, String(error));
+    assert.equal(error.field, 'chunk_rows', error.message);
+    assert.match(error.details, /^chunk_rows: 3 rows make the ExplainStream message \d+ bytes/);
+  } finally {
+    matched.close();
+  }
+});
+
 test('listContexts lists every held context, in pages when one message cannot hold them', async () => {
   // Five features named by 1,000 characters each: a description takes about 5.3 kB, so three
   // of these contexts do not fit in one of the server's 16 kB messages.

@@ -264,6 +264,62 @@ test('explainStream refuses a chunkRows that is not a positive integer, naming c
   }
 });
 
+test('pageSize and a refinement budget that are not integers are quoted as chunkRows is', async () => {
+  // A client of no server: anything sent would fail UNAVAILABLE.
+  const nowhere = new ShapleyClient('127.0.0.1:1', { timeout: 5, maxAttempts: 1 });
+  try {
+    const listed = await nowhere.listContexts({ pageSize: /** @type {any} */ ('2') })
+      .catch((/** @type {any} */ e) => e);
+    isError('INVALID_ARGUMENT', 'page_size')(listed);
+    assert.equal(listed.details, 'page_size: must be an integer >= 1; got "2"');
+    const refined = await nowhere.explain(spec, query, null,
+      { model: (/** @type {number[][]} */ r) => model(r), budget: /** @type {any} */ ('10') })
+      .catch((/** @type {any} */ e) => e);
+    isError('INVALID_ARGUMENT', 'budget')(refined);
+    assert.equal(refined.details, 'budget: must be a positive integer; got "10"');
+    const calibrated = await nowhere.calibrate(spec, (/** @type {number[][]} */ r) => model(r),
+      { budget: /** @type {any} */ (10n) }).catch((/** @type {any} */ e) => e);
+    isError('INVALID_ARGUMENT', 'budget', /; got 10n$/)(calibrated);
+  } finally {
+    nowhere.close();
+  }
+});
+
+test('background and group indices: integer numbers only, refused before sending, never coerced', async () => {
+  // A client of no server: anything sent would fail UNAVAILABLE. Number() would take true as 1,
+  // '5' as 5 and [7] as 7.
+  const nowhere = new ShapleyClient('127.0.0.1:1', { timeout: 5, maxAttempts: 1 });
+  const base = { rows: rows.slice(0, 40), predictions: predictions.slice(0, 40) };
+  /** @type {[any, string, RegExp][]} */
+  const cases = [
+    [{ background: [true, 5] }, 'context.background', /^context\.background: \[0\] must be a row index \(an integer\); got true$/],
+    [{ background: [0, '5'] }, 'context.background', /\[1\] must be a row index \(an integer\); got "5"$/],
+    [{ background: [[7]] }, 'context.background', /\[0\] must be a row index \(an integer\); got an array \(\[7\]\)$/],
+    [{ background: [1n] }, 'context.background', /\[0\] must be a row index \(an integer\); got 1n$/],
+    [{ background: [1.5] }, 'context.background', /got 1\.5$/],
+    [{ background: [null] }, 'context.background', /got null$/],
+    [{ background: '12' }, 'context.background', /must be an array of row indices \(integers\); got "12"$/],
+    [{ groups: { a: [0], b: [true, 2, 3, 4] } }, 'context.groups',
+      /^context\.groups: "b"\[0\] must be a column index \(an integer\); got true$/],
+    [{ groups: { a: [[0]], b: [1, 2, 3, 4] } }, 'context.groups', /"a"\[0\] must be a column index \(an integer\); got an array/],
+    [{ groups: { a: [0], b: ['1', 2, 3, 4] } }, 'context.groups', /"b"\[0\] .*got "1"$/],
+    [{ groups: { a: 0, b: [1, 2, 3, 4] } }, 'context.groups', /"a" must be an array of column indices \(integers\); got 0$/],
+  ];
+  try {
+    for (const [extra, field, words] of cases) {
+      await assert.rejects(nowhere.createContext({ ...base, ...extra }),
+        isError('INVALID_ARGUMENT', field, words), JSON.stringify(extra, (_, v) => (typeof v === 'bigint' ? `${v}n` : v)));
+    }
+  } finally {
+    nowhere.close();
+  }
+  // Integer numbers, in arrays or typed arrays, go as they are.
+  const taken = await client.createContext({ ...base, background: Int32Array.from([0, 3, 5, 9]),
+    groups: { a: [0, 1], b: Uint8Array.from([2, 3, 4]) } });
+  assert.equal(taken.nBackground, 4);
+  assert.deepEqual(taken.groups, [{ name: 'a', columns: [0, 1] }, { name: 'b', columns: [2, 3, 4] }]);
+});
+
 test('groups: one exactly efficient value per group, named by the groups', async () => {
   const groups = { person: [0, 3], money: [1, 2], other: [4] };
   const grouped = await client.createContext({ rows, predictions, featureNames: NAMES, groups });
@@ -449,11 +505,12 @@ const bigSettings = {
 const SMALL_LIMIT = 64 * 1024;
 
 /**
- * A client that thinks the server takes 64 KiB messages, recording every CreateContextStream
- * call's messages and counting unary CreateContext calls.
+ * A client that thinks the server takes 64 KiB messages (or `limit`), recording every
+ * CreateContextStream call's messages and counting unary CreateContext calls.
+ * @param {number} [limit]
  */
-function streamingClient() {
-  const streaming = new ShapleyClient(server.target, { timeout: 120, maxMessageBytes: SMALL_LIMIT });
+function streamingClient(limit = SMALL_LIMIT) {
+  const streaming = new ShapleyClient(server.target, { timeout: 120, maxMessageBytes: limit });
   const recorded = { streams: /** @type {any[][]} */ ([]), unaryCreates: 0 };
   const stub = streaming._stub;
   const open = stub.CreateContextStream.bind(stub);
@@ -588,6 +645,24 @@ test('errors of a streamed context are ShapleyErrors naming the field, like Crea
       streaming.createContext({ rows: big, predictions: bigPredictions, randomState: 5 }, { timeout: 1e-6 }),
       isError('DEADLINE_EXCEEDED', null),
     );
+    assert.equal(recorded.unaryCreates, 0);
+  } finally {
+    streaming.close();
+  }
+});
+
+test('a streamed context with one row over maxMessageBytes is refused before sending, naming context.rows', async () => {
+  // One row of 300 float64s: 2,400 bytes, over a client limit of 2,000: no block of rows fits.
+  const { streaming, recorded } = streamingClient(2000);
+  try {
+    const wide = makeRows(4, 300, 13);
+    const error = await streaming.createContext({ rows: wide, predictions: [0, 1, 2, 3] })
+      .catch((/** @type {any} */ e) => e);
+    isError('RESOURCE_EXHAUSTED', 'context.rows',
+      /^context\.rows: one row's 2400 bytes \(and its predictions' 8\) make the CreateContextStream message \d+ bytes, over maxMessageBytes \(2000\b/)(error);
+    assert.deepEqual(error.violations.map((/** @type {any} */ v) => v.field), ['context.rows']);
+    assert.equal(error.metadata, null);
+    assert.deepEqual(recorded.streams, []); // no call opened
     assert.equal(recorded.unaryCreates, 0);
   } finally {
     streaming.close();
