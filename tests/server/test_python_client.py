@@ -343,6 +343,11 @@ def test_calibrate_falls_back_to_the_weights_default_where_the_server_cannot_pro
         weights = small.calibrate(context, counting, refit=False)
         assert not weights.calibration_refitted and weights.calibration_rows == 1_000
         assert explicit.calibration_refitted
+        # A budget of 0 is the default, as the server and the Node client read it: it was a
+        # budget given, with no fallback, and was refused.
+        calls, counting = _counting_smooth()
+        assert small.calibrate(context, counting, budget=0).context_id == calibrated.context_id
+        assert calls == [1_000]
 
 
 def test_calibrate_counts_the_budget_against_max_context_rows_as_the_server_does(make_server):

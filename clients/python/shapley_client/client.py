@@ -1084,9 +1084,9 @@ class ShapleyClient:
 
         ``model`` is called once on a (rows, d) float64 numpy array (as in :meth:`explain`)
         and returns the outputs, (rows,) or (rows, K) like the context's predictions.
-        ``budget`` is the most rows it scores in all (default: 10 per background row, 1,000
-        for the default background; 20 per background row when the context's data can go
-        along for a refit). A :class:`Context` the server no longer holds is
+        ``budget`` is the most rows it scores in all (None or 0, the default: 10 per background
+        row, 1,000 for the default background; 20 per background row when the context's data
+        can go along for a refit). A :class:`Context` the server no longer holds is
         recreated; so is the calibrated one, from the outputs it keeps (every calibration
         that led to it, in order), without calling ``model`` again (when ``context`` is an id
         alone, neither can be).
@@ -1095,7 +1095,9 @@ class ShapleyClient:
             raise TypeError(f"model must be callable; got {type(model).__name__}")
         refit = _refit(refit)
         if budget is not None:
-            _budget(budget)
+            # 0 is the default, as the server and the Node client read it: the same call gives
+            # the same context from both clients.
+            budget = _budget(budget) or None
         seed = None if random_state is None else _seed(random_state, context=context)
         if refit is True and not _refittable(context):
             raise ValueError(_no_refit(context))
