@@ -19,14 +19,25 @@ arrays only for the dtypes the readers take (and each TreeSHAP table for its len
 These checks catch damage (a flipped bit, a bad copy, a file rewritten by hand), not an
 adversary, who can recompute the checksums: what keeps a manifest from running code is that it
 can only name the classes below and arrays are never unpickled.
+
+``save_explainer`` writes both files into a hidden directory beside ``path`` and renames it into
+place, moving aside (then removing) a saved explainer's directory found there: a save that fails
+part way, or saves into one path at once, leave the earlier save or one whole new one, never a
+mix. A directory that also holds other files is written into file by file with a rollback instead
+(see ``_write_in_place``): not atomic against other saves into it at the same time.
 """
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import io
 import json
 import os
+import re
+import secrets
+import shutil
+import stat
 import threading
 import zipfile
 from pathlib import Path
@@ -430,48 +441,233 @@ def _os_problem(directory: Path, error: OSError) -> str:
     return str(error)
 
 
+# Saving (see the module's docstring). Besides its two files, a saved explainer's directory may
+# hold ``<file>.<pid>.<thread>.partial``, left by a save from before 2026-12 that was killed: such a
+# directory (or an empty one) is the save's own, and the next save replaces it whole.
+_OWN_LEFTOVER = re.compile(rf"(?:{re.escape(ARRAYS)}|{re.escape(MANIFEST)})\.\d+\.\d+\.partial")
+# Attempts at putting a save in place when another save's directory takes it each time between
+# this one moving the previous copy aside and renaming its own in. Each failed attempt means
+# another save was put in place during this one: after the last, that whole save stands (this one
+# counts as made just before it).
+_PUBLISH_ATTEMPTS = 10
+# What the OS answers when an existing directory cannot be moved aside, or no directory made
+# beside it (a mount point, a parent this process cannot write, another filesystem): its files are
+# written in place instead.
+_IN_PLACE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.EBUSY, errno.EXDEV})
+_TAKEN_ERRNOS = frozenset({errno.EEXIST, errno.ENOTEMPTY})
+
+
+class _NotReplaceable(Exception):
+    """The directory at ``path`` cannot be replaced whole: its files are written in place."""
+
+
 def _write_directory(directory: Path, arrays: bytes, manifest: bytes) -> None:
-    """``arrays`` and ``manifest`` into ``directory`` (made if needed). On failure a directory
-    this call made is removed again: no half-saved directory is left behind."""
+    """``arrays`` and ``manifest`` into ``directory`` (made if needed, as are its parents): the
+    directory holds the explainer saved there before or the new one, whole, whatever fails or
+    whoever saves there at the same time (see above). On failure no hidden file or directory of
+    this save is left, nor any parent it made."""
+    files = {ARRAYS: arrays, MANIFEST: manifest}  # the arrays first, as ``_write_in_place`` writes
+    target = _save_target(directory)
     made = [
         candidate
-        for candidate in (directory, *directory.parents)
+        for candidate in target.parents
         if not candidate.exists() and not candidate.is_symlink()
     ]
-    written: list[Path] = []
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        # The arrays first, the manifest last: a reader never sees a manifest whose arrays are
-        # not all written, and a crash leaves a directory that fails its checksum instead of a
-        # half one.
-        for name, data in ((ARRAYS, arrays), (MANIFEST, manifest)):
-            _write_atomically(directory / name, data)
-            written.append(directory / name)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _write_whole(target, files, _replaced_mode(target, directory))
+        except _NotReplaceable:
+            _write_in_place(target, files)
     except OSError:
-        if made:
-            # The directory is this save's: what it wrote there goes too (its partial files
-            # already have). ``rmdir`` removes a directory only when empty, so one that a
-            # replica saving the same context is writing into at the same time stays.
-            for path in written:
-                with contextlib.suppress(OSError):
-                    path.unlink(missing_ok=True)
-            for made_directory in made:  # deepest first
-                with contextlib.suppress(OSError):
-                    made_directory.rmdir()
+        for made_directory in made:  # deepest first; only while empty (another save may use it)
+            with contextlib.suppress(OSError):
+                made_directory.rmdir()
         raise
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    # Replicas sharing a directory may save the same context at once: each writes its own file
-    # and renames it into place (the same content either way).
-    partial = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
+def _save_target(directory: Path) -> Path:
+    """The directory a save at ``directory`` writes: an existing one as the OS resolves it (a
+    symlink to a directory stays a link, and the directory it names is saved into), a new one as
+    given. OSError for a path that cannot be a directory: an existing file or dangling symlink
+    (``FileExistsError``), a path under a file (``NotADirectoryError``)."""
     try:
-        partial.write_bytes(data)
-        partial.replace(path)
+        info = directory.stat()
+    except FileNotFoundError:
+        if not directory.is_symlink():
+            return directory.absolute()
+        info = None  # a link to nothing: refused, as ``mkdir`` refuses it
+    if info is None or not stat.S_ISDIR(info.st_mode):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(directory))
+    return Path(os.path.realpath(directory))
+
+
+def _replaced_mode(target: Path, directory: Path) -> int | None:
+    """The mode of the saved explainer's directory (or empty one) that a save at ``target``
+    replaces; None when there is none, or it went meanwhile (another save moved it aside).
+    ``_NotReplaceable`` when it holds other files, is a mount point (which cannot be renamed) or
+    this process's working directory (which a rename would leave removed); ``PermissionError``
+    when this process cannot write it (a directory made read-only to keep its save stays so)."""
+    try:
+        info = target.stat()
+        if not stat.S_ISDIR(info.st_mode):
+            return None  # a file put there meanwhile: renaming onto it is refused
+        if os.path.ismount(target) or _is_working_directory(info):
+            raise _NotReplaceable
+        if not _holds_a_save_alone(target):
+            raise _NotReplaceable
+    except FileNotFoundError:
+        return None
+    if not os.access(target, os.W_OK | os.X_OK) and _same_file(target, info):
+        # (Not another save's directory in its place by now, which this process may write.)
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(directory))
+    return stat.S_IMODE(info.st_mode)
+
+
+def _same_file(path: Path, info: os.stat_result) -> bool:
+    try:
+        now = path.stat()
     except OSError:
-        with contextlib.suppress(OSError):
-            partial.unlink(missing_ok=True)
+        return False
+    return (now.st_dev, now.st_ino) == (info.st_dev, info.st_ino)
+
+
+def _is_working_directory(info: os.stat_result) -> bool:
+    return _same_file(Path(os.curdir), info)
+
+
+def _holds_a_save_alone(directory: Path) -> bool:
+    """Whether ``directory`` holds a saved explainer's files and nothing else (or nothing)."""
+    with os.scandir(directory) as entries:
+        return all(
+            entry.is_file(follow_symlinks=False)
+            and (entry.name in (ARRAYS, MANIFEST) or _OWN_LEFTOVER.fullmatch(entry.name))
+            for entry in entries
+        )
+
+
+def _unique(name: str, purpose: str) -> str:
+    """A hidden name for ``name``'s ``purpose`` that no other process or thread (nor another
+    machine sharing the filesystem) takes."""
+    token = f"{os.getpid()}.{threading.get_ident()}.{secrets.token_hex(4)}"
+    return f".{name[:100]}.{token}.{purpose}"
+
+
+def _write_whole(target: Path, files: dict[str, bytes], replaced_mode: int | None) -> None:
+    """``files`` written into a hidden directory beside ``target`` (its mode set to
+    ``replaced_mode``, the mode of the directory replaced, if any), renamed into its place."""
+    partial = target.with_name(_unique(target.name, "partial"))
+    try:
+        partial.mkdir()
+    except OSError as error:
+        if replaced_mode is not None and error.errno in _IN_PLACE_ERRNOS:
+            raise _NotReplaceable from error
         raise
+    try:
+        for name, data in files.items():
+            (partial / name).write_bytes(data)
+        if replaced_mode is not None:
+            os.chmod(partial, replaced_mode)
+        _publish(partial, target)
+    finally:
+        if os.path.lexists(partial):
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+def _publish(partial: Path, target: Path) -> None:
+    """Rename the directory ``partial`` to ``target`` (atomic). A saved explainer's directory
+    found there is moved aside to a hidden name, ``partial`` renamed in, and the old one removed;
+    if ``partial`` cannot go in, the old one is put back. Another save that takes the place in
+    between is moved aside in turn (``_PUBLISH_ATTEMPTS``)."""
+    for _ in range(_PUBLISH_ATTEMPTS):
+        try:
+            os.rename(partial, target)
+            return
+        except OSError as error:
+            if error.errno in _IN_PLACE_ERRNOS and target.is_dir():
+                raise _NotReplaceable from error
+            if error.errno not in _TAKEN_ERRNOS:
+                raise
+        try:
+            if not _holds_a_save_alone(target):  # a user's files arrived meanwhile
+                raise _NotReplaceable
+        except FileNotFoundError:
+            continue  # moved aside by another save meanwhile: try again
+        aside = target.with_name(_unique(target.name, "replaced"))
+        try:
+            os.rename(target, aside)
+        except FileNotFoundError:
+            continue
+        except OSError as error:
+            if error.errno in _IN_PLACE_ERRNOS:
+                raise _NotReplaceable from error
+            raise
+        try:
+            os.rename(partial, target)
+        except OSError as error:
+            if error.errno in _TAKEN_ERRNOS:
+                # Another save went in meanwhile, whole: the one moved aside is older than it.
+                _remove_save(aside)
+                continue
+            try:
+                os.rename(aside, target)  # the previous save back in its place
+            except OSError:
+                if target.exists():  # another whole save is in its place: the old one goes
+                    _remove_save(aside)
+            raise
+        _remove_save(aside)
+        return
+
+
+def _remove_save(directory: Path) -> None:
+    """Remove a saved explainer's directory moved aside: its own files, then the directory if
+    that leaves it empty (a file another program put there meanwhile is never removed)."""
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        for entry in list(entries):
+            if entry.name in (ARRAYS, MANIFEST) or _OWN_LEFTOVER.fullmatch(entry.name):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+    with contextlib.suppress(OSError):
+        directory.rmdir()
+
+
+def _write_in_place(directory: Path, files: dict[str, bytes]) -> None:
+    """``files`` into ``directory``, which holds other files too (or cannot be replaced whole):
+    each written to a hidden file beside its name, then each old one renamed aside and the new one
+    renamed in; any failure puts the old ones back. A reader (or another save) at the same time
+    may see one file of each save."""
+    staged = {name: directory / _unique(name, "partial") for name in files}
+    aside = {name: directory / _unique(name, "replaced") for name in files}
+    kept_aside: list[str] = []
+    placed: list[str] = []
+    try:
+        for name, data in files.items():
+            staged[name].write_bytes(data)
+        for name in files:
+            final = directory / name
+            if final.is_dir() and not final.is_symlink():
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(final))
+            if os.path.lexists(final):
+                os.replace(final, aside[name])
+                kept_aside.append(name)
+            os.replace(staged[name], final)
+            placed.append(name)
+    except BaseException:
+        for name in reversed(files):
+            with contextlib.suppress(OSError):
+                if name in kept_aside:
+                    os.replace(aside[name], directory / name)
+                elif name in placed:
+                    (directory / name).unlink()
+        raise
+    else:
+        for name in kept_aside:
+            with contextlib.suppress(OSError):
+                aside[name].unlink()
+    finally:
+        for path in staged.values():
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
 
 
 def _refuse(path: Path, problem: str) -> NoReturn:
