@@ -10,7 +10,6 @@ free for cheap work.
 """
 
 import concurrent.futures
-import errno
 import logging
 import os
 import re
@@ -210,13 +209,12 @@ class ContextService:
         context_id = self.content_id(spec)
 
         def build() -> StoredContext:
-            saved = self._saved(context_id) is not None
-            if saved:
+            if self._saved(context_id) is not None:
                 entry = self._on_compute_thread(self._load, caller, context_id, "context")
                 if entry is not None:
                     return entry
             # A saved copy that did not load is replaced by the fit's.
-            return self._on_compute_thread(self._fit, caller, spec, context_id, saved)
+            return self._on_compute_thread(self._fit, caller, spec, context_id)
 
         return self.store.get_or_build(context_id, build, caller)
 
@@ -498,8 +496,7 @@ class ContextService:
             )
 
             def build() -> StoredContext:
-                saved = self._saved(context_id) is not None
-                if saved:
+                if self._saved(context_id) is not None:
                     loaded = self._on_compute_thread(self._load, caller, context_id, "context_id")
                     if loaded is not None:
                         return loaded
@@ -513,7 +510,6 @@ class ContextService:
                     spec,
                     context_id,
                     by_default,
-                    saved,
                 )
 
             try:
@@ -530,7 +526,6 @@ class ContextService:
         spec: ContextSpec | None,
         context_id: str,
         by_default: bool,
-        replace: bool,
         should_stop: Callable[[], bool],
     ) -> StoredContext:
         start = time.perf_counter()
@@ -543,7 +538,7 @@ class ContextService:
         entry = self._stored(context_id, calibrated, time.perf_counter() - start)
         # Too large to hold: refused before it is saved or counted (by the id it came from).
         self.store.check_room(entry, "context_id")
-        self._save(calibrated, context_id, replace)
+        self._save(calibrated, context_id)
         self.contexts_calibrated += 1
         return entry
 
@@ -565,7 +560,7 @@ class ContextService:
         return entry
 
     def _fit(
-        self, spec: ContextSpec, context_id: str, replace: bool, should_stop: Callable[[], bool]
+        self, spec: ContextSpec, context_id: str, should_stop: Callable[[], bool]
     ) -> StoredContext:
         start = time.perf_counter()
         explainer = ZeroShotExplainer(random_state=spec.random_state, artifact=self.artifact_path)
@@ -581,34 +576,28 @@ class ContextService:
         entry = self._stored(context_id, explainer, time.perf_counter() - start)
         # Too large to hold: refused before it is saved or counted.
         self.store.check_room(entry, "context")
-        self._save(explainer, context_id, replace)
+        self._save(explainer, context_id)
         self.contexts_fitted += 1
         return entry
 
-    def _save(self, explainer: ZeroShotExplainer, context_id: str, replace: bool) -> None:
-        """Save ``explainer`` in ``context_dir`` under ``context_id``, if there is one: written
-        under a hidden name beside it, then renamed into place, so that a loader sees the whole
-        saved context or none. A copy found there is replaced if ``replace`` (the one that did
-        not load), else kept (another replica saved the same context meanwhile). A save that
-        fails is logged (once: the callers of one context share its build) and counted; the
-        context is held and served all the same."""
+    def _save(self, explainer: ZeroShotExplainer, context_id: str) -> None:
+        """Save ``explainer`` in ``context_dir`` under ``context_id``, if there is one. The save
+        is whole or not at all (``ZeroShotExplainer.save`` writes it under a hidden name and
+        renames it into place), so a loader (another replica) sees the whole saved context or
+        none; a copy found there (one that did not load, or another replica's save of the same
+        context meanwhile) is replaced. A save that fails is logged (once: the callers of one
+        context share its build) and counted; the context is held and served all the same."""
         if self.context_dir is None:
             return
         final = self.context_dir / context_id
-        partial = self.context_dir / _hidden(context_id, "partial")
         try:
-            explainer.save(partial)
-            replaced = self.context_dir / _hidden(context_id, "replaced") if replace else None
-            _publish(partial, final, replaced)
+            explainer.save(final)
         except (OSError, ShapleyError) as error:
             self.contexts_unsaved += 1
             problem = error.problem if isinstance(error, ShapleyError) else _os_problem(error)
             logger.warning(
                 "context %s is held but was not saved in %s: %s", context_id, final, problem
             )
-        finally:
-            if os.path.lexists(partial):
-                shutil.rmtree(partial, ignore_errors=True)
 
     def _on_compute_thread(self, work: Callable[..., Result], caller: Caller, *args: Any) -> Result:
         """``work(*args, should_stop)`` on a compute thread, waited for until the deadline.
@@ -738,28 +727,6 @@ def _hidden(context_id: str, purpose: str) -> str:
     """A name beside ``context_id``'s in ``context_dir`` that no loader takes for a saved context
     (only content addresses are loaded), unique to this process and thread."""
     return f".{context_id}.{os.getpid()}.{threading.get_ident()}.{purpose}"
-
-
-def _publish(partial: Path, final: Path, replaced: Path | None) -> None:
-    """Rename the saved directory ``partial`` to ``final`` (atomic). A copy already at ``final``
-    is kept when ``replaced`` is None (it holds the same context: ``partial`` is left for the
-    caller to remove); else it is moved aside to ``replaced`` and removed, and ``partial`` takes
-    its place."""
-    for _ in range(3):
-        try:
-            os.rename(partial, final)
-            return
-        except OSError as error:
-            if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                raise
-        if replaced is None:
-            return
-        try:
-            os.rename(final, replaced)
-        except FileNotFoundError:
-            continue  # removed meanwhile: try again
-        shutil.rmtree(replaced, ignore_errors=True)
-        replaced = None  # what takes its place now is another save of the same context
 
 
 def _os_problem(error: OSError) -> str:

@@ -23,8 +23,10 @@ can only name the classes below and arrays are never unpickled.
 ``save_explainer`` writes both files into a hidden directory beside ``path`` and renames it into
 place, moving aside (then removing) a saved explainer's directory found there: a save that fails
 part way, or saves into one path at once, leave the earlier save or one whole new one, never a
-mix. A directory that also holds other files is written into file by file with a rollback instead
-(see ``_write_in_place``): not atomic against other saves into it at the same time.
+mix. ``load`` opens both files through one handle on the directory, so that it reads one save
+whole while another is renamed into its place. A directory that also holds other files is written
+into file by file with a rollback instead (see ``_write_in_place``): not atomic against other
+saves, nor against loads, at the same time.
 """
 
 import contextlib
@@ -695,8 +697,7 @@ def load_state(path: str | Path, artifact) -> dict:
     loaded ``Artifact`` the explainer will use); refused with the reason otherwise."""
     directory = Path(path)
     try:
-        manifest_bytes = (directory / MANIFEST).read_bytes()
-        arrays = (directory / ARRAYS).read_bytes()
+        manifest_bytes, arrays = _read_files(directory)
     except FileNotFoundError as error:
         _refuse(directory, f"is not a saved explainer ({Path(error.filename).name} is missing)")
     except OSError as error:
@@ -741,6 +742,52 @@ def load_state(path: str | Path, artifact) -> dict:
         _refuse(directory, f"is damaged: {damage}")
     except _READ_ERRORS as error:
         _refuse(directory, f"is damaged: its state does not read back ({error!r})")
+
+
+# A save renamed into place while a load reads the one before: read again (each attempt sees
+# one whole save, so two suffice unless saves keep replacing each other).
+_READ_ATTEMPTS = 3
+_DIRECTORY_HANDLES = os.open in os.supports_dir_fd and hasattr(os, "O_DIRECTORY")
+
+
+def _read_files(directory: Path) -> tuple[bytes, bytes]:
+    """The manifest and arrays of one save in ``directory``. Both are opened through one handle
+    on the directory, so that a save renamed into its place meanwhile (``_publish``) is never
+    read half from the old and half from the new one. When the old one's files were removed
+    before they were opened, the directory at ``directory`` is read again."""
+    if not _DIRECTORY_HANDLES:  # no dir_fd (Windows): by path, as a best effort
+        return (directory / MANIFEST).read_bytes(), (directory / ARRAYS).read_bytes()
+    attempts_left = _READ_ATTEMPTS
+    while True:
+        attempts_left -= 1
+        handle = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            return _read_at(handle, directory, MANIFEST), _read_at(handle, directory, ARRAYS)
+        except FileNotFoundError:
+            if attempts_left == 0 or not _moved(directory, handle):
+                raise
+        finally:
+            os.close(handle)
+
+
+def _read_at(handle: int, directory: Path, name: str) -> bytes:
+    try:
+        file = os.open(name, os.O_RDONLY, dir_fd=handle)
+    except FileNotFoundError as error:
+        # The error names the file as a path-based read would (its message says which is missing).
+        raise FileNotFoundError(error.errno, error.strerror, str(directory / name)) from None
+    with os.fdopen(file, "rb") as stream:
+        return stream.read()
+
+
+def _moved(directory: Path, handle: int) -> bool:
+    """Whether ``directory`` is no longer the directory ``handle`` was opened on."""
+    try:
+        now = os.stat(directory)
+    except FileNotFoundError:
+        return True
+    opened = os.fstat(handle)
+    return (now.st_dev, now.st_ino) != (opened.st_dev, opened.st_ino)
 
 
 def _read_state(manifest: dict, arrays: bytes) -> dict:

@@ -3,8 +3,8 @@ them instead of refitting or answering not found."""
 
 import errno
 import logging
+import os
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +17,7 @@ from shapley_svc.errors import (
     StorageError,
 )
 from shapley_svc.estimator import ZeroShotExplainer
-from shapley_svc.estimator.persistence import ARRAYS
+from shapley_svc.estimator.persistence import ARRAYS, MANIFEST
 from tests.contexts.test_context_service import LIMITS
 from tests.server.conftest import make_task
 
@@ -149,31 +149,31 @@ def test_a_context_whose_save_fails_is_held_served_counted_and_logged(
 def test_a_save_is_written_aside_and_renamed_into_place_whole(replicas, tmp_path, monkeypatch):
     """A loader (another replica) never sees a saved context's directory half written: the save
     goes to a hidden name no loader takes, then is renamed under the context's id. A copy that
-    another replica saved meanwhile is kept."""
+    another replica saved meanwhile is replaced whole (it holds the same context)."""
+    from shapley_svc.estimator import persistence
+
     first, second = replicas
     final = tmp_path / "contexts" / first.content_id(ContextSpec(X, P))
-    save = ZeroShotExplainer.save
+    publish = persistence._publish
     seen = []
 
-    def save_while_looking(explainer, path):
-        seen.append((Path(path), final.exists()))
-        saved = save(explainer, path)
-        seen.append(final.exists())  # whole, but not yet under its id
-        return saved
+    def publish_while_looking(partial, target):
+        seen.append((partial, target, final.exists(), sorted(os.listdir(partial))))
+        publish(partial, target)
 
-    monkeypatch.setattr(ZeroShotExplainer, "save", save_while_looking)
+    monkeypatch.setattr(persistence, "_publish", publish_while_looking)
     entry, _ = first.get_or_create(ContextSpec(X, P))
-    (path, before), after = seen
-    assert path.parent == final.parent and path.name.startswith(".") and path != final
-    assert not before and not after
+    [(partial, target, before, written)] = seen
+    assert partial.parent == final.parent and partial.name.startswith(".") and target == final
+    assert not before and written == [ARRAYS, MANIFEST]  # whole before it takes its name
     assert (final / ARRAYS).exists() and _hidden_entries(final.parent) == []
-    # A second replica that fitted it too (it found no saved copy before its fit) keeps the
-    # copy saved meanwhile.
-    saved_copy = final.stat().st_ino
+    # A second replica that fitted it too (it found no saved copy before its fit) puts its own
+    # whole save in the copy's place.
     monkeypatch.setattr(second, "_saved", lambda context_id: None)
     _, created = second.get_or_create(ContextSpec(X, P))
-    assert created and second.contexts_unsaved == 0 and len(seen) == 4
-    assert final.stat().st_ino == saved_copy and _hidden_entries(final.parent) == []
+    assert created and second.contexts_unsaved == 0 and len(seen) == 2
+    assert seen[1][2] and sorted(os.listdir(final)) == [ARRAYS, MANIFEST]
+    assert _hidden_entries(final.parent) == []
     third = ContextService(LIMITS, 1, context_dir=final.parent)
     try:
         loaded = third.get(entry.context_id)

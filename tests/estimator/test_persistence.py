@@ -616,3 +616,35 @@ def test_a_saved_explainers_directory_is_replaced_whole_as_it_was(two_explainers
     assert (real.stat().st_mode & 0o777) == 0o750
     assert _saved_state(real) == _saved_state(second.save(tmp_path / "second"))
     assert _hidden(tmp_path) == [] and sorted(os.listdir(real)) == [ARRAYS, MANIFEST]
+
+
+@pytest.mark.parametrize("old_save", ["removed", "kept aside"])
+def test_a_load_while_a_save_replaces_the_directory_reads_one_save_whole(
+    two_explainers, tmp_path, monkeypatch, old_save
+):
+    """A save renamed into place between the load's reads of the manifest and of the arrays: the
+    load reads the old save whole through its handle on the directory (while its files are still
+    there), or the new one whole when they were removed first. Read by path, the load took one
+    file of each and refused the directory as damaged."""
+    from shapley_svc.estimator import persistence
+
+    first, second = two_explainers
+    target = tmp_path / "ctx"
+    first.save(target)
+    if old_save == "kept aside":
+        monkeypatch.setattr(persistence, "_remove_save", lambda directory: None)
+    read_at = persistence._read_at
+    swaps = []
+
+    def save_between_the_reads(handle, directory, name):
+        data = read_at(handle, directory, name)
+        if name == MANIFEST and not swaps:
+            swaps.append(name)
+            second.save(target)
+        return data
+
+    monkeypatch.setattr(persistence, "_read_at", save_between_the_reads)
+    loaded = ZeroShotExplainer.load(target)
+    assert swaps == [MANIFEST]
+    X, y = _table(np.random.default_rng(3), n=20)
+    _assert_same_answers(first if old_save == "kept aside" else second, loaded, X, y)
