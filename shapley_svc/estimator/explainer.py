@@ -726,9 +726,9 @@ class ZeroShotExplainer(BaseEstimator):
         if not isinstance(budget, int | np.integer) or isinstance(budget, bool) or budget < lowest:
             raise InvalidArgumentError(
                 "budget",
-                f"must be an int of at least {lowest} rows per explained row "
-                f"({'with' if outputs is not None else 'without'} predictions_query); "
-                f"got {budget!r}",
+                f"must be an int of at least {lowest} model rows per explained row "
+                f"({minimum_budget(True)} with the explained rows' predictions, "
+                f"{minimum_budget(False)} without); got {budget!r}",
             )
         self._check_proposal_size(rows.shape[0] * int(budget))
         seed = self._seed(random_state)

@@ -129,6 +129,7 @@ def test_bad_fields_are_named(task, stub):
         for call, request in calls:
             code, message, named = refusal(call, request)
             assert (code, named) == (grpc.StatusCode.INVALID_ARGUMENT, field), message
+            assert "predictions_query" not in message  # the estimator's name for the field
     unknown = "ctx-" + "0" * 40
     for call, request in [
         (stub.Propose, _requests(unknown, X[:2], p[:2])[0]),
