@@ -16,6 +16,7 @@ from shapley_svc.contexts import ContextLimits
 MIB = 1 << 20
 ENV_PREFIX = "SHAPLEY_SVC_"
 MAX_MESSAGE_BYTES = 2**31 - 1  # gRPC's channel options are C ints
+MAX_INTEGER = 2**63 - 1  # the Limits message's int64 fields carry them to clients
 MAX_SECONDS = 86_400.0  # a day: a longer notice or grace period is a typo
 # Addresses grpc binds that are not host:port; their form is grpc's to check.
 _SCHEMES = ("unix:", "unix-abstract:", "vsock:", "dns:", "ipv4:", "ipv6:")
@@ -238,6 +239,11 @@ class Settings:
         for name in positive:
             if getattr(self, name) < 1:
                 raise SettingError(f"{{0}} must be >= 1; got {getattr(self, name)}", name)
+            if getattr(self, name) > MAX_INTEGER:
+                # GetServerInfo failed INTERNAL on a limit its int64 field cannot hold.
+                raise SettingError(
+                    f"{{0}} must be <= {MAX_INTEGER} (2**63 - 1); got {getattr(self, name)}", name
+                )
         if self.max_message_bytes > MAX_MESSAGE_BYTES:
             raise SettingError(
                 f"{{0}} must be <= {MAX_MESSAGE_BYTES} (2**31 - 1); got {self.max_message_bytes}",

@@ -58,6 +58,19 @@ def test_max_budget_is_a_flag_an_environment_variable_and_a_context_limit():
         settings_from(["--max-budget", "0"], {})
 
 
+@pytest.mark.parametrize("name", ["max_explain_rows", "max_context_store_bytes", "worker_threads"])
+def test_an_integer_setting_past_int64_is_refused_naming_it(name):
+    """GetServerInfo answered INTERNAL on a limit past 2**63 - 1, which its int64 field cannot
+    carry; the largest that fits serves."""
+    flag = "--" + name.replace("_", "-")
+    with pytest.raises(
+        ValueError,
+        match=rf"^{flag} must be <= 9223372036854775807 \(2\*\*63 - 1\); got 9223372036854775808$",
+    ):
+        settings_from([flag, str(2**63)], {})
+    assert getattr(settings_from([flag, str(2**63 - 1)], {}), name) == 2**63 - 1
+
+
 def test_settings_built_in_code_name_the_field_and_the_command_line_names_the_flag():
     with pytest.raises(ValueError, match="worker_threads must be >= 1; got 0"):
         Settings(worker_threads=0)
