@@ -19,15 +19,17 @@ ENV PATH=/opt/shapley-svc/bin:$PATH \
     NUMBA_CACHE_DIR=/var/cache/numba \
     PYTHONUNBUFFERED=1 \
     SHAPLEY_SVC_ADDRESS=0.0.0.0:50051 \
-    SHAPLEY_SVC_METRICS_ADDRESS=0.0.0.0:9464
+    SHAPLEY_SVC_METRICS_ADDRESS=0.0.0.0:9464 \
+    SHAPLEY_SVC_HEALTH_ADDRESS=0.0.0.0:50052
 USER shapley
 # Compile every kernel the server uses into the image's numba cache (the same warm-up the server
 # runs before reporting SERVING), so a new container is SERVING within seconds.
 RUN python3 -c "from shapley_svc.server import Settings, start_server, warm_up; \
 s = start_server(Settings(address='127.0.0.1:0', metrics_address='')); warm_up(s); s.stop(0)"
-EXPOSE 50051 9464
-# `health` checks the address `serve` listens on (SHAPLEY_SVC_ADDRESS, its 0.0.0.0 as 127.0.0.1),
-# so a container run with another port stays healthy.
+EXPOSE 50051 50052 9464
+# `health` checks the server's plaintext health port (SHAPLEY_SVC_HEALTH_ADDRESS, its 0.0.0.0 as
+# 127.0.0.1; else SHAPLEY_SVC_ADDRESS), so a container run with other ports, or with TLS, stays
+# healthy, and a busy one answers.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD ["shapley-svc", "health"]
 CMD ["shapley-svc", "serve"]

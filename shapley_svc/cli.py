@@ -228,13 +228,26 @@ def _health(args: argparse.Namespace) -> int:
         if problem:
             print(f"shapley-svc health: --ca: {problem}", file=sys.stderr)
             return 2
-    if address is None:  # the server's own setting: SHAPLEY_SVC_ADDRESS, else its default
+    plaintext_health = False
+    if address is None:
+        # The server's own settings: its plaintext health port (SHAPLEY_SVC_HEALTH_ADDRESS),
+        # else SHAPLEY_SVC_ADDRESS, else the default address.
         try:
-            address = health_target(settings_from([]).address)
+            settings = settings_from([])
         except ValueError as error:  # a SHAPLEY_SVC_* variable `serve` would refuse too
             print(f"shapley-svc health: {error}", file=sys.stderr)
             return 2
-    if args.ca:
+        plaintext_health = bool(settings.health_address)
+        address = health_target(settings.health_address or settings.address)
+        if settings.tls_cert and not plaintext_health and not args.ca:
+            # A plaintext check of a TLS port fails as "Socket closed", forever unhealthy.
+            print(
+                f"shapley-svc health: {address} serves TLS (SHAPLEY_SVC_TLS_CERT): pass --ca, "
+                "or set SHAPLEY_SVC_HEALTH_ADDRESS for the server's plaintext health port",
+                file=sys.stderr,
+            )
+            return 2
+    if args.ca and not plaintext_health:
         credentials = grpc.ssl_channel_credentials(Path(args.ca).read_bytes())
         channel = grpc.secure_channel(address, credentials)
     else:
@@ -390,12 +403,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     health = commands.add_parser("health", help="check a server's health (exit 0 if SERVING)")
     health.add_argument(
         "--address",
-        help="host:port of the server (default: SHAPLEY_SVC_ADDRESS, as `serve` reads it, with a "
+        help="host:port of the server (default: SHAPLEY_SVC_HEALTH_ADDRESS, the server's "
+        "plaintext health port, else SHAPLEY_SVC_ADDRESS, as `serve` reads them, with a "
         "wildcard host such as 0.0.0.0 taken as 127.0.0.1; else 127.0.0.1:50051)",
     )
     health.add_argument("--service", default="shapley.v1.Shapley", help="service to check")
     health.add_argument("--timeout", type=float, default=3.0, help="seconds")
-    health.add_argument("--ca", help="PEM CA bundle: connect with TLS")
+    health.add_argument(
+        "--ca", help="PEM CA bundle: connect with TLS (not to SHAPLEY_SVC_HEALTH_ADDRESS)"
+    )
     health.set_defaults(handler=_health)
     bench = commands.add_parser(
         "bench",

@@ -99,6 +99,15 @@ def test_health_checks_the_address_serve_reads(healthy_server, monkeypatch, caps
     assert main(["health", "--timeout", "0.5"]) == 1
 
 
+def test_health_checks_the_servers_health_port_first(healthy_server, monkeypatch, capsys):
+    """SHAPLEY_SVC_HEALTH_ADDRESS, the server's plaintext health port, is what the image's
+    HEALTHCHECK checks when it is set: it answers while the handler threads are busy."""
+    monkeypatch.setenv("SHAPLEY_SVC_ADDRESS", f"127.0.0.1:{_free_port()}")  # nothing there
+    monkeypatch.setenv("SHAPLEY_SVC_HEALTH_ADDRESS", f"0.0.0.0:{healthy_server}")
+    assert main(["health"]) == 0
+    assert capsys.readouterr().out == f"127.0.0.1:{healthy_server}: SERVING\n"
+
+
 def test_health_reports_a_bad_address_variable(monkeypatch, capsys):
     monkeypatch.setenv("SHAPLEY_SVC_GRACE_SECONDS", "soon")
     assert main(["health"]) == 2

@@ -43,8 +43,11 @@ def test_probes_and_services_use_the_port_the_server_listens_on():
     ports = {entry["name"]: entry["containerPort"] for entry in CONTAINER["ports"]}
     assert ports["grpc"] == port
     assert ports["metrics"] == int(settings.metrics_address.rsplit(":", 1)[1])
+    # Probes check the plaintext health port, on threads no Shapley call takes.
+    health_port = int(settings.health_address.rsplit(":", 1)[1])
+    assert ports["health"] == health_port != port
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert CONTAINER[probe]["grpc"]["port"] == port, probe
+        assert CONTAINER[probe]["grpc"]["port"] == health_port, probe
     for name in ("Service/shapley-svc", "Service/shapley-svc-headless"):
         grpc_port = next(p for p in DOCUMENTS[name]["spec"]["ports"] if p["name"] == "grpc")
         assert grpc_port["targetPort"] == "grpc" and grpc_port["port"] == port

@@ -38,6 +38,8 @@ if TYPE_CHECKING:  # the service module imports the estimator: see load_service
 
 log = logging.getLogger("shapley_svc.server")
 _HEALTH_PREFIX = "/grpc.health.v1.Health/"
+# Threads of the --health-address server: its calls answer from the health servicer's table.
+HEALTH_THREADS = 2
 
 
 def package_version() -> str:
@@ -158,6 +160,8 @@ class RunningServer:
     health: health.HealthServicer
     metrics_port: int | None
     _metrics_server: object | None
+    health_port: int | None = None  # of --health-address
+    _health_server: grpc.Server | None = None
     service: "ShapleyService | None" = None  # set by load_service
 
     def set_serving(self, serving: bool) -> None:
@@ -176,10 +180,33 @@ class RunningServer:
         if notice > 0:
             time.sleep(notice)
         self.server.stop(grace).wait()
+        if self._health_server is not None:  # NOT_SERVING there until the drain is over
+            self._health_server.stop(None)
         if self.service is not None:
             self.service.shutdown()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
+
+
+def _health_server(address: str, servicer: health.HealthServicer) -> tuple[grpc.Server, int]:
+    """A plaintext server of ``servicer`` alone on ``address``, and its port (0: not bound).
+
+    The Shapley handlers block their threads while a fit runs on the compute threads, and the
+    main server's health checks wait in the same thread pool: with the default 16 handler threads
+    and 20 fits asked for, 10 of 10 one-second probes timed out (QA, 2026-12-05), which a
+    Kubernetes liveness probe answers by killing the busy replica. Here the same statuses answer
+    from threads no Shapley call takes, and without TLS, which Kubernetes' gRPC probes lack.
+    """
+    server = grpc.server(
+        concurrent.futures.ThreadPoolExecutor(HEALTH_THREADS, thread_name_prefix="health"),
+        options=[("grpc.so_reuseport", 0)],
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:
+        port = 0
+    return server, port
 
 
 def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
@@ -238,22 +265,44 @@ def start_server(settings: Settings, *, load_estimator: bool = True) -> RunningS
             f"cannot listen on {settings.address} (--address): the port is in use or the "
             f"address is not one of this host's{tls}"
         )
+    health_server, health_port = None, None
+    if settings.health_address:
+        health_server, health_port = _health_server(settings.health_address, health_servicer)
+        if health_port == 0:
+            server.stop(None)
+            raise OSError(
+                f"cannot serve health on {settings.health_address} (--health-address): the port "
+                "is in use or the address is not one of this host's"
+            )
     metrics_server, metrics_port = None, None
     if settings.metrics_address:
         try:
             metrics_server = serve_metrics(metrics, settings.metrics_address)
         except OSError as error:
             server.stop(None)
+            if health_server is not None:
+                health_server.stop(None)
             raise OSError(
                 f"cannot serve metrics on {settings.metrics_address} (--metrics-address): "
                 f"{error.strerror or error}"
             ) from None
         metrics_port = metrics_server.server_address[1]
     running = RunningServer(
-        server, port, settings, metrics, gate, health_servicer, metrics_port, metrics_server
+        server,
+        port,
+        settings,
+        metrics,
+        gate,
+        health_servicer,
+        metrics_port,
+        metrics_server,
+        health_port,
+        health_server,
     )
     running.set_serving(False)
     server.start()
+    if health_server is not None:
+        health_server.start()
     if load_estimator:
         try:
             load_service(running)
@@ -360,6 +409,8 @@ def serve(settings: Settings) -> None:
     log.info("listening on %s:%d (health NOT_SERVING until warmed up)", host, running.port)
     if running.metrics_port is not None:
         log.info("metrics on http://%s/metrics", settings.metrics_address)
+    if running.health_port is not None:
+        log.info("health (plaintext, for probes) on %s", settings.health_address)
     log.info(
         "loading the estimator: numba compiles its kernels on the first start after an install "
         "(about a minute on 2 cores) and reads them from its cache in %s after",

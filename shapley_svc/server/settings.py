@@ -165,6 +165,14 @@ class Settings:
         default="127.0.0.1:9464",
         metadata={"help": "host:port of the Prometheus /metrics endpoint; empty disables it"},
     )
+    health_address: str = field(
+        default="",
+        metadata={
+            "help": "host:port of a plaintext gRPC health endpoint on threads of its own, for "
+            "probes: it answers while every handler thread waits on a fit, and without TLS or "
+            "tokens (the same SERVING / NOT_SERVING as --address); empty disables it"
+        },
+    )
     worker_threads: int = field(default=16, metadata={"help": "gRPC handler threads"})
     compute_threads: int = field(
         default=2, metadata={"help": "threads running fits and explanations (numba, nogil)"}
@@ -256,10 +264,11 @@ class Settings:
         problem = port_problem(self.address)
         if problem:
             raise SettingError(f"{{0}}: {problem}", "address")
-        if self.metrics_address:
-            problem = port_problem(self.metrics_address)
-            if problem:
-                raise SettingError(f"{{0}}: {problem}", "metrics_address")
+        for name in ("metrics_address", "health_address"):
+            if getattr(self, name):
+                problem = port_problem(getattr(self, name))
+                if problem:
+                    raise SettingError(f"{{0}}: {problem}", name)
         if bool(self.tls_cert) != bool(self.tls_key):
             raise SettingError("{0} and {1} must be given together", "tls_cert", "tls_key")
         if self.tls_client_ca and not self.tls_cert:

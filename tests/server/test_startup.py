@@ -2,12 +2,15 @@
 themselves."""
 
 import re
+import threading
+import time
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from shapley_client import ShapleyClient, ShapleyError
 
+from shapley_svc._proto import shapley_pb2_grpc
 from shapley_svc.server.app import load_service, start_server, warm_up
 from shapley_svc.server.metrics import STORE_METRICS, Metrics
 from tests.server.conftest import LOOPBACK, make_task
@@ -76,3 +79,76 @@ def test_the_client_retries_unavailable_by_its_service_config():
         assert 'shapley_requests_total{method="GetServerInfo",code="UNAVAILABLE"} 5' in rendered
     finally:
         running.stop(0)
+
+
+def _health(target: str, credentials=None, timeout: float = 1.0) -> str:
+    channel = (
+        grpc.insecure_channel(target)
+        if credentials is None
+        else grpc.secure_channel(target, credentials)
+    )
+    with channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=timeout
+            )
+        except grpc.RpcError as error:
+            return error.code().name
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+
+def test_the_health_port_answers_while_every_handler_thread_is_taken(make_server):
+    """Shapley handlers hold their threads while they wait (here a stream waiting for its
+    messages; in production, fits queued on the compute threads), and the main port's health
+    checks queue behind them: a liveness probe then restarts a busy, healthy replica. The health
+    port answers from threads of its own, and says NOT_SERVING while the server drains."""
+    server = make_server(worker_threads=1, health_address="127.0.0.1:0")
+    health_target = f"127.0.0.1:{server.running.health_port}"
+    assert _health(health_target) == "SERVING" == _health(server.target)
+    channel = server.channel()
+    done = threading.Event()
+
+    def no_message_yet():
+        done.wait()
+        yield from ()
+
+    stream = shapley_pb2_grpc.ShapleyStub(channel).ExplainStream(no_message_yet())
+    try:
+        time.sleep(0.5)  # the stream's handler now holds the one handler thread
+        assert _health(server.target) == "DEADLINE_EXCEEDED"
+        assert _health(health_target) == "SERVING"
+    finally:
+        done.set()
+        stream.cancel()
+        channel.close()
+    stopping = threading.Thread(target=server.running.stop, args=(1.0, 1.0))
+    stopping.start()
+    time.sleep(0.3)  # within the drain notice
+    assert _health(health_target) == "NOT_SERVING"
+    stopping.join()
+    assert _health(health_target) == "UNAVAILABLE"
+
+
+def test_the_health_port_is_plaintext_beside_a_tls_port(make_server, certificates):
+    """Kubernetes' gRPC probes and the image's HEALTHCHECK speak plaintext: with TLS on the main
+    port, they check the health port."""
+    server = make_server(
+        tls_cert=str(certificates / "server.pem"),
+        tls_key=str(certificates / "server.key"),
+        health_address="127.0.0.1:0",
+    )
+    trusted = grpc.ssl_channel_credentials((certificates / "ca.pem").read_bytes())
+    assert _health(server.target, trusted) == "SERVING"
+    assert _health(f"127.0.0.1:{server.running.health_port}") == "SERVING"
+
+
+def test_health_of_a_tls_server_says_how_to_check_it(certificates, monkeypatch, capsys):
+    """The image's HEALTHCHECK (`shapley-svc health`, no arguments) checked a TLS port in
+    plaintext and failed "Socket closed" forever: it now says what to pass or set."""
+    from shapley_svc.cli import main
+
+    monkeypatch.setenv("SHAPLEY_SVC_TLS_CERT", str(certificates / "server.pem"))
+    monkeypatch.setenv("SHAPLEY_SVC_TLS_KEY", str(certificates / "server.key"))
+    assert main(["health"]) == 2
+    error = capsys.readouterr().err
+    assert "serves TLS" in error and "--ca" in error and "SHAPLEY_SVC_HEALTH_ADDRESS" in error
