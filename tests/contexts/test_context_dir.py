@@ -4,6 +4,7 @@ them instead of refitting or answering not found."""
 import errno
 import logging
 import os
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -241,3 +242,30 @@ def test_a_context_larger_than_the_store_is_refused_before_it_is_saved_or_counte
     finally:
         small.shutdown()
         large.shutdown()
+
+
+def test_leftovers_of_killed_saves_and_deletes_are_removed_at_start(tmp_path, caplog):
+    """A replica killed during a save (or a delete) leaves its hidden directory in the shared
+    context_dir, which nothing removed: a whole context's bytes each time. A service starting on
+    the directory removes those older than an hour, and nothing else."""
+    from shapley_svc.contexts.service import LEFTOVER_SECONDS, _hidden
+    from shapley_svc.estimator.persistence import _unique
+
+    folder = tmp_path / "contexts"
+    folder.mkdir()
+    context_id = "ctx-" + "a" * 40
+    old = [_unique(context_id, "partial"), _unique(context_id, "replaced")]
+    old.append(_hidden(context_id, "deleted"))
+    young = _unique(context_id, "partial")  # a save under way on another replica
+    kept = [".keep", f".{context_id}.notes", context_id]  # not ours, or a saved context
+    for name in [*old, young, *kept]:
+        (folder / name).mkdir()
+        (folder / name / ARRAYS).write_bytes(b"x" * 10)
+    an_hour_ago = time.time() - LEFTOVER_SECONDS - 60
+    for name in [*old, *kept]:
+        os.utime(folder / name, (an_hour_ago, an_hour_ago))
+    caplog.set_level(logging.INFO, logger="shapley_svc.contexts")
+    service = ContextService(LIMITS, 1, context_dir=folder)
+    service.shutdown()
+    assert sorted(os.listdir(folder)) == sorted([young, *kept])
+    assert "removed 3 leftovers" in caplog.text
