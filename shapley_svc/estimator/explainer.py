@@ -656,13 +656,20 @@ class ZeroShotExplainer(BaseEstimator):
         labels by position."""
         if not hasattr(self, "context_"):
             raise NotFittedError()
+        # The names first: a frame is coded by position, so columns in another order would be
+        # refused for the wrong reason (a coded column's dtype), QA 2026-12-05.
+        self._check_columns("X_query", X_query)
         categories = self._categories_by_column()
         coded = code_frame("X_query", X_query, categories) if is_data_frame(X_query) else None
         rows = _row_matrix("X_query", X_query if coded is None else coded.rows, self.n_features_in_)
         check_codes("X_query", rows, self.categorical_, self.feature_names_)
-        columns = _column_names(X_query)  # None for arrays: nothing more to check
-        # Fitted on an array, the names are x0, x1, ...: a frame may name its columns as it
-        # likes, but not those names in another order (nor may one fitted on such a frame).
+        return rows, coded, categories
+
+    def _check_columns(self, name: str, table) -> None:
+        """A table with columns must have the fitted names, in order. Fitted on an array, the
+        names are x0, x1, ...: a frame may name its columns as it likes, but not those names in
+        another order (nor may one fitted on such a frame)."""
+        columns = _column_names(table)  # None for arrays: nothing to check
         if (
             columns is not None
             and columns != self.feature_names_
@@ -672,11 +679,10 @@ class ZeroShotExplainer(BaseEstimator):
             )
         ):
             raise InvalidArgumentError(
-                "X_query",
+                name,
                 f"has columns {columns}; the explainer was fitted on {self.feature_names_} "
                 "(same names, same order)",
             )
-        return rows, coded, categories
 
     def _player_of_column(self) -> np.ndarray:
         """(d,) int64: the player (attribution) each raw column belongs to."""
@@ -1220,6 +1226,7 @@ class ZeroShotExplainer(BaseEstimator):
                 "this explainer was saved before it kept its context's fingerprint: fit it again "
                 "to calibrate with X, or calibrate without X (weights only)",
             )
+        self._check_columns("X", X)
         categories = self._categories_by_column()
         coded = code_frame("X", X, categories) if is_data_frame(X) else None
         rows = _row_matrix("X", X if coded is None else coded.rows, self.n_features_in_)

@@ -50,18 +50,85 @@ def _missing(value) -> bool:
     return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
 
 
-def _labels_in_order(values) -> list:
-    present = [value for value in dict.fromkeys(values) if not _missing(value)]
+def _labels_in_order(present: list) -> list:
+    """The distinct labels of ``present`` (no missing values), sorted."""
+    distinct = list(dict.fromkeys(present))
     try:
-        return sorted(present)
+        return sorted(distinct)
     except TypeError:  # mixed types: a deterministic order all the same
-        return sorted(present, key=lambda value: (type(value).__name__, str(value)))
+        return sorted(distinct, key=lambda value: (type(value).__name__, str(value)))
 
 
-def _coded(values, labels: list) -> np.ndarray:
+def _kind(value) -> str | None:
+    """What a label is: "string", "bool" or "number"; None for anything a coded column cannot
+    hold (dates, Decimals, lists, ...: a saved explainer keeps its labels as JSON, and lookups
+    need them hashable)."""
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool | np.bool_):
+        return "bool"
+    if isinstance(value, int | float | np.integer | np.floating):
+        return "number"
+    return None
+
+
+def _kinds(name: str, column: str, values: list) -> dict[str, object]:
+    """Each kind among ``values`` (present ones) -> one value of that kind; a value of no kind
+    is refused naming ``name`` and the column."""
+    kinds: dict[str, object] = {}
+    for value in {type(value): value for value in values}.values():
+        kind = _kind(value)
+        if kind is None:
+            raise InvalidArgumentError(
+                name,
+                f"column {column!r} holds {type(value).__name__} values ({value!r}); a coded "
+                "column holds strings, bools or numbers: convert it (e.g. with .astype(str))",
+            )
+        kinds.setdefault(kind, value)
+    return kinds
+
+
+def _check_labels(name: str, column: str, labels: list) -> None:
+    """Refuse labels a fit cannot code: of no kind, or bools with numbers (True is 1 and False
+    is 0 to a lookup, so they would silently share a code)."""
+    kinds = _kinds(name, column, labels)
+    if "bool" in kinds and "number" in kinds:
+        raise InvalidArgumentError(
+            name,
+            f"column {column!r} mixes bool and number labels ({kinds['bool']!r}, "
+            f"{kinds['number']!r}), which would share codes (True is 1): make them one kind "
+            "(e.g. with .astype(str))",
+        )
+
+
+def _check_like_values(name: str, column: str, kinds: dict[str, object], labels: list) -> None:
+    """Refuse query values (``kinds``, from ``_kinds``) of another kind than the labels coded at
+    fit: "True" among bool labels, or 0 among string labels, was an unseen category in every row
+    with no error (off by up to 0.67, QA 2026-12-05). A label of the right kind that the fit
+    never saw stays an unseen category; so does any label when the fit saw none."""
+    expected = list(dict.fromkeys(_kind(label) for label in labels))
+    wrong = [kind for kind in kinds if labels and kind not in expected]
+    if wrong:
+        value = kinds[wrong[0]]
+        raise InvalidArgumentError(
+            name,
+            f"column {column!r} holds {type(value).__name__} values ({value!r}); the explainer "
+            f"coded it from {' and '.join(map(str, expected))} labels ({_some(labels)}) at fit: "
+            "pass the labels",
+        )
+
+
+def _some(labels: list) -> str:
+    return f"{labels[:5]}{', ...' if len(labels) > 5 else ''}"
+
+
+def _coded(values: list, missing: list, labels: list) -> np.ndarray:
     position = {label: float(code) for code, label in enumerate(labels)}
     return np.array(
-        [np.nan if _missing(value) else position.get(value, UNSEEN_CODE) for value in values],
+        [
+            np.nan if gone else position.get(value, UNSEEN_CODE)
+            for value, gone in zip(values, missing, strict=True)
+        ],
         dtype=np.float64,
     )
 
@@ -79,8 +146,8 @@ def code_frame(name: str, frame, categories: dict[int, list] | None = None) -> C
     rows = np.empty(frame.shape, dtype=np.float64)
     display = np.empty(frame.shape, dtype=object)
     found: dict[int, list] = {}
-    for j, column in enumerate(frame.columns):
-        series = frame[column]
+    for j in range(frame.shape[1]):
+        series = frame.iloc[:, j]
         dtype = series.dtype
         if categories is not None and j in categories:
             labels = categories[j]
@@ -98,7 +165,7 @@ def code_frame(name: str, frame, categories: dict[int, list] | None = None) -> C
         elif types.is_bool_dtype(dtype):
             labels = [False, True]
         elif types.is_object_dtype(dtype) or types.is_string_dtype(dtype):
-            labels = _labels_in_order(series.tolist())
+            labels = None  # the values' own, sorted
         elif types.is_numeric_dtype(dtype) and not types.is_complex_dtype(dtype):
             rows[:, j] = series.to_numpy(dtype=np.float64, na_value=np.nan)
             display[:, j] = rows[:, j]
@@ -109,10 +176,20 @@ def code_frame(name: str, frame, categories: dict[int, list] | None = None) -> C
                 f"column {names[j]!r} has dtype {dtype}, which the explainer cannot take: "
                 "numeric, bool, category, object and string columns are supported",
             )
-        found[j] = labels
         values = series.astype(object).tolist()
-        rows[:, j] = _coded(values, labels)
-        display[:, j] = [None if _missing(value) else value for value in values]
+        missing = [_missing(value) for value in values]
+        present = [value for value, gone in zip(values, missing, strict=True) if not gone]
+        kinds = _kinds(name, names[j], present)  # first: a list or dict cannot be looked up
+        if categories is not None:
+            _check_like_values(name, names[j], kinds, labels)
+        else:
+            labels = _labels_in_order(present) if labels is None else labels
+            _check_labels(name, names[j], labels)
+        found[j] = labels
+        rows[:, j] = _coded(values, missing, labels)
+        display[:, j] = [
+            None if gone else value for value, gone in zip(values, missing, strict=True)
+        ]
     return CodedTable(rows, names, found, display)
 
 
@@ -141,7 +218,7 @@ def _check_like_labels(name: str, column: str, dtype, labels: list) -> None:
     raise InvalidArgumentError(
         name,
         f"column {column!r} has dtype {dtype}; the explainer coded it from {kind} labels "
-        f"({labels[:5]}{', ...' if len(labels) > 5 else ''}) at fit: pass the labels",
+        f"({_some(labels)}) at fit: pass the labels",
     )
 
 

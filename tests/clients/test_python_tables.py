@@ -1,16 +1,24 @@
 """The Python client's DataFrame coding, without a server: codes, labels, missing values, the
 mapping reused for queries, refused dtypes, and what a create_context request carries."""
 
+import datetime
+import decimal
 import subprocess
 import sys
 
 import numpy as np
 import pandas as pd
 import pytest
-from shapley_client import ShapleyClient
+from shapley_client import InvalidArgumentError, ShapleyClient
 from shapley_client._proto import shapley_pb2 as pb
 from shapley_client.client import Context, _categorical_indices, _query_rows
-from shapley_client.tables import UNSEEN_CODE, code_frame, coded_columns, display_rows
+from shapley_client.tables import (
+    UNSEEN_CODE,
+    code_frame,
+    coded_columns,
+    display_rows,
+    is_data_frame,
+)
 
 NAN = np.nan
 
@@ -109,7 +117,7 @@ def test_unsupported_dtypes_are_refused_naming_the_column():
         np.array([1 + 2j, 3j]),
     ):
         frame = pd.DataFrame({"ok": [1.0, 2.0], "when": values})
-        with pytest.raises(TypeError, match=r"rows column 'when' has dtype \w+.*cannot be sent"):
+        with pytest.raises(TypeError, match=r"rows: column 'when' has dtype \w+.*cannot be sent"):
             code_frame(frame)
 
 
@@ -122,15 +130,73 @@ def test_a_column_the_context_got_as_numbers_cannot_take_labels():
 
 def test_numbers_in_a_column_the_context_coded_from_text_labels_are_refused():
     context = code_frame(_frame())
+    # Against bool labels, numbers are refused too, as the estimator refuses them: 0/1/2 sent
+    # 2 as an unseen category (QA 2026-12-05).
+    with pytest.raises(InvalidArgumentError, match=r"'employed' has dtype int64.*bool") as caught:
+        code_frame(_frame().assign(employed=[0, 1, 2, 0]), context.categories)
+    assert caught.value.field == "rows"
     codes = _frame().assign(city=[0, 1, 2, 0])  # codes where the context had city names
-    with pytest.raises(ValueError, match=r"'city' holds numbers; .* \['lima', 'oslo', 'rome'\]"):
+    with pytest.raises(
+        InvalidArgumentError, match=r"'city' has dtype int64; .*\(\['lima', 'oslo', 'rome'\]\)"
+    ):
         code_frame(codes, context.categories)
-    # Against bool or numeric labels, numbers are labels: 0 and 1 are False and True.
-    flags = code_frame(_frame().assign(employed=[0, 1, 1, 0]), context.categories)
-    np.testing.assert_array_equal(flags.rows[:, 3], [0.0, 1.0, 1.0, 0.0])
+    # Against numeric labels, numbers are labels.
     sizes = pd.DataFrame({"size": pd.Categorical([10, 20, 10])})
     coded = code_frame(sizes.assign(size=[20, 30, 10]), code_frame(sizes).categories)
     np.testing.assert_array_equal(coded.rows[:, 0], [1.0, UNSEEN_CODE, 0.0])
+
+
+def test_values_of_another_kind_than_the_labels_are_refused_naming_the_column():
+    context = code_frame(_frame())
+    # Bools read back as text, and text labels as a category of their codes, were unseen
+    # categories in every row with no error (QA 2026-12-05).
+    for column, values, message in (
+        ("employed", ["True", "False", "True", "True"], r"holds str values \('True'\).*bool"),
+        ("city", pd.Categorical([2, 0, 1, 2]), r"holds int values \(\d\).*string labels"),
+        ("region", pd.Series([0, "west", None, 1], dtype=object), r"holds int values.*string"),
+    ):
+        with pytest.raises(InvalidArgumentError, match=f"'{column}' {message}") as caught:
+            code_frame(_frame().assign(**{column: values}), context.categories)
+        assert caught.value.field == "rows"
+    # What worked still works: an unseen label of the right kind, another category order, the
+    # string dtype for object labels, numbers for number labels given as floats.
+    query = _frame().assign(
+        city=pd.array(["oslo", "paris", None, "lima"], dtype="string"),
+        region=pd.Categorical(
+            ["north", "east", None, "west"], categories=["north", "east", "west"]
+        ),
+    )
+    coded = code_frame(query, context.categories)
+    np.testing.assert_array_equal(coded.rows[:, 1], [2.0, 1.0, NAN, 0.0])
+    np.testing.assert_array_equal(coded.rows[:, 2], [1.0, UNSEEN_CODE, NAN, 0.0])
+    sizes = pd.DataFrame({"size": pd.Series([10, None, 20], dtype=object)})
+    coded = code_frame(sizes.assign(size=[20.0, NAN, 15.0]), code_frame(sizes).categories)
+    np.testing.assert_array_equal(coded.rows[:, 0], [1.0, NAN, UNSEEN_CODE])
+    with pytest.raises(InvalidArgumentError, match=r"'size' holds bool values \(True\)"):
+        code_frame(sizes.assign(size=[True, None, 10]), code_frame(sizes).categories)
+
+
+def test_labels_the_estimator_cannot_keep_are_refused_naming_the_column(offline):
+    # Unhashable values crashed with a bare TypeError; dates and Decimals were coded, then the
+    # estimator could not save them: refused as the estimator refuses them (QA 2026-12-05).
+    for values, kind in (
+        ([["x", "y"], ["z"], ["x", "y"]], "list"),
+        ([{"a": 1}, None, {"a": 2}], "dict"),
+        ([datetime.date(2024, 1, 1), datetime.date(2024, 1, 2), None], "date"),
+        ([decimal.Decimal("0.5"), decimal.Decimal(1), None], "Decimal"),
+        (pd.Categorical(pd.date_range("2024-01-01", periods=3)), "Timestamp"),
+    ):
+        frame = pd.DataFrame({"a": [1.0, 2.0, 3.0], "tags": pd.Series(values, dtype=None)})
+        with pytest.raises(InvalidArgumentError, match=f"'tags' holds {kind} values") as caught:
+            offline.create_context(frame, [0.0, 1.0, 2.0])
+        assert caught.value.field == "context.rows"
+        context = code_frame(frame.assign(tags=["x", "y", "z"]))
+        with pytest.raises(InvalidArgumentError, match=f"'tags' holds {kind} values"):
+            code_frame(frame, context.categories)
+    # True is 1 and False is 0 to a lookup: bools with numbers would share codes.
+    mixed = pd.DataFrame({"flag": pd.Series([True, 0, 1, None], dtype=object)})
+    with pytest.raises(InvalidArgumentError, match=r"'flag' mixes bool and number labels"):
+        code_frame(mixed)
 
 
 def test_numeric_frames_are_sent_as_before():
@@ -258,6 +324,30 @@ def test_a_query_frame_with_labels_needs_the_context_not_its_id():
     numeric = pd.DataFrame({"x0": [1.0, NAN]})
     rows, display = _query_rows("ctx-1", numeric)  # numbers need no labels: any context
     assert display is None and np.isnan(rows[1, 0])
+
+
+def test_query_columns_are_checked_as_the_estimator_checks_them():
+    # Default names in another order were sent unreordered: the wrong features (QA 2026-12-05).
+    unnamed = Context("ctx-1", pb.ContextInfo(feature_names=["x0", "x1", "x2"]), pb.ContextSpec())
+    frame = pd.DataFrame({"x0": [1.0], "x1": [2.0], "x2": [3.0]})
+    with pytest.raises(InvalidArgumentError, match=r"has columns \['x2', 'x0', 'x1'\]") as caught:
+        _query_rows(unnamed, frame[["x2", "x0", "x1"]])
+    assert caught.value.field == "rows"
+    rows, _ = _query_rows(unnamed, frame.set_axis(["a", "b", "c"], axis=1))  # any other names
+    np.testing.assert_array_equal(rows, [[1.0, 2.0, 3.0]])
+    named = Context("ctx-2", pb.ContextInfo(feature_names=["a", "b", "c"]), pb.ContextSpec())
+    with pytest.raises(InvalidArgumentError, match="same names, same order"):
+        _query_rows(named, frame)
+
+
+def test_a_series_is_not_a_frame():
+    # It has dtypes but no columns: taken for a frame, it crashed with AttributeError.
+    frame = pd.DataFrame({"a": [1.0, 2.0], "b": [3.0, 4.0]})
+    assert is_data_frame(frame) and not is_data_frame(frame.iloc[0])
+    assert not is_data_frame(frame["a"])
+    unnamed = Context("ctx-1", pb.ContextInfo(feature_names=["x0", "x1"]), pb.ContextSpec())
+    rows, _ = _query_rows(unnamed, frame.iloc[0])  # 1-D, as sent: the server names the shape
+    np.testing.assert_array_equal(rows, [1.0, 3.0])
 
 
 def test_the_client_imports_without_pandas():

@@ -1,6 +1,9 @@
 """Real tables: missing values are values, categorical columns are categories, frames keep
 labels."""
 
+import datetime
+import decimal
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -248,6 +251,86 @@ def test_unsupported_frame_columns_are_refused(rng):
     frame["when"] = pd.Timestamp("2026-01-01") + pd.to_timedelta(np.arange(30), unit="D")
     with pytest.raises(InvalidArgumentError, match="column 'when' has dtype datetime64") as caught:
         ZeroShotExplainer().fit(frame, _frame_model(frame))
+    assert caught.value.argument == "X"
+
+
+def test_query_values_of_another_kind_than_the_labels_are_refused(rng):
+    # Bools read back as text ("True", e.g. from a CSV) and text labels as a category of their
+    # integer codes were unseen categories in every row: off by up to 0.67, status OK (QA
+    # 2026-12-05).
+    frame = _frame(rng, n=200)
+    explainer = ZeroShotExplainer().fit(frame, _frame_model(frame))
+    query = frame.iloc[:5]
+    codes = query["colour"].map({"blue": 0, "green": 1, "red": 2})
+    for bad, words in (
+        (query.assign(member=query["member"].astype(str)), r"'member' holds str values.*bool"),
+        (query.assign(colour=pd.Categorical(codes)), r"'colour' holds int values.*string"),
+        (query.assign(grade=query["grade"].cat.codes.astype(object)), r"'grade' holds int"),
+        (query.assign(member=[0, 1, 2, 0, 1]), r"'member' has dtype int64.*bool labels"),
+    ):
+        with pytest.raises(InvalidArgumentError, match=words) as caught:
+            explainer.explain(bad)
+        assert caught.value.argument == "X_query"
+    # What worked still works: an unseen label of the right kind, another category order,
+    # the string dtype for object labels; the answers are the frame's own.
+    same = query.assign(
+        colour=query["colour"].astype("string"),
+        grade=query["grade"].cat.reorder_categories(["high", "mid", "low"]),
+    )
+    np.testing.assert_array_equal(explainer.explain(same).values, explainer.explain(query).values)
+    unseen = explainer.explain(query.assign(colour="purple", grade="top"))
+    assert (unseen.data[:, 1:3] == -1).all()
+
+
+def test_labels_a_fit_cannot_keep_are_refused_naming_the_column(rng, tmp_path):
+    # Unhashable values crashed with a bare TypeError; dates, Timestamps and Decimals were coded
+    # but the explainer could not be saved (bare TypeError); True and 1 were one label.
+    frame = _frame(rng, n=120)
+    for values, words in (
+        ([["x", "y"], ["z"]] * 60, "holds list values"),
+        ([{"a": 1}, None] * 60, "holds dict values"),
+        ([datetime.date(2024, 1, 1 + i % 5) for i in range(120)], "holds date values"),
+        (pd.Categorical(list(pd.date_range("2024-01-01", periods=4)) * 30), "holds Timestamp"),
+        ([decimal.Decimal(i % 3) / 2 for i in range(120)], "holds Decimal values"),
+        ([True, 0, 1, None] * 30, "mixes bool and number labels"),
+    ):
+        bad = frame.assign(colour=pd.Series(values, dtype=None, index=frame.index))
+        with pytest.raises(InvalidArgumentError, match=f"column 'colour' {words}") as caught:
+            ZeroShotExplainer().fit(bad, _frame_model(frame))
+        assert caught.value.argument == "X"
+        if "mixes" not in words:
+            explainer = ZeroShotExplainer().fit(frame, _frame_model(frame))
+            with pytest.raises(InvalidArgumentError, match=f"column 'colour' {words}") as caught:
+                explainer.explain(bad.iloc[:4])
+            assert caught.value.argument == "X_query"
+    # Strings, bools and numbers (numpy's too) are kept, saved and loaded: the same answers.
+    labelled = frame.assign(
+        grade=pd.Categorical(rng.choice([10, 20, 35], size=120)),
+        colour=pd.Series(rng.choice([0.5, 1.5, None], size=120), dtype=object),
+    )
+    y = _frame_model(frame) + labelled["grade"].astype(float).to_numpy()
+    explainer = ZeroShotExplainer().fit(labelled, y)
+    explainer.save(tmp_path / "ctx")
+    loaded = ZeroShotExplainer.load(tmp_path / "ctx")
+    assert loaded.categories_ == explainer.categories_
+    before, after = explainer.explain(labelled.iloc[:20]), loaded.explain(labelled.iloc[:20])
+    np.testing.assert_array_equal(before.values, after.values)
+    np.testing.assert_array_equal(before.data, after.data)
+
+
+def test_a_frame_in_another_column_order_is_refused_for_its_order(rng):
+    # Coded by position first, it was refused for a coded column's dtype (QA 2026-12-05).
+    frame = _frame(rng, n=200)
+    explainer = ZeroShotExplainer().fit(frame, _frame_model(frame))
+    for order in (["colour", "size", "grade", "member"], ["member", "size", "grade", "colour"]):
+        with pytest.raises(InvalidArgumentError, match="same names, same order") as caught:
+            explainer.explain(frame[order].iloc[:3])
+        assert caught.value.argument == "X_query"
+    proposal = explainer.propose_calibration()
+    scored = np.zeros(proposal.rows.shape[0])
+    shuffled = frame[["grade", "size", "colour", "member"]]
+    with pytest.raises(InvalidArgumentError, match="same names, same order") as caught:
+        explainer.calibrate(proposal, scored, shuffled, _frame_model(frame))
     assert caught.value.argument == "X"
 
 

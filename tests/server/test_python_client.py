@@ -231,9 +231,9 @@ def test_a_dataframe_names_the_context_and_its_columns_are_checked(client):
     assert context.context_id == client.create_context(X, p, feature_names=NAMES).context_id
     explanation = client.explain(context, frame.iloc[:3], p[:3])
     assert explanation.attribution_names == NAMES
-    with pytest.raises(ValueError, match="rows has columns"):
+    with pytest.raises(ValueError, match="rows: has columns"):
         client.explain(context, frame[NAMES[::-1]].iloc[:3])
-    with pytest.raises(ValueError, match="rows has columns"):
+    with pytest.raises(ValueError, match="rows: has columns"):
         client.explain_stream(context, frame[NAMES[::-1]])
 
 

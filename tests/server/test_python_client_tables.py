@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from shapley_client import ShapleyError
 
+from shapley_svc.errors import InvalidArgumentError
 from shapley_svc.estimator import ZeroShotExplainer
 
 plt.switch_backend("Agg")
@@ -148,12 +149,54 @@ def test_explicit_categorical_columns_by_name_give_the_frames_context(client, ta
 def test_unsupported_columns_are_refused_before_sending(client, table):
     frame, output, context = table
     dated = frame.assign(signed=pd.date_range("2026-01-01", periods=len(frame), freq="D"))
-    with pytest.raises(TypeError, match=r"rows column 'signed' has dtype datetime64"):
+    with pytest.raises(TypeError, match=r"context.rows: column 'signed' has dtype datetime64"):
         client.create_context(dated, output)
     with pytest.raises(ValueError, match=r"'plan'.*hold labels"):
         client.explain(context.context_id, _query())  # an id has no labels to code with
     with pytest.raises(ValueError, match="categorical_columns names column 'zip'"):
         client.create_context(frame, output, categorical_columns=["zip"])
+
+
+def test_query_frames_are_checked_as_in_process(client, table):
+    """What the estimator refuses in a query frame, the client refuses before sending, naming
+    rows and the column (QA 2026-12-05: each went through with status OK, or crashed)."""
+    frame, output, context = table
+    explainer = ZeroShotExplainer().fit(frame, output)
+    query = _query()
+    for bad, words in (
+        # bools read back as text ("True"), and text labels as a category of their codes, were
+        # unseen categories in every row; ints 0/1/2 for bools sent 2 as an unseen category.
+        (query.assign(employed=["True", "False", "True"]), "'employed' holds str values"),
+        (query.assign(plan=pd.Categorical([0, 1, 2])), "'plan' holds int values"),
+        (query.assign(employed=[0, 1, 2]), "'employed' has dtype int64"),
+        (query.assign(plan=[["gold"], None, ["pro"]]), "'plan' holds list values"),
+    ):
+        with pytest.raises(InvalidArgumentError, match=words) as in_process:
+            explainer.explain(bad)
+        assert in_process.value.argument == "X_query"
+        with pytest.raises(ShapleyError, match=words) as caught:
+            client.explain(context, bad)
+        assert caught.value.field == "rows"
+    # Default names in another order were sent unreordered: the wrong features, status OK.
+    rng = np.random.default_rng(4)
+    positional = pd.DataFrame(rng.normal(size=(100, 3)), columns=["x0", "x1", "x2"])
+    y = 3 * positional["x0"].to_numpy() - positional["x2"].to_numpy()
+    unnamed = client.create_context(positional.to_numpy(), y)
+    assert unnamed.feature_names == ["x0", "x1", "x2"]
+    shuffled = positional[["x2", "x0", "x1"]].iloc[:3]
+    with pytest.raises(ShapleyError, match="same names, same order") as caught:
+        client.explain(unnamed, shuffled)
+    assert caught.value.field == "rows"
+    other_names = positional.set_axis(["a", "b", "c"], axis=1).iloc[:3]  # still any names
+    assert client.explain(unnamed, other_names).values.shape == (3, 3)
+    # A row as a Series is a 1-D table, refused as such (it crashed with AttributeError).
+    for call, field in (
+        (lambda: client.explain(unnamed, positional.iloc[0]), "rows"),
+        (lambda: client.create_context(frame["income"], output), "context.rows"),
+    ):
+        with pytest.raises(ShapleyError, match="expected 2 axes") as caught:
+            call()
+        assert caught.value.field == field
 
 
 def test_the_server_names_bad_categorical_columns(client):

@@ -346,14 +346,21 @@ def _column_names(table) -> list[str] | None:
 
 
 def _check_columns(context: "Context | str", rows) -> None:
-    """A DataFrame explained against a context fitted with names must have those columns, in
-    order: the server sees only numbers and would attribute to the wrong names."""
+    """A DataFrame explained against a context must have its names, in order: the server sees
+    only numbers and would attribute them to the wrong names. As the estimator rules: a context
+    with the default names x0, x1, ... takes columns named as you like, but not those names in
+    another order."""
     columns = _column_names(rows)
     if columns is None or not isinstance(context, Context):
         return
     names = context.feature_names
-    if names != [f"x{j}" for j in range(len(names))] and columns != names:
-        raise ValueError(f"rows has columns {columns}; the context was fitted on {names}")
+    if columns != names and (
+        names != [f"x{j}" for j in range(len(names))] or sorted(columns) == sorted(names)
+    ):
+        raise InvalidArgumentError(
+            "rows",
+            f"has columns {columns}; the context was fitted on {names} (same names, same order)",
+        )
 
 
 def _query_rows(context: "Context | str", rows) -> tuple[np.ndarray, np.ndarray | None]:
@@ -364,11 +371,12 @@ def _query_rows(context: "Context | str", rows) -> tuple[np.ndarray, np.ndarray 
     categories = context._categories_by_column() if isinstance(context, Context) else None
     if is_data_frame(rows):
         if categories is None and coded_columns(rows):
-            raise ValueError(
-                f"rows columns {coded_columns(rows)} hold labels: coding them needs the Context "
-                "that create_context returned (it keeps the labels), not a context id"
+            raise InvalidArgumentError(
+                "rows",
+                f"columns {coded_columns(rows)} hold labels: coding them needs the Context "
+                "that create_context returned (it keeps the labels), not a context id",
             )
-        coded = code_frame(rows, categories or {})
+        coded = code_frame(rows, categories or {}, "rows")
         return coded.rows, coded.display if categories else None
     data = _as_sent(rows, "rows")
     if categories and data.ndim == 2:
@@ -639,10 +647,12 @@ class ShapleyClient:
         (category order, sorted distinct labels, False < True; missing: NaN) and declared
         categorical along with ``categorical_columns``; the returned :class:`Context` keeps
         their labels in ``categories``. Other non-numeric dtypes (datetime, timedelta, complex)
-        are refused with a TypeError naming the column. A context larger than one message is
-        sent in blocks of rows over ``CreateContextStream``.
+        are refused with a TypeError naming the column; so are labels other than strings, bools
+        or numbers (dates, Decimals, lists), and bools with numbers in one column, with an
+        :class:`InvalidArgumentError`. A context larger than one message is sent in blocks of
+        rows over ``CreateContextStream``.
         """
-        coded = code_frame(rows) if is_data_frame(rows) else None
+        coded = code_frame(rows, None, "context.rows") if is_data_frame(rows) else None
         data = coded.rows if coded is not None else _as_sent(rows, "rows")
         if feature_names is None:  # a DataFrame's columns (any table with columns, duck-typed)
             feature_names = coded.names if coded is not None else _column_names(rows)

@@ -20,7 +20,11 @@ SUPPORTED = "numeric, bool, category, object and string columns are supported"
 
 def is_data_frame(table: object) -> bool:
     """Duck-typed, so that arrays never import pandas."""
-    return type(table).__module__.startswith("pandas") and hasattr(table, "dtypes")
+    return (
+        type(table).__module__.startswith("pandas")
+        and hasattr(table, "dtypes")
+        and hasattr(table, "columns")  # a Series has dtypes too: it is one row, or one column
+    )
 
 
 @dataclass(frozen=True)
@@ -48,13 +52,110 @@ def _is_missing(value) -> bool:
     return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
 
 
-def _labels_in_order(values) -> list:
-    """The distinct present labels, sorted (mixed types: by type name, then text)."""
-    present = [value for value in dict.fromkeys(values) if not _is_missing(value)]
+def _labels_in_order(present: list) -> list:
+    """The distinct labels of ``present`` (no missing values), sorted (mixed types: by type
+    name, then text)."""
+    distinct = list(dict.fromkeys(present))
     try:
-        return sorted(present)
+        return sorted(distinct)
     except TypeError:
-        return sorted(present, key=lambda value: (type(value).__name__, str(value)))
+        return sorted(distinct, key=lambda value: (type(value).__name__, str(value)))
+
+
+def _refused(name: str, problem: str, wrong_type: bool = False) -> Exception:
+    # Imported here: the client module imports this one.
+    from shapley_client.client import InvalidArgumentError, InvalidArgumentTypeError
+
+    return (InvalidArgumentTypeError if wrong_type else InvalidArgumentError)(name, problem)
+
+
+def _kind(value) -> str | None:
+    """What a label is: "string", "bool" or "number"; None for anything a coded column cannot
+    hold (dates, Decimals, lists, ...), as the estimator, which saves labels as JSON, rules."""
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool | np.bool_):
+        return "bool"
+    if isinstance(value, int | float | np.integer | np.floating):
+        return "number"
+    return None
+
+
+def _kinds(name: str, column: str, values: list) -> dict[str, object]:
+    """Each kind among ``values`` (present ones) -> one value of that kind; a value of no kind
+    is refused naming ``name`` and the column."""
+    kinds: dict[str, object] = {}
+    for value in {type(value): value for value in values}.values():
+        kind = _kind(value)
+        if kind is None:
+            raise _refused(
+                name,
+                f"column {column!r} holds {type(value).__name__} values ({value!r}); a coded "
+                "column holds strings, bools or numbers: convert it (e.g. with .astype(str))",
+            )
+        kinds.setdefault(kind, value)
+    return kinds
+
+
+def _check_labels(name: str, column: str, labels: list) -> None:
+    """Refuse labels a context cannot be coded from: of no kind, or bools with numbers (True is
+    1 and False is 0 to a lookup, so they would silently share a code)."""
+    kinds = _kinds(name, column, labels)
+    if "bool" in kinds and "number" in kinds:
+        raise _refused(
+            name,
+            f"column {column!r} mixes bool and number labels ({kinds['bool']!r}, "
+            f"{kinds['number']!r}), which would share codes (True is 1): make them one kind "
+            "(e.g. with .astype(str))",
+        )
+
+
+def _label_kind(labels: list) -> str | None:
+    """ "string" or "bool" when every label is one, else None (the estimator's ``label_kind``)."""
+    if labels and all(isinstance(label, str) for label in labels):
+        return "string"
+    if labels and all(isinstance(label, bool | np.bool_) for label in labels):
+        return "bool"
+    return None
+
+
+def _some(labels: list) -> str:
+    return f"{labels[:5]}{', ...' if len(labels) > 5 else ''}"
+
+
+def _check_like_labels(name: str, column: str, dtype, labels: list) -> None:
+    """Refuse a column whose dtype cannot hold the labels the context was coded from: numbers
+    in a column of string or bool labels would all be unseen categories."""
+    from pandas.api import types
+
+    kind = _label_kind(labels)
+    if kind is None or isinstance(dtype, types.CategoricalDtype):
+        return
+    text = types.is_object_dtype(dtype) or types.is_string_dtype(dtype)
+    if text or (kind == "bool" and types.is_bool_dtype(dtype)):
+        return
+    raise _refused(
+        name,
+        f"column {column!r} has dtype {dtype}; the context coded it from {kind} labels "
+        f"({_some(labels)}): send the labels (or an array of their codes)",
+    )
+
+
+def _check_like_values(name: str, column: str, kinds: dict[str, object], labels: list) -> None:
+    """Refuse values (``kinds``, from ``_kinds``) of another kind than the context's labels:
+    "True" among bool labels, or 0 among string labels, would be an unseen category in every
+    row. A label of the right kind the context never showed stays an unseen category; so does
+    any label when it showed none."""
+    expected = list(dict.fromkeys(_kind(label) for label in labels))
+    wrong = [kind for kind in kinds if labels and kind not in expected]
+    if wrong:
+        value = kinds[wrong[0]]
+        raise _refused(
+            name,
+            f"column {column!r} holds {type(value).__name__} values ({value!r}); the context "
+            f"coded it from {' and '.join(map(str, expected))} labels ({_some(labels)}): send "
+            "the labels (or an array of their codes)",
+        )
 
 
 def _plain_numeric(dtype) -> bool:
@@ -72,28 +173,18 @@ def coded_columns(frame) -> list[str]:
     return [str(column) for column, dtype in frame.dtypes.items() if not _plain_numeric(dtype)]
 
 
-def _labels_of(name: str, series) -> list:
-    from pandas.api import types
-
-    dtype = series.dtype
-    if isinstance(dtype, types.CategoricalDtype):
-        return dtype.categories.tolist()
-    if types.is_bool_dtype(dtype):
-        return [False, True]
-    if types.is_object_dtype(dtype) or types.is_string_dtype(dtype):
-        return _labels_in_order(series.tolist())
-    raise TypeError(f"rows column {name!r} has dtype {dtype}, which cannot be sent: {SUPPORTED}")
-
-
-def code_frame(frame, categories: dict[int, list] | None = None) -> CodedFrame:
-    """Code ``frame``'s columns.
+def code_frame(frame, categories: dict[int, list] | None = None, name: str = "rows") -> CodedFrame:
+    """Code ``frame``'s columns, by the estimator's rules (``shapley_svc.estimator.tables``).
 
     Without ``categories`` (a context being created), the labels are taken from the frame:
-    category order, sorted distinct labels of object/string columns, False < True. With the
-    ``categories`` of a context, its coded columns use its labels (a label not among them
-    becomes ``UNSEEN_CODE``; numbers where it had text labels are refused) and every other
-    column must be numeric.
+    category order, sorted distinct labels of object/string columns, False < True; labels are
+    strings, bools or numbers, not bools with numbers. With the ``categories`` of a context, its
+    coded columns use its labels (a label not among them becomes ``UNSEEN_CODE``; values of
+    another kind than its labels are refused) and every other column must be numeric. Refusals
+    are :class:`InvalidArgumentError` naming ``name`` (the request field) and the column.
     """
+    from pandas.api import types
+
     names = [str(column) for column in frame.columns]
     numeric = [_plain_numeric(dtype) for dtype in frame.dtypes]
     all_float32 = all(dtype == np.float32 for dtype in frame.dtypes)
@@ -102,31 +193,43 @@ def code_frame(frame, categories: dict[int, list] | None = None) -> CodedFrame:
     found: dict[int, list] = {}
     for j in range(frame.shape[1]):
         series = frame.iloc[:, j]
+        dtype = series.dtype
         if categories is not None and j in categories:
             labels = categories[j]
-            if numeric[j] and not any(
-                isinstance(label, int | float | np.number) for label in labels
-            ):
-                # Numbers looked up among text labels would all be unseen categories.
-                raise ValueError(
-                    f"rows column {names[j]!r} holds numbers; the context coded it from the "
-                    f"labels {labels}: send those labels (or an array of their codes)"
-                )
+            _check_like_labels(name, names[j], dtype, labels)
         elif numeric[j]:
             rows[:, j] = series.to_numpy(dtype=rows.dtype, na_value=np.nan)
             display[:, j] = rows[:, j]
             continue
         elif categories is not None:
-            raise ValueError(
-                f"rows column {names[j]!r} has dtype {series.dtype}; the context was created "
-                "with numbers in this column, not labels, so it has no codes for them"
+            raise _refused(
+                name,
+                f"column {names[j]!r} has dtype {dtype}; the context was created with numbers "
+                "in this column, not labels, so it has no codes for them",
             )
+        elif isinstance(dtype, types.CategoricalDtype):
+            labels = dtype.categories.tolist()
+        elif types.is_bool_dtype(dtype):
+            labels = [False, True]
+        elif types.is_object_dtype(dtype) or types.is_string_dtype(dtype):
+            labels = None  # the values' own, sorted
         else:
-            labels = _labels_of(names[j], series)
-        found[j] = labels
-        position = {label: float(code) for code, label in enumerate(labels)}
+            raise _refused(
+                name,
+                f"column {names[j]!r} has dtype {dtype}, which cannot be sent: {SUPPORTED}",
+                wrong_type=True,
+            )
         values = series.astype(object).tolist()
         missing = [_is_missing(value) for value in values]
+        present = [value for value, gone in zip(values, missing, strict=True) if not gone]
+        kinds = _kinds(name, names[j], present)  # first: a list or dict cannot be looked up
+        if categories is not None:
+            _check_like_values(name, names[j], kinds, labels)
+        else:
+            labels = _labels_in_order(present) if labels is None else labels
+            _check_labels(name, names[j], labels)
+        found[j] = labels
+        position = {label: float(code) for code, label in enumerate(labels)}
         rows[:, j] = [
             np.nan if gone else position.get(value, UNSEEN_CODE)
             for value, gone in zip(values, missing, strict=True)
