@@ -6,6 +6,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from numbers import Integral, Real
+from typing import Any
 
 import grpc
 import numpy as np
@@ -568,7 +569,13 @@ class ShapleyClient:
         proxy with no upstream), with exponential backoff from 0.1 s, by gRPC's own retry
         policy (a service config on the channel); 1 turns retries off. Every call is safe to
         retry: contexts are content-addressed and explanations have no side effects. gRPC caps
-        it at 5.
+        it at 5. Calls of any size up to ``max_message_bytes`` are retried (gRPC keeps a
+        request for retries only up to its retry buffer, 256 KiB unless told: a 4 MB
+        CreateContext whose replica was killed failed at once).
+    channel_options : more gRPC channel arguments, after this client's own, e.g.
+        ``[("grpc.lb_policy_name", "round_robin")]`` to spread calls over every address a
+        ``dns:///`` target resolves to (a Kubernetes headless service); gRPC's default sends
+        them all to the first.
     """
 
     def __init__(
@@ -580,6 +587,7 @@ class ShapleyClient:
         timeout: float | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        channel_options: Sequence[tuple[str, Any]] = (),
     ):
         if not isinstance(max_attempts, int) or not 1 <= max_attempts <= 5:
             raise ValueError(f"max_attempts must be an int in [1, 5]; got {max_attempts!r}")
@@ -589,6 +597,8 @@ class ShapleyClient:
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.enable_retries", int(max_attempts > 1)),
             ("grpc.service_config", json.dumps(retry_service_config(max_attempts))),
+            ("grpc.per_rpc_retry_buffer_size", max_message_bytes),
+            *channel_options,
         ]
         if tls is False:
             self._channel = grpc.insecure_channel(target, options=options)
