@@ -871,6 +871,10 @@ class ShapleyClient {
       'grpc.max_send_message_length': -1,
       'grpc.enable_retries': maxAttempts > 1 ? 1 : 0,
       'grpc.service_config': JSON.stringify(retryServiceConfig(maxAttempts)),
+      // gRPC retries only a request it still holds: up to 256 KiB a call and 16 MiB in all
+      // unless told, so a 4 MB CreateContext whose replica was killed failed at once.
+      'grpc.per_rpc_retry_buffer_size': maxMessageBytes,
+      'grpc.retry_buffer_size': Math.max(maxMessageBytes, 16 << 20),
       ...channelOptions,
     });
   }

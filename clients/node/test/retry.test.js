@@ -49,3 +49,38 @@ test('a call answered UNAVAILABLE is tried maxAttempts times, then fails UNAVAIL
     server.forceShutdown();
   }
 });
+
+test('a call larger than gRPC\'s retry buffer is retried too', async () => {
+  // gRPC keeps a request for its retries up to its per-call retry buffer (256 KiB unless told):
+  // a 4 MB CreateContext whose replica was killed failed UNAVAILABLE at once.
+  const server = new grpc.Server({ 'grpc.max_receive_message_length': 64 << 20 });
+  let attempts = 0;
+  server.register(
+    '/shapley.v1.Shapley/CreateContext',
+    (/** @type {any} */ _call, /** @type {any} */ callback) => {
+      attempts += 1;
+      if (attempts === 1) callback({ code: grpc.status.UNAVAILABLE, details: 'replica stopping' });
+      else callback(null, Buffer.alloc(0)); // an empty CreateContextResponse
+    },
+    (/** @type {Buffer} */ value) => value,
+    (/** @type {Buffer} */ value) => value,
+    'unary',
+  );
+  const port = await new Promise((ready, fail) => server.bindAsync(
+    '127.0.0.1:0', grpc.ServerCredentials.createInsecure(),
+    (/** @type {Error | null} */ error, /** @type {number} */ bound) => (error ? fail(error) : ready(bound)),
+  ));
+  const client = new ShapleyClient(`127.0.0.1:${port}`, { timeout: 20 });
+  const request = {
+    context: { rows: { dtype: 'DTYPE_FLOAT64', shape: [5000, 100], data: Buffer.alloc(4_000_000) } },
+  };
+  try {
+    await new Promise((done, fail) => /** @type {any} */ (client)._stub.CreateContext(
+      request, (/** @type {Error | null} */ error) => (error ? fail(error) : done(undefined)),
+    ));
+    assert.equal(attempts, 2);
+  } finally {
+    client.close();
+    server.forceShutdown();
+  }
+});
