@@ -136,7 +136,7 @@ class ContextService:
         """The held context, else the one saved in ``context_dir`` (loaded once however many
         callers ask); ``NotFoundError`` when neither has it."""
         entry = self.store.get(context_id)
-        if entry is not None:
+        if entry is not None and not self._deleted_elsewhere(entry):
             return entry
         if self._saved(context_id) is None:
             raise _not_held(context_id)
@@ -149,6 +149,25 @@ class ContextService:
             return entry
 
         return self.store.get_or_build(context_id, load, caller)[0]
+
+    def _deleted_elsewhere(self, entry: StoredContext) -> bool:
+        """Whether ``entry``, loaded from or saved in ``context_dir``, has lost its saved copy
+        (another replica's DeleteContext, or the directory pruned): then it is dropped here too.
+        Replicas that had loaded a context went on serving it after a delete through another
+        (QA, 2026-12-05): the shared directory is what says a context exists."""
+        if not entry.saved or self._saved(entry.context_id) is not None:
+            return False
+        if self.store.drop(entry):
+            logger.info("context %s dropped: its saved copy was deleted", entry.context_id)
+        return True
+
+    def held(self) -> tuple[list[StoredContext], int]:
+        """The contexts held (most recently used first) and their bytes, less those deleted
+        elsewhere (``_deleted_elsewhere``)."""
+        entries, total = self.store.snapshot()
+        if any([self._deleted_elsewhere(entry) for entry in entries]):
+            entries, total = self.store.snapshot()
+        return entries, total
 
     def delete(self, context_id: str) -> tuple[StoredContext, int]:
         """Forget the context here and in ``context_dir``: the context, and the bytes that freed
@@ -207,6 +226,7 @@ class ContextService:
             logger.warning("saved context not loaded: %s", error.problem)
             return None
         entry = self._stored(context_id, explainer, time.perf_counter() - start)
+        entry.saved = True
         self.store.check_room(entry, argument)
         self.contexts_loaded += 1
         return entry
@@ -227,6 +247,9 @@ class ContextService:
             # A saved copy that did not load is replaced by the fit's.
             return self._on_compute_thread(self._fit, caller, spec, context_id)
 
+        held = self.store.get(context_id)
+        if held is not None:
+            self._deleted_elsewhere(held)  # then fitted (or loaded) again, as never held
         return self.store.get_or_build(context_id, build, caller)
 
     def explain(
@@ -523,6 +546,9 @@ class ContextService:
                     by_default,
                 )
 
+            held = self.store.get(context_id)
+            if held is not None:
+                self._deleted_elsewhere(held)
             try:
                 return self.store.get_or_build(context_id, build, caller)
             finally:
@@ -549,7 +575,7 @@ class ContextService:
         entry = self._stored(context_id, calibrated, time.perf_counter() - start)
         # Too large to hold: refused before it is saved or counted (by the id it came from).
         self.store.check_room(entry, "context_id")
-        self._save(calibrated, context_id)
+        entry.saved = self._save(calibrated, context_id)
         self.contexts_calibrated += 1
         return entry
 
@@ -587,19 +613,20 @@ class ContextService:
         entry = self._stored(context_id, explainer, time.perf_counter() - start)
         # Too large to hold: refused before it is saved or counted.
         self.store.check_room(entry, "context")
-        self._save(explainer, context_id)
+        entry.saved = self._save(explainer, context_id)
         self.contexts_fitted += 1
         return entry
 
-    def _save(self, explainer: ZeroShotExplainer, context_id: str) -> None:
+    def _save(self, explainer: ZeroShotExplainer, context_id: str) -> bool:
         """Save ``explainer`` in ``context_dir`` under ``context_id``, if there is one. The save
         is whole or not at all (``ZeroShotExplainer.save`` writes it under a hidden name and
         renames it into place), so a loader (another replica) sees the whole saved context or
         none; a copy found there (one that did not load, or another replica's save of the same
         context meanwhile) is replaced. A save that fails is logged (once: the callers of one
-        context share its build) and counted; the context is held and served all the same."""
+        context share its build) and counted; the context is held and served all the same.
+        Whether it was saved."""
         if self.context_dir is None:
-            return
+            return False
         final = self.context_dir / context_id
         try:
             explainer.save(final)
@@ -609,6 +636,8 @@ class ContextService:
             logger.warning(
                 "context %s is held but was not saved in %s: %s", context_id, final, problem
             )
+            return False
+        return True
 
     def _on_compute_thread(self, work: Callable[..., Result], caller: Caller, *args: Any) -> Result:
         """``work(*args, should_stop)`` on a compute thread, waited for until the deadline.

@@ -37,6 +37,9 @@ class StoredContext:
     description: Any = None
     holds: Any = None
     grown_bytes: int = 0
+    # Whether it was loaded from, or saved in, the service's context_dir: then its saved copy
+    # going (another replica's DeleteContext) means it is deleted here too.
+    saved: bool = False
 
 
 class ContextStore:
@@ -117,6 +120,16 @@ class ContextStore:
         with self._lock:
             entry = self._entries.pop(context_id, None)
             return entry, 0 if entry is None else self._release(entry)
+
+    def drop(self, entry: StoredContext) -> bool:
+        """Remove ``entry`` if it is still the one held under its id (not another built since);
+        whether it was."""
+        with self._lock:
+            if self._entries.get(entry.context_id) is not entry:
+                return False
+            del self._entries[entry.context_id]
+            self._release(entry)
+            return True
 
     def count_growth(self, entry: StoredContext, grown_bytes: int) -> list[StoredContext]:
         """Count what ``entry``'s context has built since it was measured, ``grown_bytes`` in

@@ -321,14 +321,14 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
 
     @handled
     def ListContexts(self, request, context):
-        entries, total = self.contexts.store.snapshot()
+        entries, total = self.contexts.held()
         return messages.contexts_page(
             entries, request.page_size, request.page_token, total, self.settings.max_message_bytes
         )
 
     @handled
     def GetServerInfo(self, request, context):
-        entries, total = self.contexts.store.snapshot()
+        entries, total = self.contexts.held()
         # Every Limits field is the setting of the same name.
         limits = {
             field.name: getattr(self.settings, field.name) for field in pb.Limits.DESCRIPTOR.fields

@@ -269,3 +269,33 @@ def test_leftovers_of_killed_saves_and_deletes_are_removed_at_start(tmp_path, ca
     service.shutdown()
     assert sorted(os.listdir(folder)) == sorted([young, *kept])
     assert "removed 3 leftovers" in caplog.text
+
+
+def test_a_delete_through_one_replica_reaches_the_others_that_loaded_it(replicas, tmp_path):
+    """With a shared directory, a replica that had loaded a context went on serving it (and
+    listing it) after a DeleteContext through another. The saved copy is what says it exists:
+    gone, the others drop theirs; asked to create it again, they fit it again."""
+    first, second = replicas
+    entry, _ = first.get_or_create(ContextSpec(X, P))
+    loaded = second.get(entry.context_id)
+    assert [held.context_id for held in second.held()[0]] == [entry.context_id]
+    first.delete(entry.context_id)
+    with pytest.raises(NotFoundError, match="is not held by this server"):
+        second.get(entry.context_id)
+    assert second.held() == ([], 0)
+    again, created = second.get_or_create(ContextSpec(X, P))
+    assert created and again is not loaded and second.contexts_fitted == 1
+    assert (tmp_path / "contexts" / entry.context_id / ARRAYS).exists()
+    # A context this replica holds but could not save is its own to serve: nothing to check.
+    (tmp_path / "contexts" / entry.context_id / ARRAYS).unlink()
+    again.saved = False
+    assert second.get(entry.context_id) is again
+
+
+def test_a_context_dropped_for_a_delete_elsewhere_frees_its_bytes(replicas):
+    first, second = replicas
+    entry, _ = first.get_or_create(ContextSpec(X, P))
+    second.get(entry.context_id)
+    assert second.store.total_bytes > 0
+    first.delete(entry.context_id)
+    assert second.held() == ([], 0) and second.store.total_bytes == 0
