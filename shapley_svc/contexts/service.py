@@ -45,6 +45,7 @@ from shapley_svc.estimator.calibration import CalibrationProposal, outputs_finge
 from shapley_svc.estimator.calibration import default_budget as default_calibration_budget
 from shapley_svc.estimator.calibration import minimum_budget as minimum_calibration_budget
 from shapley_svc.estimator.explainer import SERIAL_MAX_ROWS, Explanation
+from shapley_svc.estimator.persistence import save_explainer
 from shapley_svc.estimator.refinement import Proposal, minimum_budget, pairs_within
 
 Result = TypeVar("Result")
@@ -61,6 +62,9 @@ _LEFTOVER = re.compile(
 # A leftover this old is no save in progress on any replica sharing the directory: the largest
 # context's save takes seconds.
 LEFTOVER_SECONDS = 3600.0
+# How long a held context's missing saved copy is given to come back before the context is
+# taken for deleted: a replacing save's two renames take microseconds.
+_RECHECK_SECONDS = 0.02
 
 
 class ContextService:
@@ -157,6 +161,10 @@ class ContextService:
         (QA, 2026-12-05): the shared directory is what says a context exists."""
         if not entry.saved or self._saved(entry.context_id) is not None:
             return False
+        # A save replacing the copy (one that did not load) moves it aside for a moment.
+        time.sleep(_RECHECK_SECONDS)
+        if self._saved(entry.context_id) is not None:
+            return False
         if self.store.drop(entry):
             logger.info("context %s dropped: its saved copy was deleted", entry.context_id)
         return True
@@ -240,12 +248,13 @@ class ContextService:
         context_id = self.content_id(spec)
 
         def build() -> StoredContext:
-            if self._saved(context_id) is not None:
+            saved = self._saved(context_id) is not None
+            if saved:
                 entry = self._on_compute_thread(self._load, caller, context_id, "context")
                 if entry is not None:
                     return entry
             # A saved copy that did not load is replaced by the fit's.
-            return self._on_compute_thread(self._fit, caller, spec, context_id)
+            return self._on_compute_thread(self._fit, caller, spec, context_id, saved)
 
         held = self.store.get(context_id)
         if held is not None:
@@ -530,7 +539,8 @@ class ContextService:
             )
 
             def build() -> StoredContext:
-                if self._saved(context_id) is not None:
+                saved = self._saved(context_id) is not None
+                if saved:
                     loaded = self._on_compute_thread(self._load, caller, context_id, "context_id")
                     if loaded is not None:
                         return loaded
@@ -544,6 +554,7 @@ class ContextService:
                     spec,
                     context_id,
                     by_default,
+                    saved,
                 )
 
             held = self.store.get(context_id)
@@ -563,6 +574,7 @@ class ContextService:
         spec: ContextSpec | None,
         context_id: str,
         by_default: bool,
+        replace: bool,
         should_stop: Callable[[], bool],
     ) -> StoredContext:
         start = time.perf_counter()
@@ -575,7 +587,7 @@ class ContextService:
         entry = self._stored(context_id, calibrated, time.perf_counter() - start)
         # Too large to hold: refused before it is saved or counted (by the id it came from).
         self.store.check_room(entry, "context_id")
-        entry.saved = self._save(calibrated, context_id)
+        entry.saved = self._save(calibrated, context_id, replace)
         self.contexts_calibrated += 1
         return entry
 
@@ -597,7 +609,11 @@ class ContextService:
         return entry
 
     def _fit(
-        self, spec: ContextSpec, context_id: str, should_stop: Callable[[], bool]
+        self,
+        spec: ContextSpec,
+        context_id: str,
+        replace: bool,
+        should_stop: Callable[[], bool],
     ) -> StoredContext:
         start = time.perf_counter()
         explainer = ZeroShotExplainer(random_state=spec.random_state, artifact=self.artifact_path)
@@ -613,23 +629,24 @@ class ContextService:
         entry = self._stored(context_id, explainer, time.perf_counter() - start)
         # Too large to hold: refused before it is saved or counted.
         self.store.check_room(entry, "context")
-        entry.saved = self._save(explainer, context_id)
+        entry.saved = self._save(explainer, context_id, replace)
         self.contexts_fitted += 1
         return entry
 
-    def _save(self, explainer: ZeroShotExplainer, context_id: str) -> bool:
+    def _save(self, explainer: ZeroShotExplainer, context_id: str, replace: bool) -> bool:
         """Save ``explainer`` in ``context_dir`` under ``context_id``, if there is one. The save
-        is whole or not at all (``ZeroShotExplainer.save`` writes it under a hidden name and
-        renames it into place), so a loader (another replica) sees the whole saved context or
-        none; a copy found there (one that did not load, or another replica's save of the same
-        context meanwhile) is replaced. A save that fails is logged (once: the callers of one
-        context share its build) and counted; the context is held and served all the same.
-        Whether it was saved."""
+        is whole or not at all (written under a hidden name and renamed into place), so a
+        loader (another replica) sees the whole saved context or none. A copy found there is
+        replaced if ``replace`` (one that did not load), else kept (another replica's save of
+        the same context meanwhile): replacing it moves it aside for a moment, in which the
+        replicas holding it took it for deleted (``_deleted_elsewhere``). A save that fails is
+        logged (once: the callers of one context share its build) and counted; the context is
+        held and served all the same. Whether it was saved."""
         if self.context_dir is None:
             return False
         final = self.context_dir / context_id
         try:
-            explainer.save(final)
+            save_explainer(explainer, final, keep_existing=not replace)
         except (OSError, ShapleyError) as error:
             self.contexts_unsaved += 1
             problem = error.problem if isinstance(error, ShapleyError) else _os_problem(error)
@@ -778,8 +795,7 @@ def _remove_leftovers(context_dir: Path, before: float) -> None:
             stale = [
                 entry.path
                 for entry in entries
-                if _LEFTOVER.fullmatch(entry.name)
-                and entry.stat(follow_symlinks=False).st_mtime < before
+                if _LEFTOVER.fullmatch(entry.name) and _changed(entry) < before
             ]
     except OSError as error:
         logger.warning("leftovers in %s not looked for: %s", context_dir, _os_problem(error))
@@ -797,6 +813,13 @@ def _remove_leftovers(context_dir: Path, before: float) -> None:
             logger.warning("leftover %s not removed: %s", path, _os_problem(error))
     if removed:
         logger.info("removed %d leftovers of killed saves or deletes in %s", removed, context_dir)
+
+
+def _changed(entry: os.DirEntry) -> float:
+    """When ``entry`` last changed, a rename included: a rename keeps the modification time, so
+    a copy a live save moved aside a moment ago had the age of the context it held (QA)."""
+    info = entry.stat(follow_symlinks=False)
+    return max(info.st_mtime, info.st_ctime)
 
 
 def _os_problem(error: OSError) -> str:

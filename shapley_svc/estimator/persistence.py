@@ -41,6 +41,7 @@ import secrets
 import shutil
 import stat
 import threading
+import time
 import zipfile
 from pathlib import Path
 from typing import NoReturn
@@ -398,9 +399,12 @@ def _holds_shares(state: dict) -> bool:
     )
 
 
-def save_explainer(explainer, path: str | Path) -> Path:
+def save_explainer(explainer, path: str | Path, *, keep_existing: bool = False) -> Path:
     """Write ``explainer``'s fitted state into the directory ``path`` (created if needed):
-    ``manifest.json`` and ``arrays.npz``. Returns the directory."""
+    ``manifest.json`` and ``arrays.npz``. Returns the directory. With ``keep_existing`` a saved
+    explainer found at ``path`` is kept, not replaced (the context store's saves are content
+    addressed: one there holds the same context, and replacing it leaves ``path`` missing for a
+    moment to the replicas loading it)."""
     writer = _Writer()
     calibrated = explainer.calibration_ is not None
     in_class = _holds_in_class_member(explainer)
@@ -429,7 +433,7 @@ def save_explainer(explainer, path: str | Path) -> Path:
     manifest[MANIFEST_SHA256] = manifest_sha256(json.loads(json.dumps(manifest)))
     directory = Path(path)
     try:
-        _write_directory(directory, arrays, json.dumps(manifest).encode())
+        _write_directory(directory, arrays, json.dumps(manifest).encode(), keep_existing)
     except OSError as error:
         # As ``load`` refuses a path it cannot read: a bare OSError is no ShapleyError, and the
         # server answered INTERNAL for it.
@@ -463,7 +467,9 @@ class _NotReplaceable(Exception):
     """The directory at ``path`` cannot be replaced whole: its files are written in place."""
 
 
-def _write_directory(directory: Path, arrays: bytes, manifest: bytes) -> None:
+def _write_directory(
+    directory: Path, arrays: bytes, manifest: bytes, keep_existing: bool = False
+) -> None:
     """``arrays`` and ``manifest`` into ``directory`` (made if needed, as are its parents): the
     directory holds the explainer saved there before or the new one, whole, whatever fails or
     whoever saves there at the same time (see above). On failure no hidden file or directory of
@@ -478,7 +484,7 @@ def _write_directory(directory: Path, arrays: bytes, manifest: bytes) -> None:
     try:
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            _write_whole(target, files, _replaced_mode(target, directory))
+            _write_whole(target, files, _replaced_mode(target, directory), keep_existing)
         except _NotReplaceable:
             _write_in_place(target, files)
     except OSError:
@@ -555,9 +561,12 @@ def _unique(name: str, purpose: str) -> str:
     return f".{name[:100]}.{token}.{purpose}"
 
 
-def _write_whole(target: Path, files: dict[str, bytes], replaced_mode: int | None) -> None:
+def _write_whole(
+    target: Path, files: dict[str, bytes], replaced_mode: int | None, keep_existing: bool = False
+) -> None:
     """``files`` written into a hidden directory beside ``target`` (its mode set to
-    ``replaced_mode``, the mode of the directory replaced, if any), renamed into its place."""
+    ``replaced_mode``, the mode of the directory replaced, if any), renamed into its place;
+    with ``keep_existing``, only if no save is there."""
     partial = target.with_name(_unique(target.name, "partial"))
     try:
         partial.mkdir()
@@ -570,13 +579,13 @@ def _write_whole(target: Path, files: dict[str, bytes], replaced_mode: int | Non
             (partial / name).write_bytes(data)
         if replaced_mode is not None:
             os.chmod(partial, replaced_mode)
-        _publish(partial, target)
+        _publish(partial, target, keep_existing)
     finally:
         if os.path.lexists(partial):
             shutil.rmtree(partial, ignore_errors=True)
 
 
-def _publish(partial: Path, target: Path) -> None:
+def _publish(partial: Path, target: Path, keep_existing: bool = False) -> None:
     """Rename the directory ``partial`` to ``target`` (atomic). A saved explainer's directory
     found there is moved aside to a hidden name, ``partial`` renamed in, and the old one removed;
     if ``partial`` cannot go in, the old one is put back. Another save that takes the place in
@@ -590,6 +599,8 @@ def _publish(partial: Path, target: Path) -> None:
                 raise _NotReplaceable from error
             if error.errno not in _TAKEN_ERRNOS:
                 raise
+        if keep_existing:
+            return  # a save is there: kept (rename never replaces a directory with entries)
         try:
             if not _holds_a_save_alone(target):  # a user's files arrived meanwhile
                 raise _NotReplaceable
@@ -699,6 +710,8 @@ def load_state(path: str | Path, artifact) -> dict:
     try:
         manifest_bytes, arrays = _read_files(directory)
     except FileNotFoundError as error:
+        if error.filename is None or Path(error.filename) == directory:
+            _refuse(directory, "does not exist")
         _refuse(directory, f"is not a saved explainer ({Path(error.filename).name} is missing)")
     except OSError as error:
         _refuse(directory, f"cannot be read ({error})")
@@ -747,6 +760,7 @@ def load_state(path: str | Path, artifact) -> dict:
 # A save renamed into place while a load reads the one before: read again (each attempt sees
 # one whole save, so two suffice unless saves keep replacing each other).
 _READ_ATTEMPTS = 3
+_REREAD_SECONDS = 0.01
 _DIRECTORY_HANDLES = os.open in os.supports_dir_fd and hasattr(os, "O_DIRECTORY")
 
 
@@ -760,7 +774,14 @@ def _read_files(directory: Path) -> tuple[bytes, bytes]:
     attempts_left = _READ_ATTEMPTS
     while True:
         attempts_left -= 1
-        handle = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            handle = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            # Between ``_publish``'s two renames the directory is missing for a moment.
+            if attempts_left == 0:
+                raise
+            time.sleep(_REREAD_SECONDS)
+            continue
         try:
             return _read_at(handle, directory, MANIFEST), _read_at(handle, directory, ARRAYS)
         except FileNotFoundError:

@@ -410,7 +410,8 @@ def serve(settings: Settings) -> None:
     if running.metrics_port is not None:
         log.info("metrics on http://%s/metrics", settings.metrics_address)
     if running.health_port is not None:
-        log.info("health (plaintext, for probes) on %s", settings.health_address)
+        health_host = settings.health_address.rpartition(":")[0]
+        log.info("health (plaintext, for probes) on %s:%d", health_host, running.health_port)
     log.info(
         "loading the estimator: numba compiles its kernels on the first start after an install "
         "(about a minute on 2 cores) and reads them from its cache in %s after",

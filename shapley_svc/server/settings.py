@@ -153,6 +153,10 @@ def read_tokens(path: str) -> tuple[bytes, ...]:
     return tuple(token.encode() for token in tokens)
 
 
+def _port_of(address: str) -> str:
+    return address.rpartition(":")[2] if address else ""
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the server can be told. Each field maps to ``--flag-name`` and
@@ -269,6 +273,10 @@ class Settings:
                 problem = port_problem(getattr(self, name))
                 if problem:
                     raise SettingError(f"{{0}}: {problem}", name)
+        ports = {"address": self.address, "metrics_address": self.metrics_address}
+        for name, other in ports.items():
+            if self.health_address and _port_of(self.health_address) == _port_of(other) != "0":
+                raise SettingError("{0} must be another port than {1}", "health_address", name)
         if bool(self.tls_cert) != bool(self.tls_key):
             raise SettingError("{0} and {1} must be given together", "tls_cert", "tls_key")
         if self.tls_client_ca and not self.tls_cert:

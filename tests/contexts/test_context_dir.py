@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 from shapley_svc.contexts import ContextService, ContextSpec
+from shapley_svc.contexts import service as service_module
 from shapley_svc.errors import (
     InvalidArgumentError,
     LimitExceededError,
     NotFoundError,
     StorageError,
 )
-from shapley_svc.estimator import ZeroShotExplainer
 from shapley_svc.estimator.persistence import ARRAYS, MANIFEST
 from tests.contexts.test_context_service import LIMITS
 from tests.server.conftest import make_task
@@ -88,7 +88,7 @@ def _hidden_entries(folder) -> list[str]:
 
 
 def _refuse_with(error: BaseException):
-    def save(self, path):
+    def save(explainer, path, **options):
         raise error
 
     return save
@@ -111,13 +111,13 @@ def test_a_context_whose_save_fails_is_held_served_counted_and_logged(
         folder.write_text("not a directory")
     elif failure == "read-only volume":  # root writes through file modes: the OS error itself
         error = PermissionError(errno.EACCES, "Permission denied", str(folder))
-        monkeypatch.setattr(ZeroShotExplainer, "save", _refuse_with(error))
+        monkeypatch.setattr(service_module, "save_explainer", _refuse_with(error))
     elif failure == "pruned during the save":
         error = FileNotFoundError(errno.ENOENT, "No such file or directory", str(folder))
-        monkeypatch.setattr(ZeroShotExplainer, "save", _refuse_with(error))
+        monkeypatch.setattr(service_module, "save_explainer", _refuse_with(error))
     else:  # the estimator's refusal of a path it cannot use
         error = InvalidArgumentError("path", f"{folder}: cannot hold a saved explainer")
-        monkeypatch.setattr(ZeroShotExplainer, "save", _refuse_with(error))
+        monkeypatch.setattr(service_module, "save_explainer", _refuse_with(error))
     caplog.set_level(logging.WARNING, logger="shapley_svc.contexts")
     try:
         entry, created = service.get_or_create(ContextSpec(X, P))
@@ -150,7 +150,8 @@ def test_a_context_whose_save_fails_is_held_served_counted_and_logged(
 def test_a_save_is_written_aside_and_renamed_into_place_whole(replicas, tmp_path, monkeypatch):
     """A loader (another replica) never sees a saved context's directory half written: the save
     goes to a hidden name no loader takes, then is renamed under the context's id. A copy that
-    another replica saved meanwhile is replaced whole (it holds the same context)."""
+    another replica saved meanwhile is kept (it holds the same context): replacing it moved it
+    aside for a moment, in which the replicas holding it dropped it as deleted."""
     from shapley_svc.estimator import persistence
 
     first, second = replicas
@@ -158,9 +159,9 @@ def test_a_save_is_written_aside_and_renamed_into_place_whole(replicas, tmp_path
     publish = persistence._publish
     seen = []
 
-    def publish_while_looking(partial, target):
+    def publish_while_looking(partial, target, keep_existing=False):
         seen.append((partial, target, final.exists(), sorted(os.listdir(partial))))
-        publish(partial, target)
+        publish(partial, target, keep_existing)
 
     monkeypatch.setattr(persistence, "_publish", publish_while_looking)
     entry, _ = first.get_or_create(ContextSpec(X, P))
@@ -168,13 +169,20 @@ def test_a_save_is_written_aside_and_renamed_into_place_whole(replicas, tmp_path
     assert partial.parent == final.parent and partial.name.startswith(".") and target == final
     assert not before and written == [ARRAYS, MANIFEST]  # whole before it takes its name
     assert (final / ARRAYS).exists() and _hidden_entries(final.parent) == []
-    # A second replica that fitted it too (it found no saved copy before its fit) puts its own
-    # whole save in the copy's place.
+    # A second replica that fitted it too (it found no saved copy before its fit) keeps the
+    # copy saved meanwhile, and a replica holding it never sees it missing.
+    saved_copy = final.stat().st_ino
+    loaded_elsewhere = ContextService(LIMITS, 1, context_dir=final.parent)
+    held = loaded_elsewhere.get(entry.context_id)
+    real_saved = second._saved
     monkeypatch.setattr(second, "_saved", lambda context_id: None)
     _, created = second.get_or_create(ContextSpec(X, P))
+    monkeypatch.setattr(second, "_saved", real_saved)
     assert created and second.contexts_unsaved == 0 and len(seen) == 2
-    assert seen[1][2] and sorted(os.listdir(final)) == [ARRAYS, MANIFEST]
+    assert seen[1][2] and final.stat().st_ino == saved_copy  # never moved aside
     assert _hidden_entries(final.parent) == []
+    assert loaded_elsewhere.get(entry.context_id) is held
+    loaded_elsewhere.shutdown()
     third = ContextService(LIMITS, 1, context_dir=final.parent)
     try:
         loaded = third.get(entry.context_id)
@@ -244,31 +252,44 @@ def test_a_context_larger_than_the_store_is_refused_before_it_is_saved_or_counte
         large.shutdown()
 
 
-def test_leftovers_of_killed_saves_and_deletes_are_removed_at_start(tmp_path, caplog):
+def test_leftovers_of_killed_saves_and_deletes_are_removed_at_start(tmp_path, caplog, monkeypatch):
     """A replica killed during a save (or a delete) leaves its hidden directory in the shared
     context_dir, which nothing removed: a whole context's bytes each time. A service starting on
-    the directory removes those older than an hour, and nothing else."""
-    from shapley_svc.contexts.service import LEFTOVER_SECONDS, _hidden
+    the directory removes those unchanged for an hour, and nothing else: not a save under way,
+    nor a copy a save moved aside a moment ago (a rename keeps its modification time, which was
+    the context's: the sweep removed it, and a failed save then lost the context)."""
+    from shapley_svc.contexts.service import LEFTOVER_SECONDS, _hidden, _remove_leftovers
     from shapley_svc.estimator.persistence import _unique
 
     folder = tmp_path / "contexts"
     folder.mkdir()
     context_id = "ctx-" + "a" * 40
-    old = [_unique(context_id, "partial"), _unique(context_id, "replaced")]
-    old.append(_hidden(context_id, "deleted"))
-    young = _unique(context_id, "partial")  # a save under way on another replica
-    kept = [".keep", f".{context_id}.notes", context_id]  # not ours, or a saved context
-    for name in [*old, young, *kept]:
+
+    def make(name):
         (folder / name).mkdir()
         (folder / name / ARRAYS).write_bytes(b"x" * 10)
+        return name
+
+    make(_unique(context_id, "partial"))  # left by killed saves and deletes
+    make(_hidden(context_id, "deleted"))
+    time.sleep(0.05)
+    cut = time.time()
+    time.sleep(0.05)
+    young = make(_unique(context_id, "partial"))  # a save under way on another replica
+    moved = make(_unique(context_id, "replaced"))  # moved aside just now, modified long ago
     an_hour_ago = time.time() - LEFTOVER_SECONDS - 60
-    for name in [*old, *kept]:
-        os.utime(folder / name, (an_hour_ago, an_hour_ago))
+    os.utime(folder / moved, (an_hour_ago, an_hour_ago))
+    kept = [make(".keep"), make(f".{context_id}.notes"), make(context_id)]  # not ours, or saved
+    _remove_leftovers(folder, cut)
+    assert sorted(os.listdir(folder)) == sorted([young, moved, *kept])
+    # At start, what is an hour old goes.
     caplog.set_level(logging.INFO, logger="shapley_svc.contexts")
-    service = ContextService(LIMITS, 1, context_dir=folder)
-    service.shutdown()
-    assert sorted(os.listdir(folder)) == sorted([young, *kept])
-    assert "removed 3 leftovers" in caplog.text
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now + LEFTOVER_SECONDS + 60)
+    ContextService(LIMITS, 1, context_dir=folder).shutdown()
+    monkeypatch.undo()
+    assert sorted(os.listdir(folder)) == sorted(kept)
+    assert "removed 2 leftovers" in caplog.text
 
 
 def test_a_delete_through_one_replica_reaches_the_others_that_loaded_it(replicas, tmp_path):

@@ -648,3 +648,40 @@ def test_a_load_while_a_save_replaces_the_directory_reads_one_save_whole(
     assert swaps == [MANIFEST]
     X, y = _table(np.random.default_rng(3), n=20)
     _assert_same_answers(first if old_save == "kept aside" else second, loaded, X, y)
+
+
+def test_a_load_in_the_moment_a_save_moves_the_old_one_aside_reads_a_whole_save(
+    two_explainers, tmp_path, monkeypatch
+):
+    """Between a replacing save's two renames the directory is missing for a moment: a load
+    starting then said "does not exist"; it reads again and finds the new save."""
+    from shapley_svc.estimator import persistence
+
+    first, second = two_explainers
+    target = tmp_path / "ctx"
+    first.save(target)
+    rename = os.rename
+    loads = []
+
+    def rename_then_load_meanwhile(source, destination):
+        rename(source, destination)
+        if str(destination).endswith(".replaced") and not loads:
+            loader = threading.Thread(
+                target=lambda: loads.append(ZeroShotExplainer.load(target)), daemon=True
+            )
+            loader.start()
+            time.sleep(0.005)  # the loader finds no directory, then the new save goes in
+            loads.append(loader)
+
+    monkeypatch.setattr(persistence.os, "rename", rename_then_load_meanwhile)
+    second.save(target)
+    monkeypatch.undo()
+    loads[0].join(10)
+    [_, loaded] = loads
+    X, y = _table(np.random.default_rng(3), n=20)
+    _assert_same_answers(second, loaded, X, y)
+
+
+def test_a_missing_directory_is_named_as_such(tmp_path):
+    with pytest.raises(InvalidArgumentError, match=r"churn: does not exist$"):
+        ZeroShotExplainer.load(tmp_path / "models" / "churn")

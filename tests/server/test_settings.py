@@ -220,3 +220,14 @@ def test_a_small_but_matching_tls_key_is_left_to_grpc(tmp_path):
     )  # fmt: skip
     flags = ["--tls-cert", str(tmp_path / "small.pem"), "--tls-key", str(tmp_path / "small.key")]
     assert settings_from(flags, {}).tls_key.endswith("small.key")
+
+
+def test_the_health_port_must_be_a_port_of_its_own():
+    with pytest.raises(ValueError, match=r"^--health-address must be another port than --address$"):
+        settings_from(["--address", "0.0.0.0:50051", "--health-address", "0.0.0.0:50051"], {})
+    with pytest.raises(
+        ValueError,
+        match=r"^SHAPLEY_SVC_HEALTH_ADDRESS must be another port than --metrics-address$",
+    ):
+        settings_from(["--metrics-address", ":9464"], {"SHAPLEY_SVC_HEALTH_ADDRESS": ":9464"})
+    assert settings_from(["--address", ":0", "--health-address", ":0"], {}).health_address == ":0"
