@@ -151,7 +151,7 @@ def code_frame(name: str, frame, categories: dict[int, list] | None = None) -> C
         dtype = series.dtype
         if categories is not None and j in categories:
             labels = categories[j]
-            _check_like_labels(name, names[j], dtype, labels)
+            _check_like_labels(name, names[j], series, labels)
         elif categories is not None and not (
             types.is_numeric_dtype(dtype) and not types.is_bool_dtype(dtype)
         ):
@@ -203,12 +203,15 @@ def label_kind(labels: list) -> str | None:
     return None
 
 
-def _check_like_labels(name: str, column: str, dtype, labels: list) -> None:
+def _check_like_labels(name: str, column: str, series, labels: list) -> None:
     """Refuse a column that cannot hold the labels it was coded from at fit: numbers in a
     column of string labels are all unseen categories, so every row got the unseen-label
     answer with no error (off by up to 0.51, QA 2026-12-05)."""
     from pandas.api import types
 
+    dtype = series.dtype
+    if series.isna().all():
+        return  # every value missing (an empty column read from a file is float64 NaN)
     kind = label_kind(labels)
     if kind is None or isinstance(dtype, types.CategoricalDtype):
         return

@@ -169,6 +169,10 @@ def test_values_of_another_kind_than_the_labels_are_refused_naming_the_column():
     coded = code_frame(query, context.categories)
     np.testing.assert_array_equal(coded.rows[:, 1], [2.0, 1.0, NAN, 0.0])
     np.testing.assert_array_equal(coded.rows[:, 2], [1.0, UNSEEN_CODE, NAN, 0.0])
+    # A labelled column with every value missing (an empty column read from a file: float64
+    # NaN) is missing values, as the estimator reads it.
+    empty = code_frame(_frame().assign(city=NAN, employed=NAN), context.categories)
+    assert np.isnan(empty.rows[:, 2]).all() and np.isnan(empty.rows[:, 3]).all()
     sizes = pd.DataFrame({"size": pd.Series([10, None, 20], dtype=object)})
     coded = code_frame(sizes.assign(size=[20.0, NAN, 15.0]), code_frame(sizes).categories)
     np.testing.assert_array_equal(coded.rows[:, 0], [1.0, NAN, UNSEEN_CODE])

@@ -280,6 +280,12 @@ def test_query_values_of_another_kind_than_the_labels_are_refused(rng):
     np.testing.assert_array_equal(explainer.explain(same).values, explainer.explain(query).values)
     unseen = explainer.explain(query.assign(colour="purple", grade="top"))
     assert (unseen.data[:, 1:3] == -1).all()
+    # A labelled column with every value missing, as an empty column read from a file comes
+    # (float64 NaN), is missing values, not numbers in a column of labels.
+    empty = explainer.explain(query.assign(colour=np.nan, member=np.nan))
+    missing = explainer.explain(query.assign(colour=None, member=None))
+    np.testing.assert_array_equal(empty.values, missing.values)
+    assert np.isnan(empty.data[:, [1, 3]].astype(float)).all()
 
 
 def test_labels_a_fit_cannot_keep_are_refused_naming_the_column(rng, tmp_path):

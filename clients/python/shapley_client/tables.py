@@ -123,11 +123,14 @@ def _some(labels: list) -> str:
     return f"{labels[:5]}{', ...' if len(labels) > 5 else ''}"
 
 
-def _check_like_labels(name: str, column: str, dtype, labels: list) -> None:
+def _check_like_labels(name: str, column: str, series, labels: list) -> None:
     """Refuse a column whose dtype cannot hold the labels the context was coded from: numbers
     in a column of string or bool labels would all be unseen categories."""
     from pandas.api import types
 
+    dtype = series.dtype
+    if series.isna().all():
+        return  # every value missing (an empty column read from a file is float64 NaN)
     kind = _label_kind(labels)
     if kind is None or isinstance(dtype, types.CategoricalDtype):
         return
@@ -196,7 +199,7 @@ def code_frame(frame, categories: dict[int, list] | None = None, name: str = "ro
         dtype = series.dtype
         if categories is not None and j in categories:
             labels = categories[j]
-            _check_like_labels(name, names[j], dtype, labels)
+            _check_like_labels(name, names[j], series, labels)
         elif numeric[j]:
             rows[:, j] = series.to_numpy(dtype=rows.dtype, na_value=np.nan)
             display[:, j] = rows[:, j]
