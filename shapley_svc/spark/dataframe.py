@@ -133,10 +133,21 @@ def explain_dataframe(
             f"names {len(features)} columns; the context was fitted on "
             f"{explainer.n_features_in_} features ({explainer.feature_names_})",
         )
+    # Spark resolves names without regard to case unless told otherwise: an added 'shap_a'
+    # beside a column 'SHAP_a' made every later reference to either ambiguous, and a table's
+    # 'income' is the context's 'Income'.
+    case_sensitive = df.sparkSession.conf.get("spark.sql.caseSensitive", "false") == "true"
+
+    def key(name: str) -> str:
+        return name if case_sensitive else name.lower()
+
+    fitted = [key(name) for name in explainer.feature_names_]
     for position, column in enumerate(features):
         # Columns named after the context's features must stand where those features stand
-        # (other names are the caller's mapping): a reordered table was explained by position.
-        if column in explainer.feature_names_ and explainer.feature_names_[position] != column:
+        # (other names are the caller's mapping): a reordered table was explained by position
+        # (also when only the case differed: Income explained as Age, off by 377 where the
+        # values' RMS was 0.91).
+        if key(column) in fitted and fitted[position] != key(column):
             raise InvalidArgumentError(
                 "feature_columns",
                 f"names {column!r} at position {position}, where the context has "
@@ -160,14 +171,21 @@ def explain_dataframe(
         for column in predictions:
             _check_type(types, "prediction_columns", fields[column], None)
     _check_refinement(explainer, model, budget, random_state, predictions is not None)
-    plan = _plan(explainer, features, predictions, layout, prefix, batch_rows, df.sparkSession)
-    # Spark resolves names without regard to case unless told otherwise: an added 'shap_a'
-    # beside a column 'SHAP_a' made every later reference to either ambiguous.
-    case_sensitive = df.sparkSession.conf.get("spark.sql.caseSensitive", "false") == "true"
-
-    def key(name: str) -> str:
-        return name if case_sensitive else name.lower()
-
+    # mapInPandas reads its input columns by name, and Spark parses a name with a dot as a
+    # struct's field ('Sepal.Length' could not be resolved, whichever column had it): the
+    # batches get positional names, and the caller's names come back with the answers.
+    names = [field.name for field in df.schema.fields]
+    aliases = {name: f"_shapley_input_{i}" for i, name in enumerate(names)}
+    plan = _plan(
+        explainer,
+        [aliases[column] for column in features],
+        None if predictions is None else [aliases[column] for column in predictions],
+        layout,
+        prefix,
+        batch_rows,
+        df.sparkSession,
+    )
+    plan = replace(plan, input_names=tuple(names))
     added = [key(name) for name in plan.new_columns()]
     existing = {key(name): name for name in fields}
     taken = sorted(existing[name] for name in set(added) & set(existing))
@@ -188,7 +206,7 @@ def explain_dataframe(
     def explain(batches):
         return explain_batches(batches, plan, shipped)
 
-    return df.mapInPandas(explain, schema)
+    return df.toDF(*aliases.values()).mapInPandas(explain, schema)
 
 
 def _check_refinement(
@@ -276,17 +294,25 @@ def _check_type(types, argument: str, field, labels: list | None) -> None:
         field.dataType, types.DecimalType
     )
     kind = None if labels is None else label_kind(labels)
+    if labels and kind is None and all(_is_number(label) for label in labels):
+        # Number labels: a string or boolean column passed here, then failed every task.
+        if numeric:
+            return
+        kind = "number"
     labelled_types = {
         None: types.StringType | types.BooleanType,
         "string": types.StringType,
         "bool": types.BooleanType,
+        "number": (),
     }
     if labels is not None and isinstance(field.dataType, labelled_types[kind]):
         return
     if numeric and kind is None:
         return
     accepted = "numeric (cast decimals to double)"
-    if kind is not None:
+    if kind == "number":
+        accepted += " (the context coded it from number labels)"
+    elif kind is not None:
         accepted = f"{kind} (the context coded it from {kind} labels)"
     elif labels is not None:
         accepted += ", string or boolean (a column the context coded from labels)"
@@ -295,6 +321,10 @@ def _check_type(types, argument: str, field, labels: list | None) -> None:
         f"names column {field.name!r} of type {field.dataType.simpleString()}; it must be "
         f"{accepted}",
     )
+
+
+def _is_number(label) -> bool:
+    return isinstance(label, int | float | np.number) and not isinstance(label, bool | np.bool_)
 
 
 def _plan(explainer, features, predictions, layout, prefix, batch_rows, session) -> BatchPlan:

@@ -330,7 +330,7 @@ def test_refusals_name_the_argument_before_any_job(spark, table, tmp_path):
         (dict(shipping="by post"), "shipping", "by post"),
         (dict(prefix=None), "prefix", "string"),
         (dict(batch_rows=0), "batch_rows", "positive"),
-        (dict(context=str(tmp_path / "absent")), "context", "missing"),
+        (dict(context=str(tmp_path / "absent")), "context", "does not exist"),
         (dict(context=ZeroShotExplainer()), "context", "not fitted"),
         (dict(model=np.sum), "budget", "required with model"),
         (dict(budget=8), "model", "required with budget"),
@@ -357,3 +357,43 @@ def test_refusals_name_the_argument_before_any_job(spark, table, tmp_path):
     with pytest.raises(InvalidArgumentError) as caught:
         explain_dataframe(X, explainer, FEATURES)
     assert caught.value.argument == "df"
+
+
+def test_real_table_names_dots_case_and_number_labels(spark):
+    """Three things real tables bring: names with dots ('Sepal.Length': mapInPandas could not
+    resolve any such column, feature or not), a table whose names differ from the context's in
+    case only (given in another order, Income was explained as Age), and a column coded from
+    number labels given as strings (accepted on the driver, then every task failed)."""
+    import pandas as pd
+
+    from shapley_svc.spark import explain_dataframe
+
+    rng = np.random.default_rng(11)
+    n = 300
+    frame = pd.DataFrame(
+        {
+            "Sepal.Length": rng.normal(size=n),
+            "Income": rng.normal(size=n),
+            "level": pd.Categorical(rng.choice([1, 2, 3], size=n)),
+        }
+    )
+    y = frame["Sepal.Length"] + frame["Income"] ** 2 + frame["level"].astype(float)
+    explainer = ZeroShotExplainer(random_state=0).fit(frame, y.to_numpy())
+    query = frame.iloc[:40].assign(**{"level": frame["level"].iloc[:40].astype(int)})
+    query["event.id"] = np.arange(40)
+    df = spark.createDataFrame(query).repartition(2)
+    out = explain_dataframe(df, explainer, ["Sepal.Length", "Income", "level"])
+    assert out.columns[:4] == ["Sepal.Length", "Income", "level", "event.id"]
+    got = out.toPandas().sort_values("event.id").reset_index(drop=True)
+    assert got["event.id"].tolist() == list(range(40))
+    expected = explainer.explain(frame.iloc[:40])
+    names = [f"shap_{name}" for name in explainer.attribution_names_]
+    assert np.allclose(got[names].to_numpy(), expected.values, rtol=0, atol=1e-12)
+
+    lower = df.toDF("sepal.length", "income", "level", "event.id")
+    with pytest.raises(InvalidArgumentError, match="'income' at position 0") as caught:
+        explain_dataframe(lower, explainer, ["income", "sepal.length", "level"])
+    assert caught.value.argument == "feature_columns"
+    as_text = spark.createDataFrame(query.assign(level=query["level"].astype(str)))
+    with pytest.raises(InvalidArgumentError, match=r"'level' of type string.*number labels"):
+        explain_dataframe(as_text, explainer, ["Sepal.Length", "Income", "level"])
