@@ -440,7 +440,15 @@ class ContextService:
         tree members' leaf masks, made on the first call that needs them), whether or not the
         call that made them went on to succeed; the contexts that hold them are described again
         with the bytes they now hold (once per context: the masks are made once)."""
-        for grown in self.store.count_growth(entry, entry.explainer.pair_cache_bytes()):
+        changed = self.store.count_growth(entry, entry.explainer.pair_cache_bytes())
+        if changed and self.store.total_bytes > self.limits.max_store_bytes:
+            # Only this context is left and its cache alone takes the store past its limit
+            # (tree members keep up to 32 MiB of masks each, per output: a 106 MiB context with
+            # 8 outputs grew to 509 MiB, 1.7 times a 300 MiB store): the cache goes, to be made
+            # again by the next call that needs it.
+            entry.explainer.release_pair_cache()
+            changed = self.store.count_release(entry)
+        for grown in changed:
             grown.description = self._describe(grown)
 
     def _check_calibration_size(

@@ -156,6 +156,22 @@ class ContextStore:
                 self.evictions += 1
             return grown
 
+    def count_release(self, entry: StoredContext) -> list[StoredContext]:
+        """Uncount the growth of ``entry``'s context (its cache was released); the entries whose
+        ``memory_bytes`` this changed, as ``count_growth``."""
+        with self._lock:
+            holding = _holding(entry)
+            held = self._held.get(id(holding))
+            if held is None or held[2] == 0:
+                return []
+            self._bytes -= held[2]
+            held[0] -= held[2]
+            held[2] = 0
+            shrunk = [other for other in self._entries.values() if _holding(other) is holding]
+            for other in shrunk:
+                other.memory_bytes, other.grown_bytes = held[0], held[2]
+            return shrunk
+
     def _hold(self, entry: StoredContext) -> None:
         held = self._held.setdefault(
             id(_holding(entry)), [entry.memory_bytes, 0, entry.grown_bytes]

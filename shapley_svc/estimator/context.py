@@ -194,6 +194,13 @@ class FittedContext:
             if fitted is not None
         )
 
+    def release_pair_cache(self) -> None:
+        """Forget what ``pair_cache_bytes`` counts: the members make it again when needed."""
+        for context in self.outputs:
+            for fitted in context.surrogates:
+                if fitted is not None:
+                    fitted.model.release_pair_cache()
+
 
 def _of(needed: list[np.ndarray] | None, k: int) -> np.ndarray | None:
     return None if needed is None else needed[k]

@@ -533,6 +533,14 @@ class ZeroShotExplainer(BaseEstimator):
             raise NotFittedError()
         return self.context_.pair_cache_bytes()
 
+    def release_pair_cache(self) -> None:
+        """Forget what ``pair_cache_bytes`` counts (a cache: later calls make it again, at the
+        cost of their first call). The server does so for a context whose cache alone would
+        take its store past its limit."""
+        if not hasattr(self, "context_"):
+            raise NotFittedError()
+        self.context_.release_pair_cache()
+
     def _background_indices(self, background, n: int) -> np.ndarray:
         if background is None:
             rng = np.random.default_rng(self.random_state)

@@ -136,6 +136,9 @@ class Surrogate:
         """Bytes ``pair_gaps`` has made of the background and keeps for later calls."""
         return 0
 
+    def release_pair_cache(self) -> None:
+        """Forget what ``pair_cache_bytes`` counts (made again when needed)."""
+
     def pair_gaps(self, Z: np.ndarray, pairs: "Pairs", shared: dict) -> np.ndarray:
         """(m, n_pairs) the surrogate's output on each pair's first mixed row minus its second
         (see ``shapley_svc.kernels.coalitions``), for the (m, d) standardised rows ``Z``. This
@@ -738,6 +741,9 @@ class _TreeSurrogate(Surrogate):
 
     def pair_cache_bytes(self) -> int:
         return self.tree_background_.pair_cache_bytes()
+
+    def release_pair_cache(self) -> None:
+        self.tree_background_.release_pair_cache()
 
 
 class BoostedTreesSurrogate(_TreeSurrogate):

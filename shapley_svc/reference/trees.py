@@ -316,6 +316,12 @@ class TreeBackground:
         arrays = [*kept, *bits, *(() if layout is None else vars(layout).values())]
         return int(sum(array.nbytes for array in arrays))
 
+    def release_pair_cache(self) -> None:
+        """Forget what ``pair_cache_bytes`` counts: later calls make it again."""
+        self._kept_background_off = None
+        self._kept_node_player_bit = None
+        self._layout = None
+
     def _background_off(
         self, background: np.ndarray, player_of_feature: np.ndarray, keep: bool
     ) -> tuple[np.ndarray, np.ndarray] | None:

@@ -164,6 +164,39 @@ def test_what_refinement_keeps_of_a_context_is_counted_in_the_store_once():
         service.shutdown()
 
 
+def test_a_context_whose_cache_alone_passes_the_store_limit_releases_it():
+    """Refinement's cache is counted when made and evicts other contexts, never the one that
+    grew: a 106 MiB context with 8 outputs grew to 509 MiB in a 300 MiB store. Past the limit
+    with nothing else to evict, the cache goes (made again when needed), and the answers are
+    the same."""
+    roomy = ContextService(LIMITS, compute_threads=1)
+    try:
+        entry, _ = roomy.get_or_create(ContextSpec(X, P))
+        fitted = entry.memory_bytes
+        rows = X[:5]
+        proposal = roomy.propose(entry, rows, P[:5], 12)
+        outputs = np.sin(proposal.rows[:, 0]) + proposal.rows[:, 1]
+        expected = roomy.refine(entry, rows, P[:5], 12, None, outputs)
+        grown = entry.explainer.pair_cache_bytes()
+    finally:
+        roomy.shutdown()
+    tight = ContextService(replace(LIMITS, max_store_bytes=fitted + grown // 2), compute_threads=1)
+    try:
+        entry, _ = tight.get_or_create(ContextSpec(X, P))
+        assert tight.propose(entry, rows, P[:5], 12).rows.tobytes() == proposal.rows.tobytes()
+        # The propose's masks (the background's, 2 MB here) would pass the limit: released.
+        assert entry.explainer.pair_cache_bytes() == 0
+        assert tight.store.total_bytes == fitted == entry.memory_bytes
+        for _ in range(2):  # the refine's own, smaller, fit and are kept
+            refined = tight.refine(entry, rows, P[:5], 12, None, outputs)
+            assert np.array_equal(refined.values, expected.values)
+            assert np.array_equal(refined.uncertainty, expected.uncertainty)
+            assert tight.store.total_bytes == entry.memory_bytes <= tight.store.max_bytes
+            assert tight.get(entry.context_id) is entry
+    finally:
+        tight.shutdown()
+
+
 def test_unknown_contexts_are_not_found(service):
     for call in (service.get, service.delete):
         with pytest.raises(NotFoundError) as missing:
