@@ -440,15 +440,14 @@ class ContextService:
         tree members' leaf masks, made on the first call that needs them), whether or not the
         call that made them went on to succeed; the contexts that hold them are described again
         with the bytes they now hold (once per context: the masks are made once)."""
-        changed = self.store.count_growth(entry, entry.explainer.pair_cache_bytes())
-        if changed and self.store.total_bytes > self.limits.max_store_bytes:
-            # Only this context is left and its cache alone takes the store past its limit
-            # (tree members keep up to 32 MiB of masks each, per output: a 106 MiB context with
-            # 8 outputs grew to 509 MiB, 1.7 times a 300 MiB store): the cache goes, to be made
-            # again by the next call that needs it.
+        grown_bytes = entry.explainer.pair_cache_bytes()
+        if not self.store.room_for_growth(entry, grown_bytes):
+            # The cache alone would take the store past its limit (tree members keep up to
+            # 32 MiB of masks each, per output: a 106 MiB context with 8 outputs grew to
+            # 509 MiB, 1.7 times a 300 MiB store): it goes, to be made again when needed.
             entry.explainer.release_pair_cache()
-            changed = self.store.count_release(entry)
-        for grown in changed:
+            grown_bytes = 0
+        for grown in self.store.count_growth(entry, grown_bytes):
             grown.description = self._describe(grown)
 
     def _check_calibration_size(
@@ -604,7 +603,15 @@ class ContextService:
     ) -> StoredContext:
         """The store's entry for a fitted ``explainer``, described. Its bytes are those of its
         fitted members (``explainer.context_``), which a weights-only calibration shares with
-        the context it came from: the store counts them once."""
+        the context it came from: the store counts them once. When the cache they built (see
+        ``_count_growth``) alone takes it past the store's limit, the cache is released first:
+        a weights-only calibration of a context whose cache had grown was refused as larger
+        than the store, every time."""
+        released = bool(explainer.pair_cache_bytes()) and (
+            explainer.memory_bytes() > self.limits.max_store_bytes
+        )
+        if released:
+            explainer.release_pair_cache()
         entry = StoredContext(
             context_id,
             explainer,
@@ -613,6 +620,9 @@ class ContextService:
             holds=explainer.context_,
             grown_bytes=explainer.pair_cache_bytes(),
         )
+        if released:  # the held contexts sharing those members hold less now
+            for shrunk in self.store.count_growth(entry, 0):
+                shrunk.description = self._describe(shrunk)
         entry.description = self._describe(entry)
         return entry
 

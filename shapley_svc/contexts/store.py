@@ -131,18 +131,27 @@ class ContextStore:
             self._release(entry)
             return True
 
+    def room_for_growth(self, entry: StoredContext, grown_bytes: int) -> bool:
+        """Whether ``entry``'s context, grown to ``grown_bytes`` of what it built after its fit,
+        would still fit in the byte budget on its own (else its cache is to be released, not
+        counted: other contexts were evicted for a cache then released anyway)."""
+        with self._lock:
+            held = self._held.get(id(_holding(entry)))
+            return held is None or held[0] - held[2] + grown_bytes <= self.max_bytes
+
     def count_growth(self, entry: StoredContext, grown_bytes: int) -> list[StoredContext]:
         """Count what ``entry``'s context has built since it was measured, ``grown_bytes`` in
         all (refinement's kept masks: made on first use, so that contexts never refined do not
-        hold them): once per held object, however many entries hold it and however often this
-        is called; then evict least recently used contexts, never the last, while over the
-        byte budget. A context no longer held is not counted. Returns the entries whose
+        hold them, and released when they alone would pass the budget): once per held object,
+        however many entries hold it and however often this is called; then evict least
+        recently used contexts, never one that holds the same object, while over the byte
+        budget. A context no longer held is not counted. Returns the entries whose
         ``memory_bytes`` (and ``grown_bytes``) this changed: every held one that holds the same
         object, so that what they say they hold is what the store counts."""
         with self._lock:
             holding = _holding(entry)
             held = self._held.get(id(holding))
-            if held is None or grown_bytes <= held[2]:
+            if held is None or grown_bytes == held[2]:
                 return []
             self._bytes += grown_bytes - held[2]
             held[0] += grown_bytes - held[2]
@@ -150,27 +159,19 @@ class ContextStore:
             grown = [other for other in self._entries.values() if _holding(other) is holding]
             for other in grown:
                 other.memory_bytes, other.grown_bytes = held[0], held[2]
-            while self._bytes > self.max_bytes and len(self._entries) > 1:
-                _, evicted = self._entries.popitem(last=True)
-                self._release(evicted)
+            while self._bytes > self.max_bytes:
+                # The least recently used context that does not hold what grew: the one that
+                # grew was evicted in the middle of its call when another was used after it.
+                victim = next(
+                    (key for key, other in reversed(self._entries.items())
+                     if _holding(other) is not holding),
+                    None,
+                )  # fmt: skip
+                if victim is None:
+                    break
+                self._release(self._entries.pop(victim))
                 self.evictions += 1
             return grown
-
-    def count_release(self, entry: StoredContext) -> list[StoredContext]:
-        """Uncount the growth of ``entry``'s context (its cache was released); the entries whose
-        ``memory_bytes`` this changed, as ``count_growth``."""
-        with self._lock:
-            holding = _holding(entry)
-            held = self._held.get(id(holding))
-            if held is None or held[2] == 0:
-                return []
-            self._bytes -= held[2]
-            held[0] -= held[2]
-            held[2] = 0
-            shrunk = [other for other in self._entries.values() if _holding(other) is holding]
-            for other in shrunk:
-                other.memory_bytes, other.grown_bytes = held[0], held[2]
-            return shrunk
 
     def _hold(self, entry: StoredContext) -> None:
         held = self._held.setdefault(

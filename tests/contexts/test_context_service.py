@@ -197,6 +197,42 @@ def test_a_context_whose_cache_alone_passes_the_store_limit_releases_it():
         tight.shutdown()
 
 
+def test_a_cache_too_large_to_keep_neither_refuses_a_calibration_nor_evicts_others():
+    """A weights-only calibration shares its base's members, and was measured with the cache
+    its own pairs had just made: refused as larger than the store, every time. And other
+    contexts were evicted for a cache then released anyway."""
+    roomy = ContextService(LIMITS, compute_threads=1)
+    try:
+        entry, _ = roomy.get_or_create(ContextSpec(X, P))
+        fitted = entry.memory_bytes
+        proposal = entry.explainer.propose_calibration()
+        outputs = np.sin(proposal.rows[:, 0]) + proposal.rows[:, 1]
+        expected, _ = roomy.calibrate(entry, None, None, outputs)
+        grown = entry.explainer.pair_cache_bytes()
+        other, _ = roomy.get_or_create(ContextSpec(X[:60, :2].copy(), P[:60]))
+        small = other.memory_bytes
+    finally:
+        roomy.shutdown()
+    assert grown > small
+    tight = ContextService(
+        replace(LIMITS, max_store_bytes=fitted + small + grown // 2), compute_threads=1
+    )
+    try:
+        entry, _ = tight.get_or_create(ContextSpec(X, P))
+        other, _ = tight.get_or_create(ContextSpec(X[:60, :2].copy(), P[:60]))
+        for _ in range(2):
+            calibrated, _ = tight.calibrate(entry, None, None, outputs)
+            assert calibrated.context_id == expected.context_id
+            assert np.array_equal(
+                tight.explain(calibrated, X[:5], P[:5]).values,
+                expected.explainer.explain(X[:5], P[:5]).values,
+            )
+            assert tight.store.total_bytes == fitted + small and tight.store.evictions == 0
+            assert tight.get(other.context_id) is other
+    finally:
+        tight.shutdown()
+
+
 def test_unknown_contexts_are_not_found(service):
     for call in (service.get, service.delete):
         with pytest.raises(NotFoundError) as missing:

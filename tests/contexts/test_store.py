@@ -162,7 +162,8 @@ def test_deleting_one_of_two_contexts_sharing_members_frees_nothing():
 def test_what_a_context_grows_by_is_counted_once_per_holding_and_evicts_the_oldest():
     """Refinement's kept masks grow a held context after it was measured: the growth is
     counted once however many entries hold the same members and however often it is reported,
-    and least recently used contexts go while the store is over its bytes, never the last."""
+    and least recently used contexts go while the store is over its bytes, never one that
+    holds what grew."""
     store = ContextStore(max_contexts=10, max_bytes=250)
     members = object()
     store.get_or_build("old", lambda: _entry("old", 50))
@@ -176,8 +177,8 @@ def test_what_a_context_grows_by_is_counted_once_per_holding_and_evicts_the_olde
     assert store.count_growth(store.get("a"), 30) == []  # the same members: already counted
     untouched = {entry.context_id: entry.memory_bytes for entry in store.snapshot()[0]}
     assert store.total_bytes == 140 and untouched["old"] == 50  # (snapshot: no use recorded)
-    store.count_growth(calibrated, 20)  # less than counted: nothing
-    assert store.total_bytes == 140
+    store.count_growth(calibrated, 20)  # less than counted: a release, counted
+    assert store.total_bytes == 130 and store.get("a").memory_bytes == 80
     store.count_growth(calibrated, 100)
     assert store.total_bytes == 210
     store.count_growth(calibrated, 150)  # 260 is over the budget: "old" goes
@@ -202,3 +203,16 @@ def test_a_context_measured_after_it_grew_is_not_counted_twice():
     assert store.total_bytes == 100
     store.count_growth(entry, 2000)  # over the whole budget, but the last context stays
     assert store.get("a") is entry and store.total_bytes == 2060
+
+
+def test_growth_never_evicts_the_context_that_grew():
+    """The context that grew was evicted in the middle of its call when another was used after
+    it; and whether the growth fits at all is asked before anything is evicted for it."""
+    store = ContextStore(max_contexts=10, max_bytes=200)
+    grower, _ = store.get_or_build("a", lambda: _entry("a", 80))
+    store.get_or_build("b", lambda: _entry("b", 60))
+    store.get("b")  # used after "a": "a" is the least recently used
+    assert store.room_for_growth(grower, 120) and not store.room_for_growth(grower, 121)
+    store.count_growth(grower, 100)  # 240: over, and "b" goes, not "a"
+    assert store.get("b") is None and store.get("a") is grower
+    assert store.total_bytes == 180 and store.evictions == 1
