@@ -142,9 +142,6 @@ class BatchPlan:
     batch_rows: int | None
     threads: int
     refinement: Refinement | None = None
-    # The caller's column names, which the batches arrive without (positional aliases: see
-    # ``explain_dataframe``) and the answers go back with; None: the batches carry them.
-    input_names: tuple[str, ...] | None = None
 
     def new_columns(self) -> list[str]:
         """The added columns in schema order: per output, its values, uncertainties, base."""
@@ -295,6 +292,4 @@ def explain_batches(batches: Iterator, plan: BatchPlan, shipped: ShippedContext)
                 query = _query(part, plan, explainer)
                 answers = _explain(explainer, query, outputs, plan.refinement)
             added = _added(plan, explainer, *answers)
-            if plan.input_names is not None:
-                part = part.set_axis(list(plan.input_names), axis=1)
             yield pd.concat([part, pd.DataFrame(added)], axis=1)

@@ -171,21 +171,33 @@ def explain_dataframe(
         for column in predictions:
             _check_type(types, "prediction_columns", fields[column], None)
     _check_refinement(explainer, model, budget, random_state, predictions is not None)
+    all_names = [field.name for field in df.schema.fields]
+    for argument, named in (("feature_columns", features), ("prediction_columns", predictions)):
+        repeated = sorted({column for column in named or () if all_names.count(column) > 1})
+        if repeated:
+            raise InvalidArgumentError(
+                argument, f"names {repeated}, which df has more than once: rename them"
+            )
     # mapInPandas reads its input columns by name, and Spark parses a name with a dot as a
-    # struct's field ('Sepal.Length' could not be resolved, whichever column had it): the
-    # batches get positional names, and the caller's names come back with the answers.
+    # struct's field ('Sepal.Length' could not be resolved, whichever column had it), and
+    # cannot tell two columns of one name apart: the job runs on positional names, and the
+    # caller's names are put back on its result.
     names = [field.name for field in df.schema.fields]
-    aliases = {name: f"_shapley_input_{i}" for i, name in enumerate(names)}
-    plan = _plan(
-        explainer,
-        [aliases[column] for column in features],
-        None if predictions is None else [aliases[column] for column in predictions],
-        layout,
-        prefix,
-        batch_rows,
-        df.sparkSession,
+    stem = "_shapley_input_"
+    plan = _plan(explainer, features, predictions, layout, prefix, batch_rows, df.sparkSession)
+    while any(name.startswith(stem) for name in plan.new_columns()):
+        stem = "_" + stem
+    aliases = [f"{stem}{i}" for i in range(len(names))]
+    position = {name: names.index(name) for name in names}  # the first of repeated names
+    plan = replace(
+        plan,
+        feature_columns=tuple(aliases[position[column]] for column in features),
+        prediction_columns=(
+            None
+            if predictions is None
+            else tuple(aliases[position[column]] for column in predictions)
+        ),
     )
-    plan = replace(plan, input_names=tuple(names))
     added = [key(name) for name in plan.new_columns()]
     existing = {key(name): name for name in fields}
     taken = sorted(existing[name] for name in set(added) & set(existing))
@@ -195,7 +207,15 @@ def explain_dataframe(
             f"{prefix!r} gives added columns whose names are taken ({taken or 'by each other'}): "
             "choose another prefix or layout",
         )
-    schema = types.StructType([*df.schema.fields, *_added_fields(types, plan, explainer)])
+    schema = types.StructType(
+        [
+            *(
+                types.StructField(alias, field.dataType, field.nullable, field.metadata)
+                for alias, field in zip(aliases, df.schema.fields, strict=True)
+            ),
+            *_added_fields(types, plan, explainer),
+        ]
+    )
     if model is not None:
         refinement = Refinement(
             _ship_model(df.sparkSession, model, shipping), int(budget), random_state
@@ -206,7 +226,8 @@ def explain_dataframe(
     def explain(batches):
         return explain_batches(batches, plan, shipped)
 
-    return df.toDF(*aliases.values()).mapInPandas(explain, schema)
+    result = df.toDF(*aliases).mapInPandas(explain, schema)
+    return result.toDF(*names, *plan.new_columns())
 
 
 def _check_refinement(

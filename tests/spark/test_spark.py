@@ -394,6 +394,14 @@ def test_real_table_names_dots_case_and_number_labels(spark):
     with pytest.raises(InvalidArgumentError, match="'income' at position 0") as caught:
         explain_dataframe(lower, explainer, ["income", "sepal.length", "level"])
     assert caught.value.argument == "feature_columns"
+    # Two columns of one name (Spark allows them) pass through; as a feature, refused.
+    twice = df.toDF("Sepal.Length", "Income", "level", "key").crossJoin(spark.range(1).toDF("key"))
+    out = explain_dataframe(twice, explainer, ["Sepal.Length", "Income", "level"])
+    assert out.columns[:5] == ["Sepal.Length", "Income", "level", "key", "key"]
+    assert out.count() == 40
+    renamed = twice.toDF("Sepal.Length", "Income", "level", "Income", "key")
+    with pytest.raises(InvalidArgumentError, match=r"\['Income'\], which df has more than once"):
+        explain_dataframe(renamed, explainer, ["Sepal.Length", "Income", "level"])
     as_text = spark.createDataFrame(query.assign(level=query["level"].astype(str)))
     with pytest.raises(InvalidArgumentError, match=r"'level' of type string.*number labels"):
         explain_dataframe(as_text, explainer, ["Sepal.Length", "Income", "level"])
