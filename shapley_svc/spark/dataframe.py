@@ -3,6 +3,7 @@ saved context once, and add the attributions with ``mapInPandas``."""
 
 import hashlib
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -171,9 +172,9 @@ def explain_dataframe(
         for column in predictions:
             _check_type(types, "prediction_columns", fields[column], None)
     _check_refinement(explainer, model, budget, random_state, predictions is not None)
-    all_names = [field.name for field in df.schema.fields]
+    counts = Counter(field.name for field in df.schema.fields)
     for argument, named in (("feature_columns", features), ("prediction_columns", predictions)):
-        repeated = sorted({column for column in named or () if all_names.count(column) > 1})
+        repeated = sorted({column for column in named or () if counts[column] > 1})
         if repeated:
             raise InvalidArgumentError(
                 argument, f"names {repeated}, which df has more than once: rename them"
@@ -188,7 +189,9 @@ def explain_dataframe(
     while any(name.startswith(stem) for name in plan.new_columns()):
         stem = "_" + stem
     aliases = [f"{stem}{i}" for i in range(len(names))]
-    position = {name: names.index(name) for name in names}  # the first of repeated names
+    position: dict[str, int] = {}
+    for index, name in enumerate(names):
+        position.setdefault(name, index)  # the first of repeated names
     plan = replace(
         plan,
         feature_columns=tuple(aliases[position[column]] for column in features),
