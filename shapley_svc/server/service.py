@@ -328,7 +328,9 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
 
     @handled
     def GetServerInfo(self, request, context):
-        entries, total = self.contexts.held()
+        # The store's own counts: the clients call this before every chunked call, and
+        # ``held()`` checks each context's saved copy on disk (ListContexts does).
+        entries, total = self.contexts.store.snapshot()
         # Every Limits field is the setting of the same name.
         limits = {
             field.name: getattr(self.settings, field.name) for field in pb.Limits.DESCRIPTOR.fields
