@@ -18,15 +18,22 @@ test('the retry policy retries UNAVAILABLE on every Shapley call, up to maxAttem
   }
 });
 
-test('a call answered UNAVAILABLE is tried maxAttempts times, then fails UNAVAILABLE', async () => {
-  // A gRPC server whose GetServerInfo always answers UNAVAILABLE, counting the attempts.
-  const server = new grpc.Server();
-  let attempts = 0;
+/**
+ * A gRPC server answering one Shapley method with `answer(attempt)`: a status error object, or
+ * null for an empty response. Resolves to the server, its port and the attempts so far.
+ * @param {string} method
+ * @param {(attempt: number) => any} answer
+ */
+async function fakeReplica(method, answer) {
+  const server = new grpc.Server({ 'grpc.max_receive_message_length': 64 << 20 });
+  const seen = { attempts: 0 };
   server.register(
-    '/shapley.v1.Shapley/GetServerInfo',
+    `/shapley.v1.Shapley/${method}`,
     (/** @type {any} */ _call, /** @type {any} */ callback) => {
-      attempts += 1;
-      callback({ code: grpc.status.UNAVAILABLE, details: 'starting' });
+      seen.attempts += 1;
+      const error = answer(seen.attempts);
+      if (error) callback(error);
+      else callback(null, Buffer.alloc(0));
     },
     (/** @type {Buffer} */ value) => value,
     (/** @type {Buffer} */ value) => value,
@@ -36,6 +43,14 @@ test('a call answered UNAVAILABLE is tried maxAttempts times, then fails UNAVAIL
     '127.0.0.1:0', grpc.ServerCredentials.createInsecure(),
     (/** @type {Error | null} */ error, /** @type {number} */ bound) => (error ? fail(error) : ready(bound)),
   ));
+  return { server, port, seen };
+}
+
+test('a call answered UNAVAILABLE is tried maxAttempts times, then fails UNAVAILABLE', async () => {
+  // A gRPC server whose GetServerInfo always answers UNAVAILABLE, counting the attempts.
+  const { server, port, seen } = await fakeReplica(
+    'GetServerInfo', () => ({ code: grpc.status.UNAVAILABLE, details: 'starting' }),
+  );
   const client = new ShapleyClient(`127.0.0.1:${port}`, { timeout: 20, maxAttempts: 3 });
   try {
     await assert.rejects(client.serverInfo(), (/** @type {any} */ error) => {
@@ -43,7 +58,7 @@ test('a call answered UNAVAILABLE is tried maxAttempts times, then fails UNAVAIL
       assert.equal(error.code, 'UNAVAILABLE');
       return true;
     });
-    assert.equal(attempts, 3);
+    assert.equal(seen.attempts, 3);
   } finally {
     client.close();
     server.forceShutdown();
@@ -53,23 +68,10 @@ test('a call answered UNAVAILABLE is tried maxAttempts times, then fails UNAVAIL
 test('a call larger than gRPC\'s retry buffer is retried too', async () => {
   // gRPC keeps a request for its retries up to its per-call retry buffer (256 KiB unless told):
   // a 4 MB CreateContext whose replica was killed failed UNAVAILABLE at once.
-  const server = new grpc.Server({ 'grpc.max_receive_message_length': 64 << 20 });
-  let attempts = 0;
-  server.register(
-    '/shapley.v1.Shapley/CreateContext',
-    (/** @type {any} */ _call, /** @type {any} */ callback) => {
-      attempts += 1;
-      if (attempts === 1) callback({ code: grpc.status.UNAVAILABLE, details: 'replica stopping' });
-      else callback(null, Buffer.alloc(0)); // an empty CreateContextResponse
-    },
-    (/** @type {Buffer} */ value) => value,
-    (/** @type {Buffer} */ value) => value,
-    'unary',
+  const { server, port, seen } = await fakeReplica(
+    'CreateContext',
+    (attempt) => (attempt === 1 ? { code: grpc.status.UNAVAILABLE, details: 'replica stopping' } : null),
   );
-  const port = await new Promise((ready, fail) => server.bindAsync(
-    '127.0.0.1:0', grpc.ServerCredentials.createInsecure(),
-    (/** @type {Error | null} */ error, /** @type {number} */ bound) => (error ? fail(error) : ready(bound)),
-  ));
   const client = new ShapleyClient(`127.0.0.1:${port}`, { timeout: 20 });
   const request = {
     context: { rows: { dtype: 'DTYPE_FLOAT64', shape: [5000, 100], data: Buffer.alloc(4_000_000) } },
@@ -78,7 +80,7 @@ test('a call larger than gRPC\'s retry buffer is retried too', async () => {
     await new Promise((done, fail) => /** @type {any} */ (client)._stub.CreateContext(
       request, (/** @type {Error | null} */ error) => (error ? fail(error) : done(undefined)),
     ));
-    assert.equal(attempts, 2);
+    assert.equal(seen.attempts, 2);
   } finally {
     client.close();
     server.forceShutdown();
