@@ -58,12 +58,9 @@ const SERVERS = /** @type {Record<string, string[]>} */ ({
 
 /**
  * @typedef {{name: string, server: string, context: string, maxMessageBytes?: number,
- *   budget?: number, refit?: boolean, randomState?: number, expect: string,
- *   knownDisagreement?: string}} Case
- * expect: 'refit N' / 'weights N' (N rows scored and calibrated on) or 'refused FIELD'; the
- * Node client's decision where they differ. knownDisagreement: a case the two clients decide
- * apart today, run and reported as a TODO (not failing the run) until the clients are fixed;
- * drop it then, and the case fails again if they drift apart.
+ *   budget?: number, refit?: boolean, randomState?: number, expect: string}} Case
+ * expect: 'refit N' / 'weights N' (N rows scored and calibrated on) or 'refused FIELD', the
+ * decision both clients must make.
  */
 /** @type {Case[]} */
 const CASES = [
@@ -103,13 +100,12 @@ const CASES = [
   // refits. Python once left out the context field's tag and length (1 + 2 bytes) and refitted.
   { name: 'lin300 @11653: budget 400 (3 bytes of framing)', server: 'roomy', context: 'lin300', maxMessageBytes: 11653, budget: 400, expect: 'weights 400' },
   { name: 'lin300 @11653: budget 400, refit true (3 bytes of framing)', server: 'roomy', context: 'lin300', maxMessageBytes: 11653, budget: 400, refit: true, expect: 'refused refit' },
-  // KNOWN DISAGREEMENT, a client limit under the proposal's answer: Python caps what it
-  // receives at max_message_bytes (11,000), and the refit's default proposal, 1,200 rows of 5
-  // (48 kB), is refused on receipt (RESOURCE_EXHAUSTED, no field), which calibrate() does not
-  // fall back from; Node receives any size, then falls back to the weights' default (2.9 kB +
-  // 9.6 kB over 9,900 B; + 4.8 kB within): a refit on 600.
-  { name: 'small @11000: defaults (proposal over the client\'s limit)', server: 'roomy', context: 'small', maxMessageBytes: 11000, expect: 'refit 600',
-    knownDisagreement: 'KNOWN DISAGREEMENT: Python cannot receive the 48 kB proposal at max_message_bytes 11000 (RESOURCE_EXHAUSTED, no field); Node refits on 600' },
+  // A client limit under the proposal's answer (1,200 rows of 5, 48 kB): neither client caps
+  // what it receives (the server keeps its answers within its own limit), and the refit's
+  // request does not fit 11,000 bytes, so both fall back to the weights' default (2.9 kB +
+  // 9.6 kB over 9,900 B; + 4.8 kB within): a refit on 600. Python once capped its answers at
+  // max_message_bytes and failed here (RESOURCE_EXHAUSTED, no field).
+  { name: 'small @11000: defaults (proposal over the client\'s limit)', server: 'roomy', context: 'small', maxMessageBytes: 11000, expect: 'refit 600' },
   // max_context_rows 1,000: 60 + 1,200 over it, 60 + 600 within it: a refit on the weights' default.
   { name: 'rows1000 small: defaults', server: 'rows1000', context: 'small', expect: 'refit 600' },
   { name: 'rows1000 small: refit true', server: 'rows1000', context: 'small', refit: true, expect: 'refit 600' },
@@ -261,7 +257,7 @@ test('calibrate: the Node and Python clients decide refit and budget alike', { c
     }
     const python = await fromPython;
     for (const c of cases) {
-      await s.test(c.name, { todo: c.knownDisagreement }, () => {
+      await s.test(c.name, () => {
         const node = fromNode[c.name];
         const py = python[c.name];
         assert.deepEqual(node, py, `${c.name}: Node ${JSON.stringify(node)} vs Python ${JSON.stringify(py)}`);

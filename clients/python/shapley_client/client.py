@@ -564,7 +564,10 @@ class ShapleyClient:
         reading it from a file, a non-ASCII character, bytes) is refused here, as
         :class:`InvalidArgumentError` on ``token``, without quoting the token.
     timeout : deadline of each call in seconds (None: no deadline).
-    max_message_bytes : the largest message either way; match the server's limit.
+    max_message_bytes : the largest request this client sends, and what its chunks and
+        streamed contexts are sized to; match the server's limit. Answers are
+        not capped on this side, as in the Node client: the server keeps its answers within its
+        own limit (a cap here refused a calibration proposal that the server had sent whole).
     max_attempts : tries of a call that fails UNAVAILABLE (a replica stopping or killed, a
         proxy with no upstream), with exponential backoff from 0.1 s, by gRPC's own retry
         policy (a service config on the channel); 1 turns retries off. Every call is safe to
@@ -594,7 +597,7 @@ class ShapleyClient:
         _check_token(token)
         options = [
             ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", -1),
             ("grpc.enable_retries", int(max_attempts > 1)),
             ("grpc.service_config", json.dumps(retry_service_config(max_attempts))),
             ("grpc.per_rpc_retry_buffer_size", max_message_bytes),
