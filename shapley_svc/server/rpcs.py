@@ -145,21 +145,37 @@ def handled(method: Callable) -> Callable:
 
     @functools.wraps(method)
     def unary(self, request_or_iterator, context):
-        start, code = time.perf_counter(), "OK"
+        start = time.perf_counter()
         try:
-            return method(self, parsed(request_or_iterator), context)
+            answer = method(self, parsed(request_or_iterator), context)
         except Exception as error:
             gone = _gone(context, error, name)
             code = gone or status_code(error).name
+            self.metrics.observe(name, code, time.perf_counter() - start)
             if gone is None:
                 abort(context, error, name)
             # Nobody receives this status; without it grpc would try to serialize no response
             # and log that as an error.
             context.abort(grpc.StatusCode[gone], "the caller has gone")
-        finally:
-            self.metrics.observe(name, code, time.perf_counter() - start)
+        # The answer is still to be sent, and a large one can outlast the caller's deadline:
+        # counted when the call ends, by what ended it.
+        if not context.add_callback(lambda: _observe_answered(self.metrics, name, context, start)):
+            _observe_answered(self.metrics, name, context, start)
+        return answer
 
     return unary
+
+
+def _observe_answered(metrics, method: str, context: grpc.ServicerContext, start: float) -> None:
+    """Count a unary call whose handler answered: OK, unless the call ended after its deadline.
+
+    The server's deadline is the caller's shifted by the request's trip, and the call ends here
+    once the answer is handed to the transport, before the caller reads it: a call that ends
+    past the server's deadline reached its caller past the caller's, which saw
+    DEADLINE_EXCEEDED (seen with a 38 MB answer; grpc gives the handler no final status).
+    """
+    code = "DEADLINE_EXCEEDED" if context.time_remaining() <= 0 else "OK"
+    metrics.observe(method, code, time.perf_counter() - start)
 
 
 # A caller's deadline ends its call from both sides at about the same moment: the caller's grpc

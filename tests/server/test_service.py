@@ -644,8 +644,16 @@ def test_metrics_endpoint(server, client):
     with pytest.raises(ShapleyError):
         client.explain("ctx-unknown", X[:3])
     port = server.running.metrics_port
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    assert 'shapley_requests_total{method="Explain",code="OK"}' in text
+    # An answered call is counted when it ends on the server, a moment after the caller may
+    # have read its answer.
+    deadline = time.monotonic() + 10
+    while True:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        text = text.decode()
+        if 'shapley_requests_total{method="Explain",code="OK"}' in text:
+            break
+        assert time.monotonic() < deadline, text
+        time.sleep(0.05)
     assert 'shapley_errors_total{code="NOT_FOUND"}' in text
     assert "shapley_request_seconds_bucket" in text and "shapley_contexts_held" in text
     rows = [line for line in text.splitlines() if line.startswith("shapley_rows_explained_total")]

@@ -133,6 +133,16 @@ class _CallerContext:
     def __init__(self, remaining: float | None):
         self.remaining = remaining
         self.aborted = None
+        self.callbacks = []
+
+    def add_callback(self, callback) -> bool:
+        self.callbacks.append(callback)
+        return True
+
+    def end(self) -> None:
+        """The call ends: grpc runs the callbacks registered on it."""
+        for callback in self.callbacks:
+            callback()
 
     def is_active(self) -> bool:
         return self.remaining is None
@@ -165,7 +175,8 @@ def _left():
 
 
 class _Servicer:
-    """Two RPCs whose requests come from a stream: one answers once, one streams answers."""
+    """Two RPCs whose requests come from a stream (one answers once, one streams answers), and
+    one that answers one request."""
 
     def __init__(self):
         self.metrics = _Observed()
@@ -178,6 +189,10 @@ class _Servicer:
     def ExplainStream(self, request_iterator, context):
         for _ in request_iterator:
             yield pb.ExplainResponse()
+
+    @handled
+    def Explain(self, request, context):
+        return pb.ExplainResponse()
 
 
 @pytest.mark.parametrize("method", ["CreateContextStream", "ExplainStream"])
@@ -220,3 +235,17 @@ def test_a_caller_still_there_is_told_and_a_bug_while_it_left_keeps_its_tracebac
     assert servicer.metrics.calls[-1] == ("CreateContextStream", "CANCELLED")
     (warning,) = [record for record in caplog.records if record.levelno == logging.WARNING]
     assert warning.exc_info[0] is KeyError and "ended CANCELLED" in warning.getMessage()
+
+
+@pytest.mark.parametrize(
+    ("remaining_at_end", "code"), [(None, "OK"), (5.0, "OK"), (0.0, "DEADLINE_EXCEEDED")]
+)
+def test_an_answered_call_is_counted_when_it_ends_by_what_ended_it(remaining_at_end, code):
+    # A large answer can still be on its way when the caller's deadline passes: the caller sees
+    # DEADLINE_EXCEEDED although the handler answered, and so must the metrics.
+    servicer, context = _Servicer(), _CallerContext(None)
+    assert servicer.Explain(pb.ExplainRequest(), context) == pb.ExplainResponse()
+    assert servicer.metrics.calls == []  # the answer is not sent yet
+    context.remaining = remaining_at_end
+    context.end()
+    assert servicer.metrics.calls == [("Explain", code)]
