@@ -22,7 +22,19 @@ class ShapleyError(Exception):
 
 
 class InvalidArgumentError(ShapleyError, ValueError):
-    """An argument is malformed or inconsistent with the others (gRPC: INVALID_ARGUMENT)."""
+    """An argument is malformed or inconsistent with the others (gRPC: INVALID_ARGUMENT).
+
+    ``row`` and ``column``, when known, locate the refused value in the argument's array (the
+    problem says them too): a caller that cut the array from a larger table (a Spark batch, a
+    client's chunk) translates them into its own terms.
+    """
+
+    def __init__(
+        self, argument: str, problem: str, *, row: int | None = None, column: int | None = None
+    ):
+        super().__init__(argument, problem)
+        self.row = row
+        self.column = column
 
 
 class UnsupportedModelError(InvalidArgumentError, TypeError):

@@ -189,7 +189,10 @@ def _check_magnitude(name: str, array: np.ndarray, bound: float, why: str) -> No
         at = np.argwhere(too_large)[0]
         where = f"at row {at[0]}, column {at[1]}" if array.ndim == 2 else f"at {at[0]}"
         raise InvalidArgumentError(
-            name, f"must lie within +-{bound:g} ({why}); found {array[tuple(at)]:g} {where}"
+            name,
+            f"must lie within +-{bound:g} ({why}); found {array[tuple(at)]:g} {where}",
+            row=int(at[0]),
+            column=int(at[1]) if array.ndim == 2 else None,
         )
 
 
@@ -211,7 +214,13 @@ def _outputs(name: str, value, n_rows: int, n_outputs: int | None = None) -> np.
             name, f"has {array.shape[1]} outputs; the explainer was fitted on {n_outputs}"
         )
     if not np.isfinite(array).all():
-        raise InvalidArgumentError(name, "must be finite")
+        row, column = (int(i) for i in np.argwhere(~np.isfinite(array))[0])
+        raise InvalidArgumentError(
+            name,
+            f"must be finite; found {array[row, column]} at row {row}, output {column}",
+            row=row,
+            column=column,
+        )
     _check_magnitude(
         name, array, MAX_OUTPUT_MAGNITUDE, "a surrogate's fit sums them in float32; rescale them"
     )

@@ -4,6 +4,8 @@ function sees pandas frames alone, so it runs (and is tested) without Spark too.
 """
 
 import collections
+import contextlib
+import dataclasses
 import pickle
 import tempfile
 from collections.abc import Callable, Iterator
@@ -14,6 +16,7 @@ import numba
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from shapley_svc.errors import InvalidArgumentError
 from shapley_svc.estimator import ZeroShotExplainer
 
 # Contexts a worker process keeps loaded, most recently used last: a reused worker that serves
@@ -130,7 +133,8 @@ class BatchPlan:
 
     ``value_columns`` and ``uncertainty_columns`` are (K, P) names (K = 1 for a single-output
     context) and ``base_columns`` K names in the ``"columns"`` layout; in the ``"arrays"``
-    layout each holds one name (``[[name]]``, ``[[name]]``, ``[name]``).
+    layout each holds one name (``[[name]]``, ``[[name]]``, ``[name]``). ``caller_names`` gives
+    the caller's name of each input column the job renamed (errors speak the caller's names).
     """
 
     feature_columns: tuple[str, ...]
@@ -142,6 +146,7 @@ class BatchPlan:
     batch_rows: int | None
     threads: int
     refinement: Refinement | None = None
+    caller_names: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def new_columns(self) -> list[str]:
         """The added columns in schema order: per output, its values, uncertainties, base."""
@@ -189,7 +194,8 @@ def _explain(explainer: ZeroShotExplainer, query, outputs, refinement: Refinemen
             continue
         part = query[rows] if isinstance(query, np.ndarray) else query.loc[rows]
         given = None if given is None else _as_fitted(explainer, given[rows])
-        shaped = _answer(explainer, part, given, refinement)
+        with _rows_at(np.flatnonzero(rows)):
+            shaped = _answer(explainer, part, given, refinement)
         values[rows], uncertainty[rows], base_values[rows] = shaped
     return values, uncertainty, base_values
 
@@ -209,18 +215,66 @@ def _answer(explainer: ZeroShotExplainer, query, predictions, refinement: Refine
     for first in range(0, m, step):
         rows = slice(first, min(m, first + step))
         part = query[rows] if isinstance(query, np.ndarray) else query.iloc[rows]
-        proposal = explainer.propose(
-            part,
-            refinement.budget,
-            None if predictions is None else predictions[rows],
-            random_state=refinement.random_state,
-        )
+        with _rows_at(np.arange(rows.start, rows.stop)):
+            proposal = explainer.propose(
+                part,
+                refinement.budget,
+                None if predictions is None else predictions[rows],
+                random_state=refinement.random_state,
+            )
         scored = model(np.array(proposal.rows))
         answer = explainer.refine(proposal, scored)
         values[rows], uncertainty[rows], base_values[rows] = _shaped(
             explainer, answer, rows.stop - first
         )
     return values, uncertainty, base_values
+
+
+@contextlib.contextmanager
+def _rows_at(positions: np.ndarray) -> Iterator[None]:
+    """Refusals of a value in some of the rows given (``error.row``) located at their position
+    in the rows given the caller (``positions[error.row]``), for ``explain_batches`` to report
+    which of the batch's rows it was."""
+    try:
+        yield
+    except InvalidArgumentError as error:
+        if error.row is not None:
+            error.row = int(positions[error.row])
+        raise
+
+
+def _refused_in_table(error: InvalidArgumentError, frame, plan: BatchPlan) -> Exception:
+    """The estimator's refusal of one value of the batch in the table's terms: row numbers in a
+    batch mean nothing to whoever reads a failed job's log, so the caller's column is named and
+    the row shown by its values, which find it in the table."""
+    columns = {
+        "X_query": plan.feature_columns,
+        "predictions_query": plan.prediction_columns,
+    }.get(error.argument)
+    if columns is None or error.row is None or error.column is None:
+        return error
+    shown = [*plan.feature_columns, *(plan.prediction_columns or ())]
+
+    def caller(column: str) -> str:
+        return plan.caller_names.get(column, column)
+
+    def shown_value(column: str) -> str:
+        value = frame.at[error.row, column]  # not frame.iloc[row]: it casts ints to a float row
+        return repr(value.item() if isinstance(value, np.generic) else value)
+
+    values = ", ".join(f"{caller(name)}={shown_value(name)}" for name in shown[:MAX_SHOWN_COLUMNS])
+    if len(shown) > MAX_SHOWN_COLUMNS:
+        values += f", ... ({len(shown) - MAX_SHOWN_COLUMNS} more columns)"
+    column = columns[error.column]
+    return InvalidArgumentError(
+        caller(column),
+        f"holds {shown_value(column)} in the row with {values}, which the estimator refused: "
+        f"{error} (rows counted within a batch of {len(frame)})",
+    )
+
+
+# Columns of a refused row shown in the job's error: enough to find the row, short enough to read.
+MAX_SHOWN_COLUMNS = 12
 
 
 def _as_fitted(explainer: ZeroShotExplainer, outputs):
@@ -288,8 +342,11 @@ def explain_batches(batches: Iterator, plan: BatchPlan, shipped: ShippedContext)
                 outputs = np.column_stack(
                     [_float_column(part, column) for column in plan.prediction_columns]
                 )
-            with threadpool_limits(plan.threads):
-                query = _query(part, plan, explainer)
-                answers = _explain(explainer, query, outputs, plan.refinement)
+            try:
+                with threadpool_limits(plan.threads):
+                    query = _query(part, plan, explainer)
+                    answers = _explain(explainer, query, outputs, plan.refinement)
+            except InvalidArgumentError as error:
+                raise _refused_in_table(error, part, plan) from None
             added = _added(plan, explainer, *answers)
             yield pd.concat([part, pd.DataFrame(added)], axis=1)

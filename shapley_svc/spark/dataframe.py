@@ -200,6 +200,7 @@ def explain_dataframe(
             if predictions is None
             else tuple(aliases[position[column]] for column in predictions)
         ),
+        caller_names=dict(zip(aliases, names, strict=True)),
     )
     added = [key(name) for name in plan.new_columns()]
     existing = {key(name): name for name in fields}

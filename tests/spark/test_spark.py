@@ -7,6 +7,7 @@ absence fails instead of skipping.
 """
 
 import os
+import re
 import shutil
 import sys
 import warnings
@@ -405,3 +406,15 @@ def test_real_table_names_dots_case_and_number_labels(spark):
     as_text = spark.createDataFrame(query.assign(level=query["level"].astype(str)))
     with pytest.raises(InvalidArgumentError, match=r"'level' of type string.*number labels"):
         explain_dataframe(as_text, explainer, ["Sepal.Length", "Income", "level"])
+    # A value the estimator refuses fails the job naming the caller's column (the job runs on
+    # positional names) and showing the row, which a row number within a batch could not find.
+    broken = spark.createDataFrame(query.assign(Income=query["Income"].where(query.index != 17)))
+    broken = broken.fillna(float("inf"), subset=["Income"])
+    from pyspark.errors import PythonException
+
+    first, level = float(query.at[17, "Sepal.Length"]), int(query.at[17, "level"])
+    shown = f"Sepal.Length={first!r}, Income=inf, level={level!r}"
+    with pytest.raises(
+        PythonException, match=re.escape(f"Income holds inf in the row with {shown}")
+    ):
+        explain_dataframe(broken, explainer, ["Sepal.Length", "Income", "level"]).collect()

@@ -7,6 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
+from shapley_svc.errors import InvalidArgumentError
 from shapley_svc.estimator import ZeroShotExplainer
 from shapley_svc.spark import _worker
 from shapley_svc.spark._worker import BatchPlan, ShippedContext, explain_batches
@@ -166,3 +167,40 @@ def test_refined_batches_equal_the_in_process_refinement_slice_by_slice(
     assert not np.allclose(values[given], zero_shot, rtol=0, atol=1e-6)
     gap = values[given].sum(axis=1) - (y[given] - out["base"].to_numpy()[given])
     assert np.abs(gap).max() <= 1e-9, np.abs(gap).max()
+
+
+@pytest.mark.parametrize("refined", [False, True])
+@pytest.mark.parametrize("some_predictions_missing", [False, True])
+def test_a_refused_value_is_reported_by_the_callers_column_and_the_rows_values(
+    fitted, tmp_path, monkeypatch, refined, some_predictions_missing
+):
+    # Row numbers within an Arrow batch (or within the rows of it explained together) locate
+    # nothing in a table of millions: the error names the caller's column and shows the row.
+    X, y, explainer = fitted
+    frame = pd.DataFrame(X[:40], columns=["a", "b", "c"]).assign(p=y[:40])
+    frame.loc[31, "c"] = np.inf
+    frame.loc[31, "a"] = 12.5
+    if some_predictions_missing:  # the rows are then explained in two groups
+        frame.loc[[2, 3, 5], "p"] = np.nan
+    changes = {"caller_names": {"a": "Age", "b": "Income", "c": "Debt.Ratio", "p": "score"}}
+    if refined:  # rows are proposed in slices of 7
+        monkeypatch.setattr(_worker, "REFINE_SLICE_CELLS", 7 * 12 * 3)
+        changes["refinement"] = _worker.Refinement(_shipped_model(), 12, 17)
+    plan = _columns_plan(**changes)
+    with pytest.raises(InvalidArgumentError) as refused:
+        list(explain_batches(iter([frame]), plan, _shipped(explainer, tmp_path)))
+    assert refused.value.argument == "Debt.Ratio"
+    message = str(refused.value)
+    assert "holds inf in the row with Age=12.5, Income=" in message, message
+    assert f"score={float(frame.loc[31, 'p'])!r}" in message, message
+    assert "must be finite or NaN" in message and "a batch of 40" in message, message
+
+
+def test_a_refused_prediction_names_its_column(fitted, tmp_path):
+    X, y, explainer = fitted
+    frame = pd.DataFrame(X[:10], columns=["a", "b", "c"]).assign(p=y[:10])
+    frame.loc[6, "p"] = -np.inf
+    with pytest.raises(InvalidArgumentError) as refused:
+        list(explain_batches(iter([frame]), _columns_plan(), _shipped(explainer, tmp_path)))
+    assert refused.value.argument == "p"
+    assert f"holds -inf in the row with a={float(frame.loc[6, 'a'])!r}" in str(refused.value)
