@@ -3,7 +3,7 @@
 import datetime
 import os
 import platform
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError, packages_distributions, version
 from typing import Any
 
 import numba
@@ -13,10 +13,16 @@ CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.
 
 
 def package_version(package: str) -> str:
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "not installed"
+    """The installed version of ``package``: a distribution's name, or a module's, whichever
+    distribution installed it
+    (XGBoost's CPU-only wheel is the distribution ``xgboost-cpu``: asked by distribution name,
+    it was recorded "not installed" beside the results it computed)."""
+    for distribution in packages_distributions().get(package, [package]):
+        try:
+            return version(distribution)
+        except PackageNotFoundError:
+            continue
+    return "not installed"
 
 
 def machine_info() -> dict[str, Any]:
