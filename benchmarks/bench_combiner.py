@@ -10,8 +10,9 @@ other cases above d = 12 are left out. Beside our r come the ceilings of the zoo
 with the same efficiency projection as ours:
 
 * best member: the single surrogate with the highest r on the case;
-* best mix: the convex mix of surrogates closest to the truth (least squares on the simplex),
-  or the best member when that scores higher after the projection;
+* best mix: the convex mix of surrogates whose projected values have the highest r with the
+  truth: the search starts from the least-squares mix on the simplex, the best member and the
+  gate's own weights (which are a point of that simplex, so the mix never scores under ours);
 * gap closed: (ours - best member) / (best mix - best member), pooled over cases;
 * KernelSHAP at 4d coalitions on the same background and rows (it calls the model; missing
   cells reach the model as they are, whose imputer handles them), scored on the cases where it
@@ -110,6 +111,31 @@ def _simplex_fit(values: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return weights / weights.sum()
 
 
+def _best_projected_mix(score, starts: list[np.ndarray]) -> np.ndarray:
+    """Convex weights maximising ``score(weights)`` (the projected values' r with the truth),
+    searched from each of ``starts``. The projection moves values by the members' spread, so
+    the least-squares mix of the unprojected values is not the best projected one: on
+    wells/hist_gradient_boosting's 300-row context it scored 0.892 where the gate's own weights
+    scored 0.906 and this search 0.923 (QA 2026-12-06)."""
+    best, best_score = starts[0], score(starts[0])
+    for start in starts:
+        result = minimize(
+            lambda w: -score(np.clip(w, 0.0, None) / max(np.clip(w, 0.0, None).sum(), 1e-12)),
+            start,
+            bounds=[(0.0, 1.0)] * len(start),
+            constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": np.ones_like}],
+            method="SLSQP",
+            options={"ftol": 1e-10, "maxiter": 200},
+        )
+        for weights in (start, result.x):
+            weights = np.clip(weights, 0.0, None)
+            weights = weights / weights.sum()
+            found = score(weights)
+            if found > best_score:
+                best, best_score = weights, found
+    return best
+
+
 def candidate_values(
     explainer: ZeroShotExplainer, context_rows: np.ndarray, context_outputs, rows: np.ndarray
 ) -> list[np.ndarray | None]:
@@ -175,17 +201,29 @@ def zoo_ceilings(
             (f"_with_{name}", np.concatenate([zoo, candidates[k][c : c + 1]]))
             for c, name in enumerate(CANDIDATES)
         ]
+        gate = np.asarray(explainer.weights_[k], dtype=np.float64)[available]
         for suffix, values in (("", zoo), ("_candidates", widened), *each):
             vertices = [projected(values, weight) for weight in np.eye(len(values))]
             scores = [pearson(vertex, truth[:, :, k]) for vertex in vertices]
             answers["best_member" + suffix][:, :, k] = vertices[int(np.argmax(scores))]
-            weights = _simplex_fit(values.reshape(len(values), -1), truth[:, :, k].ravel())
+            starts = [
+                _simplex_fit(values.reshape(len(values), -1), truth[:, :, k].ravel()),
+                np.eye(len(values))[int(np.argmax(scores))],
+            ]
+            if gate.sum() > 0:
+                starts.append(np.concatenate([gate, np.zeros(len(values) - len(gate))]))
+                starts[-1] /= starts[-1].sum()
+
+            def score(weights, values=values, k=k):
+                return pearson(projected(values, weights), truth[:, :, k])
+
+            weights = _best_projected_mix(score, starts)
             answers["best_mix" + suffix][:, :, k] = projected(values, weights)
             if suffix == "_candidates":
                 for name, vertex in zip(CANDIDATES, vertices[len(zoo) :], strict=True):
                     alone[name][:, :, k] = vertex
     scores = {key: pearson(answer, truth) for key, answer in answers.items()}
-    # The mix is fitted before the projection: a vertex can score higher after it.
+    # The mix is searched per output and scored over all of them: a vertex can score higher.
     return {
         "best_member": scores["best_member"],
         "best_mix": max(scores["best_member"], scores["best_mix"]),
