@@ -274,7 +274,7 @@ def where_we_lose(payload: dict) -> list[str]:
         if faster:
             notes.append(
                 f"KernelSHAP at its {largest.removeprefix('kernelshap_')} budget costs no more "
-                "time per row than our fit + explain (amortised over the case's explained rows) on "
+                "time per row than our fit + explain (the fit spread over the rows compared) on "
                 + ", ".join(
                     f"{c['case']} ({_ms(c['methods'][largest]['seconds_per_row'])} vs "
                     f"{_ms(c['methods']['zero_shot']['seconds_per_row'])})"
@@ -335,7 +335,8 @@ def markdown(payload: dict) -> str:
         + " coalitions (default = 2d + 2048); its time includes its calls to the real model. "
         "Ours: `ZeroShotExplainer(random_state=0)` fitted on all rows and outputs, then "
         f"`explain` of all {settings['explained_rows']} rows with their outputs; time per row = "
-        "(fit + explain) / rows, and explain only. The surrogate: boosted trees fitted on (rows, "
+        f"the fit spread over the {settings['kernel_rows']} rows compared (KernelSHAP's rows) + "
+        "explain per row, and explain only. The surrogate: boosted trees fitted on (rows, "
         "outputs), TreeSHAP, residual split equally.",
         "",
         "## Headline",
@@ -426,7 +427,7 @@ def markdown(payload: dict) -> str:
         "could reach against that noisy truth.",
         "- At 1d-2d coalitions KernelSHAP solves an under-determined weighted regression: a few "
         "wild values can make its R^2 hugely negative while its r stays moderate.",
-        "- Our time per row spreads one fit over the case's explained rows; with more rows it "
+        "- Our time per row spreads one fit over the rows compared; with more rows it "
         "falls towards the explain-only figure. KernelSHAP's grows with the model's cost and "
         "the background's size.",
         f"- ExplainerPFN: {quoted['source']}. Its figures are quoted from the paper and were "
