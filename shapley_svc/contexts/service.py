@@ -47,6 +47,7 @@ from shapley_svc.estimator.calibration import minimum_budget as minimum_calibrat
 from shapley_svc.estimator.explainer import SERIAL_MAX_ROWS, Explanation
 from shapley_svc.estimator.persistence import save_explainer
 from shapley_svc.estimator.refinement import Proposal, minimum_budget, pairs_within
+from shapley_svc.kernels.threading_layer import serialised
 
 Result = TypeVar("Result")
 logger = logging.getLogger(__name__)
@@ -283,7 +284,9 @@ class ContextService:
         with _naming_context(entry):
             if m <= SERIAL_MAX_ROWS:
                 # A few milliseconds on one core: cheaper here than a hand-off to a compute thread.
-                return _explain(entry.explainer, rows, predictions, caller.should_stop)
+                return _taking_turns(
+                    _explain, entry.explainer, rows, predictions, caller.should_stop
+                )
             return self._on_compute_thread(_explain, caller, entry.explainer, rows, predictions)
 
     def _check_query_size(
@@ -430,7 +433,7 @@ class ContextService:
         try:
             with _naming_context(entry):
                 if n_rows <= SERIAL_MAX_ROWS:
-                    return work(*args, caller.should_stop)
+                    return _taking_turns(work, *args, caller.should_stop)
                 return self._on_compute_thread(work, caller, *args)
         finally:
             self._count_growth(entry)
@@ -688,7 +691,7 @@ class ContextService:
         def should_stop() -> bool:
             return abandoned.is_set() or caller.should_stop()
 
-        future = self._compute.submit(work, *args, should_stop)
+        future = self._compute.submit(_taking_turns, work, *args, should_stop)
         try:
             return future.result(timeout=remaining)
         except concurrent.futures.TimeoutError:
@@ -697,6 +700,13 @@ class ContextService:
             raise DeadlineExceededError(
                 f"deadline expired after {remaining:.3f} s while the server was computing"
             ) from None
+
+
+def _taking_turns(work: Callable[..., Result], *args: Any) -> Result:
+    """``work(*args)``, which may run the estimator's kernels: one thread at a time where numba's
+    threading layer cannot take launches from several (``threading_layer.serialised``)."""
+    with serialised():
+        return work(*args)
 
 
 def _explain(

@@ -364,17 +364,27 @@ def warm_up(running: RunningServer) -> float:
     import numpy as np
 
     from shapley_svc.estimator import ZeroShotExplainer
+    from shapley_svc.kernels.threading_layer import kernels_thread_safe, serialised, threading_layer
 
     rng = np.random.default_rng(0)
-    for d in (4, 9):  # exact and rescaled logistic surrogates; trees and splines either way
-        X = rng.normal(size=(64, d))
-        probabilities = 1.0 / (1.0 + np.exp(-(X[:, 0] + X[:, 1] * X[:, 2])))
-        explainer = ZeroShotExplainer(artifact=running.service.contexts.artifact_path)
-        explainer.fit(X, probabilities).explain(X[:3], probabilities[:3])
-        # Refinement's kernels (Propose, Refine), with and without the rows' predictions.
-        for given in (probabilities[:3], None):
-            proposal = explainer.propose(X[:3], 9, given)
-            explainer.refine(proposal, rng.random(proposal.rows.shape[0]))
+    # Calls are served meanwhile: the warm-up takes its turn with them where it must.
+    with serialised():
+        for d in (4, 9):  # exact and rescaled logistic surrogates; trees and splines either way
+            X = rng.normal(size=(64, d))
+            probabilities = 1.0 / (1.0 + np.exp(-(X[:, 0] + X[:, 1] * X[:, 2])))
+            explainer = ZeroShotExplainer(artifact=running.service.contexts.artifact_path)
+            explainer.fit(X, probabilities).explain(X[:3], probabilities[:3])
+            # Refinement's kernels (Propose, Refine), with and without the rows' predictions.
+            for given in (probabilities[:3], None):
+                proposal = explainer.propose(X[:3], 9, given)
+                explainer.refine(proposal, rng.random(proposal.rows.shape[0]))
+    if not kernels_thread_safe():
+        log.warning(
+            "numba's threading layer is %s, which cannot run kernels for several calls at once: "
+            "calls take turns on the kernels. Install libgomp1 (Debian, Ubuntu) or the tbb "
+            "package for concurrent calls",
+            threading_layer(),
+        )
     running.set_serving(True)
     return time.perf_counter() - start
 
