@@ -75,6 +75,14 @@ class DeadlineExceededError(ShapleyError):
         super().__init__("", problem)
 
 
+class UnavailableError(ShapleyError):
+    """The service cannot do the work now, and another replica or a retry may (UNAVAILABLE):
+    e.g. the server is stopping."""
+
+    def __init__(self, problem: str):
+        super().__init__("", problem)
+
+
 class StorageError(ShapleyError, OSError):
     """Saved state cannot be changed as asked (FAILED_PRECONDITION): e.g. a saved context that
     cannot be removed from a read-only volume. Nothing was changed."""
@@ -97,5 +105,6 @@ __all__ = [
     "NotFoundError",
     "ShapleyError",
     "StorageError",
+    "UnavailableError",
     "UnsupportedModelError",
 ]

@@ -39,6 +39,7 @@ from shapley_svc.errors import (
     NotFoundError,
     ShapleyError,
     StorageError,
+    UnavailableError,
 )
 from shapley_svc.estimator import ZeroShotExplainer, load_artifact
 from shapley_svc.estimator.calibration import CalibrationProposal, outputs_fingerprint
@@ -48,6 +49,10 @@ from shapley_svc.estimator.explainer import SERIAL_MAX_ROWS, Explanation
 from shapley_svc.estimator.persistence import save_explainer
 from shapley_svc.estimator.refinement import Proposal, minimum_budget, pairs_within
 from shapley_svc.kernels.threading_layer import serialised
+
+# What work the server dropped as it stopped is told: a replica that is not stopping can do it
+# (both clients retry UNAVAILABLE).
+STOPPING = "the server is stopping: retry, another replica will answer"
 
 Result = TypeVar("Result")
 logger = logging.getLogger(__name__)
@@ -691,9 +696,14 @@ class ContextService:
         def should_stop() -> bool:
             return abandoned.is_set() or caller.should_stop()
 
-        future = self._compute.submit(_taking_turns, work, *args, should_stop)
+        try:
+            future = self._compute.submit(_taking_turns, work, *args, should_stop)
+        except RuntimeError:  # the pool is shut down: the server is stopping
+            raise UnavailableError(STOPPING) from None
         try:
             return future.result(timeout=remaining)
+        except concurrent.futures.CancelledError:  # dropped from the queue by shutdown
+            raise UnavailableError(STOPPING) from None
         except concurrent.futures.TimeoutError:
             abandoned.set()
             future.cancel()
@@ -781,7 +791,9 @@ def _refine(
     explainer, rows, predictions, budget, random_state, outputs, should_stop
 ) -> Explanation:
     proposal = _propose(explainer, rows, predictions, budget, random_state, should_stop)
-    return explainer.refine(proposal, np.asarray(outputs, dtype=np.float64))
+    return explainer.refine(
+        proposal, np.asarray(outputs, dtype=np.float64), should_stop=should_stop
+    )
 
 
 @contextmanager

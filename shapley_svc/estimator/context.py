@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from shapley_svc.errors import CancelledError
 from shapley_svc.estimator.groups import Players
 from shapley_svc.estimator.surrogates import (
     DEFAULT_FIT_MEMORY_BYTES,
@@ -167,11 +168,16 @@ class FittedContext:
         return np.ascontiguousarray(self.players.of_feature, dtype=np.int64)
 
     def member_pair_gaps(
-        self, rows: np.ndarray, pairs: Pairs, needed: list[np.ndarray] | None = None
+        self,
+        rows: np.ndarray,
+        pairs: Pairs,
+        needed: list[np.ndarray] | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> list[np.ndarray]:
         """Per output, the (len(ZOO), m, n_pairs) pair gaps of each member (zeros where absent,
         or not ``needed`` as in ``member_values``) for the (m, d) rows as given (standardised
-        here); ``pairs.background`` is already standardised."""
+        here); ``pairs.background`` is already standardised. ``should_stop`` is polled before
+        each member's gaps (True: ``CancelledError``)."""
         Z = self.standardiser.transform(rows)
         shared: dict = {}
         found = []
@@ -180,6 +186,8 @@ class FittedContext:
             wanted = _of(needed, k)
             for s, fitted in enumerate(context.surrogates):
                 if fitted is not None and (wanted is None or wanted[s]):
+                    if should_stop is not None and should_stop():
+                        raise CancelledError("the work was cancelled")
                     gaps[s] = fitted.model.pair_gaps(Z, pairs, shared)
             found.append(gaps)
         return found

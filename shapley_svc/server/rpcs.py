@@ -157,6 +157,9 @@ def handled(method: Callable) -> Callable:
             # Nobody receives this status; without it grpc would try to serialize no response
             # and log that as an error.
             context.abort(grpc.StatusCode[gone], "the caller has gone")
+        if not context.is_active():  # the caller went away while the work went on
+            self.metrics.observe(name, _ending(context), time.perf_counter() - start)
+            return answer  # grpc drops it
         # The answer is still to be sent, and a large one can outlast the caller's deadline:
         # counted when the call ends, by what ended it.
         if not context.add_callback(lambda: _observe_answered(self.metrics, name, context, start)):
@@ -185,6 +188,14 @@ def _observe_answered(metrics, method: str, context: grpc.ServicerContext, start
 _DEADLINE_SLACK_SECONDS = 0.1
 
 
+def _ending(context: grpc.ServicerContext) -> str:
+    """How a call whose caller has gone ended: DEADLINE_EXCEEDED at its deadline, else
+    CANCELLED."""
+    remaining = context.time_remaining()
+    deadline_passed = remaining is not None and remaining <= _DEADLINE_SLACK_SECONDS
+    return "DEADLINE_EXCEEDED" if deadline_passed else "CANCELLED"
+
+
 def _gone(context: grpc.ServicerContext, error: BaseException, method: str) -> str | None:
     """None while the caller is there to be told why its call failed; else the status code its
     call ended with, CANCELLED or DEADLINE_EXCEEDED.
@@ -197,9 +208,7 @@ def _gone(context: grpc.ServicerContext, error: BaseException, method: str) -> s
     """
     if context.is_active():
         return None
-    remaining = context.time_remaining()
-    deadline_passed = remaining is not None and remaining <= _DEADLINE_SLACK_SECONDS
-    code = "DEADLINE_EXCEEDED" if deadline_passed else "CANCELLED"
+    code = _ending(context)
     expected = isinstance(error, grpc.RpcError | GeneratorExit) or (
         isinstance(error, ShapleyError) and status_code(error) != grpc.StatusCode.INTERNAL
     )

@@ -33,6 +33,7 @@ from shapley_svc.errors import (
     NotFoundError,
     ShapleyError,
     StorageError,
+    UnavailableError,
     UnsupportedModelError,
 )
 
@@ -49,6 +50,7 @@ STATUS_CODES: dict[type[ShapleyError], grpc.StatusCode] = {
     CancelledError: grpc.StatusCode.CANCELLED,
     DeadlineExceededError: grpc.StatusCode.DEADLINE_EXCEEDED,
     StorageError: grpc.StatusCode.FAILED_PRECONDITION,
+    UnavailableError: grpc.StatusCode.UNAVAILABLE,
     # The artifact was verified at start-up: failing later is the server's fault, not the call's.
     ArtifactError: grpc.StatusCode.INTERNAL,
 }

@@ -15,6 +15,7 @@ from shapley_svc.errors import (
     InvalidArgumentError,
     LimitExceededError,
     NotFoundError,
+    UnavailableError,
 )
 from shapley_svc.estimator import ZeroShotExplainer
 from shapley_svc.estimator.explainer import SERIAL_MAX_ROWS
@@ -354,3 +355,38 @@ def test_work_past_its_deadline_is_told_to_stop_and_queued_work_never_starts():
     service.shutdown()  # waits for the first fit's end
     assert len(polls) == 1, "the abandoned fit asked its caller again instead of stopping"
     assert len(service.store) == 0
+
+
+def test_work_queued_or_asked_for_as_the_service_stops_is_refused_unavailable():
+    # What shutdown dropped from the queue, or what came after it, failed with the executor's
+    # own CancelledError or RuntimeError: INTERNAL, and a warning with a traceback in the log.
+    stopping = _service()
+    entry = stopping.get_or_create(ContextSpec(X, P))[0]
+    started, release = threading.Event(), threading.Event()
+
+    def busy(*args):
+        started.set()
+        release.wait(30)
+
+    queued = {}
+    stopping._compute.submit(busy)
+    assert started.wait(30)
+
+    def ask():
+        try:
+            stopping.explain(entry, X[: SERIAL_MAX_ROWS + 1])
+        except UnavailableError as error:
+            queued["error"] = error
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    time.sleep(0.2)  # the explanation waits in the queue behind the busy thread
+    shutting = threading.Thread(target=stopping.shutdown)
+    shutting.start()
+    time.sleep(0.2)
+    release.set()
+    shutting.join(30)
+    asker.join(30)
+    assert "the server is stopping" in str(queued["error"])
+    with pytest.raises(UnavailableError, match="the server is stopping"):
+        stopping.explain(entry, X[: SERIAL_MAX_ROWS + 1])

@@ -659,6 +659,20 @@ def test_a_refit_polls_should_stop_and_can_be_cancelled(interacting, rows):
     assert interacting.calibration_ is None
 
 
+def test_a_weights_calibration_polls_should_stop_and_can_be_cancelled(interacting):
+    # It ignored should_stop: a late weights-only Calibrate kept a server's compute thread.
+    proposal = interacting.propose_calibration(160)
+    polls = []
+
+    def after_first_poll() -> bool:
+        polls.append(1)
+        return len(polls) > 1
+
+    with pytest.raises(CancelledError):
+        interacting.calibrate(proposal, _interacting(proposal.rows), should_stop=after_first_poll)
+    assert len(polls) == 2 and interacting.calibration_ is None
+
+
 @pytest.mark.parametrize("refit", [False, True], ids=["weights", "refit"])
 def test_calibration_answers_on_any_accepted_scale_as_at_scale_one(refit):
     """Up to the outputs' bound (1e30) a calibration answers as at scale 1: past 1e77 it

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.ensemble import RandomForestRegressor
 
-from shapley_svc.errors import InvalidArgumentError
+from shapley_svc.errors import CancelledError, InvalidArgumentError
 from shapley_svc.estimator import ZeroShotExplainer, refinement
 from shapley_svc.estimator.refinement import (
     CENTRE_SCALE_PRIOR_STD,
@@ -1225,3 +1225,21 @@ def test_a_background_larger_than_the_trials_is_sampled_for_it_deterministically
         [trial.bias_variance, trial.background_variance, trial.centre_variance]
     ).all()
     assert trial.background_variance > 0 and trial.centre_variance > 0
+
+
+def test_refine_polls_should_stop_between_slices_and_members(fitted):
+    # A server's late Refine must give its compute thread back: refine polls, and stops.
+    explainer, query, _ = fitted
+    proposal = explainer.propose(query, 20, _interacting(query))
+    outputs = _interacting(proposal.rows)
+    polls = []
+
+    def after_third_poll() -> bool:
+        polls.append(1)
+        return len(polls) > 3
+
+    with pytest.raises(CancelledError):
+        explainer.refine(proposal, outputs, should_stop=after_third_poll)
+    assert len(polls) == 4
+    never = explainer.refine(proposal, outputs, should_stop=lambda: False)
+    assert np.array_equal(never.values, explainer.refine(proposal, outputs).values)

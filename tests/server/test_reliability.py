@@ -263,3 +263,37 @@ def test_a_passed_deadline_stops_a_large_explain_within_a_slice(make_server):
         # call left running, which is at most one slice.
         client.explain(context, rows[: SERIAL_MAX_ROWS + 1])
         assert time.perf_counter() - start < full / 2, f"full batch took {full:.2f} s"
+
+
+@pytest.mark.slow
+def test_a_passed_deadline_stops_a_large_refine_within_a_slice(make_server):
+    # Refine did not poll its caller: two late Refines kept the one compute thread for seconds
+    # after their callers had DEADLINE_EXCEEDED, and an Explain queued behind them (QA
+    # 2026-12-06: 7.7 s where it takes 0.014 s alone).
+    server = make_server(compute_threads=1, warm=False)
+    d = 32
+    X, p = make_task(n=300, d=d, seed=13)
+    rows = np.random.default_rng(1).normal(size=(2000, d))
+    budget = 4 * d
+    with server.client(timeout=300) as client:
+        context = client.create_context(X, p)
+        proposal = client.propose(context, rows, budget=budget)
+        outputs = proposal.rows[:, 0] + proposal.rows[:, 1] * proposal.rows[:, 2]
+        start = time.perf_counter()
+        client.refine(context, rows, outputs, budget=budget)
+        full = time.perf_counter() - start
+        queued = rows[: SERIAL_MAX_ROWS + 1]  # more rows than run inline: on the compute thread
+        start = time.perf_counter()
+        client.explain(context, queued)
+        alone = time.perf_counter() - start
+        client.timeout = full / 10
+        with pytest.raises(ShapleyError) as late:
+            client.refine(context, rows, outputs, budget=budget)
+        assert late.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        client.timeout = 300
+        start = time.perf_counter()
+        client.explain(context, queued)
+        waited = time.perf_counter() - start
+        assert waited < alone + full / 3, (
+            f"{waited:.2f} s; alone {alone:.2f} s, refine {full:.2f} s"
+        )

@@ -249,3 +249,13 @@ def test_an_answered_call_is_counted_when_it_ends_by_what_ended_it(remaining_at_
     context.remaining = remaining_at_end
     context.end()
     assert servicer.metrics.calls == [("Explain", code)]
+
+
+@pytest.mark.parametrize(("remaining", "code"), [(30.0, "CANCELLED"), (0.0, "DEADLINE_EXCEEDED")])
+def test_a_call_whose_caller_left_while_it_worked_is_counted_as_what_ended_it(remaining, code):
+    # A handler that does not poll its caller runs to the end and returns an answer nobody
+    # receives: it was counted OK.
+    servicer, context = _Servicer(), _CallerContext(remaining)
+    servicer.Explain(pb.ExplainRequest(), context)
+    assert servicer.metrics.calls == [("Explain", code)]
+    assert context.callbacks == []
