@@ -12,6 +12,12 @@ COPY shapley_svc /src/shapley_svc
 RUN /opt/shapley-svc/bin/pip install /src
 
 FROM ${BASE}
+# numba runs the parallel kernels on OpenMP, from the system's libgomp, which slim Debian images
+# lack: numba then falls back to its workqueue layer, on which calls take turns on the kernels
+# (shapley_svc.kernels.threading_layer) instead of running side by side.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgomp1 \
+    && rm -rf /var/lib/apt/lists/*
 RUN useradd --create-home --uid 10001 shapley \
     && mkdir -p /var/cache/numba && chown shapley /var/cache/numba
 COPY --from=build /opt/shapley-svc /opt/shapley-svc
