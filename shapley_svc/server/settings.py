@@ -302,6 +302,9 @@ class Settings:
             problem = directory_problem(self.context_dir)
             if problem:
                 raise SettingError(f"{{0}}: {problem}", "context_dir")
+        if self.artifact and not os.path.isfile(self.artifact):
+            # Its content (the weights' sha256) is checked as it loads, after the server binds.
+            raise SettingError(f"{{0}}: {self.artifact!r} is not a file", "artifact")
 
     def context_limits(self) -> ContextLimits:
         """The limits the context service enforces; an answer must fit in one message."""

@@ -231,3 +231,15 @@ def test_the_health_port_must_be_a_port_of_its_own():
     ):
         settings_from(["--metrics-address", ":9464"], {"SHAPLEY_SVC_HEALTH_ADDRESS": ":9464"})
     assert settings_from(["--address", ":0", "--health-address", ":0"], {}).health_address == ":0"
+
+
+def test_an_artifact_that_is_not_a_file_is_refused_before_binding(tmp_path):
+    # It bound, then stopped with exit 1 and "cannot start: artifact manifest not found",
+    # naming no flag (QA 2026-12-06); its content is checked as it loads.
+    with pytest.raises(ValueError, match=r"^--artifact: '.*missing.json' is not a file"):
+        settings_from(["--artifact", str(tmp_path / "missing.json")], {})
+    with pytest.raises(ValueError, match=r"^SHAPLEY_SVC_ARTIFACT: '.*' is not a file"):
+        settings_from([], {"SHAPLEY_SVC_ARTIFACT": str(tmp_path)})
+    manifest = tmp_path / "combiner.json"
+    manifest.write_text("{}")
+    assert settings_from(["--artifact", str(manifest)], {}).artifact == str(manifest)
