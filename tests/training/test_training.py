@@ -3,6 +3,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from shapley_svc import ZeroShotExplainer
 from shapley_svc.estimator.artifact import load_artifact
 from shapley_svc.estimator.combiner import CombinerParameters, combine, gate_weights
 from shapley_svc.estimator.context import GLOBAL_FEATURES, SURROGATE_FEATURES, ContextFeatures
@@ -78,10 +79,24 @@ def test_combine_projects_onto_the_target_sums(rng):
 
 
 @pytest.mark.slow
-def test_smoke_training_writes_an_artifact_that_loads(tmp_path):
+def test_smoke_training_writes_an_artifact_that_loads_and_explains(tmp_path):
     out = tmp_path / "combiner.json"
     metrics = train(8, seed=5, out=out, config=SMALL, workers=2)
     artifact = load_artifact(out)
     assert artifact.manifest["n_tasks"] == 8
     assert artifact.manifest["training_metrics"]["examples"] == metrics["examples"] >= 1
     assert np.isfinite(artifact.parameters.gate_global).all()
+    # Trained, not the neutral start (a run whose meta-training returned it passed before).
+    neutral = CombinerParameters.neutral()
+    assert not np.allclose(artifact.parameters.gate_global, neutral.gate_global)
+    drawn = artifact.manifest["training_metrics"]["tasks_drawn"]
+    assert drawn["training"]["tasks"] + drawn["validation"]["tasks"] == 8
+    assert sum(drawn["training"]["by_family"].values()) == drawn["training"]["tasks"]
+    # The estimator explains with it, exactly efficient.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 4))
+    y = X[:, 0] + X[:, 1] * X[:, 2]
+    explanation = ZeroShotExplainer(artifact=out).fit(X, y).explain(X[:5], y[:5])
+    gaps = explanation.values.sum(axis=1) - (y[:5] - explanation.base_values)
+    assert np.abs(gaps).max() < 1e-9
+    assert not list(tmp_path.glob(".*partial"))  # written through hidden files, renamed
