@@ -420,7 +420,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     train.add_argument(
         "--max-features",
         type=at_least(MIN_MAX_FEATURES),
-        help=f"cap on d in the prior (at least {MIN_MAX_FEATURES}, the prior's least d)",
+        help=f"cap on d of the synthetic causal-model tasks (at least {MIN_MAX_FEATURES}, the "
+        "prior's least d); embedding tasks keep d = 48-384 and real-table tasks their table's "
+        "columns",
     )
     train.add_argument(
         "--real-share",
