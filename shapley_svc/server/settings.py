@@ -381,10 +381,13 @@ def settings_from(
             typed.add(spec.name)
 
     def label(name: str) -> str:
-        """The setting as the user gave it: the flag, else its variable, else the flag."""
-        if name not in typed and from_env.get(name):
+        """The setting as the user gave it: the flag, else its variable; one given neither way
+        by both names (`health` takes the variables alone, and named a flag it does not have)."""
+        if name in typed:
+            return _flag(name)
+        if from_env.get(name):
             return from_env[name]
-        return _flag(name)
+        return f"{_flag(name)} (or {ENV_PREFIX}{name.upper()})"
 
     try:
         return Settings(**values)

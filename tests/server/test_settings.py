@@ -78,8 +78,17 @@ def test_settings_built_in_code_name_the_field_and_the_command_line_names_the_fl
         settings_from(["--worker-threads", "0"], {"SHAPLEY_SVC_WORKER_THREADS": "4"})
     with pytest.raises(ValueError, match=r"^SHAPLEY_SVC_WORKER_THREADS must be >= 1; got 0$"):
         settings_from([], {"SHAPLEY_SVC_WORKER_THREADS": "0"})
-    with pytest.raises(ValueError, match=r"^--tls-cert and --tls-key must be given together$"):
+    with pytest.raises(
+        ValueError, match=r"^--tls-cert \(or SHAPLEY_SVC_TLS_CERT\) and --tls-key must be given t"
+    ):
         settings_from(["--tls-key", __file__], {})
+    # `health` reads the variables alone: a setting missing both ways is named both ways (it
+    # named --tls-key, a flag `health` does not have).
+    with pytest.raises(
+        ValueError,
+        match=r"^SHAPLEY_SVC_TLS_CERT and --tls-key \(or SHAPLEY_SVC_TLS_KEY\) must be given t",
+    ):
+        settings_from([], {"SHAPLEY_SVC_TLS_CERT": __file__})
 
 
 def test_tls_files_that_grpc_could_not_bind_with_are_refused_naming_their_flags(
