@@ -62,7 +62,7 @@ KERNEL_COMPILE_SECONDS = {
     "tree_outputs": 3.4,
     "enumeration": 3.2,
     "splines": 1.8,
-    "threading_layer": 0.7,  # measured alone, 2026-12-06, on 2 busy cores
+    "threading_probe": 0.7,  # measured alone, 2026-12-06, on 2 busy cores
 }
 # Modules a kernel module imports: compiled in the same process, never twice.
 KERNEL_IMPORTS = {"coalitions": ("tree_outputs",)}

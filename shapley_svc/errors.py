@@ -20,26 +20,59 @@ class ShapleyError(Exception):
         self.argument = argument
         self.problem = problem
 
+    def __reduce__(self):
+        # Picklable, as exceptions raised in worker processes must be: the default passes
+        # ``args`` (the joined message) to an __init__ that takes two arguments, and a training
+        # worker's refusal broke its pool.
+        return (_shapley_error, (type(self), self.argument, self.problem))
+
+
+def _shapley_error(kind, argument, problem):
+    error = kind.__new__(kind)
+    ShapleyError.__init__(error, argument, problem)
+    return error
+
 
 class InvalidArgumentError(ShapleyError, ValueError):
     """An argument is malformed or inconsistent with the others (gRPC: INVALID_ARGUMENT).
 
-    ``row`` and ``column``, when known, locate the refused value in the argument's array (the
-    problem says them too): a caller that cut the array from a larger table (a Spark batch, a
-    client's chunk) translates them into its own terms.
+    ``row`` and ``column`` (an ``axis``: "column", or "output" for model outputs), when given,
+    locate the refused value in the argument's array: the problem ends with them ("... at row
+    3, column 1"), and ``unlocated`` is the problem without them, for a caller that cut the array
+    from a larger table (a Spark batch) and says where the value is in its own terms.
     """
 
     def __init__(
-        self, argument: str, problem: str, *, row: int | None = None, column: int | None = None
+        self,
+        argument: str,
+        problem: str,
+        *,
+        row: int | None = None,
+        column: int | None = None,
+        axis: str = "column",
     ):
+        self.unlocated = problem
+        if row is not None:
+            problem += f" at row {row}" + ("" if column is None else f", {axis} {column}")
         super().__init__(argument, problem)
         self.row = row
         self.column = column
+        self.axis = axis
+
+    def __reduce__(self):  # picklable (a worker process's refusal reaches its parent)
+        return (
+            _invalid_argument,
+            (type(self), self.argument, self.unlocated, self.row, self.column, self.axis),
+        )
 
 
 class UnsupportedModelError(InvalidArgumentError, TypeError):
     """A model of a kind the function cannot read (INVALID_ARGUMENT); also a ``TypeError``,
     which such a refusal was before it was a ``ShapleyError``."""
+
+
+def _invalid_argument(kind, argument, problem, row, column, axis):
+    return kind(argument, problem, row=row, column=column, axis=axis)
 
 
 class LimitExceededError(ShapleyError, ValueError):

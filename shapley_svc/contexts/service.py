@@ -33,6 +33,7 @@ from shapley_svc.contexts.spec import (
 )
 from shapley_svc.contexts.store import ContextStore, StoredContext
 from shapley_svc.errors import (
+    CancelledError,
     DeadlineExceededError,
     InvalidArgumentError,
     LimitExceededError,
@@ -48,7 +49,7 @@ from shapley_svc.estimator.calibration import minimum_budget as minimum_calibrat
 from shapley_svc.estimator.explainer import SERIAL_MAX_ROWS, Explanation
 from shapley_svc.estimator.persistence import save_explainer
 from shapley_svc.estimator.refinement import Proposal, minimum_budget, pairs_within
-from shapley_svc.kernels.threading_layer import serialised
+from shapley_svc.estimator.threading_layer import TurnAbandoned, serialised
 
 # What work the server dropped as it stopped is told: a replica that is not stopping can do it
 # (both clients retry UNAVAILABLE).
@@ -289,9 +290,7 @@ class ContextService:
         with _naming_context(entry):
             if m <= SERIAL_MAX_ROWS:
                 # A few milliseconds on one core: cheaper here than a hand-off to a compute thread.
-                return _taking_turns(
-                    _explain, entry.explainer, rows, predictions, caller.should_stop
-                )
+                return _here(caller, _explain, entry.explainer, rows, predictions)
             return self._on_compute_thread(_explain, caller, entry.explainer, rows, predictions)
 
     def _check_query_size(
@@ -438,7 +437,7 @@ class ContextService:
         try:
             with _naming_context(entry):
                 if n_rows <= SERIAL_MAX_ROWS:
-                    return _taking_turns(work, *args, caller.should_stop)
+                    return _here(caller, work, *args)
                 return self._on_compute_thread(work, caller, *args)
         finally:
             self._count_growth(entry)
@@ -713,10 +712,33 @@ class ContextService:
 
 
 def _taking_turns(work: Callable[..., Result], *args: Any) -> Result:
-    """``work(*args)``, which may run the estimator's kernels: one thread at a time where numba's
-    threading layer cannot take launches from several (``threading_layer.serialised``)."""
-    with serialised():
-        return work(*args)
+    """``work(*args, should_stop)`` on a compute thread: it may run the estimator's kernels,
+    one thread at a time where numba's threading layer cannot take launches from several
+    (``threading_layer.serialised``), waiting for its turn until ``should_stop``."""
+    try:
+        with serialised(args[-1]):
+            return work(*args)
+    except TurnAbandoned:
+        raise CancelledError("the call ended while it waited for its turn on the kernels") from None
+
+
+def _here(caller: Caller, work: Callable[..., Result], *args: Any) -> Result:
+    """``work(*args, caller.should_stop)`` on the calling thread, its turn on the kernels (where
+    calls take turns) waited for until the caller goes or its deadline passes."""
+
+    def late() -> bool:
+        left = caller.seconds_left()
+        return left is not None and left <= 0
+
+    try:
+        with serialised(lambda: caller.should_stop() or late()):
+            return work(*args, caller.should_stop)
+    except TurnAbandoned:
+        if late():
+            raise DeadlineExceededError(
+                "deadline expired while the call waited for its turn on the kernels"
+            ) from None
+        raise CancelledError("the call ended while it waited for its turn on the kernels") from None
 
 
 def _explain(

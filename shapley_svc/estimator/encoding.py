@@ -254,7 +254,7 @@ def check_codes(name: str, X: np.ndarray, categorical: np.ndarray, feature_names
             raise InvalidArgumentError(
                 name,
                 f"column {int(j)} ({feature_names[j]!r}) is categorical and must hold integer "
-                f"codes or NaN; found {values[bad[0]]} at row {int(bad[0])}",
+                f"codes or NaN; found {values[bad[0]]}",
                 row=int(bad[0]),
                 column=int(j),
             )

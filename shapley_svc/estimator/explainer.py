@@ -192,10 +192,9 @@ def _check_magnitude(name: str, array: np.ndarray, bound: float, why: str) -> No
     too_large = np.abs(array) > bound
     if too_large.any():
         at = np.argwhere(too_large)[0]
-        where = f"at row {at[0]}, column {at[1]}" if array.ndim == 2 else f"at {at[0]}"
         raise InvalidArgumentError(
             name,
-            f"must lie within +-{bound:g} ({why}); found {array[tuple(at)]:g} {where}",
+            f"must lie within +-{bound:g} ({why}); found {array[tuple(at)]:g}",
             row=int(at[0]),
             column=int(at[1]) if array.ndim == 2 else None,
         )
@@ -222,9 +221,10 @@ def _outputs(name: str, value, n_rows: int, n_outputs: int | None = None) -> np.
         row, column = (int(i) for i in np.argwhere(~np.isfinite(array))[0])
         raise InvalidArgumentError(
             name,
-            f"must be finite; found {array[row, column]} at row {row}, output {column}",
+            f"must be finite; found {array[row, column]}",
             row=row,
             column=column,
+            axis="output",
         )
     _check_magnitude(
         name, array, MAX_OUTPUT_MAGNITUDE, "a surrogate's fit sums them in float32; rescale them"

@@ -42,10 +42,7 @@ def as_float_matrix(
         bad = np.argwhere(bad_values)[0]
         expected = "must be finite or NaN (missing)" if allow_nan else "must be finite"
         raise InvalidArgumentError(
-            name,
-            f"{expected}; found {array[tuple(bad)]} at row {bad[0]}, column {bad[1]}",
-            row=int(bad[0]),
-            column=int(bad[1]),
+            name, f"{expected}; found {array[tuple(bad)]}", row=int(bad[0]), column=int(bad[1])
         )
     return np.ascontiguousarray(array)
 

@@ -364,7 +364,11 @@ def warm_up(running: RunningServer) -> float:
     import numpy as np
 
     from shapley_svc.estimator import ZeroShotExplainer
-    from shapley_svc.kernels.threading_layer import kernels_thread_safe, serialised, threading_layer
+    from shapley_svc.estimator.threading_layer import (
+        kernels_thread_safe,
+        serialised,
+        threading_layer,
+    )
 
     rng = np.random.default_rng(0)
     # Calls are served meanwhile: the warm-up takes its turn with them where it must.

@@ -230,15 +230,20 @@ def _answer(explainer: ZeroShotExplainer, query, predictions, refinement: Refine
     return values, uncertainty, base_values
 
 
+# The arguments whose rows are the explained rows: the model's outputs on proposed rows
+# ("outputs") count other rows.
+_BY_EXPLAINED_ROW = ("X_query", "predictions_query")
+
+
 @contextlib.contextmanager
 def _rows_at(positions: np.ndarray) -> Iterator[None]:
-    """Refusals of a value in some of the rows given (``error.row``) located at their position
-    in the rows given the caller (``positions[error.row]``), for ``explain_batches`` to report
-    which of the batch's rows it was."""
+    """Refusals of a value in some of the explained rows given (``error.row``) located at their
+    position in the rows given the caller (``positions[error.row]``), for ``explain_batches`` to
+    report which of the batch's rows it was."""
     try:
         yield
     except InvalidArgumentError as error:
-        if error.row is not None:
+        if error.row is not None and error.argument in _BY_EXPLAINED_ROW:
             error.row = int(positions[error.row])
         raise
 
@@ -247,10 +252,8 @@ def _refused_in_table(error: InvalidArgumentError, frame, plan: BatchPlan) -> Ex
     """The estimator's refusal of one value of the batch in the table's terms: row numbers in a
     batch mean nothing to whoever reads a failed job's log, so the caller's column is named and
     the row shown by its values, which find it in the table."""
-    columns = {
-        "X_query": plan.feature_columns,
-        "predictions_query": plan.prediction_columns,
-    }.get(error.argument)
+    columns = {"X_query": plan.feature_columns, "predictions_query": plan.prediction_columns}
+    columns = columns.get(error.argument)
     if columns is None or error.row is None or error.column is None:
         return error
     shown = [*plan.feature_columns, *(plan.prediction_columns or ())]
@@ -269,7 +272,7 @@ def _refused_in_table(error: InvalidArgumentError, frame, plan: BatchPlan) -> Ex
     return InvalidArgumentError(
         caller(column),
         f"holds {shown_value(column)} in the row with {values}, which the estimator refused: "
-        f"{error} (rows counted within a batch of {len(frame)})",
+        f"{error.argument} {error.unlocated}",
     )
 
 

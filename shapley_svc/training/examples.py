@@ -4,6 +4,7 @@ import multiprocessing
 import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,18 +99,33 @@ def build_examples(
     start = time.perf_counter()
     # Spawned, not forked: a fork after numba's OpenMP runtime has started can kill the child.
     context = multiprocessing.get_context("spawn")
-    # A multiprocessing pool, whose exit terminates its workers: a process pool executor's waits
-    # for their tasks, and a run stopped by SIGTERM left both workers running (330 MB each) for
-    # as long as their tasks took.
-    with context.Pool(workers, initializer=_init_worker) as pool:
-        batches = pool.imap(_build, [(s, config) for s in seeds])
-        for done, batch in enumerate(batches, start=1):
-            examples.extend(batch)
-            if progress:
-                _progress(done, len(seeds), time.perf_counter() - start)
+    # An executor, not a multiprocessing pool: a worker that dies (the OOM killer) or raises
+    # breaks it at once (BrokenProcessPool), where the pool's imap waited for ever.
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
+        try:
+            batches = pool.map(_build, [(s, config) for s in seeds])
+            for done, batch in enumerate(batches, start=1):
+                examples.extend(batch)
+                if progress:
+                    _progress(done, len(seeds), time.perf_counter() - start)
+        except BaseException:
+            _stop_workers(pool)
+            raise
     if progress:
         sys.stderr.write("\n")
     return examples
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Stop ``pool``'s workers now: its shutdown waits for their tasks, and a run stopped by
+    SIGTERM or Ctrl-C left both running (330 MB each) for as long as their tasks took. The
+    executor has no public way to do it before Python 3.14 (``terminate_workers``)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(5)
 
 
 def _progress(done: int, total: int, elapsed: float) -> None:

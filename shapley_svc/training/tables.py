@@ -58,6 +58,9 @@ def specs_problem(specs: list[dict]) -> str | None:
             missing.append("classes")
         if missing:
             return f"entry {number} ({spec.get('id', 'no id')}) lacks {', '.join(missing)}"
+        for field in ("id", "package", "item", "target", "task"):
+            if not isinstance(spec[field], str):
+                return f"entry {number}: {field} must be a string; got {spec[field]!r}"
         name = spec["id"]
         if name in seen:
             return f"table {name!r} is listed twice"

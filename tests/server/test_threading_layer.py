@@ -64,3 +64,47 @@ def test_concurrent_calls_on_the_workqueue_layer_take_turns(tmp_path):
     finally:
         server.terminate()
         server.wait(60)
+
+
+_WAITS_UNTIL_ITS_DEADLINE = """
+import threading, time
+import numpy as np
+from shapley_svc.contexts import Caller, ContextLimits, ContextService, ContextSpec
+from shapley_svc.errors import DeadlineExceededError
+from shapley_svc.estimator.threading_layer import kernels_thread_safe
+
+assert not kernels_thread_safe()
+service = ContextService(ContextLimits(100_000, 64, 8, 100_000, 64 << 20, 50, 1 << 31), 2)
+X = np.random.default_rng(0).normal(size=(300, 4))
+entry, _ = service.get_or_create(ContextSpec(X, X[:, 0] * X[:, 1]))
+big = np.random.default_rng(1).normal(size=(30_000, 30))
+fitting = threading.Thread(
+    target=service.get_or_create, args=(ContextSpec(big, big[:, 0] * big[:, 1] + big[:, 2]),)
+)
+fitting.start()
+time.sleep(1.0)  # the fit has the turn
+start = time.monotonic()
+try:
+    service.explain(entry, X[:5], caller=Caller(deadline=start + 0.5))
+    print("answered after", time.monotonic() - start)
+except DeadlineExceededError:
+    print("deadline after", time.monotonic() - start, "fit alive", fitting.is_alive())
+fitting.join()
+service.shutdown()
+"""
+
+
+def test_a_small_call_waits_for_its_turn_only_until_its_deadline():
+    # It waited for the turn with no limit: small calls past their deadline held every
+    # handler thread behind one long fit (QA 2026-12-06: 11.9 s for a 0.5 s deadline).
+    result = subprocess.run(
+        [sys.executable, "-c", _WAITS_UNTIL_ITS_DEADLINE],
+        env={**os.environ, "NUMBA_THREADING_LAYER": "workqueue"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    words = result.stdout.split()
+    assert words[:2] == ["deadline", "after"], result.stdout
+    assert float(words[2]) < 2.0 and words[-1] == "True", result.stdout

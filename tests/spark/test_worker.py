@@ -193,7 +193,8 @@ def test_a_refused_value_is_reported_by_the_callers_column_and_the_rows_values(
     message = str(refused.value)
     assert "holds inf in the row with Age=12.5, Income=" in message, message
     assert f"score={float(frame.loc[31, 'p'])!r}" in message, message
-    assert "must be finite or NaN" in message and "a batch of 40" in message, message
+    # The estimator's own row numbers count the rows explained together: left out.
+    assert message.endswith("refused: X_query must be finite or NaN (missing); found inf"), message
 
 
 def test_a_refused_prediction_names_its_column(fitted, tmp_path):
@@ -204,3 +205,25 @@ def test_a_refused_prediction_names_its_column(fitted, tmp_path):
         list(explain_batches(iter([frame]), _columns_plan(), _shipped(explainer, tmp_path)))
     assert refused.value.argument == "p"
     assert f"holds -inf in the row with a={float(frame.loc[6, 'a'])!r}" in str(refused.value)
+
+
+def test_a_refused_model_output_is_reported_as_the_estimator_refused_it(fitted, tmp_path):
+    # Outputs count proposed rows, not explained ones: they were mapped as explained rows, which
+    # raised IndexError where some predictions were missing.
+    X, y, explainer = fitted
+    frame = pd.DataFrame(X[:40], columns=["a", "b", "c"]).assign(p=y[:40])
+    frame.loc[[2, 3, 5], "p"] = np.nan
+    plan = _columns_plan(refinement=_worker.Refinement(_shipped_nan_model(), 12, 17))
+    with pytest.raises(InvalidArgumentError) as refused:
+        list(explain_batches(iter([frame]), plan, _shipped(explainer, tmp_path)))
+    assert refused.value.argument == "outputs"
+    assert "must be finite; found nan" in str(refused.value)
+
+
+def _nan_model(rows):
+    return np.full(len(rows), np.nan)
+
+
+def _shipped_nan_model():
+    data = pickle.dumps(_nan_model)
+    return _worker.ShippedModel(hashlib.sha256(data).hexdigest(), data)

@@ -12,22 +12,17 @@ and compute threads) take turns, only where the layer needs it.
 """
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numba
 import numpy as np
-from numba import prange
+
+from shapley_svc.kernels.threading_probe import touch
 
 THREAD_SAFE_LAYERS = ("omp", "tbb")
 _TURN = threading.RLock()
 _LAYER: list[str] = []  # numba's layer, once a launch has chosen it
-
-
-@numba.njit("void(float64[::1])", parallel=True, cache=True, nogil=True)
-def _touch(out):
-    for i in prange(out.size):
-        out[i] = i
 
 
 def threading_layer() -> str:
@@ -35,7 +30,7 @@ def threading_layer() -> str:
     if not _LAYER:
         with _TURN:
             if not _LAYER:
-                _touch(np.empty(2))
+                touch(np.empty(2))
                 _LAYER.append(numba.threading_layer())
     return _LAYER[0]
 
@@ -45,9 +40,27 @@ def kernels_thread_safe() -> bool:
     return threading_layer() in THREAD_SAFE_LAYERS
 
 
+class TurnAbandoned(Exception):
+    """``serialised``'s ``give_up`` said to stop waiting for the turn."""
+
+
+# How often a caller waiting for its turn asks ``give_up``.
+_WAIT_POLL_SECONDS = 0.05
+
+
 @contextmanager
-def serialised() -> Iterator[None]:
+def serialised(give_up: Callable[[], bool] | None = None) -> Iterator[None]:
     """One caller at a time in this block where the threading layer cannot take concurrent
-    launches (``workqueue``); no waiting where it can."""
-    with nullcontext() if kernels_thread_safe() else _TURN:
+    launches (``workqueue``); no waiting where it can. A caller waiting for its turn asks
+    ``give_up`` every 50 ms and raises ``TurnAbandoned`` when it says so: waiting without end,
+    small calls past their deadline held every handler thread behind one long fit."""
+    if kernels_thread_safe():
         yield
+        return
+    while not _TURN.acquire(timeout=_WAIT_POLL_SECONDS):
+        if give_up is not None and give_up():
+            raise TurnAbandoned("gave up waiting for a turn on the kernels")
+    try:
+        yield
+    finally:
+        _TURN.release()
