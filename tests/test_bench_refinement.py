@@ -72,7 +72,12 @@ def test_quick_mode_writes_sane_results(tmp_path):
                     assert result["rows_per_query"] <= int(multiple) * case["d"]
             # With one background row, KernelSHAP has d coalitions or more at every budget.
             assert "pearson" in kernel["by_k"]["1"], (case["case"], multiple)
-            assert kernel["best_k"] in (1, 10)
+            assert "pearson" in kernel["by_k"]["1 sampled"], (case["case"], multiple)
+            # The best summary: k-means centres or rows drawn at random, 1 or 10 of them.
+            assert kernel["best_k"] in ("1", "10", "1 sampled", "10 sampled")
+            best = kernel["by_k"][kernel["best_k"]]["pearson"]
+            scored = [v["pearson"] for v in kernel["by_k"].values() if "pearson" in v]
+            assert best == max(scored) == kernel["best"]["pearson"]
         if case["section"] == "embeddings" and case["family"] == "mlp":
             assert 0 < case["truth_noise_share"] < 1
     groups = payload["summary"]["groups"]
