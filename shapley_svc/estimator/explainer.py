@@ -1504,7 +1504,7 @@ class ZeroShotExplainer(BaseEstimator):
         design of the rows the pairs mix with (the background rows, or the centre).
         ``should_stop`` is polled before each member's pair gaps and each output's regression:
         a slice is sized for memory and can take seconds (2.1 s for 2,000 rows at d = 32 and
-        budget 4d), and smaller slices cost more (1.5x the CPU time at 8 slices there)."""
+        budget 4d), and smaller slices cost more (1.6-1.9x the CPU time at 8 slices there)."""
         query = proposal.query[part]
         masks = proposal.masks[part]
         design = self.encoder_.transform(query)

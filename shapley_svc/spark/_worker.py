@@ -252,8 +252,8 @@ def _refused_in_table(error: InvalidArgumentError, frame, plan: BatchPlan) -> Ex
     """The estimator's refusal of one value of the batch in the table's terms: row numbers in a
     batch mean nothing to whoever reads a failed job's log, so the caller's column is named and
     the row shown by its values, which find it in the table."""
-    columns = {"X_query": plan.feature_columns, "predictions_query": plan.prediction_columns}
-    columns = columns.get(error.argument)
+    by_argument = {"X_query": plan.feature_columns, "predictions_query": plan.prediction_columns}
+    columns = by_argument.get(error.argument)
     if columns is None or error.row is None or error.column is None:
         return error
     shown = [*plan.feature_columns, *(plan.prediction_columns or ())]
