@@ -25,6 +25,7 @@ import numpy as np
 
 from shapley_svc.contexts.spec import (
     PATIENT,
+    STOPPING,
     Caller,
     ContextLimits,
     ContextSpec,
@@ -50,10 +51,6 @@ from shapley_svc.estimator.explainer import SERIAL_MAX_ROWS, Explanation
 from shapley_svc.estimator.persistence import save_explainer
 from shapley_svc.estimator.refinement import Proposal, minimum_budget, pairs_within
 from shapley_svc.estimator.threading_layer import TurnAbandoned, serialised
-
-# What work the server dropped as it stopped is told: a replica that is not stopping can do it
-# (both clients retry UNAVAILABLE).
-STOPPING = "the server is stopping: retry, another replica will answer"
 
 Result = TypeVar("Result")
 logger = logging.getLogger(__name__)
@@ -152,14 +149,14 @@ class ContextService:
         if self._saved(context_id) is None:
             raise _not_held(context_id)
 
-        def load() -> StoredContext:
+        def load(should_stop: Callable[[], bool]) -> StoredContext:
             # Asked for by id: a saved context too large to hold is refused naming the id.
-            entry = self._on_compute_thread(self._load, caller, context_id, "context_id")
+            entry = self._load(context_id, "context_id", should_stop)
             if entry is None:  # damaged, or saved by another artifact: as if never saved
                 raise _not_held(context_id)
             return entry
 
-        return self.store.get_or_build(context_id, load, caller)[0]
+        return self.store.get_or_build(context_id, load, caller, self._start)[0]
 
     def _deleted_elsewhere(self, entry: StoredContext) -> bool:
         """Whether ``entry``, loaded from or saved in ``context_dir``, has lost its saved copy
@@ -254,19 +251,19 @@ class ContextService:
         self.check_size(spec.rows, spec.predictions)
         context_id = self.content_id(spec)
 
-        def build() -> StoredContext:
+        def build(should_stop: Callable[[], bool]) -> StoredContext:
             saved = self._saved(context_id) is not None
             if saved:
-                entry = self._on_compute_thread(self._load, caller, context_id, "context")
+                entry = self._load(context_id, "context", should_stop)
                 if entry is not None:
                     return entry
             # A saved copy that did not load is replaced by the fit's.
-            return self._on_compute_thread(self._fit, caller, spec, context_id, saved)
+            return self._fit(spec, context_id, saved, should_stop)
 
         held = self.store.get(context_id)
         if held is not None:
             self._deleted_elsewhere(held)  # then fitted (or loaded) again, as never held
-        return self.store.get_or_build(context_id, build, caller)
+        return self.store.get_or_build(context_id, build, caller, self._start)
 
     def explain(
         self,
@@ -552,15 +549,13 @@ class ContextService:
                 entry.context_id, budget, seed, outputs_fingerprint(outputs), spec is not None
             )
 
-            def build() -> StoredContext:
+            def build(should_stop: Callable[[], bool]) -> StoredContext:
                 saved = self._saved(context_id) is not None
                 if saved:
-                    loaded = self._on_compute_thread(self._load, caller, context_id, "context_id")
+                    loaded = self._load(context_id, "context_id", should_stop)
                     if loaded is not None:
                         return loaded
-                return self._on_compute_thread(
-                    self._calibrate,
-                    caller,
+                return self._calibrate(
                     explainer,
                     budget,
                     seed,
@@ -569,13 +564,14 @@ class ContextService:
                     context_id,
                     by_default,
                     saved,
+                    should_stop,
                 )
 
             held = self.store.get(context_id)
             if held is not None:
                 self._deleted_elsewhere(held)
             try:
-                return self.store.get_or_build(context_id, build, caller)
+                return self.store.get_or_build(context_id, build, caller, self._start)
             finally:
                 self._count_growth(entry)
 
@@ -680,6 +676,16 @@ class ContextService:
             )
             return False
         return True
+
+    def _start(
+        self, build: Callable[[Callable[[], bool]], StoredContext], should_stop: Callable[[], bool]
+    ) -> concurrent.futures.Future:
+        """``build(should_stop)`` queued for a compute thread (the store's ``run``: the store
+        waits for it, for every caller of the same context)."""
+        try:
+            return self._compute.submit(_taking_turns, build, should_stop)
+        except RuntimeError:  # the pool is shut down: the server is stopping
+            raise UnavailableError(STOPPING) from None
 
     def _on_compute_thread(self, work: Callable[..., Result], caller: Caller, *args: Any) -> Result:
         """``work(*args, should_stop)`` on a compute thread, waited for until the deadline.

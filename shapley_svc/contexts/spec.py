@@ -66,6 +66,10 @@ class Caller:
 
 PATIENT = Caller()  # waits as long as the work takes
 
+# What work the server dropped as it stopped is told: a replica that is not stopping can do it
+# (both clients retry UNAVAILABLE).
+STOPPING = "the server is stopping: retry, another replica will answer"
+
 
 def content_id(spec: ContextSpec, artifact_sha256: str) -> str:
     """The context's content address: the same data, settings and artifact give the same id,

@@ -1,20 +1,27 @@
 """Fitted contexts held in memory, bounded in count and bytes, least recently used evicted.
 
-Concurrent requests for the same content address share one fit: the first builds, the others
-wait for it, each until its own deadline or until it goes away. A context larger than the whole
-byte budget is refused rather than stored. Contexts that hold the same fitted members (a context
-and its weights-only calibration) count those bytes once: they are freed when the last of them
-goes.
+Concurrent requests for the same content address share one fit: the first starts it, and every
+caller waits for it until its own deadline or until it goes away. The fit goes on while any of
+them still waits, and what it makes is stored even when all have gone (a retry finds it). A
+context larger than the whole byte budget is refused rather than stored. Contexts that hold the
+same fitted members (a context and its weights-only calibration) count those bytes once: they are
+freed when the last of them goes.
 """
 
+import concurrent.futures
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from shapley_svc.contexts.spec import PATIENT, Caller
-from shapley_svc.errors import CancelledError, DeadlineExceededError, LimitExceededError
+from shapley_svc.contexts.spec import PATIENT, STOPPING, Caller
+from shapley_svc.errors import (
+    CancelledError,
+    DeadlineExceededError,
+    LimitExceededError,
+    UnavailableError,
+)
 
 # How often a caller waiting for another caller's build looks at its own ``should_stop``.
 WAIT_POLL_SECONDS = 0.1
@@ -53,7 +60,7 @@ class ContextStore:
         # reused while it is listed here.
         self._held: dict[int, list[int]] = {}
         self._lock = threading.Lock()
-        self._building: dict[str, threading.Event] = {}
+        self._building: dict[str, _Build] = {}
         self.evictions = 0
 
     def get(self, context_id: str) -> StoredContext | None:
@@ -64,34 +71,85 @@ class ContextStore:
             return entry
 
     def get_or_build(
-        self, context_id: str, build: Callable[[], StoredContext], caller: Caller = PATIENT
+        self,
+        context_id: str,
+        build: Callable[[Callable[[], bool]], StoredContext],
+        caller: Caller = PATIENT,
+        run: Callable[..., concurrent.futures.Future] | None = None,
     ) -> tuple[StoredContext, bool]:
-        """The held context, or the one ``build`` makes (stored); and whether it was built here.
+        """The held context, or the one ``build(should_stop)`` makes (stored); and whether this
+        call started the build.
 
-        ``build`` runs without the lock; a concurrent caller for the same id waits for it, until
-        its own deadline (``DeadlineExceededError``) or until it goes away (``CancelledError``),
-        as the build would have stopped for it. If the builder fails, a waiting caller builds in
-        turn.
+        ``run(build, should_stop)`` starts it and returns its future (by default it runs here,
+        at once). A concurrent caller for the same id waits for the same build. Each caller
+        waits until its own deadline (``DeadlineExceededError``) or until it goes away
+        (``CancelledError``); the build's ``should_stop`` turns True only once every caller
+        waiting for it has, so that one impatient caller does not throw away a fit another
+        still waits for (QA, 2026-12-05: a waiter fitted the context again in 2 of 9 trials
+        where the first caller's deadline fell near the end of its fit). A build that finishes
+        after all its callers left is stored all the same. A build that fails gives its error
+        to every caller waiting for it; one that stopped because nobody waited is started
+        again by a caller that comes meanwhile.
         """
+        start = _run_here if run is None else run
         while True:
+            _check_waiting(caller, "before the context was built")
             with self._lock:
                 entry = self._entries.get(context_id)
                 if entry is not None:
                     self._entries.move_to_end(context_id, last=False)
                     return entry, False
                 pending = self._building.get(context_id)
-                if pending is None:
-                    done = self._building[context_id] = threading.Event()
-                    break
-            _wait_for_build(pending, caller)
+                started = pending is None
+                if started:
+                    pending = self._building[context_id] = _Build()
+                pending.callers = (*pending.callers, caller)
+            if started:
+                try:
+                    pending.future = start(build, pending.unwanted)
+                except BaseException as error:
+                    pending.future = concurrent.futures.Future()
+                    pending.future.set_exception(error)
+                pending.future.add_done_callback(
+                    lambda done, pending=pending: self._built(context_id, pending, done)
+                )
+            try:
+                _wait_for_build(pending.finished, caller)
+            except (CancelledError, DeadlineExceededError):
+                if pending.unwanted():
+                    pending.future.cancel()  # still queued: it never starts
+                raise
+            if pending.entry is not None:
+                return pending.entry, started
+            if pending.told_to_stop and isinstance(
+                pending.error, (CancelledError, DeadlineExceededError)
+            ):
+                # The build noticed before this caller did that it had gone; or it stopped for
+                # want of callers as this one came: then it is built again.
+                _check_waiting(caller, "while the context was being built")
+                continue
+            raise pending.error
+
+    def _built(self, context_id: str, pending: "_Build", done: concurrent.futures.Future) -> None:
+        """The build of ``context_id`` has ended: its entry stored, or its error kept for its
+        callers, and the id free to build again."""
         try:
-            entry = build()
+            entry = done.result()
             self._put(entry)
-            return entry, True
+            pending.entry = entry
+        except concurrent.futures.CancelledError:  # dropped from the compute queue
+            pending.error = (
+                CancelledError("every caller of the build went away before it started")
+                if pending.told_to_stop
+                else UnavailableError(STOPPING)
+            )
+        except BaseException as error:  # every caller waiting hears it
+            pending.error = error
         finally:
             with self._lock:
-                del self._building[context_id]
-            done.set()
+                if self._building.get(context_id) is pending:
+                    del self._building[context_id]
+            pending.finished.set()
 
     def check_room(self, entry: StoredContext, argument: str = "context") -> None:
         """Refuse a context larger than the whole byte budget: it could never be held.
@@ -206,21 +264,59 @@ class ContextStore:
             return self._bytes
 
 
-def _wait_for_build(pending: threading.Event, caller: Caller) -> None:
-    """Wait for another caller's build of the same context, for as long as ``caller`` waits:
-    in slices of at most ``WAIT_POLL_SECONDS``, so that a caller that goes away stops waiting
-    soon after (and gives its thread back) rather than when the build ends."""
-    while not pending.is_set():
+@dataclass(eq=False)
+class _Build:
+    """A build under way: the callers waiting for it, and what it ended with."""
+
+    callers: tuple[Caller, ...] = ()
+    future: concurrent.futures.Future | None = None
+    finished: threading.Event = field(default_factory=threading.Event)
+    entry: StoredContext | None = None
+    error: BaseException | None = None
+    # Whether ``unwanted`` ever said so: the build was told to stop.
+    told_to_stop: bool = False
+
+    def unwanted(self) -> bool:
+        """Whether every caller waiting for the build has gone or passed its deadline."""
+        if all(_gone(caller) for caller in self.callers):
+            self.told_to_stop = True
+        return self.told_to_stop
+
+
+def _run_here(
+    build: Callable[[Callable[[], bool]], StoredContext], should_stop: Callable[[], bool]
+) -> concurrent.futures.Future:
+    done: concurrent.futures.Future = concurrent.futures.Future()
+    try:
+        done.set_result(build(should_stop))
+    except BaseException as error:
+        done.set_exception(error)
+    return done
+
+
+def _gone(caller: Caller) -> bool:
+    left = caller.seconds_left()
+    return (left is not None and left <= 0) or caller.should_stop()
+
+
+def _check_waiting(caller: Caller, when: str) -> None:
+    remaining = caller.seconds_left()
+    if remaining is not None and remaining <= 0:
+        raise DeadlineExceededError(f"deadline expired {when}")
+    if caller.should_stop():
+        raise CancelledError(f"the caller went away {when}")
+
+
+def _wait_for_build(finished: threading.Event, caller: Caller) -> None:
+    """Wait for the build of a context, for as long as ``caller`` waits: in slices of at most
+    ``WAIT_POLL_SECONDS``, so that a caller that goes away stops waiting soon after (and gives
+    its thread back) rather than when the build ends."""
+    while not finished.is_set():
+        _check_waiting(caller, "while the context was being built")
         remaining = caller.seconds_left()
-        if remaining is not None and remaining <= 0:
-            raise DeadlineExceededError(
-                "deadline expired while waiting for another call's build of the same context"
-            )
-        if caller.should_stop():
-            raise CancelledError(
-                "the caller went away while waiting for another call's build of the same context"
-            )
-        pending.wait(WAIT_POLL_SECONDS if remaining is None else min(WAIT_POLL_SECONDS, remaining))
+        finished.wait(
+            WAIT_POLL_SECONDS if remaining is None else max(0.0, min(WAIT_POLL_SECONDS, remaining))
+        )
 
 
 def _holding(entry: StoredContext) -> object:

@@ -1,5 +1,6 @@
 """The context store alone: single flight, least-recently-used eviction by count and bytes."""
 
+import concurrent.futures
 import threading
 import time
 
@@ -20,7 +21,7 @@ def test_concurrent_callers_for_one_id_share_one_build():
     builds, building, release = [], threading.Event(), threading.Event()
     results = {}
 
-    def build() -> StoredContext:
+    def build(_) -> StoredContext:
         builds.append(threading.current_thread().name)
         building.set()
         release.wait()
@@ -47,12 +48,12 @@ def test_concurrent_callers_for_one_id_share_one_build():
 def test_a_waiting_caller_builds_in_turn_when_the_builder_fails():
     store = ContextStore(max_contexts=4, max_bytes=1000)
 
-    def failing() -> StoredContext:
+    def failing(_) -> StoredContext:
         raise RuntimeError("the fit failed")
 
     with pytest.raises(RuntimeError):
         store.get_or_build("ctx-a", failing)
-    entry, built = store.get_or_build("ctx-a", lambda: _entry("ctx-a"))
+    entry, built = store.get_or_build("ctx-a", lambda _: _entry("ctx-a"))
     assert built and store.get("ctx-a") is entry
 
 
@@ -62,7 +63,7 @@ def test_a_caller_waiting_for_another_s_build_stops_at_its_own_deadline_or_when_
     store = ContextStore(max_contexts=4, max_bytes=1000)
     building, release = threading.Event(), threading.Event()
 
-    def slow_build() -> StoredContext:
+    def slow_build(_) -> StoredContext:
         building.set()
         release.wait(60)
         return _entry("ctx-a")
@@ -76,7 +77,7 @@ def test_a_caller_waiting_for_another_s_build_stops_at_its_own_deadline_or_when_
         def wait_as(name: str, caller: Caller) -> None:
             start = time.monotonic()
             try:
-                store.get_or_build("ctx-a", lambda: _entry("ctx-a"), caller)
+                store.get_or_build("ctx-a", lambda _: _entry("ctx-a"), caller)
             except (DeadlineExceededError, CancelledError) as error:
                 waited[name] = (type(error), time.monotonic() - start)
 
@@ -101,19 +102,19 @@ def test_a_caller_waiting_for_another_s_build_stops_at_its_own_deadline_or_when_
         release.set()
         builder.join()
     # A patient caller still gets the built context.
-    entry, built = store.get_or_build("ctx-a", lambda: _entry("ctx-a"), Caller())
+    entry, built = store.get_or_build("ctx-a", lambda _: _entry("ctx-a"), Caller())
     assert not built and entry is store.get("ctx-a")
 
 
 def test_least_recently_used_contexts_are_evicted_by_count_and_by_bytes():
     store = ContextStore(max_contexts=2, max_bytes=100)
     for name in ("a", "b"):
-        store.get_or_build(name, lambda name=name: _entry(name, 30))
+        store.get_or_build(name, lambda _, name=name: _entry(name, 30))
     assert store.get("a") is not None  # "a" is now the most recently used
-    store.get_or_build("c", lambda: _entry("c", 30))
+    store.get_or_build("c", lambda _: _entry("c", 30))
     entries, total = store.snapshot()
     assert [e.context_id for e in entries] == ["c", "a"] and total == 60
-    store.get_or_build("d", lambda: _entry("d", 80))  # 140 bytes: both older ones go
+    store.get_or_build("d", lambda _: _entry("d", 80))  # 140 bytes: both older ones go
     entries, total = store.snapshot()
     assert [e.context_id for e in entries] == ["d"] and total == 80
     assert store.evictions == 3 and len(store) == 1
@@ -122,14 +123,14 @@ def test_least_recently_used_contexts_are_evicted_by_count_and_by_bytes():
 def test_a_context_larger_than_the_store_is_refused_and_not_held():
     store = ContextStore(max_contexts=2, max_bytes=100)
     with pytest.raises(LimitExceededError) as refused:
-        store.get_or_build("big", lambda: _entry("big", 101))
+        store.get_or_build("big", lambda _: _entry("big", 101))
     assert refused.value.argument == "context" and "at most 100" in refused.value.problem
     assert store.get("big") is None and store.total_bytes == 0
 
 
 def test_delete_frees_the_bytes():
     store = ContextStore(max_contexts=2, max_bytes=100)
-    store.get_or_build("a", lambda: _entry("a", 40))
+    store.get_or_build("a", lambda _: _entry("a", 40))
     entry, freed = store.delete("a")
     assert entry.context_id == "a" and freed == 40
     assert store.delete("a") == (None, 0) and store.total_bytes == 0
@@ -138,13 +139,13 @@ def test_delete_frees_the_bytes():
 def test_contexts_holding_the_same_members_count_them_once_until_the_last_goes():
     store = ContextStore(max_contexts=4, max_bytes=100)
     members = object()  # what a context and its weights-only calibration both hold
-    store.get_or_build("a", lambda: _entry("a", 60, holds=members))
-    store.get_or_build("a-calibrated", lambda: _entry("a-calibrated", 60, holds=members))
+    store.get_or_build("a", lambda _: _entry("a", 60, holds=members))
+    store.get_or_build("a-calibrated", lambda _: _entry("a-calibrated", 60, holds=members))
     assert store.total_bytes == 60  # counted twice, 120 bytes would have evicted "a"
     assert len(store) == 2 and store.evictions == 0
     # Another context of 50 bytes: 110 in all, so the least recently used goes, but that frees
     # nothing while the calibration still holds the members; then the calibration goes too.
-    store.get_or_build("b", lambda: _entry("b", 50))
+    store.get_or_build("b", lambda _: _entry("b", 50))
     entries, total = store.snapshot()
     assert [e.context_id for e in entries] == ["b"] and total == 50
     assert store.evictions == 2
@@ -153,8 +154,8 @@ def test_contexts_holding_the_same_members_count_them_once_until_the_last_goes()
 def test_deleting_one_of_two_contexts_sharing_members_frees_nothing():
     store = ContextStore(max_contexts=4, max_bytes=100)
     members = object()
-    store.get_or_build("a", lambda: _entry("a", 60, holds=members))
-    store.get_or_build("a-calibrated", lambda: _entry("a-calibrated", 60, holds=members))
+    store.get_or_build("a", lambda _: _entry("a", 60, holds=members))
+    store.get_or_build("a-calibrated", lambda _: _entry("a-calibrated", 60, holds=members))
     assert store.delete("a")[1] == 0 and store.total_bytes == 60
     assert store.delete("a-calibrated")[1] == 60 and store.total_bytes == 0
 
@@ -166,9 +167,9 @@ def test_what_a_context_grows_by_is_counted_once_per_holding_and_evicts_the_olde
     holds what grew."""
     store = ContextStore(max_contexts=10, max_bytes=250)
     members = object()
-    store.get_or_build("old", lambda: _entry("old", 50))
-    store.get_or_build("a", lambda: _entry("a", 60, holds=members))
-    calibrated, _ = store.get_or_build("a-cal", lambda: _entry("a-cal", 60, holds=members))
+    store.get_or_build("old", lambda _: _entry("old", 50))
+    store.get_or_build("a", lambda _: _entry("a", 60, holds=members))
+    calibrated, _ = store.get_or_build("a-cal", lambda _: _entry("a-cal", 60, holds=members))
     assert store.total_bytes == 110
     grown = store.count_growth(calibrated, 30)
     # Both entries that hold the members now say what the store counts for them.
@@ -193,10 +194,10 @@ def test_what_a_context_grows_by_is_counted_once_per_holding_and_evicts_the_olde
 
 def test_a_context_measured_after_it_grew_is_not_counted_twice():
     store = ContextStore(max_contexts=10, max_bytes=1000)
-    entry, _ = store.get_or_build("a", lambda: _entry("a", 90))
+    entry, _ = store.get_or_build("a", lambda _: _entry("a", 90))
     entry.grown_bytes = 30  # of its 90 bytes, 30 grew after the fit
     store.delete("a")
-    entry, _ = store.get_or_build("a", lambda: entry)
+    entry, _ = store.get_or_build("a", lambda _: entry)
     store.count_growth(entry, 30)
     assert store.total_bytes == 90
     store.count_growth(entry, 40)
@@ -209,10 +210,122 @@ def test_growth_never_evicts_the_context_that_grew():
     """The context that grew was evicted in the middle of its call when another was used after
     it; and whether the growth fits at all is asked before anything is evicted for it."""
     store = ContextStore(max_contexts=10, max_bytes=200)
-    grower, _ = store.get_or_build("a", lambda: _entry("a", 80))
-    store.get_or_build("b", lambda: _entry("b", 60))
+    grower, _ = store.get_or_build("a", lambda _: _entry("a", 80))
+    store.get_or_build("b", lambda _: _entry("b", 60))
     store.get("b")  # used after "a": "a" is the least recently used
     assert store.room_for_growth(grower, 120) and not store.room_for_growth(grower, 121)
     store.count_growth(grower, 100)  # 240: over, and "b" goes, not "a"
     assert store.get("b") is None and store.get("a") is grower
     assert store.total_bytes == 180 and store.evictions == 1
+
+
+def _on_a_thread(build, should_stop):
+    """The service's way to run a build: on a thread of its own, its future returned."""
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    future = pool.submit(build, should_stop)
+    pool.shutdown(wait=False)
+    return future
+
+
+def test_a_build_goes_on_for_a_caller_still_waiting_when_its_starter_leaves():
+    """The starter's deadline fell near the end of its fit while another caller waited: the fit
+    was told to stop (or thrown away when past its last poll) and the waiter fitted the context
+    again (QA, 2026-12-05: 2 of 9 trials)."""
+    store = ContextStore(max_contexts=4, max_bytes=1000)
+    builds, release, told = [], threading.Event(), []
+
+    def build(should_stop) -> StoredContext:
+        builds.append(1)
+        release.wait(30)
+        told.append(should_stop())
+        return _entry("ctx-a")
+
+    starter = Caller(deadline=time.monotonic() + 0.3)
+    result = {}
+
+    def patient() -> None:
+        time.sleep(0.05)
+        result["waiter"] = store.get_or_build("ctx-a", build, Caller(), _on_a_thread)
+
+    waiter = threading.Thread(target=patient)
+    waiter.start()
+    with pytest.raises(DeadlineExceededError, match="while the context was being built"):
+        store.get_or_build("ctx-a", build, starter, _on_a_thread)
+    release.set()
+    waiter.join(10)
+    entry, built = result["waiter"]
+    assert builds == [1], "the waiter built the context again"
+    assert told == [False], "the build was told to stop while a caller still waited for it"
+    assert entry is store.get("ctx-a") and not built
+
+
+def test_a_build_every_caller_left_is_told_to_stop_and_kept_if_it_finished_anyway():
+    store = ContextStore(max_contexts=4, max_bytes=1000)
+    release, told = threading.Event(), []
+
+    def build(should_stop) -> StoredContext:
+        release.wait(30)
+        told.append(should_stop())
+        return _entry("ctx-a")  # past its last poll: it finishes all the same
+
+    with pytest.raises(DeadlineExceededError):
+        store.get_or_build("ctx-a", build, Caller(deadline=time.monotonic() + 0.2), _on_a_thread)
+    release.set()
+    deadline = time.monotonic() + 10
+    while store.get("ctx-a") is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert told == [True]
+    entry, built = store.get_or_build("ctx-a", lambda _: pytest.fail("built again"), Caller())
+    assert entry.context_id == "ctx-a" and not built  # a retry finds it
+
+
+def test_a_queued_build_whose_callers_all_left_never_starts_and_is_built_for_the_next():
+    store = ContextStore(max_contexts=4, max_bytes=1000)
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    hold = threading.Event()
+    pool.submit(hold.wait, 30)  # the one compute thread is busy
+    started = []
+
+    def build(should_stop) -> StoredContext:
+        started.append(1)
+        return _entry("ctx-a")
+
+    def queued(build, should_stop):
+        return pool.submit(build, should_stop)
+
+    with pytest.raises(DeadlineExceededError):
+        store.get_or_build("ctx-a", build, Caller(deadline=time.monotonic() + 0.2), queued)
+    hold.set()
+    entry, built = store.get_or_build("ctx-a", build, Caller(), queued)
+    pool.shutdown()
+    assert started == [1] and built and entry is store.get("ctx-a")
+
+
+def test_a_failed_build_gives_its_error_to_every_caller_waiting_for_it():
+    store = ContextStore(max_contexts=4, max_bytes=1000)
+    builds, building, release = [], threading.Event(), threading.Event()
+
+    def failing(should_stop) -> StoredContext:
+        builds.append(1)
+        building.set()
+        release.wait(30)
+        raise LimitExceededError("context", "too large")
+
+    errors = []
+
+    def call() -> None:
+        try:
+            store.get_or_build("ctx-a", failing, Caller(), _on_a_thread)
+        except LimitExceededError as error:
+            errors.append(error.argument)
+
+    first = threading.Thread(target=call)
+    first.start()
+    assert building.wait(10)
+    second = threading.Thread(target=call)
+    second.start()
+    time.sleep(0.2)
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert builds == [1] and errors == ["context", "context"]
