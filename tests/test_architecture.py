@@ -31,9 +31,10 @@ ALLOWED_ROOMS = {
 }
 # Top-level modules (the CLI, the package's __init__) wire rooms together and may import any.
 TOP_LEVEL = "<top>"
-# Leaf modules at the top of the package that every room may import: the domain errors, and
-# where numba keeps the kernels' compiled code (which the server fills in parallel when cold).
-SHARED_MODULES = {"errors", "_numba_cache"}
+# Leaf modules at the top of the package that every room may import: the domain errors, where
+# numba keeps the kernels' compiled code (which the server fills in parallel when cold), and how
+# many threads it runs them on (set before numba's import).
+SHARED_MODULES = {"errors", "_numba_cache", "_numba_threads"}
 GRPC_ROOMS = {"server", "_proto", TOP_LEVEL}
 SPARK_ROOMS = {"spark"}
 KERNEL_THIRD_PARTY = {"numpy", "numba", "math"}

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from shapley_svc._numba_threads import cap_numba_threads
 from shapley_svc.server.metrics import Metrics, serve_metrics
 from shapley_svc.server.reflection import add_reflection
 from shapley_svc.server.rpcs import SERVICE_NAME, method_handler
@@ -401,6 +402,14 @@ def serve(settings: Settings) -> None:
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     started = time.perf_counter()
+    capped = cap_numba_threads()
+    if capped is not None:
+        log.info(
+            "numba's kernels run on %d thread%s (NUMBA_NUM_THREADS): the CPUs this process's "
+            "CPU quota allows",
+            capped,
+            "" if capped == 1 else "s",
+        )
     stopping = threading.Event()
     running = start_server(settings, load_estimator=False)
 
