@@ -1,12 +1,12 @@
 """Training examples: a prior task run through the estimator's own context step, with its labels."""
 
 import multiprocessing
-import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
+import joblib
 import numpy as np
 
 from shapley_svc.estimator.context import ContextFeatures, fit_context
@@ -94,7 +94,9 @@ def build_examples(
     seeds: list[int], config: PriorConfig, workers: int | None = None, progress: bool = True
 ) -> list[Example]:
     """Examples of the tasks drawn from ``seeds``, in seed order, built in parallel processes."""
-    workers = workers or os.cpu_count() or 1
+    # joblib counts the CPU quota as well as the cores: a container limited to 2 CPUs on a large
+    # node started one 330 MB worker per node core.
+    workers = workers or joblib.cpu_count()
     examples: list[Example] = []
     start = time.perf_counter()
     # Spawned, not forked: a fork after numba's OpenMP runtime has started can kill the child.

@@ -100,3 +100,26 @@ def test_smoke_training_writes_an_artifact_that_loads_and_explains(tmp_path):
     gaps = explanation.values.sum(axis=1) - (y[:5] - explanation.base_values)
     assert np.abs(gaps).max() < 1e-9
     assert not list(tmp_path.glob(".*partial"))  # written through hidden files, renamed
+
+
+def test_examples_are_built_by_one_process_per_cpu_the_quota_allows(monkeypatch):
+    """The default worker count was os.cpu_count(): a container limited to 2 CPUs on a large
+    node started one 330 MB worker per node core. joblib counts the quota."""
+    from shapley_svc.training import examples
+
+    started = []
+
+    class Refused(Exception):
+        pass
+
+    def executor(workers, **kwargs):
+        started.append(workers)
+        raise Refused
+
+    monkeypatch.setattr(examples.joblib, "cpu_count", lambda: 3)
+    monkeypatch.setattr(examples, "ProcessPoolExecutor", executor)
+    with pytest.raises(Refused):
+        examples.build_examples([0, 1], SMOKE_CONFIG, progress=False)
+    with pytest.raises(Refused):
+        examples.build_examples([0, 1], SMOKE_CONFIG, workers=1, progress=False)
+    assert started == [3, 1]
