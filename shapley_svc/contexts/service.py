@@ -721,11 +721,7 @@ def _taking_turns(work: Callable[..., Result], *args: Any) -> Result:
     """``work(*args, should_stop)`` on a compute thread: it may run the estimator's kernels,
     one thread at a time where numba's threading layer cannot take launches from several
     (``threading_layer.serialised``), waiting for its turn until ``should_stop``."""
-    try:
-        with serialised(args[-1]):
-            return work(*args)
-    except TurnAbandoned:
-        raise CancelledError("the call ended while it waited for its turn on the kernels") from None
+    return _in_turn(work, args[:-1], args[-1])
 
 
 def _here(caller: Caller, work: Callable[..., Result], *args: Any) -> Result:
@@ -736,9 +732,20 @@ def _here(caller: Caller, work: Callable[..., Result], *args: Any) -> Result:
         left = caller.seconds_left()
         return left is not None and left <= 0
 
+    return _in_turn(work, args, caller.should_stop, late)
+
+
+def _in_turn(
+    work: Callable[..., Result],
+    args: tuple,
+    should_stop: Callable[[], bool],
+    late: Callable[[], bool] = lambda: False,
+) -> Result:
+    """``work(*args, should_stop)`` in its turn on the kernels, waited for until ``should_stop``
+    or ``late`` (then ``DeadlineExceededError``, else ``CancelledError``)."""
     try:
-        with serialised(lambda: caller.should_stop() or late()):
-            return work(*args, caller.should_stop)
+        with serialised(lambda: should_stop() or late()):
+            return work(*args, should_stop)
     except TurnAbandoned:
         if late():
             raise DeadlineExceededError(
