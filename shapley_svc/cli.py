@@ -430,7 +430,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="share of tasks drawn on the development tables (default 0.4; smoke 0): they "
         "need the training extra and ../shared/data/dev_tables.json ($SHAPLEY_SVC_DEV_TABLES)",
     )
-    train.add_argument("--workers", type=at_least(1), help="processes (default: one per CPU this process may use, its CPU quota counted)")
+    train.add_argument(
+        "--workers",
+        type=at_least(1),
+        help="processes (default: one per CPU this process may use, its CPU quota counted)",
+    )
     train.add_argument(
         "--out",
         type=Path,

@@ -6,7 +6,41 @@ import sys
 
 import pytest
 
-from shapley_svc._numba_threads import cap_numba_threads
+from shapley_svc._numba_threads import cap_numba_threads, cpu_quota, schedulable_cpus, usable_cpus
+
+
+def _cgroup(root, v2=None, v1=None):
+    if v2 is not None:
+        (root / "cpu.max").write_text(v2 + "\n")
+    if v1 is not None:
+        (root / "cpu").mkdir()
+        (root / "cpu" / "cpu.cfs_quota_us").write_text(f"{v1[0]}\n")
+        (root / "cpu" / "cpu.cfs_period_us").write_text(f"{v1[1]}\n")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("v2", "v1", "expected"),
+    [
+        ("200000 100000", None, 2.0),  # cgroup v2: 2 CPUs
+        ("150000 100000", None, 1.5),
+        ("max 100000", None, None),  # v2 without a quota
+        (None, (50000, 100000), 0.5),  # cgroup v1
+        (None, (-1, 100000), None),  # v1 without a quota
+        (None, None, None),  # no cgroup files
+        ("garbage", (300000, 100000), 3.0),  # an unreadable v2 file: v1's
+    ],
+)
+def test_the_quota_is_read_from_cgroup_v2_else_v1(tmp_path, v2, v1, expected):
+    assert cpu_quota(_cgroup(tmp_path, v2, v1)) == expected
+
+
+def test_usable_cpus_round_a_quota_up_and_never_exceed_the_schedulable_ones(tmp_path):
+    (tmp_path / "half").mkdir()
+    (tmp_path / "huge").mkdir()
+    assert usable_cpus(_cgroup(tmp_path / "half", "50000 100000")) == 1
+    assert usable_cpus(_cgroup(tmp_path / "huge", "12800000 100000")) == schedulable_cpus()
+    assert usable_cpus(tmp_path) == schedulable_cpus()  # no quota
 
 
 def test_a_quota_below_the_schedulable_cpus_caps_numba_threads(monkeypatch):
@@ -21,7 +55,6 @@ def test_a_quota_below_the_schedulable_cpus_caps_numba_threads(monkeypatch):
     [
         ({"NUMBA_NUM_THREADS": "8"}, 2, 64),  # the user's choice stands
         ({}, 64, 64),  # no quota binds: numba's own default
-        ({}, 4, 2),  # a quota above the schedulable CPUs changes nothing
     ],
 )
 def test_nothing_changes_where_the_user_chose_or_no_quota_binds(
@@ -41,20 +74,25 @@ def test_nothing_changes_once_numba_has_read_its_setting():
     assert environ == {}
 
 
+_CAPPED_PROCESS = """
+import sys
+from pathlib import Path
+from shapley_svc import _numba_threads as threads
+print(threads.cap_numba_threads(usable=lambda: threads.usable_cpus(Path(sys.argv[1]))))
+import numba
+print(numba.config.NUMBA_NUM_THREADS)
+"""
+
+
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 schedulable CPUs")
-def test_numba_starts_with_the_cpus_joblib_counts():
-    """joblib counts the cgroup quota, and LOKY_MAX_CPU_COUNT below it: a fresh process capped
-    to 1 CPU that way starts numba with 1 thread."""
+def test_a_fresh_process_under_a_one_cpu_quota_starts_numba_with_one_thread(tmp_path):
+    """joblib's ``LOKY_MAX_CPU_COUNT`` plays no part: a value that is not an integer made the
+    server's start fail with a traceback (QA, 2026-12-06)."""
     environ = {k: v for k, v in os.environ.items() if k != "NUMBA_NUM_THREADS"}
-    script = (
-        "from shapley_svc._numba_threads import cap_numba_threads\n"
-        "print(cap_numba_threads())\n"
-        "import numba\n"
-        "print(numba.config.NUMBA_NUM_THREADS)\n"
-    )
+    environ["LOKY_MAX_CPU_COUNT"] = "not a number"
     out = subprocess.run(
-        [sys.executable, "-c", script],
-        env={**environ, "LOKY_MAX_CPU_COUNT": "1"},
+        [sys.executable, "-c", _CAPPED_PROCESS, str(_cgroup(tmp_path, "100000 100000"))],
+        env=environ,
         capture_output=True,
         text=True,
         check=True,

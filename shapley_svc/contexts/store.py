@@ -9,6 +9,7 @@ freed when the last of them goes.
 """
 
 import concurrent.futures
+import copy
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from shapley_svc.errors import (
     CancelledError,
     DeadlineExceededError,
     LimitExceededError,
+    NotFoundError,
     UnavailableError,
 )
 
@@ -88,8 +90,10 @@ class ContextStore:
         still waits for (QA, 2026-12-05: a waiter fitted the context again in 2 of 9 trials
         where the first caller's deadline fell near the end of its fit). A build that finishes
         after all its callers left is stored all the same. A build that fails gives its error
-        to every caller waiting for it; one that stopped because nobody waited is started
-        again by a caller that comes meanwhile.
+        (a copy each) to every caller waiting for it, but for ``NotFoundError`` (a load by id
+        found nothing loadable: a waiting caller builds in turn, as it may fit the context);
+        one that stopped because nobody waited is started again by a caller that comes
+        meanwhile.
         """
         start = _run_here if run is None else run
         while True:
@@ -116,11 +120,19 @@ class ContextStore:
             try:
                 _wait_for_build(pending.finished, caller)
             except (CancelledError, DeadlineExceededError):
-                if pending.unwanted():
+                with self._lock:  # its Caller (and what that holds) is not kept alive
+                    pending.callers = tuple(c for c in pending.callers if c is not caller)
+                # (None while the default ``run`` is still building on the starter's thread.)
+                if pending.unwanted() and pending.future is not None:
                     pending.future.cancel()  # still queued: it never starts
                 raise
             if pending.entry is not None:
                 return pending.entry, started
+            if not started and isinstance(pending.error, NotFoundError):
+                # A load by id found nothing loadable (a damaged copy, another artifact's): a
+                # caller that came with the data fits it instead (QA, 2026-12-06: a
+                # CreateContext that joined such a load was told NOT_FOUND).
+                continue
             if pending.told_to_stop and isinstance(
                 pending.error, (CancelledError, DeadlineExceededError)
             ):
@@ -128,7 +140,7 @@ class ContextStore:
                 # want of callers as this one came: then it is built again.
                 _check_waiting(caller, "while the context was being built")
                 continue
-            raise pending.error
+            raise _own_copy(pending.error)
 
     def _built(self, context_id: str, pending: "_Build", done: concurrent.futures.Future) -> None:
         """The build of ``context_id`` has ended: its entry stored, or its error kept for its
@@ -277,7 +289,8 @@ class _Build:
     told_to_stop: bool = False
 
     def unwanted(self) -> bool:
-        """Whether every caller waiting for the build has gone or passed its deadline."""
+        """Whether every caller waiting for the build has gone or passed its deadline (or left:
+        callers that stop waiting are taken off ``callers``)."""
         if all(_gone(caller) for caller in self.callers):
             self.told_to_stop = True
         return self.told_to_stop
@@ -292,6 +305,18 @@ def _run_here(
     except BaseException as error:
         done.set_exception(error)
     return done
+
+
+def _own_copy(error: BaseException) -> BaseException:
+    """``error`` as one caller raises it: a copy of its own with the build's traceback, so that
+    the callers sharing a failed build do not each add their frames to one object (and keep the
+    others' alive through it)."""
+    try:
+        own = copy.copy(error)
+    except Exception:  # an exception that does not copy is shared as it is
+        return error
+    own.__cause__, own.__suppress_context__ = error.__cause__, error.__suppress_context__
+    return own.with_traceback(error.__traceback__)
 
 
 def _gone(caller: Caller) -> bool:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from shapley_svc._numba_threads import cap_numba_threads
+from shapley_svc._numba_threads import cap_numba_threads, usable_cpus
 from shapley_svc.server.metrics import Metrics, serve_metrics
 from shapley_svc.server.reflection import add_reflection
 from shapley_svc.server.rpcs import SERVICE_NAME, method_handler
@@ -315,12 +315,11 @@ def start_server(settings: Settings, *, load_estimator: bool = True) -> RunningS
 
 def compile_cold_kernels() -> None:
     """Before the estimator's import: the kernel modules numba has not cached yet are compiled
-    in processes side by side, at most one per core, so that the import reads them all from the
-    cache."""
+    in processes side by side, at most one per usable CPU (its CPU quota counted), so that the
+    import reads them all from the cache."""
     from shapley_svc._numba_cache import cold_kernel_groups, compile_in_processes
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    groups = cold_kernel_groups(cores or 1)
+    groups = cold_kernel_groups(usable_cpus())
     if not groups:
         return
     log.info(

@@ -6,9 +6,9 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
-import joblib
 import numpy as np
 
+from shapley_svc._numba_threads import usable_cpus
 from shapley_svc.estimator.context import ContextFeatures, fit_context
 from shapley_svc.estimator.encoding import TableEncoder
 from shapley_svc.training.prior import PriorConfig, Task, sample_task
@@ -94,9 +94,9 @@ def build_examples(
     seeds: list[int], config: PriorConfig, workers: int | None = None, progress: bool = True
 ) -> list[Example]:
     """Examples of the tasks drawn from ``seeds``, in seed order, built in parallel processes."""
-    # joblib counts the CPU quota as well as the cores: a container limited to 2 CPUs on a large
-    # node started one 330 MB worker per node core.
-    workers = workers or joblib.cpu_count()
+    # The CPU quota counted: a container limited to 2 CPUs on a large node started one 330 MB
+    # worker per node core.
+    workers = workers or usable_cpus()
     examples: list[Example] = []
     start = time.perf_counter()
     # Spawned, not forked: a fork after numba's OpenMP runtime has started can kill the child.

@@ -7,7 +7,12 @@ import time
 import pytest
 
 from shapley_svc.contexts import Caller, ContextStore, StoredContext
-from shapley_svc.errors import CancelledError, DeadlineExceededError, LimitExceededError
+from shapley_svc.errors import (
+    CancelledError,
+    DeadlineExceededError,
+    LimitExceededError,
+    NotFoundError,
+)
 
 
 def _entry(context_id: str, memory_bytes: int = 10, holds: object = None) -> StoredContext:
@@ -329,3 +334,92 @@ def test_a_failed_build_gives_its_error_to_every_caller_waiting_for_it():
     first.join(10)
     second.join(10)
     assert builds == [1] and errors == ["context", "context"]
+
+
+def _joined_while_building(store, first_build, second_build, second_caller=None, first_caller=None):
+    """``first_build`` started by one thread; a second caller joins while it runs (default run,
+    on the first caller's thread). What each got: (entry, built) or the exception."""
+    building, release, got = threading.Event(), threading.Event(), {}
+
+    def first(should_stop):
+        building.set()
+        release.wait(30)
+        return first_build(should_stop)
+
+    def call(name, build, caller):
+        try:
+            got[name] = store.get_or_build("ctx-a", build, caller)
+        except Exception as error:
+            got[name] = error
+
+    one = threading.Thread(target=call, args=("first", first, first_caller or Caller()))
+    one.start()
+    assert building.wait(10)
+    two = threading.Thread(target=call, args=("second", second_build, second_caller or Caller()))
+    two.start()
+    time.sleep(0.2)  # the second caller is waiting
+    release.set()
+    one.join(10)
+    two.join(10)
+    return got
+
+
+def test_a_caller_that_joined_a_load_which_found_nothing_builds_in_turn():
+    """A CreateContext that joined a load by id of a damaged saved copy was told NOT_FOUND,
+    naming a field it does not have (QA, 2026-12-06)."""
+    store = ContextStore(max_contexts=4, max_bytes=1000)
+
+    def load(_):
+        raise NotFoundError("context_id", "'ctx-a' is not held")
+
+    got = _joined_while_building(store, load, lambda _: _entry("ctx-a"))
+    assert isinstance(got["first"], NotFoundError)
+    entry, built = got["second"]
+    assert built and store.get("ctx-a") is entry
+
+
+def test_callers_sharing_a_failed_build_each_raise_their_own_copy_of_its_error():
+    store = ContextStore(max_contexts=4, max_bytes=1000)
+
+    def failing(_):
+        raise LimitExceededError("context", "too large")
+
+    got = _joined_while_building(store, failing, lambda _: pytest.fail("built again"))
+    first, second = got["first"], got["second"]
+    assert isinstance(first, LimitExceededError) and isinstance(second, LimitExceededError)
+    assert first is not second and (first.argument, first.problem) == ("context", "too large")
+    assert (second.argument, second.problem) == ("context", "too large")
+
+
+def test_a_caller_leaving_a_build_on_its_starter_s_thread_gets_its_deadline():
+    """With the default run the build runs on its starter's thread and has no future yet: a
+    joiner whose deadline passed raised AttributeError (QA, 2026-12-06)."""
+    store = ContextStore(max_contexts=4, max_bytes=1000)
+    got = _joined_while_building(
+        store,
+        lambda _: _entry("ctx-a"),
+        lambda _: pytest.fail("built again"),
+        Caller(deadline=time.monotonic() + 0.1),
+        Caller(deadline=time.monotonic() + 0.05),  # both gone before the build ends
+    )
+    assert isinstance(got["second"], DeadlineExceededError)
+    assert got["first"][1] and store.get("ctx-a") is got["first"][0]
+
+
+def test_callers_that_leave_are_no_longer_held_by_the_build():
+    store = ContextStore(max_contexts=4, max_bytes=1000)
+    release, seen = threading.Event(), []
+
+    def build(should_stop) -> StoredContext:
+        release.wait(30)
+        seen.append(len(store._building["ctx-a"].callers))
+        return _entry("ctx-a")
+
+    starter = threading.Thread(target=store.get_or_build, args=("ctx-a", build, Caller()))
+    starter.start()
+    for _ in range(5):  # impatient retries while the build runs
+        with pytest.raises(DeadlineExceededError):
+            store.get_or_build("ctx-a", build, Caller(deadline=time.monotonic() + 0.05))
+    release.set()
+    starter.join(10)
+    assert seen == [1]

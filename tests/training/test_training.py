@@ -104,7 +104,7 @@ def test_smoke_training_writes_an_artifact_that_loads_and_explains(tmp_path):
 
 def test_examples_are_built_by_one_process_per_cpu_the_quota_allows(monkeypatch):
     """The default worker count was os.cpu_count(): a container limited to 2 CPUs on a large
-    node started one 330 MB worker per node core. joblib counts the quota."""
+    node started one 330 MB worker per node core."""
     from shapley_svc.training import examples
 
     started = []
@@ -116,7 +116,7 @@ def test_examples_are_built_by_one_process_per_cpu_the_quota_allows(monkeypatch)
         started.append(workers)
         raise Refused
 
-    monkeypatch.setattr(examples.joblib, "cpu_count", lambda: 3)
+    monkeypatch.setattr(examples, "usable_cpus", lambda: 3)
     monkeypatch.setattr(examples, "ProcessPoolExecutor", executor)
     with pytest.raises(Refused):
         examples.build_examples([0, 1], SMOKE_CONFIG, progress=False)
