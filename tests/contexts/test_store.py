@@ -306,39 +306,12 @@ def test_a_queued_build_whose_callers_all_left_never_starts_and_is_built_for_the
     assert started == [1] and built and entry is store.get("ctx-a")
 
 
-def test_a_failed_build_gives_its_error_to_every_caller_waiting_for_it():
-    store = ContextStore(max_contexts=4, max_bytes=1000)
-    builds, building, release = [], threading.Event(), threading.Event()
-
-    def failing(should_stop) -> StoredContext:
-        builds.append(1)
-        building.set()
-        release.wait(30)
-        raise LimitExceededError("context", "too large")
-
-    errors = []
-
-    def call() -> None:
-        try:
-            store.get_or_build("ctx-a", failing, Caller(), _on_a_thread)
-        except LimitExceededError as error:
-            errors.append(error.argument)
-
-    first = threading.Thread(target=call)
-    first.start()
-    assert building.wait(10)
-    second = threading.Thread(target=call)
-    second.start()
-    time.sleep(0.2)
-    release.set()
-    first.join(10)
-    second.join(10)
-    assert builds == [1] and errors == ["context", "context"]
-
-
-def _joined_while_building(store, first_build, second_build, second_caller=None, first_caller=None):
-    """``first_build`` started by one thread; a second caller joins while it runs (default run,
-    on the first caller's thread). What each got: (entry, built) or the exception."""
+def _joined_while_building(
+    store, first_build, second_build, *, first_caller=None, second_caller=None, run=None
+):
+    """``first_build`` started by one thread; a second caller joins while it runs (by default
+    on the first caller's thread, else on ``run``'s). What each got: (entry, built) or the
+    exception."""
     building, release, got = threading.Event(), threading.Event(), {}
 
     def first(should_stop):
@@ -348,7 +321,7 @@ def _joined_while_building(store, first_build, second_build, second_caller=None,
 
     def call(name, build, caller):
         try:
-            got[name] = store.get_or_build("ctx-a", build, caller)
+            got[name] = store.get_or_build("ctx-a", build, caller, run)
         except Exception as error:
             got[name] = error
 
@@ -384,11 +357,12 @@ def test_callers_sharing_a_failed_build_each_raise_their_own_copy_of_its_error()
     def failing(_):
         raise LimitExceededError("context", "too large")
 
-    got = _joined_while_building(store, failing, lambda _: pytest.fail("built again"))
-    first, second = got["first"], got["second"]
-    assert isinstance(first, LimitExceededError) and isinstance(second, LimitExceededError)
-    assert first is not second and (first.argument, first.problem) == ("context", "too large")
-    assert (second.argument, second.problem) == ("context", "too large")
+    for run in (None, _on_a_thread):
+        got = _joined_while_building(store, failing, lambda _: pytest.fail("built again"), run=run)
+        first, second = got["first"], got["second"]
+        assert isinstance(first, LimitExceededError) and isinstance(second, LimitExceededError)
+        assert first is not second and (first.argument, first.problem) == ("context", "too large")
+        assert (second.argument, second.problem) == ("context", "too large")
 
 
 def test_a_caller_leaving_a_build_on_its_starter_s_thread_gets_its_deadline():
@@ -399,8 +373,8 @@ def test_a_caller_leaving_a_build_on_its_starter_s_thread_gets_its_deadline():
         store,
         lambda _: _entry("ctx-a"),
         lambda _: pytest.fail("built again"),
-        Caller(deadline=time.monotonic() + 0.1),
-        Caller(deadline=time.monotonic() + 0.05),  # both gone before the build ends
+        second_caller=Caller(deadline=time.monotonic() + 0.1),
+        first_caller=Caller(deadline=time.monotonic() + 0.05),  # both gone before the build ends
     )
     assert isinstance(got["second"], DeadlineExceededError)
     assert got["first"][1] and store.get("ctx-a") is got["first"][0]
