@@ -222,11 +222,16 @@ def _train(args: argparse.Namespace) -> int:
 def _serve(argv: list[str]) -> int:
     from shapley_svc.errors import ArtifactError
     from shapley_svc.server import serve, settings_from
+    from shapley_svc.server.settings import thread_variable_problem
 
     try:
         settings = settings_from(argv)
     except ValueError as error:
         print(f"shapley-svc serve: {error}", file=sys.stderr)
+        return 2
+    problem = thread_variable_problem(os.environ)
+    if problem:
+        print(f"shapley-svc serve: {problem}", file=sys.stderr)
         return 2
     try:
         serve(settings)  # binds first, then imports the estimator

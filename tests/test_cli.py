@@ -214,7 +214,7 @@ def test_a_first_serve_answers_health_while_compiling_and_caches_outside_the_pac
 @pytest.fixture
 def clean_environment(monkeypatch):
     for name in list(os.environ):
-        if name.startswith("SHAPLEY_SVC_"):
+        if name.startswith("SHAPLEY_SVC_") or name in ("NUMBA_NUM_THREADS", "LOKY_MAX_CPU_COUNT"):
             monkeypatch.delenv(name)
 
 
@@ -277,6 +277,27 @@ def test_serve_names_the_variable_a_bad_value_came_from(clean_environment, monke
     monkeypatch.delenv("SHAPLEY_SVC_WORKER_THREADS")
     assert main(["serve", "--metrics-address", ""]) == 2
     assert "SHAPLEY_SVC_GRACE_SECONDS must be in [0, 86400]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("NUMBA_NUM_THREADS", "0", "NUMBA_NUM_THREADS='0' must be a whole number >= 1"),
+        ("NUMBA_NUM_THREADS", "two", "NUMBA_NUM_THREADS='two' must be a whole number >= 1"),
+        ("LOKY_MAX_CPU_COUNT", "1.5", "LOKY_MAX_CPU_COUNT='1.5' must be a whole number"),
+        ("LOKY_MAX_CPU_COUNT", "", "LOKY_MAX_CPU_COUNT='' must be a whole number"),
+    ],
+)
+def test_serve_refuses_thread_counts_its_libraries_would_fail_on(
+    variable, value, message, clean_environment, monkeypatch, capsys
+):
+    """numba raised at the kernels' import and scikit-learn at the first fit, each with a
+    traceback after the port was bound (QA, 2026-12-06)."""
+    monkeypatch.setattr(shapley_svc.server, "serve", _must_not_serve)
+    monkeypatch.setenv(variable, value)
+    assert main(["serve", "--address", "127.0.0.1:0", "--metrics-address", ""]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"shapley-svc serve: {message}") and err.count("\n") == 1, err
 
 
 @pytest.mark.parametrize(

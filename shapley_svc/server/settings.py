@@ -153,6 +153,25 @@ def read_tokens(path: str) -> tuple[bytes, ...]:
     return tuple(token.encode() for token in tokens)
 
 
+def thread_variable_problem(environ: Mapping[str, str]) -> str | None:
+    """What is wrong with the environment's thread counts the server's libraries read, if
+    anything: they failed at the first fit or kernel import, with a traceback, after the port
+    was bound (QA, 2026-12-06)."""
+    numba_threads = environ.get("NUMBA_NUM_THREADS", "")
+    if numba_threads and not (numba_threads.isdigit() and int(numba_threads) >= 1):
+        return f"NUMBA_NUM_THREADS={numba_threads!r} must be a whole number >= 1 (numba's threads)"
+    loky_cpus = environ.get("LOKY_MAX_CPU_COUNT")
+    if loky_cpus is not None:
+        try:
+            int(loky_cpus)
+        except ValueError:
+            return (
+                f"LOKY_MAX_CPU_COUNT={loky_cpus!r} must be a whole number: scikit-learn reads it "
+                "(through joblib) for its fits' threads and fails on anything else"
+            )
+    return None
+
+
 def _port_of(address: str) -> str:
     return address.rpartition(":")[2] if address else ""
 
