@@ -32,15 +32,65 @@ def _cgroup(root, v2=None, v1=None):
     ],
 )
 def test_the_quota_is_read_from_cgroup_v2_else_v1(tmp_path, v2, v1, expected):
-    assert cpu_quota(_cgroup(tmp_path, v2, v1)) == expected
+    assert cpu_quota(_cgroup(tmp_path, v2, v1), tmp_path / "no membership") == expected
+
+
+def _write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n")
+
+
+@pytest.mark.parametrize(
+    ("membership", "files", "expected"),
+    [
+        # a systemd unit's CPUQuota=, below the root (cgroup v2)
+        (
+            "0::/system.slice/svc.service",
+            {"system.slice/svc.service/cpu.max": "150000 100000"},
+            1.5,
+        ),
+        # the kernel enforces every level: the smallest quota on the way up binds
+        (
+            "0::/system.slice/svc.service",
+            {"system.slice/cpu.max": "100000 100000", "system.slice/svc.service/cpu.max": "max 1"},
+            1.0,
+        ),
+        # cgroup v1's cpu hierarchy, the controllers listed together
+        (
+            "4:cpu,cpuacct:/user.slice/job\n0::/user.slice/job",
+            {
+                "cpu/user.slice/job/cpu.cfs_quota_us": "50000",
+                "cpu/user.slice/job/cpu.cfs_period_us": "100000",
+            },
+            0.5,
+        ),
+        # a v1 container sees the host's path, which is not under its mount: the root applies
+        (
+            "4:cpu,cpuacct:/docker/abc",
+            {"cpu/cpu.cfs_quota_us": "200000", "cpu/cpu.cfs_period_us": "100000"},
+            2.0,
+        ),
+        ("0::/", {}, None),
+    ],
+)
+def test_a_quota_set_on_the_process_cgroup_or_above_it_counts(
+    tmp_path, membership, files, expected
+):
+    root = tmp_path / "cgroup"
+    root.mkdir()
+    for name, text in files.items():
+        _write(root / name, text)
+    _write(tmp_path / "membership", membership)
+    assert cpu_quota(root, tmp_path / "membership") == expected
 
 
 def test_usable_cpus_round_a_quota_up_and_never_exceed_the_schedulable_ones(tmp_path):
     (tmp_path / "half").mkdir()
     (tmp_path / "huge").mkdir()
-    assert usable_cpus(_cgroup(tmp_path / "half", "50000 100000")) == 1
-    assert usable_cpus(_cgroup(tmp_path / "huge", "12800000 100000")) == schedulable_cpus()
-    assert usable_cpus(tmp_path) == schedulable_cpus()  # no quota
+    none = tmp_path / "no membership"
+    assert usable_cpus(_cgroup(tmp_path / "half", "50000 100000"), none) == 1
+    assert usable_cpus(_cgroup(tmp_path / "huge", "12800000 100000"), none) == schedulable_cpus()
+    assert usable_cpus(tmp_path, none) == schedulable_cpus()  # no quota
 
 
 def test_a_quota_below_the_schedulable_cpus_caps_numba_threads(monkeypatch):
