@@ -79,8 +79,10 @@ class ContextStore:
         caller: Caller = PATIENT,
         run: Callable[..., concurrent.futures.Future] | None = None,
     ) -> tuple[StoredContext, bool]:
-        """The held context, or the one ``build(should_stop)`` makes (stored); and whether this
-        call started the build.
+        """The held context, or the one ``build(should_stop)`` makes (stored); and whether it
+        was built during this call (False: it was held already). A caller that waited for
+        another's build is told True as well, as the proto's ``created`` says: which of the
+        callers started it is chance, and the starter may have gone before it ended.
 
         ``run(build, should_stop)`` starts it and returns its future (by default it runs here,
         at once). A concurrent caller for the same id waits for the same build. Each caller
@@ -127,7 +129,7 @@ class ContextStore:
                     pending.future.cancel()  # still queued: it never starts
                 raise
             if pending.entry is not None:
-                return pending.entry, started
+                return pending.entry, True
             if not started and isinstance(pending.error, NotFoundError):
                 # A load by id found nothing loadable (a damaged copy, another artifact's): a
                 # caller that came with the data fits it instead (QA, 2026-12-06: a
