@@ -54,9 +54,15 @@ def write_artifact(
         raise ValueError(f"an artifact's manifest is a .json file; got {manifest_path}")
     manifest_path.parent.mkdir(parents=True, exist_ok=True)
     weights_path = manifest_path.with_suffix(".npz")
-    partial = {
-        path: path.with_name(f".{path.name}.{os.getpid()}.partial")
+    # A path that is a symlink is written through: the file it names is replaced and the link
+    # kept, as a save into a linked directory is (renamed onto the link, the link was lost).
+    places = {
+        path: path.resolve() if path.is_symlink() else path
         for path in (weights_path, manifest_path)
+    }
+    partial = {
+        path: place.with_name(f".{place.name}.{os.getpid()}.partial")
+        for path, place in places.items()
     }
     try:
         with open(partial[weights_path], "wb") as stream:
@@ -76,7 +82,7 @@ def write_artifact(
         }
         partial[manifest_path].write_text(json.dumps(manifest, indent=2) + "\n")
         for path, written in partial.items():
-            os.replace(written, path)
+            os.replace(written, places[path])
     finally:
         for written in partial.values():
             written.unlink(missing_ok=True)

@@ -142,6 +142,26 @@ def test_a_failed_artifact_write_leaves_the_artifact_there_as_it_was(tmp_path, m
         artifacts.write_artifact(tmp_path / "c.npz", CombinerParameters.neutral(), {})
 
 
+def test_an_artifact_written_through_symlinks_keeps_them(tmp_path):
+    """A deployment that points at the current artifact by links gets the new one there; the
+    rename onto the link replaced the link by a file and left its target as it was."""
+    from shapley_svc.estimator import artifact as artifacts
+    from shapley_svc.estimator.combiner import CombinerParameters
+
+    (tmp_path / "v1").mkdir()
+    for suffix in (".json", ".npz"):
+        (tmp_path / f"combiner{suffix}").symlink_to(tmp_path / "v1" / f"combiner{suffix}")
+    out = tmp_path / "combiner.json"
+    artifacts.write_artifact(out, CombinerParameters.neutral(), {"run": "first"})
+    artifacts.write_artifact(out, CombinerParameters.neutral(), {"run": "second"})
+    assert out.is_symlink() and out.with_suffix(".npz").is_symlink()
+    assert artifacts.load_artifact(tmp_path / "v1" / "combiner.json").manifest["run"] == "second"
+    assert artifacts.load_artifact(out).manifest["run"] == "second"
+    assert sorted(path.name for path in tmp_path.rglob("*")) == sorted(
+        ["v1", "combiner.json", "combiner.npz", "combiner.json", "combiner.npz"]
+    )
+
+
 @pytest.mark.slow
 def test_sigterm_stops_a_run_and_its_workers(tmp_path):
     # A supervisor's `kill` reaches the main process alone: its two workers (330 MB each) kept
