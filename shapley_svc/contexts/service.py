@@ -247,7 +247,8 @@ class ContextService:
         self, spec: ContextSpec, caller: Caller = PATIENT
     ) -> tuple[StoredContext, bool]:
         """The context ``spec`` describes, fitted once however many callers ask at the same
-        time; and whether this call fitted it."""
+        time; and whether it was made during this call (fitted, or loaded from the context
+        directory; False: it was held already)."""
         self.check_size(spec.rows, spec.predictions)
         context_id = self.content_id(spec)
 
