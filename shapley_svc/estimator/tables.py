@@ -155,6 +155,11 @@ def code_frame(name: str, frame, categories: dict[int, list] | None = None) -> C
         elif categories is not None and not (
             types.is_numeric_dtype(dtype) and not types.is_bool_dtype(dtype)
         ):
+            if series.isna().all():
+                # A number missing in every row: one record parsed from JSON gives an object
+                # column of None, which holds no labels (QA, 2026-12-06: refused as labels).
+                rows[:, j] = display[:, j] = np.nan
+                continue
             raise InvalidArgumentError(
                 name,
                 f"column {names[j]!r} has dtype {dtype}; it was numeric when the explainer was "

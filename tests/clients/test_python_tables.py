@@ -241,7 +241,7 @@ class _Recorder:
     server's (names echoed, categorical columns echoed)."""
 
     def __init__(self):
-        self.specs = []
+        self.specs, self.held, self.explained = [], {}, []
 
     def CreateContext(self, request, timeout=None, metadata=()):
         spec = request.context
@@ -252,7 +252,21 @@ class _Recorder:
             feature_names=list(spec.feature_names) or [f"x{j}" for j in range(d)],
             categorical_columns=spec.categorical_columns,
         )
+        self.held[info.context_id] = info
         return pb.CreateContextResponse(context=info, created=True)
+
+    def GetContext(self, request, timeout=None, metadata=()):
+        return self.held[request.context_id]
+
+    def Explain(self, request, timeout=None, metadata=()):
+        self.explained.append(np.frombuffer(request.rows.data, "<f8").reshape(request.rows.shape))
+        m, d = request.rows.shape
+        return pb.ExplainResponse(
+            context=self.held[request.context_id],
+            values=pb.Tensor(dtype=pb.DTYPE_FLOAT64, shape=[m, d], data=bytes(8 * m * d)),
+            base_values=pb.Tensor(dtype=pb.DTYPE_FLOAT64, shape=[m], data=bytes(8 * m)),
+            uncertainty=pb.Tensor(dtype=pb.DTYPE_FLOAT64, shape=[m, d], data=bytes(8 * m * d)),
+        )
 
 
 @pytest.fixture
@@ -342,6 +356,55 @@ def test_query_columns_are_checked_as_the_estimator_checks_them():
     named = Context("ctx-2", pb.ContextInfo(feature_names=["a", "b", "c"]), pb.ContextSpec())
     with pytest.raises(InvalidArgumentError, match="same names, same order"):
         _query_rows(named, frame)
+
+
+def test_a_frame_with_a_context_id_is_checked_against_the_contexts_names(offline):
+    """With an id the client skipped the check: columns in another order were explained under
+    the context's names, and numbers in a categorical column went as codes (QA, 2026-12-06)."""
+    frame = pd.DataFrame({"a": [1.0, 2.0], "b": [3.0, 4.0], "c": [5.0, 6.0]})
+    plain = offline.create_context(frame, [0.0, 1.0])
+    with pytest.raises(InvalidArgumentError, match=r"has columns \['c', 'b', 'a'\]") as caught:
+        offline.explain(plain.context_id, frame[["c", "b", "a"]])
+    assert caught.value.field == "rows"
+    offline.explain(plain.context_id, frame)  # its own names, in order: sent as they are
+    np.testing.assert_array_equal(offline._stub.explained[-1], frame.to_numpy())
+    coded = offline.create_context(frame, [0.0, 1.0], categorical_columns=["b"])
+    labels = frame.assign(b=[10, 20])  # labels or codes? only the Context knows
+    with pytest.raises(InvalidArgumentError, match=r"\['b'\] are categorical in context") as caught:
+        offline.explain(coded.context_id, labels)
+    assert caught.value.field == "rows" and len(offline._stub.explained) == 1
+    offline.explain(coded.context_id, labels.to_numpy())  # an array with the id: codes
+
+
+def test_repeated_column_names_are_refused_before_sending(offline):
+    frame = pd.DataFrame([[1.0, 2.0, 3.0]], columns=["a", "a", "c"])
+    for names in (None, ["a1", "a2", "c"]):  # as the estimator refuses them, named or not
+        with pytest.raises(InvalidArgumentError, match=r"repeated column names: \['a'\]") as caught:
+            offline.create_context(frame, [0.0], feature_names=names)
+        assert caught.value.field == "context.rows"
+    assert offline._stub.specs == []
+
+
+def test_a_number_missing_in_every_row_of_a_query_is_missing_not_a_label():
+    """One JSON record with a null number gives an object column of None: refused as labels
+    (QA, 2026-12-06), where a column the context coded took it."""
+    context = code_frame(_frame())
+    query = pd.DataFrame([{**_frame().iloc[0].to_dict(), "income": None, "age": pd.NA}])
+    assert query["income"].dtype == object
+    coded = code_frame(query, context.categories)
+    assert np.isnan(coded.rows[0, [0, 4]]).all()
+    np.testing.assert_array_equal(coded.rows[0, 1:4], code_frame(_frame()).rows[0, 1:4])
+    with pytest.raises(InvalidArgumentError, match="column 'income' has dtype"):
+        code_frame(query.assign(income=["high"]), context.categories)  # a label is refused still
+
+
+def test_a_scalar_is_refused_naming_its_field(offline):
+    """np.ascontiguousarray makes a scalar one value along one axis: a scalar prediction for
+    one row was taken, where the estimator refuses it."""
+    context = offline.create_context(np.eye(2), [0.0, 1.0])
+    with pytest.raises(InvalidArgumentError, match="must be an array, not a scalar") as caught:
+        offline.explain(context, np.eye(2)[:1], np.float64(0.5))
+    assert caught.value.field == "predictions" and offline._stub.explained == []
 
 
 def test_a_series_is_not_a_frame():

@@ -380,6 +380,21 @@ def test_pandas_missing_markers_are_missing(rng):
     assert explanation.display_data[1, 1] is None and explanation.display_data[0, 1] == "red"
 
 
+def test_a_number_missing_in_every_query_row_is_missing_not_a_label(rng):
+    """One JSON record with a null number is a frame whose column is object, all None: refused
+    as labels in a numeric column (QA, 2026-12-06), where a coded column took it."""
+    frame = _frame(rng)
+    explainer = ZeroShotExplainer().fit(frame, _frame_model(frame))
+    record = pd.DataFrame([{"size": None, "colour": "red", "grade": "mid", "member": True}])
+    assert record["size"].dtype == object
+    explained = explainer.explain(record)
+    assert np.isnan(explained.data[0, 0]) and np.isfinite(explained.values).all()
+    as_number = explainer.explain(record.assign(size=np.nan))
+    np.testing.assert_array_equal(explained.values, as_number.values)
+    with pytest.raises(InvalidArgumentError, match="column 'size' has dtype"):
+        explainer.explain(record.assign(size="big"))  # a label is refused still
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     table=hnp.arrays(

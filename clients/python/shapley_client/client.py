@@ -234,7 +234,8 @@ class Explanation:
     attribution_names : the P names along ``values``' second axis: the groups', or the
         features' for a context without groups.
     data : (m, d): the explained rows as sent (float32 rows stay float32, the rest is float64;
-        a DataFrame's coded columns as their codes, NaN for missing values).
+        a DataFrame's coded columns as their codes, -1 for a label the context never showed,
+        NaN for missing values).
     feature_names : the d names of ``data``'s columns.
     grouped : True for a context with groups: ``data``'s d columns do not line up with the P
         values.
@@ -346,15 +347,14 @@ def _column_names(table) -> list[str] | None:
     return None if columns is None else [str(name) for name in columns]
 
 
-def _check_columns(context: "Context | str", rows) -> None:
-    """A DataFrame explained against a context must have its names, in order: the server sees
-    only numbers and would attribute them to the wrong names. As the estimator rules: a context
-    with the default names x0, x1, ... takes columns named as you like, but not those names in
-    another order."""
+def _check_columns(names: list[str] | None, rows) -> None:
+    """A DataFrame explained against a context must have its ``names``, in order: the server
+    sees only numbers and would attribute them to the wrong names. As the estimator rules: a
+    context with the default names x0, x1, ... takes columns named as you like, but not those
+    names in another order."""
     columns = _column_names(rows)
-    if columns is None or not isinstance(context, Context):
+    if columns is None or names is None:
         return
-    names = context.feature_names
     if columns != names and (
         names != [f"x{j}" for j in range(len(names))] or sorted(columns) == sorted(names)
     ):
@@ -364,18 +364,38 @@ def _check_columns(context: "Context | str", rows) -> None:
         )
 
 
-def _query_rows(context: "Context | str", rows) -> tuple[np.ndarray, np.ndarray | None]:
+def _query_rows(
+    context: "Context | str", rows, info: pb.ContextInfo | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """The rows as sent and their display data: a DataFrame's coded columns take the context's
     labels (a label it never showed becomes an unseen category); an array's codes are shown as
-    the labels they stand for. Display data only for a context with coded columns."""
-    _check_columns(context, rows)
-    categories = context._categories_by_column() if isinstance(context, Context) else None
+    the labels they stand for. Display data only for a context with coded columns.
+
+    ``info``, for a DataFrame with a context id: the context's (``GetContext``), whose names
+    the frame's columns are checked against, as a :class:`Context`'s are. Its categorical
+    columns are refused in a frame: a frame holds labels there, which only the Context that
+    ``create_context`` returned can code (numbers there would be sent as codes: labels 0, 10,
+    20 as codes 0, 10, 20)."""
+    if isinstance(context, Context):
+        names, categories = context.feature_names, context._categories_by_column()
+    else:
+        names = None if info is None else list(info.feature_names)
+        categories = None
+    _check_columns(names, rows)
     if is_data_frame(rows):
         if categories is None and coded_columns(rows):
             raise InvalidArgumentError(
                 "rows",
                 f"columns {coded_columns(rows)} hold labels: coding them needs the Context "
                 "that create_context returned (it keeps the labels), not a context id",
+            )
+        if categories is None and info is not None and info.categorical_columns:
+            columns = [names[j] for j in info.categorical_columns if j < len(names)]
+            raise InvalidArgumentError(
+                "rows",
+                f"columns {columns} are categorical in context {info.context_id}: a "
+                "DataFrame holds labels there, which only the Context that create_context "
+                "returned can code; pass that Context, or the rows as an array of codes",
             )
         coded = code_frame(rows, categories or {}, "rows")
         return coded.rows, coded.display if categories else None
@@ -510,6 +530,8 @@ def _as_sent(array, name: str) -> np.ndarray:
     """The array as it goes on the wire: float32 stays float32, anything else becomes float64;
     contiguous and little-endian."""
     array = np.asarray(array)
+    if array.ndim == 0:  # ascontiguousarray would make it one value along one axis
+        raise InvalidArgumentError(name, f"must be an array, not a scalar; got {array.item()!r}")
     if array.dtype == np.float32:
         return np.ascontiguousarray(array, dtype="<f4")
     try:
@@ -798,13 +820,13 @@ class ShapleyClient:
 
         Refinement: with ``model`` and ``budget`` (given together), the answer goes past the
         zero-shot estimate. ``model`` is called on the (rows, d) float64 numpy array of rows the
-        server proposes (columns in the context's order; coded columns as their codes, NaN for
-        a missing value) and returns the outputs on them, (rows,) or (rows, K) like the
-        context's predictions, on the same scale. ``budget`` is the most rows ``model`` scores
-        per explained row (at least 4 with ``predictions``, 5 without). The rows go in chunks
-        that fit in a message (Propose, your model, Refine per chunk); ``random_state`` seeds
-        the proposal (default: the context's). ``model_rows`` on the answer says how many rows
-        each explained row used.
+        server proposes (columns in the context's order; coded columns as their codes, -1 for a
+        label the context never showed, NaN for a missing value) and returns the outputs on
+        them, (rows,) or (rows, K) like the context's predictions, on the same scale.
+        ``budget`` is the most rows ``model`` scores per explained row (at least 4 with
+        ``predictions``, 5 without). The rows go in chunks that fit in a message (Propose,
+        your model, Refine per chunk); ``random_state`` seeds the proposal (default: the
+        context's). ``model_rows`` on the answer says how many rows each explained row used.
         """
         if (model is None) != (budget is None):
             missing = "budget" if budget is None else "model"
@@ -819,12 +841,22 @@ class ShapleyClient:
             raise InvalidArgumentError(
                 "random_state", "seeds a refinement: it needs model and budget"
             )
-        data, display = _query_rows(context, rows)
+        data, display = self._query_rows(context, rows)
         request = pb.ExplainRequest(rows=_tensor(data, "rows"), output_dtype=_dtype(output_dtype))
         if predictions is not None:
             request.predictions.CopyFrom(_tensor(predictions, "predictions"))
         response = self._call_with_context(context, self._stub.Explain, request)
         return _single_explanation(response, data, display)
+
+    def _query_rows(self, context: Context | str, rows) -> tuple[np.ndarray, np.ndarray | None]:
+        """``_query_rows``, given the context's info when a DataFrame comes with a context id (a
+        :class:`Context` carries it): one GetContext, so that the frame is checked as it is
+        against a Context (QA, 2026-12-06: its columns in another order were explained under
+        the context's names)."""
+        info = None
+        if not isinstance(context, Context) and is_data_frame(rows):
+            info = self.get_context(context)
+        return _query_rows(context, rows, info)
 
     def _call_with_context(self, context: Context | str, method, request):
         """``method(request)`` against the context; a :class:`Context` the server no longer
@@ -853,7 +885,7 @@ class ShapleyClient:
         """The rows your model should score to refine the explanation of ``rows`` (m, d) in
         one message (:meth:`explain` with ``model=`` does the whole round trip, in chunks).
         The same arguments always give the same proposal."""
-        data, _ = _query_rows(context, rows)
+        data, _ = self._query_rows(context, rows)
         request = pb.ProposeRequest(rows=_tensor(data, "rows"), budget=_budget(budget))
         _set_refinement(request, context, predictions, random_state)
         response = self._call_with_context(context, self._stub.Propose, request)
@@ -877,7 +909,7 @@ class ShapleyClient:
     ) -> Explanation:
         """Refined attributions of ``rows`` from your model's ``outputs`` on the rows that
         :meth:`propose` returned for the same rows, predictions, budget and random_state."""
-        data, display = _query_rows(context, rows)
+        data, display = self._query_rows(context, rows)
         request = pb.RefineRequest(
             rows=_tensor(data, "rows"),
             budget=_budget(budget),
@@ -896,7 +928,7 @@ class ShapleyClient:
         budget = _budget(budget)  # refused before anything is asked of the server
         if random_state is not None:  # refused before the first chunk goes
             _seed(random_state, context=context)
-        data, display = _query_rows(context, rows)
+        data, display = self._query_rows(context, rows)
         if data.ndim != 2 or data.shape[0] == 0:
             raise ValueError(f"rows must be a non-empty (m, d) array; got shape {data.shape}")
         predictions = _checked_predictions(context, data, predictions)
@@ -975,7 +1007,7 @@ class ShapleyClient:
         (``server_info().limits.max_explain_rows``) whose answer fits in a message both ways.
         The whole call's rows and predictions are checked before the first chunk goes, and
         refused as :meth:`explain` refuses them."""
-        rows, display = _query_rows(context, rows)
+        rows, display = self._query_rows(context, rows)
         if rows.ndim != 2 or rows.shape[0] == 0:
             raise ValueError(f"rows must be a non-empty (m, d) array; got shape {rows.shape}")
         predictions = _checked_predictions(context, rows, predictions)

@@ -189,6 +189,9 @@ def code_frame(frame, categories: dict[int, list] | None = None, name: str = "ro
     from pandas.api import types
 
     names = [str(column) for column in frame.columns]
+    repeated = sorted({column for column in names if names.count(column) > 1})
+    if repeated:  # as the estimator refuses them, whatever feature_names say
+        raise _refused(name, f"has repeated column names: {repeated}")
     numeric = [_plain_numeric(dtype) for dtype in frame.dtypes]
     all_float32 = all(dtype == np.float32 for dtype in frame.dtypes)
     rows = np.empty(frame.shape, dtype=np.float32 if all_float32 else np.float64)
@@ -205,6 +208,11 @@ def code_frame(frame, categories: dict[int, list] | None = None, name: str = "ro
             display[:, j] = rows[:, j]
             continue
         elif categories is not None:
+            if series.isna().all():
+                # A number missing in every row: one record parsed from JSON gives an object
+                # column of None, which holds no labels (as the estimator takes it).
+                rows[:, j] = display[:, j] = np.nan
+                continue
             raise _refused(
                 name,
                 f"column {names[j]!r} has dtype {dtype}; the context was created with numbers "
