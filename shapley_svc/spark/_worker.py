@@ -1,6 +1,6 @@
 """What runs in Spark's Python workers: the shipped context (and the caller's model, to refine
 with) loaded once per process, and the Arrow batches explained. No pyspark import: the batch
-function sees pandas frames alone, so it runs (and is tested) without Spark too.
+function sees pyarrow record batches alone, so it runs (and is tested) without Spark too.
 """
 
 import collections
@@ -18,6 +18,7 @@ from threadpoolctl import threadpool_limits
 
 from shapley_svc.errors import InvalidArgumentError
 from shapley_svc.estimator import ZeroShotExplainer
+from shapley_svc.estimator.refinement import minimum_budget
 
 # Contexts a worker process keeps loaded, most recently used last: a reused worker that serves
 # jobs over a few contexts loads each once.
@@ -182,6 +183,18 @@ def _explain(explainer: ZeroShotExplainer, query, outputs, refinement: Refinemen
     whose logged prediction is missing (null or NaN) are explained without predictions."""
     m = len(query)
     missing = None if outputs is None else np.isnan(outputs).any(axis=1)
+    lowest = minimum_budget(False)
+    if missing is not None and missing.any() and refinement and refinement.budget < lowest:
+        # propose's refusal named its budget alone, not the prediction that made it too small.
+        row = int(np.flatnonzero(missing)[0])
+        raise InvalidArgumentError(
+            "predictions_query",
+            f"is missing (null or NaN): a row without its prediction is refined at a budget of "
+            f"at least {lowest} (the explained row is scored too); the budget is "
+            f"{refinement.budget}",
+            row=row,
+            column=int(np.flatnonzero(np.isnan(outputs[row]))[0]),
+        )
     if missing is not None and missing.all():
         outputs, missing = None, None
     if missing is None or not missing.any():
@@ -297,59 +310,78 @@ def _shaped(explainer: ZeroShotExplainer, explanation, m: int):
     )
 
 
+def _list_array(values: np.ndarray):
+    """(m, A) or (m, A, B) float64 as an Arrow list<double> or list<list<double>> column, made
+    from offsets over the flat values (no Python object per row)."""
+    import pyarrow as pa
+
+    array = pa.array(np.ascontiguousarray(values, dtype=np.float64).ravel())
+    for width in reversed(values.shape[1:]):
+        offsets = pa.array(np.arange(0, len(array) + 1, width, dtype=np.int32))
+        array = pa.ListArray.from_arrays(offsets, array)
+    return array
+
+
 def _added(plan: BatchPlan, explainer: ZeroShotExplainer, values, uncertainty, base_values):
-    """The added columns, name -> column, in schema order."""
+    """The added columns, name -> Arrow array, in schema order."""
+    import pyarrow as pa
+
     columns = {}
     if plan.layout == "columns":
         for k in range(len(plan.base_columns)):
             for p, name in enumerate(plan.value_columns[k]):
-                columns[name] = values[:, p, k]
+                columns[name] = pa.array(values[:, p, k])
             for p, name in enumerate(plan.uncertainty_columns[k]):
-                columns[name] = uncertainty[:, p, k]
-            columns[plan.base_columns[k]] = base_values[:, k]
+                columns[name] = pa.array(uncertainty[:, p, k])
+            columns[plan.base_columns[k]] = pa.array(base_values[:, k])
         return columns
     # Arrays: each row's slice of the explanation, shaped as Explanation's per row:
     # (P,) for a single output, (P, K) as P lists of K for several (and base values (K,)).
     if explainer.single_output_:
         rows = (
-            list(np.ascontiguousarray(values[:, :, 0])),
-            list(np.ascontiguousarray(uncertainty[:, :, 0])),
-            base_values[:, 0],
+            _list_array(values[:, :, 0]),
+            _list_array(uncertainty[:, :, 0]),
+            pa.array(base_values[:, 0]),
         )
     else:
-        rows = (
-            [list(matrix) for matrix in values],
-            [list(matrix) for matrix in uncertainty],
-            list(base_values),
-        )
+        rows = (_list_array(values), _list_array(uncertainty), _list_array(base_values))
     names = (plan.value_columns[0][0], plan.uncertainty_columns[0][0], plan.base_columns[0])
     return dict(zip(names, rows, strict=True))
 
 
 def explain_batches(batches: Iterator, plan: BatchPlan, shipped: ShippedContext) -> Iterator:
-    """``mapInPandas``' function: each batch's columns as they came, plus the attributions."""
-    import pandas as pd
+    """``mapInArrow``' function: each Arrow record batch's columns as they came, plus the
+    attributions. Only the feature and prediction columns are read through pandas; the batch's
+    columns go back untouched (through ``mapInPandas`` every column made the round trip, which
+    rounded a long id past 2**53 in a batch with a null, turned NaN into null and moved a
+    timestamp in the repeated daylight-saving hour; a vector column failed the job: QA,
+    2026-12-06)."""
+    import pyarrow as pa
 
     numba.set_num_threads(min(plan.threads, numba.config.NUMBA_NUM_THREADS))
     explainer = None
-    for frame in batches:
-        if len(frame) == 0:
+    read = list(dict.fromkeys([*plan.feature_columns, *(plan.prediction_columns or ())]))
+    for batch in batches:
+        if batch.num_rows == 0:
             continue
         if explainer is None:  # partitions without rows never load the context
             explainer = loaded_explainer(shipped)
-        step = plan.batch_rows or len(frame)
-        for first in range(0, len(frame), step):
-            part = frame.iloc[first : first + step].reset_index(drop=True)
+        step = plan.batch_rows or batch.num_rows
+        for first in range(0, batch.num_rows, step):
+            part = batch.slice(first, step)
+            frame = pa.Table.from_batches([part]).select(read).to_pandas()
             outputs = None
             if plan.prediction_columns is not None:
                 outputs = np.column_stack(
-                    [_float_column(part, column) for column in plan.prediction_columns]
+                    [_float_column(frame, column) for column in plan.prediction_columns]
                 )
             try:
                 with threadpool_limits(plan.threads):
-                    query = _query(part, plan, explainer)
+                    query = _query(frame, plan, explainer)
                     answers = _explain(explainer, query, outputs, plan.refinement)
             except InvalidArgumentError as error:
-                raise _refused_in_table(error, part, plan) from None
+                raise _refused_in_table(error, frame, plan) from None
             added = _added(plan, explainer, *answers)
-            yield pd.concat([part, pd.DataFrame(added)], axis=1)
+            yield pa.RecordBatch.from_arrays(
+                [*part.columns, *added.values()], names=[*part.schema.names, *added]
+            )

@@ -1,5 +1,5 @@
 """The driver's side: check the call against the context and the DataFrame's schema, ship the
-saved context once, and add the attributions with ``mapInPandas``."""
+saved context once, and add the attributions with ``mapInArrow``."""
 
 import hashlib
 import tempfile
@@ -63,7 +63,8 @@ def explain_dataframe(
     or, with ``model`` and ``budget``, refined with a few of your model's calls per row.
 
     Lazy, like any transformation: the rows are explained when an action runs, by
-    ``mapInPandas`` over Arrow batches in Spark's Python workers. The saved context (its
+    ``mapInArrow`` over Arrow batches in Spark's Python workers (the table's other columns
+    pass through as Arrow gives them, never converted). The saved context (its
     ``manifest.json`` and ``arrays.npz`` as bytes) is broadcast: it reaches each executor once
     and each Python worker process once, which loads it once (cached by its checksum).
 
@@ -111,7 +112,7 @@ def explain_dataframe(
     column's name is taken, or ``model``, ``budget`` or ``random_state`` cannot refine.
     """
     types = _pyspark()
-    if not all(hasattr(df, name) for name in ("schema", "mapInPandas", "sparkSession")):
+    if not all(hasattr(df, name) for name in ("schema", "mapInArrow", "sparkSession")):
         raise InvalidArgumentError("df", f"must be a pyspark.sql.DataFrame; got {type(df)}")
     explainer, files = _context(context)
     if layout not in LAYOUTS:
@@ -126,6 +127,7 @@ def explain_dataframe(
         raise InvalidArgumentError(
             "batch_rows", f"must be None or a positive int; got {batch_rows!r}"
         )
+    _check_arrow_types(df.schema)
     fields = {field.name: field for field in df.schema.fields}
     features = _columns("feature_columns", feature_columns, fields)
     if len(features) != explainer.n_features_in_:
@@ -179,7 +181,7 @@ def explain_dataframe(
             raise InvalidArgumentError(
                 argument, f"names {repeated}, which df has more than once: rename them"
             )
-    # mapInPandas reads its input columns by name, and Spark parses a name with a dot as a
+    # mapInArrow reads its input columns by name, and Spark parses a name with a dot as a
     # struct's field ('Sepal.Length' could not be resolved, whichever column had it), and
     # cannot tell two columns of one name apart: the job runs on positional names, and the
     # caller's names are put back on its result.
@@ -230,7 +232,7 @@ def explain_dataframe(
     def explain(batches):
         return explain_batches(batches, plan, shipped)
 
-    result = df.toDF(*aliases).mapInPandas(explain, schema)
+    result = df.toDF(*aliases).mapInArrow(explain, schema)
     return result.toDF(*names, *plan.new_columns())
 
 
@@ -291,6 +293,29 @@ def _context(context) -> tuple[ZeroShotExplainer, dict[str, bytes]]:
     # unless the directory changes in between, and then the workers' load refuses them.
     files = {name: (Path(context) / name).read_bytes() for name in CONTEXT_FILES}
     return explainer, files
+
+
+def _check_arrow_types(schema) -> None:
+    """Refuse, naming it, a column Spark cannot put in an Arrow batch (a year-month or calendar
+    interval): every column travels through the workers, and the job failed on the first batch
+    naming its internal alias of the column (QA, 2026-12-06)."""
+    import inspect
+
+    from pyspark.sql.pandas.types import to_arrow_type
+
+    # pyspark 4 needs a time zone for timestamps (any: only the type's existence is asked);
+    # 3.5 takes none.
+    zone = {"timezone": "UTC"} if "timezone" in inspect.signature(to_arrow_type).parameters else {}
+    for field in schema.fields:
+        try:
+            to_arrow_type(field.dataType, **zone)
+        except (TypeError, NotImplementedError):
+            raise InvalidArgumentError(
+                "df",
+                f"has column {field.name!r} of type {field.dataType.simpleString()}, which Spark "
+                "cannot pass to Python workers in Arrow batches: drop it or cast it (e.g. to "
+                "string) before explaining, and join it back by a key",
+            ) from None
 
 
 def _columns(argument: str, columns, fields: dict) -> list[str]:

@@ -343,6 +343,12 @@ def test_refusals_name_the_argument_before_any_job(spark, table, tmp_path):
         (dict(model=np.sum, budget=8, random_state=True), "random_state", "[0, 2**32)"),
         (dict(random_state=3), "random_state", "needs model and budget"),
         (dict(model=_unpicklable_model(), budget=8), "model", "cannot be pickled"),
+        # No Arrow type: the job failed on its first batch naming the column's internal alias.
+        (
+            dict(df=df.withColumn("term", F.expr("INTERVAL '1-2' YEAR TO MONTH"))),
+            "df",
+            "column 'term' of type interval year to month",
+        ),
     ]
     spark.sparkContext.setJobGroup("refusals", "calls that must be refused")
     try:
@@ -358,6 +364,66 @@ def test_refusals_name_the_argument_before_any_job(spark, table, tmp_path):
     with pytest.raises(InvalidArgumentError) as caught:
         explain_dataframe(X, explainer, FEATURES)
     assert caught.value.argument == "df"
+
+
+def test_the_tables_other_columns_come_back_as_they_were(spark, table):
+    """Every column went through pandas in mapInPandas: a long id past 2**53 in a batch with a
+    null came back rounded, NaN came back null, a timestamp in the repeated daylight-saving
+    hour moved an hour, and a vector column failed the job (QA, 2026-12-06)."""
+    import pyspark.sql.functions as F
+    from pyspark.ml.linalg import Vectors
+    from pyspark.sql import types as T
+
+    from shapley_svc.spark import explain_dataframe
+
+    X, y, explainer = table
+    ids = [None if i == 0 else 2**60 + i for i in range(8)]
+    rows = [
+        (
+            i,
+            ids[i],
+            *map(float, X[i]),
+            float("nan") if i == 1 else float(y[i]),
+            1730611800 + 1800 * i,
+        )
+        for i in range(8)
+    ]
+    schema = T.StructType(
+        [
+            T.StructField("row_id", T.IntegerType()),
+            T.StructField("account", T.LongType()),
+            *(T.StructField(name, T.DoubleType()) for name in FEATURES),
+            T.StructField("pred_0", T.DoubleType()),
+            T.StructField("epoch", T.LongType()),
+        ]
+    )
+    spark.conf.set("spark.sql.session.timeZone", "America/New_York")
+    try:
+        df = (
+            spark.createDataFrame(rows, schema)
+            .withColumn("at", F.timestamp_seconds("epoch"))  # 01:30 EDT, then the EST hour
+            .withColumn(
+                "score_nan", F.when(F.col("row_id") == 2, F.lit(float("nan"))).otherwise(1.0)
+            )
+            .coalesce(1)
+        )
+        vectors = spark.createDataFrame(
+            [(i, Vectors.dense([float(i), 0.5])) for i in range(8)], ["row_id", "embedding"]
+        )
+        df = df.join(vectors, "row_id").coalesce(1)
+        kept = [name for name in df.columns]
+        before = df.select(*kept, F.unix_timestamp("at").alias("at_s")).orderBy("row_id").collect()
+        out = explain_dataframe(df, explainer, FEATURES, "pred_0")
+        after = out.select(*kept, F.unix_timestamp("at").alias("at_s")).orderBy("row_id").collect()
+        assert out.columns[: len(kept)] == kept
+        assert out.filter(F.isnan("score_nan")).count() == 1  # NaN, not null
+        assert out.filter(F.isnan("pred_0")).count() == 1
+        for was, came in zip(before, after, strict=True):
+            assert was.account == came.account and was.at_s == came.at_s
+            assert was.embedding == came.embedding
+            assert str(was.score_nan) == str(came.score_nan)  # nan == nan, as text
+    finally:
+        spark.conf.unset("spark.sql.session.timeZone")
 
 
 def test_real_table_names_dots_case_and_number_labels(spark):

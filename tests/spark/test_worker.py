@@ -1,5 +1,5 @@
-"""The workers' side without Spark: the batch function on pandas frames, and the per-process
-cache of loaded contexts."""
+"""The workers' side without Spark: the batch function on Arrow record batches, and the
+per-process cache of loaded contexts."""
 
 import hashlib
 import pickle
@@ -13,6 +13,15 @@ from shapley_svc.spark import _worker
 from shapley_svc.spark._worker import BatchPlan, ShippedContext, explain_batches
 
 pd = pytest.importorskip("pandas")
+pa = pytest.importorskip("pyarrow")
+
+
+def _explained(frames, plan, shipped):
+    """``explain_batches`` over pandas frames sent as Arrow record batches, as Spark sends
+    them; its batches back as frames."""
+    batches = (pa.RecordBatch.from_pandas(frame, preserve_index=False) for frame in frames)
+    for batch in explain_batches(batches, plan, shipped):
+        yield batch.to_pandas()
 
 
 class _Broadcast:
@@ -77,7 +86,7 @@ def test_batches_equal_the_in_process_answers(fitted, tmp_path):
     frame.loc[[4, 9], "p"] = np.nan  # rows logged without a prediction
     plan = _columns_plan()
     batches = [frame.iloc[:100], frame.iloc[100:100], frame.iloc[100:]]
-    out = pd.concat(explain_batches(iter(batches), plan, _shipped(explainer, tmp_path)))
+    out = pd.concat(_explained(batches, plan, _shipped(explainer, tmp_path)))
     assert list(out.columns) == [*frame.columns, *plan.new_columns()]
     pd.testing.assert_frame_equal(out[list(frame.columns)].reset_index(drop=True), frame)
     given = ~np.isnan(frame["p"].to_numpy())
@@ -113,7 +122,7 @@ def test_a_context_coded_from_labels_takes_string_columns(tmp_path):
         batch_rows=None,
         threads=1,
     )
-    out = next(explain_batches(iter([query]), plan, _shipped(explainer, tmp_path)))
+    out = next(_explained([query], plan, _shipped(explainer, tmp_path)))
     expected = explainer.explain(pd.DataFrame({"x": query["amount"], "colour": query["paint"]}))
     assert np.allclose(np.stack(out["values"]), expected.values, rtol=0, atol=1e-12)
     assert np.isnan(expected.data[3, 1]) and expected.data[4, 1] == -1.0
@@ -149,7 +158,7 @@ def test_refined_batches_equal_the_in_process_refinement_slice_by_slice(
     monkeypatch.setattr(_worker, "REFINE_SLICE_CELLS", 7 * budget * 3)
     shipped_model = _shipped_model(broadcast=True)
     plan = _columns_plan(refinement=_worker.Refinement(shipped_model, budget, 17))
-    out = pd.concat(explain_batches(iter([frame]), plan, _shipped(explainer, tmp_path)))
+    out = pd.concat(_explained([frame], plan, _shipped(explainer, tmp_path)))
     assert len(_MODEL_CALLS) > 5 and max(_MODEL_CALLS) <= 7 * budget, _MODEL_CALLS
     # The model was unpickled once for every slice of every batch.
     assert shipped_model.payload.reads == 1
@@ -188,7 +197,7 @@ def test_a_refused_value_is_reported_by_the_callers_column_and_the_rows_values(
         changes["refinement"] = _worker.Refinement(_shipped_model(), 12, 17)
     plan = _columns_plan(**changes)
     with pytest.raises(InvalidArgumentError) as refused:
-        list(explain_batches(iter([frame]), plan, _shipped(explainer, tmp_path)))
+        list(_explained([frame], plan, _shipped(explainer, tmp_path)))
     assert refused.value.argument == "Debt.Ratio"
     message = str(refused.value)
     assert "holds inf in the row with Age=12.5, Income=" in message, message
@@ -202,9 +211,27 @@ def test_a_refused_prediction_names_its_column(fitted, tmp_path):
     frame = pd.DataFrame(X[:10], columns=["a", "b", "c"]).assign(p=y[:10])
     frame.loc[6, "p"] = -np.inf
     with pytest.raises(InvalidArgumentError) as refused:
-        list(explain_batches(iter([frame]), _columns_plan(), _shipped(explainer, tmp_path)))
+        list(_explained([frame], _columns_plan(), _shipped(explainer, tmp_path)))
     assert refused.value.argument == "p"
     assert f"holds -inf in the row with a={float(frame.loc[6, 'a'])!r}" in str(refused.value)
+
+
+def test_a_missing_prediction_under_a_budget_of_four_is_named_with_its_row(fitted, tmp_path):
+    """A row without its prediction needs budget 5 (its own row is scored): the job said only
+    that the budget must be 5, naming neither the column nor the row (QA, 2026-12-06)."""
+    X, y, explainer = fitted
+    frame = pd.DataFrame(X[:10], columns=["a", "b", "c"]).assign(p=y[:10])
+    frame.loc[6, "p"] = np.nan
+    changes = {"caller_names": {"p": "churn_score"}}
+    plan = _columns_plan(refinement=_worker.Refinement(_shipped_model(), 4, 17), **changes)
+    with pytest.raises(InvalidArgumentError) as refused:
+        list(_explained([frame], plan, _shipped(explainer, tmp_path)))
+    assert refused.value.argument == "churn_score"
+    message = str(refused.value)
+    assert f"holds nan in the row with a={float(frame.loc[6, 'a'])!r}" in message, message
+    assert "is missing (null or NaN)" in message and "at least 5" in message, message
+    frame.loc[6, "p"] = y[6]  # every prediction given: 4 is enough
+    assert len(pd.concat(_explained([frame], plan, _shipped(explainer, tmp_path)))) == 10
 
 
 def test_a_refused_model_output_is_reported_as_the_estimator_refused_it(fitted, tmp_path):
@@ -215,7 +242,7 @@ def test_a_refused_model_output_is_reported_as_the_estimator_refused_it(fitted, 
     frame.loc[[2, 3, 5], "p"] = np.nan
     plan = _columns_plan(refinement=_worker.Refinement(_shipped_nan_model(), 12, 17))
     with pytest.raises(InvalidArgumentError) as refused:
-        list(explain_batches(iter([frame]), plan, _shipped(explainer, tmp_path)))
+        list(_explained([frame], plan, _shipped(explainer, tmp_path)))
     assert refused.value.argument == "outputs"
     assert "must be finite; found nan" in str(refused.value)
 
