@@ -348,7 +348,10 @@ export class Explanation<S extends boolean = boolean> {
   /** Rows of your model used per explained row: 0 for a zero-shot answer, > 0 refined. */
   readonly modelRows: number;
   readonly nRows: number;
+  /** Number of features (d): the rows' columns. */
   readonly nFeatures: number;
+  /** Attributions per row (P): d without groups, the number of groups with them. */
+  readonly nAttributions: number;
   readonly singleOutput: S;
   /** Row i as plain JS values. */
   row(i: number): S extends true ? SingleOutputRow : MultiOutputRow;

@@ -445,8 +445,16 @@ class Explanation {
     return this.shape[0];
   }
 
-  /** Number of features (d). */
+  /** Number of features (d): the rows' columns. */
   get nFeatures() {
+    return this.featureNames && this.featureNames.length ? this.featureNames.length : this.shape[1];
+  }
+
+  /**
+   * Number of attributions per row (P), along the values' second axis: d without groups, the
+   * number of groups with them (nFeatures gave P, where the README and types say d).
+   */
+  get nAttributions() {
     return this.shape[1];
   }
 
@@ -697,10 +705,7 @@ function encodeSpec(spec) {
     message.randomState = uint64Text(spec.randomState, 'context.random_state');
   }
   if (spec.groups != null) {
-    if (typeof spec.groups !== 'object') {
-      throw localError('context.groups', 'must map group names to column indices');
-    }
-    message.groups = Object.entries(spec.groups).map(([name, columns]) => (
+    message.groups = groupEntries(spec.groups).map(([name, columns]) => (
       { name, columns: integerIndices(columns, 'context.groups', JSON.stringify(name), 'column') }));
   }
   if (spec.categoricalColumns != null) {
@@ -819,6 +824,68 @@ function retryServiceConfig(maxAttempts = DEFAULT_MAX_ATTEMPTS) {
   };
 }
 
+/**
+ * The groups as [name, columns] pairs, taken as the Python client takes them: an object or a Map
+ * of group name to column indices, or an array of [name, columns] pairs. A Map went through
+ * Object.entries as no group at all, and so did {}: the context was fitted without groups and
+ * answered per feature, with no error (QA, 2026-12-06).
+ * @param {any} groups
+ * @returns {[string, any][]}
+ */
+function groupEntries(groups) {
+  /** @type {[any, any][]} */
+  let entries;
+  if (groups instanceof Map) {
+    entries = Array.from(groups.entries());
+  } else if (Array.isArray(groups)) {
+    groups.forEach((item, position) => {
+      if (!Array.isArray(item) || item.length !== 2) {
+        throw localError('context.groups',
+          `item ${position} must be a [name, column indices] pair; got ${JSON.stringify(item)}`);
+      }
+    });
+    entries = groups;
+  } else if (typeof groups === 'object') {
+    entries = Object.entries(groups);
+  } else {
+    throw localError('context.groups',
+      `must map group names to column indices (an object or a Map, or an array of [name, ` +
+      `indices] pairs); got a ${typeof groups}`);
+  }
+  if (entries.length === 0) throw localError('context.groups', 'must hold at least one group');
+  return entries.map(([name, columns]) => [String(name), columns]);
+}
+
+/**
+ * A timeout (seconds) past which a call has no deadline, as with Infinity: grpc-js cannot write
+ * a deadline more than 1e8 hours ahead and throws in its own async code, an unhandled rejection
+ * that ended the process (QA, 2026-12-06: timeout 1e12).
+ */
+const NO_DEADLINE_SECONDS = 1e10;
+
+/** The longest delay Node's setTimeout keeps (a longer one fires at once). */
+const MAX_TIMER_MS = 2147483647;
+
+/**
+ * `promise`, or DEADLINE_EXCEEDED when `deadline` (ms since the epoch) passes first.
+ * @template T
+ * @param {Promise<T>} promise
+ * @param {number | undefined} deadline
+ * @param {string} what
+ * @returns {Promise<T>}
+ */
+function beforeDeadline(promise, deadline, what) {
+  const left = deadline == null ? Infinity : deadline - Date.now();
+  if (left > MAX_TIMER_MS) return promise;
+  /** @type {NodeJS.Timeout | undefined} */
+  let timer;
+  const expired = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new ShapleyError('DEADLINE_EXCEEDED',
+      `${what} had not settled when the call's deadline passed`)), Math.max(0, left));
+  });
+  return /** @type {Promise<T>} */ (Promise.race([promise, expired]).finally(() => clearTimeout(timer)));
+}
+
 class ShapleyClient {
   /**
    * @param {string} target host:port of the server, e.g. '127.0.0.1:50051'
@@ -885,11 +952,18 @@ class ShapleyClient {
    * A call's metadata: the token, when there is one, as `authorization: Bearer <token>`. A token
    * gRPC metadata cannot carry (printable ASCII only) is refused naming the option, `token`,
    * without quoting it: gRPC's own error would be a plain Error quoting the secret.
+   * @param {number} [deadline] the call's, in ms since the epoch
    * @returns {Promise<grpc.Metadata>}
    */
-  async _metadata() {
+  async _metadata(deadline) {
     const metadata = new grpc.Metadata();
-    const token = typeof this._token === 'function' ? await this._token() : this._token;
+    // The token function's wait counts against the call's deadline: a provider that never
+    // answered hung every call, timeout or not, and waitForServing past its own timeout.
+    const provider = this._token;
+    const token = typeof provider === 'function'
+      ? await beforeDeadline(Promise.resolve().then(() => provider.call(this)), deadline,
+        'the token function')
+      : provider;
     if (!token) return metadata;
     if (typeof token !== 'string') {
       throw localError('token', `must be a string (or a function returning one); got a ${typeof token}`);
@@ -908,7 +982,19 @@ class ShapleyClient {
   /** @param {{timeout?: number} | undefined} options */
   _callOptions(options) {
     const timeout = options && options.timeout != null ? options.timeout : this._timeout;
-    return timeout != null && timeout > 0 ? { deadline: Date.now() + timeout * 1000 } : {};
+    if (timeout == null || !(timeout > 0) || timeout >= NO_DEADLINE_SECONDS) return {};
+    return { deadline: Date.now() + timeout * 1000 };
+  }
+
+  /**
+   * A call's options (its deadline fixed as it starts) and its metadata, the token's wait
+   * counted against that deadline.
+   * @param {{timeout?: number} | undefined} options
+   * @returns {Promise<{metadata: grpc.Metadata, callOptions: {deadline?: number}}>}
+   */
+  async _prepared(options) {
+    const callOptions = this._callOptions(options);
+    return { metadata: await this._metadata(callOptions.deadline), callOptions };
   }
 
   /**
@@ -919,9 +1005,9 @@ class ShapleyClient {
    */
   async _unary(method, request, options) {
     this._checkSize(method, request);
-    const metadata = await this._metadata();
+    const { metadata, callOptions } = await this._prepared(options);
     return new Promise((resolve, reject) => {
-      this._stub[method](request, metadata, this._callOptions(options),
+      this._stub[method](request, metadata, callOptions,
         (/** @type {any} */ error, /** @type {any} */ response) => {
           if (error) reject(errorFromStatus(error));
           else resolve(response);
@@ -1133,10 +1219,10 @@ class ShapleyClient {
     // The first block is the largest (as many rows as any, and the settings): checked before
     // the call opens, so that nothing is sent.
     blockMessage(0, Math.min(n, blockRows));
-    const metadata = await this._metadata();
+    const { metadata, callOptions } = await this._prepared(options);
     return new Promise((resolve, reject) => {
       let answered = false;
-      const call = this._stub.CreateContextStream(metadata, this._callOptions(options),
+      const call = this._stub.CreateContextStream(metadata, callOptions,
         (/** @type {any} */ error, /** @type {any} */ response) => {
           answered = true;
           if (error) reject(errorFromStatus(error));
@@ -1412,7 +1498,16 @@ class ShapleyClient {
    * @param {StreamOptions} [options]
    * @returns {Promise<Explanation>}
    */
-  async explainStream(contextOrId, rows, predictions, options = {}) {
+  async explainStream(contextOrId, rows, predictions, options) {
+    options ??= {}; // null as absent, as explain and createContext take it
+    for (const option of ['model', 'budget', 'randomState']) {
+      // Taken by explain to refine: here they were ignored, and the answer was zero-shot.
+      if (/** @type {any} */ (options)[option] != null) {
+        throw localError(option === 'randomState' ? 'random_state' : option,
+          'refines, which explainStream does not: call explain with model and budget (it ' +
+          'refines in chunks)');
+      }
+    }
     const x = toArray(rows, 'rows', [2]);
     const [m, d] = x.shape;
     const p = this._checkedPredictions(contextOrId, predictions, m);
@@ -1543,8 +1638,8 @@ class ShapleyClient {
    * @returns {Promise<Explanation>}
    */
   async _stream(id, m, chunkRows, chunk, options) {
-    const metadata = await this._metadata();
-    const call = this._stub.ExplainStream(metadata, this._callOptions(options));
+    const { metadata, callOptions } = await this._prepared(options);
+    const call = this._stub.ExplainStream(metadata, callOptions);
     return new Promise((resolve, reject) => {
       /** @type {any[]} */
       const responses = [];
@@ -1614,6 +1709,21 @@ class ShapleyClient {
   }
 
   /**
+   * The `refit` option checked: true, false or absent. proposeCalibration took anything but
+   * true as false ('true' from a config file sized the weights' budget), where calibrate
+   * refused it.
+   * @param {{refit?: any}} options
+   * @returns {boolean | null | undefined}
+   */
+  static _refit(options) {
+    const { refit } = options;
+    if (refit != null && typeof refit !== 'boolean') {
+      throw localError('refit', `must be true, false or absent (automatic); got ${shown(refit)}`);
+    }
+    return refit;
+  }
+
+  /**
    * The rows your model should score, once, to calibrate a context (calibrate() does the whole
    * round trip). The same arguments always give the same rows. Same context rules as explain().
    * @param {string | ContextSpec | {contextId: string}} contextOrId
@@ -1624,9 +1734,10 @@ class ShapleyClient {
    *   alone do not)
    * @returns {Promise<CalibrationProposal>}
    */
-  async proposeCalibration(contextOrId, options = {}) {
+  async proposeCalibration(contextOrId, options) {
+    options ??= {}; // null as absent, as explain and createContext take it
     const fields = ShapleyClient._calibration(options);
-    const refit = options.refit === true;
+    const refit = ShapleyClient._refit(options) === true;
     const response = await this._withContext(contextOrId, options,
       (id) => this._unary('ProposeCalibration', { ...fields, refit, contextId: id }, options));
     const rows = /** @type {{data: Float64Array, shape: number[]}} */ (
@@ -1765,15 +1876,13 @@ class ShapleyClient {
    * @param {CalibrationOptions} [options]
    * @returns {Promise<any>}
    */
-  async calibrate(contextOrId, model, options = {}) {
+  async calibrate(contextOrId, model, options) {
+    options ??= {}; // null as absent, as explain and createContext take it
     if (typeof model !== 'function') {
       throw localError('model', 'must be a function of the rows (your model)');
     }
     const fields = ShapleyClient._calibration(options);
-    const { refit } = options;
-    if (refit != null && typeof refit !== 'boolean') {
-      throw localError('refit', `must be true, false or absent (automatic); got ${shown(refit)}`);
-    }
+    const refit = ShapleyClient._refit(options);
     // Only a spec carries the context's data (its rows and predictions): a calibrated context's
     // id is not a spec's content address, and an id alone carries nothing.
     if (refit === true && !isSpec(contextOrId)) {
@@ -1827,7 +1936,8 @@ class ShapleyClient {
    * @param {string | ContextSpec | {contextId: string}} contextOrId
    * @param {{timeout?: number}} [options]
    */
-  async getContext(contextOrId, options = {}) {
+  async getContext(contextOrId, options) {
+    options ??= {}; // null as absent, as explain and createContext take it
     return this._withContext(contextOrId, options,
       (id) => this._unary('GetContext', { contextId: id }, options));
   }
@@ -1848,7 +1958,8 @@ class ShapleyClient {
    * order, so that none is listed twice or skipped.
    * @param {{timeout?: number, pageSize?: number}} [options]
    */
-  async listContexts(options = {}) {
+  async listContexts(options) {
+    options ??= {}; // null as absent, as explain and createContext take it
     let pageSize = options.pageSize;
     if (pageSize === undefined) {
       try {
@@ -1892,7 +2003,7 @@ class ShapleyClient {
    * @returns {Promise<string>}
    */
   async health(service = '', options) {
-    const metadata = await this._metadata();
+    const { metadata, callOptions } = await this._prepared(options);
     return new Promise((resolve, reject) => {
       this._stub.makeUnaryRequest(
         HEALTH_CHECK_METHOD,
@@ -1900,7 +2011,7 @@ class ShapleyClient {
         decodeHealthResponse,
         { service },
         metadata,
-        this._callOptions(options),
+        callOptions,
         (/** @type {any} */ error, /** @type {any} */ status) => {
           if (error) reject(errorFromStatus(error));
           else resolve(status);
@@ -1913,7 +2024,8 @@ class ShapleyClient {
    * Poll health until the server reports SERVING (it binds before its warm-up ends).
    * @param {{timeout?: number, interval?: number}} [options] seconds; timeout default 120
    */
-  async waitForServing(options = {}) {
+  async waitForServing(options) {
+    options ??= {}; // null as absent, as explain and createContext take it
     const { timeout = 120, interval = 0.25 } = options;
     const deadline = Date.now() + timeout * 1000;
     let last = 'no answer';

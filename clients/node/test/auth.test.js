@@ -91,6 +91,15 @@ test('the right token is accepted', async () => {
   assert.equal(calls, 2);
 });
 
+test('a token function that never settles counts against the deadline: DEADLINE_EXCEEDED, not a hang', async () => {
+  const stuck = connect({ token: () => new Promise(() => {}), timeout: 0.5 });
+  const started = Date.now();
+  await assert.rejects(stuck.serverInfo(), isCode('DEADLINE_EXCEEDED'));
+  await assert.rejects(stuck.health(), isCode('DEADLINE_EXCEEDED'));
+  await assert.rejects(stuck.waitForServing({ timeout: 1, interval: 0.1 }), isCode('DEADLINE_EXCEEDED'));
+  assert.ok(Date.now() - started < 10_000, `took ${Date.now() - started} ms`);
+});
+
 test('a token gRPC metadata cannot carry is refused naming token, before sending, without quoting it', async () => {
   // gRPC's own refusal was a plain Error quoting the whole header, secret included.
   const bad = {

@@ -492,6 +492,12 @@ test('bad calibration arguments and outputs are refused naming the field', async
     isError('INVALID_ARGUMENT', 'budget'));
   await assert.rejects(client.proposeCalibration(spec, { budget: -1 }),
     isError('INVALID_ARGUMENT', 'budget'));
+  // proposeCalibration took anything but true as false (the weights' default budget), where
+  // calibrate refused it.
+  for (const refit of ['true', 1]) {
+    await assert.rejects(client.proposeCalibration(spec, { refit: /** @type {any} */ (refit) }),
+      isError('INVALID_ARGUMENT', 'refit'));
+  }
   await assert.rejects(client.calibrate(spec, score, { budget: BUDGET, randomState: -1 }),
     isError('INVALID_ARGUMENT', 'random_state'));
   // Refused by the server: under 2 rows per background row (less than it takes); 2^32 as a seed.

@@ -304,6 +304,11 @@ test('background and group indices: integer numbers only, refused before sending
     [{ groups: { a: [[0]], b: [1, 2, 3, 4] } }, 'context.groups', /"a"\[0\] must be a column index \(an integer\); got an array/],
     [{ groups: { a: [0], b: ['1', 2, 3, 4] } }, 'context.groups', /"b"\[0\] .*got "1"$/],
     [{ groups: { a: 0, b: [1, 2, 3, 4] } }, 'context.groups', /"a" must be an array of column indices \(integers\); got 0$/],
+    // {} and an empty Map were no groups at all: fitted per feature, with no error.
+    [{ groups: {} }, 'context.groups', /^context\.groups: must hold at least one group$/],
+    [{ groups: new Map() }, 'context.groups', /must hold at least one group$/],
+    [{ groups: [['a', [0, 1]], ['b']] }, 'context.groups', /item 1 must be a \[name, column indices\] pair/],
+    [{ groups: 'ab' }, 'context.groups', /got a string$/],
   ];
   try {
     for (const [extra, field, words] of cases) {
@@ -325,8 +330,17 @@ test('groups: one exactly efficient value per group, named by the groups', async
   const grouped = await client.createContext({ rows, predictions, featureNames: NAMES, groups });
   assert.deepEqual(grouped.attributionNames, ['person', 'money', 'other']);
   assert.deepEqual(grouped.groups.map((g) => g.name), ['person', 'money', 'other']);
+  // A Map, or [name, columns] pairs as the Python client takes them: the same context (a Map
+  // was silently no groups).
+  for (const same of [new Map(Object.entries(groups)), Object.entries(groups)]) {
+    const again = await client.createContext({ rows, predictions, featureNames: NAMES, groups: same });
+    assert.equal(again.contextId, grouped.contextId);
+  }
   const e = await client.explain(grouped.contextId, query, queryPredictions);
   assert.deepEqual(e.shape, [40, 3]);
+  // nFeatures is d, as documented (it gave the number of groups); nAttributions is P.
+  assert.equal(e.nFeatures, 5);
+  assert.equal(e.nAttributions, 3);
   assert.deepEqual(e.attributionNames, ['person', 'money', 'other']);
   assert.deepEqual(e.featureNames, NAMES);
   assertEfficient(e, queryPredictions);
@@ -686,6 +700,38 @@ test('categoricalColumns travel in the first block of a streamed context: same i
   } finally {
     streaming.close();
   }
+});
+
+test('a timeout too long for a gRPC deadline is no deadline, as Infinity is; null options are absent', async () => {
+  // grpc-js cannot write a deadline past 1e8 hours: it threw in its own async code, an unhandled
+  // rejection that ended the process.
+  for (const timeout of [1e12, Number.MAX_SAFE_INTEGER, Infinity]) {
+    const patient = new ShapleyClient(server.target, { timeout });
+    try {
+      assert.equal(await patient.health(), 'SERVING');
+      assert.ok((await patient.serverInfo({ timeout })).limits.maxExplainRows > 0);
+    } finally {
+      patient.close();
+    }
+  }
+  // null options were a TypeError in four methods.
+  assert.ok(Array.isArray((await client.listContexts(/** @type {any} */ (null))).contexts));
+  const e = await client.explainStream(spec, query, queryPredictions, /** @type {any} */ (null));
+  assert.deepEqual(e.shape, [40, 5]);
+  const proposal = await client.proposeCalibration(spec, /** @type {any} */ (null));
+  assert.ok(proposal.shape[0] > 0);
+});
+
+test('explainStream refuses the options that refine, naming them (they were ignored: a zero-shot answer)', async () => {
+  let calls = 0;
+  const scorer = (/** @type {number[][]} */ r) => { calls += 1; return model(r); };
+  for (const [options, field] of /** @type {[any, string][]} */ ([
+    [{ model: scorer, budget: 20 }, 'model'], [{ budget: 20 }, 'budget'], [{ randomState: 3 }, 'random_state'],
+  ])) {
+    await assert.rejects(client.explainStream(spec, query, queryPredictions, options),
+      isError('INVALID_ARGUMENT', field, /call explain with model and budget/));
+  }
+  assert.equal(calls, 0);
 });
 
 test('a per-call timeout becomes a gRPC deadline', async () => {
