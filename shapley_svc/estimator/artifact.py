@@ -52,17 +52,18 @@ def write_artifact(
     if manifest_path.suffix != ".json":
         # Its weights are <name>.npz: named X.npz, the manifest overwrote its own weights.
         raise ValueError(f"an artifact's manifest is a .json file; got {manifest_path}")
-    manifest_path.parent.mkdir(parents=True, exist_ok=True)
-    weights_path = manifest_path.with_suffix(".npz")
-    # A path that is a symlink is written through: the file it names is replaced and the link
-    # kept, as a save into a linked directory is (renamed onto the link, the link was lost).
-    places = {
-        path: path.resolve() if path.is_symlink() else path
-        for path in (weights_path, manifest_path)
-    }
+    # A manifest path that is a symlink (current.json -> releases/v3.json) is written through:
+    # the artifact goes where the link points, its weights beside the target under the target's
+    # name, and the link is kept. Renamed onto the link, the link was lost; each path resolved
+    # on its own, the target named the link's weights and did not load by its own path.
+    place = manifest_path.resolve() if manifest_path.is_symlink() else manifest_path
+    if place.suffix != ".json":
+        raise ValueError(f"{manifest_path} links to {place}, which is not a .json file")
+    place.parent.mkdir(parents=True, exist_ok=True)
+    weights_path = place.with_suffix(".npz")
     partial = {
-        path: place.with_name(f".{place.name}.{os.getpid()}.partial")
-        for path, place in places.items()
+        path: path.with_name(f".{path.name}.{os.getpid()}.partial")
+        for path in (weights_path, place)
     }
     try:
         with open(partial[weights_path], "wb") as stream:
@@ -80,9 +81,9 @@ def write_artifact(
             **code_schema(),
             **provenance,
         }
-        partial[manifest_path].write_text(json.dumps(manifest, indent=2) + "\n")
+        partial[place].write_text(json.dumps(manifest, indent=2) + "\n")
         for path, written in partial.items():
-            os.replace(written, places[path])
+            os.replace(written, path)
     finally:
         for written in partial.values():
             written.unlink(missing_ok=True)
@@ -123,7 +124,8 @@ def load_artifact(manifest_path: str | Path = DEFAULT_ARTIFACT) -> Artifact:
                 f"artifact {key} {manifest.get(key)} does not match this code's "
                 f"{value}; retrain with `shapley-svc train`"
             )
-    weights_path = manifest_path.parent / manifest["weights"]
+    # Beside the file the manifest is, which a link to it is not.
+    weights_path = manifest_path.resolve().parent / manifest["weights"]
     if not weights_path.exists():
         raise ArtifactError(f"artifact weights not found: {weights_path}")
     if sha256_of(weights_path) != manifest.get("sha256"):

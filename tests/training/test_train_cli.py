@@ -142,24 +142,32 @@ def test_a_failed_artifact_write_leaves_the_artifact_there_as_it_was(tmp_path, m
         artifacts.write_artifact(tmp_path / "c.npz", CombinerParameters.neutral(), {})
 
 
-def test_an_artifact_written_through_symlinks_keeps_them(tmp_path):
-    """A deployment that points at the current artifact by links gets the new one there; the
-    rename onto the link replaced the link by a file and left its target as it was."""
+@pytest.mark.parametrize("weights_linked", [True, False])
+def test_an_artifact_written_through_a_link_keeps_it_and_its_target_loads(tmp_path, weights_linked):
+    """A deployment that points at the current artifact by a link gets the new one there. The
+    rename onto the link replaced it by a file; each file resolved on its own, the release named
+    the link's weights and did not load by its own path (QA, 2026-12-06)."""
     from shapley_svc.estimator import artifact as artifacts
     from shapley_svc.estimator.combiner import CombinerParameters
 
-    (tmp_path / "v1").mkdir()
-    for suffix in (".json", ".npz"):
-        (tmp_path / f"combiner{suffix}").symlink_to(tmp_path / "v1" / f"combiner{suffix}")
-    out = tmp_path / "combiner.json"
-    artifacts.write_artifact(out, CombinerParameters.neutral(), {"run": "first"})
-    artifacts.write_artifact(out, CombinerParameters.neutral(), {"run": "second"})
-    assert out.is_symlink() and out.with_suffix(".npz").is_symlink()
-    assert artifacts.load_artifact(tmp_path / "v1" / "combiner.json").manifest["run"] == "second"
+    release = tmp_path / "releases" / "2026-12-06.json"
+    release.parent.mkdir()
+    out = tmp_path / "current.json"
+    out.symlink_to(release)
+    if weights_linked:
+        (tmp_path / "current.npz").symlink_to(release.with_suffix(".npz"))
+    for run in ("first", "second"):
+        artifacts.write_artifact(out, CombinerParameters.neutral(), {"run": run})
+    assert out.is_symlink() and out.resolve() == release.resolve()
+    assert artifacts.load_artifact(release).manifest["run"] == "second"
     assert artifacts.load_artifact(out).manifest["run"] == "second"
-    assert sorted(path.name for path in tmp_path.rglob("*")) == sorted(
-        ["v1", "combiner.json", "combiner.npz", "combiner.json", "combiner.npz"]
-    )
+    assert sorted(path.name for path in release.parent.iterdir()) == [
+        "2026-12-06.json",
+        "2026-12-06.npz",
+    ]
+    with pytest.raises(ValueError, match=r"links to .*\.npz, which is not a \.json file"):
+        (tmp_path / "odd.json").symlink_to(tmp_path / "weights.npz")
+        artifacts.write_artifact(tmp_path / "odd.json", CombinerParameters.neutral(), {})
 
 
 @pytest.mark.slow
