@@ -368,11 +368,14 @@ def test_a_frame_with_a_context_id_is_checked_against_the_contexts_names(offline
     assert caught.value.field == "rows"
     offline.explain(plain.context_id, frame)  # its own names, in order: sent as they are
     np.testing.assert_array_equal(offline._stub.explained[-1], frame.to_numpy())
+    record = pd.DataFrame([{"a": 0.1, "b": None, "c": 0.3}])  # one JSON record, b null
+    offline.explain(plain.context_id, record)  # no labels in b: a missing value, as with a Context
+    np.testing.assert_array_equal(offline._stub.explained[-1], [[0.1, np.nan, 0.3]])
     coded = offline.create_context(frame, [0.0, 1.0], categorical_columns=["b"])
     labels = frame.assign(b=[10, 20])  # labels or codes? only the Context knows
     with pytest.raises(InvalidArgumentError, match=r"\['b'\] are categorical in context") as caught:
         offline.explain(coded.context_id, labels)
-    assert caught.value.field == "rows" and len(offline._stub.explained) == 1
+    assert caught.value.field == "rows" and len(offline._stub.explained) == 2
     offline.explain(coded.context_id, labels.to_numpy())  # an array with the id: codes
 
 

@@ -172,8 +172,14 @@ def _plain_numeric(dtype) -> bool:
 
 
 def coded_columns(frame) -> list[str]:
-    """The names of the columns of ``frame`` that need labels to be sent (not plain numbers)."""
-    return [str(column) for column, dtype in frame.dtypes.items() if not _plain_numeric(dtype)]
+    """The names of the columns of ``frame`` that need labels to be sent: not plain numbers,
+    and not missing in every row (one JSON record's null is an object column of None, which
+    holds no label)."""
+    return [
+        str(column)
+        for j, (column, dtype) in enumerate(frame.dtypes.items())
+        if not _plain_numeric(dtype) and not frame.iloc[:, j].isna().all()
+    ]
 
 
 def code_frame(frame, categories: dict[int, list] | None = None, name: str = "rows") -> CodedFrame:
