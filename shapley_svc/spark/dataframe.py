@@ -297,19 +297,24 @@ def _context(context) -> tuple[ZeroShotExplainer, dict[str, bytes]]:
 
 def _check_arrow_types(schema) -> None:
     """Refuse, naming it, a column Spark cannot put in an Arrow batch (a year-month or calendar
-    interval): every column travels through the workers, and the job failed on the first batch
-    naming its internal alias of the column (QA, 2026-12-06)."""
+    interval, a struct with a repeated field name): every column travels through the workers,
+    and the job failed on the first batch naming its internal alias of the column or no column
+    (QA, 2026-12-06)."""
     import inspect
 
+    from pyspark.errors import PySparkException
     from pyspark.sql.pandas.types import to_arrow_type
 
-    # pyspark 4 needs a time zone for timestamps (any: only the type's existence is asked);
-    # 3.5 takes none.
-    zone = {"timezone": "UTC"} if "timezone" in inspect.signature(to_arrow_type).parameters else {}
+    # pyspark 4 needs a time zone for timestamps (any: only the type's existence is asked),
+    # and tells a struct with repeated field names, which fails the job, only when asked; 3.5
+    # takes neither.
+    accepted = inspect.signature(to_arrow_type).parameters
+    asked = {"timezone": "UTC", "error_on_duplicated_field_names_in_struct": True}
+    options = {name: value for name, value in asked.items() if name in accepted}
     for field in schema.fields:
         try:
-            to_arrow_type(field.dataType, **zone)
-        except (TypeError, NotImplementedError):
+            to_arrow_type(field.dataType, **options)
+        except (TypeError, NotImplementedError, PySparkException):
             raise InvalidArgumentError(
                 "df",
                 f"has column {field.name!r} of type {field.dataType.simpleString()}, which Spark "

@@ -349,6 +349,13 @@ def test_refusals_name_the_argument_before_any_job(spark, table, tmp_path):
             "df",
             "column 'term' of type interval year to month",
         ),
+        (
+            dict(
+                df=df.withColumn("pair", F.struct(F.col("f_a").alias("x"), F.col("f_b").alias("x")))
+            ),
+            "df",
+            "column 'pair' of type struct<x:double,x:double>",
+        ),
     ]
     spark.sparkContext.setJobGroup("refusals", "calls that must be refused")
     try:
