@@ -45,14 +45,14 @@ export interface ContextSpec {
    */
   randomState?: number | bigint | string;
   /**
-   * Optional partition of the d columns: group name -> column indices, every column in exactly
-   * one group. Answers then hold one value per group ((m, G) or (m, G, K)), the Shapley values
+   * Optional partition of the d columns: group name -> column indices (an object or a Map, or
+   * [name, indices] pairs; at least one group), every column in exactly one group. Answers then hold one value per group ((m, G) or (m, G, K)), the Shapley values
    * of the game whose players are the groups, exactly efficient. Indices are integer numbers
    * only: anything else (true, '5', [7], 1n, 1.5), or a group that is not an array of them, is
    * refused before sending (INVALID_ARGUMENT, field 'context.groups'), never coerced; columns
    * outside [0, d), overlaps and uncovered columns by the server.
    */
-  groups?: Record<string, number[]>;
+  groups?: Record<string, ArrayLike<number>> | Map<unknown, ArrayLike<number>> | [unknown, ArrayLike<number>][];
   /**
    * Columns whose values are category codes (integers; NaN for a missing category), by index or
    * by name (resolved against featureNames, or x0, x1, ... without them). Sent sorted, so their

@@ -89,7 +89,8 @@ const mismatches = new WeakMap();
  * @typedef {number[] | number[][] | FloatArray | FlatArray} ArrayInput
  * @typedef {{rows: ArrayInput, predictions: ArrayInput, background?: number[],
  *   featureNames?: string[], randomState?: number | bigint | string,
- *   groups?: Record<string, number[]>, categoricalColumns?: (number | string)[]}} ContextSpec
+ *   groups?: Record<string, ArrayLike<number>> | Map<any, ArrayLike<number>>
+ *     | [any, ArrayLike<number>][], categoricalColumns?: (number | string)[]}} ContextSpec
  * @typedef {{rootCerts?: Buffer | null, privateKey?: Buffer | null, certChain?: Buffer | null}} TlsFiles
  * @typedef {{tls?: boolean | TlsFiles, token?: string | (() => string | Promise<string>),
  *   timeout?: number, proto?: string, channelOptions?: Record<string, any>,
