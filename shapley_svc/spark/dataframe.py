@@ -57,7 +57,7 @@ def explain_dataframe(
     layout: str = "columns",
     prefix: str = "shap_",
     batch_rows: int | None = None,
-    shipping: str = "broadcast",
+    shipping: str | None = None,
 ):
     """Explain every row of a Spark DataFrame with a fitted context: zero-shot (no model calls)
     or, with ``model`` and ``budget``, refined with a few of your model's calls per row.
@@ -99,9 +99,10 @@ def explain_dataframe(
     prefix : what the added columns' names start with.
     batch_rows : None to explain each Arrow batch at once (``spark.sql.execution.arrow.
         maxRecordsPerBatch`` rows, 10,000 by default), or at most this many rows at a time.
-    shipping : ``"broadcast"`` (default) or ``"closure"``, which pickles the bytes (the
-        context's, and the model's) into the function, so they travel with every task
-        (measured in ``benchmarks/bench_spark.py``).
+    shipping : ``"broadcast"`` or ``"closure"``, which pickles the bytes (the context's, and
+        the model's) into the function, so they travel with every task (measured in
+        ``benchmarks/bench_spark.py``). Default (None): the broadcast, but on Spark Connect,
+        which has no broadcast variables, the closure.
 
     Returns
     -------
@@ -117,8 +118,7 @@ def explain_dataframe(
     explainer, files = _context(context)
     if layout not in LAYOUTS:
         raise InvalidArgumentError("layout", f"must be one of {LAYOUTS}; got {layout!r}")
-    if shipping not in SHIPPING:
-        raise InvalidArgumentError("shipping", f"must be one of {SHIPPING}; got {shipping!r}")
+    shipping = _shipping(df.sparkSession, shipping)
     if not isinstance(prefix, str):
         raise InvalidArgumentError("prefix", f"must be a string; got {prefix!r}")
     if batch_rows is not None and (
@@ -425,6 +425,23 @@ def _added_fields(types, plan: BatchPlan, explainer) -> list:
         types.StructField(name, shape, False)
         for name, shape in zip(plan.new_columns(), shapes, strict=True)
     ]
+
+
+def _shipping(session, shipping: str | None) -> str:
+    """How the bytes travel: as asked, or by default a broadcast where the session has one.
+    Spark Connect has no broadcast variables (``sparkContext`` raised JVM_ATTRIBUTE_NOT_SUPPORTED
+    there, so the default failed every call: review QA, 2026-12-06): its default is the
+    closure, and a broadcast asked for there is refused naming ``shipping``."""
+    if shipping is not None and shipping not in SHIPPING:
+        raise InvalidArgumentError("shipping", f"must be one of {SHIPPING}; got {shipping!r}")
+    connect = type(session).__module__.startswith("pyspark.sql.connect")
+    if shipping == "broadcast" and connect:
+        raise InvalidArgumentError(
+            "shipping",
+            "'broadcast' needs a SparkContext, which a Spark Connect session has not: pass "
+            "'closure' (or leave shipping unset)",
+        )
+    return shipping or ("closure" if connect else "broadcast")
 
 
 def _ship_model(session, model, shipping: str) -> ShippedModel:

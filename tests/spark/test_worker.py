@@ -254,3 +254,21 @@ def _nan_model(rows):
 def _shipped_nan_model():
     data = pickle.dumps(_nan_model)
     return _worker.ShippedModel(hashlib.sha256(data).hexdigest(), data)
+
+
+def test_spark_connect_ships_in_the_closure_by_default_and_refuses_a_broadcast():
+    """Spark Connect has no broadcast variables: the default failed every call there with
+    JVM_ATTRIBUTE_NOT_SUPPORTED (review QA, 2026-12-06)."""
+    pytest.importorskip("pyspark")
+    from shapley_svc.spark.dataframe import _shipping
+
+    classic = type("SparkSession", (), {"__module__": "pyspark.sql.session"})()
+    connect = type("SparkSession", (), {"__module__": "pyspark.sql.connect.session"})()
+    assert _shipping(classic, None) == "broadcast" and _shipping(connect, None) == "closure"
+    assert _shipping(classic, "closure") == "closure" == _shipping(connect, "closure")
+    assert _shipping(classic, "broadcast") == "broadcast"
+    with pytest.raises(InvalidArgumentError, match="needs a SparkContext") as refused:
+        _shipping(connect, "broadcast")
+    assert refused.value.argument == "shipping"
+    with pytest.raises(InvalidArgumentError, match="must be one of"):
+        _shipping(classic, "by post")
