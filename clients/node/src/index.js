@@ -864,6 +864,18 @@ function groupEntries(groups) {
  */
 const NO_DEADLINE_SECONDS = 1e10;
 
+/**
+ * Refuse a timeout that is not a number of seconds >= 0 (0: none), naming `timeout`: 'abc', NaN
+ * and -1 meant no deadline, and '5' five seconds, silently.
+ * @param {any} timeout
+ */
+function checkTimeout(timeout) {
+  if (timeout == null) return;
+  if (typeof timeout !== 'number' || Number.isNaN(timeout) || timeout < 0) {
+    throw localError('timeout', `must be a number of seconds >= 0 (0 or Infinity: no deadline); got ${shown(timeout)}`);
+  }
+}
+
 /** The longest delay Node's setTimeout keeps (a longer one fires at once). */
 const MAX_TIMER_MS = 2147483647;
 
@@ -916,6 +928,7 @@ class ShapleyClient {
         tls.certChain ?? null,
       );
     }
+    checkTimeout(timeout);
     this.target = target;
     this._token = token;
     this._timeout = timeout;
@@ -983,7 +996,8 @@ class ShapleyClient {
   /** @param {{timeout?: number} | undefined} options */
   _callOptions(options) {
     const timeout = options && options.timeout != null ? options.timeout : this._timeout;
-    if (timeout == null || !(timeout > 0) || timeout >= NO_DEADLINE_SECONDS) return {};
+    checkTimeout(timeout);
+    if (timeout == null || timeout === 0 || timeout >= NO_DEADLINE_SECONDS) return {};
     return { deadline: Date.now() + timeout * 1000 };
   }
 

@@ -714,6 +714,15 @@ test('a timeout too long for a gRPC deadline is no deadline, as Infinity is; nul
       patient.close();
     }
   }
+  // A timeout that is not a number of seconds >= 0 meant no deadline ('abc', NaN, -1) or was
+  // read as one ('5'), silently.
+  for (const timeout of ['abc', NaN, -1, '5']) {
+    assert.throws(() => new ShapleyClient(server.target, { timeout: /** @type {any} */ (timeout) }),
+      isError('INVALID_ARGUMENT', 'timeout'));
+    await assert.rejects(client.serverInfo({ timeout: /** @type {any} */ (timeout) }),
+      isError('INVALID_ARGUMENT', 'timeout'));
+  }
+  assert.ok((await client.serverInfo({ timeout: 0 })).limits.maxExplainRows > 0); // 0: none
   // null options were a TypeError in four methods.
   assert.ok(Array.isArray((await client.listContexts(/** @type {any} */ (null))).contexts));
   const e = await client.explainStream(spec, query, queryPredictions, /** @type {any} */ (null));
