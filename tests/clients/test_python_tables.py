@@ -242,6 +242,7 @@ class _Recorder:
 
     def __init__(self):
         self.specs, self.held, self.explained = [], {}, []
+        self.context_calls = 0
 
     def CreateContext(self, request, timeout=None, metadata=()):
         spec = request.context
@@ -256,7 +257,30 @@ class _Recorder:
         return pb.CreateContextResponse(context=info, created=True)
 
     def GetContext(self, request, timeout=None, metadata=()):
+        self.context_calls += 1
         return self.held[request.context_id]
+
+    def GetServerInfo(self, request, timeout=None, metadata=()):
+        return pb.ServerInfo(limits=pb.Limits(max_message_bytes=1 << 20))
+
+    def ExplainStream(self, requests, timeout=None, metadata=()):
+        context_id = None
+        for request in requests:
+            context_id = context_id or request.context_id
+            request.context_id = context_id
+            yield self.Explain(request)
+
+    def Propose(self, request, timeout=None, metadata=()):
+        m, d = request.rows.shape
+        rows = np.repeat(np.frombuffer(request.rows.data, "<f8").reshape(m, d), request.budget, 0)
+        return pb.ProposeResponse(
+            rows=pb.Tensor(dtype=pb.DTYPE_FLOAT64, shape=rows.shape, data=rows.tobytes()),
+            rows_per_query=request.budget,
+            context_id=request.context_id,
+        )
+
+    def Refine(self, request, timeout=None, metadata=()):
+        return self.Explain(request)
 
     def Explain(self, request, timeout=None, metadata=()):
         self.explained.append(np.frombuffer(request.rows.data, "<f8").reshape(request.rows.shape))
@@ -377,6 +401,20 @@ def test_a_frame_with_a_context_id_is_checked_against_the_contexts_names(offline
         offline.explain(coded.context_id, labels)
     assert caught.value.field == "rows" and len(offline._stub.explained) == 2
     offline.explain(coded.context_id, labels.to_numpy())  # an array with the id: codes
+
+
+def test_a_frame_with_a_context_id_costs_one_get_context_per_call(offline):
+    """The refined and streamed paths asked GetContext twice: once to check the frame, once
+    more for the context's outputs (note 62)."""
+    frame = pd.DataFrame({"a": [1.0, 2.0], "b": [3.0, 4.0]})
+    context_id = offline.create_context(frame, [0.0, 1.0]).context_id
+    offline.explain_stream(context_id, frame)
+    assert offline._stub.context_calls == 1
+    offline.explain(context_id, frame, model=lambda rows: rows[:, 0], budget=4)
+    assert offline._stub.context_calls == 2
+    np.testing.assert_array_equal(offline._stub.explained[-1], frame.to_numpy())
+    offline.explain_stream(context_id, frame.to_numpy())  # an array: no check, one for limits
+    assert offline._stub.context_calls == 3
 
 
 def test_repeated_column_names_are_refused_before_sending(offline):

@@ -853,10 +853,23 @@ class ShapleyClient:
         :class:`Context` carries it): one GetContext, so that the frame is checked as it is
         against a Context (QA, 2026-12-06: its columns in another order were explained under
         the context's names)."""
-        info = None
-        if not isinstance(context, Context) and is_data_frame(rows):
+        data, display, _ = self._query_rows_and_info(context, rows)
+        return data, display
+
+    def _query_rows_and_info(
+        self, context: Context | str, rows
+    ) -> tuple[np.ndarray, np.ndarray | None, pb.ContextInfo | None]:
+        """``_query_rows`` and the context's info where it is known without a call: a
+        :class:`Context`'s own, or the one fetched to check a DataFrame (else None)."""
+        info = context.info if isinstance(context, Context) else None
+        if info is None and is_data_frame(rows):
             info = self.get_context(context)
-        return _query_rows(context, rows, info)
+        data, display = _query_rows(context, rows, None if isinstance(context, Context) else info)
+        return data, display, info
+
+    def _info(self, context: Context | str, known: pb.ContextInfo | None) -> pb.ContextInfo:
+        """The context's info: ``known`` (from ``_query_rows_and_info``), else one GetContext."""
+        return known if known is not None else self.get_context(context)
 
     def _call_with_context(self, context: Context | str, method, request):
         """``method(request)`` against the context; a :class:`Context` the server no longer
@@ -928,11 +941,11 @@ class ShapleyClient:
         budget = _budget(budget)  # refused before anything is asked of the server
         if random_state is not None:  # refused before the first chunk goes
             _seed(random_state, context=context)
-        data, display = self._query_rows(context, rows)
+        data, display, known = self._query_rows_and_info(context, rows)
         if data.ndim != 2 or data.shape[0] == 0:
             raise ValueError(f"rows must be a non-empty (m, d) array; got shape {data.shape}")
         predictions = _checked_predictions(context, data, predictions)
-        info = context.info if isinstance(context, Context) else self.get_context(context)
+        info = self._info(context, known)
         message_bytes, max_rows = self._chunk_limits()
         chunk = self._refined_rows_per_message(
             data.shape[1],
@@ -1007,12 +1020,12 @@ class ShapleyClient:
         (``server_info().limits.max_explain_rows``) whose answer fits in a message both ways.
         The whole call's rows and predictions are checked before the first chunk goes, and
         refused as :meth:`explain` refuses them."""
-        rows, display = self._query_rows(context, rows)
+        rows, display, known = self._query_rows_and_info(context, rows)
         if rows.ndim != 2 or rows.shape[0] == 0:
             raise ValueError(f"rows must be a non-empty (m, d) array; got shape {rows.shape}")
         predictions = _checked_predictions(context, rows, predictions)
         if chunk_rows is None:
-            chunk_rows = self._stream_rows_per_message(context, rows.shape[1])
+            chunk_rows = self._stream_rows_per_message(self._info(context, known), rows.shape[1])
         if not isinstance(chunk_rows, int | np.integer) or isinstance(chunk_rows, bool | np.bool_):
             raise InvalidArgumentTypeError("chunk_rows", f"must be an int; got {chunk_rows!r}")
         if chunk_rows < 1:
@@ -1027,10 +1040,9 @@ class ShapleyClient:
             answer = self._stream(context, rows, predictions, chunk_rows, output_dtype)
         return replace(answer, display_data=display)
 
-    def _stream_rows_per_message(self, context: Context | str, d: int) -> int:
+    def _stream_rows_per_message(self, info: pb.ContextInfo, d: int) -> int:
         # The context's outputs, not the predictions': a K-output context explained without
         # predictions still answers (m, d, K).
-        info = context.info if isinstance(context, Context) else self.get_context(context)
         message_bytes, max_rows = self._chunk_limits()
         return min(self._rows_per_message(d, max(1, info.n_outputs), message_bytes), max_rows)
 
