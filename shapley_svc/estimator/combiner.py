@@ -198,3 +198,107 @@ def combine(
         std,
     )
     return values, std
+
+
+def constant_output_total(outputs: np.ndarray) -> float | None:
+    """What every row's K >= 2 ``outputs`` (n, K) sum to, when they sum to one constant (class
+    probabilities: to 1), else None. Within ``OUTPUT_TOTAL_TOLERANCE`` of the largest output."""
+    if outputs.shape[1] < 2:
+        return None
+    totals = outputs.sum(axis=1)
+    tolerance = OUTPUT_TOTAL_TOLERANCE * max(1.0, float(np.abs(outputs).max()))
+    return float(totals.mean()) if float(np.ptp(totals)) <= tolerance else None
+
+
+# Outputs summing to one constant on every context row to within this share of their magnitude
+# are taken to sum to it everywhere: probabilities from a softmax or a normalised vote do, and
+# float32 models' are within about 1e-7 of it.
+OUTPUT_TOTAL_TOLERANCE = 1e-6
+
+
+def _pooled_variances(variance: np.ndarray, fixed: np.ndarray | None) -> np.ndarray:
+    """(m, P, K) what a projection moves each value by in proportion to: its variance pooled
+    with its row's mean (``PROJECTION_POOLING``, as ``combine``), 0 where ``fixed`` (m, P)."""
+    if fixed is None:
+        mean = variance.mean(axis=1, keepdims=True)
+        return (1.0 - PROJECTION_POOLING) * variance + PROJECTION_POOLING * mean
+    free = ~fixed[:, :, None]
+    count = np.maximum(free.sum(axis=1, keepdims=True), 1)
+    mean = np.where(free, variance, 0.0).sum(axis=1, keepdims=True) / count
+    pooled = (1.0 - PROJECTION_POOLING) * variance + PROJECTION_POOLING * mean
+    return np.where(free, pooled, 0.0)
+
+
+def without_null_players(
+    values: np.ndarray, std: np.ndarray, null: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(m, P, K) values and standard deviations with the ``null`` (m, P) players' values and
+    uncertainty exactly zero, what they held moved onto the row's other players as ``combine``
+    moves efficiency's residual (by pooled variance), so each row keeps its sum.
+
+    A player whose columns hold the same value in the explained row as in every background row
+    changes no coalition's value: its interventional Shapley value is zero for any model (a
+    constant column, or one the background never varies from the row's value). The members
+    give it zero, but the projection onto efficiency gave it a share of the residual (a
+    constant column took up to 1.6 where the largest value was 92, QA 2026-12-06)."""
+    if not null.any():
+        return values, std
+    variance = std**2
+    pooled = _pooled_variances(variance, null)
+    moved = np.where(null[:, :, None], values, 0.0).sum(axis=1, keepdims=True)
+    weight = pooled.sum(axis=1, keepdims=True)
+    share = np.where(weight > 0, pooled / np.where(weight > 0, weight, 1.0), 0.0)
+    values = np.where(null[:, :, None], 0.0, values + share * moved)
+    return values, np.where(null[:, :, None], 0.0, std)
+
+
+def balanced_across_outputs(
+    values: np.ndarray,
+    std: np.ndarray,
+    targets: np.ndarray | None,
+    fixed: np.ndarray | None = None,
+    stated_factors: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(m, P, K) values whose K outputs' values sum to zero for every player, and their standard
+    deviations: the least change, weighed by each value's pooled variance as in ``combine``,
+    that keeps each output's sum at ``targets`` (m, K) (which must sum to zero over K) or, with
+    ``targets`` None, leaves those sums free. The ``fixed`` (m, P) players do not move.
+    ``stated_factors`` (K,): what each output's variances were multiplied by to state them (the
+    fidelity floor); the weights are the variances without it, so that the factors change the
+    uncertainty only, as they do in ``combine``.
+
+    Where the outputs sum to a constant everywhere (``constant_output_total``), so do their games
+    (v_1 + ... + v_K is constant), and the players' values sum to zero over the outputs exactly;
+    the members fit each output apart and do not. The change is phi + w (alpha_j + beta_k) with
+    w the pooled variances: alpha from each player's sum, beta from a K x K system (its all-ones
+    direction is free and changes nothing). Each variance shrinks by its share of its player's,
+    as ``combine`` shrinks it for efficiency."""
+    variance = std**2
+    pooled = _pooled_variances(
+        variance if stated_factors is None else variance / stated_factors, fixed
+    )
+    player_weight = pooled.sum(axis=2)  # (m, P)
+    free = player_weight > 0
+    inverse_weight = np.where(free, 1.0 / np.where(free, player_weight, 1.0), 0.0)
+    player_sums = values.sum(axis=2)  # (m, P)
+    if targets is None:
+        alpha = -player_sums * inverse_weight
+        beta = np.zeros((values.shape[0], values.shape[2]))
+    else:
+        output_gaps = targets - values.sum(axis=1)  # (m, K)
+        shares = pooled * inverse_weight[:, :, None]
+        system = np.einsum("mjk,mjl->mkl", -shares, pooled)
+        system += np.einsum("mk,kl->mkl", pooled.sum(axis=1), np.eye(values.shape[2]))
+        right = output_gaps + np.einsum("mjk,mj->mk", shares, player_sums)
+        beta = np.einsum("mkl,ml->mk", np.linalg.pinv(system), right)
+        alpha = -(player_sums + np.einsum("mjk,mk->mj", pooled, beta)) * inverse_weight
+    balanced = values + pooled * (alpha[:, :, None] + beta[:, None, :])
+    if targets is not None:
+        # Efficiency exact whatever the rounding of the solve, and of targets that sum to zero
+        # only to within the outputs' tolerance.
+        output_weight = pooled.sum(axis=1, keepdims=True)
+        balanced += (targets - balanced.sum(axis=1))[:, None, :] * np.where(
+            output_weight > 0, pooled / np.where(output_weight > 0, output_weight, 1.0), 0.0
+        )
+    shrunk = variance * (1.0 - pooled * inverse_weight[:, :, None])
+    return balanced, np.sqrt(np.maximum(shrunk, 0.0))

@@ -40,11 +40,15 @@ from shapley_svc.estimator.calibration import (
 from shapley_svc.estimator.calibration import default_budget as default_calibration_budget
 from shapley_svc.estimator.calibration import minimum_budget as minimum_calibration_budget
 from shapley_svc.estimator.combiner import (
+    OUTPUT_TOTAL_TOLERANCE,
+    balanced_across_outputs,
     combine,
+    constant_output_total,
     fidelity_floor,
     member_weights,
     predicted_fidelity,
     uncertainty_terms,
+    without_null_players,
 )
 from shapley_svc.estimator.context import fit_context
 from shapley_svc.estimator.encoding import TableEncoder, categorical_columns, check_codes
@@ -427,6 +431,11 @@ class ZeroShotExplainer(BaseEstimator):
         self.context_ = context
         self.weights_ = weights
         self.context_sha256_ = context_fingerprint(rows, outputs)
+        # Set only where the outputs sum to a constant, so that other saves stay as they were.
+        self.__dict__.pop("output_total_", None)
+        output_total = constant_output_total(outputs)
+        if output_total is not None:
+            self.output_total_ = output_total
         # What the previous fit's first propose derived from its background (a fit of the same
         # object on another context kept them: its refined values erred up to 5x more).
         for derived in _DERIVED_STATE:
@@ -465,9 +474,13 @@ class ZeroShotExplainer(BaseEstimator):
         combiner's, times the fidelity floor (1 once calibrated, and for explainers saved before
         the floor existed)."""
         spread_scale, floor = self.uncertainty_terms_[k]
-        factor = getattr(self, "fidelity_floor_", None)
-        factor = 1.0 if factor is None else factor[k]
+        factor = self._floor_factors()[k]
         return spread_scale * factor, floor * factor
+
+    def _floor_factors(self) -> np.ndarray:
+        """(K,) the fidelity floor per output (ones for explainers saved before it existed)."""
+        factors = getattr(self, "fidelity_floor_", None)
+        return np.ones(self.n_outputs_) if factors is None else np.asarray(factors, np.float64)
 
     def _diagnostics(
         self,
@@ -934,6 +947,7 @@ class ZeroShotExplainer(BaseEstimator):
         """
         parts = self._refinement_parts(proposal, outputs, should_stop)
         values, uncertainty = self._merged(parts, proposal.n_pairs)
+        self._exact_zeros(proposal.query, values, uncertainty, parts.predictions, parts.base_values)
         base_values, predictions = parts.base_values, parts.predictions
         if self.single_output_:
             values, uncertainty = values[:, :, 0], uncertainty[:, :, 0]
@@ -1611,3 +1625,55 @@ class ZeroShotExplainer(BaseEstimator):
                 self._scaled(member_values[k], k), self.weights_[k], spread_scale, floor, targets
             )
             base_values[:, k] = context.base_value
+        self._exact_zeros(rows, values, uncertainty, outputs, base_values, self._floor_factors())
+
+    def _exact_zeros(
+        self, rows, values, uncertainty, predictions, base_values, stated_factors=None
+    ) -> None:
+        """What is known exactly, in place on (m, P, K) ``values`` and ``uncertainty``: the null
+        players of ``rows`` have value zero (``combiner.without_null_players``), and where the
+        outputs sum to a constant each player's values sum to zero over them (``_balance``;
+        ``stated_factors`` (K,) as ``balanced_across_outputs`` takes them)."""
+        null = self._null_players(rows)
+        if null.any():
+            values[...], uncertainty[...] = without_null_players(values, uncertainty, null)
+        self._balance(values, uncertainty, predictions, base_values, null, stated_factors)
+
+    def _null_players(self, rows: np.ndarray) -> np.ndarray:
+        """(m, P) bool: the players whose every column holds, in that row, the one value all
+        background rows hold there (NaN as NaN): no coalition's value depends on them."""
+        background = self.background_rows_
+        first = background[0]
+        constant = np.all((background == first) | (np.isnan(background) & np.isnan(first)), axis=0)
+        if not constant.any():
+            return np.zeros((rows.shape[0], len(self.attribution_names_)), dtype=bool)
+        same = constant & ((rows == first) | (np.isnan(rows) & np.isnan(first)))
+        if self.groups_ is None:
+            return same
+        return np.stack([same[:, columns].all(axis=1) for _, columns in self.groups_], axis=1)
+
+    def _balance(self, values, uncertainty, predictions, base_values, null, stated_factors) -> None:
+        """Where the outputs sum to a constant (``output_total_``: class probabilities), make
+        each player's (m, P, K) ``values`` sum to zero over them, in place
+        (``combiner.balanced_across_outputs``); rows with ``predictions`` (m, K) keep their
+        efficiency, and rows whose predictions do not sum to that constant are left as they
+        are (their outputs' values cannot sum to zero). On the benchmarks' multiclass
+        real-table cases: see ``constant_output_total``."""
+        total = getattr(self, "output_total_", None)
+        if total is None:
+            return
+        if predictions is None:
+            values[...], uncertainty[...] = balanced_across_outputs(
+                values, uncertainty, None, null, stated_factors
+            )
+            return
+        tolerance = OUTPUT_TOTAL_TOLERANCE * max(1.0, float(np.abs(predictions).max()))
+        rows = np.abs(predictions.sum(axis=1) - total) <= tolerance
+        if rows.any():
+            values[rows], uncertainty[rows] = balanced_across_outputs(
+                values[rows],
+                uncertainty[rows],
+                predictions[rows] - base_values[rows],
+                null[rows],
+                stated_factors,
+            )
