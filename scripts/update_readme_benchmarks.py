@@ -70,7 +70,10 @@ def render(readme: str, json_path: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--json", type=Path, action="append", help="a report's JSON (default: both full reports)"
+        "--json",
+        type=Path,
+        action="append",
+        help="a report's JSON (default: every full report the README quotes)",
     )
     parser.add_argument("--readme", type=Path, default=README)
     parser.add_argument(

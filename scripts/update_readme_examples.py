@@ -89,6 +89,12 @@ EXAMPLES = {
         ROOT / "clients" / "python" / "examples" / "real_table.py",
         server=True,
     ),
+    "python-client-readme": Example(
+        ROOT / "clients" / "python" / "README.md",
+        (sys.executable, "clients/python/examples/quickstart.py"),
+        ROOT / "clients" / "python" / "examples" / "quickstart.py",
+        server=True,
+    ),
     "python-client-table-readme": Example(
         ROOT / "clients" / "python" / "README.md",
         (sys.executable, "clients/python/examples/real_table.py"),
