@@ -73,6 +73,26 @@ def test_content_ids_are_the_server_s_sha256_addresses():
     assert content_id(plain, "cd" * 32) != content_id(plain, sha)
 
 
+def test_negative_zero_and_nan_payloads_do_not_change_the_id():
+    """Codes sent as int64 and the same codes rounded as floats got two ids, and two fits:
+    np.round(-0.4) is -0.0 (QA 2026-12-06)."""
+    rows = np.arange(12, dtype=np.float64).reshape(4, 3) / 7
+    predictions = np.array([0.1, 0.7, 0.3, 0.9])
+    sha = "ab" * 32
+    zeros = rows.copy()
+    zeros[0, 0], zeros[1, 1] = 0.0, np.nan
+    signed = zeros.copy()
+    signed[0, 0] = -0.0
+    signed[1, 1] = np.frombuffer(np.uint64(0x7FF8000000000001).tobytes(), np.float64)[0]
+    assert np.signbit(signed[0, 0]) and signed.tobytes() != zeros.tobytes()
+    assert content_id(ContextSpec(signed, predictions), sha) == content_id(
+        ContextSpec(zeros, predictions), sha
+    )
+    assert content_id(ContextSpec(rows, -predictions + 0.0), sha) != content_id(
+        ContextSpec(rows, predictions), sha
+    )
+
+
 def test_names_holding_nul_hash_apart_and_other_names_keep_their_ids():
     """NUL separates the names in what is hashed: a NUL inside a name is escaped, so names that
     would join alike get ids of their own, and every name without NUL hashes as before."""
