@@ -137,7 +137,7 @@ def test_the_balance_is_the_least_change_that_keeps_efficiency():
     # With equal variances it is the orthogonal projection onto both constraints: the error
     # cannot grow, and moves by a third of what each player's sum missed.
     assert np.sum((balanced - truth) ** 2) < np.sum((estimate - truth) ** 2)
-    assert np.all(shrunk < std)
+    assert shrunk is std  # as stated: the outputs' errors are correlated
     fixed = np.zeros((5, 6), dtype=bool)
     fixed[:, 0] = True
     estimate[:, 0] = 0.0
