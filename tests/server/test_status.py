@@ -180,10 +180,12 @@ class _Servicer:
 
     def __init__(self):
         self.metrics = _Observed()
+        self.streams_read = 0
 
     @handled
     def CreateContextStream(self, request_iterator, context):
         list(request_iterator)
+        self.streams_read += 1
 
     @handled
     def ExplainStream(self, request_iterator, context):
@@ -215,6 +217,34 @@ def test_a_caller_that_went_away_is_counted_as_gone_not_as_a_bug(method, remaini
             call(_left(), context)
         assert context.aborted == getattr(grpc.StatusCode, code)
     assert servicer.metrics.calls == [(method, code)]
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
+
+
+class _CutOffContext(_CallerContext):
+    """A call whose deadline has passed, before grpc marks it ended: its request stream ends as
+    a closed one does, and the call still looks active."""
+
+    def __init__(self):
+        super().__init__(0.0)
+
+    def is_active(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("method", ["CreateContextStream", "ExplainStream"])
+def test_a_stream_cut_off_at_its_deadline_is_not_taken_as_complete(method, caplog):
+    caplog.set_level(logging.INFO, logger="shapley_svc.server")
+    servicer, context = _Servicer(), _CutOffContext()
+    call = getattr(servicer, method)
+    if RPCS[method].response_streaming:
+        assert len(list(call(iter([pb.ExplainRequest()]), context))) == 1
+    else:
+        with pytest.raises(_Aborted):
+            call(iter([pb.CreateContextRequest()]), context)
+        assert context.aborted == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert servicer.streams_read == 0  # nothing is fitted from what arrived
+    assert servicer.metrics.calls == [(method, "DEADLINE_EXCEEDED")]
+    assert f"{method} ended DEADLINE_EXCEEDED: the caller has gone" in caplog.text
     assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
 
 
@@ -252,10 +282,14 @@ def test_an_answered_call_is_counted_when_it_ends_by_what_ended_it(remaining_at_
 
 
 @pytest.mark.parametrize(("remaining", "code"), [(30.0, "CANCELLED"), (0.0, "DEADLINE_EXCEEDED")])
-def test_a_call_whose_caller_left_while_it_worked_is_counted_as_what_ended_it(remaining, code):
+def test_a_call_whose_caller_left_while_it_worked_is_counted_as_what_ended_it(
+    remaining, code, caplog
+):
     # A handler that does not poll its caller runs to the end and returns an answer nobody
     # receives: it was counted OK.
+    caplog.set_level(logging.INFO, logger="shapley_svc.server")
     servicer, context = _Servicer(), _CallerContext(remaining)
     servicer.Explain(pb.ExplainRequest(), context)
     assert servicer.metrics.calls == [("Explain", code)]
+    assert f"Explain ended {code}: the caller has gone" in caplog.text
     assert context.callbacks == []
