@@ -59,6 +59,21 @@ def test_each_kind_of_column_gets_its_codes_and_labels():
     np.testing.assert_array_equal(coded.rows, expected)  # NaN where a value is missing
     assert coded.display[1].tolist()[1:] == ["east", None, False, 40.0]
     assert coded.display[2, 1] is None and np.isnan(coded.display[1, 0])
+    assert [type(value) for value in coded.display[:, 4]] == [int] * 4  # 40, not 40.0
+
+
+def test_display_keeps_a_frames_own_numbers():
+    frame = pd.DataFrame(
+        {
+            "year": pd.array([2007, None, 2009], dtype="Int64"),
+            "share": np.array([0.1, 0.2, 0.3], dtype=np.float32),
+            "region": ["a", "b", "a"],
+        }
+    )
+    coded = code_frame(frame)
+    assert coded.display[0, 0] == 2007 and type(coded.display[0, 0]) is int
+    assert np.isnan(coded.display[1, 0]) and np.isnan(coded.rows[1, 0])
+    assert coded.display[:, 1].tolist() == [np.float32(0.1), np.float32(0.2), np.float32(0.3)]
 
 
 def test_codes_are_deterministic_whatever_the_row_order():

@@ -211,7 +211,9 @@ def code_frame(frame, categories: dict[int, list] | None = None, name: str = "ro
             _check_like_labels(name, names[j], series, labels)
         elif numeric[j]:
             rows[:, j] = series.to_numpy(dtype=rows.dtype, na_value=np.nan)
-            display[:, j] = rows[:, j]
+            # The frame's own numbers, not the floats sent: a year in an int64 column showed as
+            # 2007.0 in a waterfall (QA, 2026-12-06).
+            display[:, j] = np.where(np.isnan(rows[:, j]), np.nan, series.to_numpy(dtype=object))
             continue
         elif categories is not None:
             if series.isna().all():
