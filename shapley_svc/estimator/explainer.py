@@ -20,6 +20,7 @@ from shapley_svc.errors import (
     NotFittedError,
 )
 from shapley_svc.estimator._memory import held_bytes
+from shapley_svc.estimator.aliases import alias_sets, widened_for_aliases
 from shapley_svc.estimator.artifact import DEFAULT_ARTIFACT, Artifact, load_artifact
 from shapley_svc.estimator.calibration import (
     Calibration,
@@ -410,6 +411,11 @@ class ZeroShotExplainer(BaseEstimator):
             )
         params = artifact.parameters
         n_players = d if players is None else players.count
+        aliases = alias_sets(
+            rows,
+            categorical_indices,
+            None if players is None else [columns for _, columns in _groups(players)],
+        )
         features = [output.features for output in context.outputs]
         weights = [member_weights(output, params) for output in features]
         # Attributes are set only now, so a refused or cancelled fit leaves the previous state.
@@ -446,10 +452,24 @@ class ZeroShotExplainer(BaseEstimator):
             uncertainty_terms(output, params, n_players) for output in features
         ]
         self.diagnostics_ = self._diagnostics(weights)
-        # The floor is measured on what explain states without one (factor 1 meanwhile).
+        # The floor is measured on what explain states without one (factor 1 meanwhile), and
+        # without the aliases' spread, which no fidelity covers: the floor is the members'.
         self.fidelity_floor_ = [1.0] * outputs.shape[1]
+        self.__dict__.pop("alias_sets_", None)
         self.fidelity_floor_ = self._fidelity_floors(outputs[background_indices])
+        # Set only where there are aliases, so that other saves stay as they were.
+        if aliases:
+            self.alias_sets_ = aliases
         return self
+
+    @property
+    def alias_sets(self) -> list[list[int]]:
+        """The sets of attributions (indices along the answers' second axis) that the context's
+        rows cannot tell apart (``aliases.alias_sets``); empty without, and for explainers saved
+        before they were found."""
+        if not hasattr(self, "context_"):
+            raise NotFittedError()
+        return [list(members) for members in getattr(self, "alias_sets_", ())]
 
     def _fidelity_floors(self, background_outputs: np.ndarray) -> list[float]:
         """Per output, ``combiner.fidelity_floor`` of this fit: from what ``explain`` states
@@ -1625,19 +1645,28 @@ class ZeroShotExplainer(BaseEstimator):
                 self._scaled(member_values[k], k), self.weights_[k], spread_scale, floor, targets
             )
             base_values[:, k] = context.base_value
-        self._exact_zeros(rows, values, uncertainty, outputs, base_values, self._floor_factors())
+        null = self._exact_zeros(
+            rows, values, uncertainty, outputs, base_values, self._floor_factors()
+        )
+        aliases = getattr(self, "alias_sets_", None)
+        # A calibrated context states the error its model calls measured, on rows that mix one
+        # row's values with another's: there the aliases' split is measured, not unknown.
+        if aliases and self.calibration_ is None:
+            uncertainty[...] = widened_for_aliases(values, uncertainty, aliases, null)
 
     def _exact_zeros(
         self, rows, values, uncertainty, predictions, base_values, stated_factors=None
-    ) -> None:
+    ) -> np.ndarray:
         """What is known exactly, in place on (m, P, K) ``values`` and ``uncertainty``: the null
         players of ``rows`` have value zero (``combiner.without_null_players``), and where the
         outputs sum to a constant each player's values sum to zero over them (``_balance``;
-        ``stated_factors`` (K,) as ``balanced_across_outputs`` takes them)."""
+        ``stated_factors`` (K,) as ``balanced_across_outputs`` takes them). Returns the (m, P)
+        null players."""
         null = self._null_players(rows)
         if null.any():
             values[...], uncertainty[...] = without_null_players(values, uncertainty, null)
         self._balance(values, uncertainty, predictions, base_values, null, stated_factors)
+        return null
 
     def _null_players(self, rows: np.ndarray) -> np.ndarray:
         """(m, P) bool: the players whose every column holds, in that row, the one value all

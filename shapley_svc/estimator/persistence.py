@@ -145,7 +145,7 @@ CALIBRATION_STATE = ("scales_", "calibration_")
 # (``load_state``), so such additions must be safe to ignore; state that changes the answers
 # when absent comes with a new format version instead. Servers from before that rule refuse a
 # save holding an optional field they do not know, and fit the context again.
-OPTIONAL_STATE = ("context_sha256_", "fidelity_floor_", "output_total_")
+OPTIONAL_STATE = ("context_sha256_", "fidelity_floor_", "output_total_", "alias_sets_")
 _KNOWN_STATE = frozenset(EXPLAINER_STATE + CALIBRATION_STATE + OPTIONAL_STATE)
 
 
