@@ -86,7 +86,7 @@ class OutputDiagnostics(_message.Message):
     def __init__(self, predicted_fidelity: _Optional[float] = ..., surrogates: _Optional[_Iterable[_Union[SurrogateDiagnostics, _Mapping]]] = ..., calibration: _Optional[_Union[CalibrationDiagnostics, _Mapping]] = ...) -> None: ...
 
 class ContextInfo(_message.Message):
-    __slots__ = ("context_id", "n_rows", "n_features", "n_outputs", "single_output", "feature_names", "n_background", "outputs", "artifact_version", "memory_bytes", "fit_seconds", "groups", "attribution_names", "categorical_columns", "calibration_rows", "calibration_refitted")
+    __slots__ = ("context_id", "n_rows", "n_features", "n_outputs", "single_output", "feature_names", "n_background", "outputs", "artifact_version", "memory_bytes", "fit_seconds", "groups", "attribution_names", "categorical_columns", "calibration_rows", "calibration_refitted", "aliases")
     CONTEXT_ID_FIELD_NUMBER: _ClassVar[int]
     N_ROWS_FIELD_NUMBER: _ClassVar[int]
     N_FEATURES_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +103,7 @@ class ContextInfo(_message.Message):
     CATEGORICAL_COLUMNS_FIELD_NUMBER: _ClassVar[int]
     CALIBRATION_ROWS_FIELD_NUMBER: _ClassVar[int]
     CALIBRATION_REFITTED_FIELD_NUMBER: _ClassVar[int]
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
     context_id: str
     n_rows: int
     n_features: int
@@ -119,7 +120,14 @@ class ContextInfo(_message.Message):
     categorical_columns: _containers.RepeatedScalarFieldContainer[int]
     calibration_rows: int
     calibration_refitted: bool
-    def __init__(self, context_id: _Optional[str] = ..., n_rows: _Optional[int] = ..., n_features: _Optional[int] = ..., n_outputs: _Optional[int] = ..., single_output: _Optional[bool] = ..., feature_names: _Optional[_Iterable[str]] = ..., n_background: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[OutputDiagnostics, _Mapping]]] = ..., artifact_version: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., fit_seconds: _Optional[float] = ..., groups: _Optional[_Iterable[_Union[FeatureGroup, _Mapping]]] = ..., attribution_names: _Optional[_Iterable[str]] = ..., categorical_columns: _Optional[_Iterable[int]] = ..., calibration_rows: _Optional[int] = ..., calibration_refitted: _Optional[bool] = ...) -> None: ...
+    aliases: _containers.RepeatedCompositeFieldContainer[AliasSet]
+    def __init__(self, context_id: _Optional[str] = ..., n_rows: _Optional[int] = ..., n_features: _Optional[int] = ..., n_outputs: _Optional[int] = ..., single_output: _Optional[bool] = ..., feature_names: _Optional[_Iterable[str]] = ..., n_background: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[OutputDiagnostics, _Mapping]]] = ..., artifact_version: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., fit_seconds: _Optional[float] = ..., groups: _Optional[_Iterable[_Union[FeatureGroup, _Mapping]]] = ..., attribution_names: _Optional[_Iterable[str]] = ..., categorical_columns: _Optional[_Iterable[int]] = ..., calibration_rows: _Optional[int] = ..., calibration_refitted: _Optional[bool] = ..., aliases: _Optional[_Iterable[_Union[AliasSet, _Mapping]]] = ...) -> None: ...
+
+class AliasSet(_message.Message):
+    __slots__ = ("attributions",)
+    ATTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
+    attributions: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, attributions: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class CreateContextRequest(_message.Message):
     __slots__ = ("context",)

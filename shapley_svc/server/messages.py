@@ -332,6 +332,8 @@ def description_bound(spec: ContextSpec, artifact_version: str) -> int:
         categorical_columns=spec.categorical_columns.tolist(),
         calibration_rows=widest,
         calibration_refitted=True,
+        # Sets of two take the most bytes per attribution.
+        aliases=[pb.AliasSet(attributions=[2**32 - 1] * 2)] * (len(spec.groups or names) // 2),
     )
     return _delimited(info.ByteSize()) + 2  # and ``created``
 
@@ -423,6 +425,7 @@ def context_info(entry: StoredContext) -> pb.ContextInfo:
         ],
         attribution_names=explainer.attribution_names_,
         categorical_columns=explainer.categorical_.tolist(),
+        aliases=[pb.AliasSet(attributions=members) for members in explainer.alias_sets],
     )
 
 

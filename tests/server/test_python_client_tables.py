@@ -219,3 +219,21 @@ def test_a_streamed_dataframe_context_is_the_same_context(make_server, table):
         assert streamed.context_id == context.context_id
         assert streamed.categorical_columns == [1, 2, 3]
         assert streamed.categories == context.categories
+
+
+def test_a_context_names_the_columns_its_rows_cannot_tell_apart(client):
+    rng = np.random.default_rng(12)
+    region = rng.choice(["north", "south", "east", "west"], size=400)
+    frame = pd.DataFrame(
+        {
+            "income": rng.normal(size=400),
+            "region": region,
+            "region_code": pd.Series(region).map({"north": 3, "south": 1, "east": 0, "west": 2}),
+            "age": rng.integers(20, 70, size=400),
+        }
+    )
+    frame["log_age"] = np.log(frame["age"])
+    output = frame["income"] + 0.1 * frame["age"] + (frame["region"] == "east")
+    context = client.create_context(frame, output.to_numpy())
+    assert context.aliases == [["region", "region_code"], ["age", "log_age"]]
+    assert client.create_context(frame[["income", "age"]], output.to_numpy()).aliases == []

@@ -254,6 +254,13 @@ export interface ContextInfo {
    * or not calibrated.
    */
   calibrationRefitted: boolean;
+  /**
+   * Sets of attributions (indices along the answers' second axis) that the context's rows cannot
+   * tell apart (a copy, x and log x, an indicator and its complement): explain's uncertainty for
+   * them includes how their joint value could split; a refined answer tells them apart. Empty
+   * without such sets.
+   */
+  aliases: { attributions: number[] }[];
 }
 
 export interface CreatedContext extends ContextInfo {

@@ -372,6 +372,15 @@ test('NaN in rows is a missing value, in nested arrays and in Float64Arrays', as
     isError('INVALID_ARGUMENT', 'rows', /\[0\]\[1\] is null, not a number \(a missing value is NaN\)/));
 });
 
+test('aliases: the attributions the context cannot tell apart, as index sets', async () => {
+  // Column 5 is 10 x age: no output on these rows says which of the two a model reads.
+  const copied = rows.map((x) => [...x, 10 * x[0]]);
+  const created = await client.createContext({ rows: copied, predictions: model(rows) });
+  assert.deepEqual(created.aliases, [{ attributions: [0, 5] }]);
+  const plain = await client.createContext({ rows, predictions });
+  assert.deepEqual(plain.aliases, []);
+});
+
 /** 300 rows whose columns 'region' (codes 0-2) and 'plan' (codes 0-3, some missing) are categories. */
 const CODED_NAMES = ['age', 'region', 'plan', 'tenure'];
 const coded = makeRows(300, 4, 21).map((x, i) => [x[0], i % 3, i % 10 === 9 ? NaN : i % 4, x[3]]);

@@ -220,6 +220,14 @@ class Context:
         """Per output: the predicted fidelity and each surrogate's out-of-fold R^2 and weight."""
         return _diagnostics(self.info)
 
+    @property
+    def aliases(self) -> list[list[str]]:
+        """Sets of attribution names that the context's rows cannot tell apart (a copy, x and
+        log x, an indicator and its complement): explain's uncertainty for them includes how
+        their joint value could split, and a refined answer (``model=``) tells them apart."""
+        names = self.attribution_names
+        return [[names[j] for j in s.attributions] for s in self.info.aliases]
+
 
 @dataclass(frozen=True)
 class Explanation:
