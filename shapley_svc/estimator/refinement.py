@@ -53,8 +53,9 @@ proportion to how few pairs made it, or in a calibrated context toward the small
 estimates of the error; the pairs' variance weighs as Student's t predictive one, so that three
 pairs or fewer do not move the values: ``weighing_inflation``), and projected back onto
 efficiency. With few pairs this
-keeps the answer at least as good as the zero-shot one; with many, the refined estimate
-dominates.
+keeps the answer near the zero-shot one, on average above it (`bench refinement`'s 50 real-table
+cases, 2026-12-06: mean r 0.930 zero-shot, 0.938 at budget d), though not in every case (MLPs
+on bwght and k401k lose 0.037 and 0.031 at d); with many, the refined estimate dominates.
 """
 
 import functools
