@@ -761,6 +761,12 @@ def load_state(path: str | Path, artifact) -> dict:
 # one whole save, so two suffice unless saves keep replacing each other).
 _READ_ATTEMPTS = 3
 _REREAD_SECONDS = 0.01
+# While a save's previous copy is moved aside (``_publish``'s first rename done, its second not
+# yet) the directory is missing: a load waits for the new one this long. The window is
+# microseconds, but a loaded machine can hold the saving thread off the CPU for longer than the
+# three quick attempts (20 ms): a load then said "does not exist" (one fresh-clone CI run of
+# 1,213 tests). Only a save that died between its renames leaves a load waiting it out.
+_REPLACING_WAIT_SECONDS = 2.0
 _DIRECTORY_HANDLES = os.open in os.supports_dir_fd and hasattr(os, "O_DIRECTORY")
 
 
@@ -768,27 +774,45 @@ def _read_files(directory: Path) -> tuple[bytes, bytes]:
     """The manifest and arrays of one save in ``directory``. Both are opened through one handle
     on the directory, so that a save renamed into its place meanwhile (``_publish``) is never
     read half from the old and half from the new one. When the old one's files were removed
-    before they were opened, the directory at ``directory`` is read again."""
+    before they were opened, or the directory is missing while a save replaces it, the directory
+    at ``directory`` is read again."""
     if not _DIRECTORY_HANDLES:  # no dir_fd (Windows): by path, as a best effort
         return (directory / MANIFEST).read_bytes(), (directory / ARRAYS).read_bytes()
     attempts_left = _READ_ATTEMPTS
+    replacing_deadline = time.monotonic() + _REPLACING_WAIT_SECONDS
+
+    def may_read_again() -> bool:
+        return attempts_left > 0 or (
+            time.monotonic() < replacing_deadline and _being_replaced(directory)
+        )
+
     while True:
         attempts_left -= 1
         try:
             handle = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
         except FileNotFoundError:
-            # Between ``_publish``'s two renames the directory is missing for a moment.
-            if attempts_left == 0:
+            if not may_read_again():
                 raise
             time.sleep(_REREAD_SECONDS)
             continue
         try:
             return _read_at(handle, directory, MANIFEST), _read_at(handle, directory, ARRAYS)
         except FileNotFoundError:
-            if attempts_left == 0 or not _moved(directory, handle):
+            if not (_moved(directory, handle) and may_read_again()):
                 raise
         finally:
             os.close(handle)
+
+
+def _being_replaced(directory: Path) -> bool:
+    """Whether a save's previous copy of ``directory`` stands moved aside beside it (the hidden
+    name ``_publish`` gives it), i.e. a save is putting its own in place."""
+    aside = re.compile(rf"\.{re.escape(directory.name[:100])}\.\d+\.\d+\.[0-9a-f]+\.replaced")
+    try:
+        with os.scandir(directory.parent) as entries:
+            return any(aside.fullmatch(entry.name) for entry in entries)
+    except OSError:
+        return False
 
 
 def _read_at(handle: int, directory: Path, name: str) -> bytes:

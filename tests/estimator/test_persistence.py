@@ -654,7 +654,8 @@ def test_a_load_in_the_moment_a_save_moves_the_old_one_aside_reads_a_whole_save(
     two_explainers, tmp_path, monkeypatch
 ):
     """Between a replacing save's two renames the directory is missing for a moment: a load
-    starting then said "does not exist"; it reads again and finds the new save."""
+    starting then said "does not exist"; it waits while the old one stands aside and finds the new
+    save."""
     from shapley_svc.estimator import persistence
 
     first, second = two_explainers
@@ -670,7 +671,9 @@ def test_a_load_in_the_moment_a_save_moves_the_old_one_aside_reads_a_whole_save(
                 target=lambda: loads.append(ZeroShotExplainer.load(target)), daemon=True
             )
             loader.start()
-            time.sleep(0.005)  # the loader finds no directory, then the new save goes in
+            # The loader finds no directory, for longer than its quick attempts (20 ms: a loaded
+            # machine's scheduler did this in CI), then the new save goes in.
+            time.sleep(0.2)
             loads.append(loader)
 
     monkeypatch.setattr(persistence.os, "rename", rename_then_load_meanwhile)
@@ -685,3 +688,25 @@ def test_a_load_in_the_moment_a_save_moves_the_old_one_aside_reads_a_whole_save(
 def test_a_missing_directory_is_named_as_such(tmp_path):
     with pytest.raises(InvalidArgumentError, match=r"churn: does not exist$"):
         ZeroShotExplainer.load(tmp_path / "models" / "churn")
+
+
+def test_a_missing_directory_whose_save_died_between_its_renames_is_refused_after_a_wait(
+    two_explainers, tmp_path, monkeypatch
+):
+    """A save that died with the old copy moved aside leaves a load waiting a bounded time, then
+    refused as missing; a sibling whose name merely starts alike does not make it wait."""
+    from shapley_svc.estimator import persistence
+
+    monkeypatch.setattr(persistence, "_REPLACING_WAIT_SECONDS", 0.1)
+    first, _ = two_explainers
+    (tmp_path / ".churn.v2.1.2.0a0b0c0d.replaced").mkdir()
+    started = time.monotonic()
+    with pytest.raises(InvalidArgumentError, match=r"churn: does not exist$"):
+        ZeroShotExplainer.load(tmp_path / "churn")
+    assert time.monotonic() - started < 0.1
+    first.save(tmp_path / "churn")
+    os.rename(tmp_path / "churn", tmp_path / ".churn.1.2.0a0b0c0d.replaced")
+    started = time.monotonic()
+    with pytest.raises(InvalidArgumentError, match=r"churn: does not exist$"):
+        ZeroShotExplainer.load(tmp_path / "churn")
+    assert time.monotonic() - started >= 0.1
