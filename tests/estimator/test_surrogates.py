@@ -117,3 +117,58 @@ def test_fit_quality_uses_three_folds_on_small_contexts_and_a_third_on_large():
     assert len(small) == 3
     assert sorted(np.concatenate([test for _, test in small])) == list(range(300))
     assert len(large) == 1 and len(large[0][1]) == 1000
+
+
+def _tied_table(n: int = 1_200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Columns of more than 255 distinct values with ties (so histogram boosting bins them at
+    percentiles that can be a value itself), and a target with steps in them."""
+    rng = np.random.default_rng(seed)
+    X = np.round(rng.normal(size=(n, 4)), 2) + 0.1  # about 500 distinct values each, tied
+    y = np.where(X[:, 0] > 0.3, 2.0, 0.0) + np.where(X[:, 1] > X[:, 2], 1.0, -1.0) + X[:, 3]
+    return X, y
+
+
+def test_the_boosted_member_splits_between_the_rows_values_and_fits_them_the_same():
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from threadpoolctl import threadpool_limits
+
+    from shapley_svc.estimator.surrogates import BoostedTreesSurrogate
+
+    X, y = _tied_table()
+    with threadpool_limits(1, user_api="openmp"):  # as the explainer fits it
+        member = BoostedTreesSurrogate().fit(X, y, seed=0)
+        as_binned = HistGradientBoostingRegressor(**member.model_.get_params()).fit(X, y)
+    np.testing.assert_array_equal(member.predict(X), as_binned.predict(X))
+    assert _splits_on_a_value(member.model_, X) == 0
+    assert _splits_on_a_value(as_binned, X) > 0  # the check can fail: scikit-learn's own do
+
+
+def _splits_on_a_value(model, X: np.ndarray) -> int:
+    """How many of ``model``'s splits have one of ``X``'s values (below its column's largest)
+    for threshold."""
+    count = 0
+    for stage in model._predictors:
+        for predictor in stage:
+            splits = predictor.nodes[~predictor.nodes["is_leaf"].astype(bool)]
+            for feature, threshold in zip(
+                splits["feature_idx"], splits["num_threshold"], strict=True
+            ):
+                column = X[:, feature]
+                count += threshold in column[column < column.max()]
+    return count
+
+
+def test_query_rows_sent_as_float32_are_explained_as_the_same_rows():
+    """A query row a rounding away from a context row's values takes the context row's path in
+    the boosted member (its thresholds were the tied values themselves: answers moved by up to
+    1.1 on values of 90)."""
+    from shapley_svc.estimator import ZeroShotExplainer
+
+    X, y = _tied_table()
+    X = X / 3.0  # values float32 cannot hold exactly
+    explainer = ZeroShotExplainer(random_state=0).fit(X, y)
+    query = X[:150]
+    exact = explainer.explain(query, y[:150])
+    rounded = explainer.explain(query.astype(np.float32), y[:150])
+    np.testing.assert_allclose(rounded.values, exact.values, atol=1e-5)
+    np.testing.assert_allclose(rounded.uncertainty, exact.uncertainty, atol=1e-5)
