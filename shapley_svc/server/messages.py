@@ -99,7 +99,12 @@ def _spec(spec: pb.ContextSpec, rows: np.ndarray, predictions: np.ndarray) -> Co
 def context_spec(spec: pb.ContextSpec, max_elements: int) -> ContextSpec:
     """A ``context`` field (of CreateContextRequest or ExplainRequest), decoded."""
     _required(spec, ("rows", "predictions"), "context.")
-    return _spec(spec, *_block(spec, max_elements))
+    rows, predictions = _block(spec, max_elements)
+    if spec.total_rows and spec.total_rows != rows.shape[0]:
+        raise InvalidArgumentError(
+            "context.total_rows", f"is {spec.total_rows}; the context has {rows.shape[0]} rows"
+        )
+    return _spec(spec, rows, predictions)
 
 
 def streamed_context_spec(
@@ -121,12 +126,19 @@ def streamed_context_spec(
         else:
             late = [
                 name
-                for name in ("background", "feature_names", "groups", "categorical_columns")
+                for name in (
+                    "background",
+                    "feature_names",
+                    "random_state",
+                    "groups",
+                    "categorical_columns",
+                    "total_rows",
+                )
                 if getattr(spec, name)
             ]
-            if late or spec.random_state:
+            if late:
                 raise InvalidArgumentError(
-                    f"context.{late[0] if late else 'random_state'}",
+                    f"context.{late[0]}",
                     f"message {index} sets it; only the first message of a stream may",
                 )
         try:
@@ -156,11 +168,23 @@ def streamed_context_spec(
                 f"message {index} has predictions shaped {list(predictions.shape)}; message 0 "
                 f"had {list(prediction_blocks[0].shape)}",
             )
+        if first.total_rows and n_rows + rows.shape[0] > first.total_rows:
+            raise InvalidArgumentError(
+                "context.total_rows",
+                f"is {first.total_rows}; message {index} brings the stream to "
+                f"{n_rows + rows.shape[0]} rows",
+            )
         row_blocks.append(rows)
         prediction_blocks.append(predictions)
         n_rows += rows.shape[0]
     if first is None:
         raise InvalidArgumentError("context", "the stream carried no messages")
+    if first.total_rows and n_rows != first.total_rows:
+        raise InvalidArgumentError(
+            "context.total_rows",
+            f"is {first.total_rows}; the stream ended after {n_rows} rows (cancelled, or its "
+            "connection closed part way): nothing was fitted",
+        )
     return _spec(first, np.concatenate(row_blocks), np.concatenate(prediction_blocks))
 
 

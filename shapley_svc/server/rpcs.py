@@ -177,9 +177,11 @@ class StreamCutOffError(grpc.RpcError):
     grpc's request iterator ends a stream whose call ended as it ends a closed one, a plain
     StopIteration, when it looks before it has marked the call ended: a stream cut off after its
     first block was taken as complete, and its context fitted for nobody (a CI run at 82f9bfd).
-    A stream the caller cancels can be cut off the same way, and nothing tells the two apart
-    while the call still looks active: the blocks that arrived are then fitted under their own
-    content id (no other data's), and the answer dropped.
+    A stream the caller cancels can be cut off the same way, and nothing here tells the two
+    apart while the call still looks active: a stream whose first message declares its
+    ``total_rows`` (both clients' do) is then refused for ending short
+    (``messages.streamed_context_spec``); one without is fitted under the content id of the
+    blocks that arrived (no other data's), and the answer dropped.
     """
 
 

@@ -79,8 +79,8 @@ def test_bad_context_streams_name_the_field(make_server):
     def block(start, stop, **settings):
         spec = pb.ContextSpec(rows=_tensor(X[start:stop]), predictions=_tensor(p[start:stop]))
         for name, value in settings.items():
-            if name == "random_state":
-                spec.random_state = value
+            if name in ("random_state", "total_rows"):
+                setattr(spec, name, value)
             else:
                 getattr(spec, name).extend(value)
         return pb.CreateContextRequest(context=spec)
@@ -103,6 +103,11 @@ def test_bad_context_streams_name_the_field(make_server):
         ([block(0, 100), short], "context.predictions", "INVALID"),
         ([block(0, 100), block(100, 200), block(200, 300)], "context.rows", "RESOURCE"),
         ([], "context", "INVALID"),
+        ([block(0, 100), block(100, 200, total_rows=200)], "context.total_rows", "INVALID"),
+        # A stream that ends short of the rows its first message declared (a caller that
+        # cancelled, which gRPC can end as if closed) is refused, not fitted.
+        ([block(0, 100, total_rows=200)], "context.total_rows", "INVALID"),
+        ([block(0, 100, total_rows=150), block(100, 200)], "context.total_rows", "INVALID"),
     ]
     for messages, field, code_name in cases:
         code, details, named = refusal(stub.CreateContextStream, iter(messages))
@@ -117,6 +122,49 @@ def test_bad_context_streams_name_the_field(make_server):
     code, details, named = refusal(stub.CreateContextStream, iter([block(0, 100), late_nan]))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and named == "context.rows", details
     assert "[49, 2]" in details and "message 1, whose first row is row 100" in details, details
+
+
+def test_a_declared_row_count_is_checked_and_not_part_of_the_context(make_server):
+    server = make_server(warm=False)
+    stub = shapley_pb2_grpc.ShapleyStub(server.channel())
+    X, p = make_task(n=200)
+
+    def spec(**settings):
+        return pb.ContextSpec(rows=_tensor(X), predictions=_tensor(p), **settings)
+
+    code, details, named = refusal(
+        stub.CreateContext, pb.CreateContextRequest(context=spec(total_rows=201))
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and named == "context.total_rows", details
+    assert "is 201; the context has 200 rows" in details
+    declared = stub.CreateContext(pb.CreateContextRequest(context=spec(total_rows=200)))
+    plain = stub.CreateContext(pb.CreateContextRequest(context=spec()))
+    streamed = stub.CreateContextStream(
+        iter(
+            [
+                pb.CreateContextRequest(
+                    context=pb.ContextSpec(
+                        rows=_tensor(X[:120]), predictions=_tensor(p[:120]), total_rows=200
+                    )
+                ),
+                pb.CreateContextRequest(
+                    context=pb.ContextSpec(rows=_tensor(X[120:]), predictions=_tensor(p[120:]))
+                ),
+            ]
+        )
+    )
+    assert declared.context.context_id == plain.context.context_id
+    assert streamed.context.context_id == plain.context.context_id and not plain.created
+
+
+def test_the_client_declares_a_streamed_contexts_rows_in_its_first_message(make_server):
+    server = make_server(max_message_bytes=1 << 16, warm=False)
+    X, p = make_task(n=1000, d=20)
+    with server.client(timeout=30, max_message_bytes=1 << 16) as client:
+        spec = pb.ContextSpec(rows=_tensor(X), predictions=_tensor(p))
+        blocks = [request.context for request in client._context_blocks(spec)]
+    assert len(blocks) > 1 and sum(block.rows.shape[0] for block in blocks) == 1000
+    assert [block.total_rows for block in blocks] == [1000] + [0] * (len(blocks) - 1)
 
 
 def test_the_client_refuses_to_split_predictions_of_another_length(make_server):

@@ -1218,8 +1218,9 @@ class ShapleyClient {
       /** @type {any} */
       const part = { rows: block(rows, start, stop), predictions: block(predictions, start, stop) };
       // The server refuses background, names, seed, groups and categorical columns after the
-      // first message.
-      if (start === 0) Object.assign(part, settings);
+      // first message; there, the row count lets it refuse a stream that ends short of it
+      // (cancelled, or cut off) rather than fit the rows received.
+      if (start === 0) Object.assign(part, settings, { totalRows: n });
       const request = { context: part };
       this._checkSize('CreateContextStream', request, stop - start === 1 ? {
         field: 'context.rows',

@@ -753,6 +753,8 @@ class ShapleyClient:
                 predictions=_tensor(predictions[start : start + block], "predictions"),
             )
             if start == 0:
+                # The server refuses a stream that ends short of it (cancelled, or cut off).
+                part.total_rows = rows.shape[0]
                 part.background.extend(spec.background)
                 part.feature_names.extend(spec.feature_names)
                 part.random_state = spec.random_state

@@ -38,7 +38,7 @@ class FeatureGroup(_message.Message):
     def __init__(self, name: _Optional[str] = ..., columns: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ContextSpec(_message.Message):
-    __slots__ = ("rows", "predictions", "background", "feature_names", "random_state", "groups", "categorical_columns")
+    __slots__ = ("rows", "predictions", "background", "feature_names", "random_state", "groups", "categorical_columns", "total_rows")
     ROWS_FIELD_NUMBER: _ClassVar[int]
     PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
     BACKGROUND_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,7 @@ class ContextSpec(_message.Message):
     RANDOM_STATE_FIELD_NUMBER: _ClassVar[int]
     GROUPS_FIELD_NUMBER: _ClassVar[int]
     CATEGORICAL_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_ROWS_FIELD_NUMBER: _ClassVar[int]
     rows: Tensor
     predictions: Tensor
     background: _containers.RepeatedScalarFieldContainer[int]
@@ -53,7 +54,8 @@ class ContextSpec(_message.Message):
     random_state: int
     groups: _containers.RepeatedCompositeFieldContainer[FeatureGroup]
     categorical_columns: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, rows: _Optional[_Union[Tensor, _Mapping]] = ..., predictions: _Optional[_Union[Tensor, _Mapping]] = ..., background: _Optional[_Iterable[int]] = ..., feature_names: _Optional[_Iterable[str]] = ..., random_state: _Optional[int] = ..., groups: _Optional[_Iterable[_Union[FeatureGroup, _Mapping]]] = ..., categorical_columns: _Optional[_Iterable[int]] = ...) -> None: ...
+    total_rows: int
+    def __init__(self, rows: _Optional[_Union[Tensor, _Mapping]] = ..., predictions: _Optional[_Union[Tensor, _Mapping]] = ..., background: _Optional[_Iterable[int]] = ..., feature_names: _Optional[_Iterable[str]] = ..., random_state: _Optional[int] = ..., groups: _Optional[_Iterable[_Union[FeatureGroup, _Mapping]]] = ..., categorical_columns: _Optional[_Iterable[int]] = ..., total_rows: _Optional[int] = ...) -> None: ...
 
 class SurrogateDiagnostics(_message.Message):
     __slots__ = ("name", "oof_r2", "weight")
