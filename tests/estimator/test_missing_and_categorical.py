@@ -105,6 +105,22 @@ def test_a_categorical_column_keeps_its_credit(rng):
     assert list(explainer.categorical_) == [0]
 
 
+def test_a_category_of_many_levels_keeps_them_apart(rng):
+    """A 120-level column (17 rows a level) of a model additive in it: with the rarest 56 levels
+    pooled (at most 64 indicators) r was 0.86 against the exact values."""
+    effect = rng.normal(size=120)
+    X = np.column_stack([rng.integers(0, 120, 2_000), rng.normal(size=(2_000, 3))])
+
+    def model(rows):
+        return 2 * effect[rows[:, 0].astype(int)] + rows[:, 1] + 0.5 * rows[:, 2] * rows[:, 3]
+
+    explainer = ZeroShotExplainer().fit(X, model(X), categorical=[0])
+    query = X[:60]
+    explanation = explainer.explain(query, model(query))
+    truth = brute_force_shapley(model, query, X[explainer.background_])[:, :, 0]
+    assert _pearson(explanation.values, truth) > 0.97
+
+
 def test_an_unseen_category_is_not_an_error(rng):
     X, model = _categorical_world(rng, n=400, levels=5)
     explainer = ZeroShotExplainer().fit(X, model(X), categorical=[0])
@@ -182,7 +198,7 @@ def test_the_encoder_pools_the_rarest_levels_and_names_missing():
     assert design[2, MAX_LEVELS + 1] == 1  # pooled
     assert design[3, :n_slots].sum() == 0  # unseen: no indicator
     # Ranks: level 0 has the highest mean output but one (missing, at +1, is higher still);
-    # the pooled levels (64-67 and 500) the lowest; unseen stands in the middle.
+    # the pooled levels (the 4 beyond the cap and 500) the lowest; unseen in the middle.
     assert design[1, n_slots] == n_slots - 1 and design[0, n_slots] == n_slots - 2
     assert design[2, n_slots] == 0 and design[3, n_slots] == (n_slots - 1) / 2
     assert list(encoder.column_of_design) == [0] * (n_slots + 1) + [1]
