@@ -585,6 +585,8 @@ test('a context bigger than maxMessageBytes goes over CreateContextStream: same 
       for (const key of ['featureNames', 'background', 'randomState', 'groups']) {
         assert.equal(key in block, i === 0, `block ${i}: ${key}`);
       }
+      // The row count, so that the server refuses a stream cut off part way.
+      assert.equal(block.totalRows, i === 0 ? 3000 : undefined, `block ${i}: totalRows`);
     });
     const streamedInfo = await client.getContext(streamed.contextId);
     assert.deepEqual(streamedInfo.featureNames, bigSettings.featureNames);
