@@ -184,6 +184,12 @@ def _row_matrix(name: str, value, n_features: int | None = None) -> np.ndarray:
 # the squares overflow float64. Columns scaled by 1e154 got the same value for every feature;
 # at 1e149 rows answer as at scale 1 (to 4e-15).
 MAX_ROW_MAGNITUDE = 1e150
+# Outputs of a context whose outputs sum to one constant on every row (class probabilities)
+# that miss it by more than this share are on another scale and refused. Looser than
+# ``OUTPUT_TOTAL_TOLERANCE`` (which decides the balance) by far: float32 or float16 outputs of
+# many classes miss it by 1e-6-1e-4, another scale (log-odds, scores) by the order of the total.
+OUTPUT_SCALE_TOLERANCE = 1e-2
+
 # Model outputs have a lower bound: the boosted member's fit sums gradients in float32 (scikit-
 # learn's histogram boosting), which overflows past 3.4e38. Predictions scaled by 1e40 changed
 # the member weights and the values by up to 0.25 of their size, and a calibration past 1e77
@@ -669,6 +675,7 @@ class ZeroShotExplainer(BaseEstimator):
         outputs = None
         if predictions_query is not None:
             outputs = _outputs("predictions_query", predictions_query, m, self.n_outputs_)
+            self._check_output_total("predictions_query", outputs)
         n_players = len(self.attribution_names_)
         values = np.empty((m, n_players, self.n_outputs_))
         uncertainty = np.empty((m, n_players, self.n_outputs_))
@@ -783,6 +790,7 @@ class ZeroShotExplainer(BaseEstimator):
             outputs = _outputs(
                 "predictions_query", predictions_query, rows.shape[0], self.n_outputs_
             )
+            self._check_output_total("predictions_query", outputs)
         lowest = minimum_budget(outputs is not None)
         if not isinstance(budget, int | np.integer) or isinstance(budget, bool) or budget < lowest:
             raise InvalidArgumentError(
@@ -1058,6 +1066,7 @@ class ZeroShotExplainer(BaseEstimator):
             scored = np.empty((0, self.n_outputs_))
         else:
             scored = _outputs("outputs", outputs, proposal.rows.shape[0], self.n_outputs_)
+            self._check_output_total("outputs", scored)
         by_query = scored.reshape(m, block, self.n_outputs_)
         lead = proposal.lead
         predictions = proposal.predictions if lead == 0 else by_query[:, 0, :]
@@ -1680,6 +1689,27 @@ class ZeroShotExplainer(BaseEstimator):
         if self.groups_ is None:
             return same
         return np.stack([same[:, columns].all(axis=1) for _, columns in self.groups_], axis=1)
+
+    def _check_output_total(self, name: str, outputs: np.ndarray) -> None:
+        """Refuse model outputs (m, K) that do not sum to what the context's outputs sum to on
+        every one of its rows (``output_total_``: class probabilities), beyond
+        ``OUTPUT_SCALE_TOLERANCE``: they are on another scale (logits, scores, another model's),
+        and the answer, exactly efficient, would split them against the probabilities' base
+        values (QA F8: log-odds were taken silently)."""
+        total = getattr(self, "output_total_", None)
+        if total is None:
+            return
+        sums = outputs.sum(axis=1)
+        off = np.abs(sums - total) > OUTPUT_SCALE_TOLERANCE * max(1.0, abs(total))
+        if off.any():
+            row = int(np.flatnonzero(off)[0])
+            raise InvalidArgumentError(
+                name,
+                f"sums to {sums[row]:.6g} over its {outputs.shape[1]} outputs; the context's "
+                f"outputs sum to {total:.6g} on every row (class probabilities): give the "
+                "model's outputs on the context's scale",
+                row=row,
+            )
 
     def _balance(self, values, uncertainty, predictions, base_values, null, stated_factors) -> None:
         """Where the outputs sum to a constant (``output_total_``: class probabilities), make

@@ -9,6 +9,7 @@ from sklearn.datasets import load_diabetes, load_iris
 from sklearn.ensemble import GradientBoostingClassifier, GradientBoostingRegressor
 
 from shapley_svc import ZeroShotExplainer
+from shapley_svc.errors import InvalidArgumentError
 from shapley_svc.estimator.combiner import balanced_across_outputs, constant_output_total
 from shapley_svc.reference import exact_shapley
 
@@ -108,7 +109,9 @@ def test_rows_whose_predictions_do_not_sum_to_the_constant_keep_their_values(
     X, predict, explainer = iris_probabilities
     unbalanced = copy.copy(explainer)
     del unbalanced.output_total_
-    off = predict(X[:4]) * 1.5  # not probabilities: efficiency holds, the balance cannot
+    # Off by more than the balance's tolerance, less than another scale's (refused, below):
+    # efficiency holds, the balance cannot.
+    off = predict(X[:4]) * (1 + 1e-3)
     np.testing.assert_array_equal(
         explainer.explain(X[:4], off).values, unbalanced.explain(X[:4], off).values
     )
@@ -143,3 +146,27 @@ def test_the_balance_is_the_least_change_that_keeps_efficiency():
     estimate[:, 0] = 0.0
     kept, _ = balanced_across_outputs(estimate, std, estimate.sum(axis=1), fixed)
     assert np.all(kept[:, 0] == 0.0)
+
+
+def test_outputs_on_another_scale_than_the_contexts_probabilities_are_refused(
+    iris_probabilities,
+):
+    """Log-odds given for a context of class probabilities were explained as if they were
+    probabilities (QA F8); float32 probabilities are the same scale."""
+    X, predict, explainer = iris_probabilities
+    query = X[::25]
+    log_odds = np.log(np.clip(predict(query), 1e-9, None))
+    for call in (
+        lambda: explainer.explain(query, log_odds),
+        lambda: explainer.propose(query, 16, log_odds),
+    ):
+        with pytest.raises(InvalidArgumentError, match=r"sums to -\d.*outputs sum to 1 ") as caught:
+            call()
+        assert caught.value.argument == "predictions_query" and caught.value.row == 0
+    proposal = explainer.propose(query, 16, predict(query), random_state=0)
+    scores = np.log(np.clip(predict(proposal.rows), 1e-9, None))
+    with pytest.raises(InvalidArgumentError, match="context's scale") as caught:
+        explainer.refine(proposal, scores)
+    assert caught.value.argument == "outputs"
+    rounded = predict(query).astype(np.float16).astype(np.float64)
+    assert explainer.explain(query, rounded).values.shape == (query.shape[0], 4, 3)

@@ -735,3 +735,27 @@ def test_refusals_without_a_field_carry_no_bad_request(server):
         call(b"\xff\xff")
     status = rpc_status.from_call(caught.value)
     assert status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and not status.details
+
+
+def test_predictions_on_another_scale_than_the_contexts_probabilities_name_the_field(client):
+    """Log-odds sent for a context of class probabilities are refused naming the request's
+    field, in Explain and in Refine's scored outputs (QA F8: they were taken silently)."""
+    X, p = make_task(n=300, outputs=3, seed=8)
+    context = client.create_context(X, p)
+    with pytest.raises(ShapleyError) as caught:
+        client.explain(context, X[:5], np.log(p[:5]))
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.field == "predictions" and "context's scale" in str(caught.value)
+    with pytest.raises(ShapleyError) as caught:
+        client.explain(
+            context, X[:2], p[:2], model=lambda rows: np.log(_softmax_of(rows)), budget=20
+        )
+    assert caught.value.field == "outputs", caught.value
+
+
+def _softmax_of(rows: np.ndarray) -> np.ndarray:
+    """make_task's three class probabilities of ``rows``."""
+    logits = rows[:, 0] - 0.5 * rows[:, 1] * rows[:, 2] + 0.3 * rows[:, 3]
+    scores = np.stack([logits * (k - 1) + 0.2 * k * rows[:, k] for k in range(3)], axis=1)
+    scores = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return scores / scores.sum(axis=1, keepdims=True)
