@@ -32,8 +32,9 @@ from shapley_svc.estimator.groups import Players
 # model linear in the levels from R^2 1.0 to 0.92, and its credit went to a correlated column.
 # At 64 (until 2026-12-06), a 120-level column of a model additive in it (2,000 rows) had its 56
 # rarest levels pooled: r against the exact values 0.81-0.90 over three seeds, 0.993-0.996 at
-# 256; two 250-level columns, r 0.77 -> 0.94 for a fit 2.7x as long (1.2 -> 3.1 s, one thread).
-# No development table has a column of more than 48 levels.
+# 256; two 250-level columns, r 0.77 -> 0.94 for a fit 2.3x as long (1.5 -> 3.4 s). The design
+# is wider for it: three 300-level columns of 10,000 rows took 18.8 s to fit instead of 5.1 s
+# (explain unchanged). No development table has a column of more than 48 levels.
 MAX_LEVELS = 256
 # A level seen on one or two rows cannot be fitted out of fold: such levels share an indicator.
 MIN_LEVEL_ROWS = 3
