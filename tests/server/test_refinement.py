@@ -311,13 +311,14 @@ def test_client_model_and_budget_go_together(task, client):
 
 
 def test_multi_output_refinement_equals_the_estimator_in_process(client):
-    X, P = make_task(n=150, seed=23, outputs=3)
-    context = client.create_context(X, P)
-    local = ZeroShotExplainer(random_state=0).fit(X, P)
+    X, _ = make_task(n=150, seed=23, outputs=3)
 
-    def scores(rows):  # any model with K = 3 outputs
+    def scores(rows):  # any model with K = 3 outputs (not class probabilities)
         return np.stack([model(rows), 1 - model(rows), np.tanh(rows[:, 4])], axis=1)
 
+    # The context is the same model's: outputs on another scale are refused (QA F8).
+    context = client.create_context(X, scores(X))
+    local = ZeroShotExplainer(random_state=0).fit(X, scores(X))
     answer = client.explain(context, X[:4], scores(X[:4]), model=scores, budget=12)
     proposal = local.propose(X[:4], 12, scores(X[:4]))
     expected = local.refine(proposal, scores(proposal.rows))
