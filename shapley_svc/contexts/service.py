@@ -48,7 +48,7 @@ from shapley_svc.estimator.calibration import CalibrationProposal, outputs_finge
 from shapley_svc.estimator.calibration import default_budget as default_calibration_budget
 from shapley_svc.estimator.calibration import minimum_budget as minimum_calibration_budget
 from shapley_svc.estimator.explainer import SERIAL_MAX_ROWS, Explanation
-from shapley_svc.estimator.persistence import save_explainer
+from shapley_svc.estimator.persistence import save_explainer, wait_while_replaced
 from shapley_svc.estimator.refinement import Proposal, minimum_budget, pairs_within
 from shapley_svc.estimator.threading_layer import TurnAbandoned, serialised
 
@@ -66,9 +66,6 @@ _LEFTOVER = re.compile(
 # A leftover this old is no save in progress on any replica sharing the directory: the largest
 # context's save takes seconds.
 LEFTOVER_SECONDS = 3600.0
-# How long a held context's missing saved copy is given to come back before the context is
-# taken for deleted: a replacing save's two renames take microseconds.
-_RECHECK_SECONDS = 0.02
 
 
 class ContextService:
@@ -165,9 +162,11 @@ class ContextService:
         (QA, 2026-12-05): the shared directory is what says a context exists."""
         if not entry.saved or self._saved(entry.context_id) is not None:
             return False
-        # A save replacing the copy (one that did not load) moves it aside for a moment.
-        time.sleep(_RECHECK_SECONDS)
-        if self._saved(entry.context_id) is not None:
+        # A save replacing the copy (one that did not load) moves it aside for a moment: given
+        # 20 ms to come back, a held context was dropped when the saving thread was held off the
+        # CPU longer (the same race failed a load in CI); now waited for while a save is under
+        # way, and a copy deleted for good is dropped at once.
+        if wait_while_replaced(self.context_dir / entry.context_id):
             return False
         if self.store.drop(entry):
             logger.info("context %s dropped: its saved copy was deleted", entry.context_id)

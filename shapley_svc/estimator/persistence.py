@@ -561,6 +561,11 @@ def _unique(name: str, purpose: str) -> str:
     return f".{name[:100]}.{token}.{purpose}"
 
 
+def _unique_names(name: str, purpose: str) -> re.Pattern:
+    """What ``_unique(name, purpose)`` gives in any process or thread."""
+    return re.compile(rf"\.{re.escape(name[:100])}\.\d+\.\d+\.[0-9a-f]+\.{purpose}")
+
+
 def _write_whole(
     target: Path, files: dict[str, bytes], replaced_mode: int | None, keep_existing: bool = False
 ) -> None:
@@ -804,10 +809,22 @@ def _read_files(directory: Path) -> tuple[bytes, bytes]:
             os.close(handle)
 
 
+def wait_while_replaced(path: str | Path, seconds: float | None = None) -> bool:
+    """Whether a saved explainer's directory is at ``path``, once any save replacing it has put
+    its own in place: while ``path`` is missing and the previous copy stands moved aside, wait
+    (at most ``seconds``, default ``_REPLACING_WAIT_SECONDS``). A caller that finds ``path``
+    missing asks this before it takes the save for deleted."""
+    path = Path(path)
+    deadline = time.monotonic() + (_REPLACING_WAIT_SECONDS if seconds is None else seconds)
+    while not path.is_dir() and _being_replaced(path) and time.monotonic() < deadline:
+        time.sleep(_REREAD_SECONDS)
+    return path.is_dir()
+
+
 def _being_replaced(directory: Path) -> bool:
     """Whether a save's previous copy of ``directory`` stands moved aside beside it (the hidden
     name ``_publish`` gives it), i.e. a save is putting its own in place."""
-    aside = re.compile(rf"\.{re.escape(directory.name[:100])}\.\d+\.\d+\.[0-9a-f]+\.replaced")
+    aside = _unique_names(directory.name, "replaced")
     try:
         with os.scandir(directory.parent) as entries:
             return any(aside.fullmatch(entry.name) for entry in entries)

@@ -4,6 +4,7 @@ them instead of refitting or answering not found."""
 import errno
 import logging
 import os
+import threading
 import time
 from dataclasses import replace
 
@@ -320,3 +321,25 @@ def test_a_context_dropped_for_a_delete_elsewhere_frees_its_bytes(replicas):
     assert second.store.total_bytes > 0
     first.delete(entry.context_id)
     assert second.held() == ([], 0) and second.store.total_bytes == 0
+
+
+def test_a_held_context_whose_copy_a_save_moves_aside_stays_held(replicas, tmp_path):
+    """A save replacing the shared copy moves it aside for a moment; a replica that held the
+    context gave it 20 ms to come back and dropped it as deleted when the saving thread was
+    held off the CPU longer. It now waits while a save is under way."""
+    first, second = replicas
+    entry, _ = first.get_or_create(ContextSpec(X, P))
+    held = second.get(entry.context_id)
+    copy = tmp_path / "contexts" / entry.context_id
+    aside = copy.with_name(f".{entry.context_id}.1.2.0a0b0c0d.replaced")
+    os.rename(copy, aside)
+    putting_back = threading.Timer(0.2, os.rename, (aside, copy))
+    putting_back.start()
+    try:
+        assert second.get(entry.context_id) is held
+    finally:
+        putting_back.join()
+    # Deleted for good (no save under way): dropped at once.
+    first.delete(entry.context_id)
+    with pytest.raises(NotFoundError, match="is not held by this server"):
+        second.get(entry.context_id)
