@@ -1204,7 +1204,9 @@ class ZeroShotExplainer(BaseEstimator):
         ----------
         proposal : from ``propose_calibration`` on this explainer.
         outputs : (len(proposal.rows),) or (len(proposal.rows), K): the model's outputs on the
-            proposed rows, on the scale of the context's predictions. Finite.
+            proposed rows, on the scale of the context's predictions. Finite; where the
+            context's outputs sum to one constant (class probabilities), rows that miss it by
+            more than ``OUTPUT_SCALE_TOLERANCE`` are refused (``InvalidArgumentError``).
         X, predictions : None, or the context's rows and predictions as given to ``fit``.
         should_stop : optional; polled as ``fit`` polls it while the zoo is refitted, and
             before each member's pair gaps when the weights are (True: ``CancelledError``, this
@@ -1227,6 +1229,7 @@ class ZeroShotExplainer(BaseEstimator):
         ):
             raise InvalidArgumentError("proposal", "was made by another explainer")
         scored = _outputs("outputs", outputs, proposal.rows.shape[0], self.n_outputs_)
+        self._check_output_total("outputs", scored)
         if X is not None or predictions is not None:
             return self._refitted(proposal, scored, X, predictions, should_stop)
         design, member_gaps, model_gaps = self._calibration_gaps(proposal, scored, should_stop)

@@ -168,5 +168,14 @@ def test_outputs_on_another_scale_than_the_contexts_probabilities_are_refused(
     with pytest.raises(InvalidArgumentError, match="context's scale") as caught:
         explainer.refine(proposal, scores)
     assert caught.value.argument == "outputs"
+    # Calibration's outputs too, whether it refits the weights or the zoo: scores on another
+    # scale fitted the weights (or the members) to them without a word.
+    calibration = explainer.propose_calibration()
+    log_scores = np.log(np.clip(predict(calibration.rows), 1e-9, None))
+    for kwargs in ({}, {"X": X, "predictions": predict(X)}):
+        with pytest.raises(InvalidArgumentError, match="context's scale") as caught:
+            explainer.calibrate(calibration, log_scores, **kwargs)
+        assert caught.value.argument == "outputs" and caught.value.row == 0
+    assert explainer.calibrate(calibration, predict(calibration.rows)).calibration_ is not None
     rounded = predict(query).astype(np.float16).astype(np.float64)
     assert explainer.explain(query, rounded).values.shape == (query.shape[0], 4, 3)

@@ -751,6 +751,11 @@ def test_predictions_on_another_scale_than_the_contexts_probabilities_name_the_f
             context, X[:2], p[:2], model=lambda rows: np.log(_softmax_of(rows)), budget=20
         )
     assert caught.value.field == "outputs", caught.value
+    for refit in (False, True):  # Calibrate's scored outputs, weights or zoo refitted
+        with pytest.raises(ShapleyError) as caught:
+            client.calibrate(context, lambda rows: np.log(_softmax_of(rows)), refit=refit)
+        assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert caught.value.field == "outputs", caught.value
 
 
 def _softmax_of(rows: np.ndarray) -> np.ndarray:
