@@ -739,7 +739,8 @@ def test_refusals_without_a_field_carry_no_bad_request(server):
 
 def test_predictions_on_another_scale_than_the_contexts_probabilities_name_the_field(client):
     """Log-odds sent for a context of class probabilities are refused naming the request's
-    field, in Explain and in Refine's scored outputs (QA F8: they were taken silently)."""
+    field, in Explain and in Refine's and Calibrate's scored outputs (QA F8: they were taken
+    silently)."""
     X, p = make_task(n=300, outputs=3, seed=8)
     context = client.create_context(X, p)
     with pytest.raises(ShapleyError) as caught:
