@@ -809,13 +809,13 @@ def _read_files(directory: Path) -> tuple[bytes, bytes]:
             os.close(handle)
 
 
-def wait_while_replaced(path: str | Path, seconds: float | None = None) -> bool:
+def wait_while_replaced(path: str | Path) -> bool:
     """Whether a saved explainer's directory is at ``path``, once any save replacing it has put
     its own in place: while ``path`` is missing and the previous copy stands moved aside, wait
-    (at most ``seconds``, default ``_REPLACING_WAIT_SECONDS``). A caller that finds ``path``
-    missing asks this before it takes the save for deleted."""
+    (at most ``_REPLACING_WAIT_SECONDS``, as a load does). A caller that finds ``path`` missing
+    asks this before it takes the save for deleted."""
     path = Path(path)
-    deadline = time.monotonic() + (_REPLACING_WAIT_SECONDS if seconds is None else seconds)
+    deadline = time.monotonic() + _REPLACING_WAIT_SECONDS
     while not path.is_dir() and _being_replaced(path) and time.monotonic() < deadline:
         time.sleep(_REREAD_SECONDS)
     return path.is_dir()
