@@ -13,6 +13,7 @@ refit without the penalty's shrinkage stands in for the member (``SurrogateKind.
 """
 
 import enum
+import hashlib
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -710,6 +711,65 @@ class ClassView(Surrogate):
         return shared[key][:, :, self.output]
 
 
+def canonical_column_order(Z: np.ndarray) -> np.ndarray:
+    """(d,) the columns of ``Z`` (n, d) in an order set by their contents: by a digest of the
+    order in which each column ranks the rows (ascending or descending, whichever digest is
+    smaller; missing values apart), columns that rank them alike in the order given.
+
+    The tree members draw the features a split may try by position (the forest's and the
+    boosted member's half of the features per split, the forest's random thresholds per
+    feature), so fitted on the columns as given, a reordering of the caller's columns changed
+    their trees and the answer: on breast cancer (an MLP's probabilities, d = 30) r 0.943
+    between the values of two orders of the same columns, on diabetes (gradient boosting)
+    0.993. Fitted on this order, a reordering reorders the values alone, but for columns that
+    rank the rows alike (aliases: x and x^2 over positive x, a copy, an indicator and its
+    complement). Between those a split gains exactly the same, and tree learners (scikit-learn's,
+    XGBoost, LightGBM) take the first column in their order: a model trained on the columns in
+    the order the context gives them, as a model's context usually comes, reads the first of
+    them, and so do the members, where a digest's order put the later one first as often as not.
+    On `bench refinement`'s 50 real-table cases (2026-12-06, zero-shot, seed 0) an order by the
+    values' digests alone took mean r from 0.930 to 0.915, k401k's XGBoost and LightGBM (age
+    before agesq) from 0.92 / 0.95 to 0.75 / 0.73; this order scores as the columns as given
+    did, over seeds 0 / 1 / 2 0.928 / 0.925 / 0.929 against 0.930 / 0.924 / 0.926. Ranks, not
+    values, also make the order deaf to the values' last bits (rows scaled by 1e149 are
+    standardised to the same values but for rounding)."""
+    keys = []
+    for column in Z.T:
+        seen = ~np.isnan(column)
+        _, ranks = np.unique(column[seen], return_inverse=True)
+        ascending = np.full(column.size, -1, dtype=np.int64)
+        ascending[seen] = ranks
+        descending = np.where(seen, ranks.max(initial=0) - ascending, -1)
+        keys.append(min(_digest(ascending), _digest(descending)))
+    return np.array(sorted(range(len(keys)), key=keys.__getitem__), dtype=np.int64)
+
+
+def _digest(values: np.ndarray) -> bytes:
+    return hashlib.blake2b(np.ascontiguousarray(values).tobytes(), digest_size=8).digest()
+
+
+def _read_columns(model: object, order: np.ndarray) -> None:
+    """Make ``model``, fitted on ``Z[:, order]``, read the columns of ``Z`` itself: each split's
+    feature ``k`` becomes ``order[k]``, in place (a scikit-learn forest's trees or a histogram
+    boosting model's predictors, the only models the tree members fit)."""
+    if isinstance(model, HistGradientBoostingRegressor):
+        for stage in model._predictors:
+            for predictor in stage:
+                nodes = predictor.nodes
+                split = ~nodes["is_leaf"].astype(bool)
+                nodes["feature_idx"][split] = order[nodes["feature_idx"][split]]
+        return
+    for estimator in model.estimators_:
+        tree = estimator.tree_
+        features = tree.feature
+        split = features >= 0
+        features[split] = order[features[split]]
+        # ``Tree.feature`` is a view of the tree's own nodes (scikit-learn 1.3 to 1.9): were it
+        # ever a copy, the writes above would be lost and the trees would read other columns.
+        if not np.array_equal(tree.feature, features):
+            raise RuntimeError("scikit-learn's trees no longer expose their features in place")
+
+
 class _TreeSurrogate(Surrogate):
     """A scikit-learn tree ensemble in ``model_``, explained by interventional TreeSHAP.
 
@@ -785,6 +845,7 @@ class BoostedTreesSurrogate(_TreeSurrogate):
     """
 
     def fit(self, Z, target, seed):
+        order = canonical_column_order(Z)
         self.model_ = HistGradientBoostingRegressor(
             max_iter=150,
             learning_rate=0.13,
@@ -794,7 +855,8 @@ class BoostedTreesSurrogate(_TreeSurrogate):
             l2_regularization=1e-3,
             max_features=0.5,
             random_state=seed,
-        ).fit(Z, target)
+        ).fit(Z[:, order], target)
+        _read_columns(self.model_, order)
         _split_between_values(self.model_, Z)
         return self
 
@@ -829,6 +891,7 @@ class ForestSurrogate(_TreeSurrogate):
     """Extremely randomised trees on half the features per split: spreads correlated credit."""
 
     def fit(self, Z, target, seed):
+        order = canonical_column_order(Z)
         self.model_ = ExtraTreesRegressor(
             n_estimators=64,
             max_depth=TREE_MAX_DEPTH,
@@ -836,7 +899,8 @@ class ForestSurrogate(_TreeSurrogate):
             max_features=min(0.5, FOREST_MAX_SPLIT_FEATURES / Z.shape[1]),
             random_state=seed,
             n_jobs=None,  # the caller's joblib configuration decides (the explainer: all cores)
-        ).fit(Z, target)
+        ).fit(Z[:, order], target)
+        _read_columns(self.model_, order)
         # Parallel prediction adds the trees' outputs in the order the threads finish, which
         # changes the last bits from run to run; one thread keeps the same request's answer
         # identical (64 shallow trees predict fast).

@@ -344,7 +344,9 @@ def test_values_too_large_to_square_are_refused_where_they_come_in():
 
 def test_model_outputs_answer_as_at_scale_one_up_to_their_bound_and_are_refused_past_it():
     """Predictions scaled by 1e40 changed the member weights and the values by up to 0.25 of
-    their size (the boosted member sums gradients in float32), with no error."""
+    their size (the boosted member sums gradients in float32), with no error. At 9e28 they move
+    by rounding alone: the boosted member's float32 sums round otherwise at another scale (3e-5
+    here on values up to 1.4, since its columns are fitted in their canonical order)."""
     rng = np.random.default_rng(1)
     X = rng.normal(size=(300, 5))
 
@@ -361,7 +363,7 @@ def test_model_outputs_answer_as_at_scale_one_up_to_their_bound_and_are_refused_
             (explainer.explain(query, scale * model(query)).values / scale, refined.values / scale)
         )
     for at_bound, at_one in zip(answers[1], answers[0], strict=True):
-        np.testing.assert_allclose(at_bound, at_one, atol=1e-5)
+        np.testing.assert_allclose(at_bound, at_one, atol=1e-4)
     for argument, call in [
         ("predictions", lambda: ZeroShotExplainer().fit(X, 1e31 * model(X))),
         ("predictions_query", lambda: explainer.explain(query, 1e31 * model(query))),
