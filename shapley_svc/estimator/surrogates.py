@@ -764,9 +764,9 @@ def _read_columns(model: object, order: np.ndarray) -> None:
         features = tree.feature
         split = features >= 0
         features[split] = order[features[split]]
-        # ``Tree.feature`` is a view of the tree's own nodes (seen in scikit-learn 1.9; the
-        # project takes 1.4 up): were it a copy, the writes above would be lost and the trees
-        # would read other columns, so the write is checked.
+        # ``Tree.feature`` is a view of the tree's own nodes (seen in scikit-learn 1.4.2 and
+        # 1.9.1; the project takes 1.4 up): were it a copy, the writes above would be lost and
+        # the trees would read other columns, so the write is checked.
         if not np.array_equal(tree.feature, features):
             raise RuntimeError("scikit-learn's trees no longer expose their features in place")
 
