@@ -204,7 +204,7 @@ def test_a_tree_member_fits_the_columns_in_an_order_of_their_own(rng, member):
     )
 
 
-def test_canonical_column_order_follows_the_values_alone(rng):
+def test_canonical_column_order_follows_the_columns_ranks_and_keeps_aliases_as_given(rng):
     Z = rng.normal(size=(50, 6))
     Z[3, 1] = np.nan
     Z[:, 4] = Z[:, 0]  # equal columns keep the order given
