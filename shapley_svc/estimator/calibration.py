@@ -25,7 +25,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import nnls
 
-from shapley_svc.estimator.refinement import MIN_PRIOR_VARIANCE_RATIO, draw_pairs, size_distribution
+from shapley_svc.estimator.refinement import (
+    MIN_PRIOR_VARIANCE_RATIO,
+    DrawOrder,
+    draw_pairs,
+    size_distribution,
+)
 
 # 10 rows (5 pairs) per background row: see the module docstring.
 DEFAULT_ROWS_PER_BACKGROUND = 10
@@ -123,15 +128,15 @@ def default_budget(n_background: int, refit: bool = False) -> int:
 def draw_calibration(
     background_rows: np.ndarray,
     player_of_column: np.ndarray,
-    n_players: int,
+    order: DrawOrder,
     budget: int,
     seed: int,
 ) -> CalibrationProposal:
-    """Pairs for every background row within ``budget`` rows; the caller checked ``budget``
-    against ``minimum_budget`` and ``n_players`` >= 2."""
+    """Pairs for every background row within ``budget`` rows, drawn in ``order``; the caller
+    checked ``budget`` against ``minimum_budget`` and that there are two players or more."""
     pairs_per_row = budget // (2 * background_rows.shape[0])
     rows, masks, picks = draw_pairs(
-        background_rows, background_rows, player_of_column, n_players, pairs_per_row, 0, seed
+        background_rows, background_rows, player_of_column, order, pairs_per_row, 0, seed
     )
     return CalibrationProposal(rows, budget, seed, masks, picks)
 

@@ -63,10 +63,12 @@ from shapley_svc.estimator.refinement import (
     MIN_CENTRE_TRIAL_BACKGROUND,
     PRIOR_PAIRS_PER_PLAYER,
     CentreTrial,
+    DrawOrder,
     Proposal,
     RefinementParts,
     centre_trial,
     control_weights,
+    draw_coalitions,
     draw_proposal,
     merged_with_prior,
     minimum_budget,
@@ -77,8 +79,6 @@ from shapley_svc.estimator.refinement import (
     refined_values,
     rescaled,
     row_scales,
-    row_seeds,
-    size_distribution,
 )
 from shapley_svc.estimator.result import (
     CalibrationDiagnostics,
@@ -89,7 +89,6 @@ from shapley_svc.estimator.result import (
 )
 from shapley_svc.estimator.surrogates import OUT_OF_FOLD_SPLITS, ZOO, Pairs, Role
 from shapley_svc.estimator.tables import code_frame, display_rows, is_data_frame
-from shapley_svc.kernels.coalitions import sample_paired_coalitions
 from shapley_svc.reference._validation import as_float_matrix
 
 DEFAULT_BACKGROUND_ROWS = 100
@@ -148,7 +147,7 @@ def _groups(players: Players | None) -> list[tuple[str, np.ndarray]] | None:
 
 
 # Derived from the fitted background on first use and kept: a fit discards them.
-_DERIVED_STATE = ("_centre", "_trials", "_background_sha")
+_DERIVED_STATE = ("_centre", "_trials", "_background_sha", "_order")
 
 
 def _differs(rows: np.ndarray, row: np.ndarray) -> np.ndarray:
@@ -776,7 +775,7 @@ class ZeroShotExplainer(BaseEstimator):
         predictions_query : None, or the model's outputs on X_query, shaped like
             ``predictions``.
         random_state : seeds the coalitions (default: the fit's); a row draws the same ones in
-            any batch.
+            any batch, and of the same columns in any order of them (``DrawOrder``).
 
         Returns
         -------
@@ -811,7 +810,7 @@ class ZeroShotExplainer(BaseEstimator):
             outputs,
             self.background_rows_,
             self._player_of_column(),
-            n_players,
+            self._draw_order(),
             n_pairs,
             int(budget),
             seed,
@@ -874,6 +873,17 @@ class ZeroShotExplainer(BaseEstimator):
             self._centre = centre
         return centre
 
+    def _draw_order(self) -> DrawOrder:
+        """The order refine's and calibrate's coalitions are drawn in (``DrawOrder``), derived
+        from the fitted background once and kept."""
+        order = self.__dict__.get("_order")
+        if order is None:
+            order = DrawOrder.of(
+                self.background_rows_, self._player_of_column(), len(self.attribution_names_)
+            )
+            self._order = order
+        return order
+
     def _centre_trials(self) -> list[CentreTrial]:
         """Per output, ``CentreTrial`` of this explainer's proxy, measured once and kept (a
         calibration's copy measures its own): a seeded sample of ``CENTRE_TRIAL_ROWS``
@@ -899,14 +909,8 @@ class ZeroShotExplainer(BaseEstimator):
         n_background = background.shape[0]
         rows = min(CENTRE_TRIAL_ROWS, n_background)
         query = background[np.sort(rng.choice(n_background, rows, False))]
-        masks = np.zeros((rows, CENTRE_TRIAL_COALITIONS, n_players), dtype=np.bool_)
-        size_cdf, _ = size_distribution(n_players)
-        sample_paired_coalitions(
-            row_seeds(query, self.random_state_),
-            size_cdf,
-            1,
-            masks,
-            np.zeros(masks.shape[:2], dtype=np.int64),
+        masks, _ = draw_coalitions(
+            query, 1, self._draw_order(), CENTRE_TRIAL_COALITIONS, self.random_state_
         )
         design = self.encoder_.transform(query)
         players = self.context_.design_players(design.shape[1])
@@ -1162,11 +1166,7 @@ class ZeroShotExplainer(BaseEstimator):
             )
         seed = self._seed(random_state)
         proposal = draw_calibration(
-            self.background_rows_,
-            self._player_of_column(),
-            len(self.attribution_names_),
-            int(budget),
-            seed,
+            self.background_rows_, self._player_of_column(), self._draw_order(), int(budget), seed
         )
         return dataclasses.replace(proposal, background_sha256=self._background_sha256())
 

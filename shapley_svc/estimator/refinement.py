@@ -65,6 +65,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from shapley_svc.estimator.surrogates import canonical_column_order
 from shapley_svc.kernels.coalitions import fill_paired_rows, sample_paired_coalitions
 from shapley_svc.kernels.pair_regression import regress_pairs
 
@@ -164,6 +165,36 @@ def expected_total_slope_square(n_players: int) -> float:
     slope on its game's total (``total_slopes``); 0 for two players (every size is 1)."""
     sizes, probability = _size_probability(n_players)
     return float(probability @ total_slopes(sizes, n_players) ** 2)
+
+
+@dataclass(frozen=True)
+class DrawOrder:
+    """The order in which a row's coalitions are drawn, fixed by the background's contents, so
+    that the same table with its columns in another order draws the same coalitions of the
+    same columns (the zero-shot values already follow the columns: ``canonical_column_order``).
+
+    Attributes
+    ----------
+    columns : (d,) the columns in canonical order: a row's seed reads its values in this order.
+    players : (P,) the players in canonical order: the kernel's k-th player is ``players[k]``.
+    """
+
+    columns: np.ndarray
+    players: np.ndarray
+
+    @classmethod
+    def of(
+        cls, background_rows: np.ndarray, player_of_column: np.ndarray, n_players: int
+    ) -> "DrawOrder":
+        """The order of ``background_rows`` (n, d) (``canonical_column_order``; columns that
+        rank the rows alike keep the order given), each player placed by its first column in
+        it (``player_of_column`` (d,))."""
+        columns = canonical_column_order(background_rows)
+        position = np.empty(columns.size, dtype=np.int64)
+        position[columns] = np.arange(columns.size)
+        first = np.full(n_players, columns.size, dtype=np.int64)
+        np.minimum.at(first, np.asarray(player_of_column, dtype=np.int64), position)
+        return cls(columns, np.argsort(first, kind="stable").astype(np.int64))
 
 
 def row_seeds(rows: np.ndarray, seed: int) -> np.ndarray:
@@ -324,20 +355,20 @@ def draw_pairs(
     query: np.ndarray,
     reference_rows: np.ndarray,
     player_of_column: np.ndarray,
-    n_players: int,
+    order: DrawOrder,
     n_pairs: int,
     lead: int,
     seed: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``n_pairs`` paired coalitions per row of canonical ``query`` (m, d), each with one of the
-    ``reference_rows`` (background rows, or the centre alone), drawn from the row's own seed:
-    the (m * (lead + 2 * n_pairs), d) rows to score, the (m, n_pairs, P) masks and the
-    (m, n_pairs) picks of reference rows (see ``Proposal``). The coalitions do not depend on the
-    reference rows."""
+    ``reference_rows`` (background rows, or the centre alone), drawn from the row's own seed
+    in ``order``: the (m * (lead + 2 * n_pairs), d) rows to score, the (m, n_pairs, P) masks
+    and the (m, n_pairs) picks of reference rows (see ``Proposal``). The coalitions do not
+    depend on the reference rows."""
     # Writable and contiguous (copied only when not): the kernels take mutable arrays, and a
     # caller's view may be read-only (np.frombuffer over a message).
     query = np.require(query, dtype=np.float64, requirements=["C", "W"])
-    masks, picks = _coalitions(query, reference_rows.shape[0], n_players, n_pairs, seed)
+    masks, picks = draw_coalitions(query, reference_rows.shape[0], order, n_pairs, seed)
     m, d = query.shape
     rows = np.empty((m * (lead + 2 * n_pairs), d))
     fill_paired_rows(
@@ -346,17 +377,24 @@ def draw_pairs(
     return rows, masks, picks
 
 
-def _coalitions(
-    query: np.ndarray, n_reference: int, n_players: int, n_pairs: int, seed: int
+def draw_coalitions(
+    query: np.ndarray, n_reference: int, order: DrawOrder, n_pairs: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """(m, n_pairs, P) masks and (m, n_pairs) picks among ``n_reference`` rows, drawn from
-    each row of the contiguous ``query``'s own seed (see ``draw_pairs``)."""
+    each row of ``query``'s own seed, both read in ``order`` (see ``draw_pairs``)."""
     m = query.shape[0]
-    masks = np.zeros((m, n_pairs, n_players), dtype=np.bool_)
+    n_players = order.players.size
+    drawn = np.zeros((m, n_pairs, n_players), dtype=np.bool_)
     picks = np.zeros((m, n_pairs), dtype=np.int64)
-    if n_pairs:
-        size_cdf, _ = size_distribution(n_players)
-        sample_paired_coalitions(row_seeds(query, seed), size_cdf, n_reference, masks, picks)
+    if not n_pairs:
+        return drawn, picks
+    size_cdf, _ = size_distribution(n_players)
+    seeds = row_seeds(np.ascontiguousarray(query[:, order.columns]), seed)
+    sample_paired_coalitions(seeds, size_cdf, n_reference, drawn, picks)
+    if np.array_equal(order.players, np.arange(n_players)):
+        return drawn, picks
+    masks = np.empty_like(drawn)
+    masks[:, :, order.players] = drawn
     return masks, picks
 
 
@@ -365,7 +403,7 @@ def draw_proposal(
     predictions: np.ndarray | None,
     background_rows: np.ndarray,
     player_of_column: np.ndarray,
-    n_players: int,
+    order: DrawOrder,
     n_pairs: int,
     budget: int,
     seed: int,
@@ -380,20 +418,20 @@ def draw_proposal(
     # A private copy, kept by the proposal: the caller's array may change after this call.
     query = np.array(query, dtype=np.float64, order="C")
     centre = centre_row is not None
-    at_centre, n_scale = centre_split(n_pairs, n_players) if centre else (n_pairs, 0)
+    at_centre, n_scale = centre_split(n_pairs, order.players.size) if centre else (n_pairs, 0)
     if n_scale == 0:
         reference = centre_row if centre else background_rows
         rows, masks, picks = draw_pairs(
-            query, reference, player_of_column, n_players, n_pairs, lead, seed
+            query, reference, player_of_column, order, n_pairs, lead, seed
         )
         return Proposal(
             rows, lead + 2 * n_pairs, query, predictions, budget, seed, masks, picks, centre
         )
-    masks, picks = _coalitions(query, 1, n_players, at_centre, seed)
+    masks, picks = draw_coalitions(query, 1, order, at_centre, seed)
     # The scale pairs are the first coalitions again (the same seed draws them), each with a
     # background row of its own.
-    scale_masks, scale_picks = _coalitions(
-        query, background_rows.shape[0], n_players, n_scale, seed
+    scale_masks, scale_picks = draw_coalitions(
+        query, background_rows.shape[0], order, n_scale, seed
     )
     m, d = query.shape
     pairs_rows = lead + 2 * at_centre
