@@ -198,19 +198,21 @@ class ProposeRequest(_message.Message):
     def __init__(self, context_id: _Optional[str] = ..., rows: _Optional[_Union[Tensor, _Mapping]] = ..., predictions: _Optional[_Union[Tensor, _Mapping]] = ..., budget: _Optional[int] = ..., random_state: _Optional[int] = ..., output_values: _Optional[bool] = ...) -> None: ...
 
 class ProposeResponse(_message.Message):
-    __slots__ = ("context_id", "rows", "rows_per_query", "artifact_version")
+    __slots__ = ("context_id", "rows", "rows_per_query", "artifact_version", "proposal_sha256")
     CONTEXT_ID_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     ROWS_PER_QUERY_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROPOSAL_SHA256_FIELD_NUMBER: _ClassVar[int]
     context_id: str
     rows: Tensor
     rows_per_query: int
     artifact_version: str
-    def __init__(self, context_id: _Optional[str] = ..., rows: _Optional[_Union[Tensor, _Mapping]] = ..., rows_per_query: _Optional[int] = ..., artifact_version: _Optional[str] = ...) -> None: ...
+    proposal_sha256: str
+    def __init__(self, context_id: _Optional[str] = ..., rows: _Optional[_Union[Tensor, _Mapping]] = ..., rows_per_query: _Optional[int] = ..., artifact_version: _Optional[str] = ..., proposal_sha256: _Optional[str] = ...) -> None: ...
 
 class RefineRequest(_message.Message):
-    __slots__ = ("context_id", "rows", "predictions", "budget", "random_state", "outputs", "output_dtype", "output_values")
+    __slots__ = ("context_id", "rows", "predictions", "budget", "random_state", "outputs", "output_dtype", "output_values", "proposal_sha256")
     CONTEXT_ID_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
@@ -219,6 +221,7 @@ class RefineRequest(_message.Message):
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_DTYPE_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_VALUES_FIELD_NUMBER: _ClassVar[int]
+    PROPOSAL_SHA256_FIELD_NUMBER: _ClassVar[int]
     context_id: str
     rows: Tensor
     predictions: Tensor
@@ -227,7 +230,8 @@ class RefineRequest(_message.Message):
     outputs: Tensor
     output_dtype: DType
     output_values: bool
-    def __init__(self, context_id: _Optional[str] = ..., rows: _Optional[_Union[Tensor, _Mapping]] = ..., predictions: _Optional[_Union[Tensor, _Mapping]] = ..., budget: _Optional[int] = ..., random_state: _Optional[int] = ..., outputs: _Optional[_Union[Tensor, _Mapping]] = ..., output_dtype: _Optional[_Union[DType, str]] = ..., output_values: _Optional[bool] = ...) -> None: ...
+    proposal_sha256: str
+    def __init__(self, context_id: _Optional[str] = ..., rows: _Optional[_Union[Tensor, _Mapping]] = ..., predictions: _Optional[_Union[Tensor, _Mapping]] = ..., budget: _Optional[int] = ..., random_state: _Optional[int] = ..., outputs: _Optional[_Union[Tensor, _Mapping]] = ..., output_dtype: _Optional[_Union[DType, str]] = ..., output_values: _Optional[bool] = ..., proposal_sha256: _Optional[str] = ...) -> None: ...
 
 class ProposeCalibrationRequest(_message.Message):
     __slots__ = ("context_id", "budget", "random_state", "output_values", "refit")

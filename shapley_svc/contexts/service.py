@@ -406,18 +406,21 @@ class ContextService:
         random_state: int | None,
         outputs: np.ndarray,
         *,
+        proposal_sha256: str = "",
         answer_bytes_per_row: int = 0,
         answer_fixed_bytes: int = 0,
         caller: Caller = PATIENT,
     ) -> Explanation:
         """The refined explanation of ``rows`` from the model's ``outputs`` on the proposal the
         same (rows, predictions, budget, random_state) give, rebuilt here: nothing is kept
-        between ``propose`` and ``refine``. The answer's size as in ``explain``."""
+        between ``propose`` and ``refine``. ``proposal_sha256``, when not empty, is the
+        proposal's ``rows_sha256`` as ``propose`` made it: the rebuilt one must match (another
+        version of the service draws other coalitions). The answer's size as in ``explain``."""
         self._check_query_size(rows.shape[0], answer_bytes_per_row, answer_fixed_bytes)
         # The proposal is rebuilt, not sent: counting its rows alone lets through whatever
         # ``propose`` did.
         per_query = self._rows_per_query(entry, rows, predictions is not None, budget, 0)
-        args = (entry.explainer, rows, predictions, budget, random_state, outputs)
+        args = (entry.explainer, rows, predictions, budget, random_state, outputs, proposal_sha256)
         return self._refinement_call(entry, rows.shape[0] * per_query, _refine, caller, *args)
 
     def _refinement_call(
@@ -823,9 +826,17 @@ def _propose_calibration(explainer, budget, random_state, should_stop) -> Calibr
 
 
 def _refine(
-    explainer, rows, predictions, budget, random_state, outputs, should_stop
+    explainer, rows, predictions, budget, random_state, outputs, proposal_sha256, should_stop
 ) -> Explanation:
     proposal = _propose(explainer, rows, predictions, budget, random_state, should_stop)
+    if proposal_sha256 and proposal.rows_sha256 != proposal_sha256:
+        raise InvalidArgumentError(
+            "proposal_sha256",
+            f"is {proposal_sha256!r}, but the rows proposed here for these rows, predictions, "
+            f"budget and random_state have {proposal.rows_sha256!r}: the outputs were scored on "
+            "another proposal (made by another version of the service, which draws other "
+            "coalitions, or for other fields); propose again and score its rows",
+        )
     return explainer.refine(
         proposal, np.asarray(outputs, dtype=np.float64), should_stop=should_stop
     )

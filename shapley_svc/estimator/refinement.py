@@ -206,6 +206,16 @@ def row_seeds(rows: np.ndarray, seed: int) -> np.ndarray:
     return np.array([int.from_bytes(digest, "little") for digest in digests], dtype=np.uint64)
 
 
+def rows_sha256(rows: np.ndarray) -> str:
+    """sha256 (hex) of a 2-D array of rows: its shape as two little-endian int64s, then its
+    values as little-endian float64s in row order, -0.0 as 0.0 and every NaN as numpy's."""
+    rows = np.asarray(rows, dtype=np.float64)
+    digest = hashlib.sha256(np.asarray(rows.shape, dtype="<i8").tobytes())
+    canonical = np.where(np.isnan(rows), np.nan, rows + 0.0)
+    digest.update(np.ascontiguousarray(canonical, dtype="<f8").tobytes())
+    return digest.hexdigest()
+
+
 @dataclass(frozen=True)
 class Proposal:
     """The rows the caller's model scores, and how refinement reads their outputs back.
@@ -250,6 +260,12 @@ class Proposal:
     scale_background: np.ndarray | None = None
     background_sha256: str | None = None
     display: np.ndarray | None = None
+
+    @property
+    def rows_sha256(self) -> str:
+        """``rows_sha256`` of the rows to score: a proposal rebuilt elsewhere (a server
+        keeps none between propose and refine) is the one scored if this matches."""
+        return rows_sha256(self.rows)
 
     @property
     def n_pairs(self) -> int:

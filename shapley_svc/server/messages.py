@@ -284,14 +284,32 @@ def outputs(request: pb.RefineRequest | pb.CalibrateRequest, max_elements: int) 
     return tensor("outputs", request.outputs, (1, 2), max_elements)
 
 
+def proposal_sha256(request: pb.RefineRequest) -> str:
+    """RefineRequest.proposal_sha256 in lower case, checked: empty, or a sha256 in hex."""
+    text = request.proposal_sha256
+    if text and (len(text) != _SHA256_HEX or any(c not in "0123456789abcdefABCDEF" for c in text)):
+        raise InvalidArgumentError(
+            "proposal_sha256",
+            f"must be empty or ProposeResponse.proposal_sha256 (64 hexadecimal digits); got "
+            f"{text[:80]!r}" + (f" ({len(text)} characters)" if len(text) > 80 else ""),
+        )
+    return text.lower()
+
+
 def propose_response(
-    context_id: str, rows: np.ndarray, rows_per_query: int, as_values: bool, artifact_version: str
+    context_id: str,
+    rows: np.ndarray,
+    rows_per_query: int,
+    as_values: bool,
+    artifact_version: str,
+    proposal_sha256: str,
 ) -> pb.ProposeResponse:
     return pb.ProposeResponse(
         context_id=context_id,
         rows=AnswerFormat(DTYPE_FLOAT64, as_values).tensor(rows),
         rows_per_query=rows_per_query,
         artifact_version=artifact_version,
+        proposal_sha256=proposal_sha256,
     )
 
 
@@ -377,16 +395,29 @@ def answer_fixed_bytes(
     return fixed
 
 
+# A sha256 in hex: ProposeResponse.proposal_sha256 and RefineRequest.proposal_sha256.
+_SHA256_HEX = 64
+
+
 def proposal_fixed_bytes(context_id: str, artifact_version: str) -> int:
     """At most what a ProposeResponse or ProposeCalibrationResponse takes besides its rows'
-    float64s: the ids, ``rows_per_query`` or ``budget``, and the rows' tensor framing."""
-    return _string(context_id) + _string(artifact_version) + 1 + _VARINT + _TENSOR_FRAMING
+    float64s: the ids, ``rows_per_query`` or ``budget``, the proposal's sha256, and the rows'
+    tensor framing."""
+    return (
+        _string(context_id)
+        + _string(artifact_version)
+        + 1
+        + _VARINT
+        + _delimited(_SHA256_HEX)
+        + _TENSOR_FRAMING
+    )
 
 
 def refine_request_fixed_bytes(context_id: str) -> int:
     """At most what a RefineRequest takes besides its tensors' numbers: the id, ``budget``,
-    ``random_state``, ``output_dtype`` and ``output_values``, and three tensors' framing."""
-    return _string(context_id) + 4 * (1 + _VARINT) + 3 * _TENSOR_FRAMING
+    ``random_state``, ``output_dtype`` and ``output_values``, the proposal's sha256, and three
+    tensors' framing."""
+    return _string(context_id) + 4 * (1 + _VARINT) + _delimited(_SHA256_HEX) + 3 * _TENSOR_FRAMING
 
 
 def explain_response(

@@ -244,6 +244,7 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
             proposal.rows_per_query,
             request.output_values,
             self.contexts.artifact_version,
+            proposal.rows_sha256,
         )
 
     @handled
@@ -260,6 +261,7 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
                 asked.budget,
                 asked.random_state,
                 outputs,
+                proposal_sha256=messages.proposal_sha256(request),
                 answer_bytes_per_row=messages.answer_bytes_per_row(entry.description, answer),
                 answer_fixed_bytes=self._answer_fixed_bytes(entry, described=True),
                 caller=self._caller(context),

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from shapley_svc._proto import shapley_pb2 as pb
+from shapley_svc.estimator.refinement import rows_sha256
 from shapley_svc.server import messages
 
 CONTEXT_ID = "ctx-" + "0" * 40
@@ -74,7 +75,9 @@ def test_a_proposal_is_within_its_bound(as_values, rows):
     proposed = np.random.default_rng(1).normal(size=(rows, 7))
     bound = messages.proposal_fixed_bytes(CONTEXT_ID, ARTIFACT_VERSION) + proposed.size * 8
     for response in (
-        messages.propose_response(CONTEXT_ID, proposed, 2**40, as_values, ARTIFACT_VERSION),
+        messages.propose_response(
+            CONTEXT_ID, proposed, 2**40, as_values, ARTIFACT_VERSION, rows_sha256(proposed)
+        ),
         messages.propose_calibration_response(
             CONTEXT_ID, proposed, 2**40, as_values, ARTIFACT_VERSION
         ),

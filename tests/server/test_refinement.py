@@ -1,6 +1,8 @@
 """Propose and Refine over gRPC, and the Python client's ``explain(model=...)``: the same rows
 and answers as the estimator in process, exact efficiency, and every bad field named."""
 
+import dataclasses
+import hashlib
 import re
 
 import grpc
@@ -353,8 +355,64 @@ def test_at_the_most_rows_propose_allows_the_refine_and_its_answer_fit(
     most = int(re.search(r"send at most (\d+) rows", message).group(1))
     rows = np.arange(most) % 60
     proposal = stub.Propose(pb.ProposeRequest(**fields(rows)))
+    assert proposal.ByteSize() <= limit
     proposed = _array(proposal.rows)
-    request = pb.RefineRequest(outputs=_tensor(proposed @ rng.normal(size=(d, k))), **fields(rows))
+    request = pb.RefineRequest(
+        outputs=_tensor(proposed @ rng.normal(size=(d, k))),
+        proposal_sha256=proposal.proposal_sha256,
+        **fields(rows),
+    )
     assert request.ByteSize() <= limit
     refined = stub.Refine(request)
     assert refined.ByteSize() <= limit and list(refined.values.shape) == [most, d, k]
+
+
+def test_propose_answers_the_proposals_sha256_and_refine_refuses_outputs_of_another(task, stub):
+    """The server keeps no proposal: Refine rebuilds it from the request's fields. A replica of
+    another version (whose draws differ: they changed when they stopped following the columns'
+    order) rebuilt other rows and read the outputs as their scores, silently. Given the
+    proposal's sha256, Refine refuses outputs scored on rows other than the ones it rebuilds."""
+    context, local, X, p = task
+    rows = X[:4]
+    propose, refine = _requests(context.context_id, rows, p[:4])
+    proposed = stub.Propose(propose)
+    scored = _array(proposed.rows)
+    expected = hashlib.sha256(np.asarray(scored.shape, dtype="<i8").tobytes())
+    expected.update(scored.astype("<f8").tobytes())
+    assert proposed.proposal_sha256 == expected.hexdigest()
+    assert proposed.proposal_sha256 == local.propose(rows, BUDGET, p[:4]).rows_sha256
+    refine.outputs.CopyFrom(_tensor(model(scored)))
+    unchecked = stub.Refine(refine)
+    for digest in (proposed.proposal_sha256, proposed.proposal_sha256.upper()):
+        refine.proposal_sha256 = digest
+        checked = stub.Refine(refine)
+        np.testing.assert_array_equal(_array(checked.values), _array(unchecked.values))
+    # Outputs scored on another proposal of the same rows (here another seed's; an older
+    # replica's draws are another proposal the same way): refused, naming the field.
+    other = stub.Propose(_requests(context.context_id, rows, p[:4], random_state=7)[0])
+    assert other.proposal_sha256 != proposed.proposal_sha256
+    refine.proposal_sha256 = other.proposal_sha256
+    code, message, field = refusal(stub.Refine, refine)
+    assert (code, field) == (grpc.StatusCode.INVALID_ARGUMENT, "proposal_sha256")
+    assert proposed.proposal_sha256 in message and "propose again" in message
+    for malformed in ("abc", "g" * 64, proposed.proposal_sha256 + "0"):
+        refine.proposal_sha256 = malformed
+        code, message, field = refusal(stub.Refine, refine)
+        assert (code, field) == (grpc.StatusCode.INVALID_ARGUMENT, "proposal_sha256"), message
+        assert "64 hexadecimal digits" in message
+
+
+def test_client_model_path_sends_the_proposals_sha256(task, client, monkeypatch):
+    """``explain(model=...)`` hands Refine the sha256 Propose answered: a proposal whose rows
+    the refining server would not propose is refused, not refined."""
+    context, _, X, p = task
+    propose = client.propose
+
+    def another_version(*args, **kwargs):
+        proposal = propose(*args, **kwargs)
+        return dataclasses.replace(proposal, proposal_sha256="0" * 64)
+
+    monkeypatch.setattr(client, "propose", another_version)
+    with pytest.raises(ShapleyError) as caught:
+        client.explain(context, X[:3], p[:3], model=model, budget=BUDGET)
+    assert caught.value.field == "proposal_sha256"

@@ -1490,10 +1490,13 @@ class ShapleyClient {
           await refining.model(nest(proposed.data, proposed.shape), proposed),
           'outputs', [1, 2],
         );
+        // The server rebuilds the proposal; with its sha256 it refuses outputs scored on rows
+        // it would not propose (a replica of another version drew other coalitions).
         const response = await this._unary('Refine', {
           ...request,
           outputs: encodeTensor(scored.data, scored.shape),
           outputDtype,
+          proposalSha256: proposal.proposalSha256,
         }, options);
         responses.push({ ...response, firstRow: start });
       }

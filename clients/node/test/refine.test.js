@@ -98,3 +98,37 @@ test('bad refinement options and outputs are refused naming the field', async ()
     isError('INVALID_ARGUMENT', 'outputs'),
   );
 });
+
+test('Refine is sent the sha256 Propose answered: a proposal it would not make is refused', async () => {
+  // The server rebuilds the proposal; a replica of another version draws other coalitions.
+  // Here the Propose answer's fingerprint is altered as such a replica's rows would alter it.
+  const original = /** @type {any} */ (client)._unary.bind(client);
+  /** @type {string[]} */ const proposed = [];
+  /** @type {string[]} */ const sent = [];
+  const recording = async (/** @type {string} */ method, /** @type {any} */ request,
+    /** @type {any} */ options) => {
+    if (method === 'Refine') sent.push(request.proposalSha256);
+    const response = await original(method, request, options);
+    if (method === 'Propose') proposed.push(response.proposalSha256);
+    return response;
+  };
+  /** @type {any} */ (client)._unary = recording;
+  try {
+    await client.explain(spec, query.slice(0, 4), queryPredictions.slice(0, 4),
+      { model: (/** @type {number[][]} */ r) => model(r), budget: BUDGET });
+    assert.ok(proposed.length > 0);
+    assert.deepEqual(sent, proposed);
+    for (const digest of sent) assert.match(digest, /^[0-9a-f]{64}$/);
+    /** @type {any} */ (client)._unary = async (/** @type {string} */ method,
+      /** @type {any} */ request, /** @type {any} */ options) => {
+      const response = await original(method, request, options);
+      return method === 'Propose' ? { ...response, proposalSha256: '0'.repeat(64) } : response;
+    };
+    await assert.rejects(
+      client.explain(spec, query.slice(0, 4), queryPredictions.slice(0, 4),
+        { model: (/** @type {number[][]} */ r) => model(r), budget: BUDGET }),
+      isError('INVALID_ARGUMENT', 'proposal_sha256'));
+  } finally {
+    /** @type {any} */ (client)._unary = original;
+  }
+});

@@ -325,12 +325,16 @@ class Proposal:
         random_state.
     rows_per_query : R <= budget.
     context_id, artifact_version : what proposed them.
+    proposal_sha256 : the rows' sha256 (hex), as the server computed it: pass it to
+        :meth:`ShapleyClient.refine`, which then refuses outputs scored on rows other than the
+        ones the refining server would propose (a replica of another version).
     """
 
     rows: np.ndarray
     rows_per_query: int
     context_id: str
     artifact_version: str
+    proposal_sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -917,6 +921,7 @@ class ShapleyClient:
             response.rows_per_query,
             response.context_id,
             response.artifact_version,
+            response.proposal_sha256,
         )
 
     def refine(
@@ -929,15 +934,20 @@ class ShapleyClient:
         budget: int,
         random_state: int | None = None,
         output_dtype: str = "float64",
+        proposal_sha256: str = "",
     ) -> Explanation:
         """Refined attributions of ``rows`` from your model's ``outputs`` on the rows that
-        :meth:`propose` returned for the same rows, predictions, budget and random_state."""
+        :meth:`propose` returned for the same rows, predictions, budget and random_state.
+        ``proposal_sha256``: that proposal's (``Proposal.proposal_sha256``); the server
+        rebuilds the proposal and, given it, refuses outputs scored on other rows
+        (InvalidArgumentError on ``proposal_sha256``)."""
         data, display = self._query_rows(context, rows)
         request = pb.RefineRequest(
             rows=_tensor(data, "rows"),
             budget=_budget(budget),
             outputs=_tensor(_outputs(outputs, "got"), "outputs"),
             output_dtype=_dtype(output_dtype),
+            proposal_sha256=proposal_sha256,
         )
         _set_refinement(request, context, predictions, random_state)
         response = self._call_with_context(context, self._stub.Refine, request)
@@ -982,6 +992,7 @@ class ShapleyClient:
                     budget=budget,
                     random_state=random_state,
                     output_dtype=output_dtype,
+                    proposal_sha256=proposal.proposal_sha256,
                 )
             )
         first = answers[0]
