@@ -248,30 +248,34 @@ class ProposeCalibrationRequest(_message.Message):
     def __init__(self, context_id: _Optional[str] = ..., budget: _Optional[int] = ..., random_state: _Optional[int] = ..., output_values: _Optional[bool] = ..., refit: _Optional[bool] = ...) -> None: ...
 
 class ProposeCalibrationResponse(_message.Message):
-    __slots__ = ("context_id", "rows", "budget", "artifact_version")
+    __slots__ = ("context_id", "rows", "budget", "artifact_version", "proposal_sha256")
     CONTEXT_ID_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     BUDGET_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROPOSAL_SHA256_FIELD_NUMBER: _ClassVar[int]
     context_id: str
     rows: Tensor
     budget: int
     artifact_version: str
-    def __init__(self, context_id: _Optional[str] = ..., rows: _Optional[_Union[Tensor, _Mapping]] = ..., budget: _Optional[int] = ..., artifact_version: _Optional[str] = ...) -> None: ...
+    proposal_sha256: str
+    def __init__(self, context_id: _Optional[str] = ..., rows: _Optional[_Union[Tensor, _Mapping]] = ..., budget: _Optional[int] = ..., artifact_version: _Optional[str] = ..., proposal_sha256: _Optional[str] = ...) -> None: ...
 
 class CalibrateRequest(_message.Message):
-    __slots__ = ("context_id", "budget", "random_state", "outputs", "context")
+    __slots__ = ("context_id", "budget", "random_state", "outputs", "context", "proposal_sha256")
     CONTEXT_ID_FIELD_NUMBER: _ClassVar[int]
     BUDGET_FIELD_NUMBER: _ClassVar[int]
     RANDOM_STATE_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    PROPOSAL_SHA256_FIELD_NUMBER: _ClassVar[int]
     context_id: str
     budget: int
     random_state: int
     outputs: Tensor
     context: ContextSpec
-    def __init__(self, context_id: _Optional[str] = ..., budget: _Optional[int] = ..., random_state: _Optional[int] = ..., outputs: _Optional[_Union[Tensor, _Mapping]] = ..., context: _Optional[_Union[ContextSpec, _Mapping]] = ...) -> None: ...
+    proposal_sha256: str
+    def __init__(self, context_id: _Optional[str] = ..., budget: _Optional[int] = ..., random_state: _Optional[int] = ..., outputs: _Optional[_Union[Tensor, _Mapping]] = ..., context: _Optional[_Union[ContextSpec, _Mapping]] = ..., proposal_sha256: _Optional[str] = ...) -> None: ...
 
 class GetContextRequest(_message.Message):
     __slots__ = ("context_id",)

@@ -524,6 +524,7 @@ class ContextService:
         outputs: np.ndarray,
         spec: ContextSpec | None = None,
         *,
+        proposal_sha256: str = "",
         caller: Caller = PATIENT,
     ) -> tuple[StoredContext, bool]:
         """The context ``entry`` calibrated on the model's ``outputs`` on the proposal the same
@@ -532,7 +533,9 @@ class ContextService:
         ``spec`` (the context's own, checked by its content address) the zoo is refitted on the
         context's rows and the scored rows; without, only its weights. ``budget`` None: the
         default of ``propose_calibration`` for the same kind (``refit`` when ``spec`` is
-        given)."""
+        given). ``proposal_sha256``, when not empty, is the proposal's ``rows_sha256`` as
+        ``propose_calibration`` made it: where the calibrated context is built, the rebuilt
+        proposal must match (another version of the service draws other coalitions)."""
         if spec is not None and self.content_id(spec) != entry.context_id:
             raise InvalidArgumentError(
                 "context", f"is not the context {entry.context_id} (its content address differs)"
@@ -567,6 +570,7 @@ class ContextService:
                     context_id,
                     by_default,
                     saved,
+                    proposal_sha256,
                     should_stop,
                 )
 
@@ -588,6 +592,7 @@ class ContextService:
         context_id: str,
         by_default: bool,
         replace: bool,
+        proposal_sha256: str,
         should_stop: Callable[[], bool],
     ) -> StoredContext:
         start = time.perf_counter()
@@ -595,6 +600,7 @@ class ContextService:
         _check_calibration_outputs(
             outputs, budget, proposal, by_default, spec is not None, explainer
         )
+        _check_proposal_sha256(proposal_sha256, proposal.rows_sha256, "ProposeCalibration")
         context = () if spec is None else (_as_fitted(spec.rows), _as_fitted(spec.predictions))
         calibrated = explainer.calibrate(proposal, outputs, *context, should_stop=should_stop)
         entry = self._stored(context_id, calibrated, time.perf_counter() - start)
@@ -821,6 +827,19 @@ def _check_calibration_outputs(
     )
 
 
+def _check_proposal_sha256(given: str, rebuilt: str, rpc: str) -> None:
+    """Refuse outputs scored on another proposal than the one rebuilt here, when the caller
+    sent the ``given`` fingerprint (empty: not checked)."""
+    if given and given != rebuilt:
+        raise InvalidArgumentError(
+            "proposal_sha256",
+            f"is {given!r}, but the rows {rpc} proposes here for the same fields have "
+            f"{rebuilt!r}: the outputs were scored on another proposal (made by another "
+            f"version of the service, which draws other coalitions, or for other fields); "
+            f"call {rpc} again and score its rows",
+        )
+
+
 def _propose_calibration(explainer, budget, random_state, should_stop) -> CalibrationProposal:
     return explainer.propose_calibration(budget, random_state=random_state)
 
@@ -829,14 +848,7 @@ def _refine(
     explainer, rows, predictions, budget, random_state, outputs, proposal_sha256, should_stop
 ) -> Explanation:
     proposal = _propose(explainer, rows, predictions, budget, random_state, should_stop)
-    if proposal_sha256 and proposal.rows_sha256 != proposal_sha256:
-        raise InvalidArgumentError(
-            "proposal_sha256",
-            f"is {proposal_sha256!r}, but the rows proposed here for these rows, predictions, "
-            f"budget and random_state have {proposal.rows_sha256!r}: the outputs were scored on "
-            "another proposal (made by another version of the service, which draws other "
-            "coalitions, or for other fields); propose again and score its rows",
-        )
+    _check_proposal_sha256(proposal_sha256, proposal.rows_sha256, "Propose")
     return explainer.refine(
         proposal, np.asarray(outputs, dtype=np.float64), should_stop=should_stop
     )

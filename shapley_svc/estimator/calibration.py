@@ -29,6 +29,7 @@ from shapley_svc.estimator.refinement import (
     MIN_PRIOR_VARIANCE_RATIO,
     DrawOrder,
     draw_pairs,
+    rows_sha256,
     size_distribution,
 )
 
@@ -76,6 +77,11 @@ class CalibrationProposal:
     masks: np.ndarray
     background: np.ndarray
     background_sha256: str | None = None
+
+    @property
+    def rows_sha256(self) -> str:
+        """``refinement.rows_sha256`` of the rows to score (see ``Proposal.rows_sha256``)."""
+        return rows_sha256(self.rows)
 
     @property
     def pairs_per_row(self) -> int:

@@ -267,13 +267,19 @@ def calibration(
 
 
 def propose_calibration_response(
-    context_id: str, rows: np.ndarray, budget: int, as_values: bool, artifact_version: str
+    context_id: str,
+    rows: np.ndarray,
+    budget: int,
+    as_values: bool,
+    artifact_version: str,
+    proposal_sha256: str,
 ) -> pb.ProposeCalibrationResponse:
     return pb.ProposeCalibrationResponse(
         context_id=context_id,
         rows=AnswerFormat(DTYPE_FLOAT64, as_values).tensor(rows),
         budget=budget,
         artifact_version=artifact_version,
+        proposal_sha256=proposal_sha256,
     )
 
 
@@ -284,8 +290,8 @@ def outputs(request: pb.RefineRequest | pb.CalibrateRequest, max_elements: int) 
     return tensor("outputs", request.outputs, (1, 2), max_elements)
 
 
-def proposal_sha256(request: pb.RefineRequest) -> str:
-    """RefineRequest.proposal_sha256 in lower case, checked: empty, or a sha256 in hex."""
+def proposal_sha256(request: pb.RefineRequest | pb.CalibrateRequest) -> str:
+    """The request's proposal_sha256 in lower case, checked: empty, or a sha256 in hex."""
     text = request.proposal_sha256
     if text and (len(text) != _SHA256_HEX or any(c not in "0123456789abcdefABCDEF" for c in text)):
         raise InvalidArgumentError(

@@ -292,6 +292,7 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
             proposal.budget,
             request.output_values,
             self.contexts.artifact_version,
+            proposal.rows_sha256,
         )
 
     @handled
@@ -308,7 +309,13 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
         # their names.
         with naming_request_fields(REFIT_FIELDS):
             calibrated, created = self.contexts.calibrate(
-                entry, asked.budget, asked.random_state, outputs, spec, caller=self._caller(context)
+                entry,
+                asked.budget,
+                asked.random_state,
+                outputs,
+                spec,
+                proposal_sha256=messages.proposal_sha256(request),
+                caller=self._caller(context),
             )
         return pb.CreateContextResponse(context=calibrated.description, created=created)
 

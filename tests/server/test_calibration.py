@@ -2,6 +2,8 @@
 rows and calibrated answers as the estimator in process, a content-addressed calibrated context
 that every replica agrees on, and every bad field named."""
 
+import dataclasses
+
 import grpc
 import numpy as np
 import pytest
@@ -457,3 +459,54 @@ def test_a_proposal_whose_outputs_would_not_fit_in_a_message_is_refused_naming_b
     code, message, field = refusal(stub.Propose, propose)
     assert (code, field) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "budget")
     assert "40 outputs a row back in Refine" in message
+
+
+def test_calibrate_refuses_outputs_scored_on_rows_it_would_not_propose(task, stub):
+    """Calibrate rebuilds the proposal from (context, budget, random_state): a replica of
+    another version (its draws differ) calibrated on outputs of other rows, silently, and a
+    client recreating a calibrated context replays kept outputs on whatever replica it reaches.
+    Given the proposal's sha256 back, the calibration is refused instead."""
+    context, local, _, _ = task
+    proposed = stub.ProposeCalibration(
+        pb.ProposeCalibrationRequest(context_id=context.context_id, budget=400, random_state=11)
+    )
+    assert proposed.proposal_sha256 == local.propose_calibration(400, random_state=11).rows_sha256
+    outputs = model(_array(proposed.rows))
+    other = stub.ProposeCalibration(
+        pb.ProposeCalibrationRequest(context_id=context.context_id, budget=400, random_state=12)
+    )
+    request = _calibrate_request(context.context_id, outputs, budget=400, random_state=11)
+    request.proposal_sha256 = other.proposal_sha256
+    code, message, field = refusal(stub.Calibrate, request)
+    assert (code, field) == (grpc.StatusCode.INVALID_ARGUMENT, "proposal_sha256")
+    assert "call ProposeCalibration again" in message
+    request.proposal_sha256 = "not a digest"
+    code, _, field = refusal(stub.Calibrate, request)
+    assert (code, field) == (grpc.StatusCode.INVALID_ARGUMENT, "proposal_sha256")
+    request.proposal_sha256 = proposed.proposal_sha256
+    calibrated = stub.Calibrate(request).context
+    expected = local.calibrate(local.propose_calibration(400, random_state=11), outputs)
+    info = stub.Explain(
+        pb.ExplainRequest(context_id=calibrated.context_id, rows=_tensor(_array(proposed.rows)[:3]))
+    )
+    np.testing.assert_array_equal(
+        _array(info.values), expected.explain(_array(proposed.rows)[:3]).values
+    )
+
+
+def test_client_calibrate_sends_the_proposals_sha256(task, client, monkeypatch):
+    """``calibrate`` hands Calibrate the sha256 ProposeCalibration answered (and keeps it in the
+    request it replays): rows the server would not propose are refused, not calibrated on."""
+    context, _, _, _ = task
+    propose = client.propose_calibration
+
+    def another_version(*args, **kwargs):
+        return dataclasses.replace(propose(*args, **kwargs), proposal_sha256="f" * 64)
+
+    monkeypatch.setattr(client, "propose_calibration", another_version)
+    with pytest.raises(ShapleyError) as caught:
+        client.calibrate(context, model, budget=400, random_state=13, refit=False)
+    assert caught.value.field == "proposal_sha256"
+    monkeypatch.setattr(client, "propose_calibration", propose)
+    calibrated = client.calibrate(context, model, budget=400, random_state=13, refit=False)
+    assert len(calibrated.calibrations[-1].proposal_sha256) == 64

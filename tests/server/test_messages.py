@@ -79,7 +79,7 @@ def test_a_proposal_is_within_its_bound(as_values, rows):
             CONTEXT_ID, proposed, 2**40, as_values, ARTIFACT_VERSION, rows_sha256(proposed)
         ),
         messages.propose_calibration_response(
-            CONTEXT_ID, proposed, 2**40, as_values, ARTIFACT_VERSION
+            CONTEXT_ID, proposed, 2**40, as_values, ARTIFACT_VERSION, rows_sha256(proposed)
         ),
     ):
         assert response.ByteSize() <= bound < response.ByteSize() + SLACK

@@ -394,7 +394,7 @@ def test_propose_answers_the_proposals_sha256_and_refine_refuses_outputs_of_anot
     refine.proposal_sha256 = other.proposal_sha256
     code, message, field = refusal(stub.Refine, refine)
     assert (code, field) == (grpc.StatusCode.INVALID_ARGUMENT, "proposal_sha256")
-    assert proposed.proposal_sha256 in message and "propose again" in message
+    assert proposed.proposal_sha256 in message and "call Propose again" in message
     for malformed in ("abc", "g" * 64, proposed.proposal_sha256 + "0"):
         refine.proposal_sha256 = malformed
         code, message, field = refusal(stub.Refine, refine)

@@ -197,6 +197,9 @@ export interface CalibrationProposal {
   budget: number;
   contextId: string;
   artifactVersion: string;
+  /** sha256 (hex) of the rows, as the server computed it: calibrate() sends it back with the
+   * outputs, so that a server that would propose other rows (another version) refuses them. */
+  proposalSha256: string;
 }
 
 export interface SurrogateDiagnostics {

@@ -103,7 +103,7 @@ const mismatches = new WeakMap();
  * @typedef {{timeout?: number, budget?: number | null,
  *   randomState?: number | bigint | string | null, refit?: boolean | null}} CalibrationOptions
  * @typedef {{rows: Float64Array, shape: number[], budget: number, contextId: string,
- *   artifactVersion: string}} CalibrationProposal
+ *   artifactVersion: string, proposalSha256: string}} CalibrationProposal
  * @typedef {{base: string | object, request: any, baseId: string, id: string, step: number}} Calibration
  * @typedef {{label: string | null, step: number, got: string, expected: string}} Mismatch
  * @typedef {{id: string | null, message: any, blockRows: number | null,
@@ -1767,6 +1767,7 @@ class ShapleyClient {
       budget: Number(response.budget),
       contextId: response.contextId,
       artifactVersion: response.artifactVersion,
+      proposalSha256: response.proposalSha256,
     };
   }
 
@@ -1822,6 +1823,7 @@ class ShapleyClient {
         contextId: proposal ? proposal.contextId : `ctx-${'0'.repeat(40)}`,
         outputs: { dtype: 'DTYPE_FLOAT64', shape, data: Buffer.alloc(8 * count) },
         context: message,
+        proposalSha256: '0'.repeat(64), // as long as the proposal's, sent with the outputs
       };
       if (proposal) request.budget = proposal.budget;
       if (seed != null) request.randomState = seed;
@@ -1916,10 +1918,13 @@ class ShapleyClient {
     const tensor = encodeTensor(outputs.data, outputs.shape);
     // A copy: the model's own array may change after this call; re-creation sends these bytes.
     /** @type {any} */
+    // The proposal's sha256 goes along, in re-creations too: a server that would propose
+    // other rows (another version) refuses the outputs instead of calibrating on them.
     const request = {
       ...fields,
       budget: proposal.budget,
       outputs: { ...tensor, data: Buffer.from(tensor.data) },
+      proposalSha256: proposal.proposalSha256,
     };
     if (refitBytes) {
       // The outputs were sized before the model ran, as float64 shaped like the predictions:

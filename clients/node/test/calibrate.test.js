@@ -610,13 +610,18 @@ test('a lost calibrated context that comes back under another id is refused, nev
   assert.deepEqual(await refused(once, 'its spec', base.contextId), []);
   delete (/** @type {any} */ (own).randomState);
 
-  // A calibration that gives another context (here its seed changed on the way).
+  // A calibration that gives another context (here an output changed on the way: a changed
+  // seed is now refused sooner, its rows' sha256 no longer the proposal's).
   /** @param {string} on the context id whose Calibrate request is changed */
-  const reseeded = (on) => (/** @type {any} */ request) =>
-    (request.contextId === on ? { ...request, randomState: '99' } : request);
-  await refused(twice, 'calibration 1 of 2', once.contextId, reseeded(base.contextId));
-  await refused(twice, 'calibration 2 of 2', twice.contextId, reseeded(once.contextId));
-  await refused(once, 'calibration 1 of 1', once.contextId, reseeded(base.contextId));
+  const altered = (on) => (/** @type {any} */ request) => {
+    if (request.contextId !== on) return request;
+    const data = Buffer.from(request.outputs.data);
+    data.writeDoubleLE(data.readDoubleLE(0) + 0.5, 0);
+    return { ...request, outputs: { ...request.outputs, data } };
+  };
+  await refused(twice, 'calibration 1 of 2', once.contextId, altered(base.contextId));
+  await refused(twice, 'calibration 2 of 2', twice.contextId, altered(once.contextId));
+  await refused(once, 'calibration 1 of 1', once.contextId, altered(base.contextId));
 
   // The objects kept their ids throughout, and come back as themselves where nothing differs.
   assert.deepEqual([once.contextId, twice.contextId], ids.slice(1));
@@ -624,4 +629,39 @@ test('a lost calibrated context that comes back under another id is refused, nev
   const again = await client.explain(twice, query, queryPredictions);
   assert.equal(again.contextId, twice.contextId);
   assert.deepEqual(Array.from(again.values), Array.from(before.values));
+});
+
+test('calibrate sends back the sha256 ProposeCalibration answered: rows it would not propose are refused', async () => {
+  // Calibrate rebuilds the rows; a replica of another version draws others. Here the answer's
+  // fingerprint is altered as such a replica's rows would alter it.
+  const original = /** @type {any} */ (client)._unary.bind(client);
+  /** @type {string[]} */ const proposed = [];
+  /** @type {string[]} */ const sent = [];
+  /** @type {any} */ (client)._unary = async (/** @type {string} */ method,
+    /** @type {any} */ request, /** @type {any} */ options) => {
+    if (method === 'Calibrate') sent.push(request.proposalSha256);
+    const response = await original(method, request, options);
+    if (method === 'ProposeCalibration') proposed.push(response.proposalSha256);
+    return response;
+  };
+  try {
+    const id = (await client.createContext(spec)).contextId;
+    const proposal = await client.proposeCalibration(id, { budget: BUDGET, randomState: 21 });
+    assert.match(proposal.proposalSha256, /^[0-9a-f]{64}$/);
+    await client.calibrate(id, (/** @type {number[][]} */ r) => model(r),
+      { budget: BUDGET, randomState: 21 });
+    assert.deepEqual(sent, proposed.slice(1));
+    /** @type {any} */ (client)._unary = async (/** @type {string} */ method,
+      /** @type {any} */ request, /** @type {any} */ options) => {
+      const response = await original(method, request, options);
+      return method === 'ProposeCalibration'
+        ? { ...response, proposalSha256: 'f'.repeat(64) } : response;
+    };
+    await assert.rejects(
+      client.calibrate(id, (/** @type {number[][]} */ r) => model(r),
+        { budget: BUDGET, randomState: 22 }),
+      isError('INVALID_ARGUMENT', 'proposal_sha256'));
+  } finally {
+    /** @type {any} */ (client)._unary = original;
+  }
 });

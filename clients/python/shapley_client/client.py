@@ -345,12 +345,16 @@ class CalibrationProposal:
     rows : (rows, d) float64 (NaN where a background row has a missing value).
     budget : the budget they were drawn for; send it back with the outputs.
     context_id, artifact_version : what proposed them.
+    proposal_sha256 : the rows' sha256 (hex), as the server computed it; :meth:`calibrate`
+        sends it back, so that a server that would propose other rows (another version)
+        refuses the outputs instead of calibrating on them.
     """
 
     rows: np.ndarray
     budget: int
     context_id: str
     artifact_version: str
+    proposal_sha256: str = ""
 
 
 def _column_names(table) -> list[str] | None:
@@ -1134,7 +1138,11 @@ class ShapleyClient:
             request.random_state = _seed(random_state, context=context)
         response = self._call_with_context(context, self._stub.ProposeCalibration, request)
         return CalibrationProposal(
-            _array(response.rows), response.budget, response.context_id, response.artifact_version
+            _array(response.rows),
+            response.budget,
+            response.context_id,
+            response.artifact_version,
+            response.proposal_sha256,
         )
 
     def calibrate(
@@ -1191,7 +1199,11 @@ class ShapleyClient:
             raise ValueError(_no_refit(context))
         proposal, refit_bytes = self._calibration_proposal(context, budget, random_state, refit)
         outputs = _model_outputs(model, proposal.rows)
-        request = pb.CalibrateRequest(budget=proposal.budget, outputs=_tensor(outputs, "outputs"))
+        request = pb.CalibrateRequest(
+            budget=proposal.budget,
+            outputs=_tensor(outputs, "outputs"),
+            proposal_sha256=proposal.proposal_sha256,
+        )
         if seed is not None:
             request.random_state = seed
         # The outputs were sized before the model ran, as float64 shaped like the predictions:
@@ -1249,6 +1261,7 @@ class ShapleyClient:
                 outputs=pb.Tensor(
                     dtype=pb.DTYPE_FLOAT64, shape=shape, data=bytes(8 * int(np.prod(shape)))
                 ),
+                proposal_sha256="0" * 64,  # as long as the proposal's, sent with the outputs
             )
             if random_state is not None:
                 request.random_state = int(random_state)
