@@ -296,7 +296,8 @@ def proposal_sha256(request: pb.RefineRequest | pb.CalibrateRequest) -> str:
     if text and (len(text) != _SHA256_HEX or any(c not in "0123456789abcdefABCDEF" for c in text)):
         raise InvalidArgumentError(
             "proposal_sha256",
-            f"must be empty or ProposeResponse.proposal_sha256 (64 hexadecimal digits); got "
+            "must be empty or the proposal_sha256 the proposal came with (64 hexadecimal "
+            f"digits); got "
             f"{text[:80]!r}" + (f" ({len(text)} characters)" if len(text) > 80 else ""),
         )
     return text.lower()

@@ -1327,3 +1327,25 @@ def test_the_draw_order_places_each_player_by_its_first_column_in_the_canonical_
         for p in range(4)
     ]
     np.testing.assert_array_equal(order.players, np.argsort(first_place))
+
+
+def test_rows_sha256_reads_the_shape_and_the_values_with_nan_and_zero_canonical():
+    """The fingerprint a server answers with a proposal: sha256 of the shape (two int64s) and
+    the float64 values in row order, -0.0 as 0.0 and every NaN as numpy's, whatever the array's
+    layout."""
+    import hashlib
+
+    rows = np.random.default_rng(3).normal(size=(6, 4))
+    expected = hashlib.sha256(np.asarray(rows.shape, dtype="<i8").tobytes())
+    expected.update(rows.astype("<f8").tobytes())
+    assert refinement.rows_sha256(rows) == expected.hexdigest()
+    assert refinement.rows_sha256(np.asfortranarray(rows)) == expected.hexdigest()
+    assert refinement.rows_sha256(rows.reshape(4, 6)) != expected.hexdigest()
+    signed, unsigned = rows.copy(), rows.copy()
+    signed[1, 2], unsigned[1, 2] = -0.0, 0.0
+    assert refinement.rows_sha256(signed) == refinement.rows_sha256(unsigned)
+    payload = np.frombuffer(np.array([0x7FF8000000000001], dtype="<u8").tobytes(), "<f8")[0]
+    quiet, loud = rows.copy(), rows.copy()
+    quiet[0, 0], loud[0, 0] = np.nan, payload
+    assert refinement.rows_sha256(quiet) == refinement.rows_sha256(loud)
+    assert refinement.rows_sha256(quiet) != refinement.rows_sha256(rows)
