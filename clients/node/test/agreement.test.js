@@ -89,17 +89,18 @@ const CASES = [
   { name: 'stream800 @20000: refit false', server: 'roomy', context: 'stream800', maxMessageBytes: 20000, refit: false, expect: 'weights 1000' },
   { name: 'stream800 @20000: budget 500', server: 'roomy', context: 'stream800', maxMessageBytes: 20000, budget: 500, expect: 'weights 400' },
   { name: 'stream800 @20000: budget 500, refit true', server: 'roomy', context: 'stream800', maxMessageBytes: 20000, budget: 500, refit: true, expect: 'refused refit' },
-  // To the byte: lin300 with budget 400 makes a 10,489-byte Calibrate request (10,486 as Python
-  // counts it, see below). A bound of floor(0.9 x 11,655) = 10,489 holds it; one of
-  // floor(0.9 x 11,651) = 10,485 does not.
-  { name: 'lin300 @11655: budget 400 (a refit fits to the byte)', server: 'roomy', context: 'lin300', maxMessageBytes: 11655, budget: 400, expect: 'refit 400' },
-  { name: 'lin300 @11651: budget 400 (a refit over by 4 bytes)', server: 'roomy', context: 'lin300', maxMessageBytes: 11651, budget: 400, expect: 'weights 400' },
-  { name: 'lin300 @11651: budget 400, refit true (over by 4 bytes)', server: 'roomy', context: 'lin300', maxMessageBytes: 11651, budget: 400, refit: true, expect: 'refused refit' },
-  // lin300 (a 7,225-byte spec) with budget 400 (400 outputs) and a 44-character context id is
-  // 10,489 bytes on the wire; under a bound of floor(0.9 x 11,653) = 10,487 neither client
-  // refits. Python once left out the context field's tag and length (1 + 2 bytes) and refitted.
-  { name: 'lin300 @11653: budget 400 (3 bytes of framing)', server: 'roomy', context: 'lin300', maxMessageBytes: 11653, budget: 400, expect: 'weights 400' },
-  { name: 'lin300 @11653: budget 400, refit true (3 bytes of framing)', server: 'roomy', context: 'lin300', maxMessageBytes: 11653, budget: 400, refit: true, expect: 'refused refit' },
+  // To the byte: lin300 with budget 400 makes a 10,555-byte Calibrate request (its
+  // proposal_sha256 included: 66 bytes; see below). A bound of floor(0.9 x 11,728) = 10,555
+  // holds it; one of floor(0.9 x 11,724) = 10,551 does not.
+  { name: 'lin300 @11728: budget 400 (a refit fits to the byte)', server: 'roomy', context: 'lin300', maxMessageBytes: 11728, budget: 400, expect: 'refit 400' },
+  { name: 'lin300 @11724: budget 400 (a refit over by 4 bytes)', server: 'roomy', context: 'lin300', maxMessageBytes: 11724, budget: 400, expect: 'weights 400' },
+  { name: 'lin300 @11724: budget 400, refit true (over by 4 bytes)', server: 'roomy', context: 'lin300', maxMessageBytes: 11724, budget: 400, refit: true, expect: 'refused refit' },
+  // lin300 (a 7,225-byte spec) with budget 400 (400 outputs), a 44-character context id and the
+  // proposal's sha256 is 10,555 bytes on the wire; under a bound of floor(0.9 x 11,726) = 10,553
+  // neither client refits. Python once left out the context field's tag and length (1 + 2
+  // bytes) and refitted; a client that left out the sha256 (66 bytes) would too.
+  { name: 'lin300 @11726: budget 400 (3 bytes of framing)', server: 'roomy', context: 'lin300', maxMessageBytes: 11726, budget: 400, expect: 'weights 400' },
+  { name: 'lin300 @11726: budget 400, refit true (3 bytes of framing)', server: 'roomy', context: 'lin300', maxMessageBytes: 11726, budget: 400, refit: true, expect: 'refused refit' },
   // A client limit under the proposal's answer (1,200 rows of 5, 48 kB): neither client caps
   // what it receives (the server keeps its answers within its own limit), and the refit's
   // request does not fit 11,000 bytes, so both fall back to the weights' default (2.9 kB +
