@@ -1,11 +1,15 @@
 import numpy as np
 import pytest
+from sklearn.linear_model import Ridge
 from sklearn.preprocessing import SplineTransformer
 
 from shapley_svc.estimator.context import fit_context
 from shapley_svc.estimator.surrogates import (
+    RIDGE_ALPHAS,
     ClassView,
+    LinearFit,
     SoftMultinomialSurrogate,
+    SplineSurrogate,
     UniformCubicSplines,
     canonical_column_order,
     is_class_probabilities,
@@ -51,6 +55,69 @@ def test_spline_terms_are_the_basis_times_the_coefficients(rng):
     terms = splines.terms(queries, coef)
     np.testing.assert_allclose(terms, np.einsum("mdb,kdb->mdk", basis, coef), atol=1e-12)
     assert np.all(terms[:, 3] == 0.0)
+
+
+def _leave_one_out_errors(design, target):
+    """Per penalty, the mean and standard error of the squared leave-one-out residuals of
+    scikit-learn's ridge (unpenalised intercept), refitted without each row."""
+    n = len(target)
+    errors, standard_errors = [], []
+    for alpha in RIDGE_ALPHAS:
+        squared = []
+        for i in range(n):
+            others = np.arange(n) != i
+            ridge = Ridge(alpha=alpha).fit(design[others], target[others])
+            squared.append((target[i] - ridge.predict(design[i : i + 1])[0]) ** 2)
+        errors.append(np.mean(squared))
+        standard_errors.append(np.std(squared) / np.sqrt(n))
+    return np.array(errors), np.array(standard_errors)
+
+
+@pytest.mark.parametrize("cancelling", [False, True])
+def test_the_linear_fit_takes_the_penalty_of_least_leave_one_out_error_unless_its_terms_cancel(
+    rng, cancelling
+):
+    """Without cancelling terms the penalty is the least error's; when the target is the
+    difference of two near-copies (terms of +-20 for a sum of spread 1), it is the largest
+    penalty within one standard error of the least error."""
+    u, v = rng.normal(size=40), rng.normal(size=40)
+    others = rng.normal(size=(40, 3))
+    if cancelling:
+        design = np.column_stack([u, u + 0.05 * v, others])
+        target = 20 * (design[:, 1] - design[:, 0]) + 0.3 * rng.normal(size=40)
+    else:
+        design = np.column_stack([u, v, others])
+        target = design @ rng.normal(size=5) * 0.3 + rng.normal(size=40)
+    errors, standard_errors = _leave_one_out_errors(design, target)
+    best = int(np.argmin(errors))
+    if cancelling:
+        best = int(np.flatnonzero(errors <= errors[best] + standard_errors[best]).max())
+    blocks = [np.array([j]) for j in range(5)]
+    fit = LinearFit(blocks).fit(design, target)
+    assert fit.alpha_ == RIDGE_ALPHAS[best]
+    expected = Ridge(alpha=RIDGE_ALPHAS[best]).fit(design, target)
+    np.testing.assert_allclose(fit.coef_, expected.coef_, atol=1e-9)
+    assert LinearFit().fit(design, target).alpha_ == RIDGE_ALPHAS[int(np.argmin(errors))]
+
+
+def test_the_spline_member_does_not_split_two_aliased_columns_into_opposite_terms():
+    """A column and its logarithm span nearly the same spline terms: the member's terms for the
+    two must add up to their joint term without large opposite parts (with the penalty of the
+    least leave-one-out error, one of these ten draws gave terms 15x the joint term's spread)."""
+    ratios = []
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        income = np.round(np.exp(rng.normal(3.0, 0.8, size=1000))) + 0.5
+        X = np.column_stack(
+            [income, np.log(income), rng.normal(size=1000), rng.integers(0, 2, size=1000)]
+        )
+        y = np.tanh(np.log(income) - 3) + 0.5 * X[:, 2] + 0.3 * X[:, 3]
+        y = y + rng.normal(scale=0.5, size=1000)
+        Z = (X - X.mean(axis=0)) / X.std(axis=0)
+        values = SplineSurrogate().fit(Z, y, seed).prepare(Z[:100]).attributions(Z)
+        joint = values[:, 0] + values[:, 1]
+        ratios.append((values[:, 0].std() + values[:, 1].std()) / joint.std())
+    assert max(ratios) < 1.5, ratios
 
 
 @pytest.mark.parametrize("splines", [False, True])
