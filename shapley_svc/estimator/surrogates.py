@@ -422,7 +422,13 @@ class RidgeSurrogate(Surrogate):
 
     def fit(self, Z, target, seed):
         if self.strength is None:
-            self.model_ = LinearFit().fit(Z, target)
+            # Near-copies among the columns (fishing's prices of four modes) gave this member
+            # opposite coefficients that cancel, values 5-9x the exact ones' spread; the rule for
+            # cancelling terms (LinearFit) took bench combiner's 588 cases from mean r 0.9247 to
+            # 0.9256 (17 up by more than 0.005, 1 down by 0.011; fringe's XGBoost on 300 rows
+            # 0.47 -> 0.74), the linear targets unchanged (their terms do not cancel).
+            columns = [np.array([j]) for j in range(Z.shape[1])]
+            self.model_ = LinearFit(columns).fit(Z, target)
         else:
             self.model_ = Ridge(alpha=self.strength * Z.shape[0]).fit(Z, target)
         return self
