@@ -347,6 +347,11 @@ class LinearFit:
     cancel (their variances add to more than ``CANCELLING_TERMS`` times their sum's), the
     penalty is the largest whose leave-one-out error is within one standard error of the least
     (the "one-standard-error rule"): among fits that predict alike, the more penalised one.
+    Only with more rows than columns: below that, the columns are linearly dependent on the
+    rows whatever the data, so terms that cancel there need not be near-copies. On fewer rows
+    than columns the rule took a held-out linear embedding task (113 x 164) from r 0.759 to
+    0.708; restricted, the other 24 held-out embedding tasks and bench combiner's 588 cases
+    give the same values as before.
 
     The fit goes through the eigendecomposition of the smaller Gram matrix (p x p, or n x n when
     there are fewer rows than columns), which costs one matrix product and one symmetric
@@ -389,7 +394,11 @@ class LinearFit:
 
         self.alpha_ = float(RIDGE_ALPHAS[best])
         self.coef_ = coefficients(self.alpha_)
-        if self.term_blocks is not None and _terms_cancel(centred, self.coef_, self.term_blocks):
+        if (
+            self.term_blocks is not None
+            and n > p
+            and _terms_cancel(centred, self.coef_, self.term_blocks)
+        ):
             best = int(np.flatnonzero(errors <= errors[best] + standard_errors[best]).max())
             self.alpha_ = float(RIDGE_ALPHAS[best])
             self.coef_ = coefficients(self.alpha_)

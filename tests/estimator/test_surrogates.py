@@ -13,6 +13,7 @@ from shapley_svc.estimator.surrogates import (
     SoftMultinomialSurrogate,
     SplineSurrogate,
     UniformCubicSplines,
+    _terms_cancel,
     canonical_column_order,
     is_class_probabilities,
     out_of_fold_splits,
@@ -101,6 +102,26 @@ def test_the_linear_fit_takes_the_penalty_of_least_leave_one_out_error_unless_it
     expected = Ridge(alpha=RIDGE_ALPHAS[best]).fit(design, target)
     np.testing.assert_allclose(fit.coef_, expected.coef_, atol=1e-9)
     assert LinearFit().fit(design, target).alpha_ == RIDGE_ALPHAS[int(np.argmin(errors))]
+
+
+def test_with_fewer_rows_than_columns_the_penalty_is_the_least_errors_even_when_terms_cancel():
+    """Thirty embedding-like rows (four latent factors through a hidden layer to forty
+    correlated columns) and a logistic model's probabilities: the fit of least leave-one-out
+    error has cancelling terms and the one-standard-error rule would take ten times its
+    penalty; with fewer rows than columns the fit keeps the least error's."""
+    rng = np.random.default_rng(5)
+    n, p = 30, 40
+    hidden = np.tanh(rng.normal(size=(n, 4)) @ rng.normal(size=(4, 16)))
+    design = hidden @ rng.normal(size=(16, p)) + 0.1 * rng.normal(size=(n, p))
+    target = 1.0 / (1.0 + np.exp(-0.3 * design @ rng.normal(size=p)))
+    errors, standard_errors = _leave_one_out_errors(design, target)
+    least = int(np.argmin(errors))
+    blocks = [np.array([j]) for j in range(p)]
+    coef = Ridge(alpha=RIDGE_ALPHAS[least]).fit(design, target).coef_
+    # The case tells the rules apart: the terms cancel and the rule's penalty is another.
+    assert _terms_cancel(design - design.mean(axis=0), coef, blocks)
+    assert int(np.flatnonzero(errors <= errors[least] + standard_errors[least]).max()) != least
+    assert LinearFit(blocks).fit(design, target).alpha_ == RIDGE_ALPHAS[least]
 
 
 def _split_of_the_first_two(member, X, y, seed) -> float:
