@@ -133,7 +133,6 @@ def default_budget(n_background: int, refit: bool = False) -> int:
 
 def draw_calibration(
     background_rows: np.ndarray,
-    player_of_column: np.ndarray,
     order: DrawOrder,
     budget: int,
     seed: int,
@@ -141,9 +140,7 @@ def draw_calibration(
     """Pairs for every background row within ``budget`` rows, drawn in ``order``; the caller
     checked ``budget`` against ``minimum_budget`` and that there are two players or more."""
     pairs_per_row = budget // (2 * background_rows.shape[0])
-    rows, masks, picks = draw_pairs(
-        background_rows, background_rows, player_of_column, order, pairs_per_row, 0, seed
-    )
+    rows, masks, picks = draw_pairs(background_rows, background_rows, order, pairs_per_row, 0, seed)
     return CalibrationProposal(rows, budget, seed, masks, picks)
 
 

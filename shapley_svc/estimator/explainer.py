@@ -809,7 +809,6 @@ class ZeroShotExplainer(BaseEstimator):
             rows,
             outputs,
             self.background_rows_,
-            self._player_of_column(),
             self._draw_order(),
             n_pairs,
             int(budget),
@@ -1165,9 +1164,7 @@ class ZeroShotExplainer(BaseEstimator):
                 "copies of one row are that row: the model's outputs on them measure nothing",
             )
         seed = self._seed(random_state)
-        proposal = draw_calibration(
-            self.background_rows_, self._player_of_column(), self._draw_order(), int(budget), seed
-        )
+        proposal = draw_calibration(self.background_rows_, self._draw_order(), int(budget), seed)
         return dataclasses.replace(proposal, background_sha256=self._background_sha256())
 
     def calibrate(

@@ -177,10 +177,13 @@ class DrawOrder:
     ----------
     columns : (d,) the columns in canonical order: a row's seed reads its values in this order.
     players : (P,) the players in canonical order: the kernel's k-th player is ``players[k]``.
+    player_of_column : (d,) int64 the player each column belongs to, as given (the rows to
+        score take a coalition's players' columns from the explained row).
     """
 
     columns: np.ndarray
     players: np.ndarray
+    player_of_column: np.ndarray
 
     @classmethod
     def of(
@@ -190,11 +193,12 @@ class DrawOrder:
         rank the rows alike keep the order given), each player placed by its first column in
         it (``player_of_column`` (d,))."""
         columns = canonical_column_order(background_rows)
+        player_of_column = np.asarray(player_of_column, dtype=np.int64)
         position = np.empty(columns.size, dtype=np.int64)
         position[columns] = np.arange(columns.size)
         first = np.full(n_players, columns.size, dtype=np.int64)
-        np.minimum.at(first, np.asarray(player_of_column, dtype=np.int64), position)
-        return cls(columns, np.argsort(first, kind="stable").astype(np.int64))
+        np.minimum.at(first, player_of_column, position)
+        return cls(columns, np.argsort(first, kind="stable").astype(np.int64), player_of_column)
 
 
 def row_seeds(rows: np.ndarray, seed: int) -> np.ndarray:
@@ -373,7 +377,6 @@ def minimum_budget(predictions_given: bool) -> int:
 def draw_pairs(
     query: np.ndarray,
     reference_rows: np.ndarray,
-    player_of_column: np.ndarray,
     order: DrawOrder,
     n_pairs: int,
     lead: int,
@@ -391,7 +394,7 @@ def draw_pairs(
     m, d = query.shape
     rows = np.empty((m * (lead + 2 * n_pairs), d))
     fill_paired_rows(
-        query, reference_rows, player_of_column, masks, picks, lead, rows.reshape(m, -1, d)
+        query, reference_rows, order.player_of_column, masks, picks, lead, rows.reshape(m, -1, d)
     )
     return rows, masks, picks
 
@@ -422,7 +425,6 @@ def draw_proposal(
     query: np.ndarray,
     predictions: np.ndarray | None,
     background_rows: np.ndarray,
-    player_of_column: np.ndarray,
     order: DrawOrder,
     n_pairs: int,
     budget: int,
@@ -441,9 +443,7 @@ def draw_proposal(
     at_centre, n_scale = centre_split(n_pairs, order.players.size) if centre else (n_pairs, 0)
     if n_scale == 0:
         reference = centre_row if centre else background_rows
-        rows, masks, picks = draw_pairs(
-            query, reference, player_of_column, order, n_pairs, lead, seed
-        )
+        rows, masks, picks = draw_pairs(query, reference, order, n_pairs, lead, seed)
         return Proposal(
             rows, lead + 2 * n_pairs, query, predictions, budget, seed, masks, picks, centre
         )
@@ -461,12 +461,12 @@ def draw_proposal(
     rows = np.empty((m * block, d))
     blocks = rows.reshape(m, block, d)
     fill_paired_rows(
-        query, centre_row, player_of_column, masks, picks, lead, blocks[:, :pairs_rows]
+        query, centre_row, order.player_of_column, masks, picks, lead, blocks[:, :pairs_rows]
     )
     fill_paired_rows(
         query,
         background_rows,
-        player_of_column,
+        order.player_of_column,
         scale_masks,
         scale_picks,
         0,
