@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from shapley_svc.estimator.canonical import canonical_floats
+
 
 @dataclass(frozen=True, eq=False)
 class ContextSpec:
@@ -79,8 +81,7 @@ def content_id(spec: ContextSpec, artifact_sha256: str) -> str:
     digest = hashlib.sha256(b"shapley.v1/context\0")
     digest.update(artifact_sha256.encode())
     for array in (spec.rows, spec.predictions):
-        canonical = np.ascontiguousarray(array, dtype="<f8")
-        canonical = np.where(np.isnan(canonical), np.nan, canonical + 0.0)
+        canonical = canonical_floats(array)
         digest.update(repr(canonical.shape).encode())
         digest.update(canonical.tobytes())
     digest.update(np.ascontiguousarray(spec.background, dtype="<i8").tobytes())

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import nnls
 
+from shapley_svc.estimator.canonical import canonical_floats
 from shapley_svc.estimator.refinement import (
     MIN_PRIOR_VARIANCE_RATIO,
     DrawOrder,
@@ -172,9 +173,8 @@ def outputs_fingerprint(outputs: np.ndarray) -> str:
 def context_fingerprint(rows: np.ndarray, outputs: np.ndarray) -> str:
     """sha256 of a context's canonical rows (-0.0 and NaN payloads made canonical) and outputs,
     so that ``calibrate`` can tell the context it was fitted on from another."""
-    canonical = np.where(np.isnan(rows), np.nan, rows + 0.0)
     digest = hashlib.sha256(repr(rows.shape).encode())
-    digest.update(np.ascontiguousarray(canonical, dtype="<f8").tobytes())
+    digest.update(canonical_floats(rows).tobytes())
     digest.update(np.ascontiguousarray(outputs, dtype="<f8").tobytes())
     return digest.hexdigest()
 

@@ -40,6 +40,7 @@ from shapley_svc.estimator.calibration import (
 )
 from shapley_svc.estimator.calibration import default_budget as default_calibration_budget
 from shapley_svc.estimator.calibration import minimum_budget as minimum_calibration_budget
+from shapley_svc.estimator.canonical import canonical_floats
 from shapley_svc.estimator.combiner import (
     OUTPUT_TOTAL_TOLERANCE,
     balanced_across_outputs,
@@ -856,7 +857,7 @@ class ZeroShotExplainer(BaseEstimator):
         if fingerprint is None:
             rows = self.background_rows_
             digest = hashlib.sha256(np.asarray(rows.shape, dtype=np.int64).tobytes())
-            digest.update(np.where(np.isnan(rows), np.nan, rows + 0.0).tobytes())
+            digest.update(canonical_floats(rows).tobytes())
             digest.update(self.categorical_.astype(np.int64).tobytes())
             digest.update(self._player_of_column().tobytes())
             fingerprint = digest.hexdigest()
