@@ -32,9 +32,10 @@ ALLOWED_ROOMS = {
 # Top-level modules (the CLI, the package's __init__) wire rooms together and may import any.
 TOP_LEVEL = "<top>"
 # Leaf modules at the top of the package that every room may import: the domain errors, where
-# numba keeps the kernels' compiled code (which the server fills in parallel when cold), and how
-# many threads it runs them on (set before numba's import).
-SHARED_MODULES = {"errors", "_numba_cache", "_numba_threads"}
+# numba keeps the kernels' compiled code (which the server fills in parallel when cold), how
+# many threads it runs them on (set before numba's import), and the byte form in which floats
+# are hashed (context ids above the estimator, fingerprints and seeds in it).
+SHARED_MODULES = {"errors", "_numba_cache", "_numba_threads", "canonical"}
 GRPC_ROOMS = {"server", "_proto", TOP_LEVEL}
 SPARK_ROOMS = {"spark"}
 KERNEL_THIRD_PARTY = {"numpy", "numba", "math"}

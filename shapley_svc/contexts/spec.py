@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from shapley_svc.estimator.canonical import canonical_floats
+from shapley_svc.canonical import canonical_floats
 
 
 @dataclass(frozen=True, eq=False)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import nnls
 
-from shapley_svc.estimator.canonical import canonical_floats
+from shapley_svc.canonical import canonical_floats
 from shapley_svc.estimator.refinement import (
     MIN_PRIOR_VARIANCE_RATIO,
     DrawOrder,

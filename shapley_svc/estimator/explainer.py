@@ -13,6 +13,7 @@ from joblib import parallel_config
 from sklearn.base import BaseEstimator
 from threadpoolctl import threadpool_limits
 
+from shapley_svc.canonical import canonical_floats
 from shapley_svc.errors import (
     CancelledError,
     InvalidArgumentError,
@@ -40,7 +41,6 @@ from shapley_svc.estimator.calibration import (
 )
 from shapley_svc.estimator.calibration import default_budget as default_calibration_budget
 from shapley_svc.estimator.calibration import minimum_budget as minimum_calibration_budget
-from shapley_svc.estimator.canonical import canonical_floats
 from shapley_svc.estimator.combiner import (
     OUTPUT_TOTAL_TOLERANCE,
     balanced_across_outputs,

@@ -65,7 +65,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from shapley_svc.estimator.canonical import canonical_floats
+from shapley_svc.canonical import canonical_floats
 from shapley_svc.estimator.surrogates import canonical_column_order
 from shapley_svc.kernels.coalitions import fill_paired_rows, sample_paired_coalitions
 from shapley_svc.kernels.pair_regression import regress_pairs
