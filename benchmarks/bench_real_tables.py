@@ -342,7 +342,7 @@ def speed_check(n: int, d: int, n_explained: int, repeats: int) -> dict:
 
     The two variants take turns, after one untimed round of each (the first fit of a process
     also compiles and warms what the others reuse). Timed one after the other, three of each
-    with none untimed, four runs on a quiet machine gave ratios of 1.26-1.88 (2026-12-07);
+    with none untimed, three runs on a quiet machine gave ratios of 1.26-1.88 (2026-12-07);
     taking turns, seven of each, three runs gave 1.27-1.56: the ratio is near the target and
     the machine's noise is of its size."""
     variants = {
