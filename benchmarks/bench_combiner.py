@@ -239,16 +239,30 @@ def zoo_ceilings(
     }
 
 
-def score_case(case, rows: np.ndarray) -> dict:
-    """Fit on the context ``rows`` of the case (indices into case.X, holding the background)."""
-    background = np.searchsorted(rows, case.background)
-    kwargs = {"background": background}
+def contexts_of(case) -> dict[str, np.ndarray]:
+    """The case's two contexts, as indices into ``case.X``: the whole (capped) table, and
+    ``SMALL_CONTEXT`` rows holding the same background rows (the rest seeded)."""
+    n = len(case.X)
+    outside = np.setdiff1d(np.arange(n), np.union1d(case.background, case.explained))
+    extra = np.random.default_rng(1).choice(
+        outside, size=min(SMALL_CONTEXT - case.background.size, outside.size), replace=False
+    )
+    return {"full": np.arange(n), "300": np.sort(np.union1d(case.background, extra))}
+
+
+def fit_context(case, rows: np.ndarray) -> ZeroShotExplainer:
+    """The explainer fitted on the context ``rows`` of the case (indices into case.X, holding
+    the background), its categorical columns declared."""
+    kwargs = {"background": np.searchsorted(rows, case.background)}
     if case.categorical.size:
         kwargs["categorical"] = case.categorical.tolist()
+    return ZeroShotExplainer(random_state=0).fit(case.X[rows], case.predictions[rows], **kwargs)
+
+
+def score_case(case, rows: np.ndarray) -> dict:
+    """Fit on the context ``rows`` of the case (indices into case.X, holding the background)."""
     start = time.perf_counter()
-    explainer = ZeroShotExplainer(random_state=0).fit(
-        case.X[rows], case.predictions[rows], **kwargs
-    )
+    explainer = fit_context(case, rows)
     query, predictions = case.X[case.explained], case.predictions[case.explained]
     explanation = explainer.explain(query, predictions)
     seconds = time.perf_counter() - start
@@ -286,14 +300,15 @@ def score_case(case, rows: np.ndarray) -> dict:
     }
 
 
-def run(tables, families, max_rows: int, use_cache: bool, after_table) -> list[dict]:
-    results = []
+def benchmark_cases(tables, families, max_rows: int, use_cache: bool):
+    """(table, family, case) for every development table (``tables``: those ids, or None for
+    all) and family that ``build_case`` makes a case of, as-is, with this benchmark's
+    background and explained rows; one table loaded at a time."""
     for spec in table_specs():
         if tables is not None and spec["id"] not in tables:
             continue
         table = load_table(spec, max_rows=max_rows)
         for family in families:
-            start = time.perf_counter()
             case = build_case(
                 table,
                 "as_is",
@@ -303,41 +318,42 @@ def run(tables, families, max_rows: int, use_cache: bool, after_table) -> list[d
                 use_cache=use_cache,
                 tree_truth_above=True,
             )
-            if case is None:
-                continue
-            n = len(case.X)
-            outside = np.setdiff1d(np.arange(n), np.union1d(case.background, case.explained))
-            extra = np.random.default_rng(1).choice(
-                outside, size=min(SMALL_CONTEXT - case.background.size, outside.size), replace=False
+            if case is not None:
+                yield table, family, case
+
+
+def run(tables, families, max_rows: int, use_cache: bool, after_case) -> list[dict]:
+    results = []
+    start = time.perf_counter()
+    for table, family, case in benchmark_cases(tables, families, max_rows, use_cache):
+        # The same rows and background in both contexts: one KernelSHAP run serves both.
+        kernelshap = kernel_shap(case, use_cache)
+        for context, rows in contexts_of(case).items():
+            row = {
+                "table": table.id,
+                "family": family,
+                "task": table.task,
+                "d": int(case.X.shape[1]),
+                "k": 1 if case.predictions.ndim == 1 else int(case.predictions.shape[1]),
+                "context": context,
+                "n": int(rows.size),
+                "truth": case.truth_method,
+                **score_case(case, rows),
+                "kernelshap_4d": kernelshap,
+            }
+            results.append(row)
+        print(
+            f"{table.id}/{family:24s} d={case.X.shape[1]:2d} "
+            + " ".join(
+                f"{r['context']}: r {r['pearson']:.3f} (member {r['best_member']:.3f},"
+                f" mix {r['best_mix']:.3f})"
+                for r in results[-2:]
             )
-            contexts = {"full": np.arange(n), "300": np.sort(np.union1d(case.background, extra))}
-            # The same rows and background in both contexts: one KernelSHAP run serves both.
-            kernelshap = kernel_shap(case, use_cache)
-            for context, rows in contexts.items():
-                row = {
-                    "table": table.id,
-                    "family": family,
-                    "task": table.task,
-                    "d": int(case.X.shape[1]),
-                    "k": 1 if case.predictions.ndim == 1 else int(case.predictions.shape[1]),
-                    "context": context,
-                    "n": int(rows.size),
-                    "truth": case.truth_method,
-                    **score_case(case, rows),
-                    "kernelshap_4d": kernelshap,
-                }
-                results.append(row)
-            print(
-                f"{table.id}/{family:24s} d={case.X.shape[1]:2d} "
-                + " ".join(
-                    f"{r['context']}: r {r['pearson']:.3f} (member {r['best_member']:.3f},"
-                    f" mix {r['best_mix']:.3f})"
-                    for r in results[-2:]
-                )
-                + f" [{time.perf_counter() - start:.1f} s]",
-                flush=True,
-            )
-        after_table(results)
+            + f" [{time.perf_counter() - start:.1f} s]",
+            flush=True,
+        )
+        start = time.perf_counter()
+        after_case(results)
     return results
 
 

