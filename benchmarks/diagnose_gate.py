@@ -16,6 +16,13 @@ features) and the truth, and scores other ways of weighing the same members:
   same way (alone, and half-and-half with the gate);
 * in hindsight: the best member per output (an oracle, as in `bench combiner`).
 
+With ``--candidate NAME`` (a member of ``bench_combiner.CANDIDATES``, not in the zoo), each
+context also fits it as the explainer fits its members (out of fold, against the background),
+and the gate is refitted on held-out tables twice, for the zoo alone and with the candidate
+beside it (its parameters started from the spline member's), the members' features rebuilt the
+same way for both: what a gate retrained with that member could gain, where the hindsight
+ceilings say only what it could reach.
+
 Every rule's weights go through the same efficiency projection as ours (``combiner.combine``,
 with the members' values as the explainer scales them and null players set to zero as explain
 sets them). What explain does beyond that (class outputs balanced to sum to zero) is left out,
@@ -24,17 +31,20 @@ so the gate's replay, not ``explain``'s own r, is the baseline the rules compare
     python -m benchmarks.diagnose_gate            # 588 cases: 8 minutes on 2 cores, 15 without
                                                   # the truth cached in benchmarks/.cache
     python -m benchmarks.diagnose_gate --quick    # 3 tables, 2 families
+    python -m benchmarks.diagnose_gate --candidate kernel_machine   # about 40 minutes
 
-Writes ``gate.{md,json}`` to ``benchmarks/results/`` (``gate_quick.*``).
+Writes ``gate.{md,json}`` to ``benchmarks/results/`` (``gate_quick.*``; ``gate_candidates.*``
+with candidates).
 """
 
 import argparse
+import dataclasses
 import json
 import shlex
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +54,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from benchmarks._machine import machine_info
 from benchmarks.accuracy_cases import pearson
 from benchmarks.bench_combiner import (
+    CANDIDATES,
     FAMILIES,
     QUICK_FAMILIES,
     QUICK_TABLES,
@@ -61,7 +72,14 @@ from shapley_svc.estimator.combiner import (
     normalised_features,
     without_null_players,
 )
-from shapley_svc.estimator.surrogates import ZOO
+from shapley_svc.estimator.context import GLOBAL_FEATURES, UNEXPLAINED_FLOOR, _agreement
+from shapley_svc.estimator.surrogates import (
+    ZOO,
+    Role,
+    SurrogateKind,
+    fit_surrogate,
+    members_with_role,
+)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SEED = 0
@@ -97,6 +115,8 @@ class OutputCase:
     floor: float
     sums: np.ndarray
     truth: np.ndarray
+    # name -> (out-of-fold R^2, (m, P) values as the explainer scales them), with --candidate
+    candidates: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -114,14 +134,18 @@ class GateCase:
     null: np.ndarray  # (m, P) the null players explain sets to zero
 
 
-def collect_case(case, rows: np.ndarray, params: CombinerParameters, **meta) -> GateCase:
-    """The ``GateCase`` of the context ``rows`` of a benchmark case."""
+def collect_case(
+    case, rows: np.ndarray, params: CombinerParameters, candidates: tuple[str, ...] = (), **meta
+) -> GateCase:
+    """The ``GateCase`` of the context ``rows`` of a benchmark case, with the ``candidates``
+    (names in ``bench_combiner.CANDIDATES``) fitted on the context as members are."""
     explainer = fit_context(case, rows)
     query, predictions = case.X[case.explained], case.predictions[case.explained]
     explanation = explainer.explain(query, predictions)
     truth = _as_3d(case.truth)
     outputs_given = np.asarray(predictions, dtype=np.float64).reshape(len(query), -1)
     member_values = explainer.context_.member_values(explainer.encoder_.transform(query))
+    context_outputs = np.asarray(case.predictions[rows], dtype=np.float64).reshape(len(rows), -1)
     outputs = []
     for k, context in enumerate(explainer.context_.outputs):
         if context is None:
@@ -140,6 +164,10 @@ def collect_case(case, rows: np.ndarray, params: CombinerParameters, **meta) -> 
                 floor=float(floor),
                 sums=outputs_given[:, k] - context.base_value,
                 truth=truth[:, :, k],
+                candidates={
+                    name: candidate_fit(explainer, name, case.X[rows], context_outputs, query, k)
+                    for name in candidates
+                },
             )
         )
     return GateCase(
@@ -151,13 +179,33 @@ def collect_case(case, rows: np.ndarray, params: CombinerParameters, **meta) -> 
     )
 
 
-def collect(tables, families, max_rows: int, use_cache: bool, progress) -> list[GateCase]:
+def candidate_fit(
+    explainer, name: str, context_rows: np.ndarray, outputs: np.ndarray, query: np.ndarray, k: int
+):
+    """(out-of-fold R^2, (m, P) values of ``query``) of candidate ``name`` fitted on output
+    ``k`` of the context (``context_rows``, their (n, K) ``outputs``) as the explainer fits its
+    members (``fit_surrogate``: folds, background, players), the values scaled as it scales its
+    members'."""
+    standardised = explainer.context_.standardiser.transform
+    design = standardised(explainer.encoder_.transform(context_rows))
+    background = standardised(explainer.encoder_.transform(explainer.background_rows_))
+    kind = SurrogateKind(name, Role.SMOOTH, CANDIDATES[name][1])
+    fitted = fit_surrogate(
+        kind, design, outputs[:, k], explainer.random_state_, background, explainer.context_.players
+    )
+    values = fitted.model.attributions(standardised(explainer.encoder_.transform(query)))
+    return float(fitted.oof_r2), explainer.scales_[k] * values
+
+
+def collect(
+    tables, families, max_rows: int, use_cache: bool, progress, candidates: tuple[str, ...] = ()
+) -> list[GateCase]:
     params = load_artifact().parameters
     cases = []
     for table, family, case in benchmark_cases(tables, families, max_rows, use_cache):
         meta = {"table": table.id, "family": family, "task": table.task, "d": int(case.X.shape[1])}
         for context, rows in contexts_of(case).items():
-            cases.append(collect_case(case, rows, params, **meta, context=context))
+            cases.append(collect_case(case, rows, params, candidates, **meta, context=context))
         progress(f"{table.id}/{family}")
     return cases
 
@@ -320,10 +368,26 @@ def member_errors(output: OutputCase) -> np.ndarray:
     return np.log(np.array(errors) + ERROR_FLOOR)
 
 
+def held_out_refit(cases: list[GateCase], start: np.ndarray, penalty: float) -> dict:
+    """{id(output): weights} of the gate refitted (``refitted_gate``) with each output's table
+    held out; the exact-linear rule's outputs keep their weights."""
+    found = {}
+    for fold in table_folds(cases):
+        train = [o for c in cases if c.table not in fold for o in c.outputs if not o.exact]
+        if not train:
+            continue
+        theta = refitted_gate(train, start, penalty)
+        for output in (o for c in cases if c.table in fold for o in c.outputs):
+            found[id(output)] = output.weights if output.exact else softmax_weights(theta, output)
+    return found
+
+
 def held_out_rules(cases: list[GateCase], params: CombinerParameters) -> dict[str, dict]:
     """Per fitted rule, {id(output): weights} fitted with the output's table held out."""
-    start = flat_parameters(params)
-    found: dict[str, dict] = {f"refitted gate, penalty {p}": {} for p in REFIT_PENALTIES}
+    found: dict[str, dict] = {
+        f"refitted gate, penalty {p}": held_out_refit(cases, flat_parameters(params), p)
+        for p in REFIT_PENALTIES
+    }
     for tau in CHOOSER_TEMPERATURES:
         found[f"chooser, temperature {tau}"] = {}
         found[f"chooser, temperature {tau}, half gate"] = {}
@@ -332,12 +396,6 @@ def held_out_rules(cases: list[GateCase], params: CombinerParameters) -> dict[st
         test = [o for c in cases if c.table in fold for o in c.outputs]
         if not train:
             continue
-        for penalty in REFIT_PENALTIES:
-            theta = refitted_gate(train, start, penalty)
-            for output in test:
-                found[f"refitted gate, penalty {penalty}"][id(output)] = (
-                    output.weights if output.exact else softmax_weights(theta, output)
-                )
         features = np.concatenate([chooser_rows(o)[1] for o in train])
         errors = np.concatenate([member_errors(o) for o in train])
         model = HistGradientBoostingRegressor(
@@ -369,6 +427,80 @@ def rules(cases: list[GateCase], params: CombinerParameters) -> dict:
     for name, weights in held_out_rules(cases, params).items():
         found[name] = lambda output, weights=weights: weights[id(output)]
     found["best member in hindsight"] = best_member_in_hindsight
+    return found
+
+
+# The smooth members, and where the gate's global features hold the best fit and the tree
+# members' gain over the smooth ones: a candidate member changes both.
+_SMOOTH = members_with_role(Role.SMOOTH)
+_TREES = members_with_role(Role.TREE)
+_BEST_FIT = GLOBAL_FEATURES.index("best_oof_r2")
+_TREE_GAIN = GLOBAL_FEATURES.index("tree_gain")
+
+
+def with_members(output: OutputCase, candidate: str | None, params) -> OutputCase:
+    """``output`` as a gate would see it with ``candidate`` (a smooth member) beside the zoo's
+    members, or the zoo alone (None), its member features rebuilt the same way in both: the
+    members' agreement on the explained rows (the explainer takes it on 32 background rows), the
+    best fit and the trees' gain over the smooth members recomputed."""
+    members, available = output.members, output.available
+    oof = np.where(available, output.surrogate_features[:, 0], 0.0)
+    weights, smooth = output.weights, [s for s in _SMOOTH if available[s]]
+    if candidate is not None:
+        candidate_oof, values = output.candidates[candidate]
+        members = np.concatenate([members, values[None]])
+        available = np.append(available, True)
+        oof = np.append(oof, np.clip(candidate_oof, -1.0, 1.0))
+        weights = np.append(weights, 0.0)
+        smooth = [*smooth, len(oof) - 1]
+    best = oof[available].max()
+    features = output.features.copy()
+    raw = {_BEST_FIT: best, _TREE_GAIN: oof[_TREES].max() - oof[smooth].max()}
+    for j, value in raw.items():
+        features[j] = (value - params.feature_mean[j]) / params.feature_scale[j]
+    unexplained = np.log10(np.maximum(1.0 - oof, UNEXPLAINED_FLOOR))
+    gap = unexplained - np.log10(max(1.0 - best, UNEXPLAINED_FLOOR))
+    agreement = _agreement(members, available)
+    surrogate_features = np.where(
+        available[:, None], np.column_stack([oof, oof - best, agreement, gap]), 0.0
+    )
+    return dataclasses.replace(
+        output,
+        members=np.ascontiguousarray(members),
+        available=available,
+        features=features,
+        surrogate_features=surrogate_features,
+        weights=weights,
+    )
+
+
+def candidate_summaries(cases: list[GateCase], params, candidates: tuple[str, ...]) -> dict:
+    """The gate refitted on held-out tables (penalty 0.1) with the member features rebuilt
+    (``with_members``), for the zoo alone and with each candidate beside it (its parameters
+    started from the spline member's), and each arm's best member in hindsight."""
+    found = {}
+    spline = [kind.name for kind in ZOO].index("spline")
+    for candidate in (None, *candidates):
+        arm = [
+            dataclasses.replace(c, outputs=[with_members(o, candidate, params) for o in c.outputs])
+            for c in cases
+        ]
+        start = flat_parameters(params)
+        label = "the zoo"
+        if candidate is not None:
+            grown = dataclasses.replace(
+                params,
+                gate_bias=np.append(params.gate_bias, params.gate_bias[spline]),
+                gate_global=np.vstack([params.gate_global, params.gate_global[spline]]),
+            )
+            start, label = flat_parameters(grown), f"the zoo + {CANDIDATES[candidate][0]}"
+        weights = held_out_refit(arm, start, 0.1)
+        found[f"refitted gate, features rebuilt, {label}"] = groups(
+            arm, scored(arm, lambda output, weights=weights: weights[id(output)])
+        )
+        found[f"best member in hindsight, {label}"] = groups(
+            arm, scored(arm, best_member_in_hindsight)
+        )
     return found
 
 
@@ -416,6 +548,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 small tables, 2 families")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="where results go")
+    parser.add_argument(
+        "--candidate",
+        action="append",
+        default=[],
+        choices=sorted(CANDIDATES),
+        help="also refit the gate with this member beside the zoo (repeatable; slow)",
+    )
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     started = time.perf_counter()
@@ -433,12 +572,17 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:
         tables, families, max_rows, use_cache, stem = None, FAMILIES, 2_000, True, "gate"
-    cases = collect(tables, families, max_rows, use_cache, progress)
+    if args.candidate:
+        stem += "_candidates"
+    candidates = tuple(dict.fromkeys(args.candidate))
+    cases = collect(tables, families, max_rows, use_cache, progress, candidates)
     params = load_artifact().parameters
     summary = {}
     for name, rule in rules(cases, params).items():
         summary[name] = groups(cases, scored(cases, rule))
         progress(f"{name}: {summary[name]['all']:.4f}")
+    if candidates:
+        summary.update(candidate_summaries(cases, params, candidates))
     payload = {
         "benchmark": "gate",
         "machine": machine_info(),
@@ -450,6 +594,7 @@ def main(argv: list[str] | None = None) -> int:
             "seed": SEED,
             "folds": FOLDS,
             "families": list(families),
+            "candidates": list(candidates),
         },
         "n_cases": len(cases),
         "explain_mean_r": float(np.mean([pearson(c.values, c.truth) for c in cases])),

@@ -1,5 +1,6 @@
 """The gate diagnostic: its replay of the gate, its refit's gradient and its report."""
 
+import dataclasses
 import json
 from types import SimpleNamespace
 
@@ -8,6 +9,7 @@ import pytest
 
 from benchmarks import diagnose_gate as diagnose
 from shapley_svc.estimator.artifact import load_artifact
+from shapley_svc.estimator.context import GLOBAL_FEATURES
 from shapley_svc.reference import exact_shapley
 from tests.quick_runs import need_real_tables, run_quick
 
@@ -77,6 +79,29 @@ def test_the_temperature_and_equal_weights_keep_the_members_that_apply(gate_case
     np.testing.assert_allclose(diagnose.with_temperature(1.0)(output), output.weights)
 
 
+def test_a_candidate_joins_the_members_with_its_fit_and_no_weight_until_refitted(gate_case):
+    case, params = gate_case
+    (output,) = case.outputs
+    oof = output.surrogate_features[output.available, 0]
+    better = float(oof.max() + (1.0 - oof.max()) / 2)
+    values = 0.5 * output.members[0] + 0.01
+    grown = dataclasses.replace(output, candidates={"kernel_machine": (better, values)})
+    zoo = diagnose.with_members(grown, None, params)
+    with_candidate = diagnose.with_members(grown, "kernel_machine", params)
+    assert with_candidate.members.shape[0] == zoo.members.shape[0] + 1
+    np.testing.assert_array_equal(with_candidate.members[-1], values)
+    assert with_candidate.weights[-1] == 0.0 and with_candidate.available[-1]
+    # The zoo alone keeps its fits; with the candidate, its fit is the best one.
+    np.testing.assert_array_equal(
+        zoo.surrogate_features[:, 0],
+        np.where(output.available, output.surrogate_features[:, 0], 0.0),
+    )
+    assert with_candidate.surrogate_features[-1, 1] == 0.0
+    best = GLOBAL_FEATURES.index("best_oof_r2")
+    raw = with_candidate.features[best] * params.feature_scale[best] + params.feature_mean[best]
+    assert raw == pytest.approx(better)
+
+
 def test_every_table_is_held_out_once():
     cases = [SimpleNamespace(table=name) for name in "abcdefgabc"]
     folds = diagnose.table_folds(cases)
@@ -87,12 +112,16 @@ def test_every_table_is_held_out_once():
 @pytest.mark.slow
 def test_quick_mode_writes_its_report(tmp_path):
     need_real_tables()
-    run_quick("benchmarks.diagnose_gate", tmp_path)
-    payload = json.loads((tmp_path / "gate_quick.json").read_text())
-    assert (tmp_path / "gate_quick.md").read_text().startswith("# What another weighing")
+    run_quick("benchmarks.diagnose_gate", tmp_path, extra=("--candidate", "kernel_machine"))
+    payload = json.loads((tmp_path / "gate_quick_candidates.json").read_text())
+    assert (tmp_path / "gate_quick_candidates.md").read_text().startswith("# What another weighing")
     summary = payload["summary"]
-    assert payload["n_cases"] == 12
+    assert payload["n_cases"] == 12 and payload["settings"]["candidates"] == ["kernel_machine"]
     # The gate's replay leaves out only explain's balancing of class outputs (penguins).
     assert summary["gate (replayed)"]["all"] == pytest.approx(payload["explain_mean_r"], abs=0.01)
     assert all(np.isfinite(found["all"]) for found in summary.values())
     assert {"context full", "context 300", "linear", "xgboost"} <= set(summary["gate (replayed)"])
+    for arm in ("the zoo", "the zoo + kernel machine"):
+        assert f"refitted gate, features rebuilt, {arm}" in summary
+    # The zoo's hindsight ceiling is the same with the member features rebuilt.
+    assert summary["best member in hindsight, the zoo"] == summary["best member in hindsight"]
