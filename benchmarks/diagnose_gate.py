@@ -28,10 +28,10 @@ with the members' values as the explainer scales them and null players set to ze
 sets them). What explain does beyond that (class outputs balanced to sum to zero) is left out,
 so the gate's replay, not ``explain``'s own r, is the baseline the rules compare to.
 
-    python -m benchmarks.diagnose_gate            # 588 cases: 8 minutes on 2 cores, 15 without
+    python -m benchmarks.diagnose_gate            # 588 cases: 8 minutes on 2 cores, with
                                                   # the truth cached in benchmarks/.cache
     python -m benchmarks.diagnose_gate --quick    # 3 tables, 2 families
-    python -m benchmarks.diagnose_gate --candidate kernel_machine   # about 40 minutes
+    python -m benchmarks.diagnose_gate --candidate kernel_machine   # 60 minutes beside a CI run
 
 Writes ``gate.{md,json}`` to ``benchmarks/results/`` (``gate_quick.*``; ``gate_candidates.*``
 with candidates).
@@ -146,6 +146,7 @@ def collect_case(
     outputs_given = np.asarray(predictions, dtype=np.float64).reshape(len(query), -1)
     member_values = explainer.context_.member_values(explainer.encoder_.transform(query))
     context_outputs = np.asarray(case.predictions[rows], dtype=np.float64).reshape(len(rows), -1)
+    fits = candidate_fits(explainer, candidates, case.X[rows], context_outputs, query)
     outputs = []
     for k, context in enumerate(explainer.context_.outputs):
         if context is None:
@@ -164,10 +165,7 @@ def collect_case(
                 floor=float(floor),
                 sums=outputs_given[:, k] - context.base_value,
                 truth=truth[:, :, k],
-                candidates={
-                    name: candidate_fit(explainer, name, case.X[rows], context_outputs, query, k)
-                    for name in candidates
-                },
+                candidates=fits[k],
             )
         )
     return GateCase(
@@ -179,22 +177,36 @@ def collect_case(
     )
 
 
-def candidate_fit(
-    explainer, name: str, context_rows: np.ndarray, outputs: np.ndarray, query: np.ndarray, k: int
-):
-    """(out-of-fold R^2, (m, P) values of ``query``) of candidate ``name`` fitted on output
-    ``k`` of the context (``context_rows``, their (n, K) ``outputs``) as the explainer fits its
-    members (``fit_surrogate``: folds, background, players), the values scaled as it scales its
-    members'."""
+def candidate_fits(
+    explainer, names: tuple[str, ...], context_rows: np.ndarray, outputs: np.ndarray, query
+) -> list[dict]:
+    """Per output k, {name: (out-of-fold R^2, (m, P) values of ``query``)} of each candidate
+    in ``names`` fitted on the context (``context_rows``, their (n, K) ``outputs``) as the
+    explainer fits its members (``fit_surrogate``: folds, background, players), the values
+    scaled as it scales its members'. The rows are encoded and standardised once."""
+    if not names:
+        return [{} for _ in range(outputs.shape[1])]
     standardised = explainer.context_.standardiser.transform
     design = standardised(explainer.encoder_.transform(context_rows))
     background = standardised(explainer.encoder_.transform(explainer.background_rows_))
-    kind = SurrogateKind(name, Role.SMOOTH, CANDIDATES[name][1])
-    fitted = fit_surrogate(
-        kind, design, outputs[:, k], explainer.random_state_, background, explainer.context_.players
-    )
-    values = fitted.model.attributions(standardised(explainer.encoder_.transform(query)))
-    return float(fitted.oof_r2), explainer.scales_[k] * values
+    explained = standardised(explainer.encoder_.transform(query))
+    found = []
+    for k in range(outputs.shape[1]):
+        fits = {}
+        for name in names:
+            kind = SurrogateKind(name, Role.SMOOTH, CANDIDATES[name][1])
+            fitted = fit_surrogate(
+                kind,
+                design,
+                outputs[:, k],
+                explainer.random_state_,
+                background,
+                explainer.context_.players,
+            )
+            values = explainer.scales_[k] * fitted.model.attributions(explained)
+            fits[name] = (float(fitted.oof_r2), values)
+        found.append(fits)
+    return found
 
 
 def collect(
