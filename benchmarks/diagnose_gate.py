@@ -16,12 +16,12 @@ features) and the truth, and scores other ways of weighing the same members:
   same way (alone, and half-and-half with the gate);
 * in hindsight: the best member per output (an oracle, as in `bench combiner`).
 
-With ``--candidate NAME`` (a member of ``bench_combiner.CANDIDATES``, not in the zoo), each
-context also fits it as the explainer fits its members (out of fold, against the background),
-and the gate is refitted on held-out tables twice, for the zoo alone and with the candidate
-beside it (its parameters started from the spline member's), the members' features rebuilt the
-same way for both: what a gate retrained with that member could gain, where the hindsight
-ceilings say only what it could reach.
+With ``--candidate NAME`` (a member of ``bench_combiner.CANDIDATES``, not in the zoo;
+repeatable), each context also fits it as the explainer fits its members (out of fold, against
+the background), and the gate is refitted on held-out tables for the zoo alone and once with
+each candidate beside it (its parameters started from the spline member's), the members'
+features rebuilt the same way for every arm: what a gate retrained with that member could gain,
+where the hindsight ceilings say only what it could reach.
 
 Every rule's weights go through the same efficiency projection as ours (``combiner.combine``,
 with the members' values as the explainer scales them and null players set to zero as explain
@@ -32,6 +32,7 @@ so the gate's replay, not ``explain``'s own r, is the baseline the rules compare
                                                   # the truth cached in benchmarks/.cache
     python -m benchmarks.diagnose_gate --quick    # 3 tables, 2 families
     python -m benchmarks.diagnose_gate --candidate kernel_machine   # 60 minutes beside a CI run
+    python -m benchmarks.diagnose_gate --candidate kernel_machine --candidate anova_kernel  # 45 min
 
 Writes ``gate.{md,json}`` to ``benchmarks/results/`` (``gate_quick.*``; ``gate_candidates.*``
 with candidates).
@@ -72,7 +73,7 @@ from shapley_svc.estimator.combiner import (
     normalised_features,
     without_null_players,
 )
-from shapley_svc.estimator.context import GLOBAL_FEATURES, UNEXPLAINED_FLOOR, _agreement
+from shapley_svc.estimator.context import GLOBAL_FEATURES, member_agreement, member_features
 from shapley_svc.estimator.surrogates import (
     ZOO,
     Role,
@@ -470,18 +471,12 @@ def with_members(output: OutputCase, candidate: str | None, params) -> OutputCas
     raw = {_BEST_FIT: best, _TREE_GAIN: oof[_TREES].max() - oof[smooth].max()}
     for j, value in raw.items():
         features[j] = (value - params.feature_mean[j]) / params.feature_scale[j]
-    unexplained = np.log10(np.maximum(1.0 - oof, UNEXPLAINED_FLOOR))
-    gap = unexplained - np.log10(max(1.0 - best, UNEXPLAINED_FLOOR))
-    agreement = _agreement(members, available)
-    surrogate_features = np.where(
-        available[:, None], np.column_stack([oof, oof - best, agreement, gap]), 0.0
-    )
     return dataclasses.replace(
         output,
         members=np.ascontiguousarray(members),
         available=available,
         features=features,
-        surrogate_features=surrogate_features,
+        surrogate_features=member_features(oof, available, member_agreement(members, available)),
         weights=weights,
     )
 

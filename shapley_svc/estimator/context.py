@@ -241,7 +241,7 @@ def _max_abs_correlation(Z: np.ndarray, seed: int) -> float:
     return float(np.mean(np.max(correlation, axis=1)))
 
 
-def _agreement(values: np.ndarray, available: np.ndarray) -> np.ndarray:
+def member_agreement(values: np.ndarray, available: np.ndarray) -> np.ndarray:
     """Pearson r of each member's attributions with the mean of the others' (probe rows)."""
     agreement = np.zeros(len(available))
     members = np.flatnonzero(available)
@@ -255,6 +255,20 @@ def _agreement(values: np.ndarray, available: np.ndarray) -> np.ndarray:
         denominator = np.sqrt((a @ a) * (b @ b))
         agreement[s] = a @ b / denominator if denominator > 0 else 0.0
     return agreement
+
+
+def member_features(oof: np.ndarray, available: np.ndarray, agreement: np.ndarray) -> np.ndarray:
+    """(S, 4) the gate's features of each member that applies (zeros for the others): its
+    out-of-fold R^2 (``oof``, clipped to [-1, 1]), its distance below the best one, its
+    ``agreement`` with the others, and its unexplained share's log10 over the best's."""
+    best = oof[available].max()
+    unexplained = np.log10(np.maximum(1.0 - oof, UNEXPLAINED_FLOOR))
+    best_unexplained = np.log10(max(1.0 - best, UNEXPLAINED_FLOOR))
+    return np.where(
+        available[:, None],
+        np.column_stack([oof, oof - best, agreement, unexplained - best_unexplained]),
+        0.0,
+    )
 
 
 def fit_context(
@@ -372,7 +386,7 @@ def fit_output_context(
     probe = rng.choice(background, size=min(PROBE_ROWS, background.size), replace=False)
     n_players = Z.shape[1] if players is None else players.count
     probe_values = _member_values(surrogates, n_players, Z[probe], probe_shared)
-    agreement = _agreement(probe_values, available)
+    agreement = member_agreement(probe_values, available)
 
     smooth = [s for s in members_with_role(Role.SMOOTH) if available[s]]
     trees = members_with_role(Role.TREE)
@@ -400,15 +414,11 @@ def fit_output_context(
             oof[trees].max() - oof[smooth].max(),
         ]
     )
-    unexplained = np.log10(np.maximum(1.0 - oof, UNEXPLAINED_FLOOR))
-    best_unexplained = np.log10(max(1.0 - best, UNEXPLAINED_FLOOR))
-    surrogate_features = np.where(
-        available[:, None],
-        np.column_stack([oof, oof - best, agreement, unexplained - best_unexplained]),
-        0.0,
-    )
     spread = output.std()
     features = ContextFeatures(
-        global_features, surrogate_features, available, float(spread) if spread > 1e-12 else 1.0
+        global_features,
+        member_features(oof, available, agreement),
+        available,
+        float(spread) if spread > 1e-12 else 1.0,
     )
     return OutputContext(surrogates, features, float(output[background].mean()), n_players)
