@@ -15,7 +15,7 @@ MAX_ROWS_PER_CALL = 1 << 16
 def as_float_matrix(
     name: str, value: object, n_features: int | None = None, *, allow_nan: bool = False
 ) -> np.ndarray:
-    """Return ``value`` as a C-contiguous float64 (n, d) array, or raise
+    """Return ``value`` as a C-contiguous, writeable float64 (n, d) array, or raise
     :class:`InvalidArgumentError` naming it.
 
     With ``allow_nan``, NaN passes as a missing value (for models that route it themselves);
@@ -44,7 +44,10 @@ def as_float_matrix(
         raise InvalidArgumentError(
             name, f"{expected}; found {array[tuple(bad)]}", row=int(bad[0]), column=int(bad[1])
         )
-    return np.ascontiguousarray(array)
+    # Writeable too: the compiled kernels' signatures take writeable arrays only, and read-only
+    # ones are common (pandas 3's ``to_numpy()``, ``np.load(..., mmap_mode="r")``, buffers
+    # from a message). Copied only when it is not so already.
+    return np.require(array, requirements=("C", "W", "A"))
 
 
 def check_rows_and_background(
