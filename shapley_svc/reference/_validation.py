@@ -75,7 +75,10 @@ def evaluate(predict: Callable, inputs: np.ndarray) -> tuple[np.ndarray, bool]:
     Returns the outputs as a finite float64 (n, K) array and whether ``predict`` returned one
     output per row (a 1-D array, reported to the caller as K = 1 without the trailing axis).
     """
-    raw = predict(inputs)
+    # A view: some models' predict marks the array it is given read-only (a CatBoost
+    # classifier behind `benchmarks.real_tables`' wrapper did), and the engines go on to hand
+    # these arrays to compiled kernels that take writeable ones only.
+    raw = predict(inputs.view())
     try:
         outputs = np.asarray(raw, dtype=np.float64)
     except (TypeError, ValueError) as error:

@@ -75,3 +75,19 @@ def test_read_only_inputs_give_the_writeable_answer(data, engine, frozen):
     np.testing.assert_array_equal(result.values, expected.values)
     np.testing.assert_array_equal(given_rows, rows)
     np.testing.assert_array_equal(given_background, background)
+
+
+@pytest.mark.parametrize("engine", ["exact_shapley", "sampled_shapley"])
+def test_a_model_that_freezes_its_input_leaves_the_engines_working(data, engine):
+    X, _ = data
+    rows, background = X[:3], X[50:70]
+
+    def freezing(inputs: np.ndarray) -> np.ndarray:
+        inputs.flags.writeable = False
+        return polynomial(inputs)
+
+    explain = {
+        "exact_shapley": lambda model: exact_shapley(model, rows, background),
+        "sampled_shapley": lambda model: sampled_shapley(model, rows, background, 64, 3),
+    }[engine]
+    np.testing.assert_array_equal(explain(freezing).values, explain(polynomial).values)
