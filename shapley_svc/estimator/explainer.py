@@ -1574,7 +1574,20 @@ class ZeroShotExplainer(BaseEstimator):
             model = pair_outputs[:, :, k].reshape(len(query), masks.shape[1], 2)
             total = predictions[:, k] - context.base_value
             parts.total[:, k] = total
-            bias_variance = 0.0 if trials is None else trials[k].bias_variance
+            bias_variance = 0.0
+            if trials is not None:
+                # Without scale pairs nothing but the proxy speaks of the model's centre bias,
+                # and the pairs are weighed with the belief that chose their design
+                # (``CentreTrial.model_bias``). With them, the weights keep the proxy's whole
+                # bias, as measured when they were added (``centre_trial``): the belief's weight
+                # there lost r 0.002-0.007 on `bench refinement`'s d = 384 embedding tasks at
+                # 4d and 10d (2026-12-07, offline).
+                trial = trials[k]
+                bias_variance = (
+                    trial.bias(scaled=False)
+                    if proposal.n_scale_pairs
+                    else trial.model_bias(scaled=False)
+                )
             parts.refined[:, :, k], parts.refined_std[:, :, k] = refined_values(
                 proxy_values,
                 proxy_gaps,

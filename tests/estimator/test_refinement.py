@@ -654,11 +654,12 @@ def test_prefers_centre_sums_the_outputs_errors_and_needs_two_pairs():
 
 
 def test_a_smooth_context_mixes_its_pairs_with_the_centre_refines_efficiently_and_rebuilds(
-    fitted,
+    fitted, monkeypatch
 ):
     """Where the proxy's centre bias is small against the background rows' noise, the pairs mix
     the explained rows with the background's centre; the answer stays exactly efficient, the
-    proposal is rebuilt bit for bit, and the stated uncertainty counts the centre's bias."""
+    proposal is rebuilt bit for bit, and the stated uncertainty counts the centre's bias as
+    refine believes the model's to be (the proxy's times CENTRE_BIAS_WEIGHT)."""
     rng = np.random.default_rng(11)
     X = rng.normal(size=(800, 8))
     beta = rng.normal(size=8)
@@ -686,7 +687,18 @@ def test_a_smooth_context_mixes_its_pairs_with_the_centre_refines_efficiently_an
     )
     (trial,) = explainer._centre_trials()
     parts = explainer._refinement_parts(proposal, smooth(proposal.rows))
-    assert parts.refined_std.min() ** 2 >= trial.bias_variance > 0
+    assert parts.refined_std.min() ** 2 >= trial.model_bias(scaled=False) > trial.bias_variance > 0
+    # The weight of that belief moves every value's variance by the proxy's bias times it.
+    variances = {}
+    for weight in (1.0, 3.0):
+        monkeypatch.setattr(refinement, "CENTRE_BIAS_WEIGHT", weight)
+        variances[weight] = explainer._refinement_parts(proposal, smooth(proposal.rows))
+    np.testing.assert_allclose(
+        variances[3.0].refined_std ** 2 - variances[1.0].refined_std ** 2,
+        2.0 * trial.bias_variance,
+        rtol=1e-9,
+    )
+    monkeypatch.undo()
     # Without scale pairs the values are not rescaled: the interval counts the whole bias.
     assert proposal.n_scale_pairs == 0
     np.testing.assert_array_equal(parts.interval_std, parts.refined_std)
