@@ -35,7 +35,9 @@ def data():
     return X, polynomial(X)
 
 
+@pytest.fixture(scope="module")
 def engines(data):
+    """Each engine as a function of (rows, background), its models fitted once."""
     X, y = data
     forest = RandomForestRegressor(n_estimators=5, max_depth=4, random_state=0).fit(X, y)
     machine = SVR().fit(X, y)
@@ -64,10 +66,10 @@ def engines(data):
     ],
 )
 @pytest.mark.parametrize("frozen", ["rows", "background", "both"])
-def test_read_only_inputs_give_the_writeable_answer(data, engine, frozen):
+def test_read_only_inputs_give_the_writeable_answer(data, engines, engine, frozen):
     X, _ = data
     rows, background = X[:3], X[50:70]
-    explain = engines(data)[engine]
+    explain = engines[engine]
     expected = explain(rows.copy(), background.copy())
     given_rows = read_only(rows) if frozen in ("rows", "both") else rows.copy()
     given_background = read_only(background) if frozen in ("background", "both") else background
