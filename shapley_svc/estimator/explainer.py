@@ -1520,20 +1520,23 @@ class ZeroShotExplainer(BaseEstimator):
 
     def _refine_rows_per_slice(self, block: int) -> int:
         """Explained rows refined at once: per proposed row, a coalition's players and every
-        member's gap per output; per explained row, the regression's chunk of centred coalitions,
-        their influences and its square, and four P x P arrays (its Gram, and inverting it:
-        ``refined_values``); within half the working memory (and explain's slices)."""
+        member's gap per output; per explained row, the regression's targets, moments and
+        moves (``regress_pairs``); once per slice, whose rows share their coalitions, the
+        regression's chunk of centred coalitions, their influences and its square, and four P
+        x P arrays (its Gram, and inverting it); within half the working memory (and explain's
+        slices). A slice is one Gram for its rows: at d = 1,024 and budget 10d, 32 rows a
+        slice in the default working memory, where counting the Gram's arrays per row made it
+        3 (four Grams for ten rows)."""
         n_players = len(self.attribution_names_)
         chunk = min(max(1, block // 2), pair_chunk(n_players))
-        per_query = (
-            max(1, block) * (n_players + 8 * (len(ZOO) + 2) * self.n_outputs_)
-            + 3 * 8 * chunk * n_players
-            + 4 * 8 * n_players**2
+        once = 3 * 8 * chunk * n_players + 4 * 8 * n_players**2
+        per_query = max(1, block) * (n_players + 8 * (len(ZOO) + 2) * self.n_outputs_) + 8 * (
+            block // 2 + 3 * n_players + 2 * chunk
         )
         return max(
             1,
             min(
-                self.working_memory_bytes_ // 2 // per_query,
+                (self.working_memory_bytes_ // 2 - once) // per_query,
                 self.rows_per_slice(),
                 REFINE_SLICE_ROWS // max(1, block),
             ),

@@ -5,10 +5,11 @@ in it: ``control_weights``), whose interventional Shapley values are known exact
 caller's model. The residual game r = v_f - v_g has Shapley values
 phi(f) - phi(g), and r(N) - r(empty) = (f(x) - base) - sum phi(g) is known without a model call.
 Its Shapley values are estimated from paired coalitions (S and its complement, with one
-background row b) drawn from the Shapley kernel. For an additive game with values phi, a pair's
-gap r_b(S) - r_b(complement) less (2 |S| / P - 1) (r(N) - r(empty)) is 2 c . phi, with c = z -
-|S| / P the pair's centred coalition indicator. The values are the kernel-weighted least-squares
-fit of those gaps under efficiency:
+background row b) drawn from the Shapley kernel: one set of coalitions for a proposal's rows,
+each row with background rows of its own (``draw_shared_coalitions``). For an additive game with
+values phi, a pair's gap r_b(S) - r_b(complement) less (2 |S| / P - 1) (r(N) - r(empty)) is
+2 c . phi, with c = z - |S| / P the pair's centred coalition indicator. The values are the
+kernel-weighted least-squares fit of those gaps under efficiency:
 
     phi(r) = (r(N) - r(empty)) / P + H^-1 mean over pairs of c y,
     y = (r_b(S) - r_b(complement) - (2 |S| / P - 1) (r(N) - r(empty))) / 2,
@@ -69,7 +70,11 @@ from scipy import stats
 
 from shapley_svc.canonical import canonical_floats
 from shapley_svc.estimator.surrogates import canonical_column_order
-from shapley_svc.kernels.coalitions import fill_paired_rows, sample_paired_coalitions
+from shapley_svc.kernels.coalitions import (
+    fill_paired_rows,
+    sample_paired_coalitions,
+    sample_shared_coalitions,
+)
 from shapley_svc.kernels.pair_regression import regress_pairs
 
 # Two pairs at least: one pair has no spread to estimate the error from.
@@ -239,7 +244,8 @@ class Proposal:
     predictions : (m, K) their predictions as given, or None (then read from the scored rows).
     budget : the most rows per explained row the caller allowed.
     random_state : the seed the coalitions were drawn with.
-    masks : (m, n_pairs, P) bool, each pair's coalition (its first row's players from the query).
+    masks : (m, n_pairs, P) bool, each pair's coalition (its first row's players from the query):
+        the same for every explained row (``draw_shared_coalitions``).
     background : (m, n_pairs) int64, each pair's background row (position in the explainer's
         background rows); zeros when ``centre``.
     centre : the pairs mix the explained rows with the background's centre
@@ -380,22 +386,56 @@ def draw_pairs(
     n_pairs: int,
     lead: int,
     seed: int,
+    shared: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``n_pairs`` paired coalitions per row of canonical ``query`` (m, d), each with one of the
-    ``reference_rows`` (background rows, or the centre alone), drawn from the row's own seed
-    in ``order``: the (m * (lead + 2 * n_pairs), d) rows to score, the (m, n_pairs, P) masks
-    and the (m, n_pairs) picks of reference rows (see ``Proposal``). The coalitions do not
-    depend on the reference rows."""
+    ``reference_rows`` (background rows, or the centre alone), drawn in ``order``: the (m *
+    (lead + 2 * n_pairs), d) rows to score, the (m, n_pairs, P) masks and the (m, n_pairs)
+    picks of reference rows (see ``Proposal``). The coalitions are the ``shared`` ones
+    (``draw_shared_coalitions``) or each row's own (``draw_coalitions``); they do not depend on
+    the reference rows."""
     # Writable and contiguous (copied only when not): the kernels take mutable arrays, and a
     # caller's view may be read-only (np.frombuffer over a message).
     query = np.require(query, dtype=np.float64, requirements=["C", "W"])
-    masks, picks = draw_coalitions(query, reference_rows.shape[0], order, n_pairs, seed)
+    draw = draw_shared_coalitions if shared else draw_coalitions
+    masks, picks = draw(query, reference_rows.shape[0], order, n_pairs, seed)
     m, d = query.shape
     rows = np.empty((m * (lead + 2 * n_pairs), d))
     fill_paired_rows(
         query, reference_rows, order.player_of_column, masks, picks, lead, rows.reshape(m, -1, d)
     )
     return rows, masks, picks
+
+
+def coalition_seed(seed: int) -> np.uint64:
+    """The seed of a proposal's shared coalitions: its own stream, apart from every row's."""
+    digest = hashlib.blake2b(
+        b"coalitions" + int(seed).to_bytes(8, "little"), digest_size=8
+    ).digest()
+    return np.uint64(int.from_bytes(digest, "little"))
+
+
+def draw_shared_coalitions(
+    query: np.ndarray, n_reference: int, order: DrawOrder, n_pairs: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(m, n_pairs, P) masks, the same coalitions for every row of ``query`` (drawn from
+    ``seed`` alone), and (m, n_pairs) picks among ``n_reference`` rows, drawn from each row's
+    own seed; both read in ``order``.
+
+    One set of coalitions for the request's rows makes the regression's Gram and its inverse,
+    O(n_pairs x P^2) a row, one computation for them all (``regress_pairs``); what a row's values
+    err by is unchanged in distribution, only no longer independent of another row's. A row
+    still draws the same pairs in whichever batch it comes."""
+    m = query.shape[0]
+    n_players = order.players.size
+    drawn = np.zeros((n_pairs, n_players), dtype=np.bool_)
+    picks = np.zeros((m, n_pairs), dtype=np.int64)
+    if n_pairs:
+        size_cdf, _ = size_distribution(n_players)
+        seeds = row_seeds(np.ascontiguousarray(query[:, order.columns]), seed)
+        sample_shared_coalitions(coalition_seed(seed), seeds, size_cdf, n_reference, drawn, picks)
+        drawn = drawn[:, np.argsort(order.players)]
+    return np.repeat(drawn[np.newaxis], m, axis=0), picks
 
 
 def draw_coalitions(
@@ -442,14 +482,14 @@ def draw_proposal(
     at_centre, n_scale = centre_split(n_pairs, order.players.size) if centre else (n_pairs, 0)
     if n_scale == 0:
         reference = centre_row if centre else background_rows
-        rows, masks, picks = draw_pairs(query, reference, order, n_pairs, lead, seed)
+        rows, masks, picks = draw_pairs(query, reference, order, n_pairs, lead, seed, shared=True)
         return Proposal(
             rows, lead + 2 * n_pairs, query, predictions, budget, seed, masks, picks, centre
         )
-    masks, picks = draw_coalitions(query, 1, order, at_centre, seed)
+    masks, picks = draw_shared_coalitions(query, 1, order, at_centre, seed)
     # The scale pairs are the first coalitions again (the same seed draws them), each with a
     # background row of its own.
-    scale_masks, scale_picks = draw_coalitions(
+    scale_masks, scale_picks = draw_shared_coalitions(
         query, background_rows.shape[0], order, n_scale, seed
     )
     m, d = query.shape

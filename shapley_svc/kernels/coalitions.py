@@ -6,8 +6,11 @@ S from the explained row and the others from one background row, then the other 
 Shapley values depend only on the odd part of a game, v(S) - v(complement of S), which one pair
 measures at the cost of two rows.
 
-Randomness: each explained row has its own 64-bit seed and a splitmix64 stream, so its draws
-depend on the row and the seed alone, not on the batch it arrives in or the thread that runs it.
+Randomness: splitmix64 streams from 64-bit seeds. A proposal's coalitions come from one seed,
+the same for every explained row (``sample_shared_coalitions``), so that the regression's Gram is
+solved once for them all; each row's background rows come from its own seed. Either way a row's
+draws depend on the row and the seed alone, not on the batch it arrives in or the thread that
+runs it.
 """
 
 import numpy as np
@@ -85,6 +88,35 @@ def sample_paired_coalitions(row_seeds, size_cdf, n_background, out_masks, out_b
     """
     for i in prange(out_masks.shape[0]):
         _draw_pairs(row_seeds[i], size_cdf, n_background, out_masks[i], out_background[i])
+
+
+@njit(
+    "void(uint64, uint64[::1], float64[::1], int64, boolean[:, ::1], int64[:, ::1])",
+    parallel=True,
+    **_FLAGS,
+)
+def sample_shared_coalitions(
+    coalition_seed, row_seeds, size_cdf, n_background, out_masks, out_background
+):
+    """Draw one set of coalitions for every explained row, and each row's background rows.
+
+    Parameters
+    ----------
+    coalition_seed : the seed of the coalitions (``out_masks``' draws are
+        ``sample_paired_coalitions``' for a row with this seed).
+    row_seeds : (m,) one seed per explained row: its background rows' stream.
+    size_cdf : (P - 1,) as in ``sample_paired_coalitions``.
+    n_background : how many background rows there are to pick from (uniformly).
+    out_masks : (n_pairs, P), overwritten: the coalitions.
+    out_background : (m, n_pairs), overwritten: each row's background row for each pair.
+    """
+    unused = np.empty(out_masks.shape[0], dtype=np.int64)
+    _draw_pairs(coalition_seed, size_cdf, 1, out_masks, unused)
+    for i in prange(out_background.shape[0]):
+        state = row_seeds[i]
+        for p in range(out_background.shape[1]):
+            state, bits = _splitmix64(state)
+            out_background[i, p] = np.int64(bits % np.uint64(n_background))
 
 
 @njit(

@@ -244,6 +244,49 @@ def test_pairs_taken_a_chunk_at_a_time_give_the_same_values_and_errors(monkeypat
         np.testing.assert_allclose(one, other, rtol=1e-12, atol=1e-14)
 
 
+def test_rows_that_share_their_coalitions_regress_as_each_alone(monkeypatch):
+    """``regress_pairs`` solves the Gram once for consecutive rows with the same coalitions (a
+    proposal's rows) and moves each row's estimate by the pairs' shared influences: each row
+    gets the values and errors it gets alone, whole or a chunk of pairs at a time, and a row
+    with coalitions of its own between them starts another group."""
+    n_players, m = 6, 6
+    proxy, proxy_gaps, model_gaps, masks, total, bias = _random_refinement(
+        9, m, 30, n_players, 0.01
+    )
+    masks[1] = masks[2] = masks[0]
+    masks[5] = masks[0]  # the same coalitions again after rows 3 and 4, which share theirs
+    masks[4] = masks[3]
+    alone = [
+        refined_values(
+            proxy[i : i + 1],
+            proxy_gaps[i : i + 1],
+            model_gaps[i : i + 1],
+            masks[i : i + 1],
+            total[i : i + 1],
+            bias,
+        )
+        for i in range(m)
+    ]
+    for cells in (refinement.PAIR_CHUNK_CELLS, 4 * n_players):
+        monkeypatch.setattr(refinement, "PAIR_CHUNK_CELLS", cells)
+        together = refined_values(proxy, proxy_gaps, model_gaps, masks, total, bias)
+        for i in range(m):
+            for shared, own in zip(together, alone[i], strict=True):
+                np.testing.assert_allclose(shared[i], own[0], rtol=1e-10, atol=1e-12)
+
+
+def test_a_proposals_rows_share_their_coalitions_and_draw_their_own_background_rows(fitted):
+    """One set of coalitions per proposal (its regression's Gram is solved once), drawn from
+    the seed; the background rows are each row's own draws."""
+    explainer, query, _ = fitted
+    proposal = explainer.propose(query, 40, _interacting(query))
+    assert not proposal.centre
+    assert np.array_equal(proposal.masks, np.broadcast_to(proposal.masks[0], proposal.masks.shape))
+    assert len({tuple(picks) for picks in proposal.background}) == len(query)
+    other = explainer.propose(query, 40, _interacting(query), random_state=11)
+    assert not np.array_equal(other.masks[0], proposal.masks[0])
+
+
 def _augmented_regression(proxy, proxy_gaps, model_gaps, masks, total, bias, share):
     """One row of ``refined_values`` written as its textbook form: the values and the pairs'
     total as one (P + 1)-column regression solved at once, the delta method's variance from
