@@ -3,6 +3,7 @@
 import datetime
 import os
 import platform
+import time
 from importlib.metadata import PackageNotFoundError, packages_distributions, version
 from typing import Any
 
@@ -71,3 +72,27 @@ def system_busy_seconds() -> float | None:
         return None
     user, nice, system, _idle, _iowait, irq, softirq, steal = fields
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class OtherLoad:
+    """What other processes took of the CPUs from this object's making on (``fraction``):
+    machine-wide busy CPU seconds less this process's own, over wall seconds x CPUs.
+
+    A whole run's figure can hide contention in one part of it: a refinement run beside an
+    offline experiment during its real-table section alone read 0.084 for the run, while that
+    section's time ratios were 2-5 times a quiet run's (2026-12-07), so runs with parts also
+    measure each part with one of these."""
+
+    def __init__(self) -> None:
+        self._wall = time.perf_counter()
+        self._own = time.process_time()
+        self._busy = system_busy_seconds()
+
+    def fraction(self) -> float | None:
+        """The share so far, in [0, 1]; None off Linux."""
+        busy = system_busy_seconds()
+        seconds = time.perf_counter() - self._wall
+        if self._busy is None or busy is None or seconds <= 0:
+            return None
+        own = time.process_time() - self._own
+        return max(0.0, busy - self._busy - own) / (seconds * CPUS)

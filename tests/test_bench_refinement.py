@@ -49,6 +49,9 @@ def test_quick_mode_writes_sane_results(tmp_path):
     assert (tmp_path / "refinement_quick.png").stat().st_size > 0
     assert payload["benchmark"] == "refinement" and payload["complete"]
     assert {"machine", "settings", "summary", "cases", "skipped"} <= set(payload)
+    loads = payload["other_processes_cpu_fraction_by_section"]
+    assert set(loads) == {"real_tables", "embeddings"}
+    assert all(share is None or 0 <= share <= 1 for share in loads.values())
     cases = payload["cases"]
     assert {c["section"] for c in cases} == {"real_tables", "embeddings"}
     multiples = [str(m) for m in bench_refinement.MULTIPLES]
@@ -93,6 +96,28 @@ def test_quick_mode_writes_sane_results(tmp_path):
     assert block.startswith(bench_refinement.README_START)
     assert block.endswith(bench_refinement.README_END)
     assert "quick run" in block
+
+
+def test_contention_names_each_loaded_section_or_else_the_loaded_run():
+    quiet = {"other_processes_cpu_fraction": 0.05}
+    assert bench_refinement.contention(quiet) is None
+    # A run from before the sections were measured: the whole run's share.
+    assert bench_refinement.contention({"other_processes_cpu_fraction": 0.3}) == (
+        "other processes used 30 % of the CPUs (times inflated)"
+    )
+    # One loaded section in a run whose whole share looks quiet (2026-12-07: 0.084 overall).
+    one = {
+        "other_processes_cpu_fraction": 0.084,
+        "other_processes_cpu_fraction_by_section": {"real_tables": 0.42, "embeddings": 0.01},
+    }
+    assert bench_refinement.contention(one) == (
+        "other processes used 42 % of the CPUs during the real tables (times inflated)"
+    )
+    none_known = {
+        "other_processes_cpu_fraction": None,
+        "other_processes_cpu_fraction_by_section": {"real_tables": None, "embeddings": None},
+    }
+    assert bench_refinement.contention(none_known) is None
 
 
 def test_readme_has_the_refinement_block():
