@@ -107,6 +107,7 @@ def regress_pairs(
     values, std : (m, P), overwritten: the values and their standard deviations.
     """
     m, n_pairs, n_players = masks.shape
+    fits_shift = slope_square > 0
     first = 0
     while first < m:
         last = first + 1
@@ -114,7 +115,6 @@ def regress_pairs(
             last += 1
         rows = last - first
         shared = masks[first]
-        fits_shift = slope_square > 0
         sizes = np.empty(n_pairs)
         for p in range(n_pairs):
             size = 0
