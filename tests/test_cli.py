@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -117,11 +118,11 @@ def test_health_reports_a_bad_address_variable(monkeypatch, capsys):
 class ServeProcess:
     """``shapley-svc serve`` in a child process; its log lines with their arrival times."""
 
-    def __init__(self, env: dict[str, str]):
+    def __init__(self, env: dict[str, str], metrics_address: str = ""):
         self.started = time.perf_counter()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "shapley_svc.cli", "serve", "--address", "127.0.0.1:0",
-             "--metrics-address", ""],
+             "--metrics-address", metrics_address],
             stderr=subprocess.PIPE,
             text=True,
             env=env,
@@ -160,6 +161,22 @@ class ServeProcess:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         return self.process.wait(60)
+
+
+def test_serve_logs_the_metrics_port_it_bound():
+    """With port 0 the system picks the metrics port: the log names the one bound, and
+    /metrics answers there (it logged the requested :0 before)."""
+    server = ServeProcess(dict(os.environ), metrics_address="127.0.0.1:0")
+    try:
+        _, found = server.wait_for(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", timeout=30)
+        port = int(found.group(1))
+        assert port != 0
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            assert response.status == 200
+            assert b"# TYPE" in response.read()
+    finally:
+        # Stopped while starting (130) or after (0): either way it stops cleanly.
+        assert server.stop() in (0, 130), "".join(line for _, line in server.lines)
 
 
 @pytest.mark.slow

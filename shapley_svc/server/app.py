@@ -430,7 +430,9 @@ def serve(settings: Settings) -> None:
     host = settings.address.rpartition(":")[0]
     log.info("listening on %s:%d (health NOT_SERVING until warmed up)", host, running.port)
     if running.metrics_port is not None:
-        log.info("metrics on http://%s/metrics", settings.metrics_address)
+        # The bound port: with port 0 the system picks one, which only the log can tell.
+        metrics_host = settings.metrics_address.rpartition(":")[0]
+        log.info("metrics on http://%s:%d/metrics", metrics_host, running.metrics_port)
     if running.health_port is not None:
         health_host = settings.health_address.rpartition(":")[0]
         log.info("health (plaintext, for probes) on %s:%d", health_host, running.health_port)
