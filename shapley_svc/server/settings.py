@@ -186,7 +186,10 @@ class Settings:
     )
     metrics_address: str = field(
         default="127.0.0.1:9464",
-        metadata={"help": "host:port of the Prometheus /metrics endpoint; empty disables it"},
+        metadata={
+            "help": "host:port of the Prometheus /metrics endpoint (port 0: any, logged); "
+            "empty disables it"
+        },
     )
     health_address: str = field(
         default="",
