@@ -63,6 +63,7 @@ from shapley_svc.estimator.refinement import (
     CENTRE_TRIAL_ROWS,
     MIN_CENTRE_TRIAL_BACKGROUND,
     POOLED_FEATURE_CELLS,
+    POOLED_RIDGE_STRENGTHS,
     PRIOR_PAIRS_PER_PLAYER,
     CentreTrial,
     DrawOrder,
@@ -842,6 +843,24 @@ class ZeroShotExplainer(BaseEstimator):
                 "at a time",
             )
 
+    def _check_pooled_size(self, n_rows: int) -> None:
+        """Refuse ``pool_rows`` where its arrays would take more than half the working memory
+        (the other half is refine's slices): per fold a Gram of the design columns, three more
+        while each fold's function is solved, and its functions at every ridge strength."""
+        if not hasattr(self, "context_"):
+            raise NotFittedError()
+        n_folds = int(pooled_fold(n_rows).max(initial=0)) + 1
+        width = self.context_.standardiser.mean.shape[0]
+        functions = (len(POOLED_RIDGE_STRENGTHS) + 1) * n_folds * self.n_outputs_
+        needed = 8 * width * ((n_folds + 3) * width + functions)
+        if n_rows > 1 and needed > self.working_memory_bytes_ // 2:
+            raise LimitExceededError(
+                "pool_rows",
+                f"pooling {n_rows} rows of {width} design columns would take {needed:,} bytes, "
+                f"more than half of working_memory_bytes ({self.working_memory_bytes_:,}); "
+                "refine without pool_rows, or with a larger working memory",
+            )
+
     def _may_mix_with_centre(self) -> bool:
         """Whether refine's pairs may mix with the background's centre (``prefers_centre``).
         Not in a context refitted on the model's outputs: its members learned the model on rows
@@ -996,6 +1015,8 @@ class ZeroShotExplainer(BaseEstimator):
             raise InvalidArgumentError(
                 "pool_rows", f"must be True or False; got {type(pool_rows).__name__}"
             )
+        if pool_rows and isinstance(proposal, Proposal):
+            self._check_pooled_size(proposal.query.shape[0])
         parts = self._refinement_parts(proposal, outputs, should_stop, bool(pool_rows))
         values, uncertainty = self._merged(parts, proposal.n_pairs)
         self._exact_zeros(proposal.query, values, uncertainty, parts.predictions, parts.base_values)

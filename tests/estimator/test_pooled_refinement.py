@@ -4,7 +4,7 @@ each row's proxy."""
 import numpy as np
 import pytest
 
-from shapley_svc.errors import CancelledError, InvalidArgumentError
+from shapley_svc.errors import CancelledError, InvalidArgumentError, LimitExceededError
 from shapley_svc.estimator import ZeroShotExplainer
 from shapley_svc.estimator.refinement import (
     PooledMoments,
@@ -195,3 +195,20 @@ def test_pool_rows_must_be_a_bool(aliased, pool_rows):
     with pytest.raises(InvalidArgumentError) as error:
         explainer.refine(proposal, _model(proposal.rows), pool_rows=pool_rows)
     assert error.value.argument == "pool_rows"
+
+
+def test_pooling_more_columns_than_half_the_working_memory_holds_is_refused_naming_it():
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(200, 300))
+    y = X[:, 0] + X[:, 1] * X[:, 2]
+    # 13 Grams of 300 x 300 floats are 9.4 MB: over half of 16 MiB.
+    explainer = ZeroShotExplainer(random_state=0, working_memory_bytes=16 << 20).fit(X, y)
+    query = X[:12]
+    proposal = explainer.propose(query, 8, y[:12], random_state=0)
+    with pytest.raises(LimitExceededError) as error:
+        explainer.refine(proposal, proposal.rows[:, 0], pool_rows=True)
+    assert error.value.argument == "pool_rows"
+    # Without pooling, or for one row (nothing to pool), the same explainer refines.
+    assert explainer.refine(proposal, proposal.rows[:, 0]).values.shape == (12, 300)
+    one = explainer.propose(query[:1], 8, y[:1], random_state=0)
+    assert explainer.refine(one, one.rows[:, 0], pool_rows=True).values.shape == (1, 300)
