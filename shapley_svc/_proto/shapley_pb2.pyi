@@ -212,7 +212,7 @@ class ProposeResponse(_message.Message):
     def __init__(self, context_id: _Optional[str] = ..., rows: _Optional[_Union[Tensor, _Mapping]] = ..., rows_per_query: _Optional[int] = ..., artifact_version: _Optional[str] = ..., proposal_sha256: _Optional[str] = ...) -> None: ...
 
 class RefineRequest(_message.Message):
-    __slots__ = ("context_id", "rows", "predictions", "budget", "random_state", "outputs", "output_dtype", "output_values", "proposal_sha256")
+    __slots__ = ("context_id", "rows", "predictions", "budget", "random_state", "outputs", "output_dtype", "output_values", "proposal_sha256", "pool_rows")
     CONTEXT_ID_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
@@ -222,6 +222,7 @@ class RefineRequest(_message.Message):
     OUTPUT_DTYPE_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_VALUES_FIELD_NUMBER: _ClassVar[int]
     PROPOSAL_SHA256_FIELD_NUMBER: _ClassVar[int]
+    POOL_ROWS_FIELD_NUMBER: _ClassVar[int]
     context_id: str
     rows: Tensor
     predictions: Tensor
@@ -231,7 +232,8 @@ class RefineRequest(_message.Message):
     output_dtype: DType
     output_values: bool
     proposal_sha256: str
-    def __init__(self, context_id: _Optional[str] = ..., rows: _Optional[_Union[Tensor, _Mapping]] = ..., predictions: _Optional[_Union[Tensor, _Mapping]] = ..., budget: _Optional[int] = ..., random_state: _Optional[int] = ..., outputs: _Optional[_Union[Tensor, _Mapping]] = ..., output_dtype: _Optional[_Union[DType, str]] = ..., output_values: _Optional[bool] = ..., proposal_sha256: _Optional[str] = ...) -> None: ...
+    pool_rows: bool
+    def __init__(self, context_id: _Optional[str] = ..., rows: _Optional[_Union[Tensor, _Mapping]] = ..., predictions: _Optional[_Union[Tensor, _Mapping]] = ..., budget: _Optional[int] = ..., random_state: _Optional[int] = ..., outputs: _Optional[_Union[Tensor, _Mapping]] = ..., output_dtype: _Optional[_Union[DType, str]] = ..., output_values: _Optional[bool] = ..., proposal_sha256: _Optional[str] = ..., pool_rows: _Optional[bool] = ...) -> None: ...
 
 class ProposeCalibrationRequest(_message.Message):
     __slots__ = ("context_id", "budget", "random_state", "output_values", "refit")

@@ -407,6 +407,7 @@ class ContextService:
         outputs: np.ndarray,
         *,
         proposal_sha256: str = "",
+        pool_rows: bool = False,
         answer_bytes_per_row: int = 0,
         answer_fixed_bytes: int = 0,
         caller: Caller = PATIENT,
@@ -415,12 +416,22 @@ class ContextService:
         same (rows, predictions, budget, random_state) give, rebuilt here: nothing is kept
         between ``propose`` and ``refine``. ``proposal_sha256``, when not empty, is the
         proposal's ``rows_sha256`` as ``propose`` made it: the rebuilt one must match (another
-        version of the service draws other coalitions). The answer's size as in ``explain``."""
+        version of the service draws other coalitions). ``pool_rows`` as in the estimator's
+        ``refine``. The answer's size as in ``explain``."""
         self._check_query_size(rows.shape[0], answer_bytes_per_row, answer_fixed_bytes)
         # The proposal is rebuilt, not sent: counting its rows alone lets through whatever
         # ``propose`` did.
         per_query = self._rows_per_query(entry, rows, predictions is not None, budget, 0)
-        args = (entry.explainer, rows, predictions, budget, random_state, outputs, proposal_sha256)
+        args = (
+            entry.explainer,
+            rows,
+            predictions,
+            budget,
+            random_state,
+            outputs,
+            proposal_sha256,
+            pool_rows,
+        )
         return self._refinement_call(entry, rows.shape[0] * per_query, _refine, caller, *args)
 
     def _refinement_call(
@@ -845,12 +856,23 @@ def _propose_calibration(explainer, budget, random_state, should_stop) -> Calibr
 
 
 def _refine(
-    explainer, rows, predictions, budget, random_state, outputs, proposal_sha256, should_stop
+    explainer,
+    rows,
+    predictions,
+    budget,
+    random_state,
+    outputs,
+    proposal_sha256,
+    pool_rows,
+    should_stop,
 ) -> Explanation:
     proposal = _propose(explainer, rows, predictions, budget, random_state, should_stop)
     _check_proposal_sha256(proposal_sha256, proposal.rows_sha256, "Propose")
     return explainer.refine(
-        proposal, np.asarray(outputs, dtype=np.float64), should_stop=should_stop
+        proposal,
+        np.asarray(outputs, dtype=np.float64),
+        pool_rows=pool_rows,
+        should_stop=should_stop,
     )
 
 

@@ -262,6 +262,7 @@ class ShapleyService(shapley_pb2_grpc.ShapleyServicer):
                 asked.random_state,
                 outputs,
                 proposal_sha256=messages.proposal_sha256(request),
+                pool_rows=bool(request.pool_rows),
                 answer_bytes_per_row=messages.answer_bytes_per_row(entry.description, answer),
                 answer_fixed_bytes=self._answer_fixed_bytes(entry, described=True),
                 caller=self._caller(context),

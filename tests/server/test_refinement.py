@@ -416,3 +416,50 @@ def test_client_model_path_sends_the_proposals_sha256(task, client, monkeypatch)
     with pytest.raises(ShapleyError) as caught:
         client.explain(context, X[:3], p[:3], model=model, budget=BUDGET)
     assert caught.value.field == "proposal_sha256"
+
+
+def _aliased_model(X: np.ndarray) -> np.ndarray:
+    return 3.0 * X[:, 0] + np.tanh(X[:, 2]) * X[:, 3]
+
+
+def test_pooled_refine_equals_the_estimators_pooled_refine_in_process(stub, client):
+    # Columns 0 and 1 nearly copies: a row's own pairs barely tell them apart, the other
+    # rows' pairs do (tests/estimator/test_pooled_refinement.py).
+    rng = np.random.default_rng(23)
+    X = rng.normal(size=(600, 6))
+    X[:, 1] = X[:, 0] + 0.05 * rng.normal(size=600)
+    p = _aliased_model(X)
+    context = client.create_context(X, p)
+    local = ZeroShotExplainer(random_state=0).fit(X, p)
+    rows, predictions = X[:10], p[:10]
+    proposal = local.propose(rows, BUDGET, predictions)
+    outputs = _aliased_model(proposal.rows)
+    request = _refine_request(context.context_id, rows, predictions, outputs)
+    request.pool_rows = True
+    answer = stub.Refine(request)
+    pooled = local.refine(proposal, outputs, pool_rows=True)
+    alone = local.refine(proposal, outputs)
+    assert not np.array_equal(pooled.values, alone.values)  # the other rows moved the answer
+    for name in ("values", "uncertainty", "base_values"):
+        np.testing.assert_array_equal(_array(getattr(answer, name)), getattr(pooled, name))
+    # The client's one call pools the rows of its chunk (all ten here).
+    via_client = client.explain(
+        context, rows, predictions, model=_aliased_model, budget=BUDGET, pool_rows=True
+    )
+    np.testing.assert_array_equal(via_client.values, pooled.values)
+    np.testing.assert_array_equal(via_client.uncertainty, pooled.uncertainty)
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"pool_rows": True},  # nothing to pool without a refinement
+        {"pool_rows": "yes", "model": model, "budget": BUDGET},
+        {"pool_rows": 1, "model": model, "budget": BUDGET},
+    ],
+)
+def test_client_pool_rows_is_a_refinements_bool(task, client, arguments):
+    context, _, X, p = task
+    with pytest.raises(ShapleyError) as error:
+        client.explain(context, X[:3], p[:3], **arguments)
+    assert error.value.field == "pool_rows"

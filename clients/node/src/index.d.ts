@@ -136,6 +136,12 @@ export interface RefineOptions extends ExplainOptions {
   budget?: number;
   /** Seeds the proposed rows (default: the context's randomState); needs model and budget. */
   randomState?: number | bigint | string;
+  /**
+   * true: each row also learns from the other rows of its chunk (one Refine call; see
+   * RefineRequest.pool_rows): more accurate on smooth models in many columns, but a row's
+   * answer then depends on the rows refined with it. Needs model and budget.
+   */
+  poolRows?: boolean;
 }
 
 export interface StreamOptions extends ExplainOptions {

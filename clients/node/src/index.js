@@ -98,7 +98,7 @@ const mismatches = new WeakMap();
  * @typedef {(rows: number[][], flat: {data: Float64Array, shape: number[]}) =>
  *   ArrayInput | Promise<ArrayInput>} Model
  * @typedef {{timeout?: number, outputDtype?: 'float64' | 'float32', model?: Model,
- *   budget?: number, randomState?: number | bigint | string}} CallOptions
+ *   budget?: number, randomState?: number | bigint | string, poolRows?: boolean}} CallOptions
  * @typedef {CallOptions & {chunkRows?: number}} StreamOptions
  * @typedef {{timeout?: number, budget?: number | null,
  *   randomState?: number | bigint | string | null, refit?: boolean | null}} CalibrationOptions
@@ -1417,15 +1417,23 @@ class ShapleyClient {
 
   /**
    * The refinement options (model and budget, given together), or null for a zero-shot call.
+   * poolRows: true lets each row also learn from the other rows of its Refine call (see
+   * RefineRequest.pool_rows): more accurate on smooth models in many columns, but a row's
+   * answer then depends on the rows refined with it.
    * @param {CallOptions | undefined} options
-   * @returns {{model: Model, budget: number, randomState: string | null} | null}
+   * @returns {{model: Model, budget: number, randomState: string | null,
+   *   poolRows: boolean} | null}
    */
   static _refinement(options) {
-    const { model, budget, randomState } = options || {};
+    const { model, budget, randomState, poolRows } = options || {};
+    if (poolRows != null && typeof poolRows !== 'boolean') {
+      throw localError('pool_rows', `must be true or false; got ${shown(poolRows)}`);
+    }
     if (model == null && budget == null) {
       if (randomState != null) {
         throw localError('random_state', 'seeds a refinement: it needs model and budget');
       }
+      if (poolRows) throw localError('pool_rows', 'pools a refinement: it needs model and budget');
       return null;
     }
     if (model == null) throw localError('model', 'is required with budget');
@@ -1435,7 +1443,7 @@ class ShapleyClient {
       throw localError('budget', `must be a positive integer; got ${shown(budget)}`);
     }
     const seed = randomState == null ? null : uint64Text(randomState, 'random_state');
-    return { model, budget, randomState: seed };
+    return { model, budget, randomState: seed, poolRows: poolRows === true };
   }
 
   /**
@@ -1446,7 +1454,8 @@ class ShapleyClient {
    * @param {any} contextOrId
    * @param {{data: FloatArray, shape: number[]}} x
    * @param {ArrayInput | null | undefined} predictions
-   * @param {{model: Model, budget: number, randomState: string | null}} refining
+   * @param {{model: Model, budget: number, randomState: string | null,
+   *   poolRows: boolean}} refining
    * @param {CallOptions} options
    * @returns {Promise<Explanation>}
    */
@@ -1497,6 +1506,7 @@ class ShapleyClient {
           outputs: encodeTensor(scored.data, scored.shape),
           outputDtype,
           proposalSha256: proposal.proposalSha256,
+          poolRows: refining.poolRows,
         }, options);
         responses.push({ ...response, firstRow: start });
       }
@@ -1519,10 +1529,11 @@ class ShapleyClient {
    */
   async explainStream(contextOrId, rows, predictions, options) {
     options ??= {}; // null as absent, as explain and createContext take it
-    for (const option of ['model', 'budget', 'randomState']) {
+    const wireNames = { randomState: 'random_state', poolRows: 'pool_rows' };
+    for (const option of ['model', 'budget', 'randomState', 'poolRows']) {
       // Taken by explain to refine: here they were ignored, and the answer was zero-shot.
       if (/** @type {any} */ (options)[option] != null) {
-        throw localError(option === 'randomState' ? 'random_state' : option,
+        throw localError(/** @type {any} */ (wireNames)[option] ?? option,
           'refines, which explainStream does not: call explain with model and budget (it ' +
           'refines in chunks)');
       }

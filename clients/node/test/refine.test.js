@@ -82,8 +82,50 @@ test('without predictions the model scores the explained rows too', async () => 
   for (const gap of efficiencyGaps(refined, model(query.slice(0, 3)))) assert.ok(gap < 1e-9);
 });
 
+test('poolRows sends pool_rows with every Refine: each row learns from its chunk', async () => {
+  // Columns 0 and 1 nearly copies, the model reading column 0 alone: a row's own pairs barely
+  // tell them apart, the other rows' pairs do (tests/estimator/test_pooled_refinement.py).
+  /** @param {number[][]} r */
+  const aliasedRows = (r) => r.map((x) => [x[0], x[0] + 0.05 * x[1], x[2], x[3], x[4]]);
+  /** @param {number[][]} r */
+  const linear = (r) => r.map((x) => 3 * x[0] + x[2] * x[3]);
+  const X = aliasedRows(makeRows(400, 5, 7));
+  const aliasedSpec = { rows: X, predictions: linear(X) };
+  const Q = aliasedRows(makeRows(6, 5, 8));
+  const original = /** @type {any} */ (client)._unary.bind(client);
+  /** @type {boolean[]} */ const sent = [];
+  /** @type {any} */ (client)._unary = async (/** @type {string} */ method,
+    /** @type {any} */ request, /** @type {any} */ options) => {
+    if (method === 'Refine') sent.push(request.poolRows);
+    return original(method, request, options);
+  };
+  try {
+    const options = { model: linear, budget: BUDGET };
+    const alone = await client.explain(aliasedSpec, Q, linear(Q), options);
+    const pooled = await client.explain(aliasedSpec, Q, linear(Q), { ...options, poolRows: true });
+    assert.ok(sent.length >= 2 && sent.includes(true) && sent.includes(false), `${sent}`);
+    for (const gap of efficiencyGaps(pooled, linear(Q))) assert.ok(gap < 1e-9, `${gap}`);
+    // The server pooled: the answer moved, toward column 0 (its whole value, 3 (x0 - mean)).
+    assert.notDeepEqual(Array.from(pooled.values), Array.from(alone.values));
+    const secondColumn = (/** @type {any} */ e) => Q.map((_, i) => Math.abs(e.values[i * 5 + 1]));
+    const sum = (/** @type {number[]} */ v) => v.reduce((a, b) => a + b, 0);
+    assert.ok(sum(secondColumn(pooled)) < sum(secondColumn(alone)),
+      `${secondColumn(pooled)} vs ${secondColumn(alone)}`);
+  } finally {
+    /** @type {any} */ (client)._unary = original;
+  }
+});
+
 test('bad refinement options and outputs are refused naming the field', async () => {
   const score = (/** @type {number[][]} */ r) => model(r);
+  await assert.rejects(client.explain(spec, query, null, { poolRows: true }),
+    isError('INVALID_ARGUMENT', 'pool_rows'));
+  await assert.rejects(
+    client.explain(spec, query, null,
+      { model: score, budget: BUDGET, poolRows: /** @type {any} */ ('yes') }),
+    isError('INVALID_ARGUMENT', 'pool_rows'));
+  await assert.rejects(client.explainStream(spec, query, null, { poolRows: true }),
+    isError('INVALID_ARGUMENT', 'pool_rows'));
   await assert.rejects(client.explain(spec, query, null, { model: score }),
     isError('INVALID_ARGUMENT', 'budget'));
   await assert.rejects(client.explain(spec, query, null, { budget: BUDGET }),

@@ -556,6 +556,15 @@ def _as_sent(array, name: str) -> np.ndarray:
         raise TypeError(f"{name} must hold numbers; got dtype {array.dtype}") from None
 
 
+def _pool_rows(pool_rows) -> bool:
+    """``pool_rows``, checked: a bool (numpy's too)."""
+    if not isinstance(pool_rows, bool | np.bool_):
+        raise InvalidArgumentError(
+            "pool_rows", f"must be True or False; got {type(pool_rows).__name__}"
+        )
+    return bool(pool_rows)
+
+
 def _tensor(array, name: str) -> pb.Tensor:
     array = _as_sent(array, name)
     code = _DTYPES["float32" if array.dtype == np.float32 else "float64"][0]
@@ -827,6 +836,7 @@ class ShapleyClient:
         budget: int | None = None,
         random_state: int | None = None,
         output_dtype: str = "float64",
+        pool_rows: bool = False,
     ) -> Explanation:
         """Attributions of ``rows`` (m, d) in one message; exactly efficient when the model's
         ``predictions`` on them are given. A :class:`Context` the server no longer holds (another
@@ -845,7 +855,11 @@ class ShapleyClient:
         ``predictions``, 5 without). The rows go in chunks that fit in a message (Propose,
         your model, Refine per chunk); ``random_state`` seeds the proposal (default: the
         context's). ``model_rows`` on the answer says how many rows each explained row used.
+        ``pool_rows=True`` lets each row also learn from the other rows refined with it (the
+        rows of its chunk: one Refine call; see ``RefineRequest.pool_rows``): more accurate on
+        smooth models in many columns, but a row's answer then depends on the rows sent with it.
         """
+        _pool_rows(pool_rows)
         if (model is None) != (budget is None):
             missing = "budget" if budget is None else "model"
             raise InvalidArgumentError(
@@ -853,12 +867,14 @@ class ShapleyClient:
             )
         if model is not None:
             return self._refined(
-                context, rows, predictions, model, budget, random_state, output_dtype
+                context, rows, predictions, model, budget, random_state, output_dtype, pool_rows
             )
         if random_state is not None:
             raise InvalidArgumentError(
                 "random_state", "seeds a refinement: it needs model and budget"
             )
+        if pool_rows:
+            raise InvalidArgumentError("pool_rows", "pools a refinement: it needs model and budget")
         data, display = self._query_rows(context, rows)
         request = pb.ExplainRequest(rows=_tensor(data, "rows"), output_dtype=_dtype(output_dtype))
         if predictions is not None:
@@ -939,12 +955,14 @@ class ShapleyClient:
         random_state: int | None = None,
         output_dtype: str = "float64",
         proposal_sha256: str = "",
+        pool_rows: bool = False,
     ) -> Explanation:
         """Refined attributions of ``rows`` from your model's ``outputs`` on the rows that
         :meth:`propose` returned for the same rows, predictions, budget and random_state.
         ``proposal_sha256``: that proposal's (``Proposal.proposal_sha256``); the server
         rebuilds the proposal and, given it, refuses outputs scored on other rows
-        (InvalidArgumentError on ``proposal_sha256``)."""
+        (InvalidArgumentError on ``proposal_sha256``). ``pool_rows``: each row also learns
+        from the other rows of this call (``RefineRequest.pool_rows``)."""
         data, display = self._query_rows(context, rows)
         request = pb.RefineRequest(
             rows=_tensor(data, "rows"),
@@ -952,13 +970,14 @@ class ShapleyClient:
             outputs=_tensor(_outputs(outputs, "got"), "outputs"),
             output_dtype=_dtype(output_dtype),
             proposal_sha256=proposal_sha256,
+            pool_rows=_pool_rows(pool_rows),
         )
         _set_refinement(request, context, predictions, random_state)
         response = self._call_with_context(context, self._stub.Refine, request)
         return _single_explanation(response, data, display)
 
     def _refined(
-        self, context, rows, predictions, model, budget, random_state, output_dtype
+        self, context, rows, predictions, model, budget, random_state, output_dtype, pool_rows
     ) -> Explanation:
         if not callable(model):
             raise TypeError(f"model must be callable; got {type(model).__name__}")
@@ -997,6 +1016,7 @@ class ShapleyClient:
                     random_state=random_state,
                     output_dtype=output_dtype,
                     proposal_sha256=proposal.proposal_sha256,
+                    pool_rows=pool_rows,
                 )
             )
         first = answers[0]
