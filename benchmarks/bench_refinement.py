@@ -206,9 +206,12 @@ def ours(
     truth,
     truth_se=None,
     timing_seconds: float = TIMING_SECONDS,
+    pooled: bool = True,
 ) -> dict:
     """Zero-shot explain (budget 0) and propose + model + refine at d, 2d, 4d, 10d rows, each
-    time the fastest of runs that go on for ``timing_seconds`` (see ``_fastest``)."""
+    time the fastest of runs that go on for ``timing_seconds`` (see ``_fastest``); with
+    ``pooled``, refine also pools the explained rows (``refine(..., pool_rows=True)``) on the
+    same proposal and outputs, under "pooled"."""
     from shapley_svc.estimator.refinement import minimum_budget
 
     d = query.shape[1]
@@ -261,6 +264,20 @@ def ours(
                 propose_seconds / m / explain_seconds if explain_seconds > 0 else None
             ),
         }
+        if pooled:
+            together, pooled_seconds = _fastest(
+                lambda proposal=proposal, outputs=outputs: explainer.refine(
+                    proposal, outputs, pool_rows=True
+                ),
+                lambda found: found.values,
+                seconds=timing_seconds,
+            )
+            pooled_per_row = (propose_seconds + pooled_seconds) / m
+            results[str(multiple)]["pooled"] = {
+                **scores(together.values, truth, together.uncertainty, truth_se),
+                "seconds_per_row": pooled_per_row,
+                "time_ratio": pooled_per_row / explain_seconds if explain_seconds > 0 else None,
+            }
     return results
 
 
@@ -293,7 +310,9 @@ def calibrated(
         "calibrate_seconds": seconds,
         "model_seconds": model_seconds,
         "scales": [float(scale) for scale in fitted.scales_],
-        "by_budget": ours(fitted, predict, query, predictions, truth, truth_se, timing_seconds),
+        "by_budget": ours(
+            fitted, predict, query, predictions, truth, truth_se, timing_seconds, pooled=False
+        ),
     }
 
 
@@ -554,6 +573,11 @@ def _ours_at(row, multiple, key="pearson"):
     return row["ours"].get(str(multiple), {}).get(key)
 
 
+def _pooled_at(row, multiple, key="pearson"):
+    """Ours with the explained rows pooled (None at budget 0, or for a run from before it)."""
+    return row["ours"].get(str(multiple), {}).get("pooled", {}).get(key)
+
+
 def _calibrated_at(row, multiple, key="pearson", kind="calibrated"):
     """The calibrated (``kind``: "calibrated", weights only, or "refitted") explainer's figure
     (None for a run from before it existed)."""
@@ -615,6 +639,9 @@ def group_summary(rows: list[dict]) -> dict:
             "refitted_coverage_80": _mean(
                 _calibrated_at(r, multiple, "coverage_80", "refitted") for r in rows
             ),
+            "pooled_pearson": _mean(_pooled_at(r, multiple) for r in rows),
+            "pooled_coverage_80": _mean(_pooled_at(r, multiple, "coverage_80") for r in rows),
+            "pooled_time_ratio": _mean(_pooled_at(r, multiple, "time_ratio") for r in rows),
         }
         if multiple:
             entry["ours_model_seconds_per_row"] = _mean(
@@ -672,6 +699,10 @@ def summary(rows: list[dict]) -> dict:
         row["case"]: groups[row["case"]]["by_budget"][headline]["ours_pearson"]
         for row in embeddings
     }
+    pooled_embedding_r = {
+        row["case"]: groups[row["case"]]["by_budget"][headline]["pooled_pearson"]
+        for row in embeddings
+    }
     ratios = [
         _ours_at(r, m, "time_ratio")
         for r in rows
@@ -687,6 +718,8 @@ def summary(rows: list[dict]) -> dict:
             if real_r.get("ours_pearson") is None
             else bool(real_r["ours_pearson"] >= TARGET_REAL_R),
             "embedding_r_at_4d": embedding_r,
+            "pooled_real_tables_r_at_4d": real_r.get("pooled_pearson"),
+            "pooled_embedding_r_at_4d": pooled_embedding_r,
             "meets_embedding_r": bool(all(v >= TARGET_EMBEDDING_R for v in embedding_r.values()))
             if embedding_r
             else None,
@@ -742,8 +775,9 @@ def budget_table(group: dict) -> list[str]:
         "KernelSHAP k = 10 | KernelSHAP 1 row drawn | KernelSHAP 10 rows drawn | ours wins | "
         "ours RMSE / sd | KernelSHAP RMSE / sd | ours 80 % "
         "coverage | ours s per row (model apart) | x zero-shot explain | calibrated r | "
-        "calibrated 80 % coverage | refitted r | refitted 80 % coverage |",
-        "|" + " --- |" * 17,
+        "calibrated 80 % coverage | refitted r | refitted 80 % coverage | pooled r | "
+        "pooled 80 % coverage | pooled x zero-shot explain |",
+        "|" + " --- |" * 20,
     ]
     for multiple in MULTIPLES:
         b = group["by_budget"][str(multiple)]
@@ -762,7 +796,9 @@ def budget_table(group: dict) -> list[str]:
             f"{'-' if seconds is None else f'{1000 * seconds:.2f} ms'} | "
             f"{_num(b.get('ours_time_ratio'), 2) if multiple else '1'} | "
             f"{_num(b.get('calibrated_pearson'))} | {_num(b.get('calibrated_coverage_80'), 2)} | "
-            f"{_num(b.get('refitted_pearson'))} | {_num(b.get('refitted_coverage_80'), 2)} |"
+            f"{_num(b.get('refitted_pearson'))} | {_num(b.get('refitted_coverage_80'), 2)} | "
+            f"{_num(b.get('pooled_pearson'))} | {_num(b.get('pooled_coverage_80'), 2)} | "
+            f"{_num(b.get('pooled_time_ratio'), 2)} |"
         )
     return lines
 
@@ -802,7 +838,36 @@ def headline_lines(payload: dict) -> list[str]:
         + (f" Not above zero-shot: {', '.join(below_zero_shot)}." if below_zero_shot else ""),
         f"- Propose + refine time per explained row over zero-shot explain's, mean over cases "
         f"(target <= {TARGET_TIME_RATIO}x): {ratios}." + _section_ratios(payload),
+        *pooled_lines(payload),
         *calibration_lines(payload),
+    ]
+
+
+def pooled_lines(payload: dict) -> list[str]:
+    """Refine with the explained rows pooled (``pool_rows=True``), against refine alone, by
+    section and embedding task (empty for a run from before it)."""
+    groups = payload["summary"]["groups"]
+    names = [
+        n for n in groups if n in ("real_tables", "embeddings") or n.startswith("embedding d=")
+    ]
+    parts = []
+    for name in names:
+        by_budget = groups[name]["by_budget"]
+        if all(by_budget[str(m)].get("pooled_pearson") is None for m in MULTIPLES[1:]):
+            continue
+        figures = " / ".join(_num(by_budget[str(m)].get("pooled_pearson")) for m in MULTIPLES[1:])
+        ratio = _num(by_budget[str(HEADLINE_MULTIPLE)].get("pooled_time_ratio"), 2)
+        label = name.replace("_", " ") if "=" not in name else _short_case(name)
+        parts.append(f"{label} {figures} ({ratio}x explain at {HEADLINE_MULTIPLE}d)")
+    if not parts:
+        return []
+    settings = payload["settings"]
+    return [
+        "- Pooled (`pool_rows=True`: each row also learns from the other rows of its refine "
+        f"call, here {settings['n_explained']} explained rows a call on the real tables and "
+        f"{settings['embedding_explained']} on the embeddings), r at "
+        + " / ".join(f"{m}d" for m in MULTIPLES[1:])
+        + f": {'; '.join(parts)}."
     ]
 
 

@@ -67,6 +67,10 @@ def test_quick_mode_writes_sane_results(tmp_path):
             if multiple != "0":
                 assert 0 < ours["rows_per_query"] <= int(multiple) * case["d"]
                 assert ours["model_seconds_per_row"] >= 0
+                # The same proposal and outputs refined with the explained rows pooled.
+                pooled = ours["pooled"]
+                assert abs(pooled["pearson"]) <= 1 + 1e-12, (case["case"], multiple)
+                assert 0 <= pooled["coverage_80"] <= 1 and pooled["time_ratio"] > 0
         for multiple in multiples[1:]:
             kernel = case["kernelshap"][multiple]
             for k, result in kernel["by_k"].items():
@@ -90,12 +94,14 @@ def test_quick_mode_writes_sane_results(tmp_path):
         assert set(by_budget) == set(multiples)
         assert by_budget["0"]["kernelshap_pearson"] is None
         assert -1 <= by_budget["4"]["ours_pearson"] <= 1
+        assert -1 <= by_budget["4"]["pooled_pearson"] <= 1
         # A refit scores its own default budget: 20 rows per background row to the weights' 10.
         assert group["refit_rows"] == 2 * group["calibration_rows"] > 0
     block = bench_refinement.readme_block(payload, "benchmarks/results/refinement_quick.json")
     assert block.startswith(bench_refinement.README_START)
     assert block.endswith(bench_refinement.README_END)
     assert "quick run" in block
+    assert "Pooled (`pool_rows=True`" in block
 
 
 def test_contention_names_each_loaded_section_or_else_the_loaded_run():
