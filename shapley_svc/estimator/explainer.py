@@ -62,11 +62,11 @@ from shapley_svc.estimator.refinement import (
     CENTRE_TRIAL_COALITIONS,
     CENTRE_TRIAL_ROWS,
     MIN_CENTRE_TRIAL_BACKGROUND,
-    POOLED_FEATURE_CELLS,
     POOLED_RIDGE_STRENGTHS,
     PRIOR_PAIRS_PER_PLAYER,
     CentreTrial,
     DrawOrder,
+    PooledDesign,
     PooledMoments,
     Proposal,
     RefinementParts,
@@ -77,7 +77,6 @@ from shapley_svc.estimator.refinement import (
     merged_with_prior,
     minimum_budget,
     pair_chunk,
-    pair_features,
     pairs_within,
     pooled_fold,
     pooled_values,
@@ -1711,48 +1710,31 @@ class ZeroShotExplainer(BaseEstimator):
         ).mean(axis=0)
         folds = pooled_fold(m)
         moments = PooledMoments.empty(int(folds.max()) + 1, design.shape[1], self.n_outputs_)
-        group = max(1, POOLED_FEATURE_CELLS // max(1, proposal.n_pairs * design.shape[1]))
-
-        def features(rows: slice) -> np.ndarray:
-            return pair_features(
-                design[rows],
-                reference_design,
-                proposal.background[rows],
-                proposal.masks[rows],
-                player_of_column,
-            )
-
-        def gaps(rows: slice) -> np.ndarray:
-            paired = pair_outputs[rows].reshape(-1, proposal.n_pairs, 2, self.n_outputs_)
-            return paired[:, :, 0, :] - paired[:, :, 1, :]
-
+        features = PooledDesign.of(
+            design, reference_design, proposal.background, proposal.masks, player_of_column
+        )
         proxies = []
         for part in slices:
             if should_stop is not None and should_stop():
                 raise CancelledError("the refinement was cancelled")
-            proxy = self._slice_proxy(
+            proxy_values, proxy_gaps = self._slice_proxy(
                 proposal, part, predictions[part], reference_design, parts.rows(part), should_stop
             )
-            proxies.append(proxy)
-            for first in range(part.start, part.stop, group):
-                rows = slice(first, min(part.stop, first + group))
-                within = slice(first - part.start, rows.stop - part.start)
-                moments.add(folds[rows], features(rows), gaps(rows) - proxy[1][within])
+            proxies.append((proxy_values, proxy_gaps))
+            paired = pair_outputs[part].reshape(-1, proposal.n_pairs, 2, self.n_outputs_)
+            features.add(moments, folds, part, paired[:, :, 0, :] - paired[:, :, 1, :] - proxy_gaps)
         weights = pooled_weights(moments, m)  # (F, C, K)
         for part, (proxy_values, proxy_gaps) in zip(slices, proxies, strict=True):
-            for first in range(part.start, part.stop, group):
-                rows = slice(first, min(part.stop, first + group))
-                within = slice(first - part.start, rows.stop - part.start)
-                own = weights[folds[rows]]  # (g, C, K)
-                proxy_gaps[within] += np.matmul(features(rows), own)
-                for k in range(self.n_outputs_):
-                    proxy_values[within, :, k] += pooled_values(
-                        own[:, :, k],
-                        design[rows],
-                        background_mean,
-                        player_of_column,
-                        proxy_values.shape[1],
-                    )
+            own = weights[folds[part]]  # (g, C, K)
+            proxy_gaps += features.gaps(part, own)
+            for k in range(self.n_outputs_):
+                proxy_values[:, :, k] += pooled_values(
+                    own[:, :, k],
+                    design[part],
+                    background_mean,
+                    player_of_column,
+                    proxy_values.shape[1],
+                )
             self._slice_regression(
                 proposal,
                 part,

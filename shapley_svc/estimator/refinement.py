@@ -1011,6 +1011,93 @@ class PooledMoments:
             self.feature_squares += float(np.einsum("ij,ij->", stacked, stacked))
 
 
+@dataclass
+class PooledDesign:
+    """The pairs' features (``pair_features``) of a pooled refine call's explained rows, built a
+    few rows at a time, or never where every row's pairs share their coalitions and mix with
+    one reference row (the centre): features are then signs (n_pairs, C) times the row's
+    difference from that row, so that a row's Gram is the signs' Gram times the outer product
+    of that difference, and its gaps the signs times a vector. At d = 1,024 and budget 4d
+    (ten rows) the features and their Grams took 0.96 s of a 2.9 s refine (2026-12-08).
+
+    design : (m, C) standardised; reference_design, picks, masks, player_of_column as for
+    ``pair_features``.
+    """
+
+    design: np.ndarray
+    reference_design: np.ndarray
+    picks: np.ndarray
+    masks: np.ndarray
+    player_of_column: np.ndarray
+    signs: np.ndarray | None = None
+    signs_gram: np.ndarray | None = None
+
+    @classmethod
+    def of(
+        cls,
+        design: np.ndarray,
+        reference_design: np.ndarray,
+        picks: np.ndarray,
+        masks: np.ndarray,
+        player_of_column: np.ndarray,
+        shared: bool | None = None,
+    ) -> "PooledDesign":
+        """``shared`` None: whether the rows share coalitions and reference row, found out."""
+        if shared is None:
+            shared = reference_design.shape[0] == 1 and bool((masks == masks[:1]).all())
+        if not shared:
+            return cls(design, reference_design, picks, masks, player_of_column)
+        signs = np.where(masks[0][:, player_of_column], 1.0, -1.0)
+        return cls(design, reference_design, picks, masks, player_of_column, signs, signs.T @ signs)
+
+    def _rows_at_once(self) -> int:
+        return max(1, POOLED_FEATURE_CELLS // max(1, self.masks.shape[1] * self.design.shape[1]))
+
+    def add(
+        self, moments: PooledMoments, folds: np.ndarray, rows: slice, residual_gaps: np.ndarray
+    ) -> None:
+        """Add ``rows`` (of ``folds``, every row's) with their (g, n_pairs, K) residual gaps."""
+        if self.signs is None:
+            step = self._rows_at_once()
+            for first in range(rows.start, rows.stop, step):
+                some = slice(first, min(rows.stop, first + step))
+                within = slice(first - rows.start, some.stop - rows.start)
+                moments.add(folds[some], self.features(some), residual_gaps[within])
+            return
+        deltas = self.design[rows] - self.reference_design[0]
+        signed = np.matmul(self.signs.T, residual_gaps)  # (g, C, K)
+        for fold in np.unique(folds[rows]):
+            mine = folds[rows] == fold
+            moments.grams[fold] += self.signs_gram * (deltas[mine].T @ deltas[mine])
+            moments.moments[fold] += np.einsum("gc,gck->ck", deltas[mine], signed[mine])
+        moments.feature_squares += self.masks.shape[1] * float(np.sum(deltas * deltas))
+
+    def features(self, rows: slice) -> np.ndarray:
+        return pair_features(
+            self.design[rows],
+            self.reference_design,
+            self.picks[rows],
+            self.masks[rows],
+            self.player_of_column,
+        )
+
+    def gaps(self, rows: slice, weights: np.ndarray) -> np.ndarray:
+        """(g, n_pairs, K) pair gaps of the rows' linear functions ``weights`` (g, C, K)."""
+        if self.signs is None:
+            step = self._rows_at_once()
+            return np.concatenate(
+                [
+                    np.matmul(
+                        self.features(slice(first, min(rows.stop, first + step))),
+                        weights[first - rows.start : min(rows.stop, first + step) - rows.start],
+                    )
+                    for first in range(rows.start, rows.stop, step)
+                ]
+            )
+        deltas = self.design[rows] - self.reference_design[0]
+        return np.matmul(self.signs, deltas[:, :, None] * weights)
+
+
 def pooled_weights(moments: PooledMoments, n_rows: int) -> np.ndarray:
     """(F, C, K) per fold, each output's pooled linear function of the design columns: ridge
     fitted on the other folds' pairs, the strength (one per output, shared by the folds) the

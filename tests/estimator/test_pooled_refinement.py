@@ -7,6 +7,7 @@ import pytest
 from shapley_svc.errors import CancelledError, InvalidArgumentError, LimitExceededError
 from shapley_svc.estimator import ZeroShotExplainer
 from shapley_svc.estimator.refinement import (
+    PooledDesign,
     PooledMoments,
     pair_features,
     pooled_fold,
@@ -212,3 +213,30 @@ def test_pooling_more_columns_than_half_the_working_memory_holds_is_refused_nami
     assert explainer.refine(proposal, proposal.rows[:, 0]).values.shape == (12, 300)
     one = explainer.propose(query[:1], 8, y[:1], random_state=0)
     assert explainer.refine(one, one.rows[:, 0], pool_rows=True).values.shape == (1, 300)
+
+
+@pytest.mark.parametrize("n_references", [1, 7])
+def test_rows_that_share_coalitions_and_a_reference_row_pool_as_built_features_do(n_references):
+    rng = np.random.default_rng(9)
+    m, n_pairs, n_players, n_outputs = 5, 12, 4, 2
+    player_of_column = np.array([0, 0, 1, 2, 3, 3])
+    design = rng.normal(size=(m, 6))
+    reference = rng.normal(size=(n_references, 6))
+    picks = rng.integers(0, n_references, size=(m, n_pairs))
+    masks = np.broadcast_to(rng.random((1, n_pairs, n_players)) < 0.5, (m, n_pairs, n_players))
+    residual = rng.normal(size=(m, n_pairs, n_outputs))
+    weights = rng.normal(size=(m, 6, n_outputs))
+    found = PooledDesign.of(design, reference, picks, masks, player_of_column)
+    built = PooledDesign.of(design, reference, picks, masks, player_of_column, shared=False)
+    assert (found.signs is not None) == (n_references == 1)
+    pooled = []
+    for features in (found, built):
+        moments = PooledMoments.empty(3, 6, n_outputs)
+        features.add(moments, pooled_fold(m) % 3, slice(0, 2), residual[:2])
+        features.add(moments, pooled_fold(m) % 3, slice(2, m), residual[2:])
+        pooled.append((moments, features.gaps(slice(1, 4), weights[1:4])))
+    (a, a_gaps), (b, b_gaps) = pooled
+    np.testing.assert_allclose(a.grams, b.grams, atol=1e-10)
+    np.testing.assert_allclose(a.moments, b.moments, atol=1e-10)
+    assert a.feature_squares == pytest.approx(b.feature_squares, rel=1e-12)
+    np.testing.assert_allclose(a_gaps, b_gaps, atol=1e-10)
