@@ -463,3 +463,5 @@ def test_client_pool_rows_is_a_refinements_bool(task, client, arguments):
     with pytest.raises(ShapleyError) as error:
         client.explain(context, X[:3], p[:3], **arguments)
     assert error.value.field == "pool_rows"
+    # A refusal of the argument's type is still the TypeError it is.
+    assert isinstance(error.value, TypeError) == (arguments["pool_rows"] is not True)

@@ -559,8 +559,8 @@ def _as_sent(array, name: str) -> np.ndarray:
 def _pool_rows(pool_rows) -> bool:
     """``pool_rows``, checked: a bool (numpy's too)."""
     if not isinstance(pool_rows, bool | np.bool_):
-        raise InvalidArgumentError(
-            "pool_rows", f"must be True or False; got {type(pool_rows).__name__}"
+        raise InvalidArgumentTypeError(
+            "pool_rows", f"must be True or False; got {pool_rows!r} ({type(pool_rows).__name__})"
         )
     return bool(pool_rows)
 
