@@ -952,7 +952,10 @@ def refined_values(
 # unchanged to 0.001; 50 real-table cases 0.938 / 0.942 / 0.952 / 0.967 -> 0.937 / 0.942 /
 # 0.955 / 0.968. Shifting the zero-shot prior by the pooled function's values as well gained
 # the MLP more (0.935 at 4d) but lost the d = 384 forest 0.02-0.06 and the real tables 0.02 at
-# d: only the proxy takes it.
+# d: only the proxy takes it. In `bench refinement` itself (2026-12-08, one seed): d = 384 MLP
+# 0.680 / 0.791 / 0.864 / 0.933 -> 0.824 / 0.892 / 0.903 / 0.940, real tables 0.941 / 0.945 /
+# 0.955 / 0.969 -> 0.941 / 0.945 / 0.958 / 0.970, forests and the d = 1,024 MLP within 0.006.
+# Five folds instead of ten lost the d = 384 MLP 0.006 at d (0.822 -> 0.816, offline).
 POOLED_FOLDS = 10
 POOLED_RIDGE_STRENGTHS = np.logspace(-4.0, 4.0, 9)
 # Rows whose pair features are built at once (float64 cells: 2 MiB; one row at least). Ten rows
