@@ -955,7 +955,7 @@ def refined_values(
 # d: only the proxy takes it. In `bench refinement` itself (2026-12-08, one seed): d = 384 MLP
 # 0.680 / 0.791 / 0.864 / 0.933 -> 0.824 / 0.892 / 0.903 / 0.940, real tables 0.941 / 0.945 /
 # 0.955 / 0.969 -> 0.941 / 0.945 / 0.958 / 0.970, forests and the d = 1,024 MLP within 0.006.
-# Five folds instead of ten lost the d = 384 MLP 0.006 at d (0.822 -> 0.816, offline).
+# Five folds instead of ten lost the d = 384 MLP 0.007 at d (0.822 -> 0.815, 2 seeds, offline).
 POOLED_FOLDS = 10
 POOLED_RIDGE_STRENGTHS = np.logspace(-4.0, 4.0, 9)
 # Rows whose pair features are built at once (float64 cells: 2 MiB; one row at least). Ten rows
