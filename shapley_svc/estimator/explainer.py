@@ -1003,10 +1003,10 @@ class ZeroShotExplainer(BaseEstimator):
             function of the columns, fitted on the other rows' pairs to what the proxy misses
             there, joins each row's proxy, where held-out rows say it errs less than none
             (``refinement.POOLED_FOLDS``). It gains most on smooth models in many columns (an
-            MLP on 384 embedding columns, 10 rows a call: r 0.866 -> 0.903 at budget 4d) and
-            costs nothing measurable elsewhere; but a row's answer then depends on the rows
-            refined with it (and their order), where by default it depends on the row alone.
-            A single row is refined as without it.
+            MLP on 384 embedding columns, 10 rows a call: r 0.864 -> 0.903 at budget 4d on
+            `bench refinement`) and costs nothing measurable elsewhere; but a row's answer
+            then depends on the rows refined with it (and their order), where by default it
+            depends on the row alone. A single row is refined as without it.
         should_stop : optional; polled before each slice of explained rows. When it returns
             True, ``refine`` raises ``CancelledError``.
         """

@@ -75,7 +75,7 @@ from shapley_svc.kernels.coalitions import (
     sample_paired_coalitions,
     sample_shared_coalitions,
 )
-from shapley_svc.kernels.pair_regression import regress_pairs
+from shapley_svc.kernels.pair_regression import regress_pairs, rows_share_coalitions
 
 # Two pairs at least: one pair has no spread to estimate the error from.
 MIN_PAIRS = 2
@@ -1047,7 +1047,10 @@ class PooledDesign:
     ) -> "PooledDesign":
         """``shared`` None: whether the rows share coalitions and reference row, found out."""
         if shared is None:
-            shared = reference_design.shape[0] == 1 and bool((masks == masks[:1]).all())
+            # Read until the first difference, with no array the size of the masks.
+            shared = reference_design.shape[0] == 1 and bool(
+                rows_share_coalitions(np.ascontiguousarray(masks, dtype=np.bool_))
+            )
         if not shared:
             return cls(design, reference_design, picks, masks, player_of_column)
         signs = np.where(masks[0][:, player_of_column], 1.0, -1.0)

@@ -60,6 +60,15 @@ def _same_coalitions(masks, first, i):
     return True
 
 
+@njit("boolean(boolean[:, :, ::1])", **_FLAGS)
+def rows_share_coalitions(masks):
+    """Whether every row of (m, n_pairs, P) ``masks`` draws the first row's coalitions."""
+    for i in range(1, masks.shape[0]):
+        if not _same_coalitions(masks, 0, i):
+            return False
+    return True
+
+
 @njit(
     "void(float64[:, ::1], float64[:, ::1], float64[:, ::1], boolean[:, :, ::1], float64[::1],"
     " float64, float64, float64, int64, float64, float64, float64, float64[:, ::1],"

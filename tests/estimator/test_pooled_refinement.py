@@ -229,6 +229,10 @@ def test_rows_that_share_coalitions_and_a_reference_row_pool_as_built_features_d
     found = PooledDesign.of(design, reference, picks, masks, player_of_column)
     built = PooledDesign.of(design, reference, picks, masks, player_of_column, shared=False)
     assert (found.signs is not None) == (n_references == 1)
+    # One row drawing a coalition of its own: the features are built.
+    own = masks.copy()
+    own[3, 5, 0] = not own[3, 5, 0]
+    assert PooledDesign.of(design, reference, picks, own, player_of_column).signs is None
     pooled = []
     for features in (found, built):
         moments = PooledMoments.empty(3, 6, n_outputs)
